@@ -1,0 +1,20 @@
+//! Flotilla's control plane: a Kubernetes-compatible API server on an embedded store.
+//!
+//! Module map:
+//! - [`store`]: the `Store` trait (revisioned KV, compare-and-swap, watch) and its redb backend
+//!   with group commit.
+//! - [`apiserver`]: the Kubernetes REST API (discovery, OpenAPI, generic REST handler, per-kind
+//!   strategies, patches, selectors, server-side tables, watch).
+//! - [`controllers`]: reconcile loops that run inside the control-plane process.
+//! - [`registry`]: an OCI distribution registry served on the API server's listener.
+//! - [`kubeconfig`]: writes the kubeconfig a client uses to reach this server.
+//! - [`server`]: wires everything together: [`serve`] runs the control plane on a listener.
+
+pub mod apiserver;
+pub mod controllers;
+pub mod kubeconfig;
+pub mod registry;
+pub mod server;
+pub mod store;
+
+

@@ -1,0 +1,1 @@
+//! The OCI distribution registry served on the API server listener (being written).

@@ -1,0 +1,1 @@
+//! Flotilla WebAssembly engine (being written).
