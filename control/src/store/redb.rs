@@ -1,0 +1,593 @@
+//! The embedded store backend: one redb file, group commit, an in-memory read index.
+//!
+//! Writes go to a single committer thread. It takes every write waiting in its queue (up to
+//! `max_batch`), checks each against the current state (compare-and-swap), writes the data and
+//! the watch events of all of them in ONE durable redb transaction, and only then updates the
+//! in-memory index, appends to the watch log and acknowledges each writer. So concurrent writers
+//! share an fsync, and nobody hears "done" before their write is on disk.
+//!
+//! Reads are served from the in-memory index (a `BTreeMap` mirror of the data table, loaded at
+//! open), so they never touch the disk or wait for the committer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use super::watch::{EventType, WatchEvent, WatchLog, WatchStream};
+use super::{Entry, ListOptions, ListResult, Revision, Store, StoreError, StoreFuture};
+
+const DATA: TableDefinition<&str, &[u8]> = TableDefinition::new("data");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_REVISION: &str = "revision";
+const META_COMPACTED: &str = "compacted";
+
+/// Settings of the redb backend.
+#[derive(Debug, Clone)]
+pub struct RedbStoreConfig {
+    /// The database file.
+    pub path: PathBuf,
+    /// How long watch events are retained for resuming watches.
+    pub watch_window: Duration,
+    /// The newest events always retained, whatever their age.
+    pub watch_min_events: usize,
+    /// The most writes committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl RedbStoreConfig {
+    /// Defaults for a database at `path`: a 5-minute watch window (as kube-apiserver's etcd
+    /// compaction interval), at least 1,000 events kept, batches of up to 4,096 writes.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        RedbStoreConfig {
+            path: path.into(),
+            watch_window: Duration::from_secs(300),
+            watch_min_events: 1000,
+            max_batch: 4096,
+        }
+    }
+}
+
+enum OpKind {
+    Create,
+    Update(Option<Revision>),
+    Delete(Option<Revision>),
+}
+
+enum Command {
+    Write { kind: OpKind, key: String, value: Bytes, respond: oneshot::Sender<Result<Entry, StoreError>> },
+    Close(std::sync::mpsc::Sender<()>),
+}
+
+struct State {
+    data: BTreeMap<String, Entry>,
+    revision: Revision,
+    log: WatchLog,
+}
+
+/// The redb-backed [`Store`]. Cloning is cheap; the database closes when the last clone is
+/// dropped or [`RedbStore::close`] is called.
+#[derive(Clone)]
+pub struct RedbStore {
+    state: Arc<Mutex<State>>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").field("revision", &self.current_revision()).finish()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + e.value.len());
+    out.extend_from_slice(&e.create_revision.to_le_bytes());
+    out.extend_from_slice(&e.mod_revision.to_le_bytes());
+    out.extend_from_slice(&e.value);
+    out
+}
+
+fn decode_entry(key: &str, bytes: &[u8]) -> Result<Entry, StoreError> {
+    if bytes.len() < 16 {
+        return Err(StoreError::Backend(format!("corrupt entry for {key}")));
+    }
+    let create_revision = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
+    let mod_revision = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    Ok(Entry { key: key.to_string(), value: Bytes::copy_from_slice(&bytes[16..]), create_revision, mod_revision })
+}
+
+fn put_chunk(out: &mut Vec<u8>, chunk: &[u8]) {
+    out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+    out.extend_from_slice(chunk);
+}
+
+fn encode_event(e: &WatchEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + e.key.len() + e.value.len());
+    out.push(e.event_type.to_byte());
+    out.extend_from_slice(&e.time_ms.to_le_bytes());
+    put_chunk(&mut out, e.key.as_bytes());
+    put_chunk(&mut out, &e.value);
+    match &e.prev {
+        Some(p) => {
+            out.push(1);
+            put_chunk(&mut out, p);
+        }
+        None => out.push(0),
+    }
+    out
+}
+
+fn decode_event(revision: Revision, bytes: &[u8]) -> Option<WatchEvent> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, tail) = b.split_at(n);
+        *b = tail;
+        Some(head)
+    }
+    fn chunk<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize;
+        take(b, len)
+    }
+    let mut b = bytes;
+    let event_type = EventType::from_byte(take(&mut b, 1)?[0])?;
+    let time_ms = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
+    let key = String::from_utf8(chunk(&mut b)?.to_vec()).ok()?;
+    let value = Bytes::copy_from_slice(chunk(&mut b)?);
+    let prev = match take(&mut b, 1)?[0] {
+        1 => Some(Bytes::copy_from_slice(chunk(&mut b)?)),
+        _ => None,
+    };
+    Some(WatchEvent { revision, event_type, key, value, prev, time_ms })
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database and starts its committer thread.
+    pub fn open(config: RedbStoreConfig) -> Result<RedbStore, StoreError> {
+        if let Some(dir) = config.path.parent() {
+            std::fs::create_dir_all(dir).map_err(backend)?;
+        }
+        let db = Database::create(&config.path).map_err(backend)?;
+        // Make sure the tables exist so read transactions can open them.
+        let txn = db.begin_write().map_err(backend)?;
+        {
+            txn.open_table(DATA).map_err(backend)?;
+            txn.open_table(EVENTS).map_err(backend)?;
+            txn.open_table(META).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)?;
+
+        let (data, revision, compacted, events) = {
+            let txn = db.begin_read().map_err(backend)?;
+            let meta = txn.open_table(META).map_err(backend)?;
+            let revision = meta.get(META_REVISION).map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+            let compacted = meta.get(META_COMPACTED).map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+            let mut data = BTreeMap::new();
+            for row in txn.open_table(DATA).map_err(backend)?.iter().map_err(backend)? {
+                let (k, v) = row.map_err(backend)?;
+                let entry = decode_entry(k.value(), v.value())?;
+                data.insert(entry.key.clone(), entry);
+            }
+            let mut events = Vec::new();
+            for row in txn.open_table(EVENTS).map_err(backend)?.iter().map_err(backend)? {
+                let (k, v) = row.map_err(backend)?;
+                let rev = k.value();
+                let event = decode_event(rev, v.value())
+                    .ok_or_else(|| StoreError::Backend(format!("corrupt watch event at revision {rev}")))?;
+                events.push(event);
+            }
+            (data, revision, compacted, events)
+        };
+        // With no retained events, nothing before the current revision can be replayed.
+        let compacted = if events.is_empty() { revision } else { compacted };
+        let state = Arc::new(Mutex::new(State { data, revision, log: WatchLog::new(compacted, events) }));
+        let (tx, rx) = mpsc::channel();
+        let committer = Committer { db, state: state.clone(), config, last_compaction: Instant::now() };
+        thread::Builder::new()
+            .name("store-committer".into())
+            .spawn(move || committer.run(rx))
+            .map_err(backend)?;
+        Ok(RedbStore { state, commands: tx })
+    }
+
+    /// Stops the committer and closes the database file, waiting until it is closed.
+    pub fn close(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.commands.send(Command::Close(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    fn write(&self, kind: OpKind, key: String, value: Bytes) -> StoreFuture<'_, Entry> {
+        let (respond, rx) = oneshot::channel();
+        let sent = self.commands.send(Command::Write { kind, key, value, respond });
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Backend("store is closed".into()))?;
+            rx.await.map_err(|_| StoreError::Backend("store is closed".into()))?
+        })
+    }
+
+    /// Number of watch events currently retained (for metrics and tests).
+    pub fn retained_events(&self) -> usize {
+        self.state.lock().expect("store state lock").log.len()
+    }
+}
+
+impl Store for RedbStore {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Entry>> {
+        let found = self.state.lock().expect("store state lock").data.get(key).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str, options: ListOptions) -> StoreFuture<'a, ListResult> {
+        let state = self.state.lock().expect("store state lock");
+        let start = match &options.start_after {
+            Some(after) if after.as_str() >= prefix => std::ops::Bound::Excluded(after.clone()),
+            _ => std::ops::Bound::Included(prefix.to_string()),
+        };
+        let mut entries = Vec::new();
+        let mut more = false;
+        for (k, e) in state.data.range((start, std::ops::Bound::Unbounded)) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if options.limit > 0 && entries.len() == options.limit {
+                more = true;
+                break;
+            }
+            entries.push(e.clone());
+        }
+        let revision = state.revision;
+        drop(state);
+        Box::pin(async move { Ok(ListResult { entries, revision, more }) })
+    }
+
+    fn create(&self, key: String, value: Bytes) -> StoreFuture<'_, Entry> {
+        self.write(OpKind::Create, key, value)
+    }
+
+    fn update(&self, key: String, value: Bytes, expected: Option<Revision>) -> StoreFuture<'_, Entry> {
+        self.write(OpKind::Update(expected), key, value)
+    }
+
+    fn delete(&self, key: String, expected: Option<Revision>) -> StoreFuture<'_, Entry> {
+        self.write(OpKind::Delete(expected), key, Bytes::new())
+    }
+
+    fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
+        self.state.lock().expect("store state lock").log.subscribe(prefix, after)
+    }
+
+    fn current_revision(&self) -> Revision {
+        self.state.lock().expect("store state lock").revision
+    }
+}
+
+type Responder = oneshot::Sender<Result<Entry, StoreError>>;
+
+struct Committer {
+    db: Database,
+    state: Arc<Mutex<State>>,
+    config: RedbStoreConfig,
+    last_compaction: Instant,
+}
+
+impl Committer {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::new();
+        'outer: loop {
+            let first = match rx.recv() {
+                Ok(c) => c,
+                Err(_) => break,
+            };
+            let mut close = None;
+            match first {
+                Command::Write { kind, key, value, respond } => batch.push((kind, key, value, respond)),
+                Command::Close(done) => close = Some(done),
+            }
+            while close.is_none() && batch.len() < self.config.max_batch {
+                match rx.try_recv() {
+                    Ok(Command::Write { kind, key, value, respond }) => batch.push((kind, key, value, respond)),
+                    Ok(Command::Close(done)) => close = Some(done),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(std::mem::take(&mut batch));
+            }
+            if let Some(done) = close {
+                // Fail every write still queued, then close the file.
+                while let Ok(c) = rx.try_recv() {
+                    if let Command::Write { respond, .. } = c {
+                        let _ = respond.send(Err(StoreError::Backend("store is closed".into())));
+                    }
+                }
+                drop(self);
+                let _ = done.send(());
+                break 'outer;
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<(OpKind, String, Bytes, Responder)>) {
+        let time_ms = now_ms();
+        let (mut revision, compacted) = {
+            let s = self.state.lock().expect("store state lock");
+            (s.revision, s.log.compacted())
+        };
+        // Keys written earlier in this batch: their new entry, or None once deleted.
+        let mut overlay: HashMap<String, Option<Entry>> = HashMap::new();
+        let mut results: Vec<(Responder, Result<Entry, StoreError>)> = Vec::with_capacity(batch.len());
+        let mut events: Vec<WatchEvent> = Vec::new();
+        {
+            let state = self.state.lock().expect("store state lock");
+            for (kind, key, value, respond) in batch {
+                let current = match overlay.get(&key) {
+                    Some(e) => e.clone(),
+                    None => state.data.get(&key).cloned(),
+                };
+                let outcome = match (kind, current) {
+                    (OpKind::Create, Some(_)) => Err(StoreError::AlreadyExists(key)),
+                    (OpKind::Create, None) => {
+                        revision += 1;
+                        let entry =
+                            Entry { key: key.clone(), value: value.clone(), create_revision: revision, mod_revision: revision };
+                        events.push(WatchEvent {
+                            revision,
+                            event_type: EventType::Added,
+                            key: key.clone(),
+                            value,
+                            prev: None,
+                            time_ms,
+                        });
+                        overlay.insert(key, Some(entry.clone()));
+                        Ok(entry)
+                    }
+                    (OpKind::Update(_) | OpKind::Delete(_), None) => Err(StoreError::NotFound(key)),
+                    (OpKind::Update(Some(expected)) | OpKind::Delete(Some(expected)), Some(cur))
+                        if cur.mod_revision != expected =>
+                    {
+                        Err(StoreError::Conflict { key, expected, actual: cur.mod_revision })
+                    }
+                    (OpKind::Update(_), Some(cur)) => {
+                        revision += 1;
+                        let entry = Entry {
+                            key: key.clone(),
+                            value: value.clone(),
+                            create_revision: cur.create_revision,
+                            mod_revision: revision,
+                        };
+                        events.push(WatchEvent {
+                            revision,
+                            event_type: EventType::Modified,
+                            key: key.clone(),
+                            value,
+                            prev: Some(cur.value),
+                            time_ms,
+                        });
+                        overlay.insert(key, Some(entry.clone()));
+                        Ok(entry)
+                    }
+                    (OpKind::Delete(_), Some(cur)) => {
+                        revision += 1;
+                        let entry = Entry { mod_revision: revision, ..cur };
+                        events.push(WatchEvent {
+                            revision,
+                            event_type: EventType::Deleted,
+                            key: key.clone(),
+                            value: entry.value.clone(),
+                            prev: Some(entry.value.clone()),
+                            time_ms,
+                        });
+                        overlay.insert(key, None);
+                        Ok(entry)
+                    }
+                };
+                results.push((respond, outcome));
+            }
+        }
+
+        if events.is_empty() {
+            for (respond, outcome) in results {
+                let _ = respond.send(outcome);
+            }
+            return;
+        }
+
+        let compact_to = self.compaction_point(time_ms);
+        if let Err(e) = self.persist(&overlay, &events, revision, compact_to.unwrap_or(compacted)) {
+            tracing::error!(error = %e, "store commit failed");
+            for (respond, outcome) in results {
+                let _ = respond.send(outcome.and(Err(e.clone())));
+            }
+            return;
+        }
+
+        {
+            let mut state = self.state.lock().expect("store state lock");
+            for (key, entry) in overlay {
+                match entry {
+                    Some(e) => {
+                        state.data.insert(key, e);
+                    }
+                    None => {
+                        state.data.remove(&key);
+                    }
+                }
+            }
+            state.revision = revision;
+            state.log.append(events.into_iter().map(Arc::new));
+            if let Some(point) = compact_to {
+                state.log.compact_through(point);
+            }
+        }
+        for (respond, outcome) in results {
+            let _ = respond.send(outcome);
+        }
+    }
+
+    /// Decides, at most once a second, up to which revision the watch log is compacted.
+    fn compaction_point(&mut self, now_ms: u64) -> Option<Revision> {
+        if self.last_compaction.elapsed() < Duration::from_secs(1) {
+            return None;
+        }
+        self.last_compaction = Instant::now();
+        let state = self.state.lock().expect("store state lock");
+        let cutoff = now_ms.saturating_sub(self.config.watch_window.as_millis() as u64);
+        // The point the in-memory log will reach, computed without changing it yet.
+        let point = state.log.probe_compaction(cutoff, self.config.watch_min_events);
+        if point == state.log.compacted() { None } else { Some(point) }
+    }
+
+    fn persist(
+        &self,
+        overlay: &HashMap<String, Option<Entry>>,
+        events: &[WatchEvent],
+        revision: Revision,
+        compacted: Revision,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            let mut data = txn.open_table(DATA).map_err(backend)?;
+            for (key, entry) in overlay {
+                match entry {
+                    Some(e) => {
+                        data.insert(key.as_str(), encode_entry(e).as_slice()).map_err(backend)?;
+                    }
+                    None => {
+                        data.remove(key.as_str()).map_err(backend)?;
+                    }
+                }
+            }
+            let mut log = txn.open_table(EVENTS).map_err(backend)?;
+            for e in events {
+                log.insert(e.revision, encode_event(e).as_slice()).map_err(backend)?;
+            }
+            log.retain_in(..=compacted, |_, _| false).map_err(backend)?;
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            meta.insert(META_REVISION, revision).map_err(backend)?;
+            meta.insert(META_COMPACTED, compacted).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &tempfile::TempDir) -> RedbStore {
+        RedbStore::open(RedbStoreConfig::new(dir.path().join("store.redb"))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_are_compare_and_swap_and_get_increasing_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        let a = s.create("/k/a".into(), Bytes::from_static(b"1")).await.unwrap();
+        assert_eq!(a.mod_revision, 1);
+        assert_eq!(s.create("/k/a".into(), Bytes::new()).await, Err(StoreError::AlreadyExists("/k/a".into())));
+        let b = s.update("/k/a".into(), Bytes::from_static(b"2"), Some(1)).await.unwrap();
+        assert_eq!((b.create_revision, b.mod_revision), (1, 2));
+        assert!(matches!(
+            s.update("/k/a".into(), Bytes::from_static(b"3"), Some(1)).await,
+            Err(StoreError::Conflict { expected: 1, actual: 2, .. })
+        ));
+        let d = s.delete("/k/a".into(), None).await.unwrap();
+        assert_eq!(d.mod_revision, 3);
+        assert_eq!(s.get("/k/a").await.unwrap(), None);
+        assert_eq!(s.current_revision(), 3);
+    }
+
+    #[tokio::test]
+    async fn list_pages_by_key_within_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        for k in ["/p/a", "/p/b", "/p/c", "/q/a"] {
+            s.create(k.into(), Bytes::new()).await.unwrap();
+        }
+        let page = s.list("/p/", ListOptions { start_after: None, limit: 2 }).await.unwrap();
+        assert_eq!(page.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["/p/a", "/p/b"]);
+        assert!(page.more);
+        let rest = s.list("/p/", ListOptions { start_after: Some("/p/b".into()), limit: 2 }).await.unwrap();
+        assert_eq!(rest.entries.len(), 1);
+        assert!(!rest.more);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_all_durable_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move { s.create(format!("/c/{i:03}"), Bytes::from(vec![b'x'; 100])).await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        s.close();
+        let s = open(&dir);
+        let all = s.list("/c/", ListOptions::default()).await.unwrap();
+        assert_eq!(all.entries.len(), 200);
+        assert_eq!(all.revision, 200);
+        // Watch events survive the restart too.
+        let mut w = s.watch("/c/", 198).unwrap();
+        assert_eq!(w.next().await.unwrap().unwrap().revision, 199);
+    }
+
+    #[tokio::test]
+    async fn a_watch_sees_creates_updates_and_deletes_with_previous_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        let mut w = s.watch("/w/", 0).unwrap();
+        s.create("/w/x".into(), Bytes::from_static(b"1")).await.unwrap();
+        s.update("/w/x".into(), Bytes::from_static(b"2"), None).await.unwrap();
+        s.delete("/w/x".into(), None).await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let e = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap().unwrap().unwrap();
+            seen.push((e.event_type, e.value.clone(), e.prev.clone()));
+        }
+        assert_eq!(seen[0], (EventType::Added, Bytes::from_static(b"1"), None));
+        assert_eq!(seen[1], (EventType::Modified, Bytes::from_static(b"2"), Some(Bytes::from_static(b"1"))));
+        assert_eq!(seen[2].0, EventType::Deleted);
+        assert_eq!(seen[2].1, Bytes::from_static(b"2"));
+    }
+
+    #[tokio::test]
+    async fn old_revisions_are_compacted_after_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = RedbStoreConfig::new(dir.path().join("s.redb"));
+        config.watch_window = Duration::from_millis(0);
+        config.watch_min_events = 2;
+        let s = RedbStore::open(config).unwrap();
+        for i in 0..5 {
+            s.create(format!("/k/{i}"), Bytes::new()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        s.create("/k/5".into(), Bytes::new()).await.unwrap();
+        assert!(matches!(s.watch("/k/", 1), Err(StoreError::Compacted { .. })));
+        assert!(s.watch("/k/", 5).is_ok());
+        s.close();
+        let s = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
+        assert!(matches!(s.watch("/k/", 1), Err(StoreError::Compacted { .. })));
+        assert!(s.watch("/k/", 5).is_ok());
+    }
+}
