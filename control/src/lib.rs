@@ -18,3 +18,4 @@ pub mod server;
 pub mod store;
 
 
+pub use server::{ServerConfig, serve};

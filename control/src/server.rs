@@ -1,1 +1,123 @@
-//! Server wiring.
+//! Wires the control plane together: store, API, controllers, registry, HTTP server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::apiserver::api::{Api, ApiConfig, WriteOptions};
+use crate::apiserver::http::{self, HttpState};
+use crate::apiserver::resources;
+use crate::controllers;
+use crate::store::{RedbStore, RedbStoreConfig, Store};
+
+/// Settings of a control plane.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the store file (and the registry's blobs) live.
+    pub data_dir: PathBuf,
+    /// How long watch events stay resumable.
+    pub watch_window: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl ServerConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig { data_dir: data_dir.into(), watch_window: Duration::from_secs(300), max_body_bytes: 3 * 1024 * 1024 }
+    }
+}
+
+/// Errors starting the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened.
+    #[error("cannot open the store in {dir}: {source}")]
+    Store {
+        /// The data directory.
+        dir: PathBuf,
+        /// Why.
+        source: crate::store::StoreError,
+    },
+    /// The registry storage could not be opened.
+    #[error("cannot open the image registry storage: {0}")]
+    Registry(String),
+    /// Bootstrapping default objects failed.
+    #[error("cannot create default objects: {0}")]
+    Bootstrap(String),
+    /// The HTTP server failed.
+    #[error("http server failed: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// The namespaces every cluster has from its first start.
+pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Creates the default namespaces and the `wasmtime` RuntimeClass if missing (idempotent).
+pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiError> {
+    let ns_res = resources::find("", "v1", "namespaces").expect("served");
+    for ns in DEFAULT_NAMESPACES {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match api.create(ns_res, None, obj, &WriteOptions::default()).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let rc = resources::find("node.k8s.io", "v1", "runtimeclasses").expect("served");
+    let wasmtime = json!({
+        "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+        "metadata": {"name": "wasmtime", "labels": {"app.kubernetes.io/managed-by": "flotilla"}},
+        "handler": "wasmtime",
+    });
+    match api.create(rc, None, wasmtime, &WriteOptions::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the control plane on `listener` until `shutdown` is cancelled, then drains.
+pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let mut store_config = RedbStoreConfig::new(config.data_dir.join("store.redb"));
+    store_config.watch_window = config.watch_window;
+    let store = RedbStore::open(store_config).map_err(|source| ServeError::Store { dir: config.data_dir.clone(), source })?;
+    let result = serve_with_store(listener, config, Arc::new(store.clone()), shutdown).await;
+    store.close();
+    result
+}
+
+/// Runs the control plane over an already open store.
+pub async fn serve_with_store(
+    listener: TcpListener,
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr()?;
+    let api = Api::new(store, ApiConfig { max_body_bytes: config.max_body_bytes, advertise_address: addr.to_string() });
+    bootstrap(&api).await.map_err(|e| ServeError::Bootstrap(e.to_string()))?;
+
+    let tasks = TaskTracker::new();
+    let controllers_token = shutdown.child_token();
+    tasks.spawn(controllers::namespace::run(api.clone(), controllers_token.clone()));
+
+    let registry = crate::registry::Registry::open(&config.data_dir.join("registry"))
+        .map_err(|e| ServeError::Registry(e.to_string()))?;
+    let app = http::router(HttpState { api: api.clone(), shutdown: shutdown.clone() })
+        .merge(crate::registry::router(registry));
+    tracing::info!(%addr, "control plane serving");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+
+    controllers_token.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
+        tracing::warn!("controllers did not stop within 5s");
+    }
+    Ok(())
+}

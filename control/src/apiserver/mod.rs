@@ -1,15 +1,29 @@
 //! The Kubernetes REST API.
 //!
 //! - [`resources`]: the table of served kinds.
+//! - [`api`]: the generic verbs (get, list, create, update, patch, delete, watch, scale,
+//!   binding) over the store; controllers call it in-process.
+//! - [`http`]: paths, query parameters, content negotiation and streaming watches.
+//! - [`strategy`] and [`validation`]: per-kind decoding, defaults and validation.
+//! - [`error`]: errors as Kubernetes `Status` objects.
+//! - [`objects`]: helpers for objects as JSON values.
 //! - [`discovery`]: `/api`, `/apis`, per group-version resource lists and aggregated discovery.
 //! - [`openapi`]: `/openapi/v2` and `/openapi/v3` documents generated from `k8s-openapi` schemas.
 //! - [`patch`]: JSON patch, JSON merge patch and strategic merge patch.
 //! - [`selector`]: label and field selectors.
 //! - [`table`]: server-side `Table` rendering for `kubectl get`.
 
+pub mod api;
 pub mod discovery;
+pub mod error;
+pub mod http;
+pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod resources;
 pub mod selector;
+pub mod strategy;
 pub mod table;
+pub mod validation;
+
+pub use api::Api;

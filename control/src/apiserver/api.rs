@@ -1,0 +1,850 @@
+//! The generic REST logic: every verb for every kind, table-driven by [`ResourceInfo`] and the
+//! per-kind strategy. The HTTP layer ([`super::http`]) and in-process controllers both call it,
+//! so a controller's write takes exactly the path a `kubectl` write takes.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::store::{ListOptions, Revision, Store, StoreError, WatchStream};
+
+use super::error::{ApiError, ApiResult, Cause};
+use super::objects::{self, from_entry};
+use super::patch::{self, PatchType};
+use super::resources::{self, ResourceInfo, Subresource};
+use super::selector::{FieldSelector, LabelSelector};
+use super::strategy;
+
+/// How strictly unknown fields are treated (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    /// Drop unknown fields silently.
+    Ignore,
+    /// Drop them and warn (the server default).
+    #[default]
+    Warn,
+    /// Reject the request.
+    Strict,
+}
+
+/// Options of create, update and patch.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`: do everything but store the result.
+    pub dry_run: bool,
+    /// `fieldValidation`.
+    pub field_validation: FieldValidation,
+}
+
+/// `propagationPolicy` of a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Dependents are deleted in the background after the owner is gone.
+    Background,
+    /// The owner stays (with the `foregroundDeletion` finalizer) until its dependents are gone.
+    Foreground,
+    /// Dependents are kept and lose their owner reference.
+    Orphan,
+}
+
+/// Options of a delete (`DeleteOptions`).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// `gracePeriodSeconds`.
+    pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`.
+    pub propagation: Option<Propagation>,
+    /// `preconditions.uid`.
+    pub precondition_uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub precondition_resource_version: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+}
+
+impl DeleteOptions {
+    /// Reads a `DeleteOptions` JSON body (fields absent are left as they are).
+    pub fn merge_json(&mut self, body: &Value) -> ApiResult<()> {
+        if let Some(g) = body.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            self.grace_period_seconds = Some(g);
+        }
+        if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
+            self.propagation = Some(parse_propagation(p)?);
+        } else if let Some(orphan) = body.get("orphanDependents").and_then(Value::as_bool) {
+            self.propagation = Some(if orphan { Propagation::Orphan } else { Propagation::Background });
+        }
+        if let Some(uid) = body["preconditions"]["uid"].as_str() {
+            self.precondition_uid = Some(uid.to_string());
+        }
+        if let Some(rv) = body["preconditions"]["resourceVersion"].as_str() {
+            self.precondition_resource_version = Some(rv.to_string());
+        }
+        if body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|d| d == "All")) {
+            self.dry_run = true;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a `propagationPolicy` value.
+pub fn parse_propagation(p: &str) -> ApiResult<Propagation> {
+    match p {
+        "Background" => Ok(Propagation::Background),
+        "Foreground" => Ok(Propagation::Foreground),
+        "Orphan" => Ok(Propagation::Orphan),
+        other => Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Background\", \"Foreground\", \"Orphan\""
+        ))),
+    }
+}
+
+/// Options of list and watch.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    /// `labelSelector`.
+    pub label_selector: Option<LabelSelector>,
+    /// `fieldSelector`.
+    pub field_selector: Option<FieldSelector>,
+    /// `limit` (0 = all).
+    pub limit: usize,
+    /// `continue` token.
+    pub continue_token: Option<String>,
+}
+
+impl ListParams {
+    /// Whether an object passes both selectors.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.label_selector.as_ref().is_none_or(|s| s.matches_object(obj))
+            && self.field_selector.as_ref().is_none_or(|s| s.matches(obj))
+    }
+}
+
+/// The outcome of a delete: the object, and whether it is gone or still there (finalizers or
+/// graceful deletion).
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    /// The object as deleted, or as it now stands with `deletionTimestamp` set.
+    pub object: Value,
+    /// Whether the object was removed from the store.
+    pub gone: bool,
+}
+
+/// Settings of the API layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// The address clients reach the server at (for discovery's serverAddressByClientCIDRs).
+    pub advertise_address: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { max_body_bytes: 3 * 1024 * 1024, advertise_address: "127.0.0.1:6443".into() }
+    }
+}
+
+/// The API: a cheap handle over the store implementing every verb.
+#[derive(Clone)]
+pub struct Api {
+    store: Arc<dyn Store>,
+    config: Arc<ApiConfig>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("config", &self.config).finish()
+    }
+}
+
+const NAMESPACES: &str = "namespaces";
+/// Times a patch is retried when the object changed under it.
+const PATCH_RETRIES: usize = 8;
+
+fn namespaces_resource() -> &'static ResourceInfo {
+    resources::find("", "v1", NAMESPACES).expect("namespaces is served")
+}
+
+impl Api {
+    /// An API over a store.
+    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        Api { store, config: Arc::new(config) }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ApiConfig {
+        &self.config
+    }
+
+    fn check_namespace_arg(res: &ResourceInfo, ns: Option<&str>) -> ApiResult<()> {
+        if res.namespaced && ns.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "the server could not find the requested resource: {} is namespaced; a namespace is required",
+                res.plural
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, res: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+        Self::check_namespace_arg(res, ns)?;
+        let entry = self
+            .store
+            .get(&res.key(ns, name))
+            .await
+            .map_err(|e| ApiError::from_store(e, res, name))?
+            .ok_or_else(|| ApiError::not_found(res, name))?;
+        Ok(from_entry(&entry))
+    }
+
+    /// Lists objects (in one namespace, or all when `ns` is `None`), filtered and paged.
+    /// Returns the items, the list's revision and the next `continue` token.
+    pub async fn list(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        params: &ListParams,
+    ) -> ApiResult<(Vec<Value>, Revision, Option<String>)> {
+        let prefix = res.namespace_prefix(ns);
+        let (start_after, token_rev) = match &params.continue_token {
+            Some(t) => {
+                let (key, rev) = decode_continue(t)?;
+                if !key.starts_with(&prefix) {
+                    return Err(ApiError::bad_request("continue key is not valid for this list"));
+                }
+                (Some(key), Some(rev))
+            }
+            None => (None, None),
+        };
+        let listed = self
+            .store
+            .list(&prefix, ListOptions { start_after, limit: 0 })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut items = Vec::new();
+        let mut next = None;
+        let mut last_key: Option<&str> = None;
+        for entry in &listed.entries {
+            let obj = from_entry(entry);
+            if !params.matches(&obj) {
+                continue;
+            }
+            if params.limit > 0 && items.len() == params.limit {
+                next = last_key.map(|k| encode_continue(k, token_rev.unwrap_or(listed.revision)));
+                break;
+            }
+            last_key = Some(&entry.key);
+            items.push(obj);
+        }
+        Ok((items, token_rev.unwrap_or(listed.revision), next))
+    }
+
+    /// Checks that a namespace exists and is not terminating before content is created in it.
+    async fn admit_namespace(&self, ns: &str) -> ApiResult<()> {
+        let nsres = namespaces_resource();
+        match self.store.get(&nsres.key(None, ns)).await.map_err(|e| ApiError::internal(e.to_string()))? {
+            None => Err(ApiError::not_found(nsres, ns)),
+            Some(e) => {
+                let obj = from_entry(&e);
+                if objects::is_deleting(&obj) || obj["status"]["phase"] == "Terminating" {
+                    let mut err = ApiError::bad_request(format!(
+                        "unable to create new content in namespace {ns} because it is being terminated"
+                    ));
+                    err.code = 403;
+                    err.reason = "Forbidden";
+                    Err(err)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Checks `apiVersion`/`kind` (filling them when absent) and the namespace of a body.
+    fn check_body(res: &ResourceInfo, ns: Option<&str>, obj: &mut Value) -> ApiResult<()> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+        }
+        let api_version = res.api_version();
+        match obj.get("apiVersion").and_then(Value::as_str) {
+            None | Some("") => obj["apiVersion"] = json!(api_version),
+            Some(v) if v == api_version => {}
+            Some(v) => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({api_version})"
+                )));
+            }
+        }
+        match obj.get("kind").and_then(Value::as_str) {
+            None | Some("") => obj["kind"] = json!(res.kind),
+            Some(k) if k == res.kind => {}
+            Some(k) => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    res.kind
+                )));
+            }
+        }
+        if !obj["metadata"].is_object() && !obj["metadata"].is_null() {
+            return Err(ApiError::bad_request("metadata must be an object"));
+        }
+        let meta = objects::meta_mut(obj);
+        if res.namespaced {
+            let url_ns = ns.unwrap_or_default();
+            match meta.get("namespace").and_then(Value::as_str) {
+                None | Some("") => {
+                    meta.insert("namespace".into(), json!(url_ns));
+                }
+                Some(body_ns) if body_ns == url_ns => {}
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+            }
+        } else {
+            meta.remove("namespace");
+        }
+        Ok(())
+    }
+
+    /// Decodes through the typed kind, applying `fieldValidation`; returns warnings.
+    fn decode(res: &ResourceInfo, obj: Value, opts: &WriteOptions) -> ApiResult<(Value, Vec<String>)> {
+        let (normal, unknown) = strategy::decode(res, obj).map_err(|e| {
+            ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind))
+        })?;
+        let warnings: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+        match opts.field_validation {
+            FieldValidation::Strict if !warnings.is_empty() => {
+                let mut err = ApiError::bad_request(format!("strict decoding error: {}", warnings.join(", ")));
+                err.causes = unknown.iter().map(|f| Cause::unknown_field(f.clone())).collect();
+                Err(err)
+            }
+            FieldValidation::Warn => Ok((normal, warnings)),
+            _ => Ok((normal, vec![])),
+        }
+    }
+
+    /// Creates an object. Returns it as stored, plus warnings for the client.
+    pub async fn create(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Value, Vec<String>)> {
+        Self::check_namespace_arg(res, ns)?;
+        Self::check_body(res, ns, &mut obj)?;
+        let (mut obj, warnings) = Self::decode(res, obj, opts)?;
+        if let (true, Some(ns)) = (res.namespaced, ns) {
+            self.admit_namespace(ns).await?;
+        }
+        let meta = objects::meta_mut(&mut obj);
+        let generate = meta.get("generateName").and_then(Value::as_str).map(String::from);
+        let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        if !has_name {
+            if let Some(prefix) = &generate {
+                meta.insert("name".into(), json!(objects::generate_name(prefix)));
+            }
+        }
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
+        for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            meta.remove(k);
+        }
+        if strategy::has_generation(res) {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
+        strategy::apply_defaults(res, &mut obj);
+        strategy::prepare_for_create(res, &mut obj);
+        let name = objects::name(&obj).to_string();
+        let causes = strategy::validate(res, &obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(res, &name, causes));
+        }
+        if opts.dry_run {
+            return Ok((obj, warnings));
+        }
+        let key = res.key(ns, &name);
+        let entry = self
+            .store
+            .create(key, objects::to_bytes(&obj))
+            .await
+            .map_err(|e| ApiError::from_store(e, res, &name))?;
+        objects::set_resource_version(&mut obj, entry.mod_revision);
+        Ok((obj, warnings))
+    }
+
+    /// Replaces an object (PUT), or its status with `sub = Some(Status)`.
+    pub async fn update(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        sub: Option<Subresource>,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Value, Vec<String>)> {
+        Self::check_namespace_arg(res, ns)?;
+        Self::check_body(res, ns, &mut obj)?;
+        match objects::name(&obj) {
+            "" => {
+                objects::meta_mut(&mut obj).insert("name".into(), json!(name));
+            }
+            n if n != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => {}
+        }
+        let wanted_rv = match objects::resource_version(&obj) {
+            Some(Ok(rv)) => Some(rv),
+            Some(Err(bad)) => {
+                return Err(ApiError::invalid(
+                    res,
+                    name,
+                    vec![Cause::invalid("metadata.resourceVersion", bad, "must be a number")],
+                ));
+            }
+            None => None,
+        };
+        let (obj, warnings) = Self::decode(res, obj, opts)?;
+        let current = self.get(res, ns, name).await?;
+        let current_rv = objects::resource_version(&current).and_then(Result::ok).unwrap_or(0);
+        if wanted_rv.is_some_and(|rv| rv != current_rv) {
+            return Err(ApiError::stale(res, name));
+        }
+        let result = self.write_update(res, ns, name, obj, &current, current_rv, sub, opts).await?;
+        Ok((result, warnings))
+    }
+
+    /// The common tail of update and patch: merges server-owned parts from `current`, validates
+    /// and writes with compare-and-swap on `current_rv`.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_update(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        incoming: Value,
+        current: &Value,
+        current_rv: Revision,
+        sub: Option<Subresource>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        let mut obj = match sub {
+            Some(Subresource::Status) => {
+                // A status write changes status and nothing else.
+                let mut o = current.clone();
+                o["status"] = incoming.get("status").cloned().unwrap_or(Value::Null);
+                if o["status"].is_null() {
+                    o.as_object_mut().expect("object").remove("status");
+                }
+                o
+            }
+            _ => {
+                let mut o = incoming;
+                if res.has(Subresource::Status) {
+                    match current.get("status") {
+                        Some(s) => o["status"] = s.clone(),
+                        None => {
+                            o.as_object_mut().expect("object").remove("status");
+                        }
+                    }
+                }
+                o
+            }
+        };
+        {
+            let cur_meta = &current["metadata"];
+            let meta = objects::meta_mut(&mut obj);
+            for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace"] {
+                match cur_meta.get(k) {
+                    Some(v) if !v.is_null() => {
+                        meta.insert(k.into(), v.clone());
+                    }
+                    _ => {
+                        meta.remove(k);
+                    }
+                }
+            }
+            meta.remove("selfLink");
+        }
+        strategy::apply_defaults(res, &mut obj);
+        if res.kind == "Secret" {
+            strategy::merge_string_data(&mut obj);
+        }
+        if res.kind == "Namespace" && sub.is_none() {
+            // Namespace status (phase) is server-managed.
+            obj["status"] = current["status"].clone();
+        }
+        if strategy::has_generation(res) && sub.is_none() && strategy::spec_changed(&obj, current) {
+            let g = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            objects::meta_mut(&mut obj).insert("generation".into(), json!(g));
+        }
+        let mut causes = strategy::validate(res, &obj);
+        causes.extend(strategy::validate_update(res, &obj, current));
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(res, name, causes));
+        }
+        objects::set_resource_version(&mut obj, current_rv);
+        if obj == *current {
+            // Nothing changed: no write, no new revision, no watch event.
+            return Ok(obj);
+        }
+        if opts.dry_run {
+            return Ok(obj);
+        }
+        let key = res.key(ns, name);
+        if objects::is_deleting(&obj) && objects::finalizers(&obj).is_empty() && res.kind != "Pod" {
+            // The last finalizer is gone: the deletion completes.
+            let entry = self
+                .store
+                .delete(key, Some(current_rv))
+                .await
+                .map_err(|e| ApiError::from_store(e, res, name))?;
+            objects::set_resource_version(&mut obj, entry.mod_revision);
+            return Ok(obj);
+        }
+        let entry = self
+            .store
+            .update(key, objects::to_bytes(&obj), Some(current_rv))
+            .await
+            .map_err(|e| ApiError::from_store(e, res, name))?;
+        objects::set_resource_version(&mut obj, entry.mod_revision);
+        Ok(obj)
+    }
+
+    /// Patches an object (or its status), retrying when it changed concurrently unless the
+    /// patch itself names a `resourceVersion`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        patch_type: PatchType,
+        body: &[u8],
+        sub: Option<Subresource>,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Value, Vec<String>)> {
+        Self::check_namespace_arg(res, ns)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = self.get(res, ns, name).await?;
+            let current_rv = objects::resource_version(&current).and_then(Result::ok).unwrap_or(0);
+            let mut patched = patch::apply_patch(res.kind, &current, body, patch_type)
+                .map_err(|e| patch_error(res, name, e))?;
+            let pinned = match objects::resource_version(&patched) {
+                Some(Ok(rv)) if rv != current_rv => return Err(ApiError::stale(res, name)),
+                Some(Ok(_)) => objects::resource_version(&serde_json::from_slice::<Value>(body).unwrap_or_default()).is_some(),
+                Some(Err(_)) => return Err(ApiError::stale(res, name)),
+                None => false,
+            };
+            if objects::name(&patched) != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    objects::name(&patched)
+                )));
+            }
+            Self::check_body(res, ns, &mut patched)?;
+            let (normal, warnings) = Self::decode(res, patched, opts)?;
+            match self.write_update(res, ns, name, normal, &current, current_rv, sub, opts).await {
+                Err(e) if e.reason == "Conflict" && !pinned && attempt < PATCH_RETRIES => continue,
+                other => return other.map(|o| (o, warnings)),
+            }
+        }
+    }
+
+    /// Deletes an object, honouring finalizers, graceful pod deletion, propagation policy and
+    /// preconditions.
+    pub async fn delete(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Deleted> {
+        Self::check_namespace_arg(res, ns)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.delete_once(res, ns, name, opts).await {
+                Err(e) if e.reason == "Conflict" && attempt < PATCH_RETRIES && opts.precondition_resource_version.is_none() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn delete_once(&self, res: &ResourceInfo, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> ApiResult<Deleted> {
+        let current = self.get(res, ns, name).await?;
+        let rv = objects::resource_version(&current).and_then(Result::ok).unwrap_or(0);
+        if let Some(uid) = &opts.precondition_uid {
+            let actual = current["metadata"]["uid"].as_str().unwrap_or("");
+            if uid != actual {
+                return Err(ApiError::conflict(res, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}")));
+            }
+        }
+        if let Some(want) = &opts.precondition_resource_version {
+            if *want != rv.to_string() {
+                return Err(ApiError::conflict(res, name, &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}")));
+            }
+        }
+        let key = res.key(ns, name);
+        let mut obj = current.clone();
+        let mut finalizers = objects::finalizers(&obj);
+        match opts.propagation {
+            Some(Propagation::Foreground) if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                finalizers.push("foregroundDeletion".into())
+            }
+            Some(Propagation::Orphan) if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+            _ => {}
+        }
+        // Graceful deletion: a pod running on a node is asked to stop and removed by its node.
+        let graceful = if res.kind == "Pod" {
+            let bound = obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+            let terminal = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+            let grace = opts
+                .grace_period_seconds
+                .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
+                .unwrap_or(30)
+                .max(0);
+            if bound && !terminal && grace > 0 {
+                Some(grace)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        let is_namespace = res.kind == "Namespace";
+        let keep = !finalizers.is_empty() || graceful.is_some() || is_namespace;
+        if !keep {
+            if opts.dry_run {
+                return Ok(Deleted { object: obj, gone: true });
+            }
+            let entry = self.store.delete(key, Some(rv)).await.map_err(|e| ApiError::from_store(e, res, name))?;
+            objects::set_resource_version(&mut obj, entry.mod_revision);
+            return Ok(Deleted { object: obj, gone: true });
+        }
+        let meta = objects::meta_mut(&mut obj);
+        if !finalizers.is_empty() {
+            meta.insert("finalizers".into(), json!(finalizers));
+        }
+        let already = meta.get("deletionTimestamp").is_some_and(Value::is_string);
+        match graceful {
+            Some(grace) => {
+                let shorter = meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).is_none_or(|g| grace < g);
+                if !already || shorter {
+                    meta.insert("deletionTimestamp".into(), json!(objects::rfc3339_in(grace)));
+                    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                }
+            }
+            None => {
+                if !already {
+                    meta.insert("deletionTimestamp".into(), json!(objects::now_rfc3339()));
+                    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                }
+            }
+        }
+        if is_namespace {
+            obj["status"]["phase"] = json!("Terminating");
+        }
+        if obj == current || opts.dry_run {
+            return Ok(Deleted { object: obj, gone: false });
+        }
+        let entry = self
+            .store
+            .update(key, objects::to_bytes(&obj), Some(rv))
+            .await
+            .map_err(|e| ApiError::from_store(e, res, name))?;
+        objects::set_resource_version(&mut obj, entry.mod_revision);
+        Ok(Deleted { object: obj, gone: false })
+    }
+
+    /// Removes an object whose deletion is complete (a pod its node stopped, a namespace that
+    /// was emptied), with compare-and-swap on its current revision.
+    pub async fn finalize_removal(&self, res: &ResourceInfo, ns: Option<&str>, name: &str, rv: Revision) -> ApiResult<Value> {
+        let entry = self
+            .store
+            .delete(res.key(ns, name), Some(rv))
+            .await
+            .map_err(|e| ApiError::from_store(e, res, name))?;
+        Ok(from_entry(&entry))
+    }
+
+    /// Deletes every object matching the selectors; returns what was deleted.
+    pub async fn delete_collection(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        params: &ListParams,
+        opts: &DeleteOptions,
+    ) -> ApiResult<(Vec<Value>, Revision)> {
+        let (items, _, _) = self.list(res, ns, &ListParams { limit: 0, continue_token: None, ..params.clone() }).await?;
+        let mut deleted = Vec::new();
+        for item in items {
+            let name = objects::name(&item).to_string();
+            let item_ns = objects::namespace(&item).map(String::from);
+            match self.delete(res, item_ns.as_deref(), &name, opts).await {
+                Ok(d) => deleted.push(d.object),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((deleted, self.store.current_revision()))
+    }
+
+    /// Starts a watch of a resource (in one namespace or all) after revision `after`.
+    pub fn watch(&self, res: &ResourceInfo, ns: Option<&str>, after: Revision) -> ApiResult<WatchStream> {
+        self.store.watch(&res.namespace_prefix(ns), after).map_err(|e| match e {
+            StoreError::Compacted { requested, compacted } => {
+                ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
+            }
+            other => ApiError::internal(other.to_string()),
+        })
+    }
+
+    /// The `autoscaling/v1` `Scale` of a Deployment or ReplicaSet.
+    pub fn scale_of(res: &ResourceInfo, obj: &Value) -> Value {
+        let meta = &obj["metadata"];
+        let selector = obj["spec"]["selector"].clone();
+        let selector_string = serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(selector)
+            .ok()
+            .and_then(|s| LabelSelector::from_k8s(&s).ok())
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let _ = res;
+        json!({
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"],
+            },
+            "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+            "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector_string},
+        })
+    }
+
+    /// Writes a new `spec.replicas` through the scale subresource (update or patch of a Scale).
+    pub async fn write_scale(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        scale_change: ScaleChange<'_>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = self.get(res, ns, name).await?;
+            let current_rv = objects::resource_version(&current).and_then(Result::ok).unwrap_or(0);
+            let scale = Self::scale_of(res, &current);
+            let new_scale = match &scale_change {
+                ScaleChange::Replace(s) => (*s).clone(),
+                ScaleChange::Patch(ty, body) => {
+                    patch::apply_patch("Scale", &scale, body, *ty).map_err(|e| patch_error(res, name, e))?
+                }
+            };
+            if let Some(Ok(rv)) = objects::resource_version(&new_scale) {
+                if rv != current_rv {
+                    return Err(ApiError::stale(res, name));
+                }
+            }
+            let replicas = match &new_scale["spec"]["replicas"] {
+                Value::Number(n) if n.as_i64().is_some_and(|r| r >= 0 && r <= i32::MAX as i64) => n.as_i64().unwrap_or(0),
+                Value::Null => 0,
+                other => {
+                    return Err(ApiError::invalid(
+                        res,
+                        name,
+                        vec![Cause::invalid("spec.replicas", other, "must be greater than or equal to 0")],
+                    ));
+                }
+            };
+            let mut updated = current.clone();
+            updated["spec"]["replicas"] = json!(replicas);
+            match self.write_update(res, ns, name, updated, &current, current_rv, None, opts).await {
+                Err(e) if e.reason == "Conflict" && attempt < PATCH_RETRIES => continue,
+                Err(e) => return Err(e),
+                Ok(obj) => return Ok(Self::scale_of(res, &obj)),
+            }
+        }
+    }
+
+    /// Binds a pod to a node (`pods/binding`).
+    pub async fn bind(&self, ns: &str, name: &str, binding: &Value) -> ApiResult<()> {
+        let pods = resources::find("", "v1", "pods").expect("pods served");
+        let node = binding["target"]["name"].as_str().unwrap_or("");
+        if node.is_empty() {
+            return Err(ApiError::invalid(pods, name, vec![Cause::required("target.name")]));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = self.get(pods, Some(ns), name).await?;
+            if objects::is_deleting(&current) {
+                return Err(ApiError::conflict(pods, name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            if let Some(existing) = current["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                return Err(ApiError::conflict(pods, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+            }
+            let rv = objects::resource_version(&current).and_then(Result::ok).unwrap_or(0);
+            let mut obj = current.clone();
+            obj["spec"]["nodeName"] = json!(node);
+            let conditions = obj["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": objects::now_rfc3339()}));
+            obj["status"]["conditions"] = json!(conditions);
+            match self.store.update(pods.key(Some(ns), name), objects::to_bytes(&obj), Some(rv)).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) if attempt < PATCH_RETRIES => continue,
+                Err(e) => return Err(ApiError::from_store(e, pods, name)),
+            }
+        }
+    }
+}
+
+/// A change through the scale subresource.
+#[derive(Debug)]
+pub enum ScaleChange<'a> {
+    /// PUT of a whole `Scale`.
+    Replace(&'a Value),
+    /// PATCH of the `Scale`.
+    Patch(PatchType, &'a [u8]),
+}
+
+fn patch_error(res: &ResourceInfo, name: &str, e: patch::PatchError) -> ApiError {
+    let msg = e.to_string();
+    if msg.contains("test") && msg.contains("fail") {
+        ApiError::invalid(res, name, vec![Cause { reason: "FieldValueInvalid", message: msg, field: "patch".into() }])
+    } else {
+        ApiError::bad_request(msg)
+    }
+}
+
+fn encode_continue(key: &str, rev: Revision) -> String {
+    use base64::Engine;
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": key});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> ApiResult<(String, Revision)> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request("continue key is not valid: the provided continue parameter is not valid");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok((v["start"].as_str().ok_or_else(bad)?.to_string(), v["rv"].as_u64().ok_or_else(bad)?))
+}

@@ -1,0 +1,644 @@
+//! HTTP routing and encoding of the Kubernetes API: paths, query parameters, content
+//! negotiation (JSON, YAML, server-side tables), warnings, and streaming watches.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{EventType, Revision};
+
+use super::api::{
+    Api, DeleteOptions, FieldValidation, ListParams, ScaleChange, WriteOptions, parse_propagation,
+};
+use super::error::{ApiError, ApiResult};
+use super::objects;
+use super::patch::PatchType;
+use super::resources::{self, ResourceInfo, Subresource};
+use super::selector::{FieldSelector, LabelSelector};
+use super::table::{self, IncludeObject, TableOptions};
+use super::{discovery, openapi};
+
+/// The Kubernetes version this server presents itself as (the `k8s-openapi` API level).
+pub const KUBERNETES_MINOR: &str = "33";
+
+/// State shared by the HTTP handlers.
+#[derive(Clone, Debug)]
+pub struct HttpState {
+    /// The API.
+    pub api: Api,
+    /// Cancelled at shutdown: ends open watches.
+    pub shutdown: CancellationToken,
+}
+
+/// The router of the Kubernetes API (everything but the OCI registry).
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ok))
+        .route("/healthz/{check}", get(ok))
+        .route("/livez/{check}", get(ok))
+        .route("/readyz/{check}", get(ok))
+        .route("/openapi/v2", get(openapi_v2))
+        .route("/swagger.json", get(openapi_v2))
+        .route("/openapi/v3", get(openapi_v3_index))
+        .route("/openapi/v3/{*path}", get(openapi_v3))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+async fn version() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "major": "1",
+            "minor": KUBERNETES_MINOR,
+            "gitVersion": format!("v1.{KUBERNETES_MINOR}.0-flotilla.{}", env!("CARGO_PKG_VERSION")),
+            "gitCommit": "",
+            "gitTreeState": "clean",
+            "buildDate": "1970-01-01T00:00:00Z",
+            "goVersion": "rust",
+            "compiler": "rustc",
+            "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
+        }),
+    )
+}
+
+/// The Go name of this machine's architecture, as Kubernetes labels and versions use.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+async fn openapi_v2() -> Response {
+    json_response(StatusCode::OK, &openapi::v2())
+}
+
+async fn openapi_v3_index() -> Response {
+    json_response(StatusCode::OK, &openapi::v3_index())
+}
+
+async fn openapi_v3(Path(path): Path<String>) -> Response {
+    match openapi::v3_group_version(&path) {
+        Some(doc) => json_response(StatusCode::OK, &doc),
+        None => ApiError::no_route().into_response(),
+    }
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut r = (code, body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    r
+}
+
+/// What a request addresses.
+#[derive(Debug)]
+struct Target {
+    res: &'static ResourceInfo,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+    watch_path: bool,
+}
+
+enum Route {
+    Discovery(Value),
+    Target(Target),
+}
+
+fn parse_path(path: &str, headers: &HeaderMap, api: &Api) -> ApiResult<Route> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
+        ["api"] => {
+            return Ok(Route::Discovery(if discovery::wants_aggregated(accept).is_some() {
+                discovery::aggregated_core()
+            } else {
+                discovery::api_versions(&api.config().advertise_address)
+            }));
+        }
+        ["apis"] => {
+            return Ok(Route::Discovery(if discovery::wants_aggregated(accept).is_some() {
+                discovery::aggregated_apis()
+            } else {
+                discovery::api_group_list()
+            }));
+        }
+        ["apis", group] => return discovery::api_group(group).map(Route::Discovery).ok_or_else(ApiError::no_route),
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(ApiError::no_route()),
+    };
+    if rest.is_empty() {
+        return discovery::api_resource_list(group, version).map(Route::Discovery).ok_or_else(ApiError::no_route);
+    }
+    let (watch_path, rest) = match rest {
+        ["watch", tail @ ..] => (true, tail),
+        _ => (false, rest),
+    };
+    let find = |name: &str| resources::find(group, version, name).filter(|r| r.plural == name);
+    let target = match rest {
+        ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|r| r.namespaced) => Target {
+            res: find(plural).expect("checked"),
+            ns: Some(ns.to_string()),
+            name: tail.first().map(|s| s.to_string()),
+            sub: tail.get(1).map(|s| s.to_string()),
+            watch_path,
+        }
+        .checked(tail.len())?,
+        [plural, tail @ ..] => {
+            let res = find(plural).ok_or_else(ApiError::no_route)?;
+            Target {
+                res,
+                ns: None,
+                name: tail.first().map(|s| s.to_string()),
+                sub: tail.get(1).map(|s| s.to_string()),
+                watch_path,
+            }
+            .checked(tail.len())?
+        }
+        [] => return Err(ApiError::no_route()),
+    };
+    Ok(Route::Target(target))
+}
+
+impl Target {
+    fn checked(self, tail_len: usize) -> ApiResult<Self> {
+        if tail_len > 2 {
+            return Err(ApiError::no_route());
+        }
+        if let Some(sub) = &self.sub {
+            let ok = match Subresource::parse(sub) {
+                Some(s) => self.res.has(s),
+                None => sub == "finalize" && self.res.kind == "Namespace",
+            };
+            if !ok {
+                return Err(ApiError::no_route());
+            }
+        }
+        Ok(self)
+    }
+}
+
+fn query_map(uri: &axum::http::Uri) -> HashMap<String, String> {
+    uri.query().map(url_decode_pairs).unwrap_or_default()
+}
+
+fn url_decode_pairs(q: &str) -> HashMap<String, String> {
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+}
+
+fn write_options(q: &HashMap<String, String>) -> ApiResult<WriteOptions> {
+    let field_validation = match q.get("fieldValidation").map(String::as_str) {
+        None | Some("") => FieldValidation::Warn,
+        Some("Strict") => FieldValidation::Strict,
+        Some("Warn") => FieldValidation::Warn,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+            )));
+        }
+    };
+    Ok(WriteOptions { dry_run: dry_run(q)?, field_validation })
+}
+
+fn dry_run(q: &HashMap<String, String>) -> ApiResult<bool> {
+    match q.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!("dryRun: Unsupported value: \"{other}\": supported values: \"All\""))),
+    }
+}
+
+fn list_params(res: &ResourceInfo, q: &HashMap<String, String>) -> ApiResult<ListParams> {
+    let label_selector = match q.get("labelSelector").filter(|s| !s.is_empty()) {
+        Some(s) => Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?),
+        None => None,
+    };
+    let field_selector = match q.get("fieldSelector").filter(|s| !s.is_empty()) {
+        Some(s) => Some(FieldSelector::parse(res.kind, s).map_err(|e| ApiError::bad_request(e.to_string()))?),
+        None => None,
+    };
+    let limit = match q.get("limit").filter(|s| !s.is_empty()) {
+        Some(l) => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("limit: invalid value {l:?}")))?.max(0) as usize,
+        None => 0,
+    };
+    let continue_token = q.get("continue").filter(|s| !s.is_empty()).cloned();
+    Ok(ListParams { label_selector, field_selector, limit, continue_token })
+}
+
+fn table_options(headers: &HeaderMap, q: &HashMap<String, String>) -> Option<TableOptions> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let wants_table = accept.split(',').any(|part| {
+        let p = part.replace(' ', "");
+        p.contains("as=Table") && p.contains("g=meta.k8s.io") && (p.contains("v=v1;") || p.ends_with("v=v1") || p.contains("v=v1beta1"))
+    });
+    if !wants_table {
+        return None;
+    }
+    let include_object = match q.get("includeObject").map(String::as_str) {
+        Some("None") => IncludeObject::None,
+        Some("Object") => IncludeObject::Object,
+        _ => IncludeObject::Metadata,
+    };
+    Some(TableOptions { include_object, no_headers: false })
+}
+
+async fn read_body(api: &Api, body: Body) -> ApiResult<Bytes> {
+    let limit = api.config().max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let ct = content_type(headers);
+    let v: Value = match ct.as_str() {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the body of the request must be an object"));
+    }
+    Ok(v)
+}
+
+async fn dispatch(State(state): State<HttpState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    match handle(&state, &parts.method, &parts.uri, &parts.headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(state: &HttpState, method: &Method, uri: &axum::http::Uri, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+    let api = &state.api;
+    let route = parse_path(uri.path(), headers, api)?;
+    let t = match route {
+        Route::Discovery(doc) => {
+            if method != Method::GET {
+                return Err(ApiError::method_not_allowed(uri.path()));
+            }
+            let mut r = json_response(StatusCode::OK, &doc);
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if doc["kind"] == "APIGroupDiscoveryList" {
+                if let Some(ct) = discovery::wants_aggregated(accept) {
+                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+                }
+            }
+            return Ok(r);
+        }
+        Route::Target(t) => t,
+    };
+    let q = query_map(uri);
+    let res = t.res;
+    let ns = t.ns.as_deref();
+    let sub = t.sub.as_deref();
+    let wants_watch = t.watch_path || q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    match (method.clone(), t.name.as_deref(), sub) {
+        (Method::GET, None, None) if wants_watch => watch(state, res, ns, None, &q, headers).await,
+        (Method::GET, Some(name), None) if wants_watch => watch(state, res, ns, Some(name), &q, headers).await,
+        (Method::GET, None, None) => {
+            let params = list_params(res, &q)?;
+            let (items, rev, next) = api.list(res, ns, &params).await?;
+            if let Some(opts) = table_options(headers, &q) {
+                let mut t = table::table(res, &items, &opts, chrono::Utc::now());
+                t["metadata"]["resourceVersion"] = json!(rev.to_string());
+                if let Some(c) = next {
+                    t["metadata"]["continue"] = json!(c);
+                }
+                return Ok(json_response(StatusCode::OK, &t));
+            }
+            let mut list = json!({
+                "kind": res.list_kind(),
+                "apiVersion": res.api_version(),
+                "metadata": {"resourceVersion": rev.to_string()},
+                "items": items,
+            });
+            if let Some(c) = next {
+                list["metadata"]["continue"] = json!(c);
+            }
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        (Method::GET, Some(name), None | Some("status")) => {
+            let obj = api.get(res, ns, name).await?;
+            Ok(object_response(StatusCode::OK, res, obj, headers, &q))
+        }
+        (Method::GET, Some(name), Some("scale")) => {
+            let obj = api.get(res, ns, name).await?;
+            Ok(json_response(StatusCode::OK, &Api::scale_of(res, &obj)))
+        }
+        (Method::GET, Some(name), Some("log")) => {
+            let pod = api.get(res, ns, name).await?;
+            match pod["spec"]["nodeName"].as_str() {
+                None => Err(ApiError::bad_request(format!("pod {name} does not have a host assigned"))),
+                Some(node) => Err(ApiError::unavailable(format!(
+                    "logs of pod {name} on node {node} are served by the node agent, which is not reachable from this server yet"
+                ))),
+            }
+        }
+        (Method::POST, None, None) => {
+            let bytes = read_body(api, body).await?;
+            let obj = decode_object(headers, &bytes)?;
+            let (created, warnings) = api.create(res, ns, obj, &write_options(&q)?).await?;
+            Ok(with_warnings(json_response(StatusCode::CREATED, &created), &warnings))
+        }
+        (Method::POST, Some(name), Some("binding")) => {
+            let bytes = read_body(api, body).await?;
+            let binding = decode_object(headers, &bytes)?;
+            api.bind(ns.unwrap_or("default"), name, &binding).await?;
+            Ok(json_response(StatusCode::CREATED, &success_status()))
+        }
+        (Method::POST, Some(name), Some("eviction")) => {
+            let bytes = read_body(api, body).await?;
+            let eviction = decode_object(headers, &bytes)?;
+            let mut opts = DeleteOptions::default();
+            if let Some(d) = eviction.get("deleteOptions") {
+                opts.merge_json(d)?;
+            }
+            api.delete(res, ns, name, &opts).await?;
+            Ok(json_response(StatusCode::CREATED, &success_status()))
+        }
+        (Method::PUT, Some(name), None | Some("status") | Some("finalize")) => {
+            let bytes = read_body(api, body).await?;
+            let obj = decode_object(headers, &bytes)?;
+            let subresource = match sub {
+                Some("status") => Some(Subresource::Status),
+                _ => None,
+            };
+            let (updated, warnings) = api.update(res, ns, name, obj, subresource, &write_options(&q)?).await?;
+            Ok(with_warnings(json_response(StatusCode::OK, &updated), &warnings))
+        }
+        (Method::PUT, Some(name), Some("scale")) => {
+            let bytes = read_body(api, body).await?;
+            let scale = decode_object(headers, &bytes)?;
+            let out = api.write_scale(res, ns, name, ScaleChange::Replace(&scale), &write_options(&q)?).await?;
+            Ok(json_response(StatusCode::OK, &out))
+        }
+        (Method::PATCH, Some(name), None | Some("status") | Some("scale")) => {
+            let ct = content_type(headers);
+            let Some(ty) = PatchType::from_content_type(&ct) else {
+                if ct == "application/apply-patch+yaml" {
+                    return Err(ApiError::unsupported_media_type(
+                        "application/apply-patch+yaml (server-side apply is not supported yet; use client-side `kubectl apply`)",
+                    ));
+                }
+                return Err(ApiError::unsupported_media_type(&ct));
+            };
+            let bytes = read_body(api, body).await?;
+            let opts = write_options(&q)?;
+            if sub == Some("scale") {
+                let out = api.write_scale(res, ns, name, ScaleChange::Patch(ty, &bytes), &opts).await?;
+                return Ok(json_response(StatusCode::OK, &out));
+            }
+            let subresource = if sub == Some("status") { Some(Subresource::Status) } else { None };
+            let (patched, warnings) = api.patch(res, ns, name, ty, &bytes, subresource, &opts).await?;
+            Ok(with_warnings(json_response(StatusCode::OK, &patched), &warnings))
+        }
+        (Method::DELETE, Some(name), None) => {
+            let opts = delete_options(api, &q, body).await?;
+            let deleted = api.delete(res, ns, name, &opts).await?;
+            let code = if deleted.gone { StatusCode::OK } else { StatusCode::ACCEPTED };
+            Ok(json_response(code, &deleted.object))
+        }
+        (Method::DELETE, None, None) => {
+            let params = list_params(res, &q)?;
+            let opts = delete_options(api, &q, body).await?;
+            let (items, rev) = api.delete_collection(res, ns, &params, &opts).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": items}),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed(&format!("{} {}", method, uri.path()))),
+    }
+}
+
+fn success_status() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
+}
+
+fn object_response(code: StatusCode, res: &ResourceInfo, obj: Value, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
+    match table_options(headers, q) {
+        Some(opts) => {
+            let rv = obj["metadata"]["resourceVersion"].clone();
+            let mut t = table::table(res, std::slice::from_ref(&obj), &opts, chrono::Utc::now());
+            t["metadata"]["resourceVersion"] = rv;
+            json_response(code, &t)
+        }
+        None => json_response(code, &obj),
+    }
+}
+
+async fn delete_options(api: &Api, q: &HashMap<String, String>, body: Body) -> ApiResult<DeleteOptions> {
+    let mut opts = DeleteOptions { dry_run: dry_run(q)?, ..Default::default() };
+    if let Some(g) = q.get("gracePeriodSeconds").filter(|s| !s.is_empty()) {
+        opts.grace_period_seconds =
+            Some(g.parse().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds: invalid value {g:?}")))?);
+    }
+    if let Some(p) = q.get("propagationPolicy").filter(|s| !s.is_empty()) {
+        opts.propagation = Some(parse_propagation(p)?);
+    }
+    let bytes = read_body(api, body).await?;
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        opts.merge_json(&v)?;
+    }
+    Ok(opts)
+}
+
+fn watch_event(ty: &str, obj: Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn parse_rv(q: &HashMap<String, String>) -> ApiResult<Option<Revision>> {
+    match q.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("resourceVersion: Invalid value: \"{s}\": must be a number"))),
+    }
+}
+
+async fn watch(
+    state: &HttpState,
+    res: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: Option<&str>,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let api = state.api.clone();
+    let mut params = list_params(res, q)?;
+    if let Some(name) = name {
+        // A watch on one object is a watch with a name field selector.
+        params.field_selector = Some(
+            FieldSelector::parse(res.kind, &format!("metadata.name={name}")).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        );
+    }
+    let from = parse_rv(q)?;
+    let send_initial = q.get("sendInitialEvents").is_some_and(|v| v == "true") || from.is_none();
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let table_opts = table_options(headers, q);
+
+    // Initial state: a consistent list, then the watch from its revision.
+    let (initial, start) = if send_initial && from.is_none() {
+        let (items, rev, _) = api.list(res, ns, &ListParams { limit: 0, continue_token: None, ..params.clone() }).await?;
+        (items, rev)
+    } else {
+        (Vec::new(), from.unwrap_or_else(|| api.store().current_revision()))
+    };
+    let initial_end_bookmark = q.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
+    let stream_result = api.watch(res, ns, start);
+    let shutdown = state.shutdown.clone();
+    let ns_owned = ns.map(String::from);
+    tokio::spawn(async move {
+        let mut headers_sent = false;
+        let mut render = |obj: Value| -> Value {
+            match &table_opts {
+                Some(opts) => {
+                    let opts = TableOptions { no_headers: headers_sent, ..opts.clone() };
+                    headers_sent = true;
+                    let rv = obj["metadata"]["resourceVersion"].clone();
+                    let mut t = table::table(res, std::slice::from_ref(&obj), &opts, chrono::Utc::now());
+                    t["metadata"]["resourceVersion"] = rv;
+                    t
+                }
+                None => obj,
+            }
+        };
+        let mut stream = match stream_result {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Ok(watch_event("ERROR", e.to_status()))).await;
+                return;
+            }
+        };
+        for obj in initial {
+            if tx.send(Ok(watch_event("ADDED", render(obj)))).await.is_err() {
+                return;
+            }
+        }
+        let bookmark = |rev: Revision, end: bool| {
+            let mut meta = json!({"resourceVersion": rev.to_string()});
+            if end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            watch_event("BOOKMARK", json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": meta}))
+        };
+        if initial_end_bookmark && tx.send(Ok(bookmark(start, true))).await.is_err() {
+            return;
+        }
+        let _ = ns_owned;
+        let mut last = start;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            let event = tokio::select! {
+                e = stream.next() => e,
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tick.tick() => {
+                    if bookmarks && tx.send(Ok(bookmark(last, false))).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = tx.closed() => return,
+                _ = shutdown.cancelled() => break,
+            };
+            let event = match event {
+                None => break,
+                Some(Err(e)) => {
+                    let err = ApiError::expired(format!("watch fell behind: {e}"));
+                    let _ = tx.send(Ok(watch_event("ERROR", err.to_status()))).await;
+                    break;
+                }
+                Some(Ok(e)) => e,
+            };
+            last = event.revision;
+            let obj = objects::from_bytes(&event.value, event.revision);
+            let now_matches = params.matches(&obj);
+            let was_matching = event.prev.as_ref().is_some_and(|p| params.matches(&objects::from_bytes(p, event.revision)));
+            let ty = match event.event_type {
+                EventType::Added if now_matches => "ADDED",
+                EventType::Modified if now_matches && was_matching => "MODIFIED",
+                EventType::Modified if now_matches => "ADDED",
+                EventType::Modified if was_matching => "DELETED",
+                EventType::Deleted if now_matches => "DELETED",
+                _ => continue,
+            };
+            if tx.send(Ok(watch_event(ty, render(obj)))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut r = Response::new(body);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_percent_decoded() {
+        let q = url_decode_pairs("labelSelector=app%3Dweb%2Ctier+in+%28a%29&limit=5&watch");
+        assert_eq!(q["labelSelector"], "app=web,tier in (a)");
+        assert_eq!(q["limit"], "5");
+        assert_eq!(q["watch"], "");
+    }
+}

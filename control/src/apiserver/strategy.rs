@@ -1,0 +1,464 @@
+//! Per-kind behaviour of the generic REST handler: typed decoding, defaults, validation and
+//! what a create or update may change.
+//!
+//! Objects travel as `serde_json::Value`; each kind is decoded into its `k8s-openapi` type once
+//! per write, which both checks its shape and drops unknown fields (reported for
+//! `fieldValidation`), exactly as kube-apiserver's decoding does.
+
+use serde_json::{Map, Value, json};
+
+use super::error::Cause;
+use super::resources::{ResourceInfo, Subresource};
+use super::validation as v;
+
+/// Decodes `obj` as the kind's `k8s-openapi` type and re-encodes it: the normalised object and
+/// the paths of fields the type does not know.
+pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), String> {
+    use k8s_openapi::api::{apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch};
+    use k8s_openapi::api::{coordination::v1 as coordination, core::v1 as core};
+    use k8s_openapi::api::{discovery::v1 as discovery, node::v1 as node};
+    fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> Result<Value, String> {
+        let typed: T = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
+        serde_json::to_value(typed).map_err(|e| e.to_string())
+    }
+    let normal = match res.kind {
+        "Namespace" => roundtrip::<core::Namespace>(&obj),
+        "Pod" => roundtrip::<core::Pod>(&obj),
+        "Node" => roundtrip::<core::Node>(&obj),
+        "Service" => roundtrip::<core::Service>(&obj),
+        "Endpoints" => roundtrip::<core::Endpoints>(&obj),
+        "ConfigMap" => roundtrip::<core::ConfigMap>(&obj),
+        "Secret" => roundtrip::<core::Secret>(&obj),
+        "Event" => roundtrip::<core::Event>(&obj),
+        "ServiceAccount" => roundtrip::<core::ServiceAccount>(&obj),
+        "Deployment" => roundtrip::<apps::Deployment>(&obj),
+        "ReplicaSet" => roundtrip::<apps::ReplicaSet>(&obj),
+        "DaemonSet" => roundtrip::<apps::DaemonSet>(&obj),
+        "Job" => roundtrip::<batch::Job>(&obj),
+        "EndpointSlice" => roundtrip::<discovery::EndpointSlice>(&obj),
+        "RuntimeClass" => roundtrip::<node::RuntimeClass>(&obj),
+        "Lease" => roundtrip::<coordination::Lease>(&obj),
+        "HorizontalPodAutoscaler" => roundtrip::<autoscaling::HorizontalPodAutoscaler>(&obj),
+        other => Err(format!("no decoder for kind {other}")),
+    }?;
+    let mut unknown = Vec::new();
+    unknown_fields(&obj, &normal, "", &mut unknown);
+    Ok((normal, unknown))
+}
+
+/// Collects paths present in `input` but absent from its typed round trip.
+fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(i), Value::Object(t)) => {
+            for (k, iv) in i {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match t.get(k) {
+                    Some(tv) => unknown_fields(iv, tv, &p, out),
+                    None if iv.is_null() => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(t)) => {
+            for (n, (iv, tv)) in i.iter().zip(t).enumerate() {
+                unknown_fields(iv, tv, &format!("{path}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !v.get(key).is_some_and(Value::is_object) {
+        v[key] = json!({});
+    }
+    v[key].as_object_mut().expect("just made an object")
+}
+
+fn default(map: &mut Map<String, Value>, key: &str, value: Value) {
+    if map.get(key).is_none_or(Value::is_null) {
+        map.insert(key.to_string(), value);
+    }
+}
+
+/// Applies the Kubernetes defaults of the kind (done on every write, as decoding does).
+pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
+    match res.kind {
+        "Pod" => default_pod_spec(obj_mut(obj, "spec")),
+        "Deployment" => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "replicas", json!(1));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(spec, "progressDeadlineSeconds", json!(600));
+            default(spec, "strategy", json!({"type": "RollingUpdate"}));
+            if spec["strategy"]["type"] == "RollingUpdate" {
+                let s = spec["strategy"].as_object_mut().expect("object");
+                default(s, "rollingUpdate", json!({}));
+                if let Some(ru) = s["rollingUpdate"].as_object_mut() {
+                    default(ru, "maxSurge", json!("25%"));
+                    default(ru, "maxUnavailable", json!("25%"));
+                }
+            }
+            default_template(spec);
+        }
+        "ReplicaSet" => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "replicas", json!(1));
+            default_template(spec);
+        }
+        "DaemonSet" => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+            default_template(spec);
+        }
+        "Job" => {
+            let spec = obj_mut(obj, "spec");
+            if spec.get("completions").is_none_or(Value::is_null) && spec.get("parallelism").is_none_or(Value::is_null)
+            {
+                spec.insert("completions".into(), json!(1));
+            }
+            default(spec, "parallelism", json!(1));
+            default(spec, "backoffLimit", json!(6));
+            default(spec, "completionMode", json!("NonIndexed"));
+            default(spec, "suspend", json!(false));
+            // A Job template's restartPolicy has no default: validation asks for OnFailure or Never.
+            if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut) {
+                if let Some(ps) = t.get_mut("spec").and_then(Value::as_object_mut) {
+                    let given = ps.get("restartPolicy").cloned();
+                    default_pod_spec(ps);
+                    match given {
+                        Some(p) => ps.insert("restartPolicy".into(), p),
+                        None => ps.remove("restartPolicy"),
+                    };
+                }
+            }
+        }
+        "Service" => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "type", json!("ClusterIP"));
+            default(spec, "sessionAffinity", json!("None"));
+            if spec["type"] != "ExternalName" {
+                default(spec, "internalTrafficPolicy", json!("Cluster"));
+            }
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    default(p, "protocol", json!("TCP"));
+                    if let Some(port) = p.get("port").cloned() {
+                        default(p, "targetPort", port);
+                    }
+                }
+            }
+        }
+        "Secret" => {
+            let o = obj.as_object_mut().expect("object");
+            default(o, "type", json!("Opaque"));
+        }
+        "Namespace" => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "finalizers", json!(["kubernetes"]));
+        }
+        _ => {}
+    }
+}
+
+fn default_template(spec: &mut Map<String, Value>) {
+    if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut) {
+        let ps = t.entry("spec").or_insert_with(|| json!({}));
+        if let Some(ps) = ps.as_object_mut() {
+            default_pod_spec(ps);
+        }
+    }
+}
+
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    default(spec, "restartPolicy", json!("Always"));
+    default(spec, "dnsPolicy", json!("ClusterFirst"));
+    default(spec, "schedulerName", json!("default-scheduler"));
+    default(spec, "terminationGracePeriodSeconds", json!(30));
+    default(spec, "securityContext", json!({}));
+    default(spec, "enableServiceLinks", json!(true));
+    for list in ["initContainers", "containers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+                let policy = if image_tag_is_latest(&image) { "Always" } else { "IfNotPresent" };
+                default(c, "imagePullPolicy", json!(policy));
+                default(c, "terminationMessagePath", json!("/dev/termination-log"));
+                default(c, "terminationMessagePolicy", json!("File"));
+                default(c, "resources", json!({}));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        default(p, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether an image reference has no tag or the `latest` tag (and no digest): such images
+/// default to `imagePullPolicy: Always`, as in Kubernetes.
+pub fn image_tag_is_latest(image: &str) -> bool {
+    if image.contains('@') {
+        return false;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, tag)) => tag == "latest",
+        None => true,
+    }
+}
+
+/// Resets what a client may not set on create: status for kinds with a status subresource,
+/// starting status values (pod phase Pending, namespace phase Active).
+pub fn prepare_for_create(res: &ResourceInfo, obj: &mut Value) {
+    if res.has(Subresource::Status) && res.kind != "Node" {
+        obj.as_object_mut().expect("object").remove("status");
+    }
+    match res.kind {
+        "Pod" => obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])}),
+        "Namespace" => obj["status"] = json!({"phase": "Active"}),
+        "Secret" => merge_string_data(obj),
+        "Job" => {
+            // A Job selects its pods by its own uid unless the user opted into manual selection.
+            let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+            let manual = obj["spec"]["manualSelector"].as_bool().unwrap_or(false);
+            if !manual && !uid.is_empty() {
+                let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+                let tmeta = &mut obj["spec"]["template"]["metadata"];
+                if !tmeta.is_object() {
+                    *tmeta = json!({});
+                }
+                if !tmeta["labels"].is_object() {
+                    tmeta["labels"] = json!({});
+                }
+                tmeta["labels"]["batch.kubernetes.io/controller-uid"] = json!(uid);
+                tmeta["labels"]["controller-uid"] = json!(uid);
+                tmeta["labels"]["batch.kubernetes.io/job-name"] = json!(name);
+                tmeta["labels"]["job-name"] = json!(name);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Moves a Secret's write-only `stringData` into `data` (base64), as Kubernetes does.
+pub fn merge_string_data(obj: &mut Value) {
+    use base64::Engine;
+    if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+        let data = obj_mut(obj, "data");
+        for (k, v) in sd {
+            let s = v.as_str().unwrap_or_default();
+            data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
+        }
+    }
+}
+
+/// The pod's QoS class from its containers' requests and limits.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|l| spec[l].as_array())
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let req = &c["resources"]["requests"];
+        let lim = &c["resources"]["limits"];
+        for r in ["cpu", "memory"] {
+            let (rq, lm) = (req.get(r), lim.get(r));
+            if rq.is_some() || lm.is_some() {
+                any = true;
+            }
+            match (rq, lm) {
+                (_, None) => guaranteed = false,
+                (Some(a), Some(b)) if a != b => guaranteed = false,
+                _ => {}
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Whether the object has a spec-like part that counts for `metadata.generation`.
+pub fn has_generation(res: &ResourceInfo) -> bool {
+    !matches!(
+        res.kind,
+        "ConfigMap" | "Secret" | "Event" | "Endpoints" | "EndpointSlice" | "ServiceAccount" | "Lease" | "Node" | "Namespace"
+    )
+}
+
+/// Whether a new version of an object changes anything outside `metadata` and `status`.
+pub fn spec_changed(new: &Value, old: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut m = v.as_object().cloned().unwrap_or_default();
+        for k in ["metadata", "status", "apiVersion", "kind"] {
+            m.remove(k);
+        }
+        m
+    };
+    strip(new) != strip(old)
+}
+
+/// Validates a whole object (create and update).
+pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let meta = &obj["metadata"];
+    let name = meta["name"].as_str().unwrap_or("");
+    if name.is_empty() {
+        causes.push(Cause::required("metadata.name"));
+    } else {
+        let problem = match res.kind {
+            "Namespace" => v::dns1123_label(name),
+            "Service" => v::dns1035_label(name),
+            _ => v::dns1123_subdomain(name),
+        };
+        if let Some(why) = problem {
+            causes.push(Cause::invalid("metadata.name", name, why));
+        }
+    }
+    if let Some(labels) = meta["labels"].as_object() {
+        for (k, val) in labels {
+            if let Some(why) = v::qualified_name(k) {
+                causes.push(Cause::invalid("metadata.labels", k, why));
+            }
+            if let Some(why) = v::label_value(val.as_str().unwrap_or("")) {
+                causes.push(Cause::invalid(format!("metadata.labels.{k}"), val.as_str().unwrap_or(""), why));
+            }
+        }
+    }
+    if let Some(ann) = meta["annotations"].as_object() {
+        let total: usize = ann.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+        if total > 256 * 1024 {
+            causes.push(Cause {
+                reason: "FieldValueTooLong",
+                message: format!("Too long: may not be more than 262144 bytes (is {total})"),
+                field: "metadata.annotations".into(),
+            });
+        }
+        for k in ann.keys() {
+            if let Some(why) = v::qualified_name(&k.to_lowercase()) {
+                causes.push(Cause::invalid("metadata.annotations", k, why));
+            }
+        }
+    }
+    match res.kind {
+        "Pod" => v::pod_spec(&obj["spec"], "spec", &mut causes, None),
+        "Deployment" | "ReplicaSet" | "DaemonSet" => {
+            v::workload_selector(&obj["spec"], &mut causes);
+            if res.kind != "DaemonSet" {
+                v::non_negative(&obj["spec"]["replicas"], "spec.replicas", &mut causes);
+            }
+            v::pod_spec(&obj["spec"]["template"]["spec"], "spec.template.spec", &mut causes, Some(&["Always"]));
+        }
+        "Job" => {
+            for f in ["parallelism", "completions", "backoffLimit"] {
+                v::non_negative(&obj["spec"][f], &format!("spec.{f}"), &mut causes);
+            }
+            v::pod_spec(&obj["spec"]["template"]["spec"], "spec.template.spec", &mut causes, Some(&["OnFailure", "Never"]));
+        }
+        "Service" => v::service_spec(&obj["spec"], &mut causes),
+        "ConfigMap" | "Secret" => {
+            for section in ["data", "binaryData"] {
+                if let Some(data) = obj[section].as_object() {
+                    for k in data.keys() {
+                        if let Some(why) = v::config_key(k) {
+                            causes.push(Cause::invalid(format!("{section}[{k}]"), k, why));
+                        }
+                    }
+                }
+            }
+        }
+        "RuntimeClass" => {
+            match obj["handler"].as_str() {
+                None | Some("") => causes.push(Cause::required("handler")),
+                Some(h) => {
+                    if let Some(why) = v::dns1123_label(h) {
+                        causes.push(Cause::invalid("handler", h, why));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+/// Validates what an update may not change (immutable fields), given the old object.
+pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let immutable = |causes: &mut Vec<Cause>, path: &str, a: &Value, b: &Value| {
+        if a != b {
+            causes.push(Cause::invalid(path, a.to_string().trim_matches('"'), "field is immutable"));
+        }
+    };
+    match res.kind {
+        "Deployment" | "ReplicaSet" | "DaemonSet" => {
+            immutable(&mut causes, "spec.selector", &new["spec"]["selector"], &old["spec"]["selector"])
+        }
+        "Job" => {
+            immutable(&mut causes, "spec.selector", &new["spec"]["selector"], &old["spec"]["selector"]);
+            immutable(&mut causes, "spec.template", &new["spec"]["template"], &old["spec"]["template"]);
+            immutable(&mut causes, "spec.completions", &new["spec"]["completions"], &old["spec"]["completions"]);
+        }
+        "Service" => {
+            let (a, b) = (&new["spec"]["clusterIP"], &old["spec"]["clusterIP"]);
+            if !a.is_null() && !b.is_null() && a != b && new["spec"]["type"] != "ExternalName" {
+                immutable(&mut causes, "spec.clusterIP", a, b);
+            }
+        }
+        "Pod" => {
+            // Only images, activeDeadlineSeconds, tolerations (additions) and scheduling gates may
+            // change on a pod's spec; compare the rest.
+            let strip = |spec: &Value| {
+                let mut s = spec.clone();
+                if let Some(o) = s.as_object_mut() {
+                    for k in ["activeDeadlineSeconds", "tolerations", "schedulingGates", "nodeName"] {
+                        o.remove(k);
+                    }
+                    for list in ["containers", "initContainers"] {
+                        if let Some(cs) = o.get_mut(list).and_then(Value::as_array_mut) {
+                            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                                c.remove("image");
+                            }
+                        }
+                    }
+                }
+                s
+            };
+            if strip(&new["spec"]) != strip(&old["spec"]) {
+                causes.push(Cause::forbidden(
+                    "spec",
+                    "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.schedulingGates`",
+                ));
+            }
+            let (a, b) = (&new["spec"]["nodeName"], &old["spec"]["nodeName"]);
+            if !b.is_null() && a != b {
+                immutable(&mut causes, "spec.nodeName", a, b);
+            }
+        }
+        "ConfigMap" | "Secret" => {
+            if old["immutable"] == json!(true) && (new["data"] != old["data"] || new["binaryData"] != old["binaryData"]) {
+                causes.push(Cause::forbidden("data", "field is immutable when `immutable` is set"));
+            }
+            if res.kind == "Secret" && new["type"] != old["type"] {
+                immutable(&mut causes, "type", &new["type"], &old["type"]);
+            }
+        }
+        _ => {}
+    }
+    causes
+}

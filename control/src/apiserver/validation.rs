@@ -1,0 +1,360 @@
+//! Kubernetes validation rules: name formats and the field checks of the served kinds.
+//!
+//! Each name check returns `None` when valid, or the message Kubernetes gives.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use super::error::Cause;
+use super::selector::LabelSelector;
+
+fn is_alnum_lower(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+/// RFC 1123 label: at most 63 lowercase alphanumerics or '-', starting and ending alphanumeric.
+pub fn dns1123_label(s: &str) -> Option<String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| is_alnum_lower(c) || c == '-')
+        && s.starts_with(is_alnum_lower)
+        && s.ends_with(is_alnum_lower);
+    if ok {
+        None
+    } else if s.len() > 63 {
+        Some("must be no more than 63 characters".into())
+    } else {
+        Some("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".into())
+    }
+}
+
+/// RFC 1035 label (Service names): like an RFC 1123 label but starting with a letter.
+pub fn dns1035_label(s: &str) -> Option<String> {
+    if s.len() <= 63
+        && !s.is_empty()
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars().all(|c| is_alnum_lower(c) || c == '-')
+        && s.ends_with(is_alnum_lower)
+    {
+        None
+    } else {
+        Some("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')".into())
+    }
+}
+
+/// RFC 1123 subdomain: at most 253 characters, dot-separated RFC 1123 labels.
+pub fn dns1123_subdomain(s: &str) -> Option<String> {
+    if s.len() > 253 {
+        return Some("must be no more than 253 characters".into());
+    }
+    let ok = !s.is_empty()
+        && s.chars().all(|c| is_alnum_lower(c) || c == '-' || c == '.')
+        && s.starts_with(is_alnum_lower)
+        && s.ends_with(is_alnum_lower);
+    if ok {
+        None
+    } else {
+        Some("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".into())
+    }
+}
+
+fn name_part_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A qualified name (label and annotation keys): an optional DNS subdomain prefix and '/', then
+/// a name of at most 63 alphanumerics, '-', '_' or '.'.
+pub fn qualified_name(s: &str) -> Option<String> {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    if let Some(p) = prefix {
+        if p.is_empty() || dns1123_subdomain(p).is_some() {
+            return Some("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character".into());
+        }
+    }
+    if name_part_ok(name) {
+        None
+    } else {
+        Some("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')".into())
+    }
+}
+
+/// A label value: empty, or at most 63 alphanumerics, '-', '_' or '.', alphanumeric at the ends.
+pub fn label_value(s: &str) -> Option<String> {
+    if s.is_empty() || name_part_ok(s) {
+        None
+    } else {
+        Some("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".into())
+    }
+}
+
+/// A ConfigMap or Secret key: alphanumerics, '-', '_' or '.', at most 253 characters.
+pub fn config_key(s: &str) -> Option<String> {
+    if !s.is_empty()
+        && s.len() <= 253
+        && s != "."
+        && s != ".."
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        None
+    } else {
+        Some("a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')".into())
+    }
+}
+
+/// Integer fields that must not be negative.
+pub fn non_negative(v: &Value, field: &str, causes: &mut Vec<Cause>) {
+    if let Some(n) = v.as_i64() {
+        if n < 0 {
+            causes.push(Cause::invalid(field, n, "must be greater than or equal to 0"));
+        }
+    }
+}
+
+fn port_number(v: &Value, field: &str, causes: &mut Vec<Cause>) {
+    match v.as_i64() {
+        Some(p) if (1..=65535).contains(&p) => {}
+        Some(p) => causes.push(Cause::invalid(field, p, "must be between 1 and 65535, inclusive")),
+        None => causes.push(Cause::required(field)),
+    }
+}
+
+/// Validates a pod spec at `path`; `restart_policies` restricts the allowed restart policies
+/// (workload templates), otherwise all three are allowed.
+pub fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>, restart_policies: Option<&[&str]>) {
+    if !spec.is_object() {
+        causes.push(Cause::required(path));
+        return;
+    }
+    let mut volumes = HashSet::new();
+    if let Some(vs) = spec["volumes"].as_array() {
+        for (i, vol) in vs.iter().enumerate() {
+            let name = vol["name"].as_str().unwrap_or("");
+            let field = format!("{path}.volumes[{i}].name");
+            if name.is_empty() {
+                causes.push(Cause::required(field));
+            } else if let Some(why) = dns1123_label(name) {
+                causes.push(Cause::invalid(field, name, why));
+            } else if !volumes.insert(name.to_string()) {
+                causes.push(Cause::duplicate(field, name));
+            }
+        }
+    }
+    let mut names = HashSet::new();
+    for list in ["initContainers", "containers"] {
+        let containers = spec[list].as_array();
+        if list == "containers" && containers.is_none_or(Vec::is_empty) {
+            causes.push(Cause::required(format!("{path}.containers")));
+        }
+        for (i, c) in containers.into_iter().flatten().enumerate() {
+            let cpath = format!("{path}.{list}[{i}]");
+            let name = c["name"].as_str().unwrap_or("");
+            if name.is_empty() {
+                causes.push(Cause::required(format!("{cpath}.name")));
+            } else if let Some(why) = dns1123_label(name) {
+                causes.push(Cause::invalid(format!("{cpath}.name"), name, why));
+            } else if !names.insert(name.to_string()) {
+                causes.push(Cause::duplicate(format!("{cpath}.name"), name));
+            }
+            if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
+                causes.push(Cause::required(format!("{cpath}.image")));
+            }
+            let mut port_names = HashSet::new();
+            for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
+                port_number(&p["containerPort"], &format!("{cpath}.ports[{j}].containerPort"), causes);
+                if let Some(n) = p["name"].as_str() {
+                    if n.len() > 15 || dns1123_label(n).is_some() || !n.chars().any(|c| c.is_ascii_lowercase()) {
+                        causes.push(Cause::invalid(format!("{cpath}.ports[{j}].name"), n, "must be no more than 15 characters, contain only lowercase alphanumerics and '-', and contain at least one letter"));
+                    } else if !port_names.insert(n.to_string()) {
+                        causes.push(Cause::duplicate(format!("{cpath}.ports[{j}].name"), n));
+                    }
+                }
+                if let Some(proto) = p["protocol"].as_str() {
+                    if !matches!(proto, "TCP" | "UDP" | "SCTP") {
+                        causes.push(Cause::not_supported(format!("{cpath}.ports[{j}].protocol"), proto, &["SCTP", "TCP", "UDP"]));
+                    }
+                }
+            }
+            for (j, e) in c["env"].as_array().into_iter().flatten().enumerate() {
+                if e["name"].as_str().is_none_or(str::is_empty) {
+                    causes.push(Cause::required(format!("{cpath}.env[{j}].name")));
+                }
+            }
+            for (j, m) in c["volumeMounts"].as_array().into_iter().flatten().enumerate() {
+                let vname = m["name"].as_str().unwrap_or("");
+                if !volumes.contains(vname) {
+                    causes.push(Cause {
+                        reason: "FieldValueNotFound",
+                        message: format!("Not found: \"{vname}\""),
+                        field: format!("{cpath}.volumeMounts[{j}].name"),
+                    });
+                }
+                if m["mountPath"].as_str().is_none_or(str::is_empty) {
+                    causes.push(Cause::required(format!("{cpath}.volumeMounts[{j}].mountPath")));
+                }
+            }
+            if let Some(policy) = c["imagePullPolicy"].as_str() {
+                if !matches!(policy, "Always" | "IfNotPresent" | "Never") {
+                    causes.push(Cause::not_supported(format!("{cpath}.imagePullPolicy"), policy, &["Always", "IfNotPresent", "Never"]));
+                }
+            }
+        }
+    }
+    let allowed = restart_policies.unwrap_or(&["Always", "OnFailure", "Never"]);
+    match spec["restartPolicy"].as_str() {
+        Some(p) if allowed.contains(&p) => {}
+        Some(p) => causes.push(Cause::not_supported(format!("{path}.restartPolicy"), p, allowed)),
+        None => causes.push(Cause::required(format!("{path}.restartPolicy"))),
+    }
+    non_negative(&spec["terminationGracePeriodSeconds"], &format!("{path}.terminationGracePeriodSeconds"), causes);
+}
+
+/// A Deployment, ReplicaSet or DaemonSet must have a non-empty selector matching its template.
+pub fn workload_selector(spec: &Value, causes: &mut Vec<Cause>) {
+    let sel = &spec["selector"];
+    if sel.is_null() {
+        causes.push(Cause::required("spec.selector"));
+        return;
+    }
+    let parsed: Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, _> =
+        serde_json::from_value(sel.clone());
+    let selector = match parsed.map_err(|e| e.to_string()).and_then(|s| LabelSelector::from_k8s(&s).map_err(|e| e.to_string())) {
+        Ok(s) => s,
+        Err(e) => {
+            causes.push(Cause::invalid("spec.selector", sel, e));
+            return;
+        }
+    };
+    if selector.is_empty() {
+        causes.push(Cause::invalid("spec.selector", sel, "empty selector is invalid for deployment"));
+        return;
+    }
+    let labels: std::collections::BTreeMap<String, String> = spec["template"]["metadata"]["labels"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+        .unwrap_or_default();
+    if !selector.matches(&labels) {
+        let shown = serde_json::to_string(&labels).unwrap_or_default();
+        causes.push(Cause::invalid("spec.template.metadata.labels", shown, "`selector` does not match template `labels`"));
+    }
+}
+
+/// Service spec rules: ports, types, node ports, cluster IPs.
+pub fn service_spec(spec: &Value, causes: &mut Vec<Cause>) {
+    let ty = spec["type"].as_str().unwrap_or("ClusterIP");
+    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
+        causes.push(Cause::not_supported("spec.type", ty, &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
+    }
+    if ty == "ExternalName" && spec["externalName"].as_str().is_none_or(str::is_empty) {
+        causes.push(Cause::required("spec.externalName"));
+    }
+    let headless = spec["clusterIP"].as_str() == Some("None");
+    let ports = spec["ports"].as_array().cloned().unwrap_or_default();
+    if ports.is_empty() && !headless && ty != "ExternalName" {
+        causes.push(Cause::required("spec.ports"));
+    }
+    let mut names = HashSet::new();
+    let mut pairs = HashSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let path = format!("spec.ports[{i}]");
+        port_number(&p["port"], &format!("{path}.port"), causes);
+        let name = p["name"].as_str().unwrap_or("");
+        if ports.len() > 1 && name.is_empty() {
+            causes.push(Cause::required(format!("{path}.name")));
+        } else if !name.is_empty() {
+            if let Some(why) = dns1123_label(name) {
+                causes.push(Cause::invalid(format!("{path}.name"), name, why));
+            } else if !names.insert(name.to_string()) {
+                causes.push(Cause::duplicate(format!("{path}.name"), name));
+            }
+        }
+        let proto = p["protocol"].as_str().unwrap_or("TCP");
+        if !matches!(proto, "TCP" | "UDP" | "SCTP") {
+            causes.push(Cause::not_supported(format!("{path}.protocol"), proto, &["SCTP", "TCP", "UDP"]));
+        }
+        if !pairs.insert((p["port"].as_i64(), proto.to_string())) {
+            causes.push(Cause::duplicate(format!("{path}"), format!("{}/{proto}", p["port"])));
+        }
+        if let Some(np) = p["nodePort"].as_i64() {
+            if ty == "ClusterIP" && np != 0 {
+                causes.push(Cause::forbidden(format!("{path}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
+            } else if !(30000..=32767).contains(&np) && np != 0 {
+                causes.push(Cause::invalid(format!("{path}.nodePort"), np, "provided port is not in the valid range. The range of valid ports is 30000-32767"));
+            }
+        }
+        match &p["targetPort"] {
+            Value::Number(n) => {
+                if !(1..=65535).contains(&n.as_i64().unwrap_or(0)) {
+                    causes.push(Cause::invalid(format!("{path}.targetPort"), n, "must be between 1 and 65535, inclusive"));
+                }
+            }
+            Value::String(s) => {
+                if s.len() > 15 || dns1123_label(s).is_some() {
+                    causes.push(Cause::invalid(format!("{path}.targetPort"), s, "must contain only lowercase alphanumerics and '-' and be at most 15 characters"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(ip) = spec["clusterIP"].as_str() {
+        if !ip.is_empty() && ip != "None" && ip.parse::<std::net::IpAddr>().is_err() {
+            causes.push(Cause::invalid("spec.clusterIP", ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
+        }
+    }
+    if let Some(aff) = spec["sessionAffinity"].as_str() {
+        if !matches!(aff, "None" | "ClientIP") {
+            causes.push(Cause::not_supported("spec.sessionAffinity", aff, &["ClientIP", "None"]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_kubernetes_formats() {
+        for ok in ["a", "web-1", "0abc"] {
+            assert_eq!(dns1123_label(ok), None, "{ok}");
+        }
+        for bad in ["", "Web", "-a", "a-", "a.b", &"x".repeat(64)] {
+            assert!(dns1123_label(bad).is_some(), "{bad}");
+        }
+        assert!(dns1035_label("1abc").is_some());
+        assert_eq!(dns1123_subdomain("a.b-c.d"), None);
+        assert!(dns1123_subdomain("a..b").is_none() || dns1123_subdomain("a_b").is_some());
+        assert_eq!(qualified_name("app.kubernetes.io/name"), None);
+        assert!(qualified_name("/x").is_some());
+        assert!(qualified_name("a b").is_some());
+        assert_eq!(label_value(""), None);
+        assert!(label_value("-x").is_some());
+        assert!(config_key("a/b").is_some());
+    }
+
+    #[test]
+    fn a_pod_without_containers_or_images_is_invalid() {
+        let mut causes = vec![];
+        pod_spec(&serde_json::json!({"restartPolicy": "Always"}), "spec", &mut causes, None);
+        assert_eq!(causes[0].field, "spec.containers");
+        let mut causes = vec![];
+        let spec = serde_json::json!({"restartPolicy": "Sometimes", "containers": [{"name": "a"}, {"name": "a", "image": "x"}]});
+        pod_spec(&spec, "spec", &mut causes, None);
+        let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["spec.containers[0].image", "spec.containers[1].name", "spec.restartPolicy"]);
+    }
+
+    #[test]
+    fn a_deployment_selector_must_match_its_template() {
+        let mut causes = vec![];
+        let spec = serde_json::json!({"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "b"}}}});
+        workload_selector(&spec, &mut causes);
+        assert_eq!(causes[0].field, "spec.template.metadata.labels");
+    }
+}

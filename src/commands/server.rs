@@ -1,0 +1,90 @@
+//! `flotilla server`: the control plane on its own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `flotilla server` (and `flotilla up`).
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// Address the API server (and its image registry) listens on.
+    #[arg(long, default_value = "127.0.0.1:6443", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// Directory holding the store file and registry blobs [default: $XDG_DATA_HOME/flotilla or ~/.local/share/flotilla].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where to write the kubeconfig for kubectl [default: DATA_DIR/kubeconfig].
+    #[arg(long, value_name = "PATH")]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// How long watch events stay resumable before compaction, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub watch_window: u64,
+}
+
+impl ServerArgs {
+    /// The data directory, defaulted per user.
+    pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.data_dir {
+            Some(d) => Ok(d.clone()),
+            None => dirs::data_dir()
+                .map(|d| d.join("flotilla"))
+                .context("no per-user data directory on this system; pass --data-dir"),
+        }
+    }
+}
+
+/// Starts the control plane and blocks until SIGINT or SIGTERM.
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    super::init_logging("info");
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(serve(args, "control plane"))
+}
+
+/// Binds, writes the kubeconfig, serves until a signal, then shuts down gracefully.
+pub async fn serve(args: ServerArgs, what: &str) -> anyhow::Result<()> {
+    let data_dir = args.data_dir()?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let kubeconfig = args.write_kubeconfig.clone().unwrap_or_else(|| data_dir.join("kubeconfig"));
+    flotilla_control::kubeconfig::write(&kubeconfig, &format!("http://{addr}"), "flotilla")
+        .with_context(|| format!("cannot write kubeconfig {}", kubeconfig.display()))?;
+
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal_token.cancel();
+    });
+    let mut config = flotilla_control::ServerConfig::new(&data_dir);
+    config.watch_window = Duration::from_secs(args.watch_window);
+    let server = tokio::spawn(flotilla_control::serve(listener, config, shutdown.clone()));
+    println!("flotilla {what} listening on http://{addr}");
+    println!("data dir:   {}", data_dir.display());
+    println!("kubeconfig: {}", kubeconfig.display());
+    println!("try:        KUBECONFIG={} kubectl get namespaces", kubeconfig.display());
+    server.await.context("control plane task failed")??;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
