@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// How long watch events stay resumable.
     pub watch_window: Duration,
+    /// The newest watch events always kept, whatever their age.
+    pub watch_history: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
 }
@@ -29,7 +31,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        ServerConfig { data_dir: data_dir.into(), watch_window: Duration::from_secs(300), max_body_bytes: 3 * 1024 * 1024 }
+        ServerConfig { data_dir: data_dir.into(), watch_window: Duration::from_secs(300), watch_history: 1000, max_body_bytes: 3 * 1024 * 1024 }
     }
 }
 
@@ -86,6 +88,7 @@ pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiErro
 pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let mut store_config = RedbStoreConfig::new(config.data_dir.join("store.redb"));
     store_config.watch_window = config.watch_window;
+    store_config.watch_min_events = config.watch_history;
     let store = RedbStore::open(store_config).map_err(|source| ServeError::Store { dir: config.data_dir.clone(), source })?;
     let result = serve_with_store(listener, config, Arc::new(store.clone()), shutdown).await;
     store.close();

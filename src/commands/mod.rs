@@ -1,5 +1,6 @@
 //! One module per subcommand; each has an args struct and a `run` function.
 
+pub mod bench;
 pub mod completions;
 pub mod server;
 pub mod up;
@@ -26,6 +27,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// Start the control plane: API server, embedded store, controllers and image registry.
     Server(server::ServerArgs),
+    /// Run a benchmark (results belong in BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// Print shell completions for bash, zsh or fish.
     Completions(completions::CompletionsArgs),
     /// Print the version of this binary and the Kubernetes API it serves.
@@ -37,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args),
         Command::Server(args) => server::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Version(args) => version::run(args),
     }

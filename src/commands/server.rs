@@ -23,6 +23,9 @@ pub struct ServerArgs {
     /// How long watch events stay resumable before compaction, in seconds.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub watch_window: u64,
+    /// The newest watch events kept resumable whatever their age.
+    #[arg(long, default_value_t = 1000, value_name = "EVENTS")]
+    pub watch_history: usize,
 }
 
 impl ServerArgs {
@@ -65,6 +68,7 @@ pub async fn serve(args: ServerArgs, what: &str) -> anyhow::Result<()> {
     });
     let mut config = flotilla_control::ServerConfig::new(&data_dir);
     config.watch_window = Duration::from_secs(args.watch_window);
+    config.watch_history = args.watch_history;
     let server = tokio::spawn(flotilla_control::serve(listener, config, shutdown.clone()));
     println!("flotilla {what} listening on http://{addr}");
     println!("data dir:   {}", data_dir.display());

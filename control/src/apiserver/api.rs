@@ -348,11 +348,10 @@ impl Api {
         let meta = objects::meta_mut(&mut obj);
         let generate = meta.get("generateName").and_then(Value::as_str).map(String::from);
         let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        if !has_name {
-            if let Some(prefix) = &generate {
+        if !has_name
+            && let Some(prefix) = &generate {
                 meta.insert("name".into(), json!(objects::generate_name(prefix)));
             }
-        }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
         for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
@@ -595,11 +594,10 @@ impl Api {
                 return Err(ApiError::conflict(res, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}")));
             }
         }
-        if let Some(want) = &opts.precondition_resource_version {
-            if *want != rv.to_string() {
+        if let Some(want) = &opts.precondition_resource_version
+            && *want != rv.to_string() {
                 return Err(ApiError::conflict(res, name, &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}")));
             }
-        }
         let key = res.key(ns, name);
         let mut obj = current.clone();
         let mut finalizers = objects::finalizers(&obj);
@@ -758,11 +756,10 @@ impl Api {
                     patch::apply_patch("Scale", &scale, body, *ty).map_err(|e| patch_error(res, name, e))?
                 }
             };
-            if let Some(Ok(rv)) = objects::resource_version(&new_scale) {
-                if rv != current_rv {
+            if let Some(Ok(rv)) = objects::resource_version(&new_scale)
+                && rv != current_rv {
                     return Err(ApiError::stale(res, name));
                 }
-            }
             let replicas = match &new_scale["spec"]["replicas"] {
                 Value::Number(n) if n.as_i64().is_some_and(|r| r >= 0 && r <= i32::MAX as i64) => n.as_i64().unwrap_or(0),
                 Value::Null => 0,

@@ -87,16 +87,16 @@ pub fn go_arch() -> &'static str {
 }
 
 async fn openapi_v2() -> Response {
-    json_response(StatusCode::OK, &openapi::v2())
+    json_response(StatusCode::OK, openapi::v2())
 }
 
 async fn openapi_v3_index() -> Response {
-    json_response(StatusCode::OK, &openapi::v3_index())
+    json_response(StatusCode::OK, openapi::v3_index())
 }
 
 async fn openapi_v3(Path(path): Path<String>) -> Response {
     match openapi::v3_group_version(&path) {
-        Some(doc) => json_response(StatusCode::OK, &doc),
+        Some(doc) => json_response(StatusCode::OK, doc),
         None => ApiError::no_route().into_response(),
     }
 }
@@ -322,11 +322,10 @@ async fn handle(state: &HttpState, method: &Method, uri: &axum::http::Uri, heade
             }
             let mut r = json_response(StatusCode::OK, &doc);
             let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-            if doc["kind"] == "APIGroupDiscoveryList" {
-                if let Some(ct) = discovery::wants_aggregated(accept) {
+            if doc["kind"] == "APIGroupDiscoveryList"
+                && let Some(ct) = discovery::wants_aggregated(accept) {
                     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
                 }
-            }
             return Ok(r);
         }
         Route::Target(t) => t,

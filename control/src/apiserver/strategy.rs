@@ -127,8 +127,8 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
             default(spec, "completionMode", json!("NonIndexed"));
             default(spec, "suspend", json!(false));
             // A Job template's restartPolicy has no default: validation asks for OnFailure or Never.
-            if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut) {
-                if let Some(ps) = t.get_mut("spec").and_then(Value::as_object_mut) {
+            if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut)
+                && let Some(ps) = t.get_mut("spec").and_then(Value::as_object_mut) {
                     let given = ps.get("restartPolicy").cloned();
                     default_pod_spec(ps);
                     match given {
@@ -136,7 +136,6 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
                         None => ps.remove("restartPolicy"),
                     };
                 }
-            }
         }
         "Service" => {
             let spec = obj_mut(obj, "spec");

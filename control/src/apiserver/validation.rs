@@ -74,11 +74,10 @@ pub fn qualified_name(s: &str) -> Option<String> {
         Some((p, n)) => (Some(p), n),
         None => (None, s),
     };
-    if let Some(p) = prefix {
-        if p.is_empty() || dns1123_subdomain(p).is_some() {
+    if let Some(p) = prefix
+        && (p.is_empty() || dns1123_subdomain(p).is_some()) {
             return Some("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character".into());
         }
-    }
     if name_part_ok(name) {
         None
     } else {
@@ -111,11 +110,10 @@ pub fn config_key(s: &str) -> Option<String> {
 
 /// Integer fields that must not be negative.
 pub fn non_negative(v: &Value, field: &str, causes: &mut Vec<Cause>) {
-    if let Some(n) = v.as_i64() {
-        if n < 0 {
+    if let Some(n) = v.as_i64()
+        && n < 0 {
             causes.push(Cause::invalid(field, n, "must be greater than or equal to 0"));
         }
-    }
 }
 
 fn port_number(v: &Value, field: &str, causes: &mut Vec<Cause>) {
@@ -176,11 +174,10 @@ pub fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>, restart_polic
                         causes.push(Cause::duplicate(format!("{cpath}.ports[{j}].name"), n));
                     }
                 }
-                if let Some(proto) = p["protocol"].as_str() {
-                    if !matches!(proto, "TCP" | "UDP" | "SCTP") {
+                if let Some(proto) = p["protocol"].as_str()
+                    && !matches!(proto, "TCP" | "UDP" | "SCTP") {
                         causes.push(Cause::not_supported(format!("{cpath}.ports[{j}].protocol"), proto, &["SCTP", "TCP", "UDP"]));
                     }
-                }
             }
             for (j, e) in c["env"].as_array().into_iter().flatten().enumerate() {
                 if e["name"].as_str().is_none_or(str::is_empty) {
@@ -200,11 +197,10 @@ pub fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>, restart_polic
                     causes.push(Cause::required(format!("{cpath}.volumeMounts[{j}].mountPath")));
                 }
             }
-            if let Some(policy) = c["imagePullPolicy"].as_str() {
-                if !matches!(policy, "Always" | "IfNotPresent" | "Never") {
+            if let Some(policy) = c["imagePullPolicy"].as_str()
+                && !matches!(policy, "Always" | "IfNotPresent" | "Never") {
                     causes.push(Cause::not_supported(format!("{cpath}.imagePullPolicy"), policy, &["Always", "IfNotPresent", "Never"]));
                 }
-            }
         }
     }
     let allowed = restart_policies.unwrap_or(&["Always", "OnFailure", "Never"]);
@@ -280,7 +276,7 @@ pub fn service_spec(spec: &Value, causes: &mut Vec<Cause>) {
             causes.push(Cause::not_supported(format!("{path}.protocol"), proto, &["SCTP", "TCP", "UDP"]));
         }
         if !pairs.insert((p["port"].as_i64(), proto.to_string())) {
-            causes.push(Cause::duplicate(format!("{path}"), format!("{}/{proto}", p["port"])));
+            causes.push(Cause::duplicate(path.to_string(), format!("{}/{proto}", p["port"])));
         }
         if let Some(np) = p["nodePort"].as_i64() {
             if ty == "ClusterIP" && np != 0 {
@@ -290,29 +286,25 @@ pub fn service_spec(spec: &Value, causes: &mut Vec<Cause>) {
             }
         }
         match &p["targetPort"] {
-            Value::Number(n) => {
-                if !(1..=65535).contains(&n.as_i64().unwrap_or(0)) {
+            Value::Number(n)
+                if !(1..=65535).contains(&n.as_i64().unwrap_or(0)) => {
                     causes.push(Cause::invalid(format!("{path}.targetPort"), n, "must be between 1 and 65535, inclusive"));
                 }
-            }
-            Value::String(s) => {
-                if s.len() > 15 || dns1123_label(s).is_some() {
+            Value::String(s)
+                if (s.len() > 15 || dns1123_label(s).is_some()) => {
                     causes.push(Cause::invalid(format!("{path}.targetPort"), s, "must contain only lowercase alphanumerics and '-' and be at most 15 characters"));
                 }
-            }
             _ => {}
         }
     }
-    if let Some(ip) = spec["clusterIP"].as_str() {
-        if !ip.is_empty() && ip != "None" && ip.parse::<std::net::IpAddr>().is_err() {
+    if let Some(ip) = spec["clusterIP"].as_str()
+        && !ip.is_empty() && ip != "None" && ip.parse::<std::net::IpAddr>().is_err() {
             causes.push(Cause::invalid("spec.clusterIP", ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
         }
-    }
-    if let Some(aff) = spec["sessionAffinity"].as_str() {
-        if !matches!(aff, "None" | "ClientIP") {
+    if let Some(aff) = spec["sessionAffinity"].as_str()
+        && !matches!(aff, "None" | "ClientIP") {
             causes.push(Cause::not_supported("spec.sessionAffinity", aff, &["ClientIP", "None"]));
         }
-    }
 }
 
 #[cfg(test)]

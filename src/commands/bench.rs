@@ -1,0 +1,303 @@
+//! `flotilla bench ...`: reproducible benchmarks whose results go into BENCHMARKS.md.
+//!
+//! `flotilla bench api` starts a control plane in-process on a fresh data dir (or targets
+//! `--server URL`), then measures over real HTTP:
+//! - this machine's 4 KiB write + fdatasync latency on the data dir's filesystem (the floor of
+//!   any durable write);
+//! - single-client create latency (p50, p99) and its ratio to that fdatasync;
+//! - durable creates per second with N concurrent clients;
+//! - watch delivery: time from a create's acknowledgement to its event arriving on a watch.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `flotilla bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub which: Bench,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// API server: durable creates/s, create latency vs fdatasync, watch delivery latency.
+    Api(ApiBenchArgs),
+}
+
+/// Flags of `flotilla bench api`.
+#[derive(Debug, Args)]
+pub struct ApiBenchArgs {
+    /// Benchmark an already running server instead of starting one in-process.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Data dir of the in-process server (default: a fresh temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Concurrent clients of the throughput phase.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Creates in the throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub creates: usize,
+    /// Creates in the single-client latency phase.
+    #[arg(long, default_value_t = 1_000)]
+    pub single: usize,
+    /// Creates observed through the watch in the delivery phase.
+    #[arg(long, default_value_t = 1_000)]
+    pub watched: usize,
+    /// fdatasync samples.
+    #[arg(long, default_value_t = 500)]
+    pub fsyncs: usize,
+}
+
+/// Runs a benchmark.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    super::init_logging("warn");
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match args.which {
+        Bench::Api(a) => rt.block_on(api(a)),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn pod(name: &str, ns: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": "bench", "tier": "web"}},
+        "spec": {"runtimeClassName": "wasmtime", "containers": [{
+            "name": "app", "image": "hello-http:v1",
+            "ports": [{"containerPort": 8080, "name": "http"}],
+            "env": [{"name": "MODE", "value": "bench"}],
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
+        }]}
+    })
+}
+
+/// 4 KiB write + fdatasync latencies in `dir`.
+fn fdatasync_samples(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let path = dir.join("fdatasync-probe");
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let block = vec![0xa5u8; 4096];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        // Append, as a log does: each sync makes new data durable.
+        f.write_all(&block)?;
+        f.sync_data()?;
+        out.push(t.elapsed());
+        if i % 256 == 255 {
+            f.set_len(0)?;
+        }
+    }
+    std::fs::remove_file(&path)?;
+    out.sort();
+    Ok(out)
+}
+
+async fn create(client: &reqwest::Client, base: &str, ns: &str, name: &str) -> anyhow::Result<()> {
+    let r = client
+        .post(format!("{base}/api/v1/namespaces/{ns}/pods"))
+        .json(&pod(name, ns))
+        .send()
+        .await?;
+    if r.status().as_u16() != 201 {
+        bail!("create {name}: HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+async fn make_namespace(client: &reqwest::Client, base: &str, ns: &str) -> anyhow::Result<()> {
+    let r = client
+        .post(format!("{base}/api/v1/namespaces"))
+        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+        .send()
+        .await?;
+    if !(r.status().is_success() || r.status().as_u16() == 409) {
+        bail!("create namespace {ns}: HTTP {}", r.status());
+    }
+    Ok(())
+}
+
+async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&data_dir)?;
+    let shutdown = CancellationToken::new();
+    let (base, server) = match &args.server {
+        Some(url) => (url.trim_end_matches('/').to_string(), None),
+        None => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let config = flotilla_control::ServerConfig::new(&data_dir);
+            let handle = tokio::spawn(flotilla_control::serve(listener, config, shutdown.clone()));
+            (format!("http://{addr}"), Some(handle))
+        }
+    };
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?;
+    // Wait for readiness.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("server at {base} not ready within 10s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let run_id = std::process::id();
+
+    println!("flotilla bench api — {} cores, server {}", std::thread::available_parallelism().map_or(0, |n| n.get()), base);
+    let fsync = fdatasync_samples(&data_dir, args.fsyncs)?;
+    let fsync_p50 = percentile(&fsync, 0.5);
+    println!("fdatasync 4 KiB:            p50 {:8.1} µs  p99 {:8.1} µs  (n={})", us(fsync_p50), us(percentile(&fsync, 0.99)), fsync.len());
+
+    // Single client, sequential.
+    let ns = format!("bench-single-{run_id}");
+    make_namespace(&client, &base, &ns).await?;
+    for i in 0..20 {
+        create(&client, &base, &ns, &format!("warm-{i}")).await?;
+    }
+    let mut lat = Vec::with_capacity(args.single);
+    for i in 0..args.single {
+        let t = Instant::now();
+        create(&client, &base, &ns, &format!("p-{i}")).await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let single_p50 = percentile(&lat, 0.5);
+    println!(
+        "create, 1 client:           p50 {:8.1} µs  p99 {:8.1} µs  = {:.2}× fdatasync p50  ({:.0} creates/s)",
+        us(single_p50),
+        us(percentile(&lat, 0.99)),
+        single_p50.as_secs_f64() / fsync_p50.as_secs_f64(),
+        args.single as f64 / lat.iter().sum::<Duration>().as_secs_f64()
+    );
+
+    // Many clients.
+    let ns = format!("bench-many-{run_id}");
+    make_namespace(&client, &base, &ns).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (client, base, ns, next) = (client.clone(), base.clone(), ns.clone(), next.clone());
+        let total = args.creates;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let t = Instant::now();
+                create(&client, &base, &ns, &format!("p-{i}")).await?;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    println!(
+        "create, {:3} clients:       {:8.0} durable creates/s  (n={}, p50 {:.1} µs, p99 {:.1} µs)",
+        args.clients,
+        args.creates as f64 / elapsed.as_secs_f64(),
+        args.creates,
+        us(percentile(&all, 0.5)),
+        us(percentile(&all, 0.99))
+    );
+
+    // Watch delivery: time from a create's acknowledgement to its event on an open watch.
+    let ns = format!("bench-watch-{run_id}");
+    make_namespace(&client, &base, &ns).await?;
+    let list: serde_json::Value = client.get(format!("{base}/api/v1/namespaces/{ns}/pods")).send().await?.json().await?;
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+    let resp = client
+        .get(format!("{base}/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv}"))
+        .send()
+        .await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let watcher = tokio::spawn(async move {
+        let mut stream = resp.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { break };
+            let now = Instant::now();
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                if let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&line) {
+                    if let Some(name) = ev["object"]["metadata"]["name"].as_str() {
+                        let _ = tx.send((name.to_string(), now));
+                    }
+                }
+            }
+        }
+    });
+    let mut acked = std::collections::HashMap::new();
+    for i in 0..args.watched {
+        let name = format!("w-{i}");
+        create(&client, &base, &ns, &name).await?;
+        acked.insert(name, Instant::now());
+        // Spread the writes out a little, as real traffic is.
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let mut delivery = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivery.len() < args.watched && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some((name, at))) => {
+                if let Some(ack) = acked.get(&name) {
+                    // An event may arrive before the client has read its own response.
+                    delivery.push(at.saturating_duration_since(*ack));
+                }
+            }
+            _ => break,
+        }
+    }
+    watcher.abort();
+    delivery.sort();
+    if delivery.len() < args.watched {
+        bail!("only {} of {} watch events arrived", delivery.len(), args.watched);
+    }
+    println!(
+        "watch delivery after ack:   p50 {:8.1} µs  p99 {:8.1} µs  max {:8.1} µs  (n={})",
+        us(percentile(&delivery, 0.5)),
+        us(percentile(&delivery, 0.99)),
+        us(*delivery.last().unwrap_or(&Duration::ZERO)),
+        delivery.len()
+    );
+
+    shutdown.cancel();
+    if let Some(h) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Starts real `flotilla` processes on free ports and drives them with the installed kubectl.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `flotilla` binary built for this test run.
+pub fn flotilla_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_flotilla")
+}
+
+/// A control plane started as a child process, killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    /// Its data directory (kept across restarts).
+    pub dir: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts `flotilla server` on a free port in a fresh data directory.
+    pub fn start() -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::start_in(tmp.path(), &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts `flotilla server` in `dir` with extra flags, waiting (at most 30 s) until it
+    /// prints its address.
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        let kubeconfig = dir.join("kubeconfig");
+        let mut child = Command::new(flotilla_bin())
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .arg("--write-kubeconfig")
+            .arg(&kubeconfig)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn flotilla server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(30)).expect("flotilla server did not start within 30s");
+        Server { child: Some(child), dir: dir.to_path_buf(), url, kubeconfig, _tmp: None }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown at all) and waits for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 10 s) for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        false
+    }
+
+    /// Runs kubectl against this server (60 s limit).
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        kubectl_with(&self.kubeconfig, args, None)
+    }
+
+    /// Runs kubectl with stdin.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        kubectl_with(&self.kubeconfig, args, Some(stdin))
+    }
+
+    /// Runs kubectl and returns stdout, panicking with stderr if it failed.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl -o json and parses the output.
+    pub fn kubectl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl_ok(&a)).expect("kubectl printed JSON")
+    }
+
+    /// A kube client for this server.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+        kube::Client::try_from(config).expect("client")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("KUBECTL_NO_COLOR", "1")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
+    let out = child.wait_with_output().expect("kubectl output");
+    let _ = tx.send(());
+    out
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, panicking after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The manifests shipped with the tests.
+pub fn manifests(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests").join(name)
+}

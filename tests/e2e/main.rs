@@ -1,0 +1,8 @@
+//! End-to-end tests: real `flotilla` processes driven by the real kubectl and the kube crate.
+
+mod harness;
+
+mod api_bad_input;
+mod api_durability;
+mod api_kubectl;
+mod api_watch;
