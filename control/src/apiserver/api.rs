@@ -504,7 +504,15 @@ impl Api {
             return Ok(obj);
         }
         let key = res.key(ns, name);
-        if objects::is_deleting(&obj) && objects::finalizers(&obj).is_empty() && res.kind != "Pod" {
+        // A namespace also waits for its spec finalizers (content removal by the namespace
+        // controller); a pod waits for its node to confirm the stop (a delete with grace 0).
+        let spec_finalizers_left = res.kind == "Namespace"
+            && obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        if objects::is_deleting(&obj)
+            && objects::finalizers(&obj).is_empty()
+            && res.kind != "Pod"
+            && !spec_finalizers_left
+        {
             // The last finalizer is gone: the deletion completes.
             let entry = self
                 .store

@@ -370,12 +370,7 @@ async fn handle(state: &HttpState, method: &Method, uri: &axum::http::Uri, heade
         }
         (Method::GET, Some(name), Some("log")) => {
             let pod = api.get(res, ns, name).await?;
-            match pod["spec"]["nodeName"].as_str() {
-                None => Err(ApiError::bad_request(format!("pod {name} does not have a host assigned"))),
-                Some(node) => Err(ApiError::unavailable(format!(
-                    "logs of pod {name} on node {node} are served by the node agent, which is not reachable from this server yet"
-                ))),
-            }
+            super::logs::proxy(api, &pod, uri.query().unwrap_or("")).await
         }
         (Method::POST, None, None) => {
             let bytes = read_body(api, body).await?;

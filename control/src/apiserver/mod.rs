@@ -4,6 +4,7 @@
 //! - [`api`]: the generic verbs (get, list, create, update, patch, delete, watch, scale,
 //!   binding) over the store; controllers call it in-process.
 //! - [`http`]: paths, query parameters, content negotiation and streaming watches.
+//! - [`logs`]: `pods/log`, proxied to the agent of the pod's node.
 //! - [`strategy`] and [`validation`]: per-kind decoding, defaults and validation.
 //! - [`error`]: errors as Kubernetes `Status` objects.
 //! - [`objects`]: helpers for objects as JSON values.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod discovery;
 pub mod error;
 pub mod http;
+pub mod logs;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
