@@ -12,7 +12,7 @@ full struct tags (`json:"replicas,omitempty" protobuf:"varint,1,opt,name=replica
 The schema is cross-checked against the prost-generated `k8s-pb` crate (tag numbers and wire
 types of every field), an independent source of the same .proto files.
 
-Run from the repository root, then `rustfmt --edition 2024` the output:
+Run from the repository root; the output is formatted with `rustfmt --edition 2024`:
 
     python3 scripts/gen-protobuf-schema.py [--kubectl /usr/bin/kubectl] [--k8s-pb DIR]
 """
@@ -22,6 +22,7 @@ import glob
 import os
 import re
 import struct
+import subprocess
 import sys
 
 OUT = "control/src/apiserver/protobuf/schema.rs"
@@ -44,10 +45,13 @@ ROOTS = [
     ("apps/v1", "ReplicaSet", API + "apps/v1", "ReplicaSet"),
     ("apps/v1", "DaemonSet", API + "apps/v1", "DaemonSet"),
     ("batch/v1", "Job", API + "batch/v1", "Job"),
+    ("batch/v1", "CronJob", API + "batch/v1", "CronJob"),
     ("discovery.k8s.io/v1", "EndpointSlice", API + "discovery/v1", "EndpointSlice"),
     ("node.k8s.io/v1", "RuntimeClass", API + "node/v1", "RuntimeClass"),
     ("coordination.k8s.io/v1", "Lease", API + "coordination/v1", "Lease"),
     ("autoscaling/v2", "HorizontalPodAutoscaler", API + "autoscaling/v2", "HorizontalPodAutoscaler"),
+    # kubectl autoscale falls back to autoscaling/v1 when v2 fails.
+    ("autoscaling/v1", "HorizontalPodAutoscaler", API + "autoscaling/v1", "HorizontalPodAutoscaler"),
     ("autoscaling/v1", "Scale", API + "autoscaling/v1", "Scale"),
     ("policy/v1", "Eviction", API + "policy/v1", "Eviction"),
     # DeleteOptions is sent under the version of the resource being deleted.
@@ -327,24 +331,23 @@ def emit(schema, roots):
         "//! The wire schema of the decoded kinds: for every Go struct, its fields in declaration",
         "//! order with their protobuf tag, JSON name and Go shape.",
         "",
-        "use super::{Kind, Message, Shape::*, Type::*, f};",
+        "use super::{KindDef, MessageDef, Shape::*, Type::*, f, k, m};",
         "",
         "/// Top-level kinds: `(apiVersion, kind, message)`.",
-        "pub(super) static KINDS: &[Kind] = &[",
+        "pub(super) static KINDS: &[KindDef] = &[",
     ]
     for api_version, kind, pkg, name in roots:
-        lines.append(f'    Kind {{ api_version: "{api_version}", kind: "{kind}", message: '
-                     f"{schema.index[(pkg, name)]} }},")
+        lines.append(f'    k("{api_version}", "{kind}", {schema.index[(pkg, name)]}),')
     lines += ["];", "", "/// Every message reachable from [`KINDS`], indexed by `Type::Message`.",
-              "pub(super) static MESSAGES: &[Message] = &["]
+              "#[rustfmt::skip]", "pub(super) static MESSAGES: &[MessageDef] = &["]
     for i, msg in enumerate(schema.messages):
-        short = msg["pkg"].replace("k8s.io/api/", "").replace("k8s.io/apimachinery/pkg/", "")
+        short = re.sub(r"^k8s\.io/(api|apimachinery/pkg/(apis|api|util))/", "", msg["pkg"])
         lines.append(f"    // {i}")
-        lines.append(f'    Message {{ name: "{short}.{msg["name"]}", fields: &[')
+        lines.append(f'    m("{short}.{msg["name"]}", &[')
         for fd in msg["fields"]:
             lines.append(f'        f({fd["tag"]}, "{fd["json"]}", {fd["shape"]}, '
                          f'{"true" if fd["omitempty"] else "false"}, {fd["ty"]}),')
-        lines.append("    ] },")
+        lines.append("    ]),")
     lines.append("];")
     return "\n".join(lines) + "\n"
 
@@ -364,6 +367,7 @@ def main():
     cross_check(schema, k8s_pb_messages(pb_root))
     with open(OUT, "w") as out:
         out.write(emit(schema, ROOTS))
+    subprocess.run(["rustfmt", "--edition", "2024", OUT], check=True)
     print(f"wrote {OUT}: {len(schema.messages)} messages", file=sys.stderr)
 
 

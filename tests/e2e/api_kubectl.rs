@@ -179,3 +179,24 @@ fn graceful_shutdown_on_sigterm_exits_cleanly() {
     s.kubectl_ok(&["get", "namespaces"]);
     assert!(s.terminate(), "flotilla server exits 0 on SIGTERM");
 }
+
+#[test]
+fn kubectl_create_generators_which_send_protobuf_work_for_builtin_kinds() {
+    let s = Server::start();
+    s.kubectl_ok(&["create", "namespace", "gen"]);
+    s.kubectl_ok(&["create", "deployment", "web", "-n", "gen", "--image=hello-http:v1", "--replicas=0", "--port=8080"]);
+    s.kubectl_ok(&["create", "secret", "generic", "creds", "-n", "gen", "--from-literal=user=admin"]);
+    s.kubectl_ok(&["create", "service", "clusterip", "web", "-n", "gen", "--tcp=80:8080"]);
+    s.kubectl_ok(&["create", "job", "once", "-n", "gen", "--image=hello-wasi:v1"]);
+    s.kubectl_ok(&["create", "serviceaccount", "robot", "-n", "gen"]);
+    let d = s.kubectl_json(&["get", "deployment", "web", "-n", "gen"]);
+    assert_eq!(d["spec"]["replicas"], 0, "an explicit zero survives protobuf decoding");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
+    let secret = s.kubectl_json(&["get", "secret", "creds", "-n", "gen"]);
+    assert_eq!(secret["data"]["user"], "YWRtaW4=");
+    let svc = s.kubectl_json(&["get", "service", "web", "-n", "gen"]);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    let job = s.kubectl_json(&["get", "job", "once", "-n", "gen"]);
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    s.kubectl_ok(&["get", "serviceaccount", "robot", "-n", "gen"]);
+}

@@ -296,6 +296,11 @@ fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?,
+        super::protobuf::CONTENT_TYPE => super::protobuf::decode(body).map_err(|e| match e {
+            super::protobuf::ProtobufError::UnsupportedKind { .. }
+            | super::protobuf::ProtobufError::UnsupportedEncoding(_) => ApiError::unsupported_media_type(&e.to_string()),
+            other => ApiError::bad_request(other.to_string()),
+        })?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !v.is_object() {
@@ -431,14 +436,14 @@ async fn handle(state: &HttpState, method: &Method, uri: &axum::http::Uri, heade
             Ok(with_warnings(json_response(StatusCode::OK, &patched), &warnings))
         }
         (Method::DELETE, Some(name), None) => {
-            let opts = delete_options(api, &q, body).await?;
+            let opts = delete_options(api, &q, headers, body).await?;
             let deleted = api.delete(res, ns, name, &opts).await?;
             let code = if deleted.gone { StatusCode::OK } else { StatusCode::ACCEPTED };
             Ok(json_response(code, &deleted.object))
         }
         (Method::DELETE, None, None) => {
             let params = list_params(res, &q)?;
-            let opts = delete_options(api, &q, body).await?;
+            let opts = delete_options(api, &q, headers, body).await?;
             let (items, rev) = api.delete_collection(res, ns, &params, &opts).await?;
             Ok(json_response(
                 StatusCode::OK,
@@ -465,7 +470,7 @@ fn object_response(code: StatusCode, res: &ResourceInfo, obj: Value, headers: &H
     }
 }
 
-async fn delete_options(api: &Api, q: &HashMap<String, String>, body: Body) -> ApiResult<DeleteOptions> {
+async fn delete_options(api: &Api, q: &HashMap<String, String>, headers: &HeaderMap, body: Body) -> ApiResult<DeleteOptions> {
     let mut opts = DeleteOptions { dry_run: dry_run(q)?, ..Default::default() };
     if let Some(g) = q.get("gracePeriodSeconds").filter(|s| !s.is_empty()) {
         opts.grace_period_seconds =
@@ -476,7 +481,11 @@ async fn delete_options(api: &Api, q: &HashMap<String, String>, body: Body) -> A
     }
     let bytes = read_body(api, body).await?;
     if !bytes.iter().all(u8::is_ascii_whitespace) {
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        let v: Value = if content_type(headers) == super::protobuf::CONTENT_TYPE {
+            super::protobuf::decode(&bytes).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+        };
         opts.merge_json(&v)?;
     }
     Ok(opts)

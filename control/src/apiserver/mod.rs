@@ -10,6 +10,7 @@
 //! - [`objects`]: helpers for objects as JSON values.
 //! - [`discovery`]: `/api`, `/apis`, per group-version resource lists and aggregated discovery.
 //! - [`openapi`]: `/openapi/v2` and `/openapi/v3` documents generated from `k8s-openapi` schemas.
+//! - [`protobuf`]: decoding of Kubernetes protobuf request bodies (sent by `kubectl create <kind>`).
 //! - [`patch`]: JSON patch, JSON merge patch and strategic merge patch.
 //! - [`selector`]: label and field selectors.
 //! - [`table`]: server-side `Table` rendering for `kubectl get`.
@@ -22,6 +23,7 @@ pub mod logs;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod strategy;

@@ -4,52 +4,55 @@
 //! The wire schema of the decoded kinds: for every Go struct, its fields in declaration
 //! order with their protobuf tag, JSON name and Go shape.
 
-use super::{Kind, Message, Shape::*, Type::*, f};
+use super::{KindDef, MessageDef, Shape::*, Type::*, f, k, m};
 
 /// Top-level kinds: `(apiVersion, kind, message)`.
-pub(super) static KINDS: &[Kind] = &[
-    Kind { api_version: "v1", kind: "Namespace", message: 0 },
-    Kind { api_version: "v1", kind: "Pod", message: 7 },
-    Kind { api_version: "v1", kind: "Node", message: 127 },
-    Kind { api_version: "v1", kind: "Service", message: 144 },
-    Kind { api_version: "v1", kind: "Endpoints", message: 154 },
-    Kind { api_version: "v1", kind: "ConfigMap", message: 159 },
-    Kind { api_version: "v1", kind: "Secret", message: 160 },
-    Kind { api_version: "v1", kind: "Event", message: 161 },
-    Kind { api_version: "v1", kind: "ServiceAccount", message: 164 },
-    Kind { api_version: "v1", kind: "Binding", message: 165 },
-    Kind { api_version: "apps/v1", kind: "Deployment", message: 166 },
-    Kind { api_version: "apps/v1", kind: "ReplicaSet", message: 173 },
-    Kind { api_version: "apps/v1", kind: "DaemonSet", message: 177 },
-    Kind { api_version: "batch/v1", kind: "Job", message: 183 },
-    Kind { api_version: "discovery.k8s.io/v1", kind: "EndpointSlice", message: 194 },
-    Kind { api_version: "node.k8s.io/v1", kind: "RuntimeClass", message: 200 },
-    Kind { api_version: "coordination.k8s.io/v1", kind: "Lease", message: 203 },
-    Kind { api_version: "autoscaling/v2", kind: "HorizontalPodAutoscaler", message: 205 },
-    Kind { api_version: "autoscaling/v1", kind: "Scale", message: 228 },
-    Kind { api_version: "policy/v1", kind: "Eviction", message: 231 },
-    Kind { api_version: "v1", kind: "DeleteOptions", message: 232 },
-    Kind { api_version: "meta.k8s.io/v1", kind: "DeleteOptions", message: 232 },
-    Kind { api_version: "apps/v1", kind: "DeleteOptions", message: 232 },
-    Kind { api_version: "batch/v1", kind: "DeleteOptions", message: 232 },
-    Kind { api_version: "discovery.k8s.io/v1", kind: "DeleteOptions", message: 232 },
-    Kind { api_version: "node.k8s.io/v1", kind: "DeleteOptions", message: 232 },
-    Kind { api_version: "coordination.k8s.io/v1", kind: "DeleteOptions", message: 232 },
-    Kind { api_version: "autoscaling/v2", kind: "DeleteOptions", message: 232 },
-    Kind { api_version: "autoscaling/v1", kind: "DeleteOptions", message: 232 },
-    Kind { api_version: "policy/v1", kind: "DeleteOptions", message: 232 },
+pub(super) static KINDS: &[KindDef] = &[
+    k("v1", "Namespace", 0),
+    k("v1", "Pod", 7),
+    k("v1", "Node", 127),
+    k("v1", "Service", 144),
+    k("v1", "Endpoints", 154),
+    k("v1", "ConfigMap", 159),
+    k("v1", "Secret", 160),
+    k("v1", "Event", 161),
+    k("v1", "ServiceAccount", 164),
+    k("v1", "Binding", 165),
+    k("apps/v1", "Deployment", 166),
+    k("apps/v1", "ReplicaSet", 173),
+    k("apps/v1", "DaemonSet", 177),
+    k("batch/v1", "Job", 183),
+    k("batch/v1", "CronJob", 194),
+    k("discovery.k8s.io/v1", "EndpointSlice", 198),
+    k("node.k8s.io/v1", "RuntimeClass", 204),
+    k("coordination.k8s.io/v1", "Lease", 207),
+    k("autoscaling/v2", "HorizontalPodAutoscaler", 209),
+    k("autoscaling/v1", "HorizontalPodAutoscaler", 232),
+    k("autoscaling/v1", "Scale", 236),
+    k("policy/v1", "Eviction", 239),
+    k("v1", "DeleteOptions", 240),
+    k("meta.k8s.io/v1", "DeleteOptions", 240),
+    k("apps/v1", "DeleteOptions", 240),
+    k("batch/v1", "DeleteOptions", 240),
+    k("discovery.k8s.io/v1", "DeleteOptions", 240),
+    k("node.k8s.io/v1", "DeleteOptions", 240),
+    k("coordination.k8s.io/v1", "DeleteOptions", 240),
+    k("autoscaling/v2", "DeleteOptions", 240),
+    k("autoscaling/v1", "DeleteOptions", 240),
+    k("policy/v1", "DeleteOptions", 240),
 ];
 
 /// Every message reachable from [`KINDS`], indexed by `Type::Message`.
-pub(super) static MESSAGES: &[Message] = &[
+#[rustfmt::skip]
+pub(super) static MESSAGES: &[MessageDef] = &[
     // 0
-    Message { name: "core/v1.Namespace", fields: &[
+    m("core/v1.Namespace", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, true, Message(4)),
         f(3, "status", Value, true, Message(5)),
-    ] },
+    ]),
     // 1
-    Message { name: "apis/meta/v1.ObjectMeta", fields: &[
+    m("meta/v1.ObjectMeta", &[
         f(1, "name", Value, true, String),
         f(2, "generateName", Value, true, String),
         f(3, "namespace", Value, true, String),
@@ -65,18 +68,18 @@ pub(super) static MESSAGES: &[Message] = &[
         f(13, "ownerReferences", Slice, true, Message(2)),
         f(14, "finalizers", Slice, true, String),
         f(17, "managedFields", Slice, true, Message(3)),
-    ] },
+    ]),
     // 2
-    Message { name: "apis/meta/v1.OwnerReference", fields: &[
+    m("meta/v1.OwnerReference", &[
         f(5, "apiVersion", Value, false, String),
         f(1, "kind", Value, false, String),
         f(3, "name", Value, false, String),
         f(4, "uid", Value, false, String),
         f(6, "controller", Pointer, true, Bool),
         f(7, "blockOwnerDeletion", Pointer, true, Bool),
-    ] },
+    ]),
     // 3
-    Message { name: "apis/meta/v1.ManagedFieldsEntry", fields: &[
+    m("meta/v1.ManagedFieldsEntry", &[
         f(1, "manager", Value, true, String),
         f(2, "operation", Value, true, String),
         f(3, "apiVersion", Value, true, String),
@@ -84,32 +87,32 @@ pub(super) static MESSAGES: &[Message] = &[
         f(6, "fieldsType", Value, true, String),
         f(7, "fieldsV1", Pointer, true, FieldsV1),
         f(8, "subresource", Value, true, String),
-    ] },
+    ]),
     // 4
-    Message { name: "core/v1.NamespaceSpec", fields: &[
+    m("core/v1.NamespaceSpec", &[
         f(1, "finalizers", Slice, true, String),
-    ] },
+    ]),
     // 5
-    Message { name: "core/v1.NamespaceStatus", fields: &[
+    m("core/v1.NamespaceStatus", &[
         f(1, "phase", Value, true, String),
         f(2, "conditions", Slice, true, Message(6)),
-    ] },
+    ]),
     // 6
-    Message { name: "core/v1.NamespaceCondition", fields: &[
+    m("core/v1.NamespaceCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
         f(4, "lastTransitionTime", Value, true, Time),
         f(5, "reason", Value, true, String),
         f(6, "message", Value, true, String),
-    ] },
+    ]),
     // 7
-    Message { name: "core/v1.Pod", fields: &[
+    m("core/v1.Pod", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, true, Message(8)),
         f(3, "status", Value, true, Message(112)),
-    ] },
+    ]),
     // 8
-    Message { name: "core/v1.PodSpec", fields: &[
+    m("core/v1.PodSpec", &[
         f(1, "volumes", Slice, true, Message(9)),
         f(20, "initContainers", Slice, true, Message(59)),
         f(2, "containers", Slice, false, Message(59)),
@@ -150,14 +153,14 @@ pub(super) static MESSAGES: &[Message] = &[
         f(38, "schedulingGates", Slice, true, Message(110)),
         f(39, "resourceClaims", Slice, true, Message(111)),
         f(40, "resources", Pointer, true, Message(68)),
-    ] },
+    ]),
     // 9
-    Message { name: "core/v1.Volume", fields: &[
+    m("core/v1.Volume", &[
         f(1, "name", Value, false, String),
         f(2, "", Value, false, Message(10)),
-    ] },
+    ]),
     // 10
-    Message { name: "core/v1.VolumeSource", fields: &[
+    m("core/v1.VolumeSource", &[
         f(1, "hostPath", Pointer, true, Message(11)),
         f(2, "emptyDir", Pointer, true, Message(12)),
         f(3, "gcePersistentDisk", Pointer, true, Message(13)),
@@ -188,58 +191,58 @@ pub(super) static MESSAGES: &[Message] = &[
         f(28, "csi", Pointer, true, Message(51)),
         f(29, "ephemeral", Pointer, true, Message(52)),
         f(30, "image", Pointer, true, Message(58)),
-    ] },
+    ]),
     // 11
-    Message { name: "core/v1.HostPathVolumeSource", fields: &[
+    m("core/v1.HostPathVolumeSource", &[
         f(1, "path", Value, false, String),
         f(2, "type", Pointer, true, String),
-    ] },
+    ]),
     // 12
-    Message { name: "core/v1.EmptyDirVolumeSource", fields: &[
+    m("core/v1.EmptyDirVolumeSource", &[
         f(1, "medium", Value, true, String),
         f(2, "sizeLimit", Pointer, true, Quantity),
-    ] },
+    ]),
     // 13
-    Message { name: "core/v1.GCEPersistentDiskVolumeSource", fields: &[
+    m("core/v1.GCEPersistentDiskVolumeSource", &[
         f(1, "pdName", Value, false, String),
         f(2, "fsType", Value, true, String),
         f(3, "partition", Value, true, Int32),
         f(4, "readOnly", Value, true, Bool),
-    ] },
+    ]),
     // 14
-    Message { name: "core/v1.AWSElasticBlockStoreVolumeSource", fields: &[
+    m("core/v1.AWSElasticBlockStoreVolumeSource", &[
         f(1, "volumeID", Value, false, String),
         f(2, "fsType", Value, true, String),
         f(3, "partition", Value, true, Int32),
         f(4, "readOnly", Value, true, Bool),
-    ] },
+    ]),
     // 15
-    Message { name: "core/v1.GitRepoVolumeSource", fields: &[
+    m("core/v1.GitRepoVolumeSource", &[
         f(1, "repository", Value, false, String),
         f(2, "revision", Value, true, String),
         f(3, "directory", Value, true, String),
-    ] },
+    ]),
     // 16
-    Message { name: "core/v1.SecretVolumeSource", fields: &[
+    m("core/v1.SecretVolumeSource", &[
         f(1, "secretName", Value, true, String),
         f(2, "items", Slice, true, Message(17)),
         f(3, "defaultMode", Pointer, true, Int32),
         f(4, "optional", Pointer, true, Bool),
-    ] },
+    ]),
     // 17
-    Message { name: "core/v1.KeyToPath", fields: &[
+    m("core/v1.KeyToPath", &[
         f(1, "key", Value, false, String),
         f(2, "path", Value, false, String),
         f(3, "mode", Pointer, true, Int32),
-    ] },
+    ]),
     // 18
-    Message { name: "core/v1.NFSVolumeSource", fields: &[
+    m("core/v1.NFSVolumeSource", &[
         f(1, "server", Value, false, String),
         f(2, "path", Value, false, String),
         f(3, "readOnly", Value, true, Bool),
-    ] },
+    ]),
     // 19
-    Message { name: "core/v1.ISCSIVolumeSource", fields: &[
+    m("core/v1.ISCSIVolumeSource", &[
         f(1, "targetPortal", Value, false, String),
         f(2, "iqn", Value, false, String),
         f(3, "lun", Value, false, Int32),
@@ -251,24 +254,24 @@ pub(super) static MESSAGES: &[Message] = &[
         f(11, "chapAuthSession", Value, true, Bool),
         f(10, "secretRef", Pointer, true, Message(20)),
         f(12, "initiatorName", Pointer, true, String),
-    ] },
+    ]),
     // 20
-    Message { name: "core/v1.LocalObjectReference", fields: &[
+    m("core/v1.LocalObjectReference", &[
         f(1, "name", Value, true, String),
-    ] },
+    ]),
     // 21
-    Message { name: "core/v1.GlusterfsVolumeSource", fields: &[
+    m("core/v1.GlusterfsVolumeSource", &[
         f(1, "endpoints", Value, false, String),
         f(2, "path", Value, false, String),
         f(3, "readOnly", Value, true, Bool),
-    ] },
+    ]),
     // 22
-    Message { name: "core/v1.PersistentVolumeClaimVolumeSource", fields: &[
+    m("core/v1.PersistentVolumeClaimVolumeSource", &[
         f(1, "claimName", Value, false, String),
         f(2, "readOnly", Value, true, Bool),
-    ] },
+    ]),
     // 23
-    Message { name: "core/v1.RBDVolumeSource", fields: &[
+    m("core/v1.RBDVolumeSource", &[
         f(1, "monitors", Slice, false, String),
         f(2, "image", Value, false, String),
         f(3, "fsType", Value, true, String),
@@ -277,172 +280,172 @@ pub(super) static MESSAGES: &[Message] = &[
         f(6, "keyring", Value, true, String),
         f(7, "secretRef", Pointer, true, Message(20)),
         f(8, "readOnly", Value, true, Bool),
-    ] },
+    ]),
     // 24
-    Message { name: "core/v1.FlexVolumeSource", fields: &[
+    m("core/v1.FlexVolumeSource", &[
         f(1, "driver", Value, false, String),
         f(2, "fsType", Value, true, String),
         f(3, "secretRef", Pointer, true, Message(20)),
         f(4, "readOnly", Value, true, Bool),
         f(5, "options", Map, true, String),
-    ] },
+    ]),
     // 25
-    Message { name: "core/v1.CinderVolumeSource", fields: &[
+    m("core/v1.CinderVolumeSource", &[
         f(1, "volumeID", Value, false, String),
         f(2, "fsType", Value, true, String),
         f(3, "readOnly", Value, true, Bool),
         f(4, "secretRef", Pointer, true, Message(20)),
-    ] },
+    ]),
     // 26
-    Message { name: "core/v1.CephFSVolumeSource", fields: &[
+    m("core/v1.CephFSVolumeSource", &[
         f(1, "monitors", Slice, false, String),
         f(2, "path", Value, true, String),
         f(3, "user", Value, true, String),
         f(4, "secretFile", Value, true, String),
         f(5, "secretRef", Pointer, true, Message(20)),
         f(6, "readOnly", Value, true, Bool),
-    ] },
+    ]),
     // 27
-    Message { name: "core/v1.FlockerVolumeSource", fields: &[
+    m("core/v1.FlockerVolumeSource", &[
         f(1, "datasetName", Value, true, String),
         f(2, "datasetUUID", Value, true, String),
-    ] },
+    ]),
     // 28
-    Message { name: "core/v1.DownwardAPIVolumeSource", fields: &[
+    m("core/v1.DownwardAPIVolumeSource", &[
         f(1, "items", Slice, true, Message(29)),
         f(2, "defaultMode", Pointer, true, Int32),
-    ] },
+    ]),
     // 29
-    Message { name: "core/v1.DownwardAPIVolumeFile", fields: &[
+    m("core/v1.DownwardAPIVolumeFile", &[
         f(1, "path", Value, false, String),
         f(2, "fieldRef", Pointer, true, Message(30)),
         f(3, "resourceFieldRef", Pointer, true, Message(31)),
         f(4, "mode", Pointer, true, Int32),
-    ] },
+    ]),
     // 30
-    Message { name: "core/v1.ObjectFieldSelector", fields: &[
+    m("core/v1.ObjectFieldSelector", &[
         f(1, "apiVersion", Value, true, String),
         f(2, "fieldPath", Value, false, String),
-    ] },
+    ]),
     // 31
-    Message { name: "core/v1.ResourceFieldSelector", fields: &[
+    m("core/v1.ResourceFieldSelector", &[
         f(1, "containerName", Value, true, String),
         f(2, "resource", Value, false, String),
         f(3, "divisor", Value, true, Quantity),
-    ] },
+    ]),
     // 32
-    Message { name: "core/v1.FCVolumeSource", fields: &[
+    m("core/v1.FCVolumeSource", &[
         f(1, "targetWWNs", Slice, true, String),
         f(2, "lun", Pointer, true, Int32),
         f(3, "fsType", Value, true, String),
         f(4, "readOnly", Value, true, Bool),
         f(5, "wwids", Slice, true, String),
-    ] },
+    ]),
     // 33
-    Message { name: "core/v1.AzureFileVolumeSource", fields: &[
+    m("core/v1.AzureFileVolumeSource", &[
         f(1, "secretName", Value, false, String),
         f(2, "shareName", Value, false, String),
         f(3, "readOnly", Value, true, Bool),
-    ] },
+    ]),
     // 34
-    Message { name: "core/v1.ConfigMapVolumeSource", fields: &[
+    m("core/v1.ConfigMapVolumeSource", &[
         f(1, "", Value, false, Message(20)),
         f(2, "items", Slice, true, Message(17)),
         f(3, "defaultMode", Pointer, true, Int32),
         f(4, "optional", Pointer, true, Bool),
-    ] },
+    ]),
     // 35
-    Message { name: "core/v1.VsphereVirtualDiskVolumeSource", fields: &[
+    m("core/v1.VsphereVirtualDiskVolumeSource", &[
         f(1, "volumePath", Value, false, String),
         f(2, "fsType", Value, true, String),
         f(3, "storagePolicyName", Value, true, String),
         f(4, "storagePolicyID", Value, true, String),
-    ] },
+    ]),
     // 36
-    Message { name: "core/v1.QuobyteVolumeSource", fields: &[
+    m("core/v1.QuobyteVolumeSource", &[
         f(1, "registry", Value, false, String),
         f(2, "volume", Value, false, String),
         f(3, "readOnly", Value, true, Bool),
         f(4, "user", Value, true, String),
         f(5, "group", Value, true, String),
         f(6, "tenant", Value, true, String),
-    ] },
+    ]),
     // 37
-    Message { name: "core/v1.AzureDiskVolumeSource", fields: &[
+    m("core/v1.AzureDiskVolumeSource", &[
         f(1, "diskName", Value, false, String),
         f(2, "diskURI", Value, false, String),
         f(3, "cachingMode", Pointer, true, String),
         f(4, "fsType", Pointer, true, String),
         f(5, "readOnly", Pointer, true, Bool),
         f(6, "kind", Pointer, true, String),
-    ] },
+    ]),
     // 38
-    Message { name: "core/v1.PhotonPersistentDiskVolumeSource", fields: &[
+    m("core/v1.PhotonPersistentDiskVolumeSource", &[
         f(1, "pdID", Value, false, String),
         f(2, "fsType", Value, true, String),
-    ] },
+    ]),
     // 39
-    Message { name: "core/v1.ProjectedVolumeSource", fields: &[
+    m("core/v1.ProjectedVolumeSource", &[
         f(1, "sources", Slice, false, Message(40)),
         f(2, "defaultMode", Pointer, true, Int32),
-    ] },
+    ]),
     // 40
-    Message { name: "core/v1.VolumeProjection", fields: &[
+    m("core/v1.VolumeProjection", &[
         f(1, "secret", Pointer, true, Message(41)),
         f(2, "downwardAPI", Pointer, true, Message(42)),
         f(3, "configMap", Pointer, true, Message(43)),
         f(4, "serviceAccountToken", Pointer, true, Message(44)),
         f(5, "clusterTrustBundle", Pointer, true, Message(45)),
-    ] },
+    ]),
     // 41
-    Message { name: "core/v1.SecretProjection", fields: &[
+    m("core/v1.SecretProjection", &[
         f(1, "", Value, false, Message(20)),
         f(2, "items", Slice, true, Message(17)),
         f(4, "optional", Pointer, true, Bool),
-    ] },
+    ]),
     // 42
-    Message { name: "core/v1.DownwardAPIProjection", fields: &[
+    m("core/v1.DownwardAPIProjection", &[
         f(1, "items", Slice, true, Message(29)),
-    ] },
+    ]),
     // 43
-    Message { name: "core/v1.ConfigMapProjection", fields: &[
+    m("core/v1.ConfigMapProjection", &[
         f(1, "", Value, false, Message(20)),
         f(2, "items", Slice, true, Message(17)),
         f(4, "optional", Pointer, true, Bool),
-    ] },
+    ]),
     // 44
-    Message { name: "core/v1.ServiceAccountTokenProjection", fields: &[
+    m("core/v1.ServiceAccountTokenProjection", &[
         f(1, "audience", Value, true, String),
         f(2, "expirationSeconds", Pointer, true, Int64),
         f(3, "path", Value, false, String),
-    ] },
+    ]),
     // 45
-    Message { name: "core/v1.ClusterTrustBundleProjection", fields: &[
+    m("core/v1.ClusterTrustBundleProjection", &[
         f(1, "name", Pointer, true, String),
         f(2, "signerName", Pointer, true, String),
         f(3, "labelSelector", Pointer, true, Message(46)),
         f(5, "optional", Pointer, true, Bool),
         f(4, "path", Value, false, String),
-    ] },
+    ]),
     // 46
-    Message { name: "apis/meta/v1.LabelSelector", fields: &[
+    m("meta/v1.LabelSelector", &[
         f(1, "matchLabels", Map, true, String),
         f(2, "matchExpressions", Slice, true, Message(47)),
-    ] },
+    ]),
     // 47
-    Message { name: "apis/meta/v1.LabelSelectorRequirement", fields: &[
+    m("meta/v1.LabelSelectorRequirement", &[
         f(1, "key", Value, false, String),
         f(2, "operator", Value, false, String),
         f(3, "values", Slice, true, String),
-    ] },
+    ]),
     // 48
-    Message { name: "core/v1.PortworxVolumeSource", fields: &[
+    m("core/v1.PortworxVolumeSource", &[
         f(1, "volumeID", Value, false, String),
         f(2, "fsType", Value, true, String),
         f(3, "readOnly", Value, true, Bool),
-    ] },
+    ]),
     // 49
-    Message { name: "core/v1.ScaleIOVolumeSource", fields: &[
+    m("core/v1.ScaleIOVolumeSource", &[
         f(1, "gateway", Value, false, String),
         f(2, "system", Value, false, String),
         f(3, "secretRef", Pointer, false, Message(20)),
@@ -453,34 +456,34 @@ pub(super) static MESSAGES: &[Message] = &[
         f(8, "volumeName", Value, true, String),
         f(9, "fsType", Value, true, String),
         f(10, "readOnly", Value, true, Bool),
-    ] },
+    ]),
     // 50
-    Message { name: "core/v1.StorageOSVolumeSource", fields: &[
+    m("core/v1.StorageOSVolumeSource", &[
         f(1, "volumeName", Value, true, String),
         f(2, "volumeNamespace", Value, true, String),
         f(3, "fsType", Value, true, String),
         f(4, "readOnly", Value, true, Bool),
         f(5, "secretRef", Pointer, true, Message(20)),
-    ] },
+    ]),
     // 51
-    Message { name: "core/v1.CSIVolumeSource", fields: &[
+    m("core/v1.CSIVolumeSource", &[
         f(1, "driver", Value, false, String),
         f(2, "readOnly", Pointer, true, Bool),
         f(3, "fsType", Pointer, true, String),
         f(4, "volumeAttributes", Map, true, String),
         f(5, "nodePublishSecretRef", Pointer, true, Message(20)),
-    ] },
+    ]),
     // 52
-    Message { name: "core/v1.EphemeralVolumeSource", fields: &[
+    m("core/v1.EphemeralVolumeSource", &[
         f(1, "volumeClaimTemplate", Pointer, true, Message(53)),
-    ] },
+    ]),
     // 53
-    Message { name: "core/v1.PersistentVolumeClaimTemplate", fields: &[
+    m("core/v1.PersistentVolumeClaimTemplate", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, false, Message(54)),
-    ] },
+    ]),
     // 54
-    Message { name: "core/v1.PersistentVolumeClaimSpec", fields: &[
+    m("core/v1.PersistentVolumeClaimSpec", &[
         f(1, "accessModes", Slice, true, String),
         f(4, "selector", Pointer, true, Message(46)),
         f(2, "resources", Value, true, Message(55)),
@@ -490,32 +493,32 @@ pub(super) static MESSAGES: &[Message] = &[
         f(7, "dataSource", Pointer, true, Message(56)),
         f(8, "dataSourceRef", Pointer, true, Message(57)),
         f(9, "volumeAttributesClassName", Pointer, true, String),
-    ] },
+    ]),
     // 55
-    Message { name: "core/v1.VolumeResourceRequirements", fields: &[
+    m("core/v1.VolumeResourceRequirements", &[
         f(1, "limits", Map, true, Quantity),
         f(2, "requests", Map, true, Quantity),
-    ] },
+    ]),
     // 56
-    Message { name: "core/v1.TypedLocalObjectReference", fields: &[
+    m("core/v1.TypedLocalObjectReference", &[
         f(1, "apiGroup", Pointer, false, String),
         f(2, "kind", Value, false, String),
         f(3, "name", Value, false, String),
-    ] },
+    ]),
     // 57
-    Message { name: "core/v1.TypedObjectReference", fields: &[
+    m("core/v1.TypedObjectReference", &[
         f(1, "apiGroup", Pointer, false, String),
         f(2, "kind", Value, false, String),
         f(3, "name", Value, false, String),
         f(4, "namespace", Pointer, true, String),
-    ] },
+    ]),
     // 58
-    Message { name: "core/v1.ImageVolumeSource", fields: &[
+    m("core/v1.ImageVolumeSource", &[
         f(1, "reference", Value, true, String),
         f(2, "pullPolicy", Value, true, String),
-    ] },
+    ]),
     // 59
-    Message { name: "core/v1.Container", fields: &[
+    m("core/v1.Container", &[
         f(1, "name", Value, false, String),
         f(2, "image", Value, true, String),
         f(3, "command", Slice, true, String),
@@ -540,74 +543,74 @@ pub(super) static MESSAGES: &[Message] = &[
         f(16, "stdin", Value, true, Bool),
         f(17, "stdinOnce", Value, true, Bool),
         f(18, "tty", Value, true, Bool),
-    ] },
+    ]),
     // 60
-    Message { name: "core/v1.ContainerPort", fields: &[
+    m("core/v1.ContainerPort", &[
         f(1, "name", Value, true, String),
         f(2, "hostPort", Value, true, Int32),
         f(3, "containerPort", Value, false, Int32),
         f(4, "protocol", Value, true, String),
         f(5, "hostIP", Value, true, String),
-    ] },
+    ]),
     // 61
-    Message { name: "core/v1.EnvFromSource", fields: &[
+    m("core/v1.EnvFromSource", &[
         f(1, "prefix", Value, true, String),
         f(2, "configMapRef", Pointer, true, Message(62)),
         f(3, "secretRef", Pointer, true, Message(63)),
-    ] },
+    ]),
     // 62
-    Message { name: "core/v1.ConfigMapEnvSource", fields: &[
+    m("core/v1.ConfigMapEnvSource", &[
         f(1, "", Value, false, Message(20)),
         f(2, "optional", Pointer, true, Bool),
-    ] },
+    ]),
     // 63
-    Message { name: "core/v1.SecretEnvSource", fields: &[
+    m("core/v1.SecretEnvSource", &[
         f(1, "", Value, false, Message(20)),
         f(2, "optional", Pointer, true, Bool),
-    ] },
+    ]),
     // 64
-    Message { name: "core/v1.EnvVar", fields: &[
+    m("core/v1.EnvVar", &[
         f(1, "name", Value, false, String),
         f(2, "value", Value, true, String),
         f(3, "valueFrom", Pointer, true, Message(65)),
-    ] },
+    ]),
     // 65
-    Message { name: "core/v1.EnvVarSource", fields: &[
+    m("core/v1.EnvVarSource", &[
         f(1, "fieldRef", Pointer, true, Message(30)),
         f(2, "resourceFieldRef", Pointer, true, Message(31)),
         f(3, "configMapKeyRef", Pointer, true, Message(66)),
         f(4, "secretKeyRef", Pointer, true, Message(67)),
-    ] },
+    ]),
     // 66
-    Message { name: "core/v1.ConfigMapKeySelector", fields: &[
+    m("core/v1.ConfigMapKeySelector", &[
         f(1, "", Value, false, Message(20)),
         f(2, "key", Value, false, String),
         f(3, "optional", Pointer, true, Bool),
-    ] },
+    ]),
     // 67
-    Message { name: "core/v1.SecretKeySelector", fields: &[
+    m("core/v1.SecretKeySelector", &[
         f(1, "", Value, false, Message(20)),
         f(2, "key", Value, false, String),
         f(3, "optional", Pointer, true, Bool),
-    ] },
+    ]),
     // 68
-    Message { name: "core/v1.ResourceRequirements", fields: &[
+    m("core/v1.ResourceRequirements", &[
         f(1, "limits", Map, true, Quantity),
         f(2, "requests", Map, true, Quantity),
         f(3, "claims", Slice, true, Message(69)),
-    ] },
+    ]),
     // 69
-    Message { name: "core/v1.ResourceClaim", fields: &[
+    m("core/v1.ResourceClaim", &[
         f(1, "name", Value, false, String),
         f(2, "request", Value, true, String),
-    ] },
+    ]),
     // 70
-    Message { name: "core/v1.ContainerResizePolicy", fields: &[
+    m("core/v1.ContainerResizePolicy", &[
         f(1, "resourceName", Value, false, String),
         f(2, "restartPolicy", Value, false, String),
-    ] },
+    ]),
     // 71
-    Message { name: "core/v1.VolumeMount", fields: &[
+    m("core/v1.VolumeMount", &[
         f(1, "name", Value, false, String),
         f(2, "readOnly", Value, true, Bool),
         f(7, "recursiveReadOnly", Pointer, true, String),
@@ -615,14 +618,14 @@ pub(super) static MESSAGES: &[Message] = &[
         f(4, "subPath", Value, true, String),
         f(5, "mountPropagation", Pointer, true, String),
         f(6, "subPathExpr", Value, true, String),
-    ] },
+    ]),
     // 72
-    Message { name: "core/v1.VolumeDevice", fields: &[
+    m("core/v1.VolumeDevice", &[
         f(1, "name", Value, false, String),
         f(2, "devicePath", Value, false, String),
-    ] },
+    ]),
     // 73
-    Message { name: "core/v1.Probe", fields: &[
+    m("core/v1.Probe", &[
         f(1, "", Value, false, Message(74)),
         f(2, "initialDelaySeconds", Value, true, Int32),
         f(3, "timeoutSeconds", Value, true, Int32),
@@ -630,59 +633,59 @@ pub(super) static MESSAGES: &[Message] = &[
         f(5, "successThreshold", Value, true, Int32),
         f(6, "failureThreshold", Value, true, Int32),
         f(7, "terminationGracePeriodSeconds", Pointer, true, Int64),
-    ] },
+    ]),
     // 74
-    Message { name: "core/v1.ProbeHandler", fields: &[
+    m("core/v1.ProbeHandler", &[
         f(1, "exec", Pointer, true, Message(75)),
         f(2, "httpGet", Pointer, true, Message(76)),
         f(3, "tcpSocket", Pointer, true, Message(78)),
         f(4, "grpc", Pointer, true, Message(79)),
-    ] },
+    ]),
     // 75
-    Message { name: "core/v1.ExecAction", fields: &[
+    m("core/v1.ExecAction", &[
         f(1, "command", Slice, true, String),
-    ] },
+    ]),
     // 76
-    Message { name: "core/v1.HTTPGetAction", fields: &[
+    m("core/v1.HTTPGetAction", &[
         f(1, "path", Value, true, String),
         f(2, "port", Value, false, IntOrString),
         f(3, "host", Value, true, String),
         f(4, "scheme", Value, true, String),
         f(5, "httpHeaders", Slice, true, Message(77)),
-    ] },
+    ]),
     // 77
-    Message { name: "core/v1.HTTPHeader", fields: &[
+    m("core/v1.HTTPHeader", &[
         f(1, "name", Value, false, String),
         f(2, "value", Value, false, String),
-    ] },
+    ]),
     // 78
-    Message { name: "core/v1.TCPSocketAction", fields: &[
+    m("core/v1.TCPSocketAction", &[
         f(1, "port", Value, false, IntOrString),
         f(2, "host", Value, true, String),
-    ] },
+    ]),
     // 79
-    Message { name: "core/v1.GRPCAction", fields: &[
+    m("core/v1.GRPCAction", &[
         f(1, "port", Value, false, Int32),
         f(2, "service", Pointer, false, String),
-    ] },
+    ]),
     // 80
-    Message { name: "core/v1.Lifecycle", fields: &[
+    m("core/v1.Lifecycle", &[
         f(1, "postStart", Pointer, true, Message(81)),
         f(2, "preStop", Pointer, true, Message(81)),
-    ] },
+    ]),
     // 81
-    Message { name: "core/v1.LifecycleHandler", fields: &[
+    m("core/v1.LifecycleHandler", &[
         f(1, "exec", Pointer, true, Message(75)),
         f(2, "httpGet", Pointer, true, Message(76)),
         f(3, "tcpSocket", Pointer, true, Message(78)),
         f(4, "sleep", Pointer, true, Message(82)),
-    ] },
+    ]),
     // 82
-    Message { name: "core/v1.SleepAction", fields: &[
+    m("core/v1.SleepAction", &[
         f(1, "seconds", Value, false, Int64),
-    ] },
+    ]),
     // 83
-    Message { name: "core/v1.SecurityContext", fields: &[
+    m("core/v1.SecurityContext", &[
         f(1, "capabilities", Pointer, true, Message(84)),
         f(2, "privileged", Pointer, true, Bool),
         f(3, "seLinuxOptions", Pointer, true, Message(85)),
@@ -695,43 +698,43 @@ pub(super) static MESSAGES: &[Message] = &[
         f(9, "procMount", Pointer, true, String),
         f(11, "seccompProfile", Pointer, true, Message(87)),
         f(12, "appArmorProfile", Pointer, true, Message(88)),
-    ] },
+    ]),
     // 84
-    Message { name: "core/v1.Capabilities", fields: &[
+    m("core/v1.Capabilities", &[
         f(1, "add", Slice, true, String),
         f(2, "drop", Slice, true, String),
-    ] },
+    ]),
     // 85
-    Message { name: "core/v1.SELinuxOptions", fields: &[
+    m("core/v1.SELinuxOptions", &[
         f(1, "user", Value, true, String),
         f(2, "role", Value, true, String),
         f(3, "type", Value, true, String),
         f(4, "level", Value, true, String),
-    ] },
+    ]),
     // 86
-    Message { name: "core/v1.WindowsSecurityContextOptions", fields: &[
+    m("core/v1.WindowsSecurityContextOptions", &[
         f(1, "gmsaCredentialSpecName", Pointer, true, String),
         f(2, "gmsaCredentialSpec", Pointer, true, String),
         f(3, "runAsUserName", Pointer, true, String),
         f(4, "hostProcess", Pointer, true, Bool),
-    ] },
+    ]),
     // 87
-    Message { name: "core/v1.SeccompProfile", fields: &[
+    m("core/v1.SeccompProfile", &[
         f(1, "type", Value, false, String),
         f(2, "localhostProfile", Pointer, true, String),
-    ] },
+    ]),
     // 88
-    Message { name: "core/v1.AppArmorProfile", fields: &[
+    m("core/v1.AppArmorProfile", &[
         f(1, "type", Value, false, String),
         f(2, "localhostProfile", Pointer, true, String),
-    ] },
+    ]),
     // 89
-    Message { name: "core/v1.EphemeralContainer", fields: &[
+    m("core/v1.EphemeralContainer", &[
         f(1, "", Value, false, Message(90)),
         f(2, "targetContainerName", Value, true, String),
-    ] },
+    ]),
     // 90
-    Message { name: "core/v1.EphemeralContainerCommon", fields: &[
+    m("core/v1.EphemeralContainerCommon", &[
         f(1, "name", Value, false, String),
         f(2, "image", Value, true, String),
         f(3, "command", Slice, true, String),
@@ -756,9 +759,9 @@ pub(super) static MESSAGES: &[Message] = &[
         f(16, "stdin", Value, true, Bool),
         f(17, "stdinOnce", Value, true, Bool),
         f(18, "tty", Value, true, Bool),
-    ] },
+    ]),
     // 91
-    Message { name: "core/v1.PodSecurityContext", fields: &[
+    m("core/v1.PodSecurityContext", &[
         f(1, "seLinuxOptions", Pointer, true, Message(85)),
         f(8, "windowsOptions", Pointer, true, Message(86)),
         f(2, "runAsUser", Pointer, true, Int64),
@@ -772,97 +775,97 @@ pub(super) static MESSAGES: &[Message] = &[
         f(10, "seccompProfile", Pointer, true, Message(87)),
         f(11, "appArmorProfile", Pointer, true, Message(88)),
         f(13, "seLinuxChangePolicy", Pointer, true, String),
-    ] },
+    ]),
     // 92
-    Message { name: "core/v1.Sysctl", fields: &[
+    m("core/v1.Sysctl", &[
         f(1, "name", Value, false, String),
         f(2, "value", Value, false, String),
-    ] },
+    ]),
     // 93
-    Message { name: "core/v1.Affinity", fields: &[
+    m("core/v1.Affinity", &[
         f(1, "nodeAffinity", Pointer, true, Message(94)),
         f(2, "podAffinity", Pointer, true, Message(99)),
         f(3, "podAntiAffinity", Pointer, true, Message(102)),
-    ] },
+    ]),
     // 94
-    Message { name: "core/v1.NodeAffinity", fields: &[
+    m("core/v1.NodeAffinity", &[
         f(1, "requiredDuringSchedulingIgnoredDuringExecution", Pointer, true, Message(95)),
         f(2, "preferredDuringSchedulingIgnoredDuringExecution", Slice, true, Message(98)),
-    ] },
+    ]),
     // 95
-    Message { name: "core/v1.NodeSelector", fields: &[
+    m("core/v1.NodeSelector", &[
         f(1, "nodeSelectorTerms", Slice, false, Message(96)),
-    ] },
+    ]),
     // 96
-    Message { name: "core/v1.NodeSelectorTerm", fields: &[
+    m("core/v1.NodeSelectorTerm", &[
         f(1, "matchExpressions", Slice, true, Message(97)),
         f(2, "matchFields", Slice, true, Message(97)),
-    ] },
+    ]),
     // 97
-    Message { name: "core/v1.NodeSelectorRequirement", fields: &[
+    m("core/v1.NodeSelectorRequirement", &[
         f(1, "key", Value, false, String),
         f(2, "operator", Value, false, String),
         f(3, "values", Slice, true, String),
-    ] },
+    ]),
     // 98
-    Message { name: "core/v1.PreferredSchedulingTerm", fields: &[
+    m("core/v1.PreferredSchedulingTerm", &[
         f(1, "weight", Value, false, Int32),
         f(2, "preference", Value, false, Message(96)),
-    ] },
+    ]),
     // 99
-    Message { name: "core/v1.PodAffinity", fields: &[
+    m("core/v1.PodAffinity", &[
         f(1, "requiredDuringSchedulingIgnoredDuringExecution", Slice, true, Message(100)),
         f(2, "preferredDuringSchedulingIgnoredDuringExecution", Slice, true, Message(101)),
-    ] },
+    ]),
     // 100
-    Message { name: "core/v1.PodAffinityTerm", fields: &[
+    m("core/v1.PodAffinityTerm", &[
         f(1, "labelSelector", Pointer, true, Message(46)),
         f(2, "namespaces", Slice, true, String),
         f(3, "topologyKey", Value, false, String),
         f(4, "namespaceSelector", Pointer, true, Message(46)),
         f(5, "matchLabelKeys", Slice, true, String),
         f(6, "mismatchLabelKeys", Slice, true, String),
-    ] },
+    ]),
     // 101
-    Message { name: "core/v1.WeightedPodAffinityTerm", fields: &[
+    m("core/v1.WeightedPodAffinityTerm", &[
         f(1, "weight", Value, false, Int32),
         f(2, "podAffinityTerm", Value, false, Message(100)),
-    ] },
+    ]),
     // 102
-    Message { name: "core/v1.PodAntiAffinity", fields: &[
+    m("core/v1.PodAntiAffinity", &[
         f(1, "requiredDuringSchedulingIgnoredDuringExecution", Slice, true, Message(100)),
         f(2, "preferredDuringSchedulingIgnoredDuringExecution", Slice, true, Message(101)),
-    ] },
+    ]),
     // 103
-    Message { name: "core/v1.Toleration", fields: &[
+    m("core/v1.Toleration", &[
         f(1, "key", Value, true, String),
         f(2, "operator", Value, true, String),
         f(3, "value", Value, true, String),
         f(4, "effect", Value, true, String),
         f(5, "tolerationSeconds", Pointer, true, Int64),
-    ] },
+    ]),
     // 104
-    Message { name: "core/v1.HostAlias", fields: &[
+    m("core/v1.HostAlias", &[
         f(1, "ip", Value, false, String),
         f(2, "hostnames", Slice, true, String),
-    ] },
+    ]),
     // 105
-    Message { name: "core/v1.PodDNSConfig", fields: &[
+    m("core/v1.PodDNSConfig", &[
         f(1, "nameservers", Slice, true, String),
         f(2, "searches", Slice, true, String),
         f(3, "options", Slice, true, Message(106)),
-    ] },
+    ]),
     // 106
-    Message { name: "core/v1.PodDNSConfigOption", fields: &[
+    m("core/v1.PodDNSConfigOption", &[
         f(1, "name", Value, true, String),
         f(2, "value", Pointer, true, String),
-    ] },
+    ]),
     // 107
-    Message { name: "core/v1.PodReadinessGate", fields: &[
+    m("core/v1.PodReadinessGate", &[
         f(1, "conditionType", Value, false, String),
-    ] },
+    ]),
     // 108
-    Message { name: "core/v1.TopologySpreadConstraint", fields: &[
+    m("core/v1.TopologySpreadConstraint", &[
         f(1, "maxSkew", Value, false, Int32),
         f(2, "topologyKey", Value, false, String),
         f(3, "whenUnsatisfiable", Value, false, String),
@@ -871,23 +874,23 @@ pub(super) static MESSAGES: &[Message] = &[
         f(6, "nodeAffinityPolicy", Pointer, true, String),
         f(7, "nodeTaintsPolicy", Pointer, true, String),
         f(8, "matchLabelKeys", Slice, true, String),
-    ] },
+    ]),
     // 109
-    Message { name: "core/v1.PodOS", fields: &[
+    m("core/v1.PodOS", &[
         f(1, "name", Value, false, String),
-    ] },
+    ]),
     // 110
-    Message { name: "core/v1.PodSchedulingGate", fields: &[
+    m("core/v1.PodSchedulingGate", &[
         f(1, "name", Value, false, String),
-    ] },
+    ]),
     // 111
-    Message { name: "core/v1.PodResourceClaim", fields: &[
+    m("core/v1.PodResourceClaim", &[
         f(1, "name", Value, false, String),
         f(3, "resourceClaimName", Pointer, true, String),
         f(4, "resourceClaimTemplateName", Pointer, true, String),
-    ] },
+    ]),
     // 112
-    Message { name: "core/v1.PodStatus", fields: &[
+    m("core/v1.PodStatus", &[
         f(1, "phase", Value, true, String),
         f(2, "conditions", Slice, true, Message(113)),
         f(3, "message", Value, true, String),
@@ -904,26 +907,26 @@ pub(super) static MESSAGES: &[Message] = &[
         f(13, "ephemeralContainerStatuses", Slice, true, Message(116)),
         f(14, "resize", Value, true, String),
         f(15, "resourceClaimStatuses", Slice, true, Message(126)),
-    ] },
+    ]),
     // 113
-    Message { name: "core/v1.PodCondition", fields: &[
+    m("core/v1.PodCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
         f(3, "lastProbeTime", Value, true, Time),
         f(4, "lastTransitionTime", Value, true, Time),
         f(5, "reason", Value, true, String),
         f(6, "message", Value, true, String),
-    ] },
+    ]),
     // 114
-    Message { name: "core/v1.HostIP", fields: &[
+    m("core/v1.HostIP", &[
         f(1, "ip", Value, false, String),
-    ] },
+    ]),
     // 115
-    Message { name: "core/v1.PodIP", fields: &[
+    m("core/v1.PodIP", &[
         f(1, "ip", Value, false, String),
-    ] },
+    ]),
     // 116
-    Message { name: "core/v1.ContainerStatus", fields: &[
+    m("core/v1.ContainerStatus", &[
         f(1, "name", Value, false, String),
         f(2, "state", Value, true, Message(117)),
         f(3, "lastState", Value, true, Message(117)),
@@ -938,24 +941,24 @@ pub(super) static MESSAGES: &[Message] = &[
         f(12, "volumeMounts", Slice, true, Message(121)),
         f(13, "user", Pointer, true, Message(122)),
         f(14, "allocatedResourcesStatus", Slice, true, Message(124)),
-    ] },
+    ]),
     // 117
-    Message { name: "core/v1.ContainerState", fields: &[
+    m("core/v1.ContainerState", &[
         f(1, "waiting", Pointer, true, Message(118)),
         f(2, "running", Pointer, true, Message(119)),
         f(3, "terminated", Pointer, true, Message(120)),
-    ] },
+    ]),
     // 118
-    Message { name: "core/v1.ContainerStateWaiting", fields: &[
+    m("core/v1.ContainerStateWaiting", &[
         f(1, "reason", Value, true, String),
         f(2, "message", Value, true, String),
-    ] },
+    ]),
     // 119
-    Message { name: "core/v1.ContainerStateRunning", fields: &[
+    m("core/v1.ContainerStateRunning", &[
         f(1, "startedAt", Value, true, Time),
-    ] },
+    ]),
     // 120
-    Message { name: "core/v1.ContainerStateTerminated", fields: &[
+    m("core/v1.ContainerStateTerminated", &[
         f(1, "exitCode", Value, false, Int32),
         f(2, "signal", Value, true, Int32),
         f(3, "reason", Value, true, String),
@@ -963,47 +966,47 @@ pub(super) static MESSAGES: &[Message] = &[
         f(5, "startedAt", Value, true, Time),
         f(6, "finishedAt", Value, true, Time),
         f(7, "containerID", Value, true, String),
-    ] },
+    ]),
     // 121
-    Message { name: "core/v1.VolumeMountStatus", fields: &[
+    m("core/v1.VolumeMountStatus", &[
         f(1, "name", Value, false, String),
         f(2, "mountPath", Value, false, String),
         f(3, "readOnly", Value, true, Bool),
         f(4, "recursiveReadOnly", Pointer, true, String),
-    ] },
+    ]),
     // 122
-    Message { name: "core/v1.ContainerUser", fields: &[
+    m("core/v1.ContainerUser", &[
         f(1, "linux", Pointer, true, Message(123)),
-    ] },
+    ]),
     // 123
-    Message { name: "core/v1.LinuxContainerUser", fields: &[
+    m("core/v1.LinuxContainerUser", &[
         f(1, "uid", Value, false, Int64),
         f(2, "gid", Value, false, Int64),
         f(3, "supplementalGroups", Slice, true, Int64),
-    ] },
+    ]),
     // 124
-    Message { name: "core/v1.ResourceStatus", fields: &[
+    m("core/v1.ResourceStatus", &[
         f(1, "name", Value, false, String),
         f(2, "resources", Slice, true, Message(125)),
-    ] },
+    ]),
     // 125
-    Message { name: "core/v1.ResourceHealth", fields: &[
+    m("core/v1.ResourceHealth", &[
         f(1, "resourceID", Value, false, String),
         f(2, "health", Value, true, String),
-    ] },
+    ]),
     // 126
-    Message { name: "core/v1.PodResourceClaimStatus", fields: &[
+    m("core/v1.PodResourceClaimStatus", &[
         f(1, "name", Value, false, String),
         f(2, "resourceClaimName", Pointer, true, String),
-    ] },
+    ]),
     // 127
-    Message { name: "core/v1.Node", fields: &[
+    m("core/v1.Node", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, true, Message(128)),
         f(3, "status", Value, true, Message(132)),
-    ] },
+    ]),
     // 128
-    Message { name: "core/v1.NodeSpec", fields: &[
+    m("core/v1.NodeSpec", &[
         f(1, "podCIDR", Value, true, String),
         f(7, "podCIDRs", Slice, true, String),
         f(3, "providerID", Value, true, String),
@@ -1011,28 +1014,28 @@ pub(super) static MESSAGES: &[Message] = &[
         f(5, "taints", Slice, true, Message(129)),
         f(6, "configSource", Pointer, true, Message(130)),
         f(2, "externalID", Value, true, String),
-    ] },
+    ]),
     // 129
-    Message { name: "core/v1.Taint", fields: &[
+    m("core/v1.Taint", &[
         f(1, "key", Value, false, String),
         f(2, "value", Value, true, String),
         f(3, "effect", Value, false, String),
         f(4, "timeAdded", Pointer, true, Time),
-    ] },
+    ]),
     // 130
-    Message { name: "core/v1.NodeConfigSource", fields: &[
+    m("core/v1.NodeConfigSource", &[
         f(2, "configMap", Pointer, true, Message(131)),
-    ] },
+    ]),
     // 131
-    Message { name: "core/v1.ConfigMapNodeConfigSource", fields: &[
+    m("core/v1.ConfigMapNodeConfigSource", &[
         f(1, "namespace", Value, false, String),
         f(2, "name", Value, false, String),
         f(3, "uid", Value, true, String),
         f(4, "resourceVersion", Value, true, String),
         f(5, "kubeletConfigKey", Value, false, String),
-    ] },
+    ]),
     // 132
-    Message { name: "core/v1.NodeStatus", fields: &[
+    m("core/v1.NodeStatus", &[
         f(1, "capacity", Map, true, Quantity),
         f(2, "allocatable", Map, true, Quantity),
         f(3, "phase", Value, true, String),
@@ -1046,31 +1049,31 @@ pub(super) static MESSAGES: &[Message] = &[
         f(11, "config", Pointer, true, Message(140)),
         f(12, "runtimeHandlers", Slice, true, Message(141)),
         f(13, "features", Pointer, true, Message(143)),
-    ] },
+    ]),
     // 133
-    Message { name: "core/v1.NodeCondition", fields: &[
+    m("core/v1.NodeCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
         f(3, "lastHeartbeatTime", Value, true, Time),
         f(4, "lastTransitionTime", Value, true, Time),
         f(5, "reason", Value, true, String),
         f(6, "message", Value, true, String),
-    ] },
+    ]),
     // 134
-    Message { name: "core/v1.NodeAddress", fields: &[
+    m("core/v1.NodeAddress", &[
         f(1, "type", Value, false, String),
         f(2, "address", Value, false, String),
-    ] },
+    ]),
     // 135
-    Message { name: "core/v1.NodeDaemonEndpoints", fields: &[
+    m("core/v1.NodeDaemonEndpoints", &[
         f(1, "kubeletEndpoint", Value, true, Message(136)),
-    ] },
+    ]),
     // 136
-    Message { name: "core/v1.DaemonEndpoint", fields: &[
+    m("core/v1.DaemonEndpoint", &[
         f(1, "Port", Value, false, Int32),
-    ] },
+    ]),
     // 137
-    Message { name: "core/v1.NodeSystemInfo", fields: &[
+    m("core/v1.NodeSystemInfo", &[
         f(1, "machineID", Value, false, String),
         f(2, "systemUUID", Value, false, String),
         f(3, "bootID", Value, false, String),
@@ -1081,46 +1084,46 @@ pub(super) static MESSAGES: &[Message] = &[
         f(8, "kubeProxyVersion", Value, false, String),
         f(9, "operatingSystem", Value, false, String),
         f(10, "architecture", Value, false, String),
-    ] },
+    ]),
     // 138
-    Message { name: "core/v1.ContainerImage", fields: &[
+    m("core/v1.ContainerImage", &[
         f(1, "names", Slice, false, String),
         f(2, "sizeBytes", Value, true, Int64),
-    ] },
+    ]),
     // 139
-    Message { name: "core/v1.AttachedVolume", fields: &[
+    m("core/v1.AttachedVolume", &[
         f(1, "name", Value, false, String),
         f(2, "devicePath", Value, false, String),
-    ] },
+    ]),
     // 140
-    Message { name: "core/v1.NodeConfigStatus", fields: &[
+    m("core/v1.NodeConfigStatus", &[
         f(1, "assigned", Pointer, true, Message(130)),
         f(2, "active", Pointer, true, Message(130)),
         f(3, "lastKnownGood", Pointer, true, Message(130)),
         f(4, "error", Value, true, String),
-    ] },
+    ]),
     // 141
-    Message { name: "core/v1.NodeRuntimeHandler", fields: &[
+    m("core/v1.NodeRuntimeHandler", &[
         f(1, "name", Value, false, String),
         f(2, "features", Pointer, true, Message(142)),
-    ] },
+    ]),
     // 142
-    Message { name: "core/v1.NodeRuntimeHandlerFeatures", fields: &[
+    m("core/v1.NodeRuntimeHandlerFeatures", &[
         f(1, "recursiveReadOnlyMounts", Pointer, true, Bool),
         f(2, "userNamespaces", Pointer, true, Bool),
-    ] },
+    ]),
     // 143
-    Message { name: "core/v1.NodeFeatures", fields: &[
+    m("core/v1.NodeFeatures", &[
         f(1, "supplementalGroupsPolicy", Pointer, true, Bool),
-    ] },
+    ]),
     // 144
-    Message { name: "core/v1.Service", fields: &[
+    m("core/v1.Service", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, true, Message(145)),
         f(3, "status", Value, true, Message(149)),
-    ] },
+    ]),
     // 145
-    Message { name: "core/v1.ServiceSpec", fields: &[
+    m("core/v1.ServiceSpec", &[
         f(1, "ports", Slice, true, Message(146)),
         f(2, "selector", Map, true, String),
         f(3, "clusterIP", Value, true, String),
@@ -1141,75 +1144,75 @@ pub(super) static MESSAGES: &[Message] = &[
         f(21, "loadBalancerClass", Pointer, true, String),
         f(22, "internalTrafficPolicy", Pointer, true, String),
         f(23, "trafficDistribution", Pointer, true, String),
-    ] },
+    ]),
     // 146
-    Message { name: "core/v1.ServicePort", fields: &[
+    m("core/v1.ServicePort", &[
         f(1, "name", Value, true, String),
         f(2, "protocol", Value, true, String),
         f(6, "appProtocol", Pointer, true, String),
         f(3, "port", Value, false, Int32),
         f(4, "targetPort", Value, true, IntOrString),
         f(5, "nodePort", Value, true, Int32),
-    ] },
+    ]),
     // 147
-    Message { name: "core/v1.SessionAffinityConfig", fields: &[
+    m("core/v1.SessionAffinityConfig", &[
         f(1, "clientIP", Pointer, true, Message(148)),
-    ] },
+    ]),
     // 148
-    Message { name: "core/v1.ClientIPConfig", fields: &[
+    m("core/v1.ClientIPConfig", &[
         f(1, "timeoutSeconds", Pointer, true, Int32),
-    ] },
+    ]),
     // 149
-    Message { name: "core/v1.ServiceStatus", fields: &[
+    m("core/v1.ServiceStatus", &[
         f(1, "loadBalancer", Value, true, Message(150)),
         f(2, "conditions", Slice, true, Message(153)),
-    ] },
+    ]),
     // 150
-    Message { name: "core/v1.LoadBalancerStatus", fields: &[
+    m("core/v1.LoadBalancerStatus", &[
         f(1, "ingress", Slice, true, Message(151)),
-    ] },
+    ]),
     // 151
-    Message { name: "core/v1.LoadBalancerIngress", fields: &[
+    m("core/v1.LoadBalancerIngress", &[
         f(1, "ip", Value, true, String),
         f(2, "hostname", Value, true, String),
         f(3, "ipMode", Pointer, true, String),
         f(4, "ports", Slice, true, Message(152)),
-    ] },
+    ]),
     // 152
-    Message { name: "core/v1.PortStatus", fields: &[
+    m("core/v1.PortStatus", &[
         f(1, "port", Value, false, Int32),
         f(2, "protocol", Value, false, String),
         f(3, "error", Pointer, true, String),
-    ] },
+    ]),
     // 153
-    Message { name: "apis/meta/v1.Condition", fields: &[
+    m("meta/v1.Condition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
         f(3, "observedGeneration", Value, true, Int64),
         f(4, "lastTransitionTime", Value, false, Time),
         f(5, "reason", Value, false, String),
         f(6, "message", Value, false, String),
-    ] },
+    ]),
     // 154
-    Message { name: "core/v1.Endpoints", fields: &[
+    m("core/v1.Endpoints", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "subsets", Slice, true, Message(155)),
-    ] },
+    ]),
     // 155
-    Message { name: "core/v1.EndpointSubset", fields: &[
+    m("core/v1.EndpointSubset", &[
         f(1, "addresses", Slice, true, Message(156)),
         f(2, "notReadyAddresses", Slice, true, Message(156)),
         f(3, "ports", Slice, true, Message(158)),
-    ] },
+    ]),
     // 156
-    Message { name: "core/v1.EndpointAddress", fields: &[
+    m("core/v1.EndpointAddress", &[
         f(1, "ip", Value, false, String),
         f(3, "hostname", Value, true, String),
         f(4, "nodeName", Pointer, true, String),
         f(2, "targetRef", Pointer, true, Message(157)),
-    ] },
+    ]),
     // 157
-    Message { name: "core/v1.ObjectReference", fields: &[
+    m("core/v1.ObjectReference", &[
         f(1, "kind", Value, true, String),
         f(2, "namespace", Value, true, String),
         f(3, "name", Value, true, String),
@@ -1217,31 +1220,31 @@ pub(super) static MESSAGES: &[Message] = &[
         f(5, "apiVersion", Value, true, String),
         f(6, "resourceVersion", Value, true, String),
         f(7, "fieldPath", Value, true, String),
-    ] },
+    ]),
     // 158
-    Message { name: "core/v1.EndpointPort", fields: &[
+    m("core/v1.EndpointPort", &[
         f(1, "name", Value, true, String),
         f(2, "port", Value, false, Int32),
         f(3, "protocol", Value, true, String),
         f(4, "appProtocol", Pointer, true, String),
-    ] },
+    ]),
     // 159
-    Message { name: "core/v1.ConfigMap", fields: &[
+    m("core/v1.ConfigMap", &[
         f(1, "metadata", Value, true, Message(1)),
         f(4, "immutable", Pointer, true, Bool),
         f(2, "data", Map, true, String),
         f(3, "binaryData", Map, true, Bytes),
-    ] },
+    ]),
     // 160
-    Message { name: "core/v1.Secret", fields: &[
+    m("core/v1.Secret", &[
         f(1, "metadata", Value, true, Message(1)),
         f(5, "immutable", Pointer, true, Bool),
         f(2, "data", Map, true, Bytes),
         f(4, "stringData", Map, true, String),
         f(3, "type", Value, true, String),
-    ] },
+    ]),
     // 161
-    Message { name: "core/v1.Event", fields: &[
+    m("core/v1.Event", &[
         f(1, "metadata", Value, false, Message(1)),
         f(2, "involvedObject", Value, false, Message(157)),
         f(3, "reason", Value, true, String),
@@ -1257,37 +1260,37 @@ pub(super) static MESSAGES: &[Message] = &[
         f(13, "related", Pointer, true, Message(157)),
         f(14, "reportingComponent", Value, false, String),
         f(15, "reportingInstance", Value, false, String),
-    ] },
+    ]),
     // 162
-    Message { name: "core/v1.EventSource", fields: &[
+    m("core/v1.EventSource", &[
         f(1, "component", Value, true, String),
         f(2, "host", Value, true, String),
-    ] },
+    ]),
     // 163
-    Message { name: "core/v1.EventSeries", fields: &[
+    m("core/v1.EventSeries", &[
         f(1, "count", Value, true, Int32),
         f(2, "lastObservedTime", Value, true, MicroTime),
-    ] },
+    ]),
     // 164
-    Message { name: "core/v1.ServiceAccount", fields: &[
+    m("core/v1.ServiceAccount", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "secrets", Slice, true, Message(157)),
         f(3, "imagePullSecrets", Slice, true, Message(20)),
         f(4, "automountServiceAccountToken", Pointer, true, Bool),
-    ] },
+    ]),
     // 165
-    Message { name: "core/v1.Binding", fields: &[
+    m("core/v1.Binding", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "target", Value, false, Message(157)),
-    ] },
+    ]),
     // 166
-    Message { name: "apps/v1.Deployment", fields: &[
+    m("apps/v1.Deployment", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, true, Message(167)),
         f(3, "status", Value, true, Message(171)),
-    ] },
+    ]),
     // 167
-    Message { name: "apps/v1.DeploymentSpec", fields: &[
+    m("apps/v1.DeploymentSpec", &[
         f(1, "replicas", Pointer, true, Int32),
         f(2, "selector", Pointer, false, Message(46)),
         f(3, "template", Value, false, Message(168)),
@@ -1296,24 +1299,24 @@ pub(super) static MESSAGES: &[Message] = &[
         f(6, "revisionHistoryLimit", Pointer, true, Int32),
         f(7, "paused", Value, true, Bool),
         f(9, "progressDeadlineSeconds", Pointer, true, Int32),
-    ] },
+    ]),
     // 168
-    Message { name: "core/v1.PodTemplateSpec", fields: &[
+    m("core/v1.PodTemplateSpec", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, true, Message(8)),
-    ] },
+    ]),
     // 169
-    Message { name: "apps/v1.DeploymentStrategy", fields: &[
+    m("apps/v1.DeploymentStrategy", &[
         f(1, "type", Value, true, String),
         f(2, "rollingUpdate", Pointer, true, Message(170)),
-    ] },
+    ]),
     // 170
-    Message { name: "apps/v1.RollingUpdateDeployment", fields: &[
+    m("apps/v1.RollingUpdateDeployment", &[
         f(1, "maxUnavailable", Pointer, true, IntOrString),
         f(2, "maxSurge", Pointer, true, IntOrString),
-    ] },
+    ]),
     // 171
-    Message { name: "apps/v1.DeploymentStatus", fields: &[
+    m("apps/v1.DeploymentStatus", &[
         f(1, "observedGeneration", Value, true, Int64),
         f(2, "replicas", Value, true, Int32),
         f(3, "updatedReplicas", Value, true, Int32),
@@ -1322,72 +1325,72 @@ pub(super) static MESSAGES: &[Message] = &[
         f(5, "unavailableReplicas", Value, true, Int32),
         f(6, "conditions", Slice, true, Message(172)),
         f(8, "collisionCount", Pointer, true, Int32),
-    ] },
+    ]),
     // 172
-    Message { name: "apps/v1.DeploymentCondition", fields: &[
+    m("apps/v1.DeploymentCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
         f(6, "lastUpdateTime", Value, true, Time),
         f(7, "lastTransitionTime", Value, true, Time),
         f(4, "reason", Value, true, String),
         f(5, "message", Value, true, String),
-    ] },
+    ]),
     // 173
-    Message { name: "apps/v1.ReplicaSet", fields: &[
+    m("apps/v1.ReplicaSet", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, true, Message(174)),
         f(3, "status", Value, true, Message(175)),
-    ] },
+    ]),
     // 174
-    Message { name: "apps/v1.ReplicaSetSpec", fields: &[
+    m("apps/v1.ReplicaSetSpec", &[
         f(1, "replicas", Pointer, true, Int32),
         f(4, "minReadySeconds", Value, true, Int32),
         f(2, "selector", Pointer, false, Message(46)),
         f(3, "template", Value, true, Message(168)),
-    ] },
+    ]),
     // 175
-    Message { name: "apps/v1.ReplicaSetStatus", fields: &[
+    m("apps/v1.ReplicaSetStatus", &[
         f(1, "replicas", Value, false, Int32),
         f(2, "fullyLabeledReplicas", Value, true, Int32),
         f(4, "readyReplicas", Value, true, Int32),
         f(5, "availableReplicas", Value, true, Int32),
         f(3, "observedGeneration", Value, true, Int64),
         f(6, "conditions", Slice, true, Message(176)),
-    ] },
+    ]),
     // 176
-    Message { name: "apps/v1.ReplicaSetCondition", fields: &[
+    m("apps/v1.ReplicaSetCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
         f(3, "lastTransitionTime", Value, true, Time),
         f(4, "reason", Value, true, String),
         f(5, "message", Value, true, String),
-    ] },
+    ]),
     // 177
-    Message { name: "apps/v1.DaemonSet", fields: &[
+    m("apps/v1.DaemonSet", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, true, Message(178)),
         f(3, "status", Value, true, Message(181)),
-    ] },
+    ]),
     // 178
-    Message { name: "apps/v1.DaemonSetSpec", fields: &[
+    m("apps/v1.DaemonSetSpec", &[
         f(1, "selector", Pointer, false, Message(46)),
         f(2, "template", Value, false, Message(168)),
         f(3, "updateStrategy", Value, true, Message(179)),
         f(4, "minReadySeconds", Value, true, Int32),
         f(6, "revisionHistoryLimit", Pointer, true, Int32),
-    ] },
+    ]),
     // 179
-    Message { name: "apps/v1.DaemonSetUpdateStrategy", fields: &[
+    m("apps/v1.DaemonSetUpdateStrategy", &[
         f(1, "type", Value, true, String),
         f(2, "rollingUpdate", Pointer, true, Message(180)),
-    ] },
+    ]),
     // 180
-    Message { name: "apps/v1.RollingUpdateDaemonSet", fields: &[
+    m("apps/v1.RollingUpdateDaemonSet", &[
         f(1, "maxUnavailable", Pointer, true, IntOrString),
         f(2, "maxSurge", Pointer, true, IntOrString),
-    ] },
+    ]),
     // 181
-    Message { name: "apps/v1.DaemonSetStatus", fields: &[
+    m("apps/v1.DaemonSetStatus", &[
         f(1, "currentNumberScheduled", Value, false, Int32),
         f(2, "numberMisscheduled", Value, false, Int32),
         f(3, "desiredNumberScheduled", Value, false, Int32),
@@ -1398,23 +1401,23 @@ pub(super) static MESSAGES: &[Message] = &[
         f(8, "numberUnavailable", Value, true, Int32),
         f(9, "collisionCount", Pointer, true, Int32),
         f(10, "conditions", Slice, true, Message(182)),
-    ] },
+    ]),
     // 182
-    Message { name: "apps/v1.DaemonSetCondition", fields: &[
+    m("apps/v1.DaemonSetCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
         f(3, "lastTransitionTime", Value, true, Time),
         f(4, "reason", Value, true, String),
         f(5, "message", Value, true, String),
-    ] },
+    ]),
     // 183
-    Message { name: "batch/v1.Job", fields: &[
+    m("batch/v1.Job", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, true, Message(184)),
         f(3, "status", Value, true, Message(191)),
-    ] },
+    ]),
     // 184
-    Message { name: "batch/v1.JobSpec", fields: &[
+    m("batch/v1.JobSpec", &[
         f(1, "parallelism", Pointer, true, Int32),
         f(2, "completions", Pointer, true, Int32),
         f(3, "activeDeadlineSeconds", Pointer, true, Int64),
@@ -1431,39 +1434,39 @@ pub(super) static MESSAGES: &[Message] = &[
         f(10, "suspend", Pointer, true, Bool),
         f(14, "podReplacementPolicy", Pointer, true, String),
         f(15, "managedBy", Pointer, true, String),
-    ] },
+    ]),
     // 185
-    Message { name: "batch/v1.PodFailurePolicy", fields: &[
+    m("batch/v1.PodFailurePolicy", &[
         f(1, "rules", Slice, false, Message(186)),
-    ] },
+    ]),
     // 186
-    Message { name: "batch/v1.PodFailurePolicyRule", fields: &[
+    m("batch/v1.PodFailurePolicyRule", &[
         f(1, "action", Value, false, String),
         f(2, "onExitCodes", Pointer, true, Message(187)),
         f(3, "onPodConditions", Slice, true, Message(188)),
-    ] },
+    ]),
     // 187
-    Message { name: "batch/v1.PodFailurePolicyOnExitCodesRequirement", fields: &[
+    m("batch/v1.PodFailurePolicyOnExitCodesRequirement", &[
         f(1, "containerName", Pointer, true, String),
         f(2, "operator", Value, false, String),
         f(3, "values", Slice, false, Int32),
-    ] },
+    ]),
     // 188
-    Message { name: "batch/v1.PodFailurePolicyOnPodConditionsPattern", fields: &[
+    m("batch/v1.PodFailurePolicyOnPodConditionsPattern", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
-    ] },
+    ]),
     // 189
-    Message { name: "batch/v1.SuccessPolicy", fields: &[
+    m("batch/v1.SuccessPolicy", &[
         f(1, "rules", Slice, false, Message(190)),
-    ] },
+    ]),
     // 190
-    Message { name: "batch/v1.SuccessPolicyRule", fields: &[
+    m("batch/v1.SuccessPolicyRule", &[
         f(1, "succeededIndexes", Pointer, true, String),
         f(2, "succeededCount", Pointer, true, Int32),
-    ] },
+    ]),
     // 191
-    Message { name: "batch/v1.JobStatus", fields: &[
+    m("batch/v1.JobStatus", &[
         f(1, "conditions", Slice, true, Message(192)),
         f(2, "startTime", Pointer, true, Time),
         f(3, "completionTime", Pointer, true, Time),
@@ -1475,83 +1478,111 @@ pub(super) static MESSAGES: &[Message] = &[
         f(10, "failedIndexes", Pointer, true, String),
         f(8, "uncountedTerminatedPods", Pointer, true, Message(193)),
         f(9, "ready", Pointer, true, Int32),
-    ] },
+    ]),
     // 192
-    Message { name: "batch/v1.JobCondition", fields: &[
+    m("batch/v1.JobCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
         f(3, "lastProbeTime", Value, true, Time),
         f(4, "lastTransitionTime", Value, true, Time),
         f(5, "reason", Value, true, String),
         f(6, "message", Value, true, String),
-    ] },
+    ]),
     // 193
-    Message { name: "batch/v1.UncountedTerminatedPods", fields: &[
+    m("batch/v1.UncountedTerminatedPods", &[
         f(1, "succeeded", Slice, true, String),
         f(2, "failed", Slice, true, String),
-    ] },
+    ]),
     // 194
-    Message { name: "discovery/v1.EndpointSlice", fields: &[
+    m("batch/v1.CronJob", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, true, Message(195)),
+        f(3, "status", Value, true, Message(197)),
+    ]),
+    // 195
+    m("batch/v1.CronJobSpec", &[
+        f(1, "schedule", Value, false, String),
+        f(8, "timeZone", Pointer, true, String),
+        f(2, "startingDeadlineSeconds", Pointer, true, Int64),
+        f(3, "concurrencyPolicy", Value, true, String),
+        f(4, "suspend", Pointer, true, Bool),
+        f(5, "jobTemplate", Value, false, Message(196)),
+        f(6, "successfulJobsHistoryLimit", Pointer, true, Int32),
+        f(7, "failedJobsHistoryLimit", Pointer, true, Int32),
+    ]),
+    // 196
+    m("batch/v1.JobTemplateSpec", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, true, Message(184)),
+    ]),
+    // 197
+    m("batch/v1.CronJobStatus", &[
+        f(1, "active", Slice, true, Message(157)),
+        f(4, "lastScheduleTime", Pointer, true, Time),
+        f(5, "lastSuccessfulTime", Pointer, true, Time),
+    ]),
+    // 198
+    m("discovery/v1.EndpointSlice", &[
         f(1, "metadata", Value, true, Message(1)),
         f(4, "addressType", Value, false, String),
-        f(2, "endpoints", Slice, false, Message(195)),
-        f(3, "ports", Slice, false, Message(199)),
-    ] },
-    // 195
-    Message { name: "discovery/v1.Endpoint", fields: &[
+        f(2, "endpoints", Slice, false, Message(199)),
+        f(3, "ports", Slice, false, Message(203)),
+    ]),
+    // 199
+    m("discovery/v1.Endpoint", &[
         f(1, "addresses", Slice, false, String),
-        f(2, "conditions", Value, true, Message(196)),
+        f(2, "conditions", Value, true, Message(200)),
         f(3, "hostname", Pointer, true, String),
         f(4, "targetRef", Pointer, true, Message(157)),
         f(5, "deprecatedTopology", Map, true, String),
         f(6, "nodeName", Pointer, true, String),
         f(7, "zone", Pointer, true, String),
-        f(8, "hints", Pointer, true, Message(197)),
-    ] },
-    // 196
-    Message { name: "discovery/v1.EndpointConditions", fields: &[
+        f(8, "hints", Pointer, true, Message(201)),
+    ]),
+    // 200
+    m("discovery/v1.EndpointConditions", &[
         f(1, "ready", Pointer, true, Bool),
         f(2, "serving", Pointer, true, Bool),
         f(3, "terminating", Pointer, true, Bool),
-    ] },
-    // 197
-    Message { name: "discovery/v1.EndpointHints", fields: &[
-        f(1, "forZones", Slice, true, Message(198)),
-    ] },
-    // 198
-    Message { name: "discovery/v1.ForZone", fields: &[
+    ]),
+    // 201
+    m("discovery/v1.EndpointHints", &[
+        f(1, "forZones", Slice, true, Message(202)),
+    ]),
+    // 202
+    m("discovery/v1.ForZone", &[
         f(1, "name", Value, false, String),
-    ] },
-    // 199
-    Message { name: "discovery/v1.EndpointPort", fields: &[
+    ]),
+    // 203
+    m("discovery/v1.EndpointPort", &[
         f(1, "name", Pointer, true, String),
         f(2, "protocol", Pointer, true, String),
         f(3, "port", Pointer, true, Int32),
         f(4, "appProtocol", Pointer, true, String),
-    ] },
-    // 200
-    Message { name: "node/v1.RuntimeClass", fields: &[
+    ]),
+    // 204
+    m("node/v1.RuntimeClass", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "handler", Value, false, String),
-        f(3, "overhead", Pointer, true, Message(201)),
-        f(4, "scheduling", Pointer, true, Message(202)),
-    ] },
-    // 201
-    Message { name: "node/v1.Overhead", fields: &[
+        f(3, "overhead", Pointer, true, Message(205)),
+        f(4, "scheduling", Pointer, true, Message(206)),
+    ]),
+    // 205
+    m("node/v1.Overhead", &[
         f(1, "podFixed", Map, true, Quantity),
-    ] },
-    // 202
-    Message { name: "node/v1.Scheduling", fields: &[
+    ]),
+    // 206
+    m("node/v1.Scheduling", &[
         f(1, "nodeSelector", Map, true, String),
         f(2, "tolerations", Slice, true, Message(103)),
-    ] },
-    // 203
-    Message { name: "coordination/v1.Lease", fields: &[
+    ]),
+    // 207
+    m("coordination/v1.Lease", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(204)),
-    ] },
-    // 204
-    Message { name: "coordination/v1.LeaseSpec", fields: &[
+        f(2, "spec", Value, true, Message(208)),
+    ]),
+    // 208
+    m("coordination/v1.LeaseSpec", &[
         f(1, "holderIdentity", Pointer, true, String),
         f(2, "leaseDurationSeconds", Pointer, true, Int32),
         f(3, "acquireTime", Pointer, true, MicroTime),
@@ -1559,183 +1590,210 @@ pub(super) static MESSAGES: &[Message] = &[
         f(5, "leaseTransitions", Pointer, true, Int32),
         f(6, "strategy", Pointer, true, String),
         f(7, "preferredHolder", Pointer, true, String),
-    ] },
-    // 205
-    Message { name: "autoscaling/v2.HorizontalPodAutoscaler", fields: &[
+    ]),
+    // 209
+    m("autoscaling/v2.HorizontalPodAutoscaler", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(206)),
-        f(3, "status", Value, true, Message(219)),
-    ] },
-    // 206
-    Message { name: "autoscaling/v2.HorizontalPodAutoscalerSpec", fields: &[
-        f(1, "scaleTargetRef", Value, false, Message(207)),
+        f(2, "spec", Value, true, Message(210)),
+        f(3, "status", Value, true, Message(223)),
+    ]),
+    // 210
+    m("autoscaling/v2.HorizontalPodAutoscalerSpec", &[
+        f(1, "scaleTargetRef", Value, false, Message(211)),
         f(2, "minReplicas", Pointer, true, Int32),
         f(3, "maxReplicas", Value, false, Int32),
-        f(4, "metrics", Slice, true, Message(208)),
-        f(5, "behavior", Pointer, true, Message(216)),
-    ] },
-    // 207
-    Message { name: "autoscaling/v2.CrossVersionObjectReference", fields: &[
+        f(4, "metrics", Slice, true, Message(212)),
+        f(5, "behavior", Pointer, true, Message(220)),
+    ]),
+    // 211
+    m("autoscaling/v2.CrossVersionObjectReference", &[
         f(1, "kind", Value, false, String),
         f(2, "name", Value, false, String),
         f(3, "apiVersion", Value, true, String),
-    ] },
-    // 208
-    Message { name: "autoscaling/v2.MetricSpec", fields: &[
+    ]),
+    // 212
+    m("autoscaling/v2.MetricSpec", &[
         f(1, "type", Value, false, String),
-        f(2, "object", Pointer, true, Message(209)),
-        f(3, "pods", Pointer, true, Message(212)),
-        f(4, "resource", Pointer, true, Message(213)),
-        f(7, "containerResource", Pointer, true, Message(214)),
-        f(5, "external", Pointer, true, Message(215)),
-    ] },
-    // 209
-    Message { name: "autoscaling/v2.ObjectMetricSource", fields: &[
-        f(1, "describedObject", Value, false, Message(207)),
-        f(2, "target", Value, false, Message(210)),
-        f(3, "metric", Value, false, Message(211)),
-    ] },
-    // 210
-    Message { name: "autoscaling/v2.MetricTarget", fields: &[
+        f(2, "object", Pointer, true, Message(213)),
+        f(3, "pods", Pointer, true, Message(216)),
+        f(4, "resource", Pointer, true, Message(217)),
+        f(7, "containerResource", Pointer, true, Message(218)),
+        f(5, "external", Pointer, true, Message(219)),
+    ]),
+    // 213
+    m("autoscaling/v2.ObjectMetricSource", &[
+        f(1, "describedObject", Value, false, Message(211)),
+        f(2, "target", Value, false, Message(214)),
+        f(3, "metric", Value, false, Message(215)),
+    ]),
+    // 214
+    m("autoscaling/v2.MetricTarget", &[
         f(1, "type", Value, false, String),
         f(2, "value", Pointer, true, Quantity),
         f(3, "averageValue", Pointer, true, Quantity),
         f(4, "averageUtilization", Pointer, true, Int32),
-    ] },
-    // 211
-    Message { name: "autoscaling/v2.MetricIdentifier", fields: &[
+    ]),
+    // 215
+    m("autoscaling/v2.MetricIdentifier", &[
         f(1, "name", Value, false, String),
         f(2, "selector", Pointer, true, Message(46)),
-    ] },
-    // 212
-    Message { name: "autoscaling/v2.PodsMetricSource", fields: &[
-        f(1, "metric", Value, false, Message(211)),
-        f(2, "target", Value, false, Message(210)),
-    ] },
-    // 213
-    Message { name: "autoscaling/v2.ResourceMetricSource", fields: &[
-        f(1, "name", Value, false, String),
-        f(2, "target", Value, false, Message(210)),
-    ] },
-    // 214
-    Message { name: "autoscaling/v2.ContainerResourceMetricSource", fields: &[
-        f(1, "name", Value, false, String),
-        f(2, "target", Value, false, Message(210)),
-        f(3, "container", Value, false, String),
-    ] },
-    // 215
-    Message { name: "autoscaling/v2.ExternalMetricSource", fields: &[
-        f(1, "metric", Value, false, Message(211)),
-        f(2, "target", Value, false, Message(210)),
-    ] },
+    ]),
     // 216
-    Message { name: "autoscaling/v2.HorizontalPodAutoscalerBehavior", fields: &[
-        f(1, "scaleUp", Pointer, true, Message(217)),
-        f(2, "scaleDown", Pointer, true, Message(217)),
-    ] },
+    m("autoscaling/v2.PodsMetricSource", &[
+        f(1, "metric", Value, false, Message(215)),
+        f(2, "target", Value, false, Message(214)),
+    ]),
     // 217
-    Message { name: "autoscaling/v2.HPAScalingRules", fields: &[
+    m("autoscaling/v2.ResourceMetricSource", &[
+        f(1, "name", Value, false, String),
+        f(2, "target", Value, false, Message(214)),
+    ]),
+    // 218
+    m("autoscaling/v2.ContainerResourceMetricSource", &[
+        f(1, "name", Value, false, String),
+        f(2, "target", Value, false, Message(214)),
+        f(3, "container", Value, false, String),
+    ]),
+    // 219
+    m("autoscaling/v2.ExternalMetricSource", &[
+        f(1, "metric", Value, false, Message(215)),
+        f(2, "target", Value, false, Message(214)),
+    ]),
+    // 220
+    m("autoscaling/v2.HorizontalPodAutoscalerBehavior", &[
+        f(1, "scaleUp", Pointer, true, Message(221)),
+        f(2, "scaleDown", Pointer, true, Message(221)),
+    ]),
+    // 221
+    m("autoscaling/v2.HPAScalingRules", &[
         f(3, "stabilizationWindowSeconds", Pointer, true, Int32),
         f(1, "selectPolicy", Pointer, true, String),
-        f(2, "policies", Slice, true, Message(218)),
-    ] },
-    // 218
-    Message { name: "autoscaling/v2.HPAScalingPolicy", fields: &[
+        f(2, "policies", Slice, true, Message(222)),
+    ]),
+    // 222
+    m("autoscaling/v2.HPAScalingPolicy", &[
         f(1, "type", Value, false, String),
         f(2, "value", Value, false, Int32),
         f(3, "periodSeconds", Value, false, Int32),
-    ] },
-    // 219
-    Message { name: "autoscaling/v2.HorizontalPodAutoscalerStatus", fields: &[
+    ]),
+    // 223
+    m("autoscaling/v2.HorizontalPodAutoscalerStatus", &[
         f(1, "observedGeneration", Pointer, true, Int64),
         f(2, "lastScaleTime", Pointer, true, Time),
         f(3, "currentReplicas", Value, true, Int32),
         f(4, "desiredReplicas", Value, false, Int32),
-        f(5, "currentMetrics", Slice, false, Message(220)),
-        f(6, "conditions", Slice, true, Message(227)),
-    ] },
-    // 220
-    Message { name: "autoscaling/v2.MetricStatus", fields: &[
+        f(5, "currentMetrics", Slice, false, Message(224)),
+        f(6, "conditions", Slice, true, Message(231)),
+    ]),
+    // 224
+    m("autoscaling/v2.MetricStatus", &[
         f(1, "type", Value, false, String),
-        f(2, "object", Pointer, true, Message(221)),
-        f(3, "pods", Pointer, true, Message(223)),
-        f(4, "resource", Pointer, true, Message(224)),
-        f(7, "containerResource", Pointer, true, Message(225)),
-        f(5, "external", Pointer, true, Message(226)),
-    ] },
-    // 221
-    Message { name: "autoscaling/v2.ObjectMetricStatus", fields: &[
-        f(1, "metric", Value, false, Message(211)),
-        f(2, "current", Value, false, Message(222)),
-        f(3, "describedObject", Value, false, Message(207)),
-    ] },
-    // 222
-    Message { name: "autoscaling/v2.MetricValueStatus", fields: &[
+        f(2, "object", Pointer, true, Message(225)),
+        f(3, "pods", Pointer, true, Message(227)),
+        f(4, "resource", Pointer, true, Message(228)),
+        f(7, "containerResource", Pointer, true, Message(229)),
+        f(5, "external", Pointer, true, Message(230)),
+    ]),
+    // 225
+    m("autoscaling/v2.ObjectMetricStatus", &[
+        f(1, "metric", Value, false, Message(215)),
+        f(2, "current", Value, false, Message(226)),
+        f(3, "describedObject", Value, false, Message(211)),
+    ]),
+    // 226
+    m("autoscaling/v2.MetricValueStatus", &[
         f(1, "value", Pointer, true, Quantity),
         f(2, "averageValue", Pointer, true, Quantity),
         f(3, "averageUtilization", Pointer, true, Int32),
-    ] },
-    // 223
-    Message { name: "autoscaling/v2.PodsMetricStatus", fields: &[
-        f(1, "metric", Value, false, Message(211)),
-        f(2, "current", Value, false, Message(222)),
-    ] },
-    // 224
-    Message { name: "autoscaling/v2.ResourceMetricStatus", fields: &[
-        f(1, "name", Value, false, String),
-        f(2, "current", Value, false, Message(222)),
-    ] },
-    // 225
-    Message { name: "autoscaling/v2.ContainerResourceMetricStatus", fields: &[
-        f(1, "name", Value, false, String),
-        f(2, "current", Value, false, Message(222)),
-        f(3, "container", Value, false, String),
-    ] },
-    // 226
-    Message { name: "autoscaling/v2.ExternalMetricStatus", fields: &[
-        f(1, "metric", Value, false, Message(211)),
-        f(2, "current", Value, false, Message(222)),
-    ] },
+    ]),
     // 227
-    Message { name: "autoscaling/v2.HorizontalPodAutoscalerCondition", fields: &[
+    m("autoscaling/v2.PodsMetricStatus", &[
+        f(1, "metric", Value, false, Message(215)),
+        f(2, "current", Value, false, Message(226)),
+    ]),
+    // 228
+    m("autoscaling/v2.ResourceMetricStatus", &[
+        f(1, "name", Value, false, String),
+        f(2, "current", Value, false, Message(226)),
+    ]),
+    // 229
+    m("autoscaling/v2.ContainerResourceMetricStatus", &[
+        f(1, "name", Value, false, String),
+        f(2, "current", Value, false, Message(226)),
+        f(3, "container", Value, false, String),
+    ]),
+    // 230
+    m("autoscaling/v2.ExternalMetricStatus", &[
+        f(1, "metric", Value, false, Message(215)),
+        f(2, "current", Value, false, Message(226)),
+    ]),
+    // 231
+    m("autoscaling/v2.HorizontalPodAutoscalerCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
         f(3, "lastTransitionTime", Value, true, Time),
         f(4, "reason", Value, true, String),
         f(5, "message", Value, true, String),
-    ] },
-    // 228
-    Message { name: "autoscaling/v1.Scale", fields: &[
+    ]),
+    // 232
+    m("autoscaling/v1.HorizontalPodAutoscaler", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(229)),
-        f(3, "status", Value, true, Message(230)),
-    ] },
-    // 229
-    Message { name: "autoscaling/v1.ScaleSpec", fields: &[
+        f(2, "spec", Value, true, Message(233)),
+        f(3, "status", Value, true, Message(235)),
+    ]),
+    // 233
+    m("autoscaling/v1.HorizontalPodAutoscalerSpec", &[
+        f(1, "scaleTargetRef", Value, false, Message(234)),
+        f(2, "minReplicas", Pointer, true, Int32),
+        f(3, "maxReplicas", Value, false, Int32),
+        f(4, "targetCPUUtilizationPercentage", Pointer, true, Int32),
+    ]),
+    // 234
+    m("autoscaling/v1.CrossVersionObjectReference", &[
+        f(1, "kind", Value, false, String),
+        f(2, "name", Value, false, String),
+        f(3, "apiVersion", Value, true, String),
+    ]),
+    // 235
+    m("autoscaling/v1.HorizontalPodAutoscalerStatus", &[
+        f(1, "observedGeneration", Pointer, true, Int64),
+        f(2, "lastScaleTime", Pointer, true, Time),
+        f(3, "currentReplicas", Value, false, Int32),
+        f(4, "desiredReplicas", Value, false, Int32),
+        f(5, "currentCPUUtilizationPercentage", Pointer, true, Int32),
+    ]),
+    // 236
+    m("autoscaling/v1.Scale", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, true, Message(237)),
+        f(3, "status", Value, true, Message(238)),
+    ]),
+    // 237
+    m("autoscaling/v1.ScaleSpec", &[
         f(1, "replicas", Value, true, Int32),
-    ] },
-    // 230
-    Message { name: "autoscaling/v1.ScaleStatus", fields: &[
+    ]),
+    // 238
+    m("autoscaling/v1.ScaleStatus", &[
         f(1, "replicas", Value, false, Int32),
         f(2, "selector", Value, true, String),
-    ] },
-    // 231
-    Message { name: "policy/v1.Eviction", fields: &[
+    ]),
+    // 239
+    m("policy/v1.Eviction", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "deleteOptions", Pointer, true, Message(232)),
-    ] },
-    // 232
-    Message { name: "apis/meta/v1.DeleteOptions", fields: &[
+        f(2, "deleteOptions", Pointer, true, Message(240)),
+    ]),
+    // 240
+    m("meta/v1.DeleteOptions", &[
         f(1, "gracePeriodSeconds", Pointer, true, Int64),
-        f(2, "preconditions", Pointer, true, Message(233)),
+        f(2, "preconditions", Pointer, true, Message(241)),
         f(3, "orphanDependents", Pointer, true, Bool),
         f(4, "propagationPolicy", Pointer, true, String),
         f(5, "dryRun", Slice, true, String),
         f(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Pointer, true, Bool),
-    ] },
-    // 233
-    Message { name: "apis/meta/v1.Preconditions", fields: &[
+    ]),
+    // 241
+    m("meta/v1.Preconditions", &[
         f(1, "uid", Pointer, true, String),
         f(2, "resourceVersion", Pointer, true, String),
-    ] },
+    ]),
 ];
