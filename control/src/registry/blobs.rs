@@ -38,7 +38,11 @@ pub(crate) async fn get(
             Some(range) => Some(range),
             None => {
                 let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-                insert(response.headers_mut(), "content-range", &format!("bytes */{size}"));
+                insert(
+                    response.headers_mut(),
+                    "content-range",
+                    &format!("bytes */{size}"),
+                );
                 return Ok(response);
             }
         },
@@ -64,7 +68,11 @@ pub(crate) async fn get(
     insert(headers, "accept-ranges", "bytes");
     if range.is_some() {
         let end = start + len - 1;
-        insert(headers, "content-range", &format!("bytes {start}-{end}/{size}"));
+        insert(
+            headers,
+            "content-range",
+            &format!("bytes {start}-{end}/{size}"),
+        );
     }
     Ok(response)
 }

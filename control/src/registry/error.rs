@@ -155,25 +155,46 @@ mod tests {
         let cases = [
             (RegistryError::NameInvalid("A".into()), "NAME_INVALID", 400),
             (RegistryError::NameUnknown("a".into()), "NAME_UNKNOWN", 404),
-            (RegistryError::BlobUnknown("sha256:x".into()), "BLOB_UNKNOWN", 404),
-            (RegistryError::UploadUnknown("u".into()), "BLOB_UPLOAD_UNKNOWN", 404),
             (
-                RegistryError::DigestInvalid { digest: "x".into(), reason: "r".into() },
+                RegistryError::BlobUnknown("sha256:x".into()),
+                "BLOB_UNKNOWN",
+                404,
+            ),
+            (
+                RegistryError::UploadUnknown("u".into()),
+                "BLOB_UPLOAD_UNKNOWN",
+                404,
+            ),
+            (
+                RegistryError::DigestInvalid {
+                    digest: "x".into(),
+                    reason: "r".into(),
+                },
                 "DIGEST_INVALID",
                 400,
             ),
             (
-                RegistryError::RangeInvalid { id: "u".into(), got: 5, have: 0 },
+                RegistryError::RangeInvalid {
+                    id: "u".into(),
+                    got: 5,
+                    have: 0,
+                },
                 "BLOB_UPLOAD_INVALID",
                 416,
             ),
             (
-                RegistryError::ManifestUnknown { name: "a".into(), reference: "v1".into() },
+                RegistryError::ManifestUnknown {
+                    name: "a".into(),
+                    reference: "v1".into(),
+                },
                 "MANIFEST_UNKNOWN",
                 404,
             ),
             (
-                RegistryError::ManifestBlobUnknown { name: "a".into(), digest: "d".into() },
+                RegistryError::ManifestBlobUnknown {
+                    name: "a".into(),
+                    digest: "d".into(),
+                },
                 "MANIFEST_BLOB_UNKNOWN",
                 400,
             ),

@@ -94,8 +94,8 @@ pub(crate) async fn put(
             reason: format!("the manifest content has digest {digest}"),
         });
     }
-    let json: Value = serde_json::from_slice(&content)
-        .map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+    let json: Value =
+        serde_json::from_slice(&content).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
     let header_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -115,7 +115,11 @@ pub(crate) async fn put(
     }
     let mut response = StatusCode::CREATED.into_response();
     let headers = response.headers_mut();
-    insert(headers, "location", &format!("/v2/{name}/manifests/{digest}"));
+    insert(
+        headers,
+        "location",
+        &format!("/v2/{name}/manifests/{digest}"),
+    );
     insert(headers, "docker-content-digest", &digest.to_string());
     insert(headers, "content-length", "0");
     if let Some(subject) = json.pointer("/subject/digest").and_then(Value::as_str) {
@@ -200,7 +204,8 @@ pub(crate) async fn tags(
         .await?
         .ok_or_else(|| RegistryError::NameUnknown(name.to_string()))?;
     let (page, more) = paginate(tags, query);
-    let mut response = axum::Json(serde_json::json!({ "name": name, "tags": page })).into_response();
+    let mut response =
+        axum::Json(serde_json::json!({ "name": name, "tags": page })).into_response();
     if let Some(last) = more {
         let n = query.get("n").map(String::as_str).unwrap_or_default();
         insert(
@@ -240,7 +245,8 @@ fn media_type_of(json: &Value, header: Option<&str>) -> Result<String, String> {
         return Err("only schemaVersion 2 manifests are accepted".into());
     }
     let body_type = json.get("mediaType").and_then(Value::as_str);
-    let header = header.filter(|h| !matches!(*h, "" | "application/json" | "application/octet-stream"));
+    let header =
+        header.filter(|h| !matches!(*h, "" | "application/json" | "application/octet-stream"));
     if let (Some(h), Some(b)) = (header, body_type)
         && h != b
     {
@@ -349,8 +355,14 @@ mod tests {
         let typed = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []});
         let index = json!({"schemaVersion": 2, "manifests": []});
         assert_eq!(media_type_of(&manifest, None).unwrap(), OCI_MANIFEST);
-        assert_eq!(media_type_of(&manifest, Some(DOCKER_MANIFEST)).unwrap(), DOCKER_MANIFEST);
-        assert_eq!(media_type_of(&manifest, Some("application/json")).unwrap(), OCI_MANIFEST);
+        assert_eq!(
+            media_type_of(&manifest, Some(DOCKER_MANIFEST)).unwrap(),
+            DOCKER_MANIFEST
+        );
+        assert_eq!(
+            media_type_of(&manifest, Some("application/json")).unwrap(),
+            OCI_MANIFEST
+        );
         assert_eq!(media_type_of(&typed, None).unwrap(), OCI_INDEX);
         assert_eq!(media_type_of(&index, None).unwrap(), OCI_INDEX);
         assert!(media_type_of(&typed, Some(OCI_MANIFEST)).is_err());
@@ -369,7 +381,13 @@ mod tests {
         };
         assert_eq!(paginate(tags.clone(), &query(&[])).0.len(), 4);
         let (page, more) = paginate(tags.clone(), &query(&[("n", "2")]));
-        assert_eq!((page, more), (vec!["a".to_string(), "b".to_string()], Some("b".to_string())));
+        assert_eq!(
+            (page, more),
+            (
+                vec!["a".to_string(), "b".to_string()],
+                Some("b".to_string())
+            )
+        );
         let (page, more) = paginate(tags, &query(&[("n", "2"), ("last", "b")]));
         assert_eq!((page, more), (vec!["c".to_string(), "d".to_string()], None));
     }

@@ -33,7 +33,7 @@ pub use error::RegistryError;
 pub use manifests::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST,
 };
-pub use routes::router;
+pub use routes::{router, serve};
 
 /// A handle on one registry's storage and upload sessions; cheap to clone.
 #[derive(Clone, Debug)]

@@ -73,8 +73,19 @@ mod tests {
             assert!(validate_name(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "A", "a//b", "/a", "a/", "..", "a/../b", "_manifests", "a/_x", "a..b", "a___b",
-            "a-", "a b",
+            "",
+            "A",
+            "a//b",
+            "/a",
+            "a/",
+            "..",
+            "a/../b",
+            "_manifests",
+            "a/_x",
+            "a..b",
+            "a___b",
+            "a-",
+            "a b",
         ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }

@@ -31,6 +31,12 @@ where
         .with_state(registry)
 }
 
+/// Serves the registry alone on `listener` until the task is dropped (tests, and a registry
+/// without an API server).
+pub async fn serve(listener: tokio::net::TcpListener, registry: Registry) -> std::io::Result<()> {
+    axum::serve(listener, router::<()>(registry)).await
+}
+
 /// `GET /v2/`: tells clients this is a distribution API.
 async fn base() -> Response {
     with_api_version(axum::Json(serde_json::json!({})).into_response())
@@ -95,7 +101,8 @@ async fn handle(
 ) -> Result<Response, RegistryError> {
     let (parts, body): (_, Body) = request.into_parts();
     let path = parts.uri.path().strip_prefix("/v2/").unwrap_or_default();
-    let unsupported = || RegistryError::Unsupported(format!("{} {}", parts.method, parts.uri.path()));
+    let unsupported =
+        || RegistryError::Unsupported(format!("{} {}", parts.method, parts.uri.path()));
     let route = parse_route(path).ok_or_else(unsupported)?;
     if let Route::Tags { name }
     | Route::Manifest { name, .. }
@@ -171,12 +178,36 @@ mod tests {
         let cases = [
             ("_catalog", Some(Route::Catalog)),
             ("a/b/tags/list", Some(Route::Tags { name: "a/b" })),
-            ("a/manifests/v1", Some(Route::Manifest { name: "a", reference: "v1" })),
-            ("x/blobs/y/manifests/v1", Some(Route::Manifest { name: "x/blobs/y", reference: "v1" })),
-            ("a/b/blobs/sha256:abc", Some(Route::Blob { name: "a/b", digest: d })),
+            (
+                "a/manifests/v1",
+                Some(Route::Manifest {
+                    name: "a",
+                    reference: "v1",
+                }),
+            ),
+            (
+                "x/blobs/y/manifests/v1",
+                Some(Route::Manifest {
+                    name: "x/blobs/y",
+                    reference: "v1",
+                }),
+            ),
+            (
+                "a/b/blobs/sha256:abc",
+                Some(Route::Blob {
+                    name: "a/b",
+                    digest: d,
+                }),
+            ),
             ("a/b/blobs/uploads/", Some(Route::Uploads { name: "a/b" })),
             ("a/b/blobs/uploads", Some(Route::Uploads { name: "a/b" })),
-            ("a/b/blobs/uploads/123", Some(Route::Upload { name: "a/b", id: "123" })),
+            (
+                "a/b/blobs/uploads/123",
+                Some(Route::Upload {
+                    name: "a/b",
+                    id: "123",
+                }),
+            ),
             ("a/uploads/123", None),
             ("a", None),
             ("a/b/c", None),

@@ -78,7 +78,10 @@ impl Storage {
     }
 
     fn manifests_dir(&self, name: &str) -> PathBuf {
-        self.root.join("repositories").join(name).join(MANIFESTS_DIR)
+        self.root
+            .join("repositories")
+            .join(name)
+            .join(MANIFESTS_DIR)
     }
 
     fn revision_path(&self, name: &str, digest: &Digest) -> PathBuf {
@@ -182,8 +185,8 @@ impl Storage {
     /// Removes a manifest from a repository with every tag pointing at it; returns whether the
     /// repository held it.
     pub(crate) async fn unlink_manifest(&self, name: &str, digest: &Digest) -> io::Result<bool> {
-        let existed = optional(tokio::fs::remove_file(self.revision_path(name, digest)).await)?
-            .is_some();
+        let existed =
+            optional(tokio::fs::remove_file(self.revision_path(name, digest)).await)?.is_some();
         if let Some(tags) = self.tags(name).await? {
             for tag in tags {
                 if self.resolve_tag(name, &tag).await?.as_ref() == Some(digest) {

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -18,6 +19,9 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 
 use super::digest::Digest;
 use super::{Registry, RegistryError};
+
+/// An upload session untouched for this long is abandoned: the next new session deletes it.
+const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
 /// Buffer between the request body and the file: large enough that a big blob costs few
 /// blocking writes, small enough to hold one per concurrent upload.
@@ -35,6 +39,7 @@ pub(crate) struct Sessions {
 struct Session {
     name: String,
     upload: Arc<tokio::sync::Mutex<Upload>>,
+    touched: Instant,
 }
 
 /// One upload in progress.
@@ -51,14 +56,38 @@ impl Sessions {
         let session = Session {
             name: name.to_string(),
             upload: Arc::new(tokio::sync::Mutex::new(upload)),
+            touched: Instant::now(),
         };
         self.lock().insert(id, session);
     }
 
+    /// Drops sessions idle for [`ABANDONED_AFTER`] that no request is using; returns the paths
+    /// of their files for the caller to delete.
+    fn sweep(&self) -> Vec<PathBuf> {
+        let mut sessions = self.lock();
+        let mut abandoned = Vec::new();
+        sessions.retain(|_, session| {
+            if session.touched.elapsed() < ABANDONED_AFTER {
+                return true;
+            }
+            match session.upload.try_lock() {
+                Ok(upload) => {
+                    abandoned.push(upload.path.clone());
+                    false
+                }
+                Err(_) => true,
+            }
+        });
+        abandoned
+    }
+
     /// The session `id` if it exists and was opened under repository `name`.
     fn get(&self, name: &str, id: &str) -> Result<Arc<tokio::sync::Mutex<Upload>>, RegistryError> {
-        match self.lock().get(id) {
-            Some(session) if session.name == name => Ok(session.upload.clone()),
+        match self.lock().get_mut(id) {
+            Some(session) if session.name == name => {
+                session.touched = Instant::now();
+                Ok(session.upload.clone())
+            }
             _ => Err(RegistryError::UploadUnknown(id.to_string())),
         }
     }
@@ -68,13 +97,18 @@ impl Sessions {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Registry {
     /// Opens an upload session for repository `name`; returns its id.
     pub(crate) async fn start_upload(&self, name: &str) -> Result<String, RegistryError> {
+        for path in self.inner.uploads.sweep() {
+            let _ = tokio::fs::remove_file(path).await;
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let path = self.inner.storage.upload_path(&id);
         let file = tokio::fs::File::create(&path).await?;
@@ -296,7 +330,10 @@ fn content_range_start(headers: &HeaderMap) -> Result<Option<u64>, String> {
     let text = value
         .to_str()
         .map_err(|_| "content-range is not text".to_string())?;
-    let text = text.trim().trim_start_matches("bytes").trim_start_matches([' ', '=']);
+    let text = text
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches([' ', '=']);
     let (start, _end) = text
         .split_once('-')
         .ok_or_else(|| format!("content-range {text:?} is not start-end"))?;
@@ -311,7 +348,11 @@ fn upload_accepted(status: StatusCode, name: &str, id: &str, size: u64) -> Respo
     let range = format!("0-{}", size.saturating_sub(1));
     let mut response = status.into_response();
     let headers = response.headers_mut();
-    insert(headers, "location", &format!("/v2/{name}/blobs/uploads/{id}"));
+    insert(
+        headers,
+        "location",
+        &format!("/v2/{name}/blobs/uploads/{id}"),
+    );
     insert(headers, "range", &range);
     insert(headers, "docker-upload-uuid", id);
     insert(headers, "content-length", "0");
@@ -341,7 +382,12 @@ mod tests {
 
     #[test]
     fn content_range_accepts_the_forms_clients_send() {
-        let cases = [("0-99", Some(0)), ("100-199", Some(100)), ("bytes 5-9", Some(5)), ("bytes=7-", Some(7))];
+        let cases = [
+            ("0-99", Some(0)),
+            ("100-199", Some(100)),
+            ("bytes 5-9", Some(5)),
+            ("bytes=7-", Some(7)),
+        ];
         for (value, want) in cases {
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_RANGE, HeaderValue::from_static(value));
