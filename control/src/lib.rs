@@ -6,6 +6,8 @@
 //! - [`apiserver`]: the Kubernetes REST API (discovery, OpenAPI, generic REST handler, per-kind
 //!   strategies, patches, selectors, server-side tables, watch).
 //! - [`controllers`]: reconcile loops that run inside the control-plane process.
+//! - [`scheduler`]: places pods on nodes (filter, score, bind through `pods/binding`).
+//! - [`events`]: records Kubernetes Events for in-process components, aggregating repeats.
 //! - [`registry`]: an OCI distribution registry served on the API server's listener.
 //! - [`kubeconfig`]: writes the kubeconfig a client uses to reach this server.
 //! - [`server`]: wires everything together: [`serve`] runs the control plane on a listener.
@@ -15,8 +17,10 @@
 
 pub mod apiserver;
 pub mod controllers;
+pub mod events;
 pub mod kubeconfig;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 

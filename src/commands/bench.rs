@@ -32,6 +32,8 @@ pub struct BenchArgs {
 pub enum Bench {
     /// API server: durable creates/s, create latency vs fdatasync, watch delivery latency.
     Api(ApiBenchArgs),
+    /// Scheduler: pods bound per second on simulated nodes, per-pod scheduling latency.
+    Scheduler(super::bench_scheduler::SchedulerBenchArgs),
 }
 
 /// Flags of `flotilla bench api`.
@@ -66,6 +68,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match args.which {
         Bench::Api(a) => rt.block_on(api(a)),
+        Bench::Scheduler(a) => rt.block_on(super::bench_scheduler::run(a)),
     }
 }
 

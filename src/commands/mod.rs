@@ -1,7 +1,10 @@
 //! One module per subcommand; each has an args struct and a `run` function.
 
+pub mod agent;
 pub mod bench;
+pub mod bench_scheduler;
 pub mod completions;
+pub mod image;
 pub mod server;
 pub mod up;
 pub mod version;
@@ -23,10 +26,14 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a whole single-node cluster in one process (control plane and, once available, a local node).
+    /// Start a whole single-node cluster in one process (control plane and a local node).
     Up(up::UpArgs),
     /// Start the control plane: API server, embedded store, controllers and image registry.
     Server(server::ServerArgs),
+    /// Run a node agent that joins a cluster through a kubeconfig and runs the pods bound to it.
+    Agent(agent::AgentArgs),
+    /// Push Wasm files and OCI images to the cluster's registry (or any registry); list it.
+    Image(image::ImageArgs),
     /// Run a benchmark (results belong in BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// Print shell completions for bash, zsh or fish.
@@ -40,6 +47,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args),
         Command::Server(args) => server::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Image(args) => tokio::runtime::Runtime::new()?.block_on(image::run(args)),
         Command::Bench(args) => bench::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Version(args) => version::run(args),

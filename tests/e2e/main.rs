@@ -6,3 +6,4 @@ mod api_bad_input;
 mod api_durability;
 mod api_kubectl;
 mod api_watch;
+mod node_agent;

@@ -1,0 +1,415 @@
+//! Kubernetes Events (`core/v1`) recorded by in-process controllers, as `kubectl describe`
+//! shows them.
+//!
+//! [`EventRecorder::record`] never waits: it hands the event to an [`EventWriter`] task through
+//! a bounded queue and, like client-go's broadcaster, drops the event (and counts the drop)
+//! when that queue is full; events are for people, and a burst of them must not slow the
+//! controller that emits them.
+//!
+//! The writer aggregates repeats as client-go's event correlator does: the same event (same
+//! object, type, reason and message) recorded again bumps `count` and `lastTimestamp` of the
+//! existing Event with a patch instead of creating another one. Writes of different events run
+//! concurrently (the store group-commits them); writes of one event are kept in order, and
+//! repeats arriving while one is in flight are folded into the next patch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::apiserver::api::{Api, WriteOptions};
+use crate::apiserver::error::ApiError;
+use crate::apiserver::patch::PatchType;
+use crate::apiserver::resources::{self, ResourceInfo};
+
+/// Events queued for writing beyond which new ones are dropped.
+pub const QUEUE_CAPACITY: usize = 4096;
+/// Event writes in flight at once.
+pub const MAX_IN_FLIGHT_WRITES: usize = 64;
+/// Distinct events remembered for aggregation (client-go's LRU holds 4096).
+pub const CACHE_SIZE: usize = 4096;
+
+/// The `type` of an Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// Something expected happened.
+    Normal,
+    /// Something needs attention.
+    Warning,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Record {
+    involved: ObjectReference,
+    event_type: EventType,
+    reason: String,
+    message: String,
+}
+
+/// Records Events for one component (`source.component`, `reportingComponent`). Cheap to
+/// clone; the [`EventWriter`] stops once every recorder is dropped.
+#[derive(Debug, Clone)]
+pub struct EventRecorder {
+    tx: mpsc::Sender<Record>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The task that writes recorded events; run it with [`EventWriter::run`].
+#[derive(Debug)]
+pub struct EventWriter {
+    api: Api,
+    component: String,
+    rx: mpsc::Receiver<Record>,
+}
+
+impl EventRecorder {
+    /// A recorder writing through `api` as `component` (e.g. `default-scheduler`), and the
+    /// writer task the caller must run.
+    pub fn new(api: Api, component: impl Into<String>) -> (EventRecorder, EventWriter) {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        (
+            EventRecorder {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            EventWriter {
+                api,
+                component: component.into(),
+                rx,
+            },
+        )
+    }
+
+    /// Records an event about `involved` (its kind, namespace, name, uid, apiVersion and
+    /// resourceVersion are what `kubectl describe` matches on). Never waits.
+    pub fn record(
+        &self,
+        involved: ObjectReference,
+        event_type: EventType,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        let rec = Record {
+            involved,
+            event_type,
+            reason: reason.to_string(),
+            message: message.into(),
+        };
+        if self.tx.try_send(rec).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A `Normal` event.
+    pub fn normal(&self, involved: ObjectReference, reason: &str, message: impl Into<String>) {
+        self.record(involved, EventType::Normal, reason, message);
+    }
+
+    /// A `Warning` event.
+    pub fn warning(&self, involved: ObjectReference, reason: &str, message: impl Into<String>) {
+        self.record(involved, EventType::Warning, reason, message);
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// What makes two events "the same" for aggregation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    object: String,
+    event_type: EventType,
+    reason: String,
+    message: String,
+}
+
+#[derive(Debug)]
+struct Slot {
+    namespace: String,
+    name: String,
+    record: Record,
+    count: u64,
+    first: String,
+    last: String,
+    /// The Event object exists (its create succeeded).
+    created: bool,
+    in_flight: bool,
+    /// Repeats arrived while a write was in flight.
+    dirty: bool,
+}
+
+enum Write {
+    Create(Value),
+    Patch(Vec<u8>),
+}
+
+fn events() -> &'static ResourceInfo {
+    resources::find("", "v1", "events").expect("events served")
+}
+
+/// An Event name as Kubernetes makes them: the object's name, a dot, the time in hex nanos.
+fn event_name(object_name: &str) -> String {
+    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!("{object_name}.{nanos:x}")
+}
+
+impl EventWriter {
+    /// Writes events until every [`EventRecorder`] is dropped (then finishes the writes in
+    /// flight) or `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut cache: HashMap<Key, Slot> = HashMap::new();
+        let mut writes: JoinSet<(Key, Result<(), ApiError>)> = JoinSet::new();
+        let mut open = true;
+        while open || !writes.is_empty() {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                Some(done) = writes.join_next(), if !writes.is_empty() => {
+                    if let Ok((key, result)) = done {
+                        self.finished(&mut cache, &mut writes, key, result);
+                    }
+                }
+                rec = self.rx.recv(), if open && writes.len() < MAX_IN_FLIGHT_WRITES => match rec {
+                    Some(rec) => self.recorded(&mut cache, &mut writes, rec),
+                    None => open = false,
+                },
+            }
+        }
+    }
+
+    fn recorded(
+        &self,
+        cache: &mut HashMap<Key, Slot>,
+        writes: &mut JoinSet<(Key, Result<(), ApiError>)>,
+        rec: Record,
+    ) {
+        let now = crate::apiserver::objects::now_rfc3339();
+        let inv = &rec.involved;
+        let object = match inv.uid.as_deref().filter(|u| !u.is_empty()) {
+            Some(uid) => uid.to_string(),
+            None => format!(
+                "{}/{}/{}",
+                inv.kind.as_deref().unwrap_or(""),
+                inv.namespace.as_deref().unwrap_or(""),
+                inv.name.as_deref().unwrap_or("")
+            ),
+        };
+        let key = Key {
+            object,
+            event_type: rec.event_type,
+            reason: rec.reason.clone(),
+            message: rec.message.clone(),
+        };
+        if let Some(slot) = cache.get_mut(&key) {
+            slot.count += 1;
+            slot.last = now;
+            slot.record.involved = rec.involved;
+            if slot.in_flight {
+                slot.dirty = true;
+            } else {
+                let w = self.next_write(slot);
+                self.spawn(writes, key, slot, w);
+            }
+            return;
+        }
+        if cache.len() >= CACHE_SIZE {
+            cache.retain(|_, s| s.in_flight);
+        }
+        let namespace = rec
+            .involved
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let name = event_name(rec.involved.name.as_deref().unwrap_or("object"));
+        let mut slot = Slot {
+            namespace,
+            name,
+            record: rec,
+            count: 1,
+            first: now.clone(),
+            last: now,
+            created: false,
+            in_flight: false,
+            dirty: false,
+        };
+        let w = self.next_write(&slot);
+        self.spawn(writes, key.clone(), &mut slot, w);
+        cache.insert(key, slot);
+    }
+
+    fn next_write(&self, slot: &Slot) -> Write {
+        if slot.created {
+            Write::Patch(
+                json!({"count": slot.count, "lastTimestamp": slot.last})
+                    .to_string()
+                    .into_bytes(),
+            )
+        } else {
+            let r = &slot.record;
+            Write::Create(json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": slot.name, "namespace": slot.namespace},
+                "involvedObject": r.involved,
+                "reason": r.reason, "message": r.message, "type": r.event_type.as_str(),
+                "source": {"component": self.component},
+                "reportingComponent": self.component, "reportingInstance": "",
+                "count": slot.count, "firstTimestamp": slot.first, "lastTimestamp": slot.last,
+            }))
+        }
+    }
+
+    fn spawn(
+        &self,
+        writes: &mut JoinSet<(Key, Result<(), ApiError>)>,
+        key: Key,
+        slot: &mut Slot,
+        w: Write,
+    ) {
+        slot.in_flight = true;
+        slot.dirty = false;
+        let (api, ns, name) = (self.api.clone(), slot.namespace.clone(), slot.name.clone());
+        writes.spawn(async move {
+            let result = match w {
+                Write::Create(obj) => api
+                    .create(events(), Some(&ns), obj, &WriteOptions::default())
+                    .await
+                    .map(|_| ()),
+                Write::Patch(body) => api
+                    .patch(
+                        events(),
+                        Some(&ns),
+                        &name,
+                        PatchType::Merge,
+                        &body,
+                        None,
+                        &WriteOptions::default(),
+                    )
+                    .await
+                    .map(|_| ()),
+            };
+            (key, result)
+        });
+    }
+
+    fn finished(
+        &self,
+        cache: &mut HashMap<Key, Slot>,
+        writes: &mut JoinSet<(Key, Result<(), ApiError>)>,
+        key: Key,
+        result: Result<(), ApiError>,
+    ) {
+        let Some(slot) = cache.get_mut(&key) else {
+            return;
+        };
+        slot.in_flight = false;
+        match result {
+            Ok(()) => slot.created = true,
+            Err(e) if slot.created && e.code == 404 => {
+                // The Event expired or was deleted: start a new one carrying the count.
+                slot.created = false;
+                slot.name = event_name(slot.record.involved.name.as_deref().unwrap_or("object"));
+                slot.dirty = true;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, reason = %key.reason, "cannot write event");
+                if !slot.created {
+                    cache.remove(&key);
+                    return;
+                }
+            }
+        }
+        if slot.dirty {
+            let w = self.next_write(slot);
+            self.spawn(writes, key, slot, w);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::api::ApiConfig;
+    use crate::apiserver::api::ListParams;
+    use crate::store::{RedbStore, RedbStoreConfig};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn repeated_events_are_aggregated_into_one_with_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
+        let api = Api::new(Arc::new(store.clone()), ApiConfig::default());
+        crate::server::bootstrap(&api).await.unwrap();
+        let (rec, writer) = EventRecorder::new(api.clone(), "test-controller");
+        let token = CancellationToken::new();
+        let task = tokio::spawn(writer.run(token.clone()));
+        let pod = ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some("default".into()),
+            name: Some("web".into()),
+            uid: Some("u-1".into()),
+            api_version: Some("v1".into()),
+            ..Default::default()
+        };
+        for _ in 0..5 {
+            rec.warning(
+                pod.clone(),
+                "FailedScheduling",
+                "0/1 nodes are available: 1 Insufficient cpu.",
+            );
+        }
+        rec.normal(
+            pod.clone(),
+            "Scheduled",
+            "Successfully assigned default/web to n1",
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (items, _, _) = api
+                .list(events(), Some("default"), &ListParams::default())
+                .await
+                .unwrap();
+            let failed: Vec<_> = items
+                .iter()
+                .filter(|e| e["reason"] == "FailedScheduling")
+                .collect();
+            if items.len() == 2 && failed.len() == 1 && failed[0]["count"] == 5 {
+                let e = failed[0];
+                assert_eq!(e["type"], "Warning");
+                assert_eq!(e["source"]["component"], "test-controller");
+                assert_eq!(e["reportingComponent"], "test-controller");
+                assert_eq!(e["involvedObject"]["uid"], "u-1");
+                assert!(e["metadata"]["name"].as_str().unwrap().starts_with("web."));
+                assert!(e["firstTimestamp"].is_string() && e["lastTimestamp"].is_string());
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "events not aggregated: {items:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(rec);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        store.close();
+    }
+}

@@ -1,0 +1,95 @@
+//! The scheduler's effects: write a decision back through the API, exactly as kube-scheduler
+//! does over HTTP.
+//!
+//! - a fit: a `Binding` through `pods/binding` (which sets `spec.nodeName` and
+//!   `PodScheduled=True`), then a `Normal` `Scheduled` event;
+//! - no fit: `PodScheduled=False` with reason `Unschedulable` and the message (a strategic merge
+//!   patch of the status, skipped when the condition already says exactly that), then a
+//!   `Warning` `FailedScheduling` event.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use serde_json::json;
+
+use super::pod::PodInfo;
+use crate::apiserver::api::{Api, WriteOptions};
+use crate::apiserver::error::ApiResult;
+use crate::apiserver::patch::PatchType;
+use crate::apiserver::resources::{self, Subresource};
+use crate::events::EventRecorder;
+
+/// The `PodScheduled=False` reason for a pod no node fits.
+pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
+
+/// The reference Events use for a pod.
+pub fn pod_reference(pod: &PodInfo) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(pod.namespace.clone()),
+        name: Some(pod.name.clone()),
+        uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
+        resource_version: Some(pod.resource_version.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Binds `pod` to `node` and records the `Scheduled` event.
+pub async fn bind(api: &Api, events: &EventRecorder, pod: &PodInfo, node: &str) -> ApiResult<()> {
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    });
+    api.bind(&pod.namespace, &pod.name, &binding).await?;
+    events.normal(
+        pod_reference(pod),
+        "Scheduled",
+        format!(
+            "Successfully assigned {}/{} to {node}",
+            pod.namespace, pod.name
+        ),
+    );
+    Ok(())
+}
+
+/// Records that no node fits `pod`: the `PodScheduled=False` condition and the
+/// `FailedScheduling` event.
+pub async fn report_unschedulable(
+    api: &Api,
+    events: &EventRecorder,
+    pod: &PodInfo,
+    message: &str,
+) -> ApiResult<()> {
+    events.warning(pod_reference(pod), "FailedScheduling", message);
+    let current = pod.scheduled_condition.as_ref();
+    if current.is_some_and(|(s, r, m)| s == "False" && r == REASON_UNSCHEDULABLE && m == message) {
+        return Ok(());
+    }
+    let mut condition = json!({
+        "type": "PodScheduled", "status": "False", "reason": REASON_UNSCHEDULABLE, "message": message,
+        "lastProbeTime": null,
+    });
+    // The transition time only moves when the status does.
+    if current.is_none_or(|(s, _, _)| s != "False") {
+        condition["lastTransitionTime"] = json!(crate::apiserver::objects::now_rfc3339());
+    }
+    let patch = json!({"status": {"conditions": [condition]}}).to_string();
+    let pods = resources::find("", "v1", "pods").expect("pods served");
+    match api
+        .patch(
+            pods,
+            Some(&pod.namespace),
+            &pod.name,
+            PatchType::StrategicMerge,
+            patch.as_bytes(),
+            Some(Subresource::Status),
+            &WriteOptions::default(),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: nothing to report on.
+        Err(e) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

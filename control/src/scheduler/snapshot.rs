@@ -1,0 +1,294 @@
+//! The scheduler's cache of the cluster (an informer cache): every node with the requests of
+//! the pods bound to it, the pods counted, and the RuntimeClasses.
+//!
+//! It is fed by the watches of nodes, pods and RuntimeClasses, and by the scheduler itself:
+//! when it picks a node for a pod it *assumes* the pod there at once (as kube-scheduler's
+//! cache does), so the next decision already sees the reservation while the binding is still
+//! being written. When the watch later shows the pod bound, the assumption is confirmed; when
+//! the binding fails, it is forgotten.
+//!
+//! Node entries are never removed, only marked absent (their `node` is `None`), so indexes
+//! stay stable: a deleted node's name is rarely reused and an entry is small.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::Node;
+
+use super::node::{NodeInfo, NodeSpecInfo};
+use super::pod::{PodInfo, PodKey};
+use super::resources::Resources;
+
+/// Where a counted pod is and what it takes there.
+#[derive(Debug, Clone, PartialEq)]
+struct Placement {
+    node: usize,
+    requests: Resources,
+    non_zero: Resources,
+    owner: Option<String>,
+    /// Placed by this scheduler and not yet seen bound through the watch.
+    assumed: bool,
+}
+
+/// What a node change means for pods waiting to be scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeChange {
+    /// Nothing scheduling reads changed (a heartbeat).
+    None,
+    /// The node appeared or changed in a way that may let waiting pods fit.
+    Changed,
+}
+
+/// The cache. Owned by the scheduling loop; no locking.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    nodes: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
+    present: usize,
+    pods: HashMap<PodKey, Placement>,
+    runtime_classes: HashMap<String, String>,
+}
+
+impl Snapshot {
+    /// An empty snapshot.
+    pub fn new() -> Snapshot {
+        Snapshot::default()
+    }
+
+    /// All node entries (including absent ones: check [`NodeInfo::node`]).
+    pub fn nodes(&self) -> &[NodeInfo] {
+        &self.nodes
+    }
+
+    /// The number of nodes that exist.
+    pub fn node_count(&self) -> usize {
+        self.present
+    }
+
+    /// The entry index of a node name.
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    fn entry(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        self.nodes.push(NodeInfo::new(name));
+        self.index.insert(name.to_string(), self.nodes.len() - 1);
+        self.nodes.len() - 1
+    }
+
+    /// Adds or updates a node.
+    pub fn apply_node(&mut self, node: &Node) -> NodeChange {
+        let Some(name) = node.metadata.name.as_deref() else {
+            return NodeChange::None;
+        };
+        let info = NodeSpecInfo::from_node(node);
+        let i = self.entry(name);
+        let slot = &mut self.nodes[i].node;
+        if slot.as_ref() == Some(&info) {
+            return NodeChange::None;
+        }
+        if slot.is_none() {
+            self.present += 1;
+        }
+        *slot = Some(info);
+        NodeChange::Changed
+    }
+
+    /// Marks a node deleted (pods bound to it keep counting until they go).
+    pub fn delete_node(&mut self, name: &str) {
+        if let Some(&i) = self.index.get(name)
+            && self.nodes[i].node.take().is_some()
+        {
+            self.present -= 1;
+        }
+    }
+
+    /// The node names present, for resynchronising after a re-list.
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.node.is_some())
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// Records a pod as seen by the watch: counts it on its node if bound and running,
+    /// confirms an assumption, or uncounts it when it finished. An unbound version of an
+    /// assumed pod (an older event) leaves the assumption alone.
+    pub fn apply_pod(&mut self, pod: &PodInfo) {
+        let key = pod.key();
+        if !pod.holds_resources() {
+            if pod.node_name.is_some() || !self.pods.get(&key).is_some_and(|p| p.assumed) {
+                self.remove(&key);
+            }
+            return;
+        }
+        let node_name = pod.node_name.as_deref().unwrap_or_default();
+        let i = self.entry(node_name);
+        let want = Placement {
+            node: i,
+            requests: pod.requests,
+            non_zero: pod.non_zero_requests,
+            owner: pod.owner.clone(),
+            assumed: false,
+        };
+        match self.pods.get_mut(&key) {
+            Some(p)
+                if Placement {
+                    assumed: false,
+                    ..p.clone()
+                } == want =>
+            {
+                p.assumed = false
+            }
+            _ => {
+                self.remove(&key);
+                self.insert(key, want);
+            }
+        }
+    }
+
+    /// Uncounts a deleted pod.
+    pub fn delete_pod(&mut self, key: &str) {
+        self.remove(key);
+    }
+
+    /// The keys of the pods counted, for resynchronising after a re-list.
+    pub fn pod_keys(&self) -> Vec<PodKey> {
+        self.pods.keys().cloned().collect()
+    }
+
+    /// Whether a pod is counted on a node (bound, or assumed by this scheduler).
+    pub fn is_placed(&self, key: &str) -> bool {
+        self.pods.contains_key(key)
+    }
+
+    /// Counts a pod on node `node` before its binding is written.
+    pub fn assume(&mut self, pod: &PodInfo, node: usize) {
+        let key = pod.key();
+        self.remove(&key);
+        self.insert(
+            key,
+            Placement {
+                node,
+                requests: pod.requests,
+                non_zero: pod.non_zero_requests,
+                owner: pod.owner.clone(),
+                assumed: true,
+            },
+        );
+    }
+
+    /// Drops an assumption whose binding failed; a placement the watch confirmed stays.
+    pub fn forget(&mut self, key: &str) {
+        if self.pods.get(key).is_some_and(|p| p.assumed) {
+            self.remove(key);
+        }
+    }
+
+    /// Adds or updates a RuntimeClass.
+    pub fn apply_runtime_class(&mut self, name: &str, handler: &str) {
+        self.runtime_classes
+            .insert(name.to_string(), handler.to_string());
+    }
+
+    /// Removes a RuntimeClass.
+    pub fn delete_runtime_class(&mut self, name: &str) {
+        self.runtime_classes.remove(name);
+    }
+
+    /// The names of the RuntimeClasses known, for resynchronising after a re-list.
+    pub fn runtime_class_names(&self) -> Vec<String> {
+        self.runtime_classes.keys().cloned().collect()
+    }
+
+    /// The handler of a RuntimeClass.
+    pub fn runtime_handler(&self, runtime_class: &str) -> Option<&str> {
+        self.runtime_classes.get(runtime_class).map(String::as_str)
+    }
+
+    fn insert(&mut self, key: PodKey, p: Placement) {
+        self.nodes[p.node].add_pod(p.requests, p.non_zero, p.owner.as_deref());
+        self.pods.insert(key, p);
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(p) = self.pods.remove(key) {
+            self.nodes[p.node].remove_pod(p.requests, p.non_zero, p.owner.as_deref());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name}, "status": {
+            "allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"},
+            "conditions": [{"type": "Ready", "status": "True"}]}}))
+        .unwrap()
+    }
+
+    fn pod(name: &str, node: Option<&str>, phase: &str) -> PodInfo {
+        PodInfo::from_value(&json!({
+            "metadata": {"name": name, "namespace": "d"},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"requests": {"cpu": "100m"}}}]},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn bound_pods_count_against_their_node_until_they_finish() {
+        let mut s = Snapshot::new();
+        assert_eq!(s.apply_node(&node("n1")), NodeChange::Changed);
+        assert_eq!(s.apply_node(&node("n1")), NodeChange::None);
+        s.apply_pod(&pod("a", Some("n1"), "Running"));
+        s.apply_pod(&pod("b", Some("n1"), "Running"));
+        s.apply_pod(&pod("a", Some("n1"), "Running"));
+        assert_eq!(s.nodes()[0].requested.milli_cpu, 200);
+        assert_eq!(s.nodes()[0].requested.pods, 2);
+        s.apply_pod(&pod("b", Some("n1"), "Succeeded"));
+        s.delete_pod("d/a");
+        assert_eq!(s.nodes()[0].requested, Resources::default());
+    }
+
+    #[test]
+    fn an_assumption_holds_until_confirmed_or_forgotten() {
+        let mut s = Snapshot::new();
+        s.apply_node(&node("n1"));
+        s.apply_node(&node("n2"));
+        let p = pod("a", None, "Pending");
+        s.assume(&p, 0);
+        // A stale unbound event does not undo the reservation.
+        s.apply_pod(&p);
+        assert_eq!(s.nodes()[0].requested.pods, 1);
+        // Forgetting drops it.
+        s.forget("d/a");
+        assert_eq!(s.nodes()[0].requested.pods, 0);
+        // Confirmed on another node than assumed: the watch wins, and forget is then a no-op.
+        s.assume(&p, 0);
+        s.apply_pod(&pod("a", Some("n2"), "Pending"));
+        s.forget("d/a");
+        assert_eq!(
+            (s.nodes()[0].requested.pods, s.nodes()[1].requested.pods),
+            (0, 1)
+        );
+    }
+
+    #[test]
+    fn pods_on_unknown_nodes_count_once_the_node_appears() {
+        let mut s = Snapshot::new();
+        s.apply_pod(&pod("a", Some("later"), "Running"));
+        assert_eq!(s.node_count(), 0);
+        s.apply_node(&node("later"));
+        assert_eq!(s.node_count(), 1);
+        assert_eq!(s.nodes()[s.node_index("later").unwrap()].requested.pods, 1);
+        s.delete_node("later");
+        assert_eq!(s.node_count(), 0);
+    }
+}

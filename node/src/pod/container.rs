@@ -1,0 +1,563 @@
+//! One container's lifecycle loop: pull, resolve, start, wait, decide, back off, again.
+//!
+//! Every step goes through the [`ContainerRecord`](super::state::ContainerRecord) state machine;
+//! the restart decision is the pod's `restartPolicy` and the delay is [`CrashLoop`]'s. A stop
+//! signal (pod deletion, agent shutdown) interrupts any step: a running container is stopped
+//! within the signal's grace period.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::{CrashLoop, Retries};
+use super::env;
+use super::prober;
+use super::quantity;
+use super::sources::{PodFields, Sources};
+use super::state::{ContainerRecord, Termination, Transition, WaitingReason};
+use super::volumes::{self, VolumeDirs};
+use super::{PodContext, PodState, SharedState};
+use crate::agent::events::{EventType, PodRef};
+use crate::image::{PullPolicy, PullSecrets};
+use crate::runtime::{
+    ContainerId, ContainerSpec, ExitStatus, ImageRequest, PreparedImage, Runtime, RuntimeError,
+};
+
+/// The port an HTTP pod serves on when its container declares none.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+
+/// Init or app container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Runs to completion before the app containers start.
+    Init,
+    /// An app container.
+    App,
+}
+
+/// How a container's loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It ended with code 0 and will not restart.
+    Succeeded,
+    /// It ended in failure and will not restart.
+    Failed,
+    /// A stop was signalled.
+    Stopped,
+}
+
+/// Asks every container of a pod to stop within `grace`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StopSignal {
+    /// Time to end by itself before being killed.
+    pub grace: Duration,
+}
+
+/// Waits for a stop signal; returns its grace (zero if the sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<Option<StopSignal>>) -> Duration {
+    match stop.wait_for(Option::is_some).await {
+        Ok(signal) => signal.map_or(Duration::ZERO, |s| s.grace),
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// Sleeps `delay` unless a stop comes first; returns whether it was stopped.
+pub async fn sleep_or_stop(delay: Duration, stop: watch::Receiver<Option<StopSignal>>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = stopped(stop) => true,
+    }
+}
+
+/// What one container loop needs.
+pub struct Params {
+    /// The node's shared context.
+    pub ctx: Arc<PodContext>,
+    /// The pod's state.
+    pub shared: Arc<SharedState>,
+    /// The pod.
+    pub pod: Pod,
+    /// Init or app container.
+    pub kind: Kind,
+    /// Its index in its list.
+    pub index: usize,
+    /// The runtime plugin.
+    pub runtime: Arc<dyn Runtime>,
+    /// The pod's volumes.
+    pub volumes: Arc<VolumeDirs>,
+    /// The pod's address.
+    pub ip: Ipv4Addr,
+    /// The stop signal.
+    pub stop: watch::Receiver<Option<StopSignal>>,
+}
+
+impl Params {
+    fn container(&self) -> Container {
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        match self.kind {
+            Kind::Init => spec.init_containers.unwrap_or_default()[self.index].clone(),
+            Kind::App => spec.containers[self.index].clone(),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ContainerRecord)) {
+        let (kind, index) = (self.kind, self.index);
+        self.shared.update(|s: &mut PodState| {
+            let list = match kind {
+                Kind::Init => &mut s.init,
+                Kind::App => &mut s.containers,
+            };
+            f(&mut list[index]);
+        });
+    }
+
+    fn apply(&self, transition: Transition) {
+        self.update(|r| {
+            if let Err(e) = r.apply(transition) {
+                tracing::warn!(error = %e, "container state machine refused a transition");
+            }
+        });
+    }
+}
+
+/// Runs the container until it ends for good (by the restart policy) or a stop is signalled.
+pub async fn run(p: Params) -> Outcome {
+    let container = p.container();
+    let name = container.name.clone();
+    let pref = PodRef {
+        namespace: p
+            .pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: p.pod.metadata.name.clone().unwrap_or_default(),
+        uid: p.pod.metadata.uid.clone().unwrap_or_default(),
+    };
+    let policy = p.shared.snapshot().policy;
+    let image = container.image.clone().unwrap_or_default();
+    let pull_policy = container
+        .image_pull_policy
+        .as_deref()
+        .and_then(PullPolicy::parse)
+        .unwrap_or_else(|| PullPolicy::default_for(&image));
+    let events = &p.ctx.events;
+    let event = |t: EventType, reason: &str, message: String| {
+        events.record(&pref, Some(&name), t, reason, message)
+    };
+    let mut crash = CrashLoop::default();
+    let mut retries = Retries::default();
+    let mut prepared: Option<PreparedImage> = None;
+    let mut run_number = {
+        let s = p.shared.snapshot();
+        let list = if p.kind == Kind::Init {
+            &s.init
+        } else {
+            &s.containers
+        };
+        list[p.index].restart_count as u32
+    };
+    let stop = || p.stop.clone();
+    loop {
+        if p.stop.borrow().is_some() {
+            return Outcome::Stopped;
+        }
+        p.apply(Transition::Creating);
+
+        // The image.
+        if prepared.is_none() || pull_policy == PullPolicy::Always {
+            let request = ImageRequest {
+                reference: image.clone(),
+                policy: pull_policy,
+                secrets: pull_secrets(&p.ctx.client, &p.pod).await,
+            };
+            if prepared.is_none() {
+                event(
+                    EventType::Normal,
+                    "Pulling",
+                    format!("Pulling image \"{image}\""),
+                );
+            }
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = p.runtime.prepare(&request) => r,
+                _ = stopped(stop()) => return Outcome::Stopped,
+            };
+            match result {
+                Ok(image_ready) => {
+                    if prepared.is_none() {
+                        let message = if image_ready.fetched {
+                            format!(
+                                "Successfully pulled image \"{image}\" in {}ms",
+                                started.elapsed().as_millis()
+                            )
+                        } else {
+                            format!("Container image \"{image}\" already present on machine")
+                        };
+                        event(EventType::Normal, "Pulled", message);
+                    }
+                    let (shown, id) = (image_ready.image.clone(), image_ready.image_id.clone());
+                    p.update(|r| {
+                        r.image = shown;
+                        r.image_id = id;
+                    });
+                    prepared = Some(image_ready);
+                }
+                Err(e) => {
+                    let (reason, message) = match &e {
+                        RuntimeError::ImagePull(m) => {
+                            event(
+                                EventType::Warning,
+                                "Failed",
+                                format!("Failed to pull image \"{image}\": {m}"),
+                            );
+                            (WaitingReason::ErrImagePull, m.clone())
+                        }
+                        other => (WaitingReason::CreateContainerError, other.to_string()),
+                    };
+                    event(
+                        EventType::Warning,
+                        "Failed",
+                        format!("Error: {}", reason.as_str()),
+                    );
+                    if fail_and_back_off(&p, &mut retries, reason, message, &image).await {
+                        return Outcome::Stopped;
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(image_ready) = prepared.clone() else {
+            continue;
+        };
+
+        // The configuration.
+        let config = tokio::select! {
+            c = resolve(&p, &container) => c,
+            _ = stopped(stop()) => return Outcome::Stopped,
+        };
+        let (env, args, mounts) = match config {
+            Ok(c) => c,
+            Err(message) => {
+                event(EventType::Warning, "Failed", format!("Error: {message}"));
+                let reason = WaitingReason::CreateContainerConfigError;
+                if fail_and_back_off(&p, &mut retries, reason, message, &image).await {
+                    return Outcome::Stopped;
+                }
+                continue;
+            }
+        };
+
+        // Start.
+        let id = ContainerId::new(&pref.uid, &name, run_number);
+        run_number += 1;
+        let log = match p.ctx.logs.open(
+            &pref.namespace,
+            &pref.name,
+            &pref.uid,
+            &name,
+            run_number - 1,
+        ) {
+            Ok(log) => log,
+            Err(e) => {
+                let message = format!("cannot open the container log: {e}");
+                let reason = WaitingReason::CreateContainerError;
+                if fail_and_back_off(&p, &mut retries, reason, message, &image).await {
+                    return Outcome::Stopped;
+                }
+                continue;
+            }
+        };
+        let limits = container
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.clone())
+            .unwrap_or_default();
+        let port = container
+            .ports
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .unwrap_or(DEFAULT_HTTP_PORT);
+        let spec = ContainerSpec {
+            id: id.clone(),
+            image: image_ready.clone(),
+            args,
+            env,
+            mounts,
+            memory_limit: limits
+                .get("memory")
+                .and_then(|q| quantity::memory_bytes(&q.0)),
+            cpu_millis: limits.get("cpu").and_then(|q| quantity::cpu_millis(&q.0)),
+            listen: Some(SocketAddr::new(IpAddr::V4(p.ip), port)),
+            output: log.clone(),
+        };
+        if let Err(e) = p.runtime.start(spec).await {
+            log.finish();
+            event(EventType::Warning, "Failed", format!("Error: {e}"));
+            let reason = WaitingReason::CreateContainerError;
+            if fail_and_back_off(&p, &mut retries, reason, e.to_string(), &image).await {
+                return Outcome::Stopped;
+            }
+            continue;
+        }
+        retries.reset();
+        event(
+            EventType::Normal,
+            "Created",
+            format!("Created container {name}"),
+        );
+        event(
+            EventType::Normal,
+            "Started",
+            format!("Started container {name}"),
+        );
+        let started_at = Timestamp::now();
+        let started = Instant::now();
+        let is_app = p.kind == Kind::App;
+        let has_startup = is_app && container.startup_probe.is_some();
+        let has_readiness = is_app && container.readiness_probe.is_some();
+        p.update(|r| {
+            let _ = r.apply(Transition::Started { at: started_at });
+            r.container_id = Some(format!("wasmtime://{id}"));
+            r.started = !has_startup;
+            r.ready = is_app && !has_readiness && !has_startup;
+        });
+
+        // Probes.
+        let probes_stop = CancellationToken::new();
+        let unhealthy = Arc::new(Notify::new());
+        let probes = is_app.then(|| {
+            tokio::spawn(prober::run(prober::Params {
+                ctx: p.ctx.clone(),
+                shared: p.shared.clone(),
+                pod: pref.clone(),
+                container: container.clone(),
+                index: p.index,
+                ip: p.ip,
+                unhealthy: unhealthy.clone(),
+                stop: probes_stop.clone(),
+            }))
+        });
+
+        // Wait for it to end, a stop, or a failed liveness probe.
+        let grace = termination_grace(&p.pod);
+        let (result, stopped_by_signal) = tokio::select! {
+            r = p.runtime.wait(&id) => (r, false),
+            grace = stopped(stop()) => {
+                event(EventType::Normal, "Killing", format!("Stopping container {name}"));
+                (p.runtime.stop(&id, grace).await, true)
+            }
+            _ = unhealthy.notified() => {
+                event(EventType::Normal, "Killing",
+                    format!("Container {name} failed liveness probe, will be restarted"));
+                (p.runtime.stop(&id, grace).await, false)
+            }
+        };
+        probes_stop.cancel();
+        if let Some(handle) = probes {
+            let _ = handle.await;
+        }
+        log.finish();
+        p.runtime.remove(&id);
+        let exit = result.unwrap_or_else(|e| ExitStatus {
+            code: 128,
+            reason: "Error".into(),
+            message: e.to_string(),
+        });
+        let code = exit.code;
+        p.apply(Transition::Exited(Termination {
+            exit_code: exit.code,
+            reason: exit.reason,
+            message: exit.message,
+            started_at,
+            finished_at: Timestamp::now(),
+        }));
+        if stopped_by_signal {
+            return Outcome::Stopped;
+        }
+        let restart = match p.kind {
+            Kind::Init => code != 0 && policy.retries_init(code),
+            Kind::App => policy.restarts(code),
+        };
+        if !restart {
+            return if code == 0 {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            };
+        }
+        if p.kind == Kind::Init && code == 0 {
+            return Outcome::Succeeded;
+        }
+        let delay = crash.next_delay(&p.ctx.backoff, started.elapsed());
+        if !delay.is_zero() {
+            let message = format!(
+                "back-off {} restarting failed container={name} pod={}_{}({})",
+                human(delay),
+                pref.name,
+                pref.namespace,
+                pref.uid
+            );
+            p.apply(Transition::BackOff { message });
+            event(
+                EventType::Warning,
+                "BackOff",
+                format!(
+                    "Back-off restarting failed container {name} in pod {}_{}({})",
+                    pref.name, pref.namespace, pref.uid
+                ),
+            );
+            if sleep_or_stop(delay, stop()).await {
+                return Outcome::Stopped;
+            }
+        }
+    }
+}
+
+/// Reports a failed step, then waits out its backoff (an image pull failure shows
+/// `ErrImagePull` for the first half and `ImagePullBackOff` for the rest). Returns whether a
+/// stop came meanwhile.
+async fn fail_and_back_off(
+    p: &Params,
+    retries: &mut Retries,
+    reason: WaitingReason,
+    message: String,
+    image: &str,
+) -> bool {
+    p.apply(Transition::Failed { reason, message });
+    let delay = retries.next_delay(&p.ctx.backoff);
+    let half = delay / 2;
+    if sleep_or_stop(half, p.stop.clone()).await {
+        return true;
+    }
+    p.apply(Transition::BackOff {
+        message: format!("Back-off pulling image \"{image}\""),
+    });
+    if reason == WaitingReason::ErrImagePull {
+        let pref = PodRef {
+            namespace: p.pod.metadata.namespace.clone().unwrap_or_default(),
+            name: p.pod.metadata.name.clone().unwrap_or_default(),
+            uid: p.pod.metadata.uid.clone().unwrap_or_default(),
+        };
+        let name = p.container().name;
+        p.ctx.events.record(
+            &pref,
+            Some(&name),
+            EventType::Normal,
+            "BackOff",
+            format!("Back-off pulling image \"{image}\""),
+        );
+    }
+    sleep_or_stop(delay - half, p.stop.clone()).await
+}
+
+/// The container's environment, argv and mounts.
+async fn resolve(
+    p: &Params,
+    container: &Container,
+) -> Result<
+    (
+        Vec<(String, String)>,
+        Vec<String>,
+        Vec<crate::runtime::Mount>,
+    ),
+    String,
+> {
+    let sources = Sources::fetch(&p.ctx.client, &p.pod)
+        .await
+        .map_err(|e| e.0)?;
+    let ip = p.ip.to_string();
+    let fields = PodFields {
+        pod: &p.pod,
+        pod_ip: &ip,
+        host_ip: &p.ctx.host_ip,
+        node_name: &p.ctx.node_name,
+    };
+    let env = env::resolve_env(container, &sources, &fields).map_err(|e| e.0)?;
+    let args = env::argv(container, &env);
+    let mounts = volumes::mounts(container, &p.volumes).map_err(|e| e.0)?;
+    Ok((env, args, mounts))
+}
+
+/// Credentials from the pod's `imagePullSecrets` (unreadable ones are skipped).
+async fn pull_secrets(client: &kube::Client, pod: &Pod) -> PullSecrets {
+    let mut secrets = PullSecrets::default();
+    let names = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.clone())
+        .unwrap_or_default();
+    if names.is_empty() {
+        return secrets;
+    }
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for r in names {
+        if let Ok(Some(secret)) = api.get_opt(&r.name).await
+            && let Some(data) = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(".dockerconfigjson"))
+            && let Err(e) = secrets.add_docker_config_json(&data.0)
+        {
+            tracing::debug!(secret = %r.name, error = %e, "skipping an unusable image pull secret");
+        }
+    }
+    secrets
+}
+
+/// The pod's `terminationGracePeriodSeconds` (default 30 s).
+fn termination_grace(pod: &Pod) -> Duration {
+    let secs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+        .max(0);
+    Duration::from_secs(secs as u64)
+}
+
+/// `10s`, `2m40s`, `300ms` as Go prints durations (near enough for messages).
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if !ms.is_multiple_of(1000) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if d.as_secs() >= 60 {
+        let (m, s) = (d.as_secs() / 60, d.as_secs() % 60);
+        format!("{m}m{s}s")
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_like_go() {
+        let table = [
+            (300, "300ms"),
+            (10_000, "10s"),
+            (160_000, "2m40s"),
+            (1_500, "1.5s"),
+        ];
+        for (ms, want) in table {
+            assert_eq!(human(Duration::from_millis(ms)), want);
+        }
+    }
+}

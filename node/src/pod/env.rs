@@ -1,0 +1,288 @@
+//! A container's environment and argv, resolved the Kubernetes way: `envFrom` first, then `env`
+//! (later entries win), values from ConfigMaps, Secrets and pod fields, and `$(VAR)` references
+//! expanded in values, `command` and `args` (`$$` escapes a `$`).
+
+use k8s_openapi::api::core::v1::Container;
+
+use super::sources::{ConfigError, PodFields, Sources};
+
+/// Resolves `container`'s environment, in order, without duplicates.
+pub fn resolve_env(
+    container: &Container,
+    sources: &Sources,
+    fields: &PodFields<'_>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, name: String, value: String| match env
+        .iter_mut()
+        .find(|(n, _)| *n == name)
+    {
+        Some(slot) => slot.1 = value,
+        None => env.push((name, value)),
+    };
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let (data, optional, what, name) = if let Some(r) = &from.config_map_ref {
+            (
+                sources.config_maps.get(&r.name),
+                r.optional,
+                "configmap",
+                &r.name,
+            )
+        } else if let Some(r) = &from.secret_ref {
+            (sources.secrets.get(&r.name), r.optional, "secret", &r.name)
+        } else {
+            continue;
+        };
+        match data {
+            Some(data) => {
+                for (k, v) in data {
+                    let name = format!("{prefix}{k}");
+                    if is_env_name(&name) {
+                        set(&mut env, name, String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+            }
+            None if optional == Some(true) => {}
+            None => return Err(ConfigError(format!("{what} \"{name}\" not found"))),
+        }
+    }
+    for var in container.env.iter().flatten() {
+        let value = match &var.value_from {
+            None => Some(expand(var.value.as_deref().unwrap_or(""), &env)),
+            Some(from) => {
+                if let Some(r) = &from.config_map_key_ref {
+                    optional_value(sources.config_map_key(&r.name, &r.key), r.optional)?
+                } else if let Some(r) = &from.secret_key_ref {
+                    optional_value(sources.secret_key(&r.name, &r.key), r.optional)?
+                } else if let Some(r) = &from.field_ref {
+                    Some(fields.get(&r.field_path)?)
+                } else if let Some(r) = &from.resource_field_ref {
+                    return Err(ConfigError(format!(
+                        "env {}: resourceFieldRef {:?} is not supported on this node",
+                        var.name, r.resource
+                    )));
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(value) = value {
+            set(&mut env, var.name.clone(), value);
+        }
+    }
+    Ok(env)
+}
+
+fn optional_value(
+    found: Result<Option<&[u8]>, ConfigError>,
+    optional: Option<bool>,
+) -> Result<Option<String>, ConfigError> {
+    match found {
+        Ok(v) => Ok(v.map(|b| String::from_utf8_lossy(b).into_owned())),
+        Err(_) if optional == Some(true) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The container's argv: the image's program name, then `command` and `args`, expanded.
+///
+/// A Wasm image has no entrypoint beyond its own `_start`, so `command[0]` (when given) is the
+/// program name the guest sees as `argv[0]`.
+pub fn argv(container: &Container, env: &[(String, String)]) -> Vec<String> {
+    let command = container.command.clone().unwrap_or_default();
+    let args = container.args.clone().unwrap_or_default();
+    let mut argv: Vec<String> = Vec::new();
+    if command.is_empty() {
+        argv.push(format!("{}.wasm", container.name));
+    }
+    argv.extend(command.iter().chain(args.iter()).map(|a| expand(a, env)));
+    argv
+}
+
+/// Expands `$(NAME)` with earlier variables; unknown references stay as written, `$$` is `$`.
+pub fn expand(text: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+        {
+            let name = &inner[..end];
+            match env.iter().rev().find(|(n, _)| n == name) {
+                Some((_, v)) => out.push_str(v),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::json;
+
+    fn pod() -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "x"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c"}]}
+        }))
+        .unwrap()
+    }
+
+    fn sources() -> Sources {
+        let mut s = Sources {
+            namespace: "ns".into(),
+            ..Sources::default()
+        };
+        s.config_maps.insert(
+            "cm".into(),
+            [
+                ("greeting".to_string(), b"hello".to_vec()),
+                ("bad key".to_string(), b"x".to_vec()),
+            ]
+            .into(),
+        );
+        s.secrets.insert(
+            "sec".into(),
+            [("token".to_string(), b"s3cr3t".to_vec())].into(),
+        );
+        s
+    }
+
+    fn container(spec: serde_json::Value) -> Container {
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn resolve(c: &Container) -> Result<Vec<(String, String)>, ConfigError> {
+        let pod = pod();
+        let fields = PodFields {
+            pod: &pod,
+            pod_ip: "127.1.0.7",
+            host_ip: "127.0.0.1",
+            node_name: "n1",
+        };
+        resolve_env(c, &sources(), &fields)
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_comes_from_values_config_maps_secrets_and_fields() {
+        let c = container(json!({"name": "c", "env": [
+            {"name": "A", "value": "1"},
+            {"name": "G", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "greeting"}}},
+            {"name": "T", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "token"}}},
+            {"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "URL", "value": "http://$(IP):80/$(MISSING)/$$(IP)"},
+        ]}));
+        let want = pairs(&[
+            ("A", "1"),
+            ("G", "hello"),
+            ("T", "s3cr3t"),
+            ("N", "p"),
+            ("NS", "ns"),
+            ("UID", "u-1"),
+            ("IP", "127.1.0.7"),
+            ("NODE", "n1"),
+            ("APP", "x"),
+            ("URL", "http://127.1.0.7:80/$(MISSING)/$(IP)"),
+        ]);
+        assert_eq!(resolve(&c).unwrap(), want);
+    }
+
+    #[test]
+    fn env_from_comes_first_with_prefixes_and_env_overrides_it() {
+        let c = container(json!({"name": "c",
+            "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}, {"secretRef": {"name": "sec"}}],
+            "env": [{"name": "token", "value": "override"}]}));
+        assert_eq!(
+            resolve(&c).unwrap(),
+            pairs(&[("CM_greeting", "hello"), ("token", "override")]),
+            "a key that is no valid variable name is skipped"
+        );
+    }
+
+    #[test]
+    fn missing_objects_and_keys_are_errors_unless_optional() {
+        let table = [
+            (
+                json!({"configMapKeyRef": {"name": "cm", "key": "nope"}}),
+                Some("couldn't find key nope in ConfigMap ns/cm"),
+            ),
+            (
+                json!({"configMapKeyRef": {"name": "gone", "key": "k"}}),
+                Some("configmap \"gone\" not found"),
+            ),
+            (
+                json!({"secretKeyRef": {"name": "sec", "key": "nope"}}),
+                Some("couldn't find key nope in Secret ns/sec"),
+            ),
+            (
+                json!({"secretKeyRef": {"name": "gone", "key": "k"}}),
+                Some("secret \"gone\" not found"),
+            ),
+            (
+                json!({"configMapKeyRef": {"name": "gone", "key": "k", "optional": true}}),
+                None,
+            ),
+            (
+                json!({"fieldRef": {"fieldPath": "spec.bogus"}}),
+                Some("unsupported fieldRef fieldPath \"spec.bogus\""),
+            ),
+        ];
+        for (from, want) in table {
+            let c = container(json!({"name": "c", "env": [{"name": "X", "valueFrom": from}]}));
+            match (resolve(&c), want) {
+                (Err(e), Some(msg)) => assert_eq!(e.0, msg),
+                (Ok(env), None) => assert!(env.is_empty()),
+                (got, want) => panic!("{from}: got {got:?}, want {want:?}"),
+            }
+        }
+        let c = container(json!({"name": "c", "envFrom": [{"configMapRef": {"name": "gone"}}]}));
+        assert_eq!(resolve(&c).unwrap_err().0, "configmap \"gone\" not found");
+    }
+
+    #[test]
+    fn argv_is_command_then_args_expanded() {
+        let env = pairs(&[("WHO", "world")]);
+        let c = container(json!({"name": "c", "args": ["hi", "$(WHO)"]}));
+        assert_eq!(argv(&c, &env), ["c.wasm", "hi", "world"]);
+        let c = container(json!({"name": "c", "command": ["prog", "-v"], "args": ["x"]}));
+        assert_eq!(argv(&c, &env), ["prog", "-v", "x"]);
+    }
+}

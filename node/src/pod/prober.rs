@@ -1,0 +1,135 @@
+//! Runs one container run's probes: the startup probe until it passes, then readiness (which
+//! drives the container's `ready`) and liveness (whose failure restarts the container) on their
+//! periods, until the container ends.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Container, Probe as ProbeSpec};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::probe::{Probe, Tracker};
+use super::state::ContainerRecord;
+use super::{PodContext, SharedState};
+use crate::agent::events::{EventType, PodRef};
+
+/// What the prober needs.
+pub struct Params {
+    /// The node's shared context.
+    pub ctx: Arc<PodContext>,
+    /// The pod's state.
+    pub shared: Arc<SharedState>,
+    /// The pod.
+    pub pod: PodRef,
+    /// The app container.
+    pub container: Container,
+    /// Its index among the app containers.
+    pub index: usize,
+    /// The pod's address.
+    pub ip: Ipv4Addr,
+    /// Notified when the container must be restarted (liveness or startup failure).
+    pub unhealthy: Arc<Notify>,
+    /// Cancelled when the container run ends.
+    pub stop: CancellationToken,
+}
+
+/// Runs the probes until `stop`.
+pub async fn run(p: Params) {
+    let stop = p.stop.clone();
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = probe_all(&p) => {}
+    }
+}
+
+async fn probe_all(p: &Params) {
+    let build = |kind: &str, spec: &Option<ProbeSpec>| -> Option<Probe> {
+        let spec = spec.as_ref()?;
+        match Probe::from_spec(spec, &p.container, IpAddr::V4(p.ip)) {
+            Ok(probe) => Some(probe),
+            Err(e) => {
+                p.ctx.events.record(
+                    &p.pod,
+                    Some(&p.container.name),
+                    EventType::Warning,
+                    "Unhealthy",
+                    format!("{kind} probe errored: {e}"),
+                );
+                None
+            }
+        }
+    };
+    let startup = build("Startup", &p.container.startup_probe);
+    let readiness = build("Readiness", &p.container.readiness_probe);
+    let liveness = build("Liveness", &p.container.liveness_probe);
+    let set = |f: &dyn Fn(&mut ContainerRecord)| {
+        p.shared.update(|s| f(&mut s.containers[p.index]));
+    };
+    if let Some(probe) = startup {
+        if !watch(p, "Startup", &probe, |passing| passing).await {
+            p.unhealthy.notify_one();
+            return;
+        }
+        let no_readiness = readiness.is_none();
+        set(&|r: &mut ContainerRecord| {
+            r.started = true;
+            if no_readiness {
+                r.ready = true;
+            }
+        });
+    }
+    let readiness_loop = async {
+        if let Some(probe) = &readiness {
+            watch(p, "Readiness", probe, |passing| {
+                set(&|r: &mut ContainerRecord| r.ready = passing);
+                true
+            })
+            .await;
+        }
+        std::future::pending::<()>().await
+    };
+    let liveness_loop = async {
+        if let Some(probe) = &liveness {
+            watch(p, "Liveness", probe, |passing| passing).await;
+            p.unhealthy.notify_one();
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = readiness_loop => {}
+        _ = liveness_loop => {}
+    }
+}
+
+/// Checks `probe` on its period, reporting each failure as an `Unhealthy` event; calls
+/// `verdict` when the verdict changes and returns its answer when that is `false` (stop
+/// watching) — or, for a startup probe, the first verdict.
+async fn watch(p: &Params, kind: &str, probe: &Probe, verdict: impl Fn(bool) -> bool) -> bool {
+    tokio::time::sleep(probe.initial_delay).await;
+    let mut tracker = Tracker::default();
+    loop {
+        let result = probe.check().await;
+        if let Err(message) = &result {
+            p.ctx.events.record(
+                &p.pod,
+                Some(&p.container.name),
+                EventType::Warning,
+                "Unhealthy",
+                format!("{kind} probe failed: {message}"),
+            );
+        }
+        if let Some(passing) = tracker.observe(
+            result.is_ok(),
+            probe.success_threshold,
+            probe.failure_threshold,
+        ) {
+            let keep_going = verdict(passing);
+            if kind == "Startup" || !keep_going {
+                return passing;
+            }
+        }
+        tokio::time::sleep(probe.period).await;
+    }
+}

@@ -1,0 +1,225 @@
+//! The ConfigMaps and Secrets a pod refers to (from env, envFrom and volumes), fetched once per
+//! container start, and the fields of the pod the downward API exposes.
+//!
+//! Resolution against them is pure ([`super::env`], [`super::volumes`]); only [`Sources::fetch`]
+//! talks to the API server. A missing object or key is a [`ConfigError`], which the pod worker
+//! reports as `CreateContainerConfigError` and retries with backoff.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::Api;
+
+/// Why a container's configuration cannot be resolved; the message is shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The referenced ConfigMaps and Secrets that exist (absent ones are missing from the maps).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// ConfigMap name → key → value (`data` and `binaryData`).
+    pub config_maps: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Secret name → key → decoded value.
+    pub secrets: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    /// The namespace, for messages.
+    pub namespace: String,
+}
+
+impl Sources {
+    /// The ConfigMap's key, or why not.
+    pub fn config_map_key(&self, name: &str, key: &str) -> Result<Option<&[u8]>, ConfigError> {
+        let ns = &self.namespace;
+        let map = self
+            .config_maps
+            .get(name)
+            .ok_or_else(|| ConfigError(format!("configmap \"{name}\" not found")))?;
+        match map.get(key) {
+            Some(v) => Ok(Some(v)),
+            None => Err(ConfigError(format!(
+                "couldn't find key {key} in ConfigMap {ns}/{name}"
+            ))),
+        }
+    }
+
+    /// The Secret's key, or why not.
+    pub fn secret_key(&self, name: &str, key: &str) -> Result<Option<&[u8]>, ConfigError> {
+        let ns = &self.namespace;
+        let map = self
+            .secrets
+            .get(name)
+            .ok_or_else(|| ConfigError(format!("secret \"{name}\" not found")))?;
+        match map.get(key) {
+            Some(v) => Ok(Some(v)),
+            None => Err(ConfigError(format!(
+                "couldn't find key {key} in Secret {ns}/{name}"
+            ))),
+        }
+    }
+
+    /// Reads every ConfigMap and Secret `pod` refers to; absent ones are left out.
+    pub async fn fetch(client: &kube::Client, pod: &Pod) -> Result<Sources, ConfigError> {
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let (cms, secrets) = referenced(pod);
+        let mut sources = Sources {
+            namespace: ns.clone(),
+            ..Sources::default()
+        };
+        let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        for name in cms {
+            let found = cm_api
+                .get_opt(&name)
+                .await
+                .map_err(|e| ConfigError(format!("cannot read configmap \"{name}\": {e}")))?;
+            if let Some(cm) = found {
+                let mut data: BTreeMap<String, Vec<u8>> = cm
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                for (k, v) in cm.binary_data.unwrap_or_default() {
+                    data.insert(k, v.0);
+                }
+                sources.config_maps.insert(name, data);
+            }
+        }
+        let secret_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        for name in secrets {
+            let found = secret_api
+                .get_opt(&name)
+                .await
+                .map_err(|e| ConfigError(format!("cannot read secret \"{name}\": {e}")))?;
+            if let Some(secret) = found {
+                let mut data: BTreeMap<String, Vec<u8>> = secret
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                for (k, v) in secret.string_data.unwrap_or_default() {
+                    data.insert(k, v.into_bytes());
+                }
+                sources.secrets.insert(name, data);
+            }
+        }
+        Ok(sources)
+    }
+}
+
+/// Names of the ConfigMaps and Secrets `pod` refers to.
+pub fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut cms = BTreeSet::new();
+    let mut secrets = BTreeSet::new();
+    let Some(spec) = &pod.spec else {
+        return (cms, secrets);
+    };
+    let containers: Vec<&Container> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .collect();
+    for c in containers {
+        for e in c.env.iter().flatten() {
+            if let Some(from) = &e.value_from {
+                if let Some(r) = &from.config_map_key_ref {
+                    cms.insert(r.name.clone());
+                }
+                if let Some(r) = &from.secret_key_ref {
+                    secrets.insert(r.name.clone());
+                }
+            }
+        }
+        for e in c.env_from.iter().flatten() {
+            if let Some(r) = &e.config_map_ref {
+                cms.insert(r.name.clone());
+            }
+            if let Some(r) = &e.secret_ref {
+                secrets.insert(r.name.clone());
+            }
+        }
+    }
+    for v in spec.volumes.iter().flatten() {
+        if let Some(cm) = &v.config_map {
+            cms.insert(cm.name.clone());
+        }
+        if let Some(s) = &v.secret
+            && let Some(name) = &s.secret_name
+        {
+            secrets.insert(name.clone());
+        }
+    }
+    (cms, secrets)
+}
+
+/// The pod fields a `fieldRef` can name, with the values only the agent knows.
+#[derive(Debug, Clone, Copy)]
+pub struct PodFields<'a> {
+    /// The pod.
+    pub pod: &'a Pod,
+    /// Its address.
+    pub pod_ip: &'a str,
+    /// The node's address.
+    pub host_ip: &'a str,
+    /// The node's name.
+    pub node_name: &'a str,
+}
+
+impl PodFields<'_> {
+    /// The value of `field_path`, as the downward API spells it.
+    pub fn get(&self, field_path: &str) -> Result<String, ConfigError> {
+        let meta = &self.pod.metadata;
+        let spec = self.pod.spec.as_ref();
+        let value = match field_path {
+            "metadata.name" => meta.name.clone().unwrap_or_default(),
+            "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+            "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+            "status.podIP" => self.pod_ip.to_string(),
+            "status.podIPs" => self.pod_ip.to_string(),
+            "status.hostIP" | "status.hostIPs" => self.host_ip.to_string(),
+            "spec.nodeName" => self.node_name.to_string(),
+            "spec.serviceAccountName" => spec
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+            "metadata.labels" => format_map(meta.labels.as_ref()),
+            "metadata.annotations" => format_map(meta.annotations.as_ref()),
+            other => {
+                let keyed = |prefix: &str| {
+                    other
+                        .strip_prefix(prefix)
+                        .and_then(|k| k.strip_suffix("']"))
+                        .map(str::to_string)
+                };
+                if let Some(key) = keyed("metadata.labels['") {
+                    meta.labels
+                        .as_ref()
+                        .and_then(|l| l.get(&key).cloned())
+                        .unwrap_or_default()
+                } else if let Some(key) = keyed("metadata.annotations['") {
+                    meta.annotations
+                        .as_ref()
+                        .and_then(|a| a.get(&key).cloned())
+                        .unwrap_or_default()
+                } else {
+                    return Err(ConfigError(format!(
+                        "unsupported fieldRef fieldPath {other:?}"
+                    )));
+                }
+            }
+        };
+        Ok(value)
+    }
+}
+
+/// `key="value"` lines, sorted, as the downward API writes labels and annotations.
+fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v:?}\n"))
+        .collect()
+}

@@ -1,0 +1,289 @@
+//! What the agent knows about a pod ([`PodState`]) and the `status` it reports from it.
+//!
+//! [`PodState::refresh`] re-derives the phase (moving forward only) and the conditions
+//! (`PodScheduled`, `Initialized`, `ContainersReady`, `Ready`), stamping `lastTransitionTime`
+//! when a condition changes; [`PodState::status`] renders the Kubernetes `PodStatus` (pure).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::{
+    ContainerState as K8sState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::state::{
+    ContainerRecord, ContainerState, PodPhase, RestartPolicy, Termination, derive_phase,
+};
+
+/// The condition types, in the order kubectl shows them.
+const CONDITIONS: [&str; 4] = ["PodScheduled", "Initialized", "ContainersReady", "Ready"];
+
+/// Everything the agent reports about one pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodState {
+    /// The phase reported.
+    pub phase: PodPhase,
+    /// The pod's `restartPolicy`.
+    pub policy: RestartPolicy,
+    /// Init containers, in order.
+    pub init: Vec<ContainerRecord>,
+    /// App containers, in order.
+    pub containers: Vec<ContainerRecord>,
+    /// Every init container succeeded (true when there are none).
+    pub init_done: bool,
+    /// An init container failed for good.
+    pub init_failed: bool,
+    /// The pod's address.
+    pub pod_ip: Option<Ipv4Addr>,
+    /// The node's address.
+    pub host_ip: String,
+    /// When the agent accepted the pod.
+    pub start_time: Option<Timestamp>,
+    /// Condition type → (status, lastTransitionTime).
+    conditions: BTreeMap<&'static str, (bool, Timestamp)>,
+}
+
+impl PodState {
+    /// A new pod's state.
+    pub fn new(
+        policy: RestartPolicy,
+        init: Vec<ContainerRecord>,
+        containers: Vec<ContainerRecord>,
+        host_ip: &str,
+    ) -> PodState {
+        PodState {
+            phase: PodPhase::Pending,
+            policy,
+            init_done: init.is_empty(),
+            init,
+            containers,
+            init_failed: false,
+            pod_ip: None,
+            host_ip: host_ip.to_string(),
+            start_time: None,
+            conditions: BTreeMap::new(),
+        }
+    }
+
+    /// Re-derives the phase and the conditions at `now`.
+    pub fn refresh(&mut self, now: Timestamp) {
+        let derived = derive_phase(
+            self.policy,
+            self.init_done,
+            self.init_failed,
+            &self.containers,
+        );
+        self.phase = self.phase.advance(derived);
+        let containers_ready = self.init_done
+            && !self.phase.is_terminal()
+            && !self.containers.is_empty()
+            && self.containers.iter().all(|c| c.ready);
+        let values = [true, self.init_done, containers_ready, containers_ready];
+        for (kind, value) in CONDITIONS.iter().zip(values) {
+            match self.conditions.get(kind) {
+                Some((old, _)) if *old == value => {}
+                _ => {
+                    self.conditions.insert(*kind, (value, now));
+                }
+            }
+        }
+    }
+
+    /// Names of app containers that are not ready.
+    fn unready(&self) -> Vec<&str> {
+        self.containers
+            .iter()
+            .filter(|c| !c.ready)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// The Kubernetes status.
+    pub fn status(&self) -> PodStatus {
+        let conditions = CONDITIONS
+            .iter()
+            .filter_map(|kind| self.conditions.get(kind).map(|c| (*kind, c)))
+            .map(|(kind, (value, at))| {
+                let (reason, message) = match (kind, value) {
+                    (_, true) => (None, None),
+                    ("Initialized", false) => (
+                        Some("ContainersNotInitialized".to_string()),
+                        Some(format!(
+                            "containers with incomplete status: [{}]",
+                            self.init
+                                .iter()
+                                .filter(|c| c.termination().is_none_or(|t| t.exit_code != 0))
+                                .map(|c| c.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        )),
+                    ),
+                    (_, false) if self.phase.is_terminal() => {
+                        (Some("PodCompleted".to_string()), None)
+                    }
+                    ("ContainersReady" | "Ready", false) => (
+                        Some("ContainersNotReady".to_string()),
+                        Some(format!(
+                            "containers with unready status: [{}]",
+                            self.unready().join(" ")
+                        )),
+                    ),
+                    _ => (None, None),
+                };
+                PodCondition {
+                    type_: kind.to_string(),
+                    status: if *value { "True" } else { "False" }.into(),
+                    last_transition_time: Some(Time(*at)),
+                    reason,
+                    message,
+                    ..PodCondition::default()
+                }
+            })
+            .collect();
+        let ip = self.pod_ip.map(|ip| ip.to_string());
+        PodStatus {
+            phase: Some(self.phase.as_str().into()),
+            conditions: Some(conditions),
+            host_ip: Some(self.host_ip.clone()),
+            host_ips: Some(vec![HostIP {
+                ip: self.host_ip.clone(),
+            }]),
+            pod_ip: ip.clone(),
+            pod_ips: ip.map(|ip| vec![PodIP { ip }]),
+            start_time: self.start_time.map(Time),
+            init_container_statuses: (!self.init.is_empty())
+                .then(|| self.init.iter().map(container_status).collect()),
+            container_statuses: Some(self.containers.iter().map(container_status).collect()),
+            qos_class: Some("BestEffort".into()),
+            ..PodStatus::default()
+        }
+    }
+}
+
+fn terminated(t: &Termination) -> ContainerStateTerminated {
+    ContainerStateTerminated {
+        exit_code: t.exit_code,
+        reason: Some(t.reason.clone()),
+        message: Some(t.message.clone()).filter(|m| !m.is_empty()),
+        started_at: Some(Time(t.started_at)),
+        finished_at: Some(Time(t.finished_at)),
+        ..ContainerStateTerminated::default()
+    }
+}
+
+/// One container's status.
+pub fn container_status(c: &ContainerRecord) -> ContainerStatus {
+    let state = match &c.state {
+        ContainerState::Waiting { reason, message } => K8sState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.as_str().into()),
+                message: Some(message.clone()).filter(|m| !m.is_empty()),
+            }),
+            ..K8sState::default()
+        },
+        ContainerState::Running { started_at } => K8sState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(Time(*started_at)),
+            }),
+            ..K8sState::default()
+        },
+        ContainerState::Terminated(t) => K8sState {
+            terminated: Some(terminated(t)),
+            ..K8sState::default()
+        },
+    };
+    ContainerStatus {
+        name: c.name.clone(),
+        state: Some(state),
+        last_state: Some(K8sState {
+            terminated: c.last_termination.as_ref().map(terminated),
+            ..K8sState::default()
+        }),
+        ready: c.ready,
+        started: Some(c.started),
+        restart_count: c.restart_count,
+        image: c.image.clone(),
+        image_id: c.image_id.clone(),
+        container_id: c.container_id.clone(),
+        ..ContainerStatus::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::state::Transition;
+
+    fn condition(status: &PodStatus, kind: &str) -> String {
+        let c = status
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == kind)
+            .unwrap();
+        c.status.clone()
+    }
+
+    #[test]
+    fn conditions_follow_init_and_readiness() {
+        let mut s = PodState::new(
+            RestartPolicy::Always,
+            vec![ContainerRecord::new("init", "i")],
+            vec![ContainerRecord::initializing("app", "i")],
+            "127.0.0.1",
+        );
+        s.pod_ip = Some("127.1.0.9".parse().unwrap());
+        s.refresh(Timestamp::UNIX_EPOCH);
+        let st = s.status();
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+        assert_eq!(condition(&st, "PodScheduled"), "True");
+        assert_eq!(condition(&st, "Initialized"), "False");
+        assert_eq!(st.pod_ip.as_deref(), Some("127.1.0.9"));
+        assert_eq!(
+            st.container_statuses.as_ref().unwrap()[0]
+                .state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("PodInitializing")
+        );
+
+        s.init_done = true;
+        let at = Timestamp::UNIX_EPOCH;
+        s.containers[0].apply(Transition::Started { at }).unwrap();
+        s.refresh(Timestamp::UNIX_EPOCH);
+        let st = s.status();
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        assert_eq!(condition(&st, "Initialized"), "True");
+        assert_eq!(
+            condition(&st, "Ready"),
+            "False",
+            "not ready until its probe passes"
+        );
+
+        s.containers[0].ready = true;
+        let later = Timestamp::from_second(100).unwrap();
+        s.refresh(later);
+        let st = s.status();
+        assert_eq!(condition(&st, "Ready"), "True");
+        let ready = st
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            ready.last_transition_time,
+            Some(Time(later)),
+            "stamped when it changed"
+        );
+    }
+}

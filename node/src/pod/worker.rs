@@ -1,0 +1,437 @@
+//! One pod's worker: set-up, init containers, app containers, deletion, clean-up.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::backoff::Retries;
+use super::container::{self, Kind, Outcome, StopSignal};
+use super::sources::{PodFields, Sources};
+use super::state::{ContainerRecord, PodPhase, RestartPolicy, Transition, WaitingReason};
+use super::volumes::{self, VolumeDirs};
+use super::{PodContext, PodState, SharedState};
+use crate::agent::events::{EventType, PodRef};
+use crate::runtime::{Runtime, WASMTIME_HANDLER};
+
+/// Extra time, beyond the grace period, for containers to report that they stopped.
+const STOP_SLACK: Duration = Duration::from_secs(10);
+
+/// The dispatcher's handle on a pod worker.
+#[derive(Debug)]
+pub struct PodWorker {
+    pod: watch::Sender<Pod>,
+    gone: CancellationToken,
+}
+
+impl PodWorker {
+    /// Starts a worker for `pod` on `tasks`; it stops its containers (without deleting the pod)
+    /// when `shutdown` is cancelled.
+    pub fn spawn(
+        ctx: Arc<PodContext>,
+        pod: Pod,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> PodWorker {
+        let (tx, rx) = watch::channel(pod);
+        let gone = CancellationToken::new();
+        tasks.spawn(run(ctx, rx, gone.clone(), shutdown));
+        PodWorker { pod: tx, gone }
+    }
+
+    /// Passes on a newer version of the pod.
+    pub fn update(&self, pod: Pod) {
+        self.pod.send_replace(pod);
+    }
+
+    /// The pod is gone from the API: stop at once and clean up.
+    pub fn gone(&self) {
+        self.gone.cancel();
+    }
+}
+
+/// Why the worker ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The pod is being deleted gracefully.
+    Deleting,
+    /// The pod disappeared from the API.
+    Gone,
+    /// The agent is shutting down.
+    Shutdown,
+}
+
+fn pod_ref(pod: &Pod) -> PodRef {
+    PodRef {
+        namespace: pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+fn deleting(pod: &Pod) -> Option<Duration> {
+    pod.metadata.deletion_timestamp.as_ref()?;
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30)
+        .max(0);
+    Some(Duration::from_secs(grace as u64))
+}
+
+async fn run(
+    ctx: Arc<PodContext>,
+    mut pod_rx: watch::Receiver<Pod>,
+    gone: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let pod = pod_rx.borrow_and_update().clone();
+    let pref = pod_ref(&pod);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let policy = RestartPolicy::parse(spec.restart_policy.as_deref());
+    let previous_phase = status.phase.as_deref().and_then(PodPhase::parse);
+    let restarts = |name: &str, list: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+        list.iter()
+            .flatten()
+            .find(|c| c.name == name)
+            .map_or(0, |c| c.restart_count)
+    };
+    let init: Vec<ContainerRecord> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| {
+            ContainerRecord::new(&c.name, c.image.as_deref().unwrap_or(""))
+                .with_restart_count(restarts(&c.name, &status.init_container_statuses))
+        })
+        .collect();
+    let containers: Vec<ContainerRecord> = spec
+        .containers
+        .iter()
+        .map(|c| {
+            let image = c.image.as_deref().unwrap_or("");
+            let record = if init.is_empty() {
+                ContainerRecord::new(&c.name, image)
+            } else {
+                ContainerRecord::initializing(&c.name, image)
+            };
+            record.with_restart_count(restarts(&c.name, &status.container_statuses))
+        })
+        .collect();
+    let wanted_ip: Option<Ipv4Addr> = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
+    let ip = ctx.addresses.allocate(&pref.uid, wanted_ip);
+    let mut state = PodState::new(policy, init, containers, &ctx.host_ip);
+    state.pod_ip = ip;
+    state.start_time = Some(status.start_time.map_or_else(Timestamp::now, |t| t.0));
+    let shared = SharedState::new(state);
+    shared.update(|_| ());
+
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(write_status(
+        ctx.clone(),
+        pref.clone(),
+        shared.clone(),
+        writer_stop.clone(),
+    ));
+
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let already_done = previous_phase.is_some_and(PodPhase::is_terminal);
+    let end = if already_done {
+        // Finished under an earlier agent: nothing to run again.
+        None
+    } else if let Some(grace) = deleting(&pod) {
+        let _ = grace;
+        Some(End::Deleting)
+    } else if let Some(ip) = ip {
+        let body = run_pod(ctx.clone(), shared.clone(), pod.clone(), ip, stop_rx);
+        tokio::pin!(body);
+        let end = loop {
+            tokio::select! {
+                _ = &mut body => break None,
+                changed = pod_rx.changed() => match changed {
+                    Ok(()) => {
+                        let latest = pod_rx.borrow_and_update().clone();
+                        if let Some(grace) = deleting(&latest) {
+                            stop_tx.send_replace(Some(StopSignal { grace }));
+                            break Some((End::Deleting, grace));
+                        }
+                    }
+                    Err(_) => {
+                        let grace = ctx.shutdown_grace;
+                        stop_tx.send_replace(Some(StopSignal { grace }));
+                        break Some((End::Shutdown, grace));
+                    }
+                },
+                _ = gone.cancelled() => {
+                    stop_tx.send_replace(Some(StopSignal { grace: Duration::ZERO }));
+                    break Some((End::Gone, Duration::ZERO));
+                }
+                _ = shutdown.cancelled() => {
+                    let grace = ctx.shutdown_grace;
+                    stop_tx.send_replace(Some(StopSignal { grace }));
+                    break Some((End::Shutdown, grace));
+                }
+            }
+        };
+        if let Some((end, grace)) = end {
+            if tokio::time::timeout(grace + STOP_SLACK, body)
+                .await
+                .is_err()
+            {
+                tracing::warn!(pod = %pref.name, "containers did not stop in time");
+            }
+            Some(end)
+        } else {
+            None
+        }
+    } else {
+        shared.update(|s| {
+            for c in s.containers.iter_mut() {
+                let _ = c.apply(Transition::Failed {
+                    reason: WaitingReason::CreateContainerConfigError,
+                    message: "no free pod address in this node's pod range".into(),
+                });
+            }
+        });
+        None
+    };
+    let end = match end {
+        Some(end) => end,
+        None => wait_for_end(&mut pod_rx, &gone, &shutdown).await,
+    };
+    // Let the writer report the last state (its containers' terminations) before leaving.
+    writer_stop.cancel();
+    let _ = writer.await;
+    if end == End::Deleting {
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pref.namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(pref.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        if let Err(e) = api.delete(&pref.name, &params).await {
+            tracing::debug!(pod = %pref.name, error = %e, "cannot finish deleting the pod");
+        }
+    }
+    if end != End::Shutdown {
+        ctx.addresses.release(&pref.uid);
+        ctx.logs.remove_pod(&pref.namespace, &pref.name, &pref.uid);
+        let _ = tokio::fs::remove_dir_all(ctx.pods_dir.join(&pref.uid)).await;
+    }
+}
+
+/// After the pod finished (or could not start): waits until it is deleted or the agent stops.
+async fn wait_for_end(
+    pod_rx: &mut watch::Receiver<Pod>,
+    gone: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> End {
+    loop {
+        if deleting(&pod_rx.borrow_and_update()).is_some() {
+            return End::Deleting;
+        }
+        tokio::select! {
+            changed = pod_rx.changed() => if changed.is_err() { return End::Shutdown },
+            _ = gone.cancelled() => return End::Gone,
+            _ = shutdown.cancelled() => return End::Shutdown,
+        }
+    }
+}
+
+/// Sets the pod up and runs its containers until they all end for good or a stop is signalled.
+async fn run_pod(
+    ctx: Arc<PodContext>,
+    shared: Arc<SharedState>,
+    pod: Pod,
+    ip: Ipv4Addr,
+    stop: watch::Receiver<Option<StopSignal>>,
+) {
+    let pref = pod_ref(&pod);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let Some(runtime) = retry_setup(&ctx, &shared, &pref, &stop, || runtime_for(&ctx, &pod)).await
+    else {
+        return;
+    };
+    let pod_dir = ctx.pods_dir.join(&pref.uid);
+    let Some(volumes) = retry_setup(&ctx, &shared, &pref, &stop, || {
+        materialise_volumes(&ctx, &pod, ip, &pod_dir)
+    })
+    .await
+    else {
+        return;
+    };
+    let volumes = Arc::new(volumes);
+    let run = |kind: Kind, index: usize| {
+        container::run(container::Params {
+            ctx: ctx.clone(),
+            shared: shared.clone(),
+            pod: pod.clone(),
+            kind,
+            index,
+            runtime: runtime.clone(),
+            volumes: volumes.clone(),
+            ip,
+            stop: stop.clone(),
+        })
+    };
+    for i in 0..spec.init_containers.as_ref().map_or(0, Vec::len) {
+        match run(Kind::Init, i).await {
+            Outcome::Succeeded => {}
+            Outcome::Failed => {
+                shared.update(|s| s.init_failed = true);
+                return;
+            }
+            Outcome::Stopped => return,
+        }
+    }
+    shared.update(|s| s.init_done = true);
+    join_all((0..spec.containers.len()).map(|i| run(Kind::App, i))).await;
+}
+
+/// Runs a set-up step until it succeeds, reporting failures on every waiting container as
+/// `CreateContainerConfigError` and backing off; `None` when stopped meanwhile.
+async fn retry_setup<T, F, Fut>(
+    ctx: &PodContext,
+    shared: &SharedState,
+    pref: &PodRef,
+    stop: &watch::Receiver<Option<StopSignal>>,
+    mut step: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let mut retries = Retries::default();
+    loop {
+        let result = tokio::select! {
+            r = step() => r,
+            _ = container::stopped(stop.clone()) => return None,
+        };
+        match result {
+            Ok(v) => return Some(v),
+            Err(message) => {
+                ctx.events.record(
+                    pref,
+                    None,
+                    EventType::Warning,
+                    "FailedCreatePodSandBox",
+                    &message,
+                );
+                shared.update(|s| {
+                    for c in s.init.iter_mut().chain(s.containers.iter_mut()) {
+                        let _ = c.apply(Transition::Failed {
+                            reason: WaitingReason::CreateContainerConfigError,
+                            message: message.clone(),
+                        });
+                    }
+                });
+                let delay = retries.next_delay(&ctx.backoff);
+                if container::sleep_or_stop(delay, stop.clone()).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// The runtime plugin for the pod's RuntimeClass (none named: wasmtime).
+async fn runtime_for(ctx: &PodContext, pod: &Pod) -> Result<Arc<dyn Runtime>, String> {
+    let class = pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone());
+    let handler = match class {
+        None => WASMTIME_HANDLER.to_string(),
+        Some(name) => {
+            let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
+            match api.get_opt(&name).await {
+                Ok(Some(rc)) => rc.handler,
+                Ok(None) => return Err(format!("RuntimeClass \"{name}\" not found")),
+                Err(e) => return Err(format!("cannot read RuntimeClass \"{name}\": {e}")),
+            }
+        }
+    };
+    ctx.runtimes.get(&handler).cloned().ok_or_else(|| {
+        format!(
+            "runtime handler \"{handler}\" is not available on node {} (it has: {})",
+            ctx.node_name,
+            ctx.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+async fn materialise_volumes(
+    ctx: &PodContext,
+    pod: &Pod,
+    ip: Ipv4Addr,
+    pod_dir: &std::path::Path,
+) -> Result<VolumeDirs, String> {
+    let sources = Sources::fetch(&ctx.client, pod).await.map_err(|e| e.0)?;
+    let ip = ip.to_string();
+    let fields = PodFields {
+        pod,
+        pod_ip: &ip,
+        host_ip: &ctx.host_ip,
+        node_name: &ctx.node_name,
+    };
+    volumes::materialise(pod, &sources, &fields, &pod_dir.join("volumes"))
+        .map_err(|e| format!("MountVolume.SetUp failed: {e}"))
+}
+
+/// Patches `pods/status` whenever the state changes, until `stop` (then once more).
+async fn write_status(
+    ctx: Arc<PodContext>,
+    pref: PodRef,
+    shared: Arc<SharedState>,
+    stop: CancellationToken,
+) {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pref.namespace);
+    let mut last: Option<serde_json::Value> = None;
+    loop {
+        let stopping = tokio::select! {
+            _ = shared.changed() => false,
+            _ = stop.cancelled() => true,
+        };
+        let status = serde_json::to_value(shared.snapshot().status()).unwrap_or_default();
+        if last.as_ref() != Some(&status) {
+            let patch = json!({"status": status});
+            match api
+                .patch_status(&pref.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => last = Some(status),
+                Err(kube::Error::Api(e)) if e.code == 404 => return,
+                Err(e) => {
+                    tracing::debug!(pod = %pref.name, error = %e, "cannot patch pod status; retrying");
+                    if !stopping {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        shared.update(|_| ());
+                    }
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The runtime plugin: a small, CRI-like async trait the pod workers drive.
+//!
+//! A [`Runtime`] only does the work (pull and prepare an image, start a container, wait for it,
+//! stop it); the agent owns the pod state machine, restart policy and backoff, and decides when
+//! each method is called. Nothing in these signatures names wasmtime or OCI types, so a plugin
+//! can be swapped (wasmtime today, an OCI runtime later) without touching the agent.
+//!
+//! - [`wasmtime`]: the plugin for Wasm images, over `flotilla-wasm`.
+
+pub mod wasmtime;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::image::{PullPolicy, PullSecrets};
+
+/// The handler name of the wasmtime runtime (and of the default RuntimeClass).
+pub const WASMTIME_HANDLER: &str = "wasmtime";
+
+/// Identifies one run of one container: pod uid, container name and attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerId(pub String);
+
+impl ContainerId {
+    /// The id of attempt `attempt` of container `name` in the pod with `pod_uid`.
+    pub fn new(pod_uid: &str, name: &str, attempt: u32) -> ContainerId {
+        ContainerId(format!("{pod_uid}-{name}-{attempt}"))
+    }
+}
+
+impl std::fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a pod asks of an image.
+#[derive(Clone, Debug)]
+pub struct ImageRequest {
+    /// The reference as the pod names it (`hello:v1`, `ghcr.io/x/y@sha256:..`).
+    pub reference: String,
+    /// The pod's `imagePullPolicy` (already defaulted).
+    pub policy: PullPolicy,
+    /// Credentials from the pod's `imagePullSecrets`.
+    pub secrets: PullSecrets,
+}
+
+/// How a prepared image runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Runs to completion; its exit code is the container's.
+    Command,
+    /// Serves HTTP on the pod's address until stopped.
+    HttpService,
+}
+
+/// An image pulled and ready to start containers from.
+#[derive(Clone, Debug)]
+pub struct PreparedImage {
+    /// The canonical reference (`containerStatuses[].image`).
+    pub image: String,
+    /// The content id (`containerStatuses[].imageID`).
+    pub image_id: String,
+    /// Whether preparing it downloaded anything (for the `Pulled` event's wording).
+    pub fetched: bool,
+    /// What kind of workload it is.
+    pub workload: Workload,
+}
+
+/// A host directory visible inside the container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// Where the container sees it (the volumeMount's `mountPath`).
+    pub container_path: String,
+    /// The directory on the host.
+    pub host_path: PathBuf,
+    /// Whether the container may only read it.
+    pub read_only: bool,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl OutputStream {
+    /// The CRI log spelling (`stdout`, `stderr`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Receives a container's output; the agent's log store implements it. Must not block.
+pub trait ContainerOutput: Send + Sync + 'static {
+    /// One chunk of output (not necessarily a whole line).
+    fn write(&self, stream: OutputStream, bytes: &[u8]);
+}
+
+/// Everything needed to start one container.
+#[derive(Clone)]
+pub struct ContainerSpec {
+    /// This run's id.
+    pub id: ContainerId,
+    /// The image, from [`Runtime::prepare`].
+    pub image: PreparedImage,
+    /// argv, program name first (`command` + `args`, expanded).
+    pub args: Vec<String>,
+    /// The resolved environment.
+    pub env: Vec<(String, String)>,
+    /// Volumes.
+    pub mounts: Vec<Mount>,
+    /// `limits.memory` in bytes: the cap of each instance's memory.
+    pub memory_limit: Option<u64>,
+    /// `limits.cpu` in millicores: the CPU share, enforced through deadlines.
+    pub cpu_millis: Option<u64>,
+    /// Where an HTTP service listens (pod IP and container port).
+    pub listen: Option<SocketAddr>,
+    /// Where output goes.
+    pub output: Arc<dyn ContainerOutput>,
+}
+
+impl std::fmt::Debug for ContainerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerSpec")
+            .field("id", &self.id)
+            .field("image", &self.image)
+            .field("args", &self.args)
+            .field("mounts", &self.mounts)
+            .field("memory_limit", &self.memory_limit)
+            .field("cpu_millis", &self.cpu_millis)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a container ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// The exit code (137 when killed, as a container runtime reports it).
+    pub code: i32,
+    /// The Kubernetes reason: `Completed`, `Error`, `OOMKilled`, `DeadlineExceeded`...
+    pub reason: String,
+    /// What happened, for a person (empty for a clean exit).
+    pub message: String,
+}
+
+impl ExitStatus {
+    /// A clean exit with code 0.
+    pub fn completed() -> ExitStatus {
+        ExitStatus {
+            code: 0,
+            reason: "Completed".into(),
+            message: String::new(),
+        }
+    }
+}
+
+/// Why a runtime call failed; the variant decides the container's waiting reason.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The image could not be pulled (`ErrImagePull`, then `ImagePullBackOff`).
+    #[error("{0}")]
+    ImagePull(String),
+    /// The image was pulled but cannot run here: not Wasm, corrupt, an unsupported world
+    /// (`CreateContainerError`).
+    #[error("{0}")]
+    InvalidImage(String),
+    /// The container could not be created from a good image (`CreateContainerError`).
+    #[error("{0}")]
+    Create(String),
+    /// No container with this id is known.
+    #[error("container {0} not found")]
+    NotFound(ContainerId),
+}
+
+/// A CRI-like runtime plugin. See the module docs for who does what.
+pub trait Runtime: Send + Sync + 'static {
+    /// The RuntimeClass handler it serves (`wasmtime`).
+    fn handler(&self) -> &str;
+
+    /// Pulls the image (under its policy) and readies it to start; cheap when already done.
+    fn prepare<'a>(
+        &'a self,
+        image: &'a ImageRequest,
+    ) -> BoxFuture<'a, Result<PreparedImage, RuntimeError>>;
+
+    /// Starts a container; returns once it is running.
+    fn start(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<(), RuntimeError>>;
+
+    /// Waits until the container ends (an HTTP service ends only when stopped).
+    fn wait<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<ExitStatus, RuntimeError>>;
+
+    /// Stops the container: `grace` to end by itself, then forcibly. Returns how it ended.
+    fn stop<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<ExitStatus, RuntimeError>>;
+
+    /// Forgets an ended container (its resources are freed).
+    fn remove(&self, id: &ContainerId);
+}

@@ -1,0 +1,392 @@
+//! The wasmtime runtime plugin: Wasm images run in-process on `flotilla-wasm`.
+//!
+//! [`Runtime::prepare`] pulls through the node's [`ImageCache`] and compiles (through the
+//! engine's on-disk compile cache) on a blocking thread; a container image, a corrupt binary or
+//! a component of a world this engine cannot run is refused there, with a message naming the
+//! image. Commands (WASI p1 modules, p2 command components) run to completion; `wasi:http/proxy`
+//! components are served on the pod's address until stopped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_wasm::{
+    Artifact, CommandControl, CommandSpec, Engine, HttpService, HttpSpec, Limits, LogSink,
+    LogStream, Preopen,
+};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use super::{
+    ContainerId, ContainerOutput, ContainerSpec, ExitStatus, ImageRequest, OutputStream,
+    PreparedImage, Runtime, RuntimeError, WASMTIME_HANDLER, Workload,
+};
+use crate::image::{ImageCache, ImageContent};
+
+/// Memory cap of an instance whose container sets no `limits.memory`: the engine's pool slot.
+const UNLIMITED_MEMORY: u64 = 1 << 30;
+/// A request's CPU budget for one full core (`limits.cpu: 1`); scaled by the limit.
+const REQUEST_CPU_PER_CORE: Duration = Duration::from_secs(10);
+
+/// The wasmtime plugin; cheap to clone.
+#[derive(Clone)]
+pub struct WasmtimeRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    images: ImageCache,
+    // std mutexes: only map operations under them, never held across an await.
+    artifacts: Mutex<HashMap<String, Artifact>>,
+    containers: Mutex<HashMap<ContainerId, Running>>,
+    tasks: TaskTracker,
+}
+
+/// A started container.
+struct Running {
+    exit: watch::Receiver<Option<ExitStatus>>,
+    control: Control,
+}
+
+enum Control {
+    Command(CommandControl),
+    Http {
+        service: Arc<Mutex<Option<HttpService>>>,
+        exit: Arc<watch::Sender<Option<ExitStatus>>>,
+    },
+}
+
+impl std::fmt::Debug for WasmtimeRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmtimeRuntime")
+            .field("engine", &self.inner.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasmtimeRuntime {
+    /// A plugin running guests on `engine`, pulling through `images`.
+    pub fn new(engine: Engine, images: ImageCache) -> WasmtimeRuntime {
+        WasmtimeRuntime {
+            inner: Arc::new(Inner {
+                engine,
+                images,
+                artifacts: Mutex::default(),
+                containers: Mutex::default(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    fn artifact(&self, image_id: &str) -> Option<Artifact> {
+        lock(&self.inner.artifacts).get(image_id).cloned()
+    }
+
+    async fn prepare_image(&self, request: &ImageRequest) -> Result<PreparedImage, RuntimeError> {
+        let pulled = self
+            .inner
+            .images
+            .pull(&request.reference, request.policy, &request.secrets)
+            .await
+            .map_err(|e| RuntimeError::ImagePull(e.to_string()))?;
+        let ImageContent::Wasm { path, digest, .. } = &pulled.content else {
+            return Err(RuntimeError::InvalidImage(format!(
+                "image {} is a container image, not Wasm: the wasmtime runtime runs only Wasm \
+                 images (name a RuntimeClass with a container runtime to run it)",
+                pulled.reference
+            )));
+        };
+        let artifact = match self.artifact(digest) {
+            Some(a) => a,
+            None => {
+                let engine = self.inner.engine.clone();
+                let path = path.clone();
+                let loaded = tokio::task::spawn_blocking(move || engine.load_file(&path))
+                    .await
+                    .map_err(|e| RuntimeError::Create(format!("compiling task failed: {e}")))?;
+                let artifact = loaded.map_err(|e| {
+                    RuntimeError::InvalidImage(format!(
+                        "image {} cannot run on wasmtime: {e} (this node runs WASI preview 1 \
+                         modules, WASI preview 2 command components and wasi:http/proxy \
+                         components)",
+                        pulled.reference
+                    ))
+                })?;
+                lock(&self.inner.artifacts).insert(digest.clone(), artifact.clone());
+                artifact
+            }
+        };
+        let repository = pulled.reference.split('@').next().unwrap_or("");
+        let repository = match repository.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => repo,
+            _ => repository,
+        };
+        let image_id = format!("{repository}@{}", pulled.digest);
+        lock(&self.inner.artifacts).insert(image_id.clone(), artifact.clone());
+        Ok(PreparedImage {
+            image: pulled.reference.clone(),
+            image_id,
+            fetched: pulled.fetched,
+            workload: if artifact.kind().is_command() {
+                Workload::Command
+            } else {
+                Workload::HttpService
+            },
+        })
+    }
+
+    async fn start_container(&self, spec: ContainerSpec) -> Result<(), RuntimeError> {
+        let artifact = self.artifact(&spec.image.image_id).ok_or_else(|| {
+            RuntimeError::Create(format!("image {} is not prepared", spec.image.image))
+        })?;
+        let log: Arc<dyn LogSink> = Arc::new(OutputSink(spec.output.clone()));
+        let memory = spec.memory_limit.unwrap_or(UNLIMITED_MEMORY);
+        let (tx, rx) = watch::channel(None);
+        let control = match spec.image.workload {
+            Workload::Command => {
+                let command = CommandSpec {
+                    args: spec.args.clone(),
+                    env: spec.env.clone(),
+                    preopens: preopens(&spec),
+                    log: Some(log),
+                    limits: Limits {
+                        memory_bytes: memory,
+                        ..Limits::default()
+                    },
+                    ..CommandSpec::default()
+                };
+                let handle = self
+                    .inner
+                    .engine
+                    .run_command(&artifact, command)
+                    .map_err(|e| RuntimeError::Create(format!("container {}: {e}", spec.id)))?;
+                let control = handle.control();
+                self.inner.tasks.spawn(async move {
+                    let status = exit_status(handle.wait().await);
+                    let _ = tx.send(Some(status));
+                });
+                Control::Command(control)
+            }
+            Workload::HttpService => {
+                let addr = spec.listen.ok_or_else(|| {
+                    RuntimeError::Create(format!("container {}: no address to serve on", spec.id))
+                })?;
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| RuntimeError::Create(format!("cannot listen on {addr}: {e}")))?;
+                let cpu = spec
+                    .cpu_millis
+                    .map(|m| {
+                        (REQUEST_CPU_PER_CORE * m as u32 / 1000).max(Duration::from_millis(10))
+                    })
+                    .unwrap_or(REQUEST_CPU_PER_CORE);
+                let http = HttpSpec {
+                    limits: Limits {
+                        memory_bytes: memory,
+                        cpu_time: Some(cpu),
+                        ..Limits::default()
+                    },
+                    env: spec.env.clone(),
+                    log: Some(log),
+                    ..HttpSpec::default()
+                };
+                let service = self
+                    .inner
+                    .engine
+                    .serve_http(&artifact, listener, http)
+                    .map_err(|e| RuntimeError::Create(format!("container {}: {e}", spec.id)))?;
+                Control::Http {
+                    service: Arc::new(Mutex::new(Some(service))),
+                    exit: Arc::new(tx),
+                }
+            }
+        };
+        lock(&self.inner.containers).insert(spec.id, Running { exit: rx, control });
+        Ok(())
+    }
+
+    fn entry(
+        &self,
+        id: &ContainerId,
+    ) -> Result<(watch::Receiver<Option<ExitStatus>>, ControlRef), RuntimeError> {
+        let containers = lock(&self.inner.containers);
+        let running = containers
+            .get(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.clone()))?;
+        let control = match &running.control {
+            Control::Command(c) => ControlRef::Command(c.clone()),
+            Control::Http { service, exit } => ControlRef::Http(service.clone(), exit.clone()),
+        };
+        Ok((running.exit.clone(), control))
+    }
+
+    async fn stop_container(
+        &self,
+        id: &ContainerId,
+        grace: Duration,
+    ) -> Result<ExitStatus, RuntimeError> {
+        let (mut exit, control) = self.entry(id)?;
+        match control {
+            ControlRef::Command(control) => {
+                if tokio::time::timeout(grace, wait_exit(&mut exit))
+                    .await
+                    .is_err()
+                {
+                    control.kill();
+                }
+            }
+            ControlRef::Http(service, tx) => {
+                let service = lock(&service).take();
+                if let Some(service) = service {
+                    let drained = service.stop(grace).await;
+                    let status = if drained {
+                        ExitStatus::completed()
+                    } else {
+                        ExitStatus {
+                            code: 137,
+                            reason: "Error".into(),
+                            message: "requests still in flight after the grace period were \
+                                      dropped"
+                                .into(),
+                        }
+                    };
+                    tx.send_replace(Some(status));
+                }
+            }
+        }
+        Ok(wait_exit(&mut exit).await)
+    }
+}
+
+enum ControlRef {
+    Command(CommandControl),
+    Http(
+        Arc<Mutex<Option<HttpService>>>,
+        Arc<watch::Sender<Option<ExitStatus>>>,
+    ),
+}
+
+async fn wait_exit(exit: &mut watch::Receiver<Option<ExitStatus>>) -> ExitStatus {
+    match exit.wait_for(Option::is_some).await {
+        Ok(status) => status.clone().unwrap_or_else(ExitStatus::completed),
+        // The sender is gone without a status: the task was dropped.
+        Err(_) => ExitStatus {
+            code: 137,
+            reason: "Error".into(),
+            message: "the container's task ended without a status".into(),
+        },
+    }
+}
+
+impl Runtime for WasmtimeRuntime {
+    fn handler(&self) -> &str {
+        WASMTIME_HANDLER
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        image: &'a ImageRequest,
+    ) -> BoxFuture<'a, Result<PreparedImage, RuntimeError>> {
+        self.prepare_image(image).boxed()
+    }
+
+    fn start(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        self.start_container(spec).boxed()
+    }
+
+    fn wait<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<ExitStatus, RuntimeError>> {
+        async move {
+            let (mut exit, _) = self.entry(id)?;
+            Ok(wait_exit(&mut exit).await)
+        }
+        .boxed()
+    }
+
+    fn stop<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<ExitStatus, RuntimeError>> {
+        self.stop_container(id, grace).boxed()
+    }
+
+    fn remove(&self, id: &ContainerId) {
+        let removed = lock(&self.inner.containers).remove(id);
+        if let Some(Running {
+            control: Control::Command(control),
+            exit,
+        }) = removed
+            && exit.borrow().is_none()
+        {
+            control.kill();
+        }
+    }
+}
+
+/// Sorts how a command ended into a container's exit code and reason.
+fn exit_status(result: flotilla_wasm::Result<()>) -> ExitStatus {
+    use flotilla_wasm::Error;
+    match result {
+        Ok(()) => ExitStatus::completed(),
+        Err(e) => {
+            let code = e.exit_code();
+            let (reason, message) = match &e {
+                Error::Exit(_) => ("Error", String::new()),
+                Error::OutOfMemory { .. } => ("OOMKilled", e.to_string()),
+                Error::DeadlineExceeded { .. } => ("DeadlineExceeded", e.to_string()),
+                Error::Stopped => ("Error", "stopped".to_string()),
+                _ => ("Error", e.to_string()),
+            };
+            ExitStatus {
+                code,
+                reason: reason.into(),
+                message,
+            }
+        }
+    }
+}
+
+fn preopens(spec: &ContainerSpec) -> Vec<Preopen> {
+    spec.mounts
+        .iter()
+        .map(|m| Preopen {
+            guest_path: m.container_path.clone(),
+            host_path: m.host_path.clone(),
+            read_only: m.read_only,
+        })
+        .collect()
+}
+
+/// Passes guest output to the agent's log store.
+struct OutputSink(Arc<dyn ContainerOutput>);
+
+impl LogSink for OutputSink {
+    fn write(&self, stream: LogStream, bytes: &[u8]) {
+        let stream = match stream {
+            LogStream::Stdout => OutputStream::Stdout,
+            LogStream::Stderr => OutputStream::Stderr,
+        };
+        self.0.write(stream, bytes);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_outcomes_become_container_exit_statuses() {
+        assert_eq!(exit_status(Ok(())), ExitStatus::completed());
+        let exit = exit_status(Err(flotilla_wasm::Error::Exit(3)));
+        assert_eq!((exit.code, exit.reason.as_str()), (3, "Error"));
+        let stopped = exit_status(Err(flotilla_wasm::Error::Stopped));
+        assert_eq!(stopped.code, 137);
+    }
+}

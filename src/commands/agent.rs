@@ -1,0 +1,130 @@
+//! `flotilla agent`: a node agent joining a cluster through a kubeconfig.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use flotilla_node::AgentConfig;
+use flotilla_node::pod::Backoff;
+use tokio_util::sync::CancellationToken;
+
+/// Node settings shared by `flotilla agent` and `flotilla up`.
+#[derive(Debug, Args, Clone)]
+pub struct NodeArgs {
+    /// The node's address (InternalIP, pods' hostIP) [default: the agent's listen address, or 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<IpAddr>,
+    /// The range pod addresses come from (loopback addresses bind without root).
+    #[arg(long, default_value = flotilla_node::agent::config::DEFAULT_POD_CIDR, value_name = "CIDR")]
+    pub pod_cidr: String,
+    /// First delay before restarting a crashed container or retrying a failed pull, in ms.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub restart_backoff_base_ms: u64,
+    /// Longest such delay, in ms.
+    #[arg(long, default_value_t = 300_000, value_name = "MS")]
+    pub restart_backoff_max_ms: u64,
+    /// Registry for image references without a host [default: the API server's].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub registry: Option<String>,
+    /// Registry hosts to pull from over plain HTTP (loopback hosts always are).
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+}
+
+impl NodeArgs {
+    /// Fills these settings into `config`.
+    pub fn apply(&self, config: &mut AgentConfig) -> anyhow::Result<()> {
+        config.node_ip = self.node_ip;
+        config.pod_cidr = self
+            .pod_cidr
+            .parse()
+            .map_err(anyhow::Error::msg)
+            .context("--pod-cidr")?;
+        config.backoff = Backoff {
+            initial: Duration::from_millis(self.restart_backoff_base_ms.max(1)),
+            max: Duration::from_millis(
+                self.restart_backoff_max_ms
+                    .max(self.restart_backoff_base_ms)
+                    .max(1),
+            ),
+        };
+        config.default_registry = self.registry.clone();
+        config.insecure_registries = self.insecure_registries.clone();
+        Ok(())
+    }
+}
+
+/// Flags of `flotilla agent`.
+#[derive(Debug, Args, Clone)]
+pub struct AgentArgs {
+    /// Kubeconfig of the cluster to join [default: $KUBECONFIG, ~/.kube/config].
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The Node's name [default: this machine's host name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where images, compiled code, logs and volumes live [default: $XDG_DATA_HOME/flotilla/agent].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The agent's HTTP endpoint (logs for `kubectl logs`); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:10250", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// Node settings.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// The default Node name: the host name.
+pub fn default_node_name() -> String {
+    flotilla_node::agent::machine::Machine::detect().hostname
+}
+
+/// Starts the agent and blocks until SIGINT or SIGTERM.
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    super::init_logging("info");
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: AgentArgs) -> anyhow::Result<()> {
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => dirs::data_dir()
+            .map(|d| d.join("flotilla").join("agent"))
+            .context("no per-user data directory on this system; pass --data-dir")?,
+    };
+    let name = args.name.clone().unwrap_or_else(default_node_name);
+    let mut config = AgentConfig::new(&name, data_dir);
+    config.kubeconfig = args.kubeconfig.clone();
+    config.listen = args.listen;
+    args.node.apply(&mut config)?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    let agent = flotilla_node::Agent::start(config, shutdown).await?;
+    println!("flotilla agent {name} listening on http://{}", agent.addr());
+    agent.join().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

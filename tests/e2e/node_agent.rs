@@ -1,0 +1,494 @@
+//! The node agent end to end: `flotilla up` (control plane plus a local agent in one process),
+//! images pushed to the cluster's registry, pods applied and inspected with the stock kubectl.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{flotilla_bin, wait_for};
+
+const NODE: &str = "e2e-node";
+/// Every wait for a pod to get somewhere.
+const POD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A whole cluster from `flotilla up`, killed when dropped.
+struct Cluster {
+    child: Child,
+    url: String,
+    kubeconfig: PathBuf,
+    /// Seconds from spawn until the cluster said it was ready.
+    ready_after: Duration,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `flotilla up` on free ports with a short restart backoff (base, max in ms) and a
+    /// pod range of its own (tests run side by side).
+    fn start(backoff: (u64, u64)) -> Cluster {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let cidr = format!("127.{}.{}.0/24", 100 + n, std::process::id() % 250);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = tmp.path().join("kubeconfig");
+        let started = Instant::now();
+        let mut child = Command::new(flotilla_bin())
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--agent-listen",
+                "127.0.0.1:0",
+                "--node-name",
+                NODE,
+            ])
+            .args(["--pod-cidr", &cidr])
+            .args(["--restart-backoff-base-ms", &backoff.0.to_string()])
+            .args(["--restart-backoff-max-ms", &backoff.1.to_string()])
+            .arg("--data-dir")
+            .arg(tmp.path())
+            .arg("--write-kubeconfig")
+            .arg(&kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn flotilla up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("flotilla up did not start within 60s");
+        let ready_after = started.elapsed();
+        Cluster {
+            child,
+            url,
+            kubeconfig,
+            ready_after,
+            _tmp: tmp,
+        }
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl is installed");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        });
+        let out = child.wait_with_output().expect("kubectl output");
+        let _ = tx.send(());
+        out
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, manifest: &str) -> Output {
+        self.kubectl(&["apply", "-f", "-"], Some(manifest))
+    }
+
+    fn apply_ok(&self, manifest: &str) {
+        let out = self.apply(manifest);
+        assert!(
+            out.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pod(&self, name: &str) -> Option<Value> {
+        let out = self.kubectl(&["get", "pod", name, "-o", "json"], None);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("pod json"))
+    }
+
+    /// Waits until the pod satisfies `f`, returning it.
+    fn wait_pod(&self, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        wait_for(&format!("pod {name}: {what}"), POD_TIMEOUT, || {
+            self.pod(name).filter(|p| f(p))
+        })
+    }
+
+    /// Pushes a sample `.wasm` to the cluster's registry as `reference`.
+    fn push(&self, wasm: &Path, reference: &str) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let options = flotilla_node::image::push::PushOptions {
+            default_registry: Some(self.url.clone()),
+            ..Default::default()
+        };
+        rt.block_on(flotilla_node::image::push::push_wasm(
+            wasm,
+            reference,
+            &options,
+            &flotilla_node::image::push::NoProgress,
+        ))
+        .unwrap_or_else(|e| panic!("push {}: {e}", wasm.display()));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sample(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(path)
+}
+
+fn container_status(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+fn waiting_reason(pod: &Value) -> Option<&str> {
+    container_status(pod)["state"]["waiting"]["reason"].as_str()
+}
+
+/// A single-container pod on the test node.
+fn pod_manifest(name: &str, image: &str, extra_container: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 2\n{extra_spec}  containers:\n    - name: main\n      image: {image}\n{extra_container}"
+    )
+}
+
+#[test]
+fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success() {
+    let c = Cluster::start((300, 2000));
+    eprintln!("flotilla up ready after {:?}", c.ready_after);
+    let node: Value =
+        serde_json::from_str(&c.kubectl_ok(&["get", "node", NODE, "-o", "json"])).unwrap();
+    assert_eq!(
+        node["metadata"]["labels"]["flotilla.dev/runtime-handlers"],
+        "wasmtime"
+    );
+    assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], NODE);
+    assert!(
+        node["status"]["capacity"]["cpu"].is_string()
+            && node["status"]["allocatable"]["memory"].is_string()
+    );
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["status"], "True");
+    wait_for("the node lease", Duration::from_secs(10), || {
+        let args = [
+            "get",
+            "lease",
+            NODE,
+            "-n",
+            "kube-node-lease",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ];
+        let out = c.kubectl(&args, None);
+        (String::from_utf8_lossy(&out.stdout) == NODE).then_some(())
+    });
+
+    c.push(&sample("hello-wasi/hello-wasi.wasm"), "hello-wasi:latest");
+    let manifest = std::fs::read_to_string(sample("hello-wasi/manifest.yaml")).unwrap();
+    let manifest = manifest.replace(
+        "  runtimeClassName: wasmtime\n",
+        &format!("  runtimeClassName: wasmtime\n  nodeName: {NODE}\n"),
+    );
+    c.apply_ok(&manifest);
+    let pod = c.wait_pod("hello-wasi", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let cs = container_status(&pod);
+    assert_eq!(cs["state"]["terminated"]["exitCode"], 0, "{cs}");
+    assert_eq!(cs["state"]["terminated"]["reason"], "Completed");
+    assert!(cs["imageID"].as_str().unwrap().contains("sha256:"), "{cs}");
+    assert!(
+        pod["status"]["podIP"].as_str().unwrap().starts_with("127."),
+        "{pod}"
+    );
+    assert_eq!(pod["status"]["hostIP"], "127.0.0.1");
+    assert!(pod["status"]["startTime"].is_string());
+    let logs = c.kubectl_ok(&["logs", "hello-wasi"]);
+    for want in [
+        "hello from wasi p1",
+        "one two",
+        "env: GREETING=hi",
+        "file /data/hello.txt: hello from a mounted volume",
+    ] {
+        assert!(logs.contains(want), "missing {want:?} in logs:\n{logs}");
+    }
+    let tail = c.kubectl_ok(&["logs", "hello-wasi", "--tail", "1", "--timestamps"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.starts_with("20"), "a timestamp first: {tail}");
+    let describe = wait_for("Started event", POD_TIMEOUT, || {
+        let d = c.kubectl_ok(&["describe", "pod", "hello-wasi"]);
+        d.contains("Started").then_some(d)
+    });
+    for reason in ["Pulling", "Pulled", "Created", "Started"] {
+        assert!(
+            describe.contains(reason),
+            "no {reason} event in:\n{describe}"
+        );
+    }
+}
+
+#[test]
+fn a_crashing_pod_goes_crash_loop_back_off_with_growing_delays() {
+    let c = Cluster::start((400, 3200));
+    c.push(&sample("hello-wasi/hello-wasi.wasm"), "crasher:v1");
+    c.apply_ok(&pod_manifest(
+        "crasher",
+        "crasher:v1",
+        "      env:\n        - name: HELLO_EXIT\n          value: \"3\"\n",
+        "",
+    ));
+    let mut seen_backoff = false;
+    let mut changes: Vec<(i64, Instant)> = Vec::new();
+    let deadline = Instant::now() + POD_TIMEOUT;
+    while changes.last().is_none_or(|(n, _)| *n < 4) {
+        assert!(Instant::now() < deadline, "restarts so far: {changes:?}");
+        if let Some(pod) = c.pod("crasher") {
+            let cs = container_status(&pod);
+            let count = cs["restartCount"].as_i64().unwrap_or(0);
+            if changes.last().is_none_or(|(n, _)| *n != count) {
+                changes.push((count, Instant::now()));
+            }
+            if waiting_reason(&pod) == Some("CrashLoopBackOff") {
+                seen_backoff = true;
+                assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3, "{cs}");
+                assert!(
+                    cs["state"]["waiting"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("back-off"),
+                    "{cs}"
+                );
+            }
+            if count > 0 {
+                assert_eq!(
+                    pod["status"]["phase"], "Running",
+                    "once started, restartPolicy Always keeps it Running"
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(seen_backoff, "never saw CrashLoopBackOff");
+    let at = |n: i64| changes.iter().find(|(c, _)| *c == n).map(|(_, t)| *t);
+    if let (Some(t2), Some(t3), Some(t4)) = (at(2), at(3), at(4)) {
+        let (first, second) = (t3 - t2, t4 - t3);
+        assert!(
+            second > first + Duration::from_millis(300),
+            "delays grow: {first:?} then {second:?} ({changes:?})"
+        );
+    } else {
+        panic!("missed a restart: {changes:?}");
+    }
+    let previous = c.kubectl_ok(&["logs", "crasher", "--previous"]);
+    assert!(previous.contains("hello from wasi p1"), "{previous}");
+    let describe = c.kubectl_ok(&["describe", "pod", "crasher"]);
+    assert!(describe.contains("BackOff"), "{describe}");
+}
+
+#[test]
+fn an_http_pod_serves_at_its_pod_address_and_deleting_it_stops_it() {
+    let c = Cluster::start((300, 2000));
+    c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
+    let container = "      ports:\n        - containerPort: 8080\n      readinessProbe:\n        httpGet:\n          path: /\n          port: 8080\n        periodSeconds: 1\n      resources:\n        limits:\n          memory: 64Mi\n          cpu: 500m\n";
+    c.apply_ok(&pod_manifest(
+        "web",
+        "hello-http:v1",
+        container,
+        "  runtimeClassName: wasmtime\n",
+    ));
+    let pod = c.wait_pod("web", "Running and Ready", |p| {
+        p["status"]["phase"] == "Running"
+            && p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    });
+    assert_eq!(container_status(&pod)["ready"], true);
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    assert_eq!(pod["status"]["podIPs"][0]["ip"], ip.as_str());
+    let addr = format!("{ip}:8080");
+    let (code, body) = http_get(&addr, "/");
+    assert_eq!(code, 200, "{body}");
+
+    let started = Instant::now();
+    let out = c.kubectl(
+        &["delete", "pod", "web", "--wait=true", "--timeout=30s"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "deletion took {:?}",
+        started.elapsed()
+    );
+    assert!(c.pod("web").is_none(), "the agent removed the pod");
+    wait_for(
+        "the pod address to stop answering",
+        Duration::from_secs(10),
+        || {
+            TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200))
+                .is_err()
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn bad_input_leaves_pods_waiting_with_reasons_a_user_can_act_on() {
+    let c = Cluster::start((300, 2000));
+    let tmp = tempfile::tempdir().unwrap();
+    let corrupt = tmp.path().join("corrupt.wasm");
+    std::fs::write(&corrupt, b"\0asm\x01\0\0\0garbage that is no section").unwrap();
+    c.push(&corrupt, "corrupt:v1");
+    c.push(&sample("hello-wasi/hello-wasi.wasm"), "hello-wasi:v1");
+    c.apply_ok(&pod_manifest("nosuch", "nosuch:v1", "", ""));
+    c.apply_ok(&pod_manifest("corrupt", "corrupt:v1", "", ""));
+    c.apply_ok(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  present: \"y\"\n",
+    );
+    c.apply_ok(&pod_manifest("nokey", "hello-wasi:v1",
+        "      env:\n        - name: X\n          valueFrom:\n            configMapKeyRef:\n              name: cfg\n              key: absent\n", ""));
+    let unknown_class = c.apply(&pod_manifest(
+        "noclass",
+        "hello-wasi:v1",
+        "",
+        "  runtimeClassName: nosuchclass\n",
+    ));
+
+    let pod = c.wait_pod("nosuch", "ErrImagePull or ImagePullBackOff", |p| {
+        matches!(waiting_reason(p), Some("ErrImagePull" | "ImagePullBackOff"))
+    });
+    let msg = container_status(&pod)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(msg.contains("nosuch"), "the message names the image: {msg}");
+    c.wait_pod("nosuch", "ImagePullBackOff", |p| {
+        waiting_reason(p) == Some("ImagePullBackOff")
+    });
+
+    let pod = c.wait_pod("corrupt", "CreateContainerError", |p| {
+        waiting_reason(p) == Some("CreateContainerError")
+    });
+    let msg = container_status(&pod)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("corrupt") && msg.contains("wasm"), "{msg}");
+
+    let pod = c.wait_pod("nokey", "CreateContainerConfigError", |p| {
+        waiting_reason(p) == Some("CreateContainerConfigError")
+    });
+    let msg = container_status(&pod)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(msg, "couldn't find key absent in ConfigMap default/cfg");
+
+    if unknown_class.status.success() {
+        let pod = c.wait_pod("noclass", "CreateContainerConfigError", |p| {
+            waiting_reason(p) == Some("CreateContainerConfigError")
+        });
+        let msg = container_status(&pod)["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains("RuntimeClass \"nosuchclass\" not found"),
+            "{msg}"
+        );
+    }
+    // Fixing the input lets the pod go on: add the key, and the next retry starts it.
+    c.apply_ok("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  present: \"y\"\n  absent: now-here\n");
+    c.wait_pod("nokey", "running or restarting after the fix", |p| {
+        container_status(p)["restartCount"].as_i64().unwrap_or(0) > 0
+            || container_status(p)["state"]["running"].is_object()
+            || container_status(p)["state"]["terminated"].is_object()
+            || container_status(p)["lastState"]["terminated"].is_object()
+    });
+    // The agent survived all of it.
+    let node: Value =
+        serde_json::from_str(&c.kubectl_ok(&["get", "node", NODE, "-o", "json"])).unwrap();
+    assert!(
+        node["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    );
+}
+
+/// A minimal HTTP/1.1 GET: (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5))
+        .expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
