@@ -30,4 +30,4 @@ fi
 command -v kubectl >/dev/null || { echo "error: kubectl (v1.32) is required by the end-to-end tests" >&2; exit 1; }
 
 cargo build --workspace --all-targets
-cargo test --workspace --all-targets -- --test-threads="${FLOTILLA_TEST_THREADS:-2}"
+cargo test --workspace --all-targets --no-fail-fast -- --test-threads="${FLOTILLA_TEST_THREADS:-2}"
