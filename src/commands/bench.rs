@@ -254,10 +254,10 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
             buf.extend_from_slice(&chunk);
             while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
-                if let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&line) {
-                    if let Some(name) = ev["object"]["metadata"]["name"].as_str() {
-                        let _ = tx.send((name.to_string(), now));
-                    }
+                if let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&line)
+                    && let Some(name) = ev["object"]["metadata"]["name"].as_str()
+                {
+                    let _ = tx.send((name.to_string(), now));
                 }
             }
         }

@@ -83,6 +83,7 @@ fn get_watch_reports_added_modified_and_deleted_objects() {
     s.kubectl_ok(&["delete", "configmap", "watched"]);
     std::thread::sleep(Duration::from_millis(700));
     let _ = watcher.kill();
+    let _ = watcher.wait();
     let mut out = String::new();
     watcher.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     let events: Vec<&str> = out.lines().filter(|l| l.contains("watched")).map(|l| l.split_whitespace().next().unwrap()).collect();

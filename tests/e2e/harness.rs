@@ -14,6 +14,7 @@ pub fn flotilla_bin() -> &'static str {
 pub struct Server {
     child: Option<Child>,
     /// Its data directory (kept across restarts).
+    #[allow(dead_code, reason = "for tests that restart a server in place")]
     pub dir: PathBuf,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
