@@ -25,6 +25,9 @@ pub struct NodeArgs {
     /// Longest such delay, in ms.
     #[arg(long, default_value_t = 300_000, value_name = "MS")]
     pub restart_backoff_max_ms: u64,
+    /// Most pods this node accepts (its `capacity.pods`).
+    #[arg(long, default_value_t = flotilla_node::agent::config::DEFAULT_MAX_PODS, value_name = "N")]
+    pub max_pods: u32,
     /// Registry for image references without a host [default: the API server's].
     #[arg(long, value_name = "HOST:PORT")]
     pub registry: Option<String>,
@@ -50,6 +53,7 @@ impl NodeArgs {
                     .max(1),
             ),
         };
+        config.max_pods = self.max_pods.max(1);
         config.default_registry = self.registry.clone();
         config.insecure_registries = self.insecure_registries.clone();
         Ok(())
