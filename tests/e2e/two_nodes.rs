@@ -1,0 +1,201 @@
+//! A control plane with two `flotilla agent` processes: the scheduler places pods by
+//! nodeSelector, taints and tolerations, node affinity and resources; the agents run init
+//! containers before the main ones and restart a container whose liveness probe fails.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Server, flotilla_bin, wait_for};
+
+/// Every wait for a pod or node to get somewhere.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `flotilla agent` process, killed when dropped.
+struct Agent {
+    child: Child,
+    _tmp: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts agent `name` against `server` with its own pod range and a short restart backoff.
+    fn start(server: &Server, name: &str, cidr: &str) -> Agent {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(flotilla_bin())
+            .args(["agent", "--name", name, "--listen", "127.0.0.1:0"])
+            .args(["--pod-cidr", cidr])
+            .args(["--restart-backoff-base-ms", "200", "--restart-backoff-max-ms", "1000"])
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .arg("--data-dir")
+            .arg(tmp.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn flotilla agent");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(TIMEOUT).expect("flotilla agent did not start within 60 s");
+        Agent { child, _tmp: tmp }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sample(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(path)
+}
+
+fn push(server: &Server, wasm: &Path, reference: &str) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let options = flotilla_node::image::push::PushOptions {
+        default_registry: Some(server.url.clone()),
+        ..Default::default()
+    };
+    rt.block_on(flotilla_node::image::push::push_wasm(
+        wasm,
+        reference,
+        &options,
+        &flotilla_node::image::push::NoProgress,
+    ))
+    .unwrap_or_else(|e| panic!("push {}: {e}", wasm.display()));
+}
+
+fn pod(server: &Server, name: &str) -> Option<Value> {
+    let out = server.kubectl(&["get", "pod", name, "-o", "json"]);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("pod json"))
+}
+
+fn wait_pod(server: &Server, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    wait_for(&format!("pod {name}: {what}"), TIMEOUT, || pod(server, name).filter(|p| f(p)))
+}
+
+/// A cluster of a control plane and two nodes: `node-a` labelled `zone=a`, `node-b` tainted
+/// `dedicated=b:NoSchedule`; the hello samples pushed.
+fn two_nodes() -> (Server, Agent, Agent) {
+    let server = Server::start();
+    let octet = 150 + std::process::id() % 50;
+    let a = Agent::start(&server, "node-a", &format!("127.{octet}.1.0/24"));
+    let b = Agent::start(&server, "node-b", &format!("127.{octet}.2.0/24"));
+    for node in ["node-a", "node-b"] {
+        wait_for(&format!("{node} Ready"), TIMEOUT, || {
+            let out = server.kubectl(&[
+                "get",
+                "node",
+                node,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            ]);
+            (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+        });
+    }
+    server.kubectl_ok(&["label", "node", "node-a", "zone=a"]);
+    server.kubectl_ok(&["taint", "node", "node-b", "dedicated=b:NoSchedule"]);
+    push(&server, &sample("hello-wasi/hello-wasi.wasm"), "hello-wasi:latest");
+    push(&server, &sample("hello-http/hello-http.wasm"), "hello-http:latest");
+    (server, a, b)
+}
+
+fn http_pod(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  runtimeClassName: wasmtime\n  terminationGracePeriodSeconds: 1\n{spec}  containers:\n    - name: web\n      image: hello-http:latest\n      ports:\n        - containerPort: 8080\n"
+    )
+}
+
+#[test]
+fn the_scheduler_places_pods_by_selector_taints_affinity_and_resources() {
+    let (s, _a, _b) = two_nodes();
+    s.kubectl_stdin(&["apply", "-f", "-"], &http_pod("by-selector", "  nodeSelector:\n    zone: a\n"));
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &http_pod(
+            "tolerates-b",
+            "  tolerations:\n    - key: dedicated\n      operator: Equal\n      value: b\n      effect: NoSchedule\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n          - matchExpressions:\n              - key: kubernetes.io/hostname\n                operator: In\n                values: [node-b]\n",
+        ),
+    );
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &http_pod("untolerated", "  nodeSelector:\n    kubernetes.io/hostname: node-b\n"),
+    );
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "{}      resources:\n        requests:\n          memory: 100000Gi\n",
+            http_pod("too-big", "")
+        ),
+    );
+    // Without any constraint, a pod avoids the tainted node.
+    s.kubectl_stdin(&["apply", "-f", "-"], &http_pod("anywhere", ""));
+
+    for (name, node) in [("by-selector", "node-a"), ("tolerates-b", "node-b"), ("anywhere", "node-a")] {
+        let p = wait_pod(&s, name, "Running", |p| p["status"]["phase"] == "Running");
+        assert_eq!(p["spec"]["nodeName"], node, "{name} placed on the wrong node");
+        assert_eq!(p["status"]["hostIP"], "127.0.0.1");
+    }
+    let untolerated = wait_pod(&s, "untolerated", "PodScheduled=False", |p| {
+        p["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "PodScheduled" && c["status"] == "False"))
+    });
+    let message = untolerated["status"]["conditions"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("0/2 nodes are available"), "{message}");
+    assert!(message.contains("untolerated taint"), "{message}");
+    assert!(message.contains("didn't match Pod's node affinity/selector"), "{message}");
+    assert!(untolerated["spec"]["nodeName"].is_null());
+
+    let describe = wait_for("FailedScheduling for too-big", TIMEOUT, || {
+        let d = s.kubectl_ok(&["describe", "pod", "too-big"]);
+        d.contains("FailedScheduling").then_some(d)
+    });
+    assert!(describe.contains("Insufficient memory"), "{describe}");
+
+    // Removing the taint makes node-b eligible; the pending pod is retried and placed.
+    s.kubectl_ok(&["taint", "node", "node-b", "dedicated=b:NoSchedule-"]);
+    let placed = wait_pod(&s, "untolerated", "Running on node-b", |p| p["status"]["phase"] == "Running");
+    assert_eq!(placed["spec"]["nodeName"], "node-b");
+}
+
+#[test]
+fn init_containers_run_first_and_a_failing_liveness_probe_restarts_the_container() {
+    let (s, _a, _b) = two_nodes();
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: staged\nspec:\n  runtimeClassName: wasmtime\n  terminationGracePeriodSeconds: 1\n  nodeSelector:\n    zone: a\n  initContainers:\n    - name: prepare\n      image: hello-wasi:latest\n      args: [prepare]\n      env:\n        - name: HELLO_FILE\n          value: /nonexistent\n  containers:\n    - name: web\n      image: hello-http:latest\n      ports:\n        - containerPort: 8080\n      livenessProbe:\n        httpGet:\n          path: /no-such-route\n          port: 8080\n        periodSeconds: 1\n        failureThreshold: 2\n    - name: sidecar\n      image: hello-http:latest\n      ports:\n        - containerPort: 8081\n";
+    s.kubectl_stdin(&["apply", "-f", "-"], manifest);
+    let p = wait_pod(&s, "staged", "the web container restarted by its liveness probe", |p| {
+        p["status"]["containerStatuses"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == "web"))
+            .is_some_and(|c| c["restartCount"].as_i64().unwrap_or(0) >= 1)
+    });
+    let init = &p["status"]["initContainerStatuses"][0];
+    assert_eq!(init["name"], "prepare");
+    assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
+    let initialized = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Initialized")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(initialized["status"], "True", "{p}");
+    assert_eq!(p["status"]["containerStatuses"].as_array().map(Vec::len), Some(2), "{p}");
+    let logs = s.kubectl_ok(&["logs", "staged", "-c", "prepare"]);
+    assert!(logs.contains("hello from wasi p1") && logs.contains(" prepare"), "{logs}");
+    let describe = s.kubectl_ok(&["describe", "pod", "staged"]);
+    assert!(describe.contains("Unhealthy") && describe.contains("Liveness probe failed"), "{describe}");
+}
