@@ -36,6 +36,8 @@ pub enum Bench {
     Scheduler(super::bench_scheduler::SchedulerBenchArgs),
     /// Wasm pods on one node: apply → Running latency in sequence and in a burst; density.
     Pods(super::bench_pods::PodsBenchArgs),
+    /// `flotilla up`: time until the cluster and its node are ready; idle memory.
+    Up(super::bench_up::UpBenchArgs),
 }
 
 /// Flags of `flotilla bench api`.
@@ -72,6 +74,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Api(a) => rt.block_on(api(a)),
         Bench::Scheduler(a) => rt.block_on(super::bench_scheduler::run(a)),
         Bench::Pods(a) => rt.block_on(super::bench_pods::run(a)),
+        Bench::Up(a) => rt.block_on(super::bench_up::run(a)),
     }
 }
 

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod bench;
 pub mod bench_pods;
 pub mod bench_scheduler;
+pub mod bench_up;
 pub mod completions;
 pub mod image;
 pub mod server;
