@@ -10,8 +10,12 @@
 //! - [`node_lifecycle`]: marks nodes whose Lease expired unreachable and evicts their pods.
 //! - [`garbage_collector`]: ownerReferences cascades (Background, Foreground, Orphan).
 
+pub mod daemonset;
 pub mod deployment;
+pub mod garbage_collector;
+pub mod job;
 pub mod namespace;
+pub mod node_lifecycle;
 pub mod owner;
 pub mod pods;
 pub mod replicaset;
