@@ -45,7 +45,12 @@ pub fn daemon_tolerations() -> Vec<Value> {
         json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}),
         json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}),
     ];
-    for key in ["disk-pressure", "memory-pressure", "pid-pressure", "unschedulable"] {
+    for key in [
+        "disk-pressure",
+        "memory-pressure",
+        "pid-pressure",
+        "unschedulable",
+    ] {
         t.push(json!({"key": format!("node.kubernetes.io/{key}"), "operator": "Exists", "effect": "NoSchedule"}));
     }
     t
@@ -59,9 +64,15 @@ pub fn should_run_on(ds: &Value, node: &Value) -> bool {
     {
         return false;
     }
-    let taints: Vec<Taint> = serde_json::from_value(node["spec"]["taints"].clone()).unwrap_or_default();
-    let mut tolerations: Vec<Toleration> = serde_json::from_value(spec["tolerations"].clone()).unwrap_or_default();
-    tolerations.extend(daemon_tolerations().into_iter().filter_map(|t| serde_json::from_value(t).ok()));
+    let taints: Vec<Taint> =
+        serde_json::from_value(node["spec"]["taints"].clone()).unwrap_or_default();
+    let mut tolerations: Vec<Toleration> =
+        serde_json::from_value(spec["tolerations"].clone()).unwrap_or_default();
+    tolerations.extend(
+        daemon_tolerations()
+            .into_iter()
+            .filter_map(|t| serde_json::from_value(t).ok()),
+    );
     untolerated_taint(&taints, &tolerations).is_none()
 }
 
@@ -91,15 +102,25 @@ impl DaemonSetController {
         let uid = owner::uid(&ds).to_string();
         let (node_list, _, _) = self.api.list(nodes(), None, &ListParams::default()).await?;
         let all = pods::list(&self.api, ns).await?;
-        let mine: Vec<&Value> = all.iter().filter(|p| owner::is_controlled_by(p, &uid)).collect();
-        let hash = rollout::template_hash(&ds["spec"]["template"], ds["status"]["collisionCount"].as_i64().unwrap_or(0));
+        let mine: Vec<&Value> = all
+            .iter()
+            .filter(|p| owner::is_controlled_by(p, &uid))
+            .collect();
+        let hash = rollout::template_hash(
+            &ds["spec"]["template"],
+            ds["status"]["collisionCount"].as_i64().unwrap_or(0),
+        );
         let mut by_node: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
         for p in &mine {
-            by_node.entry(p["spec"]["nodeName"].as_str().unwrap_or("")).or_default().push(p);
+            by_node
+                .entry(p["spec"]["nodeName"].as_str().unwrap_or(""))
+                .or_default()
+                .push(p);
         }
         let mut create_on: Vec<String> = Vec::new();
         let mut delete: Vec<String> = Vec::new();
-        let (mut desired, mut current, mut misscheduled, mut ready, mut updated, mut available) = (0i64, 0i64, 0i64, 0i64, 0i64, 0i64);
+        let (mut desired, mut current, mut misscheduled, mut ready, mut updated, mut available) =
+            (0i64, 0i64, 0i64, 0i64, 0i64, 0i64);
         let mut old_ready: Vec<&Value> = Vec::new();
         let mut unavailable = 0i64;
         let min_ready = ds["spec"]["minReadySeconds"].as_i64().unwrap_or(0);
@@ -109,10 +130,17 @@ impl DaemonSetController {
             let name = objects::name(node);
             let on_node = by_node.get(name).cloned().unwrap_or_default();
             // Failed daemon pods are deleted and replaced.
-            for p in on_node.iter().filter(|p| pods::is_terminal(p) && !objects::is_deleting(p)) {
+            for p in on_node
+                .iter()
+                .filter(|p| pods::is_terminal(p) && !objects::is_deleting(p))
+            {
                 delete.push(objects::name(p).to_string());
             }
-            let mut active: Vec<&Value> = on_node.iter().copied().filter(|p| pods::is_active(p)).collect();
+            let mut active: Vec<&Value> = on_node
+                .iter()
+                .copied()
+                .filter(|p| pods::is_active(p))
+                .collect();
             let terminating = on_node.iter().any(|p| objects::is_deleting(p));
             if should_run_on(&ds, node) {
                 eligible_nodes.insert(name.to_string());
@@ -125,7 +153,12 @@ impl DaemonSetController {
                     continue;
                 }
                 current += 1;
-                active.sort_by_key(|p| p["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string());
+                active.sort_by_key(|p| {
+                    p["metadata"]["creationTimestamp"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                });
                 for extra in &active[1..] {
                     delete.push(objects::name(extra).to_string());
                 }
@@ -155,18 +188,35 @@ impl DaemonSetController {
         // Pods on nodes that no longer exist.
         for (node, ps) in &by_node {
             if !node_list.iter().any(|n| objects::name(n) == *node) {
-                delete.extend(ps.iter().filter(|p| !objects::is_deleting(p)).map(|p| objects::name(p).to_string()));
+                delete.extend(
+                    ps.iter()
+                        .filter(|p| !objects::is_deleting(p))
+                        .map(|p| objects::name(p).to_string()),
+                );
             }
         }
         if ds["spec"]["updateStrategy"]["type"] != "OnDelete" {
-            let max_unavailable = rollout::int_or_percent(&ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], desired, false).max(1);
+            let max_unavailable = rollout::int_or_percent(
+                &ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
+                desired,
+                false,
+            )
+            .max(1);
             let budget = (max_unavailable - unavailable).max(0) as usize;
-            delete.extend(old_ready.iter().take(budget).map(|p| objects::name(p).to_string()));
+            delete.extend(
+                old_ready
+                    .iter()
+                    .take(budget)
+                    .map(|p| objects::name(p).to_string()),
+            );
         }
         let mut acted = false;
         if !create_on.is_empty() {
             let mut template = ds["spec"]["template"].clone();
-            let mut tolerations = template["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+            let mut tolerations = template["spec"]["tolerations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             for t in daemon_tolerations() {
                 if !tolerations.contains(&t) {
                     tolerations.push(t);
@@ -177,17 +227,30 @@ impl DaemonSetController {
             let new: Vec<Value> = create_on
                 .iter()
                 .map(|node| {
-                    let mut p = pods::from_template(&template, &ds, &prefix, &[(REVISION_HASH_LABEL, hash.as_str())]);
+                    let mut p = pods::from_template(
+                        &template,
+                        &ds,
+                        &prefix,
+                        &[(REVISION_HASH_LABEL, hash.as_str())],
+                    );
                     p["spec"]["nodeName"] = json!(node);
                     p
                 })
                 .collect();
             let (created, err) = pods::create_all(&self.api, ns, new).await;
             for n in created {
-                self.events.normal(owner::object_reference(&ds), "SuccessfulCreate", format!("Created pod: {n}"));
+                self.events.normal(
+                    owner::object_reference(&ds),
+                    "SuccessfulCreate",
+                    format!("Created pod: {n}"),
+                );
             }
             if let Some(e) = err {
-                self.events.warning(owner::object_reference(&ds), "FailedCreate", format!("Error creating: {}", e.message));
+                self.events.warning(
+                    owner::object_reference(&ds),
+                    "FailedCreate",
+                    format!("Error creating: {}", e.message),
+                );
             }
             acted = true;
         }
@@ -196,7 +259,11 @@ impl DaemonSetController {
             delete.dedup();
             let (deleted, _) = pods::delete_all(&self.api, ns, delete, None).await;
             for n in deleted {
-                self.events.normal(owner::object_reference(&ds), "SuccessfulDelete", format!("Deleted pod: {n}"));
+                self.events.normal(
+                    owner::object_reference(&ds),
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {n}"),
+                );
             }
             acted = true;
         }
@@ -212,14 +279,21 @@ impl DaemonSetController {
             status["collisionCount"] = c.clone();
         }
         write_status(&self.api, daemonsets(), &ds, status).await?;
-        Ok(if acted { Some(Duration::from_millis(250)) } else { None })
+        Ok(if acted {
+            Some(Duration::from_millis(250))
+        } else {
+            None
+        })
     }
 }
 
 impl Reconciler for DaemonSetController {
     async fn reconcile(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
         if key.name == ALL {
-            let (all, _, _) = self.api.list(daemonsets(), None, &ListParams::default()).await?;
+            let (all, _, _) = self
+                .api
+                .list(daemonsets(), None, &ListParams::default())
+                .await?;
             for ds in &all {
                 self.sync(&ObjectKey::of(ds)).await?;
             }
@@ -236,9 +310,18 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
     let watched = vec![
         Watched::primary(daemonsets()),
         Watched::owned_by(pods::pods(), "DaemonSet"),
-        Watched::with_map(nodes(), |_| vec![ObjectKey { namespace: None, name: ALL.into() }]),
+        Watched::with_map(nodes(), |_| {
+            vec![ObjectKey {
+                namespace: None,
+                name: ALL.into(),
+            }]
+        }),
     ];
-    let config = RunnerConfig { name: "daemonset", workers: 2, resync: Duration::from_secs(10) };
+    let config = RunnerConfig {
+        name: "daemonset",
+        workers: 2,
+        resync: Duration::from_secs(10),
+    };
     runner::run(api, watched, Arc::new(controller), config, shutdown).await;
     let _ = events.await;
 }
@@ -262,6 +345,9 @@ mod tests {
         let unreachable = json!({"metadata": {}, "spec": {"taints": [
             {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
             {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}});
-        assert!(should_run_on(&json!({"spec": {"template": {"spec": {}}}}), &unreachable));
+        assert!(should_run_on(
+            &json!({"spec": {"template": {"spec": {}}}}),
+            &unreachable
+        ));
     }
 }

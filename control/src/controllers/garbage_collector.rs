@@ -43,20 +43,45 @@ fn tolerate_gone<T>(r: ApiResult<T>) -> ApiResult<()> {
     }
 }
 
-async fn remove_finalizer(api: &Api, res: &ResourceInfo, obj: &Value, finalizer: &str) -> ApiResult<()> {
+async fn remove_finalizer(
+    api: &Api,
+    res: &ResourceInfo,
+    obj: &Value,
+    finalizer: &str,
+) -> ApiResult<()> {
     let mut updated = obj.clone();
-    let left: Vec<String> = objects::finalizers(obj).into_iter().filter(|f| f != finalizer).collect();
+    let left: Vec<String> = objects::finalizers(obj)
+        .into_iter()
+        .filter(|f| f != finalizer)
+        .collect();
     objects::meta_mut(&mut updated).insert("finalizers".into(), json!(left));
-    tolerate_gone(api.update(res, objects::namespace(obj), objects::name(obj), updated, None, &WriteOptions::default()).await)
+    tolerate_gone(
+        api.update(
+            res,
+            objects::namespace(obj),
+            objects::name(obj),
+            updated,
+            None,
+            &WriteOptions::default(),
+        )
+        .await,
+    )
 }
 
 /// Whether the owner a reference names still exists (with that uid), read live.
 async fn owner_exists(api: &Api, dependent: &Value, r: &Value) -> ApiResult<bool> {
-    let Some(res) = resources::find_kind(r["apiVersion"].as_str().unwrap_or(""), r["kind"].as_str().unwrap_or("")) else {
+    let Some(res) = resources::find_kind(
+        r["apiVersion"].as_str().unwrap_or(""),
+        r["kind"].as_str().unwrap_or(""),
+    ) else {
         // A kind this server does not serve cannot be checked: keep the dependent.
         return Ok(true);
     };
-    let ns = if res.namespaced { objects::namespace(dependent) } else { None };
+    let ns = if res.namespaced {
+        objects::namespace(dependent)
+    } else {
+        None
+    };
     match api.get(res, ns, r["name"].as_str().unwrap_or("")).await {
         Ok(o) => Ok(owner::uid(&o) == r["uid"].as_str().unwrap_or("")),
         Err(e) if e.code == 404 => Ok(false),
@@ -74,7 +99,11 @@ pub async fn scan(api: &Api) -> ApiResult<bool> {
     let uids: HashSet<String> = all.iter().map(|(_, o)| owner::uid(o).to_string()).collect();
     let mut dependents: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, (_, o)) in all.iter().enumerate() {
-        for r in o["metadata"]["ownerReferences"].as_array().into_iter().flatten() {
+        for r in o["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             if let Some(u) = r["uid"].as_str() {
                 dependents.entry(u.to_string()).or_default().push(i);
             }
@@ -103,16 +132,34 @@ pub async fn scan(api: &Api) -> ApiResult<bool> {
                             continue;
                         }
                         // Pods own nothing: no need to hold them with a finalizer.
-                        let propagation = if dres.kind == "Pod" { Propagation::Background } else { Propagation::Foreground };
-                        let opts = DeleteOptions { propagation: Some(propagation), precondition_uid: Some(owner::uid(dep).to_string()), ..Default::default() };
-                        tolerate_gone(api.delete(dres, objects::namespace(dep), objects::name(dep), &opts).await)?;
+                        let propagation = if dres.kind == "Pod" {
+                            Propagation::Background
+                        } else {
+                            Propagation::Foreground
+                        };
+                        let opts = DeleteOptions {
+                            propagation: Some(propagation),
+                            precondition_uid: Some(owner::uid(dep).to_string()),
+                            ..Default::default()
+                        };
+                        tolerate_gone(
+                            api.delete(dres, objects::namespace(dep), objects::name(dep), &opts)
+                                .await,
+                        )?;
                     }
                 }
             }
             continue;
         }
-        let refs = o["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
-        if refs.is_empty() || refs.iter().any(|r| r["uid"].as_str().is_some_and(|u| uids.contains(u))) {
+        let refs = o["metadata"]["ownerReferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if refs.is_empty()
+            || refs
+                .iter()
+                .any(|r| r["uid"].as_str().is_some_and(|u| uids.contains(u)))
+        {
             continue;
         }
         let mut any = false;
@@ -123,8 +170,15 @@ pub async fn scan(api: &Api) -> ApiResult<bool> {
             }
         }
         if !any {
-            let opts = DeleteOptions { propagation: Some(Propagation::Background), precondition_uid: Some(uid.to_string()), ..Default::default() };
-            tolerate_gone(api.delete(res, objects::namespace(o), objects::name(o), &opts).await)?;
+            let opts = DeleteOptions {
+                propagation: Some(Propagation::Background),
+                precondition_uid: Some(uid.to_string()),
+                ..Default::default()
+            };
+            tolerate_gone(
+                api.delete(res, objects::namespace(o), objects::name(o), &opts)
+                    .await,
+            )?;
         }
     }
     Ok(waiting)
@@ -159,7 +213,11 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
                     }
                 }
             }
-            let timer = tokio::time::sleep(if waiting { Duration::from_millis(500) } else { RESCAN });
+            let timer = tokio::time::sleep(if waiting {
+                Duration::from_millis(500)
+            } else {
+                RESCAN
+            });
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = timer => due = true,

@@ -49,7 +49,11 @@ pub struct NodeLifecycleConfig {
 
 impl Default for NodeLifecycleConfig {
     fn default() -> Self {
-        NodeLifecycleConfig { grace_period: Duration::from_secs(4), default_toleration: Duration::from_secs(2), period: Duration::from_millis(250) }
+        NodeLifecycleConfig {
+            grace_period: Duration::from_secs(4),
+            default_toleration: Duration::from_secs(2),
+            period: Duration::from_millis(250),
+        }
     }
 }
 
@@ -64,11 +68,18 @@ fn leases() -> &'static ResourceInfo {
 /// How long a pod may stay on a node tainted unreachable: `None` forever (a toleration
 /// without `tolerationSeconds`), else the pod's own `tolerationSeconds` or the default.
 pub fn toleration_time(pod: &Value, default: Duration) -> Option<Duration> {
-    let taint = Taint { key: UNREACHABLE_TAINT.into(), effect: "NoExecute".into(), ..Default::default() };
-    let tolerations: Vec<Toleration> = serde_json::from_value(pod["spec"]["tolerations"].clone()).unwrap_or_default();
+    let taint = Taint {
+        key: UNREACHABLE_TAINT.into(),
+        effect: "NoExecute".into(),
+        ..Default::default()
+    };
+    let tolerations: Vec<Toleration> =
+        serde_json::from_value(pod["spec"]["tolerations"].clone()).unwrap_or_default();
     let mut best: Option<Option<Duration>> = None;
     for t in tolerations.iter().filter(|t| tolerates(t, &taint)) {
-        let this = t.toleration_seconds.map(|s| Duration::from_secs(s.max(0) as u64));
+        let this = t
+            .toleration_seconds
+            .map(|s| Duration::from_secs(s.max(0) as u64));
         best = Some(match (best, this) {
             (None, x) => x,
             (Some(None), _) | (Some(_), None) => None,
@@ -94,7 +105,10 @@ struct NodeLifecycle {
 impl NodeLifecycle {
     async fn pass(&mut self) -> ApiResult<()> {
         let (node_list, _, _) = self.api.list(nodes(), None, &ListParams::default()).await?;
-        let (lease_list, _, _) = self.api.list(leases(), Some(LEASE_NAMESPACE), &ListParams::default()).await?;
+        let (lease_list, _, _) = self
+            .api
+            .list(leases(), Some(LEASE_NAMESPACE), &ListParams::default())
+            .await?;
         let now = Instant::now();
         let mut unreachable: Vec<(String, chrono::DateTime<chrono::Utc>)> = Vec::new();
         for node in &node_list {
@@ -104,18 +118,34 @@ impl NodeLifecycle {
                 .find(|l| objects::name(l) == name)
                 .map(|l| l["spec"]["renewTime"].as_str().unwrap_or("").to_string())
                 .unwrap_or_default();
-            let seen = self.seen.entry(name.clone()).or_insert_with(|| Seen { renew: renew.clone(), at: now });
+            let seen = self.seen.entry(name.clone()).or_insert_with(|| Seen {
+                renew: renew.clone(),
+                at: now,
+            });
             if seen.renew != renew {
                 seen.renew = renew;
                 seen.at = now;
             }
             let stale = now.duration_since(seen.at) > self.config.grace_period;
-            let taint = node["spec"]["taints"].as_array().and_then(|ts| ts.iter().find(|t| t["key"] == UNREACHABLE_TAINT && t["effect"] == "NoExecute")).cloned();
+            let taint = node["spec"]["taints"]
+                .as_array()
+                .and_then(|ts| {
+                    ts.iter()
+                        .find(|t| t["key"] == UNREACHABLE_TAINT && t["effect"] == "NoExecute")
+                })
+                .cloned();
             if stale {
-                let ready_unknown = node["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "Unknown"));
+                let ready_unknown = node["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "Unknown")
+                });
                 if !ready_unknown {
                     self.mark_unknown(node).await?;
-                    self.events.normal(owner::object_reference(node), "NodeNotReady", format!("Node {name} status is now: NodeNotReady"));
+                    self.events.normal(
+                        owner::object_reference(node),
+                        "NodeNotReady",
+                        format!("Node {name} status is now: NodeNotReady"),
+                    );
                 }
                 let added = match &taint {
                     Some(t) => pods::parse_time(&t["timeAdded"]).unwrap_or_else(chrono::Utc::now),
@@ -130,25 +160,47 @@ impl NodeLifecycle {
                 self.set_taint(node, false).await?;
             }
         }
-        self.seen.retain(|n, _| node_list.iter().any(|node| objects::name(node) == n));
+        self.seen
+            .retain(|n, _| node_list.iter().any(|node| objects::name(node) == n));
         let gc_due = now.duration_since(self.last_pod_gc) > Duration::from_secs(2);
         if unreachable.is_empty() && !gc_due {
             return Ok(());
         }
-        let (all_pods, _, _) = self.api.list(pods::pods(), None, &ListParams::default()).await?;
+        let (all_pods, _, _) = self
+            .api
+            .list(pods::pods(), None, &ListParams::default())
+            .await?;
         let mut evict: Vec<(String, String)> = Vec::new();
         for p in &all_pods {
-            let Some(node) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else { continue };
+            let Some(node) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+                continue;
+            };
             if let Some((_, added)) = unreachable.iter().find(|(n, _)| n == node) {
-                let Some(tolerated) = toleration_time(p, self.config.default_toleration) else { continue };
+                let Some(tolerated) = toleration_time(p, self.config.default_toleration) else {
+                    continue;
+                };
                 let due = *added + chrono::Duration::from_std(tolerated).unwrap_or_default();
                 if due <= chrono::Utc::now() {
-                    self.events.normal(owner::object_reference(p), "TaintManagerEviction", format!("Marking for deletion Pod {}/{}", objects::namespace(p).unwrap_or(""), objects::name(p)));
-                    evict.push((objects::namespace(p).unwrap_or("default").to_string(), objects::name(p).to_string()));
+                    self.events.normal(
+                        owner::object_reference(p),
+                        "TaintManagerEviction",
+                        format!(
+                            "Marking for deletion Pod {}/{}",
+                            objects::namespace(p).unwrap_or(""),
+                            objects::name(p)
+                        ),
+                    );
+                    evict.push((
+                        objects::namespace(p).unwrap_or("default").to_string(),
+                        objects::name(p).to_string(),
+                    ));
                 }
             } else if gc_due && !node_list.iter().any(|n| objects::name(n) == node) {
                 // Bound to a node that is gone.
-                evict.push((objects::namespace(p).unwrap_or("default").to_string(), objects::name(p).to_string()));
+                evict.push((
+                    objects::namespace(p).unwrap_or("default").to_string(),
+                    objects::name(p).to_string(),
+                ));
             }
         }
         if gc_due {
@@ -186,20 +238,47 @@ impl NodeLifecycle {
             .collect();
         let patch = json!({"status": {"conditions": conditions}});
         self.api
-            .patch(nodes(), None, objects::name(node), PatchType::Merge, patch.to_string().as_bytes(), Some(Subresource::Status), &WriteOptions::default())
+            .patch(
+                nodes(),
+                None,
+                objects::name(node),
+                PatchType::Merge,
+                patch.to_string().as_bytes(),
+                Some(Subresource::Status),
+                &WriteOptions::default(),
+            )
             .await?;
         Ok(())
     }
 
     async fn set_taint(&self, node: &Value, on: bool) -> ApiResult<()> {
-        let mut taints: Vec<Value> = node["spec"]["taints"].as_array().cloned().unwrap_or_default();
+        let mut taints: Vec<Value> = node["spec"]["taints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         taints.retain(|t| !(t["key"] == UNREACHABLE_TAINT && t["effect"] == "NoExecute"));
         if on {
             taints.push(json!({"key": UNREACHABLE_TAINT, "effect": "NoExecute", "timeAdded": objects::now_rfc3339()}));
         }
-        let taints = if taints.is_empty() { Value::Null } else { json!(taints) };
+        let taints = if taints.is_empty() {
+            Value::Null
+        } else {
+            json!(taints)
+        };
         let patch = json!({"spec": {"taints": taints}, "metadata": {"resourceVersion": node["metadata"]["resourceVersion"]}});
-        match self.api.patch(nodes(), None, objects::name(node), PatchType::Merge, patch.to_string().as_bytes(), None, &WriteOptions::default()).await {
+        match self
+            .api
+            .patch(
+                nodes(),
+                None,
+                objects::name(node),
+                PatchType::Merge,
+                patch.to_string().as_bytes(),
+                None,
+                &WriteOptions::default(),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             // Changed meanwhile (a heartbeat): the next pass looks again.
             Err(e) if e.code == 409 || e.code == 404 => Ok(()),
@@ -210,10 +289,17 @@ impl NodeLifecycle {
 
 /// Runs the node lifecycle controller until `shutdown`.
 pub async fn run(api: Api, config: NodeLifecycleConfig, shutdown: CancellationToken) {
-    let (events, writer): (EventRecorder, EventWriter) = EventRecorder::new(api.clone(), "node-controller");
+    let (events, writer): (EventRecorder, EventWriter) =
+        EventRecorder::new(api.clone(), "node-controller");
     let events_task = tokio::spawn(writer.run(shutdown.clone()));
     let period = config.period;
-    let mut c = NodeLifecycle { api, config, events, seen: HashMap::new(), last_pod_gc: Instant::now() };
+    let mut c = NodeLifecycle {
+        api,
+        config,
+        events,
+        seen: HashMap::new(),
+        last_pod_gc: Instant::now(),
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -234,9 +320,15 @@ mod tests {
     #[test]
     fn pods_stay_as_long_as_they_tolerate_the_unreachable_taint() {
         let default = Duration::from_secs(2);
-        assert_eq!(toleration_time(&json!({"spec": {}}), default), Some(default));
+        assert_eq!(
+            toleration_time(&json!({"spec": {}}), default),
+            Some(default)
+        );
         let own = json!({"spec": {"tolerations": [{"key": UNREACHABLE_TAINT, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}]}});
-        assert_eq!(toleration_time(&own, default), Some(Duration::from_secs(30)));
+        assert_eq!(
+            toleration_time(&own, default),
+            Some(Duration::from_secs(30))
+        );
         let forever = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
         assert_eq!(toleration_time(&forever, default), None);
         let unrelated = json!({"spec": {"tolerations": [{"key": "other", "operator": "Exists"}]}});

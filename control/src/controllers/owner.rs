@@ -11,7 +11,10 @@ use crate::apiserver::resources::ResourceInfo;
 
 /// The owner reference with `controller: true`, if any.
 pub fn controller_ref(obj: &Value) -> Option<&Value> {
-    obj["metadata"]["ownerReferences"].as_array()?.iter().find(|r| r["controller"] == true)
+    obj["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)
 }
 
 /// Whether `obj` is controlled by the object with `uid`.
@@ -35,25 +38,63 @@ pub fn reference_to(owner: &Value) -> Value {
 
 /// Adopts an orphan: adds `owner`'s controller reference, pinned to the dependent's
 /// resourceVersion so a concurrent adoption by another controller fails with a conflict.
-pub async fn adopt(api: &Api, res: &ResourceInfo, dependent: &Value, owner: &Value) -> ApiResult<()> {
-    let mut refs = dependent["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+pub async fn adopt(
+    api: &Api,
+    res: &ResourceInfo,
+    dependent: &Value,
+    owner: &Value,
+) -> ApiResult<()> {
+    let mut refs = dependent["metadata"]["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     refs.push(reference_to(owner));
     let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": dependent["metadata"]["resourceVersion"]}});
-    api.patch(res, objects::namespace(dependent), objects::name(dependent), PatchType::Merge, patch.to_string().as_bytes(), None, &WriteOptions::default())
-        .await?;
+    api.patch(
+        res,
+        objects::namespace(dependent),
+        objects::name(dependent),
+        PatchType::Merge,
+        patch.to_string().as_bytes(),
+        None,
+        &WriteOptions::default(),
+    )
+    .await?;
     Ok(())
 }
 
 /// Removes every owner reference to `owner_uid` from a dependent (release, orphaning).
-pub async fn release(api: &Api, res: &ResourceInfo, dependent: &Value, owner_uid: &str) -> ApiResult<()> {
+pub async fn release(
+    api: &Api,
+    res: &ResourceInfo,
+    dependent: &Value,
+    owner_uid: &str,
+) -> ApiResult<()> {
     let refs: Vec<Value> = dependent["metadata"]["ownerReferences"]
         .as_array()
-        .map(|a| a.iter().filter(|r| r["uid"] != owner_uid).cloned().collect())
+        .map(|a| {
+            a.iter()
+                .filter(|r| r["uid"] != owner_uid)
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
-    let refs = if refs.is_empty() { Value::Null } else { json!(refs) };
+    let refs = if refs.is_empty() {
+        Value::Null
+    } else {
+        json!(refs)
+    };
     let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": dependent["metadata"]["resourceVersion"]}});
-    api.patch(res, objects::namespace(dependent), objects::name(dependent), PatchType::Merge, patch.to_string().as_bytes(), None, &WriteOptions::default())
-        .await?;
+    api.patch(
+        res,
+        objects::namespace(dependent),
+        objects::name(dependent),
+        PatchType::Merge,
+        patch.to_string().as_bytes(),
+        None,
+        &WriteOptions::default(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -82,13 +123,18 @@ pub fn object_reference(obj: &Value) -> k8s_openapi::api::core::v1::ObjectRefere
         name: Some(objects::name(obj).to_string()),
         namespace: objects::namespace(obj).map(String::from),
         uid: Some(uid(obj).to_string()),
-        resource_version: obj["metadata"]["resourceVersion"].as_str().map(String::from),
+        resource_version: obj["metadata"]["resourceVersion"]
+            .as_str()
+            .map(String::from),
         ..Default::default()
     }
 }
 
 /// `spec.selector` of a workload, parsed; `None` (select nothing) when absent, empty or invalid.
 pub fn selector(obj: &Value) -> Option<crate::apiserver::selector::LabelSelector> {
-    let sel: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector = serde_json::from_value(obj["spec"]["selector"].clone()).ok()?;
-    crate::apiserver::selector::LabelSelector::from_k8s(&sel).ok().filter(|s| !s.is_empty())
+    let sel: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+        serde_json::from_value(obj["spec"]["selector"].clone()).ok()?;
+    crate::apiserver::selector::LabelSelector::from_k8s(&sel)
+        .ok()
+        .filter(|s| !s.is_empty())
 }

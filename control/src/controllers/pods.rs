@@ -34,11 +34,17 @@ pub fn is_active(pod: &Value) -> bool {
 
 /// Phase `Succeeded` or `Failed`.
 pub fn is_terminal(pod: &Value) -> bool {
-    matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+    matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 fn ready_condition(pod: &Value) -> Option<&Value> {
-    pod["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")
+    pod["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
 }
 
 /// The `Ready` condition is `True`.
@@ -48,21 +54,33 @@ pub fn is_ready(pod: &Value) -> bool {
 
 /// Parses an RFC 3339 time.
 pub fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
-    v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Whether a pod is available (ready for at least `min_ready_seconds`) at `now`; if it is
 /// ready but not yet available, how long until it will be.
-pub fn availability(pod: &Value, min_ready_seconds: i64, now: DateTime<Utc>) -> (bool, Option<Duration>) {
+pub fn availability(
+    pod: &Value,
+    min_ready_seconds: i64,
+    now: DateTime<Utc>,
+) -> (bool, Option<Duration>) {
     if !is_ready(pod) {
         return (false, None);
     }
     if min_ready_seconds <= 0 {
         return (true, None);
     }
-    let since = ready_condition(pod).and_then(|c| parse_time(&c["lastTransitionTime"])).unwrap_or(now);
+    let since = ready_condition(pod)
+        .and_then(|c| parse_time(&c["lastTransitionTime"]))
+        .unwrap_or(now);
     let at = since + chrono::Duration::seconds(min_ready_seconds);
-    if at <= now { (true, None) } else { (false, (at - now).to_std().ok()) }
+    if at <= now {
+        (true, None)
+    } else {
+        (false, (at - now).to_std().ok())
+    }
 }
 
 fn phase_rank(pod: &Value) -> u8 {
@@ -75,20 +93,32 @@ fn phase_rank(pod: &Value) -> u8 {
 }
 
 fn restarts(pod: &Value) -> i64 {
-    pod["status"]["containerStatuses"].as_array().map(|a| a.iter().map(|c| c["restartCount"].as_i64().unwrap_or(0)).sum()).unwrap_or(0)
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Kubernetes' order for deleting pods on scale-down (`ActivePods`): the first is deleted
 /// first — unscheduled before scheduled, pending before running, not ready before ready,
 /// ready for less time first, more restarts first, newer first.
 pub fn deletion_order(a: &Value, b: &Value) -> Ordering {
-    let bound = |p: &Value| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let bound = |p: &Value| {
+        p["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+    };
     bound(a)
         .cmp(&bound(b))
         .then(phase_rank(a).cmp(&phase_rank(b)))
         .then(is_ready(a).cmp(&is_ready(b)))
         .then_with(|| {
-            let t = |p: &Value| ready_condition(p).and_then(|c| parse_time(&c["lastTransitionTime"]));
+            let t =
+                |p: &Value| ready_condition(p).and_then(|c| parse_time(&c["lastTransitionTime"]));
             // Ready more recently first.
             t(b).cmp(&t(a))
         })
@@ -101,7 +131,12 @@ pub fn deletion_order(a: &Value, b: &Value) -> Ordering {
 
 /// A pod for `template` (a `PodTemplateSpec`) controlled by `owner`, named
 /// `<generate_name><random>`, with `extra_labels` added.
-pub fn from_template(template: &Value, owner: &Value, generate_name: &str, extra_labels: &[(&str, &str)]) -> Value {
+pub fn from_template(
+    template: &Value,
+    owner: &Value,
+    generate_name: &str,
+    extra_labels: &[(&str, &str)],
+) -> Value {
     let mut labels = template["metadata"]["labels"].clone();
     if !labels.is_object() {
         labels = json!({});
@@ -122,9 +157,17 @@ pub fn from_template(template: &Value, owner: &Value, generate_name: &str, extra
 }
 
 /// Creates pods concurrently; returns the names created and the first error.
-pub async fn create_all(api: &Api, ns: &str, pods_to_create: Vec<Value>) -> (Vec<String>, Option<ApiError>) {
+pub async fn create_all(
+    api: &Api,
+    ns: &str,
+    pods_to_create: Vec<Value>,
+) -> (Vec<String>, Option<ApiError>) {
     let results: Vec<ApiResult<Value>> = futures::stream::iter(pods_to_create)
-        .map(|p| async move { api.create(pods(), Some(ns), p, &WriteOptions::default()).await.map(|(o, _)| o) })
+        .map(|p| async move {
+            api.create(pods(), Some(ns), p, &WriteOptions::default())
+                .await
+                .map(|(o, _)| o)
+        })
         .buffer_unordered(BURST)
         .collect()
         .await;
@@ -143,8 +186,16 @@ pub async fn create_all(api: &Api, ns: &str, pods_to_create: Vec<Value>) -> (Vec
 
 /// Deletes pods concurrently (gracefully, or with `grace` seconds); returns the names
 /// deleted (or already gone) and the first error.
-pub async fn delete_all(api: &Api, ns: &str, names: Vec<String>, grace: Option<i64>) -> (Vec<String>, Option<ApiError>) {
-    let opts = DeleteOptions { grace_period_seconds: grace, ..Default::default() };
+pub async fn delete_all(
+    api: &Api,
+    ns: &str,
+    names: Vec<String>,
+    grace: Option<i64>,
+) -> (Vec<String>, Option<ApiError>) {
+    let opts = DeleteOptions {
+        grace_period_seconds: grace,
+        ..Default::default()
+    };
     let results: Vec<(String, ApiResult<()>)> = futures::stream::iter(names)
         .map(|n| {
             let opts = &opts;
@@ -192,7 +243,13 @@ mod tests {
         let not_ready = pod("n", "Running", false, "2023-01-01T00:00:00Z");
         let pending = pod("n", "Pending", false, "2023-01-01T00:00:00Z");
         let unbound = pod("", "Pending", false, "2023-01-01T00:00:00Z");
-        let mut all = vec![old_ready.clone(), new_ready.clone(), not_ready.clone(), pending.clone(), unbound.clone()];
+        let mut all = vec![
+            old_ready.clone(),
+            new_ready.clone(),
+            not_ready.clone(),
+            pending.clone(),
+            unbound.clone(),
+        ];
         all.sort_by(deletion_order);
         assert_eq!(all, vec![unbound, pending, not_ready, new_ready, old_ready]);
     }
@@ -203,8 +260,14 @@ mod tests {
         let p = pod("n", "Running", true, "2024-01-01T00:00:05Z");
         assert_eq!(availability(&p, 0, now), (true, None));
         assert_eq!(availability(&p, 5, now), (true, None));
-        assert_eq!(availability(&p, 8, now), (false, Some(Duration::from_secs(3))));
-        assert_eq!(availability(&pod("n", "Running", false, "2024-01-01T00:00:00Z"), 0, now), (false, None));
+        assert_eq!(
+            availability(&p, 8, now),
+            (false, Some(Duration::from_secs(3)))
+        );
+        assert_eq!(
+            availability(&pod("n", "Running", false, "2024-01-01T00:00:00Z"), 0, now),
+            (false, None)
+        );
     }
 
     #[test]

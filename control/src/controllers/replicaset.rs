@@ -44,13 +44,26 @@ pub struct Counts {
 }
 
 /// Counts a ReplicaSet's active pods; also returns when the next pod becomes available.
-pub fn count(rs: &Value, active: &[&Value], now: chrono::DateTime<chrono::Utc>) -> (Counts, Option<Duration>) {
+pub fn count(
+    rs: &Value,
+    active: &[&Value],
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Counts, Option<Duration>) {
     let min_ready = rs["spec"]["minReadySeconds"].as_i64().unwrap_or(0);
-    let template_labels = rs["spec"]["template"]["metadata"]["labels"].as_object().cloned().unwrap_or_default();
-    let mut c = Counts { replicas: active.len() as i64, ..Default::default() };
+    let template_labels = rs["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut c = Counts {
+        replicas: active.len() as i64,
+        ..Default::default()
+    };
     let mut next: Option<Duration> = None;
     for p in active {
-        if template_labels.iter().all(|(k, v)| p["metadata"]["labels"][k] == *v) {
+        if template_labels
+            .iter()
+            .all(|(k, v)| p["metadata"]["labels"][k] == *v)
+        {
             c.fully_labeled += 1;
         }
         if pods::is_ready(p) {
@@ -108,7 +121,11 @@ impl ReplicaSetController {
                 _ => {}
             }
         }
-        let mut active: Vec<&Value> = mine.iter().copied().filter(|p| pods::is_active(p)).collect();
+        let mut active: Vec<&Value> = mine
+            .iter()
+            .copied()
+            .filter(|p| pods::is_active(p))
+            .collect();
         let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
         let mut changed = false;
         let mut failure: Option<String> = None;
@@ -116,22 +133,40 @@ impl ReplicaSetController {
             let diff = active.len() as i64 - want;
             if diff < 0 {
                 let prefix = format!("{}-", objects::name(&rs));
-                let new: Vec<Value> = (0..-diff).map(|_| pods::from_template(&rs["spec"]["template"], &rs, &prefix, &[])).collect();
+                let new: Vec<Value> = (0..-diff)
+                    .map(|_| pods::from_template(&rs["spec"]["template"], &rs, &prefix, &[]))
+                    .collect();
                 let (created, err) = pods::create_all(&self.api, ns, new).await;
                 for n in &created {
-                    self.events.normal(owner::object_reference(&rs), "SuccessfulCreate", format!("Created pod: {n}"));
+                    self.events.normal(
+                        owner::object_reference(&rs),
+                        "SuccessfulCreate",
+                        format!("Created pod: {n}"),
+                    );
                 }
                 if let Some(e) = err {
-                    self.events.warning(owner::object_reference(&rs), "FailedCreate", format!("Error creating: {}", e.message));
+                    self.events.warning(
+                        owner::object_reference(&rs),
+                        "FailedCreate",
+                        format!("Error creating: {}", e.message),
+                    );
                     failure = Some(e.message.clone());
                 }
                 changed = true;
             } else if diff > 0 {
                 active.sort_by(|a, b| pods::deletion_order(a, b));
-                let victims: Vec<String> = active.iter().take(diff as usize).map(|p| objects::name(p).to_string()).collect();
+                let victims: Vec<String> = active
+                    .iter()
+                    .take(diff as usize)
+                    .map(|p| objects::name(p).to_string())
+                    .collect();
                 let (deleted, err) = pods::delete_all(&self.api, ns, victims, None).await;
                 for n in &deleted {
-                    self.events.normal(owner::object_reference(&rs), "SuccessfulDelete", format!("Deleted pod: {n}"));
+                    self.events.normal(
+                        owner::object_reference(&rs),
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {n}"),
+                    );
                 }
                 if let Some(e) = err {
                     failure = Some(e.message.clone());
@@ -146,29 +181,59 @@ impl ReplicaSetController {
             "readyReplicas": c.ready, "availableReplicas": c.available,
             "observedGeneration": rs["metadata"]["generation"],
         });
-        let old_conditions: Vec<Value> = rs["status"]["conditions"].as_array().cloned().unwrap_or_default();
-        let mut conditions: Vec<Value> = old_conditions.iter().filter(|c| c["type"] != "ReplicaFailure").cloned().collect();
+        let old_conditions: Vec<Value> = rs["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conditions: Vec<Value> = old_conditions
+            .iter()
+            .filter(|c| c["type"] != "ReplicaFailure")
+            .cloned()
+            .collect();
         if let Some(msg) = failure {
-            let reason = if changed && active.len() as i64 > want { "FailedDelete" } else { "FailedCreate" };
+            let reason = if changed && active.len() as i64 > want {
+                "FailedDelete"
+            } else {
+                "FailedCreate"
+            };
             conditions.push(json!({"type": "ReplicaFailure", "status": "True", "reason": reason, "message": msg, "lastTransitionTime": objects::now_rfc3339()}));
         }
         if !conditions.is_empty() {
             status["conditions"] = json!(conditions);
         }
         write_status(&self.api, replicasets(), &rs, status).await?;
-        Ok(if changed { Some(Duration::from_millis(200)) } else { next.map(|d| d + Duration::from_millis(50)) })
+        Ok(if changed {
+            Some(Duration::from_millis(200))
+        } else {
+            next.map(|d| d + Duration::from_millis(50))
+        })
     }
 }
 
 /// Writes `status` if it differs, with compare-and-swap on the object's resourceVersion (a
 /// conflict is retried by the queue).
-pub async fn write_status(api: &Api, res: &ResourceInfo, obj: &Value, status: Value) -> ApiResult<()> {
+pub async fn write_status(
+    api: &Api,
+    res: &ResourceInfo,
+    obj: &Value,
+    status: Value,
+) -> ApiResult<()> {
     if obj["status"] == status {
         return Ok(());
     }
     let mut updated = obj.clone();
     updated["status"] = status;
-    match api.update(res, objects::namespace(obj), objects::name(obj), updated, Some(Subresource::Status), &WriteOptions::default()).await {
+    match api
+        .update(
+            res,
+            objects::namespace(obj),
+            objects::name(obj),
+            updated,
+            Some(Subresource::Status),
+            &WriteOptions::default(),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if e.code == 404 => Ok(()),
         Err(e) => Err(e),
@@ -185,8 +250,15 @@ impl Reconciler for ReplicaSetController {
 pub async fn run(api: Api, shutdown: CancellationToken) {
     let (controller, writer) = ReplicaSetController::new(api.clone());
     let events = tokio::spawn(writer.run(shutdown.clone()));
-    let watched = vec![Watched::primary(replicasets()), Watched::owned_by(pods::pods(), "ReplicaSet")];
-    let config = RunnerConfig { name: "replicaset", workers: 4, resync: Duration::from_secs(10) };
+    let watched = vec![
+        Watched::primary(replicasets()),
+        Watched::owned_by(pods::pods(), "ReplicaSet"),
+    ];
+    let config = RunnerConfig {
+        name: "replicaset",
+        workers: 4,
+        resync: Duration::from_secs(10),
+    };
     runner::run(api, watched, Arc::new(controller), config, shutdown).await;
     let _ = events.await;
 }
@@ -203,7 +275,15 @@ mod tests {
         let ready_just = json!({"metadata": {"labels": {"app": "a"}}, "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2024-01-01T00:00:08Z"}]}});
         let not_ready = json!({"metadata": {"labels": {"app": "a", "tier": "t"}}, "status": {}});
         let (c, next) = count(&rs, &[&ready_long, &ready_just, &not_ready], now);
-        assert_eq!(c, Counts { replicas: 3, fully_labeled: 2, ready: 2, available: 1 });
+        assert_eq!(
+            c,
+            Counts {
+                replicas: 3,
+                fully_labeled: 2,
+                ready: 2,
+                available: 1
+            }
+        );
         assert_eq!(next, Some(Duration::from_secs(3)));
     }
 }

@@ -9,7 +9,10 @@ use serde_json::Value;
 pub fn int_or_percent(v: &Value, total: i64, round_up: bool) -> i64 {
     match v {
         Value::Number(n) => n.as_i64().unwrap_or(0).max(0),
-        Value::String(s) => match s.strip_suffix('%').and_then(|p| p.trim().parse::<i64>().ok()) {
+        Value::String(s) => match s
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<i64>().ok())
+        {
             Some(p) => {
                 let x = p.max(0) * total;
                 if round_up { (x + 99) / 100 } else { x / 100 }
@@ -83,7 +86,8 @@ pub fn old_scale_down(replicas: i64, unavailable: i64, new: &OldSet, old: &[OldS
         max_down -= n;
     }
     // Then available pods, keeping min_available.
-    let available: i64 = old.iter().map(|o| o.available.min(o.replicas)).sum::<i64>() + new.available;
+    let available: i64 =
+        old.iter().map(|o| o.available.min(o.replicas)).sum::<i64>() + new.available;
     let mut down = (available - min_available).max(0);
     for (i, o) in old.iter().enumerate() {
         if down == 0 {
@@ -116,7 +120,10 @@ pub fn template_hash(template: &Value, collision_count: i64) -> String {
         eat(&collision_count.to_le_bytes());
     }
     const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    h.to_string().bytes().map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char).collect()
+    h.to_string()
+        .bytes()
+        .map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char)
+        .collect()
 }
 
 /// JSON with object keys sorted, so equal templates hash equally whatever their key order.
@@ -125,10 +132,16 @@ fn canonical(v: &Value) -> String {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            let parts: Vec<String> = keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&m[*k]))).collect();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&m[*k])))
+                .collect();
             format!("{{{}}}", parts.join(","))
         }
-        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -175,7 +188,10 @@ mod tests {
 
     #[test]
     fn old_sets_shrink_only_while_enough_pods_stay_available() {
-        let s = |replicas, available| OldSet { replicas, available };
+        let s = |replicas, available| OldSet {
+            replicas,
+            available,
+        };
         // 3 replicas, maxUnavailable 0, surge 1: new has 1 not yet available → nothing.
         assert_eq!(old_scale_down(3, 0, &s(1, 0), &[s(3, 3)]), vec![0]);
         // New pod became available → one old pod may go.
@@ -183,8 +199,14 @@ mod tests {
         // maxUnavailable 1: one may go at once even before the new one is ready.
         assert_eq!(old_scale_down(3, 1, &s(0, 0), &[s(3, 3)]), vec![1]);
         // Unhealthy old pods go first, oldest set first.
-        assert_eq!(old_scale_down(4, 1, &s(0, 0), &[s(2, 0), s(2, 2)]), vec![1, 0]);
-        assert_eq!(old_scale_down(4, 2, &s(0, 0), &[s(2, 0), s(2, 2)]), vec![2, 0]);
+        assert_eq!(
+            old_scale_down(4, 1, &s(0, 0), &[s(2, 0), s(2, 2)]),
+            vec![1, 0]
+        );
+        assert_eq!(
+            old_scale_down(4, 2, &s(0, 0), &[s(2, 0), s(2, 2)]),
+            vec![2, 0]
+        );
         assert_eq!(old_scale_down(3, 1, &s(3, 3), &[]), Vec::<i64>::new());
     }
 
@@ -196,7 +218,11 @@ mod tests {
         assert_eq!(template_hash(&a, 0), template_hash(&b, 0));
         assert_ne!(template_hash(&a, 0), template_hash(&c, 0));
         assert_ne!(template_hash(&a, 0), template_hash(&a, 1));
-        assert!(template_hash(&a, 0).chars().all(|ch| "bcdfghjklmnpqrstvwxz2456789".contains(ch)));
+        assert!(
+            template_hash(&a, 0)
+                .chars()
+                .all(|ch| "bcdfghjklmnpqrstvwxz2456789".contains(ch))
+        );
         assert!(templates_equal(&a, &b));
         assert!(!templates_equal(&a, &c));
     }

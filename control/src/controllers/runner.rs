@@ -37,7 +37,10 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// The key of an object.
     pub fn of(obj: &Value) -> ObjectKey {
-        ObjectKey { namespace: objects::namespace(obj).map(String::from), name: objects::name(obj).to_string() }
+        ObjectKey {
+            namespace: objects::namespace(obj).map(String::from),
+            name: objects::name(obj).to_string(),
+        }
     }
 }
 
@@ -65,7 +68,10 @@ pub struct Watched {
 impl Watched {
     /// The controller's own kind: a change enqueues the object itself.
     pub fn primary(res: &'static ResourceInfo) -> Watched {
-        Watched { res, map: Arc::new(|o| vec![ObjectKey::of(o)]) }
+        Watched {
+            res,
+            map: Arc::new(|o| vec![ObjectKey::of(o)]),
+        }
     }
 
     /// Objects controlled (`ownerReferences` with `controller: true`) by the controller's
@@ -77,15 +83,26 @@ impl Watched {
                 super::owner::controller_ref(o)
                     .filter(|r| r["kind"] == owner_kind)
                     .and_then(|r| r["name"].as_str())
-                    .map(|name| vec![ObjectKey { namespace: objects::namespace(o).map(String::from), name: name.to_string() }])
+                    .map(|name| {
+                        vec![ObjectKey {
+                            namespace: objects::namespace(o).map(String::from),
+                            name: name.to_string(),
+                        }]
+                    })
                     .unwrap_or_default()
             }),
         }
     }
 
     /// Any change enqueues `key` (e.g. a node change for a singleton pass).
-    pub fn with_map(res: &'static ResourceInfo, map: impl Fn(&Value) -> Vec<ObjectKey> + Send + Sync + 'static) -> Watched {
-        Watched { res, map: Arc::new(map) }
+    pub fn with_map(
+        res: &'static ResourceInfo,
+        map: impl Fn(&Value) -> Vec<ObjectKey> + Send + Sync + 'static,
+    ) -> Watched {
+        Watched {
+            res,
+            map: Arc::new(map),
+        }
     }
 }
 
@@ -93,7 +110,10 @@ impl Watched {
 pub trait Reconciler: Send + Sync + 'static {
     /// Brings the object named by `key` (which may be gone) towards its desired state.
     /// `Ok(Some(d))` asks to look again after `d` even if nothing changes.
-    fn reconcile(&self, key: &ObjectKey) -> impl Future<Output = ApiResult<Option<Duration>>> + Send;
+    fn reconcile(
+        &self,
+        key: &ObjectKey,
+    ) -> impl Future<Output = ApiResult<Option<Duration>>> + Send;
 }
 
 /// Settings of a controller's loop.
@@ -114,14 +134,32 @@ pub fn retry_delay(failures: u32) -> Duration {
 
 /// Runs a controller until `shutdown`: watches (the first of `watched` should be the primary
 /// kind, used for the resync) feed the queue; up to `workers` reconciles run at once.
-pub async fn run<R: Reconciler>(api: Api, watched: Vec<Watched>, reconciler: Arc<R>, config: RunnerConfig, shutdown: CancellationToken) {
+pub async fn run<R: Reconciler>(
+    api: Api,
+    watched: Vec<Watched>,
+    reconciler: Arc<R>,
+    config: RunnerConfig,
+    shutdown: CancellationToken,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<ObjectKey>();
     let mut watchers = JoinSet::new();
     for w in &watched {
-        watchers.spawn(watch_kind(api.clone(), w.clone(), tx.clone(), shutdown.clone(), config.name));
+        watchers.spawn(watch_kind(
+            api.clone(),
+            w.clone(),
+            tx.clone(),
+            shutdown.clone(),
+            config.name,
+        ));
     }
     if let Some(primary) = watched.first() {
-        watchers.spawn(resync(api.clone(), primary.res, config.resync, tx.clone(), shutdown.clone()));
+        watchers.spawn(resync(
+            api.clone(),
+            primary.res,
+            config.resync,
+            tx.clone(),
+            shutdown.clone(),
+        ));
     }
     drop(tx);
 
@@ -134,15 +172,18 @@ pub async fn run<R: Reconciler>(api: Api, watched: Vec<Watched>, reconciler: Arc
     let mut failures: HashMap<ObjectKey, u32> = HashMap::new();
     let mut running: JoinSet<(ObjectKey, ApiResult<Option<Duration>>)> = JoinSet::new();
 
-    let add = |key: ObjectKey, pending: &mut VecDeque<ObjectKey>, queued: &mut HashSet<ObjectKey>| {
-        if queued.insert(key.clone()) {
-            pending.push_back(key);
-        }
-    };
+    let add =
+        |key: ObjectKey, pending: &mut VecDeque<ObjectKey>, queued: &mut HashSet<ObjectKey>| {
+            if queued.insert(key.clone()) {
+                pending.push_back(key);
+            }
+        };
     loop {
         // Start what can start.
         while running.len() < config.workers.max(1) {
-            let Some(key) = pending.pop_front() else { break };
+            let Some(key) = pending.pop_front() else {
+                break;
+            };
             queued.remove(&key);
             if processing.contains(&key) {
                 dirty.insert(key);
@@ -214,7 +255,13 @@ async fn sleep_until_opt(t: Option<Instant>) {
 
 /// Lists then watches one kind, sending the mapped keys of every object listed and of both
 /// the old and the new version of every change; re-lists when the watch ends.
-async fn watch_kind(api: Api, w: Watched, tx: mpsc::UnboundedSender<ObjectKey>, shutdown: CancellationToken, name: &'static str) {
+async fn watch_kind(
+    api: Api,
+    w: Watched,
+    tx: mpsc::UnboundedSender<ObjectKey>,
+    shutdown: CancellationToken,
+    name: &'static str,
+) {
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -261,7 +308,13 @@ async fn watch_kind(api: Api, w: Watched, tx: mpsc::UnboundedSender<ObjectKey>, 
 }
 
 /// Enqueues every object of the primary kind every `period`.
-async fn resync(api: Api, res: &'static ResourceInfo, period: Duration, tx: mpsc::UnboundedSender<ObjectKey>, shutdown: CancellationToken) {
+async fn resync(
+    api: Api,
+    res: &'static ResourceInfo,
+    period: Duration,
+    tx: mpsc::UnboundedSender<ObjectKey>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
