@@ -24,4 +24,5 @@ pub mod scheduler;
 pub mod server;
 pub mod store;
 
+
 pub use server::{ServerConfig, serve};

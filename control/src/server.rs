@@ -33,13 +33,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        ServerConfig {
-            data_dir: data_dir.into(),
-            watch_window: Duration::from_secs(300),
-            watch_history: 1000,
-            max_body_bytes: 3 * 1024 * 1024,
-            node_lifecycle: Default::default(),
-        }
+        ServerConfig { data_dir: data_dir.into(), watch_window: Duration::from_secs(300), watch_history: 1000, max_body_bytes: 3 * 1024 * 1024, node_lifecycle: Default::default() }
     }
 }
 
@@ -66,18 +60,14 @@ pub enum ServeError {
 }
 
 /// The namespaces every cluster has from its first start.
-pub const DEFAULT_NAMESPACES: &[&str] =
-    &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Creates the default namespaces and the `wasmtime` RuntimeClass if missing (idempotent).
 pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiError> {
     let ns_res = resources::find("", "v1", "namespaces").expect("served");
     for ns in DEFAULT_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match api
-            .create(ns_res, None, obj, &WriteOptions::default())
-            .await
-        {
+        match api.create(ns_res, None, obj, &WriteOptions::default()).await {
             Ok(_) => {}
             Err(e) if e.code == 409 => {}
             Err(e) => return Err(e),
@@ -89,10 +79,7 @@ pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiErro
         "metadata": {"name": "wasmtime", "labels": {"app.kubernetes.io/managed-by": "flotilla"}},
         "handler": "wasmtime",
     });
-    match api
-        .create(rc, None, wasmtime, &WriteOptions::default())
-        .await
-    {
+    match api.create(rc, None, wasmtime, &WriteOptions::default()).await {
         Ok(_) => Ok(()),
         Err(e) if e.code == 409 => Ok(()),
         Err(e) => Err(e),
@@ -100,18 +87,11 @@ pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiErro
 }
 
 /// Runs the control plane on `listener` until `shutdown` is cancelled, then drains.
-pub async fn serve(
-    listener: TcpListener,
-    config: ServerConfig,
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
+pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let mut store_config = RedbStoreConfig::new(config.data_dir.join("store.redb"));
     store_config.watch_window = config.watch_window;
     store_config.watch_min_events = config.watch_history;
-    let store = RedbStore::open(store_config).map_err(|source| ServeError::Store {
-        dir: config.data_dir.clone(),
-        source,
-    })?;
+    let store = RedbStore::open(store_config).map_err(|source| ServeError::Store { dir: config.data_dir.clone(), source })?;
     let result = serve_with_store(listener, config, Arc::new(store.clone()), shutdown).await;
     store.close();
     result
@@ -125,72 +105,30 @@ pub async fn serve_with_store(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
-    let api = Api::new(
-        store,
-        ApiConfig {
-            max_body_bytes: config.max_body_bytes,
-            advertise_address: addr.to_string(),
-        },
-    );
-    bootstrap(&api)
-        .await
-        .map_err(|e| ServeError::Bootstrap(e.to_string()))?;
+    let api = Api::new(store, ApiConfig { max_body_bytes: config.max_body_bytes, advertise_address: addr.to_string() });
+    bootstrap(&api).await.map_err(|e| ServeError::Bootstrap(e.to_string()))?;
 
     let tasks = TaskTracker::new();
     let controllers_token = shutdown.child_token();
-    tasks.spawn(controllers::namespace::run(
-        api.clone(),
-        controllers_token.clone(),
-    ));
-    tasks.spawn(controllers::replicaset::run(
-        api.clone(),
-        controllers_token.clone(),
-    ));
-    tasks.spawn(controllers::deployment::run(
-        api.clone(),
-        controllers_token.clone(),
-    ));
-    tasks.spawn(controllers::job::run(
-        api.clone(),
-        controllers_token.clone(),
-    ));
-    tasks.spawn(controllers::daemonset::run(
-        api.clone(),
-        controllers_token.clone(),
-    ));
-    tasks.spawn(controllers::garbage_collector::run(
-        api.clone(),
-        controllers_token.clone(),
-    ));
-    tasks.spawn(controllers::node_lifecycle::run(
-        api.clone(),
-        config.node_lifecycle.clone(),
-        controllers_token.clone(),
-    ));
-    tasks.spawn(crate::scheduler::run(
-        api.clone(),
-        crate::scheduler::SchedulerConfig::default(),
-        controllers_token.clone(),
-    ));
+    tasks.spawn(controllers::namespace::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::replicaset::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::deployment::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::job::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::daemonset::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::garbage_collector::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::node_lifecycle::run(api.clone(), config.node_lifecycle.clone(), controllers_token.clone()));
+    tasks.spawn(crate::scheduler::run(api.clone(), crate::scheduler::SchedulerConfig::default(), controllers_token.clone()));
 
     let registry = crate::registry::Registry::open(&config.data_dir.join("registry"))
         .map_err(|e| ServeError::Registry(e.to_string()))?;
-    let app = http::router(HttpState {
-        api: api.clone(),
-        shutdown: shutdown.clone(),
-    })
-    .merge(crate::registry::router(registry));
+    let app = http::router(HttpState { api: api.clone(), shutdown: shutdown.clone() })
+        .merge(crate::registry::router(registry));
     tracing::info!(%addr, "control plane serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
 
     controllers_token.cancel();
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
         tracing::warn!("controllers did not stop within 5s");
     }
     Ok(())
