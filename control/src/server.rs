@@ -26,12 +26,14 @@ pub struct ServerConfig {
     pub watch_history: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// When nodes count as unreachable and their pods are evicted.
+    pub node_lifecycle: controllers::node_lifecycle::NodeLifecycleConfig,
 }
 
 impl ServerConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        ServerConfig { data_dir: data_dir.into(), watch_window: Duration::from_secs(300), watch_history: 1000, max_body_bytes: 3 * 1024 * 1024 }
+        ServerConfig { data_dir: data_dir.into(), watch_window: Duration::from_secs(300), watch_history: 1000, max_body_bytes: 3 * 1024 * 1024, node_lifecycle: Default::default() }
     }
 }
 
@@ -109,6 +111,12 @@ pub async fn serve_with_store(
     let tasks = TaskTracker::new();
     let controllers_token = shutdown.child_token();
     tasks.spawn(controllers::namespace::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::replicaset::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::deployment::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::job::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::daemonset::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::garbage_collector::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::node_lifecycle::run(api.clone(), config.node_lifecycle.clone(), controllers_token.clone()));
     tasks.spawn(crate::scheduler::run(api.clone(), crate::scheduler::SchedulerConfig::default(), controllers_token.clone()));
 
     let registry = crate::registry::Registry::open(&config.data_dir.join("registry"))

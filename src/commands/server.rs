@@ -26,6 +26,12 @@ pub struct ServerArgs {
     /// The newest watch events kept resumable whatever their age.
     #[arg(long, default_value_t = 1000, value_name = "EVENTS")]
     pub watch_history: usize,
+    /// How long a node's Lease may go unrenewed before the node is unreachable, in ms.
+    #[arg(long, default_value_t = 4000, value_name = "MS")]
+    pub node_monitor_grace_period_ms: u64,
+    /// How long pods without their own toleration stay on an unreachable node, in seconds.
+    #[arg(long, default_value_t = 2, value_name = "SECONDS")]
+    pub default_unreachable_toleration_seconds: u64,
 }
 
 impl ServerArgs {
@@ -69,6 +75,8 @@ pub async fn serve(args: ServerArgs, what: &str) -> anyhow::Result<()> {
     let mut config = flotilla_control::ServerConfig::new(&data_dir);
     config.watch_window = Duration::from_secs(args.watch_window);
     config.watch_history = args.watch_history;
+    config.node_lifecycle.grace_period = Duration::from_millis(args.node_monitor_grace_period_ms);
+    config.node_lifecycle.default_toleration = Duration::from_secs(args.default_unreachable_toleration_seconds);
     let server = tokio::spawn(flotilla_control::serve(listener, config, shutdown.clone()));
     println!("flotilla {what} listening on http://{addr}");
     println!("data dir:   {}", data_dir.display());

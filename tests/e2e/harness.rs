@@ -60,6 +60,12 @@ impl Server {
         Server { child: Some(child), dir: dir.to_path_buf(), url, kubeconfig, _tmp: None }
     }
 
+    /// A handle on a server started elsewhere in `dir` (its kubeconfig) at `url`; dropping
+    /// it kills nothing.
+    pub fn attach(dir: &Path, url: &str) -> Server {
+        Server { child: None, dir: dir.to_path_buf(), url: url.to_string(), kubeconfig: dir.join("kubeconfig"), _tmp: None }
+    }
+
     /// Kills the process with SIGKILL (no shutdown at all) and waits for it.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -6,5 +6,6 @@ mod api_bad_input;
 mod api_durability;
 mod api_kubectl;
 mod api_watch;
+mod controllers;
 mod node_agent;
 mod two_nodes;

@@ -1,7 +1,23 @@
 //! Controllers that run inside the control-plane process. Each is a level-triggered,
 //! idempotent reconcile loop over the in-process [`Api`](crate::apiserver::Api), one per file.
 //!
+//! - [`runner`]: watches, resync and the work queue every workload controller shares.
+//! - [`owner`], [`pods`]: ownerReferences and what controllers read from and make of pods.
 //! - [`namespace`]: empties a terminating namespace, then removes it; gives every namespace its
 //!   `default` ServiceAccount.
+//! - [`replicaset`], [`deployment`] (with the pure [`rollout`] arithmetic), [`job`],
+//!   [`daemonset`]: the workload controllers.
+//! - [`node_lifecycle`]: marks nodes whose Lease expired unreachable and evicts their pods.
+//! - [`garbage_collector`]: ownerReferences cascades (Background, Foreground, Orphan).
 
+pub mod daemonset;
+pub mod deployment;
+pub mod garbage_collector;
+pub mod job;
 pub mod namespace;
+pub mod node_lifecycle;
+pub mod owner;
+pub mod pods;
+pub mod replicaset;
+pub mod rollout;
+pub mod runner;

@@ -59,7 +59,9 @@ impl AgentConfig {
             node_ip: None,
             pod_cidr: DEFAULT_POD_CIDR.parse().expect("the default range parses"),
             backoff: Backoff::default(),
-            lease_interval: Duration::from_secs(10),
+            // Renewed every second so the control plane notices a dead node within seconds
+            // (its grace period defaults to 4 s).
+            lease_interval: Duration::from_secs(1),
             status_interval: Duration::from_secs(10),
             max_pods: DEFAULT_MAX_PODS,
             default_registry: None,

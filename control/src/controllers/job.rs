@@ -1,0 +1,463 @@
+//! The Job controller: runs pods until `completions` succeed (at most `parallelism` at once),
+//! fails the Job once failures exceed `backoffLimit` (with `restartPolicy: Never` every failed
+//! pod counts and is replaced; with `OnFailure` the node restarts containers in place and
+//! their restarts count) or it ran longer than `activeDeadlineSeconds`, sets the Complete or
+//! Failed condition, and deletes a finished Job after `ttlSecondsAfterFinished`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::owner;
+use super::pods;
+use super::replicaset::write_status;
+use super::runner::{self, ObjectKey, Reconciler, RunnerConfig, Watched};
+use crate::apiserver::api::{Api, DeleteOptions, Propagation};
+use crate::apiserver::error::ApiResult;
+use crate::apiserver::objects;
+use crate::apiserver::resources::{self, ResourceInfo};
+use crate::events::{EventRecorder, EventWriter};
+
+/// The `jobs` resource.
+pub fn jobs() -> &'static ResourceInfo {
+    resources::find("batch", "v1", "jobs").expect("jobs served")
+}
+
+/// What a Job's pods add up to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Pods running or waiting to.
+    pub active: i64,
+    /// Active pods that are ready.
+    pub ready: i64,
+    /// Pods that succeeded.
+    pub succeeded: i64,
+    /// Pods that failed.
+    pub failed: i64,
+    /// Container restarts of active pods (what `OnFailure` counts).
+    pub restarts: i64,
+}
+
+/// Counts a Job's pods.
+pub fn tally(pods_of_job: &[&Value]) -> Tally {
+    let mut t = Tally::default();
+    for p in pods_of_job {
+        match p["status"]["phase"].as_str() {
+            Some("Succeeded") => t.succeeded += 1,
+            Some("Failed") => t.failed += 1,
+            _ if !objects::is_deleting(p) => {
+                t.active += 1;
+                if pods::is_ready(p) {
+                    t.ready += 1;
+                }
+                t.restarts += p["status"]["containerStatuses"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                            .sum()
+                    })
+                    .unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+/// What a Job should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Start this many pods (negative: delete that many active ones).
+    Run(i64),
+    /// Every completion is done.
+    Complete,
+    /// The Job failed: reason and message.
+    Fail(&'static str, String),
+}
+
+/// Decides from the Job's spec, its counts (`failed`/`succeeded` including those recorded
+/// earlier) and how long it has been active.
+pub fn decide(job: &Value, t: &Tally, active_for: Duration) -> Decision {
+    let spec = &job["spec"];
+    let backoff = spec["backoffLimit"].as_i64().unwrap_or(6);
+    let on_failure = spec["template"]["spec"]["restartPolicy"] == "OnFailure";
+    if let Some(deadline) = spec["activeDeadlineSeconds"].as_i64()
+        && active_for >= Duration::from_secs(deadline.max(0) as u64)
+    {
+        return Decision::Fail(
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline".into(),
+        );
+    }
+    let past_on_failure = on_failure
+        && if backoff == 0 {
+            t.restarts > 0
+        } else {
+            t.restarts >= backoff
+        };
+    if t.failed > backoff || past_on_failure {
+        return Decision::Fail(
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit".into(),
+        );
+    }
+    let parallelism = spec["parallelism"].as_i64().unwrap_or(1).max(0);
+    match spec["completions"].as_i64() {
+        Some(c) => {
+            if t.succeeded >= c {
+                return Decision::Complete;
+            }
+            Decision::Run(parallelism.min(c - t.succeeded) - t.active)
+        }
+        None => {
+            // A work queue: done when one succeeded and none runs any more.
+            if t.succeeded > 0 {
+                if t.active == 0 {
+                    Decision::Complete
+                } else {
+                    Decision::Run(0)
+                }
+            } else {
+                Decision::Run(parallelism - t.active)
+            }
+        }
+    }
+}
+
+fn finished(job: &Value) -> Option<(&'static str, DateTime<Utc>)> {
+    let conds = job["status"]["conditions"].as_array()?;
+    for kind in ["Complete", "Failed"] {
+        if let Some(c) = conds
+            .iter()
+            .find(|c| c["type"] == kind && c["status"] == "True")
+        {
+            let at = pods::parse_time(&c["lastTransitionTime"]).unwrap_or_else(Utc::now);
+            return Some((
+                if kind == "Complete" {
+                    "Complete"
+                } else {
+                    "Failed"
+                },
+                at,
+            ));
+        }
+    }
+    None
+}
+
+/// The Job reconciler.
+pub struct JobController {
+    api: Api,
+    events: EventRecorder,
+}
+
+impl JobController {
+    /// A controller writing through `api`, and the event writer to run beside it.
+    pub fn new(api: Api) -> (Self, EventWriter) {
+        let (events, writer) = EventRecorder::new(api.clone(), "job-controller");
+        (JobController { api, events }, writer)
+    }
+
+    async fn delete_active(&self, job: &Value, mine: &[&Value]) -> ApiResult<()> {
+        let ns = objects::namespace(job).unwrap_or("default");
+        let victims: Vec<String> = mine
+            .iter()
+            .filter(|p| pods::is_active(p))
+            .map(|p| objects::name(p).to_string())
+            .collect();
+        let (deleted, err) = pods::delete_all(&self.api, ns, victims, None).await;
+        for n in deleted {
+            self.events.normal(
+                owner::object_reference(job),
+                "SuccessfulDelete",
+                format!("Deleted pod: {n}"),
+            );
+        }
+        err.map_or(Ok(()), Err)
+    }
+
+    async fn sync(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
+        let ns = key.namespace.as_deref().unwrap_or("default");
+        let job = match self.api.get(jobs(), Some(ns), &key.name).await {
+            Ok(j) => j,
+            Err(e) if e.code == 404 => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if objects::is_deleting(&job) {
+            return Ok(None);
+        }
+        let uid = owner::uid(&job).to_string();
+        let all = pods::list(&self.api, ns).await?;
+        let mine: Vec<&Value> = all
+            .iter()
+            .filter(|p| owner::is_controlled_by(p, &uid))
+            .collect();
+        let now = Utc::now();
+        if let Some((_, at)) = finished(&job) {
+            self.delete_active(&job, &mine).await?;
+            if let Some(ttl) = job["spec"]["ttlSecondsAfterFinished"].as_i64() {
+                let expires = at + chrono::Duration::seconds(ttl.max(0));
+                if expires <= now {
+                    let opts = DeleteOptions {
+                        propagation: Some(Propagation::Background),
+                        precondition_uid: Some(uid),
+                        ..Default::default()
+                    };
+                    match self.api.delete(jobs(), Some(ns), &key.name, &opts).await {
+                        Ok(_) => {}
+                        Err(e) if e.code == 404 || e.code == 409 => {}
+                        Err(e) => return Err(e),
+                    }
+                    return Ok(None);
+                }
+                return Ok((expires - now)
+                    .to_std()
+                    .ok()
+                    .map(|d| d + Duration::from_millis(50)));
+            }
+            return Ok(None);
+        }
+        let mut t = tally(&mine);
+        t.failed = t.failed.max(job["status"]["failed"].as_i64().unwrap_or(0));
+        t.succeeded = t
+            .succeeded
+            .max(job["status"]["succeeded"].as_i64().unwrap_or(0));
+        let start = pods::parse_time(&job["status"]["startTime"]).unwrap_or(now);
+        let active_for = (now - start).to_std().unwrap_or_default();
+        let suspended = job["spec"]["suspend"].as_bool().unwrap_or(false);
+        let decision = if suspended {
+            Decision::Run(-t.active)
+        } else {
+            decide(&job, &t, active_for)
+        };
+        let mut status = job["status"].clone();
+        if !status.is_object() {
+            status = json!({});
+        }
+        if !suspended && status["startTime"].is_null() {
+            status["startTime"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+        let now_s = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut conditions: Vec<Value> =
+            status["conditions"].as_array().cloned().unwrap_or_default();
+        let mut requeue = None;
+        match &decision {
+            Decision::Run(n) if *n > 0 => {
+                let name = objects::name(&job).to_string();
+                let labels = [
+                    ("batch.kubernetes.io/controller-uid", uid.as_str()),
+                    ("controller-uid", uid.as_str()),
+                    ("batch.kubernetes.io/job-name", name.as_str()),
+                    ("job-name", name.as_str()),
+                ];
+                let new: Vec<Value> = (0..*n)
+                    .map(|_| {
+                        pods::from_template(
+                            &job["spec"]["template"],
+                            &job,
+                            &format!("{name}-"),
+                            &labels,
+                        )
+                    })
+                    .collect();
+                let (created, err) = pods::create_all(&self.api, ns, new).await;
+                t.active += created.len() as i64;
+                for n in created {
+                    self.events.normal(
+                        owner::object_reference(&job),
+                        "SuccessfulCreate",
+                        format!("Created pod: {n}"),
+                    );
+                }
+                if let Some(e) = err {
+                    self.events.warning(
+                        owner::object_reference(&job),
+                        "FailedCreate",
+                        format!("Error creating: {}", e.message),
+                    );
+                    requeue = Some(Duration::from_secs(1));
+                }
+            }
+            Decision::Run(n) if *n < 0 => {
+                let mut active: Vec<&Value> = mine
+                    .iter()
+                    .copied()
+                    .filter(|p| pods::is_active(p))
+                    .collect();
+                active.sort_by(|a, b| pods::deletion_order(a, b));
+                let victims: Vec<String> = active
+                    .iter()
+                    .take((-n) as usize)
+                    .map(|p| objects::name(p).to_string())
+                    .collect();
+                let (deleted, _) = pods::delete_all(&self.api, ns, victims, None).await;
+                t.active -= deleted.len() as i64;
+            }
+            Decision::Run(_) => {}
+            Decision::Complete => {
+                self.delete_active(&job, &mine).await?;
+                t.active = 0;
+                for kind in ["SuccessCriteriaMet", "Complete"] {
+                    conditions.push(json!({"type": kind, "status": "True", "reason": if kind == "Complete" { "CompletionsReached" } else { "CompletionsReached" }, "message": "Reached expected number of succeeded pods", "lastProbeTime": now_s, "lastTransitionTime": now_s}));
+                }
+                status["completionTime"] = json!(now_s);
+                self.events
+                    .normal(owner::object_reference(&job), "Completed", "Job completed");
+            }
+            Decision::Fail(reason, message) => {
+                self.delete_active(&job, &mine).await?;
+                t.active = 0;
+                for kind in ["FailureTarget", "Failed"] {
+                    conditions.push(json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastProbeTime": now_s, "lastTransitionTime": now_s}));
+                }
+                self.events
+                    .warning(owner::object_reference(&job), reason, message.clone());
+            }
+        }
+        if matches!(decision, Decision::Run(_))
+            && let Some(deadline) = job["spec"]["activeDeadlineSeconds"].as_i64()
+        {
+            let left = Duration::from_secs(deadline.max(0) as u64).saturating_sub(active_for);
+            requeue =
+                Some(requeue.map_or(left, |r: Duration| r.min(left)) + Duration::from_millis(50));
+        }
+        status["active"] = json!(t.active);
+        status["ready"] = json!(t.ready.min(t.active));
+        status["succeeded"] = json!(t.succeeded);
+        status["failed"] = json!(t.failed);
+        status["terminating"] = json!(
+            mine.iter()
+                .filter(|p| objects::is_deleting(p) && !pods::is_terminal(p))
+                .count()
+        );
+        if !conditions.is_empty() {
+            status["conditions"] = json!(conditions);
+        }
+        write_status(&self.api, jobs(), &job, status).await?;
+        Ok(requeue)
+    }
+}
+
+impl Reconciler for JobController {
+    async fn reconcile(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
+        self.sync(key).await
+    }
+}
+
+/// Runs the Job controller until `shutdown`.
+pub async fn run(api: Api, shutdown: CancellationToken) {
+    let (controller, writer) = JobController::new(api.clone());
+    let events = tokio::spawn(writer.run(shutdown.clone()));
+    let watched = vec![
+        Watched::primary(jobs()),
+        Watched::owned_by(pods::pods(), "Job"),
+    ];
+    let config = RunnerConfig {
+        name: "job",
+        workers: 4,
+        resync: Duration::from_secs(10),
+    };
+    runner::run(api, watched, Arc::new(controller), config, shutdown).await;
+    let _ = events.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(spec: Value) -> Value {
+        json!({"spec": spec})
+    }
+
+    fn t(active: i64, succeeded: i64, failed: i64, restarts: i64) -> Tally {
+        Tally {
+            active,
+            ready: 0,
+            succeeded,
+            failed,
+            restarts,
+        }
+    }
+
+    #[test]
+    fn pods_run_up_to_parallelism_until_completions_succeed() {
+        let j = job(
+            json!({"completions": 5, "parallelism": 2, "backoffLimit": 6, "template": {"spec": {"restartPolicy": "Never"}}}),
+        );
+        assert_eq!(decide(&j, &t(0, 0, 0, 0), Duration::ZERO), Decision::Run(2));
+        assert_eq!(decide(&j, &t(2, 0, 0, 0), Duration::ZERO), Decision::Run(0));
+        assert_eq!(decide(&j, &t(1, 4, 0, 0), Duration::ZERO), Decision::Run(0));
+        assert_eq!(decide(&j, &t(0, 4, 0, 0), Duration::ZERO), Decision::Run(1));
+        assert_eq!(
+            decide(&j, &t(0, 5, 0, 0), Duration::ZERO),
+            Decision::Complete
+        );
+        let scaled_down =
+            job(json!({"completions": 5, "parallelism": 1, "template": {"spec": {}}}));
+        assert_eq!(
+            decide(&scaled_down, &t(3, 0, 0, 0), Duration::ZERO),
+            Decision::Run(-2)
+        );
+    }
+
+    #[test]
+    fn never_counts_failed_pods_and_on_failure_counts_restarts_against_the_backoff_limit() {
+        let never = job(
+            json!({"completions": 1, "parallelism": 1, "backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never"}}}),
+        );
+        assert_eq!(
+            decide(&never, &t(0, 0, 2, 0), Duration::ZERO),
+            Decision::Run(1)
+        );
+        assert!(matches!(
+            decide(&never, &t(0, 0, 3, 0), Duration::ZERO),
+            Decision::Fail("BackoffLimitExceeded", _)
+        ));
+        // Restarts do not count with Never.
+        assert_eq!(
+            decide(&never, &t(1, 0, 0, 9), Duration::ZERO),
+            Decision::Run(0)
+        );
+        let on_failure = job(
+            json!({"completions": 1, "parallelism": 1, "backoffLimit": 2, "template": {"spec": {"restartPolicy": "OnFailure"}}}),
+        );
+        assert_eq!(
+            decide(&on_failure, &t(1, 0, 0, 1), Duration::ZERO),
+            Decision::Run(0)
+        );
+        assert!(matches!(
+            decide(&on_failure, &t(1, 0, 0, 2), Duration::ZERO),
+            Decision::Fail("BackoffLimitExceeded", _)
+        ));
+    }
+
+    #[test]
+    fn a_job_past_its_active_deadline_fails() {
+        let j = job(
+            json!({"completions": 1, "activeDeadlineSeconds": 3, "template": {"spec": {"restartPolicy": "Never"}}}),
+        );
+        assert_eq!(
+            decide(&j, &t(1, 0, 0, 0), Duration::from_secs(2)),
+            Decision::Run(0)
+        );
+        assert!(matches!(
+            decide(&j, &t(1, 0, 0, 0), Duration::from_secs(3)),
+            Decision::Fail("DeadlineExceeded", _)
+        ));
+    }
+
+    #[test]
+    fn a_work_queue_job_completes_when_one_succeeded_and_none_runs() {
+        let j = job(json!({"parallelism": 3, "template": {"spec": {}}}));
+        assert_eq!(decide(&j, &t(0, 0, 0, 0), Duration::ZERO), Decision::Run(3));
+        assert_eq!(decide(&j, &t(2, 1, 0, 0), Duration::ZERO), Decision::Run(0));
+        assert_eq!(
+            decide(&j, &t(0, 1, 0, 0), Duration::ZERO),
+            Decision::Complete
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! The node lifecycle controller: watches the Leases nodes renew in `kube-node-lease`. A node
+//! whose Lease has not changed for the grace period turns `Ready=Unknown` and gets the
+//! `node.kubernetes.io/unreachable:NoExecute` taint; its pods are then evicted (force-deleted,
+//! since the node cannot confirm) once their toleration of that taint runs out — a pod
+//! without such a toleration gets the default toleration time, as Kubernetes'
+//! DefaultTolerationSeconds admission gives every pod — so their controllers recreate them
+//! elsewhere. The taint goes when the Lease is renewed again. Pods bound to nodes that no
+//! longer exist are deleted (Kubernetes' pod garbage collector).
+//!
+//! Renewals are timed by this controller's own clock (when it saw the Lease change), so
+//! clock skew between machines does not matter, and after a control-plane restart every node
+//! gets a full grace period again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Taint, Toleration};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::owner;
+use super::pods;
+use crate::apiserver::api::{Api, ListParams, WriteOptions};
+use crate::apiserver::error::ApiResult;
+use crate::apiserver::objects;
+use crate::apiserver::patch::PatchType;
+use crate::apiserver::resources::{self, ResourceInfo, Subresource};
+use crate::events::{EventRecorder, EventWriter};
+use crate::scheduler::filter::tolerates;
+
+/// The taint of a node whose agent stopped renewing its Lease.
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+/// The namespace of node Leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// Settings of the node lifecycle controller.
+#[derive(Debug, Clone)]
+pub struct NodeLifecycleConfig {
+    /// How long a Lease may go unrenewed before the node is unreachable (Kubernetes:
+    /// `--node-monitor-grace-period`, 40 s there).
+    pub grace_period: Duration,
+    /// How long pods without their own toleration of the unreachable taint stay on an
+    /// unreachable node (Kubernetes: `--default-unreachable-toleration-seconds`, 300 s there).
+    pub default_toleration: Duration,
+    /// How often nodes are checked.
+    pub period: Duration,
+}
+
+impl Default for NodeLifecycleConfig {
+    fn default() -> Self {
+        NodeLifecycleConfig {
+            grace_period: Duration::from_secs(4),
+            default_toleration: Duration::from_secs(2),
+            period: Duration::from_millis(250),
+        }
+    }
+}
+
+fn nodes() -> &'static ResourceInfo {
+    resources::find("", "v1", "nodes").expect("nodes served")
+}
+
+fn leases() -> &'static ResourceInfo {
+    resources::find("coordination.k8s.io", "v1", "leases").expect("leases served")
+}
+
+/// How long a pod may stay on a node tainted unreachable: `None` forever (a toleration
+/// without `tolerationSeconds`), else the pod's own `tolerationSeconds` or the default.
+pub fn toleration_time(pod: &Value, default: Duration) -> Option<Duration> {
+    let taint = Taint {
+        key: UNREACHABLE_TAINT.into(),
+        effect: "NoExecute".into(),
+        ..Default::default()
+    };
+    let tolerations: Vec<Toleration> =
+        serde_json::from_value(pod["spec"]["tolerations"].clone()).unwrap_or_default();
+    let mut best: Option<Option<Duration>> = None;
+    for t in tolerations.iter().filter(|t| tolerates(t, &taint)) {
+        let this = t
+            .toleration_seconds
+            .map(|s| Duration::from_secs(s.max(0) as u64));
+        best = Some(match (best, this) {
+            (None, x) => x,
+            (Some(None), _) | (Some(_), None) => None,
+            (Some(Some(a)), Some(b)) => Some(a.max(b)),
+        });
+    }
+    best.unwrap_or(Some(default))
+}
+
+struct Seen {
+    renew: String,
+    at: Instant,
+}
+
+struct NodeLifecycle {
+    api: Api,
+    config: NodeLifecycleConfig,
+    events: EventRecorder,
+    seen: HashMap<String, Seen>,
+    last_pod_gc: Instant,
+}
+
+impl NodeLifecycle {
+    async fn pass(&mut self) -> ApiResult<()> {
+        let (node_list, _, _) = self.api.list(nodes(), None, &ListParams::default()).await?;
+        let (lease_list, _, _) = self
+            .api
+            .list(leases(), Some(LEASE_NAMESPACE), &ListParams::default())
+            .await?;
+        let now = Instant::now();
+        let mut unreachable: Vec<(String, chrono::DateTime<chrono::Utc>)> = Vec::new();
+        for node in &node_list {
+            let name = objects::name(node).to_string();
+            let renew = lease_list
+                .iter()
+                .find(|l| objects::name(l) == name)
+                .map(|l| l["spec"]["renewTime"].as_str().unwrap_or("").to_string())
+                .unwrap_or_default();
+            let seen = self.seen.entry(name.clone()).or_insert_with(|| Seen {
+                renew: renew.clone(),
+                at: now,
+            });
+            if seen.renew != renew {
+                seen.renew = renew;
+                seen.at = now;
+            }
+            let stale = now.duration_since(seen.at) > self.config.grace_period;
+            let taint = node["spec"]["taints"]
+                .as_array()
+                .and_then(|ts| {
+                    ts.iter()
+                        .find(|t| t["key"] == UNREACHABLE_TAINT && t["effect"] == "NoExecute")
+                })
+                .cloned();
+            if stale {
+                let ready_unknown = node["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "Unknown")
+                });
+                if !ready_unknown {
+                    self.mark_unknown(node).await?;
+                    self.events.normal(
+                        owner::object_reference(node),
+                        "NodeNotReady",
+                        format!("Node {name} status is now: NodeNotReady"),
+                    );
+                }
+                let added = match &taint {
+                    Some(t) => pods::parse_time(&t["timeAdded"]).unwrap_or_else(chrono::Utc::now),
+                    None => {
+                        let at = chrono::Utc::now();
+                        self.set_taint(node, true).await?;
+                        at
+                    }
+                };
+                unreachable.push((name, added));
+            } else if taint.is_some() {
+                self.set_taint(node, false).await?;
+            }
+        }
+        self.seen
+            .retain(|n, _| node_list.iter().any(|node| objects::name(node) == n));
+        let gc_due = now.duration_since(self.last_pod_gc) > Duration::from_secs(2);
+        if unreachable.is_empty() && !gc_due {
+            return Ok(());
+        }
+        let (all_pods, _, _) = self
+            .api
+            .list(pods::pods(), None, &ListParams::default())
+            .await?;
+        let mut evict: Vec<(String, String)> = Vec::new();
+        for p in &all_pods {
+            let Some(node) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            if let Some((_, added)) = unreachable.iter().find(|(n, _)| n == node) {
+                let Some(tolerated) = toleration_time(p, self.config.default_toleration) else {
+                    continue;
+                };
+                let due = *added + chrono::Duration::from_std(tolerated).unwrap_or_default();
+                if due <= chrono::Utc::now() {
+                    self.events.normal(
+                        owner::object_reference(p),
+                        "TaintManagerEviction",
+                        format!(
+                            "Marking for deletion Pod {}/{}",
+                            objects::namespace(p).unwrap_or(""),
+                            objects::name(p)
+                        ),
+                    );
+                    evict.push((
+                        objects::namespace(p).unwrap_or("default").to_string(),
+                        objects::name(p).to_string(),
+                    ));
+                }
+            } else if gc_due && !node_list.iter().any(|n| objects::name(n) == node) {
+                // Bound to a node that is gone.
+                evict.push((
+                    objects::namespace(p).unwrap_or("default").to_string(),
+                    objects::name(p).to_string(),
+                ));
+            }
+        }
+        if gc_due {
+            self.last_pod_gc = now;
+        }
+        let mut by_ns: HashMap<String, Vec<String>> = HashMap::new();
+        for (ns, name) in evict {
+            by_ns.entry(ns).or_default().push(name);
+        }
+        for (ns, names) in by_ns {
+            let (_, err) = pods::delete_all(&self.api, &ns, names, Some(0)).await;
+            if let Some(e) = err {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark_unknown(&self, node: &Value) -> ApiResult<()> {
+        let now = objects::now_rfc3339();
+        let conditions: Vec<Value> = node["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut c| {
+                if c["status"] != "Unknown" {
+                    c["status"] = json!("Unknown");
+                    c["reason"] = json!("NodeStatusUnknown");
+                    c["message"] = json!("Kubelet stopped posting node status.");
+                    c["lastTransitionTime"] = json!(now);
+                }
+                c
+            })
+            .collect();
+        let patch = json!({"status": {"conditions": conditions}});
+        self.api
+            .patch(
+                nodes(),
+                None,
+                objects::name(node),
+                PatchType::Merge,
+                patch.to_string().as_bytes(),
+                Some(Subresource::Status),
+                &WriteOptions::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_taint(&self, node: &Value, on: bool) -> ApiResult<()> {
+        let mut taints: Vec<Value> = node["spec"]["taints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        taints.retain(|t| !(t["key"] == UNREACHABLE_TAINT && t["effect"] == "NoExecute"));
+        if on {
+            taints.push(json!({"key": UNREACHABLE_TAINT, "effect": "NoExecute", "timeAdded": objects::now_rfc3339()}));
+        }
+        let taints = if taints.is_empty() {
+            Value::Null
+        } else {
+            json!(taints)
+        };
+        let patch = json!({"spec": {"taints": taints}, "metadata": {"resourceVersion": node["metadata"]["resourceVersion"]}});
+        match self
+            .api
+            .patch(
+                nodes(),
+                None,
+                objects::name(node),
+                PatchType::Merge,
+                patch.to_string().as_bytes(),
+                None,
+                &WriteOptions::default(),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Changed meanwhile (a heartbeat): the next pass looks again.
+            Err(e) if e.code == 409 || e.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Runs the node lifecycle controller until `shutdown`.
+pub async fn run(api: Api, config: NodeLifecycleConfig, shutdown: CancellationToken) {
+    let (events, writer): (EventRecorder, EventWriter) =
+        EventRecorder::new(api.clone(), "node-controller");
+    let events_task = tokio::spawn(writer.run(shutdown.clone()));
+    let period = config.period;
+    let mut c = NodeLifecycle {
+        api,
+        config,
+        events,
+        seen: HashMap::new(),
+        last_pod_gc: Instant::now(),
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(period) => {}
+        }
+        if let Err(e) = c.pass().await {
+            tracing::debug!(error = %e, "node lifecycle pass failed; retrying");
+        }
+    }
+    drop(c);
+    let _ = events_task.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_stay_as_long_as_they_tolerate_the_unreachable_taint() {
+        let default = Duration::from_secs(2);
+        assert_eq!(
+            toleration_time(&json!({"spec": {}}), default),
+            Some(default)
+        );
+        let own = json!({"spec": {"tolerations": [{"key": UNREACHABLE_TAINT, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}]}});
+        assert_eq!(
+            toleration_time(&own, default),
+            Some(Duration::from_secs(30))
+        );
+        let forever = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        assert_eq!(toleration_time(&forever, default), None);
+        let unrelated = json!({"spec": {"tolerations": [{"key": "other", "operator": "Exists"}]}});
+        assert_eq!(toleration_time(&unrelated, default), Some(default));
+    }
+}

@@ -1,0 +1,140 @@
+//! `ownerReferences`: who controls an object, and the references controllers write when they
+//! create, adopt or release dependents.
+
+use serde_json::{Value, json};
+
+use crate::apiserver::api::{Api, WriteOptions};
+use crate::apiserver::error::ApiResult;
+use crate::apiserver::objects;
+use crate::apiserver::patch::PatchType;
+use crate::apiserver::resources::ResourceInfo;
+
+/// The owner reference with `controller: true`, if any.
+pub fn controller_ref(obj: &Value) -> Option<&Value> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)
+}
+
+/// Whether `obj` is controlled by the object with `uid`.
+pub fn is_controlled_by(obj: &Value, uid: &str) -> bool {
+    controller_ref(obj).is_some_and(|r| r["uid"] == uid)
+}
+
+/// `metadata.uid`.
+pub fn uid(obj: &Value) -> &str {
+    obj["metadata"]["uid"].as_str().unwrap_or("")
+}
+
+/// The controller reference a controller puts on what it creates or adopts.
+pub fn reference_to(owner: &Value) -> Value {
+    json!({
+        "apiVersion": owner["apiVersion"], "kind": owner["kind"],
+        "name": objects::name(owner), "uid": uid(owner),
+        "controller": true, "blockOwnerDeletion": true,
+    })
+}
+
+/// Adopts an orphan: adds `owner`'s controller reference, pinned to the dependent's
+/// resourceVersion so a concurrent adoption by another controller fails with a conflict.
+pub async fn adopt(
+    api: &Api,
+    res: &ResourceInfo,
+    dependent: &Value,
+    owner: &Value,
+) -> ApiResult<()> {
+    let mut refs = dependent["metadata"]["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    refs.push(reference_to(owner));
+    let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": dependent["metadata"]["resourceVersion"]}});
+    api.patch(
+        res,
+        objects::namespace(dependent),
+        objects::name(dependent),
+        PatchType::Merge,
+        patch.to_string().as_bytes(),
+        None,
+        &WriteOptions::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes every owner reference to `owner_uid` from a dependent (release, orphaning).
+pub async fn release(
+    api: &Api,
+    res: &ResourceInfo,
+    dependent: &Value,
+    owner_uid: &str,
+) -> ApiResult<()> {
+    let refs: Vec<Value> = dependent["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| r["uid"] != owner_uid)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let refs = if refs.is_empty() {
+        Value::Null
+    } else {
+        json!(refs)
+    };
+    let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": dependent["metadata"]["resourceVersion"]}});
+    api.patch(
+        res,
+        objects::namespace(dependent),
+        objects::name(dependent),
+        PatchType::Merge,
+        patch.to_string().as_bytes(),
+        None,
+        &WriteOptions::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_controller_reference_is_the_one_marked_controller() {
+        let pod = json!({"metadata": {"ownerReferences": [
+            {"kind": "Other", "uid": "a"},
+            {"kind": "ReplicaSet", "uid": "b", "controller": true},
+        ]}});
+        assert_eq!(controller_ref(&pod).unwrap()["uid"], "b");
+        assert!(is_controlled_by(&pod, "b"));
+        assert!(!is_controlled_by(&pod, "a"));
+        assert!(controller_ref(&json!({"metadata": {}})).is_none());
+    }
+}
+
+/// The `ObjectReference` events about `obj` name.
+pub fn object_reference(obj: &Value) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: obj["apiVersion"].as_str().map(String::from),
+        kind: obj["kind"].as_str().map(String::from),
+        name: Some(objects::name(obj).to_string()),
+        namespace: objects::namespace(obj).map(String::from),
+        uid: Some(uid(obj).to_string()),
+        resource_version: obj["metadata"]["resourceVersion"]
+            .as_str()
+            .map(String::from),
+        ..Default::default()
+    }
+}
+
+/// `spec.selector` of a workload, parsed; `None` (select nothing) when absent, empty or invalid.
+pub fn selector(obj: &Value) -> Option<crate::apiserver::selector::LabelSelector> {
+    let sel: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+        serde_json::from_value(obj["spec"]["selector"].clone()).ok()?;
+    crate::apiserver::selector::LabelSelector::from_k8s(&sel)
+        .ok()
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,342 @@
+//! The machinery every workload controller shares: watches that turn changes into keys of the
+//! controller's own kind, a periodic resync, and a work queue that runs one reconcile per key
+//! at a time (a key changed while it is being reconciled is reconciled again afterwards),
+//! retries failures with a growing delay and honours requeue-after requests.
+//!
+//! Reconcilers read the store through [`Api`] (never a cache), so they always see what was
+//! last written and need no client-go style "expectations"; the queue only decides *when* to
+//! look again, never *what* is true. That makes every controller level-triggered and lets it
+//! resume after a restart from nothing but the store.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::apiserver::api::{Api, ListParams};
+use crate::apiserver::error::ApiResult;
+use crate::apiserver::objects;
+use crate::apiserver::resources::ResourceInfo;
+use crate::store::EventType;
+
+/// The namespace and name of an object a controller reconciles.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// `metadata.namespace` (`None` for cluster-scoped kinds).
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of an object.
+    pub fn of(obj: &Value) -> ObjectKey {
+        ObjectKey {
+            namespace: objects::namespace(obj).map(String::from),
+            name: objects::name(obj).to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{ns}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Maps a changed object of a watched kind to the keys of the controller's kind to reconcile.
+pub type KeyMapper = Arc<dyn Fn(&Value) -> Vec<ObjectKey> + Send + Sync>;
+
+/// A kind a controller watches, with how its changes map to the controller's keys.
+#[derive(Clone)]
+pub struct Watched {
+    /// The kind.
+    pub res: &'static ResourceInfo,
+    /// The mapping.
+    pub map: KeyMapper,
+}
+
+impl Watched {
+    /// The controller's own kind: a change enqueues the object itself.
+    pub fn primary(res: &'static ResourceInfo) -> Watched {
+        Watched {
+            res,
+            map: Arc::new(|o| vec![ObjectKey::of(o)]),
+        }
+    }
+
+    /// Objects controlled (`ownerReferences` with `controller: true`) by the controller's
+    /// kind `owner_kind`: a change enqueues the owner.
+    pub fn owned_by(res: &'static ResourceInfo, owner_kind: &'static str) -> Watched {
+        Watched {
+            res,
+            map: Arc::new(move |o| {
+                super::owner::controller_ref(o)
+                    .filter(|r| r["kind"] == owner_kind)
+                    .and_then(|r| r["name"].as_str())
+                    .map(|name| {
+                        vec![ObjectKey {
+                            namespace: objects::namespace(o).map(String::from),
+                            name: name.to_string(),
+                        }]
+                    })
+                    .unwrap_or_default()
+            }),
+        }
+    }
+
+    /// Any change enqueues `key` (e.g. a node change for a singleton pass).
+    pub fn with_map(
+        res: &'static ResourceInfo,
+        map: impl Fn(&Value) -> Vec<ObjectKey> + Send + Sync + 'static,
+    ) -> Watched {
+        Watched {
+            res,
+            map: Arc::new(map),
+        }
+    }
+}
+
+/// A controller's reconcile function.
+pub trait Reconciler: Send + Sync + 'static {
+    /// Brings the object named by `key` (which may be gone) towards its desired state.
+    /// `Ok(Some(d))` asks to look again after `d` even if nothing changes.
+    fn reconcile(
+        &self,
+        key: &ObjectKey,
+    ) -> impl Future<Output = ApiResult<Option<Duration>>> + Send;
+}
+
+/// Settings of a controller's loop.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Name for logs.
+    pub name: &'static str,
+    /// Keys reconciled concurrently.
+    pub workers: usize,
+    /// Every object of the primary kind is reconciled at least this often.
+    pub resync: Duration,
+}
+
+/// Delay before the `n`th retry of a failing key: 20 ms doubling to 5 s.
+pub fn retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(20u64.saturating_mul(1 << failures.min(8))).min(Duration::from_secs(5))
+}
+
+/// Runs a controller until `shutdown`: watches (the first of `watched` should be the primary
+/// kind, used for the resync) feed the queue; up to `workers` reconciles run at once.
+pub async fn run<R: Reconciler>(
+    api: Api,
+    watched: Vec<Watched>,
+    reconciler: Arc<R>,
+    config: RunnerConfig,
+    shutdown: CancellationToken,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ObjectKey>();
+    let mut watchers = JoinSet::new();
+    for w in &watched {
+        watchers.spawn(watch_kind(
+            api.clone(),
+            w.clone(),
+            tx.clone(),
+            shutdown.clone(),
+            config.name,
+        ));
+    }
+    if let Some(primary) = watched.first() {
+        watchers.spawn(resync(
+            api.clone(),
+            primary.res,
+            config.resync,
+            tx.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(tx);
+
+    let mut pending: VecDeque<ObjectKey> = VecDeque::new();
+    let mut queued: HashSet<ObjectKey> = HashSet::new();
+    let mut processing: HashSet<ObjectKey> = HashSet::new();
+    let mut dirty: HashSet<ObjectKey> = HashSet::new();
+    let mut delayed: BTreeMap<(Instant, u64), ObjectKey> = BTreeMap::new();
+    let mut seq = 0u64;
+    let mut failures: HashMap<ObjectKey, u32> = HashMap::new();
+    let mut running: JoinSet<(ObjectKey, ApiResult<Option<Duration>>)> = JoinSet::new();
+
+    let add =
+        |key: ObjectKey, pending: &mut VecDeque<ObjectKey>, queued: &mut HashSet<ObjectKey>| {
+            if queued.insert(key.clone()) {
+                pending.push_back(key);
+            }
+        };
+    loop {
+        // Start what can start.
+        while running.len() < config.workers.max(1) {
+            let Some(key) = pending.pop_front() else {
+                break;
+            };
+            queued.remove(&key);
+            if processing.contains(&key) {
+                dirty.insert(key);
+                continue;
+            }
+            processing.insert(key.clone());
+            let r = reconciler.clone();
+            running.spawn(async move {
+                let result = r.reconcile(&key).await;
+                (key, result)
+            });
+        }
+        let next_due = delayed.keys().next().map(|(t, _)| *t);
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                running.abort_all();
+                watchers.abort_all();
+                return;
+            }
+            key = rx.recv() => match key {
+                Some(k) => add(k, &mut pending, &mut queued),
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            },
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                let Ok((key, result)) = done else { continue };
+                processing.remove(&key);
+                let after = match result {
+                    Ok(after) => {
+                        failures.remove(&key);
+                        after
+                    }
+                    Err(e) => {
+                        let n = failures.entry(key.clone()).or_insert(0);
+                        *n += 1;
+                        tracing::debug!(controller = config.name, key = %key, error = %e, failures = *n, "reconcile failed; retrying");
+                        Some(retry_delay(*n))
+                    }
+                };
+                if dirty.remove(&key) {
+                    add(key.clone(), &mut pending, &mut queued);
+                } else if let Some(d) = after {
+                    if d.is_zero() {
+                        add(key.clone(), &mut pending, &mut queued);
+                    } else {
+                        seq += 1;
+                        delayed.insert((Instant::now() + d, seq), key);
+                    }
+                }
+            }
+            _ = sleep_until_opt(next_due), if next_due.is_some() => {
+                let now = Instant::now();
+                while let Some(entry) = delayed.first_entry() {
+                    if entry.key().0 > now {
+                        break;
+                    }
+                    let key = entry.remove();
+                    add(key, &mut pending, &mut queued);
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    if let Some(t) = t {
+        tokio::time::sleep_until(t).await;
+    }
+}
+
+/// Lists then watches one kind, sending the mapped keys of every object listed and of both
+/// the old and the new version of every change; re-lists when the watch ends.
+async fn watch_kind(
+    api: Api,
+    w: Watched,
+    tx: mpsc::UnboundedSender<ObjectKey>,
+    shutdown: CancellationToken,
+    name: &'static str,
+) {
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let (items, rev, _) = match api.list(w.res, None, &ListParams::default()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(controller = name, kind = w.res.kind, error = %e, "list failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        for item in &items {
+            for k in (w.map)(item) {
+                let _ = tx.send(k);
+            }
+        }
+        let mut watch = match api.watch(w.res, None, rev) {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = watch.next() => match ev {
+                    Some(Ok(e)) => {
+                        let obj = objects::from_bytes(&e.value, e.revision);
+                        let mut keys = (w.map)(&obj);
+                        if e.event_type != EventType::Added
+                            && let Some(prev) = &e.prev {
+                                keys.extend((w.map)(&objects::from_bytes(prev, e.revision)));
+                            }
+                        keys.sort();
+                        keys.dedup();
+                        for k in keys {
+                            let _ = tx.send(k);
+                        }
+                    }
+                    _ => break,
+                },
+            }
+        }
+    }
+}
+
+/// Enqueues every object of the primary kind every `period`.
+async fn resync(
+    api: Api,
+    res: &'static ResourceInfo,
+    period: Duration,
+    tx: mpsc::UnboundedSender<ObjectKey>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        if let Ok((items, _, _)) = api.list(res, None, &ListParams::default()).await {
+            for item in &items {
+                let _ = tx.send(ObjectKey::of(item));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_are_capped() {
+        assert_eq!(retry_delay(0), Duration::from_millis(20));
+        assert_eq!(retry_delay(1), Duration::from_millis(40));
+        assert!(retry_delay(5) > retry_delay(4));
+        assert_eq!(retry_delay(30), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,593 @@
+//! Workload controllers end to end: `flotilla server` and separate `flotilla agent` processes
+//! (so one can be killed), Wasm samples pushed to the cluster registry, the stock kubectl
+//! driving Deployments, Jobs and DaemonSets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Server, flotilla_bin, wait_for};
+
+/// Every wait for pods to get somewhere.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A node agent process, killed when dropped.
+struct Agent {
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `flotilla agent` named `name` against `server`, with a pod range of its own.
+    fn start(server: &Server, name: &str) -> Agent {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let cidr = format!("127.{}.{}.0/24", 150 + n % 100, std::process::id() % 250);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(flotilla_bin())
+            .args([
+                "agent",
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                name,
+                "--pod-cidr",
+                &cidr,
+            ])
+            .args([
+                "--restart-backoff-base-ms",
+                "200",
+                "--restart-backoff-max-ms",
+                "1000",
+            ])
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn flotilla agent");
+        let agent = Agent {
+            child: Some(child),
+            _dir: dir,
+        };
+        wait_for(&format!("node {name} Ready"), TIMEOUT, || {
+            let out = server.kubectl(&[
+                "get",
+                "node",
+                name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+        });
+        agent
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `flotilla server` on a fixed port, returning the child and the kubeconfig.
+fn spawn_server_on(dir: &Path, port: u16) -> Child {
+    let kubeconfig = dir.join("kubeconfig");
+    let child = Command::new(flotilla_bin())
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .arg("--write-kubeconfig")
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn flotilla server");
+    wait_for("the server to answer", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
+    child
+}
+
+fn sample(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(path)
+}
+
+/// Pushes a sample `.wasm` to the cluster's registry as `reference`.
+fn push(url: &str, wasm: &str, reference: &str) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let options = flotilla_node::image::push::PushOptions {
+        default_registry: Some(url.to_string()),
+        ..Default::default()
+    };
+    rt.block_on(flotilla_node::image::push::push_wasm(
+        &sample(wasm),
+        reference,
+        &options,
+        &flotilla_node::image::push::NoProgress,
+    ))
+    .unwrap_or_else(|e| panic!("push {wasm}: {e}"));
+}
+
+/// A Deployment of the hello-http sample (no resource requests, so many fit on a node).
+fn deployment(name: &str, replicas: u32, image: &str, strategy: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: {name}\n{strategy}  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      runtimeClassName: wasmtime\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: web\n          image: {image}\n          ports:\n            - containerPort: 8080\n"
+    )
+}
+
+fn pods(s: &Server, selector: &str) -> Vec<Value> {
+    let out = s.kubectl(&["get", "pods", "-l", selector, "-o", "json"]);
+    if !out.status.success() {
+        return vec![];
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn is_ready(p: &Value) -> bool {
+    p["metadata"]["deletionTimestamp"].is_null()
+        && p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+fn ready_pods(s: &Server, selector: &str) -> Vec<Value> {
+    pods(s, selector).into_iter().filter(is_ready).collect()
+}
+
+fn rollout_status(s: &Server, name: &str) {
+    s.kubectl_ok(&[
+        "rollout",
+        "status",
+        &format!("deployment/{name}"),
+        "--timeout=55s",
+    ]);
+}
+
+fn images(s: &Server, selector: &str) -> Vec<String> {
+    let mut v: Vec<String> = pods(s, selector)
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+fn a_deployment_replaces_deleted_pods_scales_rolls_out_without_dropping_below_min_available_and_rolls_back()
+ {
+    let s = Server::start();
+    let _a = Agent::start(&s, "ctl-node-1");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v1");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v2");
+    let strategy = "  strategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 1\n";
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &deployment("web", 3, "hello-http:v1", strategy),
+    );
+    rollout_status(&s, "web");
+    assert_eq!(ready_pods(&s, "app=web").len(), 3);
+
+    // A deleted pod is replaced.
+    let victim = ready_pods(&s, "app=web")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.kubectl_ok(&["delete", "pod", &victim, "--wait=false"]);
+    wait_for("a replacement pod", TIMEOUT, || {
+        let ready = ready_pods(&s, "app=web");
+        (ready.len() == 3
+            && ready
+                .iter()
+                .all(|p| p["metadata"]["name"] != victim.as_str()))
+        .then_some(())
+    });
+
+    // Scale up and down.
+    s.kubectl_ok(&["scale", "deployment/web", "--replicas=5"]);
+    wait_for("5 ready pods", TIMEOUT, || {
+        (ready_pods(&s, "app=web").len() == 5).then_some(())
+    });
+    s.kubectl_ok(&["scale", "deployment/web", "--replicas=3"]);
+    wait_for("3 pods left", TIMEOUT, || {
+        (pods(&s, "app=web").len() == 3).then_some(())
+    });
+    let events = s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=ReplicaSet",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(
+        events.contains("SuccessfulCreate") && events.contains("SuccessfulDelete"),
+        "{events}"
+    );
+
+    // Rolling update v1 → v2, sampling readiness throughout: never fewer than
+    // replicas - maxUnavailable = 2 ready pods.
+    let stop = Arc::new(AtomicBool::new(false));
+    let low = Arc::new(Mutex::new(usize::MAX));
+    let sampler = {
+        let (stop, low, kubeconfig) = (stop.clone(), low.clone(), s.kubeconfig.clone());
+        std::thread::spawn(move || {
+            let mut samples = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let out = Command::new("kubectl")
+                    .args(["get", "pods", "-l", "app=web", "-o", "json"])
+                    .env("KUBECONFIG", &kubeconfig)
+                    .output()
+                    .unwrap();
+                if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+                    let n = v["items"]
+                        .as_array()
+                        .map(|a| a.iter().filter(|p| is_ready(p)).count())
+                        .unwrap_or(0);
+                    let mut l = low.lock().unwrap();
+                    *l = (*l).min(n);
+                    samples += 1;
+                }
+            }
+            samples
+        })
+    };
+    s.kubectl_ok(&["set", "image", "deployment/web", "web=hello-http:v2"]);
+    rollout_status(&s, "web");
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    let low = *low.lock().unwrap();
+    assert!(samples >= 3, "only {samples} samples");
+    assert!(
+        low >= 2,
+        "only {low} ready pods at one point during the rollout"
+    );
+    wait_for("only v2 pods", TIMEOUT, || {
+        (images(&s, "app=web") == ["hello-http:v2"]).then_some(())
+    });
+    let history = s.kubectl_ok(&["rollout", "history", "deployment/web"]);
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
+
+    // Undo returns to v1; undo --to-revision goes back to 2 (now revision 4).
+    s.kubectl_ok(&["rollout", "undo", "deployment/web"]);
+    rollout_status(&s, "web");
+    wait_for("only v1 pods", TIMEOUT, || {
+        (images(&s, "app=web") == ["hello-http:v1"]).then_some(())
+    });
+    s.kubectl_ok(&["rollout", "undo", "deployment/web", "--to-revision=2"]);
+    rollout_status(&s, "web");
+    wait_for("v2 again", TIMEOUT, || {
+        (images(&s, "app=web") == ["hello-http:v2"]).then_some(())
+    });
+    let rs: Value = s.kubectl_json(&["get", "rs", "-l", "app=web"]);
+    let mut revisions: Vec<String> = rs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    revisions.sort();
+    assert_eq!(
+        revisions,
+        ["3", "4"],
+        "two ReplicaSets, revisions renumbered by the rollbacks"
+    );
+
+    // Pause, resume, restart.
+    s.kubectl_ok(&["rollout", "pause", "deployment/web"]);
+    s.kubectl_ok(&["set", "image", "deployment/web", "web=hello-http:v1"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        images(&s, "app=web"),
+        ["hello-http:v2"],
+        "a paused deployment does not roll out"
+    );
+    let d: Value = s.kubectl_json(&["get", "deployment", "web"]);
+    let progressing = d["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap()
+        .clone();
+    assert_eq!(progressing["reason"], "DeploymentPaused");
+    s.kubectl_ok(&["rollout", "resume", "deployment/web"]);
+    rollout_status(&s, "web");
+    s.kubectl_ok(&["rollout", "restart", "deployment/web"]);
+    rollout_status(&s, "web");
+    let d: Value = s.kubectl_json(&["get", "deployment", "web"]);
+    assert_eq!(d["status"]["availableReplicas"], 3, "{}", d["status"]);
+    let events = s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Deployment",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(events.contains("ScalingReplicaSet"), "{events}");
+}
+
+#[test]
+fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_completes() {
+    let s = Server::start();
+    let _a = Agent::start(&s, "ctl-job-node");
+    push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:latest");
+    let job = |name: &str, exit: u32, completions: u32| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  backoffLimit: 2\n  completions: {completions}\n  parallelism: 2\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n          env:\n            - name: HELLO_EXIT\n              value: \"{exit}\"\n"
+        )
+    };
+    s.kubectl_stdin(&["apply", "-f", "-"], &job("fails", 3, 1));
+    s.kubectl_stdin(&["apply", "-f", "-"], &job("works", 0, 3));
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Failed",
+        "job/fails",
+        "--timeout=50s",
+    ]);
+    let j: Value = s.kubectl_json(&["get", "job", "fails"]);
+    assert_eq!(
+        j["status"]["failed"], 3,
+        "backoffLimit 2 allows 3 failures: {}",
+        j["status"]
+    );
+    let failed = j["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["reason"], "BackoffLimitExceeded");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        pods(&s, "job-name=fails").len(),
+        3,
+        "no pod after the limit"
+    );
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/works",
+        "--timeout=50s",
+    ]);
+    let j: Value = s.kubectl_json(&["get", "job", "works"]);
+    assert_eq!(j["status"]["succeeded"], 3, "{}", j["status"]);
+    assert!(j["status"]["completionTime"].is_string());
+}
+
+/// A Deployment whose pods stay Pending (the cluster has no node), so deletions are instant.
+fn cascade_fixture(s: &Server, name: &str) {
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &deployment(name, 2, "hello-http:v1", ""),
+    );
+    wait_for(&format!("{name}: a ReplicaSet and 2 pods"), TIMEOUT, || {
+        let rs = s.kubectl_json(&["get", "rs", "-l", &format!("app={name}")]);
+        (rs["items"].as_array().unwrap().len() == 1 && pods(s, &format!("app={name}")).len() == 2)
+            .then_some(())
+    });
+}
+
+#[test]
+fn cascading_deletion_works_in_background_foreground_and_orphan_modes() {
+    let s = Server::start();
+    for name in ["bg", "fg", "orphan"] {
+        cascade_fixture(&s, name);
+    }
+    let count = |kind: &str, name: &str| {
+        s.kubectl_json(&["get", kind, "-l", &format!("app={name}")])["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    s.kubectl_ok(&["delete", "deployment", "bg", "--cascade=background"]);
+    wait_for("background: ReplicaSet and pods gone", TIMEOUT, || {
+        (count("rs", "bg") == 0 && count("pods", "bg") == 0).then_some(())
+    });
+
+    // Foreground: kubectl waits for the Deployment to go, which happens only after its
+    // dependents are gone.
+    s.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "fg",
+        "--cascade=foreground",
+        "--timeout=50s",
+    ]);
+    assert_eq!(
+        count("rs", "fg"),
+        0,
+        "foreground: the ReplicaSet went before its owner"
+    );
+    assert_eq!(
+        count("pods", "fg"),
+        0,
+        "foreground: the pods went before their owner's owner"
+    );
+
+    s.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "orphan",
+        "--cascade=orphan",
+        "--timeout=50s",
+    ]);
+    let rs = s.kubectl_json(&["get", "rs", "-l", "app=orphan"]);
+    let items = rs["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "orphan: the ReplicaSet stays");
+    assert!(
+        items[0]["metadata"]["ownerReferences"].is_null(),
+        "orphan: no owner left: {}",
+        items[0]["metadata"]
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        count("rs", "orphan"),
+        1,
+        "the collector leaves orphans alone"
+    );
+    assert_eq!(count("pods", "orphan"), 2);
+}
+
+#[test]
+fn a_daemonset_follows_nodes_and_a_dead_nodes_pods_run_elsewhere_within_ten_seconds() {
+    let s = Server::start();
+    let _a = Agent::start(&s, "ctl-a");
+    let mut b = Agent::start(&s, "ctl-b");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v1");
+    let ds = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: daemon\nspec:\n  selector:\n    matchLabels:\n      app: daemon\n  template:\n    metadata:\n      labels:\n        app: daemon\n    spec:\n      runtimeClassName: wasmtime\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: d\n          image: hello-http:v1\n";
+    s.kubectl_stdin(&["apply", "-f", "-"], ds);
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &deployment("spread", 4, "hello-http:v1", ""),
+    );
+    let nodes_of = |sel: &str| {
+        let mut n: Vec<String> = ready_pods(&s, sel)
+            .iter()
+            .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    wait_for("a daemon pod on each node", TIMEOUT, || {
+        (nodes_of("app=daemon") == ["ctl-a", "ctl-b"]).then_some(())
+    });
+    wait_for("4 ready pods over both nodes", TIMEOUT, || {
+        let n = nodes_of("app=spread");
+        (n.len() == 4 && n.contains(&"ctl-b".to_string())).then_some(())
+    });
+
+    // kill -9 one node: its pods run on the other within the default time.
+    let killed = Instant::now();
+    b.kill9();
+    let took = wait_for(
+        "the dead node's pods running on ctl-a",
+        Duration::from_secs(30),
+        || {
+            let ready = ready_pods(&s, "app=spread");
+            let all_on_a = ready.len() == 4
+                && ready
+                    .iter()
+                    .all(|p| p["spec"]["nodeName"] == "ctl-a" && p["status"]["phase"] == "Running");
+            all_on_a.then(|| killed.elapsed())
+        },
+    );
+    eprintln!("a dead node's pods were running elsewhere after {took:?}");
+    assert!(took <= Duration::from_secs(10), "took {took:?}");
+    let node: Value = s.kubectl_json(&["get", "node", "ctl-b"]);
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["status"], "Unknown");
+    assert!(
+        node["spec"]["taints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute")
+    );
+    // Daemon pods tolerate an unreachable node; when the node leaves, so does its daemon.
+    s.kubectl_ok(&["delete", "node", "ctl-b"]);
+    wait_for("the daemon pod of the removed node gone", TIMEOUT, || {
+        pods(&s, "app=daemon")
+            .iter()
+            .all(|p| p["spec"]["nodeName"] == "ctl-a")
+            .then_some(())
+    });
+    // A joining node gets its daemon.
+    let _c = Agent::start(&s, "ctl-c");
+    wait_for("a daemon pod on the new node", TIMEOUT, || {
+        (nodes_of("app=daemon") == ["ctl-a", "ctl-c"]).then_some(())
+    });
+    let d: Value = s.kubectl_json(&["get", "ds", "daemon"]);
+    assert_eq!(d["status"]["desiredNumberScheduled"], 2, "{}", d["status"]);
+}
+
+#[test]
+fn a_rollout_interrupted_by_a_control_plane_restart_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = spawn_server_on(dir.path(), port);
+    let s = Server::attach(dir.path(), &format!("http://127.0.0.1:{port}"));
+    let _a = Agent::start(&s, "ctl-restart");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v1");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v2");
+    // One pod at a time, each waiting a second to count as available: a slow rollout.
+    let strategy = "  minReadySeconds: 1\n  strategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n";
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &deployment("slow", 4, "hello-http:v1", strategy),
+    );
+    rollout_status(&s, "slow");
+    s.kubectl_ok(&["set", "image", "deployment/slow", "web=hello-http:v2"]);
+    wait_for("the rollout under way", TIMEOUT, || {
+        let d = s.kubectl_json(&["get", "deployment", "slow"]);
+        let updated = d["status"]["updatedReplicas"].as_i64().unwrap_or(0);
+        (updated >= 1 && updated < 4).then_some(())
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let mut server = spawn_server_on(dir.path(), port);
+    rollout_status(&s, "slow");
+    wait_for("only v2 pods", TIMEOUT, || {
+        (images(&s, "app=slow") == ["hello-http:v2"] && ready_pods(&s, "app=slow").len() == 4)
+            .then_some(())
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+}
