@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::apiserver::api::{Api, ApiConfig, WriteOptions};
 use crate::apiserver::http::{self, HttpState};
 use crate::apiserver::resources;
+use crate::apiserver::service_ips::ServiceRanges;
 use crate::controllers;
 use crate::store::{RedbStore, RedbStoreConfig, Store};
 
@@ -26,12 +27,18 @@ pub struct ServerConfig {
     pub watch_history: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Where Services get their ClusterIPs and NodePorts (`--service-cluster-ip-range`,
+    /// `--service-node-port-range`).
+    pub service_ranges: ServiceRanges,
 }
 
 impl ServerConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        ServerConfig { data_dir: data_dir.into(), watch_window: Duration::from_secs(300), watch_history: 1000, max_body_bytes: 3 * 1024 * 1024 }
+        ServerConfig { data_dir: data_dir.into(), watch_window: Duration::from_secs(300), watch_history: 1000,
+            max_body_bytes: 3 * 1024 * 1024,
+            service_ranges: ServiceRanges::default(),
+        }
     }
 }
 
@@ -103,7 +110,14 @@ pub async fn serve_with_store(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
-    let api = Api::new(store, ApiConfig { max_body_bytes: config.max_body_bytes, advertise_address: addr.to_string() });
+    let api = Api::new(
+        store,
+        ApiConfig {
+            max_body_bytes: config.max_body_bytes,
+            advertise_address: addr.to_string(),
+            service_ranges: config.service_ranges.clone(),
+        },
+    );
     bootstrap(&api).await.map_err(|e| ServeError::Bootstrap(e.to_string()))?;
 
     let tasks = TaskTracker::new();
