@@ -123,6 +123,8 @@ pub async fn serve_with_store(
     let tasks = TaskTracker::new();
     let controllers_token = shutdown.child_token();
     tasks.spawn(controllers::namespace::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::endpoints::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::endpointslice::run(api.clone(), controllers_token.clone()));
     tasks.spawn(crate::scheduler::run(api.clone(), crate::scheduler::SchedulerConfig::default(), controllers_token.clone()));
 
     let registry = crate::registry::Registry::open(&config.data_dir.join("registry"))

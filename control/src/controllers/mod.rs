@@ -3,5 +3,11 @@
 //!
 //! - [`namespace`]: empties a terminating namespace, then removes it; gives every namespace its
 //!   `default` ServiceAccount.
+//! - [`endpoints`] and [`endpointslice`]: a selector Service's Endpoints and EndpointSlices from
+//!   its pods' addresses and readiness, driven by [`service_pods`] (Services and Pods watched
+//!   in-process).
 
+pub mod endpoints;
+pub mod endpointslice;
 pub mod namespace;
+pub mod service_pods;
