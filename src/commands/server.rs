@@ -26,6 +26,27 @@ pub struct ServerArgs {
     /// The newest watch events kept resumable whatever their age.
     #[arg(long, default_value_t = 1000, value_name = "EVENTS")]
     pub watch_history: usize,
+    /// Range Services get their ClusterIPs from (loopback by default, so the node proxy binds
+    /// them without root; must not overlap the nodes' pod range, 127.1.0.0/16 by default).
+    #[arg(long, default_value = "127.2.0.0/16", value_name = "CIDR",
+          value_parser = |s: &str| s.parse::<flotilla_control::apiserver::service_ips::Ipv4Cidr>())]
+    pub service_cluster_ip_range: flotilla_control::apiserver::service_ips::Ipv4Cidr,
+    /// Range Services of type NodePort get their node ports from.
+    #[arg(long, default_value = "30000-32767", value_name = "FROM-TO",
+          value_parser = flotilla_control::apiserver::service_ips::parse_port_range)]
+    pub service_node_port_range: std::ops::RangeInclusive<u16>,
+}
+
+impl ServerArgs {
+    /// Puts these flags into a control-plane configuration.
+    pub fn apply(&self, config: &mut flotilla_control::ServerConfig) {
+        config.watch_window = Duration::from_secs(self.watch_window);
+        config.watch_history = self.watch_history;
+        config.service_ranges = flotilla_control::apiserver::service_ips::ServiceRanges {
+            cluster_ips: self.service_cluster_ip_range,
+            node_ports: self.service_node_port_range.clone(),
+        };
+    }
 }
 
 impl ServerArgs {
@@ -67,8 +88,7 @@ pub async fn serve(args: ServerArgs, what: &str) -> anyhow::Result<()> {
         signal_token.cancel();
     });
     let mut config = flotilla_control::ServerConfig::new(&data_dir);
-    config.watch_window = Duration::from_secs(args.watch_window);
-    config.watch_history = args.watch_history;
+    args.apply(&mut config);
     let server = tokio::spawn(flotilla_control::serve(listener, config, shutdown.clone()));
     println!("flotilla {what} listening on http://{addr}");
     println!("data dir:   {}", data_dir.display());
