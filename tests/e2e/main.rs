@@ -7,3 +7,4 @@ mod api_durability;
 mod api_kubectl;
 mod api_watch;
 mod node_agent;
+mod services;
