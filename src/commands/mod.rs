@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod bench;
 pub mod bench_scheduler;
+pub mod bench_service;
 pub mod completions;
 pub mod image;
 pub mod server;

@@ -58,10 +58,21 @@ impl Cluster {
     fn boot(&mut self) {
         let kubeconfig = self.tmp.path().join("kubeconfig");
         let mut child = Command::new(flotilla_bin())
-            .args(["up", "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--agent-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--node-name", NODE])
             .args(&self.args)
-            .args(["--restart-backoff-base-ms", "300", "--restart-backoff-max-ms", "2000"])
+            .args([
+                "--restart-backoff-base-ms",
+                "300",
+                "--restart-backoff-max-ms",
+                "2000",
+            ])
             .arg("--data-dir")
             .arg(self.tmp.path())
             .arg("--write-kubeconfig")
@@ -99,13 +110,22 @@ impl Cluster {
         let mut child = Command::new("kubectl")
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("kubectl is installed");
         if let Some(input) = stdin {
-            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
         }
         let pid = child.id();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -121,24 +141,40 @@ impl Cluster {
 
     fn apply_ok(&self, manifest: &str) {
         let out = self.kubectl(&["apply", "-f", "-"], Some(manifest));
-        assert!(out.status.success(), "apply failed: {}\n{manifest}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply failed: {}\n{manifest}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn get(&self, kind: &str, name: &str) -> Option<Value> {
         let out = self.kubectl(&["get", kind, name, "-o", "json"], None);
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("json"))
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("json"))
     }
 
     /// A GET straight to the API server (faster than kubectl, for tight timing).
     fn api_get(&self, path: &str) -> Option<Value> {
-        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().ok()?;
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .ok()?;
         let resp = client.get(format!("{}{path}", self.url)).send().ok()?;
-        resp.status().is_success().then(|| resp.json().ok()).flatten()
+        resp.status()
+            .is_success()
+            .then(|| resp.json().ok())
+            .flatten()
     }
 
     fn api_post(&self, path: &str, body: &Value) -> (u16, Value) {
         let client = reqwest::blocking::Client::new();
-        let resp = client.post(format!("{}{path}", self.url)).json(body).send().expect("post");
+        let resp = client
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .expect("post");
         let code = resp.status().as_u16();
         (code, resp.json().unwrap_or(Value::Null))
     }
@@ -149,12 +185,19 @@ impl Cluster {
             default_registry: Some(self.url.clone()),
             ..Default::default()
         };
-        rt.block_on(flotilla_node::image::push::push_wasm(wasm, reference, &options, &flotilla_node::image::push::NoProgress))
-            .unwrap_or_else(|e| panic!("push {}: {e}", wasm.display()));
+        rt.block_on(flotilla_node::image::push::push_wasm(
+            wasm,
+            reference,
+            &options,
+            &flotilla_node::image::push::NoProgress,
+        ))
+        .unwrap_or_else(|e| panic!("push {}: {e}", wasm.display()));
     }
 
     fn wait_ready(&self, pod: &str) -> Value {
-        wait_for(&format!("pod {pod} Ready"), TIMEOUT, || self.get("pod", pod).filter(is_ready))
+        wait_for(&format!("pod {pod} Ready"), TIMEOUT, || {
+            self.get("pod", pod).filter(is_ready)
+        })
     }
 }
 
@@ -168,31 +211,45 @@ impl Drop for Cluster {
 }
 
 fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 fn sample(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(path)
 }
 
 /// A minimal HTTP/1.1 GET with `Connection: close` (a new connection, so a new balancing
 /// decision, every time): (status, body), or the connection error.
 fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().expect("address"), Duration::from_secs(5))?;
+    let mut s =
+        TcpStream::connect_timeout(&addr.parse().expect("address"), Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     Ok((code, body))
 }
 
 /// The `POD=` line of the sample's `/env` answer.
 fn pod_of(body: &str) -> String {
-    body.lines().find_map(|l| l.strip_prefix("POD=")).unwrap_or("?").to_string()
+    body.lines()
+        .find_map(|l| l.strip_prefix("POD="))
+        .unwrap_or("?")
+        .to_string()
 }
 
 /// A tiny HTTP server whose answer (200 or 503) a test flips: the target of a pod's readiness
@@ -213,8 +270,15 @@ impl Readiness {
                 let mut buf = [0u8; 1024];
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
                 let _ = s.read(&mut buf);
-                let status = if flag.load(Ordering::SeqCst) { "200 OK" } else { "503 Service Unavailable" };
-                let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let status = if flag.load(Ordering::SeqCst) {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
             }
         });
         Readiness { port, ready }
@@ -292,11 +356,17 @@ spec:
 ",
     );
     let web = c.get("service", "web").expect("service web");
-    let cluster_ip = web["spec"]["clusterIP"].as_str().expect("a ClusterIP").to_string();
+    let cluster_ip = web["spec"]["clusterIP"]
+        .as_str()
+        .expect("a ClusterIP")
+        .to_string();
     let sticky = c.get("service", "sticky").expect("service sticky");
     let sticky_ip = sticky["spec"]["clusterIP"].as_str().unwrap().to_string();
     assert_ne!(cluster_ip, sticky_ip);
-    assert_eq!(sticky["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"], 10800);
+    assert_eq!(
+        sticky["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"],
+        10800
+    );
 
     let probes: Vec<Readiness> = (0..3).map(|_| Readiness::start()).collect();
     for (i, probe) in probes.iter().enumerate() {
@@ -306,12 +376,33 @@ spec:
         c.wait_ready(&format!("web-{i}"));
     }
     let endpoints = wait_for("3 ready endpoints", TIMEOUT, || {
-        c.get("endpoints", "web").filter(|e| e["subsets"][0]["addresses"].as_array().is_some_and(|a| a.len() == 3))
+        c.get("endpoints", "web").filter(|e| {
+            e["subsets"][0]["addresses"]
+                .as_array()
+                .is_some_and(|a| a.len() == 3)
+        })
     });
-    assert_eq!(endpoints["subsets"][0]["ports"][0]["port"], 8080, "the named targetPort resolved: {endpoints}");
-    let slices = c.kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json"], None);
+    assert_eq!(
+        endpoints["subsets"][0]["ports"][0]["port"], 8080,
+        "the named targetPort resolved: {endpoints}"
+    );
+    let slices = c.kubectl(
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "json",
+        ],
+        None,
+    );
     let slices: Value = serde_json::from_slice(&slices.stdout).expect("slices");
-    assert_eq!(slices["items"][0]["endpoints"].as_array().map(Vec::len), Some(3), "{slices}");
+    assert_eq!(
+        slices["items"][0]["endpoints"].as_array().map(Vec::len),
+        Some(3),
+        "{slices}"
+    );
 
     // Requests through the ClusterIP reach all three pods.
     let front = format!("{cluster_ip}:8080");
@@ -321,8 +412,15 @@ spec:
         assert_eq!(code, 200, "{body}");
         *seen.entry(pod_of(&body)).or_default() += 1;
     }
-    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["web-0", "web-1", "web-2"], "{seen:?}");
-    assert!(seen.values().all(|n| *n >= 5), "round-robin spreads them: {seen:?}");
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["web-0", "web-1", "web-2"],
+        "{seen:?}"
+    );
+    assert!(
+        seen.values().all(|n| *n >= 5),
+        "round-robin spreads them: {seen:?}"
+    );
     // Keep-alive through the proxy: several requests on one connection.
     let mut s = TcpStream::connect(&front).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -335,9 +433,15 @@ spec:
 
     // The Service variables, in a pod created after the Service.
     let (_, env) = http_get(&front, "/env").unwrap();
-    assert!(env.contains(&format!("WEB_SERVICE_HOST={cluster_ip}\n")), "{env}");
+    assert!(
+        env.contains(&format!("WEB_SERVICE_HOST={cluster_ip}\n")),
+        "{env}"
+    );
     assert!(env.contains("WEB_SERVICE_PORT=8080\n"), "{env}");
-    assert!(env.contains(&format!("STICKY_PORT_9090_TCP=tcp://{sticky_ip}:9090\n")), "{env}");
+    assert!(
+        env.contains(&format!("STICKY_PORT_9090_TCP=tcp://{sticky_ip}:9090\n")),
+        "{env}"
+    );
 
     // Session affinity: one client, one pod; the second port routes too.
     let sticky_front = format!("{sticky_ip}:8080");
@@ -351,10 +455,17 @@ spec:
     // A Wasm pod calls the Service by its names.
     let pod = c.get("pod", "web-0").unwrap();
     let web0 = format!("{}:8080", pod["status"]["podIP"].as_str().unwrap());
-    for url in ["http://web.default.svc.cluster.local:8080/env", "http://web:8080/env", "http://web.default:8080/env"] {
+    for url in [
+        "http://web.default.svc.cluster.local:8080/env",
+        "http://web:8080/env",
+        "http://web.default:8080/env",
+    ] {
         let (code, body) = http_get(&web0, &format!("/fetch?url={url}")).unwrap();
         assert_eq!(code, 200, "{url}: {body}");
-        assert!(body.starts_with("status: 200") && body.contains("POD=web-"), "{url}: {body}");
+        assert!(
+            body.starts_with("status: 200") && body.contains("POD=web-"),
+            "{url}: {body}"
+        );
     }
     let (code, body) = http_get(&web0, "/fetch?url=http://nosuch:8080/").unwrap();
     assert_eq!(code, 502, "an unknown name stays denied: {body}");
@@ -362,7 +473,9 @@ spec:
     // web-1 turns not ready: within 100 ms of its status saying so, no new connection reaches it.
     probes[1].ready.store(false, Ordering::SeqCst);
     let not_ready_at = wait_for("web-1 not ready", Duration::from_secs(10), || {
-        c.api_get("/api/v1/namespaces/default/pods/web-1").filter(|p| !is_ready(p)).map(|_| Instant::now())
+        c.api_get("/api/v1/namespaces/default/pods/web-1")
+            .filter(|p| !is_ready(p))
+            .map(|_| Instant::now())
     });
     let mut last_hit: Option<Duration> = None;
     let mut after = 0;
@@ -376,23 +489,49 @@ spec:
         after += 1;
     }
     eprintln!("web-1 last reached {last_hit:?} after its not-ready status; {after} requests");
-    assert!(last_hit.is_none_or(|t| t < Duration::from_millis(100)), "web-1 got traffic {last_hit:?} after turning not ready");
+    assert!(
+        last_hit.is_none_or(|t| t < Duration::from_millis(100)),
+        "web-1 got traffic {last_hit:?} after turning not ready"
+    );
     let ep = c.get("endpoints", "web").unwrap();
-    assert_eq!(ep["subsets"][0]["notReadyAddresses"].as_array().map(Vec::len), Some(1), "{ep}");
+    assert_eq!(
+        ep["subsets"][0]["notReadyAddresses"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{ep}"
+    );
     // Ready again: it is back in the rotation.
     probes[1].ready.store(true, Ordering::SeqCst);
     c.wait_ready("web-1");
-    wait_for("web-1 back in the rotation", Duration::from_secs(10), || {
-        (0..6).any(|_| http_get(&front, "/env").is_ok_and(|(_, b)| pod_of(&b) == "web-1")).then_some(())
-    });
+    wait_for(
+        "web-1 back in the rotation",
+        Duration::from_secs(10),
+        || {
+            (0..6)
+                .any(|_| http_get(&front, "/env").is_ok_and(|(_, b)| pod_of(&b) == "web-1"))
+                .then_some(())
+        },
+    );
 
     // Deleting the Service closes its listeners.
     let out = c.kubectl(&["delete", "service", "web"], None);
     assert!(out.status.success());
-    wait_for("the ClusterIP to stop answering", Duration::from_secs(10), || {
-        TcpStream::connect_timeout(&front.parse::<SocketAddr>().unwrap(), Duration::from_millis(200)).is_err().then_some(())
+    wait_for(
+        "the ClusterIP to stop answering",
+        Duration::from_secs(10),
+        || {
+            TcpStream::connect_timeout(
+                &front.parse::<SocketAddr>().unwrap(),
+                Duration::from_millis(200),
+            )
+            .is_err()
+            .then_some(())
+        },
+    );
+    wait_for("the Endpoints to go", Duration::from_secs(10), || {
+        c.get("endpoints", "web").is_none().then_some(())
     });
-    wait_for("the Endpoints to go", Duration::from_secs(10), || c.get("endpoints", "web").is_none().then_some(()));
 }
 
 #[test]
@@ -441,10 +580,17 @@ spec:
     ));
     c.wait_ready("np-0");
     let auto = c.get("service", "auto").unwrap();
-    let auto_np = auto["spec"]["ports"][0]["nodePort"].as_u64().expect("a NodePort was allocated") as u16;
-    assert!((c.node_port_base..=c.node_port_base + 4).contains(&auto_np) && auto_np != np, "{auto_np}");
+    let auto_np = auto["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("a NodePort was allocated") as u16;
+    assert!(
+        (c.node_port_base..=c.node_port_base + 4).contains(&auto_np) && auto_np != np,
+        "{auto_np}"
+    );
     for port in [np, auto_np] {
-        let (code, body) = wait_for("the NodePort to answer", Duration::from_secs(10), || http_get(&format!("127.0.0.1:{port}"), "/env").ok());
+        let (code, body) = wait_for("the NodePort to answer", Duration::from_secs(10), || {
+            http_get(&format!("127.0.0.1:{port}"), "/env").ok()
+        });
         assert_eq!(code, 200, "{body}");
         assert!(body.contains("POD=np-0"), "{body}");
     }
@@ -454,11 +600,21 @@ spec:
     let empty_addr = format!("{}:8083", empty["spec"]["clusterIP"].as_str().unwrap());
     let started = Instant::now();
     let result = http_get(&empty_addr, "/");
-    assert!(result.is_err() || result.as_ref().is_ok_and(|(code, _)| *code == 0), "{result:?}");
-    assert!(started.elapsed() < Duration::from_millis(500), "took {:?}", started.elapsed());
+    assert!(
+        result.is_err() || result.as_ref().is_ok_and(|(code, _)| *code == 0),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
 
     // Clashes: a taken clusterIP, a taken NodePort, a clusterIP out of range.
-    let np_ip = c.get("service", "np").unwrap()["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let np_ip = c.get("service", "np").unwrap()["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let clash = |c: &Cluster, ip: &str, node_port: Option<u16>| {
         let mut port = serde_json::json!({"port": 80});
         let mut spec = serde_json::json!({"clusterIP": ip, "ports": [port.clone()]});
@@ -466,24 +622,46 @@ spec:
             port["nodePort"] = p.into();
             spec = serde_json::json!({"type": "NodePort", "ports": [port]});
         }
-        c.api_post("/api/v1/namespaces/default/services", &serde_json::json!({"metadata": {"name": "clash"}, "spec": spec}))
+        c.api_post(
+            "/api/v1/namespaces/default/services",
+            &serde_json::json!({"metadata": {"name": "clash"}, "spec": spec}),
+        )
     };
     let (code, status) = clash(&c, &np_ip, None);
     assert_eq!(code, 422, "{status}");
     assert_eq!(status["reason"], "Invalid");
-    assert_eq!(status["details"]["causes"][0]["field"], "spec.clusterIP", "{status}");
-    assert!(status["message"].as_str().unwrap().contains("already allocated"), "{status}");
+    assert_eq!(
+        status["details"]["causes"][0]["field"], "spec.clusterIP",
+        "{status}"
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("already allocated"),
+        "{status}"
+    );
     let (code, status) = clash(&c, "", Some(np));
     assert_eq!(code, 422, "{status}");
-    assert_eq!(status["details"]["causes"][0]["field"], "spec.ports[0].nodePort", "{status}");
+    assert_eq!(
+        status["details"]["causes"][0]["field"], "spec.ports[0].nodePort",
+        "{status}"
+    );
     let (code, status) = clash(&c, "10.0.0.1", None);
     assert_eq!(code, 422, "{status}");
-    assert!(status["message"].as_str().unwrap().contains("valid range"), "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains("valid range"),
+        "{status}"
+    );
     let out = c.kubectl(&["apply", "-f", "-"], Some(&format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: clash2\nspec:\n  clusterIP: {np_ip}\n  ports:\n    - port: 80\n"
     )));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("provided IP is already allocated"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("provided IP is already allocated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // After a restart the allocations are rebuilt from the stored Services.
     c.restart();
@@ -493,10 +671,22 @@ spec:
     assert_eq!(code, 422, "after a restart: {status}");
 
     // Deleting a Service frees its addresses and closes its NodePort.
-    assert!(c.kubectl(&["delete", "service", "np"], None).status.success());
+    assert!(
+        c.kubectl(&["delete", "service", "np"], None)
+            .status
+            .success()
+    );
     wait_for("the NodePort to close", Duration::from_secs(20), || {
-        TcpStream::connect_timeout(&format!("127.0.0.1:{np}").parse().unwrap(), Duration::from_millis(200)).is_err().then_some(())
+        TcpStream::connect_timeout(
+            &format!("127.0.0.1:{np}").parse().unwrap(),
+            Duration::from_millis(200),
+        )
+        .is_err()
+        .then_some(())
     });
     let (code, status) = clash(&c, &np_ip, None);
-    assert_eq!(code, 201, "the freed clusterIP can be taken again: {status}");
+    assert_eq!(
+        code, 201,
+        "the freed clusterIP can be taken again: {status}"
+    );
 }

@@ -120,7 +120,11 @@ pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
         };
         env.push((
             format!("{name}_PORT"),
-            format!("{}://{ip}:{}", proto(first).to_ascii_lowercase(), first.port),
+            format!(
+                "{}://{ip}:{}",
+                proto(first).to_ascii_lowercase(),
+                first.port
+            ),
         ));
         for p in &ports {
             let (up, low) = (proto(p), proto(p).to_ascii_lowercase());
@@ -355,17 +359,28 @@ mod tests {
         assert_eq!(get("REDIS_PRIMARY_SERVICE_PORT"), Some("6379"));
         assert_eq!(get("REDIS_PRIMARY_SERVICE_PORT_METRICS"), Some("9121"));
         assert_eq!(get("REDIS_PRIMARY_PORT"), Some("tcp://127.2.0.9:6379"));
-        assert_eq!(get("REDIS_PRIMARY_PORT_9121_TCP"), Some("tcp://127.2.0.9:9121"));
+        assert_eq!(
+            get("REDIS_PRIMARY_PORT_9121_TCP"),
+            Some("tcp://127.2.0.9:9121")
+        );
         assert_eq!(get("REDIS_PRIMARY_PORT_6379_TCP_PROTO"), Some("tcp"));
         assert_eq!(get("REDIS_PRIMARY_PORT_6379_TCP_PORT"), Some("6379"));
         assert_eq!(get("REDIS_PRIMARY_PORT_6379_TCP_ADDR"), Some("127.2.0.9"));
-        assert!(get("H_SERVICE_HOST").is_none(), "headless Services have no variables");
+        assert!(
+            get("H_SERVICE_HOST").is_none(),
+            "headless Services have no variables"
+        );
         // The container's own variables override them and may use them.
         let c = container(json!({"name": "c", "env": [
             {"name": "URL", "value": "http://$(REDIS_PRIMARY_SERVICE_HOST):6379"},
             {"name": "REDIS_PRIMARY_SERVICE_PORT", "value": "1"}]}));
         let pod = pod();
-        let fields = PodFields { pod: &pod, pod_ip: "127.1.0.7", host_ip: "127.0.0.1", node_name: "n1" };
+        let fields = PodFields {
+            pod: &pod,
+            pod_ip: "127.1.0.7",
+            host_ip: "127.0.0.1",
+            node_name: "n1",
+        };
         let out = resolve_env_over(env.clone(), &c, &sources(), &fields).unwrap();
         let get = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("URL").as_deref(), Some("http://127.2.0.9:6379"));

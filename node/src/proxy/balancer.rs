@@ -115,7 +115,10 @@ mod tests {
         let client: IpAddr = "127.0.0.1".parse().unwrap();
         let now = Instant::now();
         let firsts: Vec<SocketAddr> = (0..3).map(|_| b.candidates(client, now)[0]).collect();
-        assert_eq!(firsts, eps(&["127.1.0.1:80", "127.1.0.2:80", "127.1.0.3:80"]));
+        assert_eq!(
+            firsts,
+            eps(&["127.1.0.1:80", "127.1.0.2:80", "127.1.0.3:80"])
+        );
         assert_eq!(b.candidates(client, now).len(), 3, "all are fallbacks");
         b.set(Route {
             endpoints: eps(&["127.1.0.2:80"]),
@@ -134,7 +137,8 @@ mod tests {
             endpoints: eps(&["127.1.0.1:80", "127.1.0.2:80"]),
             affinity: Some(Duration::from_secs(10)),
         });
-        let (c1, c2): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        let (c1, c2): (IpAddr, IpAddr) =
+            ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
         let now = Instant::now();
         let first = b.candidates(c1, now)[0];
         b.connected(c1, first, now);
@@ -142,7 +146,10 @@ mod tests {
             assert_eq!(b.candidates(c1, now)[0], first);
         }
         let other: Vec<SocketAddr> = (0..4).map(|_| b.candidates(c2, now)[0]).collect();
-        assert!(other.iter().any(|e| *e != first), "another client is balanced");
+        assert!(
+            other.iter().any(|e| *e != first),
+            "another client is balanced"
+        );
         let later = now + Duration::from_secs(11);
         let after: Vec<SocketAddr> = (0..4).map(|_| b.candidates(c1, later)[0]).collect();
         assert!(after.iter().any(|e| *e != first), "expired");

@@ -132,13 +132,13 @@ impl Proxy {
             watcher::Config::default(),
         )
         .default_backoff()
-        .map(|e| e.map(Change::Service));
+        .map(|e| e.map(|e| Change::Service(Box::new(e))));
         let slices = watcher::watcher(
             Api::<EndpointSlice>::all(client),
             watcher::Config::default(),
         )
         .default_backoff()
-        .map(|e| e.map(Change::Slice));
+        .map(|e| e.map(|e| Change::Slice(Box::new(e))));
         let mut events = std::pin::pin!(futures::stream::select(services, slices));
         let mut svcs: BTreeMap<(String, String), Service> = BTreeMap::new();
         let mut slices: BTreeMap<(String, String), EndpointSlice> = BTreeMap::new();
@@ -278,8 +278,8 @@ async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 
 /// A watch event of either kind.
 enum Change {
-    Service(Event<Service>),
-    Slice(Event<EndpointSlice>),
+    Service(Box<Event<Service>>),
+    Slice(Box<Event<EndpointSlice>>),
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
@@ -298,8 +298,8 @@ fn apply(
     init_slices: &mut Option<BTreeMap<(String, String), EndpointSlice>>,
 ) -> bool {
     match change {
-        Change::Service(e) => apply_one(e, svcs, init_svcs, |s| key_of(&s.metadata)),
-        Change::Slice(e) => apply_one(e, slices, init_slices, |s| key_of(&s.metadata)),
+        Change::Service(e) => apply_one(*e, svcs, init_svcs, |s| key_of(&s.metadata)),
+        Change::Slice(e) => apply_one(*e, slices, init_slices, |s| key_of(&s.metadata)),
     }
 }
 

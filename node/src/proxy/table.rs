@@ -86,10 +86,7 @@ pub fn build<'a>(
         if spec.type_.as_deref() == Some("ExternalName") {
             continue;
         }
-        let cluster_ip: Option<IpAddr> = spec
-            .cluster_ip
-            .as_deref()
-            .and_then(|ip| ip.parse().ok());
+        let cluster_ip: Option<IpAddr> = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
             spec.session_affinity_config
                 .as_ref()
@@ -231,7 +228,11 @@ mod tests {
             "addressType": "IPv4", "ports": [{"name": "http", "port": 1, "protocol": "TCP"}],
             "endpoints": [{"addresses": ["127.1.9.9"]}]
         }));
-        let t = build([&web, &headless], [&s, &other], "127.0.0.1".parse().unwrap());
+        let t = build(
+            [&web, &headless],
+            [&s, &other],
+            "127.0.0.1".parse().unwrap(),
+        );
         let key = PortKey {
             namespace: "ns".into(),
             service: "web".into(),
@@ -247,7 +248,11 @@ mod tests {
             ]
         );
         assert_eq!(t.routes[&key].affinity, Some(DEFAULT_AFFINITY));
-        assert_eq!(t.routes.len(), 1, "UDP ports and headless Services have no route");
+        assert_eq!(
+            t.routes.len(),
+            1,
+            "UDP ports and headless Services have no route"
+        );
         assert_eq!(
             t.services[&("ns".into(), "web".into())].ports,
             vec![(80, key.clone())]

@@ -191,9 +191,10 @@ impl WasmtimeRuntime {
                     },
                     env: spec.env.clone(),
                     log: Some(log),
-                    resolver: spec.resolver.clone().map(|r| {
-                        Arc::new(ResolverAdapter(r)) as Arc<dyn flotilla_wasm::Resolver>
-                    }),
+                    resolver: spec
+                        .resolver
+                        .clone()
+                        .map(|r| Arc::new(ResolverAdapter(r)) as Arc<dyn flotilla_wasm::Resolver>),
                     ..HttpSpec::default()
                 };
                 let service = self
