@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::apiserver::api::{Api, ApiConfig, WriteOptions};
 use crate::apiserver::http::{self, HttpState};
 use crate::apiserver::resources;
+use crate::apiserver::service_ips::ServiceRanges;
 use crate::controllers;
 use crate::store::{RedbStore, RedbStoreConfig, Store};
 
@@ -28,12 +29,22 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// When nodes count as unreachable and their pods are evicted.
     pub node_lifecycle: controllers::node_lifecycle::NodeLifecycleConfig,
+    /// Where Services get their ClusterIPs and NodePorts (`--service-cluster-ip-range`,
+    /// `--service-node-port-range`).
+    pub service_ranges: ServiceRanges,
 }
 
 impl ServerConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        ServerConfig { data_dir: data_dir.into(), watch_window: Duration::from_secs(300), watch_history: 1000, max_body_bytes: 3 * 1024 * 1024, node_lifecycle: Default::default() }
+        ServerConfig {
+            data_dir: data_dir.into(),
+            watch_window: Duration::from_secs(300),
+            watch_history: 1000,
+            max_body_bytes: 3 * 1024 * 1024,
+            node_lifecycle: Default::default(),
+            service_ranges: ServiceRanges::default(),
+        }
     }
 }
 
@@ -105,7 +116,14 @@ pub async fn serve_with_store(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
-    let api = Api::new(store, ApiConfig { max_body_bytes: config.max_body_bytes, advertise_address: addr.to_string() });
+    let api = Api::new(
+        store,
+        ApiConfig {
+            max_body_bytes: config.max_body_bytes,
+            advertise_address: addr.to_string(),
+            service_ranges: config.service_ranges.clone(),
+        },
+    );
     bootstrap(&api).await.map_err(|e| ServeError::Bootstrap(e.to_string()))?;
 
     let tasks = TaskTracker::new();
@@ -117,6 +135,8 @@ pub async fn serve_with_store(
     tasks.spawn(controllers::daemonset::run(api.clone(), controllers_token.clone()));
     tasks.spawn(controllers::garbage_collector::run(api.clone(), controllers_token.clone()));
     tasks.spawn(controllers::node_lifecycle::run(api.clone(), config.node_lifecycle.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::endpoints::run(api.clone(), controllers_token.clone()));
+    tasks.spawn(controllers::endpointslice::run(api.clone(), controllers_token.clone()));
     tasks.spawn(crate::scheduler::run(api.clone(), crate::scheduler::SchedulerConfig::default(), controllers_token.clone()));
 
     let registry = crate::registry::Registry::open(&config.data_dir.join("registry"))

@@ -8,6 +8,8 @@
 //! - [`pod`]: pod workers and the pod/container state machines, restart backoff, env and
 //!   volumes, probes, pod addresses, status reporting.
 //! - [`runtime`]: the CRI-like runtime plugin trait and its wasmtime implementation.
+//! - [`proxy`]: the node proxy: Services' ClusterIPs and NodePorts balanced over ready endpoints,
+//!   and Service name resolution for Wasm guests.
 //! - [`logs`]: container logs on disk and the `/containerLogs` endpoint.
 //! - [`image`]: the node's image cache: resolves pod image references, pulls Wasm and container
 //!   images from any OCI registry into content-addressed storage, and pushes images (the OCI
@@ -19,6 +21,7 @@ pub mod error;
 pub mod image;
 pub mod logs;
 pub mod pod;
+pub mod proxy;
 pub mod runtime;
 
 pub use agent::{Agent, AgentConfig, run};

@@ -38,6 +38,8 @@ pub enum Bench {
     Pods(super::bench_pods::PodsBenchArgs),
     /// `flotilla up`: time until the cluster and its node are ready; idle memory.
     Up(super::bench_up::UpBenchArgs),
+    /// Services: requests/s and latency through a ClusterIP (node proxy) vs straight to the pod.
+    Service(super::bench_service::ServiceBenchArgs),
 }
 
 /// Flags of `flotilla bench api`.
@@ -75,6 +77,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Scheduler(a) => rt.block_on(super::bench_scheduler::run(a)),
         Bench::Pods(a) => rt.block_on(super::bench_pods::run(a)),
         Bench::Up(a) => rt.block_on(super::bench_up::run(a)),
+        Bench::Service(a) => rt.block_on(super::bench_service::run(a)),
     }
 }
 

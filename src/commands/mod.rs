@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_pods;
 pub mod bench_scheduler;
 pub mod bench_up;
+pub mod bench_service;
 pub mod completions;
 pub mod image;
 pub mod server;

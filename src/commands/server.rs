@@ -32,6 +32,31 @@ pub struct ServerArgs {
     /// How long pods without their own toleration stay on an unreachable node, in seconds.
     #[arg(long, default_value_t = 2, value_name = "SECONDS")]
     pub default_unreachable_toleration_seconds: u64,
+    /// Range Services get their ClusterIPs from (loopback by default, so the node proxy binds
+    /// them without root; must not overlap the nodes' pod range, 127.1.0.0/16 by default).
+    #[arg(long, default_value = "127.2.0.0/16", value_name = "CIDR",
+          value_parser = |s: &str| s.parse::<flotilla_control::apiserver::service_ips::Ipv4Cidr>())]
+    pub service_cluster_ip_range: flotilla_control::apiserver::service_ips::Ipv4Cidr,
+    /// Range Services of type NodePort get their node ports from.
+    #[arg(long, default_value = "30000-32767", value_name = "FROM-TO",
+          value_parser = flotilla_control::apiserver::service_ips::parse_port_range)]
+    pub service_node_port_range: std::ops::RangeInclusive<u16>,
+}
+
+impl ServerArgs {
+    /// Puts these flags into a control-plane configuration.
+    pub fn apply(&self, config: &mut flotilla_control::ServerConfig) {
+        config.watch_window = Duration::from_secs(self.watch_window);
+        config.watch_history = self.watch_history;
+        config.node_lifecycle.grace_period =
+            Duration::from_millis(self.node_monitor_grace_period_ms);
+        config.node_lifecycle.default_toleration =
+            Duration::from_secs(self.default_unreachable_toleration_seconds);
+        config.service_ranges = flotilla_control::apiserver::service_ips::ServiceRanges {
+            cluster_ips: self.service_cluster_ip_range,
+            node_ports: self.service_node_port_range.clone(),
+        };
+    }
 }
 
 impl ServerArgs {
@@ -73,10 +98,7 @@ pub async fn serve(args: ServerArgs, what: &str) -> anyhow::Result<()> {
         signal_token.cancel();
     });
     let mut config = flotilla_control::ServerConfig::new(&data_dir);
-    config.watch_window = Duration::from_secs(args.watch_window);
-    config.watch_history = args.watch_history;
-    config.node_lifecycle.grace_period = Duration::from_millis(args.node_monitor_grace_period_ms);
-    config.node_lifecycle.default_toleration = Duration::from_secs(args.default_unreachable_toleration_seconds);
+    args.apply(&mut config);
     let server = tokio::spawn(flotilla_control::serve(listener, config, shutdown.clone()));
     println!("flotilla {what} listening on http://{addr}");
     println!("data dir:   {}", data_dir.display());

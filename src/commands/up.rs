@@ -2,7 +2,6 @@
 //! it through the kubeconfig just written (the same path a remote agent takes).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -60,8 +59,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
         signal.cancel();
     });
     let mut config = flotilla_control::ServerConfig::new(&data_dir);
-    config.watch_window = Duration::from_secs(args.server.watch_window);
-    config.watch_history = args.server.watch_history;
+    args.server.apply(&mut config);
     let mut server = tokio::spawn(flotilla_control::serve(
         listener,
         config,

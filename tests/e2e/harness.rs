@@ -6,8 +6,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The `flotilla` binary built for this test run.
+///
+/// `FLOTILLA_BIN` overrides it (to run the suite as another user from a copy of the binaries).
 pub fn flotilla_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_flotilla")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("FLOTILLA_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_flotilla").to_string()))
 }
 
 /// A control plane started as a child process, killed when dropped.

@@ -9,3 +9,4 @@ mod api_watch;
 mod controllers;
 mod node_agent;
 mod two_nodes;
+mod services;

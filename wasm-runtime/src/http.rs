@@ -40,7 +40,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::limits::{self, Guard, Guarded, KillSwitch, Limits, Throttle};
 use crate::log::{LogSink, LogStream, NullLog, SinkStream};
-use crate::outgoing::{AllowList, OutgoingPolicy};
+use crate::outgoing::{AllowList, OutgoingPolicy, Resolver};
 
 /// How to serve a `wasi:http/proxy` component.
 #[derive(Clone)]
@@ -57,6 +57,9 @@ pub struct HttpSpec {
     pub request_timeout: Duration,
     /// Hosts the guest may send HTTP requests to.
     pub allowed_hosts: AllowList,
+    /// Names resolved before the allow list is asked (cluster Services); a resolved name is
+    /// allowed.
+    pub resolver: Option<Arc<dyn Resolver>>,
     /// Environment variables every instance sees.
     pub env: Vec<(String, String)>,
     /// Where the guest's stdout and stderr go; `None` discards them.
@@ -74,6 +77,7 @@ impl Default for HttpSpec {
             max_concurrency: 256,
             request_timeout: Duration::from_secs(60),
             allowed_hosts: AllowList::default(),
+            resolver: None,
             env: Vec::new(),
             log: None,
         }
@@ -543,7 +547,7 @@ fn new_store(
         wasi: wasi.build(),
         table: ResourceTable::new(),
         http: WasiHttpCtx::new(),
-        hooks: OutgoingPolicy::new(spec.allowed_hosts.clone()),
+        hooks: OutgoingPolicy::new(spec.allowed_hosts.clone(), spec.resolver.clone()),
         guard: Guard::new(spec.limits.clone(), tick, KillSwitch::default(), throttle),
     };
     let mut store = Store::new(engine, state);

@@ -41,4 +41,4 @@ pub use error::{Error, Result};
 pub use http::{HttpService, HttpSpec, HttpStats};
 pub use limits::Limits;
 pub use log::{BoundedLog, LogSink, LogStream, NullLog};
-pub use outgoing::AllowList;
+pub use outgoing::{AllowList, Resolver};

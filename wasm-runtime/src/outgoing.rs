@@ -4,7 +4,12 @@
 //! The check runs in wasmtime-wasi-http's `send_request` hook, so a denied
 //! guest sees the standard `wasi:http` error `HTTP-request-denied` and no
 //! connection is ever opened.
+//!
+//! A [`Resolver`] comes first: a host it knows (the node agent resolves
+//! cluster Service names) is allowed and the connection goes to the address
+//! it names, while the request keeps its `Host` header.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
@@ -65,15 +70,25 @@ impl AllowList {
     }
 }
 
+/// Maps names a guest sends HTTP requests to onto addresses (the node agent
+/// maps cluster Service names onto their ClusterIPs). Must not block: it runs
+/// on the request path.
+pub trait Resolver: Send + Sync + 'static {
+    /// Where a request for `host` on `port` goes, or `None` for a host it does
+    /// not know (then the allow list decides).
+    fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr>;
+}
+
 /// The `wasi:http` hooks of one instance: the default behaviour plus the
-/// allow-list check on outgoing requests.
+/// resolver and the allow-list check on outgoing requests.
 pub(crate) struct OutgoingPolicy {
     allow: AllowList,
+    resolver: Option<Arc<dyn Resolver>>,
 }
 
 impl OutgoingPolicy {
-    pub(crate) fn new(allow: AllowList) -> OutgoingPolicy {
-        OutgoingPolicy { allow }
+    pub(crate) fn new(allow: AllowList, resolver: Option<Arc<dyn Resolver>>) -> OutgoingPolicy {
+        OutgoingPolicy { allow, resolver }
     }
 }
 
@@ -92,20 +107,32 @@ type SendFuture = Box<
 impl WasiHttpHooks for OutgoingPolicy {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
-        let uri = request.uri();
-        let allowed = match uri.host() {
-            Some(host) => {
-                let port = uri.port_u16().or_else(|| match uri.scheme_str() {
-                    Some("https") => Some(443),
-                    _ => Some(80),
-                });
-                self.allow.allows(host, port)
+        let uri = request.uri().clone();
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        });
+        let resolved = match (uri.host(), &self.resolver) {
+            (Some(host), Some(r)) => r.resolve(host, port),
+            _ => None,
+        };
+        let allowed = match (resolved, uri.host()) {
+            (Some(addr), _) => {
+                // The connection goes to the resolved address; the Host header (set from
+                // the original authority) still names what the guest asked for.
+                let mut parts = uri.clone().into_parts();
+                parts.authority = addr.to_string().parse().ok();
+                if let Ok(new) = http::Uri::from_parts(parts) {
+                    *request.uri_mut() = new;
+                }
+                true
             }
-            None => false,
+            (None, Some(host)) => self.allow.allows(host, Some(port)),
+            (None, None) => false,
         };
         if !allowed {
             tracing::info!(uri = %uri, "outgoing HTTP request denied: host not on the allow list");

@@ -13,6 +13,7 @@ use super::objects::{self, from_entry};
 use super::patch::{self, PatchType};
 use super::resources::{self, ResourceInfo, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
+use super::service_ips::{Change, ServiceAddresses, ServiceLock, ServiceRanges};
 use super::strategy;
 
 /// How strictly unknown fields are treated (`fieldValidation`).
@@ -136,11 +137,17 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// The address clients reach the server at (for discovery's serverAddressByClientCIDRs).
     pub advertise_address: String,
+    /// Where Services get their ClusterIPs and NodePorts.
+    pub service_ranges: ServiceRanges,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { max_body_bytes: 3 * 1024 * 1024, advertise_address: "127.0.0.1:6443".into() }
+        ApiConfig {
+            max_body_bytes: 3 * 1024 * 1024,
+            advertise_address: "127.0.0.1:6443".into(),
+            service_ranges: ServiceRanges::default(),
+        }
     }
 }
 
@@ -149,6 +156,7 @@ impl Default for ApiConfig {
 pub struct Api {
     store: Arc<dyn Store>,
     config: Arc<ApiConfig>,
+    services: Arc<ServiceAddresses>,
 }
 
 impl std::fmt::Debug for Api {
@@ -161,6 +169,22 @@ const NAMESPACES: &str = "namespaces";
 /// Times a patch is retried when the object changed under it.
 const PATCH_RETRIES: usize = 8;
 
+fn services_resource() -> &'static ResourceInfo {
+    resources::find("", "v1", "services").expect("services is served")
+}
+
+/// Frees the addresses of a Service just removed from the store.
+fn forget_service(lock: Option<ServiceLock<'_>>, ns: Option<&str>, name: &str) {
+    if let Some(mut lock) = lock {
+        lock.get().release_owner(&service_owner(ns, name));
+    }
+}
+
+/// How the Service allocations name a Service.
+fn service_owner(ns: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", ns.unwrap_or(""))
+}
+
 fn namespaces_resource() -> &'static ResourceInfo {
     resources::find("", "v1", NAMESPACES).expect("namespaces is served")
 }
@@ -168,7 +192,36 @@ fn namespaces_resource() -> &'static ResourceInfo {
 impl Api {
     /// An API over a store.
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
-        Api { store, config: Arc::new(config) }
+        let services = Arc::new(ServiceAddresses::new(config.service_ranges.clone()));
+        Api { store, config: Arc::new(config), services }
+    }
+
+    /// Locks the Service address allocations, loading them from the stored Services on first use.
+    async fn lock_services(&self) -> ApiResult<ServiceLock<'_>> {
+        let store = self.store.clone();
+        let services = services_resource();
+        self.services
+            .lock(|| async move {
+                let listed = store
+                    .list(&services.namespace_prefix(None), ListOptions { start_after: None, limit: 0 })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(listed
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        let obj = from_entry(e);
+                        (service_owner(objects::namespace(&obj), objects::name(&obj)), obj["spec"].clone())
+                    })
+                    .collect())
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot load the Service address allocations: {e}")))
+    }
+
+    /// The allocation lock when `res` is Services (held across a removal, see [`forget_service`]).
+    async fn lock_services_of(&self, res: &ResourceInfo) -> ApiResult<Option<ServiceLock<'_>>> {
+        if res.kind == "Service" { self.lock_services().await.map(Some) } else { Ok(None) }
     }
 
     /// The store underneath.
@@ -369,15 +422,28 @@ impl Api {
         if !causes.is_empty() {
             return Err(ApiError::invalid(res, &name, causes));
         }
+        // A Service's addresses are taken under the allocation lock, held until the write is
+        // stored (or undone when it fails), so two creates never get the same address.
+        let mut services = None;
+        if res.kind == "Service" {
+            let mut lock = self.lock_services().await?;
+            let change = lock
+                .assign(&service_owner(ns, &name), &mut obj["spec"], None)
+                .map_err(|causes| ApiError::invalid(res, &name, causes))?;
+            services = Some((lock, change));
+        }
         if opts.dry_run {
+            if let Some((mut lock, change)) = services {
+                lock.get().undo(&change);
+            }
             return Ok((obj, warnings));
         }
         let key = res.key(ns, &name);
-        let entry = self
-            .store
-            .create(key, objects::to_bytes(&obj))
-            .await
-            .map_err(|e| ApiError::from_store(e, res, &name))?;
+        let created = self.store.create(key, objects::to_bytes(&obj)).await;
+        if let (Err(_), Some((lock, change))) = (&created, services.as_mut()) {
+            lock.get().undo(change);
+        }
+        let entry = created.map_err(|e| ApiError::from_store(e, res, &name))?;
         objects::set_resource_version(&mut obj, entry.mod_revision);
         Ok((obj, warnings))
     }
@@ -490,17 +556,30 @@ impl Api {
             let g = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             objects::meta_mut(&mut obj).insert("generation".into(), json!(g));
         }
+        // A Service keeps its addresses unless the update changes them (see `create`).
+        let mut services: Option<(ServiceLock<'_>, Change)> = None;
+        if res.kind == "Service" && sub.is_none() {
+            let mut lock = self.lock_services().await?;
+            let change = lock
+                .assign(&service_owner(ns, name), &mut obj["spec"], Some(&current["spec"]))
+                .map_err(|causes| ApiError::invalid(res, name, causes))?;
+            services = Some((lock, change));
+        }
+        let undo = |services: &mut Option<(ServiceLock<'_>, Change)>| {
+            if let Some((lock, change)) = services.as_mut() {
+                lock.get().undo(change);
+            }
+        };
         let mut causes = strategy::validate(res, &obj);
         causes.extend(strategy::validate_update(res, &obj, current));
         if !causes.is_empty() {
+            undo(&mut services);
             return Err(ApiError::invalid(res, name, causes));
         }
         objects::set_resource_version(&mut obj, current_rv);
-        if obj == *current {
+        if obj == *current || opts.dry_run {
             // Nothing changed: no write, no new revision, no watch event.
-            return Ok(obj);
-        }
-        if opts.dry_run {
+            undo(&mut services);
             return Ok(obj);
         }
         let key = res.key(ns, name);
@@ -514,19 +593,25 @@ impl Api {
             && !spec_finalizers_left
         {
             // The last finalizer is gone: the deletion completes.
-            let entry = self
-                .store
-                .delete(key, Some(current_rv))
-                .await
-                .map_err(|e| ApiError::from_store(e, res, name))?;
+            let deleted = self.store.delete(key, Some(current_rv)).await;
+            if let Some((lock, _)) = services.as_mut() {
+                match &deleted {
+                    Ok(_) => lock.get().release_owner(&service_owner(ns, name)),
+                    Err(_) => undo(&mut services),
+                }
+            }
+            let entry = deleted.map_err(|e| ApiError::from_store(e, res, name))?;
             objects::set_resource_version(&mut obj, entry.mod_revision);
             return Ok(obj);
         }
-        let entry = self
-            .store
-            .update(key, objects::to_bytes(&obj), Some(current_rv))
-            .await
-            .map_err(|e| ApiError::from_store(e, res, name))?;
+        let updated = self.store.update(key, objects::to_bytes(&obj), Some(current_rv)).await;
+        if let Some((lock, change)) = services.as_mut() {
+            match &updated {
+                Ok(_) => lock.get().commit(&service_owner(ns, name), change),
+                Err(_) => lock.get().undo(change),
+            }
+        }
+        let entry = updated.map_err(|e| ApiError::from_store(e, res, name))?;
         objects::set_resource_version(&mut obj, entry.mod_revision);
         Ok(obj)
     }
@@ -639,7 +724,9 @@ impl Api {
             if opts.dry_run {
                 return Ok(Deleted { object: obj, gone: true });
             }
+            let services = self.lock_services_of(res).await?;
             let entry = self.store.delete(key, Some(rv)).await.map_err(|e| ApiError::from_store(e, res, name))?;
+            forget_service(services, ns, name);
             objects::set_resource_version(&mut obj, entry.mod_revision);
             return Ok(Deleted { object: obj, gone: true });
         }
@@ -681,11 +768,13 @@ impl Api {
     /// Removes an object whose deletion is complete (a pod its node stopped, a namespace that
     /// was emptied), with compare-and-swap on its current revision.
     pub async fn finalize_removal(&self, res: &ResourceInfo, ns: Option<&str>, name: &str, rv: Revision) -> ApiResult<Value> {
+        let services = self.lock_services_of(res).await?;
         let entry = self
             .store
             .delete(res.key(ns, name), Some(rv))
             .await
             .map_err(|e| ApiError::from_store(e, res, name))?;
+        forget_service(services, ns, name);
         Ok(from_entry(&entry))
     }
 

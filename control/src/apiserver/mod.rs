@@ -6,6 +6,7 @@
 //! - [`http`]: paths, query parameters, content negotiation and streaming watches.
 //! - [`logs`]: `pods/log`, proxied to the agent of the pod's node.
 //! - [`strategy`] and [`validation`]: per-kind decoding, defaults and validation.
+//! - [`service_ips`]: ClusterIP and NodePort allocation for Services.
 //! - [`error`]: errors as Kubernetes `Status` objects.
 //! - [`objects`]: helpers for objects as JSON values.
 //! - [`discovery`]: `/api`, `/apis`, per group-version resource lists and aggregated discovery.
@@ -26,6 +27,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod resources;
 pub mod selector;
+pub mod service_ips;
 pub mod strategy;
 pub mod table;
 pub mod validation;

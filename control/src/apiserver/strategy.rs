@@ -144,6 +144,12 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
             if spec["type"] != "ExternalName" {
                 default(spec, "internalTrafficPolicy", json!("Cluster"));
             }
+            if matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer")) {
+                default(spec, "externalTrafficPolicy", json!("Cluster"));
+            }
+            if spec["sessionAffinity"] == "ClientIP" {
+                default(spec, "sessionAffinityConfig", json!({"clientIP": {"timeoutSeconds": 10800}}));
+            }
             if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                 for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                     default(p, "protocol", json!("TCP"));

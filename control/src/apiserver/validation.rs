@@ -281,8 +281,9 @@ pub fn service_spec(spec: &Value, causes: &mut Vec<Cause>) {
         if let Some(np) = p["nodePort"].as_i64() {
             if ty == "ClusterIP" && np != 0 {
                 causes.push(Cause::forbidden(format!("{path}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
-            } else if !(30000..=32767).contains(&np) && np != 0 {
-                causes.push(Cause::invalid(format!("{path}.nodePort"), np, "provided port is not in the valid range. The range of valid ports is 30000-32767"));
+            } else if !(0..=65535).contains(&np) {
+                // The configured NodePort range is checked where NodePorts are allocated.
+                causes.push(Cause::invalid(format!("{path}.nodePort"), np, "must be between 1 and 65535, inclusive"));
             }
         }
         match &p["targetPort"] {

@@ -9,9 +9,14 @@
 //!   [`daemonset`]: the workload controllers.
 //! - [`node_lifecycle`]: marks nodes whose Lease expired unreachable and evicts their pods.
 //! - [`garbage_collector`]: ownerReferences cascades (Background, Foreground, Orphan).
+//! - [`endpoints`] and [`endpointslice`]: a selector Service's Endpoints and EndpointSlices from
+//!   its pods' addresses and readiness, driven by [`service_pods`] (Services and Pods watched
+//!   in-process).
 
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
@@ -21,3 +26,4 @@ pub mod pods;
 pub mod replicaset;
 pub mod rollout;
 pub mod runner;
+pub mod service_pods;

@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     /// Size of one container log file before rotation.
     pub max_log_file_bytes: u64,
+    /// Whether the node proxy serves Services on this node.
+    pub proxy: bool,
 }
 
 impl AgentConfig {
@@ -68,6 +70,7 @@ impl AgentConfig {
             insecure_registries: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
             max_log_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            proxy: true,
         }
     }
 

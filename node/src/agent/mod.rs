@@ -153,6 +153,10 @@ impl Agent {
             config.status_interval,
             shutdown.child_token(),
         ));
+        let proxy = crate::proxy::Proxy::new();
+        if config.proxy {
+            proxy.start(client.clone(), node_ip, &tasks, shutdown.child_token());
+        }
         let ctx = Arc::new(PodContext {
             client: client.clone(),
             node_name: facts.name.clone(),
@@ -164,6 +168,7 @@ impl Agent {
             pods_dir: data_dir.join("pods"),
             backoff: config.backoff,
             shutdown_grace: config.shutdown_grace,
+            proxy,
         });
         tasks.spawn(pods::dispatch(ctx, tasks.clone(), shutdown.child_token()));
         Ok(Agent {

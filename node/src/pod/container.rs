@@ -297,6 +297,7 @@ pub async fn run(p: Params) -> Outcome {
                 .and_then(|q| quantity::memory_bytes(&q.0)),
             cpu_millis: limits.get("cpu").and_then(|q| quantity::cpu_millis(&q.0)),
             listen: Some(SocketAddr::new(IpAddr::V4(p.ip), port)),
+            resolver: Some(p.ctx.proxy.resolver(&pref.namespace)),
             output: log.clone(),
         };
         if let Err(e) = p.runtime.start(spec).await {
@@ -481,10 +482,34 @@ async fn resolve(
         host_ip: &p.ctx.host_ip,
         node_name: &p.ctx.node_name,
     };
-    let env = env::resolve_env(container, &sources, &fields).map_err(|e| e.0)?;
+    let links = p
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let services = if links {
+        service_env_of(&p.ctx.client, &p.pod).await
+    } else {
+        Vec::new()
+    };
+    let env = env::resolve_env_over(services, container, &sources, &fields).map_err(|e| e.0)?;
     let args = env::argv(container, &env);
     let mounts = volumes::mounts(container, &p.volumes).map_err(|e| e.0)?;
     Ok((env, args, mounts))
+}
+
+/// The Service variables of the pod's namespace (none when the Services cannot be listed).
+async fn service_env_of(client: &kube::Client, pod: &Pod) -> Vec<(String, String)> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), ns);
+    match api.list(&Default::default()).await {
+        Ok(list) => env::service_env(&list.items),
+        Err(e) => {
+            tracing::debug!(namespace = %ns, error = %e, "cannot list Services for the environment");
+            Vec::new()
+        }
+    }
 }
 
 /// Credentials from the pod's `imagePullSecrets` (unreadable ones are skipped).

@@ -2,7 +2,7 @@
 //! (later entries win), values from ConfigMaps, Secrets and pod fields, and `$(VAR)` references
 //! expanded in values, `command` and `args` (`$$` escapes a `$`).
 
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, Service};
 
 use super::sources::{ConfigError, PodFields, Sources};
 
@@ -12,7 +12,18 @@ pub fn resolve_env(
     sources: &Sources,
     fields: &PodFields<'_>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut env: Vec<(String, String)> = Vec::new();
+    resolve_env_over(Vec::new(), container, sources, fields)
+}
+
+/// [`resolve_env`] over `base` (the Service variables): the container's own variables
+/// override it, and may reference it with `$(VAR)`.
+pub fn resolve_env_over(
+    base: Vec<(String, String)>,
+    container: &Container,
+    sources: &Sources,
+    fields: &PodFields<'_>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut env: Vec<(String, String)> = base;
     let set = |env: &mut Vec<(String, String)>, name: String, value: String| match env
         .iter_mut()
         .find(|(n, _)| *n == name)
@@ -72,6 +83,59 @@ pub fn resolve_env(
         }
     }
     Ok(env)
+}
+
+/// The variables kubelet gives a container for each Service of its namespace that has a
+/// ClusterIP: `{SVC}_SERVICE_HOST`, `{SVC}_SERVICE_PORT`, `{SVC}_SERVICE_PORT_{PORT}` and the
+/// docker-link style `{SVC}_PORT`, `{SVC}_PORT_{port}_{PROTO}[_PROTO|_PORT|_ADDR]`.
+pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
+    let mut sorted: Vec<&Service> = services.iter().collect();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut env = Vec::new();
+    for svc in sorted {
+        let Some(spec) = &svc.spec else { continue };
+        let ip = spec.cluster_ip.as_deref().unwrap_or("");
+        if ip.is_empty() || ip == "None" {
+            continue;
+        }
+        let ports = spec.ports.clone().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        let name = svc
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_uppercase()
+            .replace('-', "_");
+        env.push((format!("{name}_SERVICE_HOST"), ip.to_string()));
+        env.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for p in &ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                let pn = pn.to_ascii_uppercase().replace('-', "_");
+                env.push((format!("{name}_SERVICE_PORT_{pn}"), p.port.to_string()));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.as_deref().unwrap_or("TCP").to_string()
+        };
+        env.push((
+            format!("{name}_PORT"),
+            format!(
+                "{}://{ip}:{}",
+                proto(first).to_ascii_lowercase(),
+                first.port
+            ),
+        ));
+        for p in &ports {
+            let (up, low) = (proto(p), proto(p).to_ascii_lowercase());
+            let prefix = format!("{name}_PORT_{}_{up}", p.port);
+            env.push((prefix.clone(), format!("{low}://{ip}:{}", p.port)));
+            env.push((format!("{prefix}_PROTO"), low));
+            env.push((format!("{prefix}_PORT"), p.port.to_string()));
+            env.push((format!("{prefix}_ADDR"), ip.to_string()));
+        }
+    }
+    env
 }
 
 fn optional_value(
@@ -275,6 +339,52 @@ mod tests {
         }
         let c = container(json!({"name": "c", "envFrom": [{"configMapRef": {"name": "gone"}}]}));
         assert_eq!(resolve(&c).unwrap_err().0, "configmap \"gone\" not found");
+    }
+
+    #[test]
+    fn services_give_kubernetes_and_docker_link_variables() {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "redis-primary"},
+            "spec": {"clusterIP": "127.2.0.9", "ports": [
+                {"name": "main", "port": 6379, "protocol": "TCP"}, {"name": "metrics", "port": 9121}]}
+        }))
+        .unwrap();
+        let headless: Service = serde_json::from_value(json!({
+            "metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}
+        }))
+        .unwrap();
+        let env = service_env(&[headless, svc]);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("REDIS_PRIMARY_SERVICE_HOST"), Some("127.2.0.9"));
+        assert_eq!(get("REDIS_PRIMARY_SERVICE_PORT"), Some("6379"));
+        assert_eq!(get("REDIS_PRIMARY_SERVICE_PORT_METRICS"), Some("9121"));
+        assert_eq!(get("REDIS_PRIMARY_PORT"), Some("tcp://127.2.0.9:6379"));
+        assert_eq!(
+            get("REDIS_PRIMARY_PORT_9121_TCP"),
+            Some("tcp://127.2.0.9:9121")
+        );
+        assert_eq!(get("REDIS_PRIMARY_PORT_6379_TCP_PROTO"), Some("tcp"));
+        assert_eq!(get("REDIS_PRIMARY_PORT_6379_TCP_PORT"), Some("6379"));
+        assert_eq!(get("REDIS_PRIMARY_PORT_6379_TCP_ADDR"), Some("127.2.0.9"));
+        assert!(
+            get("H_SERVICE_HOST").is_none(),
+            "headless Services have no variables"
+        );
+        // The container's own variables override them and may use them.
+        let c = container(json!({"name": "c", "env": [
+            {"name": "URL", "value": "http://$(REDIS_PRIMARY_SERVICE_HOST):6379"},
+            {"name": "REDIS_PRIMARY_SERVICE_PORT", "value": "1"}]}));
+        let pod = pod();
+        let fields = PodFields {
+            pod: &pod,
+            pod_ip: "127.1.0.7",
+            host_ip: "127.0.0.1",
+            node_name: "n1",
+        };
+        let out = resolve_env_over(env.clone(), &c, &sources(), &fields).unwrap();
+        let get = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("URL").as_deref(), Some("http://127.2.0.9:6379"));
+        assert_eq!(get("REDIS_PRIMARY_SERVICE_PORT").as_deref(), Some("1"));
     }
 
     #[test]

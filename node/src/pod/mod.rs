@@ -60,6 +60,8 @@ pub struct PodContext {
     pub backoff: Backoff,
     /// Longest grace given to containers when the agent itself shuts down.
     pub shutdown_grace: Duration,
+    /// The node proxy (resolves Service names for containers).
+    pub proxy: crate::proxy::Proxy,
 }
 
 impl std::fmt::Debug for PodContext {

@@ -107,6 +107,13 @@ pub trait ContainerOutput: Send + Sync + 'static {
     fn write(&self, stream: OutputStream, bytes: &[u8]);
 }
 
+/// Maps names a container's outgoing requests use onto addresses (cluster Service names onto
+/// ClusterIPs, see [`crate::proxy`]). Must not block.
+pub trait NameResolver: Send + Sync + 'static {
+    /// Where a connection to `host` on `port` goes; `None` for a name it does not know.
+    fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr>;
+}
+
 /// Everything needed to start one container.
 #[derive(Clone)]
 pub struct ContainerSpec {
@@ -126,6 +133,8 @@ pub struct ContainerSpec {
     pub cpu_millis: Option<u64>,
     /// Where an HTTP service listens (pod IP and container port).
     pub listen: Option<SocketAddr>,
+    /// Resolves Service names for the container's outgoing HTTP (Wasm guests have no DNS).
+    pub resolver: Option<Arc<dyn NameResolver>>,
     /// Where output goes.
     pub output: Arc<dyn ContainerOutput>,
 }

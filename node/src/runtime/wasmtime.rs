@@ -191,6 +191,10 @@ impl WasmtimeRuntime {
                     },
                     env: spec.env.clone(),
                     log: Some(log),
+                    resolver: spec
+                        .resolver
+                        .clone()
+                        .map(|r| Arc::new(ResolverAdapter(r)) as Arc<dyn flotilla_wasm::Resolver>),
                     ..HttpSpec::default()
                 };
                 let service = self
@@ -358,6 +362,15 @@ fn preopens(spec: &ContainerSpec) -> Vec<Preopen> {
             read_only: m.read_only,
         })
         .collect()
+}
+
+/// The agent's name resolver, as the engine's outgoing-HTTP hook.
+struct ResolverAdapter(Arc<dyn super::NameResolver>);
+
+impl flotilla_wasm::Resolver for ResolverAdapter {
+    fn resolve(&self, host: &str, port: u16) -> Option<std::net::SocketAddr> {
+        self.0.resolve(host, port)
+    }
 }
 
 /// Passes guest output to the agent's log store.

@@ -1,0 +1,282 @@
+//! The proxy's routing table, computed from Services and EndpointSlices (pure, table-tested):
+//! which addresses to listen on (each ClusterIP:port, and each NodePort on the node's address),
+//! and the ready endpoints behind each Service port.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// The label naming an EndpointSlice's Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Default ClientIP affinity timeout (Kubernetes': 3 hours).
+pub const DEFAULT_AFFINITY: Duration = Duration::from_secs(10800);
+
+/// One port of one Service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortKey {
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name.
+    pub service: String,
+    /// The port's name (empty for a single unnamed port).
+    pub port: String,
+}
+
+impl std::fmt::Display for PortKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+    }
+}
+
+/// Where one Service port's traffic goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// Ready endpoints (pod IP and resolved target port), sorted.
+    pub endpoints: Vec<SocketAddr>,
+    /// ClientIP session affinity and its timeout.
+    pub affinity: Option<Duration>,
+}
+
+/// A Service as name resolution sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAddress {
+    /// The ClusterIP.
+    pub cluster_ip: IpAddr,
+    /// Its ports: `(port, key)`.
+    pub ports: Vec<(u16, PortKey)>,
+}
+
+/// The whole table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Table {
+    /// Addresses to listen on, and the Service port behind each.
+    pub listeners: BTreeMap<SocketAddr, PortKey>,
+    /// Routes by Service port.
+    pub routes: HashMap<PortKey, Route>,
+    /// Services by `(namespace, name)`, for name resolution.
+    pub services: HashMap<(String, String), ServiceAddress>,
+}
+
+/// Builds the table; `node_ip` is where NodePorts listen.
+pub fn build<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node_ip: IpAddr,
+) -> Table {
+    let mut table = Table::default();
+    let mut by_service: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
+    for slice in slices {
+        let ns = slice.metadata.namespace.clone().unwrap_or_default();
+        if let Some(svc) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        {
+            by_service.entry((ns, svc.clone())).or_default().push(slice);
+        }
+    }
+    for service in services {
+        let ns = service.metadata.namespace.clone().unwrap_or_default();
+        let name = service.metadata.name.clone().unwrap_or_default();
+        let Some(spec) = &service.spec else { continue };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let cluster_ip: Option<IpAddr> = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .map_or(DEFAULT_AFFINITY, |s| Duration::from_secs(s.max(1) as u64))
+        });
+        let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        let slices = by_service.get(&(ns.clone(), name.clone()));
+        let mut addr = cluster_ip.map(|ip| ServiceAddress {
+            cluster_ip: ip,
+            ports: Vec::new(),
+        });
+        for port in spec.ports.iter().flatten() {
+            if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
+                continue;
+            }
+            let key = PortKey {
+                namespace: ns.clone(),
+                service: name.clone(),
+                port: port.name.clone().unwrap_or_default(),
+            };
+            let mut endpoints: Vec<SocketAddr> = Vec::new();
+            for slice in slices.into_iter().flatten() {
+                let Some(target) = slice.ports.iter().flatten().find(|p| {
+                    p.name.clone().unwrap_or_default() == key.port
+                        && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+                }) else {
+                    continue;
+                };
+                let Some(target) = target.port.and_then(|p| u16::try_from(p).ok()) else {
+                    continue;
+                };
+                for ep in &slice.endpoints {
+                    let ready = ep.conditions.as_ref().and_then(|c| c.ready) != Some(false);
+                    if !ready {
+                        continue;
+                    }
+                    for ip in &ep.addresses {
+                        if let Ok(ip) = ip.parse::<IpAddr>() {
+                            endpoints.push(SocketAddr::new(ip, target));
+                        }
+                    }
+                }
+            }
+            endpoints.sort();
+            endpoints.dedup();
+            let Ok(service_port) = u16::try_from(port.port) else {
+                continue;
+            };
+            if let Some(ip) = cluster_ip {
+                table
+                    .listeners
+                    .insert(SocketAddr::new(ip, service_port), key.clone());
+            }
+            if let Some(a) = addr.as_mut() {
+                a.ports.push((service_port, key.clone()));
+            }
+            if node_ports
+                && let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok())
+                && np > 0
+            {
+                table
+                    .listeners
+                    .insert(SocketAddr::new(node_ip, np), key.clone());
+            }
+            table.routes.insert(
+                key,
+                Route {
+                    endpoints,
+                    affinity,
+                },
+            );
+        }
+        if let Some(a) = addr {
+            table.services.insert((ns, name), a);
+        }
+    }
+    table
+}
+
+/// The `(namespace, name)` of the Service a host name means for a pod in `namespace`:
+/// `NAME`, `NAME.NAMESPACE`, `NAME.NAMESPACE.svc` and `NAME.NAMESPACE.svc.cluster.local`.
+pub fn service_of_host(host: &str, namespace: &str) -> Option<(String, String)> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host
+        .strip_suffix(".cluster.local")
+        .unwrap_or(&host)
+        .to_string();
+    let host = host.strip_suffix(".svc").unwrap_or(&host);
+    let parts: Vec<&str> = host.split('.').collect();
+    let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    match parts.as_slice() {
+        [name] if valid(name) && !name.chars().all(|c| c.is_ascii_digit()) => {
+            Some((namespace.to_string(), name.to_string()))
+        }
+        [name, ns] if valid(name) && valid(ns) => Some((ns.to_string(), name.to_string())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn service(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn slice(v: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn cluster_ips_node_ports_and_ready_endpoints_make_the_table() {
+        let web = service(json!({
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"type": "NodePort", "clusterIP": "127.2.0.1", "sessionAffinity": "ClientIP",
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080, "protocol": "TCP"},
+                               {"name": "dns", "port": 53, "protocol": "UDP"}]}
+        }));
+        let headless = service(json!({
+            "metadata": {"name": "h", "namespace": "ns"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}
+        }));
+        let s = slice(json!({
+            "metadata": {"name": "web-x", "namespace": "ns", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["127.1.0.2"], "conditions": {"ready": true}},
+                {"addresses": ["127.1.0.1"], "conditions": {"ready": true}},
+                {"addresses": ["127.1.0.3"], "conditions": {"ready": false}},
+            ]
+        }));
+        let other = slice(json!({
+            "metadata": {"name": "x", "namespace": "other", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 1, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["127.1.9.9"]}]
+        }));
+        let t = build(
+            [&web, &headless],
+            [&s, &other],
+            "127.0.0.1".parse().unwrap(),
+        );
+        let key = PortKey {
+            namespace: "ns".into(),
+            service: "web".into(),
+            port: "http".into(),
+        };
+        let listeners: Vec<String> = t.listeners.keys().map(|a| a.to_string()).collect();
+        assert_eq!(listeners, ["127.0.0.1:30080", "127.2.0.1:80"]);
+        assert_eq!(
+            t.routes[&key].endpoints,
+            vec![
+                "127.1.0.1:8080".parse::<SocketAddr>().unwrap(),
+                "127.1.0.2:8080".parse().unwrap()
+            ]
+        );
+        assert_eq!(t.routes[&key].affinity, Some(DEFAULT_AFFINITY));
+        assert_eq!(
+            t.routes.len(),
+            1,
+            "UDP ports and headless Services have no route"
+        );
+        assert_eq!(
+            t.services[&("ns".into(), "web".into())].ports,
+            vec![(80, key.clone())]
+        );
+    }
+
+    #[test]
+    fn host_names_resolve_the_kubernetes_way() {
+        let table = [
+            ("web", Some(("pods", "web"))),
+            ("web.shop", Some(("shop", "web"))),
+            ("web.shop.svc", Some(("shop", "web"))),
+            ("Web.Shop.svc.cluster.local", Some(("shop", "web"))),
+            ("web.shop.svc.cluster.local.", Some(("shop", "web"))),
+            ("example.com.evil", None),
+            ("127", None),
+            ("a.b.c", None),
+        ];
+        for (host, want) in table {
+            assert_eq!(
+                service_of_host(host, "pods"),
+                want.map(|(a, b)| (a.to_string(), b.to_string())),
+                "{host}"
+            );
+        }
+    }
+}

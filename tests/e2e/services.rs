@@ -1,0 +1,692 @@
+//! Services end to end: `flotilla up` (control plane plus a local agent with its node proxy),
+//! bare pods of the hello-http sample behind Services, driven by the stock kubectl. Everything
+//! here binds loopback addresses and ports above 1024, so it runs without root.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{flotilla_bin, wait_for};
+
+const NODE: &str = "svc-node";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A whole cluster from `flotilla up`, with pod, Service and NodePort ranges of its own (tests
+/// run side by side); killed when dropped, restartable on the same data.
+struct Cluster {
+    child: Option<Child>,
+    url: String,
+    kubeconfig: PathBuf,
+    args: Vec<String>,
+    tmp: tempfile::TempDir,
+    /// The first NodePort of its range.
+    node_port_base: u16,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let node_port_base = 30000 + ((pid % 100) as u16) * 20 + (n as u16) * 5;
+        let args = vec![
+            "--pod-cidr".to_string(),
+            format!("127.{}.{}.0/24", 150 + n, pid % 250),
+            "--service-cluster-ip-range".to_string(),
+            format!("127.{}.{}.0/24", 170 + n, pid % 250),
+            "--service-node-port-range".to_string(),
+            format!("{}-{}", node_port_base, node_port_base + 4),
+        ];
+        let mut c = Cluster {
+            child: None,
+            url: String::new(),
+            kubeconfig: PathBuf::new(),
+            args,
+            tmp: tempfile::tempdir().expect("tempdir"),
+            node_port_base,
+        };
+        c.boot();
+        c
+    }
+
+    fn boot(&mut self) {
+        let kubeconfig = self.tmp.path().join("kubeconfig");
+        let mut child = Command::new(flotilla_bin())
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--agent-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--node-name", NODE])
+            .args(&self.args)
+            .args([
+                "--restart-backoff-base-ms",
+                "300",
+                "--restart-backoff-max-ms",
+                "2000",
+            ])
+            .arg("--data-dir")
+            .arg(self.tmp.path())
+            .arg("--write-kubeconfig")
+            .arg(&kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn flotilla up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        self.url = rx
+            .recv_timeout(TIMEOUT)
+            .expect("flotilla up did not start within 60s");
+        self.kubeconfig = kubeconfig;
+        self.child = Some(child);
+    }
+
+    fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.boot();
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl is installed");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if rx.recv_timeout(TIMEOUT).is_err() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        });
+        let out = child.wait_with_output().expect("kubectl output");
+        let _ = tx.send(());
+        out
+    }
+
+    fn apply_ok(&self, manifest: &str) {
+        let out = self.kubectl(&["apply", "-f", "-"], Some(manifest));
+        assert!(
+            out.status.success(),
+            "apply failed: {}\n{manifest}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn get(&self, kind: &str, name: &str) -> Option<Value> {
+        let out = self.kubectl(&["get", kind, name, "-o", "json"], None);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("json"))
+    }
+
+    /// A GET straight to the API server (faster than kubectl, for tight timing).
+    fn api_get(&self, path: &str) -> Option<Value> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .ok()?;
+        let resp = client.get(format!("{}{path}", self.url)).send().ok()?;
+        resp.status()
+            .is_success()
+            .then(|| resp.json().ok())
+            .flatten()
+    }
+
+    fn api_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let client = reqwest::blocking::Client::new();
+        let resp = client
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .expect("post");
+        let code = resp.status().as_u16();
+        (code, resp.json().unwrap_or(Value::Null))
+    }
+
+    fn push(&self, wasm: &Path, reference: &str) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let options = flotilla_node::image::push::PushOptions {
+            default_registry: Some(self.url.clone()),
+            ..Default::default()
+        };
+        rt.block_on(flotilla_node::image::push::push_wasm(
+            wasm,
+            reference,
+            &options,
+            &flotilla_node::image::push::NoProgress,
+        ))
+        .unwrap_or_else(|e| panic!("push {}: {e}", wasm.display()));
+    }
+
+    fn wait_ready(&self, pod: &str) -> Value {
+        wait_for(&format!("pod {pod} Ready"), TIMEOUT, || {
+            self.get("pod", pod).filter(is_ready)
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn sample(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(path)
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close` (a new connection, so a new balancing
+/// decision, every time): (status, body), or the connection error.
+fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s =
+        TcpStream::connect_timeout(&addr.parse().expect("address"), Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((code, body))
+}
+
+/// The `POD=` line of the sample's `/env` answer.
+fn pod_of(body: &str) -> String {
+    body.lines()
+        .find_map(|l| l.strip_prefix("POD="))
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// A tiny HTTP server whose answer (200 or 503) a test flips: the target of a pod's readiness
+/// probe, so the test decides when the pod is ready.
+struct Readiness {
+    port: u16,
+    ready: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    fn start() -> Readiness {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let ready = Arc::new(AtomicBool::new(true));
+        let flag = ready.clone();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().map_while(Result::ok) {
+                let mut buf = [0u8; 1024];
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = s.read(&mut buf);
+                let status = if flag.load(Ordering::SeqCst) {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Readiness { port, ready }
+    }
+}
+
+/// A hello-http pod labelled `app: <app>`, serving on a named port `http` (8080), its readiness
+/// probed at `127.0.0.1:<probe_port>`, and `POD` set to its name.
+fn web_pod(name: &str, app: &str, probe_port: u16) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels:
+    app: {app}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: hello-http:v1
+      ports:
+        - name: http
+          containerPort: 8080
+      env:
+        - name: POD
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+      readinessProbe:
+        httpGet:
+          host: 127.0.0.1
+          port: {probe_port}
+          path: /
+        periodSeconds: 1
+        failureThreshold: 1
+"
+    )
+}
+
+#[test]
+fn a_service_balances_over_ready_pods_follows_readiness_and_is_reachable_by_name() {
+    let c = Cluster::start();
+    c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
+    // The Services come first: pods created after them get their variables.
+    c.apply_ok(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector:
+    app: web
+  ports:
+    - name: http
+      port: 8080
+      targetPort: http
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: sticky
+spec:
+  selector:
+    app: web
+  sessionAffinity: ClientIP
+  ports:
+    - name: http
+      port: 8080
+      targetPort: http
+    - name: alt
+      port: 9090
+      targetPort: 8080
+",
+    );
+    let web = c.get("service", "web").expect("service web");
+    let cluster_ip = web["spec"]["clusterIP"]
+        .as_str()
+        .expect("a ClusterIP")
+        .to_string();
+    let sticky = c.get("service", "sticky").expect("service sticky");
+    let sticky_ip = sticky["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert_ne!(cluster_ip, sticky_ip);
+    assert_eq!(
+        sticky["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"],
+        10800
+    );
+
+    let probes: Vec<Readiness> = (0..3).map(|_| Readiness::start()).collect();
+    for (i, probe) in probes.iter().enumerate() {
+        c.apply_ok(&web_pod(&format!("web-{i}"), "web", probe.port));
+    }
+    for i in 0..3 {
+        c.wait_ready(&format!("web-{i}"));
+    }
+    let endpoints = wait_for("3 ready endpoints", TIMEOUT, || {
+        c.get("endpoints", "web").filter(|e| {
+            e["subsets"][0]["addresses"]
+                .as_array()
+                .is_some_and(|a| a.len() == 3)
+        })
+    });
+    assert_eq!(
+        endpoints["subsets"][0]["ports"][0]["port"], 8080,
+        "the named targetPort resolved: {endpoints}"
+    );
+    let slices = c.kubectl(
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let slices: Value = serde_json::from_slice(&slices.stdout).expect("slices");
+    assert_eq!(
+        slices["items"][0]["endpoints"].as_array().map(Vec::len),
+        Some(3),
+        "{slices}"
+    );
+
+    // Requests through the ClusterIP reach all three pods.
+    let front = format!("{cluster_ip}:8080");
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..30 {
+        let (code, body) = http_get(&front, "/env").expect("through the ClusterIP");
+        assert_eq!(code, 200, "{body}");
+        *seen.entry(pod_of(&body)).or_default() += 1;
+    }
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["web-0", "web-1", "web-2"],
+        "{seen:?}"
+    );
+    assert!(
+        seen.values().all(|n| *n >= 5),
+        "round-robin spreads them: {seen:?}"
+    );
+    // Keep-alive through the proxy: several requests on one connection.
+    let mut s = TcpStream::connect(&front).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..3 {
+        write!(s, "GET / HTTP/1.1\r\nHost: web\r\n\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).expect("answer on the same connection");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+
+    // The Service variables, in a pod created after the Service.
+    let (_, env) = http_get(&front, "/env").unwrap();
+    assert!(
+        env.contains(&format!("WEB_SERVICE_HOST={cluster_ip}\n")),
+        "{env}"
+    );
+    assert!(env.contains("WEB_SERVICE_PORT=8080\n"), "{env}");
+    assert!(
+        env.contains(&format!("STICKY_PORT_9090_TCP=tcp://{sticky_ip}:9090\n")),
+        "{env}"
+    );
+
+    // Session affinity: one client, one pod; the second port routes too.
+    let sticky_front = format!("{sticky_ip}:8080");
+    let first = pod_of(&http_get(&sticky_front, "/env").unwrap().1);
+    for _ in 0..10 {
+        assert_eq!(pod_of(&http_get(&sticky_front, "/env").unwrap().1), first);
+    }
+    let (code, _) = http_get(&format!("{sticky_ip}:9090"), "/").expect("second port");
+    assert_eq!(code, 200);
+
+    // A Wasm pod calls the Service by its names.
+    let pod = c.get("pod", "web-0").unwrap();
+    let web0 = format!("{}:8080", pod["status"]["podIP"].as_str().unwrap());
+    for url in [
+        "http://web.default.svc.cluster.local:8080/env",
+        "http://web:8080/env",
+        "http://web.default:8080/env",
+    ] {
+        let (code, body) = http_get(&web0, &format!("/fetch?url={url}")).unwrap();
+        assert_eq!(code, 200, "{url}: {body}");
+        assert!(
+            body.starts_with("status: 200") && body.contains("POD=web-"),
+            "{url}: {body}"
+        );
+    }
+    let (code, body) = http_get(&web0, "/fetch?url=http://nosuch:8080/").unwrap();
+    assert_eq!(code, 502, "an unknown name stays denied: {body}");
+
+    // web-1 turns not ready: within 100 ms of its status saying so, no new connection reaches it.
+    probes[1].ready.store(false, Ordering::SeqCst);
+    let not_ready_at = wait_for("web-1 not ready", Duration::from_secs(10), || {
+        c.api_get("/api/v1/namespaces/default/pods/web-1")
+            .filter(|p| !is_ready(p))
+            .map(|_| Instant::now())
+    });
+    let mut last_hit: Option<Duration> = None;
+    let mut after = 0;
+    while not_ready_at.elapsed() < Duration::from_millis(600) {
+        let sent = not_ready_at.elapsed();
+        let (code, body) = http_get(&front, "/env").expect("the others still answer");
+        assert_eq!(code, 200);
+        if pod_of(&body) == "web-1" {
+            last_hit = Some(sent);
+        }
+        after += 1;
+    }
+    eprintln!("web-1 last reached {last_hit:?} after its not-ready status; {after} requests");
+    assert!(
+        last_hit.is_none_or(|t| t < Duration::from_millis(100)),
+        "web-1 got traffic {last_hit:?} after turning not ready"
+    );
+    let ep = c.get("endpoints", "web").unwrap();
+    assert_eq!(
+        ep["subsets"][0]["notReadyAddresses"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{ep}"
+    );
+    // Ready again: it is back in the rotation.
+    probes[1].ready.store(true, Ordering::SeqCst);
+    c.wait_ready("web-1");
+    wait_for(
+        "web-1 back in the rotation",
+        Duration::from_secs(10),
+        || {
+            (0..6)
+                .any(|_| http_get(&front, "/env").is_ok_and(|(_, b)| pod_of(&b) == "web-1"))
+                .then_some(())
+        },
+    );
+
+    // Deleting the Service closes its listeners.
+    let out = c.kubectl(&["delete", "service", "web"], None);
+    assert!(out.status.success());
+    wait_for(
+        "the ClusterIP to stop answering",
+        Duration::from_secs(10),
+        || {
+            TcpStream::connect_timeout(
+                &front.parse::<SocketAddr>().unwrap(),
+                Duration::from_millis(200),
+            )
+            .is_err()
+            .then_some(())
+        },
+    );
+    wait_for("the Endpoints to go", Duration::from_secs(10), || {
+        c.get("endpoints", "web").is_none().then_some(())
+    });
+}
+
+#[test]
+fn node_ports_answer_empty_services_refuse_at_once_and_clashes_get_422() {
+    let mut c = Cluster::start();
+    c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
+    let probe = Readiness::start();
+    c.apply_ok(&web_pod("np-0", "np", probe.port));
+    let np = c.node_port_base + 2;
+    c.apply_ok(&format!(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: np
+spec:
+  type: NodePort
+  selector:
+    app: np
+  ports:
+    - port: 8081
+      targetPort: 8080
+      nodePort: {np}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: auto
+spec:
+  type: NodePort
+  selector:
+    app: np
+  ports:
+    - port: 8082
+      targetPort: http
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: empty
+spec:
+  selector:
+    app: nothing-has-this
+  ports:
+    - port: 8083
+"
+    ));
+    c.wait_ready("np-0");
+    let auto = c.get("service", "auto").unwrap();
+    let auto_np = auto["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("a NodePort was allocated") as u16;
+    assert!(
+        (c.node_port_base..=c.node_port_base + 4).contains(&auto_np) && auto_np != np,
+        "{auto_np}"
+    );
+    for port in [np, auto_np] {
+        let (code, body) = wait_for("the NodePort to answer", Duration::from_secs(10), || {
+            http_get(&format!("127.0.0.1:{port}"), "/env").ok()
+        });
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("POD=np-0"), "{body}");
+    }
+
+    // No endpoints: the connection fails at once, it does not hang.
+    let empty = c.get("service", "empty").unwrap();
+    let empty_addr = format!("{}:8083", empty["spec"]["clusterIP"].as_str().unwrap());
+    let started = Instant::now();
+    let result = http_get(&empty_addr, "/");
+    assert!(
+        result.is_err() || result.as_ref().is_ok_and(|(code, _)| *code == 0),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // Clashes: a taken clusterIP, a taken NodePort, a clusterIP out of range.
+    let np_ip = c.get("service", "np").unwrap()["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let clash = |c: &Cluster, ip: &str, node_port: Option<u16>| {
+        let mut port = serde_json::json!({"port": 80});
+        let mut spec = serde_json::json!({"clusterIP": ip, "ports": [port.clone()]});
+        if let Some(p) = node_port {
+            port["nodePort"] = p.into();
+            spec = serde_json::json!({"type": "NodePort", "ports": [port]});
+        }
+        c.api_post(
+            "/api/v1/namespaces/default/services",
+            &serde_json::json!({"metadata": {"name": "clash"}, "spec": spec}),
+        )
+    };
+    let (code, status) = clash(&c, &np_ip, None);
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(
+        status["details"]["causes"][0]["field"], "spec.clusterIP",
+        "{status}"
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("already allocated"),
+        "{status}"
+    );
+    let (code, status) = clash(&c, "", Some(np));
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        status["details"]["causes"][0]["field"], "spec.ports[0].nodePort",
+        "{status}"
+    );
+    let (code, status) = clash(&c, "10.0.0.1", None);
+    assert_eq!(code, 422, "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains("valid range"),
+        "{status}"
+    );
+    let out = c.kubectl(&["apply", "-f", "-"], Some(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: clash2\nspec:\n  clusterIP: {np_ip}\n  ports:\n    - port: 80\n"
+    )));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("provided IP is already allocated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // After a restart the allocations are rebuilt from the stored Services.
+    c.restart();
+    let (code, status) = clash(&c, &np_ip, None);
+    assert_eq!(code, 422, "after a restart: {status}");
+    let (code, status) = clash(&c, "", Some(auto_np));
+    assert_eq!(code, 422, "after a restart: {status}");
+
+    // Deleting a Service frees its addresses and closes its NodePort.
+    assert!(
+        c.kubectl(&["delete", "service", "np"], None)
+            .status
+            .success()
+    );
+    wait_for("the NodePort to close", Duration::from_secs(20), || {
+        TcpStream::connect_timeout(
+            &format!("127.0.0.1:{np}").parse().unwrap(),
+            Duration::from_millis(200),
+        )
+        .is_err()
+        .then_some(())
+    });
+    let (code, status) = clash(&c, &np_ip, None);
+    assert_eq!(
+        code, 201,
+        "the freed clusterIP can be taken again: {status}"
+    );
+}
