@@ -31,6 +31,9 @@ pub struct NodeArgs {
     /// Registry hosts to pull from over plain HTTP (loopback hosts always are).
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
+    /// Most pods the node accepts (`capacity.pods`).
+    #[arg(long, default_value_t = flotilla_node::agent::config::DEFAULT_MAX_PODS)]
+    pub max_pods: u32,
 }
 
 impl NodeArgs {
@@ -52,6 +55,7 @@ impl NodeArgs {
         };
         config.default_registry = self.registry.clone();
         config.insecure_registries = self.insecure_registries.clone();
+        config.max_pods = self.max_pods;
         Ok(())
     }
 }

@@ -34,6 +34,9 @@ pub enum Bench {
     Api(ApiBenchArgs),
     /// Scheduler: pods bound per second on simulated nodes, per-pod scheduling latency.
     Scheduler(super::bench_scheduler::SchedulerBenchArgs),
+    /// Controllers: a Deployment of many Wasm replicas until all Ready; node failure until the
+    /// replacements run.
+    Deployment(super::bench_deployment::DeploymentBenchArgs),
 }
 
 /// Flags of `flotilla bench api`.
@@ -69,6 +72,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Bench::Api(a) => rt.block_on(api(a)),
         Bench::Scheduler(a) => rt.block_on(super::bench_scheduler::run(a)),
+        Bench::Deployment(a) => rt.block_on(super::bench_deployment::run(a)),
     }
 }
 
