@@ -61,10 +61,17 @@ fn exe() -> anyhow::Result<PathBuf> {
 impl Cluster {
     async fn start() -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let server = Proc(
             Command::new(exe()?)
-                .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+                .args([
+                    "server",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--data-dir",
+                ])
                 .arg(dir.path())
                 .arg("--write-kubeconfig")
                 .arg(dir.path().join("kubeconfig"))
@@ -76,20 +83,41 @@ impl Cluster {
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        while !client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             if Instant::now() > deadline {
                 bail!("server at {base} not ready within 20s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Cluster { base, dir, server, agents: Vec::new(), client })
+        Ok(Cluster {
+            base,
+            dir,
+            server,
+            agents: Vec::new(),
+            client,
+        })
     }
 
     async fn add_agent(&mut self, name: &str, cidr: &str) -> anyhow::Result<()> {
         let data = self.dir.path().join(name);
         std::fs::create_dir_all(&data)?;
         let child = Command::new(exe()?)
-            .args(["agent", "--listen", "127.0.0.1:0", "--name", name, "--pod-cidr", cidr, "--max-pods", "5000"])
+            .args([
+                "agent",
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                name,
+                "--pod-cidr",
+                cidr,
+                "--max-pods",
+                "5000",
+            ])
             .arg("--kubeconfig")
             .arg(self.dir.path().join("kubeconfig"))
             .arg("--data-dir")
@@ -101,8 +129,14 @@ impl Cluster {
         self.agents.push(Proc(child));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let node = self.get(&format!("/api/v1/nodes/{name}")).await.unwrap_or_default();
-            if node["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")) {
+            let node = self
+                .get(&format!("/api/v1/nodes/{name}"))
+                .await
+                .unwrap_or_default();
+            if node["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            }) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -113,7 +147,13 @@ impl Cluster {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self.client.get(format!("{}{path}", self.base)).send().await?.json().await?)
+        Ok(self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?
+            .json()
+            .await?)
     }
 
     async fn create_deployment(&self, name: &str, replicas: usize) -> anyhow::Result<()> {
@@ -124,22 +164,42 @@ impl Cluster {
                     "runtimeClassName": "wasmtime", "terminationGracePeriodSeconds": 1,
                     "containers": [{"name": "web", "image": "hello-http:latest", "ports": [{"containerPort": 8080}]}]}}},
         });
-        let r = self.client.post(format!("{}/apis/apps/v1/namespaces/default/deployments", self.base)).json(&d).send().await?;
+        let r = self
+            .client
+            .post(format!(
+                "{}/apis/apps/v1/namespaces/default/deployments",
+                self.base
+            ))
+            .json(&d)
+            .send()
+            .await?;
         if !r.status().is_success() {
             bail!("creating deployment {name}: {}", r.text().await?);
         }
         Ok(())
     }
 
-    async fn wait_ready(&self, name: &str, replicas: usize, timeout: Duration) -> anyhow::Result<()> {
+    async fn wait_ready(
+        &self,
+        name: &str,
+        replicas: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let d = self.get(&format!("/apis/apps/v1/namespaces/default/deployments/{name}")).await?;
+            let d = self
+                .get(&format!(
+                    "/apis/apps/v1/namespaces/default/deployments/{name}"
+                ))
+                .await?;
             if d["status"]["readyReplicas"].as_u64() == Some(replicas as u64) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("deployment {name}: {} of {replicas} ready after {timeout:?}", d["status"]["readyReplicas"]);
+                bail!(
+                    "deployment {name}: {} of {replicas} ready after {timeout:?}",
+                    d["status"]["readyReplicas"]
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -147,7 +207,11 @@ impl Cluster {
 
     /// Pods of `app` that are Running and Ready on `node`, and all pods of `app`.
     async fn running_on(&self, app: &str, node: &str) -> anyhow::Result<(usize, usize)> {
-        let list = self.get(&format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{app}")).await?;
+        let list = self
+            .get(&format!(
+                "/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"
+            ))
+            .await?;
         let items = list["items"].as_array().cloned().unwrap_or_default();
         let on = items
             .iter()
@@ -155,7 +219,10 @@ impl Cluster {
                 p["spec"]["nodeName"] == node
                     && p["status"]["phase"] == "Running"
                     && p["metadata"]["deletionTimestamp"].is_null()
-                    && p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                    && p["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
             })
             .count();
         Ok((on, items.len()))
@@ -170,7 +237,11 @@ fn push(base: &str, wasm: &Path) -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .output()?;
     if !out.status.success() {
-        bail!("pushing {}: {}", wasm.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "pushing {}: {}",
+            wasm.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -184,7 +255,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 pub async fn run(args: DeploymentBenchArgs) -> anyhow::Result<()> {
     println!(
         "flotilla bench deployment — {} cores, {} replicas on one node, {} replicas over two nodes, {} runs",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         args.replicas,
         args.failover_replicas,
         args.runs
@@ -201,9 +274,15 @@ pub async fn run(args: DeploymentBenchArgs) -> anyhow::Result<()> {
         c.wait_ready("warm", 1, Duration::from_secs(60)).await?;
         let t0 = Instant::now();
         c.create_deployment("many", args.replicas).await?;
-        c.wait_ready("many", args.replicas, Duration::from_secs(300)).await?;
+        c.wait_ready("many", args.replicas, Duration::from_secs(300))
+            .await?;
         let took = t0.elapsed();
-        println!("  run {}: {} replicas all Ready in {:.2} s", run + 1, args.replicas, took.as_secs_f64());
+        println!(
+            "  run {}: {} replicas all Ready in {:.2} s",
+            run + 1,
+            args.replicas,
+            took.as_secs_f64()
+        );
         scale_out.push(took);
         drop(c);
 
@@ -212,8 +291,10 @@ pub async fn run(args: DeploymentBenchArgs) -> anyhow::Result<()> {
         c.add_agent("bench-a", "127.65.0.0/16").await?;
         c.add_agent("bench-b", "127.66.0.0/16").await?;
         push(&c.base, &args.wasm)?;
-        c.create_deployment("failover", args.failover_replicas).await?;
-        c.wait_ready("failover", args.failover_replicas, Duration::from_secs(120)).await?;
+        c.create_deployment("failover", args.failover_replicas)
+            .await?;
+        c.wait_ready("failover", args.failover_replicas, Duration::from_secs(120))
+            .await?;
         let (on_a, _) = c.running_on("failover", "bench-a").await?;
         let t0 = Instant::now();
         drop(c.agents.pop()); // SIGKILL bench-b
@@ -224,7 +305,10 @@ pub async fn run(args: DeploymentBenchArgs) -> anyhow::Result<()> {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("after a node failure only {on} of {} replicas run on the surviving node", args.failover_replicas);
+                bail!(
+                    "after a node failure only {on} of {} replicas run on the surviving node",
+                    args.failover_replicas
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -239,6 +323,11 @@ pub async fn run(args: DeploymentBenchArgs) -> anyhow::Result<()> {
         failover.push(took);
         let _ = &c.server;
     }
-    println!("  median: {} replicas Ready in {:.2} s; node failure → replacements Running in {:.2} s", args.replicas, median(scale_out).as_secs_f64(), median(failover).as_secs_f64());
+    println!(
+        "  median: {} replicas Ready in {:.2} s; node failure → replacements Running in {:.2} s",
+        args.replicas,
+        median(scale_out).as_secs_f64(),
+        median(failover).as_secs_f64()
+    );
     Ok(())
 }

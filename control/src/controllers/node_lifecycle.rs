@@ -168,7 +168,10 @@ impl NodeLifecycle {
             .retain(|n, _| node_list.iter().any(|node| objects::name(node) == n));
         // Pods bound to missing nodes are looked for when a node went away, and now and
         // then (listing every pod is the expensive part of a pass).
-        let names: std::collections::BTreeSet<String> = node_list.iter().map(|n| objects::name(n).to_string()).collect();
+        let names: std::collections::BTreeSet<String> = node_list
+            .iter()
+            .map(|n| objects::name(n).to_string())
+            .collect();
         let node_left = self.known_nodes.iter().any(|n| !names.contains(n));
         self.known_nodes = names;
         let gc_due = node_left || now.duration_since(self.last_pod_gc) > POD_GC_PERIOD;
