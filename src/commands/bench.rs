@@ -40,6 +40,9 @@ pub enum Bench {
     Up(super::bench_up::UpBenchArgs),
     /// Services: requests/s and latency through a ClusterIP (node proxy) vs straight to the pod.
     Service(super::bench_service::ServiceBenchArgs),
+    /// Controllers: a Deployment of many Wasm replicas until all Ready; node failure until the
+    /// replacements run.
+    Deployment(super::bench_deployment::DeploymentBenchArgs),
 }
 
 /// Flags of `flotilla bench api`.
@@ -78,6 +81,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Pods(a) => rt.block_on(super::bench_pods::run(a)),
         Bench::Up(a) => rt.block_on(super::bench_up::run(a)),
         Bench::Service(a) => rt.block_on(super::bench_service::run(a)),
+        Bench::Deployment(a) => rt.block_on(super::bench_deployment::run(a)),
     }
 }
 

@@ -456,6 +456,25 @@ fn cascading_deletion_works_in_background_foreground_and_orphan_modes() {
         "foreground: the pods went before their owner's owner"
     );
 
+    // An eviction (policy/v1) deletes the pod; its ReplicaSet replaces it.
+    let victim = pods(&s, "app=orphan")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let eviction = serde_json::json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": victim, "namespace": "default"}});
+    let r = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/api/v1/namespaces/default/pods/{victim}/eviction",
+            s.url
+        ))
+        .json(&eviction)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    wait_for("the evicted pod replaced", TIMEOUT, || {
+        let p = pods(&s, "app=orphan");
+        (p.len() == 2 && p.iter().all(|p| p["metadata"]["name"] != victim.as_str())).then_some(())
+    });
     s.kubectl_ok(&[
         "delete",
         "deployment",
@@ -556,6 +575,15 @@ fn a_daemonset_follows_nodes_and_a_dead_nodes_pods_run_elsewhere_within_ten_seco
     });
     let d: Value = s.kubectl_json(&["get", "ds", "daemon"]);
     assert_eq!(d["status"]["desiredNumberScheduled"], 2, "{}", d["status"]);
+    // A rolling update replaces the daemon pods with the new template.
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v2");
+    s.kubectl_ok(&["set", "image", "daemonset/daemon", "d=hello-http:v2"]);
+    s.kubectl_ok(&["rollout", "status", "daemonset/daemon", "--timeout=55s"]);
+    wait_for("v2 daemon pods on both nodes", TIMEOUT, || {
+        (images(&s, "app=daemon") == ["hello-http:v2"]
+            && nodes_of("app=daemon") == ["ctl-a", "ctl-c"])
+        .then_some(())
+    });
 }
 
 #[test]

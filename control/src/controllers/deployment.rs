@@ -639,20 +639,7 @@ pub fn conditions(
             &now_s,
             p,
         )
-    } else if progressed
-        || p.is_none()
-        || p.is_some_and(|c| c["reason"] == "NewReplicaSetAvailable")
-    {
-        condition(
-            "Progressing",
-            "True",
-            "ReplicaSetUpdated",
-            format!("ReplicaSet \"{new_rs}\" is progressing."),
-            &now_s,
-            p,
-        )
-    } else {
-        let p = p.expect("checked above");
+    } else if let Some(p) = p.filter(|c| !progressed && c["reason"] != "NewReplicaSetAvailable") {
         let last = pods::parse_time(&p["lastUpdateTime"]).unwrap_or(now);
         match deadline {
             Some(secs)
@@ -681,6 +668,15 @@ pub fn conditions(
             }
             None => p.clone(),
         }
+    } else {
+        condition(
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{new_rs}\" is progressing."),
+            &now_s,
+            p,
+        )
     };
     if progressing["status"] == "True"
         && progressing["reason"] != "NewReplicaSetAvailable"

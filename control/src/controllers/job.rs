@@ -302,7 +302,7 @@ impl JobController {
                 self.delete_active(&job, &mine).await?;
                 t.active = 0;
                 for kind in ["SuccessCriteriaMet", "Complete"] {
-                    conditions.push(json!({"type": kind, "status": "True", "reason": if kind == "Complete" { "CompletionsReached" } else { "CompletionsReached" }, "message": "Reached expected number of succeeded pods", "lastProbeTime": now_s, "lastTransitionTime": now_s}));
+                    conditions.push(json!({"type": kind, "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastProbeTime": now_s, "lastTransitionTime": now_s}));
                 }
                 status["completionTime"] = json!(now_s);
                 self.events

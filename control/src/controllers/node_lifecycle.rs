@@ -99,8 +99,12 @@ struct NodeLifecycle {
     config: NodeLifecycleConfig,
     events: EventRecorder,
     seen: HashMap<String, Seen>,
+    known_nodes: std::collections::BTreeSet<String>,
     last_pod_gc: Instant,
 }
+
+/// How often pods are checked for nodes that no longer exist when no node was seen leaving.
+const POD_GC_PERIOD: Duration = Duration::from_secs(20);
 
 impl NodeLifecycle {
     async fn pass(&mut self) -> ApiResult<()> {
@@ -162,7 +166,15 @@ impl NodeLifecycle {
         }
         self.seen
             .retain(|n, _| node_list.iter().any(|node| objects::name(node) == n));
-        let gc_due = now.duration_since(self.last_pod_gc) > Duration::from_secs(2);
+        // Pods bound to missing nodes are looked for when a node went away, and now and
+        // then (listing every pod is the expensive part of a pass).
+        let names: std::collections::BTreeSet<String> = node_list
+            .iter()
+            .map(|n| objects::name(n).to_string())
+            .collect();
+        let node_left = self.known_nodes.iter().any(|n| !names.contains(n));
+        self.known_nodes = names;
+        let gc_due = node_left || now.duration_since(self.last_pod_gc) > POD_GC_PERIOD;
         if unreachable.is_empty() && !gc_due {
             return Ok(());
         }
@@ -298,6 +310,7 @@ pub async fn run(api: Api, config: NodeLifecycleConfig, shutdown: CancellationTo
         config,
         events,
         seen: HashMap::new(),
+        known_nodes: Default::default(),
         last_pod_gc: Instant::now(),
     };
     loop {

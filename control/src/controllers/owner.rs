@@ -98,23 +98,6 @@ pub async fn release(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_controller_reference_is_the_one_marked_controller() {
-        let pod = json!({"metadata": {"ownerReferences": [
-            {"kind": "Other", "uid": "a"},
-            {"kind": "ReplicaSet", "uid": "b", "controller": true},
-        ]}});
-        assert_eq!(controller_ref(&pod).unwrap()["uid"], "b");
-        assert!(is_controlled_by(&pod, "b"));
-        assert!(!is_controlled_by(&pod, "a"));
-        assert!(controller_ref(&json!({"metadata": {}})).is_none());
-    }
-}
-
 /// The `ObjectReference` events about `obj` name.
 pub fn object_reference(obj: &Value) -> k8s_openapi::api::core::v1::ObjectReference {
     k8s_openapi::api::core::v1::ObjectReference {
@@ -137,4 +120,21 @@ pub fn selector(obj: &Value) -> Option<crate::apiserver::selector::LabelSelector
     crate::apiserver::selector::LabelSelector::from_k8s(&sel)
         .ok()
         .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_controller_reference_is_the_one_marked_controller() {
+        let pod = json!({"metadata": {"ownerReferences": [
+            {"kind": "Other", "uid": "a"},
+            {"kind": "ReplicaSet", "uid": "b", "controller": true},
+        ]}});
+        assert_eq!(controller_ref(&pod).unwrap()["uid"], "b");
+        assert!(is_controlled_by(&pod, "b"));
+        assert!(!is_controlled_by(&pod, "a"));
+        assert!(controller_ref(&json!({"metadata": {}})).is_none());
+    }
 }

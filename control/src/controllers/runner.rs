@@ -53,7 +53,8 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// Maps a changed object of a watched kind to the keys of the controller's kind to reconcile.
+/// Maps a changed object of a watched kind to the keys of the controller's kind to reconcile;
+/// it sees the object's `metadata` only.
 pub type KeyMapper = Arc<dyn Fn(&Value) -> Vec<ObjectKey> + Send + Sync>;
 
 /// A kind a controller watches, with how its changes map to the controller's keys.
@@ -288,11 +289,11 @@ async fn watch_kind(
                 _ = shutdown.cancelled() => return,
                 ev = watch.next() => match ev {
                     Some(Ok(e)) => {
-                        let obj = objects::from_bytes(&e.value, e.revision);
+                        let obj = metadata_only(&e.value);
                         let mut keys = (w.map)(&obj);
                         if e.event_type != EventType::Added
                             && let Some(prev) = &e.prev {
-                                keys.extend((w.map)(&objects::from_bytes(prev, e.revision)));
+                                keys.extend((w.map)(&metadata_only(prev)));
                             }
                         keys.sort();
                         keys.dedup();
@@ -304,6 +305,20 @@ async fn watch_kind(
                 },
             }
         }
+    }
+}
+
+/// Decodes only the `metadata` of stored object bytes (all a [`KeyMapper`] looks at): watch
+/// events of thousands of pods are cheap to map this way.
+fn metadata_only(bytes: &[u8]) -> Value {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        metadata: Value,
+    }
+    match serde_json::from_slice::<Meta>(bytes) {
+        Ok(m) => serde_json::json!({ "metadata": m.metadata }),
+        Err(_) => Value::Null,
     }
 }
 
