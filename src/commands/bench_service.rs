@@ -131,7 +131,9 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     agent_config.pod_cidr = format!("127.250.{pid}.0/24")
         .parse()
         .map_err(anyhow::Error::msg)?;
-    let agent = flotilla_node::Agent::start(agent_config, stop.clone()).await?;
+    // The agent stops first, while the API server can still hear about it.
+    let agent_stop = CancellationToken::new();
+    let agent = flotilla_node::Agent::start(agent_config, agent_stop.clone()).await?;
 
     let options = flotilla_node::image::push::PushOptions {
         default_registry: Some(format!("http://{addr}")),
@@ -237,8 +239,9 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         s_rps / d_rps,
         s_p99.as_micros() as i128 - d_p99.as_micros() as i128
     );
-    stop.cancel();
+    agent_stop.cancel();
     agent.join().await;
+    stop.cancel();
     let _ = server.await;
     Ok(())
 }

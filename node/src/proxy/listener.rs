@@ -82,3 +82,78 @@ async fn relay(client: TcpStream, peer: SocketAddr, key: &PortKey, balancer: &Ba
     let _ = upstream.set_nodelay(true);
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::table::Route;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A proxy listener on a free loopback port over `endpoints`.
+    async fn proxy(endpoints: Vec<SocketAddr>) -> (SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let balancer = Arc::new(Balancer::new(Route {
+            endpoints,
+            affinity: None,
+        }));
+        let stop = CancellationToken::new();
+        let key = PortKey {
+            namespace: "ns".into(),
+            service: "s".into(),
+            port: String::new(),
+        };
+        tokio::spawn(serve(
+            listener,
+            key,
+            balancer,
+            TaskTracker::new(),
+            stop.clone(),
+            stop.clone(),
+        ));
+        (addr, stop)
+    }
+
+    #[tokio::test]
+    async fn a_refused_endpoint_is_skipped_and_bytes_flow_both_ways() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        // A port nobody listens on: bound, then closed.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (addr, stop) = proxy(vec![closed, echo_addr]).await;
+        for i in 0..4u8 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&[i; 3]).await.unwrap();
+            let mut buf = [0u8; 3];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(buf, [i; 3], "connection {i} reached the live endpoint");
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn with_no_endpoint_a_connection_is_reset_at_once() {
+        let (addr, stop) = proxy(Vec::new()).await;
+        let started = Instant::now();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("no hang");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(started.elapsed() < Duration::from_millis(500));
+        stop.cancel();
+    }
+}
