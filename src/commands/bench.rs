@@ -34,6 +34,8 @@ pub enum Bench {
     Api(ApiBenchArgs),
     /// Scheduler: pods bound per second on simulated nodes, per-pod scheduling latency.
     Scheduler(super::bench_scheduler::SchedulerBenchArgs),
+    /// Container pods: create → Running on runc with a cached image, vs runc create+start.
+    Container(super::bench_container::ContainerBenchArgs),
 }
 
 /// Flags of `flotilla bench api`.
@@ -69,6 +71,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Bench::Api(a) => rt.block_on(api(a)),
         Bench::Scheduler(a) => rt.block_on(super::bench_scheduler::run(a)),
+        Bench::Container(a) => rt.block_on(super::bench_container::run(a)),
     }
 }
 

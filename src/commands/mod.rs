@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod bench_container;
 pub mod bench_scheduler;
 pub mod completions;
 pub mod image;

@@ -6,4 +6,5 @@ mod api_bad_input;
 mod api_durability;
 mod api_kubectl;
 mod api_watch;
+mod containers;
 mod node_agent;

@@ -172,23 +172,23 @@ async fn run(
                     Ok(()) => {
                         let latest = pod_rx.borrow_and_update().clone();
                         if let Some(grace) = deleting(&latest) {
-                            stop_tx.send_replace(Some(StopSignal { grace }));
+                            stop_tx.send_replace(Some(StopSignal { grace, agent_exit: false }));
                             break Some((End::Deleting, grace));
                         }
                     }
                     Err(_) => {
                         let grace = ctx.shutdown_grace;
-                        stop_tx.send_replace(Some(StopSignal { grace }));
+                        stop_tx.send_replace(Some(StopSignal { grace, agent_exit: true }));
                         break Some((End::Shutdown, grace));
                     }
                 },
                 _ = gone.cancelled() => {
-                    stop_tx.send_replace(Some(StopSignal { grace: Duration::ZERO }));
+                    stop_tx.send_replace(Some(StopSignal { grace: Duration::ZERO, agent_exit: false }));
                     break Some((End::Gone, Duration::ZERO));
                 }
                 _ = shutdown.cancelled() => {
                     let grace = ctx.shutdown_grace;
-                    stop_tx.send_replace(Some(StopSignal { grace }));
+                    stop_tx.send_replace(Some(StopSignal { grace, agent_exit: true }));
                     break Some((End::Shutdown, grace));
                 }
             }
