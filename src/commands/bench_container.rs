@@ -116,7 +116,10 @@ pub async fn run(args: ContainerBenchArgs) -> anyhow::Result<()> {
     let warm_dir = std::fs::read_dir(&containers)?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&uid)))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&uid))
+        })
         .context("the warm-up container's bundle")?;
     let spec: Value = serde_json::from_slice(&std::fs::read(warm_dir.join("config.json"))?)?;
     let images = data_dir.join("agent/oci/images");
@@ -176,7 +179,10 @@ async fn run_pod(
         bail!("creating pod {name}: {}", created.text().await?);
     }
     let created: Value = created.json().await?;
-    let uid = created["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    let uid = created["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let deadline = started + Duration::from_secs(60);
     loop {
         let p: Value = client
@@ -196,10 +202,7 @@ async fn run_pod(
 }
 
 async fn delete_pod(client: &reqwest::Client, pods_url: &str, name: &str) -> anyhow::Result<()> {
-    client
-        .delete(format!("{pods_url}/{name}"))
-        .send()
-        .await?;
+    client.delete(format!("{pods_url}/{name}")).send().await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while client
         .get(format!("{pods_url}/{name}"))
@@ -281,17 +284,17 @@ fn busybox_layout(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&blobs)?;
     let busybox = std::fs::read("/bin/busybox").context("needs /bin/busybox (busybox-static)")?;
     let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
+    let mut h = new_header();
     h.set_entry_type(tar::EntryType::Directory);
     h.set_mode(0o755);
     h.set_size(0);
     tar.append_data(&mut h, "bin", std::io::empty())?;
-    let mut h = tar::Header::new_gnu();
+    let mut h = new_header();
     h.set_mode(0o755);
     h.set_size(busybox.len() as u64);
     tar.append_data(&mut h, "bin/busybox", &busybox[..])?;
     for applet in ["sh", "sleep"] {
-        let mut h = tar::Header::new_gnu();
+        let mut h = new_header();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
         tar.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
@@ -320,4 +323,13 @@ fn busybox_layout(dir: &Path) -> anyhow::Result<()> {
     std::fs::write(dir.join("index.json"), index.to_string())?;
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
     Ok(())
+}
+
+/// A tar header owned by root with a fixed mtime (fields a container runtime unpacks).
+fn new_header() -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
 }

@@ -71,7 +71,12 @@ impl Agent {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["--pod-cidr", &self.cidr])
-            .args(["--restart-backoff-base-ms", "300", "--restart-backoff-max-ms", "2000"])
+            .args([
+                "--restart-backoff-base-ms",
+                "300",
+                "--restart-backoff-max-ms",
+                "2000",
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -243,22 +248,18 @@ impl Cluster {
 
     fn wait_node_with_runc(&self) {
         let name = self.agent.name.clone();
-        wait_for(
-            "the node to be Ready and offer runc",
-            POD_TIMEOUT,
-            || {
-                let out = self.server.kubectl(&["get", "node", &name, "-o", "json"]);
-                let node: Value = serde_json::from_slice(&out.stdout).ok()?;
-                let handlers = node["metadata"]["labels"]["flotilla.dev/runtime-handlers"]
-                    .as_str()?
-                    .to_string();
-                let ready = node["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                (ready && handlers.split('.').any(|h| h == "runc")).then_some(())
-            },
-        );
+        wait_for("the node to be Ready and offer runc", POD_TIMEOUT, || {
+            let out = self.server.kubectl(&["get", "node", &name, "-o", "json"]);
+            let node: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let handlers = node["metadata"]["labels"]["flotilla.dev/runtime-handlers"]
+                .as_str()?
+                .to_string();
+            let ready = node["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (ready && handlers.split('.').any(|h| h == "runc")).then_some(())
+        });
     }
 
     /// `flotilla image push DIR REF` against the cluster's registry.
@@ -340,7 +341,7 @@ fn busybox_layout(dir: &Path, config: Value) {
     std::fs::create_dir_all(&blobs).unwrap();
     let mut tar = tar::Builder::new(Vec::new());
     let mut add_dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str| {
-        let mut h = tar::Header::new_gnu();
+        let mut h = new_header();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);
         h.set_size(0);
@@ -350,15 +351,16 @@ fn busybox_layout(dir: &Path, config: Value) {
         add_dir(&mut tar, d);
     }
     let busybox = std::fs::read("/bin/busybox").unwrap();
-    let mut h = tar::Header::new_gnu();
+    let mut h = new_header();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_mode(0o755);
     h.set_size(busybox.len() as u64);
-    tar.append_data(&mut h, "bin/busybox", &busybox[..]).unwrap();
+    tar.append_data(&mut h, "bin/busybox", &busybox[..])
+        .unwrap();
     for applet in [
         "sh", "echo", "sleep", "cat", "true", "false", "httpd", "ls", "env", "kill", "hostname",
     ] {
-        let mut h = tar::Header::new_gnu();
+        let mut h = new_header();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
         h.set_size(0);
@@ -370,7 +372,7 @@ fn busybox_layout(dir: &Path, config: Value) {
         ("etc/group", "root:x:0:\n"),
         ("www/index.html", "hello from a container\n"),
     ] {
-        let mut h = tar::Header::new_gnu();
+        let mut h = new_header();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
         h.set_size(content.len() as u64);
@@ -418,14 +420,14 @@ fn status(pod: &Value) -> &Value {
 }
 
 fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s =
-        TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut text = String::new();
@@ -454,11 +456,15 @@ fn a_container_pod_runs_logs_restarts_and_leaves_nothing_behind() {
     let logs = wait_for("the container's log", POD_TIMEOUT, || {
         let out = c.server.kubectl(&["logs", "crashy", "--previous"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.contains("hello containers from crashy").then_some(text)
+        text.contains("hello containers from crashy")
+            .then_some(text)
     });
     assert!(logs.contains("hello containers"), "{logs}");
     let events = c.events("crashy");
-    assert!(events.contains("BackOff") || events.contains("Started"), "{events}");
+    assert!(
+        events.contains("BackOff") || events.contains("Started"),
+        "{events}"
+    );
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
     c.delete_and_check_nothing_left("crashy", &uid);
 }
@@ -499,7 +505,8 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
 fn a_restarted_agent_adopts_its_running_containers() {
     let mut c = Cluster::start();
     let node = c.agent.name.clone();
-    let container = "      command: [\"sh\", \"-c\", \"echo started; while true; do sleep 1; done\"]\n";
+    let container =
+        "      command: [\"sh\", \"-c\", \"echo started; while true; do sleep 1; done\"]\n";
     c.apply(&pod(&node, "long", "busybox:v1", container, ""));
     let p = c.wait_pod("long", "Running", |p| p["status"]["phase"] == "Running");
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
@@ -509,7 +516,10 @@ fn a_restarted_agent_adopts_its_running_containers() {
 
     c.agent.terminate();
     let during = c.agent.runc_list();
-    assert_eq!(during, before, "the container keeps running while the agent is down");
+    assert_eq!(
+        during, before,
+        "the container keeps running while the agent is down"
+    );
     c.agent.spawn();
     c.wait_node_with_runc();
     let logs = wait_for("the adopted container's log", POD_TIMEOUT, || {
@@ -567,33 +577,47 @@ fn container_pods_with_bad_input_say_why() {
     let p = c.wait_pod("no-entrypoint", "CreateContainerError", |p| {
         status(p)["state"]["waiting"]["reason"] == "CreateContainerError"
     });
-    let m = status(&p)["state"]["waiting"]["message"].as_str().unwrap_or_default();
+    let m = status(&p)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(m.contains("no entrypoint or command"), "{m}");
     let p = c.wait_pod("no-binary", "CreateContainerError", |p| {
         status(p)["state"]["waiting"]["reason"] == "CreateContainerError"
     });
-    let m = status(&p)["state"]["waiting"]["message"].as_str().unwrap_or_default();
+    let m = status(&p)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(m.contains("/no/such/program"), "{m}");
 
-    let p = c.wait_pod("exits-at-once", "Failed", |p| p["status"]["phase"] == "Failed");
+    let p = c.wait_pod("exits-at-once", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
     assert_eq!(status(&p)["state"]["terminated"]["exitCode"], 1, "{p}");
     assert_eq!(status(&p)["state"]["terminated"]["reason"], "Error");
 
-    c.wait_pod("bad-probe", "Running", |p| p["status"]["phase"] == "Running");
+    c.wait_pod("bad-probe", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
     let events = wait_for("an Unhealthy event", POD_TIMEOUT, || {
         let e = c.events("bad-probe");
         e.contains("Unhealthy").then_some(e)
     });
     assert!(events.contains("/no/such/probe"), "{events}");
-    let p = c.wait_pod("bad-probe", "a Ready condition naming the probe failure", |p| {
-        p["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c["type"] == "Ready"
-                    && c["status"] == "False"
-                    && c["message"].as_str().is_some_and(|m| m.contains("/no/such/probe"))
+    let p = c.wait_pod(
+        "bad-probe",
+        "a Ready condition naming the probe failure",
+        |p| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["type"] == "Ready"
+                        && c["status"] == "False"
+                        && c["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("/no/such/probe"))
+                })
             })
-        })
-    });
+        },
+    );
     assert!(!is_ready(&p), "{p}");
 
     let p = c.wait_pod("on-crun", "unschedulable", |p| {
@@ -610,8 +634,14 @@ fn container_pods_with_bad_input_say_why() {
         .unwrap()
         .clone();
     assert!(
-        cond["message"].as_str().unwrap_or_default().contains("crun")
-            || cond["message"].as_str().unwrap_or_default().contains("runtime"),
+        cond["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("crun")
+            || cond["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("runtime"),
         "{cond}"
     );
 
@@ -622,4 +652,13 @@ fn container_pods_with_bad_input_say_why() {
             .to_string();
         c.delete_and_check_nothing_left(name, &uid);
     }
+}
+
+/// A tar header owned by root with a fixed mtime (fields a container runtime unpacks).
+fn new_header() -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
 }

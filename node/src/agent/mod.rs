@@ -227,11 +227,22 @@ async fn oci_runtimes(
         let state_root = work.join(program).join("state");
         match oci::detect::probe(program, &work, &state_root).await {
             Ok(binary) => {
-                match OciRuntime::new(program, binary, data_dir, images.clone(), tasks, shutdown.clone())
-                    .await
+                match OciRuntime::new(
+                    program,
+                    binary,
+                    data_dir,
+                    images.clone(),
+                    tasks,
+                    shutdown.clone(),
+                )
+                .await
                 {
-                    Ok(runtime) => found.push((program.to_string(), Arc::new(runtime) as Arc<dyn Runtime>)),
-                    Err(e) => tracing::warn!(runtime = program, error = %e, "cannot set up the OCI runtime"),
+                    Ok(runtime) => {
+                        found.push((program.to_string(), Arc::new(runtime) as Arc<dyn Runtime>))
+                    }
+                    Err(e) => {
+                        tracing::warn!(runtime = program, error = %e, "cannot set up the OCI runtime")
+                    }
                 }
             }
             Err(reason) => {

@@ -368,13 +368,23 @@ mod tests {
                 })
             }
         }
-        let exec = |c: &str| probe(Action::Exec { command: vec![c.into()] });
+        let exec = |c: &str| {
+            probe(Action::Exec {
+                command: vec![c.into()],
+            })
+        };
         assert_eq!(exec("ok").check(Some(&Fake)).await, Ok(()));
         assert_eq!(
             exec("fail").check(Some(&Fake)).await,
             Err("command [\"fail\"] exited with 1: no good".into())
         );
-        assert!(exec("nope").check(Some(&Fake)).await.unwrap_err().contains("not found"));
+        assert!(
+            exec("nope")
+                .check(Some(&Fake))
+                .await
+                .unwrap_err()
+                .contains("not found")
+        );
         assert!(exec("ok").check(None).await.is_err());
     }
 }

@@ -79,7 +79,9 @@ async fn trial(program: &str, bundle: &Path) -> Result<(), String> {
     let out = tokio::time::timeout(TRIAL_TIMEOUT, c.output()).await;
     let _ = binary.delete(&id).await;
     match out {
-        Err(_) => Err(format!("a trial container did not finish in {TRIAL_TIMEOUT:?}")),
+        Err(_) => Err(format!(
+            "a trial container did not finish in {TRIAL_TIMEOUT:?}"
+        )),
         Ok(Err(e)) => Err(format!("cannot run {program}: {e}")),
         Ok(Ok(out)) if out.status.success() => Ok(()),
         Ok(Ok(out)) => Err(format!(
@@ -148,9 +150,13 @@ mod tests {
     #[tokio::test]
     async fn a_missing_runtime_is_not_usable_and_says_why() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = probe("flotilla-no-such-runtime", tmp.path(), &tmp.path().join("s"))
-            .await
-            .unwrap_err();
+        let err = probe(
+            "flotilla-no-such-runtime",
+            tmp.path(),
+            &tmp.path().join("s"),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err, "flotilla-no-such-runtime is not installed");
     }
 }

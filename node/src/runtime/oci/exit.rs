@@ -54,7 +54,10 @@ async fn poll_gone(pid: i32) {
     while proc.exists() {
         // A zombie child still has its /proc entry until reaped.
         if let Ok(stat) = std::fs::read_to_string(proc.join("stat"))
-            && stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z'))
+            && stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
         {
             return;
         }

@@ -236,7 +236,11 @@ impl OciRuntime {
         }
     }
 
-    async fn create_and_start(&self, spec: &ContainerSpec, dir: &Path) -> Result<i32, RuntimeError> {
+    async fn create_and_start(
+        &self,
+        spec: &ContainerSpec,
+        dir: &Path,
+    ) -> Result<i32, RuntimeError> {
         let prepared = lock(&self.inner.prepared)
             .get(&spec.image.image_id)
             .cloned()
@@ -377,7 +381,8 @@ impl OciRuntime {
 
     async fn remove_dir(&self, dir: &Path) {
         let d = dir.to_path_buf();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || rootfs::remove_container_dir(&d)).await
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || rootfs::remove_container_dir(&d)).await
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a container directory");
         }

@@ -20,7 +20,9 @@ pub fn unpack_image(layers: &[LayerBlob], dest: &Path) -> io::Result<()> {
     std::fs::create_dir_all(parent)?;
     let tmp = parent.join(format!(
         ".{}.unpacking-{}",
-        dest.file_name().and_then(|n| n.to_str()).unwrap_or("rootfs"),
+        dest.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("rootfs"),
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -105,7 +107,10 @@ fn apply_layer(layer: Box<dyn Read>, root: &Path) -> io::Result<()> {
                 remove(&target)?;
             }
         }
-        entry.unpack_in(root)?;
+        entry.unpack_in(root).map_err(|e| {
+            let source = std::error::Error::source(&e).map(|s| s.to_string());
+            io::Error::new(e.kind(), format!("{e}: {}", source.unwrap_or_default()))
+        })?;
     }
     Ok(())
 }
@@ -231,6 +236,9 @@ mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         h.set_entry_type(tar::EntryType::Regular);
         b.append_data(&mut h, path, data).unwrap();
     }

@@ -49,10 +49,7 @@ pub fn argv(config: &serde_json::Value, spec: &ContainerSpec) -> Result<Vec<Stri
         (Some(command), Some(args)) => command.iter().chain(args).cloned().collect(),
         (Some(command), None) => command.clone(),
         (None, Some(args)) => list("Entrypoint").into_iter().chain(args.clone()).collect(),
-        (None, None) => list("Entrypoint")
-            .into_iter()
-            .chain(list("Cmd"))
-            .collect(),
+        (None, None) => list("Entrypoint").into_iter().chain(list("Cmd")).collect(),
     };
     if argv.is_empty() {
         return Err(format!(
@@ -70,7 +67,11 @@ fn env(config: &serde_json::Value, spec: &ContainerSpec, hostname: &str) -> Vec<
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|v| v.as_str()?.split_once('=').map(|(k, v)| (k.into(), v.into())))
+        .filter_map(|v| {
+            v.as_str()?
+                .split_once('=')
+                .map(|(k, v)| (k.into(), v.into()))
+        })
         .collect();
     let mut set = |k: &str, v: &str| match vars.iter_mut().find(|(n, _)| n == k) {
         Some(slot) => slot.1 = v.to_string(),
@@ -101,7 +102,8 @@ fn user(config: &serde_json::Value, rootfs: &Path) -> Result<(u32, u32), String>
         let content = std::fs::read_to_string(rootfs.join(file)).ok()?;
         content.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 4 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+            (f.len() >= 4 && f[0] == name)
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
         })
     };
     let (uid, primary) = match u.parse::<u32>() {
@@ -311,7 +313,10 @@ mod tests {
             command_args: args.map(owned),
             working_dir: None,
             hostname: "web-1".into(),
-            env: vec![("GREETING".into(), "hi".into()), ("PATH".into(), "/bin".into())],
+            env: vec![
+                ("GREETING".into(), "hi".into()),
+                ("PATH".into(), "/bin".into()),
+            ],
             mounts: vec![VolumeMount {
                 container_path: "/data".into(),
                 host_path: "/tmp/vol".into(),
