@@ -44,19 +44,20 @@ python3 "$here/layout.py" "$root" "$out/hello-http-native" \
 # 2. hello-python: python3 with its libraries and the standard library modules it uses.
 root="$out/rootfs-hello-python"
 busybox_base "$root"
-py="$(readlink -f "$(command -v python3)")"
+pybin="${PYTHON:-/usr/bin/python3}"   # the system interpreter (not a pyenv shim)
+py="$(readlink -f "$pybin")"
 mkdir -p "$root$(dirname "$py")"
 cp "$py" "$root$py"
 ln -sf "$py" "$root/bin/python3"
 for lib in $(ldd "$py" | grep -o '/[^ ]*'); do
   mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
 done
-stdlib="$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
+stdlib="$("$pybin" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
 mkdir -p "$root$stdlib"
-# The whole pure-Python standard library minus tests and tools (~20 MB); lib-dynload for
+# The standard library minus tests, tools and site-packages; lib-dynload for
 # the C extension modules (_json, _socket, select...).
 tar -C "$stdlib" --exclude='test' --exclude='tests' --exclude='idlelib' --exclude='tkinter' \
-    --exclude='ensurepip' --exclude='__pycache__' --exclude='config-*' -cf - . | tar -C "$root$stdlib" -xf -
+    --exclude='ensurepip' --exclude='site-packages' --exclude='__pycache__' --exclude='config-*' -cf - . | tar -C "$root$stdlib" -xf -
 mkdir -p "$root/app"
 cp "$here/app_native.py" "$root/app/app.py"
 python3 "$here/layout.py" "$root" "$out/hello-python" \
