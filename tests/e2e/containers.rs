@@ -223,8 +223,9 @@ fn wait_for_opt<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 
 /// A cluster: control plane, one agent with runc, the busybox image pushed as `busybox:v1`.
 struct Cluster {
-    server: Server,
+    // The agent first: fields drop in order, and the agent stops before its server.
     agent: Agent,
+    server: Server,
     _tmp: tempfile::TempDir,
 }
 
@@ -235,8 +236,8 @@ impl Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let agent = Agent::start(&server, &tmp.path().join("agent"));
         let c = Cluster {
-            server,
             agent,
+            server,
             _tmp: tmp,
         };
         c.wait_node_with_runc();
@@ -340,7 +341,7 @@ fn busybox_layout(dir: &Path, config: Value) {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let mut tar = tar::Builder::new(Vec::new());
-    let mut add_dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str| {
+    let add_dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str| {
         let mut h = new_header();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);

@@ -67,6 +67,8 @@ struct Inner {
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     containers: Mutex<HashMap<ContainerId, Running>>,
     claimed: Mutex<HashSet<String>>,
+    /// Containers the runtime had when this agent started: the only ones that can be adopted.
+    found_at_start: Mutex<HashSet<String>>,
     unpacking: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
 }
@@ -118,11 +120,13 @@ impl OciRuntime {
                 prepared: Mutex::default(),
                 containers: Mutex::default(),
                 claimed: Mutex::default(),
+                found_at_start: Mutex::default(),
                 unpacking: tokio::sync::Mutex::new(()),
                 tasks: TaskTracker::new(),
             }),
         };
         let orphans = adopt::found_at_start(&runtime.inner.binary).await;
+        *lock(&runtime.inner.found_at_start) = orphans.clone();
         let me = runtime.clone();
         tasks.spawn(async move {
             tokio::select! {
@@ -210,7 +214,13 @@ impl OciRuntime {
         lock(&self.inner.claimed).insert(id.0.clone());
         let binary = &self.inner.binary;
         let dir = self.container_dir(&id);
-        let state = binary.state(&id.0).await.map_err(RuntimeError::Create)?;
+        // Only a container an earlier agent left can exist already; asking the runtime about
+        // any other would cost a process start on every container start.
+        let state = if lock(&self.inner.found_at_start).contains(&id.0) {
+            binary.state(&id.0).await.map_err(RuntimeError::Create)?
+        } else {
+            None
+        };
         match adopt::classify(state.as_ref()) {
             Found::Running { pid } => {
                 tracing::info!(container = %id, pid, "adopting a running container");
@@ -273,15 +283,10 @@ impl OciRuntime {
         let (stdout, stderr) =
             output::open_for_container(dir).map_err(|e| io("cannot open its output files", e))?;
         let binary = &self.inner.binary;
-        let pid = binary
-            .create(&spec.id.0, dir, stdout, stderr)
-            .await
-            .map_err(|e| RuntimeError::Create(format!("{}: {e}", self.inner.handler)))?;
         binary
-            .start(&spec.id.0, dir)
+            .run_detached(&spec.id.0, dir, stdout, stderr)
             .await
-            .map_err(|e| RuntimeError::Create(format!("{}: {e}", self.inner.handler)))?;
-        Ok(pid)
+            .map_err(|e| RuntimeError::Create(format!("{}: {e}", self.inner.handler)))
     }
 
     /// Follows the container's output and publishes its exit status when it ends.
@@ -390,6 +395,7 @@ impl OciRuntime {
 
     /// Deletes the container from the runtime (its processes and cgroup) and its directory.
     async fn delete_container(&self, id: ContainerId) {
+        lock(&self.inner.found_at_start).remove(&id.0);
         if let Err(e) = self.inner.binary.delete(&id.0).await {
             tracing::warn!(container = %id, error = %e, "cannot delete the container");
         }
