@@ -571,9 +571,9 @@ fn container_pods_with_bad_input_say_why() {
         "      command: [\"sleep\", \"3600\"]\n      readinessProbe:\n        exec:\n          command: [\"/no/such/probe\"]\n        periodSeconds: 1\n",
         "",
     ));
-    c.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: on-crun\nspec:\n  runtimeClassName: crun\n  containers:\n    - name: main\n      image: busybox:v1\n"
-    ));
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: on-crun\nspec:\n  runtimeClassName: crun\n  containers:\n    - name: main\n      image: busybox:v1\n",
+    );
 
     let p = c.wait_pod("no-entrypoint", "CreateContainerError", |p| {
         status(p)["state"]["waiting"]["reason"] == "CreateContainerError"

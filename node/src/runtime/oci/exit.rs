@@ -88,6 +88,8 @@ pub fn oom_killed(cgroup: &str) -> bool {
 mod tests {
     use super::*;
 
+    // `wait_pid` reaps the children (waitpid), which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
     #[tokio::test]
     async fn a_childs_exit_code_and_signal_are_seen() {
         let child = std::process::Command::new("sh")

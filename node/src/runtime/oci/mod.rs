@@ -79,6 +79,11 @@ struct Prepared {
     config: serde_json::Value,
 }
 
+/// Receives a container's exit status once it ended.
+type ExitWatch = watch::Receiver<Option<ExitStatus>>;
+/// The signal the agent last sent a container.
+type Signalled = Arc<Mutex<Option<i32>>>;
+
 struct Running {
     exit: watch::Receiver<Option<ExitStatus>>,
     /// The signal the agent last sent (for the exit code of an adopted container).
@@ -344,10 +349,7 @@ impl OciRuntime {
         );
     }
 
-    fn entry(
-        &self,
-        id: &ContainerId,
-    ) -> Result<(watch::Receiver<Option<ExitStatus>>, Arc<Mutex<Option<i32>>>), RuntimeError> {
+    fn entry(&self, id: &ContainerId) -> Result<(ExitWatch, Signalled), RuntimeError> {
         let containers = lock(&self.inner.containers);
         let r = containers
             .get(id)

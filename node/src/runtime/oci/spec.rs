@@ -332,7 +332,9 @@ mod tests {
     #[test]
     fn argv_follows_kubernetes_rules_over_the_image() {
         let config = json!({"config": {"Entrypoint": ["/ep"], "Cmd": ["c1", "c2"]}});
-        let table: [(Option<&[&str]>, Option<&[&str]>, &[&str]); 4] = [
+        // (command, args, argv)
+        type Row<'a> = (Option<&'a [&'a str]>, Option<&'a [&'a str]>, &'a [&'a str]);
+        let table: [Row; 4] = [
             (None, None, &["/ep", "c1", "c2"]),
             (Some(&["/bin/x"]), None, &["/bin/x"]),
             (None, Some(&["a"]), &["/ep", "a"]),
