@@ -360,6 +360,7 @@ fn busybox_layout(dir: &Path, config: Value) {
         .unwrap();
     for applet in [
         "sh", "echo", "sleep", "cat", "true", "false", "httpd", "ls", "env", "kill", "hostname",
+        "dd",
     ] {
         let mut h = new_header();
         h.set_entry_type(tar::EntryType::Symlink);
@@ -662,4 +663,25 @@ fn new_header() -> tar::Header {
     h.set_gid(0);
     h.set_mtime(0);
     h
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_oom_killed() {
+    let c = Cluster::start();
+    let node = c.agent.name.clone();
+    // dd's 64 MiB buffer cannot fit in a 16 MiB cgroup.
+    let container = "      command: [\"dd\", \"if=/dev/zero\", \"of=/dev/null\", \"bs=64M\", \"count=1\"]\n      resources:\n        limits:\n          memory: 16Mi\n";
+    c.apply(&pod(
+        &node,
+        "hungry",
+        "busybox:v1",
+        container,
+        "  restartPolicy: Never\n",
+    ));
+    let p = c.wait_pod("hungry", "Failed", |p| p["status"]["phase"] == "Failed");
+    let terminated = &status(&p)["state"]["terminated"];
+    assert_eq!(terminated["reason"], "OOMKilled", "{p}");
+    assert_eq!(terminated["exitCode"], 137, "{p}");
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    c.delete_and_check_nothing_left("hungry", &uid);
 }
