@@ -3,7 +3,7 @@
 //! A [`Runtime`] only does the work (pull and prepare an image, start a container, wait for it,
 //! stop it); the agent owns the pod state machine, restart policy and backoff, and decides when
 //! each method is called. Nothing in these signatures names wasmtime or OCI types, so a plugin
-//! can be swapped (wasmtime today, an OCI runtime later) without touching the agent.
+//! can be swapped (wasmtime, or an OCI runtime binary) without touching the agent.
 //!
 //! - [`wasmtime`]: the plugin for Wasm images, over `flotilla-wasm`.
 //! - [`oci`]: the plugin for container images, over an OCI runtime binary (`runc`, `crun`).
