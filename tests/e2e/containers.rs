@@ -303,9 +303,19 @@ impl Cluster {
 
     /// Deletes the pod, waits until it is gone, and checks that it left nothing behind.
     fn delete_and_check_nothing_left(&self, name: &str, uid: &str) {
-        let out = self
-            .server
-            .kubectl(&["delete", "pod", name, "--wait=true", "--timeout=60s"]);
+        self.delete_with(name, uid, &[]);
+    }
+
+    /// Deletes the pod at once (`--grace-period=0 --force`: the API forgets it immediately and
+    /// the agent sees it vanish), then checks that it left nothing behind.
+    fn force_delete_and_check_nothing_left(&self, name: &str, uid: &str) {
+        self.delete_with(name, uid, &["--grace-period=0", "--force"]);
+    }
+
+    fn delete_with(&self, name: &str, uid: &str, extra: &[&str]) {
+        let mut args = vec!["delete", "pod", name, "--wait=true", "--timeout=60s"];
+        args.extend_from_slice(extra);
+        let out = self.server.kubectl(&args);
         assert!(
             out.status.success(),
             "delete failed: {}",
@@ -468,7 +478,7 @@ fn a_container_pod_runs_logs_restarts_and_leaves_nothing_behind() {
         "{events}"
     );
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
-    c.delete_and_check_nothing_left("crashy", &uid);
+    c.force_delete_and_check_nothing_left("crashy", &uid);
 }
 
 #[test]
@@ -683,5 +693,5 @@ fn a_container_over_its_memory_limit_is_oom_killed() {
     assert_eq!(terminated["reason"], "OOMKilled", "{p}");
     assert_eq!(terminated["exitCode"], 137, "{p}");
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
-    c.delete_and_check_nothing_left("hungry", &uid);
+    c.force_delete_and_check_nothing_left("hungry", &uid);
 }
