@@ -73,7 +73,8 @@ pub enum ServeError {
 /// The namespaces every cluster has from its first start.
 pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-/// Creates the default namespaces and the `wasmtime` RuntimeClass if missing (idempotent).
+/// Creates the default namespaces and the `wasmtime`, `runc` and `crun` RuntimeClasses if
+/// missing (idempotent).
 pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiError> {
     let ns_res = resources::find("", "v1", "namespaces").expect("served");
     for ns in DEFAULT_NAMESPACES {
@@ -84,17 +85,23 @@ pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiErro
             Err(e) => return Err(e),
         }
     }
+    // One RuntimeClass per handler a node may offer: `wasmtime` (every node) and the OCI
+    // runtimes `runc` and `crun` (nodes advertise those only when they work there, and the
+    // scheduler places pods accordingly).
     let rc = resources::find("node.k8s.io", "v1", "runtimeclasses").expect("served");
-    let wasmtime = json!({
-        "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-        "metadata": {"name": "wasmtime", "labels": {"app.kubernetes.io/managed-by": "flotilla"}},
-        "handler": "wasmtime",
-    });
-    match api.create(rc, None, wasmtime, &WriteOptions::default()).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == 409 => Ok(()),
-        Err(e) => Err(e),
+    for handler in ["wasmtime", "runc", "crun"] {
+        let class = json!({
+            "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+            "metadata": {"name": handler, "labels": {"app.kubernetes.io/managed-by": "flotilla"}},
+            "handler": handler,
+        });
+        match api.create(rc, None, class, &WriteOptions::default()).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(())
 }
 
 /// Runs the control plane on `listener` until `shutdown` is cancelled, then drains.

@@ -43,6 +43,8 @@ pub enum Bench {
     /// Controllers: a Deployment of many Wasm replicas until all Ready; node failure until the
     /// replacements run.
     Deployment(super::bench_deployment::DeploymentBenchArgs),
+    /// Container pods: create → Running on runc with a cached image, vs runc create+start.
+    Container(super::bench_container::ContainerBenchArgs),
 }
 
 /// Flags of `flotilla bench api`.
@@ -82,6 +84,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Up(a) => rt.block_on(super::bench_up::run(a)),
         Bench::Service(a) => rt.block_on(super::bench_service::run(a)),
         Bench::Deployment(a) => rt.block_on(super::bench_deployment::run(a)),
+        Bench::Container(a) => rt.block_on(super::bench_container::run(a)),
     }
 }
 

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod bench;
 pub mod bench_pods;
 pub mod bench_deployment;
+pub mod bench_container;
 pub mod bench_scheduler;
 pub mod bench_up;
 pub mod bench_service;

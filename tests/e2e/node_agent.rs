@@ -202,9 +202,17 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
     eprintln!("flotilla up ready after {:?}", c.ready_after);
     let node: Value =
         serde_json::from_str(&c.kubectl_ok(&["get", "node", NODE, "-o", "json"])).unwrap();
-    assert_eq!(
-        node["metadata"]["labels"]["flotilla.dev/runtime-handlers"],
-        "wasmtime"
+    // wasmtime everywhere; runc (crun) too where a trial container works (root, see the
+    // containers tests).
+    let handlers = node["metadata"]["labels"]["flotilla.dev/runtime-handlers"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        handlers.split('.').any(|h| h == "wasmtime")
+            && handlers
+                .split('.')
+                .all(|h| ["wasmtime", "runc", "crun"].contains(&h)),
+        "{handlers}"
     );
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], NODE);
     assert!(

@@ -34,6 +34,7 @@ use crate::error::AgentError;
 use crate::image::ImageCache;
 use crate::logs::LogStore;
 use crate::pod::{AddressPool, PodContext};
+use crate::runtime::oci::{self, OciRuntime};
 use crate::runtime::wasmtime::WasmtimeRuntime;
 use crate::runtime::{Runtime, WASMTIME_HANDLER};
 use events::EventRecorder;
@@ -74,7 +75,7 @@ impl Agent {
     ) -> Result<Agent, AgentError> {
         let (client, server) = config.connect().await?;
         let data_dir = config.data_dir.clone();
-        for sub in ["images", "compile-cache", "logs", "pods"] {
+        for sub in ["images", "compile-cache", "logs", "pods", "oci"] {
             std::fs::create_dir_all(data_dir.join(sub)).map_err(|e| AgentError::DataDir {
                 dir: data_dir.join(sub),
                 source: e,
@@ -92,8 +93,14 @@ impl Agent {
             config.insecure_registries.clone(),
         )
         .map_err(|e| AgentError::Images(e.to_string()))?;
-        let wasmtime: Arc<dyn Runtime> = Arc::new(WasmtimeRuntime::new(engine, images));
-        let runtimes = BTreeMap::from([(WASMTIME_HANDLER.to_string(), wasmtime)]);
+        let wasmtime: Arc<dyn Runtime> = Arc::new(WasmtimeRuntime::new(engine, images.clone()));
+        let mut runtimes = BTreeMap::from([(WASMTIME_HANDLER.to_string(), wasmtime)]);
+        let tasks = TaskTracker::new();
+        for (handler, runtime) in
+            oci_runtimes(&data_dir, &images, &tasks, shutdown.child_token()).await
+        {
+            runtimes.insert(handler, runtime);
+        }
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -130,7 +137,6 @@ impl Agent {
         }
         tracing::info!(node = %facts.name, %addr, "node registered");
 
-        let tasks = TaskTracker::new();
         let logs = LogStore::new(&data_dir.join("logs"), config.max_log_file_bytes);
         let (events, writer) =
             EventRecorder::new(client.clone(), facts.name.clone(), shutdown.child_token());
@@ -210,6 +216,51 @@ impl Agent {
         }
         let _ = self.since;
     }
+}
+
+/// The OCI runtimes that work on this host (see [`oci::detect`]), each as a plugin under its
+/// RuntimeClass handler; the agent becomes the reaper of their containers' processes.
+async fn oci_runtimes(
+    data_dir: &std::path::Path,
+    images: &ImageCache,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Vec<(String, Arc<dyn Runtime>)> {
+    let mut found = Vec::new();
+    let work = data_dir.join("oci");
+    for program in oci::detect::CANDIDATES {
+        let state_root = work.join(program).join("state");
+        match oci::detect::probe(program, &work, &state_root).await {
+            Ok(binary) => {
+                match OciRuntime::new(
+                    program,
+                    binary,
+                    data_dir,
+                    images.clone(),
+                    tasks,
+                    shutdown.clone(),
+                )
+                .await
+                {
+                    Ok(runtime) => {
+                        found.push((program.to_string(), Arc::new(runtime) as Arc<dyn Runtime>))
+                    }
+                    Err(e) => {
+                        tracing::warn!(runtime = program, error = %e, "cannot set up the OCI runtime")
+                    }
+                }
+            }
+            Err(reason) => {
+                tracing::info!(runtime = program, %reason, "OCI runtime not offered on this node")
+            }
+        }
+    }
+    if !found.is_empty()
+        && let Err(e) = oci::exit::become_subreaper()
+    {
+        tracing::warn!(error = %e, "cannot become the reaper of container processes; their exit codes will be unknown");
+    }
+    found
 }
 
 /// Renews the Lease and reports the Node status on their intervals.

@@ -57,6 +57,23 @@ pub enum Outcome {
 pub struct StopSignal {
     /// Time to end by itself before being killed.
     pub grace: Duration,
+    /// The agent is exiting: containers of a runtime that outlives the agent are left running
+    /// (for the next agent to adopt) instead of being stopped.
+    pub agent_exit: bool,
+}
+
+/// Waits for a stop signal; returns it (zero grace if the sender is gone).
+pub async fn stop_signal(mut stop: watch::Receiver<Option<StopSignal>>) -> StopSignal {
+    match stop.wait_for(Option::is_some).await {
+        Ok(signal) => signal.unwrap_or(StopSignal {
+            grace: Duration::ZERO,
+            agent_exit: false,
+        }),
+        Err(_) => StopSignal {
+            grace: Duration::ZERO,
+            agent_exit: false,
+        },
+    }
 }
 
 /// Waits for a stop signal; returns its grace (zero if the sender is gone).
@@ -290,6 +307,16 @@ pub async fn run(p: Params) -> Outcome {
             id: id.clone(),
             image: image_ready.clone(),
             args,
+            command: container
+                .command
+                .as_ref()
+                .map(|c| c.iter().map(|a| env::expand(a, &env)).collect()),
+            command_args: container
+                .args
+                .as_ref()
+                .map(|c| c.iter().map(|a| env::expand(a, &env)).collect()),
+            working_dir: container.working_dir.clone(),
+            hostname: pref.name.clone(),
             env,
             mounts,
             memory_limit: limits
@@ -327,7 +354,7 @@ pub async fn run(p: Params) -> Outcome {
         let has_readiness = is_app && container.readiness_probe.is_some();
         p.update(|r| {
             let _ = r.apply(Transition::Started { at: started_at });
-            r.container_id = Some(format!("wasmtime://{id}"));
+            r.container_id = Some(format!("{}://{id}", p.runtime.handler()));
             r.started = !has_startup;
             r.ready = is_app && !has_readiness && !has_startup;
         });
@@ -343,6 +370,8 @@ pub async fn run(p: Params) -> Outcome {
                 container: container.clone(),
                 index: p.index,
                 ip: p.ip,
+                runtime: p.runtime.clone(),
+                id: id.clone(),
                 unhealthy: unhealthy.clone(),
                 stop: probes_stop.clone(),
             }))
@@ -352,9 +381,17 @@ pub async fn run(p: Params) -> Outcome {
         let grace = termination_grace(&p.pod);
         let (result, stopped_by_signal) = tokio::select! {
             r = p.runtime.wait(&id) => (r, false),
-            grace = stopped(stop()) => {
+            signal = stop_signal(stop()) => {
+                if signal.agent_exit && p.runtime.outlives_agent() {
+                    // Left running for the next agent to adopt; its log stays on disk.
+                    probes_stop.cancel();
+                    if let Some(handle) = probes {
+                        let _ = handle.await;
+                    }
+                    return Outcome::Stopped;
+                }
                 event(EventType::Normal, "Killing", format!("Stopping container {name}"));
-                (p.runtime.stop(&id, grace).await, true)
+                (p.runtime.stop(&id, signal.grace).await, true)
             }
             _ = unhealthy.notified() => {
                 event(EventType::Normal, "Killing",

@@ -28,6 +28,11 @@ pub enum Action {
         /// Where.
         addr: SocketAddr,
     },
+    /// A command run inside the container must exit 0 (through the runtime plugin).
+    Exec {
+        /// argv.
+        command: Vec<String>,
+    },
 }
 
 /// A probe, with Kubernetes' timing and thresholds.
@@ -92,8 +97,14 @@ impl Probe {
             Action::Tcp {
                 addr: SocketAddr::new(ip, port(&tcp.port)?),
             }
+        } else if let Some(exec) = &spec.exec {
+            let command = exec.command.clone().unwrap_or_default();
+            if command.is_empty() {
+                return Err("exec probe without a command".into());
+            }
+            Action::Exec { command }
         } else {
-            return Err("only httpGet and tcpSocket probes are supported on this node".into());
+            return Err("the probe sets no httpGet, tcpSocket or exec action".into());
         };
         let secs = |v: Option<i32>, default: u64| {
             Duration::from_secs(v.map_or(default, |s| s.max(0) as u64))
@@ -108,16 +119,30 @@ impl Probe {
         })
     }
 
-    /// One attempt: `Ok` or why it failed.
-    pub async fn check(&self) -> Result<(), String> {
-        match tokio::time::timeout(self.timeout, self.attempt()).await {
+    /// One attempt: `Ok` or why it failed. Exec probes run through `exec`, the container's
+    /// runtime.
+    pub async fn check(&self, exec: Option<&dyn Exec>) -> Result<(), String> {
+        match tokio::time::timeout(self.timeout, self.attempt(exec)).await {
             Ok(result) => result,
             Err(_) => Err(format!("timed out after {:?}", self.timeout)),
         }
     }
 
-    async fn attempt(&self) -> Result<(), String> {
+    async fn attempt(&self, exec: Option<&dyn Exec>) -> Result<(), String> {
         match &self.action {
+            Action::Exec { command } => {
+                let Some(exec) = exec else {
+                    return Err("exec probes need a container runtime that can exec".into());
+                };
+                let (code, output) = exec.exec(command, self.timeout).await?;
+                if code == 0 {
+                    Ok(())
+                } else if output.is_empty() {
+                    Err(format!("command {command:?} exited with {code}"))
+                } else {
+                    Err(format!("command {command:?} exited with {code}: {output}"))
+                }
+            }
             Action::Tcp { addr } => TcpStream::connect(addr)
                 .await
                 .map(drop)
@@ -157,6 +182,16 @@ impl Probe {
             }
         }
     }
+}
+
+/// Runs a probe's command inside its container.
+pub trait Exec: Send + Sync {
+    /// Runs `command`; its exit code and output, or why it could not run.
+    fn exec<'a>(
+        &'a self,
+        command: &'a [String],
+        timeout: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<(i32, String), String>>;
 }
 
 /// Consecutive results against the thresholds.
@@ -269,7 +304,16 @@ mod tests {
         assert!(Probe::from_spec(&bad, &c, "127.1.0.5".parse().unwrap()).is_err());
         let exec: ProbeSpec =
             serde_json::from_value(json!({"exec": {"command": ["true"]}})).unwrap();
-        assert!(Probe::from_spec(&exec, &c, "127.1.0.5".parse().unwrap()).is_err());
+        assert_eq!(
+            Probe::from_spec(&exec, &c, "127.1.0.5".parse().unwrap())
+                .unwrap()
+                .action,
+            Action::Exec {
+                command: vec!["true".into()]
+            }
+        );
+        let empty: ProbeSpec = serde_json::from_value(json!({})).unwrap();
+        assert!(Probe::from_spec(&empty, &c, "127.1.0.5".parse().unwrap()).is_err());
     }
 
     #[tokio::test]
@@ -299,14 +343,48 @@ mod tests {
             path: "/".into(),
             host: addr.to_string(),
         });
-        assert_eq!(http.check().await, Ok(()));
+        assert_eq!(http.check(None).await, Ok(()));
         assert_eq!(
-            http.check().await,
+            http.check(None).await,
             Err("HTTP probe failed with statuscode: 500".into())
         );
         let closed = probe(Action::Tcp {
             addr: "127.0.0.1:1".parse().unwrap(),
         });
-        assert!(closed.check().await.is_err());
+        assert!(closed.check(None).await.is_err());
+        struct Fake;
+        impl Exec for Fake {
+            fn exec<'a>(
+                &'a self,
+                command: &'a [String],
+                _: Duration,
+            ) -> futures::future::BoxFuture<'a, Result<(i32, String), String>> {
+                Box::pin(async move {
+                    match command[0].as_str() {
+                        "ok" => Ok((0, String::new())),
+                        "fail" => Ok((1, "no good".into())),
+                        _ => Err("exec: \"nope\": executable file not found in $PATH".into()),
+                    }
+                })
+            }
+        }
+        let exec = |c: &str| {
+            probe(Action::Exec {
+                command: vec![c.into()],
+            })
+        };
+        assert_eq!(exec("ok").check(Some(&Fake)).await, Ok(()));
+        assert_eq!(
+            exec("fail").check(Some(&Fake)).await,
+            Err("command [\"fail\"] exited with 1: no good".into())
+        );
+        assert!(
+            exec("nope")
+                .check(Some(&Fake))
+                .await
+                .unwrap_err()
+                .contains("not found")
+        );
+        assert!(exec("ok").check(None).await.is_err());
     }
 }

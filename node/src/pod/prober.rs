@@ -13,6 +13,29 @@ use super::probe::{Probe, Tracker};
 use super::state::ContainerRecord;
 use super::{PodContext, SharedState};
 use crate::agent::events::{EventType, PodRef};
+use crate::runtime::{ContainerId, Runtime};
+
+/// Exec probes through the container's runtime.
+struct RuntimeExec<'a> {
+    runtime: &'a dyn Runtime,
+    id: &'a ContainerId,
+}
+
+impl super::probe::Exec for RuntimeExec<'_> {
+    fn exec<'a>(
+        &'a self,
+        command: &'a [String],
+        timeout: std::time::Duration,
+    ) -> futures::future::BoxFuture<'a, Result<(i32, String), String>> {
+        Box::pin(async move {
+            self.runtime
+                .exec(self.id, command, timeout)
+                .await
+                .map(|o| (o.code, o.output))
+                .map_err(|e| e.to_string())
+        })
+    }
+}
 
 /// What the prober needs.
 pub struct Params {
@@ -28,6 +51,10 @@ pub struct Params {
     pub index: usize,
     /// The pod's address.
     pub ip: Ipv4Addr,
+    /// The container's runtime (for exec probes).
+    pub runtime: Arc<dyn Runtime>,
+    /// The container run.
+    pub id: ContainerId,
     /// Notified when the container must be restarted (liveness or startup failure).
     pub unhealthy: Arc<Notify>,
     /// Cancelled when the container run ends.
@@ -110,7 +137,23 @@ async fn watch(p: &Params, kind: &str, probe: &Probe, verdict: impl Fn(bool) -> 
     tokio::time::sleep(probe.initial_delay).await;
     let mut tracker = Tracker::default();
     loop {
-        let result = probe.check().await;
+        let exec = RuntimeExec {
+            runtime: p.runtime.as_ref(),
+            id: &p.id,
+        };
+        let result = probe.check(Some(&exec)).await;
+        if kind == "Readiness" {
+            let failure = result
+                .as_ref()
+                .err()
+                .map(|m| format!("Readiness probe failed: {m}"));
+            let index = p.index;
+            let unchanged = p.shared.snapshot().containers[index].probe_failure == failure;
+            if !unchanged {
+                p.shared
+                    .update(|s| s.containers[index].probe_failure = failure.clone());
+            }
+        }
         if let Err(message) = &result {
             p.ctx.events.record(
                 &p.pod,

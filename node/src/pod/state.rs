@@ -167,6 +167,8 @@ pub struct ContainerRecord {
     pub image_id: String,
     /// The current run's id.
     pub container_id: Option<String>,
+    /// Why its readiness probe fails, while it does (shown in the `Ready` condition).
+    pub probe_failure: Option<String>,
     runs: u32,
 }
 
@@ -186,6 +188,7 @@ impl ContainerRecord {
             image: image.to_string(),
             image_id: String::new(),
             container_id: None,
+            probe_failure: None,
             runs: 0,
         }
     }

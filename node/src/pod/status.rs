@@ -101,6 +101,15 @@ impl PodState {
             .collect()
     }
 
+    /// `; main: Readiness probe failed: ...` for unready containers whose probe fails.
+    fn probe_failures(&self) -> String {
+        self.containers
+            .iter()
+            .filter(|c| !c.ready)
+            .filter_map(|c| Some(format!("; {}: {}", c.name, c.probe_failure.as_ref()?)))
+            .collect()
+    }
+
     /// The Kubernetes status.
     pub fn status(&self) -> PodStatus {
         let conditions = CONDITIONS
@@ -127,8 +136,9 @@ impl PodState {
                     ("ContainersReady" | "Ready", false) => (
                         Some("ContainersNotReady".to_string()),
                         Some(format!(
-                            "containers with unready status: [{}]",
-                            self.unready().join(" ")
+                            "containers with unready status: [{}]{}",
+                            self.unready().join(" "),
+                            self.probe_failures()
                         )),
                     ),
                     _ => (None, None),

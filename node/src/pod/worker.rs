@@ -172,23 +172,29 @@ async fn run(
                     Ok(()) => {
                         let latest = pod_rx.borrow_and_update().clone();
                         if let Some(grace) = deleting(&latest) {
-                            stop_tx.send_replace(Some(StopSignal { grace }));
+                            stop_tx.send_replace(Some(StopSignal { grace, agent_exit: false }));
                             break Some((End::Deleting, grace));
                         }
                     }
+                    // The dispatcher dropped its handle: either the pod is gone (it cancels
+                    // `gone` first, and both branches can be ready at once) or the agent stops.
+                    Err(_) if gone.is_cancelled() => {
+                        stop_tx.send_replace(Some(StopSignal { grace: Duration::ZERO, agent_exit: false }));
+                        break Some((End::Gone, Duration::ZERO));
+                    }
                     Err(_) => {
                         let grace = ctx.shutdown_grace;
-                        stop_tx.send_replace(Some(StopSignal { grace }));
+                        stop_tx.send_replace(Some(StopSignal { grace, agent_exit: true }));
                         break Some((End::Shutdown, grace));
                     }
                 },
                 _ = gone.cancelled() => {
-                    stop_tx.send_replace(Some(StopSignal { grace: Duration::ZERO }));
+                    stop_tx.send_replace(Some(StopSignal { grace: Duration::ZERO, agent_exit: false }));
                     break Some((End::Gone, Duration::ZERO));
                 }
                 _ = shutdown.cancelled() => {
                     let grace = ctx.shutdown_grace;
-                    stop_tx.send_replace(Some(StopSignal { grace }));
+                    stop_tx.send_replace(Some(StopSignal { grace, agent_exit: true }));
                     break Some((End::Shutdown, grace));
                 }
             }
@@ -254,7 +260,9 @@ async fn wait_for_end(
             return End::Deleting;
         }
         tokio::select! {
-            changed = pod_rx.changed() => if changed.is_err() { return End::Shutdown },
+            changed = pod_rx.changed() => if changed.is_err() {
+                return if gone.is_cancelled() { End::Gone } else { End::Shutdown };
+            },
             _ = gone.cancelled() => return End::Gone,
             _ = shutdown.cancelled() => return End::Shutdown,
         }

@@ -3,10 +3,12 @@
 //! A [`Runtime`] only does the work (pull and prepare an image, start a container, wait for it,
 //! stop it); the agent owns the pod state machine, restart policy and backoff, and decides when
 //! each method is called. Nothing in these signatures names wasmtime or OCI types, so a plugin
-//! can be swapped (wasmtime today, an OCI runtime later) without touching the agent.
+//! can be swapped (wasmtime, or an OCI runtime binary) without touching the agent.
 //!
 //! - [`wasmtime`]: the plugin for Wasm images, over `flotilla-wasm`.
+//! - [`oci`]: the plugin for container images, over an OCI runtime binary (`runc`, `crun`).
 
+pub mod oci;
 pub mod wasmtime;
 
 use std::net::SocketAddr;
@@ -123,6 +125,14 @@ pub struct ContainerSpec {
     pub image: PreparedImage,
     /// argv, program name first (`command` + `args`, expanded).
     pub args: Vec<String>,
+    /// The container's `command`, expanded; `None` when unset (the image's entrypoint runs).
+    pub command: Option<Vec<String>>,
+    /// The container's `args`, expanded; `None` when unset (the image's `Cmd` is used).
+    pub command_args: Option<Vec<String>>,
+    /// The container's `workingDir`, if set.
+    pub working_dir: Option<String>,
+    /// The pod's host name (its name).
+    pub hostname: String,
     /// The resolved environment.
     pub env: Vec<(String, String)>,
     /// Volumes.
@@ -191,6 +201,18 @@ pub enum RuntimeError {
     /// No container with this id is known.
     #[error("container {0} not found")]
     NotFound(ContainerId),
+    /// The runtime cannot run commands inside its containers, or running one failed.
+    #[error("{0}")]
+    Exec(String),
+}
+
+/// How a command run inside a container ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Its exit code.
+    pub code: i32,
+    /// Its output (stdout then stderr), trimmed.
+    pub output: String,
 }
 
 /// A CRI-like runtime plugin. See the module docs for who does what.
@@ -219,4 +241,26 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Forgets an ended container (its resources are freed).
     fn remove(&self, id: &ContainerId);
+
+    /// Runs `command` inside the running container (exec probes), within `timeout`.
+    fn exec<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        command: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ExecOutput, RuntimeError>> {
+        let _ = (id, command, timeout);
+        Box::pin(async move {
+            Err(RuntimeError::Exec(format!(
+                "exec probes are not supported by the {} runtime",
+                self.handler()
+            )))
+        })
+    }
+
+    /// Whether its containers keep running when the agent exits (and are adopted by the next
+    /// agent): then an agent shutdown leaves them alone instead of stopping them.
+    fn outlives_agent(&self) -> bool {
+        false
+    }
 }

@@ -1,0 +1,486 @@
+//! The OCI runtime plugin: container images run by an OCI runtime binary (`runc`, `crun`),
+//! through the same [`Runtime`] trait as the wasmtime plugin.
+//!
+//! - [`detect`]: which runtimes work on this host (a trial container); only those become
+//!   RuntimeClass handlers.
+//! - [`rootfs`]: layers unpacked once per image (whiteouts applied), a per-container overlay
+//!   (or copy) over them.
+//! - [`spec`]: the OCI runtime spec from the image config and the pod's container.
+//! - [`runc`]: the runtime binary's command line (create, start, state, kill, delete, exec).
+//! - [`exit`]: the container's exit code and the OOM killer.
+//! - [`output`]: stdout/stderr files followed into the agent's log store.
+//! - [`adopt`]: containers that outlive an agent restart.
+//!
+//! On disk, under the agent's data directory: `oci/images/<digest>/rootfs` (unpacked images,
+//! shared by handlers), `oci/<handler>/state` (the runtime's `--root`) and
+//! `oci/<handler>/containers/<id>/` (bundle: `config.json`, `rootfs`, overlay `upper`/`work`,
+//! `hosts`, `stdout`, `stderr`, `runtime.log`). Deleting a container removes its directory,
+//! mount and cgroup.
+//!
+//! Networking: containers share the host's network namespace; the pod's address (a loopback
+//! address from the node's pod range, see `pod::address`) is on the host, so a container that
+//! listens on it (or on all addresses) is reachable there.
+
+pub mod adopt;
+pub mod detect;
+pub mod exit;
+pub mod output;
+pub mod rootfs;
+pub mod runc;
+pub mod spec;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{
+    ContainerId, ContainerSpec, ExecOutput, ExitStatus, ImageRequest, PreparedImage, Runtime,
+    RuntimeError, Workload,
+};
+use crate::image::{ImageCache, ImageContent};
+use adopt::Found;
+use runc::RuntimeBinary;
+
+/// Extra time after SIGKILL for the runtime to report the container gone.
+const KILL_SLACK: Duration = Duration::from_secs(10);
+
+/// The OCI plugin for one runtime binary; cheap to clone.
+#[derive(Clone)]
+pub struct OciRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handler: String,
+    binary: RuntimeBinary,
+    containers_dir: PathBuf,
+    images_dir: PathBuf,
+    images: ImageCache,
+    // std mutexes: map operations only, never held across an await.
+    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+    containers: Mutex<HashMap<ContainerId, Running>>,
+    claimed: Mutex<HashSet<String>>,
+    /// Containers the runtime had when this agent started: the only ones that can be adopted.
+    found_at_start: Mutex<HashSet<String>>,
+    unpacking: tokio::sync::Mutex<()>,
+    tasks: TaskTracker,
+}
+
+/// An image unpacked and ready to start containers from.
+struct Prepared {
+    rootfs: PathBuf,
+    config: serde_json::Value,
+}
+
+/// Receives a container's exit status once it ended.
+type ExitWatch = watch::Receiver<Option<ExitStatus>>;
+/// The signal the agent last sent a container.
+type Signalled = Arc<Mutex<Option<i32>>>;
+
+struct Running {
+    exit: watch::Receiver<Option<ExitStatus>>,
+    /// The signal the agent last sent (for the exit code of an adopted container).
+    signalled: Arc<Mutex<Option<i32>>>,
+}
+
+impl std::fmt::Debug for OciRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciRuntime")
+            .field("handler", &self.inner.handler)
+            .field("binary", &self.inner.binary)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OciRuntime {
+    /// The plugin for `binary` as RuntimeClass handler `handler`, its containers under
+    /// `data_dir/oci/<handler>`. Containers an earlier agent left running are kept for their pods
+    /// to claim; those unclaimed after [`adopt::ORPHAN_GRACE`] are removed (on `tasks`).
+    pub async fn new(
+        handler: &str,
+        binary: RuntimeBinary,
+        data_dir: &Path,
+        images: ImageCache,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<OciRuntime> {
+        let base = data_dir.join("oci");
+        let containers_dir = base.join(handler).join("containers");
+        std::fs::create_dir_all(&containers_dir)?;
+        std::fs::create_dir_all(base.join("images"))?;
+        let runtime = OciRuntime {
+            inner: Arc::new(Inner {
+                handler: handler.to_string(),
+                binary,
+                containers_dir,
+                images_dir: base.join("images"),
+                images,
+                prepared: Mutex::default(),
+                containers: Mutex::default(),
+                claimed: Mutex::default(),
+                found_at_start: Mutex::default(),
+                unpacking: tokio::sync::Mutex::new(()),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        let orphans = adopt::found_at_start(&runtime.inner.binary).await;
+        *lock(&runtime.inner.found_at_start) = orphans.clone();
+        let me = runtime.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(adopt::ORPHAN_GRACE) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let claimed = lock(&me.inner.claimed).clone();
+            adopt::remove_unclaimed(
+                &me.inner.binary,
+                &me.inner.containers_dir,
+                &orphans,
+                &claimed,
+            )
+            .await;
+        });
+        Ok(runtime)
+    }
+
+    fn container_dir(&self, id: &ContainerId) -> PathBuf {
+        self.inner.containers_dir.join(&id.0)
+    }
+
+    async fn prepare_image(&self, request: &ImageRequest) -> Result<PreparedImage, RuntimeError> {
+        let pulled = self
+            .inner
+            .images
+            .pull(&request.reference, request.policy, &request.secrets)
+            .await
+            .map_err(|e| RuntimeError::ImagePull(e.to_string()))?;
+        let ImageContent::Container { layers } = &pulled.content else {
+            return Err(RuntimeError::InvalidImage(format!(
+                "image {} is a Wasm image: the {} runtime runs container images (use the \
+                 wasmtime RuntimeClass for it)",
+                pulled.reference, self.inner.handler
+            )));
+        };
+        let Some(config) = pulled.config.clone() else {
+            return Err(RuntimeError::InvalidImage(format!(
+                "image {} has no image config",
+                pulled.reference
+            )));
+        };
+        let key = pulled.digest.replace(':', "-");
+        let rootfs = self.inner.images_dir.join(&key).join("rootfs");
+        if !lock(&self.inner.prepared).contains_key(&pulled.digest) {
+            let _one_at_a_time = self.inner.unpacking.lock().await;
+            let (layers, dest) = (layers.clone(), rootfs.clone());
+            tokio::task::spawn_blocking(move || rootfs::unpack_image(&layers, &dest))
+                .await
+                .map_err(|e| RuntimeError::Create(format!("unpacking task failed: {e}")))?
+                .map_err(|e| {
+                    RuntimeError::InvalidImage(format!(
+                        "image {}: cannot unpack its layers: {e}",
+                        pulled.reference
+                    ))
+                })?;
+            lock(&self.inner.prepared).insert(
+                pulled.digest.clone(),
+                Arc::new(Prepared {
+                    rootfs: rootfs.clone(),
+                    config,
+                }),
+            );
+        }
+        let repository = pulled.reference.split('@').next().unwrap_or("");
+        let repository = match repository.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => repo,
+            _ => repository,
+        };
+        let image_id = format!("{repository}@{}", pulled.digest);
+        let prepared = lock(&self.inner.prepared).get(&pulled.digest).cloned();
+        if let Some(p) = prepared {
+            lock(&self.inner.prepared).insert(image_id.clone(), p);
+        }
+        Ok(PreparedImage {
+            image: pulled.reference.clone(),
+            image_id,
+            fetched: pulled.fetched,
+            workload: Workload::Command,
+        })
+    }
+
+    async fn start_container(&self, spec: ContainerSpec) -> Result<(), RuntimeError> {
+        let id = spec.id.clone();
+        lock(&self.inner.claimed).insert(id.0.clone());
+        let binary = &self.inner.binary;
+        let dir = self.container_dir(&id);
+        // Only a container an earlier agent left can exist already; asking the runtime about
+        // any other would cost a process start on every container start.
+        let state = if lock(&self.inner.found_at_start).contains(&id.0) {
+            binary.state(&id.0).await.map_err(RuntimeError::Create)?
+        } else {
+            None
+        };
+        match adopt::classify(state.as_ref()) {
+            Found::Running { pid } => {
+                tracing::info!(container = %id, pid, "adopting a running container");
+                self.monitor(&spec, &dir, pid, false);
+                return Ok(());
+            }
+            Found::Stale => {
+                binary.delete(&id.0).await.map_err(RuntimeError::Create)?;
+                self.remove_dir(&dir).await;
+            }
+            Found::Nothing => self.remove_dir(&dir).await,
+        }
+        match self.create_and_start(&spec, &dir).await {
+            Ok(pid) => {
+                self.monitor(&spec, &dir, pid, true);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = binary.delete(&id.0).await;
+                self.remove_dir(&dir).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_and_start(
+        &self,
+        spec: &ContainerSpec,
+        dir: &Path,
+    ) -> Result<i32, RuntimeError> {
+        let prepared = lock(&self.inner.prepared)
+            .get(&spec.image.image_id)
+            .cloned()
+            .ok_or_else(|| {
+                RuntimeError::Create(format!("image {} is not prepared", spec.image.image))
+            })?;
+        // Refuse a container with nothing to run before building anything.
+        spec::argv(&prepared.config, spec).map_err(RuntimeError::InvalidImage)?;
+        let io = |what: &str, e: std::io::Error| {
+            RuntimeError::Create(format!("container {}: {what}: {e}", spec.id))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io("cannot create its directory", e))?;
+        let (image, d) = (prepared.rootfs.clone(), dir.to_path_buf());
+        tokio::task::spawn_blocking(move || rootfs::make_container_rootfs(&image, &d))
+            .await
+            .map_err(|e| RuntimeError::Create(format!("rootfs task failed: {e}")))?
+            .map_err(|e| io("cannot make its root filesystem", e))?;
+        let files = spec::HostFiles {
+            rootfs: dir.join("rootfs"),
+            hosts: dir.join("hosts"),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+        };
+        let ip = spec.listen.map(|a| a.ip());
+        std::fs::write(&files.hosts, spec::hosts_file(&spec.hostname, ip))
+            .map_err(|e| io("cannot write /etc/hosts", e))?;
+        let oci = spec::build(&prepared.config, spec, &spec.hostname, &files)
+            .map_err(RuntimeError::InvalidImage)?;
+        oci.save(dir.join("config.json"))
+            .map_err(|e| RuntimeError::Create(format!("cannot write the runtime spec: {e}")))?;
+        let (stdout, stderr) =
+            output::open_for_container(dir).map_err(|e| io("cannot open its output files", e))?;
+        let binary = &self.inner.binary;
+        binary
+            .run_detached(&spec.id.0, dir, stdout, stderr)
+            .await
+            .map_err(|e| RuntimeError::Create(format!("{}: {e}", self.inner.handler)))
+    }
+
+    /// Follows the container's output and publishes its exit status when it ends.
+    fn monitor(&self, spec: &ContainerSpec, dir: &Path, pid: i32, own_child: bool) {
+        let (tx, rx) = watch::channel(None);
+        let signalled = Arc::new(Mutex::new(None));
+        let follow_stop = CancellationToken::new();
+        let follower = self.inner.tasks.spawn(output::follow(
+            dir.to_path_buf(),
+            spec.output.clone(),
+            follow_stop.clone(),
+        ));
+        let cgroup = spec::cgroup_path(&spec.id.0);
+        let sent = signalled.clone();
+        self.inner.tasks.spawn(async move {
+            let code = exit::wait_pid(pid).await;
+            follow_stop.cancel();
+            let _ = follower.await;
+            let status = if exit::oom_killed(&cgroup) {
+                ExitStatus {
+                    code: code.unwrap_or(137),
+                    reason: "OOMKilled".into(),
+                    message: "the container exceeded its memory limit".into(),
+                }
+            } else {
+                let code = code.or_else(|| lock(&sent).map(|s| 128 + s));
+                match code {
+                    Some(0) => ExitStatus::completed(),
+                    Some(code) => ExitStatus {
+                        code,
+                        reason: "Error".into(),
+                        message: String::new(),
+                    },
+                    None => ExitStatus {
+                        code: 255,
+                        reason: "Unknown".into(),
+                        message: if own_child {
+                            "the container's exit code could not be read".into()
+                        } else {
+                            "the container was adopted from an earlier agent, which saw its \
+                             start; its exit code is unknown"
+                                .into()
+                        },
+                    },
+                }
+            };
+            let _ = tx.send(Some(status));
+        });
+        lock(&self.inner.containers).insert(
+            spec.id.clone(),
+            Running {
+                exit: rx,
+                signalled,
+            },
+        );
+    }
+
+    fn entry(&self, id: &ContainerId) -> Result<(ExitWatch, Signalled), RuntimeError> {
+        let containers = lock(&self.inner.containers);
+        let r = containers
+            .get(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.clone()))?;
+        Ok((r.exit.clone(), r.signalled.clone()))
+    }
+
+    async fn stop_container(
+        &self,
+        id: &ContainerId,
+        grace: Duration,
+    ) -> Result<ExitStatus, RuntimeError> {
+        let (mut exit, signalled) = self.entry(id)?;
+        if exit.borrow().is_none() {
+            *lock(&signalled) = Some(15);
+            if let Err(e) = self.inner.binary.kill(&id.0, "TERM").await {
+                tracing::debug!(container = %id, error = %e, "SIGTERM not delivered");
+            }
+            if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+                .await
+                .is_err()
+            {
+                *lock(&signalled) = Some(9);
+                if let Err(e) = self.inner.binary.kill(&id.0, "KILL").await {
+                    tracing::debug!(container = %id, error = %e, "SIGKILL not delivered");
+                }
+            }
+        }
+        match tokio::time::timeout(KILL_SLACK, exit.wait_for(Option::is_some)).await {
+            Ok(Ok(status)) => Ok(status.clone().unwrap_or_else(ExitStatus::completed)),
+            _ => Err(RuntimeError::Create(format!(
+                "container {id} did not stop after SIGKILL"
+            ))),
+        }
+    }
+
+    async fn remove_dir(&self, dir: &Path) {
+        let d = dir.to_path_buf();
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || rootfs::remove_container_dir(&d)).await
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a container directory");
+        }
+    }
+
+    /// Deletes the container from the runtime (its processes and cgroup) and its directory.
+    async fn delete_container(&self, id: ContainerId) {
+        lock(&self.inner.found_at_start).remove(&id.0);
+        if let Err(e) = self.inner.binary.delete(&id.0).await {
+            tracing::warn!(container = %id, error = %e, "cannot delete the container");
+        }
+        self.remove_dir(&self.container_dir(&id)).await;
+        lock(&self.inner.claimed).remove(&id.0);
+    }
+}
+
+impl Runtime for OciRuntime {
+    fn handler(&self) -> &str {
+        &self.inner.handler
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        image: &'a ImageRequest,
+    ) -> BoxFuture<'a, Result<PreparedImage, RuntimeError>> {
+        self.prepare_image(image).boxed()
+    }
+
+    fn start(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        self.start_container(spec).boxed()
+    }
+
+    fn wait<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<ExitStatus, RuntimeError>> {
+        async move {
+            let (mut exit, _) = self.entry(id)?;
+            let status = match exit.wait_for(Option::is_some).await {
+                Ok(s) => s.clone().unwrap_or_else(ExitStatus::completed),
+                Err(_) => ExitStatus {
+                    code: 255,
+                    reason: "Unknown".into(),
+                    message: "the container's monitor ended without a status".into(),
+                },
+            };
+            Ok(status)
+        }
+        .boxed()
+    }
+
+    fn stop<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<ExitStatus, RuntimeError>> {
+        self.stop_container(id, grace).boxed()
+    }
+
+    fn remove(&self, id: &ContainerId) {
+        lock(&self.inner.containers).remove(id);
+        let me = self.clone();
+        let id = id.clone();
+        self.inner
+            .tasks
+            .spawn(async move { me.delete_container(id).await });
+    }
+
+    fn exec<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        command: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ExecOutput, RuntimeError>> {
+        async move {
+            let out = self
+                .inner
+                .binary
+                .exec(&id.0, command, timeout)
+                .await
+                .map_err(RuntimeError::Exec)?;
+            Ok(ExecOutput {
+                code: out.code,
+                output: out.output,
+            })
+        }
+        .boxed()
+    }
+
+    fn outlives_agent(&self) -> bool {
+        true
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

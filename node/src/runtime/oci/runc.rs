@@ -1,0 +1,241 @@
+//! Driving an OCI runtime binary (`runc`, `crun`): create, start, state, kill, delete, exec, list.
+//!
+//! Every call passes `--root` (the runtime's state directory for this agent, so a restarted
+//! agent finds its own containers and nobody else's) and `--log` (where the runtime writes its
+//! errors, read back to give failures a clear message). Both runtimes share this command line.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+/// How long a lifecycle call (create, start, kill, delete, state) may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One OCI runtime binary with its state root.
+#[derive(Clone, Debug)]
+pub struct RuntimeBinary {
+    /// The program (`runc`, `crun`, or a path).
+    pub program: PathBuf,
+    /// The `--root` state directory.
+    pub root: PathBuf,
+}
+
+/// The parts of `runc state` the agent uses.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct State {
+    /// The container id.
+    pub id: String,
+    /// The init process (0 once stopped).
+    #[serde(default)]
+    pub pid: i32,
+    /// `creating`, `created`, `running`, `paused` or `stopped`.
+    pub status: String,
+    /// The bundle directory.
+    #[serde(default)]
+    pub bundle: String,
+}
+
+/// The outcome of an exec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The command's exit code (the runtime's own, 255, when it could not start it).
+    pub code: i32,
+    /// Its stdout and stderr, and the runtime's error when it could not start it.
+    pub output: String,
+}
+
+impl RuntimeBinary {
+    fn command(&self, log: Option<&Path>) -> Command {
+        let mut c = Command::new(&self.program);
+        c.arg("--root").arg(&self.root);
+        if let Some(log) = log {
+            c.arg("--log").arg(log).args(["--log-format", "json"]);
+        }
+        c.stdin(Stdio::null()).kill_on_drop(true);
+        c
+    }
+
+    async fn run(&self, mut c: Command, what: &str, log: Option<&Path>) -> Result<String, String> {
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = match tokio::time::timeout(CALL_TIMEOUT, c.output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => return Err(format!("cannot run {}: {e}", self.program.display())),
+            Err(_) => return Err(format!("{what} timed out after {CALL_TIMEOUT:?}")),
+        };
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let logged = log.and_then(last_error).unwrap_or_default();
+        let detail = if !logged.is_empty() { logged } else { stderr };
+        Err(format!("{what}: {detail}"))
+    }
+
+    /// `create`: sets the container up from `bundle`, its process waiting to be started; the
+    /// process's stdout and stderr go to the given files. Returns the init pid.
+    pub async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdout: std::fs::File,
+        stderr: std::fs::File,
+    ) -> Result<i32, String> {
+        self.create_with(&["create"], id, bundle, stdout, stderr)
+            .await
+    }
+
+    /// `run --detach`: `create` and `start` in one runtime invocation (one process start
+    /// fewer on the pod's path to Running). Returns the init pid.
+    pub async fn run_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdout: std::fs::File,
+        stderr: std::fs::File,
+    ) -> Result<i32, String> {
+        self.create_with(&["run", "--detach"], id, bundle, stdout, stderr)
+            .await
+    }
+
+    async fn create_with(
+        &self,
+        verb: &[&str],
+        id: &str,
+        bundle: &Path,
+        stdout: std::fs::File,
+        stderr: std::fs::File,
+    ) -> Result<i32, String> {
+        let log = bundle.join("runtime.log");
+        let pid_file = bundle.join("init.pid");
+        let mut c = self.command(Some(&log));
+        c.args(verb)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdout(stdout)
+            .stderr(stderr);
+        let status = match tokio::time::timeout(CALL_TIMEOUT, c.status()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(format!("cannot run {}: {e}", self.program.display())),
+            Err(_) => return Err(format!("create timed out after {CALL_TIMEOUT:?}")),
+        };
+        if !status.success() {
+            let detail = last_error(&log).unwrap_or_else(|| format!("exited with {status}"));
+            return Err(detail);
+        }
+        let pid = tokio::fs::read_to_string(&pid_file)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", pid_file.display()))?;
+        pid.trim()
+            .parse()
+            .map_err(|_| format!("bad pid file {}", pid_file.display()))
+    }
+
+    /// `start`: runs the created container's process.
+    pub async fn start(&self, id: &str, bundle: &Path) -> Result<(), String> {
+        let log = bundle.join("runtime.log");
+        let mut c = self.command(Some(&log));
+        c.arg("start").arg(id);
+        self.run(c, "start", Some(&log)).await.map(drop)
+    }
+
+    /// `state`: `None` when the runtime knows no such container.
+    pub async fn state(&self, id: &str) -> Result<Option<State>, String> {
+        let mut c = self.command(None);
+        c.arg("state").arg(id);
+        match self.run(c, "state", None).await {
+            Ok(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| format!("state: unreadable answer: {e}")),
+            Err(e) if e.contains("does not exist") || e.contains("not found") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `list`: every container under this root.
+    pub async fn list(&self) -> Result<Vec<State>, String> {
+        let mut c = self.command(None);
+        c.args(["list", "--format", "json"]);
+        let json = self.run(c, "list", None).await?;
+        let json = json.trim();
+        if json.is_empty() || json == "null" {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(json).map_err(|e| format!("list: unreadable answer: {e}"))
+    }
+
+    /// `kill`: sends `signal` (`TERM`, `KILL`) to the container's init process.
+    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), String> {
+        let mut c = self.command(None);
+        c.arg("kill").arg(id).arg(signal);
+        self.run(c, "kill", None).await.map(drop)
+    }
+
+    /// `delete --force`: removes the container (killing it if it still runs) and its cgroup.
+    pub async fn delete(&self, id: &str) -> Result<(), String> {
+        let mut c = self.command(None);
+        c.args(["delete", "--force"]).arg(id);
+        match self.run(c, "delete", None).await {
+            Err(e) if e.contains("does not exist") || e.contains("not found") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// `exec`: runs `command` inside the running container, with a time limit.
+    pub async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, String> {
+        let mut c = self.command(None);
+        c.arg("exec").arg(id).args(command);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = match tokio::time::timeout(timeout, c.output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => return Err(format!("cannot run {}: {e}", self.program.display())),
+            Err(_) => return Err(format!("command timed out after {timeout:?}")),
+        };
+        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&out.stderr));
+        Ok(ExecOutput {
+            code: out.status.code().unwrap_or(255),
+            output: output.trim().to_string(),
+        })
+    }
+}
+
+/// The last error the runtime wrote to its JSON log (`{"level":"error","msg":...}`).
+pub fn last_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["level"] == "error")
+        .and_then(|v| v["msg"].as_str().map(|s| s.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_logged_error_explains_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runtime.log");
+        std::fs::write(
+            &log,
+            "{\"level\":\"info\",\"msg\":\"hello\"}\n{\"level\":\"error\",\"msg\":\"exec: \\\"/nope\\\": no such file or directory\\n\"}\nnot json\n",
+        )
+        .unwrap();
+        assert_eq!(
+            last_error(&log).as_deref(),
+            Some("exec: \"/nope\": no such file or directory")
+        );
+        assert_eq!(last_error(&dir.path().join("missing")), None);
+    }
+}

@@ -1,0 +1,396 @@
+//! The OCI runtime spec (`config.json`) of a container: the image config merged with the pod's
+//! container the Kubernetes way, namespaces, mounts and cgroup limits.
+//!
+//! - argv: the pod's `command` replaces the image's `Entrypoint` (and drops its `Cmd`); the
+//!   pod's `args` replace `Cmd`. Neither anywhere is an error the pod reports.
+//! - env: the image's `Env`, then the pod's (a pod variable wins), `PATH` and `HOSTNAME` set.
+//! - cwd: the pod's `workingDir`, else the image's `WorkingDir`, else `/`.
+//! - user: the image's `User` (`uid[:gid]`, or names looked up in the rootfs' `/etc/passwd` and
+//!   `/etc/group`).
+//! - namespaces: pid, ipc, uts and mount of its own; the host's network (the pod's address is
+//!   one of the host's, see `pod::address`).
+//! - mounts: the defaults (`/proc`, `/dev`, `/sys`...), volumes as binds, `/etc/hosts` and
+//!   `/etc/resolv.conf`.
+//! - cgroups: under `/flotilla/<id>`, `limits.memory` as the memory limit and `limits.cpu` as a
+//!   CFS quota.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+};
+
+use crate::runtime::ContainerSpec;
+
+/// The CFS period the CPU quota is expressed in (µs).
+const CPU_PERIOD: u64 = 100_000;
+/// Used when neither the image nor the pod sets `PATH`.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The cgroup (relative to each hierarchy's root) of container `id`.
+pub fn cgroup_path(id: &str) -> String {
+    format!("/flotilla/{id}")
+}
+
+/// The process a container runs: argv by Kubernetes' rules over the image config.
+pub fn argv(config: &serde_json::Value, spec: &ContainerSpec) -> Result<Vec<String>, String> {
+    let list = |key: &str| -> Vec<String> {
+        config["config"][key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let argv: Vec<String> = match (&spec.command, &spec.command_args) {
+        (Some(command), Some(args)) => command.iter().chain(args).cloned().collect(),
+        (Some(command), None) => command.clone(),
+        (None, Some(args)) => list("Entrypoint").into_iter().chain(args.clone()).collect(),
+        (None, None) => list("Entrypoint").into_iter().chain(list("Cmd")).collect(),
+    };
+    if argv.is_empty() {
+        return Err(format!(
+            "image {} has no entrypoint or command, and the container sets no command: \
+             nothing to run",
+            spec.image.image
+        ));
+    }
+    Ok(argv)
+}
+
+/// The environment: the image's, overridden by the pod's.
+fn env(config: &serde_json::Value, spec: &ContainerSpec, hostname: &str) -> Vec<String> {
+    let mut vars: Vec<(String, String)> = config["config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            v.as_str()?
+                .split_once('=')
+                .map(|(k, v)| (k.into(), v.into()))
+        })
+        .collect();
+    let mut set = |k: &str, v: &str| match vars.iter_mut().find(|(n, _)| n == k) {
+        Some(slot) => slot.1 = v.to_string(),
+        None => vars.push((k.to_string(), v.to_string())),
+    };
+    set("HOSTNAME", hostname);
+    for (k, v) in &spec.env {
+        set(k, v);
+    }
+    let mut out: Vec<String> = vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !out.iter().any(|e| e.starts_with("PATH=")) {
+        out.insert(0, DEFAULT_PATH.to_string());
+    }
+    out
+}
+
+/// `uid[:gid]` from the image's `User`, names resolved in the rootfs.
+fn user(config: &serde_json::Value, rootfs: &Path) -> Result<(u32, u32), String> {
+    let text = config["config"]["User"].as_str().unwrap_or_default();
+    if text.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = match text.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (text, None),
+    };
+    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
+        let content = std::fs::read_to_string(rootfs.join(file)).ok()?;
+        content.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[0] == name)
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+        })
+    };
+    let (uid, primary) = match u.parse::<u32>() {
+        Ok(uid) => (uid, lookup_gid_of_uid(rootfs, uid).unwrap_or(0)),
+        Err(_) => lookup("etc/passwd", u)
+            .ok_or_else(|| format!("user {u:?} of the image is not in its /etc/passwd"))?,
+    };
+    let gid = match g {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let content = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+                content
+                    .lines()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split(':').collect();
+                        (f.len() >= 3 && f[0] == g).then(|| f[2].parse().ok())?
+                    })
+                    .ok_or_else(|| format!("group {g:?} of the image is not in its /etc/group"))?
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+fn lookup_gid_of_uid(rootfs: &Path, uid: u32) -> Option<u32> {
+    let content = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
+    content.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[3].parse().ok())?
+    })
+}
+
+fn bind(destination: &str, source: &Path, read_only: bool) -> Result<Mount, String> {
+    let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+    options.push(if read_only { "ro" } else { "rw" }.to_string());
+    MountBuilder::default()
+        .destination(PathBuf::from(destination))
+        .typ("bind")
+        .source(source.to_path_buf())
+        .options(options)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The capabilities a container gets by default (containerd's and Docker's set).
+const DEFAULT_CAPABILITIES: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Where the files the spec mounts live on the host.
+#[derive(Clone, Debug)]
+pub struct HostFiles {
+    /// The container's rootfs.
+    pub rootfs: PathBuf,
+    /// Its `/etc/hosts`.
+    pub hosts: PathBuf,
+    /// Its `/etc/resolv.conf`.
+    pub resolv_conf: PathBuf,
+}
+
+/// The `/etc/hosts` of a pod with `hostname` at `ip`.
+pub fn hosts_file(hostname: &str, ip: Option<std::net::IpAddr>) -> String {
+    let mut s = String::from(
+        "# Kubernetes-managed hosts file (flotilla).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    );
+    if let Some(ip) = ip {
+        s.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    s
+}
+
+/// Builds the spec of container `spec` from the image `config`.
+pub fn build(
+    config: &serde_json::Value,
+    spec: &ContainerSpec,
+    hostname: &str,
+    files: &HostFiles,
+) -> Result<Spec, String> {
+    let args = argv(config, spec)?;
+    let (uid, gid) = user(config, &files.rootfs)?;
+    let cwd = spec
+        .working_dir
+        .clone()
+        .filter(|d| !d.is_empty())
+        .or_else(|| {
+            config["config"]["WorkingDir"]
+                .as_str()
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "/".into());
+    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.iter().copied().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(args)
+        .env(env(config, spec, hostname))
+        .cwd(PathBuf::from(cwd))
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .capabilities(capabilities)
+        .no_new_privileges(false)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut mounts = oci_spec::runtime::get_default_mounts();
+    mounts.push(bind("/etc/hosts", &files.hosts, false)?);
+    mounts.push(bind("/etc/resolv.conf", &files.resolv_conf, true)?);
+    for m in &spec.mounts {
+        mounts.push(bind(&m.container_path, &m.host_path, m.read_only)?);
+    }
+    let mut resources = LinuxResourcesBuilder::default();
+    if let Some(bytes) = spec.memory_limit {
+        let memory = LinuxMemoryBuilder::default()
+            .limit(bytes as i64)
+            .swap(bytes as i64)
+            .build()
+            .map_err(|e| e.to_string())?;
+        resources = resources.memory(memory);
+    }
+    if let Some(millis) = spec.cpu_millis {
+        let cpu = LinuxCpuBuilder::default()
+            .quota((millis * CPU_PERIOD / 1000).max(1000) as i64)
+            .period(CPU_PERIOD)
+            .build()
+            .map_err(|e| e.to_string())?;
+        resources = resources.cpu(cpu);
+    }
+    let mut out = Spec::default();
+    out.set_process(Some(process));
+    out.set_hostname(Some(hostname.to_string()));
+    out.set_root(Some(
+        RootBuilder::default()
+            .path(files.rootfs.clone())
+            .readonly(false)
+            .build()
+            .map_err(|e| e.to_string())?,
+    ));
+    out.set_mounts(Some(mounts));
+    if let Some(linux) = out.linux_mut() {
+        let namespaces = linux.namespaces().clone().map(|ns| {
+            ns.into_iter()
+                .filter(|n| {
+                    !matches!(
+                        n.typ(),
+                        LinuxNamespaceType::Network | LinuxNamespaceType::Cgroup
+                    )
+                })
+                .collect()
+        });
+        linux.set_namespaces(namespaces);
+        linux.set_cgroups_path(Some(PathBuf::from(cgroup_path(&spec.id.0))));
+        linux.set_resources(Some(resources.build().map_err(|e| e.to_string())?));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{ContainerId, ContainerOutput, Mount as VolumeMount, OutputStream};
+    use crate::runtime::{PreparedImage, Workload};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    struct Discard;
+    impl ContainerOutput for Discard {
+        fn write(&self, _: OutputStream, _: &[u8]) {}
+    }
+
+    fn spec(command: Option<&[&str]>, args: Option<&[&str]>) -> ContainerSpec {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        ContainerSpec {
+            id: ContainerId("uid-main-0".into()),
+            image: PreparedImage {
+                image: "busybox:v1".into(),
+                image_id: "busybox@sha256:1".into(),
+                fetched: false,
+                workload: Workload::Command,
+            },
+            args: vec![],
+            command: command.map(owned),
+            command_args: args.map(owned),
+            working_dir: None,
+            hostname: "web-1".into(),
+            env: vec![
+                ("GREETING".into(), "hi".into()),
+                ("PATH".into(), "/bin".into()),
+            ],
+            mounts: vec![VolumeMount {
+                container_path: "/data".into(),
+                host_path: "/tmp/vol".into(),
+                read_only: true,
+            }],
+            memory_limit: Some(64 << 20),
+            cpu_millis: Some(500),
+            listen: None,
+            output: Arc::new(Discard),
+            resolver: None,
+        }
+    }
+
+    #[test]
+    fn argv_follows_kubernetes_rules_over_the_image() {
+        let config = json!({"config": {"Entrypoint": ["/ep"], "Cmd": ["c1", "c2"]}});
+        // (command, args, argv)
+        type Row<'a> = (Option<&'a [&'a str]>, Option<&'a [&'a str]>, &'a [&'a str]);
+        let table: [Row; 4] = [
+            (None, None, &["/ep", "c1", "c2"]),
+            (Some(&["/bin/x"]), None, &["/bin/x"]),
+            (None, Some(&["a"]), &["/ep", "a"]),
+            (Some(&["/bin/x"]), Some(&["a"]), &["/bin/x", "a"]),
+        ];
+        for (command, args, want) in table {
+            assert_eq!(argv(&config, &spec(command, args)).unwrap(), want);
+        }
+        let err = argv(&json!({"config": {}}), &spec(None, None)).unwrap_err();
+        assert!(err.contains("no entrypoint or command"), "{err}");
+    }
+
+    #[test]
+    fn the_spec_merges_env_mounts_limits_and_keeps_the_host_network() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = tmp.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        std::fs::write(rootfs.join("etc/passwd"), "app:x:1000:1001::/:/bin/sh\n").unwrap();
+        let config = json!({"config": {"Cmd": ["/app"], "Env": ["PATH=/usr/bin", "A=1"],
+            "WorkingDir": "/srv", "User": "app"}});
+        let files = HostFiles {
+            rootfs: rootfs.clone(),
+            hosts: tmp.path().join("hosts"),
+            resolv_conf: "/etc/resolv.conf".into(),
+        };
+        let s = build(&config, &spec(None, None), "web-1", &files).unwrap();
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["process"]["args"], json!(["/app"]));
+        assert_eq!(
+            v["process"]["env"],
+            json!(["PATH=/bin", "A=1", "HOSTNAME=web-1", "GREETING=hi"])
+        );
+        assert_eq!(v["process"]["cwd"], "/srv");
+        assert_eq!(v["process"]["user"]["uid"], 1000);
+        assert_eq!(v["process"]["user"]["gid"], 1001);
+        assert_eq!(v["hostname"], "web-1");
+        let ns: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(!ns.contains(&"network") && ns.contains(&"pid") && ns.contains(&"mount"));
+        assert_eq!(v["linux"]["cgroupsPath"], "/flotilla/uid-main-0");
+        assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
+        let data = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/data")
+            .unwrap();
+        assert_eq!(data["source"], "/tmp/vol");
+        assert!(data["options"].as_array().unwrap().contains(&json!("ro")));
+        let bad = json!({"config": {"Cmd": ["/app"], "User": "nobody-here"}});
+        assert!(build(&bad, &spec(None, None), "w", &files).is_err());
+    }
+}

@@ -1,0 +1,697 @@
+//! Container pods on the OCI runtime path (runc), end to end: a `flotilla server` and a separate
+//! `flotilla agent` process (so the agent can be restarted), a busybox image built here as an
+//! OCI image layout and pushed with `flotilla image push`, everything driven by kubectl.
+//!
+//! These tests need root and runc (the suite runs as root on CI); without them they fail with
+//! a message saying so rather than passing without checking anything.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::harness::{Server, flotilla_bin, wait_for};
+
+/// Every wait for a pod to get somewhere.
+const POD_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Fails the test with a clear message when the host cannot run containers.
+fn require_root_and_runc() {
+    let uid = Command::new("id").arg("-u").output().expect("id");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "container tests need root (runc creates namespaces, cgroups and mounts); run the suite as root"
+    );
+    let runc = Command::new("runc").arg("--version").output();
+    assert!(
+        runc.is_ok_and(|o| o.status.success()),
+        "container tests need runc on PATH (apt-get install runc, see .ci/apt-packages.txt)"
+    );
+    assert!(
+        Path::new("/bin/busybox").exists(),
+        "container tests need /bin/busybox (apt-get install busybox-static)"
+    );
+}
+
+/// A node agent process, restartable over the same data directory.
+struct Agent {
+    child: Option<Child>,
+    name: String,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    cidr: String,
+}
+
+impl Agent {
+    fn start(server: &Server, dir: &Path) -> Agent {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut agent = Agent {
+            child: None,
+            name: format!("oci-node-{n}"),
+            dir: dir.to_path_buf(),
+            kubeconfig: server.kubeconfig.clone(),
+            cidr: format!("127.{}.{}.0/24", 200 + n, std::process::id() % 250),
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(flotilla_bin())
+            .args(["agent", "--listen", "127.0.0.1:0", "--name", &self.name])
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--pod-cidr", &self.cidr])
+            .args([
+                "--restart-backoff-base-ms",
+                "300",
+                "--restart-backoff-max-ms",
+                "2000",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn flotilla agent");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("flotilla agent did not start within 60s");
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, and a wait (at most 30 s) for the process to exit.
+    fn terminate(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let exited = wait_for_opt(Duration::from_secs(30), || {
+            c.try_wait().ok().flatten().map(|_| ())
+        });
+        if exited.is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("the agent did not exit within 30s of SIGTERM");
+        }
+    }
+
+    fn state_root(&self) -> PathBuf {
+        self.dir.join("oci/runc/state")
+    }
+
+    fn containers_dir(&self) -> PathBuf {
+        self.dir.join("oci/runc/containers")
+    }
+
+    /// `runc list` under the agent's root: (id, pid, status).
+    fn runc_list(&self) -> Vec<(String, i64, String)> {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.state_root())
+            .args(["list", "--format", "json"])
+            .output()
+            .expect("runc list");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let list: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap_or_default().to_string(),
+                    c["pid"].as_i64().unwrap_or(0),
+                    c["status"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// What a deleted pod with `uid` could leave behind: containers, directories, mounts,
+    /// cgroups. Empty when nothing is left.
+    fn leftovers(&self, uid: &str) -> Vec<String> {
+        let mut left = Vec::new();
+        for (id, pid, status) in self.runc_list() {
+            if id.starts_with(uid) {
+                left.push(format!("runc container {id} ({status}, pid {pid})"));
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.containers_dir()) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(uid) {
+                    left.push(format!("directory {}", e.path().display()));
+                }
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mounts.lines() {
+            if line.contains(uid) {
+                left.push(format!("mount {line}"));
+            }
+        }
+        if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+            for c in controllers.flatten() {
+                if let Ok(groups) = std::fs::read_dir(c.path().join("flotilla")) {
+                    for g in groups.flatten() {
+                        if g.file_name().to_string_lossy().starts_with(uid) {
+                            left.push(format!("cgroup {}", g.path().display()));
+                        }
+                    }
+                }
+            }
+        }
+        left
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Containers outlive the agent by design: remove what a failed test left running.
+        for (id, _, _) in self.runc_list() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(self.state_root())
+                .args(["delete", "--force", &id])
+                .status();
+        }
+        if let Ok(entries) = std::fs::read_dir(self.containers_dir()) {
+            for e in entries.flatten() {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(e.path().join("rootfs"))
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+fn wait_for_opt<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A cluster: control plane, one agent with runc, the busybox image pushed as `busybox:v1`.
+struct Cluster {
+    // The agent first: fields drop in order, and the agent stops before its server.
+    agent: Agent,
+    server: Server,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        require_root_and_runc();
+        let server = Server::start();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let agent = Agent::start(&server, &tmp.path().join("agent"));
+        let c = Cluster {
+            agent,
+            server,
+            _tmp: tmp,
+        };
+        c.wait_node_with_runc();
+        let layout = c._tmp.path().join("busybox-layout");
+        busybox_layout(&layout, json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}));
+        c.push(&layout, "busybox:v1");
+        c
+    }
+
+    fn wait_node_with_runc(&self) {
+        let name = self.agent.name.clone();
+        wait_for("the node to be Ready and offer runc", POD_TIMEOUT, || {
+            let out = self.server.kubectl(&["get", "node", &name, "-o", "json"]);
+            let node: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let handlers = node["metadata"]["labels"]["flotilla.dev/runtime-handlers"]
+                .as_str()?
+                .to_string();
+            let ready = node["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (ready && handlers.split('.').any(|h| h == "runc")).then_some(())
+        });
+    }
+
+    /// `flotilla image push DIR REF` against the cluster's registry.
+    fn push(&self, source: &Path, reference: &str) {
+        let out = Command::new(flotilla_bin())
+            .args(["image", "push", "--quiet"])
+            .arg(source)
+            .arg(reference)
+            .args(["--server", &self.server.url])
+            .output()
+            .expect("flotilla image push");
+        assert!(
+            out.status.success(),
+            "flotilla image push {reference} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn apply(&self, manifest: &str) {
+        let out = self.server.kubectl_stdin(&["apply", "-f", "-"], manifest);
+        assert!(
+            out.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pod(&self, name: &str) -> Option<Value> {
+        let out = self.server.kubectl(&["get", "pod", name, "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("pod json"))
+    }
+
+    fn wait_pod(&self, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        wait_for(&format!("pod {name}: {what}"), POD_TIMEOUT, || {
+            self.pod(name).filter(|p| f(p))
+        })
+    }
+
+    /// Deletes the pod, waits until it is gone, and checks that it left nothing behind.
+    fn delete_and_check_nothing_left(&self, name: &str, uid: &str) {
+        self.delete_with(name, uid, &[]);
+    }
+
+    /// Deletes the pod at once (`--grace-period=0 --force`: the API forgets it immediately and
+    /// the agent sees it vanish), then checks that it left nothing behind.
+    fn force_delete_and_check_nothing_left(&self, name: &str, uid: &str) {
+        self.delete_with(name, uid, &["--grace-period=0", "--force"]);
+    }
+
+    fn delete_with(&self, name: &str, uid: &str, extra: &[&str]) {
+        let mut args = vec!["delete", "pod", name, "--wait=true", "--timeout=60s"];
+        args.extend_from_slice(extra);
+        let out = self.server.kubectl(&args);
+        assert!(
+            out.status.success(),
+            "delete failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let left = wait_for_opt(Duration::from_secs(30), || {
+            let left = self.agent.leftovers(uid);
+            left.is_empty().then_some(())
+        });
+        assert!(
+            left.is_some(),
+            "pod {name} left things behind: {:#?}",
+            self.agent.leftovers(uid)
+        );
+    }
+
+    /// The messages of the pod's events.
+    fn events(&self, pod: &str) -> String {
+        self.server.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ])
+    }
+}
+
+/// Writes an OCI image layout of a busybox rootfs (the static busybox, its applets as links,
+/// /etc/passwd) with the given image `config` section.
+fn busybox_layout(dir: &Path, config: Value) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let add_dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str| {
+        let mut h = new_header();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        tar.append_data(&mut h, path, std::io::empty()).unwrap();
+    };
+    for d in ["bin", "etc", "tmp", "www"] {
+        add_dir(&mut tar, d);
+    }
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let mut h = new_header();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    tar.append_data(&mut h, "bin/busybox", &busybox[..])
+        .unwrap();
+    for applet in [
+        "sh", "echo", "sleep", "cat", "true", "false", "httpd", "ls", "env", "kill", "hostname",
+        "dd",
+    ] {
+        let mut h = new_header();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        tar.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    for (path, content) in [
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        ("etc/group", "root:x:0:\n"),
+        ("www/index.html", "hello from a container\n"),
+    ] {
+        let mut h = new_header();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(content.len() as u64);
+        tar.append_data(&mut h, path, content.as_bytes()).unwrap();
+    }
+    let layer = tar.into_inner().unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (layer_digest, layer_size) = put(&layer);
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    });
+    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": layer_size}],
+    });
+    let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": manifest_digest, "size": manifest_size}],
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// A pod on the runc RuntimeClass pinned to the agent's node.
+fn pod(node: &str, name: &str, image: &str, container: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {node}\n  runtimeClassName: runc\n  terminationGracePeriodSeconds: 3\n{spec}  containers:\n    - name: main\n      image: {image}\n{container}"
+    )
+}
+
+fn status(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text))
+}
+
+#[test]
+fn a_container_pod_runs_logs_restarts_and_leaves_nothing_behind() {
+    let c = Cluster::start();
+    let node = c.agent.name.clone();
+    let container = "      command: [\"sh\", \"-c\", \"echo hello $(GREETING) from $(hostname); sleep 1; exit 3\"]\n      env:\n        - name: GREETING\n          value: containers\n      resources:\n        limits:\n          memory: 32Mi\n          cpu: 250m\n";
+    c.apply(&pod(&node, "crashy", "busybox:v1", container, ""));
+    let p = c.wait_pod("crashy", "restarted after exiting with 3", |p| {
+        status(p)["restartCount"].as_i64().unwrap_or(0) >= 1
+            && status(p)["lastState"]["terminated"]["exitCode"] == 3
+    });
+    assert_eq!(status(&p)["lastState"]["terminated"]["reason"], "Error");
+    assert!(
+        status(&p)["containerID"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("runc://")),
+        "{p}"
+    );
+    let logs = wait_for("the container's log", POD_TIMEOUT, || {
+        let out = c.server.kubectl(&["logs", "crashy", "--previous"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("hello containers from crashy")
+            .then_some(text)
+    });
+    assert!(logs.contains("hello containers"), "{logs}");
+    let events = c.events("crashy");
+    assert!(
+        events.contains("BackOff") || events.contains("Started"),
+        "{events}"
+    );
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    c.force_delete_and_check_nothing_left("crashy", &uid);
+}
+
+#[test]
+fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
+    let c = Cluster::start();
+    let node = c.agent.name.clone();
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/hello-http/hello-http.wasm");
+    c.push(&wasm, "hello-http:v1");
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: wasm-web\nspec:\n  nodeName: {node}\n  runtimeClassName: wasmtime\n  containers:\n    - name: main\n      image: hello-http:v1\n      ports:\n        - containerPort: 8080\n"
+    ));
+    let container = "      command: [\"httpd\", \"-f\", \"-h\", \"/www\", \"-p\", \"$(POD_IP):8080\"]\n      env:\n        - name: POD_IP\n          valueFrom:\n            fieldRef:\n              fieldPath: status.podIP\n      ports:\n        - containerPort: 8080\n      readinessProbe:\n        httpGet:\n          path: /index.html\n          port: 8080\n        periodSeconds: 1\n      livenessProbe:\n        exec:\n          command: [\"cat\", \"/www/index.html\"]\n        periodSeconds: 1\n";
+    c.apply(&pod(&node, "container-web", "busybox:v1", container, ""));
+    let web = c.wait_pod("container-web", "Running and Ready", |p| {
+        p["status"]["phase"] == "Running" && is_ready(p)
+    });
+    let wasm_web = c.wait_pod("wasm-web", "Running", |p| p["status"]["phase"] == "Running");
+    for (p, want) in [(&web, "hello from a container"), (&wasm_web, "")] {
+        let ip = p["status"]["podIP"].as_str().expect("pod IP");
+        let path = if want.is_empty() { "/" } else { "/index.html" };
+        let (code, body) = wait_for("an HTTP answer", POD_TIMEOUT, || {
+            http_get(&format!("{ip}:8080"), path)
+        });
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(want), "{body}");
+    }
+    // The exec liveness probe keeps passing: no restarts.
+    std::thread::sleep(Duration::from_secs(3));
+    let web = c.pod("container-web").unwrap();
+    assert_eq!(status(&web)["restartCount"], 0, "{web}");
+    let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
+    c.delete_and_check_nothing_left("container-web", &uid);
+}
+
+#[test]
+fn a_restarted_agent_adopts_its_running_containers() {
+    let mut c = Cluster::start();
+    let node = c.agent.name.clone();
+    let container =
+        "      command: [\"sh\", \"-c\", \"echo started; while true; do sleep 1; done\"]\n";
+    c.apply(&pod(&node, "long", "busybox:v1", container, ""));
+    let p = c.wait_pod("long", "Running", |p| p["status"]["phase"] == "Running");
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let before = c.agent.runc_list();
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].2, "running");
+
+    c.agent.terminate();
+    let during = c.agent.runc_list();
+    assert_eq!(
+        during, before,
+        "the container keeps running while the agent is down"
+    );
+    c.agent.spawn();
+    c.wait_node_with_runc();
+    let logs = wait_for("the adopted container's log", POD_TIMEOUT, || {
+        let out = c.server.kubectl(&["logs", "long"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("started").then_some(text)
+    });
+    assert!(logs.contains("started"));
+    std::thread::sleep(Duration::from_secs(2));
+    let after = c.agent.runc_list();
+    assert_eq!(after, before, "adopted, not started twice");
+    let p = c.pod("long").unwrap();
+    assert_eq!(p["status"]["phase"], "Running");
+    assert_eq!(status(&p)["restartCount"], 0, "{p}");
+
+    // The adopted container still stops on deletion (SIGTERM ends the shell's sleep loop or
+    // SIGKILL does after the grace period) and leaves nothing behind.
+    c.delete_and_check_nothing_left("long", &uid);
+}
+
+#[test]
+fn container_pods_with_bad_input_say_why() {
+    let c = Cluster::start();
+    let node = c.agent.name.clone();
+    let bare = c._tmp.path().join("bare-layout");
+    busybox_layout(&bare, json!({"Env": ["PATH=/bin"]}));
+    c.push(&bare, "bare:v1");
+
+    c.apply(&pod(&node, "no-entrypoint", "bare:v1", "", ""));
+    c.apply(&pod(
+        &node,
+        "no-binary",
+        "busybox:v1",
+        "      command: [\"/no/such/program\"]\n",
+        "",
+    ));
+    c.apply(&pod(
+        &node,
+        "exits-at-once",
+        "busybox:v1",
+        "      command: [\"false\"]\n",
+        "  restartPolicy: Never\n",
+    ));
+    c.apply(&pod(
+        &node,
+        "bad-probe",
+        "busybox:v1",
+        "      command: [\"sleep\", \"3600\"]\n      readinessProbe:\n        exec:\n          command: [\"/no/such/probe\"]\n        periodSeconds: 1\n",
+        "",
+    ));
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: on-crun\nspec:\n  runtimeClassName: crun\n  containers:\n    - name: main\n      image: busybox:v1\n",
+    );
+
+    let p = c.wait_pod("no-entrypoint", "CreateContainerError", |p| {
+        status(p)["state"]["waiting"]["reason"] == "CreateContainerError"
+    });
+    let m = status(&p)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(m.contains("no entrypoint or command"), "{m}");
+    let p = c.wait_pod("no-binary", "CreateContainerError", |p| {
+        status(p)["state"]["waiting"]["reason"] == "CreateContainerError"
+    });
+    let m = status(&p)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(m.contains("/no/such/program"), "{m}");
+
+    let p = c.wait_pod("exits-at-once", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(status(&p)["state"]["terminated"]["exitCode"], 1, "{p}");
+    assert_eq!(status(&p)["state"]["terminated"]["reason"], "Error");
+
+    c.wait_pod("bad-probe", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let events = wait_for("an Unhealthy event", POD_TIMEOUT, || {
+        let e = c.events("bad-probe");
+        e.contains("Unhealthy").then_some(e)
+    });
+    assert!(events.contains("/no/such/probe"), "{events}");
+    let p = c.wait_pod(
+        "bad-probe",
+        "a Ready condition naming the probe failure",
+        |p| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["type"] == "Ready"
+                        && c["status"] == "False"
+                        && c["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("/no/such/probe"))
+                })
+            })
+        },
+    );
+    assert!(!is_ready(&p), "{p}");
+
+    let p = c.wait_pod("on-crun", "unschedulable", |p| {
+        p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+        })
+    });
+    let cond = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .unwrap()
+        .clone();
+    assert!(
+        cond["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("crun")
+            || cond["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("runtime"),
+        "{cond}"
+    );
+
+    for name in ["no-entrypoint", "no-binary", "exits-at-once", "bad-probe"] {
+        let uid = c.pod(name).unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        c.delete_and_check_nothing_left(name, &uid);
+    }
+}
+
+/// A tar header owned by root with a fixed mtime (fields a container runtime unpacks).
+fn new_header() -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_oom_killed() {
+    let c = Cluster::start();
+    let node = c.agent.name.clone();
+    // dd's 64 MiB buffer cannot fit in a 16 MiB cgroup.
+    let container = "      command: [\"dd\", \"if=/dev/zero\", \"of=/dev/null\", \"bs=64M\", \"count=1\"]\n      resources:\n        limits:\n          memory: 16Mi\n";
+    c.apply(&pod(
+        &node,
+        "hungry",
+        "busybox:v1",
+        container,
+        "  restartPolicy: Never\n",
+    ));
+    let p = c.wait_pod("hungry", "Failed", |p| p["status"]["phase"] == "Failed");
+    let terminated = &status(&p)["state"]["terminated"];
+    assert_eq!(terminated["reason"], "OOMKilled", "{p}");
+    assert_eq!(terminated["exitCode"], 137, "{p}");
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    c.force_delete_and_check_nothing_left("hungry", &uid);
+}
