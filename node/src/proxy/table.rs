@@ -87,6 +87,10 @@ pub fn build<'a>(
             continue;
         }
         let cluster_ip: Option<IpAddr> = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
+        if cluster_ip.is_none() {
+            // Headless: clients reach the pods themselves; nothing to proxy.
+            continue;
+        }
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
             spec.session_affinity_config
                 .as_ref()
