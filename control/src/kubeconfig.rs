@@ -28,6 +28,9 @@ mod tests {
         assert!(k.contains("server: http://127.0.0.1:7000"));
         assert!(k.contains("current-context: flotilla"));
         let v: serde_yaml::Value = serde_yaml::from_str(&k).unwrap();
-        assert_eq!(v["clusters"][0]["cluster"]["server"], "http://127.0.0.1:7000");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"],
+            "http://127.0.0.1:7000"
+        );
     }
 }

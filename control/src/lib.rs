@@ -24,5 +24,4 @@ pub mod scheduler;
 pub mod server;
 pub mod store;
 
-
 pub use server::{ServerConfig, serve};

@@ -71,7 +71,8 @@ pub enum ServeError {
 }
 
 /// The namespaces every cluster has from its first start.
-pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const DEFAULT_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Creates the default namespaces and the `wasmtime`, `runc` and `crun` RuntimeClasses if
 /// missing (idempotent).
@@ -79,7 +80,10 @@ pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiErro
     let ns_res = resources::find("", "v1", "namespaces").expect("served");
     for ns in DEFAULT_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match api.create(ns_res, None, obj, &WriteOptions::default()).await {
+        match api
+            .create(ns_res, None, obj, &WriteOptions::default())
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.code == 409 => {}
             Err(e) => return Err(e),
@@ -105,11 +109,18 @@ pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiErro
 }
 
 /// Runs the control plane on `listener` until `shutdown` is cancelled, then drains.
-pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let mut store_config = RedbStoreConfig::new(config.data_dir.join("store.redb"));
     store_config.watch_window = config.watch_window;
     store_config.watch_min_events = config.watch_history;
-    let store = RedbStore::open(store_config).map_err(|source| ServeError::Store { dir: config.data_dir.clone(), source })?;
+    let store = RedbStore::open(store_config).map_err(|source| ServeError::Store {
+        dir: config.data_dir.clone(),
+        source,
+    })?;
     let result = serve_with_store(listener, config, Arc::new(store.clone()), shutdown).await;
     store.close();
     result
@@ -131,31 +142,73 @@ pub async fn serve_with_store(
             service_ranges: config.service_ranges.clone(),
         },
     );
-    bootstrap(&api).await.map_err(|e| ServeError::Bootstrap(e.to_string()))?;
+    bootstrap(&api)
+        .await
+        .map_err(|e| ServeError::Bootstrap(e.to_string()))?;
 
     let tasks = TaskTracker::new();
     let controllers_token = shutdown.child_token();
-    tasks.spawn(controllers::namespace::run(api.clone(), controllers_token.clone()));
-    tasks.spawn(controllers::replicaset::run(api.clone(), controllers_token.clone()));
-    tasks.spawn(controllers::deployment::run(api.clone(), controllers_token.clone()));
-    tasks.spawn(controllers::job::run(api.clone(), controllers_token.clone()));
-    tasks.spawn(controllers::daemonset::run(api.clone(), controllers_token.clone()));
-    tasks.spawn(controllers::garbage_collector::run(api.clone(), controllers_token.clone()));
-    tasks.spawn(controllers::node_lifecycle::run(api.clone(), config.node_lifecycle.clone(), controllers_token.clone()));
-    tasks.spawn(controllers::endpoints::run(api.clone(), controllers_token.clone()));
-    tasks.spawn(controllers::endpointslice::run(api.clone(), controllers_token.clone()));
-    tasks.spawn(crate::scheduler::run(api.clone(), crate::scheduler::SchedulerConfig::default(), controllers_token.clone()));
+    tasks.spawn(controllers::namespace::run(
+        api.clone(),
+        controllers_token.clone(),
+    ));
+    tasks.spawn(controllers::replicaset::run(
+        api.clone(),
+        controllers_token.clone(),
+    ));
+    tasks.spawn(controllers::deployment::run(
+        api.clone(),
+        controllers_token.clone(),
+    ));
+    tasks.spawn(controllers::job::run(
+        api.clone(),
+        controllers_token.clone(),
+    ));
+    tasks.spawn(controllers::daemonset::run(
+        api.clone(),
+        controllers_token.clone(),
+    ));
+    tasks.spawn(controllers::garbage_collector::run(
+        api.clone(),
+        controllers_token.clone(),
+    ));
+    tasks.spawn(controllers::node_lifecycle::run(
+        api.clone(),
+        config.node_lifecycle.clone(),
+        controllers_token.clone(),
+    ));
+    tasks.spawn(controllers::endpoints::run(
+        api.clone(),
+        controllers_token.clone(),
+    ));
+    tasks.spawn(controllers::endpointslice::run(
+        api.clone(),
+        controllers_token.clone(),
+    ));
+    tasks.spawn(crate::scheduler::run(
+        api.clone(),
+        crate::scheduler::SchedulerConfig::default(),
+        controllers_token.clone(),
+    ));
 
     let registry = crate::registry::Registry::open(&config.data_dir.join("registry"))
         .map_err(|e| ServeError::Registry(e.to_string()))?;
-    let app = http::router(HttpState { api: api.clone(), shutdown: shutdown.clone() })
-        .merge(crate::registry::router(registry));
+    let app = http::router(HttpState {
+        api: api.clone(),
+        shutdown: shutdown.clone(),
+    })
+    .merge(crate::registry::router(registry));
     tracing::info!(%addr, "control plane serving");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
 
     controllers_token.cancel();
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("controllers did not stop within 5s");
     }
     Ok(())

@@ -104,7 +104,10 @@ fn pod(name: &str, ns: &str) -> serde_json::Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "labels": {"app": "bench", "tier": "web"}},
-        "spec": {"runtimeClassName": "wasmtime", "containers": [{
+        // Another scheduler's pods: the built-in scheduler leaves them alone (Kubernetes
+        // semantics), so this measures the API server and store, not scheduling attempts
+        // (`flotilla bench scheduler` measures those).
+        "spec": {"schedulerName": "flotilla-bench", "runtimeClassName": "wasmtime", "containers": [{
             "name": "app", "image": "hello-http:v1",
             "ports": [{"containerPort": 8080, "name": "http"}],
             "env": [{"name": "MODE", "value": "bench"}],
@@ -116,7 +119,11 @@ fn pod(name: &str, ns: &str) -> serde_json::Value {
 /// 4 KiB write + fdatasync latencies in `dir`.
 fn fdatasync_samples(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Duration>> {
     let path = dir.join("fdatasync-probe");
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
     let block = vec![0xa5u8; 4096];
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -141,7 +148,11 @@ async fn create(client: &reqwest::Client, base: &str, ns: &str, name: &str) -> a
         .send()
         .await?;
     if r.status().as_u16() != 201 {
-        bail!("create {name}: HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
+        bail!(
+            "create {name}: HTTP {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -160,7 +171,10 @@ async fn make_namespace(client: &reqwest::Client, base: &str, ns: &str) -> anyho
 
 async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&data_dir)?;
     let shutdown = CancellationToken::new();
     let (base, server) = match &args.server {
@@ -173,11 +187,18 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
             (format!("http://{addr}"), Some(handle))
         }
     };
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients * 2)
+        .build()?;
     // Wait for readiness.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         if Instant::now() > deadline {
@@ -187,10 +208,19 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     }
     let run_id = std::process::id();
 
-    println!("flotilla bench api — {} cores, server {}", std::thread::available_parallelism().map_or(0, |n| n.get()), base);
+    println!(
+        "flotilla bench api — {} cores, server {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        base
+    );
     let fsync = fdatasync_samples(&data_dir, args.fsyncs)?;
     let fsync_p50 = percentile(&fsync, 0.5);
-    println!("fdatasync 4 KiB:            p50 {:8.1} µs  p99 {:8.1} µs  (n={})", us(fsync_p50), us(percentile(&fsync, 0.99)), fsync.len());
+    println!(
+        "fdatasync 4 KiB:            p50 {:8.1} µs  p99 {:8.1} µs  (n={})",
+        us(fsync_p50),
+        us(percentile(&fsync, 0.99)),
+        fsync.len()
+    );
 
     // Single client, sequential.
     let ns = format!("bench-single-{run_id}");
@@ -254,10 +284,20 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     // Watch delivery: time from a create's acknowledgement to its event on an open watch.
     let ns = format!("bench-watch-{run_id}");
     make_namespace(&client, &base, &ns).await?;
-    let list: serde_json::Value = client.get(format!("{base}/api/v1/namespaces/{ns}/pods")).send().await?.json().await?;
-    let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+    let list: serde_json::Value = client
+        .get(format!("{base}/api/v1/namespaces/{ns}/pods"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
     let resp = client
-        .get(format!("{base}/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv}"))
+        .get(format!(
+            "{base}/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv}"
+        ))
         .send()
         .await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
@@ -304,7 +344,11 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     watcher.abort();
     delivery.sort();
     if delivery.len() < args.watched {
-        bail!("only {} of {} watch events arrived", delivery.len(), args.watched);
+        bail!(
+            "only {} of {} watch events arrived",
+            delivery.len(),
+            args.watched
+        );
     }
     println!(
         "watch delivery after ack:   p50 {:8.1} µs  p99 {:8.1} µs  max {:8.1} µs  (n={})",

@@ -33,7 +33,11 @@ pub struct PodsBenchArgs {
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
     /// The `wasi:http` component every pod runs.
-    #[arg(long, default_value = "samples/hello-http/hello-http.wasm", value_name = "FILE")]
+    #[arg(
+        long,
+        default_value = "samples/hello-http/hello-http.wasm",
+        value_name = "FILE"
+    )]
     pub wasm: PathBuf,
     /// Longest wait for any one phase, in seconds.
     #[arg(long, default_value_t = 300)]
@@ -46,7 +50,10 @@ type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 /// Runs the benchmark and prints a report.
 pub async fn run(args: PodsBenchArgs) -> anyhow::Result<()> {
     if !args.wasm.is_file() {
-        bail!("{}: no such file (run from the repository root or pass --wasm)", args.wasm.display());
+        bail!(
+            "{}: no such file (run from the repository root or pass --wasm)",
+            args.wasm.display()
+        );
     }
     let tmp = tempfile::tempdir()?;
     let data_dir = tmp.path().join("control");
@@ -107,14 +114,21 @@ pub async fn run(args: PodsBenchArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let pods_url = format!("{base}/api/v1/namespaces/default/pods");
     let seen: Seen = Arc::default();
-    let watch = tokio::spawn(watch_running(client.clone(), pods_url.clone(), seen.clone()));
+    let watch = tokio::spawn(watch_running(
+        client.clone(),
+        pods_url.clone(),
+        seen.clone(),
+    ));
     let timeout = Duration::from_secs(args.timeout);
 
     // Warm-up: the node is Ready, the image pulled and compiled.
     let warm = Instant::now();
     create(&client, &pods_url, "warm").await?;
     wait_running(&seen, &["warm".to_string()], timeout).await?;
-    println!("warm-up pod Running in {:.1} ms (pull + compile)", ms(warm.elapsed()));
+    println!(
+        "warm-up pod Running in {:.1} ms (pull + compile)",
+        ms(warm.elapsed())
+    );
     let rss_before = rss_kib(agent_pid)?;
 
     let mut sequence = Vec::with_capacity(args.pods);
@@ -196,7 +210,11 @@ async fn create(client: &reqwest::Client, url: &str, name: &str) -> anyhow::Resu
     });
     let response = client.post(url).json(&pod).send().await?;
     if !response.status().is_success() {
-        bail!("create {name}: {} {}", response.status(), response.text().await?);
+        bail!(
+            "create {name}: {} {}",
+            response.status(),
+            response.text().await?
+        );
     }
     Ok(())
 }

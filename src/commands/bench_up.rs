@@ -33,7 +33,13 @@ pub async fn run(args: UpBenchArgs) -> anyhow::Result<()> {
         let tmp = tempfile::tempdir()?;
         let started = Instant::now();
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["up", "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--agent-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--node-name", "bench-up"])
             .arg("--data-dir")
             .arg(tmp.path())
@@ -94,11 +100,16 @@ pub async fn run(args: UpBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn node_ready(client: &reqwest::Client, url: &str) -> bool {
-    let Ok(response) = client.get(url).send().await else { return false };
-    let Ok(node) = response.json::<serde_json::Value>().await else { return false };
-    node["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    let Ok(response) = client.get(url).send().await else {
+        return false;
+    };
+    let Ok(node) = response.json::<serde_json::Value>().await else {
+        return false;
+    };
+    node["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 /// Resident memory of `pid` in KiB: total, anonymous, file-backed.

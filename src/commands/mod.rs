@@ -2,12 +2,12 @@
 
 pub mod agent;
 pub mod bench;
-pub mod bench_pods;
-pub mod bench_deployment;
 pub mod bench_container;
+pub mod bench_deployment;
+pub mod bench_pods;
 pub mod bench_scheduler;
-pub mod bench_up;
 pub mod bench_service;
+pub mod bench_up;
 pub mod completions;
 pub mod image;
 pub mod server;
@@ -64,5 +64,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

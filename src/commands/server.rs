@@ -81,12 +81,16 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 /// Binds, writes the kubeconfig, serves until a signal, then shuts down gracefully.
 pub async fn serve(args: ServerArgs, what: &str) -> anyhow::Result<()> {
     let data_dir = args.data_dir()?;
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let kubeconfig = args.write_kubeconfig.clone().unwrap_or_else(|| data_dir.join("kubeconfig"));
+    let kubeconfig = args
+        .write_kubeconfig
+        .clone()
+        .unwrap_or_else(|| data_dir.join("kubeconfig"));
     flotilla_control::kubeconfig::write(&kubeconfig, &format!("http://{addr}"), "flotilla")
         .with_context(|| format!("cannot write kubeconfig {}", kubeconfig.display()))?;
 
@@ -103,7 +107,10 @@ pub async fn serve(args: ServerArgs, what: &str) -> anyhow::Result<()> {
     println!("flotilla {what} listening on http://{addr}");
     println!("data dir:   {}", data_dir.display());
     println!("kubeconfig: {}", kubeconfig.display());
-    println!("try:        KUBECONFIG={} kubectl get namespaces", kubeconfig.display());
+    println!(
+        "try:        KUBECONFIG={} kubectl get namespaces",
+        kubeconfig.display()
+    );
     server.await.context("control plane task failed")??;
     Ok(())
 }

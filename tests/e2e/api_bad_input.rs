@@ -11,7 +11,10 @@ struct Http {
 
 impl Http {
     fn new(s: &Server) -> Http {
-        Http { base: s.url.clone(), client: reqwest::blocking::Client::new() }
+        Http {
+            base: s.url.clone(),
+            client: reqwest::blocking::Client::new(),
+        }
     }
 
     fn send(&self, method: &str, path: &str, ct: &str, body: Vec<u8>) -> (u16, Value) {
@@ -29,15 +32,21 @@ impl Http {
 
     /// The whole state that could change: the list revision of every kind we touch.
     fn snapshot(&self) -> Vec<Value> {
-        ["/api/v1/configmaps", "/api/v1/pods", "/api/v1/services", "/apis/apps/v1/deployments", "/api/v1/namespaces"]
-            .iter()
-            .map(|p| {
-                let (_, v) = self.send("GET", p, "application/json", vec![]);
-                // Items, not the list revision: the revision is global and background
-                // controllers may write elsewhere.
-                v["items"].clone()
-            })
-            .collect()
+        [
+            "/api/v1/configmaps",
+            "/api/v1/pods",
+            "/api/v1/services",
+            "/apis/apps/v1/deployments",
+            "/api/v1/namespaces",
+        ]
+        .iter()
+        .map(|p| {
+            let (_, v) = self.send("GET", p, "application/json", vec![]);
+            // Items, not the list revision: the revision is global and background
+            // controllers may write elsewhere.
+            v["items"].clone()
+        })
+        .collect()
     }
 }
 
@@ -50,20 +59,38 @@ fn bad_requests_get_their_status_codes_and_change_nothing() {
     let s = Server::start();
     let h = Http::new(&s);
     // The namespace controller gives each namespace its default ServiceAccount; let it settle.
-    crate::harness::wait_for("default service accounts", std::time::Duration::from_secs(10), || {
-        let (_, v) = h.send("GET", "/api/v1/serviceaccounts", "application/json", vec![]);
-        (v["items"].as_array().map_or(0, Vec::len) >= 4).then_some(())
-    });
-    let (code, existing) = h.send("POST", "/api/v1/namespaces/default/configmaps", "application/json", cm("existing"));
+    crate::harness::wait_for(
+        "default service accounts",
+        std::time::Duration::from_secs(10),
+        || {
+            let (_, v) = h.send("GET", "/api/v1/serviceaccounts", "application/json", vec![]);
+            (v["items"].as_array().map_or(0, Vec::len) >= 4).then_some(())
+        },
+    );
+    let (code, existing) = h.send(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        cm("existing"),
+    );
     assert_eq!(code, 201);
-    let stale_rv = existing["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let stale_rv = existing["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Make the stored revision move past the one we hold.
-    let (code, _) = h.send("PATCH", "/api/v1/namespaces/default/configmaps/existing", "application/merge-patch+json", br#"{"data":{"k":"v2"}}"#.to_vec());
+    let (code, _) = h.send(
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/existing",
+        "application/merge-patch+json",
+        br#"{"data":{"k":"v2"}}"#.to_vec(),
+    );
     assert_eq!(code, 200);
     let before = h.snapshot();
 
     let pod_no_containers = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}});
-    let bad_name = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}});
+    let bad_name =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}});
     let wrong_kind = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}});
     let wrong_ns = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"}});
     let bad_deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
@@ -90,24 +117,186 @@ fn bad_requests_get_their_status_codes_and_change_nothing() {
         field: Option<&'a str>,
     }
     let cases = vec![
-        Case { what: "malformed json", method: "POST", path: "/api/v1/namespaces/default/configmaps", ct: "application/json", body: b"{\"kind\": ".to_vec(), code: 400, reason: "BadRequest", field: None },
-        Case { what: "malformed yaml", method: "POST", path: "/api/v1/namespaces/default/configmaps", ct: "application/yaml", body: b"kind: [unclosed".to_vec(), code: 400, reason: "BadRequest", field: None },
-        Case { what: "unknown resource", method: "POST", path: "/api/v1/namespaces/default/widgets", ct: "application/json", body: cm("w"), code: 404, reason: "NotFound", field: None },
-        Case { what: "unknown group", method: "GET", path: "/apis/example.com/v1/things", ct: "application/json", body: vec![], code: 404, reason: "NotFound", field: None },
-        Case { what: "unknown version", method: "GET", path: "/apis/apps/v7/deployments", ct: "application/json", body: vec![], code: 404, reason: "NotFound", field: None },
-        Case { what: "invalid name", method: "POST", path: "/api/v1/namespaces/default/configmaps", ct: "application/json", body: j(&bad_name), code: 422, reason: "Invalid", field: Some("metadata.name") },
-        Case { what: "missing required field", method: "POST", path: "/api/v1/namespaces/default/pods", ct: "application/json", body: j(&pod_no_containers), code: 422, reason: "Invalid", field: Some("spec.containers") },
-        Case { what: "selector not matching template", method: "POST", path: "/apis/apps/v1/namespaces/default/deployments", ct: "application/json", body: j(&bad_deploy), code: 422, reason: "Invalid", field: Some("spec.template.metadata.labels") },
-        Case { what: "kind not matching the url", method: "POST", path: "/api/v1/namespaces/default/configmaps", ct: "application/json", body: j(&wrong_kind), code: 400, reason: "BadRequest", field: None },
-        Case { what: "body namespace differs from url", method: "POST", path: "/api/v1/namespaces/default/configmaps", ct: "application/json", body: j(&wrong_ns), code: 400, reason: "BadRequest", field: None },
-        Case { what: "body over 3 MiB", method: "POST", path: "/api/v1/namespaces/default/configmaps", ct: "application/json", body: big, code: 413, reason: "RequestEntityTooLarge", field: None },
-        Case { what: "stale resourceVersion", method: "PUT", path: "/api/v1/namespaces/default/configmaps/existing", ct: "application/json", body: j(&stale), code: 409, reason: "Conflict", field: None },
-        Case { what: "existing name", method: "POST", path: "/api/v1/namespaces/default/configmaps", ct: "application/json", body: cm("existing"), code: 409, reason: "AlreadyExists", field: None },
-        Case { what: "namespace that does not exist", method: "POST", path: "/api/v1/namespaces/nope/configmaps", ct: "application/json", body: cm("x"), code: 404, reason: "NotFound", field: None },
-        Case { what: "unsupported media type", method: "POST", path: "/api/v1/namespaces/default/configmaps", ct: "text/plain", body: cm("x"), code: 415, reason: "UnsupportedMediaType", field: None },
-        Case { what: "patch of a missing object", method: "PATCH", path: "/api/v1/namespaces/default/configmaps/ghost", ct: "application/merge-patch+json", body: b"{}".to_vec(), code: 404, reason: "NotFound", field: None },
-        Case { what: "malformed patch", method: "PATCH", path: "/api/v1/namespaces/default/configmaps/existing", ct: "application/json-patch+json", body: b"{\"op\":1}".to_vec(), code: 400, reason: "BadRequest", field: None },
-        Case { what: "dry run create", method: "POST", path: "/api/v1/namespaces/default/configmaps?dryRun=All", ct: "application/json", body: cm("dry"), code: 201, reason: "", field: None },
+        Case {
+            what: "malformed json",
+            method: "POST",
+            path: "/api/v1/namespaces/default/configmaps",
+            ct: "application/json",
+            body: b"{\"kind\": ".to_vec(),
+            code: 400,
+            reason: "BadRequest",
+            field: None,
+        },
+        Case {
+            what: "malformed yaml",
+            method: "POST",
+            path: "/api/v1/namespaces/default/configmaps",
+            ct: "application/yaml",
+            body: b"kind: [unclosed".to_vec(),
+            code: 400,
+            reason: "BadRequest",
+            field: None,
+        },
+        Case {
+            what: "unknown resource",
+            method: "POST",
+            path: "/api/v1/namespaces/default/widgets",
+            ct: "application/json",
+            body: cm("w"),
+            code: 404,
+            reason: "NotFound",
+            field: None,
+        },
+        Case {
+            what: "unknown group",
+            method: "GET",
+            path: "/apis/example.com/v1/things",
+            ct: "application/json",
+            body: vec![],
+            code: 404,
+            reason: "NotFound",
+            field: None,
+        },
+        Case {
+            what: "unknown version",
+            method: "GET",
+            path: "/apis/apps/v7/deployments",
+            ct: "application/json",
+            body: vec![],
+            code: 404,
+            reason: "NotFound",
+            field: None,
+        },
+        Case {
+            what: "invalid name",
+            method: "POST",
+            path: "/api/v1/namespaces/default/configmaps",
+            ct: "application/json",
+            body: j(&bad_name),
+            code: 422,
+            reason: "Invalid",
+            field: Some("metadata.name"),
+        },
+        Case {
+            what: "missing required field",
+            method: "POST",
+            path: "/api/v1/namespaces/default/pods",
+            ct: "application/json",
+            body: j(&pod_no_containers),
+            code: 422,
+            reason: "Invalid",
+            field: Some("spec.containers"),
+        },
+        Case {
+            what: "selector not matching template",
+            method: "POST",
+            path: "/apis/apps/v1/namespaces/default/deployments",
+            ct: "application/json",
+            body: j(&bad_deploy),
+            code: 422,
+            reason: "Invalid",
+            field: Some("spec.template.metadata.labels"),
+        },
+        Case {
+            what: "kind not matching the url",
+            method: "POST",
+            path: "/api/v1/namespaces/default/configmaps",
+            ct: "application/json",
+            body: j(&wrong_kind),
+            code: 400,
+            reason: "BadRequest",
+            field: None,
+        },
+        Case {
+            what: "body namespace differs from url",
+            method: "POST",
+            path: "/api/v1/namespaces/default/configmaps",
+            ct: "application/json",
+            body: j(&wrong_ns),
+            code: 400,
+            reason: "BadRequest",
+            field: None,
+        },
+        Case {
+            what: "body over 3 MiB",
+            method: "POST",
+            path: "/api/v1/namespaces/default/configmaps",
+            ct: "application/json",
+            body: big,
+            code: 413,
+            reason: "RequestEntityTooLarge",
+            field: None,
+        },
+        Case {
+            what: "stale resourceVersion",
+            method: "PUT",
+            path: "/api/v1/namespaces/default/configmaps/existing",
+            ct: "application/json",
+            body: j(&stale),
+            code: 409,
+            reason: "Conflict",
+            field: None,
+        },
+        Case {
+            what: "existing name",
+            method: "POST",
+            path: "/api/v1/namespaces/default/configmaps",
+            ct: "application/json",
+            body: cm("existing"),
+            code: 409,
+            reason: "AlreadyExists",
+            field: None,
+        },
+        Case {
+            what: "namespace that does not exist",
+            method: "POST",
+            path: "/api/v1/namespaces/nope/configmaps",
+            ct: "application/json",
+            body: cm("x"),
+            code: 404,
+            reason: "NotFound",
+            field: None,
+        },
+        Case {
+            what: "unsupported media type",
+            method: "POST",
+            path: "/api/v1/namespaces/default/configmaps",
+            ct: "text/plain",
+            body: cm("x"),
+            code: 415,
+            reason: "UnsupportedMediaType",
+            field: None,
+        },
+        Case {
+            what: "patch of a missing object",
+            method: "PATCH",
+            path: "/api/v1/namespaces/default/configmaps/ghost",
+            ct: "application/merge-patch+json",
+            body: b"{}".to_vec(),
+            code: 404,
+            reason: "NotFound",
+            field: None,
+        },
+        Case {
+            what: "malformed patch",
+            method: "PATCH",
+            path: "/api/v1/namespaces/default/configmaps/existing",
+            ct: "application/json-patch+json",
+            body: b"{\"op\":1}".to_vec(),
+            code: 400,
+            reason: "BadRequest",
+            field: None,
+        },
+        Case {
+            what: "dry run create",
+            method: "POST",
+            path: "/api/v1/namespaces/default/configmaps?dryRun=All",
+            ct: "application/json",
+            body: cm("dry"),
+            code: 201,
+            reason: "",
+            field: None,
+        },
     ];
     for c in cases {
         let (code, status) = h.send(c.method, c.path, c.ct, c.body);
@@ -116,11 +305,21 @@ fn bad_requests_get_their_status_codes_and_change_nothing() {
             assert_eq!(status["kind"], "Status", "{}: {status}", c.what);
             assert_eq!(status["reason"], c.reason, "{}: {status}", c.what);
             assert_eq!(status["code"], c.code, "{}", c.what);
-            assert!(!status["message"].as_str().unwrap_or("").is_empty(), "{}", c.what);
+            assert!(
+                !status["message"].as_str().unwrap_or("").is_empty(),
+                "{}",
+                c.what
+            );
         }
         if let Some(field) = c.field {
-            let causes = status["details"]["causes"].as_array().unwrap_or_else(|| panic!("{}: causes in {status}", c.what));
-            assert!(causes.iter().any(|cause| cause["field"] == field), "{}: {field} in {status}", c.what);
+            let causes = status["details"]["causes"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{}: causes in {status}", c.what));
+            assert!(
+                causes.iter().any(|cause| cause["field"] == field),
+                "{}: {field} in {status}",
+                c.what
+            );
         }
         assert_eq!(h.snapshot(), before, "{} changed the stored state", c.what);
     }
@@ -131,13 +330,36 @@ fn strict_field_validation_rejects_unknown_fields_and_kubectl_reports_them() {
     let s = Server::start();
     let h = Http::new(&s);
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "u"}, "data": {}, "bogus": 1});
-    let (code, status) = h.send("POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", "application/json", serde_json::to_vec(&body).unwrap());
+    let (code, status) = h.send(
+        "POST",
+        "/api/v1/namespaces/default/configmaps?fieldValidation=Strict",
+        "application/json",
+        serde_json::to_vec(&body).unwrap(),
+    );
     assert_eq!(code, 400, "{status}");
-    assert!(status["message"].as_str().unwrap().contains("unknown field \"bogus\""), "{status}");
-    let out = s.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: u\nspecc: {}\n");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field \"bogus\""),
+        "{status}"
+    );
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: u\nspecc: {}\n",
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("specc"), "{}", String::from_utf8_lossy(&out.stderr));
-    let (code, _) = h.send("GET", "/api/v1/namespaces/default/configmaps/u", "application/json", vec![]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("specc"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _) = h.send(
+        "GET",
+        "/api/v1/namespaces/default/configmaps/u",
+        "application/json",
+        vec![],
+    );
     assert_eq!(code, 404, "nothing was written");
 }
 
@@ -151,7 +373,13 @@ fn the_cli_prints_one_line_and_exits_non_zero_on_bad_flags() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--listen"), "{err}");
     let out = std::process::Command::new(crate::harness::flotilla_bin())
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "/proc/no-such/dir"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/proc/no-such/dir",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -52,17 +52,34 @@ fn concurrent_acknowledged_creates_survive_kill_9() {
     s.kill9();
 
     let s = Server::start_in(dir.path(), &[]);
-    let list: Value = reqwest::blocking::get(format!("{}/api/v1/namespaces/default/configmaps", s.url)).unwrap().json().unwrap();
+    let list: Value =
+        reqwest::blocking::get(format!("{}/api/v1/namespaces/default/configmaps", s.url))
+            .unwrap()
+            .json()
+            .unwrap();
     let items = list["items"].as_array().unwrap();
     for name in &acknowledged {
-        let item = items.iter().find(|i| i["metadata"]["name"] == name.as_str()).unwrap_or_else(|| panic!("{name} lost"));
+        let item = items
+            .iter()
+            .find(|i| i["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} lost"));
         let index: usize = name.trim_start_matches("durable-").parse().unwrap();
         assert_eq!(item["data"]["index"], index.to_string(), "{name} intact");
-        assert_eq!(item["data"]["payload"].as_str().unwrap().len(), 512, "{name} intact");
-        assert!(item["metadata"]["uid"].is_string() && item["metadata"]["resourceVersion"].is_string());
+        assert_eq!(
+            item["data"]["payload"].as_str().unwrap().len(),
+            512,
+            "{name} intact"
+        );
+        assert!(
+            item["metadata"]["uid"].is_string() && item["metadata"]["resourceVersion"].is_string()
+        );
     }
     assert_eq!(items.len(), N);
     // The restarted server keeps counting revisions up, never reusing one.
-    let rv: u64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let rv: u64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(rv >= N as u64);
 }

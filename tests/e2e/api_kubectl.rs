@@ -15,30 +15,54 @@ fn apply_basic(s: &Server) -> String {
 fn applying_a_folder_creates_every_kind_and_reapplying_a_changed_folder_patches_it() {
     let s = Server::start();
     let out = apply_basic(&s);
-    for line in ["namespace/shop created", "configmap/web-config created", "secret/web-secret created",
-        "deployment.apps/web created", "service/web created", "job.batch/migrate created"] {
+    for line in [
+        "namespace/shop created",
+        "configmap/web-config created",
+        "secret/web-secret created",
+        "deployment.apps/web created",
+        "service/web created",
+        "job.batch/migrate created",
+    ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
     let cm = s.kubectl_json(&["get", "configmap", "web-config", "-n", "shop"]);
     assert_eq!(cm["data"]["greeting"], "hello");
     let secret = s.kubectl_json(&["get", "secret", "web-secret", "-n", "shop"]);
-    assert_eq!(secret["data"]["token"], "czNjcjN0", "stringData is stored base64 in data");
+    assert_eq!(
+        secret["data"]["token"], "czNjcjN0",
+        "stringData is stored base64 in data"
+    );
     let d = s.kubectl_json(&["get", "deployment", "web", "-n", "shop"]);
     assert_eq!(d["metadata"]["generation"], 1);
-    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%", "defaults are applied");
+    assert_eq!(
+        d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%",
+        "defaults are applied"
+    );
 
     let out = s.kubectl_ok(&["apply", "-f", manifests("basic-v2").to_str().unwrap()]);
     assert!(out.contains("configmap/web-config configured"), "{out}");
     assert!(out.contains("deployment.apps/web configured"), "{out}");
     assert!(out.contains("service/web unchanged"), "{out}");
     let cm = s.kubectl_json(&["get", "configmap", "web-config", "-n", "shop"]);
-    assert_eq!(cm["data"], serde_json::json!({"greeting": "bonjour", "extra": "added"}), "removed keys are pruned by the patch");
+    assert_eq!(
+        cm["data"],
+        serde_json::json!({"greeting": "bonjour", "extra": "added"}),
+        "removed keys are pruned by the patch"
+    );
     let d = s.kubectl_json(&["get", "deployment", "web", "-n", "shop"]);
     assert_eq!(d["spec"]["replicas"], 3);
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "hello-http:v2");
-    let env = d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "hello-http:v2"
+    );
+    let env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
     assert_eq!(env.len(), 1, "MODE was removed from env by name: {env:?}");
-    assert_eq!(d["metadata"]["generation"], 2, "a spec change bumps the generation");
+    assert_eq!(
+        d["metadata"]["generation"], 2,
+        "a spec change bumps the generation"
+    );
 }
 
 #[test]
@@ -50,28 +74,62 @@ fn get_prints_tables_wide_tables_json_and_yaml() {
     assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
     assert!(table.lines().nth(1).unwrap().starts_with("web "), "{table}");
     let wide = s.kubectl_ok(&["get", "deployments", "-n", "shop", "-o", "wide"]);
-    assert!(wide.lines().next().unwrap().contains("CONTAINERS") && wide.contains("hello-http:v1"), "{wide}");
+    assert!(
+        wide.lines().next().unwrap().contains("CONTAINERS") && wide.contains("hello-http:v1"),
+        "{wide}"
+    );
     let svc = s.kubectl_ok(&["get", "svc", "-n", "shop"]);
-    assert!(svc.starts_with("NAME") && svc.contains("TYPE") && svc.contains("PORT(S)"), "{svc}");
+    assert!(
+        svc.starts_with("NAME") && svc.contains("TYPE") && svc.contains("PORT(S)"),
+        "{svc}"
+    );
     let ns = s.kubectl_ok(&["get", "namespaces"]);
-    for n in ["default", "kube-system", "kube-public", "kube-node-lease", "shop"] {
-        assert!(ns.lines().any(|l| l.starts_with(n) && l.contains("Active")), "{n} in {ns}");
+    for n in [
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "shop",
+    ] {
+        assert!(
+            ns.lines().any(|l| l.starts_with(n) && l.contains("Active")),
+            "{n} in {ns}"
+        );
     }
     let json = s.kubectl_json(&["get", "configmaps", "-n", "shop"]);
     assert_eq!(json["kind"], "List");
-    assert!(json["items"].as_array().unwrap().iter().any(|i| i["metadata"]["name"] == "web-config"));
+    assert!(
+        json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["metadata"]["name"] == "web-config")
+    );
     let yaml = s.kubectl_ok(&["get", "service", "web", "-n", "shop", "-o", "yaml"]);
     let v: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
-    assert_eq!(v["spec"]["ports"][0]["targetPort"], serde_yaml::Value::from("http"));
+    assert_eq!(
+        v["spec"]["ports"][0]["targetPort"],
+        serde_yaml::Value::from("http")
+    );
     let name_only = s.kubectl_ok(&["get", "cm,secret", "-n", "shop", "-o", "name"]);
-    assert!(name_only.contains("configmap/web-config") && name_only.contains("secret/web-secret"), "{name_only}");
+    assert!(
+        name_only.contains("configmap/web-config") && name_only.contains("secret/web-secret"),
+        "{name_only}"
+    );
 }
 
 #[test]
 fn get_watch_reports_added_modified_and_deleted_objects() {
     let s = Server::start();
     let mut watcher = Command::new("kubectl")
-        .args(["get", "configmaps", "-n", "default", "--watch", "--output-watch-events"])
+        .args([
+            "get",
+            "configmaps",
+            "-n",
+            "default",
+            "--watch",
+            "--output-watch-events",
+        ])
         .env("KUBECONFIG", &s.kubeconfig)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -85,37 +143,109 @@ fn get_watch_reports_added_modified_and_deleted_objects() {
     let _ = watcher.kill();
     let _ = watcher.wait();
     let mut out = String::new();
-    watcher.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    let events: Vec<&str> = out.lines().filter(|l| l.contains("watched")).map(|l| l.split_whitespace().next().unwrap()).collect();
-    assert_eq!(events, ["ADDED", "MODIFIED", "DELETED"], "watch output:\n{out}");
+    watcher
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let events: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("watched"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["ADDED", "MODIFIED", "DELETED"],
+        "watch output:\n{out}"
+    );
 }
 
 #[test]
 fn label_annotate_and_all_three_patch_types_change_objects() {
     let s = Server::start();
     apply_basic(&s);
-    s.kubectl_ok(&["label", "configmap", "web-config", "-n", "shop", "tier=frontend"]);
-    s.kubectl_ok(&["annotate", "configmap", "web-config", "-n", "shop", "owner=alice"]);
+    s.kubectl_ok(&[
+        "label",
+        "configmap",
+        "web-config",
+        "-n",
+        "shop",
+        "tier=frontend",
+    ]);
+    s.kubectl_ok(&[
+        "annotate",
+        "configmap",
+        "web-config",
+        "-n",
+        "shop",
+        "owner=alice",
+    ]);
     let cm = s.kubectl_json(&["get", "configmap", "web-config", "-n", "shop"]);
     assert_eq!(cm["metadata"]["labels"]["tier"], "frontend");
     assert_eq!(cm["metadata"]["annotations"]["owner"], "alice");
     s.kubectl_ok(&["label", "configmap", "web-config", "-n", "shop", "tier-"]);
     let cm = s.kubectl_json(&["get", "configmap", "web-config", "-n", "shop"]);
-    assert!(cm["metadata"]["labels"].get("tier").is_none(), "label removed");
+    assert!(
+        cm["metadata"]["labels"].get("tier").is_none(),
+        "label removed"
+    );
 
-    s.kubectl_ok(&["patch", "configmap", "web-config", "-n", "shop", "--type=merge", "-p", r#"{"data":{"mode":null,"new":"v"}}"#]);
-    s.kubectl_ok(&["patch", "configmap", "web-config", "-n", "shop", "--type=json", "-p", r#"[{"op":"replace","path":"/data/greeting","value":"hi"}]"#]);
+    s.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "web-config",
+        "-n",
+        "shop",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"mode":null,"new":"v"}}"#,
+    ]);
+    s.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "web-config",
+        "-n",
+        "shop",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/data/greeting","value":"hi"}]"#,
+    ]);
     let cm = s.kubectl_json(&["get", "configmap", "web-config", "-n", "shop"]);
-    assert_eq!(cm["data"], serde_json::json!({"greeting": "hi", "new": "v"}));
+    assert_eq!(
+        cm["data"],
+        serde_json::json!({"greeting": "hi", "new": "v"})
+    );
     s.kubectl_ok(&["patch", "deployment", "web", "-n", "shop", "--type=strategic", "-p",
         r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"EXTRA","value":"1"}]}]}}}}"#]);
     let d = s.kubectl_json(&["get", "deployment", "web", "-n", "shop"]);
     let c = &d["spec"]["template"]["spec"]["containers"][0];
-    let mut names: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     names.sort();
-    assert_eq!(names, ["EXTRA", "GREETING", "MODE"], "strategic merge by name keeps the others");
-    assert_eq!(c["image"], "hello-http:v1", "the container was merged, not replaced");
-    let bad = s.kubectl(&["patch", "configmap", "web-config", "-n", "shop", "--type=json", "-p", r#"[{"op":"test","path":"/data/greeting","value":"nope"}]"#]);
+    assert_eq!(
+        names,
+        ["EXTRA", "GREETING", "MODE"],
+        "strategic merge by name keeps the others"
+    );
+    assert_eq!(
+        c["image"], "hello-http:v1",
+        "the container was merged, not replaced"
+    );
+    let bad = s.kubectl(&[
+        "patch",
+        "configmap",
+        "web-config",
+        "-n",
+        "shop",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/data/greeting","value":"nope"}]"#,
+    ]);
     assert!(!bad.status.success());
 }
 
@@ -127,7 +257,15 @@ fn scale_sets_the_replicas_of_a_deployment() {
     assert!(out.contains("deployment.apps/web scaled"), "{out}");
     let d = s.kubectl_json(&["get", "deployment", "web", "-n", "shop"]);
     assert_eq!(d["spec"]["replicas"], 5);
-    let bad = s.kubectl(&["scale", "deployment", "web", "-n", "shop", "--replicas=2", "--resource-version=1"]);
+    let bad = s.kubectl(&[
+        "scale",
+        "deployment",
+        "web",
+        "-n",
+        "shop",
+        "--replicas=2",
+        "--resource-version=1",
+    ]);
     assert!(!bad.status.success(), "a stale resourceVersion is refused");
 }
 
@@ -139,9 +277,15 @@ fn delete_by_label_removes_only_the_matching_objects() {
     s.kubectl_ok(&["create", "configmap", "c", "--from-literal=x=1"]);
     s.kubectl_ok(&["label", "configmap", "a", "b", "batch=old"]);
     let out = s.kubectl_ok(&["delete", "configmaps", "-l", "batch=old"]);
-    assert!(out.contains("\"a\" deleted") && out.contains("\"b\" deleted"), "{out}");
+    assert!(
+        out.contains("\"a\" deleted") && out.contains("\"b\" deleted"),
+        "{out}"
+    );
     let left = s.kubectl_ok(&["get", "configmaps", "-o", "name"]);
-    assert!(left.contains("configmap/c") && !left.contains("configmap/a"), "{left}");
+    assert!(
+        left.contains("configmap/c") && !left.contains("configmap/a"),
+        "{left}"
+    );
 }
 
 #[test]
@@ -149,11 +293,23 @@ fn describe_shows_a_deployment_and_explain_answers_from_openapi() {
     let s = Server::start();
     apply_basic(&s);
     let d = s.kubectl_ok(&["describe", "deployment", "web", "-n", "shop"]);
-    for want in ["Name:", "web", "Namespace:", "shop", "Selector:", "app=web", "hello-http:v1", "RollingUpdate"] {
+    for want in [
+        "Name:",
+        "web",
+        "Namespace:",
+        "shop",
+        "Selector:",
+        "app=web",
+        "hello-http:v1",
+        "RollingUpdate",
+    ] {
         assert!(d.contains(want), "{want} missing in:\n{d}");
     }
     let e = s.kubectl_ok(&["explain", "pod.spec.containers"]);
-    assert!(e.contains("KIND:") && e.contains("Pod") && e.contains("FIELD: containers"), "{e}");
+    assert!(
+        e.contains("KIND:") && e.contains("Pod") && e.contains("FIELD: containers"),
+        "{e}"
+    );
     assert!(e.contains("image"), "{e}");
     let e = s.kubectl_ok(&["explain", "deployment.spec.strategy"]);
     assert!(e.contains("rollingUpdate"), "{e}");
@@ -164,11 +320,23 @@ fn deleting_a_namespace_terminates_it_removes_its_contents_then_removes_it() {
     let s = Server::start();
     apply_basic(&s);
     s.kubectl_ok(&["delete", "namespace", "shop", "--wait=false"]);
-    wait_for("namespace shop to disappear", Duration::from_secs(20), || {
-        let out = s.kubectl(&["get", "namespace", "shop"]);
-        (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound")).then_some(())
-    });
-    let left = s.kubectl_ok(&["get", "configmaps,deployments,services,jobs", "-n", "shop", "-o", "name"]);
+    wait_for(
+        "namespace shop to disappear",
+        Duration::from_secs(20),
+        || {
+            let out = s.kubectl(&["get", "namespace", "shop"]);
+            (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound"))
+                .then_some(())
+        },
+    );
+    let left = s.kubectl_ok(&[
+        "get",
+        "configmaps,deployments,services,jobs",
+        "-n",
+        "shop",
+        "-o",
+        "name",
+    ]);
     assert!(left.trim().is_empty(), "contents were deleted: {left}");
     let refused = s.kubectl(&["create", "configmap", "x", "-n", "shop"]);
     assert!(!refused.status.success());
@@ -185,14 +353,52 @@ fn graceful_shutdown_on_sigterm_exits_cleanly() {
 fn kubectl_create_generators_which_send_protobuf_work_for_builtin_kinds() {
     let s = Server::start();
     s.kubectl_ok(&["create", "namespace", "gen"]);
-    s.kubectl_ok(&["create", "deployment", "web", "-n", "gen", "--image=hello-http:v1", "--replicas=0", "--port=8080"]);
-    s.kubectl_ok(&["create", "secret", "generic", "creds", "-n", "gen", "--from-literal=user=admin"]);
-    s.kubectl_ok(&["create", "service", "clusterip", "web", "-n", "gen", "--tcp=80:8080"]);
-    s.kubectl_ok(&["create", "job", "once", "-n", "gen", "--image=hello-wasi:v1"]);
+    s.kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "gen",
+        "--image=hello-http:v1",
+        "--replicas=0",
+        "--port=8080",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "-n",
+        "gen",
+        "--from-literal=user=admin",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "-n",
+        "gen",
+        "--tcp=80:8080",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "job",
+        "once",
+        "-n",
+        "gen",
+        "--image=hello-wasi:v1",
+    ]);
     s.kubectl_ok(&["create", "serviceaccount", "robot", "-n", "gen"]);
     let d = s.kubectl_json(&["get", "deployment", "web", "-n", "gen"]);
-    assert_eq!(d["spec"]["replicas"], 0, "an explicit zero survives protobuf decoding");
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
+    assert_eq!(
+        d["spec"]["replicas"], 0,
+        "an explicit zero survives protobuf decoding"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        8080
+    );
     let secret = s.kubectl_json(&["get", "secret", "creds", "-n", "gen"]);
     assert_eq!(secret["data"]["user"], "YWRtaW4=");
     let svc = s.kubectl_json(&["get", "service", "web", "-n", "gen"]);

@@ -606,7 +606,7 @@ fn a_rollout_interrupted_by_a_control_plane_restart_completes() {
     wait_for("the rollout under way", TIMEOUT, || {
         let d = s.kubectl_json(&["get", "deployment", "slow"]);
         let updated = d["status"]["updatedReplicas"].as_i64().unwrap_or(0);
-        (updated >= 1 && updated < 4).then_some(())
+        (1..4).contains(&updated).then_some(())
     });
     let _ = server.kill();
     let _ = server.wait();

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 /// `FLOTILLA_BIN` overrides it (to run the suite as another user from a copy of the binaries).
 pub fn flotilla_bin() -> &'static str {
     static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| std::env::var("FLOTILLA_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_flotilla").to_string()))
+    BIN.get_or_init(|| {
+        std::env::var("FLOTILLA_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_flotilla").to_string())
+    })
 }
 
 /// A control plane started as a child process, killed when dropped.
@@ -59,14 +61,28 @@ impl Server {
                 }
             }
         });
-        let url = rx.recv_timeout(Duration::from_secs(30)).expect("flotilla server did not start within 30s");
-        Server { child: Some(child), dir: dir.to_path_buf(), url, kubeconfig, _tmp: None }
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("flotilla server did not start within 30s");
+        Server {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            url,
+            kubeconfig,
+            _tmp: None,
+        }
     }
 
     /// A handle on a server started elsewhere in `dir` (its kubeconfig) at `url`; dropping
     /// it kills nothing.
     pub fn attach(dir: &Path, url: &str) -> Server {
-        Server { child: None, dir: dir.to_path_buf(), url: url.to_string(), kubeconfig: dir.join("kubeconfig"), _tmp: None }
+        Server {
+            child: None,
+            dir: dir.to_path_buf(),
+            url: url.to_string(),
+            kubeconfig: dir.join("kubeconfig"),
+            _tmp: None,
+        }
     }
 
     /// Kills the process with SIGKILL (no shutdown at all) and waits for it.
@@ -79,8 +95,12 @@ impl Server {
 
     /// Sends SIGTERM and waits (at most 10 s) for a clean exit; returns whether it exited 0.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return false };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
@@ -125,7 +145,9 @@ impl Server {
     /// A kube client for this server.
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config");
         kube::Client::try_from(config).expect("client")
     }
 }
@@ -142,13 +164,22 @@ fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("KUBECTL_NO_COLOR", "1")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl is installed");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
     }
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -169,12 +200,17 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// The manifests shipped with the tests.
 pub fn manifests(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/manifests")
+        .join(name)
 }

@@ -27,7 +27,12 @@ impl Agent {
         let mut child = Command::new(flotilla_bin())
             .args(["agent", "--name", name, "--listen", "127.0.0.1:0"])
             .args(["--pod-cidr", cidr])
-            .args(["--restart-backoff-base-ms", "200", "--restart-backoff-max-ms", "1000"])
+            .args([
+                "--restart-backoff-base-ms",
+                "200",
+                "--restart-backoff-max-ms",
+                "1000",
+            ])
             .arg("--kubeconfig")
             .arg(&server.kubeconfig)
             .arg("--data-dir")
@@ -46,7 +51,8 @@ impl Agent {
                 }
             }
         });
-        rx.recv_timeout(TIMEOUT).expect("flotilla agent did not start within 60 s");
+        rx.recv_timeout(TIMEOUT)
+            .expect("flotilla agent did not start within 60 s");
         Agent { child, _tmp: tmp }
     }
 }
@@ -59,7 +65,9 @@ impl Drop for Agent {
 }
 
 fn sample(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(path)
 }
 
 fn push(server: &Server, wasm: &Path, reference: &str) {
@@ -79,11 +87,15 @@ fn push(server: &Server, wasm: &Path, reference: &str) {
 
 fn pod(server: &Server, name: &str) -> Option<Value> {
     let out = server.kubectl(&["get", "pod", name, "-o", "json"]);
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("pod json"))
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("pod json"))
 }
 
 fn wait_pod(server: &Server, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    wait_for(&format!("pod {name}: {what}"), TIMEOUT, || pod(server, name).filter(|p| f(p)))
+    wait_for(&format!("pod {name}: {what}"), TIMEOUT, || {
+        pod(server, name).filter(|p| f(p))
+    })
 }
 
 /// A cluster of a control plane and two nodes: `node-a` labelled `zone=a`, `node-b` tainted
@@ -107,8 +119,16 @@ fn two_nodes() -> (Server, Agent, Agent) {
     }
     server.kubectl_ok(&["label", "node", "node-a", "zone=a"]);
     server.kubectl_ok(&["taint", "node", "node-b", "dedicated=b:NoSchedule"]);
-    push(&server, &sample("hello-wasi/hello-wasi.wasm"), "hello-wasi:latest");
-    push(&server, &sample("hello-http/hello-http.wasm"), "hello-http:latest");
+    push(
+        &server,
+        &sample("hello-wasi/hello-wasi.wasm"),
+        "hello-wasi:latest",
+    );
+    push(
+        &server,
+        &sample("hello-http/hello-http.wasm"),
+        "hello-http:latest",
+    );
     (server, a, b)
 }
 
@@ -121,7 +141,10 @@ fn http_pod(name: &str, spec: &str) -> String {
 #[test]
 fn the_scheduler_places_pods_by_selector_taints_affinity_and_resources() {
     let (s, _a, _b) = two_nodes();
-    s.kubectl_stdin(&["apply", "-f", "-"], &http_pod("by-selector", "  nodeSelector:\n    zone: a\n"));
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &http_pod("by-selector", "  nodeSelector:\n    zone: a\n"),
+    );
     s.kubectl_stdin(
         &["apply", "-f", "-"],
         &http_pod(
@@ -131,7 +154,10 @@ fn the_scheduler_places_pods_by_selector_taints_affinity_and_resources() {
     );
     s.kubectl_stdin(
         &["apply", "-f", "-"],
-        &http_pod("untolerated", "  nodeSelector:\n    kubernetes.io/hostname: node-b\n"),
+        &http_pod(
+            "untolerated",
+            "  nodeSelector:\n    kubernetes.io/hostname: node-b\n",
+        ),
     );
     s.kubectl_stdin(
         &["apply", "-f", "-"],
@@ -143,20 +169,33 @@ fn the_scheduler_places_pods_by_selector_taints_affinity_and_resources() {
     // Without any constraint, a pod avoids the tainted node.
     s.kubectl_stdin(&["apply", "-f", "-"], &http_pod("anywhere", ""));
 
-    for (name, node) in [("by-selector", "node-a"), ("tolerates-b", "node-b"), ("anywhere", "node-a")] {
+    for (name, node) in [
+        ("by-selector", "node-a"),
+        ("tolerates-b", "node-b"),
+        ("anywhere", "node-a"),
+    ] {
         let p = wait_pod(&s, name, "Running", |p| p["status"]["phase"] == "Running");
-        assert_eq!(p["spec"]["nodeName"], node, "{name} placed on the wrong node");
+        assert_eq!(
+            p["spec"]["nodeName"], node,
+            "{name} placed on the wrong node"
+        );
         assert_eq!(p["status"]["hostIP"], "127.0.0.1");
     }
     let untolerated = wait_pod(&s, "untolerated", "PodScheduled=False", |p| {
-        p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "PodScheduled" && c["status"] == "False"))
+        p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+        })
     });
-    let message = untolerated["status"]["conditions"][0]["message"].as_str().unwrap_or_default();
+    let message = untolerated["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(message.starts_with("0/2 nodes are available"), "{message}");
     assert!(message.contains("untolerated taint"), "{message}");
-    assert!(message.contains("didn't match Pod's node affinity/selector"), "{message}");
+    assert!(
+        message.contains("didn't match Pod's node affinity/selector"),
+        "{message}"
+    );
     assert!(untolerated["spec"]["nodeName"].is_null());
 
     let describe = wait_for("FailedScheduling for too-big", TIMEOUT, || {
@@ -167,7 +206,9 @@ fn the_scheduler_places_pods_by_selector_taints_affinity_and_resources() {
 
     // Removing the taint makes node-b eligible; the pending pod is retried and placed.
     s.kubectl_ok(&["taint", "node", "node-b", "dedicated=b:NoSchedule-"]);
-    let placed = wait_pod(&s, "untolerated", "Running on node-b", |p| p["status"]["phase"] == "Running");
+    let placed = wait_pod(&s, "untolerated", "Running on node-b", |p| {
+        p["status"]["phase"] == "Running"
+    });
     assert_eq!(placed["spec"]["nodeName"], "node-b");
 }
 
@@ -176,12 +217,17 @@ fn init_containers_run_first_and_a_failing_liveness_probe_restarts_the_container
     let (s, _a, _b) = two_nodes();
     let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: staged\nspec:\n  runtimeClassName: wasmtime\n  terminationGracePeriodSeconds: 1\n  nodeSelector:\n    zone: a\n  initContainers:\n    - name: prepare\n      image: hello-wasi:latest\n      args: [prepare]\n      env:\n        - name: HELLO_FILE\n          value: /nonexistent\n  containers:\n    - name: web\n      image: hello-http:latest\n      ports:\n        - containerPort: 8080\n      livenessProbe:\n        httpGet:\n          path: /no-such-route\n          port: 8080\n        periodSeconds: 1\n        failureThreshold: 2\n    - name: sidecar\n      image: hello-http:latest\n      ports:\n        - containerPort: 8081\n";
     s.kubectl_stdin(&["apply", "-f", "-"], manifest);
-    let p = wait_pod(&s, "staged", "the web container restarted by its liveness probe", |p| {
-        p["status"]["containerStatuses"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["name"] == "web"))
-            .is_some_and(|c| c["restartCount"].as_i64().unwrap_or(0) >= 1)
-    });
+    let p = wait_pod(
+        &s,
+        "staged",
+        "the web container restarted by its liveness probe",
+        |p| {
+            p["status"]["containerStatuses"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["name"] == "web"))
+                .is_some_and(|c| c["restartCount"].as_i64().unwrap_or(0) >= 1)
+        },
+    );
     let init = &p["status"]["initContainerStatuses"][0];
     assert_eq!(init["name"], "prepare");
     assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
@@ -193,9 +239,19 @@ fn init_containers_run_first_and_a_failing_liveness_probe_restarts_the_container
         .cloned()
         .unwrap_or_default();
     assert_eq!(initialized["status"], "True", "{p}");
-    assert_eq!(p["status"]["containerStatuses"].as_array().map(Vec::len), Some(2), "{p}");
+    assert_eq!(
+        p["status"]["containerStatuses"].as_array().map(Vec::len),
+        Some(2),
+        "{p}"
+    );
     let logs = s.kubectl_ok(&["logs", "staged", "-c", "prepare"]);
-    assert!(logs.contains("hello from wasi p1") && logs.contains(" prepare"), "{logs}");
+    assert!(
+        logs.contains("hello from wasi p1") && logs.contains(" prepare"),
+        "{logs}"
+    );
     let describe = s.kubectl_ok(&["describe", "pod", "staged"]);
-    assert!(describe.contains("Unhealthy") && describe.contains("Liveness probe failed"), "{describe}");
+    assert!(
+        describe.contains("Unhealthy") && describe.contains("Liveness probe failed"),
+        "{describe}"
+    );
 }

@@ -72,7 +72,11 @@ impl DeleteOptions {
         if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
             self.propagation = Some(parse_propagation(p)?);
         } else if let Some(orphan) = body.get("orphanDependents").and_then(Value::as_bool) {
-            self.propagation = Some(if orphan { Propagation::Orphan } else { Propagation::Background });
+            self.propagation = Some(if orphan {
+                Propagation::Orphan
+            } else {
+                Propagation::Background
+            });
         }
         if let Some(uid) = body["preconditions"]["uid"].as_str() {
             self.precondition_uid = Some(uid.to_string());
@@ -80,7 +84,11 @@ impl DeleteOptions {
         if let Some(rv) = body["preconditions"]["resourceVersion"].as_str() {
             self.precondition_resource_version = Some(rv.to_string());
         }
-        if body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|d| d == "All")) {
+        if body
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|d| d == "All"))
+        {
             self.dry_run = true;
         }
         Ok(())
@@ -115,7 +123,9 @@ pub struct ListParams {
 impl ListParams {
     /// Whether an object passes both selectors.
     pub fn matches(&self, obj: &Value) -> bool {
-        self.label_selector.as_ref().is_none_or(|s| s.matches_object(obj))
+        self.label_selector
+            .as_ref()
+            .is_none_or(|s| s.matches_object(obj))
             && self.field_selector.as_ref().is_none_or(|s| s.matches(obj))
     }
 }
@@ -193,7 +203,11 @@ impl Api {
     /// An API over a store.
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
         let services = Arc::new(ServiceAddresses::new(config.service_ranges.clone()));
-        Api { store, config: Arc::new(config), services }
+        Api {
+            store,
+            config: Arc::new(config),
+            services,
+        }
     }
 
     /// Locks the Service address allocations, loading them from the stored Services on first use.
@@ -203,7 +217,13 @@ impl Api {
         self.services
             .lock(|| async move {
                 let listed = store
-                    .list(&services.namespace_prefix(None), ListOptions { start_after: None, limit: 0 })
+                    .list(
+                        &services.namespace_prefix(None),
+                        ListOptions {
+                            start_after: None,
+                            limit: 0,
+                        },
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(listed
@@ -211,17 +231,26 @@ impl Api {
                     .iter()
                     .map(|e| {
                         let obj = from_entry(e);
-                        (service_owner(objects::namespace(&obj), objects::name(&obj)), obj["spec"].clone())
+                        (
+                            service_owner(objects::namespace(&obj), objects::name(&obj)),
+                            obj["spec"].clone(),
+                        )
                     })
                     .collect())
             })
             .await
-            .map_err(|e| ApiError::internal(format!("cannot load the Service address allocations: {e}")))
+            .map_err(|e| {
+                ApiError::internal(format!("cannot load the Service address allocations: {e}"))
+            })
     }
 
     /// The allocation lock when `res` is Services (held across a removal, see [`forget_service`]).
     async fn lock_services_of(&self, res: &ResourceInfo) -> ApiResult<Option<ServiceLock<'_>>> {
-        if res.kind == "Service" { self.lock_services().await.map(Some) } else { Ok(None) }
+        if res.kind == "Service" {
+            self.lock_services().await.map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The store underneath.
@@ -269,7 +298,9 @@ impl Api {
             Some(t) => {
                 let (key, rev) = decode_continue(t)?;
                 if !key.starts_with(&prefix) {
-                    return Err(ApiError::bad_request("continue key is not valid for this list"));
+                    return Err(ApiError::bad_request(
+                        "continue key is not valid for this list",
+                    ));
                 }
                 (Some(key), Some(rev))
             }
@@ -277,7 +308,13 @@ impl Api {
         };
         let listed = self
             .store
-            .list(&prefix, ListOptions { start_after, limit: 0 })
+            .list(
+                &prefix,
+                ListOptions {
+                    start_after,
+                    limit: 0,
+                },
+            )
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let mut items = Vec::new();
@@ -301,7 +338,12 @@ impl Api {
     /// Checks that a namespace exists and is not terminating before content is created in it.
     async fn admit_namespace(&self, ns: &str) -> ApiResult<()> {
         let nsres = namespaces_resource();
-        match self.store.get(&nsres.key(None, ns)).await.map_err(|e| ApiError::internal(e.to_string()))? {
+        match self
+            .store
+            .get(&nsres.key(None, ns))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        {
             None => Err(ApiError::not_found(nsres, ns)),
             Some(e) => {
                 let obj = from_entry(&e);
@@ -322,7 +364,9 @@ impl Api {
     /// Checks `apiVersion`/`kind` (filling them when absent) and the namespace of a body.
     fn check_body(res: &ResourceInfo, ns: Option<&str>, obj: &mut Value) -> ApiResult<()> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
         }
         let api_version = res.api_version();
         match obj.get("apiVersion").and_then(Value::as_str) {
@@ -368,15 +412,31 @@ impl Api {
     }
 
     /// Decodes through the typed kind, applying `fieldValidation`; returns warnings.
-    fn decode(res: &ResourceInfo, obj: Value, opts: &WriteOptions) -> ApiResult<(Value, Vec<String>)> {
+    fn decode(
+        res: &ResourceInfo,
+        obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Value, Vec<String>)> {
         let (normal, unknown) = strategy::decode(res, obj).map_err(|e| {
-            ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind))
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {e}",
+                res.kind, res.version, res.kind
+            ))
         })?;
-        let warnings: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+        let warnings: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
         match opts.field_validation {
             FieldValidation::Strict if !warnings.is_empty() => {
-                let mut err = ApiError::bad_request(format!("strict decoding error: {}", warnings.join(", ")));
-                err.causes = unknown.iter().map(|f| Cause::unknown_field(f.clone())).collect();
+                let mut err = ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    warnings.join(", ")
+                ));
+                err.causes = unknown
+                    .iter()
+                    .map(|f| Cause::unknown_field(f.clone()))
+                    .collect();
                 Err(err)
             }
             FieldValidation::Warn => Ok((normal, warnings)),
@@ -399,15 +459,25 @@ impl Api {
             self.admit_namespace(ns).await?;
         }
         let meta = objects::meta_mut(&mut obj);
-        let generate = meta.get("generateName").and_then(Value::as_str).map(String::from);
-        let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        if !has_name
-            && let Some(prefix) = &generate {
-                meta.insert("name".into(), json!(objects::generate_name(prefix)));
-            }
+        let generate = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .map(String::from);
+        let has_name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        if !has_name && let Some(prefix) = &generate {
+            meta.insert("name".into(), json!(objects::generate_name(prefix)));
+        }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
-        for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
             meta.remove(k);
         }
         if strategy::has_generation(res) {
@@ -477,18 +547,26 @@ impl Api {
                 return Err(ApiError::invalid(
                     res,
                     name,
-                    vec![Cause::invalid("metadata.resourceVersion", bad, "must be a number")],
+                    vec![Cause::invalid(
+                        "metadata.resourceVersion",
+                        bad,
+                        "must be a number",
+                    )],
                 ));
             }
             None => None,
         };
         let (obj, warnings) = Self::decode(res, obj, opts)?;
         let current = self.get(res, ns, name).await?;
-        let current_rv = objects::resource_version(&current).and_then(Result::ok).unwrap_or(0);
+        let current_rv = objects::resource_version(&current)
+            .and_then(Result::ok)
+            .unwrap_or(0);
         if wanted_rv.is_some_and(|rv| rv != current_rv) {
             return Err(ApiError::stale(res, name));
         }
-        let result = self.write_update(res, ns, name, obj, &current, current_rv, sub, opts).await?;
+        let result = self
+            .write_update(res, ns, name, obj, &current, current_rv, sub, opts)
+            .await?;
         Ok((result, warnings))
     }
 
@@ -532,7 +610,14 @@ impl Api {
         {
             let cur_meta = &current["metadata"];
             let meta = objects::meta_mut(&mut obj);
-            for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace"] {
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+            ] {
                 match cur_meta.get(k) {
                     Some(v) if !v.is_null() => {
                         meta.insert(k.into(), v.clone());
@@ -561,7 +646,11 @@ impl Api {
         if res.kind == "Service" && sub.is_none() {
             let mut lock = self.lock_services().await?;
             let change = lock
-                .assign(&service_owner(ns, name), &mut obj["spec"], Some(&current["spec"]))
+                .assign(
+                    &service_owner(ns, name),
+                    &mut obj["spec"],
+                    Some(&current["spec"]),
+                )
                 .map_err(|causes| ApiError::invalid(res, name, causes))?;
             services = Some((lock, change));
         }
@@ -586,7 +675,9 @@ impl Api {
         // A namespace also waits for its spec finalizers (content removal by the namespace
         // controller); a pod waits for its node to confirm the stop (a delete with grace 0).
         let spec_finalizers_left = res.kind == "Namespace"
-            && obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+            && obj["spec"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty());
         if objects::is_deleting(&obj)
             && objects::finalizers(&obj).is_empty()
             && res.kind != "Pod"
@@ -604,7 +695,10 @@ impl Api {
             objects::set_resource_version(&mut obj, entry.mod_revision);
             return Ok(obj);
         }
-        let updated = self.store.update(key, objects::to_bytes(&obj), Some(current_rv)).await;
+        let updated = self
+            .store
+            .update(key, objects::to_bytes(&obj), Some(current_rv))
+            .await;
         if let Some((lock, change)) = services.as_mut() {
             match &updated {
                 Ok(_) => lock.get().commit(&service_owner(ns, name), change),
@@ -634,12 +728,17 @@ impl Api {
         loop {
             attempt += 1;
             let current = self.get(res, ns, name).await?;
-            let current_rv = objects::resource_version(&current).and_then(Result::ok).unwrap_or(0);
+            let current_rv = objects::resource_version(&current)
+                .and_then(Result::ok)
+                .unwrap_or(0);
             let mut patched = patch::apply_patch(res.kind, &current, body, patch_type)
                 .map_err(|e| patch_error(res, name, e))?;
             let pinned = match objects::resource_version(&patched) {
                 Some(Ok(rv)) if rv != current_rv => return Err(ApiError::stale(res, name)),
-                Some(Ok(_)) => objects::resource_version(&serde_json::from_slice::<Value>(body).unwrap_or_default()).is_some(),
+                Some(Ok(_)) => objects::resource_version(
+                    &serde_json::from_slice::<Value>(body).unwrap_or_default(),
+                )
+                .is_some(),
                 Some(Err(_)) => return Err(ApiError::stale(res, name)),
                 None => false,
             };
@@ -651,7 +750,10 @@ impl Api {
             }
             Self::check_body(res, ns, &mut patched)?;
             let (normal, warnings) = Self::decode(res, patched, opts)?;
-            match self.write_update(res, ns, name, normal, &current, current_rv, sub, opts).await {
+            match self
+                .write_update(res, ns, name, normal, &current, current_rv, sub, opts)
+                .await
+            {
                 Err(e) if e.reason == "Conflict" && !pinned && attempt < PATCH_RETRIES => continue,
                 other => return other.map(|o| (o, warnings)),
             }
@@ -672,39 +774,75 @@ impl Api {
         loop {
             attempt += 1;
             match self.delete_once(res, ns, name, opts).await {
-                Err(e) if e.reason == "Conflict" && attempt < PATCH_RETRIES && opts.precondition_resource_version.is_none() => continue,
+                Err(e)
+                    if e.reason == "Conflict"
+                        && attempt < PATCH_RETRIES
+                        && opts.precondition_resource_version.is_none() =>
+                {
+                    continue;
+                }
                 other => return other,
             }
         }
     }
 
-    async fn delete_once(&self, res: &ResourceInfo, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> ApiResult<Deleted> {
+    async fn delete_once(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Deleted> {
         let current = self.get(res, ns, name).await?;
-        let rv = objects::resource_version(&current).and_then(Result::ok).unwrap_or(0);
+        let rv = objects::resource_version(&current)
+            .and_then(Result::ok)
+            .unwrap_or(0);
         if let Some(uid) = &opts.precondition_uid {
             let actual = current["metadata"]["uid"].as_str().unwrap_or("");
             if uid != actual {
-                return Err(ApiError::conflict(res, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}")));
+                return Err(ApiError::conflict(
+                    res,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    ),
+                ));
             }
         }
         if let Some(want) = &opts.precondition_resource_version
-            && *want != rv.to_string() {
-                return Err(ApiError::conflict(res, name, &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}")));
-            }
+            && *want != rv.to_string()
+        {
+            return Err(ApiError::conflict(
+                res,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}"
+                ),
+            ));
+        }
         let key = res.key(ns, name);
         let mut obj = current.clone();
         let mut finalizers = objects::finalizers(&obj);
         match opts.propagation {
-            Some(Propagation::Foreground) if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+            Some(Propagation::Foreground)
+                if !finalizers.iter().any(|f| f == "foregroundDeletion") =>
+            {
                 finalizers.push("foregroundDeletion".into())
             }
-            Some(Propagation::Orphan) if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+            Some(Propagation::Orphan) if !finalizers.iter().any(|f| f == "orphan") => {
+                finalizers.push("orphan".into())
+            }
             _ => {}
         }
         // Graceful deletion: a pod running on a node is asked to stop and removed by its node.
         let graceful = if res.kind == "Pod" {
-            let bound = obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
-            let terminal = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+            let bound = obj["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty());
+            let terminal = matches!(
+                obj["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            );
             let grace = opts
                 .grace_period_seconds
                 .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
@@ -722,13 +860,23 @@ impl Api {
         let keep = !finalizers.is_empty() || graceful.is_some() || is_namespace;
         if !keep {
             if opts.dry_run {
-                return Ok(Deleted { object: obj, gone: true });
+                return Ok(Deleted {
+                    object: obj,
+                    gone: true,
+                });
             }
             let services = self.lock_services_of(res).await?;
-            let entry = self.store.delete(key, Some(rv)).await.map_err(|e| ApiError::from_store(e, res, name))?;
+            let entry = self
+                .store
+                .delete(key, Some(rv))
+                .await
+                .map_err(|e| ApiError::from_store(e, res, name))?;
             forget_service(services, ns, name);
             objects::set_resource_version(&mut obj, entry.mod_revision);
-            return Ok(Deleted { object: obj, gone: true });
+            return Ok(Deleted {
+                object: obj,
+                gone: true,
+            });
         }
         let meta = objects::meta_mut(&mut obj);
         if !finalizers.is_empty() {
@@ -737,9 +885,15 @@ impl Api {
         let already = meta.get("deletionTimestamp").is_some_and(Value::is_string);
         match graceful {
             Some(grace) => {
-                let shorter = meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).is_none_or(|g| grace < g);
+                let shorter = meta
+                    .get("deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .is_none_or(|g| grace < g);
                 if !already || shorter {
-                    meta.insert("deletionTimestamp".into(), json!(objects::rfc3339_in(grace)));
+                    meta.insert(
+                        "deletionTimestamp".into(),
+                        json!(objects::rfc3339_in(grace)),
+                    );
                     meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 }
             }
@@ -754,7 +908,10 @@ impl Api {
             obj["status"]["phase"] = json!("Terminating");
         }
         if obj == current || opts.dry_run {
-            return Ok(Deleted { object: obj, gone: false });
+            return Ok(Deleted {
+                object: obj,
+                gone: false,
+            });
         }
         let entry = self
             .store
@@ -762,12 +919,21 @@ impl Api {
             .await
             .map_err(|e| ApiError::from_store(e, res, name))?;
         objects::set_resource_version(&mut obj, entry.mod_revision);
-        Ok(Deleted { object: obj, gone: false })
+        Ok(Deleted {
+            object: obj,
+            gone: false,
+        })
     }
 
     /// Removes an object whose deletion is complete (a pod its node stopped, a namespace that
     /// was emptied), with compare-and-swap on its current revision.
-    pub async fn finalize_removal(&self, res: &ResourceInfo, ns: Option<&str>, name: &str, rv: Revision) -> ApiResult<Value> {
+    pub async fn finalize_removal(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        rv: Revision,
+    ) -> ApiResult<Value> {
         let services = self.lock_services_of(res).await?;
         let entry = self
             .store
@@ -786,7 +952,17 @@ impl Api {
         params: &ListParams,
         opts: &DeleteOptions,
     ) -> ApiResult<(Vec<Value>, Revision)> {
-        let (items, _, _) = self.list(res, ns, &ListParams { limit: 0, continue_token: None, ..params.clone() }).await?;
+        let (items, _, _) = self
+            .list(
+                res,
+                ns,
+                &ListParams {
+                    limit: 0,
+                    continue_token: None,
+                    ..params.clone()
+                },
+            )
+            .await?;
         let mut deleted = Vec::new();
         for item in items {
             let name = objects::name(&item).to_string();
@@ -801,24 +977,36 @@ impl Api {
     }
 
     /// Starts a watch of a resource (in one namespace or all) after revision `after`.
-    pub fn watch(&self, res: &ResourceInfo, ns: Option<&str>, after: Revision) -> ApiResult<WatchStream> {
-        self.store.watch(&res.namespace_prefix(ns), after).map_err(|e| match e {
-            StoreError::Compacted { requested, compacted } => {
-                ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
-            }
-            other => ApiError::internal(other.to_string()),
-        })
+    pub fn watch(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        after: Revision,
+    ) -> ApiResult<WatchStream> {
+        self.store
+            .watch(&res.namespace_prefix(ns), after)
+            .map_err(|e| match e {
+                StoreError::Compacted {
+                    requested,
+                    compacted,
+                } => ApiError::expired(format!(
+                    "too old resource version: {requested} ({compacted})"
+                )),
+                other => ApiError::internal(other.to_string()),
+            })
     }
 
     /// The `autoscaling/v1` `Scale` of a Deployment or ReplicaSet.
     pub fn scale_of(res: &ResourceInfo, obj: &Value) -> Value {
         let meta = &obj["metadata"];
         let selector = obj["spec"]["selector"].clone();
-        let selector_string = serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(selector)
-            .ok()
-            .and_then(|s| LabelSelector::from_k8s(&s).ok())
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let selector_string = serde_json::from_value::<
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+        >(selector)
+        .ok()
+        .and_then(|s| LabelSelector::from_k8s(&s).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
         let _ = res;
         json!({
             "kind": "Scale",
@@ -845,32 +1033,43 @@ impl Api {
         loop {
             attempt += 1;
             let current = self.get(res, ns, name).await?;
-            let current_rv = objects::resource_version(&current).and_then(Result::ok).unwrap_or(0);
+            let current_rv = objects::resource_version(&current)
+                .and_then(Result::ok)
+                .unwrap_or(0);
             let scale = Self::scale_of(res, &current);
             let new_scale = match &scale_change {
                 ScaleChange::Replace(s) => (*s).clone(),
-                ScaleChange::Patch(ty, body) => {
-                    patch::apply_patch("Scale", &scale, body, *ty).map_err(|e| patch_error(res, name, e))?
-                }
+                ScaleChange::Patch(ty, body) => patch::apply_patch("Scale", &scale, body, *ty)
+                    .map_err(|e| patch_error(res, name, e))?,
             };
             if let Some(Ok(rv)) = objects::resource_version(&new_scale)
-                && rv != current_rv {
-                    return Err(ApiError::stale(res, name));
-                }
+                && rv != current_rv
+            {
+                return Err(ApiError::stale(res, name));
+            }
             let replicas = match &new_scale["spec"]["replicas"] {
-                Value::Number(n) if n.as_i64().is_some_and(|r| r >= 0 && r <= i32::MAX as i64) => n.as_i64().unwrap_or(0),
+                Value::Number(n) if n.as_i64().is_some_and(|r| r >= 0 && r <= i32::MAX as i64) => {
+                    n.as_i64().unwrap_or(0)
+                }
                 Value::Null => 0,
                 other => {
                     return Err(ApiError::invalid(
                         res,
                         name,
-                        vec![Cause::invalid("spec.replicas", other, "must be greater than or equal to 0")],
+                        vec![Cause::invalid(
+                            "spec.replicas",
+                            other,
+                            "must be greater than or equal to 0",
+                        )],
                     ));
                 }
             };
             let mut updated = current.clone();
             updated["spec"]["replicas"] = json!(replicas);
-            match self.write_update(res, ns, name, updated, &current, current_rv, None, opts).await {
+            match self
+                .write_update(res, ns, name, updated, &current, current_rv, None, opts)
+                .await
+            {
                 Err(e) if e.reason == "Conflict" && attempt < PATCH_RETRIES => continue,
                 Err(e) => return Err(e),
                 Ok(obj) => return Ok(Self::scale_of(res, &obj)),
@@ -883,26 +1082,53 @@ impl Api {
         let pods = resources::find("", "v1", "pods").expect("pods served");
         let node = binding["target"]["name"].as_str().unwrap_or("");
         if node.is_empty() {
-            return Err(ApiError::invalid(pods, name, vec![Cause::required("target.name")]));
+            return Err(ApiError::invalid(
+                pods,
+                name,
+                vec![Cause::required("target.name")],
+            ));
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
             let current = self.get(pods, Some(ns), name).await?;
             if objects::is_deleting(&current) {
-                return Err(ApiError::conflict(pods, name, "pod is being deleted, cannot be assigned to a host"));
+                return Err(ApiError::conflict(
+                    pods,
+                    name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
             }
-            if let Some(existing) = current["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-                return Err(ApiError::conflict(pods, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+            if let Some(existing) = current["spec"]["nodeName"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+            {
+                return Err(ApiError::conflict(
+                    pods,
+                    name,
+                    &format!("pod {name} is already assigned to node \"{existing}\""),
+                ));
             }
-            let rv = objects::resource_version(&current).and_then(Result::ok).unwrap_or(0);
+            let rv = objects::resource_version(&current)
+                .and_then(Result::ok)
+                .unwrap_or(0);
             let mut obj = current.clone();
             obj["spec"]["nodeName"] = json!(node);
-            let conditions = obj["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+            let conditions = obj["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut conditions: Vec<Value> = conditions
+                .into_iter()
+                .filter(|c| c["type"] != "PodScheduled")
+                .collect();
             conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": objects::now_rfc3339()}));
             obj["status"]["conditions"] = json!(conditions);
-            match self.store.update(pods.key(Some(ns), name), objects::to_bytes(&obj), Some(rv)).await {
+            match self
+                .store
+                .update(pods.key(Some(ns), name), objects::to_bytes(&obj), Some(rv))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(StoreError::Conflict { .. }) if attempt < PATCH_RETRIES => continue,
                 Err(e) => return Err(ApiError::from_store(e, pods, name)),
@@ -923,7 +1149,15 @@ pub enum ScaleChange<'a> {
 fn patch_error(res: &ResourceInfo, name: &str, e: patch::PatchError) -> ApiError {
     let msg = e.to_string();
     if msg.contains("test") && msg.contains("fail") {
-        ApiError::invalid(res, name, vec![Cause { reason: "FieldValueInvalid", message: msg, field: "patch".into() }])
+        ApiError::invalid(
+            res,
+            name,
+            vec![Cause {
+                reason: "FieldValueInvalid",
+                message: msg,
+                field: "patch".into(),
+            }],
+        )
     } else {
         ApiError::bad_request(msg)
     }
@@ -937,8 +1171,17 @@ fn encode_continue(key: &str, rev: Revision) -> String {
 
 fn decode_continue(token: &str) -> ApiResult<(String, Revision)> {
     use base64::Engine;
-    let bad = || ApiError::bad_request("continue key is not valid: the provided continue parameter is not valid");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: the provided continue parameter is not valid",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((v["start"].as_str().ok_or_else(bad)?.to_string(), v["rv"].as_u64().ok_or_else(bad)?))
+    Ok((
+        v["start"].as_str().ok_or_else(bad)?.to_string(),
+        v["rv"].as_u64().ok_or_else(bad)?,
+    ))
 }

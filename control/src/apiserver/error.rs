@@ -22,38 +22,69 @@ pub struct Cause {
 impl Cause {
     /// `FieldValueRequired`.
     pub fn required(field: impl Into<String>) -> Self {
-        Cause { reason: "FieldValueRequired", message: "Required value".into(), field: field.into() }
+        Cause {
+            reason: "FieldValueRequired",
+            message: "Required value".into(),
+            field: field.into(),
+        }
     }
 
     /// `FieldValueInvalid` with the offending value and why.
-    pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, why: impl std::fmt::Display) -> Self {
-        Cause { reason: "FieldValueInvalid", message: format!("Invalid value: \"{value}\": {why}"), field: field.into() }
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        why: impl std::fmt::Display,
+    ) -> Self {
+        Cause {
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: \"{value}\": {why}"),
+            field: field.into(),
+        }
     }
 
     /// `FieldValueNotSupported`: the value is not one of the allowed ones.
-    pub fn not_supported(field: impl Into<String>, value: impl std::fmt::Display, allowed: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        allowed: &[&str],
+    ) -> Self {
         let allowed: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
         Cause {
             reason: "FieldValueNotSupported",
-            message: format!("Unsupported value: \"{value}\": supported values: {}", allowed.join(", ")),
+            message: format!(
+                "Unsupported value: \"{value}\": supported values: {}",
+                allowed.join(", ")
+            ),
             field: field.into(),
         }
     }
 
     /// `FieldValueDuplicate`.
     pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Self {
-        Cause { reason: "FieldValueDuplicate", message: format!("Duplicate value: \"{value}\""), field: field.into() }
+        Cause {
+            reason: "FieldValueDuplicate",
+            message: format!("Duplicate value: \"{value}\""),
+            field: field.into(),
+        }
     }
 
     /// `FieldValueForbidden`, e.g. a change to an immutable field.
     pub fn forbidden(field: impl Into<String>, why: impl Into<String>) -> Self {
-        Cause { reason: "FieldValueForbidden", message: format!("Forbidden: {}", why.into()), field: field.into() }
+        Cause {
+            reason: "FieldValueForbidden",
+            message: format!("Forbidden: {}", why.into()),
+            field: field.into(),
+        }
     }
 
     /// `FieldValueTypeInvalid` or an unknown field in strict decoding.
     pub fn unknown_field(field: impl Into<String>) -> Self {
         let field = field.into();
-        Cause { reason: "FieldValueInvalid", message: format!("unknown field \"{field}\""), field }
+        Cause {
+            reason: "FieldValueInvalid",
+            message: format!("unknown field \"{field}\""),
+            field,
+        }
     }
 
     fn to_json(&self) -> Value {
@@ -93,7 +124,15 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     fn plain(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), name: None, group: None, kind: None, causes: vec![] }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            name: None,
+            group: None,
+            kind: None,
+            causes: vec![],
+        }
     }
 
     fn about(mut self, res: &ResourceInfo, name: &str) -> Self {
@@ -110,18 +149,31 @@ impl ApiError {
 
     /// 404 for a path the server does not serve.
     pub fn no_route() -> Self {
-        Self::plain(404, "NotFound", "the server could not find the requested resource")
+        Self::plain(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     /// 404 NotFound for one object.
     pub fn not_found(res: &ResourceInfo, name: &str) -> Self {
-        Self::plain(404, "NotFound", format!("{} \"{}\" not found", res.plural_qualified(), name)).about(res, name)
+        Self::plain(
+            404,
+            "NotFound",
+            format!("{} \"{}\" not found", res.plural_qualified(), name),
+        )
+        .about(res, name)
     }
 
     /// 409 AlreadyExists.
     pub fn already_exists(res: &ResourceInfo, name: &str) -> Self {
-        Self::plain(409, "AlreadyExists", format!("{} \"{}\" already exists", res.plural_qualified(), name))
-            .about(res, name)
+        Self::plain(
+            409,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", res.plural_qualified(), name),
+        )
+        .about(res, name)
     }
 
     /// 409 Conflict for a stale `resourceVersion` or failed precondition.
@@ -129,7 +181,12 @@ impl ApiError {
         Self::plain(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{}\": {}", res.plural_qualified(), name, why),
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                res.plural_qualified(),
+                name,
+                why
+            ),
         )
         .about(res, name)
     }
@@ -145,8 +202,15 @@ impl ApiError {
 
     /// 422 Invalid with field causes.
     pub fn invalid(res: &ResourceInfo, name: &str, causes: Vec<Cause>) -> Self {
-        let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-        let summary = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
+        let list: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let summary = if list.len() == 1 {
+            list[0].clone()
+        } else {
+            format!("[{}]", list.join(", "))
+        };
         ApiError {
             code: 422,
             reason: "Invalid",
@@ -160,7 +224,11 @@ impl ApiError {
 
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(what: &str) -> Self {
-        Self::plain(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource: {what}"))
+        Self::plain(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource: {what}"),
+        )
     }
 
     /// 410 Expired: a watch or list asked for a compacted revision.
@@ -170,12 +238,22 @@ impl ApiError {
 
     /// 413 RequestEntityTooLarge.
     pub fn too_large(limit: usize) -> Self {
-        Self::plain(413, "RequestEntityTooLarge", format!("the request body is larger than the limit of {limit} bytes"))
+        Self::plain(
+            413,
+            "RequestEntityTooLarge",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
     }
 
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media_type(ct: &str) -> Self {
-        Self::plain(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got \"{ct}\")"))
+        Self::plain(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got \"{ct}\")"
+            ),
+        )
     }
 
     /// 500 InternalError.
@@ -194,9 +272,12 @@ impl ApiError {
             StoreError::NotFound(_) => Self::not_found(res, name),
             StoreError::AlreadyExists(_) => Self::already_exists(res, name),
             StoreError::Conflict { .. } => Self::stale(res, name),
-            StoreError::Compacted { requested, compacted } => {
-                Self::expired(format!("too old resource version: {requested} ({compacted})"))
-            }
+            StoreError::Compacted {
+                requested,
+                compacted,
+            } => Self::expired(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
             StoreError::Backend(m) => Self::internal(format!("storage error: {m}")),
         }
     }
@@ -218,14 +299,18 @@ impl ApiError {
                 details.insert("name".into(), json!(n));
             }
             if let Some(g) = &self.group
-                && !g.is_empty() {
-                    details.insert("group".into(), json!(g));
-                }
+                && !g.is_empty()
+            {
+                details.insert("group".into(), json!(g));
+            }
             if let Some(k) = &self.kind {
                 details.insert("kind".into(), json!(k));
             }
             if !self.causes.is_empty() {
-                details.insert("causes".into(), Value::Array(self.causes.iter().map(Cause::to_json).collect()));
+                details.insert(
+                    "causes".into(),
+                    Value::Array(self.causes.iter().map(Cause::to_json).collect()),
+                );
             }
             status["details"] = Value::Object(details);
         }
@@ -238,7 +323,10 @@ impl IntoResponse for ApiError {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.to_status()).unwrap_or_default();
         let mut resp = (code, body).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         resp
     }
 }
@@ -246,7 +334,11 @@ impl IntoResponse for ApiError {
 impl ResourceInfo {
     /// `plural` or `plural.group` as Kubernetes messages name a resource.
     pub fn plural_qualified(&self) -> String {
-        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 }
 
@@ -260,25 +352,57 @@ mod tests {
         let pods = find("", "v1", "pods").unwrap();
         let deploy = find("apps", "v1", "deployments").unwrap();
         let cases = [
-            (ApiError::not_found(pods, "a"), 404, "NotFound", "pods \"a\" not found"),
-            (ApiError::already_exists(deploy, "d"), 409, "AlreadyExists", "deployments.apps \"d\" already exists"),
+            (
+                ApiError::not_found(pods, "a"),
+                404,
+                "NotFound",
+                "pods \"a\" not found",
+            ),
+            (
+                ApiError::already_exists(deploy, "d"),
+                409,
+                "AlreadyExists",
+                "deployments.apps \"d\" already exists",
+            ),
             (ApiError::bad_request("x"), 400, "BadRequest", "x"),
             (ApiError::expired("too old"), 410, "Expired", "too old"),
-            (ApiError::too_large(3), 413, "RequestEntityTooLarge", "the request body is larger than the limit of 3 bytes"),
+            (
+                ApiError::too_large(3),
+                413,
+                "RequestEntityTooLarge",
+                "the request body is larger than the limit of 3 bytes",
+            ),
         ];
         for (err, code, reason, message) in cases {
             let s = err.to_status();
-            assert_eq!((s["code"].as_u64().unwrap() as u16, s["reason"].as_str().unwrap()), (code, reason));
+            assert_eq!(
+                (
+                    s["code"].as_u64().unwrap() as u16,
+                    s["reason"].as_str().unwrap()
+                ),
+                (code, reason)
+            );
             assert_eq!(s["message"], message);
             assert_eq!(s["kind"], "Status");
         }
         let s = ApiError::invalid(pods, "p", vec![Cause::required("spec.containers")]).to_status();
         assert_eq!(s["code"], 422);
-        assert_eq!(s["message"], "Pod \"p\" is invalid: spec.containers: Required value");
+        assert_eq!(
+            s["message"],
+            "Pod \"p\" is invalid: spec.containers: Required value"
+        );
         assert_eq!(s["details"]["causes"][0]["field"], "spec.containers");
         assert_eq!(s["details"]["kind"], "Pod");
-        let s = ApiError::from_store(StoreError::Conflict { key: "k".into(), expected: 1, actual: 2 }, pods, "p")
-            .to_status();
+        let s = ApiError::from_store(
+            StoreError::Conflict {
+                key: "k".into(),
+                expected: 1,
+                actual: 2,
+            },
+            pods,
+            "p",
+        )
+        .to_status();
         assert_eq!(s["reason"], "Conflict");
     }
 }

@@ -104,7 +104,10 @@ async fn openapi_v3(Path(path): Path<String>) -> Response {
 fn json_response(code: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut r = (code, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -134,30 +137,47 @@ enum Route {
 }
 
 fn parse_path(path: &str, headers: &HeaderMap, api: &Api) -> ApiResult<Route> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["api"] => {
-            return Ok(Route::Discovery(if discovery::wants_aggregated(accept).is_some() {
-                discovery::aggregated_core()
-            } else {
-                discovery::api_versions(&api.config().advertise_address)
-            }));
+            return Ok(Route::Discovery(
+                if discovery::wants_aggregated(accept).is_some() {
+                    discovery::aggregated_core()
+                } else {
+                    discovery::api_versions(&api.config().advertise_address)
+                },
+            ));
         }
         ["apis"] => {
-            return Ok(Route::Discovery(if discovery::wants_aggregated(accept).is_some() {
-                discovery::aggregated_apis()
-            } else {
-                discovery::api_group_list()
-            }));
+            return Ok(Route::Discovery(
+                if discovery::wants_aggregated(accept).is_some() {
+                    discovery::aggregated_apis()
+                } else {
+                    discovery::api_group_list()
+                },
+            ));
         }
-        ["apis", group] => return discovery::api_group(group).map(Route::Discovery).ok_or_else(ApiError::no_route),
+        ["apis", group] => {
+            return discovery::api_group(group)
+                .map(Route::Discovery)
+                .ok_or_else(ApiError::no_route);
+        }
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return Err(ApiError::no_route()),
     };
     if rest.is_empty() {
-        return discovery::api_resource_list(group, version).map(Route::Discovery).ok_or_else(ApiError::no_route);
+        return discovery::api_resource_list(group, version)
+            .map(Route::Discovery)
+            .ok_or_else(ApiError::no_route);
     }
     let (watch_path, rest) = match rest {
         ["watch", tail @ ..] => (true, tail),
@@ -165,14 +185,16 @@ fn parse_path(path: &str, headers: &HeaderMap, api: &Api) -> ApiResult<Route> {
     };
     let find = |name: &str| resources::find(group, version, name).filter(|r| r.plural == name);
     let target = match rest {
-        ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|r| r.namespaced) => Target {
-            res: find(plural).expect("checked"),
-            ns: Some(ns.to_string()),
-            name: tail.first().map(|s| s.to_string()),
-            sub: tail.get(1).map(|s| s.to_string()),
-            watch_path,
+        ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|r| r.namespaced) => {
+            Target {
+                res: find(plural).expect("checked"),
+                ns: Some(ns.to_string()),
+                name: tail.first().map(|s| s.to_string()),
+                sub: tail.get(1).map(|s| s.to_string()),
+                watch_path,
+            }
+            .checked(tail.len())?
         }
-        .checked(tail.len())?,
         [plural, tail @ ..] => {
             let res = find(plural).ok_or_else(ApiError::no_route)?;
             Target {
@@ -227,39 +249,62 @@ fn write_options(q: &HashMap<String, String>) -> ApiResult<WriteOptions> {
             )));
         }
     };
-    Ok(WriteOptions { dry_run: dry_run(q)?, field_validation })
+    Ok(WriteOptions {
+        dry_run: dry_run(q)?,
+        field_validation,
+    })
 }
 
 fn dry_run(q: &HashMap<String, String>) -> ApiResult<bool> {
     match q.get("dryRun").map(String::as_str) {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!("dryRun: Unsupported value: \"{other}\": supported values: \"All\""))),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+        ))),
     }
 }
 
 fn list_params(res: &ResourceInfo, q: &HashMap<String, String>) -> ApiResult<ListParams> {
     let label_selector = match q.get("labelSelector").filter(|s| !s.is_empty()) {
-        Some(s) => Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?),
+        Some(s) => Some(
+            LabelSelector::parse(s)
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+        ),
         None => None,
     };
     let field_selector = match q.get("fieldSelector").filter(|s| !s.is_empty()) {
-        Some(s) => Some(FieldSelector::parse(res.kind, s).map_err(|e| ApiError::bad_request(e.to_string()))?),
+        Some(s) => Some(
+            FieldSelector::parse(res.kind, s).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
         None => None,
     };
     let limit = match q.get("limit").filter(|s| !s.is_empty()) {
-        Some(l) => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("limit: invalid value {l:?}")))?.max(0) as usize,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("limit: invalid value {l:?}")))?
+            .max(0) as usize,
         None => 0,
     };
     let continue_token = q.get("continue").filter(|s| !s.is_empty()).cloned();
-    Ok(ListParams { label_selector, field_selector, limit, continue_token })
+    Ok(ListParams {
+        label_selector,
+        field_selector,
+        limit,
+        continue_token,
+    })
 }
 
 fn table_options(headers: &HeaderMap, q: &HashMap<String, String>) -> Option<TableOptions> {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let wants_table = accept.split(',').any(|part| {
         let p = part.replace(' ', "");
-        p.contains("as=Table") && p.contains("g=meta.k8s.io") && (p.contains("v=v1;") || p.ends_with("v=v1") || p.contains("v=v1beta1"))
+        p.contains("as=Table")
+            && p.contains("g=meta.k8s.io")
+            && (p.contains("v=v1;") || p.ends_with("v=v1") || p.contains("v=v1beta1"))
     });
     if !wants_table {
         return None;
@@ -269,12 +314,17 @@ fn table_options(headers: &HeaderMap, q: &HashMap<String, String>) -> Option<Tab
         Some("Object") => IncludeObject::Object,
         _ => IncludeObject::Metadata,
     };
-    Some(TableOptions { include_object, no_headers: false })
+    Some(TableOptions {
+        include_object,
+        no_headers: false,
+    })
 }
 
 async fn read_body(api: &Api, body: Body) -> ApiResult<Bytes> {
     let limit = api.config().max_body_bytes;
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))
 }
 
 fn content_type(headers: &HeaderMap) -> String {
@@ -298,13 +348,17 @@ fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?,
         super::protobuf::CONTENT_TYPE => super::protobuf::decode(body).map_err(|e| match e {
             super::protobuf::ProtobufError::UnsupportedKind { .. }
-            | super::protobuf::ProtobufError::UnsupportedEncoding(_) => ApiError::unsupported_media_type(&e.to_string()),
+            | super::protobuf::ProtobufError::UnsupportedEncoding(_) => {
+                ApiError::unsupported_media_type(&e.to_string())
+            }
             other => ApiError::bad_request(other.to_string()),
         })?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !v.is_object() {
-        return Err(ApiError::bad_request("the body of the request must be an object"));
+        return Err(ApiError::bad_request(
+            "the body of the request must be an object",
+        ));
     }
     Ok(v)
 }
@@ -317,7 +371,13 @@ async fn dispatch(State(state): State<HttpState>, req: Request) -> Response {
     }
 }
 
-async fn handle(state: &HttpState, method: &Method, uri: &axum::http::Uri, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+async fn handle(
+    state: &HttpState,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let api = &state.api;
     let route = parse_path(uri.path(), headers, api)?;
     let t = match route {
@@ -326,11 +386,16 @@ async fn handle(state: &HttpState, method: &Method, uri: &axum::http::Uri, heade
                 return Err(ApiError::method_not_allowed(uri.path()));
             }
             let mut r = json_response(StatusCode::OK, &doc);
-            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if doc["kind"] == "APIGroupDiscoveryList"
-                && let Some(ct) = discovery::wants_aggregated(accept) {
-                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-                }
+                && let Some(ct) = discovery::wants_aggregated(accept)
+            {
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            }
             return Ok(r);
         }
         Route::Target(t) => t,
@@ -342,7 +407,9 @@ async fn handle(state: &HttpState, method: &Method, uri: &axum::http::Uri, heade
     let wants_watch = t.watch_path || q.get("watch").is_some_and(|w| w == "true" || w == "1");
     match (method.clone(), t.name.as_deref(), sub) {
         (Method::GET, None, None) if wants_watch => watch(state, res, ns, None, &q, headers).await,
-        (Method::GET, Some(name), None) if wants_watch => watch(state, res, ns, Some(name), &q, headers).await,
+        (Method::GET, Some(name), None) if wants_watch => {
+            watch(state, res, ns, Some(name), &q, headers).await
+        }
         (Method::GET, None, None) => {
             let params = list_params(res, &q)?;
             let (items, rev, next) = api.list(res, ns, &params).await?;
@@ -381,7 +448,10 @@ async fn handle(state: &HttpState, method: &Method, uri: &axum::http::Uri, heade
             let bytes = read_body(api, body).await?;
             let obj = decode_object(headers, &bytes)?;
             let (created, warnings) = api.create(res, ns, obj, &write_options(&q)?).await?;
-            Ok(with_warnings(json_response(StatusCode::CREATED, &created), &warnings))
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &created),
+                &warnings,
+            ))
         }
         (Method::POST, Some(name), Some("binding")) => {
             let bytes = read_body(api, body).await?;
@@ -406,13 +476,26 @@ async fn handle(state: &HttpState, method: &Method, uri: &axum::http::Uri, heade
                 Some("status") => Some(Subresource::Status),
                 _ => None,
             };
-            let (updated, warnings) = api.update(res, ns, name, obj, subresource, &write_options(&q)?).await?;
-            Ok(with_warnings(json_response(StatusCode::OK, &updated), &warnings))
+            let (updated, warnings) = api
+                .update(res, ns, name, obj, subresource, &write_options(&q)?)
+                .await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &updated),
+                &warnings,
+            ))
         }
         (Method::PUT, Some(name), Some("scale")) => {
             let bytes = read_body(api, body).await?;
             let scale = decode_object(headers, &bytes)?;
-            let out = api.write_scale(res, ns, name, ScaleChange::Replace(&scale), &write_options(&q)?).await?;
+            let out = api
+                .write_scale(
+                    res,
+                    ns,
+                    name,
+                    ScaleChange::Replace(&scale),
+                    &write_options(&q)?,
+                )
+                .await?;
             Ok(json_response(StatusCode::OK, &out))
         }
         (Method::PATCH, Some(name), None | Some("status") | Some("scale")) => {
@@ -428,17 +511,32 @@ async fn handle(state: &HttpState, method: &Method, uri: &axum::http::Uri, heade
             let bytes = read_body(api, body).await?;
             let opts = write_options(&q)?;
             if sub == Some("scale") {
-                let out = api.write_scale(res, ns, name, ScaleChange::Patch(ty, &bytes), &opts).await?;
+                let out = api
+                    .write_scale(res, ns, name, ScaleChange::Patch(ty, &bytes), &opts)
+                    .await?;
                 return Ok(json_response(StatusCode::OK, &out));
             }
-            let subresource = if sub == Some("status") { Some(Subresource::Status) } else { None };
-            let (patched, warnings) = api.patch(res, ns, name, ty, &bytes, subresource, &opts).await?;
-            Ok(with_warnings(json_response(StatusCode::OK, &patched), &warnings))
+            let subresource = if sub == Some("status") {
+                Some(Subresource::Status)
+            } else {
+                None
+            };
+            let (patched, warnings) = api
+                .patch(res, ns, name, ty, &bytes, subresource, &opts)
+                .await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &patched),
+                &warnings,
+            ))
         }
         (Method::DELETE, Some(name), None) => {
             let opts = delete_options(api, &q, headers, body).await?;
             let deleted = api.delete(res, ns, name, &opts).await?;
-            let code = if deleted.gone { StatusCode::OK } else { StatusCode::ACCEPTED };
+            let code = if deleted.gone {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
             Ok(json_response(code, &deleted.object))
         }
         (Method::DELETE, None, None) => {
@@ -450,7 +548,11 @@ async fn handle(state: &HttpState, method: &Method, uri: &axum::http::Uri, heade
                 &json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": items}),
             ))
         }
-        _ => Err(ApiError::method_not_allowed(&format!("{} {}", method, uri.path()))),
+        _ => Err(ApiError::method_not_allowed(&format!(
+            "{} {}",
+            method,
+            uri.path()
+        ))),
     }
 }
 
@@ -458,7 +560,13 @@ fn success_status() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
 }
 
-fn object_response(code: StatusCode, res: &ResourceInfo, obj: Value, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
+fn object_response(
+    code: StatusCode,
+    res: &ResourceInfo,
+    obj: Value,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Response {
     match table_options(headers, q) {
         Some(opts) => {
             let rv = obj["metadata"]["resourceVersion"].clone();
@@ -470,11 +578,20 @@ fn object_response(code: StatusCode, res: &ResourceInfo, obj: Value, headers: &H
     }
 }
 
-async fn delete_options(api: &Api, q: &HashMap<String, String>, headers: &HeaderMap, body: Body) -> ApiResult<DeleteOptions> {
-    let mut opts = DeleteOptions { dry_run: dry_run(q)?, ..Default::default() };
+async fn delete_options(
+    api: &Api,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<DeleteOptions> {
+    let mut opts = DeleteOptions {
+        dry_run: dry_run(q)?,
+        ..Default::default()
+    };
     if let Some(g) = q.get("gracePeriodSeconds").filter(|s| !s.is_empty()) {
-        opts.grace_period_seconds =
-            Some(g.parse().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds: invalid value {g:?}")))?);
+        opts.grace_period_seconds = Some(g.parse().map_err(|_| {
+            ApiError::bad_request(format!("gracePeriodSeconds: invalid value {g:?}"))
+        })?);
     }
     if let Some(p) = q.get("propagationPolicy").filter(|s| !s.is_empty()) {
         opts.propagation = Some(parse_propagation(p)?);
@@ -482,9 +599,11 @@ async fn delete_options(api: &Api, q: &HashMap<String, String>, headers: &Header
     let bytes = read_body(api, body).await?;
     if !bytes.iter().all(u8::is_ascii_whitespace) {
         let v: Value = if content_type(headers) == super::protobuf::CONTENT_TYPE {
-            super::protobuf::decode(&bytes).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+            super::protobuf::decode(&bytes)
+                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
         } else {
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
         };
         opts.merge_json(&v)?;
     }
@@ -500,10 +619,11 @@ fn watch_event(ty: &str, obj: Value) -> Bytes {
 fn parse_rv(q: &HashMap<String, String>) -> ApiResult<Option<Revision>> {
     match q.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::bad_request(format!("resourceVersion: Invalid value: \"{s}\": must be a number"))),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "resourceVersion: Invalid value: \"{s}\": must be a number"
+            ))
+        }),
     }
 }
 
@@ -520,7 +640,8 @@ async fn watch(
     if let Some(name) = name {
         // A watch on one object is a watch with a name field selector.
         params.field_selector = Some(
-            FieldSelector::parse(res.kind, &format!("metadata.name={name}")).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            FieldSelector::parse(res.kind, &format!("metadata.name={name}"))
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
         );
     }
     let from = parse_rv(q)?;
@@ -535,10 +656,23 @@ async fn watch(
 
     // Initial state: a consistent list, then the watch from its revision.
     let (initial, start) = if send_initial && from.is_none() {
-        let (items, rev, _) = api.list(res, ns, &ListParams { limit: 0, continue_token: None, ..params.clone() }).await?;
+        let (items, rev, _) = api
+            .list(
+                res,
+                ns,
+                &ListParams {
+                    limit: 0,
+                    continue_token: None,
+                    ..params.clone()
+                },
+            )
+            .await?;
         (items, rev)
     } else {
-        (Vec::new(), from.unwrap_or_else(|| api.store().current_revision()))
+        (
+            Vec::new(),
+            from.unwrap_or_else(|| api.store().current_revision()),
+        )
     };
     let initial_end_bookmark = q.get("sendInitialEvents").is_some_and(|v| v == "true");
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
@@ -550,10 +684,14 @@ async fn watch(
         let mut render = |obj: Value| -> Value {
             match &table_opts {
                 Some(opts) => {
-                    let opts = TableOptions { no_headers: headers_sent, ..opts.clone() };
+                    let opts = TableOptions {
+                        no_headers: headers_sent,
+                        ..opts.clone()
+                    };
                     headers_sent = true;
                     let rv = obj["metadata"]["resourceVersion"].clone();
-                    let mut t = table::table(res, std::slice::from_ref(&obj), &opts, chrono::Utc::now());
+                    let mut t =
+                        table::table(res, std::slice::from_ref(&obj), &opts, chrono::Utc::now());
                     t["metadata"]["resourceVersion"] = rv;
                     t
                 }
@@ -568,7 +706,11 @@ async fn watch(
             }
         };
         for obj in initial {
-            if tx.send(Ok(watch_event("ADDED", render(obj)))).await.is_err() {
+            if tx
+                .send(Ok(watch_event("ADDED", render(obj))))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -577,7 +719,10 @@ async fn watch(
             if end {
                 meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
             }
-            watch_event("BOOKMARK", json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": meta}))
+            watch_event(
+                "BOOKMARK",
+                json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": meta}),
+            )
         };
         if initial_end_bookmark && tx.send(Ok(bookmark(start, true))).await.is_err() {
             return;
@@ -612,7 +757,10 @@ async fn watch(
             last = event.revision;
             let obj = objects::from_bytes(&event.value, event.revision);
             let now_matches = params.matches(&obj);
-            let was_matching = event.prev.as_ref().is_some_and(|p| params.matches(&objects::from_bytes(p, event.revision)));
+            let was_matching = event
+                .prev
+                .as_ref()
+                .is_some_and(|p| params.matches(&objects::from_bytes(p, event.revision)));
             let ty = match event.event_type {
                 EventType::Added if now_matches => "ADDED",
                 EventType::Modified if now_matches && was_matching => "MODIFIED",
@@ -628,8 +776,14 @@ async fn watch(
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     let mut r = Response::new(body);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(r)
 }
 

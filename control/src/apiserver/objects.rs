@@ -42,7 +42,9 @@ pub fn name(obj: &Value) -> &str {
 
 /// `metadata.namespace`.
 pub fn namespace(obj: &Value) -> Option<&str> {
-    obj["metadata"]["namespace"].as_str().filter(|s| !s.is_empty())
+    obj["metadata"]["namespace"]
+        .as_str()
+        .filter(|s| !s.is_empty())
 }
 
 /// `metadata.resourceVersion` parsed, if set.
@@ -57,7 +59,11 @@ pub fn resource_version(obj: &Value) -> Option<Result<Revision, String>> {
 pub fn finalizers(obj: &Value) -> Vec<String> {
     obj["metadata"]["finalizers"]
         .as_array()
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -71,7 +77,9 @@ pub fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
     if !obj["metadata"].is_object() {
         obj["metadata"] = json!({});
     }
-    obj["metadata"].as_object_mut().expect("metadata is an object")
+    obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object")
 }
 
 /// The current time as Kubernetes writes timestamps (RFC 3339, seconds, `Z`).
@@ -81,15 +89,23 @@ pub fn now_rfc3339() -> String {
 
 /// A timestamp `secs` seconds from now.
 pub fn rfc3339_in(secs: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(secs)).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    (chrono::Utc::now() + chrono::Duration::seconds(secs))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// A name from `generateName`: the prefix plus five random characters, as Kubernetes does.
 pub fn generate_name(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    let prefix = if prefix.len() > 58 { &prefix[..58] } else { prefix };
-    let suffix: String = (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let prefix = if prefix.len() > 58 {
+        &prefix[..58]
+    } else {
+        prefix
+    };
+    let suffix: String = (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("{prefix}{suffix}")
 }
 
@@ -97,7 +113,11 @@ pub fn generate_name(prefix: &str) -> String {
 pub fn labels(obj: &Value) -> std::collections::BTreeMap<String, String> {
     obj["metadata"]["labels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -94,7 +94,11 @@ impl ResourceInfo {
 
     /// Store key prefix for every object of this resource (all namespaces).
     pub fn key_prefix(&self) -> String {
-        let group = if self.group.is_empty() { "core" } else { self.group };
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        };
         format!("/registry/{}/{}/", group, self.plural)
     }
 
@@ -135,23 +139,173 @@ macro_rules! res {
 
 /// Every resource served, in discovery order.
 pub static RESOURCES: &[ResourceInfo] = &[
-    res!("", "v1", "Namespace", "namespaces", "namespace", false, ["ns"], [], [Status]),
-    res!("", "v1", "Pod", "pods", "pod", true, ["po"], ["all"], [Status, Binding, Log, Eviction]),
-    res!("", "v1", "Node", "nodes", "node", false, ["no"], [], [Status]),
-    res!("", "v1", "Service", "services", "service", true, ["svc"], ["all"], [Status]),
-    res!("", "v1", "Endpoints", "endpoints", "endpoints", true, ["ep"], [], []),
-    res!("", "v1", "ConfigMap", "configmaps", "configmap", true, ["cm"], [], []),
+    res!(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        false,
+        ["ns"],
+        [],
+        [Status]
+    ),
+    res!(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        "pod",
+        true,
+        ["po"],
+        ["all"],
+        [Status, Binding, Log, Eviction]
+    ),
+    res!(
+        "",
+        "v1",
+        "Node",
+        "nodes",
+        "node",
+        false,
+        ["no"],
+        [],
+        [Status]
+    ),
+    res!(
+        "",
+        "v1",
+        "Service",
+        "services",
+        "service",
+        true,
+        ["svc"],
+        ["all"],
+        [Status]
+    ),
+    res!(
+        "",
+        "v1",
+        "Endpoints",
+        "endpoints",
+        "endpoints",
+        true,
+        ["ep"],
+        [],
+        []
+    ),
+    res!(
+        "",
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        true,
+        ["cm"],
+        [],
+        []
+    ),
     res!("", "v1", "Secret", "secrets", "secret", true, [], [], []),
     res!("", "v1", "Event", "events", "event", true, ["ev"], [], []),
-    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, ["sa"], [], []),
-    res!("apps", "v1", "Deployment", "deployments", "deployment", true, ["deploy"], ["all"], [Status, Scale]),
-    res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, ["rs"], ["all"], [Status, Scale]),
-    res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, ["ds"], ["all"], [Status]),
-    res!("batch", "v1", "Job", "jobs", "job", true, [], ["all"], [Status]),
-    res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, [], [], []),
-    res!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", false, [], [], []),
-    res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, [], [], []),
-    res!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, ["hpa"], ["all"], [Status]),
+    res!(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        true,
+        ["sa"],
+        [],
+        []
+    ),
+    res!(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        "deployment",
+        true,
+        ["deploy"],
+        ["all"],
+        [Status, Scale]
+    ),
+    res!(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        true,
+        ["rs"],
+        ["all"],
+        [Status, Scale]
+    ),
+    res!(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        true,
+        ["ds"],
+        ["all"],
+        [Status]
+    ),
+    res!(
+        "batch",
+        "v1",
+        "Job",
+        "jobs",
+        "job",
+        true,
+        [],
+        ["all"],
+        [Status]
+    ),
+    res!(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        true,
+        [],
+        [],
+        []
+    ),
+    res!(
+        "node.k8s.io",
+        "v1",
+        "RuntimeClass",
+        "runtimeclasses",
+        "runtimeclass",
+        false,
+        [],
+        [],
+        []
+    ),
+    res!(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        "lease",
+        true,
+        [],
+        [],
+        []
+    ),
+    res!(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        ["hpa"],
+        ["all"],
+        [Status]
+    ),
 ];
 
 /// Looks a resource up by group, version and plural (or singular/short name).
@@ -165,7 +319,9 @@ pub fn find(group: &str, version: &str, name: &str) -> Option<&'static ResourceI
 
 /// Looks a resource up by `apiVersion` and `kind`.
 pub fn find_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.kind == kind && r.api_version() == api_version)
+    RESOURCES
+        .iter()
+        .find(|r| r.kind == kind && r.api_version() == api_version)
 }
 
 /// The distinct non-core groups, with their versions, in discovery order.
@@ -186,7 +342,10 @@ pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
 
 /// Every resource of one group/version.
 pub fn in_group_version(group: &str, version: &str) -> Vec<&'static ResourceInfo> {
-    RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect()
+    RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect()
 }
 
 #[cfg(test)]
@@ -196,18 +355,28 @@ mod tests {
     #[test]
     fn keys_separate_namespaces_and_cluster_scope() {
         let pods = find("", "v1", "pods").unwrap();
-        assert_eq!(pods.key(Some("default"), "web"), "/registry/core/pods/default/web");
+        assert_eq!(
+            pods.key(Some("default"), "web"),
+            "/registry/core/pods/default/web"
+        );
         let nodes = find("", "v1", "nodes").unwrap();
         assert_eq!(nodes.key(None, "n1"), "/registry/core/nodes/n1");
         let deploy = find_kind("apps/v1", "Deployment").unwrap();
-        assert_eq!(deploy.namespace_prefix(Some("a")), "/registry/apps/deployments/a/");
+        assert_eq!(
+            deploy.namespace_prefix(Some("a")),
+            "/registry/apps/deployments/a/"
+        );
     }
 
     #[test]
     fn every_plural_is_unique_within_its_group() {
         for (i, a) in RESOURCES.iter().enumerate() {
             for b in &RESOURCES[i + 1..] {
-                assert!(!(a.group == b.group && a.plural == b.plural), "{} twice", a.plural);
+                assert!(
+                    !(a.group == b.group && a.plural == b.plural),
+                    "{} twice",
+                    a.plural
+                );
             }
         }
     }

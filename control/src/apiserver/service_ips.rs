@@ -50,7 +50,9 @@ impl FromStr for Ipv4Cidr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Ipv4Cidr, String> {
-        let (ip, prefix) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected an IPv4 CIDR like 127.2.0.0/16"))?;
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected an IPv4 CIDR like 127.2.0.0/16"))?;
         let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{s:?}: {e}"))?;
         let prefix: u8 = prefix
             .parse()
@@ -58,7 +60,10 @@ impl FromStr for Ipv4Cidr {
             .filter(|p| (8..=30).contains(p))
             .ok_or_else(|| format!("{s:?}: the prefix must be between 8 and 30"))?;
         let mask = u32::MAX << (32 - prefix);
-        Ok(Ipv4Cidr { network: Ipv4Addr::from(u32::from(ip) & mask), prefix })
+        Ok(Ipv4Cidr {
+            network: Ipv4Addr::from(u32::from(ip) & mask),
+            prefix,
+        })
     }
 }
 
@@ -70,13 +75,21 @@ impl std::fmt::Display for Ipv4Cidr {
 
 /// Parses a port range written `30000-32767`.
 pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?}: expected a port range like 30000-32767"))?;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected a port range like 30000-32767"))?;
     let (a, b): (u16, u16) = (
-        a.trim().parse().map_err(|_| format!("{s:?}: {a:?} is not a port"))?,
-        b.trim().parse().map_err(|_| format!("{s:?}: {b:?} is not a port"))?,
+        a.trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {a:?} is not a port"))?,
+        b.trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {b:?} is not a port"))?,
     );
     if a == 0 || a > b {
-        return Err(format!("{s:?}: the range must be non-empty and start above 0"));
+        return Err(format!(
+            "{s:?}: the range must be non-empty and start above 0"
+        ));
     }
     Ok(a..=b)
 }
@@ -92,7 +105,10 @@ pub struct ServiceRanges {
 
 impl Default for ServiceRanges {
     fn default() -> Self {
-        ServiceRanges { cluster_ips: DEFAULT_SERVICE_CIDR.parse().expect("the default parses"), node_ports: DEFAULT_NODE_PORTS }
+        ServiceRanges {
+            cluster_ips: DEFAULT_SERVICE_CIDR.parse().expect("the default parses"),
+            node_ports: DEFAULT_NODE_PORTS,
+        }
     }
 }
 
@@ -136,7 +152,13 @@ impl Allocations {
     /// Nothing allocated yet.
     pub fn new(ranges: ServiceRanges) -> Allocations {
         let next_port = *ranges.node_ports.start();
-        Allocations { ranges, ips: BTreeMap::new(), ports: BTreeMap::new(), next_ip: 1, next_port }
+        Allocations {
+            ranges,
+            ips: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            next_ip: 1,
+            next_port,
+        }
     }
 
     /// The ranges.
@@ -147,11 +169,18 @@ impl Allocations {
     /// Records what a stored Service holds (at start-up). Entries outside the ranges (the range
     /// changed) are still recorded, so nothing is handed out twice.
     pub fn load(&mut self, owner: &str, spec: &Value) {
-        if let Some(ip) = spec["clusterIP"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) {
+        if let Some(ip) = spec["clusterIP"]
+            .as_str()
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+        {
             self.ips.insert(ip, owner.to_string());
         }
         for p in spec["ports"].as_array().into_iter().flatten() {
-            if let Some(np) = p["nodePort"].as_u64().and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0) {
+            if let Some(np) = p["nodePort"]
+                .as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n > 0)
+            {
                 self.ports.insert(np, owner.to_string());
             }
         }
@@ -190,7 +219,12 @@ impl Allocations {
     /// Fills in `spec`'s ClusterIP and NodePorts for Service `owner` (`namespace/name`), keeping
     /// what `old` (the stored spec, on update) held. Returns what changed, or the causes of a
     /// clash; on error nothing is taken.
-    pub fn assign(&mut self, owner: &str, spec: &mut Value, old: Option<&Value>) -> Result<Change, Vec<Cause>> {
+    pub fn assign(
+        &mut self,
+        owner: &str,
+        spec: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<Change, Vec<Cause>> {
         let mut change = Change::default();
         let mut causes = Vec::new();
         if !spec.is_object() {
@@ -205,7 +239,9 @@ impl Allocations {
         {
             spec["clusterIP"] = old["clusterIP"].clone();
         }
-        let old_ip = old.and_then(|o| o["clusterIP"].as_str()).and_then(|s| s.parse::<Ipv4Addr>().ok());
+        let old_ip = old
+            .and_then(|o| o["clusterIP"].as_str())
+            .and_then(|s| s.parse::<Ipv4Addr>().ok());
         if wants_cluster_ip(spec) {
             match spec["clusterIP"].as_str().filter(|s| !s.is_empty()) {
                 Some(wanted) => {
@@ -242,16 +278,26 @@ impl Allocations {
                     None => causes.push(Cause::invalid(
                         "spec.clusterIP",
                         "",
-                        format!("failed to allocate a serviceIP: range is full ({})", self.ranges.cluster_ips),
+                        format!(
+                            "failed to allocate a serviceIP: range is full ({})",
+                            self.ranges.cluster_ips
+                        ),
                     )),
                 },
             }
         }
-        let now_ip = spec["clusterIP"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()).filter(|_| wants_cluster_ip(spec));
+        let now_ip = spec["clusterIP"]
+            .as_str()
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+            .filter(|_| wants_cluster_ip(spec));
         if old_ip.is_some() && old_ip != now_ip {
             change.freed_ip = old_ip;
         }
-        if let Some(ip) = spec["clusterIP"].as_str().map(str::to_string).filter(|s| !s.is_empty()) {
+        if let Some(ip) = spec["clusterIP"]
+            .as_str()
+            .map(str::to_string)
+            .filter(|s| !s.is_empty())
+        {
             spec["clusterIPs"] = json!([ip]);
         }
         if wants_cluster_ip(spec) {
@@ -268,7 +314,10 @@ impl Allocations {
             .into_iter()
             .flatten()
             .filter_map(|p| {
-                let np = p["nodePort"].as_u64().and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0)?;
+                let np = p["nodePort"]
+                    .as_u64()
+                    .and_then(|n| u16::try_from(n).ok())
+                    .filter(|n| *n > 0)?;
                 Some((p["port"].clone(), p["protocol"].clone(), np))
             })
             .collect();
@@ -289,7 +338,11 @@ impl Allocations {
             match p["nodePort"].as_u64().filter(|n| *n > 0) {
                 Some(np) => {
                     let Ok(np) = u16::try_from(np) else {
-                        causes.push(Cause::invalid(field, np, "must be between 1 and 65535, inclusive"));
+                        causes.push(Cause::invalid(
+                            field,
+                            np,
+                            "must be between 1 and 65535, inclusive",
+                        ));
                         continue;
                     };
                     let held = old_ports.iter().any(|(_, _, o)| *o == np);
@@ -308,15 +361,20 @@ impl Allocations {
                             ),
                         ));
                     } else if self.ports.contains_key(&np) || change.took_ports.contains(&np) {
-                        causes.push(Cause::invalid(field, np, "provided port is already allocated"));
+                        causes.push(Cause::invalid(
+                            field,
+                            np,
+                            "provided port is already allocated",
+                        ));
                     } else {
                         change.took_ports.push(np);
                     }
                 }
                 None => {
                     // An update keeps the NodePort of the same port and protocol.
-                    let same =
-                        old_ports.iter().find(|(port, proto, np)| *port == p["port"] && *proto == p["protocol"] && !kept.contains(np));
+                    let same = old_ports.iter().find(|(port, proto, np)| {
+                        *port == p["port"] && *proto == p["protocol"] && !kept.contains(np)
+                    });
                     if let Some((_, _, np)) = same {
                         kept.push(*np);
                         p["nodePort"] = json!(np);
@@ -327,12 +385,20 @@ impl Allocations {
                             change.took_ports.push(np);
                             p["nodePort"] = json!(np);
                         }
-                        None => causes.push(Cause::invalid(field, 0, "failed to allocate a nodePort: range is full")),
+                        None => causes.push(Cause::invalid(
+                            field,
+                            0,
+                            "failed to allocate a nodePort: range is full",
+                        )),
                     }
                 }
             }
         }
-        change.freed_ports = old_ports.iter().map(|(_, _, np)| *np).filter(|np| !kept.contains(np)).collect();
+        change.freed_ports = old_ports
+            .iter()
+            .map(|(_, _, np)| *np)
+            .filter(|np| !kept.contains(np))
+            .collect();
         if !causes.is_empty() {
             return Err(causes);
         }
@@ -359,7 +425,10 @@ impl Allocations {
     }
 
     fn free_port(&self, also_taken: &[u16]) -> Option<u16> {
-        let (start, end) = (*self.ranges.node_ports.start() as u32, *self.ranges.node_ports.end() as u32);
+        let (start, end) = (
+            *self.ranges.node_ports.start() as u32,
+            *self.ranges.node_ports.end() as u32,
+        );
         let len = end - start + 1;
         let from = (self.next_port as u32).clamp(start, end) - start;
         (0..len)
@@ -387,7 +456,10 @@ pub struct ServiceAddresses {
 impl ServiceAddresses {
     /// Allocations over `ranges`, loaded lazily from the store.
     pub fn new(ranges: ServiceRanges) -> ServiceAddresses {
-        ServiceAddresses { ranges, state: tokio::sync::Mutex::new(None) }
+        ServiceAddresses {
+            ranges,
+            state: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// The ranges.
@@ -427,7 +499,12 @@ impl ServiceLock<'_> {
     }
 
     /// [`Allocations::assign`], then remembers where allocation continues.
-    pub fn assign(&mut self, owner: &str, spec: &mut Value, old: Option<&Value>) -> Result<Change, Vec<Cause>> {
+    pub fn assign(
+        &mut self,
+        owner: &str,
+        spec: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<Change, Vec<Cause>> {
         let a = self.get();
         let change = a.assign(owner, spec, old)?;
         a.advance_port(&change);
@@ -440,7 +517,10 @@ mod tests {
     use super::*;
 
     fn ranges(cidr: &str, ports: RangeInclusive<u16>) -> ServiceRanges {
-        ServiceRanges { cluster_ips: cidr.parse().unwrap(), node_ports: ports }
+        ServiceRanges {
+            cluster_ips: cidr.parse().unwrap(),
+            node_ports: ports,
+        }
     }
 
     fn spec(v: Value) -> Value {
@@ -449,7 +529,10 @@ mod tests {
 
     #[test]
     fn ranges_parse() {
-        assert_eq!("127.2.3.4/16".parse::<Ipv4Cidr>().unwrap().to_string(), "127.2.0.0/16");
+        assert_eq!(
+            "127.2.3.4/16".parse::<Ipv4Cidr>().unwrap().to_string(),
+            "127.2.0.0/16"
+        );
         assert!("127.2.0.0".parse::<Ipv4Cidr>().is_err());
         assert_eq!(parse_port_range("30000-32767").unwrap(), 30000..=32767);
         assert!(parse_port_range("5-4").is_err());
@@ -464,17 +547,26 @@ mod tests {
         assert_eq!(s1["clusterIP"], "127.2.0.1");
         assert_eq!(s1["clusterIPs"], json!(["127.2.0.1"]));
         let mut fixed = spec(json!({"type": "ClusterIP", "clusterIP": "127.2.0.5"}));
-        assert_eq!(a.assign("ns/b", &mut fixed, None).unwrap().took_ip, Some("127.2.0.5".parse().unwrap()));
+        assert_eq!(
+            a.assign("ns/b", &mut fixed, None).unwrap().took_ip,
+            Some("127.2.0.5".parse().unwrap())
+        );
         let mut clash = spec(json!({"type": "ClusterIP", "clusterIP": "127.2.0.5"}));
         let causes = a.assign("ns/c", &mut clash, None).unwrap_err();
         assert_eq!(causes[0].field, "spec.clusterIP");
-        assert!(causes[0].message.contains("already allocated"), "{causes:?}");
+        assert!(
+            causes[0].message.contains("already allocated"),
+            "{causes:?}"
+        );
         let mut outside = spec(json!({"type": "ClusterIP", "clusterIP": "10.0.0.1"}));
         let causes = a.assign("ns/c", &mut outside, None).unwrap_err();
         assert!(causes[0].message.contains("127.2.0.0/29"), "{causes:?}");
         // Headless and ExternalName take nothing.
         let mut headless = spec(json!({"type": "ClusterIP", "clusterIP": "None"}));
-        assert_eq!(a.assign("ns/h", &mut headless, None).unwrap(), Change::default());
+        assert_eq!(
+            a.assign("ns/h", &mut headless, None).unwrap(),
+            Change::default()
+        );
         assert_eq!(headless["clusterIPs"], json!(["None"]));
         let mut ext = spec(json!({"type": "ExternalName", "externalName": "x.example"}));
         a.assign("ns/e", &mut ext, None).unwrap();
@@ -488,7 +580,10 @@ mod tests {
         }
         assert_eq!(got, ["127.2.0.6", "127.2.0.2", "127.2.0.3", "127.2.0.4"]);
         let mut full = spec(json!({"type": "ClusterIP"}));
-        assert!(a.assign("ns/full", &mut full, None).is_err(), "range is full");
+        assert!(
+            a.assign("ns/full", &mut full, None).is_err(),
+            "range is full"
+        );
         a.release_owner("ns/a");
         a.assign("ns/full", &mut full, None).unwrap();
         assert_eq!(full["clusterIP"], "127.2.0.1");
@@ -503,32 +598,51 @@ mod tests {
         let change = a.assign("ns/a", &mut s, None).unwrap();
         assert_eq!(change.took_ports, [30000, 30002]);
         assert_eq!(s["ports"][0]["nodePort"], 30000);
-        let mut clash = spec(json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30002}]}));
+        let mut clash = spec(
+            json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30002}]}),
+        );
         let causes = a.assign("ns/b", &mut clash, None).unwrap_err();
         assert_eq!(causes[0].field, "spec.ports[0].nodePort");
         assert!(causes[0].message.contains("already allocated"));
-        let mut outside = spec(json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP", "nodePort": 40000}]}));
+        let mut outside = spec(
+            json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP", "nodePort": 40000}]}),
+        );
         let causes = a.assign("ns/b", &mut outside, None).unwrap_err();
         assert!(causes[0].message.contains("30000-30002"), "{causes:?}");
         // Same in a single write: two ports asking for one NodePort.
         let mut twice = spec(json!({"type": "NodePort", "ports": [
             {"name": "a", "port": 1, "protocol": "TCP", "nodePort": 30001},
             {"name": "b", "port": 2, "protocol": "TCP", "nodePort": 30001}]}));
-        assert_eq!(a.assign("ns/c", &mut twice, None).unwrap_err()[0].field, "spec.ports[1].nodePort");
+        assert_eq!(
+            a.assign("ns/c", &mut twice, None).unwrap_err()[0].field,
+            "spec.ports[1].nodePort"
+        );
 
         // An update without nodePorts keeps them; turning into ClusterIP frees them.
         let old = s.clone();
-        let mut again = spec(json!({"type": "NodePort", "clusterIP": old["clusterIP"], "ports": [
-            {"name": "a", "port": 80, "protocol": "TCP"}, {"name": "b", "port": 81, "protocol": "TCP"}]}));
+        let mut again = spec(
+            json!({"type": "NodePort", "clusterIP": old["clusterIP"], "ports": [
+            {"name": "a", "port": 80, "protocol": "TCP"}, {"name": "b", "port": 81, "protocol": "TCP"}]}),
+        );
         let change = a.assign("ns/a", &mut again, Some(&old)).unwrap();
         assert_eq!(change, Change::default());
-        assert_eq!((again["ports"][0]["nodePort"].clone(), again["ports"][1]["nodePort"].clone()), (json!(30000), json!(30002)));
-        let mut cip = spec(json!({"type": "ClusterIP", "ports": [{"name": "a", "port": 80, "protocol": "TCP"}]}));
+        assert_eq!(
+            (
+                again["ports"][0]["nodePort"].clone(),
+                again["ports"][1]["nodePort"].clone()
+            ),
+            (json!(30000), json!(30002))
+        );
+        let mut cip = spec(
+            json!({"type": "ClusterIP", "ports": [{"name": "a", "port": 80, "protocol": "TCP"}]}),
+        );
         let change = a.assign("ns/a", &mut cip, Some(&again)).unwrap();
         assert_eq!(cip["clusterIP"], old["clusterIP"], "the address is kept");
         assert_eq!(change.freed_ports, [30000, 30002]);
         a.commit("ns/a", &change);
-        let mut s2 = spec(json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30002}]}));
+        let mut s2 = spec(
+            json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30002}]}),
+        );
         a.assign("ns/d", &mut s2, None).unwrap();
     }
 
@@ -538,7 +652,9 @@ mod tests {
         let mut s = spec(json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}));
         let change = a.assign("ns/a", &mut s, None).unwrap();
         a.undo(&change);
-        let mut same = spec(json!({"type": "NodePort", "clusterIP": s["clusterIP"], "ports": [{"port": 80, "protocol": "TCP", "nodePort": s["ports"][0]["nodePort"]}]}));
+        let mut same = spec(
+            json!({"type": "NodePort", "clusterIP": s["clusterIP"], "ports": [{"port": 80, "protocol": "TCP", "nodePort": s["ports"][0]["nodePort"]}]}),
+        );
         a.assign("ns/b", &mut same, None).unwrap();
 
         let mut rebuilt = Allocations::new(ranges("127.2.0.0/24", 30000..=30002));

@@ -17,7 +17,9 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
     use k8s_openapi::api::{apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch};
     use k8s_openapi::api::{coordination::v1 as coordination, core::v1 as core};
     use k8s_openapi::api::{discovery::v1 as discovery, node::v1 as node};
-    fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> Result<Value, String> {
+    fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
+        obj: &Value,
+    ) -> Result<Value, String> {
         let typed: T = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
         serde_json::to_value(typed).map_err(|e| e.to_string())
     }
@@ -51,7 +53,11 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
     match (input, typed) {
         (Value::Object(i), Value::Object(t)) => {
             for (k, iv) in i {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match t.get(k) {
                     Some(tv) => unknown_fields(iv, tv, &p, out),
                     None if iv.is_null() => {}
@@ -118,7 +124,8 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
         }
         "Job" => {
             let spec = obj_mut(obj, "spec");
-            if spec.get("completions").is_none_or(Value::is_null) && spec.get("parallelism").is_none_or(Value::is_null)
+            if spec.get("completions").is_none_or(Value::is_null)
+                && spec.get("parallelism").is_none_or(Value::is_null)
             {
                 spec.insert("completions".into(), json!(1));
             }
@@ -128,14 +135,15 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
             default(spec, "suspend", json!(false));
             // A Job template's restartPolicy has no default: validation asks for OnFailure or Never.
             if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut)
-                && let Some(ps) = t.get_mut("spec").and_then(Value::as_object_mut) {
-                    let given = ps.get("restartPolicy").cloned();
-                    default_pod_spec(ps);
-                    match given {
-                        Some(p) => ps.insert("restartPolicy".into(), p),
-                        None => ps.remove("restartPolicy"),
-                    };
-                }
+                && let Some(ps) = t.get_mut("spec").and_then(Value::as_object_mut)
+            {
+                let given = ps.get("restartPolicy").cloned();
+                default_pod_spec(ps);
+                match given {
+                    Some(p) => ps.insert("restartPolicy".into(), p),
+                    None => ps.remove("restartPolicy"),
+                };
+            }
         }
         "Service" => {
             let spec = obj_mut(obj, "spec");
@@ -148,7 +156,11 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
                 default(spec, "externalTrafficPolicy", json!("Cluster"));
             }
             if spec["sessionAffinity"] == "ClientIP" {
-                default(spec, "sessionAffinityConfig", json!({"clientIP": {"timeoutSeconds": 10800}}));
+                default(
+                    spec,
+                    "sessionAffinityConfig",
+                    json!({"clientIP": {"timeoutSeconds": 10800}}),
+                );
             }
             if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                 for p in ports.iter_mut().filter_map(Value::as_object_mut) {
@@ -190,8 +202,16 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
     for list in ["initContainers", "containers"] {
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {
-                let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
-                let policy = if image_tag_is_latest(&image) { "Always" } else { "IfNotPresent" };
+                let image = c
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let policy = if image_tag_is_latest(&image) {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                };
                 default(c, "imagePullPolicy", json!(policy));
                 default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 default(c, "terminationMessagePolicy", json!("File"));
@@ -231,11 +251,18 @@ pub fn prepare_for_create(res: &ResourceInfo, obj: &mut Value) {
         "Secret" => merge_string_data(obj),
         "Job" => {
             // A Job selects its pods by its own uid unless the user opted into manual selection.
-            let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+            let uid = obj["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let manual = obj["spec"]["manualSelector"].as_bool().unwrap_or(false);
             if !manual && !uid.is_empty() {
-                let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                obj["spec"]["selector"] =
+                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
                 let tmeta = &mut obj["spec"]["template"]["metadata"];
                 if !tmeta.is_object() {
                     *tmeta = json!({});
@@ -260,7 +287,10 @@ pub fn merge_string_data(obj: &mut Value) {
         let data = obj_mut(obj, "data");
         for (k, v) in sd {
             let s = v.as_str().unwrap_or_default();
-            data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
+            data.insert(
+                k,
+                json!(base64::engine::general_purpose::STANDARD.encode(s)),
+            );
         }
     }
 }
@@ -302,7 +332,15 @@ pub fn qos_class(spec: &Value) -> &'static str {
 pub fn has_generation(res: &ResourceInfo) -> bool {
     !matches!(
         res.kind,
-        "ConfigMap" | "Secret" | "Event" | "Endpoints" | "EndpointSlice" | "ServiceAccount" | "Lease" | "Node" | "Namespace"
+        "ConfigMap"
+            | "Secret"
+            | "Event"
+            | "Endpoints"
+            | "EndpointSlice"
+            | "ServiceAccount"
+            | "Lease"
+            | "Node"
+            | "Namespace"
     )
 }
 
@@ -341,12 +379,19 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
                 causes.push(Cause::invalid("metadata.labels", k, why));
             }
             if let Some(why) = v::label_value(val.as_str().unwrap_or("")) {
-                causes.push(Cause::invalid(format!("metadata.labels.{k}"), val.as_str().unwrap_or(""), why));
+                causes.push(Cause::invalid(
+                    format!("metadata.labels.{k}"),
+                    val.as_str().unwrap_or(""),
+                    why,
+                ));
             }
         }
     }
     if let Some(ann) = meta["annotations"].as_object() {
-        let total: usize = ann.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+        let total: usize = ann
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum();
         if total > 256 * 1024 {
             causes.push(Cause {
                 reason: "FieldValueTooLong",
@@ -367,13 +412,23 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
             if res.kind != "DaemonSet" {
                 v::non_negative(&obj["spec"]["replicas"], "spec.replicas", &mut causes);
             }
-            v::pod_spec(&obj["spec"]["template"]["spec"], "spec.template.spec", &mut causes, Some(&["Always"]));
+            v::pod_spec(
+                &obj["spec"]["template"]["spec"],
+                "spec.template.spec",
+                &mut causes,
+                Some(&["Always"]),
+            );
         }
         "Job" => {
             for f in ["parallelism", "completions", "backoffLimit"] {
                 v::non_negative(&obj["spec"][f], &format!("spec.{f}"), &mut causes);
             }
-            v::pod_spec(&obj["spec"]["template"]["spec"], "spec.template.spec", &mut causes, Some(&["OnFailure", "Never"]));
+            v::pod_spec(
+                &obj["spec"]["template"]["spec"],
+                "spec.template.spec",
+                &mut causes,
+                Some(&["OnFailure", "Never"]),
+            );
         }
         "Service" => v::service_spec(&obj["spec"], &mut causes),
         "ConfigMap" | "Secret" => {
@@ -387,16 +442,14 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
                 }
             }
         }
-        "RuntimeClass" => {
-            match obj["handler"].as_str() {
-                None | Some("") => causes.push(Cause::required("handler")),
-                Some(h) => {
-                    if let Some(why) = v::dns1123_label(h) {
-                        causes.push(Cause::invalid("handler", h, why));
-                    }
+        "RuntimeClass" => match obj["handler"].as_str() {
+            None | Some("") => causes.push(Cause::required("handler")),
+            Some(h) => {
+                if let Some(why) = v::dns1123_label(h) {
+                    causes.push(Cause::invalid("handler", h, why));
                 }
             }
-        }
+        },
         _ => {}
     }
     causes
@@ -407,17 +460,39 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
     let mut causes = Vec::new();
     let immutable = |causes: &mut Vec<Cause>, path: &str, a: &Value, b: &Value| {
         if a != b {
-            causes.push(Cause::invalid(path, a.to_string().trim_matches('"'), "field is immutable"));
+            causes.push(Cause::invalid(
+                path,
+                a.to_string().trim_matches('"'),
+                "field is immutable",
+            ));
         }
     };
     match res.kind {
-        "Deployment" | "ReplicaSet" | "DaemonSet" => {
-            immutable(&mut causes, "spec.selector", &new["spec"]["selector"], &old["spec"]["selector"])
-        }
+        "Deployment" | "ReplicaSet" | "DaemonSet" => immutable(
+            &mut causes,
+            "spec.selector",
+            &new["spec"]["selector"],
+            &old["spec"]["selector"],
+        ),
         "Job" => {
-            immutable(&mut causes, "spec.selector", &new["spec"]["selector"], &old["spec"]["selector"]);
-            immutable(&mut causes, "spec.template", &new["spec"]["template"], &old["spec"]["template"]);
-            immutable(&mut causes, "spec.completions", &new["spec"]["completions"], &old["spec"]["completions"]);
+            immutable(
+                &mut causes,
+                "spec.selector",
+                &new["spec"]["selector"],
+                &old["spec"]["selector"],
+            );
+            immutable(
+                &mut causes,
+                "spec.template",
+                &new["spec"]["template"],
+                &old["spec"]["template"],
+            );
+            immutable(
+                &mut causes,
+                "spec.completions",
+                &new["spec"]["completions"],
+                &old["spec"]["completions"],
+            );
         }
         "Service" => {
             let (a, b) = (&new["spec"]["clusterIP"], &old["spec"]["clusterIP"]);
@@ -431,7 +506,12 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
             let strip = |spec: &Value| {
                 let mut s = spec.clone();
                 if let Some(o) = s.as_object_mut() {
-                    for k in ["activeDeadlineSeconds", "tolerations", "schedulingGates", "nodeName"] {
+                    for k in [
+                        "activeDeadlineSeconds",
+                        "tolerations",
+                        "schedulingGates",
+                        "nodeName",
+                    ] {
                         o.remove(k);
                     }
                     for list in ["containers", "initContainers"] {
@@ -456,8 +536,13 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
             }
         }
         "ConfigMap" | "Secret" => {
-            if old["immutable"] == json!(true) && (new["data"] != old["data"] || new["binaryData"] != old["binaryData"]) {
-                causes.push(Cause::forbidden("data", "field is immutable when `immutable` is set"));
+            if old["immutable"] == json!(true)
+                && (new["data"] != old["data"] || new["binaryData"] != old["binaryData"])
+            {
+                causes.push(Cause::forbidden(
+                    "data",
+                    "field is immutable when `immutable` is set",
+                ));
             }
             if res.kind == "Secret" && new["type"] != old["type"] {
                 immutable(&mut causes, "type", &new["type"], &old["type"]);

@@ -64,7 +64,8 @@ fn name_part_ok(s: &str) -> bool {
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// A qualified name (label and annotation keys): an optional DNS subdomain prefix and '/', then
@@ -75,9 +76,10 @@ pub fn qualified_name(s: &str) -> Option<String> {
         None => (None, s),
     };
     if let Some(p) = prefix
-        && (p.is_empty() || dns1123_subdomain(p).is_some()) {
-            return Some("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character".into());
-        }
+        && (p.is_empty() || dns1123_subdomain(p).is_some())
+    {
+        return Some("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character".into());
+    }
     if name_part_ok(name) {
         None
     } else {
@@ -100,7 +102,8 @@ pub fn config_key(s: &str) -> Option<String> {
         && s.len() <= 253
         && s != "."
         && s != ".."
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
         None
     } else {
@@ -111,22 +114,36 @@ pub fn config_key(s: &str) -> Option<String> {
 /// Integer fields that must not be negative.
 pub fn non_negative(v: &Value, field: &str, causes: &mut Vec<Cause>) {
     if let Some(n) = v.as_i64()
-        && n < 0 {
-            causes.push(Cause::invalid(field, n, "must be greater than or equal to 0"));
-        }
+        && n < 0
+    {
+        causes.push(Cause::invalid(
+            field,
+            n,
+            "must be greater than or equal to 0",
+        ));
+    }
 }
 
 fn port_number(v: &Value, field: &str, causes: &mut Vec<Cause>) {
     match v.as_i64() {
         Some(p) if (1..=65535).contains(&p) => {}
-        Some(p) => causes.push(Cause::invalid(field, p, "must be between 1 and 65535, inclusive")),
+        Some(p) => causes.push(Cause::invalid(
+            field,
+            p,
+            "must be between 1 and 65535, inclusive",
+        )),
         None => causes.push(Cause::required(field)),
     }
 }
 
 /// Validates a pod spec at `path`; `restart_policies` restricts the allowed restart policies
 /// (workload templates), otherwise all three are allowed.
-pub fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>, restart_policies: Option<&[&str]>) {
+pub fn pod_spec(
+    spec: &Value,
+    path: &str,
+    causes: &mut Vec<Cause>,
+    restart_policies: Option<&[&str]>,
+) {
     if !spec.is_object() {
         causes.push(Cause::required(path));
         return;
@@ -166,25 +183,42 @@ pub fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>, restart_polic
             }
             let mut port_names = HashSet::new();
             for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
-                port_number(&p["containerPort"], &format!("{cpath}.ports[{j}].containerPort"), causes);
+                port_number(
+                    &p["containerPort"],
+                    &format!("{cpath}.ports[{j}].containerPort"),
+                    causes,
+                );
                 if let Some(n) = p["name"].as_str() {
-                    if n.len() > 15 || dns1123_label(n).is_some() || !n.chars().any(|c| c.is_ascii_lowercase()) {
+                    if n.len() > 15
+                        || dns1123_label(n).is_some()
+                        || !n.chars().any(|c| c.is_ascii_lowercase())
+                    {
                         causes.push(Cause::invalid(format!("{cpath}.ports[{j}].name"), n, "must be no more than 15 characters, contain only lowercase alphanumerics and '-', and contain at least one letter"));
                     } else if !port_names.insert(n.to_string()) {
                         causes.push(Cause::duplicate(format!("{cpath}.ports[{j}].name"), n));
                     }
                 }
                 if let Some(proto) = p["protocol"].as_str()
-                    && !matches!(proto, "TCP" | "UDP" | "SCTP") {
-                        causes.push(Cause::not_supported(format!("{cpath}.ports[{j}].protocol"), proto, &["SCTP", "TCP", "UDP"]));
-                    }
+                    && !matches!(proto, "TCP" | "UDP" | "SCTP")
+                {
+                    causes.push(Cause::not_supported(
+                        format!("{cpath}.ports[{j}].protocol"),
+                        proto,
+                        &["SCTP", "TCP", "UDP"],
+                    ));
+                }
             }
             for (j, e) in c["env"].as_array().into_iter().flatten().enumerate() {
                 if e["name"].as_str().is_none_or(str::is_empty) {
                     causes.push(Cause::required(format!("{cpath}.env[{j}].name")));
                 }
             }
-            for (j, m) in c["volumeMounts"].as_array().into_iter().flatten().enumerate() {
+            for (j, m) in c["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 let vname = m["name"].as_str().unwrap_or("");
                 if !volumes.contains(vname) {
                     causes.push(Cause {
@@ -194,22 +228,37 @@ pub fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>, restart_polic
                     });
                 }
                 if m["mountPath"].as_str().is_none_or(str::is_empty) {
-                    causes.push(Cause::required(format!("{cpath}.volumeMounts[{j}].mountPath")));
+                    causes.push(Cause::required(format!(
+                        "{cpath}.volumeMounts[{j}].mountPath"
+                    )));
                 }
             }
             if let Some(policy) = c["imagePullPolicy"].as_str()
-                && !matches!(policy, "Always" | "IfNotPresent" | "Never") {
-                    causes.push(Cause::not_supported(format!("{cpath}.imagePullPolicy"), policy, &["Always", "IfNotPresent", "Never"]));
-                }
+                && !matches!(policy, "Always" | "IfNotPresent" | "Never")
+            {
+                causes.push(Cause::not_supported(
+                    format!("{cpath}.imagePullPolicy"),
+                    policy,
+                    &["Always", "IfNotPresent", "Never"],
+                ));
+            }
         }
     }
     let allowed = restart_policies.unwrap_or(&["Always", "OnFailure", "Never"]);
     match spec["restartPolicy"].as_str() {
         Some(p) if allowed.contains(&p) => {}
-        Some(p) => causes.push(Cause::not_supported(format!("{path}.restartPolicy"), p, allowed)),
+        Some(p) => causes.push(Cause::not_supported(
+            format!("{path}.restartPolicy"),
+            p,
+            allowed,
+        )),
         None => causes.push(Cause::required(format!("{path}.restartPolicy"))),
     }
-    non_negative(&spec["terminationGracePeriodSeconds"], &format!("{path}.terminationGracePeriodSeconds"), causes);
+    non_negative(
+        &spec["terminationGracePeriodSeconds"],
+        &format!("{path}.terminationGracePeriodSeconds"),
+        causes,
+    );
 }
 
 /// A Deployment, ReplicaSet or DaemonSet must have a non-empty selector matching its template.
@@ -221,7 +270,10 @@ pub fn workload_selector(spec: &Value, causes: &mut Vec<Cause>) {
     }
     let parsed: Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, _> =
         serde_json::from_value(sel.clone());
-    let selector = match parsed.map_err(|e| e.to_string()).and_then(|s| LabelSelector::from_k8s(&s).map_err(|e| e.to_string())) {
+    let selector = match parsed
+        .map_err(|e| e.to_string())
+        .and_then(|s| LabelSelector::from_k8s(&s).map_err(|e| e.to_string()))
+    {
         Ok(s) => s,
         Err(e) => {
             causes.push(Cause::invalid("spec.selector", sel, e));
@@ -229,24 +281,43 @@ pub fn workload_selector(spec: &Value, causes: &mut Vec<Cause>) {
         }
     };
     if selector.is_empty() {
-        causes.push(Cause::invalid("spec.selector", sel, "empty selector is invalid for deployment"));
+        causes.push(Cause::invalid(
+            "spec.selector",
+            sel,
+            "empty selector is invalid for deployment",
+        ));
         return;
     }
     let labels: std::collections::BTreeMap<String, String> = spec["template"]["metadata"]["labels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
         .unwrap_or_default();
     if !selector.matches(&labels) {
         let shown = serde_json::to_string(&labels).unwrap_or_default();
-        causes.push(Cause::invalid("spec.template.metadata.labels", shown, "`selector` does not match template `labels`"));
+        causes.push(Cause::invalid(
+            "spec.template.metadata.labels",
+            shown,
+            "`selector` does not match template `labels`",
+        ));
     }
 }
 
 /// Service spec rules: ports, types, node ports, cluster IPs.
 pub fn service_spec(spec: &Value, causes: &mut Vec<Cause>) {
     let ty = spec["type"].as_str().unwrap_or("ClusterIP");
-    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
-        causes.push(Cause::not_supported("spec.type", ty, &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
+    if !matches!(
+        ty,
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
+        causes.push(Cause::not_supported(
+            "spec.type",
+            ty,
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        ));
     }
     if ty == "ExternalName" && spec["externalName"].as_str().is_none_or(str::is_empty) {
         causes.push(Cause::required("spec.externalName"));
@@ -273,39 +344,67 @@ pub fn service_spec(spec: &Value, causes: &mut Vec<Cause>) {
         }
         let proto = p["protocol"].as_str().unwrap_or("TCP");
         if !matches!(proto, "TCP" | "UDP" | "SCTP") {
-            causes.push(Cause::not_supported(format!("{path}.protocol"), proto, &["SCTP", "TCP", "UDP"]));
+            causes.push(Cause::not_supported(
+                format!("{path}.protocol"),
+                proto,
+                &["SCTP", "TCP", "UDP"],
+            ));
         }
         if !pairs.insert((p["port"].as_i64(), proto.to_string())) {
-            causes.push(Cause::duplicate(path.to_string(), format!("{}/{proto}", p["port"])));
+            causes.push(Cause::duplicate(
+                path.to_string(),
+                format!("{}/{proto}", p["port"]),
+            ));
         }
         if let Some(np) = p["nodePort"].as_i64() {
             if ty == "ClusterIP" && np != 0 {
-                causes.push(Cause::forbidden(format!("{path}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
+                causes.push(Cause::forbidden(
+                    format!("{path}.nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
             } else if !(0..=65535).contains(&np) {
                 // The configured NodePort range is checked where NodePorts are allocated.
-                causes.push(Cause::invalid(format!("{path}.nodePort"), np, "must be between 1 and 65535, inclusive"));
+                causes.push(Cause::invalid(
+                    format!("{path}.nodePort"),
+                    np,
+                    "must be between 1 and 65535, inclusive",
+                ));
             }
         }
         match &p["targetPort"] {
-            Value::Number(n)
-                if !(1..=65535).contains(&n.as_i64().unwrap_or(0)) => {
-                    causes.push(Cause::invalid(format!("{path}.targetPort"), n, "must be between 1 and 65535, inclusive"));
-                }
-            Value::String(s)
-                if (s.len() > 15 || dns1123_label(s).is_some()) => {
-                    causes.push(Cause::invalid(format!("{path}.targetPort"), s, "must contain only lowercase alphanumerics and '-' and be at most 15 characters"));
-                }
+            Value::Number(n) if !(1..=65535).contains(&n.as_i64().unwrap_or(0)) => {
+                causes.push(Cause::invalid(
+                    format!("{path}.targetPort"),
+                    n,
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+            Value::String(s) if (s.len() > 15 || dns1123_label(s).is_some()) => {
+                causes.push(Cause::invalid(format!("{path}.targetPort"), s, "must contain only lowercase alphanumerics and '-' and be at most 15 characters"));
+            }
             _ => {}
         }
     }
     if let Some(ip) = spec["clusterIP"].as_str()
-        && !ip.is_empty() && ip != "None" && ip.parse::<std::net::IpAddr>().is_err() {
-            causes.push(Cause::invalid("spec.clusterIP", ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
-        }
+        && !ip.is_empty()
+        && ip != "None"
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        causes.push(Cause::invalid(
+            "spec.clusterIP",
+            ip,
+            "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+        ));
+    }
     if let Some(aff) = spec["sessionAffinity"].as_str()
-        && !matches!(aff, "None" | "ClientIP") {
-            causes.push(Cause::not_supported("spec.sessionAffinity", aff, &["ClientIP", "None"]));
-        }
+        && !matches!(aff, "None" | "ClientIP")
+    {
+        causes.push(Cause::not_supported(
+            "spec.sessionAffinity",
+            aff,
+            &["ClientIP", "None"],
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -334,13 +433,25 @@ mod tests {
     #[test]
     fn a_pod_without_containers_or_images_is_invalid() {
         let mut causes = vec![];
-        pod_spec(&serde_json::json!({"restartPolicy": "Always"}), "spec", &mut causes, None);
+        pod_spec(
+            &serde_json::json!({"restartPolicy": "Always"}),
+            "spec",
+            &mut causes,
+            None,
+        );
         assert_eq!(causes[0].field, "spec.containers");
         let mut causes = vec![];
         let spec = serde_json::json!({"restartPolicy": "Sometimes", "containers": [{"name": "a"}, {"name": "a", "image": "x"}]});
         pod_spec(&spec, "spec", &mut causes, None);
         let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
-        assert_eq!(fields, ["spec.containers[0].image", "spec.containers[1].name", "spec.restartPolicy"]);
+        assert_eq!(
+            fields,
+            [
+                "spec.containers[0].image",
+                "spec.containers[1].name",
+                "spec.restartPolicy"
+            ]
+        );
     }
 
     #[test]

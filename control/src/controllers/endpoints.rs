@@ -29,7 +29,8 @@ pub fn desired(service: &Value, pods: &[&Value]) -> Option<Value> {
         let mut ready = Vec::new();
         let mut not_ready = Vec::new();
         for pod in members {
-            let mut address = json!({"ip": pod["status"]["podIP"], "targetRef": service_pods::target_ref(pod)});
+            let mut address =
+                json!({"ip": pod["status"]["podIP"], "targetRef": service_pods::target_ref(pod)});
             if let Some(node) = pod["spec"]["nodeName"].as_str() {
                 address["nodeName"] = json!(node);
             }
@@ -51,7 +52,10 @@ pub fn desired(service: &Value, pods: &[&Value]) -> Option<Value> {
         }
         subsets.push(subset);
     }
-    let mut labels = service["metadata"]["labels"].as_object().cloned().unwrap_or_default();
+    let mut labels = service["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     if service["spec"]["clusterIP"] == "None" {
         labels.insert("service.kubernetes.io/headless".into(), json!(""));
     }
@@ -78,7 +82,13 @@ impl ServiceReconciler for EndpointsController {
         "endpoints"
     }
 
-    async fn reconcile(&self, api: &Api, key: &Key, service: Option<&Value>, pods: &[&Value]) -> ApiResult<()> {
+    async fn reconcile(
+        &self,
+        api: &Api,
+        key: &Key,
+        service: Option<&Value>,
+        pods: &[&Value],
+    ) -> ApiResult<()> {
         let (ns, name) = (key.0.as_str(), key.1.as_str());
         let res = endpoints();
         let current = match api.get(res, Some(ns), name).await {
@@ -92,7 +102,10 @@ impl ServiceReconciler for EndpointsController {
                 // Only what this controller made goes with the Service (a selector-less
                 // Service's Endpoints belong to the user).
                 if service.is_none() {
-                    let opts = DeleteOptions { precondition_uid: cur["metadata"]["uid"].as_str().map(String::from), ..Default::default() };
+                    let opts = DeleteOptions {
+                        precondition_uid: cur["metadata"]["uid"].as_str().map(String::from),
+                        ..Default::default()
+                    };
                     match api.delete(res, Some(ns), name, &opts).await {
                         Ok(_) => {}
                         Err(e) if e.code == 404 || e.code == 409 => {}
@@ -102,14 +115,19 @@ impl ServiceReconciler for EndpointsController {
                 Ok(())
             }
             (None, None) => Ok(()),
-            (Some(want), None) => match api.create(res, Some(ns), want, &WriteOptions::default()).await {
+            (Some(want), None) => match api
+                .create(res, Some(ns), want, &WriteOptions::default())
+                .await
+            {
                 Ok(_) => Ok(()),
                 // Made meanwhile: the next event reconciles again.
                 Err(e) if e.code == 409 => Err(e),
                 Err(e) => Err(e),
             },
             (Some(want), Some(cur)) => {
-                if want["subsets"] == cur["subsets"] && want["metadata"]["labels"] == cur["metadata"]["labels"] {
+                if want["subsets"] == cur["subsets"]
+                    && want["metadata"]["labels"] == cur["metadata"]["labels"]
+                {
                     return Ok(());
                 }
                 let mut next = cur.clone();
@@ -120,7 +138,9 @@ impl ServiceReconciler for EndpointsController {
                         next.as_object_mut().expect("object").remove("subsets");
                     }
                 }
-                api.update(res, Some(ns), name, next, None, &WriteOptions::default()).await.map(|_| ())
+                api.update(res, Some(ns), name, next, None, &WriteOptions::default())
+                    .await
+                    .map(|_| ())
             }
         }
     }
@@ -162,14 +182,21 @@ mod tests {
         done["status"]["phase"] = json!("Succeeded");
         let mut leaving = pod("f", "127.1.0.6", true, "http", 8080);
         leaving["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        let ep = desired(&service(json!("http")), &[&a, &b, &c, &pending, &done, &leaving]).unwrap();
+        let ep = desired(
+            &service(json!("http")),
+            &[&a, &b, &c, &pending, &done, &leaving],
+        )
+        .unwrap();
         let subsets = ep["subsets"].as_array().unwrap();
         assert_eq!(subsets.len(), 2, "{ep:#}");
         assert_eq!(subsets[0]["addresses"][0]["ip"], "127.1.0.1");
         assert_eq!(subsets[0]["addresses"][0]["targetRef"]["name"], "a");
         assert_eq!(subsets[0]["addresses"][0]["nodeName"], "n1");
         assert_eq!(subsets[0]["notReadyAddresses"][0]["ip"], "127.1.0.2");
-        assert_eq!(subsets[0]["ports"], json!([{"name": "http", "port": 8080, "protocol": "TCP"}]));
+        assert_eq!(
+            subsets[0]["ports"],
+            json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
+        );
         assert_eq!(subsets[1]["addresses"][0]["ip"], "127.1.0.3");
         assert_eq!(subsets[1]["ports"][0]["port"], 9090);
         assert_eq!(ep["metadata"]["labels"]["tier"], "front");
@@ -179,7 +206,10 @@ mod tests {
         let none = desired(&service(json!("http")), &[]).unwrap();
         assert!(none.get("subsets").is_none());
         let mut no_selector = service(json!(80));
-        no_selector["spec"].as_object_mut().unwrap().remove("selector");
+        no_selector["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("selector");
         assert!(desired(&no_selector, &[&a]).is_none());
     }
 }

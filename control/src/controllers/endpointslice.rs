@@ -34,7 +34,9 @@ fn short_hash(text: &str) -> String {
         h = h.wrapping_mul(0x100000001b3);
     }
     let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|i| alphabet[((h >> (i * 8)) % alphabet.len() as u64) as usize] as char).collect()
+    (0..5)
+        .map(|i| alphabet[((h >> (i * 8)) % alphabet.len() as u64) as usize] as char)
+        .collect()
 }
 
 /// The slices `service` should have given the pods its selector matches, by name; `None` when
@@ -43,7 +45,11 @@ pub fn desired(service: &Value, pods: &[&Value]) -> Option<BTreeMap<String, Valu
     service_pods::selector(service)?;
     let name = objects::name(service);
     let ns = objects::namespace(service).unwrap_or("");
-    let taking_part: Vec<&Value> = pods.iter().copied().filter(|p| service_pods::readiness(service, p).is_some()).collect();
+    let taking_part: Vec<&Value> = pods
+        .iter()
+        .copied()
+        .filter(|p| service_pods::readiness(service, p).is_some())
+        .collect();
     let mut groups = service_pods::group_by_ports(service, &taking_part);
     if groups.is_empty() {
         // No pods: one empty slice with the Service's ports, as Kubernetes keeps.
@@ -53,7 +59,8 @@ pub fn desired(service: &Value, pods: &[&Value]) -> Option<BTreeMap<String, Valu
             .flatten()
             .filter_map(|p| {
                 let port = p["targetPort"].as_i64()?;
-                let mut out = json!({"port": port, "protocol": p["protocol"].as_str().unwrap_or("TCP")});
+                let mut out =
+                    json!({"port": port, "protocol": p["protocol"].as_str().unwrap_or("TCP")});
                 if let Some(n) = p["name"].as_str().filter(|n| !n.is_empty()) {
                     out["name"] = json!(n);
                 }
@@ -62,7 +69,10 @@ pub fn desired(service: &Value, pods: &[&Value]) -> Option<BTreeMap<String, Valu
             .collect();
         groups.push((ports, Vec::new()));
     }
-    let mut labels = service["metadata"]["labels"].as_object().cloned().unwrap_or_default();
+    let mut labels = service["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     labels.insert(SERVICE_NAME_LABEL.into(), json!(name));
     labels.insert(MANAGED_BY_LABEL.into(), json!(MANAGED_BY));
     if service["spec"]["clusterIP"] == "None" {
@@ -70,7 +80,10 @@ pub fn desired(service: &Value, pods: &[&Value]) -> Option<BTreeMap<String, Valu
     }
     let mut out = BTreeMap::new();
     for (ports, members) in groups {
-        let slice_name = format!("{name}-{}", short_hash(&serde_json::to_string(&ports).unwrap_or_default()));
+        let slice_name = format!(
+            "{name}-{}",
+            short_hash(&serde_json::to_string(&ports).unwrap_or_default())
+        );
         let endpoints: Vec<Value> = members
             .iter()
             .map(|pod| {
@@ -117,12 +130,23 @@ impl ServiceReconciler for EndpointSliceController {
         "endpointslice"
     }
 
-    async fn reconcile(&self, api: &Api, key: &Key, service: Option<&Value>, pods: &[&Value]) -> ApiResult<()> {
+    async fn reconcile(
+        &self,
+        api: &Api,
+        key: &Key,
+        service: Option<&Value>,
+        pods: &[&Value],
+    ) -> ApiResult<()> {
         let (ns, name) = (key.0.as_str(), key.1.as_str());
         let res = slices();
-        let selector = LabelSelector::parse(&format!("{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}"))
-            .map_err(|e| crate::apiserver::error::ApiError::internal(e.to_string()))?;
-        let params = ListParams { label_selector: Some(selector), ..Default::default() };
+        let selector = LabelSelector::parse(&format!(
+            "{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}"
+        ))
+        .map_err(|e| crate::apiserver::error::ApiError::internal(e.to_string()))?;
+        let params = ListParams {
+            label_selector: Some(selector),
+            ..Default::default()
+        };
         let (current, _, _) = api.list(res, Some(ns), &params).await?;
         let want = service.and_then(|s| desired(s, pods)).unwrap_or_default();
         for (slice_name, slice) in &want {
@@ -133,15 +157,30 @@ impl ServiceReconciler for EndpointSliceController {
                     next["metadata"]["labels"] = slice["metadata"]["labels"].clone();
                     next["endpoints"] = slice["endpoints"].clone();
                     next["ports"] = slice["ports"].clone();
-                    api.update(res, Some(ns), slice_name, next, None, &WriteOptions::default()).await?;
+                    api.update(
+                        res,
+                        Some(ns),
+                        slice_name,
+                        next,
+                        None,
+                        &WriteOptions::default(),
+                    )
+                    .await?;
                 }
                 None => {
-                    api.create(res, Some(ns), slice.clone(), &WriteOptions::default()).await?;
+                    api.create(res, Some(ns), slice.clone(), &WriteOptions::default())
+                        .await?;
                 }
             }
         }
-        for cur in current.iter().filter(|c| !want.contains_key(objects::name(c))) {
-            match api.delete(res, Some(ns), objects::name(cur), &DeleteOptions::default()).await {
+        for cur in current
+            .iter()
+            .filter(|c| !want.contains_key(objects::name(c)))
+        {
+            match api
+                .delete(res, Some(ns), objects::name(cur), &DeleteOptions::default())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -183,7 +222,11 @@ mod tests {
 
     #[test]
     fn endpoints_carry_ready_serving_and_terminating_conditions() {
-        let (a, b, c) = (pod("a", "127.1.0.1", true, false), pod("b", "127.1.0.2", false, false), pod("c", "127.1.0.3", true, true));
+        let (a, b, c) = (
+            pod("a", "127.1.0.1", true, false),
+            pod("b", "127.1.0.2", false, false),
+            pod("c", "127.1.0.3", true, true),
+        );
         let slices = desired(&service(), &[&a, &b, &c]).unwrap();
         assert_eq!(slices.len(), 1);
         let (name, slice) = slices.iter().next().unwrap();
@@ -198,17 +241,36 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| (e["conditions"]["ready"].clone(), e["conditions"]["serving"].clone(), e["conditions"]["terminating"].clone()))
+            .map(|e| {
+                (
+                    e["conditions"]["ready"].clone(),
+                    e["conditions"]["serving"].clone(),
+                    e["conditions"]["terminating"].clone(),
+                )
+            })
             .collect();
         assert_eq!(
             conds,
-            [(json!(true), json!(true), json!(false)), (json!(false), json!(false), json!(false)), (json!(false), json!(true), json!(true))]
+            [
+                (json!(true), json!(true), json!(false)),
+                (json!(false), json!(false), json!(false)),
+                (json!(false), json!(true), json!(true))
+            ]
         );
         // Same input, same names: reconciles are idempotent.
-        assert_eq!(desired(&service(), &[&a, &b, &c]).unwrap().keys().collect::<Vec<_>>(), slices.keys().collect::<Vec<_>>());
+        assert_eq!(
+            desired(&service(), &[&a, &b, &c])
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            slices.keys().collect::<Vec<_>>()
+        );
         let empty = desired(&service(), &[]).unwrap();
         let only = empty.values().next().unwrap();
         assert_eq!(only["endpoints"], json!([]));
-        assert_eq!(only["ports"], json!([{"name": "raw", "port": 9000, "protocol": "TCP"}]));
+        assert_eq!(
+            only["ports"],
+            json!([{"name": "raw", "port": 9000, "protocol": "TCP"}])
+        );
     }
 }

@@ -39,8 +39,14 @@ pub async fn reconcile(api: &Api, ns: &Value) -> ApiResult<Action> {
         let (items, _, _) = api.list(res, Some(&name), &ListParams::default()).await?;
         remaining += items.len();
         for item in items.iter().filter(|i| !objects::is_deleting(i)) {
-            let opts = DeleteOptions { propagation: Some(Propagation::Background), ..Default::default() };
-            match api.delete(res, Some(&name), objects::name(item), &opts).await {
+            let opts = DeleteOptions {
+                propagation: Some(Propagation::Background),
+                ..Default::default()
+            };
+            match api
+                .delete(res, Some(&name), objects::name(item), &opts)
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -57,7 +63,9 @@ pub async fn reconcile(api: &Api, ns: &Value) -> ApiResult<Action> {
         .map(|a| a.iter().filter(|f| *f != "kubernetes").cloned().collect())
         .unwrap_or_default();
     updated["spec"]["finalizers"] = json!(finalizers);
-    let rv = objects::resource_version(ns).and_then(Result::ok).unwrap_or(0);
+    let rv = objects::resource_version(ns)
+        .and_then(Result::ok)
+        .unwrap_or(0);
     if finalizers.is_empty() && objects::finalizers(ns).is_empty() {
         match api.finalize_removal(namespaces(), None, &name, rv).await {
             Ok(_) => {}
@@ -65,7 +73,15 @@ pub async fn reconcile(api: &Api, ns: &Value) -> ApiResult<Action> {
             Err(e) => return Err(e),
         }
     } else {
-        api.update(namespaces(), None, &name, updated, None, &WriteOptions::default()).await?;
+        api.update(
+            namespaces(),
+            None,
+            &name,
+            updated,
+            None,
+            &WriteOptions::default(),
+        )
+        .await?;
     }
     Ok(Action::Done)
 }
@@ -76,7 +92,10 @@ async fn ensure_default_service_account(api: &Api, ns: &str) -> ApiResult<()> {
         Ok(_) => Ok(()),
         Err(e) if e.code == 404 => {
             let obj = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}});
-            match api.create(sa, Some(ns), obj, &WriteOptions::default()).await {
+            match api
+                .create(sa, Some(ns), obj, &WriteOptions::default())
+                .await
+            {
                 Ok(_) => Ok(()),
                 // Already made by a concurrent pass, or the namespace is going away.
                 Err(e) if e.code == 409 || e.code == 403 || e.code == 404 => Ok(()),
@@ -103,7 +122,8 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
                 continue;
             }
         };
-        let mut queue: BTreeSet<String> = items.iter().map(|n| objects::name(n).to_string()).collect();
+        let mut queue: BTreeSet<String> =
+            items.iter().map(|n| objects::name(n).to_string()).collect();
         let mut watch = match api.watch(res, None, rev) {
             Ok(w) => w,
             Err(_) => continue,
@@ -126,7 +146,11 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
                     }
                 }
             }
-            let wait = if requeue.is_empty() { Duration::from_secs(3600) } else { Duration::from_millis(500) };
+            let wait = if requeue.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                Duration::from_millis(500)
+            };
             queue = requeue;
             tokio::select! {
                 _ = shutdown.cancelled() => return,

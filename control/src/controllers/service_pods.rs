@@ -45,7 +45,10 @@ fn pods() -> &'static ResourceInfo {
 }
 
 fn key_of(obj: &Value) -> Key {
-    (objects::namespace(obj).unwrap_or("").to_string(), objects::name(obj).to_string())
+    (
+        objects::namespace(obj).unwrap_or("").to_string(),
+        objects::name(obj).to_string(),
+    )
 }
 
 /// The Service's `spec.selector`, or `None` when it has none (its endpoints are not managed).
@@ -54,12 +57,18 @@ pub fn selector(service: &Value) -> Option<BTreeMap<String, String>> {
     if sel.is_empty() {
         return None;
     }
-    Some(sel.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+    Some(
+        sel.iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+            .collect(),
+    )
 }
 
 /// Whether `labels` satisfy a Service selector.
 pub fn selects(selector: &BTreeMap<String, String>, labels: &Value) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k).and_then(Value::as_str) == Some(v.as_str()))
+    selector
+        .iter()
+        .all(|(k, v)| labels.get(k).and_then(Value::as_str) == Some(v.as_str()))
 }
 
 /// The informer's caches.
@@ -71,7 +80,9 @@ struct Cache {
 
 impl Cache {
     fn pods_of(&self, service: &Value) -> Vec<&Value> {
-        let Some(sel) = selector(service) else { return Vec::new() };
+        let Some(sel) = selector(service) else {
+            return Vec::new();
+        };
         let ns = objects::namespace(service).unwrap_or("");
         let mut pods: Vec<&Value> = self
             .pods
@@ -123,7 +134,10 @@ pub async fn run<R: ServiceReconciler>(api: Api, r: R, shutdown: CancellationTok
         for p in pod_list {
             cache.pods.insert(key_of(&p), p);
         }
-        let (mut svc_watch, mut pod_watch) = match (api.watch(services(), None, svc_rev), api.watch(pods(), None, pod_rev)) {
+        let (mut svc_watch, mut pod_watch) = match (
+            api.watch(services(), None, svc_rev),
+            api.watch(pods(), None, pod_rev),
+        ) {
             (Ok(a), Ok(b)) => (a, b),
             _ => continue,
         };
@@ -140,7 +154,11 @@ pub async fn run<R: ServiceReconciler>(api: Api, r: R, shutdown: CancellationTok
                     retry.insert(key);
                 }
             }
-            let wait = if retry.is_empty() { Duration::from_secs(3600) } else { Duration::from_millis(200) };
+            let wait = if retry.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                Duration::from_millis(200)
+            };
             queue = retry;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -202,7 +220,8 @@ pub fn resolve_target_port(service_port: &Value, pod: &Value) -> Option<i64> {
             }
             pod["spec"]["containers"].as_array()?.iter().find_map(|c| {
                 c["ports"].as_array()?.iter().find_map(|p| {
-                    let same = p["name"].as_str() == Some(name) && p["protocol"].as_str().unwrap_or("TCP") == protocol;
+                    let same = p["name"].as_str() == Some(name)
+                        && p["protocol"].as_str().unwrap_or("TCP") == protocol;
                     same.then(|| p["containerPort"].as_i64()).flatten()
                 })
             })
@@ -223,14 +242,25 @@ pub struct PodReadiness {
 /// Whether a pod takes part at all (it has an address and has not finished), and how.
 pub fn readiness(service: &Value, pod: &Value) -> Option<PodReadiness> {
     let ip = pod["status"]["podIP"].as_str().unwrap_or("");
-    if ip.is_empty() || matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
+    if ip.is_empty()
+        || matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        )
+    {
         return None;
     }
-    let condition = pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
-    let publish = service["spec"]["publishNotReadyAddresses"].as_bool().unwrap_or(false);
-    Some(PodReadiness { ready: condition || publish, terminating: objects::is_deleting(pod) })
+    let condition = pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
+    let publish = service["spec"]["publishNotReadyAddresses"]
+        .as_bool()
+        .unwrap_or(false);
+    Some(PodReadiness {
+        ready: condition || publish,
+        terminating: objects::is_deleting(pod),
+    })
 }
 
 /// The `targetRef` of a pod.
@@ -244,8 +274,14 @@ pub fn target_ref(pod: &Value) -> Value {
 /// Groups `pods` by the ports they resolve the Service's ports to (Kubernetes splits subsets
 /// and slices that way, since a named targetPort may differ per pod). Each group: the
 /// `[{name, port, protocol}]` list and its pods, in a stable order.
-pub fn group_by_ports<'a>(service: &Value, pods: &[&'a Value]) -> Vec<(Vec<Value>, Vec<&'a Value>)> {
-    let ports = service["spec"]["ports"].as_array().cloned().unwrap_or_default();
+pub fn group_by_ports<'a>(
+    service: &Value,
+    pods: &[&'a Value],
+) -> Vec<(Vec<Value>, Vec<&'a Value>)> {
+    let ports = service["spec"]["ports"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut groups: Vec<(Vec<Value>, Vec<&'a Value>)> = Vec::new();
     for pod in pods {
         let resolved: Vec<Value> = ports
@@ -278,11 +314,26 @@ mod tests {
             {"name": "http", "containerPort": 8080, "protocol": "TCP"},
             {"name": "dns", "containerPort": 53, "protocol": "UDP"}]}]}});
         let table = [
-            (json!({"port": 80, "targetPort": 9090, "protocol": "TCP"}), Some(9090)),
-            (json!({"port": 80, "targetPort": "http", "protocol": "TCP"}), Some(8080)),
-            (json!({"port": 80, "targetPort": "dns", "protocol": "TCP"}), None),
-            (json!({"port": 53, "targetPort": "dns", "protocol": "UDP"}), Some(53)),
-            (json!({"port": 80, "targetPort": "nope", "protocol": "TCP"}), None),
+            (
+                json!({"port": 80, "targetPort": 9090, "protocol": "TCP"}),
+                Some(9090),
+            ),
+            (
+                json!({"port": 80, "targetPort": "http", "protocol": "TCP"}),
+                Some(8080),
+            ),
+            (
+                json!({"port": 80, "targetPort": "dns", "protocol": "TCP"}),
+                None,
+            ),
+            (
+                json!({"port": 53, "targetPort": "dns", "protocol": "UDP"}),
+                Some(53),
+            ),
+            (
+                json!({"port": 80, "targetPort": "nope", "protocol": "TCP"}),
+                None,
+            ),
             (json!({"port": 80}), Some(80)),
         ];
         for (port, want) in table {

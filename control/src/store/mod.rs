@@ -107,7 +107,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces a key's value; when `expected` is given the write only happens if the key's
     /// `mod_revision` still equals it ([`StoreError::Conflict`] otherwise).
-    fn update(&self, key: String, value: Bytes, expected: Option<Revision>) -> StoreFuture<'_, Entry>;
+    fn update(
+        &self,
+        key: String,
+        value: Bytes,
+        expected: Option<Revision>,
+    ) -> StoreFuture<'_, Entry>;
 
     /// Deletes a key (optionally compare-and-swap); returns the deleted entry, whose
     /// `mod_revision` is the revision of the deletion.

@@ -62,7 +62,12 @@ enum OpKind {
 }
 
 enum Command {
-    Write { kind: OpKind, key: String, value: Bytes, respond: oneshot::Sender<Result<Entry, StoreError>> },
+    Write {
+        kind: OpKind,
+        key: String,
+        value: Bytes,
+        respond: oneshot::Sender<Result<Entry, StoreError>>,
+    },
     Close(std::sync::mpsc::Sender<()>),
 }
 
@@ -82,7 +87,9 @@ pub struct RedbStore {
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore").field("revision", &self.current_revision()).finish()
+        f.debug_struct("RedbStore")
+            .field("revision", &self.current_revision())
+            .finish()
     }
 }
 
@@ -91,7 +98,10 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn encode_entry(e: &Entry) -> Vec<u8> {
@@ -108,7 +118,12 @@ fn decode_entry(key: &str, bytes: &[u8]) -> Result<Entry, StoreError> {
     }
     let create_revision = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
     let mod_revision = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    Ok(Entry { key: key.to_string(), value: Bytes::copy_from_slice(&bytes[16..]), create_revision, mod_revision })
+    Ok(Entry {
+        key: key.to_string(),
+        value: Bytes::copy_from_slice(&bytes[16..]),
+        create_revision,
+        mod_revision,
+    })
 }
 
 fn put_chunk(out: &mut Vec<u8>, chunk: &[u8]) {
@@ -154,7 +169,14 @@ fn decode_event(revision: Revision, bytes: &[u8]) -> Option<WatchEvent> {
         1 => Some(Bytes::copy_from_slice(chunk(&mut b)?)),
         _ => None,
     };
-    Some(WatchEvent { revision, event_type, key, value, prev, time_ms })
+    Some(WatchEvent {
+        revision,
+        event_type,
+        key,
+        value,
+        prev,
+        time_ms,
+    })
 }
 
 impl RedbStore {
@@ -176,34 +198,69 @@ impl RedbStore {
         let (data, revision, compacted, events) = {
             let txn = db.begin_read().map_err(backend)?;
             let meta = txn.open_table(META).map_err(backend)?;
-            let revision = meta.get(META_REVISION).map_err(backend)?.map(|v| v.value()).unwrap_or(0);
-            let compacted = meta.get(META_COMPACTED).map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+            let revision = meta
+                .get(META_REVISION)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let compacted = meta
+                .get(META_COMPACTED)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
             let mut data = BTreeMap::new();
-            for row in txn.open_table(DATA).map_err(backend)?.iter().map_err(backend)? {
+            for row in txn
+                .open_table(DATA)
+                .map_err(backend)?
+                .iter()
+                .map_err(backend)?
+            {
                 let (k, v) = row.map_err(backend)?;
                 let entry = decode_entry(k.value(), v.value())?;
                 data.insert(entry.key.clone(), entry);
             }
             let mut events = Vec::new();
-            for row in txn.open_table(EVENTS).map_err(backend)?.iter().map_err(backend)? {
+            for row in txn
+                .open_table(EVENTS)
+                .map_err(backend)?
+                .iter()
+                .map_err(backend)?
+            {
                 let (k, v) = row.map_err(backend)?;
                 let rev = k.value();
-                let event = decode_event(rev, v.value())
-                    .ok_or_else(|| StoreError::Backend(format!("corrupt watch event at revision {rev}")))?;
+                let event = decode_event(rev, v.value()).ok_or_else(|| {
+                    StoreError::Backend(format!("corrupt watch event at revision {rev}"))
+                })?;
                 events.push(event);
             }
             (data, revision, compacted, events)
         };
         // With no retained events, nothing before the current revision can be replayed.
-        let compacted = if events.is_empty() { revision } else { compacted };
-        let state = Arc::new(Mutex::new(State { data, revision, log: WatchLog::new(compacted, events) }));
+        let compacted = if events.is_empty() {
+            revision
+        } else {
+            compacted
+        };
+        let state = Arc::new(Mutex::new(State {
+            data,
+            revision,
+            log: WatchLog::new(compacted, events),
+        }));
         let (tx, rx) = mpsc::channel();
-        let committer = Committer { db, state: state.clone(), config, last_compaction: Instant::now() };
+        let committer = Committer {
+            db,
+            state: state.clone(),
+            config,
+            last_compaction: Instant::now(),
+        };
         thread::Builder::new()
             .name("store-committer".into())
             .spawn(move || committer.run(rx))
             .map_err(backend)?;
-        Ok(RedbStore { state, commands: tx })
+        Ok(RedbStore {
+            state,
+            commands: tx,
+        })
     }
 
     /// Stops the committer and closes the database file, waiting until it is closed.
@@ -216,10 +273,16 @@ impl RedbStore {
 
     fn write(&self, kind: OpKind, key: String, value: Bytes) -> StoreFuture<'_, Entry> {
         let (respond, rx) = oneshot::channel();
-        let sent = self.commands.send(Command::Write { kind, key, value, respond });
+        let sent = self.commands.send(Command::Write {
+            kind,
+            key,
+            value,
+            respond,
+        });
         Box::pin(async move {
             sent.map_err(|_| StoreError::Backend("store is closed".into()))?;
-            rx.await.map_err(|_| StoreError::Backend("store is closed".into()))?
+            rx.await
+                .map_err(|_| StoreError::Backend("store is closed".into()))?
         })
     }
 
@@ -231,7 +294,13 @@ impl RedbStore {
 
 impl Store for RedbStore {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Entry>> {
-        let found = self.state.lock().expect("store state lock").data.get(key).cloned();
+        let found = self
+            .state
+            .lock()
+            .expect("store state lock")
+            .data
+            .get(key)
+            .cloned();
         Box::pin(async move { Ok(found) })
     }
 
@@ -255,14 +324,25 @@ impl Store for RedbStore {
         }
         let revision = state.revision;
         drop(state);
-        Box::pin(async move { Ok(ListResult { entries, revision, more }) })
+        Box::pin(async move {
+            Ok(ListResult {
+                entries,
+                revision,
+                more,
+            })
+        })
     }
 
     fn create(&self, key: String, value: Bytes) -> StoreFuture<'_, Entry> {
         self.write(OpKind::Create, key, value)
     }
 
-    fn update(&self, key: String, value: Bytes, expected: Option<Revision>) -> StoreFuture<'_, Entry> {
+    fn update(
+        &self,
+        key: String,
+        value: Bytes,
+        expected: Option<Revision>,
+    ) -> StoreFuture<'_, Entry> {
         self.write(OpKind::Update(expected), key, value)
     }
 
@@ -271,7 +351,11 @@ impl Store for RedbStore {
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
-        self.state.lock().expect("store state lock").log.subscribe(prefix, after)
+        self.state
+            .lock()
+            .expect("store state lock")
+            .log
+            .subscribe(prefix, after)
     }
 
     fn current_revision(&self) -> Revision {
@@ -298,12 +382,22 @@ impl Committer {
             };
             let mut close = None;
             match first {
-                Command::Write { kind, key, value, respond } => batch.push((kind, key, value, respond)),
+                Command::Write {
+                    kind,
+                    key,
+                    value,
+                    respond,
+                } => batch.push((kind, key, value, respond)),
                 Command::Close(done) => close = Some(done),
             }
             while close.is_none() && batch.len() < self.config.max_batch {
                 match rx.try_recv() {
-                    Ok(Command::Write { kind, key, value, respond }) => batch.push((kind, key, value, respond)),
+                    Ok(Command::Write {
+                        kind,
+                        key,
+                        value,
+                        respond,
+                    }) => batch.push((kind, key, value, respond)),
                     Ok(Command::Close(done)) => close = Some(done),
                     Err(_) => break,
                 }
@@ -333,7 +427,8 @@ impl Committer {
         };
         // Keys written earlier in this batch: their new entry, or None once deleted.
         let mut overlay: HashMap<String, Option<Entry>> = HashMap::new();
-        let mut results: Vec<(Responder, Result<Entry, StoreError>)> = Vec::with_capacity(batch.len());
+        let mut results: Vec<(Responder, Result<Entry, StoreError>)> =
+            Vec::with_capacity(batch.len());
         let mut events: Vec<WatchEvent> = Vec::new();
         {
             let state = self.state.lock().expect("store state lock");
@@ -346,8 +441,12 @@ impl Committer {
                     (OpKind::Create, Some(_)) => Err(StoreError::AlreadyExists(key)),
                     (OpKind::Create, None) => {
                         revision += 1;
-                        let entry =
-                            Entry { key: key.clone(), value: value.clone(), create_revision: revision, mod_revision: revision };
+                        let entry = Entry {
+                            key: key.clone(),
+                            value: value.clone(),
+                            create_revision: revision,
+                            mod_revision: revision,
+                        };
                         events.push(WatchEvent {
                             revision,
                             event_type: EventType::Added,
@@ -360,11 +459,14 @@ impl Committer {
                         Ok(entry)
                     }
                     (OpKind::Update(_) | OpKind::Delete(_), None) => Err(StoreError::NotFound(key)),
-                    (OpKind::Update(Some(expected)) | OpKind::Delete(Some(expected)), Some(cur))
-                        if cur.mod_revision != expected =>
-                    {
-                        Err(StoreError::Conflict { key, expected, actual: cur.mod_revision })
-                    }
+                    (
+                        OpKind::Update(Some(expected)) | OpKind::Delete(Some(expected)),
+                        Some(cur),
+                    ) if cur.mod_revision != expected => Err(StoreError::Conflict {
+                        key,
+                        expected,
+                        actual: cur.mod_revision,
+                    }),
                     (OpKind::Update(_), Some(cur)) => {
                         revision += 1;
                         let entry = Entry {
@@ -386,7 +488,10 @@ impl Committer {
                     }
                     (OpKind::Delete(_), Some(cur)) => {
                         revision += 1;
-                        let entry = Entry { mod_revision: revision, ..cur };
+                        let entry = Entry {
+                            mod_revision: revision,
+                            ..cur
+                        };
                         events.push(WatchEvent {
                             revision,
                             event_type: EventType::Deleted,
@@ -451,8 +556,14 @@ impl Committer {
         let state = self.state.lock().expect("store state lock");
         let cutoff = now_ms.saturating_sub(self.config.watch_window.as_millis() as u64);
         // The point the in-memory log will reach, computed without changing it yet.
-        let point = state.log.probe_compaction(cutoff, self.config.watch_min_events);
-        if point == state.log.compacted() { None } else { Some(point) }
+        let point = state
+            .log
+            .probe_compaction(cutoff, self.config.watch_min_events);
+        if point == state.log.compacted() {
+            None
+        } else {
+            Some(point)
+        }
     }
 
     fn persist(
@@ -468,7 +579,8 @@ impl Committer {
             for (key, entry) in overlay {
                 match entry {
                     Some(e) => {
-                        data.insert(key.as_str(), encode_entry(e).as_slice()).map_err(backend)?;
+                        data.insert(key.as_str(), encode_entry(e).as_slice())
+                            .map_err(backend)?;
                     }
                     None => {
                         data.remove(key.as_str()).map_err(backend)?;
@@ -477,7 +589,8 @@ impl Committer {
             }
             let mut log = txn.open_table(EVENTS).map_err(backend)?;
             for e in events {
-                log.insert(e.revision, encode_event(e).as_slice()).map_err(backend)?;
+                log.insert(e.revision, encode_event(e).as_slice())
+                    .map_err(backend)?;
             }
             log.retain_in(..=compacted, |_, _| false).map_err(backend)?;
             let mut meta = txn.open_table(META).map_err(backend)?;
@@ -500,14 +613,28 @@ mod tests {
     async fn writes_are_compare_and_swap_and_get_increasing_revisions() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(&dir);
-        let a = s.create("/k/a".into(), Bytes::from_static(b"1")).await.unwrap();
+        let a = s
+            .create("/k/a".into(), Bytes::from_static(b"1"))
+            .await
+            .unwrap();
         assert_eq!(a.mod_revision, 1);
-        assert_eq!(s.create("/k/a".into(), Bytes::new()).await, Err(StoreError::AlreadyExists("/k/a".into())));
-        let b = s.update("/k/a".into(), Bytes::from_static(b"2"), Some(1)).await.unwrap();
+        assert_eq!(
+            s.create("/k/a".into(), Bytes::new()).await,
+            Err(StoreError::AlreadyExists("/k/a".into()))
+        );
+        let b = s
+            .update("/k/a".into(), Bytes::from_static(b"2"), Some(1))
+            .await
+            .unwrap();
         assert_eq!((b.create_revision, b.mod_revision), (1, 2));
         assert!(matches!(
-            s.update("/k/a".into(), Bytes::from_static(b"3"), Some(1)).await,
-            Err(StoreError::Conflict { expected: 1, actual: 2, .. })
+            s.update("/k/a".into(), Bytes::from_static(b"3"), Some(1))
+                .await,
+            Err(StoreError::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            })
         ));
         let d = s.delete("/k/a".into(), None).await.unwrap();
         assert_eq!(d.mod_revision, 3);
@@ -522,10 +649,34 @@ mod tests {
         for k in ["/p/a", "/p/b", "/p/c", "/q/a"] {
             s.create(k.into(), Bytes::new()).await.unwrap();
         }
-        let page = s.list("/p/", ListOptions { start_after: None, limit: 2 }).await.unwrap();
-        assert_eq!(page.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["/p/a", "/p/b"]);
+        let page = s
+            .list(
+                "/p/",
+                ListOptions {
+                    start_after: None,
+                    limit: 2,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            page.entries
+                .iter()
+                .map(|e| e.key.as_str())
+                .collect::<Vec<_>>(),
+            ["/p/a", "/p/b"]
+        );
         assert!(page.more);
-        let rest = s.list("/p/", ListOptions { start_after: Some("/p/b".into()), limit: 2 }).await.unwrap();
+        let rest = s
+            .list(
+                "/p/",
+                ListOptions {
+                    start_after: Some("/p/b".into()),
+                    limit: 2,
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(rest.entries.len(), 1);
         assert!(!rest.more);
     }
@@ -537,7 +688,10 @@ mod tests {
         let mut tasks = Vec::new();
         for i in 0..200 {
             let s = s.clone();
-            tasks.push(tokio::spawn(async move { s.create(format!("/c/{i:03}"), Bytes::from(vec![b'x'; 100])).await }));
+            tasks.push(tokio::spawn(async move {
+                s.create(format!("/c/{i:03}"), Bytes::from(vec![b'x'; 100]))
+                    .await
+            }));
         }
         for t in tasks {
             t.await.unwrap().unwrap();
@@ -557,16 +711,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = open(&dir);
         let mut w = s.watch("/w/", 0).unwrap();
-        s.create("/w/x".into(), Bytes::from_static(b"1")).await.unwrap();
-        s.update("/w/x".into(), Bytes::from_static(b"2"), None).await.unwrap();
+        s.create("/w/x".into(), Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        s.update("/w/x".into(), Bytes::from_static(b"2"), None)
+            .await
+            .unwrap();
         s.delete("/w/x".into(), None).await.unwrap();
         let mut seen = Vec::new();
         for _ in 0..3 {
-            let e = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap().unwrap().unwrap();
+            let e = tokio::time::timeout(Duration::from_secs(5), w.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
             seen.push((e.event_type, e.value.clone(), e.prev.clone()));
         }
         assert_eq!(seen[0], (EventType::Added, Bytes::from_static(b"1"), None));
-        assert_eq!(seen[1], (EventType::Modified, Bytes::from_static(b"2"), Some(Bytes::from_static(b"1"))));
+        assert_eq!(
+            seen[1],
+            (
+                EventType::Modified,
+                Bytes::from_static(b"2"),
+                Some(Bytes::from_static(b"1"))
+            )
+        );
         assert_eq!(seen[2].0, EventType::Deleted);
         assert_eq!(seen[2].1, Bytes::from_static(b"2"));
     }
@@ -583,11 +752,17 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(1100)).await;
         s.create("/k/5".into(), Bytes::new()).await.unwrap();
-        assert!(matches!(s.watch("/k/", 1), Err(StoreError::Compacted { .. })));
+        assert!(matches!(
+            s.watch("/k/", 1),
+            Err(StoreError::Compacted { .. })
+        ));
         assert!(s.watch("/k/", 5).is_ok());
         s.close();
         let s = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
-        assert!(matches!(s.watch("/k/", 1), Err(StoreError::Compacted { .. })));
+        assert!(matches!(
+            s.watch("/k/", 1),
+            Err(StoreError::Compacted { .. })
+        ));
         assert!(s.watch("/k/", 5).is_ok());
     }
 }

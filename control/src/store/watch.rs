@@ -77,7 +77,11 @@ impl WatchLog {
     /// A log whose events after `compacted` are the given ones (in revision order).
     pub fn new(compacted: Revision, events: Vec<WatchEvent>) -> Self {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
-        WatchLog { events: events.into_iter().map(Arc::new).collect(), compacted, tx }
+        WatchLog {
+            events: events.into_iter().map(Arc::new).collect(),
+            compacted,
+            tx,
+        }
     }
 
     /// Appends committed events (in revision order) and delivers them to live watchers.
@@ -142,7 +146,10 @@ impl WatchLog {
     /// Starts a watch of keys under `prefix` for events after revision `after`.
     pub fn subscribe(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
         if after < self.compacted {
-            return Err(StoreError::Compacted { requested: after, compacted: self.compacted });
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted: self.compacted,
+            });
         }
         // Events are in revision order: find the first one after `after`.
         let start = self.events.partition_point(|e| e.revision <= after);
@@ -156,7 +163,12 @@ impl WatchLog {
             replay,
             rx: self.tx.subscribe(),
             prefix: prefix.to_string(),
-            last: self.events.back().map(|e| e.revision).unwrap_or(after).max(after),
+            last: self
+                .events
+                .back()
+                .map(|e| e.revision)
+                .unwrap_or(after)
+                .max(after),
         })
     }
 }
@@ -216,7 +228,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_replays_retained_events_then_follows_live_ones() {
-        let mut log = WatchLog::new(0, vec![ev(1, "/a/1", 0), ev(2, "/b/1", 0), ev(3, "/a/2", 0)]);
+        let mut log = WatchLog::new(
+            0,
+            vec![ev(1, "/a/1", 0), ev(2, "/b/1", 0), ev(3, "/a/2", 0)],
+        );
         let mut w = log.subscribe("/a/", 1).unwrap();
         log.append([Arc::new(ev(4, "/a/3", 0)), Arc::new(ev(5, "/b/2", 0))]);
         let revs: Vec<_> = [w.next().await, w.next().await]
@@ -231,7 +246,10 @@ mod tests {
         let mut log = WatchLog::new(0, (1..=10).map(|r| ev(r, "/k", r * 10)).collect());
         assert_eq!(log.compact_older_than(55, 2), 5);
         assert_eq!(log.len(), 5);
-        assert!(matches!(log.subscribe("/", 4), Err(StoreError::Compacted { compacted: 5, .. })));
+        assert!(matches!(
+            log.subscribe("/", 4),
+            Err(StoreError::Compacted { compacted: 5, .. })
+        ));
         assert!(log.subscribe("/", 5).is_ok());
         assert_eq!(log.compact_older_than(u64::MAX, 2), 8);
     }
