@@ -690,3 +690,122 @@ spec:
         "the freed clusterIP can be taken again: {status}"
     );
 }
+
+#[test]
+fn a_rolling_update_behind_a_service_fails_no_request() {
+    let c = Cluster::start();
+    let wasm = sample("hello-http/hello-http.wasm");
+    c.push(&wasm, "hello-http:v1");
+    c.push(&wasm, "hello-http:v2");
+    c.apply_ok(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: rolling
+spec:
+  selector:
+    app: rolling
+  ports:
+    - port: 8080
+      targetPort: 8080
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: rolling
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: rolling
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxSurge: 1
+      maxUnavailable: 0
+  template:
+    metadata:
+      labels:
+        app: rolling
+    spec:
+      runtimeClassName: wasmtime
+      terminationGracePeriodSeconds: 2
+      containers:
+        - name: web
+          image: hello-http:v1
+          ports:
+            - containerPort: 8080
+          readinessProbe:
+            httpGet:
+              path: /
+              port: 8080
+            periodSeconds: 1
+",
+    );
+    wait_for("3 ready replicas", TIMEOUT, || {
+        c.get("deployment", "rolling")
+            .filter(|d| d["status"]["readyReplicas"] == 3)
+    });
+    let service = c.get("service", "rolling").expect("service");
+    let addr = format!(
+        "{}:8080",
+        service["spec"]["clusterIP"].as_str().expect("clusterIP")
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (stop, addr) = (stop.clone(), addr.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match http_get(&addr, "/") {
+                    Ok((200, _)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    c.kubectl(
+        &["set", "image", "deployment/rolling", "web=hello-http:v2"],
+        None,
+    );
+    let out = c.kubectl(
+        &["rollout", "status", "deployment/rolling", "--timeout=120s"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "rollout status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = client.join().expect("client thread");
+    assert!(
+        ok >= 20,
+        "only {ok} requests went through during the rollout"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rolling update, e.g. {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        failed.first()
+    );
+    let pods = c
+        .api_get("/api/v1/namespaces/default/pods?labelSelector=app%3Drolling")
+        .expect("pods");
+    let images: Vec<&str> = pods["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        !images.is_empty() && images.iter().all(|i| *i == "hello-http:v2"),
+        "{images:?}"
+    );
+}
