@@ -245,6 +245,10 @@ impl WasmtimeRuntime {
             ControlRef::Http(service, tx) => {
                 let service = lock(&service).take();
                 if let Some(service) = service {
+                    // Keep accepting for a moment: the pod is Terminating, and the Endpoints
+                    // and node proxies take it out of rotation within milliseconds; closing the
+                    // listener first would reset connections already routed here.
+                    tokio::time::sleep(DEREGISTRATION_DELAY.min(grace / 2)).await;
                     let drained = service.stop(grace).await;
                     let status = if drained {
                         ExitStatus::completed()
@@ -264,6 +268,10 @@ impl WasmtimeRuntime {
         Ok(wait_exit(&mut exit).await)
     }
 }
+
+/// How long an HTTP service keeps accepting after it is asked to stop (at most half its grace
+/// period), so that Services stop routing to it before its listener closes.
+const DEREGISTRATION_DELAY: Duration = Duration::from_millis(500);
 
 enum ControlRef {
     Command(CommandControl),
