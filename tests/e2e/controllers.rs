@@ -2,7 +2,7 @@
 //! (so one can be killed), Wasm samples pushed to the cluster registry, the stock kubectl
 //! driving Deployments, Jobs and DaemonSets.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Server, flotilla_bin, wait_for};
+use crate::harness::{Server, flotilla_bin, push_wasm, sample, wait_for};
 
 /// Every wait for pods to get somewhere.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -118,26 +118,9 @@ fn spawn_server_on(dir: &Path, port: u16) -> Child {
     child
 }
 
-fn sample(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("samples")
-        .join(path)
-}
-
 /// Pushes a sample `.wasm` to the cluster's registry as `reference`.
 fn push(url: &str, wasm: &str, reference: &str) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let options = flotilla_node::image::push::PushOptions {
-        default_registry: Some(url.to_string()),
-        ..Default::default()
-    };
-    rt.block_on(flotilla_node::image::push::push_wasm(
-        &sample(wasm),
-        reference,
-        &options,
-        &flotilla_node::image::push::NoProgress,
-    ))
-    .unwrap_or_else(|e| panic!("push {wasm}: {e}"));
+    push_wasm(url, &sample(wasm), reference);
 }
 
 /// A Deployment of the hello-http sample (no resource requests, so many fit on a node).

@@ -158,7 +158,8 @@ impl Drop for Server {
     }
 }
 
-fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+/// Runs kubectl against `kubeconfig` with `stdin` piped in; killed after 60 s.
+pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
     let mut child = Command::new("kubectl")
         .args(args)
@@ -213,4 +214,27 @@ pub fn manifests(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/manifests")
         .join(name)
+}
+
+/// A file of the repository's `samples/` directory.
+pub fn sample(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(path)
+}
+
+/// Pushes a `.wasm` file to the registry at `registry` (a cluster's API server) as `reference`.
+pub fn push_wasm(registry: &str, wasm: &Path, reference: &str) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let options = flotilla_node::image::push::PushOptions {
+        default_registry: Some(registry.to_string()),
+        ..Default::default()
+    };
+    rt.block_on(flotilla_node::image::push::push_wasm(
+        wasm,
+        reference,
+        &options,
+        &flotilla_node::image::push::NoProgress,
+    ))
+    .unwrap_or_else(|e| panic!("push {}: {e}", wasm.display()));
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{flotilla_bin, wait_for};
+use crate::harness::{flotilla_bin, kubectl_with, push_wasm, sample, wait_for};
 
 const NODE: &str = "e2e-node";
 /// Every wait for a pod to get somewhere.
@@ -81,36 +81,7 @@ impl Cluster {
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl is installed");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write stdin");
-        }
-        let pid = child.id();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        });
-        let out = child.wait_with_output().expect("kubectl output");
-        let _ = tx.send(());
-        out
+        kubectl_with(&self.kubeconfig, args, stdin)
     }
 
     fn kubectl_ok(&self, args: &[&str]) -> String {
@@ -153,18 +124,7 @@ impl Cluster {
 
     /// Pushes a sample `.wasm` to the cluster's registry as `reference`.
     fn push(&self, wasm: &Path, reference: &str) {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let options = flotilla_node::image::push::PushOptions {
-            default_registry: Some(self.url.clone()),
-            ..Default::default()
-        };
-        rt.block_on(flotilla_node::image::push::push_wasm(
-            wasm,
-            reference,
-            &options,
-            &flotilla_node::image::push::NoProgress,
-        ))
-        .unwrap_or_else(|e| panic!("push {}: {e}", wasm.display()));
+        push_wasm(&self.url, wasm, reference);
     }
 }
 
@@ -173,12 +133,6 @@ impl Drop for Cluster {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn sample(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("samples")
-        .join(path)
 }
 
 fn container_status(pod: &Value) -> &Value {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{flotilla_bin, wait_for};
+use crate::harness::{flotilla_bin, kubectl_with, push_wasm, sample, wait_for};
 
 const NODE: &str = "svc-node";
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -107,36 +107,7 @@ impl Cluster {
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl is installed");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write stdin");
-        }
-        let pid = child.id();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if rx.recv_timeout(TIMEOUT).is_err() {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        });
-        let out = child.wait_with_output().expect("kubectl output");
-        let _ = tx.send(());
-        out
+        kubectl_with(&self.kubeconfig, args, stdin)
     }
 
     fn apply_ok(&self, manifest: &str) {
@@ -180,18 +151,7 @@ impl Cluster {
     }
 
     fn push(&self, wasm: &Path, reference: &str) {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let options = flotilla_node::image::push::PushOptions {
-            default_registry: Some(self.url.clone()),
-            ..Default::default()
-        };
-        rt.block_on(flotilla_node::image::push::push_wasm(
-            wasm,
-            reference,
-            &options,
-            &flotilla_node::image::push::NoProgress,
-        ))
-        .unwrap_or_else(|e| panic!("push {}: {e}", wasm.display()));
+        push_wasm(&self.url, wasm, reference);
     }
 
     fn wait_ready(&self, pod: &str) -> Value {
@@ -215,12 +175,6 @@ fn is_ready(pod: &Value) -> bool {
         cs.iter()
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
     })
-}
-
-fn sample(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("samples")
-        .join(path)
 }
 
 /// A minimal HTTP/1.1 GET with `Connection: close` (a new connection, so a new balancing

@@ -3,13 +3,12 @@
 //! containers before the main ones and restart a container whose liveness probe fails.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Server, flotilla_bin, wait_for};
+use crate::harness::{Server, flotilla_bin, push_wasm, sample, wait_for};
 
 /// Every wait for a pod or node to get somewhere.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,27 +63,6 @@ impl Drop for Agent {
     }
 }
 
-fn sample(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("samples")
-        .join(path)
-}
-
-fn push(server: &Server, wasm: &Path, reference: &str) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let options = flotilla_node::image::push::PushOptions {
-        default_registry: Some(server.url.clone()),
-        ..Default::default()
-    };
-    rt.block_on(flotilla_node::image::push::push_wasm(
-        wasm,
-        reference,
-        &options,
-        &flotilla_node::image::push::NoProgress,
-    ))
-    .unwrap_or_else(|e| panic!("push {}: {e}", wasm.display()));
-}
-
 fn pod(server: &Server, name: &str) -> Option<Value> {
     let out = server.kubectl(&["get", "pod", name, "-o", "json"]);
     out.status
@@ -119,13 +97,13 @@ fn two_nodes() -> (Server, Agent, Agent) {
     }
     server.kubectl_ok(&["label", "node", "node-a", "zone=a"]);
     server.kubectl_ok(&["taint", "node", "node-b", "dedicated=b:NoSchedule"]);
-    push(
-        &server,
+    push_wasm(
+        &server.url,
         &sample("hello-wasi/hello-wasi.wasm"),
         "hello-wasi:latest",
     );
-    push(
-        &server,
+    push_wasm(
+        &server.url,
         &sample("hello-http/hello-http.wasm"),
         "hello-http:latest",
     );
