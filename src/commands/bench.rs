@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::bench_stats::percentile;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
@@ -86,14 +87,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Deployment(a) => rt.block_on(super::bench_deployment::run(a)),
         Bench::Container(a) => rt.block_on(super::bench_container::run(a)),
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 fn us(d: Duration) -> f64 {

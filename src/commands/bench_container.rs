@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::bench_stats::ms;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
@@ -37,10 +38,6 @@ pub struct ContainerBenchArgs {
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// Runs the benchmark.

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::bench_stats::{ms, percentile};
 use anyhow::{Context, bail};
 use clap::Args;
 use futures::StreamExt;
@@ -279,7 +280,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 fn report(what: &str, samples: &mut [Duration]) {
     samples.sort();
-    let at = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    let at = |p: f64| percentile(samples, p);
     println!(
         "{what}: {} pods, create → Running p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         samples.len(),
@@ -288,8 +289,4 @@ fn report(what: &str, samples: &mut [Duration]) {
         ms(at(0.99)),
         ms(at(1.0))
     );
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::bench_stats::{ms, percentile};
 use anyhow::{Context, bail};
 use clap::Args;
 use flotilla_control::apiserver::api::{Api, ApiConfig};
@@ -63,18 +64,6 @@ pub struct SchedulerBenchArgs {
     /// Give up waiting for bindings after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn node(name: &str) -> serde_json::Value {

@@ -7,6 +7,7 @@ pub mod bench_deployment;
 pub mod bench_pods;
 pub mod bench_scheduler;
 pub mod bench_service;
+pub mod bench_stats;
 pub mod bench_up;
 pub mod completions;
 pub mod image;
