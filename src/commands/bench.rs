@@ -46,6 +46,9 @@ pub enum Bench {
     Deployment(super::bench_deployment::DeploymentBenchArgs),
     /// Container pods: create → Running on runc with a cached image, vs runc create+start.
     Container(super::bench_container::ContainerBenchArgs),
+    /// The Wasm engine alone: per-request instantiation, cold start from the compile cache,
+    /// idle service memory, requests/s side by side with `wasmtime serve`.
+    Wasm(super::bench_wasm::WasmBenchArgs),
 }
 
 /// Flags of `flotilla bench api`.
@@ -86,6 +89,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Service(a) => rt.block_on(super::bench_service::run(a)),
         Bench::Deployment(a) => rt.block_on(super::bench_deployment::run(a)),
         Bench::Container(a) => rt.block_on(super::bench_container::run(a)),
+        Bench::Wasm(a) => rt.block_on(super::bench_wasm::run(a)),
     }
 }
 

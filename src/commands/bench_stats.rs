@@ -15,3 +15,8 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
+
+/// The median of `sorted`; zero when it is empty.
+pub fn median(sorted: &[Duration]) -> Duration {
+    percentile(sorted, 0.5)
+}

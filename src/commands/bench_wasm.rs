@@ -1,0 +1,298 @@
+//! `flotilla bench wasm`: the wasm-runtime engine on its own (issue 3), in the release binary
+//! that ships it:
+//!
+//! 1. per-request instantiation (store + instance from the pre-instantiated hello `wasi:http`
+//!    component), median of many;
+//! 2. cold start from the compile cache: load the precompiled component, start serving, first
+//!    response;
+//! 3. memory held by an idle service (RSS growth per service over many services that have each
+//!    served one request);
+//! 4. hello requests/s under keep-alive load with `wrk`, against this engine and, alternating in
+//!    the same run, against `wasmtime serve` on the same component (`--wasmtime PATH`, else
+//!    `$WASMTIME`, else `~/.cache/flotilla/wasmtime-cli/bin/wasmtime`, else `wasmtime` on PATH).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::bench_stats::{median, percentile};
+use anyhow::{Context, bail};
+use clap::Args;
+use flotilla_wasm::{CacheOutcome, Engine, EngineConfig, HttpSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Flags of `flotilla bench wasm`.
+#[derive(Debug, Args)]
+pub struct WasmBenchArgs {
+    /// The `wasi:http` component to measure.
+    #[arg(long, default_value = "samples/hello-http/hello-http.wasm")]
+    pub component: PathBuf,
+    /// Instantiations timed (after 1,000 to warm the pool).
+    #[arg(long, default_value_t = 20_000)]
+    pub instantiations: usize,
+    /// Cold starts from the compile cache.
+    #[arg(long, default_value_t = 30)]
+    pub cold_starts: usize,
+    /// Idle services for the memory figure.
+    #[arg(long, default_value_t = 1_000)]
+    pub services: usize,
+    /// Seconds of each `wrk` round (three rounds per server, alternating).
+    #[arg(long, default_value_t = 10)]
+    pub wrk_seconds: u64,
+    /// `wrk` connections.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// The `wasmtime` CLI to compare with (`wasmtime serve`).
+    #[arg(long, value_name = "PATH")]
+    pub wasmtime: Option<PathBuf>,
+}
+
+/// Runs `flotilla bench wasm`.
+pub async fn run(args: WasmBenchArgs) -> anyhow::Result<()> {
+    if !args.component.exists() {
+        bail!(
+            "component {} not found (run from the repository root or pass --component)",
+            args.component.display()
+        );
+    }
+    println!("# flotilla bench wasm ({})", args.component.display());
+    instantiation(&args.component, args.instantiations).await?;
+    cold_start(&args.component, args.cold_starts).await?;
+    idle_memory(&args.component, args.services).await?;
+    throughput(&args).await
+}
+
+async fn instantiation(component: &Path, iterations: usize) -> anyhow::Result<()> {
+    let engine = Engine::new(EngineConfig::default())?;
+    let artifact = engine.load_file(component)?;
+    let spec = HttpSpec::default();
+    // Warm the pool's slots first.
+    engine
+        .time_http_instantiation(&artifact, &spec, 1_000)
+        .await?;
+    let mut times = engine
+        .time_http_instantiation(&artifact, &spec, iterations)
+        .await?;
+    times.sort();
+    println!(
+        "per-request instantiation: median {:.2} us, p99 {:.2} us ({iterations} instantiations)",
+        median(&times).as_secs_f64() * 1e6,
+        percentile(&times, 0.99).as_secs_f64() * 1e6,
+    );
+    Ok(())
+}
+
+/// One `GET /` on a fresh connection; the whole exchange.
+async fn first_response(addr: SocketAddr) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    if !response.starts_with("HTTP/1.1 200") {
+        bail!("unexpected response from {addr}: {response}");
+    }
+    Ok(response)
+}
+
+async fn cold_start(component: &Path, runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = EngineConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..EngineConfig::default()
+    };
+    // Fill the cache (a node agent's earlier pull).
+    Engine::new(config.clone())?.load_file(component)?;
+    let engine = Engine::new(config)?;
+    let mut times = Vec::new();
+    let mut loads = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let artifact = engine.load_file(component)?;
+        loads.push(started.elapsed());
+        if artifact.cache_outcome() != CacheOutcome::Hit {
+            bail!("the compile cache missed on a warm cache");
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let service = engine.serve_http(&artifact, listener, HttpSpec::default())?;
+        first_response(service.local_addr()).await?;
+        times.push(started.elapsed());
+        service.stop(Duration::from_secs(1)).await;
+    }
+    times.sort();
+    loads.sort();
+    println!(
+        "cold start from compile cache (load precompiled + serve + first response): median {:.2} ms (load alone {:.2} ms, {runs} runs)",
+        median(&times).as_secs_f64() * 1e3,
+        median(&loads).as_secs_f64() * 1e3,
+    );
+    Ok(())
+}
+
+fn rss_bytes() -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .context("unreadable /proc/self/statm")?;
+    Ok(pages * 4096)
+}
+
+async fn idle_memory(component: &Path, services: usize) -> anyhow::Result<()> {
+    let engine = Engine::new(EngineConfig::default())?;
+    let artifact = engine.load_file(component)?;
+    // One service first, so one-time costs (code, pool bookkeeping, runtime) are not counted
+    // per service.
+    let first = engine.serve_http(
+        &artifact,
+        TcpListener::bind("127.0.0.1:0").await?,
+        HttpSpec::default(),
+    )?;
+    first_response(first.local_addr()).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss_bytes()?;
+    let mut running = Vec::with_capacity(services);
+    for _ in 0..services {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let service = engine.serve_http(&artifact, listener, HttpSpec::default())?;
+        first_response(service.local_addr()).await?;
+        running.push(service);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_bytes()?;
+    let per = after.saturating_sub(before) as f64 / services.max(1) as f64;
+    println!(
+        "idle service memory: {:.1} KiB RSS per service ({services} services, each after one request; RSS {:.1} -> {:.1} MiB)",
+        per / 1024.0,
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+    );
+    for service in running {
+        service.stop(Duration::from_millis(100)).await;
+    }
+    first.stop(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+fn wasmtime_binary(flag: Option<&PathBuf>) -> Option<PathBuf> {
+    if let Some(path) = flag {
+        return Some(path.clone());
+    }
+    if let Ok(path) = std::env::var("WASMTIME") {
+        return Some(path.into());
+    }
+    let cached = dirs::cache_dir()?.join("flotilla/wasmtime-cli/bin/wasmtime");
+    if cached.exists() {
+        return Some(cached);
+    }
+    Command::new("wasmtime")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| PathBuf::from("wasmtime"))
+}
+
+/// Runs wrk against `addr`; requests/s.
+fn wrk(addr: SocketAddr, secs: u64, connections: usize) -> anyhow::Result<f64> {
+    let output = Command::new("wrk")
+        .args([
+            "-t2".to_string(),
+            format!("-c{connections}"),
+            format!("-d{secs}s"),
+            format!("http://{addr}/"),
+        ])
+        .output()
+        .context("cannot run wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        bail!("wrk saw errors against {addr}:\n{text}");
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))
+}
+
+/// Kills the child when dropped.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn throughput(args: &WasmBenchArgs) -> anyhow::Result<()> {
+    let engine = Engine::new(EngineConfig::default())?;
+    let artifact = engine.load_file(&args.component)?;
+    let service = engine.serve_http(
+        &artifact,
+        TcpListener::bind("127.0.0.1:0").await?,
+        HttpSpec::default(),
+    )?;
+    let ours_addr = service.local_addr();
+
+    let mut theirs = None;
+    if let Some(bin) = wasmtime_binary(args.wasmtime.as_ref()) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(&bin)
+            .args(["serve", "-Scli", "--addr", &addr.to_string()])
+            .arg(&args.component)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {} serve", bin.display()))?;
+        let guard = ChildGuard(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while first_response(addr).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("`{} serve` did not answer within 30 s", bin.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        theirs = Some((guard, addr, bin));
+    }
+
+    // Alternate the two servers so both see the same machine conditions.
+    let (secs, conns) = (args.wrk_seconds, args.connections);
+    let mut ours = Vec::new();
+    let mut wasmtime = Vec::new();
+    for _ in 0..3 {
+        ours.push(tokio::task::spawn_blocking(move || wrk(ours_addr, secs, conns)).await??);
+        if let Some((_, addr, _)) = &theirs {
+            let addr = *addr;
+            wasmtime.push(tokio::task::spawn_blocking(move || wrk(addr, secs, conns)).await??);
+        }
+    }
+    let ours_med = median_f64(&mut ours);
+    println!(
+        "hello requests/s (wrk -t2 -c{conns} -d{secs}s, keep-alive), flotilla-wasm: median {ours_med:.0} ({ours:.0?})"
+    );
+    match theirs {
+        Some((_guard, _, bin)) => {
+            let theirs_med = median_f64(&mut wasmtime);
+            println!(
+                "hello requests/s, `{} serve` (same component, same run): median {theirs_med:.0} ({wasmtime:.0?}); ratio {:.2}x",
+                bin.display(),
+                ours_med / theirs_med.max(1.0),
+            );
+        }
+        None => println!("`wasmtime` CLI not found: no side-by-side comparison"),
+    }
+    service.stop(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+fn median_f64(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
