@@ -20,6 +20,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::bench_timeline::Timeline;
+
 /// Flags of `flotilla bench deployment`.
 #[derive(Debug, Args)]
 pub struct DeploymentBenchArgs {
@@ -36,6 +38,10 @@ pub struct DeploymentBenchArgs {
     #[arg(long, default_value = "samples/hello-http/hello-http.wasm")]
     pub wasm: PathBuf,
 }
+
+/// The image the pods run: a pinned tag, so pods pull it `IfNotPresent` as a real Deployment
+/// would (`:latest` means `Always`, a registry round trip per pod).
+const IMAGE: &str = "hello-http:v1";
 
 struct Proc(Child);
 
@@ -122,7 +128,10 @@ impl Cluster {
             .arg(self.dir.path().join("kubeconfig"))
             .arg("--data-dir")
             .arg(&data)
-            .env("RUST_LOG", "error")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_AGENT_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .context("starting flotilla agent")?;
@@ -162,7 +171,7 @@ impl Cluster {
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
                     "runtimeClassName": "wasmtime", "terminationGracePeriodSeconds": 1,
-                    "containers": [{"name": "web", "image": "hello-http:latest", "ports": [{"containerPort": 8080}]}]}}},
+                    "containers": [{"name": "web", "image": IMAGE, "ports": [{"containerPort": 8080}]}]}}},
         });
         let r = self
             .client
@@ -233,7 +242,7 @@ fn push(base: &str, wasm: &Path) -> anyhow::Result<()> {
     let out = Command::new(exe()?)
         .args(["image", "push", "-q", "--server", base])
         .arg(wasm)
-        .arg("hello-http:latest")
+        .arg(IMAGE)
         .stdout(Stdio::null())
         .output()?;
     if !out.status.success() {
@@ -272,17 +281,19 @@ pub async fn run(args: DeploymentBenchArgs) -> anyhow::Result<()> {
         // Warm the node's image and compile caches with one pod first.
         c.create_deployment("warm", 1).await?;
         c.wait_ready("warm", 1, Duration::from_secs(60)).await?;
+        let timeline = Timeline::start(&c.client, &c.base, "default", "app=many").await?;
         let t0 = Instant::now();
         c.create_deployment("many", args.replicas).await?;
         c.wait_ready("many", args.replicas, Duration::from_secs(300))
             .await?;
         let took = t0.elapsed();
         println!(
-            "  run {}: {} replicas all Ready in {:.2} s",
+            "  run {}: {} replicas all Ready in {:.2} s; the pods, as seen on a watch:",
             run + 1,
             args.replicas,
             took.as_secs_f64()
         );
+        timeline.report(t0);
         scale_out.push(took);
         drop(c);
 
