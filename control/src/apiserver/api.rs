@@ -128,6 +128,11 @@ impl ListParams {
             .is_none_or(|s| s.matches_object(obj))
             && self.field_selector.as_ref().is_none_or(|s| s.matches(obj))
     }
+
+    /// Whether every object passes (no selector at all).
+    pub fn selects_everything(&self) -> bool {
+        self.label_selector.is_none() && self.field_selector.is_none()
+    }
 }
 
 /// The outcome of a delete: the object, and whether it is gone or still there (finalizers or

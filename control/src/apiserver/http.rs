@@ -756,11 +756,13 @@ async fn watch(
             };
             last = event.revision;
             let obj = objects::from_bytes(&event.value, event.revision);
-            let now_matches = params.matches(&obj);
-            let was_matching = event
-                .prev
-                .as_ref()
-                .is_some_and(|p| params.matches(&objects::from_bytes(p, event.revision)));
+            let everything = params.selects_everything();
+            let now_matches = everything || params.matches(&obj);
+            // The previous version only matters to a selector (an object moving in or out of
+            // it); decoding it for every event of an unfiltered watch is wasted work.
+            let was_matching = event.prev.as_ref().is_some_and(|p| {
+                everything || params.matches(&objects::from_bytes(p, event.revision))
+            });
             let ty = match event.event_type {
                 EventType::Added if now_matches => "ADDED",
                 EventType::Modified if now_matches && was_matching => "MODIFIED",

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod events;
 pub mod lease;
+pub mod listers;
 pub mod machine;
 pub mod node;
 pub mod pods;
@@ -163,8 +164,10 @@ impl Agent {
         if config.proxy {
             proxy.start(client.clone(), node_ip, &tasks, shutdown.child_token());
         }
+        let listers = listers::Listers::start(&client, &tasks, &shutdown);
         let ctx = Arc::new(PodContext {
             client: client.clone(),
+            listers,
             node_name: facts.name.clone(),
             host_ip: node_ip.to_string(),
             runtimes,

@@ -337,6 +337,7 @@ pub async fn run(p: Params) -> Outcome {
             continue;
         }
         retries.reset();
+        tracing::debug!(pod = %pref.name, container = %name, "container started");
         event(
             EventType::Normal,
             "Created",
@@ -526,7 +527,7 @@ async fn resolve(
         .and_then(|s| s.enable_service_links)
         .unwrap_or(true);
     let services = if links {
-        service_env_of(&p.ctx.client, &p.pod).await
+        service_env_of(&p.ctx, &p.pod).await
     } else {
         Vec::new()
     };
@@ -536,9 +537,14 @@ async fn resolve(
     Ok((env, args, mounts))
 }
 
-/// The Service variables of the pod's namespace (none when the Services cannot be listed).
-async fn service_env_of(client: &kube::Client, pod: &Pod) -> Vec<(String, String)> {
+/// The Service variables of the pod's namespace, from the agent's Service lister (before it has
+/// synced: from a list; none when the Services cannot be listed).
+async fn service_env_of(ctx: &PodContext, pod: &Pod) -> Vec<(String, String)> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    if let Some(services) = ctx.listers.services(ns) {
+        return env::service_env(&services);
+    }
+    let client = &ctx.client;
     let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), ns);
     match api.list(&Default::default()).await {
         Ok(list) => env::service_env(&list.items),

@@ -42,6 +42,8 @@ pub use worker::PodWorker;
 pub struct PodContext {
     /// The API client.
     pub client: kube::Client,
+    /// Watched caches of the Services and RuntimeClasses pod starts read.
+    pub listers: crate::agent::listers::Listers,
     /// This node's name.
     pub node_name: String,
     /// This node's address (`status.hostIP`).

@@ -24,6 +24,9 @@ use super::{PodContext, PodState, SharedState};
 use crate::agent::events::{EventType, PodRef};
 use crate::runtime::{Runtime, WASMTIME_HANDLER};
 
+/// Longest wait for a pod's first status report (see `write_status`).
+const FIRST_REPORT_AFTER: Duration = Duration::from_millis(100);
+
 /// Extra time, beyond the grace period, for containers to report that they stopped.
 const STOP_SLACK: Duration = Duration::from_secs(10);
 
@@ -106,6 +109,7 @@ async fn run(
 ) {
     let pod = pod_rx.borrow_and_update().clone();
     let pref = pod_ref(&pod);
+    tracing::debug!(pod = %pref.name, "pod worker started");
     let spec = pod.spec.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
     let policy = RestartPolicy::parse(spec.restart_policy.as_deref());
@@ -144,7 +148,6 @@ async fn run(
     state.pod_ip = ip;
     state.start_time = Some(status.start_time.map_or_else(Timestamp::now, |t| t.0));
     let shared = SharedState::new(state);
-    shared.update(|_| ());
 
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(write_status(
@@ -370,14 +373,17 @@ async fn runtime_for(ctx: &PodContext, pod: &Pod) -> Result<Arc<dyn Runtime>, St
     let class = pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone());
     let handler = match class {
         None => WASMTIME_HANDLER.to_string(),
-        Some(name) => {
+        Some(name) => match ctx.listers.runtime_class(&name) {
+            Some(rc) => rc.handler.clone(),
+            None => {
             let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
             match api.get_opt(&name).await {
                 Ok(Some(rc)) => rc.handler,
                 Ok(None) => return Err(format!("RuntimeClass \"{name}\" not found")),
                 Err(e) => return Err(format!("cannot read RuntimeClass \"{name}\": {e}")),
             }
-        }
+            }
+        },
     };
     ctx.runtimes.get(&handler).cloned().ok_or_else(|| {
         format!(
@@ -415,9 +421,20 @@ async fn write_status(
 ) {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pref.namespace);
     let mut last: Option<serde_json::Value> = None;
+    let mut first = true;
     loop {
+        // The first report waits for the first change (a Wasm container is usually Running by
+        // then) or FIRST_REPORT_AFTER, whichever comes first: a pod that starts at once costs
+        // one status write instead of a `ContainerCreating` one and a `Running` one.
+        let first_report = tokio::time::sleep(if first {
+            FIRST_REPORT_AFTER
+        } else {
+            Duration::MAX
+        });
+        first = false;
         let stopping = tokio::select! {
             _ = shared.changed() => false,
+            _ = first_report => false,
             _ = stop.cancelled() => true,
         };
         let status = serde_json::to_value(shared.snapshot().status()).unwrap_or_default();
@@ -427,7 +444,10 @@ async fn write_status(
                 .patch_status(&pref.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => last = Some(status),
+                Ok(_) => {
+                    tracing::debug!(pod = %pref.name, "pod status written");
+                    last = Some(status)
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
                 Err(e) => {
                     tracing::debug!(pod = %pref.name, error = %e, "cannot patch pod status; retrying");
