@@ -610,3 +610,168 @@ fn a_rollout_interrupted_by_a_control_plane_restart_completes() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// The `metadata.ownerReferences[controller].name` of an object, or "" when it has none.
+fn controller_name(obj: &Value) -> String {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+        .and_then(|r| r["name"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn apply(s: &Server, manifest: &str) {
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], manifest);
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn orphans_are_adopted_and_dependents_whose_labels_stop_matching_are_released() {
+    // No node: pods stay Pending, which is all ownership needs.
+    let s = Server::start();
+
+    // A ReplicaSet adopts a matching bare pod (created before and after it) and releases a
+    // pod relabelled away from its selector, replacing it.
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels:\n    app: adopt\nspec:\n  containers:\n    - name: c\n      image: hello-http:v1\n"
+        )
+    };
+    apply(&s, &pod("early"));
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: keeper\nspec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: adopt\n  template:\n    metadata:\n      labels:\n        app: adopt\n    spec:\n      containers:\n        - name: c\n          image: hello-http:v1\n",
+    );
+    wait_for("the early pod adopted and 3 pods in all", TIMEOUT, || {
+        let p = pods(&s, "app=adopt");
+        (p.len() == 3 && p.iter().all(|p| controller_name(p) == "keeper")).then_some(())
+    });
+    // A bare pod made later is adopted too, and one pod too many goes.
+    apply(&s, &pod("late"));
+    wait_for("the late pod adopted, back to 3 pods", TIMEOUT, || {
+        let p = pods(&s, "app=adopt");
+        (p.len() == 3 && p.iter().all(|p| controller_name(p) == "keeper")).then_some(())
+    });
+    let kept = pods(&s, "app=adopt")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.kubectl_ok(&["label", "pod", &kept, "app=gone", "--overwrite"]);
+    wait_for("the relabelled pod released and replaced", TIMEOUT, || {
+        let gone = s.kubectl_json(&["get", "pod", &kept]);
+        let p = pods(&s, "app=adopt");
+        (gone["metadata"]["ownerReferences"].is_null()
+            && p.len() == 3
+            && p.iter().all(|p| controller_name(p) == "keeper"))
+        .then_some(())
+    });
+
+    // A Deployment adopts a matching orphan ReplicaSet with its template (and makes no
+    // other), then releases it when its labels stop matching and makes its own.
+    let d = deployment("adoptee", 2, "hello-http:v1", "");
+    let template = &d[d.find("  template:").unwrap()..];
+    apply(
+        &s,
+        &format!(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: handmade\n  labels:\n    app: adoptee\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: adoptee\n{template}"
+        ),
+    );
+    apply(&s, &d);
+    wait_for("the orphan ReplicaSet adopted", TIMEOUT, || {
+        let rs = s.kubectl_json(&["get", "rs", "handmade"]);
+        (controller_name(&rs) == "adoptee").then_some(())
+    });
+    rollout_revision_settles(&s, "adoptee");
+    let sets = s.kubectl_json(&["get", "rs", "-l", "app=adoptee"]);
+    assert_eq!(
+        sets["items"].as_array().unwrap().len(),
+        1,
+        "the adopted ReplicaSet is the Deployment's: {}",
+        sets["items"]
+    );
+    s.kubectl_ok(&["label", "rs", "handmade", "app=other", "--overwrite"]);
+    wait_for(
+        "the relabelled ReplicaSet released, a new one made",
+        TIMEOUT,
+        || {
+            let released = s.kubectl_json(&["get", "rs", "handmade"]);
+            let sets = s.kubectl_json(&["get", "rs", "-l", "app=adoptee"]);
+            let sets = sets["items"].as_array().unwrap();
+            (released["metadata"]["ownerReferences"].is_null()
+                && sets.len() == 1
+                && controller_name(&sets[0]) == "adoptee"
+                && sets[0]["spec"]["replicas"] == 2)
+                .then_some(())
+        },
+    );
+}
+
+/// Waits until the Deployment `name` has a revision and its status counts 2 replicas.
+fn rollout_revision_settles(s: &Server, name: &str) {
+    wait_for(&format!("{name}: revision set"), TIMEOUT, || {
+        let d = s.kubectl_json(&["get", "deployment", name]);
+        (d["metadata"]["annotations"]["deployment.kubernetes.io/revision"].is_string()
+            && d["status"]["replicas"] == 2)
+            .then_some(())
+    });
+}
+
+#[test]
+fn scaling_a_deployment_in_the_middle_of_a_rollout_spreads_replicas_proportionally() {
+    // Kubernetes' documented example. No node: no pod gets ready, so the rollout from v1 to
+    // v2 stops with 8 old and 5 new pods (10 replicas, maxSurge 3, maxUnavailable 2).
+    let s = Server::start();
+    let strategy = "  strategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 3\n      maxUnavailable: 2\n";
+    apply(&s, &deployment("prop", 10, "hello-http:v1", strategy));
+    wait_for("10 pods", TIMEOUT, || {
+        (pods(&s, "app=prop").len() == 10).then_some(())
+    });
+    let sizes = || -> Vec<(String, i64)> {
+        let rs = s.kubectl_json(&["get", "rs", "-l", "app=prop"]);
+        let mut v: Vec<(String, i64)> = rs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["spec"]["template"]["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    r["spec"]["replicas"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    s.kubectl_ok(&["set", "image", "deployment/prop", "web=hello-http:v2"]);
+    let stuck = vec![
+        ("hello-http:v1".to_string(), 8),
+        ("hello-http:v2".to_string(), 5),
+    ];
+    wait_for("the rollout stuck at 8 old and 5 new", TIMEOUT, || {
+        (sizes() == stuck).then_some(())
+    });
+    s.kubectl_ok(&["scale", "deployment/prop", "--replicas=15"]);
+    let spread = vec![
+        ("hello-http:v1".to_string(), 11),
+        ("hello-http:v2".to_string(), 7),
+    ];
+    wait_for("3 more old and 2 more new", TIMEOUT, || {
+        (sizes() == spread).then_some(())
+    });
+    let rs = s.kubectl_json(&["get", "rs", "-l", "app=prop"]);
+    for r in rs["items"].as_array().unwrap() {
+        let a = &r["metadata"]["annotations"];
+        assert_eq!(a["deployment.kubernetes.io/desired-replicas"], "15", "{a}");
+        assert_eq!(a["deployment.kubernetes.io/max-replicas"], "18", "{a}");
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(sizes(), spread, "the spread holds");
+}

@@ -38,29 +38,31 @@ pub fn reference_to(owner: &Value) -> Value {
 
 /// Adopts an orphan: adds `owner`'s controller reference, pinned to the dependent's
 /// resourceVersion so a concurrent adoption by another controller fails with a conflict.
+/// Returns the dependent as written.
 pub async fn adopt(
     api: &Api,
     res: &ResourceInfo,
     dependent: &Value,
     owner: &Value,
-) -> ApiResult<()> {
+) -> ApiResult<Value> {
     let mut refs = dependent["metadata"]["ownerReferences"]
         .as_array()
         .cloned()
         .unwrap_or_default();
     refs.push(reference_to(owner));
     let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": dependent["metadata"]["resourceVersion"]}});
-    api.patch(
-        res,
-        objects::namespace(dependent),
-        objects::name(dependent),
-        PatchType::Merge,
-        patch.to_string().as_bytes(),
-        None,
-        &WriteOptions::default(),
-    )
-    .await?;
-    Ok(())
+    let (out, _) = api
+        .patch(
+            res,
+            objects::namespace(dependent),
+            objects::name(dependent),
+            PatchType::Merge,
+            patch.to_string().as_bytes(),
+            None,
+            &WriteOptions::default(),
+        )
+        .await?;
+    Ok(out)
 }
 
 /// Removes every owner reference to `owner_uid` from a dependent (release, orphaning).
