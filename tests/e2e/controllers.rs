@@ -349,7 +349,9 @@ fn a_deployment_replaces_deleted_pods_scales_rolls_out_without_dropping_below_mi
 
 #[test]
 fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_completes() {
-    let s = Server::start();
+    // Failed pods are replaced after 200 ms, 400 ms (Kubernetes: 10 s, 20 s).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_in(dir.path(), &["--job-backoff-base-ms", "200"]);
     let _a = Agent::start(&s, "ctl-job-node");
     push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:latest");
     let job = |name: &str, exit: u32, completions: u32| {

@@ -1,8 +1,14 @@
 //! The Job controller: runs pods until `completions` succeed (at most `parallelism` at once),
 //! fails the Job once failures exceed `backoffLimit` (with `restartPolicy: Never` every failed
-//! pod counts and is replaced; with `OnFailure` the node restarts containers in place and
-//! their restarts count) or it ran longer than `activeDeadlineSeconds`, sets the Complete or
-//! Failed condition, and deletes a finished Job after `ttlSecondsAfterFinished`.
+//! pod counts and is replaced after Kubernetes' exponential backoff — [`failure_backoff`],
+//! 10 s doubling to 6 min by default; with `OnFailure` the node restarts containers in place
+//! and their restarts count) or it ran longer than `activeDeadlineSeconds`, sets the Complete
+//! or Failed condition, and deletes a finished Job after `ttlSecondsAfterFinished`.
+//!
+//! Counting is from the pods the Job still has, never lowering what `status` already
+//! recorded; Kubernetes' pod finalizer (`batch.kubernetes.io/job-tracking`) is not used, so a
+//! terminated pod deleted before the controller saw it is not counted, and
+//! `uncountedTerminatedPods` is always empty.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +30,82 @@ use crate::events::{EventRecorder, EventWriter};
 /// The `jobs` resource.
 pub fn jobs() -> &'static ResourceInfo {
     resources::find("batch", "v1", "jobs").expect("jobs served")
+}
+
+/// Settings of the Job controller.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// The delay before replacing the first failed pod; doubled for each further failure
+    /// (Kubernetes' `DefaultJobPodFailureBackOff`, 10 s).
+    pub backoff_base: Duration,
+    /// The longest such delay (Kubernetes' `MaxJobPodFailureBackOff`, 6 min).
+    pub backoff_max: Duration,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(360),
+        }
+    }
+}
+
+/// How long after the last of `failures` consecutive pod failures a replacement may start
+/// (Kubernetes' `getRemainingTimeForFailuresCount` without the clock): none for no failure,
+/// `base` for the first, doubling up to `max`.
+pub fn failure_backoff(failures: i64, base: Duration, max: Duration) -> Duration {
+    if failures <= 0 {
+        return Duration::ZERO;
+    }
+    let mut d = base;
+    for _ in 1..failures {
+        d = d.saturating_mul(2);
+        if d >= max {
+            return max;
+        }
+    }
+    d.min(max)
+}
+
+/// When a pod finished: the latest `finishedAt` of its terminated containers, else the
+/// last transition of its conditions.
+fn finish_time(pod: &Value) -> Option<DateTime<Utc>> {
+    let containers = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| pods::parse_time(&c["state"]["terminated"]["finishedAt"]));
+    let conditions = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| pods::parse_time(&c["lastTransitionTime"]));
+    containers.max().or_else(|| conditions.max())
+}
+
+/// The failures since the last success among a Job's pods and when the last of them
+/// happened (Kubernetes' backoff record).
+pub fn failures_after_last_success(pods_of_job: &[&Value]) -> (i64, Option<DateTime<Utc>>) {
+    let last_success = pods_of_job
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Succeeded")
+        .filter_map(|p| finish_time(p))
+        .max();
+    let mut n = 0;
+    let mut last = None;
+    for p in pods_of_job
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Failed")
+    {
+        let at = finish_time(p);
+        if last_success.is_some_and(|s| at.is_some_and(|a| a <= s)) {
+            continue;
+        }
+        n += 1;
+        last = last.max(at);
+    }
+    (n, last)
 }
 
 /// What a Job's pods add up to.
@@ -153,16 +235,25 @@ fn finished(job: &Value) -> Option<(&'static str, DateTime<Utc>)> {
 pub struct JobController {
     api: Api,
     events: EventRecorder,
+    config: JobConfig,
 }
 
 impl JobController {
     /// A controller writing through `api`, and the event writer to run beside it.
-    pub fn new(api: Api) -> (Self, EventWriter) {
+    pub fn new(api: Api, config: JobConfig) -> (Self, EventWriter) {
         let (events, writer) = EventRecorder::new(api.clone(), "job-controller");
-        (JobController { api, events }, writer)
+        (
+            JobController {
+                api,
+                events,
+                config,
+            },
+            writer,
+        )
     }
 
-    async fn delete_active(&self, job: &Value, mine: &[&Value]) -> ApiResult<()> {
+    /// Deletes the Job's active pods; returns how many it deleted.
+    async fn delete_active(&self, job: &Value, mine: &[&Value]) -> ApiResult<i64> {
         let ns = objects::namespace(job).unwrap_or("default");
         let victims: Vec<String> = mine
             .iter()
@@ -170,6 +261,7 @@ impl JobController {
             .map(|p| objects::name(p).to_string())
             .collect();
         let (deleted, err) = pods::delete_all(&self.api, ns, victims, None).await;
+        let count = deleted.len() as i64;
         for n in deleted {
             self.events.normal(
                 owner::object_reference(job),
@@ -177,7 +269,7 @@ impl JobController {
                 format!("Deleted pod: {n}"),
             );
         }
-        err.map_or(Ok(()), Err)
+        err.map_or(Ok(count), Err)
     }
 
     async fn sync(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
@@ -245,7 +337,24 @@ impl JobController {
         let mut conditions: Vec<Value> =
             status["conditions"].as_array().cloned().unwrap_or_default();
         let mut requeue = None;
+        // Failed pods are replaced only after the backoff since the last failure.
+        let (failures, last_failure) = failures_after_last_success(&mine);
+        let wait = last_failure
+            .map(|at| {
+                let until = at
+                    + chrono::Duration::from_std(failure_backoff(
+                        failures,
+                        self.config.backoff_base,
+                        self.config.backoff_max,
+                    ))
+                    .unwrap_or_default();
+                (until - now).to_std().unwrap_or_default()
+            })
+            .unwrap_or_default();
         match &decision {
+            Decision::Run(n) if *n > 0 && !wait.is_zero() => {
+                requeue = Some(wait + Duration::from_millis(50));
+            }
             Decision::Run(n) if *n > 0 => {
                 let name = objects::name(&job).to_string();
                 let labels = [
@@ -309,7 +418,8 @@ impl JobController {
                     .normal(owner::object_reference(&job), "Completed", "Job completed");
             }
             Decision::Fail(reason, message) => {
-                self.delete_active(&job, &mine).await?;
+                // Pods stopped because the Job failed count as failed, as in Kubernetes.
+                t.failed += self.delete_active(&job, &mine).await?;
                 t.active = 0;
                 for kind in ["FailureTarget", "Failed"] {
                     conditions.push(json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastProbeTime": now_s, "lastTransitionTime": now_s}));
@@ -325,10 +435,22 @@ impl JobController {
             requeue =
                 Some(requeue.map_or(left, |r: Duration| r.min(left)) + Duration::from_millis(50));
         }
-        status["active"] = json!(t.active);
+        // Kubernetes omits the zero counters and always shows `ready` and the (here always
+        // empty) uncountedTerminatedPods.
+        let obj = status.as_object_mut().expect("made an object above");
+        for (field, n) in [
+            ("active", t.active),
+            ("succeeded", t.succeeded),
+            ("failed", t.failed),
+        ] {
+            if n > 0 {
+                obj.insert(field.into(), json!(n));
+            } else {
+                obj.remove(field);
+            }
+        }
         status["ready"] = json!(t.ready.min(t.active));
-        status["succeeded"] = json!(t.succeeded);
-        status["failed"] = json!(t.failed);
+        status["uncountedTerminatedPods"] = json!({});
         status["terminating"] = json!(
             mine.iter()
                 .filter(|p| objects::is_deleting(p) && !pods::is_terminal(p))
@@ -349,8 +471,8 @@ impl Reconciler for JobController {
 }
 
 /// Runs the Job controller until `shutdown`.
-pub async fn run(api: Api, shutdown: CancellationToken) {
-    let (controller, writer) = JobController::new(api.clone());
+pub async fn run(api: Api, config: JobConfig, shutdown: CancellationToken) {
+    let (controller, writer) = JobController::new(api.clone(), config);
     let events = tokio::spawn(writer.run(shutdown.clone()));
     let watched = vec![
         Watched::primary(jobs()),
@@ -433,6 +555,42 @@ mod tests {
             decide(&on_failure, &t(1, 0, 0, 2), Duration::ZERO),
             Decision::Fail("BackoffLimitExceeded", _)
         ));
+    }
+
+    #[test]
+    fn failed_pods_are_replaced_after_a_doubling_backoff_capped_at_six_minutes() {
+        let (base, max) = (Duration::from_secs(10), Duration::from_secs(360));
+        let secs = |n| failure_backoff(n, base, max).as_secs();
+        assert_eq!(
+            [0, 1, 2, 3, 4, 5, 6, 7, 100].map(secs),
+            [0, 10, 20, 40, 80, 160, 320, 360, 360]
+        );
+        let fast = failure_backoff(3, Duration::from_millis(200), max);
+        assert_eq!(fast, Duration::from_millis(800));
+    }
+
+    #[test]
+    fn the_backoff_counts_failures_since_the_last_success() {
+        let pod = |phase: &str, finished: &str| {
+            json!({"status": {"phase": phase, "containerStatuses": [
+                {"state": {"terminated": {"finishedAt": finished}}}]}})
+        };
+        let f1 = pod("Failed", "2024-01-01T00:00:01Z");
+        let s2 = pod("Succeeded", "2024-01-01T00:00:02Z");
+        let f3 = pod("Failed", "2024-01-01T00:00:03Z");
+        let f4 = pod("Failed", "2024-01-01T00:00:04Z");
+        let running = json!({"status": {"phase": "Running"}});
+        let (n, last) = failures_after_last_success(&[&f1, &s2, &f4, &f3, &running]);
+        assert_eq!(n, 2);
+        assert_eq!(last, pods::parse_time(&json!("2024-01-01T00:00:04Z")));
+        assert_eq!(failures_after_last_success(&[&s2, &running]), (0, None));
+        // A failed pod without terminated containers falls back on its conditions.
+        let bare = json!({"status": {"phase": "Failed", "conditions": [
+            {"type": "Ready", "lastTransitionTime": "2024-01-01T00:00:09Z"}]}});
+        assert_eq!(
+            failures_after_last_success(&[&bare]),
+            (1, pods::parse_time(&json!("2024-01-01T00:00:09Z")))
+        );
     }
 
     #[test]
