@@ -6,13 +6,14 @@
 //! - [`namespace`]: empties a terminating namespace, then removes it; gives every namespace its
 //!   `default` ServiceAccount.
 //! - [`replicaset`], [`deployment`] (with the pure [`rollout`] arithmetic), [`job`],
-//!   [`daemonset`]: the workload controllers.
+//!   [`daemonset`] (with its [`controller_history`]): the workload controllers.
 //! - [`node_lifecycle`]: marks nodes whose Lease expired unreachable and evicts their pods.
 //! - [`garbage_collector`]: ownerReferences cascades (Background, Foreground, Orphan).
 //! - [`endpoints`] and [`endpointslice`]: a selector Service's Endpoints and EndpointSlices from
 //!   its pods' addresses and readiness, driven by [`service_pods`] (Services and Pods watched
 //!   in-process).
 
+pub mod controller_history;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
