@@ -777,3 +777,109 @@ fn scaling_a_deployment_in_the_middle_of_a_rollout_spreads_replicas_proportional
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(sizes(), spread, "the spread holds");
 }
+
+#[test]
+fn a_daemonset_keeps_controller_revisions_rolls_back_surges_and_waits_on_delete() {
+    let s = Server::start();
+    let _a = Agent::start(&s, "ctl-ds");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v1");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v2");
+    let ds = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: hist\nspec:\n  selector:\n    matchLabels:\n      app: hist\n  template:\n    metadata:\n      labels:\n        app: hist\n    spec:\n      runtimeClassName: wasmtime\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: d\n          image: hello-http:v1\n";
+    apply(&s, ds);
+    let status = || s.kubectl_ok(&["rollout", "status", "ds/hist", "--timeout=55s"]);
+    let only = |image: &str| {
+        wait_for(&format!("only {image} daemon pods"), TIMEOUT, || {
+            let p = pods(&s, "app=hist");
+            (p.len() == 1 && is_ready(&p[0]) && p[0]["spec"]["containers"][0]["image"] == image)
+                .then_some(())
+        });
+    };
+    status();
+    only("hello-http:v1");
+    s.kubectl_ok(&["set", "image", "ds/hist", "d=hello-http:v2"]);
+    status();
+    only("hello-http:v2");
+    let history = s.kubectl_ok(&["rollout", "history", "ds/hist"]);
+    let revisions = |h: &str| -> Vec<String> {
+        h.lines()
+            .skip_while(|l| !l.starts_with("REVISION"))
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect()
+    };
+    assert_eq!(revisions(&history), ["1", "2"], "{history}");
+    let v1 = s.kubectl_ok(&["rollout", "history", "ds/hist", "--revision=1"]);
+    assert!(v1.contains("hello-http:v1"), "{v1}");
+    let crs = s.kubectl_ok(&["get", "controllerrevisions"]);
+    assert!(crs.contains("daemonset.apps/hist"), "{crs}");
+
+    // Undo goes back to v1, whose revision becomes 3.
+    s.kubectl_ok(&["rollout", "undo", "ds/hist"]);
+    status();
+    only("hello-http:v1");
+    let history = s.kubectl_ok(&["rollout", "history", "ds/hist"]);
+    assert_eq!(revisions(&history), ["2", "3"], "{history}");
+
+    // maxSurge: the new pod starts beside the old one, which goes once the new one is
+    // ready, so the node always has a ready daemon.
+    s.kubectl_ok(&[
+        "patch",
+        "ds/hist",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"maxSurge":1,"maxUnavailable":0}}}}"#,
+    ]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new((usize::MAX, 0usize, 0usize)));
+    let sampler = {
+        let (stop, seen) = (stop.clone(), seen.clone());
+        let url = format!(
+            "{}/api/v1/namespaces/default/pods?labelSelector=app%3Dhist",
+            s.url
+        );
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let parsed = client
+                    .get(&url)
+                    .send()
+                    .and_then(|r| r.bytes())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                if let Some(v) = parsed {
+                    let items = v["items"].as_array().cloned().unwrap_or_default();
+                    let ready = items.iter().filter(|p| is_ready(p)).count();
+                    let mut s = seen.lock().unwrap();
+                    s.0 = s.0.min(ready);
+                    s.1 = s.1.max(items.len());
+                    s.2 += 1;
+                }
+            }
+        })
+    };
+    s.kubectl_ok(&["set", "image", "ds/hist", "d=hello-http:v2"]);
+    status();
+    only("hello-http:v2");
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let (low, most, samples) = *seen.lock().unwrap();
+    assert!(samples >= 3, "only {samples} samples");
+    assert!(low >= 1, "a moment without a ready daemon pod");
+    assert!(most >= 2, "the new pod never ran beside the old one");
+
+    // OnDelete: a new template waits until the user deletes the pod.
+    s.kubectl_ok(&[
+        "patch",
+        "ds/hist",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}"#,
+    ]);
+    s.kubectl_ok(&["set", "image", "ds/hist", "d=hello-http:v1"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let p = pods(&s, "app=hist");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0]["spec"]["containers"][0]["image"], "hello-http:v2");
+    let name = p[0]["metadata"]["name"].as_str().unwrap().to_string();
+    s.kubectl_ok(&["delete", "pod", &name, "--wait=false"]);
+    only("hello-http:v1");
+}
