@@ -882,4 +882,29 @@ fn a_daemonset_keeps_controller_revisions_rolls_back_surges_and_waits_on_delete(
     let name = p[0]["metadata"]["name"].as_str().unwrap().to_string();
     s.kubectl_ok(&["delete", "pod", &name, "--wait=false"]);
     only("hello-http:v1");
+
+    // Deleted with --cascade=orphan and made again, the DaemonSet adopts its pod (kept, it
+    // has the current template) and its history.
+    let kept = pods(&s, "app=hist")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.kubectl_ok(&["delete", "ds", "hist", "--cascade=orphan", "--timeout=50s"]);
+    apply(&s, ds);
+    wait_for("the orphaned pod and history adopted", TIMEOUT, || {
+        let p = pods(&s, "app=hist");
+        let crs = s.kubectl_json(&["get", "controllerrevisions", "-l", "app=hist"]);
+        let crs = crs["items"].as_array().cloned().unwrap_or_default();
+        (p.len() == 1
+            && p[0]["metadata"]["name"] == kept.as_str()
+            && controller_name(&p[0]) == "hist"
+            && !crs.is_empty()
+            && crs.iter().all(|c| controller_name(c) == "hist"))
+        .then_some(())
+    });
+    status();
+    std::thread::sleep(Duration::from_millis(500));
+    let p = pods(&s, "app=hist");
+    assert_eq!(p.len(), 1, "the adopted pod was not replaced");
+    assert_eq!(p[0]["metadata"]["name"], kept.as_str());
 }

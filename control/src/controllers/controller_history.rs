@@ -111,7 +111,8 @@ pub fn to_prune<'a>(
     unused
 }
 
-/// The revisions controlled by `owner`, oldest first.
+/// The revisions controlled by `owner`, oldest first, adopting orphans its selector matches
+/// (the history of a DaemonSet deleted with `--cascade=orphan` and made again).
 pub async fn list(api: &Api, owner: &Value) -> ApiResult<Vec<Value>> {
     let (items, _, _) = api
         .list(
@@ -120,10 +121,10 @@ pub async fn list(api: &Api, owner: &Value) -> ApiResult<Vec<Value>> {
             &ListParams::default(),
         )
         .await?;
-    let uid = owner::uid(owner);
-    let mut mine: Vec<Value> = items
+    let mut mine: Vec<Value> = owner::claim(api, controller_revisions(), owner, items)
+        .await?
         .into_iter()
-        .filter(|r| owner::is_controlled_by(r, uid) && !objects::is_deleting(r))
+        .filter(|r| !objects::is_deleting(r))
         .collect();
     mine.sort_by_key(number);
     Ok(mine)

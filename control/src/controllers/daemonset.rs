@@ -30,8 +30,6 @@ use crate::events::{EventRecorder, EventWriter};
 use crate::scheduler::filter::untolerated_taint;
 
 pub use super::controller_history::REVISION_HASH_LABEL;
-/// The key that stands for "every DaemonSet" (a node changed).
-const ALL: &str = "*";
 
 /// The `daemonsets` resource.
 pub fn daemonsets() -> &'static ResourceInfo {
@@ -102,7 +100,6 @@ impl DaemonSetController {
         if objects::is_deleting(&ds) {
             return Ok(None);
         }
-        let uid = owner::uid(&ds).to_string();
         let collisions = ds["status"]["collisionCount"].as_i64().unwrap_or(0);
         let (current, history) = match controller_history::sync(
             &self.api,
@@ -129,11 +126,15 @@ impl DaemonSetController {
             .unwrap_or("")
             .to_string();
         let (node_list, _, _) = self.api.list(nodes(), None, &ListParams::default()).await?;
-        let all = pods::list(&self.api, ns).await?;
-        let mine: Vec<&Value> = all
-            .iter()
-            .filter(|p| owner::is_controlled_by(p, &uid))
-            .collect();
+        // Its pods, adopting matching orphans and releasing what stopped matching.
+        let all = owner::claim(
+            &self.api,
+            pods::pods(),
+            &ds,
+            pods::list(&self.api, ns).await?,
+        )
+        .await?;
+        let mine: Vec<&Value> = all.iter().collect();
         let mut by_node: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
         for p in &mine {
             by_node
@@ -459,13 +460,10 @@ pub fn rolling_update(
 
 impl Reconciler for DaemonSetController {
     async fn reconcile(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
-        if key.name == ALL {
-            let (all, _, _) = self
-                .api
-                .list(daemonsets(), None, &ListParams::default())
-                .await?;
-            for ds in &all {
-                self.sync(&ObjectKey::of(ds)).await?;
+        if key.is_all() {
+            // A node changed (every DaemonSet) or an orphan pod did (those of its namespace).
+            for k in runner::expand(&self.api, daemonsets(), key).await? {
+                self.sync(&k).await?;
             }
             return Ok(None);
         }
@@ -480,12 +478,8 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
     let watched = vec![
         Watched::primary(daemonsets()),
         Watched::owned_by(pods::pods(), "DaemonSet"),
-        Watched::with_map(nodes(), |_| {
-            vec![ObjectKey {
-                namespace: None,
-                name: ALL.into(),
-            }]
-        }),
+        Watched::orphans(pods::pods()),
+        Watched::with_map(nodes(), |_| vec![ObjectKey::all_in(None)]),
     ];
     let config = RunnerConfig {
         name: "daemonset",

@@ -133,7 +133,12 @@ impl DeploymentController {
             .api
             .list(replicasets(), Some(ns), &ListParams::default())
             .await?;
-        let mut mine = self.claim(&d, all_rs).await?;
+        // Its ReplicaSets, adopting matching orphans and releasing what stopped matching.
+        let mut mine: Vec<Value> = owner::claim(&self.api, replicasets(), &d, all_rs)
+            .await?
+            .into_iter()
+            .filter(|rs| !objects::is_deleting(rs))
+            .collect();
         mine.sort_by_key(|rs| {
             (
                 revision(rs),
@@ -459,41 +464,6 @@ impl DeploymentController {
             self.scale(d, rs, to, surge).await?;
         }
         Ok(acted)
-    }
-
-    /// The Deployment's ReplicaSets (not being deleted) out of `all` in its namespace,
-    /// adopting matching orphans and releasing its own ReplicaSets whose labels stopped
-    /// matching the selector (Kubernetes' `ClaimReplicaSets`).
-    async fn claim(&self, d: &Value, all: Vec<Value>) -> ApiResult<Vec<Value>> {
-        let uid = owner::uid(d);
-        let selector = owner::selector(d);
-        let mut mine = Vec::new();
-        for rs in all {
-            if objects::is_deleting(&rs) {
-                continue;
-            }
-            let matches = selector.as_ref().is_some_and(|s| s.matches_object(&rs));
-            match owner::controller_ref(&rs) {
-                Some(r) if r["uid"] == uid => {
-                    if matches {
-                        mine.push(rs);
-                    } else {
-                        match owner::release(&self.api, replicasets(), &rs, uid).await {
-                            Ok(()) => {}
-                            Err(e) if e.code == 404 || e.code == 409 => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
-                None if matches => match owner::adopt(&self.api, replicasets(), &rs, d).await {
-                    Ok(adopted) => mine.push(adopted),
-                    Err(e) if e.code == 404 || e.code == 409 => {}
-                    Err(e) => return Err(e),
-                },
-                _ => {}
-            }
-        }
-        Ok(mine)
     }
 
     /// One step of a rolling update; whether anything was scaled.

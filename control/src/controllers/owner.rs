@@ -100,6 +100,54 @@ pub async fn release(
     Ok(())
 }
 
+/// The dependents of `owner` among `candidates` (objects of `res` in its namespace), as
+/// Kubernetes' `ClaimObject` decides: its own that match its selector stay (even while
+/// being deleted); its own that stopped matching are released; matching orphans are adopted
+/// (unless being deleted). Conflicts and vanished objects are skipped: the next pass sees
+/// them again.
+pub async fn claim(
+    api: &Api,
+    res: &ResourceInfo,
+    owner: &Value,
+    candidates: Vec<Value>,
+) -> ApiResult<Vec<Value>> {
+    let owner_uid = uid(owner);
+    let sel = selector(owner);
+    let mut mine = Vec::new();
+    for obj in candidates {
+        let matches = sel.as_ref().is_some_and(|s| s.matches_object(&obj));
+        let deleting = objects::is_deleting(&obj);
+        let outcome = match controller_ref(&obj) {
+            Some(r) if r["uid"] == owner_uid => {
+                if matches {
+                    mine.push(obj);
+                    continue;
+                }
+                if deleting {
+                    continue;
+                }
+                release(api, res, &obj, owner_uid).await
+            }
+            None if matches && !deleting && !objects::is_deleting(owner) => {
+                match adopt(api, res, &obj, owner).await {
+                    Ok(adopted) => {
+                        mine.push(adopted);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => continue,
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(mine)
+}
+
 /// The `ObjectReference` events about `obj` name.
 pub fn object_reference(obj: &Value) -> k8s_openapi::api::core::v1::ObjectReference {
     k8s_openapi::api::core::v1::ObjectReference {
