@@ -396,6 +396,37 @@ fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_comple
     let j: Value = s.kubectl_json(&["get", "job", "works"]);
     assert_eq!(j["status"]["succeeded"], 3, "{}", j["status"]);
     assert!(j["status"]["completionTime"].is_string());
+    assert_eq!(
+        j["status"]["uncountedTerminatedPods"],
+        serde_json::json!({})
+    );
+    assert!(j["status"]["failed"].is_null(), "{}", j["status"]);
+
+    // Counted pods no longer hold the tracking finalizer: deleting the Jobs is not blocked,
+    // whether the pods go with them or are orphaned.
+    let finalizers = |sel: &str| -> Vec<Value> {
+        pods(&s, sel)
+            .iter()
+            .filter_map(|p| p["metadata"]["finalizers"].as_array().cloned())
+            .flatten()
+            .collect()
+    };
+    wait_for("finalizers released", TIMEOUT, || {
+        (finalizers("job-name=works").is_empty() && finalizers("job-name=fails").is_empty())
+            .then_some(())
+    });
+    s.kubectl_ok(&["delete", "job", "works", "--timeout=50s"]);
+    wait_for("the Job's pods gone with it", TIMEOUT, || {
+        pods(&s, "job-name=works").is_empty().then_some(())
+    });
+    s.kubectl_ok(&[
+        "delete",
+        "job",
+        "fails",
+        "--cascade=orphan",
+        "--timeout=50s",
+    ]);
+    assert_eq!(pods(&s, "job-name=fails").len(), 3, "orphaned pods stay");
 }
 
 /// A Deployment whose pods stay Pending (the cluster has no node), so deletions are instant.

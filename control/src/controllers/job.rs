@@ -5,10 +5,8 @@
 //! and their restarts count) or it ran longer than `activeDeadlineSeconds`, sets the Complete
 //! or Failed condition, and deletes a finished Job after `ttlSecondsAfterFinished`.
 //!
-//! Counting is from the pods the Job still has, never lowering what `status` already
-//! recorded; Kubernetes' pod finalizer (`batch.kubernetes.io/job-tracking`) is not used, so a
-//! terminated pod deleted before the controller saw it is not counted, and
-//! `uncountedTerminatedPods` is always empty.
+//! Finished pods are counted exactly once through their tracking finalizer
+//! ([`job_tracking`]), as Kubernetes does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::job_tracking;
 use super::owner;
 use super::pods;
 use super::replicaset::write_status;
@@ -252,8 +251,8 @@ impl JobController {
         )
     }
 
-    /// Deletes the Job's active pods; returns how many it deleted.
-    async fn delete_active(&self, job: &Value, mine: &[&Value]) -> ApiResult<i64> {
+    /// Deletes the Job's active pods.
+    async fn delete_active(&self, job: &Value, mine: &[&Value]) -> ApiResult<()> {
         let ns = objects::namespace(job).unwrap_or("default");
         let victims: Vec<String> = mine
             .iter()
@@ -261,7 +260,6 @@ impl JobController {
             .map(|p| objects::name(p).to_string())
             .collect();
         let (deleted, err) = pods::delete_all(&self.api, ns, victims, None).await;
-        let count = deleted.len() as i64;
         for n in deleted {
             self.events.normal(
                 owner::object_reference(job),
@@ -269,25 +267,74 @@ impl JobController {
                 format!("Deleted pod: {n}"),
             );
         }
-        err.map_or(Ok(count), Err)
+        err.map_or(Ok(()), Err)
+    }
+
+    /// Removes the tracking finalizer from pods no Job will count: orphans, and pods of a
+    /// Job named `name` that is gone or is another Job now (`uid` the current one's).
+    async fn release_untracked(
+        &self,
+        all: &[Value],
+        name: Option<&str>,
+        uid: Option<&str>,
+    ) -> ApiResult<()> {
+        for p in all.iter().filter(|p| job_tracking::has_finalizer(p)) {
+            let stale = match owner::controller_ref(p) {
+                None => true,
+                Some(r) => {
+                    r["kind"] == "Job"
+                        && name.is_some_and(|n| r["name"] == n)
+                        && uid.is_none_or(|u| r["uid"] != u)
+                }
+            };
+            if stale {
+                match job_tracking::remove_finalizer(&self.api, p).await {
+                    Ok(()) => {}
+                    Err(e) if e.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn sync(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
         let ns = key.namespace.as_deref().unwrap_or("default");
-        let job = match self.api.get(jobs(), Some(ns), &key.name).await {
-            Ok(j) => j,
-            Err(e) if e.code == 404 => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if objects::is_deleting(&job) {
+        if key.is_all() {
+            // An orphan pod with the tracking finalizer changed.
+            let all = pods::list(&self.api, ns).await?;
+            self.release_untracked(&all, None, None).await?;
             return Ok(None);
         }
+        let job = match self.api.get(jobs(), Some(ns), &key.name).await {
+            Ok(j) => j,
+            Err(e) if e.code == 404 => {
+                let all = pods::list(&self.api, ns).await?;
+                self.release_untracked(&all, Some(&key.name), None).await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         let uid = owner::uid(&job).to_string();
         let all = pods::list(&self.api, ns).await?;
+        self.release_untracked(&all, Some(&key.name), Some(&uid))
+            .await?;
         let mine: Vec<&Value> = all
             .iter()
             .filter(|p| owner::is_controlled_by(p, &uid))
             .collect();
+        if objects::is_deleting(&job) {
+            // A Job being deleted lets its pods go.
+            for p in mine.iter().filter(|p| job_tracking::has_finalizer(p)) {
+                job_tracking::remove_finalizer(&self.api, p).await?;
+            }
+            return Ok(None);
+        }
+        // Count what finished (exactly once, through the pods' tracking finalizer).
+        let job = {
+            let was_finished = finished(&job).is_some();
+            job_tracking::track(&self.api, jobs(), job, &mine, was_finished).await?
+        };
         let now = Utc::now();
         if let Some((_, at)) = finished(&job) {
             self.delete_active(&job, &mine).await?;
@@ -313,11 +360,14 @@ impl JobController {
             }
             return Ok(None);
         }
+        // The counters hold every pod whose finalizer is gone; the uncounted ones are on
+        // their way there.
         let mut t = tally(&mine);
-        t.failed = t.failed.max(job["status"]["failed"].as_i64().unwrap_or(0));
-        t.succeeded = t
-            .succeeded
-            .max(job["status"]["succeeded"].as_i64().unwrap_or(0));
+        let uncounted = job_tracking::Uncounted::of(&job);
+        let counted_succeeded = job["status"]["succeeded"].as_i64().unwrap_or(0);
+        let counted_failed = job["status"]["failed"].as_i64().unwrap_or(0);
+        t.succeeded = counted_succeeded + uncounted.succeeded.len() as i64;
+        t.failed = counted_failed + uncounted.failed.len() as i64;
         let start = pods::parse_time(&job["status"]["startTime"]).unwrap_or(now);
         let active_for = (now - start).to_std().unwrap_or_default();
         let suspended = job["spec"]["suspend"].as_bool().unwrap_or(false);
@@ -365,12 +415,14 @@ impl JobController {
                 ];
                 let new: Vec<Value> = (0..*n)
                     .map(|_| {
-                        pods::from_template(
+                        let mut p = pods::from_template(
                             &job["spec"]["template"],
                             &job,
                             &format!("{name}-"),
                             &labels,
-                        )
+                        );
+                        p["metadata"]["finalizers"] = json!([job_tracking::FINALIZER]);
+                        p
                     })
                     .collect();
                 let (created, err) = pods::create_all(&self.api, ns, new).await;
@@ -418,8 +470,9 @@ impl JobController {
                     .normal(owner::object_reference(&job), "Completed", "Job completed");
             }
             Decision::Fail(reason, message) => {
-                // Pods stopped because the Job failed count as failed, as in Kubernetes.
-                t.failed += self.delete_active(&job, &mine).await?;
+                // Pods stopped because the Job failed count as failed (tracking counts them
+                // on the next pass), as in Kubernetes.
+                self.delete_active(&job, &mine).await?;
                 t.active = 0;
                 for kind in ["FailureTarget", "Failed"] {
                     conditions.push(json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastProbeTime": now_s, "lastTransitionTime": now_s}));
@@ -435,13 +488,13 @@ impl JobController {
             requeue =
                 Some(requeue.map_or(left, |r: Duration| r.min(left)) + Duration::from_millis(50));
         }
-        // Kubernetes omits the zero counters and always shows `ready` and the (here always
-        // empty) uncountedTerminatedPods.
+        // Kubernetes omits the zero counters and always shows `ready` and
+        // uncountedTerminatedPods.
         let obj = status.as_object_mut().expect("made an object above");
         for (field, n) in [
             ("active", t.active),
-            ("succeeded", t.succeeded),
-            ("failed", t.failed),
+            ("succeeded", counted_succeeded),
+            ("failed", counted_failed),
         ] {
             if n > 0 {
                 obj.insert(field.into(), json!(n));
@@ -450,7 +503,7 @@ impl JobController {
             }
         }
         status["ready"] = json!(t.ready.min(t.active));
-        status["uncountedTerminatedPods"] = json!({});
+        status["uncountedTerminatedPods"] = uncounted.to_json();
         status["terminating"] = json!(
             mine.iter()
                 .filter(|p| objects::is_deleting(p) && !pods::is_terminal(p))
@@ -477,6 +530,15 @@ pub async fn run(api: Api, config: JobConfig, shutdown: CancellationToken) {
     let watched = vec![
         Watched::primary(jobs()),
         Watched::owned_by(pods::pods(), "Job"),
+        // Orphans still holding the tracking finalizer (their Job was deleted with
+        // --cascade=orphan): let them go.
+        Watched::with_map(pods::pods(), |p| {
+            if owner::controller_ref(p).is_none() && job_tracking::has_finalizer(p) {
+                vec![ObjectKey::all_in(objects::namespace(p))]
+            } else {
+                vec![]
+            }
+        }),
     ];
     let config = RunnerConfig {
         name: "job",
