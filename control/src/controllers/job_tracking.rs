@@ -267,6 +267,52 @@ mod tests {
         assert!(p.uncounted.failed.contains("u-running"));
     }
 
+    #[tokio::test]
+    async fn a_deleted_pod_goes_once_its_tracking_finalizer_is_removed() {
+        use crate::apiserver::api::{ApiConfig, DeleteOptions};
+        use crate::store::{RedbStore, RedbStoreConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
+        let api = Api::new(std::sync::Arc::new(store), ApiConfig::default());
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        let namespaces = crate::apiserver::resources::find("", "v1", "namespaces").unwrap();
+        api.create(namespaces, None, ns, &WriteOptions::default())
+            .await
+            .unwrap();
+        for (name, node) in [("unbound", ""), ("bound", "n1")] {
+            let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default", "finalizers": [FINALIZER]},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}});
+            if !node.is_empty() {
+                p["spec"]["nodeName"] = json!(node);
+            }
+            api.create(pods::pods(), Some("default"), p, &WriteOptions::default())
+                .await
+                .unwrap();
+            let get = || api.get(pods::pods(), Some("default"), name);
+            // Deleted (gracefully when bound, then the node's grace-0 delete): kept.
+            api.delete(
+                pods::pods(),
+                Some("default"),
+                name,
+                &DeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+            let zero = DeleteOptions {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            };
+            api.delete(pods::pods(), Some("default"), name, &zero)
+                .await
+                .unwrap();
+            let kept = get().await.unwrap();
+            assert!(objects::is_deleting(&kept), "{name}");
+            remove_finalizer(&api, &kept).await.unwrap();
+            assert_eq!(get().await.unwrap_err().code, 404, "{name} gone");
+        }
+    }
+
     #[test]
     fn recorded_pods_are_counted_once_their_finalizer_is_gone() {
         let uncounted = Uncounted {
