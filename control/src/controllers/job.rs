@@ -209,6 +209,24 @@ pub fn decide(job: &Value, t: &Tally, active_for: Duration) -> Decision {
     }
 }
 
+/// The `Suspended` condition to write, if it must change (Kubernetes): True with
+/// `JobSuspended` while `spec.suspend` is set, False with `JobResumed` once it is cleared
+/// again; nothing for a Job never suspended.
+pub fn suspended_condition(conditions: &[Value], suspend: bool, now: &str) -> Option<Value> {
+    let current = conditions.iter().find(|c| c["type"] == "Suspended");
+    let (status, reason, message) = match (suspend, current) {
+        (true, _) => ("True", "JobSuspended", "Job suspended"),
+        (false, Some(_)) => ("False", "JobResumed", "Job resumed"),
+        (false, None) => return None,
+    };
+    if current.is_some_and(|c| c["status"] == status) {
+        return None;
+    }
+    Some(
+        json!({"type": "Suspended", "status": status, "reason": reason, "message": message, "lastProbeTime": now, "lastTransitionTime": now}),
+    )
+}
+
 fn finished(job: &Value) -> Option<(&'static str, DateTime<Utc>)> {
     let conds = job["status"]["conditions"].as_array()?;
     for kind in ["Complete", "Failed"] {
@@ -380,12 +398,20 @@ impl JobController {
         if !status.is_object() {
             status = json!({});
         }
-        if !suspended && status["startTime"].is_null() {
-            status["startTime"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        }
         let now_s = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let mut conditions: Vec<Value> =
             status["conditions"].as_array().cloned().unwrap_or_default();
+        if let Some(c) = suspended_condition(&conditions, suspended, &now_s) {
+            if c["status"] == "False" {
+                // Resumed: activeDeadlineSeconds counts from now.
+                status["startTime"] = json!(now_s);
+            }
+            conditions.retain(|x| x["type"] != "Suspended");
+            conditions.push(c);
+        }
+        if !suspended && status["startTime"].is_null() {
+            status["startTime"] = json!(now_s);
+        }
         let mut requeue = None;
         // Failed pods are replaced only after the backoff since the last failure.
         let (failures, last_failure) = failures_after_last_success(&mine);
@@ -653,6 +679,24 @@ mod tests {
             failures_after_last_success(&[&bare]),
             (1, pods::parse_time(&json!("2024-01-01T00:00:09Z")))
         );
+    }
+
+    #[test]
+    fn a_suspended_job_says_so_and_a_resumed_one_says_it_resumed() {
+        let now = "2024-01-01T00:00:00Z";
+        assert_eq!(suspended_condition(&[], false, now), None);
+        let c = suspended_condition(&[], true, now).unwrap();
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("True"), Some("JobSuspended"))
+        );
+        assert_eq!(suspended_condition(&[c.clone()], true, now), None);
+        let r = suspended_condition(&[c], false, now).unwrap();
+        assert_eq!(
+            (r["status"].as_str(), r["reason"].as_str()),
+            (Some("False"), Some("JobResumed"))
+        );
+        assert_eq!(suspended_condition(&[r], false, now), None);
     }
 
     #[test]
