@@ -690,7 +690,10 @@ mod tests {
             (c["status"].as_str(), c["reason"].as_str()),
             (Some("True"), Some("JobSuspended"))
         );
-        assert_eq!(suspended_condition(&[c.clone()], true, now), None);
+        assert_eq!(
+            suspended_condition(std::slice::from_ref(&c), true, now),
+            None
+        );
         let r = suspended_condition(&[c], false, now).unwrap();
         assert_eq!(
             (r["status"].as_str(), r["reason"].as_str()),
