@@ -477,8 +477,7 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
     let events = tokio::spawn(writer.run(shutdown.clone()));
     let watched = vec![
         Watched::primary(daemonsets()),
-        Watched::owned_by(pods::pods(), "DaemonSet"),
-        Watched::orphans(pods::pods()),
+        Watched::owned_by_or_orphan(pods::pods(), "DaemonSet"),
         Watched::with_map(nodes(), |_| vec![ObjectKey::all_in(None)]),
     ];
     let config = RunnerConfig {

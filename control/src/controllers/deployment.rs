@@ -790,8 +790,7 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
     let events = tokio::spawn(writer.run(shutdown.clone()));
     let watched = vec![
         Watched::primary(deployments()),
-        Watched::owned_by(replicasets(), "Deployment"),
-        Watched::orphans(replicasets()),
+        Watched::owned_by_or_orphan(replicasets(), "Deployment"),
     ];
     let config = RunnerConfig {
         name: "deployment",

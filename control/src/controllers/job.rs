@@ -555,14 +555,18 @@ pub async fn run(api: Api, config: JobConfig, shutdown: CancellationToken) {
     let events = tokio::spawn(writer.run(shutdown.clone()));
     let watched = vec![
         Watched::primary(jobs()),
-        Watched::owned_by(pods::pods(), "Job"),
-        // Orphans still holding the tracking finalizer (their Job was deleted with
-        // --cascade=orphan): let them go.
-        Watched::with_map(pods::pods(), |p| {
-            if owner::controller_ref(p).is_none() && job_tracking::has_finalizer(p) {
-                vec![ObjectKey::all_in(objects::namespace(p))]
-            } else {
-                vec![]
+        // Its pods, and orphans still holding the tracking finalizer (their Job was deleted
+        // with --cascade=orphan) to let go; one watch, so every pod change is decoded once.
+        Watched::with_map(pods::pods(), {
+            let owned = Watched::owned_by(pods::pods(), "Job").map;
+            move |p| {
+                if owner::controller_ref(p).is_some() {
+                    owned(p)
+                } else if job_tracking::has_finalizer(p) {
+                    vec![ObjectKey::all_in(objects::namespace(p))]
+                } else {
+                    vec![]
+                }
             }
         }),
     ];

@@ -259,8 +259,7 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
     let events = tokio::spawn(writer.run(shutdown.clone()));
     let watched = vec![
         Watched::primary(replicasets()),
-        Watched::owned_by(pods::pods(), "ReplicaSet"),
-        Watched::orphans(pods::pods()),
+        Watched::owned_by_or_orphan(pods::pods(), "ReplicaSet"),
     ];
     let config = RunnerConfig {
         name: "replicaset",

@@ -112,15 +112,17 @@ impl Watched {
         }
     }
 
-    /// Objects without a controller: a change enqueues [`ObjectKey::all_in`] their namespace,
-    /// so the controller looks for an owner to adopt them (Kubernetes enqueues every
-    /// controller whose selector matches an orphan). Owned objects map to nothing here.
-    pub fn orphans(res: &'static ResourceInfo) -> Watched {
+    /// [`Watched::owned_by`], and objects without a controller too: their change enqueues
+    /// [`ObjectKey::all_in`] their namespace, so the controller looks for an owner to adopt
+    /// them (Kubernetes enqueues every controller whose selector matches an orphan). One
+    /// watch for both, so every change is decoded once.
+    pub fn owned_by_or_orphan(res: &'static ResourceInfo, owner_kind: &'static str) -> Watched {
+        let owned = Self::owned_by(res, owner_kind).map;
         Watched {
             res,
-            map: Arc::new(|o| {
+            map: Arc::new(move |o| {
                 if super::owner::controller_ref(o).is_some() {
-                    return vec![];
+                    return owned(o);
                 }
                 vec![ObjectKey::all_in(objects::namespace(o))]
             }),
