@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// When nodes count as unreachable and their pods are evicted.
     pub node_lifecycle: controllers::node_lifecycle::NodeLifecycleConfig,
+    /// The Job controller's pod failure backoff.
+    pub job: controllers::job::JobConfig,
     /// Where Services get their ClusterIPs and NodePorts (`--service-cluster-ip-range`,
     /// `--service-node-port-range`).
     pub service_ranges: ServiceRanges,
@@ -43,6 +45,7 @@ impl ServerConfig {
             watch_history: 1000,
             max_body_bytes: 3 * 1024 * 1024,
             node_lifecycle: Default::default(),
+            job: Default::default(),
             service_ranges: ServiceRanges::default(),
         }
     }
@@ -162,6 +165,7 @@ pub async fn serve_with_store(
     ));
     tasks.spawn(controllers::job::run(
         api.clone(),
+        config.job.clone(),
         controllers_token.clone(),
     ));
     tasks.spawn(controllers::daemonset::run(

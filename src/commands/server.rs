@@ -32,6 +32,10 @@ pub struct ServerArgs {
     /// How long pods without their own toleration stay on an unreachable node, in seconds.
     #[arg(long, default_value_t = 2, value_name = "SECONDS")]
     pub default_unreachable_toleration_seconds: u64,
+    /// Delay before a Job replaces its first failed pod, in ms; doubled for each further
+    /// failure up to 6 min (Kubernetes: 10 s).
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub job_backoff_base_ms: u64,
     /// Range Services get their ClusterIPs from (loopback by default, so the node proxy binds
     /// them without root; must not overlap the nodes' pod range, 127.1.0.0/16 by default).
     #[arg(long, default_value = "127.2.0.0/16", value_name = "CIDR",
@@ -52,6 +56,7 @@ impl ServerArgs {
             Duration::from_millis(self.node_monitor_grace_period_ms);
         config.node_lifecycle.default_toleration =
             Duration::from_secs(self.default_unreachable_toleration_seconds);
+        config.job.backoff_base = Duration::from_millis(self.job_backoff_base_ms);
         config.service_ranges = flotilla_control::apiserver::service_ips::ServiceRanges {
             cluster_ips: self.service_cluster_ip_range,
             node_ports: self.service_node_port_range.clone(),

@@ -349,7 +349,9 @@ fn a_deployment_replaces_deleted_pods_scales_rolls_out_without_dropping_below_mi
 
 #[test]
 fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_completes() {
-    let s = Server::start();
+    // Failed pods are replaced after 200 ms, 400 ms (Kubernetes: 10 s, 20 s).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_in(dir.path(), &["--job-backoff-base-ms", "200"]);
     let _a = Agent::start(&s, "ctl-job-node");
     push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:latest");
     let job = |name: &str, exit: u32, completions: u32| {
@@ -394,6 +396,37 @@ fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_comple
     let j: Value = s.kubectl_json(&["get", "job", "works"]);
     assert_eq!(j["status"]["succeeded"], 3, "{}", j["status"]);
     assert!(j["status"]["completionTime"].is_string());
+    assert_eq!(
+        j["status"]["uncountedTerminatedPods"],
+        serde_json::json!({})
+    );
+    assert!(j["status"]["failed"].is_null(), "{}", j["status"]);
+
+    // Counted pods no longer hold the tracking finalizer: deleting the Jobs is not blocked,
+    // whether the pods go with them or are orphaned.
+    let finalizers = |sel: &str| -> Vec<Value> {
+        pods(&s, sel)
+            .iter()
+            .filter_map(|p| p["metadata"]["finalizers"].as_array().cloned())
+            .flatten()
+            .collect()
+    };
+    wait_for("finalizers released", TIMEOUT, || {
+        (finalizers("job-name=works").is_empty() && finalizers("job-name=fails").is_empty())
+            .then_some(())
+    });
+    s.kubectl_ok(&["delete", "job", "works", "--timeout=50s"]);
+    wait_for("the Job's pods gone with it", TIMEOUT, || {
+        pods(&s, "job-name=works").is_empty().then_some(())
+    });
+    s.kubectl_ok(&[
+        "delete",
+        "job",
+        "fails",
+        "--cascade=orphan",
+        "--timeout=50s",
+    ]);
+    assert_eq!(pods(&s, "job-name=fails").len(), 3, "orphaned pods stay");
 }
 
 /// A Deployment whose pods stay Pending (the cluster has no node), so deletions are instant.
@@ -609,4 +642,300 @@ fn a_rollout_interrupted_by_a_control_plane_restart_completes() {
     });
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// The `metadata.ownerReferences[controller].name` of an object, or "" when it has none.
+fn controller_name(obj: &Value) -> String {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+        .and_then(|r| r["name"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn apply(s: &Server, manifest: &str) {
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], manifest);
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn orphans_are_adopted_and_dependents_whose_labels_stop_matching_are_released() {
+    // No node: pods stay Pending, which is all ownership needs.
+    let s = Server::start();
+
+    // A ReplicaSet adopts a matching bare pod (created before and after it) and releases a
+    // pod relabelled away from its selector, replacing it.
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels:\n    app: adopt\nspec:\n  containers:\n    - name: c\n      image: hello-http:v1\n"
+        )
+    };
+    apply(&s, &pod("early"));
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: keeper\nspec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: adopt\n  template:\n    metadata:\n      labels:\n        app: adopt\n    spec:\n      containers:\n        - name: c\n          image: hello-http:v1\n",
+    );
+    wait_for("the early pod adopted and 3 pods in all", TIMEOUT, || {
+        let p = pods(&s, "app=adopt");
+        (p.len() == 3 && p.iter().all(|p| controller_name(p) == "keeper")).then_some(())
+    });
+    // A bare pod made later is adopted too, and one pod too many goes.
+    apply(&s, &pod("late"));
+    wait_for("the late pod adopted, back to 3 pods", TIMEOUT, || {
+        let p = pods(&s, "app=adopt");
+        (p.len() == 3 && p.iter().all(|p| controller_name(p) == "keeper")).then_some(())
+    });
+    let kept = pods(&s, "app=adopt")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.kubectl_ok(&["label", "pod", &kept, "app=gone", "--overwrite"]);
+    wait_for("the relabelled pod released and replaced", TIMEOUT, || {
+        let gone = s.kubectl_json(&["get", "pod", &kept]);
+        let p = pods(&s, "app=adopt");
+        (gone["metadata"]["ownerReferences"].is_null()
+            && p.len() == 3
+            && p.iter().all(|p| controller_name(p) == "keeper"))
+        .then_some(())
+    });
+
+    // A Deployment adopts a matching orphan ReplicaSet with its template (and makes no
+    // other), then releases it when its labels stop matching and makes its own.
+    let d = deployment("adoptee", 2, "hello-http:v1", "");
+    let template = &d[d.find("  template:").unwrap()..];
+    apply(
+        &s,
+        &format!(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: handmade\n  labels:\n    app: adoptee\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: adoptee\n{template}"
+        ),
+    );
+    apply(&s, &d);
+    wait_for("the orphan ReplicaSet adopted", TIMEOUT, || {
+        let rs = s.kubectl_json(&["get", "rs", "handmade"]);
+        (controller_name(&rs) == "adoptee").then_some(())
+    });
+    rollout_revision_settles(&s, "adoptee");
+    let sets = s.kubectl_json(&["get", "rs", "-l", "app=adoptee"]);
+    assert_eq!(
+        sets["items"].as_array().unwrap().len(),
+        1,
+        "the adopted ReplicaSet is the Deployment's: {}",
+        sets["items"]
+    );
+    s.kubectl_ok(&["label", "rs", "handmade", "app=other", "--overwrite"]);
+    wait_for(
+        "the relabelled ReplicaSet released, a new one made",
+        TIMEOUT,
+        || {
+            let released = s.kubectl_json(&["get", "rs", "handmade"]);
+            let sets = s.kubectl_json(&["get", "rs", "-l", "app=adoptee"]);
+            let sets = sets["items"].as_array().unwrap();
+            (released["metadata"]["ownerReferences"].is_null()
+                && sets.len() == 1
+                && controller_name(&sets[0]) == "adoptee"
+                && sets[0]["spec"]["replicas"] == 2)
+                .then_some(())
+        },
+    );
+}
+
+/// Waits until the Deployment `name` has a revision and its status counts 2 replicas.
+fn rollout_revision_settles(s: &Server, name: &str) {
+    wait_for(&format!("{name}: revision set"), TIMEOUT, || {
+        let d = s.kubectl_json(&["get", "deployment", name]);
+        (d["metadata"]["annotations"]["deployment.kubernetes.io/revision"].is_string()
+            && d["status"]["replicas"] == 2)
+            .then_some(())
+    });
+}
+
+#[test]
+fn scaling_a_deployment_in_the_middle_of_a_rollout_spreads_replicas_proportionally() {
+    // Kubernetes' documented example. No node: no pod gets ready, so the rollout from v1 to
+    // v2 stops with 8 old and 5 new pods (10 replicas, maxSurge 3, maxUnavailable 2).
+    let s = Server::start();
+    let strategy = "  strategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 3\n      maxUnavailable: 2\n";
+    apply(&s, &deployment("prop", 10, "hello-http:v1", strategy));
+    wait_for("10 pods", TIMEOUT, || {
+        (pods(&s, "app=prop").len() == 10).then_some(())
+    });
+    let sizes = || -> Vec<(String, i64)> {
+        let rs = s.kubectl_json(&["get", "rs", "-l", "app=prop"]);
+        let mut v: Vec<(String, i64)> = rs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["spec"]["template"]["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    r["spec"]["replicas"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    s.kubectl_ok(&["set", "image", "deployment/prop", "web=hello-http:v2"]);
+    let stuck = vec![
+        ("hello-http:v1".to_string(), 8),
+        ("hello-http:v2".to_string(), 5),
+    ];
+    wait_for("the rollout stuck at 8 old and 5 new", TIMEOUT, || {
+        (sizes() == stuck).then_some(())
+    });
+    s.kubectl_ok(&["scale", "deployment/prop", "--replicas=15"]);
+    let spread = vec![
+        ("hello-http:v1".to_string(), 11),
+        ("hello-http:v2".to_string(), 7),
+    ];
+    wait_for("3 more old and 2 more new", TIMEOUT, || {
+        (sizes() == spread).then_some(())
+    });
+    let rs = s.kubectl_json(&["get", "rs", "-l", "app=prop"]);
+    for r in rs["items"].as_array().unwrap() {
+        let a = &r["metadata"]["annotations"];
+        assert_eq!(a["deployment.kubernetes.io/desired-replicas"], "15", "{a}");
+        assert_eq!(a["deployment.kubernetes.io/max-replicas"], "18", "{a}");
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(sizes(), spread, "the spread holds");
+}
+
+#[test]
+fn a_daemonset_keeps_controller_revisions_rolls_back_surges_and_waits_on_delete() {
+    let s = Server::start();
+    let _a = Agent::start(&s, "ctl-ds");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v1");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v2");
+    let ds = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: hist\nspec:\n  selector:\n    matchLabels:\n      app: hist\n  template:\n    metadata:\n      labels:\n        app: hist\n    spec:\n      runtimeClassName: wasmtime\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: d\n          image: hello-http:v1\n";
+    apply(&s, ds);
+    let status = || s.kubectl_ok(&["rollout", "status", "ds/hist", "--timeout=55s"]);
+    let only = |image: &str| {
+        wait_for(&format!("only {image} daemon pods"), TIMEOUT, || {
+            let p = pods(&s, "app=hist");
+            (p.len() == 1 && is_ready(&p[0]) && p[0]["spec"]["containers"][0]["image"] == image)
+                .then_some(())
+        });
+    };
+    status();
+    only("hello-http:v1");
+    s.kubectl_ok(&["set", "image", "ds/hist", "d=hello-http:v2"]);
+    status();
+    only("hello-http:v2");
+    let history = s.kubectl_ok(&["rollout", "history", "ds/hist"]);
+    let revisions = |h: &str| -> Vec<String> {
+        h.lines()
+            .skip_while(|l| !l.starts_with("REVISION"))
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect()
+    };
+    assert_eq!(revisions(&history), ["1", "2"], "{history}");
+    let v1 = s.kubectl_ok(&["rollout", "history", "ds/hist", "--revision=1"]);
+    assert!(v1.contains("hello-http:v1"), "{v1}");
+    let crs = s.kubectl_ok(&["get", "controllerrevisions"]);
+    assert!(crs.contains("daemonset.apps/hist"), "{crs}");
+
+    // Undo goes back to v1, whose revision becomes 3.
+    s.kubectl_ok(&["rollout", "undo", "ds/hist"]);
+    status();
+    only("hello-http:v1");
+    let history = s.kubectl_ok(&["rollout", "history", "ds/hist"]);
+    assert_eq!(revisions(&history), ["2", "3"], "{history}");
+
+    // maxSurge: the new pod starts beside the old one, which goes once the new one is
+    // ready, so the node always has a ready daemon.
+    s.kubectl_ok(&[
+        "patch",
+        "ds/hist",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"maxSurge":1,"maxUnavailable":0}}}}"#,
+    ]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new((usize::MAX, 0usize, 0usize)));
+    let sampler = {
+        let (stop, seen) = (stop.clone(), seen.clone());
+        let url = format!(
+            "{}/api/v1/namespaces/default/pods?labelSelector=app%3Dhist",
+            s.url
+        );
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let parsed = client
+                    .get(&url)
+                    .send()
+                    .and_then(|r| r.bytes())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                if let Some(v) = parsed {
+                    let items = v["items"].as_array().cloned().unwrap_or_default();
+                    let ready = items.iter().filter(|p| is_ready(p)).count();
+                    let mut s = seen.lock().unwrap();
+                    s.0 = s.0.min(ready);
+                    s.1 = s.1.max(items.len());
+                    s.2 += 1;
+                }
+            }
+        })
+    };
+    s.kubectl_ok(&["set", "image", "ds/hist", "d=hello-http:v2"]);
+    status();
+    only("hello-http:v2");
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let (low, most, samples) = *seen.lock().unwrap();
+    assert!(samples >= 3, "only {samples} samples");
+    assert!(low >= 1, "a moment without a ready daemon pod");
+    assert!(most >= 2, "the new pod never ran beside the old one");
+
+    // OnDelete: a new template waits until the user deletes the pod.
+    s.kubectl_ok(&[
+        "patch",
+        "ds/hist",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}"#,
+    ]);
+    s.kubectl_ok(&["set", "image", "ds/hist", "d=hello-http:v1"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let p = pods(&s, "app=hist");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0]["spec"]["containers"][0]["image"], "hello-http:v2");
+    let name = p[0]["metadata"]["name"].as_str().unwrap().to_string();
+    s.kubectl_ok(&["delete", "pod", &name, "--wait=false"]);
+    only("hello-http:v1");
+
+    // Deleted with --cascade=orphan and made again, the DaemonSet adopts its pod (kept, it
+    // has the current template) and its history.
+    let kept = pods(&s, "app=hist")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.kubectl_ok(&["delete", "ds", "hist", "--cascade=orphan", "--timeout=50s"]);
+    apply(&s, ds);
+    wait_for("the orphaned pod and history adopted", TIMEOUT, || {
+        let p = pods(&s, "app=hist");
+        let crs = s.kubectl_json(&["get", "controllerrevisions", "-l", "app=hist"]);
+        let crs = crs["items"].as_array().cloned().unwrap_or_default();
+        (p.len() == 1
+            && p[0]["metadata"]["name"] == kept.as_str()
+            && controller_name(&p[0]) == "hist"
+            && !crs.is_empty()
+            && crs.iter().all(|c| controller_name(c) == "hist"))
+        .then_some(())
+    });
+    status();
+    std::thread::sleep(Duration::from_millis(500));
+    let p = pods(&s, "app=hist");
+    assert_eq!(p.len(), 1, "the adopted pod was not replaced");
+    assert_eq!(p[0]["metadata"]["name"], kept.as_str());
 }

@@ -678,14 +678,17 @@ impl Api {
         }
         let key = res.key(ns, name);
         // A namespace also waits for its spec finalizers (content removal by the namespace
-        // controller); a pod waits for its node to confirm the stop (a delete with grace 0).
+        // controller); a pod waits for its node to confirm the stop (a delete with grace 0,
+        // which leaves deletionGracePeriodSeconds 0: Kubernetes' ShouldDeleteDuringUpdate).
         let spec_finalizers_left = res.kind == "Namespace"
             && obj["spec"]["finalizers"]
                 .as_array()
                 .is_some_and(|f| !f.is_empty());
+        let stop_confirmed =
+            res.kind != "Pod" || obj["metadata"]["deletionGracePeriodSeconds"].as_i64() == Some(0);
         if objects::is_deleting(&obj)
             && objects::finalizers(&obj).is_empty()
-            && res.kind != "Pod"
+            && stop_confirmed
             && !spec_finalizers_left
         {
             // The last finalizer is gone: the deletion completes.
@@ -905,8 +908,10 @@ impl Api {
             None => {
                 if !already {
                     meta.insert("deletionTimestamp".into(), json!(objects::now_rfc3339()));
-                    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
                 }
+                // An immediate delete of an object kept by finalizers (a pod its node stopped)
+                // shortens the grace to 0, so removing the last finalizer removes it.
+                meta.insert("deletionGracePeriodSeconds".into(), json!(0));
             }
         }
         if is_namespace {

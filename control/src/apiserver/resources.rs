@@ -252,6 +252,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         [Status]
     ),
     res!(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        true,
+        [],
+        [],
+        []
+    ),
+    res!(
         "batch",
         "v1",
         "Job",

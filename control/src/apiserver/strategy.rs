@@ -36,6 +36,7 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
         "Deployment" => roundtrip::<apps::Deployment>(&obj),
         "ReplicaSet" => roundtrip::<apps::ReplicaSet>(&obj),
         "DaemonSet" => roundtrip::<apps::DaemonSet>(&obj),
+        "ControllerRevision" => roundtrip::<apps::ControllerRevision>(&obj),
         "Job" => roundtrip::<batch::Job>(&obj),
         "EndpointSlice" => roundtrip::<discovery::EndpointSlice>(&obj),
         "RuntimeClass" => roundtrip::<node::RuntimeClass>(&obj),
@@ -115,11 +116,15 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
         "DaemonSet" => {
             let spec = obj_mut(obj, "spec");
             default(spec, "revisionHistoryLimit", json!(10));
-            default(
-                spec,
-                "updateStrategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-            );
+            default(spec, "updateStrategy", json!({"type": "RollingUpdate"}));
+            if spec["updateStrategy"]["type"] == "RollingUpdate" {
+                let s = spec["updateStrategy"].as_object_mut().expect("object");
+                default(s, "rollingUpdate", json!({}));
+                if let Some(ru) = s["rollingUpdate"].as_object_mut() {
+                    default(ru, "maxUnavailable", json!(1));
+                    default(ru, "maxSurge", json!(0));
+                }
+            }
             default_template(spec);
         }
         "Job" => {
@@ -339,6 +344,7 @@ pub fn has_generation(res: &ResourceInfo) -> bool {
             | "EndpointSlice"
             | "ServiceAccount"
             | "Lease"
+            | "ControllerRevision"
             | "Node"
             | "Namespace"
     )
@@ -442,6 +448,13 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
                 }
             }
         }
+        "ControllerRevision" => {
+            // Kubernetes' ValidateControllerRevision.
+            v::non_negative(&obj["revision"], "revision", &mut causes);
+            if obj["data"].is_null() {
+                causes.push(Cause::required("data"));
+            }
+        }
         "RuntimeClass" => match obj["handler"].as_str() {
             None | Some("") => causes.push(Cause::required("handler")),
             Some(h) => {
@@ -474,6 +487,7 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
             &new["spec"]["selector"],
             &old["spec"]["selector"],
         ),
+        "ControllerRevision" => immutable(&mut causes, "data", &new["data"], &old["data"]),
         "Job" => {
             immutable(
                 &mut causes,

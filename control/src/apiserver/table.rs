@@ -250,6 +250,7 @@ fn printer_for(res: &ResourceInfo) -> Printer {
         ("apps", "Deployment") => p(DEPLOYMENT_COLUMNS, deployment_row),
         ("apps", "ReplicaSet") => p(REPLICASET_COLUMNS, replicaset_row),
         ("apps", "DaemonSet") => p(DAEMONSET_COLUMNS, daemonset_row),
+        ("apps", "ControllerRevision") => p(CONTROLLERREVISION_COLUMNS, controllerrevision_row),
         ("batch", "Job") => p(JOB_COLUMNS, job_row),
         ("discovery.k8s.io", "EndpointSlice") => p(ENDPOINTSLICE_COLUMNS, endpointslice_row),
         ("node.k8s.io", "RuntimeClass") => p(RUNTIMECLASS_COLUMNS, runtimeclass_row),
@@ -1206,6 +1207,47 @@ fn lease_row(lease: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
             name(lease),
             str_at(lease, "/spec/holderIdentity").into(),
             age_at(lease, now),
+        ],
+        None,
+    )
+}
+
+const CONTROLLERREVISION_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Controller",
+        "string",
+        "Controller of the object, with the form <kind>.<group>/<name>.",
+    ),
+    col(
+        "Revision",
+        "integer",
+        "Revision indicates the revision of the state represented by Data.",
+    ),
+    AGE,
+];
+
+/// Kubernetes prints the controller as `daemonset.apps/name`.
+fn controllerrevision_row(cr: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let controller = cr["metadata"]["ownerReferences"]
+        .as_array()
+        .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+        .map(|r| {
+            let kind = r["kind"].as_str().unwrap_or("").to_lowercase();
+            let group = r["apiVersion"]
+                .as_str()
+                .and_then(|v| v.split_once('/'))
+                .map(|(g, _)| format!(".{g}"))
+                .unwrap_or_default();
+            format!("{kind}{group}/{}", r["name"].as_str().unwrap_or(""))
+        })
+        .unwrap_or_else(|| "<none>".into());
+    (
+        vec![
+            name(cr),
+            controller.into(),
+            cr["revision"].as_i64().unwrap_or(0).into(),
+            age_at(cr, now),
         ],
         None,
     )

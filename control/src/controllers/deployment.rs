@@ -133,9 +133,11 @@ impl DeploymentController {
             .api
             .list(replicasets(), Some(ns), &ListParams::default())
             .await?;
-        let mut mine: Vec<Value> = all_rs
+        // Its ReplicaSets, adopting matching orphans and releasing what stopped matching.
+        let mut mine: Vec<Value> = owner::claim(&self.api, replicasets(), &d, all_rs)
+            .await?
             .into_iter()
-            .filter(|rs| owner::is_controlled_by(rs, &uid) && !objects::is_deleting(rs))
+            .filter(|rs| !objects::is_deleting(rs))
             .collect();
         mine.sort_by_key(|rs| {
             (
@@ -179,16 +181,12 @@ impl DeploymentController {
         let old: Vec<Value> = mine;
         let max_old_revision = old.iter().map(revision).max().unwrap_or(0);
 
-        if paused {
-            // Only scaling while paused: when the rollout is not in the middle, the current
-            // set follows spec.replicas.
-            if let Some(rs) = &new_rs
-                && old.iter().all(|o| spec_replicas(o) == 0)
-                && spec_replicas(rs) != replicas
-            {
-                self.scale(&d, rs, replicas, surge).await?;
-                acted = true;
-            }
+        if paused || is_scaling_event(replicas, new_rs.iter().chain(&old)) {
+            // Only scaling (Kubernetes' `sync`): while paused, or when spec.replicas changed
+            // since the sets were last scaled; the rollout goes on at the next pass.
+            acted = self
+                .scale_to_spec(&d, new_rs.as_ref(), &old, replicas, surge, &strategy)
+                .await?;
         } else {
             // The new ReplicaSet, with the newest revision.
             let want_revision = max_old_revision + 1;
@@ -404,6 +402,70 @@ impl DeploymentController {
         }
     }
 
+    /// Brings the ReplicaSets to the Deployment's `replicas` without rolling (Kubernetes'
+    /// `scale`): the only active set (or the newest one) takes them all; a saturated new set
+    /// makes the old ones go; otherwise, in a rolling update, the change is spread over the
+    /// active sets in proportion ([`rollout::proportional_sizes`]). Whether anything was
+    /// scaled.
+    async fn scale_to_spec(
+        &self,
+        d: &Value,
+        new_rs: Option<&Value>,
+        old: &[Value],
+        replicas: i64,
+        surge: i64,
+        strategy: &str,
+    ) -> ApiResult<bool> {
+        let active: Vec<&Value> = new_rs
+            .into_iter()
+            .chain(old)
+            .filter(|rs| spec_replicas(rs) > 0)
+            .collect();
+        let latest = new_rs.or_else(|| {
+            old.iter()
+                .max_by_key(|rs| rs["metadata"]["creationTimestamp"].as_str().unwrap_or(""))
+        });
+        let only = match active.len() {
+            0 => latest,
+            1 => Some(active[0]),
+            _ => None,
+        };
+        if let Some(rs) = only {
+            let before = spec_replicas(rs);
+            self.scale(d, rs, replicas, surge).await?;
+            return Ok(before != replicas);
+        }
+        let mut acted = false;
+        if new_rs.is_some_and(|n| is_saturated(replicas, n)) {
+            for o in old.iter().filter(|o| spec_replicas(o) > 0) {
+                self.scale(d, o, 0, surge).await?;
+                acted = true;
+            }
+            return Ok(acted);
+        }
+        if strategy == "Recreate" {
+            return Ok(false);
+        }
+        let sets: Vec<rollout::ScaledSet> = active
+            .iter()
+            .map(|rs| rollout::ScaledSet {
+                replicas: spec_replicas(rs),
+                max_replicas: annotation_i64(rs, MAX_REPLICAS),
+                created: rs["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            })
+            .collect();
+        let status_replicas = d["status"]["replicas"].as_i64().unwrap_or(0);
+        let sizes = rollout::proportional_sizes(replicas, surge, status_replicas, &sets);
+        for (rs, to) in active.iter().zip(sizes) {
+            acted |= to != spec_replicas(rs);
+            self.scale(d, rs, to, surge).await?;
+        }
+        Ok(acted)
+    }
+
     /// One step of a rolling update; whether anything was scaled.
     async fn rolling(
         &self,
@@ -513,6 +575,27 @@ impl DeploymentController {
         }
         Ok(())
     }
+}
+
+fn annotation_i64(rs: &Value, key: &str) -> Option<i64> {
+    rs["metadata"]["annotations"][key]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+}
+
+/// Whether the Deployment was scaled since its active ReplicaSets were (Kubernetes'
+/// `isScalingEvent`): one of them has a `desired-replicas` annotation other than `replicas`.
+pub fn is_scaling_event<'a>(replicas: i64, sets: impl IntoIterator<Item = &'a Value>) -> bool {
+    sets.into_iter()
+        .filter(|rs| spec_replicas(rs) > 0)
+        .any(|rs| annotation_i64(rs, DESIRED_REPLICAS).is_some_and(|n| n != replicas))
+}
+
+/// Whether the new ReplicaSet has all of `replicas`, for this size, all available.
+fn is_saturated(replicas: i64, new_rs: &Value) -> bool {
+    spec_replicas(new_rs) == replicas
+        && annotation_i64(new_rs, DESIRED_REPLICAS) == Some(replicas)
+        && status_i64(new_rs, "availableReplicas") == replicas
 }
 
 fn owner_annotations(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
@@ -690,6 +773,13 @@ pub fn conditions(
 
 impl Reconciler for DeploymentController {
     async fn reconcile(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
+        if key.is_all() {
+            // An orphan ReplicaSet changed: every Deployment of its namespace looks for it.
+            for k in runner::expand(&self.api, deployments(), key).await? {
+                self.sync(&k).await?;
+            }
+            return Ok(None);
+        }
         self.sync(key).await
     }
 }
@@ -700,7 +790,7 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
     let events = tokio::spawn(writer.run(shutdown.clone()));
     let watched = vec![
         Watched::primary(deployments()),
-        Watched::owned_by(replicasets(), "Deployment"),
+        Watched::owned_by_or_orphan(replicasets(), "Deployment"),
     ];
     let config = RunnerConfig {
         name: "deployment",
@@ -789,6 +879,25 @@ mod tests {
             (c[1]["status"].as_str(), c[1]["reason"].as_str()),
             (Some("True"), Some("ReplicaSetUpdated"))
         );
+    }
+
+    #[test]
+    fn a_scaling_event_is_an_active_set_annotated_with_other_desired_replicas() {
+        let rs = |replicas: i64, desired: Option<&str>| {
+            let mut v = json!({"metadata": {"annotations": {}}, "spec": {"replicas": replicas}});
+            if let Some(d) = desired {
+                v["metadata"]["annotations"][DESIRED_REPLICAS] = json!(d);
+            }
+            v
+        };
+        assert!(!is_scaling_event(3, [&rs(3, Some("3")), &rs(1, Some("3"))]));
+        assert!(is_scaling_event(5, [&rs(3, Some("3")), &rs(1, Some("3"))]));
+        // Scaled-down sets and sets without the annotation (adopted) do not count.
+        assert!(!is_scaling_event(5, [&rs(0, Some("3")), &rs(5, None)]));
+        assert!(is_saturated(
+            2,
+            &json!({"metadata": {"annotations": {DESIRED_REPLICAS: "2"}}, "spec": {"replicas": 2}, "status": {"availableReplicas": 2}})
+        ));
     }
 
     #[test]

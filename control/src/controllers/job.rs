@@ -1,8 +1,12 @@
 //! The Job controller: runs pods until `completions` succeed (at most `parallelism` at once),
 //! fails the Job once failures exceed `backoffLimit` (with `restartPolicy: Never` every failed
-//! pod counts and is replaced; with `OnFailure` the node restarts containers in place and
-//! their restarts count) or it ran longer than `activeDeadlineSeconds`, sets the Complete or
-//! Failed condition, and deletes a finished Job after `ttlSecondsAfterFinished`.
+//! pod counts and is replaced after Kubernetes' exponential backoff — [`failure_backoff`],
+//! 10 s doubling to 6 min by default; with `OnFailure` the node restarts containers in place
+//! and their restarts count) or it ran longer than `activeDeadlineSeconds`, sets the Complete
+//! or Failed condition, and deletes a finished Job after `ttlSecondsAfterFinished`.
+//!
+//! Finished pods are counted exactly once through their tracking finalizer
+//! ([`job_tracking`]), as Kubernetes does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::job_tracking;
 use super::owner;
 use super::pods;
 use super::replicaset::write_status;
@@ -24,6 +29,82 @@ use crate::events::{EventRecorder, EventWriter};
 /// The `jobs` resource.
 pub fn jobs() -> &'static ResourceInfo {
     resources::find("batch", "v1", "jobs").expect("jobs served")
+}
+
+/// Settings of the Job controller.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// The delay before replacing the first failed pod; doubled for each further failure
+    /// (Kubernetes' `DefaultJobPodFailureBackOff`, 10 s).
+    pub backoff_base: Duration,
+    /// The longest such delay (Kubernetes' `MaxJobPodFailureBackOff`, 6 min).
+    pub backoff_max: Duration,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(360),
+        }
+    }
+}
+
+/// How long after the last of `failures` consecutive pod failures a replacement may start
+/// (Kubernetes' `getRemainingTimeForFailuresCount` without the clock): none for no failure,
+/// `base` for the first, doubling up to `max`.
+pub fn failure_backoff(failures: i64, base: Duration, max: Duration) -> Duration {
+    if failures <= 0 {
+        return Duration::ZERO;
+    }
+    let mut d = base;
+    for _ in 1..failures {
+        d = d.saturating_mul(2);
+        if d >= max {
+            return max;
+        }
+    }
+    d.min(max)
+}
+
+/// When a pod finished: the latest `finishedAt` of its terminated containers, else the
+/// last transition of its conditions.
+fn finish_time(pod: &Value) -> Option<DateTime<Utc>> {
+    let containers = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| pods::parse_time(&c["state"]["terminated"]["finishedAt"]));
+    let conditions = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| pods::parse_time(&c["lastTransitionTime"]));
+    containers.max().or_else(|| conditions.max())
+}
+
+/// The failures since the last success among a Job's pods and when the last of them
+/// happened (Kubernetes' backoff record).
+pub fn failures_after_last_success(pods_of_job: &[&Value]) -> (i64, Option<DateTime<Utc>>) {
+    let last_success = pods_of_job
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Succeeded")
+        .filter_map(|p| finish_time(p))
+        .max();
+    let mut n = 0;
+    let mut last = None;
+    for p in pods_of_job
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Failed")
+    {
+        let at = finish_time(p);
+        if last_success.is_some_and(|s| at.is_some_and(|a| a <= s)) {
+            continue;
+        }
+        n += 1;
+        last = last.max(at);
+    }
+    (n, last)
 }
 
 /// What a Job's pods add up to.
@@ -128,6 +209,24 @@ pub fn decide(job: &Value, t: &Tally, active_for: Duration) -> Decision {
     }
 }
 
+/// The `Suspended` condition to write, if it must change (Kubernetes): True with
+/// `JobSuspended` while `spec.suspend` is set, False with `JobResumed` once it is cleared
+/// again; nothing for a Job never suspended.
+pub fn suspended_condition(conditions: &[Value], suspend: bool, now: &str) -> Option<Value> {
+    let current = conditions.iter().find(|c| c["type"] == "Suspended");
+    let (status, reason, message) = match (suspend, current) {
+        (true, _) => ("True", "JobSuspended", "Job suspended"),
+        (false, Some(_)) => ("False", "JobResumed", "Job resumed"),
+        (false, None) => return None,
+    };
+    if current.is_some_and(|c| c["status"] == status) {
+        return None;
+    }
+    Some(
+        json!({"type": "Suspended", "status": status, "reason": reason, "message": message, "lastProbeTime": now, "lastTransitionTime": now}),
+    )
+}
+
 fn finished(job: &Value) -> Option<(&'static str, DateTime<Utc>)> {
     let conds = job["status"]["conditions"].as_array()?;
     for kind in ["Complete", "Failed"] {
@@ -153,15 +252,24 @@ fn finished(job: &Value) -> Option<(&'static str, DateTime<Utc>)> {
 pub struct JobController {
     api: Api,
     events: EventRecorder,
+    config: JobConfig,
 }
 
 impl JobController {
     /// A controller writing through `api`, and the event writer to run beside it.
-    pub fn new(api: Api) -> (Self, EventWriter) {
+    pub fn new(api: Api, config: JobConfig) -> (Self, EventWriter) {
         let (events, writer) = EventRecorder::new(api.clone(), "job-controller");
-        (JobController { api, events }, writer)
+        (
+            JobController {
+                api,
+                events,
+                config,
+            },
+            writer,
+        )
     }
 
+    /// Deletes the Job's active pods.
     async fn delete_active(&self, job: &Value, mine: &[&Value]) -> ApiResult<()> {
         let ns = objects::namespace(job).unwrap_or("default");
         let victims: Vec<String> = mine
@@ -180,22 +288,71 @@ impl JobController {
         err.map_or(Ok(()), Err)
     }
 
+    /// Removes the tracking finalizer from pods no Job will count: orphans, and pods of a
+    /// Job named `name` that is gone or is another Job now (`uid` the current one's).
+    async fn release_untracked(
+        &self,
+        all: &[Value],
+        name: Option<&str>,
+        uid: Option<&str>,
+    ) -> ApiResult<()> {
+        for p in all.iter().filter(|p| job_tracking::has_finalizer(p)) {
+            let stale = match owner::controller_ref(p) {
+                None => true,
+                Some(r) => {
+                    r["kind"] == "Job"
+                        && name.is_some_and(|n| r["name"] == n)
+                        && uid.is_none_or(|u| r["uid"] != u)
+                }
+            };
+            if stale {
+                match job_tracking::remove_finalizer(&self.api, p).await {
+                    Ok(()) => {}
+                    Err(e) if e.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn sync(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
         let ns = key.namespace.as_deref().unwrap_or("default");
-        let job = match self.api.get(jobs(), Some(ns), &key.name).await {
-            Ok(j) => j,
-            Err(e) if e.code == 404 => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if objects::is_deleting(&job) {
+        if key.is_all() {
+            // An orphan pod with the tracking finalizer changed.
+            let all = pods::list(&self.api, ns).await?;
+            self.release_untracked(&all, None, None).await?;
             return Ok(None);
         }
+        let job = match self.api.get(jobs(), Some(ns), &key.name).await {
+            Ok(j) => j,
+            Err(e) if e.code == 404 => {
+                let all = pods::list(&self.api, ns).await?;
+                self.release_untracked(&all, Some(&key.name), None).await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         let uid = owner::uid(&job).to_string();
         let all = pods::list(&self.api, ns).await?;
+        self.release_untracked(&all, Some(&key.name), Some(&uid))
+            .await?;
         let mine: Vec<&Value> = all
             .iter()
             .filter(|p| owner::is_controlled_by(p, &uid))
             .collect();
+        if objects::is_deleting(&job) {
+            // A Job being deleted lets its pods go.
+            for p in mine.iter().filter(|p| job_tracking::has_finalizer(p)) {
+                job_tracking::remove_finalizer(&self.api, p).await?;
+            }
+            return Ok(None);
+        }
+        // Count what finished (exactly once, through the pods' tracking finalizer).
+        let job = {
+            let was_finished = finished(&job).is_some();
+            job_tracking::track(&self.api, jobs(), job, &mine, was_finished).await?
+        };
         let now = Utc::now();
         if let Some((_, at)) = finished(&job) {
             self.delete_active(&job, &mine).await?;
@@ -221,11 +378,14 @@ impl JobController {
             }
             return Ok(None);
         }
+        // The counters hold every pod whose finalizer is gone; the uncounted ones are on
+        // their way there.
         let mut t = tally(&mine);
-        t.failed = t.failed.max(job["status"]["failed"].as_i64().unwrap_or(0));
-        t.succeeded = t
-            .succeeded
-            .max(job["status"]["succeeded"].as_i64().unwrap_or(0));
+        let uncounted = job_tracking::Uncounted::of(&job);
+        let counted_succeeded = job["status"]["succeeded"].as_i64().unwrap_or(0);
+        let counted_failed = job["status"]["failed"].as_i64().unwrap_or(0);
+        t.succeeded = counted_succeeded + uncounted.succeeded.len() as i64;
+        t.failed = counted_failed + uncounted.failed.len() as i64;
         let start = pods::parse_time(&job["status"]["startTime"]).unwrap_or(now);
         let active_for = (now - start).to_std().unwrap_or_default();
         let suspended = job["spec"]["suspend"].as_bool().unwrap_or(false);
@@ -238,14 +398,39 @@ impl JobController {
         if !status.is_object() {
             status = json!({});
         }
-        if !suspended && status["startTime"].is_null() {
-            status["startTime"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        }
         let now_s = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let mut conditions: Vec<Value> =
             status["conditions"].as_array().cloned().unwrap_or_default();
+        if let Some(c) = suspended_condition(&conditions, suspended, &now_s) {
+            if c["status"] == "False" {
+                // Resumed: activeDeadlineSeconds counts from now.
+                status["startTime"] = json!(now_s);
+            }
+            conditions.retain(|x| x["type"] != "Suspended");
+            conditions.push(c);
+        }
+        if !suspended && status["startTime"].is_null() {
+            status["startTime"] = json!(now_s);
+        }
         let mut requeue = None;
+        // Failed pods are replaced only after the backoff since the last failure.
+        let (failures, last_failure) = failures_after_last_success(&mine);
+        let wait = last_failure
+            .map(|at| {
+                let until = at
+                    + chrono::Duration::from_std(failure_backoff(
+                        failures,
+                        self.config.backoff_base,
+                        self.config.backoff_max,
+                    ))
+                    .unwrap_or_default();
+                (until - now).to_std().unwrap_or_default()
+            })
+            .unwrap_or_default();
         match &decision {
+            Decision::Run(n) if *n > 0 && !wait.is_zero() => {
+                requeue = Some(wait + Duration::from_millis(50));
+            }
             Decision::Run(n) if *n > 0 => {
                 let name = objects::name(&job).to_string();
                 let labels = [
@@ -256,12 +441,14 @@ impl JobController {
                 ];
                 let new: Vec<Value> = (0..*n)
                     .map(|_| {
-                        pods::from_template(
+                        let mut p = pods::from_template(
                             &job["spec"]["template"],
                             &job,
                             &format!("{name}-"),
                             &labels,
-                        )
+                        );
+                        p["metadata"]["finalizers"] = json!([job_tracking::FINALIZER]);
+                        p
                     })
                     .collect();
                 let (created, err) = pods::create_all(&self.api, ns, new).await;
@@ -309,6 +496,8 @@ impl JobController {
                     .normal(owner::object_reference(&job), "Completed", "Job completed");
             }
             Decision::Fail(reason, message) => {
+                // Pods stopped because the Job failed count as failed (tracking counts them
+                // on the next pass), as in Kubernetes.
                 self.delete_active(&job, &mine).await?;
                 t.active = 0;
                 for kind in ["FailureTarget", "Failed"] {
@@ -325,10 +514,22 @@ impl JobController {
             requeue =
                 Some(requeue.map_or(left, |r: Duration| r.min(left)) + Duration::from_millis(50));
         }
-        status["active"] = json!(t.active);
+        // Kubernetes omits the zero counters and always shows `ready` and
+        // uncountedTerminatedPods.
+        let obj = status.as_object_mut().expect("made an object above");
+        for (field, n) in [
+            ("active", t.active),
+            ("succeeded", counted_succeeded),
+            ("failed", counted_failed),
+        ] {
+            if n > 0 {
+                obj.insert(field.into(), json!(n));
+            } else {
+                obj.remove(field);
+            }
+        }
         status["ready"] = json!(t.ready.min(t.active));
-        status["succeeded"] = json!(t.succeeded);
-        status["failed"] = json!(t.failed);
+        status["uncountedTerminatedPods"] = uncounted.to_json();
         status["terminating"] = json!(
             mine.iter()
                 .filter(|p| objects::is_deleting(p) && !pods::is_terminal(p))
@@ -349,12 +550,25 @@ impl Reconciler for JobController {
 }
 
 /// Runs the Job controller until `shutdown`.
-pub async fn run(api: Api, shutdown: CancellationToken) {
-    let (controller, writer) = JobController::new(api.clone());
+pub async fn run(api: Api, config: JobConfig, shutdown: CancellationToken) {
+    let (controller, writer) = JobController::new(api.clone(), config);
     let events = tokio::spawn(writer.run(shutdown.clone()));
     let watched = vec![
         Watched::primary(jobs()),
-        Watched::owned_by(pods::pods(), "Job"),
+        // Its pods, and orphans still holding the tracking finalizer (their Job was deleted
+        // with --cascade=orphan) to let go; one watch, so every pod change is decoded once.
+        Watched::with_map(pods::pods(), {
+            let owned = Watched::owned_by(pods::pods(), "Job").map;
+            move |p| {
+                if owner::controller_ref(p).is_some() {
+                    owned(p)
+                } else if job_tracking::has_finalizer(p) {
+                    vec![ObjectKey::all_in(objects::namespace(p))]
+                } else {
+                    vec![]
+                }
+            }
+        }),
     ];
     let config = RunnerConfig {
         name: "job",
@@ -433,6 +647,63 @@ mod tests {
             decide(&on_failure, &t(1, 0, 0, 2), Duration::ZERO),
             Decision::Fail("BackoffLimitExceeded", _)
         ));
+    }
+
+    #[test]
+    fn failed_pods_are_replaced_after_a_doubling_backoff_capped_at_six_minutes() {
+        let (base, max) = (Duration::from_secs(10), Duration::from_secs(360));
+        let secs = |n| failure_backoff(n, base, max).as_secs();
+        assert_eq!(
+            [0, 1, 2, 3, 4, 5, 6, 7, 100].map(secs),
+            [0, 10, 20, 40, 80, 160, 320, 360, 360]
+        );
+        let fast = failure_backoff(3, Duration::from_millis(200), max);
+        assert_eq!(fast, Duration::from_millis(800));
+    }
+
+    #[test]
+    fn the_backoff_counts_failures_since_the_last_success() {
+        let pod = |phase: &str, finished: &str| {
+            json!({"status": {"phase": phase, "containerStatuses": [
+                {"state": {"terminated": {"finishedAt": finished}}}]}})
+        };
+        let f1 = pod("Failed", "2024-01-01T00:00:01Z");
+        let s2 = pod("Succeeded", "2024-01-01T00:00:02Z");
+        let f3 = pod("Failed", "2024-01-01T00:00:03Z");
+        let f4 = pod("Failed", "2024-01-01T00:00:04Z");
+        let running = json!({"status": {"phase": "Running"}});
+        let (n, last) = failures_after_last_success(&[&f1, &s2, &f4, &f3, &running]);
+        assert_eq!(n, 2);
+        assert_eq!(last, pods::parse_time(&json!("2024-01-01T00:00:04Z")));
+        assert_eq!(failures_after_last_success(&[&s2, &running]), (0, None));
+        // A failed pod without terminated containers falls back on its conditions.
+        let bare = json!({"status": {"phase": "Failed", "conditions": [
+            {"type": "Ready", "lastTransitionTime": "2024-01-01T00:00:09Z"}]}});
+        assert_eq!(
+            failures_after_last_success(&[&bare]),
+            (1, pods::parse_time(&json!("2024-01-01T00:00:09Z")))
+        );
+    }
+
+    #[test]
+    fn a_suspended_job_says_so_and_a_resumed_one_says_it_resumed() {
+        let now = "2024-01-01T00:00:00Z";
+        assert_eq!(suspended_condition(&[], false, now), None);
+        let c = suspended_condition(&[], true, now).unwrap();
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("True"), Some("JobSuspended"))
+        );
+        assert_eq!(
+            suspended_condition(std::slice::from_ref(&c), true, now),
+            None
+        );
+        let r = suspended_condition(&[c], false, now).unwrap();
+        assert_eq!(
+            (r["status"].as_str(), r["reason"].as_str()),
+            (Some("False"), Some("JobResumed"))
+        );
+        assert_eq!(suspended_condition(&[r], false, now), None);
     }
 
     #[test]

@@ -5,20 +5,23 @@
 //! - [`owner`], [`pods`]: ownerReferences and what controllers read from and make of pods.
 //! - [`namespace`]: empties a terminating namespace, then removes it; gives every namespace its
 //!   `default` ServiceAccount.
-//! - [`replicaset`], [`deployment`] (with the pure [`rollout`] arithmetic), [`job`],
-//!   [`daemonset`]: the workload controllers.
+//! - [`replicaset`], [`deployment`] (with the pure [`rollout`] arithmetic), [`job`] (with
+//!   [`job_tracking`]),
+//!   [`daemonset`] (with its [`controller_history`]): the workload controllers.
 //! - [`node_lifecycle`]: marks nodes whose Lease expired unreachable and evicts their pods.
 //! - [`garbage_collector`]: ownerReferences cascades (Background, Foreground, Orphan).
 //! - [`endpoints`] and [`endpointslice`]: a selector Service's Endpoints and EndpointSlices from
 //!   its pods' addresses and readiness, driven by [`service_pods`] (Services and Pods watched
 //!   in-process).
 
+pub mod controller_history;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbage_collector;
 pub mod job;
+pub mod job_tracking;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod owner;

@@ -38,29 +38,31 @@ pub fn reference_to(owner: &Value) -> Value {
 
 /// Adopts an orphan: adds `owner`'s controller reference, pinned to the dependent's
 /// resourceVersion so a concurrent adoption by another controller fails with a conflict.
+/// Returns the dependent as written.
 pub async fn adopt(
     api: &Api,
     res: &ResourceInfo,
     dependent: &Value,
     owner: &Value,
-) -> ApiResult<()> {
+) -> ApiResult<Value> {
     let mut refs = dependent["metadata"]["ownerReferences"]
         .as_array()
         .cloned()
         .unwrap_or_default();
     refs.push(reference_to(owner));
     let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": dependent["metadata"]["resourceVersion"]}});
-    api.patch(
-        res,
-        objects::namespace(dependent),
-        objects::name(dependent),
-        PatchType::Merge,
-        patch.to_string().as_bytes(),
-        None,
-        &WriteOptions::default(),
-    )
-    .await?;
-    Ok(())
+    let (out, _) = api
+        .patch(
+            res,
+            objects::namespace(dependent),
+            objects::name(dependent),
+            PatchType::Merge,
+            patch.to_string().as_bytes(),
+            None,
+            &WriteOptions::default(),
+        )
+        .await?;
+    Ok(out)
 }
 
 /// Removes every owner reference to `owner_uid` from a dependent (release, orphaning).
@@ -96,6 +98,54 @@ pub async fn release(
     )
     .await?;
     Ok(())
+}
+
+/// The dependents of `owner` among `candidates` (objects of `res` in its namespace), as
+/// Kubernetes' `ClaimObject` decides: its own that match its selector stay (even while
+/// being deleted); its own that stopped matching are released; matching orphans are adopted
+/// (unless being deleted). Conflicts and vanished objects are skipped: the next pass sees
+/// them again.
+pub async fn claim(
+    api: &Api,
+    res: &ResourceInfo,
+    owner: &Value,
+    candidates: Vec<Value>,
+) -> ApiResult<Vec<Value>> {
+    let owner_uid = uid(owner);
+    let sel = selector(owner);
+    let mut mine = Vec::new();
+    for obj in candidates {
+        let matches = sel.as_ref().is_some_and(|s| s.matches_object(&obj));
+        let deleting = objects::is_deleting(&obj);
+        let outcome = match controller_ref(&obj) {
+            Some(r) if r["uid"] == owner_uid => {
+                if matches {
+                    mine.push(obj);
+                    continue;
+                }
+                if deleting {
+                    continue;
+                }
+                release(api, res, &obj, owner_uid).await
+            }
+            None if matches && !deleting && !objects::is_deleting(owner) => {
+                match adopt(api, res, &obj, owner).await {
+                    Ok(adopted) => {
+                        mine.push(adopted);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => continue,
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(mine)
 }
 
 /// The `ObjectReference` events about `obj` name.

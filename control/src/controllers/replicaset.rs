@@ -113,7 +113,7 @@ impl ReplicaSetController {
                 }
                 None if matches && !deleting && !objects::is_deleting(p) => {
                     match owner::adopt(&self.api, pods::pods(), p, &rs).await {
-                        Ok(()) => mine.push(p),
+                        Ok(_) => mine.push(p),
                         Err(e) if e.code == 404 || e.code == 409 => {}
                         Err(e) => return Err(e),
                     }
@@ -242,6 +242,13 @@ pub async fn write_status(
 
 impl Reconciler for ReplicaSetController {
     async fn reconcile(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
+        if key.is_all() {
+            // An orphan pod changed: every ReplicaSet of its namespace looks for it.
+            for k in runner::expand(&self.api, replicasets(), key).await? {
+                self.sync(&k).await?;
+            }
+            return Ok(None);
+        }
         self.sync(key).await
     }
 }
@@ -252,7 +259,7 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
     let events = tokio::spawn(writer.run(shutdown.clone()));
     let watched = vec![
         Watched::primary(replicasets()),
-        Watched::owned_by(pods::pods(), "ReplicaSet"),
+        Watched::owned_by_or_orphan(pods::pods(), "ReplicaSet"),
     ];
     let config = RunnerConfig {
         name: "replicaset",

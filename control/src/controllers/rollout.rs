@@ -101,6 +101,82 @@ pub fn old_scale_down(replicas: i64, unavailable: i64, new: &OldSet, old: &[OldS
     take
 }
 
+/// One active ReplicaSet as proportional scaling sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaledSet {
+    /// `spec.replicas`.
+    pub replicas: i64,
+    /// Its `deployment.kubernetes.io/max-replicas` annotation: the Deployment's
+    /// `replicas + maxSurge` when the set was last scaled.
+    pub max_replicas: Option<i64>,
+    /// `metadata.creationTimestamp` (RFC 3339, so it orders as text), for ties.
+    pub created: String,
+}
+
+/// The new sizes of a Deployment's active ReplicaSets (`sets`, any order) when the
+/// Deployment is scaled to `replicas` in the middle of a rolling update (Kubernetes'
+/// `scale` with `GetProportion`): the replicas to add or remove, up to
+/// `replicas + surge` in all, are spread in proportion to each set's share of the
+/// previous `max-replicas`; the largest set (newer first when growing, older first when
+/// shrinking) takes what rounding leaves over. `status_replicas` stands in for a missing
+/// annotation.
+pub fn proportional_sizes(
+    replicas: i64,
+    surge: i64,
+    status_replicas: i64,
+    sets: &[ScaledSet],
+) -> Vec<i64> {
+    let total: i64 = sets.iter().map(|s| s.replicas).sum();
+    let allowed = if replicas > 0 { replicas + surge } else { 0 };
+    let to_add = allowed - total;
+    let mut order: Vec<usize> = (0..sets.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&sets[a], &sets[b]);
+        y.replicas.cmp(&x.replicas).then_with(|| {
+            if to_add > 0 {
+                y.created.cmp(&x.created)
+            } else {
+                x.created.cmp(&y.created)
+            }
+        })
+    });
+    let mut sizes: Vec<i64> = sets.iter().map(|s| s.replicas).collect();
+    if to_add == 0 {
+        return sizes;
+    }
+    let mut added = 0i64;
+    for &i in &order {
+        let s = &sets[i];
+        if s.replicas == 0 || to_add == added {
+            continue;
+        }
+        let fraction = if replicas == 0 {
+            -s.replicas
+        } else {
+            let before = s
+                .max_replicas
+                .filter(|m| *m > 0)
+                .unwrap_or(status_replicas)
+                .max(1);
+            // Go's math.Round: halves away from zero.
+            let exact = (s.replicas * allowed) as f64 / before as f64;
+            exact.round() as i64 - s.replicas
+        };
+        let left = to_add - added;
+        let p = if to_add > 0 {
+            fraction.min(left)
+        } else {
+            fraction.max(left)
+        };
+        sizes[i] += p;
+        added += p;
+    }
+    if let Some(&first) = order.first() {
+        sizes[first] = (sizes[first] + to_add - added).max(0);
+    }
+    sizes
+}
+
 /// The `pod-template-hash` of a template: FNV-1a over its JSON (with `collision_count`),
 /// spelled with Kubernetes' safe alphabet (no vowels, no look-alike characters).
 pub fn template_hash(template: &Value, collision_count: i64) -> String {
@@ -208,6 +284,62 @@ mod tests {
             vec![2, 0]
         );
         assert_eq!(old_scale_down(3, 1, &s(3, 3), &[]), Vec::<i64>::new());
+    }
+
+    fn set(replicas: i64, max_replicas: i64, created: &str) -> ScaledSet {
+        ScaledSet {
+            replicas,
+            max_replicas: Some(max_replicas),
+            created: created.into(),
+        }
+    }
+
+    #[test]
+    fn scaling_in_the_middle_of_a_rollout_spreads_replicas_proportionally() {
+        // Kubernetes' documented example: 10 replicas, maxSurge 3, stuck with 8 old and 5
+        // new; scaled to 15 (max 18): 3 more old, 2 more new.
+        let old = set(8, 13, "2024-01-01T00:00:00Z");
+        let new = set(5, 13, "2024-01-02T00:00:00Z");
+        assert_eq!(
+            proportional_sizes(15, 3, 13, &[old.clone(), new.clone()]),
+            vec![11, 7]
+        );
+        // Scaling back down to 10 from there (18 → 13) shrinks both in proportion.
+        let old = set(11, 18, "2024-01-01T00:00:00Z");
+        let new = set(7, 18, "2024-01-02T00:00:00Z");
+        assert_eq!(proportional_sizes(10, 3, 18, &[old, new]), vec![8, 5]);
+        // To zero: everything goes.
+        let a = set(3, 5, "2024-01-01T00:00:00Z");
+        let b = set(2, 5, "2024-01-02T00:00:00Z");
+        assert_eq!(proportional_sizes(0, 1, 5, &[a, b]), vec![0, 0]);
+        // Equal sizes: the leftover goes to the newer set when growing, the older when
+        // shrinking.
+        let a = set(1, 2, "2024-01-01T00:00:00Z");
+        let b = set(1, 2, "2024-01-02T00:00:00Z");
+        assert_eq!(
+            proportional_sizes(4, 1, 2, &[a.clone(), b.clone()]),
+            vec![2, 3]
+        );
+        let a = set(3, 6, "2024-01-01T00:00:00Z");
+        let b = set(3, 6, "2024-01-02T00:00:00Z");
+        assert_eq!(proportional_sizes(2, 1, 6, &[a, b]), vec![1, 2]);
+        // Without the annotation the Deployment's status.replicas stands in.
+        let a = ScaledSet {
+            replicas: 2,
+            max_replicas: None,
+            created: "a".into(),
+        };
+        let b = ScaledSet {
+            replicas: 2,
+            max_replicas: None,
+            created: "b".into(),
+        };
+        assert_eq!(proportional_sizes(7, 1, 4, &[a, b]), vec![4, 4]);
+        // Nothing to add: sizes stay.
+        assert_eq!(
+            proportional_sizes(4, 1, 5, &[set(3, 5, "a"), set(2, 5, "b")]),
+            vec![3, 2]
+        );
     }
 
     #[test]

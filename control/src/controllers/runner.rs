@@ -35,6 +35,23 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
+    /// The name of the key standing for every object of the controller's kind in a namespace
+    /// (no object can be named `*`).
+    pub const ALL: &'static str = "*";
+
+    /// The key standing for every object of the controller's kind in `namespace`.
+    pub fn all_in(namespace: Option<&str>) -> ObjectKey {
+        ObjectKey {
+            namespace: namespace.map(String::from),
+            name: Self::ALL.to_string(),
+        }
+    }
+
+    /// Whether this key stands for every object in its namespace.
+    pub fn is_all(&self) -> bool {
+        self.name == Self::ALL
+    }
+
     /// The key of an object.
     pub fn of(obj: &Value) -> ObjectKey {
         ObjectKey {
@@ -95,6 +112,23 @@ impl Watched {
         }
     }
 
+    /// [`Watched::owned_by`], and objects without a controller too: their change enqueues
+    /// [`ObjectKey::all_in`] their namespace, so the controller looks for an owner to adopt
+    /// them (Kubernetes enqueues every controller whose selector matches an orphan). One
+    /// watch for both, so every change is decoded once.
+    pub fn owned_by_or_orphan(res: &'static ResourceInfo, owner_kind: &'static str) -> Watched {
+        let owned = Self::owned_by(res, owner_kind).map;
+        Watched {
+            res,
+            map: Arc::new(move |o| {
+                if super::owner::controller_ref(o).is_some() {
+                    return owned(o);
+                }
+                vec![ObjectKey::all_in(objects::namespace(o))]
+            }),
+        }
+    }
+
     /// Any change enqueues `key` (e.g. a node change for a singleton pass).
     pub fn with_map(
         res: &'static ResourceInfo,
@@ -105,6 +139,15 @@ impl Watched {
             map: Arc::new(map),
         }
     }
+}
+
+/// The keys of every object of `res` in `key`'s namespace: what an [`ObjectKey::all_in`] key
+/// stands for.
+pub async fn expand(api: &Api, res: &ResourceInfo, key: &ObjectKey) -> ApiResult<Vec<ObjectKey>> {
+    let (items, _, _) = api
+        .list(res, key.namespace.as_deref(), &ListParams::default())
+        .await?;
+    Ok(items.iter().map(ObjectKey::of).collect())
 }
 
 /// A controller's reconcile function.
