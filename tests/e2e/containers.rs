@@ -695,3 +695,198 @@ fn a_container_over_its_memory_limit_is_oom_killed() {
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
     c.force_delete_and_check_nothing_left("hungry", &uid);
 }
+
+/// The body each kind of `web` pod answers `/` with.
+const WASM_BODY: &str = "hello from flotilla wasi:http";
+const CONTAINER_BODY: &str = "hello from a container";
+
+/// A Deployment of the `web` app: the hello-http Wasm component on wasmtime, or busybox httpd
+/// serving `/www` on runc; both on `$(POD_IP):8080` and ready once `/` answers.
+fn web_deployment(name: &str, app: &str, runtime: &str, replicas: u32, extra: &str) -> String {
+    let container = match runtime {
+        "wasmtime" => "          image: hello-http:v1\n".to_string(),
+        _ => "          image: busybox:v1\n          command: [\"httpd\", \"-f\", \"-h\", \"/www\", \"-p\", \"$(POD_IP):8080\"]\n          env:\n            - name: POD_IP\n              valueFrom:\n                fieldRef:\n                  fieldPath: status.podIP\n".to_string(),
+    };
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+{extra}  selector:
+    matchLabels:
+      app: {app}
+      deployment: {name}
+  template:
+    metadata:
+      labels:
+        app: {app}
+        deployment: {name}
+    spec:
+      runtimeClassName: {runtime}
+      terminationGracePeriodSeconds: 2
+      containers:
+        - name: web
+{container}          ports:
+            - containerPort: 8080
+          readinessProbe:
+            httpGet:
+              path: /
+              port: 8080
+            periodSeconds: 1
+"
+    )
+}
+
+/// The pods with label `app`, not being deleted: (name, runtimeClassName, phase, ready, podIP).
+fn live_pods(c: &Cluster, app: &str) -> Vec<(String, String, String, bool, String)> {
+    let out = c
+        .server
+        .kubectl(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (
+                s(&p["metadata"]["name"]),
+                s(&p["spec"]["runtimeClassName"]),
+                s(&p["status"]["phase"]),
+                is_ready(p),
+                s(&p["status"]["podIP"]),
+            )
+        })
+        .collect()
+}
+
+/// A Kubernetes user's "Deployment mixing RuntimeClasses": one Deployment moved from a Wasm
+/// template to a container template by a rolling update. Mid-rollout both kinds of pods run and
+/// serve side by side (`minReadySeconds` keeps the old ones for a while); the rollout completes
+/// with only container pods left, each serving.
+#[test]
+fn a_deployment_rolls_from_wasm_pods_to_container_pods() {
+    let c = Cluster::start();
+    c.push(
+        &crate::harness::sample("hello-http/hello-http.wasm"),
+        "hello-http:v1",
+    );
+    let strategy = "  minReadySeconds: 3\n  strategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n";
+    c.apply(&web_deployment("web", "web", "wasmtime", 2, strategy));
+    let out = c
+        .server
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(
+        out.status.success(),
+        "the Wasm rollout: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = live_pods(&c, "web");
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(
+        before.iter().all(|p| p.1 == "wasmtime" && p.3),
+        "{before:?}"
+    );
+
+    c.apply(&web_deployment("web", "web", "runc", 2, strategy));
+    // Both kinds Running and Ready at one moment, each answering on its own address.
+    let mixed = wait_for(
+        "Wasm and container pods ready side by side",
+        POD_TIMEOUT,
+        || {
+            let pods = live_pods(&c, "web");
+            let ready = |class: &str| {
+                pods.iter()
+                    .find(|p| p.1 == class && p.2 == "Running" && p.3)
+                    .cloned()
+            };
+            Some((ready("wasmtime")?, ready("runc")?))
+        },
+    );
+    for (pod, want) in [(&mixed.0, WASM_BODY), (&mixed.1, CONTAINER_BODY)] {
+        let (code, body) = http_get(&format!("{}:8080", pod.4), "/")
+            .unwrap_or_else(|| panic!("pod {} ({}) does not answer", pod.0, pod.1));
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(want), "pod {} ({}): {body}", pod.0, pod.1);
+    }
+    let out = c
+        .server
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(
+        out.status.success(),
+        "the container rollout: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = wait_for("only the 2 container pods left", POD_TIMEOUT, || {
+        let pods = live_pods(&c, "web");
+        (pods.len() == 2 && pods.iter().all(|p| p.1 == "runc")).then_some(pods)
+    });
+    for pod in &after {
+        assert!(pod.2 == "Running" && pod.3, "{pod:?}");
+        let (code, body) = wait_for("an answer", POD_TIMEOUT, || {
+            http_get(&format!("{}:8080", pod.4), "/")
+        });
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(CONTAINER_BODY), "{body}");
+    }
+    let d = c.server.kubectl_json(&["get", "deployment", "web"]);
+    assert_eq!(d["status"]["updatedReplicas"], 2, "{d}");
+    assert_eq!(d["status"]["availableReplicas"], 2, "{d}");
+}
+
+/// One Service in front of a Wasm pod and a container pod of the same app (same selector, same
+/// port, from two Deployments with different RuntimeClasses): requests to its ClusterIP through
+/// the node proxy reach both, and none fails.
+#[test]
+fn one_service_fronts_a_wasm_pod_and_a_container_pod() {
+    let c = Cluster::start();
+    c.push(
+        &crate::harness::sample("hello-http/hello-http.wasm"),
+        "hello-http:v1",
+    );
+    c.apply(&web_deployment("hello-wasm", "hello", "wasmtime", 1, ""));
+    c.apply(&web_deployment("hello-container", "hello", "runc", 1, ""));
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: hello\nspec:\n  selector:\n    app: hello\n  ports:\n    - port: 8080\n      targetPort: 8080\n",
+    );
+    wait_for(
+        "a ready Wasm pod and a ready container pod",
+        POD_TIMEOUT,
+        || {
+            let pods = live_pods(&c, "hello");
+            let ready = |class: &str| pods.iter().any(|p| p.1 == class && p.3);
+            (ready("wasmtime") && ready("runc")).then_some(())
+        },
+    );
+    let service = c.server.kubectl_json(&["get", "service", "hello"]);
+    let front = format!(
+        "{}:8080",
+        service["spec"]["clusterIP"].as_str().expect("clusterIP")
+    );
+    // The proxy picks the endpoints up from the EndpointSlice: wait for the first answer.
+    wait_for("the Service to answer", POD_TIMEOUT, || {
+        http_get(&front, "/")
+    });
+    let (mut wasm, mut container, mut failed) = (0, 0, Vec::new());
+    for _ in 0..60 {
+        match http_get(&front, "/") {
+            Some((200, body)) if body.contains(WASM_BODY) => wasm += 1,
+            Some((200, body)) if body.contains(CONTAINER_BODY) => container += 1,
+            other => failed.push(format!("{other:?}")),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 60 requests failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(
+        wasm > 0 && container > 0,
+        "both pods answer: {wasm} from the Wasm pod, {container} from the container pod"
+    );
+}
