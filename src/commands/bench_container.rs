@@ -9,7 +9,8 @@
 //!   shows `Running` (polled every 2 ms), then a delete (not timed);
 //! - runtime alone: `runc create` + `runc start` of a bundle made exactly as the agent makes
 //!   one (overlay over the same unpacked image, the `config.json` the agent wrote for the warm-up
-//!   pod), then `runc delete --force` (not timed).
+//!   pod; a fresh network namespace where the pod joined its own), then `runc delete --force`
+//!   (not timed).
 //!
 //! Needs root and runc.
 
@@ -240,6 +241,12 @@ fn bare_run(root: &Path, image: &Path, spec: &Value, i: usize) -> anyhow::Result
     let mut spec = spec.clone();
     spec["root"]["path"] = json!(rootfs);
     spec["linux"]["cgroupsPath"] = json!(format!("/flotilla/{id}"));
+    // The warm-up pod's network namespace is gone with it: runc makes a fresh one instead.
+    if let Some(namespaces) = spec["linux"]["namespaces"].as_array_mut() {
+        for ns in namespaces.iter_mut().filter(|ns| ns["type"] == "network") {
+            *ns = json!({"type": "network"});
+        }
+    }
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, "127.0.0.1\tlocalhost\n")?;
     if let Some(mounts) = spec["mounts"].as_array_mut() {

@@ -46,6 +46,9 @@ struct Agent {
     dir: PathBuf,
     kubeconfig: PathBuf,
     cidr: String,
+    /// The agent's own pod bridge and its range (tests run side by side).
+    bridge: String,
+    bridge_cidr: String,
 }
 
 impl Agent {
@@ -58,6 +61,8 @@ impl Agent {
             dir: dir.to_path_buf(),
             kubeconfig: server.kubeconfig.clone(),
             cidr: format!("127.{}.{}.0/24", 200 + n, std::process::id() % 250),
+            bridge: format!("flt{}x{n}", std::process::id() % 100_000),
+            bridge_cidr: format!("10.{}.{}.0/24", 200 + n, std::process::id() % 250),
         };
         agent.spawn();
         agent
@@ -71,6 +76,8 @@ impl Agent {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["--pod-cidr", &self.cidr])
+            .args(["--pod-bridge", &self.bridge])
+            .args(["--pod-bridge-cidr", &self.bridge_cidr])
             .args([
                 "--restart-backoff-base-ms",
                 "300",
@@ -145,10 +152,56 @@ impl Agent {
             .collect()
     }
 
+    /// The host end of the veth pair of pod `uid`'s own network (found through the namespace's
+    /// `eth0@ifN`), if it has one.
+    fn pod_veth(&self, uid: &str) -> Option<String> {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &format!("flotilla-{uid}"),
+                "-o",
+                "link",
+                "show",
+                "eth0",
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let index = text.split("eth0@if").nth(1)?.split(':').next()?.to_string();
+        let links = Command::new("ip").args(["-o", "link"]).output().ok()?;
+        String::from_utf8_lossy(&links.stdout)
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split(": ");
+                (f.next()? == index).then(|| {
+                    f.next()
+                        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+                })?
+            })
+    }
+
     /// What a deleted pod with `uid` could leave behind: containers, directories, mounts,
-    /// cgroups. Empty when nothing is left.
-    fn leftovers(&self, uid: &str) -> Vec<String> {
+    /// cgroups, its network namespace and the host end of its veth pair (`veth`, when it had
+    /// one). Empty when nothing is left.
+    fn leftovers(&self, uid: &str, veth: Option<&str>) -> Vec<String> {
         let mut left = Vec::new();
+        let netns = Path::new("/run/netns").join(format!("flotilla-{uid}"));
+        if netns.exists() {
+            left.push(format!("network namespace {}", netns.display()));
+        }
+        if let Some(veth) = veth
+            && Command::new("ip")
+                .args(["link", "show", veth])
+                .stderr(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        {
+            left.push(format!("veth {veth}"));
+        }
+        if self.dir.join("oci/network").join(uid).exists() {
+            left.push(format!("network record of {uid}"));
+        }
         for (id, pid, status) in self.runc_list() {
             if id.starts_with(uid) {
                 left.push(format!("runc container {id} ({status}, pid {pid})"));
@@ -205,6 +258,20 @@ impl Drop for Agent {
                     .status();
             }
         }
+        // And the pods' network namespaces and the agent's bridge.
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("oci/network")) {
+            for e in entries.flatten() {
+                let netns = format!("flotilla-{}", e.file_name().to_string_lossy());
+                let _ = Command::new("ip")
+                    .args(["netns", "del", &netns])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -313,6 +380,7 @@ impl Cluster {
     }
 
     fn delete_with(&self, name: &str, uid: &str, extra: &[&str]) {
+        let veth = self.agent.pod_veth(uid);
         let mut args = vec!["delete", "pod", name, "--wait=true", "--timeout=60s"];
         args.extend_from_slice(extra);
         let out = self.server.kubectl(&args);
@@ -322,13 +390,13 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let left = wait_for_opt(Duration::from_secs(30), || {
-            let left = self.agent.leftovers(uid);
+            let left = self.agent.leftovers(uid, veth.as_deref());
             left.is_empty().then_some(())
         });
         assert!(
             left.is_some(),
             "pod {name} left things behind: {:#?}",
-            self.agent.leftovers(uid)
+            self.agent.leftovers(uid, veth.as_deref())
         );
     }
 
@@ -505,6 +573,31 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
         assert_eq!(code, 200, "{body}");
         assert!(body.contains(want), "{body}");
     }
+    // As root, the container pod has a network of its own: an address from the agent's bridge
+    // range on eth0 in its own namespace, with a veth into the bridge; the event says so.
+    let ip = web["status"]["podIP"].as_str().unwrap_or_default();
+    let prefix = c.agent.bridge_cidr.trim_end_matches("0/24");
+    assert!(
+        ip.starts_with(prefix),
+        "pod IP {ip} in {}",
+        c.agent.bridge_cidr
+    );
+    let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
+    assert!(
+        c.agent.pod_veth(&uid).is_some(),
+        "the pod's eth0 has its peer on the host"
+    );
+    let events = c.events("container-web");
+    assert!(
+        events.contains("PodNetwork: Pod network: own network namespace"),
+        "{events}"
+    );
+    assert!(
+        wasm_web["status"]["podIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("127.")),
+        "Wasm pods keep loopback addresses: {wasm_web}"
+    );
     // The exec liveness probe keeps passing: no restarts.
     std::thread::sleep(Duration::from_secs(3));
     let web = c.pod("container-web").unwrap();
@@ -543,7 +636,16 @@ fn a_restarted_agent_adopts_its_running_containers() {
     std::thread::sleep(Duration::from_secs(2));
     let after = c.agent.runc_list();
     assert_eq!(after, before, "adopted, not started twice");
-    let p = c.pod("long").unwrap();
+    let p2 = c.pod("long").unwrap();
+    assert_eq!(
+        p2["status"]["podIP"], p["status"]["podIP"],
+        "the adopted pod keeps its address (its network namespace)"
+    );
+    assert!(
+        c.agent.pod_veth(&uid).is_some(),
+        "its network is still there"
+    );
+    let p = p2;
     assert_eq!(p["status"]["phase"], "Running");
     assert_eq!(status(&p)["restartCount"], 0, "{p}");
 
@@ -861,6 +963,18 @@ fn one_service_fronts_a_wasm_pod_and_a_container_pod() {
             let ready = |class: &str| pods.iter().any(|p| p.1 == class && p.3);
             (ready("wasmtime") && ready("runc")).then_some(())
         },
+    );
+    // As root the container pod has an address of its own network (on the agent's bridge),
+    // the Wasm pod a loopback one: the proxy routes to both kinds.
+    let pods = live_pods(&c, "hello");
+    let container_ip = &pods
+        .iter()
+        .find(|p| p.1 == "runc")
+        .expect("container pod")
+        .4;
+    assert!(
+        !container_ip.starts_with("127."),
+        "the container pod's address {container_ip} is its own"
     );
     let service = c.server.kubectl_json(&["get", "service", "hello"]);
     let front = format!(

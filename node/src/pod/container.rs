@@ -110,6 +110,8 @@ pub struct Params {
     pub volumes: Arc<VolumeDirs>,
     /// The pod's address.
     pub ip: Ipv4Addr,
+    /// The pod's network namespace, when it has its own.
+    pub netns: Option<std::path::PathBuf>,
     /// The stop signal.
     pub stop: watch::Receiver<Option<StopSignal>>,
 }
@@ -324,6 +326,7 @@ pub async fn run(p: Params) -> Outcome {
                 .and_then(|q| quantity::memory_bytes(&q.0)),
             cpu_millis: limits.get("cpu").and_then(|q| quantity::cpu_millis(&q.0)),
             listen: Some(SocketAddr::new(IpAddr::V4(p.ip), port)),
+            netns: p.netns.clone(),
             resolver: Some(p.ctx.proxy.resolver(&pref.namespace)),
             output: log.clone(),
         };

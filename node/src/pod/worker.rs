@@ -22,7 +22,7 @@ use super::state::{ContainerRecord, PodPhase, RestartPolicy, Transition, Waiting
 use super::volumes::{self, VolumeDirs};
 use super::{PodContext, PodState, SharedState};
 use crate::agent::events::{EventType, PodRef};
-use crate::runtime::{Runtime, WASMTIME_HANDLER};
+use crate::runtime::{PodNetwork, Runtime, WASMTIME_HANDLER};
 
 /// Extra time, beyond the grace period, for containers to report that they stopped.
 const STOP_SLACK: Duration = Duration::from_secs(10);
@@ -139,9 +139,7 @@ async fn run(
         })
         .collect();
     let wanted_ip: Option<Ipv4Addr> = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
-    let ip = ctx.addresses.allocate(&pref.uid, wanted_ip);
     let mut state = PodState::new(policy, init, containers, &ctx.host_ip);
-    state.pod_ip = ip;
     state.start_time = Some(status.start_time.map_or_else(Timestamp::now, |t| t.0));
     let shared = SharedState::new(state);
     shared.update(|_| ());
@@ -162,8 +160,8 @@ async fn run(
     } else if let Some(grace) = deleting(&pod) {
         let _ = grace;
         Some(End::Deleting)
-    } else if let Some(ip) = ip {
-        let body = run_pod(ctx.clone(), shared.clone(), pod.clone(), ip, stop_rx);
+    } else {
+        let body = run_pod(ctx.clone(), shared.clone(), pod.clone(), wanted_ip, stop_rx);
         tokio::pin!(body);
         let end = loop {
             tokio::select! {
@@ -210,16 +208,6 @@ async fn run(
         } else {
             None
         }
-    } else {
-        shared.update(|s| {
-            for c in s.containers.iter_mut() {
-                let _ = c.apply(Transition::Failed {
-                    reason: WaitingReason::CreateContainerConfigError,
-                    message: "no free pod address in this node's pod range".into(),
-                });
-            }
-        });
-        None
     };
     let end = match end {
         Some(end) => end,
@@ -244,6 +232,9 @@ async fn run(
     }
     if end != End::Shutdown {
         ctx.addresses.release(&pref.uid);
+        for runtime in ctx.runtimes.values() {
+            runtime.remove_pod_network(&pref.uid).await;
+        }
         ctx.logs.remove_pod(&pref.namespace, &pref.name, &pref.uid);
         let _ = tokio::fs::remove_dir_all(ctx.pods_dir.join(&pref.uid)).await;
     }
@@ -274,7 +265,7 @@ async fn run_pod(
     ctx: Arc<PodContext>,
     shared: Arc<SharedState>,
     pod: Pod,
-    ip: Ipv4Addr,
+    wanted_ip: Option<Ipv4Addr>,
     stop: watch::Receiver<Option<StopSignal>>,
 ) {
     let pref = pod_ref(&pod);
@@ -283,6 +274,53 @@ async fn run_pod(
     else {
         return;
     };
+    let network = if spec.host_network == Some(true) {
+        PodNetwork::Node { note: None }
+    } else {
+        let Some(network) = retry_setup(&ctx, &shared, &pref, &stop, || async {
+            runtime
+                .pod_network(&pref.uid, wanted_ip)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        else {
+            return;
+        };
+        network
+    };
+    let (ip, netns) = match network {
+        PodNetwork::Own {
+            ip,
+            netns,
+            description,
+        } => {
+            let message = format!("Pod network: {description}");
+            ctx.events
+                .record(&pref, None, EventType::Normal, "PodNetwork", &message);
+            (ip, Some(netns))
+        }
+        PodNetwork::Node { note } => {
+            let Some(ip) = ctx.addresses.allocate(&pref.uid, wanted_ip) else {
+                shared.update(|s| {
+                    for c in s.init.iter_mut().chain(s.containers.iter_mut()) {
+                        let _ = c.apply(Transition::Failed {
+                            reason: WaitingReason::CreateContainerConfigError,
+                            message: "no free pod address in this node's pod range".into(),
+                        });
+                    }
+                });
+                return;
+            };
+            if let Some(note) = note {
+                let message = format!("Pod network: {note} ({ip})");
+                ctx.events
+                    .record(&pref, None, EventType::Normal, "PodNetwork", &message);
+            }
+            (ip, None)
+        }
+    };
+    shared.update(|s| s.pod_ip = Some(ip));
     let pod_dir = ctx.pods_dir.join(&pref.uid);
     let Some(volumes) = retry_setup(&ctx, &shared, &pref, &stop, || {
         materialise_volumes(&ctx, &pod, ip, &pod_dir)
@@ -302,6 +340,7 @@ async fn run_pod(
             runtime: runtime.clone(),
             volumes: volumes.clone(),
             ip,
+            netns: netns.clone(),
             stop: stop.clone(),
         })
     };

@@ -10,6 +10,7 @@
 //! - [`exit`]: the container's exit code and the OOM killer.
 //! - [`output`]: stdout/stderr files followed into the agent's log store.
 //! - [`adopt`]: containers that outlive an agent restart.
+//! - [`network`]: a pod's own network namespace with a veth into the node's bridge (as root).
 //!
 //! On disk, under the agent's data directory: `oci/images/<digest>/rootfs` (unpacked images,
 //! shared by handlers), `oci/<handler>/state` (the runtime's `--root`) and
@@ -17,13 +18,18 @@
 //! `hosts`, `stdout`, `stderr`, `runtime.log`). Deleting a container removes its directory,
 //! mount and cgroup.
 //!
-//! Networking: containers share the host's network namespace; the pod's address (a loopback
-//! address from the node's pod range, see `pod::address`) is on the host, so a container that
-//! listens on it (or on all addresses) is reachable there.
+//! Networking: when the agent runs as root, each container pod gets a network namespace of its
+//! own with an `eth0` on the node's bridge and an address from the bridge's range
+//! ([`network`]); the node's proxy and probes reach it there. Otherwise (or when the bridge
+//! cannot be set up) containers share the host's network namespace: the pod's address (a
+//! loopback address from the node's pod range, see `pod::address`) is on the host, so a
+//! container that listens on it (or on all addresses) is reachable there. The pod's events say
+//! which one it got.
 
 pub mod adopt;
 pub mod detect;
 pub mod exit;
+pub mod network;
 pub mod output;
 pub mod rootfs;
 pub mod runc;
@@ -41,11 +47,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    ContainerId, ContainerSpec, ExecOutput, ExitStatus, ImageRequest, PreparedImage, Runtime,
-    RuntimeError, Workload,
+    ContainerId, ContainerSpec, ExecOutput, ExitStatus, ImageRequest, PodNetwork, PreparedImage,
+    Runtime, RuntimeError, Workload,
 };
 use crate::image::{ImageCache, ImageContent};
 use adopt::Found;
+use network::BridgeNetwork;
 use runc::RuntimeBinary;
 
 /// Extra time after SIGKILL for the runtime to report the container gone.
@@ -71,6 +78,8 @@ struct Inner {
     found_at_start: Mutex<HashSet<String>>,
     unpacking: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
+    /// Pods' own networks, or why pods share the host's.
+    network: Result<Arc<BridgeNetwork>, String>,
 }
 
 /// An image unpacked and ready to start containers from.
@@ -101,13 +110,15 @@ impl std::fmt::Debug for OciRuntime {
 
 impl OciRuntime {
     /// The plugin for `binary` as RuntimeClass handler `handler`, its containers under
-    /// `data_dir/oci/<handler>`. Containers an earlier agent left running are kept for their pods
-    /// to claim; those unclaimed after [`adopt::ORPHAN_GRACE`] are removed (on `tasks`).
+    /// `data_dir/oci/<handler>`, its pods on `network` (or, given why not, on the host's).
+    /// Containers an earlier agent left running are kept for their pods to claim; those
+    /// unclaimed after [`adopt::ORPHAN_GRACE`] are removed (on `tasks`), with their networks.
     pub async fn new(
         handler: &str,
         binary: RuntimeBinary,
         data_dir: &Path,
         images: ImageCache,
+        network: Result<Arc<BridgeNetwork>, String>,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> std::io::Result<OciRuntime> {
@@ -128,6 +139,7 @@ impl OciRuntime {
                 found_at_start: Mutex::default(),
                 unpacking: tokio::sync::Mutex::new(()),
                 tasks: TaskTracker::new(),
+                network,
             }),
         };
         let orphans = adopt::found_at_start(&runtime.inner.binary).await;
@@ -146,6 +158,9 @@ impl OciRuntime {
                 &claimed,
             )
             .await;
+            if let Ok(network) = &me.inner.network {
+                network.remove_unattached().await;
+            }
         });
         Ok(runtime)
     }
@@ -478,6 +493,50 @@ impl Runtime for OciRuntime {
 
     fn outlives_agent(&self) -> bool {
         true
+    }
+
+    fn pod_network<'a>(
+        &'a self,
+        pod_uid: &'a str,
+        wanted: Option<std::net::Ipv4Addr>,
+    ) -> BoxFuture<'a, Result<PodNetwork, RuntimeError>> {
+        async move {
+            match &self.inner.network {
+                Ok(network) => {
+                    let attached = network
+                        .attach(pod_uid, wanted)
+                        .await
+                        .map_err(RuntimeError::Create)?;
+                    Ok(PodNetwork::Own {
+                        description: format!(
+                            "own network namespace {}: eth0 {}/{} on bridge {}",
+                            attached.netns.display(),
+                            attached.ip,
+                            network.range().prefix,
+                            network.bridge()
+                        ),
+                        ip: attached.ip,
+                        netns: attached.netns,
+                    })
+                }
+                Err(why) => Ok(PodNetwork::Node {
+                    note: Some(format!(
+                        "host network: {why}, so the containers share the node's network \
+                         namespace and serve on the pod's address from the node's pod range"
+                    )),
+                }),
+            }
+        }
+        .boxed()
+    }
+
+    fn remove_pod_network<'a>(&'a self, pod_uid: &'a str) -> BoxFuture<'a, ()> {
+        async move {
+            if let Ok(network) = &self.inner.network {
+                network.detach(pod_uid).await;
+            }
+        }
+        .boxed()
     }
 }
 
