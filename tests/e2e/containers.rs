@@ -52,7 +52,9 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(server: &Server, dir: &Path) -> Agent {
+    /// An agent whose container pods get their own networks on a bridge of its own, or (with
+    /// `bridge` false, `--pod-bridge ""`) share the host's.
+    fn start(server: &Server, dir: &Path, bridge: bool) -> Agent {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut agent = Agent {
@@ -61,7 +63,11 @@ impl Agent {
             dir: dir.to_path_buf(),
             kubeconfig: server.kubeconfig.clone(),
             cidr: format!("127.{}.{}.0/24", 200 + n, std::process::id() % 250),
-            bridge: format!("flt{}x{n}", std::process::id() % 100_000),
+            bridge: if bridge {
+                format!("flt{}x{n}", std::process::id() % 100_000)
+            } else {
+                String::new()
+            },
             bridge_cidr: format!("10.{}.{}.0/24", 200 + n, std::process::id() % 250),
         };
         agent.spawn();
@@ -268,10 +274,12 @@ impl Drop for Agent {
                     .status();
             }
         }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(Stdio::null())
-            .status();
+        if !self.bridge.is_empty() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -298,10 +306,15 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(true)
+    }
+
+    /// A cluster whose agent has a pod bridge (`bridge`) or not.
+    fn start_with(bridge: bool) -> Cluster {
         require_root_and_runc();
         let server = Server::start();
         let tmp = tempfile::tempdir().expect("tempdir");
-        let agent = Agent::start(&server, &tmp.path().join("agent"));
+        let agent = Agent::start(&server, &tmp.path().join("agent"), bridge);
         let c = Cluster {
             agent,
             server,
@@ -1003,4 +1016,32 @@ fn one_service_fronts_a_wasm_pod_and_a_container_pod() {
         wasm > 0 && container > 0,
         "both pods answer: {wasm} from the Wasm pod, {container} from the container pod"
     );
+}
+
+/// Without a pod bridge (as without root) a container pod shares the host's network: its
+/// address is a loopback one from the node's pod range, it serves there, and its events say so.
+#[test]
+fn without_a_pod_bridge_a_container_pod_shares_the_host_network() {
+    let c = Cluster::start_with(false);
+    let node = c.agent.name.clone();
+    let container = "      command: [\"httpd\", \"-f\", \"-h\", \"/www\", \"-p\", \"$(POD_IP):8080\"]\n      env:\n        - name: POD_IP\n          valueFrom:\n            fieldRef:\n              fieldPath: status.podIP\n      readinessProbe:\n        httpGet:\n          path: /\n          port: 8080\n        periodSeconds: 1\n";
+    c.apply(&pod(&node, "host-web", "busybox:v1", container, ""));
+    let p = c.wait_pod("host-web", "Running and Ready", |p| {
+        p["status"]["phase"] == "Running" && is_ready(p)
+    });
+    let ip = p["status"]["podIP"].as_str().expect("pod IP").to_string();
+    assert!(ip.starts_with("127."), "a loopback address: {ip}");
+    let (code, body) = wait_for("an HTTP answer", POD_TIMEOUT, || {
+        http_get(&format!("{ip}:8080"), "/")
+    });
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(CONTAINER_BODY), "{body}");
+    let events = c.events("host-web");
+    assert!(
+        events.contains("PodNetwork: Pod network: host network: no pod bridge is configured"),
+        "{events}"
+    );
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    assert!(c.agent.pod_veth(&uid).is_none(), "no network of its own");
+    c.delete_and_check_nothing_left("host-web", &uid);
 }
