@@ -158,24 +158,19 @@ impl Agent {
             .collect()
     }
 
-    /// The host end of the veth pair of pod `uid`'s own network (found through the namespace's
-    /// `eth0@ifN`), if it has one.
-    fn pod_veth(&self, uid: &str) -> Option<String> {
+    /// Pod `uid`'s own network, if it has one: its namespace (from the agent's record) and the
+    /// host end of its veth pair (found through the namespace's `eth0@ifN`).
+    fn pod_network(&self, uid: &str) -> Option<(String, String)> {
+        let record = std::fs::read_to_string(self.dir.join("oci/network").join(uid)).ok()?;
+        let netns = record.split_whitespace().nth(1)?.to_string();
         let out = Command::new("ip")
-            .args([
-                "-n",
-                &format!("flotilla-{uid}"),
-                "-o",
-                "link",
-                "show",
-                "eth0",
-            ])
+            .args(["-n", &netns, "-o", "link", "show", "eth0"])
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let index = text.split("eth0@if").nth(1)?.split(':').next()?.to_string();
         let links = Command::new("ip").args(["-o", "link"]).output().ok()?;
-        String::from_utf8_lossy(&links.stdout)
+        let veth = String::from_utf8_lossy(&links.stdout)
             .lines()
             .find_map(|l| {
                 let mut f = l.split(": ");
@@ -183,27 +178,29 @@ impl Agent {
                     f.next()
                         .map(|n| n.split('@').next().unwrap_or(n).to_string())
                 })?
-            })
+            })?;
+        Some((netns, veth))
     }
 
     /// What a deleted pod with `uid` could leave behind: containers, directories, mounts,
-    /// cgroups, its network namespace and the host end of its veth pair (`veth`, when it had
+    /// cgroups, its network namespace and the host end of its veth pair (`network`, when it had
     /// one). Empty when nothing is left.
-    fn leftovers(&self, uid: &str, veth: Option<&str>) -> Vec<String> {
+    fn leftovers(&self, uid: &str, network: Option<&(String, String)>) -> Vec<String> {
         let mut left = Vec::new();
-        let netns = Path::new("/run/netns").join(format!("flotilla-{uid}"));
-        if netns.exists() {
-            left.push(format!("network namespace {}", netns.display()));
-        }
-        if let Some(veth) = veth
-            && Command::new("ip")
+        if let Some((netns, veth)) = network {
+            let path = Path::new("/run/netns").join(netns);
+            if path.exists() {
+                left.push(format!("network namespace {}", path.display()));
+            }
+            let veth_there = Command::new("ip")
                 .args(["link", "show", veth])
                 .stderr(Stdio::null())
                 .stdout(Stdio::null())
                 .status()
-                .is_ok_and(|s| s.success())
-        {
-            left.push(format!("veth {veth}"));
+                .is_ok_and(|s| s.success());
+            if veth_there {
+                left.push(format!("veth {veth}"));
+            }
         }
         if self.dir.join("oci/network").join(uid).exists() {
             left.push(format!("network record of {uid}"));
@@ -264,17 +261,22 @@ impl Drop for Agent {
                     .status();
             }
         }
-        // And the pods' network namespaces and the agent's bridge.
-        if let Ok(entries) = std::fs::read_dir(self.dir.join("oci/network")) {
-            for e in entries.flatten() {
-                let netns = format!("flotilla-{}", e.file_name().to_string_lossy());
-                let _ = Command::new("ip")
-                    .args(["netns", "del", &netns])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
+        // And the network namespaces on the agent's bridge, and the bridge.
         if !self.bridge.is_empty() {
+            let prefix = format!("{}-", self.bridge);
+            for e in std::fs::read_dir("/run/netns")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) {
+                    let _ = Command::new("ip")
+                        .args(["netns", "del", &name])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
             let _ = Command::new("ip")
                 .args(["link", "del", &self.bridge])
                 .stderr(Stdio::null())
@@ -393,7 +395,7 @@ impl Cluster {
     }
 
     fn delete_with(&self, name: &str, uid: &str, extra: &[&str]) {
-        let veth = self.agent.pod_veth(uid);
+        let network = self.agent.pod_network(uid);
         let mut args = vec!["delete", "pod", name, "--wait=true", "--timeout=60s"];
         args.extend_from_slice(extra);
         let out = self.server.kubectl(&args);
@@ -403,13 +405,13 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let left = wait_for_opt(Duration::from_secs(30), || {
-            let left = self.agent.leftovers(uid, veth.as_deref());
+            let left = self.agent.leftovers(uid, network.as_ref());
             left.is_empty().then_some(())
         });
         assert!(
             left.is_some(),
             "pod {name} left things behind: {:#?}",
-            self.agent.leftovers(uid, veth.as_deref())
+            self.agent.leftovers(uid, network.as_ref())
         );
     }
 
@@ -451,7 +453,7 @@ fn busybox_layout(dir: &Path, config: Value) {
         .unwrap();
     for applet in [
         "sh", "echo", "sleep", "cat", "true", "false", "httpd", "ls", "env", "kill", "hostname",
-        "dd",
+        "dd", "wget",
     ] {
         let mut h = new_header();
         h.set_entry_type(tar::EntryType::Symlink);
@@ -597,7 +599,7 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
     );
     let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
     assert!(
-        c.agent.pod_veth(&uid).is_some(),
+        c.agent.pod_network(&uid).is_some(),
         "the pod's eth0 has its peer on the host"
     );
     let events = c.events("container-web");
@@ -655,7 +657,7 @@ fn a_restarted_agent_adopts_its_running_containers() {
         "the adopted pod keeps its address (its network namespace)"
     );
     assert!(
-        c.agent.pod_veth(&uid).is_some(),
+        c.agent.pod_network(&uid).is_some(),
         "its network is still there"
     );
     let p = p2;
@@ -1016,6 +1018,23 @@ fn one_service_fronts_a_wasm_pod_and_a_container_pod() {
         wasm > 0 && container > 0,
         "both pods answer: {wasm} from the Wasm pod, {container} from the container pod"
     );
+
+    // A container pod (in its own network namespace, as root) reaches the Service by ClusterIP.
+    let node = c.agent.name.clone();
+    let client = format!(
+        "      command: [\"sh\", \"-c\", \"until wget -q -O - http://{front}/; do sleep 0.2; done; sleep 3600\"]\n"
+    );
+    c.apply(&pod(&node, "client", "busybox:v1", &client, ""));
+    let logs = wait_for(
+        "the client pod's answer from the Service",
+        POD_TIMEOUT,
+        || {
+            let out = c.server.kubectl(&["logs", "client"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text.contains(WASM_BODY) || text.contains(CONTAINER_BODY)).then_some(text)
+        },
+    );
+    assert!(logs.contains("hello from"), "{logs}");
 }
 
 /// Without a pod bridge (as without root) a container pod shares the host's network: its
@@ -1042,6 +1061,6 @@ fn without_a_pod_bridge_a_container_pod_shares_the_host_network() {
         "{events}"
     );
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
-    assert!(c.agent.pod_veth(&uid).is_none(), "no network of its own");
+    assert!(c.agent.pod_network(&uid).is_none(), "no network of its own");
     c.delete_and_check_nothing_left("host-web", &uid);
 }

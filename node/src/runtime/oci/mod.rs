@@ -142,6 +142,14 @@ impl OciRuntime {
                 network,
             }),
         };
+        if let Ok(network) = &runtime.inner.network {
+            let (network, stop) = (network.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                network.refill().await;
+                stop.cancelled().await;
+                network.drop_spare().await;
+            });
+        }
         let orphans = adopt::found_at_start(&runtime.inner.binary).await;
         *lock(&runtime.inner.found_at_start) = orphans.clone();
         let me = runtime.clone();
@@ -503,10 +511,12 @@ impl Runtime for OciRuntime {
         async move {
             match &self.inner.network {
                 Ok(network) => {
-                    let attached = network
-                        .attach(pod_uid, wanted)
-                        .await
-                        .map_err(RuntimeError::Create)?;
+                    let _ = wanted; // the address comes with the network
+                    let attached = network.attach(pod_uid).await;
+                    // The next pod's network, made off its path.
+                    let next = network.clone();
+                    self.inner.tasks.spawn(async move { next.refill().await });
+                    let attached = attached.map_err(RuntimeError::Create)?;
                     Ok(PodNetwork::Own {
                         description: format!(
                             "own network namespace {}: eth0 {}/{} on bridge {}",
