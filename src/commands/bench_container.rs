@@ -36,6 +36,9 @@ pub struct ContainerBenchArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+/// The bridge the benchmark's container pods get their networks on.
+const BENCH_BRIDGE: &str = "flotilla-bench";
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
@@ -67,6 +70,9 @@ pub async fn run(args: ContainerBenchArgs) -> anyhow::Result<()> {
     let mut config = flotilla_node::AgentConfig::new("bench-node", data_dir.join("agent"));
     config.kubeconfig = Some(kubeconfig);
     config.listen = "127.0.0.1:0".parse()?;
+    // A bridge of its own (removed at the end), so a node agent on this host is not disturbed.
+    config.pod_bridge = BENCH_BRIDGE.to_string();
+    config.pod_bridge_cidr = "10.245.0.0/24".parse().map_err(anyhow::Error::msg)?;
     let agent = flotilla_node::Agent::start(config, shutdown.child_token()).await?;
     let agent_task = tokio::spawn(agent.join());
 
@@ -155,6 +161,10 @@ pub async fn run(args: ContainerBenchArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = agent_task.await;
     let _ = server.await;
+    let _ = Command::new("ip")
+        .args(["link", "del", BENCH_BRIDGE])
+        .stderr(std::process::Stdio::null())
+        .status();
     Ok(())
 }
 

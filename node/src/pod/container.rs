@@ -256,6 +256,7 @@ pub async fn run(p: Params) -> Outcome {
             continue;
         };
 
+        tracing::debug!(pod = %pref.name, container = %name, "image ready");
         // The configuration.
         let config = tokio::select! {
             c = resolve(&p, &container) => c,
@@ -330,6 +331,7 @@ pub async fn run(p: Params) -> Outcome {
             resolver: Some(p.ctx.proxy.resolver(&pref.namespace)),
             output: log.clone(),
         };
+        tracing::debug!(pod = %pref.name, container = %name, "configuration resolved; starting");
         if let Err(e) = p.runtime.start(spec).await {
             log.finish();
             event(EventType::Warning, "Failed", format!("Error: {e}"));
@@ -340,16 +342,7 @@ pub async fn run(p: Params) -> Outcome {
             continue;
         }
         retries.reset();
-        event(
-            EventType::Normal,
-            "Created",
-            format!("Created container {name}"),
-        );
-        event(
-            EventType::Normal,
-            "Started",
-            format!("Started container {name}"),
-        );
+        tracing::debug!(pod = %pref.name, container = %name, "started");
         let started_at = Timestamp::now();
         let started = Instant::now();
         let is_app = p.kind == Kind::App;
@@ -361,6 +354,18 @@ pub async fn run(p: Params) -> Outcome {
             r.started = !has_startup;
             r.ready = is_app && !has_readiness && !has_startup;
         });
+        // The events after the status: the status patch goes out first, and nobody waits on
+        // the events.
+        event(
+            EventType::Normal,
+            "Created",
+            format!("Created container {name}"),
+        );
+        event(
+            EventType::Normal,
+            "Started",
+            format!("Started container {name}"),
+        );
 
         // Probes.
         let probes_stop = CancellationToken::new();

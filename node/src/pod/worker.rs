@@ -274,6 +274,7 @@ async fn run_pod(
     else {
         return;
     };
+    tracing::debug!(pod = %pref.name, "runtime resolved");
     let network = if spec.host_network == Some(true) {
         PodNetwork::Node { note: None }
     } else {
@@ -321,6 +322,7 @@ async fn run_pod(
         }
     };
     shared.update(|s| s.pod_ip = Some(ip));
+    tracing::debug!(pod = %pref.name, %ip, "network ready");
     let pod_dir = ctx.pods_dir.join(&pref.uid);
     let Some(volumes) = retry_setup(&ctx, &shared, &pref, &stop, || {
         materialise_volumes(&ctx, &pod, ip, &pod_dir)
@@ -330,6 +332,7 @@ async fn run_pod(
         return;
     };
     let volumes = Arc::new(volumes);
+    tracing::debug!(pod = %pref.name, "volumes ready");
     let run = |kind: Kind, index: usize| {
         container::run(container::Params {
             ctx: ctx.clone(),
@@ -466,7 +469,10 @@ async fn write_status(
                 .patch_status(&pref.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => last = Some(status),
+                Ok(_) => {
+                    tracing::debug!(pod = %pref.name, phase = %status["phase"], "status patched");
+                    last = Some(status)
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
                 Err(e) => {
                     tracing::debug!(pod = %pref.name, error = %e, "cannot patch pod status; retrying");

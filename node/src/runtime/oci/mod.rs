@@ -16,7 +16,8 @@
 //! shared by handlers), `oci/<handler>/state` (the runtime's `--root`) and
 //! `oci/<handler>/containers/<id>/` (bundle: `config.json`, `rootfs`, overlay `upper`/`work`,
 //! `hosts`, `stdout`, `stderr`, `runtime.log`). Deleting a container removes its directory,
-//! mount and cgroup.
+//! mount and cgroup. `oci/<handler>/containers/.spare-<n>/`: a root filesystem made ahead for
+//! the next container of an image (see [`SPARE_PREFIX`]).
 //!
 //! Networking: when the agent runs as root, each container pod gets a network namespace of its
 //! own with an `eth0` on the node's bridge and an address from the bridge's range
@@ -55,6 +56,11 @@ use adopt::Found;
 use network::BridgeNetwork;
 use runc::RuntimeBinary;
 
+/// Names the directories of spare root filesystems under the containers directory: one per
+/// image, made right after a container of that image started, so the next container of it
+/// takes a ready overlay (a rename) instead of mounting one on its path to Running.
+pub const SPARE_PREFIX: &str = ".spare-";
+
 /// Extra time after SIGKILL for the runtime to report the container gone.
 const KILL_SLACK: Duration = Duration::from_secs(10);
 
@@ -80,6 +86,9 @@ struct Inner {
     tasks: TaskTracker,
     /// Pods' own networks, or why pods share the host's.
     network: Result<Arc<BridgeNetwork>, String>,
+    /// A ready container directory (overlay mounted) per unpacked image rootfs.
+    spare_rootfs: Mutex<HashMap<PathBuf, PathBuf>>,
+    spare_seq: std::sync::atomic::AtomicU64,
 }
 
 /// An image unpacked and ready to start containers from.
@@ -140,6 +149,8 @@ impl OciRuntime {
                 unpacking: tokio::sync::Mutex::new(()),
                 tasks: TaskTracker::new(),
                 network,
+                spare_rootfs: Mutex::default(),
+                spare_seq: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         if let Ok(network) = &runtime.inner.network {
@@ -148,6 +159,29 @@ impl OciRuntime {
                 network.refill().await;
                 stop.cancelled().await;
                 network.drop_spare().await;
+            });
+        }
+        // Spare root filesystems an earlier agent left; this one's go when it stops.
+        for entry in std::fs::read_dir(&runtime.inner.containers_dir)?.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(SPARE_PREFIX)
+            {
+                runtime.remove_dir(&entry.path()).await;
+            }
+        }
+        {
+            let (me, stop) = (runtime.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                stop.cancelled().await;
+                let spares: Vec<PathBuf> = lock(&me.inner.spare_rootfs)
+                    .drain()
+                    .map(|(_, d)| d)
+                    .collect();
+                for dir in spares {
+                    me.remove_dir(&dir).await;
+                }
             });
         }
         let orphans = adopt::found_at_start(&runtime.inner.binary).await;
@@ -290,12 +324,26 @@ impl OciRuntime {
         let io = |what: &str, e: std::io::Error| {
             RuntimeError::Create(format!("container {}: {what}: {e}", spec.id))
         };
-        std::fs::create_dir_all(dir).map_err(|e| io("cannot create its directory", e))?;
-        let (image, d) = (prepared.rootfs.clone(), dir.to_path_buf());
-        tokio::task::spawn_blocking(move || rootfs::make_container_rootfs(&image, &d))
-            .await
-            .map_err(|e| RuntimeError::Create(format!("rootfs task failed: {e}")))?
-            .map_err(|e| io("cannot make its root filesystem", e))?;
+        let spare = lock(&self.inner.spare_rootfs).remove(&prepared.rootfs);
+        let took_spare = match spare {
+            Some(spare) => match std::fs::rename(&spare, dir) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(dir = %spare.display(), error = %e, "cannot use a spare root filesystem");
+                    self.remove_dir(&spare).await;
+                    false
+                }
+            },
+            None => false,
+        };
+        if !took_spare {
+            std::fs::create_dir_all(dir).map_err(|e| io("cannot create its directory", e))?;
+            let (image, d) = (prepared.rootfs.clone(), dir.to_path_buf());
+            tokio::task::spawn_blocking(move || rootfs::make_container_rootfs(&image, &d))
+                .await
+                .map_err(|e| RuntimeError::Create(format!("rootfs task failed: {e}")))?
+                .map_err(|e| io("cannot make its root filesystem", e))?;
+        }
         let files = spec::HostFiles {
             rootfs: dir.join("rootfs"),
             hosts: dir.join("hosts"),
@@ -311,10 +359,44 @@ impl OciRuntime {
         let (stdout, stderr) =
             output::open_for_container(dir).map_err(|e| io("cannot open its output files", e))?;
         let binary = &self.inner.binary;
-        binary
+        let pid = binary
             .run_detached(&spec.id.0, dir, stdout, stderr)
             .await
-            .map_err(|e| RuntimeError::Create(format!("{}: {e}", self.inner.handler)))
+            .map_err(|e| RuntimeError::Create(format!("{}: {e}", self.inner.handler)))?;
+        self.refill_rootfs(&prepared.rootfs);
+        Ok(pid)
+    }
+
+    /// Makes a spare root filesystem over `image` in the background, unless there is one.
+    fn refill_rootfs(&self, image: &Path) {
+        if lock(&self.inner.spare_rootfs).contains_key(image) {
+            return;
+        }
+        let n = self
+            .inner
+            .spare_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.inner.containers_dir.join(format!("{SPARE_PREFIX}{n}"));
+        let (me, image) = (self.clone(), image.to_path_buf());
+        self.inner.tasks.spawn(async move {
+            let (i, d) = (image.clone(), dir.clone());
+            let made = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&d)?;
+                rootfs::make_container_rootfs(&i, &d)
+            })
+            .await;
+            let kept = matches!(made, Ok(Ok(_))) && {
+                let mut spares = lock(&me.inner.spare_rootfs);
+                let free = !spares.contains_key(&image);
+                if free {
+                    spares.insert(image, dir.clone());
+                }
+                free
+            };
+            if !kept {
+                me.remove_dir(&dir).await;
+            }
+        });
     }
 
     /// Follows the container's output and publishes its exit status when it ends.
