@@ -4,7 +4,7 @@
 //!
 //! It starts a control plane and a node agent in-process (fresh data dir), builds a busybox
 //! image (from the host's static busybox) as an OCI image layout, pushes it, and runs one warm-up
-//! pod (pull and unpack). Then, `--pods` times each:
+//! pod (pull and unpack). Then, `--pods` times each, alternating:
 //! - pod: create (runtimeClassName `runc`, scheduled by the scheduler) acknowledged → the API
 //!   shows `Running` (polled every 2 ms), then a delete (not timed);
 //! - runtime alone: `runc create` + `runc start` of a bundle made exactly as the agent makes
@@ -134,15 +134,13 @@ pub async fn run(args: ContainerBenchArgs) -> anyhow::Result<()> {
         .context("the unpacked image")?;
     delete_pod(&client, &pods_url, "warm-up").await?;
 
-    let mut pod_times = Vec::new();
+    // Interleaved (a pod, then a bare run), so both see the same load on a shared machine.
+    let bare_root = data_dir.join("bare");
+    let (mut pod_times, mut runc_times) = (Vec::new(), Vec::new());
     for i in 0..args.pods {
         let (took, _) = run_pod(&client, &pods_url, &format!("bench-{i}")).await?;
         pod_times.push(took);
         delete_pod(&client, &pods_url, &format!("bench-{i}")).await?;
-    }
-    let bare_root = data_dir.join("bare");
-    let mut runc_times = Vec::new();
-    for i in 0..args.pods {
         runc_times.push(bare_run(&bare_root, &image_rootfs, &spec, i)?);
     }
     let (pod, runc) = (median(pod_times), median(runc_times));

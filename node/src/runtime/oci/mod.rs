@@ -155,8 +155,9 @@ impl OciRuntime {
         };
         if let Ok(network) = &runtime.inner.network {
             let (network, stop) = (network.clone(), shutdown.clone());
+            // The first spare comes with the first container pod: an agent that runs none
+            // makes no namespaces.
             tasks.spawn(async move {
-                network.refill().await;
                 stop.cancelled().await;
                 network.drop_spare().await;
             });

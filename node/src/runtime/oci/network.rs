@@ -6,9 +6,9 @@
 //! through the bridge, and pods reach each other.
 //!
 //! The work is done by iproute2's `ip`, in two batch invocations (host side, then inside the
-//! namespace). To keep them off a pod's path to Running, one network is always kept ready
-//! (its address assigned, its links up): a pod takes it, and the next one is made in the
-//! background. Deleting the namespace and the host end of the veth pair takes a pod's network
+//! namespace). To keep them off a pod's path to Running, once a container pod ran, one network
+//! is kept ready (its address assigned, its links up): a pod takes it, and the next one is made
+//! in the background. Deleting the namespace and the host end of the veth pair takes a pod's network
 //! away. A small file per pod under the agent's data directory (`oci/network/<uid>`: address
 //! and namespace) lets a restarted agent find the networks of the containers it adopts, and
 //! remove those of pods deleted while it was down; namespaces of this bridge that no file names
@@ -173,10 +173,14 @@ impl BridgeNetwork {
         }
         let spare = lock(&self.spare).take();
         let slot = match spare {
-            Some(slot) if self.pool.transfer(&spare_owner(&slot), uid) => slot,
+            // (Another agent on a misconfigured shared bridge may have removed it.)
+            Some(slot) if slot.path().exists() && self.pool.transfer(&spare_owner(&slot), uid) => {
+                slot
+            }
             other => {
                 if let Some(slot) = other {
                     self.remove_links(&slot).await;
+                    self.pool.release(&spare_owner(&slot));
                 }
                 self.make(uid).await?
             }
