@@ -9,8 +9,8 @@
 //!   shows `Running` (polled every 2 ms), then a delete (not timed);
 //! - runtime alone: `runc create` + `runc start` of a bundle made exactly as the agent makes
 //!   one (overlay over the same unpacked image, the `config.json` the agent wrote for the warm-up
-//!   pod; a fresh network namespace where the pod joined its own), then `runc delete --force`
-//!   (not timed).
+//!   pod; a network namespace made beforehand and joined, as the pod's), then `runc delete
+//!   --force` (not timed).
 //!
 //! Needs root and runc.
 
@@ -249,10 +249,20 @@ fn bare_run(root: &Path, image: &Path, spec: &Value, i: usize) -> anyhow::Result
     let mut spec = spec.clone();
     spec["root"]["path"] = json!(rootfs);
     spec["linux"]["cgroupsPath"] = json!(format!("/flotilla/{id}"));
-    // The warm-up pod's network namespace is gone with it: runc makes a fresh one instead.
+    // The warm-up pod's network namespace is gone with it. As the pod's, the bare run's is made
+    // beforehand (untimed, like its overlay) and joined; none when the pod had none.
+    let netns = format!("{id}-net");
+    let mut made_netns = false;
     if let Some(namespaces) = spec["linux"]["namespaces"].as_array_mut() {
         for ns in namespaces.iter_mut().filter(|ns| ns["type"] == "network") {
-            *ns = json!({"type": "network"});
+            if !made_netns {
+                let added = Command::new("ip").args(["netns", "add", &netns]).status()?;
+                if !added.success() {
+                    bail!("cannot make a network namespace for the bare runtime run");
+                }
+                made_netns = true;
+            }
+            *ns = json!({"type": "network", "path": format!("/run/netns/{netns}")});
         }
     }
     let hosts = dir.join("hosts");
@@ -282,6 +292,9 @@ fn bare_run(root: &Path, image: &Path, spec: &Value, i: usize) -> anyhow::Result
     let ran = created.success() && runc(&["start", &id])?.success();
     let took = started.elapsed();
     let _ = runc(&["delete", "--force", &id]);
+    if made_netns {
+        let _ = Command::new("ip").args(["netns", "del", &netns]).status();
+    }
     let _ = Command::new("umount").arg(&rootfs).status();
     let _ = std::fs::remove_dir_all(&dir);
     if !ran {

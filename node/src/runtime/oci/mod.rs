@@ -61,6 +61,11 @@ use runc::RuntimeBinary;
 /// takes a ready overlay (a rename) instead of mounting one on its path to Running.
 pub const SPARE_PREFIX: &str = ".spare-";
 
+/// How long after a container started the spares (root filesystem, network) are made: the
+/// pod's status update goes out first, not competing with them for the CPU (and the kernel's
+/// network lock).
+const REFILL_DELAY: Duration = Duration::from_millis(100);
+
 /// Extra time after SIGKILL for the runtime to report the container gone.
 const KILL_SLACK: Duration = Duration::from_secs(10);
 
@@ -364,8 +369,22 @@ impl OciRuntime {
             .run_detached(&spec.id.0, dir, stdout, stderr)
             .await
             .map_err(|e| RuntimeError::Create(format!("{}: {e}", self.inner.handler)))?;
-        self.refill_rootfs(&prepared.rootfs);
+        self.refill(&prepared.rootfs, spec.netns.is_some());
         Ok(pid)
+    }
+
+    /// After a container started: a spare root filesystem of its image and, when it has a
+    /// network of its own, a spare network, made in the background once [`REFILL_DELAY`] passed.
+    fn refill(&self, image: &Path, network: bool) {
+        let me = self.clone();
+        let image = image.to_path_buf();
+        self.inner.tasks.spawn(async move {
+            tokio::time::sleep(REFILL_DELAY).await;
+            me.refill_rootfs(&image);
+            if let (true, Ok(network)) = (network, &me.inner.network) {
+                network.refill().await;
+            }
+        });
     }
 
     /// Makes a spare root filesystem over `image` in the background, unless there is one.
@@ -595,11 +614,11 @@ impl Runtime for OciRuntime {
             match &self.inner.network {
                 Ok(network) => {
                     let _ = wanted; // the address comes with the network
-                    let attached = network.attach(pod_uid).await;
-                    // The next pod's network, made off its path.
-                    let next = network.clone();
-                    self.inner.tasks.spawn(async move { next.refill().await });
-                    let attached = attached.map_err(RuntimeError::Create)?;
+                    // The next pod's network is made once this one's container started.
+                    let attached = network
+                        .attach(pod_uid)
+                        .await
+                        .map_err(RuntimeError::Create)?;
                     Ok(PodNetwork::Own {
                         description: format!(
                             "own network namespace {}: eth0 {}/{} on bridge {}",
