@@ -235,7 +235,7 @@ async fn pod_network(
     .await
     {
         Ok(network) => {
-            tracing::info!(bridge = %config.pod_bridge, range = %config.pod_bridge_cidr, "container pods get their own network namespaces");
+            tracing::info!(bridge = %config.pod_bridge, range = %config.pod_bridge_cidr, "container pods get their own network namespaces on the pod bridge");
             Ok(Arc::new(network))
         }
         Err(e) => {

@@ -55,6 +55,9 @@ pub struct BridgeNetwork {
     attached: Mutex<HashMap<String, Slot>>,
     spare: Mutex<Option<Slot>>,
     next: AtomicU64,
+    /// The bridge is set up with the first pod network (an agent that runs no container pod
+    /// leaves the host's interfaces alone); retried until it works.
+    ready: tokio::sync::OnceCell<()>,
 }
 
 /// One network: a namespace with its address, and the host end of its veth pair.
@@ -101,9 +104,9 @@ pub fn usable() -> Result<(), String> {
 }
 
 impl BridgeNetwork {
-    /// Sets up (or finds) bridge `bridge` with the first address of `range`, keeping per-pod
-    /// records under `state_dir`; records of earlier pods are kept for adoption, namespaces of
-    /// the bridge that no record names are removed.
+    /// The network of bridge `bridge` (set up with the first pod network) with the first
+    /// address of `range`, keeping per-pod records under `state_dir`; records of earlier pods
+    /// are kept for adoption, namespaces of the bridge that no record names are removed.
     pub async fn new(bridge: &str, range: Cidr, state_dir: &Path) -> Result<BridgeNetwork, String> {
         if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
             return Err(format!("{bridge:?} is not a valid interface name"));
@@ -114,22 +117,6 @@ impl BridgeNetwork {
         let gateway = pool
             .allocate(GATEWAY_OWNER, None)
             .ok_or_else(|| format!("range {range} has no usable address"))?;
-        let exists = Command::new("ip")
-            .args(["link", "show", bridge])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .is_ok_and(|s| s.success());
-        if !exists {
-            run_ip(&["link", "add", bridge, "type", "bridge"], None).await?;
-        }
-        let address = format!("{gateway}/{}", range.prefix);
-        run_ip(&["addr", "replace", &address, "dev", bridge], None).await?;
-        run_ip(&["link", "set", bridge, "up"], None).await?;
-        // Pods reach ClusterIPs (loopback addresses the node's proxy binds) through the bridge.
-        let localnet = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
-        std::fs::write(&localnet, "1").map_err(|e| format!("cannot write {localnet}: {e}"))?;
         let first = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -142,9 +129,41 @@ impl BridgeNetwork {
             attached: Mutex::default(),
             spare: Mutex::default(),
             next: AtomicU64::new(first),
+            ready: tokio::sync::OnceCell::new(),
         };
         network.remove_unrecorded().await;
         Ok(network)
+    }
+
+    /// Sets the bridge up (or finds it): up, the first address of the range, and
+    /// `route_localnet`, so pods reach ClusterIPs (loopback addresses the node's proxy binds)
+    /// through it.
+    async fn ensure_bridge(&self) -> Result<(), String> {
+        self.ready
+            .get_or_try_init(|| async {
+                let bridge = self.bridge.as_str();
+                let exists = Command::new("ip")
+                    .args(["link", "show", bridge])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await
+                    .is_ok_and(|s| s.success());
+                if !exists {
+                    run_ip(&["link", "add", bridge, "type", "bridge"], None).await?;
+                }
+                let address = format!("{}/{}", self.gateway, self.range.prefix);
+                run_ip(&["addr", "replace", &address, "dev", bridge], None).await?;
+                run_ip(&["link", "set", bridge, "up"], None).await?;
+                let localnet = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
+                std::fs::write(&localnet, "1")
+                    .map_err(|e| format!("cannot write {localnet}: {e}"))?;
+                tracing::info!(bridge, range = %self.range, "pod bridge ready");
+                Ok(())
+            })
+            .await
+            .map(drop)
+            .map_err(|e: String| format!("pod bridge {}: {e}", self.bridge))
     }
 
     /// The bridge's name.
@@ -244,6 +263,7 @@ impl BridgeNetwork {
 
     /// A new namespace number `n` with its veth pair and an address held by `owner`.
     async fn make_as(&self, owner: &str, n: u64) -> Result<Slot, String> {
+        self.ensure_bridge().await?;
         let ip = self
             .pool
             .allocate(owner, None)
