@@ -19,6 +19,13 @@ pub struct NodeArgs {
     /// The range pod addresses come from (loopback addresses bind without root).
     #[arg(long, default_value = flotilla_node::agent::config::DEFAULT_POD_CIDR, value_name = "CIDR")]
     pub pod_cidr: String,
+    /// The bridge container pods get their own network namespaces on when the agent runs as
+    /// root ("" for none: container pods then share the node's network, as without root).
+    #[arg(long, default_value = flotilla_node::agent::config::DEFAULT_POD_BRIDGE, value_name = "NAME")]
+    pub pod_bridge: String,
+    /// The address range of the pods on that bridge (the bridge takes its first address).
+    #[arg(long, default_value = flotilla_node::agent::config::DEFAULT_POD_BRIDGE_CIDR, value_name = "CIDR")]
+    pub pod_bridge_cidr: String,
     /// First delay before restarting a crashed container or retrying a failed pull, in ms.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub restart_backoff_base_ms: u64,
@@ -45,6 +52,12 @@ impl NodeArgs {
             .parse()
             .map_err(anyhow::Error::msg)
             .context("--pod-cidr")?;
+        config.pod_bridge = self.pod_bridge.clone();
+        config.pod_bridge_cidr = self
+            .pod_bridge_cidr
+            .parse()
+            .map_err(anyhow::Error::msg)
+            .context("--pod-bridge-cidr")?;
         config.backoff = Backoff {
             initial: Duration::from_millis(self.restart_backoff_base_ms.max(1)),
             max: Duration::from_millis(

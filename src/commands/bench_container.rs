@@ -4,12 +4,13 @@
 //!
 //! It starts a control plane and a node agent in-process (fresh data dir), builds a busybox
 //! image (from the host's static busybox) as an OCI image layout, pushes it, and runs one warm-up
-//! pod (pull and unpack). Then, `--pods` times each:
+//! pod (pull and unpack). Then, `--pods` times each, alternating:
 //! - pod: create (runtimeClassName `runc`, scheduled by the scheduler) acknowledged → the API
 //!   shows `Running` (polled every 2 ms), then a delete (not timed);
 //! - runtime alone: `runc create` + `runc start` of a bundle made exactly as the agent makes
 //!   one (overlay over the same unpacked image, the `config.json` the agent wrote for the warm-up
-//!   pod), then `runc delete --force` (not timed).
+//!   pod; a network namespace made beforehand and joined, as the pod's), then `runc delete
+//!   --force` (not timed).
 //!
 //! Needs root and runc.
 
@@ -34,6 +35,9 @@ pub struct ContainerBenchArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
+
+/// The bridge the benchmark's container pods get their networks on.
+const BENCH_BRIDGE: &str = "flotilla-bench";
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -66,6 +70,9 @@ pub async fn run(args: ContainerBenchArgs) -> anyhow::Result<()> {
     let mut config = flotilla_node::AgentConfig::new("bench-node", data_dir.join("agent"));
     config.kubeconfig = Some(kubeconfig);
     config.listen = "127.0.0.1:0".parse()?;
+    // A bridge of its own (removed at the end), so a node agent on this host is not disturbed.
+    config.pod_bridge = BENCH_BRIDGE.to_string();
+    config.pod_bridge_cidr = "10.245.0.0/24".parse().map_err(anyhow::Error::msg)?;
     let agent = flotilla_node::Agent::start(config, shutdown.child_token()).await?;
     let agent_task = tokio::spawn(agent.join());
 
@@ -127,15 +134,13 @@ pub async fn run(args: ContainerBenchArgs) -> anyhow::Result<()> {
         .context("the unpacked image")?;
     delete_pod(&client, &pods_url, "warm-up").await?;
 
-    let mut pod_times = Vec::new();
+    // Interleaved (a pod, then a bare run), so both see the same load on a shared machine.
+    let bare_root = data_dir.join("bare");
+    let (mut pod_times, mut runc_times) = (Vec::new(), Vec::new());
     for i in 0..args.pods {
         let (took, _) = run_pod(&client, &pods_url, &format!("bench-{i}")).await?;
         pod_times.push(took);
         delete_pod(&client, &pods_url, &format!("bench-{i}")).await?;
-    }
-    let bare_root = data_dir.join("bare");
-    let mut runc_times = Vec::new();
-    for i in 0..args.pods {
         runc_times.push(bare_run(&bare_root, &image_rootfs, &spec, i)?);
     }
     let (pod, runc) = (median(pod_times), median(runc_times));
@@ -154,6 +159,10 @@ pub async fn run(args: ContainerBenchArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = agent_task.await;
     let _ = server.await;
+    let _ = Command::new("ip")
+        .args(["link", "del", BENCH_BRIDGE])
+        .stderr(std::process::Stdio::null())
+        .status();
     Ok(())
 }
 
@@ -240,6 +249,22 @@ fn bare_run(root: &Path, image: &Path, spec: &Value, i: usize) -> anyhow::Result
     let mut spec = spec.clone();
     spec["root"]["path"] = json!(rootfs);
     spec["linux"]["cgroupsPath"] = json!(format!("/flotilla/{id}"));
+    // The warm-up pod's network namespace is gone with it. As the pod's, the bare run's is made
+    // beforehand (untimed, like its overlay) and joined; none when the pod had none.
+    let netns = format!("{id}-net");
+    let mut made_netns = false;
+    if let Some(namespaces) = spec["linux"]["namespaces"].as_array_mut() {
+        for ns in namespaces.iter_mut().filter(|ns| ns["type"] == "network") {
+            if !made_netns {
+                let added = Command::new("ip").args(["netns", "add", &netns]).status()?;
+                if !added.success() {
+                    bail!("cannot make a network namespace for the bare runtime run");
+                }
+                made_netns = true;
+            }
+            *ns = json!({"type": "network", "path": format!("/run/netns/{netns}")});
+        }
+    }
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, "127.0.0.1\tlocalhost\n")?;
     if let Some(mounts) = spec["mounts"].as_array_mut() {
@@ -267,6 +292,9 @@ fn bare_run(root: &Path, image: &Path, spec: &Value, i: usize) -> anyhow::Result
     let ran = created.success() && runc(&["start", &id])?.success();
     let took = started.elapsed();
     let _ = runc(&["delete", "--force", &id]);
+    if made_netns {
+        let _ = Command::new("ip").args(["netns", "del", &netns]).status();
+    }
     let _ = Command::new("umount").arg(&rootfs).status();
     let _ = std::fs::remove_dir_all(&dir);
     if !ran {

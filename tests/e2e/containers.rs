@@ -46,10 +46,15 @@ struct Agent {
     dir: PathBuf,
     kubeconfig: PathBuf,
     cidr: String,
+    /// The agent's own pod bridge and its range (tests run side by side).
+    bridge: String,
+    bridge_cidr: String,
 }
 
 impl Agent {
-    fn start(server: &Server, dir: &Path) -> Agent {
+    /// An agent whose container pods get their own networks on a bridge of its own, or (with
+    /// `bridge` false, `--pod-bridge ""`) share the host's.
+    fn start(server: &Server, dir: &Path, bridge: bool) -> Agent {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut agent = Agent {
@@ -58,6 +63,12 @@ impl Agent {
             dir: dir.to_path_buf(),
             kubeconfig: server.kubeconfig.clone(),
             cidr: format!("127.{}.{}.0/24", 200 + n, std::process::id() % 250),
+            bridge: if bridge {
+                format!("flt{}x{n}", std::process::id() % 100_000)
+            } else {
+                String::new()
+            },
+            bridge_cidr: format!("10.{}.{}.0/24", 200 + n, std::process::id() % 250),
         };
         agent.spawn();
         agent
@@ -71,6 +82,8 @@ impl Agent {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["--pod-cidr", &self.cidr])
+            .args(["--pod-bridge", &self.bridge])
+            .args(["--pod-bridge-cidr", &self.bridge_cidr])
             .args([
                 "--restart-backoff-base-ms",
                 "300",
@@ -145,10 +158,53 @@ impl Agent {
             .collect()
     }
 
+    /// Pod `uid`'s own network, if it has one: its namespace (from the agent's record) and the
+    /// host end of its veth pair (found through the namespace's `eth0@ifN`).
+    fn pod_network(&self, uid: &str) -> Option<(String, String)> {
+        let record = std::fs::read_to_string(self.dir.join("oci/network").join(uid)).ok()?;
+        let netns = record.split_whitespace().nth(1)?.to_string();
+        let out = Command::new("ip")
+            .args(["-n", &netns, "-o", "link", "show", "eth0"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let index = text.split("eth0@if").nth(1)?.split(':').next()?.to_string();
+        let links = Command::new("ip").args(["-o", "link"]).output().ok()?;
+        let veth = String::from_utf8_lossy(&links.stdout)
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split(": ");
+                (f.next()? == index).then(|| {
+                    f.next()
+                        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+                })?
+            })?;
+        Some((netns, veth))
+    }
+
     /// What a deleted pod with `uid` could leave behind: containers, directories, mounts,
-    /// cgroups. Empty when nothing is left.
-    fn leftovers(&self, uid: &str) -> Vec<String> {
+    /// cgroups, its network namespace and the host end of its veth pair (`network`, when it had
+    /// one). Empty when nothing is left.
+    fn leftovers(&self, uid: &str, network: Option<&(String, String)>) -> Vec<String> {
         let mut left = Vec::new();
+        if let Some((netns, veth)) = network {
+            let path = Path::new("/run/netns").join(netns);
+            if path.exists() {
+                left.push(format!("network namespace {}", path.display()));
+            }
+            let veth_there = Command::new("ip")
+                .args(["link", "show", veth])
+                .stderr(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if veth_there {
+                left.push(format!("veth {veth}"));
+            }
+        }
+        if self.dir.join("oci/network").join(uid).exists() {
+            left.push(format!("network record of {uid}"));
+        }
         for (id, pid, status) in self.runc_list() {
             if id.starts_with(uid) {
                 left.push(format!("runc container {id} ({status}, pid {pid})"));
@@ -205,6 +261,27 @@ impl Drop for Agent {
                     .status();
             }
         }
+        // And the network namespaces on the agent's bridge, and the bridge.
+        if !self.bridge.is_empty() {
+            let prefix = format!("{}-", self.bridge);
+            for e in std::fs::read_dir("/run/netns")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) {
+                    let _ = Command::new("ip")
+                        .args(["netns", "del", &name])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -231,10 +308,15 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(true)
+    }
+
+    /// A cluster whose agent has a pod bridge (`bridge`) or not.
+    fn start_with(bridge: bool) -> Cluster {
         require_root_and_runc();
         let server = Server::start();
         let tmp = tempfile::tempdir().expect("tempdir");
-        let agent = Agent::start(&server, &tmp.path().join("agent"));
+        let agent = Agent::start(&server, &tmp.path().join("agent"), bridge);
         let c = Cluster {
             agent,
             server,
@@ -313,6 +395,7 @@ impl Cluster {
     }
 
     fn delete_with(&self, name: &str, uid: &str, extra: &[&str]) {
+        let network = self.agent.pod_network(uid);
         let mut args = vec!["delete", "pod", name, "--wait=true", "--timeout=60s"];
         args.extend_from_slice(extra);
         let out = self.server.kubectl(&args);
@@ -322,13 +405,13 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let left = wait_for_opt(Duration::from_secs(30), || {
-            let left = self.agent.leftovers(uid);
+            let left = self.agent.leftovers(uid, network.as_ref());
             left.is_empty().then_some(())
         });
         assert!(
             left.is_some(),
             "pod {name} left things behind: {:#?}",
-            self.agent.leftovers(uid)
+            self.agent.leftovers(uid, network.as_ref())
         );
     }
 
@@ -370,7 +453,7 @@ fn busybox_layout(dir: &Path, config: Value) {
         .unwrap();
     for applet in [
         "sh", "echo", "sleep", "cat", "true", "false", "httpd", "ls", "env", "kill", "hostname",
-        "dd",
+        "dd", "wget",
     ] {
         let mut h = new_header();
         h.set_entry_type(tar::EntryType::Symlink);
@@ -505,6 +588,31 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
         assert_eq!(code, 200, "{body}");
         assert!(body.contains(want), "{body}");
     }
+    // As root, the container pod has a network of its own: an address from the agent's bridge
+    // range on eth0 in its own namespace, with a veth into the bridge; the event says so.
+    let ip = web["status"]["podIP"].as_str().unwrap_or_default();
+    let prefix = c.agent.bridge_cidr.trim_end_matches("0/24");
+    assert!(
+        ip.starts_with(prefix),
+        "pod IP {ip} in {}",
+        c.agent.bridge_cidr
+    );
+    let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
+    assert!(
+        c.agent.pod_network(&uid).is_some(),
+        "the pod's eth0 has its peer on the host"
+    );
+    let events = c.events("container-web");
+    assert!(
+        events.contains("PodNetwork: Pod network: own network namespace"),
+        "{events}"
+    );
+    assert!(
+        wasm_web["status"]["podIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("127.")),
+        "Wasm pods keep loopback addresses: {wasm_web}"
+    );
     // The exec liveness probe keeps passing: no restarts.
     std::thread::sleep(Duration::from_secs(3));
     let web = c.pod("container-web").unwrap();
@@ -543,7 +651,16 @@ fn a_restarted_agent_adopts_its_running_containers() {
     std::thread::sleep(Duration::from_secs(2));
     let after = c.agent.runc_list();
     assert_eq!(after, before, "adopted, not started twice");
-    let p = c.pod("long").unwrap();
+    let p2 = c.pod("long").unwrap();
+    assert_eq!(
+        p2["status"]["podIP"], p["status"]["podIP"],
+        "the adopted pod keeps its address (its network namespace)"
+    );
+    assert!(
+        c.agent.pod_network(&uid).is_some(),
+        "its network is still there"
+    );
+    let p = p2;
     assert_eq!(p["status"]["phase"], "Running");
     assert_eq!(status(&p)["restartCount"], 0, "{p}");
 
@@ -694,4 +811,256 @@ fn a_container_over_its_memory_limit_is_oom_killed() {
     assert_eq!(terminated["exitCode"], 137, "{p}");
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
     c.force_delete_and_check_nothing_left("hungry", &uid);
+}
+
+/// The body each kind of `web` pod answers `/` with.
+const WASM_BODY: &str = "hello from flotilla wasi:http";
+const CONTAINER_BODY: &str = "hello from a container";
+
+/// A Deployment of the `web` app: the hello-http Wasm component on wasmtime, or busybox httpd
+/// serving `/www` on runc; both on `$(POD_IP):8080` and ready once `/` answers.
+fn web_deployment(name: &str, app: &str, runtime: &str, replicas: u32, extra: &str) -> String {
+    let container = match runtime {
+        "wasmtime" => "          image: hello-http:v1\n".to_string(),
+        _ => "          image: busybox:v1\n          command: [\"httpd\", \"-f\", \"-h\", \"/www\", \"-p\", \"$(POD_IP):8080\"]\n          env:\n            - name: POD_IP\n              valueFrom:\n                fieldRef:\n                  fieldPath: status.podIP\n".to_string(),
+    };
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+{extra}  selector:
+    matchLabels:
+      app: {app}
+      deployment: {name}
+  template:
+    metadata:
+      labels:
+        app: {app}
+        deployment: {name}
+    spec:
+      runtimeClassName: {runtime}
+      terminationGracePeriodSeconds: 2
+      containers:
+        - name: web
+{container}          ports:
+            - containerPort: 8080
+          readinessProbe:
+            httpGet:
+              path: /
+              port: 8080
+            periodSeconds: 1
+"
+    )
+}
+
+/// The pods with label `app`, not being deleted: (name, runtimeClassName, phase, ready, podIP).
+fn live_pods(c: &Cluster, app: &str) -> Vec<(String, String, String, bool, String)> {
+    let out = c
+        .server
+        .kubectl(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (
+                s(&p["metadata"]["name"]),
+                s(&p["spec"]["runtimeClassName"]),
+                s(&p["status"]["phase"]),
+                is_ready(p),
+                s(&p["status"]["podIP"]),
+            )
+        })
+        .collect()
+}
+
+/// A Kubernetes user's "Deployment mixing RuntimeClasses": one Deployment moved from a Wasm
+/// template to a container template by a rolling update. Mid-rollout both kinds of pods run and
+/// serve side by side (`minReadySeconds` keeps the old ones for a while); the rollout completes
+/// with only container pods left, each serving.
+#[test]
+fn a_deployment_rolls_from_wasm_pods_to_container_pods() {
+    let c = Cluster::start();
+    c.push(
+        &crate::harness::sample("hello-http/hello-http.wasm"),
+        "hello-http:v1",
+    );
+    let strategy = "  minReadySeconds: 3\n  strategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n";
+    c.apply(&web_deployment("web", "web", "wasmtime", 2, strategy));
+    let out = c
+        .server
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(
+        out.status.success(),
+        "the Wasm rollout: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = live_pods(&c, "web");
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(
+        before.iter().all(|p| p.1 == "wasmtime" && p.3),
+        "{before:?}"
+    );
+
+    c.apply(&web_deployment("web", "web", "runc", 2, strategy));
+    // Both kinds Running and Ready at one moment, each answering on its own address.
+    let mixed = wait_for(
+        "Wasm and container pods ready side by side",
+        POD_TIMEOUT,
+        || {
+            let pods = live_pods(&c, "web");
+            let ready = |class: &str| {
+                pods.iter()
+                    .find(|p| p.1 == class && p.2 == "Running" && p.3)
+                    .cloned()
+            };
+            Some((ready("wasmtime")?, ready("runc")?))
+        },
+    );
+    for (pod, want) in [(&mixed.0, WASM_BODY), (&mixed.1, CONTAINER_BODY)] {
+        let (code, body) = http_get(&format!("{}:8080", pod.4), "/")
+            .unwrap_or_else(|| panic!("pod {} ({}) does not answer", pod.0, pod.1));
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(want), "pod {} ({}): {body}", pod.0, pod.1);
+    }
+    let out = c
+        .server
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(
+        out.status.success(),
+        "the container rollout: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = wait_for("only the 2 container pods left", POD_TIMEOUT, || {
+        let pods = live_pods(&c, "web");
+        (pods.len() == 2 && pods.iter().all(|p| p.1 == "runc")).then_some(pods)
+    });
+    for pod in &after {
+        assert!(pod.2 == "Running" && pod.3, "{pod:?}");
+        let (code, body) = wait_for("an answer", POD_TIMEOUT, || {
+            http_get(&format!("{}:8080", pod.4), "/")
+        });
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(CONTAINER_BODY), "{body}");
+    }
+    let d = c.server.kubectl_json(&["get", "deployment", "web"]);
+    assert_eq!(d["status"]["updatedReplicas"], 2, "{d}");
+    assert_eq!(d["status"]["availableReplicas"], 2, "{d}");
+}
+
+/// One Service in front of a Wasm pod and a container pod of the same app (same selector, same
+/// port, from two Deployments with different RuntimeClasses): requests to its ClusterIP through
+/// the node proxy reach both, and none fails.
+#[test]
+fn one_service_fronts_a_wasm_pod_and_a_container_pod() {
+    let c = Cluster::start();
+    c.push(
+        &crate::harness::sample("hello-http/hello-http.wasm"),
+        "hello-http:v1",
+    );
+    c.apply(&web_deployment("hello-wasm", "hello", "wasmtime", 1, ""));
+    c.apply(&web_deployment("hello-container", "hello", "runc", 1, ""));
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: hello\nspec:\n  selector:\n    app: hello\n  ports:\n    - port: 8080\n      targetPort: 8080\n",
+    );
+    wait_for(
+        "a ready Wasm pod and a ready container pod",
+        POD_TIMEOUT,
+        || {
+            let pods = live_pods(&c, "hello");
+            let ready = |class: &str| pods.iter().any(|p| p.1 == class && p.3);
+            (ready("wasmtime") && ready("runc")).then_some(())
+        },
+    );
+    // As root the container pod has an address of its own network (on the agent's bridge),
+    // the Wasm pod a loopback one: the proxy routes to both kinds.
+    let pods = live_pods(&c, "hello");
+    let container_ip = &pods
+        .iter()
+        .find(|p| p.1 == "runc")
+        .expect("container pod")
+        .4;
+    assert!(
+        !container_ip.starts_with("127."),
+        "the container pod's address {container_ip} is its own"
+    );
+    let service = c.server.kubectl_json(&["get", "service", "hello"]);
+    let front = format!(
+        "{}:8080",
+        service["spec"]["clusterIP"].as_str().expect("clusterIP")
+    );
+    // The proxy picks the endpoints up from the EndpointSlice: wait for the first answer.
+    wait_for("the Service to answer", POD_TIMEOUT, || {
+        http_get(&front, "/")
+    });
+    let (mut wasm, mut container, mut failed) = (0, 0, Vec::new());
+    for _ in 0..60 {
+        match http_get(&front, "/") {
+            Some((200, body)) if body.contains(WASM_BODY) => wasm += 1,
+            Some((200, body)) if body.contains(CONTAINER_BODY) => container += 1,
+            other => failed.push(format!("{other:?}")),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 60 requests failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(
+        wasm > 0 && container > 0,
+        "both pods answer: {wasm} from the Wasm pod, {container} from the container pod"
+    );
+
+    // A container pod (in its own network namespace, as root) reaches the Service by ClusterIP.
+    let node = c.agent.name.clone();
+    let client = format!(
+        "      command: [\"sh\", \"-c\", \"until wget -q -O - http://{front}/; do sleep 0.2; done; sleep 3600\"]\n"
+    );
+    c.apply(&pod(&node, "client", "busybox:v1", &client, ""));
+    let logs = wait_for(
+        "the client pod's answer from the Service",
+        POD_TIMEOUT,
+        || {
+            let out = c.server.kubectl(&["logs", "client"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text.contains(WASM_BODY) || text.contains(CONTAINER_BODY)).then_some(text)
+        },
+    );
+    assert!(logs.contains("hello from"), "{logs}");
+}
+
+/// Without a pod bridge (as without root) a container pod shares the host's network: its
+/// address is a loopback one from the node's pod range, it serves there, and its events say so.
+#[test]
+fn without_a_pod_bridge_a_container_pod_shares_the_host_network() {
+    let c = Cluster::start_with(false);
+    let node = c.agent.name.clone();
+    let container = "      command: [\"httpd\", \"-f\", \"-h\", \"/www\", \"-p\", \"$(POD_IP):8080\"]\n      env:\n        - name: POD_IP\n          valueFrom:\n            fieldRef:\n              fieldPath: status.podIP\n      readinessProbe:\n        httpGet:\n          path: /\n          port: 8080\n        periodSeconds: 1\n";
+    c.apply(&pod(&node, "host-web", "busybox:v1", container, ""));
+    let p = c.wait_pod("host-web", "Running and Ready", |p| {
+        p["status"]["phase"] == "Running" && is_ready(p)
+    });
+    let ip = p["status"]["podIP"].as_str().expect("pod IP").to_string();
+    assert!(ip.starts_with("127."), "a loopback address: {ip}");
+    let (code, body) = wait_for("an HTTP answer", POD_TIMEOUT, || {
+        http_get(&format!("{ip}:8080"), "/")
+    });
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(CONTAINER_BODY), "{body}");
+    let events = c.events("host-web");
+    assert!(
+        events.contains("PodNetwork: Pod network: host network: no pod bridge is configured"),
+        "{events}"
+    );
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    assert!(c.agent.pod_network(&uid).is_none(), "no network of its own");
+    c.delete_and_check_nothing_left("host-web", &uid);
 }

@@ -10,6 +10,10 @@ use crate::pod::{Backoff, Cidr};
 
 /// The default pod address range: loopback, bindable without privileges.
 pub const DEFAULT_POD_CIDR: &str = "127.1.0.0/16";
+/// The bridge container pods get their own networks on (as root).
+pub const DEFAULT_POD_BRIDGE: &str = "flotilla0";
+/// The address range of the pods on that bridge (its first address is the bridge's).
+pub const DEFAULT_POD_BRIDGE_CIDR: &str = "10.244.0.0/24";
 /// The kubelet's default pod limit.
 pub const DEFAULT_MAX_PODS: u32 = 110;
 
@@ -30,6 +34,11 @@ pub struct AgentConfig {
     pub node_ip: Option<IpAddr>,
     /// Pod addresses come from here.
     pub pod_cidr: Cidr,
+    /// The bridge container pods with a network of their own are on (as root); empty: container
+    /// pods share the node's network, as when the agent is not root.
+    pub pod_bridge: String,
+    /// The addresses of the pods on `pod_bridge`.
+    pub pod_bridge_cidr: Cidr,
     /// Restart and retry backoff (Kubernetes' 10 s doubling to 5 min by default).
     pub backoff: Backoff,
     /// How often the Lease is renewed.
@@ -60,6 +69,10 @@ impl AgentConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 10250),
             node_ip: None,
             pod_cidr: DEFAULT_POD_CIDR.parse().expect("the default range parses"),
+            pod_bridge: DEFAULT_POD_BRIDGE.to_string(),
+            pod_bridge_cidr: DEFAULT_POD_BRIDGE_CIDR
+                .parse()
+                .expect("the default bridge range parses"),
             backoff: Backoff::default(),
             // Renewed every second so the control plane notices a dead node within seconds
             // (its grace period defaults to 4 s).

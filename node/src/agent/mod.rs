@@ -98,7 +98,7 @@ impl Agent {
         let mut runtimes = BTreeMap::from([(WASMTIME_HANDLER.to_string(), wasmtime)]);
         let tasks = TaskTracker::new();
         for (handler, runtime) in
-            oci_runtimes(&data_dir, &images, &tasks, shutdown.child_token()).await
+            oci_runtimes(&config, &images, &tasks, shutdown.child_token()).await
         {
             runtimes.insert(handler, runtime);
         }
@@ -221,25 +221,61 @@ impl Agent {
     }
 }
 
+/// The bridge container pods get their own networks on, or why they share the host's.
+async fn pod_network(
+    config: &AgentConfig,
+    work: &std::path::Path,
+) -> Result<Arc<oci::network::BridgeNetwork>, String> {
+    if config.pod_bridge.is_empty() {
+        return Err("no pod bridge is configured".into());
+    }
+    oci::network::usable()?;
+    match oci::network::BridgeNetwork::new(
+        &config.pod_bridge,
+        config.pod_bridge_cidr,
+        &work.join("network"),
+    )
+    .await
+    {
+        Ok(network) => {
+            tracing::info!(bridge = %config.pod_bridge, range = %config.pod_bridge_cidr, "container pods get their own network namespaces on the pod bridge");
+            Ok(Arc::new(network))
+        }
+        Err(e) => {
+            tracing::warn!(bridge = %config.pod_bridge, error = %e, "cannot set up the pod bridge; container pods share the host's network");
+            Err(format!(
+                "the pod bridge {} cannot be set up ({e})",
+                config.pod_bridge
+            ))
+        }
+    }
+}
+
 /// The OCI runtimes that work on this host (see [`oci::detect`]), each as a plugin under its
 /// RuntimeClass handler; the agent becomes the reaper of their containers' processes.
 async fn oci_runtimes(
-    data_dir: &std::path::Path,
+    config: &AgentConfig,
     images: &ImageCache,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Vec<(String, Arc<dyn Runtime>)> {
+    let data_dir = &config.data_dir;
     let mut found = Vec::new();
     let work = data_dir.join("oci");
+    let mut network = None;
     for program in oci::detect::CANDIDATES {
         let state_root = work.join(program).join("state");
         match oci::detect::probe(program, &work, &state_root).await {
             Ok(binary) => {
+                if network.is_none() {
+                    network = Some(pod_network(config, &work).await);
+                }
                 match OciRuntime::new(
                     program,
                     binary,
                     data_dir,
                     images.clone(),
+                    network.clone().expect("set above"),
                     tasks,
                     shutdown.clone(),
                 )

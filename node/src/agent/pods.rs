@@ -44,6 +44,7 @@ pub async fn dispatch(ctx: Arc<PodContext>, tasks: TaskTracker, shutdown: Cancel
             match workers.get(&k) {
                 Some(w) => w.update(pod),
                 None => {
+                    tracing::debug!(pod = ?pod.metadata.name, "pod worker started");
                     let w = PodWorker::spawn(ctx.clone(), pod, &tasks, shutdown.child_token());
                     workers.insert(k, w);
                 }

@@ -87,6 +87,19 @@ impl AddressPool {
         Some(ip)
     }
 
+    /// Hands the address held by `from` to `to` (an address set up before its pod was known);
+    /// `false` when `from` holds none.
+    pub fn transfer(&self, from: &str, to: &str) -> bool {
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        match taken.values_mut().find(|owner| *owner == from) {
+            Some(owner) => {
+                *owner = to.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Takes back pod `uid`'s address.
     pub fn release(&self, uid: &str) {
         self.taken
@@ -135,6 +148,8 @@ mod tests {
             None,
             "a /30 has two usable addresses"
         );
+        assert!(pool.transfer("b", "b2") && !pool.transfer("b", "b3"));
+        assert_eq!(pool.allocate("b2", None), Some(ip("127.1.0.2")), "moved");
         pool.release("a");
         assert_eq!(
             pool.allocate("c", Some(ip("127.9.9.9"))),

@@ -110,6 +110,8 @@ pub struct Params {
     pub volumes: Arc<VolumeDirs>,
     /// The pod's address.
     pub ip: Ipv4Addr,
+    /// The pod's network namespace, when it has its own.
+    pub netns: Option<std::path::PathBuf>,
     /// The stop signal.
     pub stop: watch::Receiver<Option<StopSignal>>,
 }
@@ -254,6 +256,7 @@ pub async fn run(p: Params) -> Outcome {
             continue;
         };
 
+        tracing::debug!(pod = %pref.name, container = %name, "image ready");
         // The configuration.
         let config = tokio::select! {
             c = resolve(&p, &container) => c,
@@ -324,9 +327,11 @@ pub async fn run(p: Params) -> Outcome {
                 .and_then(|q| quantity::memory_bytes(&q.0)),
             cpu_millis: limits.get("cpu").and_then(|q| quantity::cpu_millis(&q.0)),
             listen: Some(SocketAddr::new(IpAddr::V4(p.ip), port)),
+            netns: p.netns.clone(),
             resolver: Some(p.ctx.proxy.resolver(&pref.namespace)),
             output: log.clone(),
         };
+        tracing::debug!(pod = %pref.name, container = %name, "configuration resolved; starting");
         if let Err(e) = p.runtime.start(spec).await {
             log.finish();
             event(EventType::Warning, "Failed", format!("Error: {e}"));
@@ -337,17 +342,7 @@ pub async fn run(p: Params) -> Outcome {
             continue;
         }
         retries.reset();
-        tracing::debug!(pod = %pref.name, container = %name, "container started");
-        event(
-            EventType::Normal,
-            "Created",
-            format!("Created container {name}"),
-        );
-        event(
-            EventType::Normal,
-            "Started",
-            format!("Started container {name}"),
-        );
+        tracing::debug!(pod = %pref.name, container = %name, "started");
         let started_at = Timestamp::now();
         let started = Instant::now();
         let is_app = p.kind == Kind::App;
@@ -359,6 +354,18 @@ pub async fn run(p: Params) -> Outcome {
             r.started = !has_startup;
             r.ready = is_app && !has_readiness && !has_startup;
         });
+        // The events after the status: the status patch goes out first, and nobody waits on
+        // the events.
+        event(
+            EventType::Normal,
+            "Created",
+            format!("Created container {name}"),
+        );
+        event(
+            EventType::Normal,
+            "Started",
+            format!("Started container {name}"),
+        );
 
         // Probes.
         let probes_stop = CancellationToken::new();

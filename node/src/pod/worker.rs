@@ -22,7 +22,7 @@ use super::state::{ContainerRecord, PodPhase, RestartPolicy, Transition, Waiting
 use super::volumes::{self, VolumeDirs};
 use super::{PodContext, PodState, SharedState};
 use crate::agent::events::{EventType, PodRef};
-use crate::runtime::{Runtime, WASMTIME_HANDLER};
+use crate::runtime::{PodNetwork, Runtime, WASMTIME_HANDLER};
 
 /// Longest wait for a pod's first status report (see `write_status`).
 const FIRST_REPORT_AFTER: Duration = Duration::from_millis(100);
@@ -143,9 +143,7 @@ async fn run(
         })
         .collect();
     let wanted_ip: Option<Ipv4Addr> = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
-    let ip = ctx.addresses.allocate(&pref.uid, wanted_ip);
     let mut state = PodState::new(policy, init, containers, &ctx.host_ip);
-    state.pod_ip = ip;
     state.start_time = Some(status.start_time.map_or_else(Timestamp::now, |t| t.0));
     let shared = SharedState::new(state);
 
@@ -165,8 +163,8 @@ async fn run(
     } else if let Some(grace) = deleting(&pod) {
         let _ = grace;
         Some(End::Deleting)
-    } else if let Some(ip) = ip {
-        let body = run_pod(ctx.clone(), shared.clone(), pod.clone(), ip, stop_rx);
+    } else {
+        let body = run_pod(ctx.clone(), shared.clone(), pod.clone(), wanted_ip, stop_rx);
         tokio::pin!(body);
         let end = loop {
             tokio::select! {
@@ -213,16 +211,6 @@ async fn run(
         } else {
             None
         }
-    } else {
-        shared.update(|s| {
-            for c in s.containers.iter_mut() {
-                let _ = c.apply(Transition::Failed {
-                    reason: WaitingReason::CreateContainerConfigError,
-                    message: "no free pod address in this node's pod range".into(),
-                });
-            }
-        });
-        None
     };
     let end = match end {
         Some(end) => end,
@@ -247,6 +235,9 @@ async fn run(
     }
     if end != End::Shutdown {
         ctx.addresses.release(&pref.uid);
+        for runtime in ctx.runtimes.values() {
+            runtime.remove_pod_network(&pref.uid).await;
+        }
         ctx.logs.remove_pod(&pref.namespace, &pref.name, &pref.uid);
         let _ = tokio::fs::remove_dir_all(ctx.pods_dir.join(&pref.uid)).await;
     }
@@ -277,7 +268,7 @@ async fn run_pod(
     ctx: Arc<PodContext>,
     shared: Arc<SharedState>,
     pod: Pod,
-    ip: Ipv4Addr,
+    wanted_ip: Option<Ipv4Addr>,
     stop: watch::Receiver<Option<StopSignal>>,
 ) {
     let pref = pod_ref(&pod);
@@ -286,6 +277,55 @@ async fn run_pod(
     else {
         return;
     };
+    tracing::debug!(pod = %pref.name, "runtime resolved");
+    let network = if spec.host_network == Some(true) {
+        PodNetwork::Node { note: None }
+    } else {
+        let Some(network) = retry_setup(&ctx, &shared, &pref, &stop, || async {
+            runtime
+                .pod_network(&pref.uid, wanted_ip)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        else {
+            return;
+        };
+        network
+    };
+    let (ip, netns) = match network {
+        PodNetwork::Own {
+            ip,
+            netns,
+            description,
+        } => {
+            let message = format!("Pod network: {description}");
+            ctx.events
+                .record(&pref, None, EventType::Normal, "PodNetwork", &message);
+            (ip, Some(netns))
+        }
+        PodNetwork::Node { note } => {
+            let Some(ip) = ctx.addresses.allocate(&pref.uid, wanted_ip) else {
+                shared.update(|s| {
+                    for c in s.init.iter_mut().chain(s.containers.iter_mut()) {
+                        let _ = c.apply(Transition::Failed {
+                            reason: WaitingReason::CreateContainerConfigError,
+                            message: "no free pod address in this node's pod range".into(),
+                        });
+                    }
+                });
+                return;
+            };
+            if let Some(note) = note {
+                let message = format!("Pod network: {note} ({ip})");
+                ctx.events
+                    .record(&pref, None, EventType::Normal, "PodNetwork", &message);
+            }
+            (ip, None)
+        }
+    };
+    shared.update(|s| s.pod_ip = Some(ip));
+    tracing::debug!(pod = %pref.name, %ip, "network ready");
     let pod_dir = ctx.pods_dir.join(&pref.uid);
     let Some(volumes) = retry_setup(&ctx, &shared, &pref, &stop, || {
         materialise_volumes(&ctx, &pod, ip, &pod_dir)
@@ -295,6 +335,7 @@ async fn run_pod(
         return;
     };
     let volumes = Arc::new(volumes);
+    tracing::debug!(pod = %pref.name, "volumes ready");
     let run = |kind: Kind, index: usize| {
         container::run(container::Params {
             ctx: ctx.clone(),
@@ -305,6 +346,7 @@ async fn run_pod(
             runtime: runtime.clone(),
             volumes: volumes.clone(),
             ip,
+            netns: netns.clone(),
             stop: stop.clone(),
         })
     };
@@ -445,7 +487,7 @@ async fn write_status(
                 .await
             {
                 Ok(_) => {
-                    tracing::debug!(pod = %pref.name, "pod status written");
+                    tracing::debug!(pod = %pref.name, phase = %status["phase"], "status patched");
                     last = Some(status)
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => return,

@@ -11,7 +11,7 @@
 pub mod oci;
 pub mod wasmtime;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,6 +143,8 @@ pub struct ContainerSpec {
     pub cpu_millis: Option<u64>,
     /// Where an HTTP service listens (pod IP and container port).
     pub listen: Option<SocketAddr>,
+    /// The network namespace to join (from [`Runtime::pod_network`]); `None`: the node's.
+    pub netns: Option<PathBuf>,
     /// Resolves Service names for the container's outgoing HTTP (Wasm guests have no DNS).
     pub resolver: Option<Arc<dyn NameResolver>>,
     /// Where output goes.
@@ -263,4 +265,43 @@ pub trait Runtime: Send + Sync + 'static {
     fn outlives_agent(&self) -> bool {
         false
     }
+
+    /// Gives pod `pod_uid` its network before its containers start (`wanted`: the address it
+    /// had, for a pod an earlier agent ran). The default: the pod uses the node's network and
+    /// an address from the node's pod range.
+    fn pod_network<'a>(
+        &'a self,
+        pod_uid: &'a str,
+        wanted: Option<Ipv4Addr>,
+    ) -> BoxFuture<'a, Result<PodNetwork, RuntimeError>> {
+        let _ = (pod_uid, wanted);
+        Box::pin(async { Ok(PodNetwork::Node { note: None }) })
+    }
+
+    /// Takes away what [`Runtime::pod_network`] gave pod `pod_uid`, once the pod is gone (a
+    /// no-op when it gave nothing).
+    fn remove_pod_network<'a>(&'a self, pod_uid: &'a str) -> BoxFuture<'a, ()> {
+        let _ = pod_uid;
+        Box::pin(async {})
+    }
+}
+
+/// Where a pod's network comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodNetwork {
+    /// The node's network: the pod's address comes from the node's pod range and is one of the
+    /// node's own (Wasm pods; container pods when the agent is not root).
+    Node {
+        /// Why, for the pod's events (`None`: nothing worth saying).
+        note: Option<String>,
+    },
+    /// A network of the pod's own.
+    Own {
+        /// The pod's address.
+        ip: Ipv4Addr,
+        /// The network namespace its containers join.
+        netns: PathBuf,
+        /// What it is, for the pod's events.
+        description: String,
+    },
 }

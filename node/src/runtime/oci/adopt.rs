@@ -77,7 +77,8 @@ pub async fn remove_unclaimed(
     };
     for entry in entries.flatten() {
         let id = entry.file_name().to_string_lossy().into_owned();
-        if claimed.contains(&id) {
+        // A spare root filesystem is the live agent's own (see `super::SPARE_PREFIX`).
+        if claimed.contains(&id) || id.starts_with(super::SPARE_PREFIX) {
             continue;
         }
         if matches!(binary.state(&id).await, Ok(None)) {

@@ -10,20 +10,27 @@
 //! - [`exit`]: the container's exit code and the OOM killer.
 //! - [`output`]: stdout/stderr files followed into the agent's log store.
 //! - [`adopt`]: containers that outlive an agent restart.
+//! - [`network`]: a pod's own network namespace with a veth into the node's bridge (as root).
 //!
 //! On disk, under the agent's data directory: `oci/images/<digest>/rootfs` (unpacked images,
 //! shared by handlers), `oci/<handler>/state` (the runtime's `--root`) and
 //! `oci/<handler>/containers/<id>/` (bundle: `config.json`, `rootfs`, overlay `upper`/`work`,
 //! `hosts`, `stdout`, `stderr`, `runtime.log`). Deleting a container removes its directory,
-//! mount and cgroup.
+//! mount and cgroup. `oci/<handler>/containers/.spare-<n>/`: a root filesystem made ahead for
+//! the next container of an image (see [`SPARE_PREFIX`]).
 //!
-//! Networking: containers share the host's network namespace; the pod's address (a loopback
-//! address from the node's pod range, see `pod::address`) is on the host, so a container that
-//! listens on it (or on all addresses) is reachable there.
+//! Networking: when the agent runs as root, each container pod gets a network namespace of its
+//! own with an `eth0` on the node's bridge and an address from the bridge's range
+//! ([`network`]); the node's proxy and probes reach it there. Otherwise (or when the bridge
+//! cannot be set up) containers share the host's network namespace: the pod's address (a
+//! loopback address from the node's pod range, see `pod::address`) is on the host, so a
+//! container that listens on it (or on all addresses) is reachable there. The pod's events say
+//! which one it got.
 
 pub mod adopt;
 pub mod detect;
 pub mod exit;
+pub mod network;
 pub mod output;
 pub mod rootfs;
 pub mod runc;
@@ -41,12 +48,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    ContainerId, ContainerSpec, ExecOutput, ExitStatus, ImageRequest, PreparedImage, Runtime,
-    RuntimeError, Workload,
+    ContainerId, ContainerSpec, ExecOutput, ExitStatus, ImageRequest, PodNetwork, PreparedImage,
+    Runtime, RuntimeError, Workload,
 };
 use crate::image::{ImageCache, ImageContent};
 use adopt::Found;
+use network::BridgeNetwork;
 use runc::RuntimeBinary;
+
+/// Names the directories of spare root filesystems under the containers directory: one per
+/// image, made right after a container of that image started, so the next container of it
+/// takes a ready overlay (a rename) instead of mounting one on its path to Running.
+pub const SPARE_PREFIX: &str = ".spare-";
+
+/// How long after a container started the spares (root filesystem, network) are made: the
+/// pod's status update goes out first, not competing with them for the CPU (and the kernel's
+/// network lock).
+const REFILL_DELAY: Duration = Duration::from_millis(100);
 
 /// Extra time after SIGKILL for the runtime to report the container gone.
 const KILL_SLACK: Duration = Duration::from_secs(10);
@@ -71,6 +89,11 @@ struct Inner {
     found_at_start: Mutex<HashSet<String>>,
     unpacking: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
+    /// Pods' own networks, or why pods share the host's.
+    network: Result<Arc<BridgeNetwork>, String>,
+    /// A ready container directory (overlay mounted) per unpacked image rootfs.
+    spare_rootfs: Mutex<HashMap<PathBuf, PathBuf>>,
+    spare_seq: std::sync::atomic::AtomicU64,
 }
 
 /// An image unpacked and ready to start containers from.
@@ -101,13 +124,15 @@ impl std::fmt::Debug for OciRuntime {
 
 impl OciRuntime {
     /// The plugin for `binary` as RuntimeClass handler `handler`, its containers under
-    /// `data_dir/oci/<handler>`. Containers an earlier agent left running are kept for their pods
-    /// to claim; those unclaimed after [`adopt::ORPHAN_GRACE`] are removed (on `tasks`).
+    /// `data_dir/oci/<handler>`, its pods on `network` (or, given why not, on the host's).
+    /// Containers an earlier agent left running are kept for their pods to claim; those
+    /// unclaimed after [`adopt::ORPHAN_GRACE`] are removed (on `tasks`), with their networks.
     pub async fn new(
         handler: &str,
         binary: RuntimeBinary,
         data_dir: &Path,
         images: ImageCache,
+        network: Result<Arc<BridgeNetwork>, String>,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> std::io::Result<OciRuntime> {
@@ -128,8 +153,43 @@ impl OciRuntime {
                 found_at_start: Mutex::default(),
                 unpacking: tokio::sync::Mutex::new(()),
                 tasks: TaskTracker::new(),
+                network,
+                spare_rootfs: Mutex::default(),
+                spare_seq: std::sync::atomic::AtomicU64::new(0),
             }),
         };
+        if let Ok(network) = &runtime.inner.network {
+            let (network, stop) = (network.clone(), shutdown.clone());
+            // The first spare comes with the first container pod: an agent that runs none
+            // makes no namespaces.
+            tasks.spawn(async move {
+                stop.cancelled().await;
+                network.drop_spare().await;
+            });
+        }
+        // Spare root filesystems an earlier agent left; this one's go when it stops.
+        for entry in std::fs::read_dir(&runtime.inner.containers_dir)?.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(SPARE_PREFIX)
+            {
+                runtime.remove_dir(&entry.path()).await;
+            }
+        }
+        {
+            let (me, stop) = (runtime.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                stop.cancelled().await;
+                let spares: Vec<PathBuf> = lock(&me.inner.spare_rootfs)
+                    .drain()
+                    .map(|(_, d)| d)
+                    .collect();
+                for dir in spares {
+                    me.remove_dir(&dir).await;
+                }
+            });
+        }
         let orphans = adopt::found_at_start(&runtime.inner.binary).await;
         *lock(&runtime.inner.found_at_start) = orphans.clone();
         let me = runtime.clone();
@@ -146,6 +206,9 @@ impl OciRuntime {
                 &claimed,
             )
             .await;
+            if let Ok(network) = &me.inner.network {
+                network.remove_unattached().await;
+            }
         });
         Ok(runtime)
     }
@@ -267,12 +330,26 @@ impl OciRuntime {
         let io = |what: &str, e: std::io::Error| {
             RuntimeError::Create(format!("container {}: {what}: {e}", spec.id))
         };
-        std::fs::create_dir_all(dir).map_err(|e| io("cannot create its directory", e))?;
-        let (image, d) = (prepared.rootfs.clone(), dir.to_path_buf());
-        tokio::task::spawn_blocking(move || rootfs::make_container_rootfs(&image, &d))
-            .await
-            .map_err(|e| RuntimeError::Create(format!("rootfs task failed: {e}")))?
-            .map_err(|e| io("cannot make its root filesystem", e))?;
+        let spare = lock(&self.inner.spare_rootfs).remove(&prepared.rootfs);
+        let took_spare = match spare {
+            Some(spare) => match std::fs::rename(&spare, dir) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(dir = %spare.display(), error = %e, "cannot use a spare root filesystem");
+                    self.remove_dir(&spare).await;
+                    false
+                }
+            },
+            None => false,
+        };
+        if !took_spare {
+            std::fs::create_dir_all(dir).map_err(|e| io("cannot create its directory", e))?;
+            let (image, d) = (prepared.rootfs.clone(), dir.to_path_buf());
+            tokio::task::spawn_blocking(move || rootfs::make_container_rootfs(&image, &d))
+                .await
+                .map_err(|e| RuntimeError::Create(format!("rootfs task failed: {e}")))?
+                .map_err(|e| io("cannot make its root filesystem", e))?;
+        }
         let files = spec::HostFiles {
             rootfs: dir.join("rootfs"),
             hosts: dir.join("hosts"),
@@ -288,10 +365,58 @@ impl OciRuntime {
         let (stdout, stderr) =
             output::open_for_container(dir).map_err(|e| io("cannot open its output files", e))?;
         let binary = &self.inner.binary;
-        binary
+        let pid = binary
             .run_detached(&spec.id.0, dir, stdout, stderr)
             .await
-            .map_err(|e| RuntimeError::Create(format!("{}: {e}", self.inner.handler)))
+            .map_err(|e| RuntimeError::Create(format!("{}: {e}", self.inner.handler)))?;
+        self.refill(&prepared.rootfs, spec.netns.is_some());
+        Ok(pid)
+    }
+
+    /// After a container started: a spare root filesystem of its image and, when it has a
+    /// network of its own, a spare network, made in the background once [`REFILL_DELAY`] passed.
+    fn refill(&self, image: &Path, network: bool) {
+        let me = self.clone();
+        let image = image.to_path_buf();
+        self.inner.tasks.spawn(async move {
+            tokio::time::sleep(REFILL_DELAY).await;
+            me.refill_rootfs(&image);
+            if let (true, Ok(network)) = (network, &me.inner.network) {
+                network.refill().await;
+            }
+        });
+    }
+
+    /// Makes a spare root filesystem over `image` in the background, unless there is one.
+    fn refill_rootfs(&self, image: &Path) {
+        if lock(&self.inner.spare_rootfs).contains_key(image) {
+            return;
+        }
+        let n = self
+            .inner
+            .spare_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.inner.containers_dir.join(format!("{SPARE_PREFIX}{n}"));
+        let (me, image) = (self.clone(), image.to_path_buf());
+        self.inner.tasks.spawn(async move {
+            let (i, d) = (image.clone(), dir.clone());
+            let made = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&d)?;
+                rootfs::make_container_rootfs(&i, &d)
+            })
+            .await;
+            let kept = matches!(made, Ok(Ok(_))) && {
+                let mut spares = lock(&me.inner.spare_rootfs);
+                let free = !spares.contains_key(&image);
+                if free {
+                    spares.insert(image, dir.clone());
+                }
+                free
+            };
+            if !kept {
+                me.remove_dir(&dir).await;
+            }
+        });
     }
 
     /// Follows the container's output and publishes its exit status when it ends.
@@ -478,6 +603,52 @@ impl Runtime for OciRuntime {
 
     fn outlives_agent(&self) -> bool {
         true
+    }
+
+    fn pod_network<'a>(
+        &'a self,
+        pod_uid: &'a str,
+        wanted: Option<std::net::Ipv4Addr>,
+    ) -> BoxFuture<'a, Result<PodNetwork, RuntimeError>> {
+        async move {
+            match &self.inner.network {
+                Ok(network) => {
+                    let _ = wanted; // the address comes with the network
+                    // The next pod's network is made once this one's container started.
+                    let attached = network
+                        .attach(pod_uid)
+                        .await
+                        .map_err(RuntimeError::Create)?;
+                    Ok(PodNetwork::Own {
+                        description: format!(
+                            "own network namespace {}: eth0 {}/{} on bridge {}",
+                            attached.netns.display(),
+                            attached.ip,
+                            network.range().prefix,
+                            network.bridge()
+                        ),
+                        ip: attached.ip,
+                        netns: attached.netns,
+                    })
+                }
+                Err(why) => Ok(PodNetwork::Node {
+                    note: Some(format!(
+                        "host network: {why}, so the containers share the node's network \
+                         namespace and serve on the pod's address from the node's pod range"
+                    )),
+                }),
+            }
+        }
+        .boxed()
+    }
+
+    fn remove_pod_network<'a>(&'a self, pod_uid: &'a str) -> BoxFuture<'a, ()> {
+        async move {
+            if let Ok(network) = &self.inner.network {
+                network.detach(pod_uid).await;
+            }
+        }
+        .boxed()
     }
 }
 

@@ -7,8 +7,9 @@
 //! - cwd: the pod's `workingDir`, else the image's `WorkingDir`, else `/`.
 //! - user: the image's `User` (`uid[:gid]`, or names looked up in the rootfs' `/etc/passwd` and
 //!   `/etc/group`).
-//! - namespaces: pid, ipc, uts and mount of its own; the host's network (the pod's address is
-//!   one of the host's, see `pod::address`).
+//! - namespaces: pid, ipc, uts and mount of its own; the pod's network namespace when it has
+//!   one (see [`super::network`]), else the host's (the pod's address is one of the host's, see
+//!   `pod::address`).
 //! - mounts: the defaults (`/proc`, `/dev`, `/sys`...), volumes as binds, `/etc/hosts` and
 //!   `/etc/resolv.conf`.
 //! - cgroups: under `/flotilla/<id>`, `limits.memory` as the memory limit and `limits.cpu` as a
@@ -17,8 +18,9 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
+    Spec, UserBuilder,
 };
 
 use crate::runtime::ContainerSpec;
@@ -269,14 +271,22 @@ pub fn build(
     out.set_mounts(Some(mounts));
     if let Some(linux) = out.linux_mut() {
         let namespaces = linux.namespaces().clone().map(|ns| {
-            ns.into_iter()
+            let mut ns: Vec<LinuxNamespace> = ns
+                .into_iter()
                 .filter(|n| {
                     !matches!(
                         n.typ(),
                         LinuxNamespaceType::Network | LinuxNamespaceType::Cgroup
                     )
                 })
-                .collect()
+                .collect();
+            if let Some(path) = &spec.netns {
+                let mut net = LinuxNamespace::default();
+                net.set_typ(LinuxNamespaceType::Network);
+                net.set_path(Some(path.clone()));
+                ns.push(net);
+            }
+            ns
         });
         linux.set_namespaces(namespaces);
         linux.set_cgroups_path(Some(PathBuf::from(cgroup_path(&spec.id.0))));
@@ -325,6 +335,7 @@ mod tests {
             memory_limit: Some(64 << 20),
             cpu_millis: Some(500),
             listen: None,
+            netns: None,
             output: Arc::new(Discard),
             resolver: None,
         }
@@ -379,6 +390,20 @@ mod tests {
             .map(|n| n["type"].as_str().unwrap())
             .collect();
         assert!(!ns.contains(&"network") && ns.contains(&"pid") && ns.contains(&"mount"));
+        let mut in_pod_network = spec(None, None);
+        in_pod_network.netns = Some("/run/netns/flotilla-uid".into());
+        let v2 = serde_json::to_value(build(&config, &in_pod_network, "web-1", &files).unwrap())
+            .unwrap();
+        let net = v2["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["type"] == "network")
+            .cloned();
+        assert_eq!(
+            net,
+            Some(json!({"type": "network", "path": "/run/netns/flotilla-uid"}))
+        );
         assert_eq!(v["linux"]["cgroupsPath"], "/flotilla/uid-main-0");
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
