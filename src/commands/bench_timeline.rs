@@ -99,9 +99,10 @@ fn record(pods: &mut HashMap<String, Stages>, pod: &Value, now: Instant) {
     if pod["status"]["phase"] == "Running" {
         stages.running.get_or_insert(now);
     }
-    let ready = pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    let ready = pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
     if ready {
         stages.ready.get_or_insert(now);
     }

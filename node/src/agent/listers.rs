@@ -95,7 +95,11 @@ impl std::fmt::Debug for Listers {
 
 impl Listers {
     /// Starts the watches on `tasks`; they end with `shutdown`.
-    pub fn start(client: &kube::Client, tasks: &TaskTracker, shutdown: &CancellationToken) -> Listers {
+    pub fn start(
+        client: &kube::Client,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Listers {
         Listers {
             services: Cache::start(Api::all(client.clone()), tasks, shutdown.child_token()),
             runtime_classes: Cache::start(Api::all(client.clone()), tasks, shutdown.child_token()),
@@ -121,8 +125,6 @@ impl Listers {
     /// The RuntimeClass `name` if the cache holds it (a class created a moment ago may not be
     /// there yet: ask the API then).
     pub fn runtime_class(&self, name: &str) -> Option<Arc<RuntimeClass>> {
-        self.runtime_classes
-            .store
-            .get(&ObjectRef::new(name))
+        self.runtime_classes.store.get(&ObjectRef::new(name))
     }
 }

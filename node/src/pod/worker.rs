@@ -418,12 +418,12 @@ async fn runtime_for(ctx: &PodContext, pod: &Pod) -> Result<Arc<dyn Runtime>, St
         Some(name) => match ctx.listers.runtime_class(&name) {
             Some(rc) => rc.handler.clone(),
             None => {
-            let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
-            match api.get_opt(&name).await {
-                Ok(Some(rc)) => rc.handler,
-                Ok(None) => return Err(format!("RuntimeClass \"{name}\" not found")),
-                Err(e) => return Err(format!("cannot read RuntimeClass \"{name}\": {e}")),
-            }
+                let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
+                match api.get_opt(&name).await {
+                    Ok(Some(rc)) => rc.handler,
+                    Ok(None) => return Err(format!("RuntimeClass \"{name}\" not found")),
+                    Err(e) => return Err(format!("cannot read RuntimeClass \"{name}\": {e}")),
+                }
             }
         },
     };
