@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::bench_stats::median;
 use super::bench_timeline::Timeline;
 
 /// Flags of `flotilla bench deployment`.
@@ -255,11 +256,6 @@ fn push(base: &str, wasm: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// Runs the benchmark.
 pub async fn run(args: DeploymentBenchArgs) -> anyhow::Result<()> {
     println!(
@@ -334,11 +330,13 @@ pub async fn run(args: DeploymentBenchArgs) -> anyhow::Result<()> {
         failover.push(took);
         let _ = &c.server;
     }
+    scale_out.sort();
+    failover.sort();
     println!(
         "  median: {} replicas Ready in {:.2} s; node failure → replacements Running in {:.2} s",
         args.replicas,
-        median(scale_out).as_secs_f64(),
-        median(failover).as_secs_f64()
+        median(&scale_out).as_secs_f64(),
+        median(&failover).as_secs_f64()
     );
     Ok(())
 }

@@ -268,34 +268,13 @@ impl DaemonSetController {
                     p
                 })
                 .collect();
-            let (created, err) = pods::create_all(&self.api, ns, new).await;
-            for n in created {
-                self.events.normal(
-                    owner::object_reference(&ds),
-                    "SuccessfulCreate",
-                    format!("Created pod: {n}"),
-                );
-            }
-            if let Some(e) = err {
-                self.events.warning(
-                    owner::object_reference(&ds),
-                    "FailedCreate",
-                    format!("Error creating: {}", e.message),
-                );
-            }
+            pods::create_recorded(&self.api, &self.events, &ds, ns, new).await;
             acted = true;
         }
         if !delete.is_empty() {
             delete.sort();
             delete.dedup();
-            let (deleted, _) = pods::delete_all(&self.api, ns, delete, None).await;
-            for n in deleted {
-                self.events.normal(
-                    owner::object_reference(&ds),
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {n}"),
-                );
-            }
+            pods::delete_recorded(&self.api, &self.events, &ds, ns, delete).await;
             acted = true;
         }
         // Revisions no live pod uses, beyond revisionHistoryLimit, go.
@@ -460,14 +439,11 @@ pub fn rolling_update(
 
 impl Reconciler for DaemonSetController {
     async fn reconcile(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
-        if key.is_all() {
-            // A node changed (every DaemonSet) or an orphan pod did (those of its namespace).
-            for k in runner::expand(&self.api, daemonsets(), key).await? {
-                self.sync(&k).await?;
-            }
-            return Ok(None);
-        }
-        self.sync(key).await
+        // An all-key: a node changed (every DaemonSet) or an orphan pod did (those of its namespace).
+        runner::sync_each(&self.api, daemonsets(), key, |k| async move {
+            self.sync(&k).await
+        })
+        .await
     }
 }
 

@@ -773,14 +773,11 @@ pub fn conditions(
 
 impl Reconciler for DeploymentController {
     async fn reconcile(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
-        if key.is_all() {
-            // An orphan ReplicaSet changed: every Deployment of its namespace looks for it.
-            for k in runner::expand(&self.api, deployments(), key).await? {
-                self.sync(&k).await?;
-            }
-            return Ok(None);
-        }
-        self.sync(key).await
+        // An all-key: an orphan ReplicaSet changed: every Deployment of its namespace looks for it.
+        runner::sync_each(&self.api, deployments(), key, |k| async move {
+            self.sync(&k).await
+        })
+        .await
     }
 }
 

@@ -277,14 +277,7 @@ impl JobController {
             .filter(|p| pods::is_active(p))
             .map(|p| objects::name(p).to_string())
             .collect();
-        let (deleted, err) = pods::delete_all(&self.api, ns, victims, None).await;
-        for n in deleted {
-            self.events.normal(
-                owner::object_reference(job),
-                "SuccessfulDelete",
-                format!("Deleted pod: {n}"),
-            );
-        }
+        let (_, err) = pods::delete_recorded(&self.api, &self.events, job, ns, victims).await;
         err.map_or(Ok(()), Err)
     }
 
@@ -451,21 +444,10 @@ impl JobController {
                         p
                     })
                     .collect();
-                let (created, err) = pods::create_all(&self.api, ns, new).await;
+                let (created, err) =
+                    pods::create_recorded(&self.api, &self.events, &job, ns, new).await;
                 t.active += created.len() as i64;
-                for n in created {
-                    self.events.normal(
-                        owner::object_reference(&job),
-                        "SuccessfulCreate",
-                        format!("Created pod: {n}"),
-                    );
-                }
-                if let Some(e) = err {
-                    self.events.warning(
-                        owner::object_reference(&job),
-                        "FailedCreate",
-                        format!("Error creating: {}", e.message),
-                    );
+                if err.is_some() {
                     requeue = Some(Duration::from_secs(1));
                 }
             }

@@ -12,6 +12,7 @@ use crate::apiserver::api::{Api, DeleteOptions, ListParams, WriteOptions};
 use crate::apiserver::error::{ApiError, ApiResult};
 use crate::apiserver::objects;
 use crate::apiserver::resources::{self, ResourceInfo};
+use crate::events::EventRecorder;
 
 /// Pod creations or deletions a controller has in flight at once (the store group-commits
 /// them).
@@ -182,6 +183,54 @@ pub async fn create_all(
         }
     }
     (names, first)
+}
+
+/// Creates `owner`'s pods concurrently and records what Kubernetes' controllers do: a
+/// `SuccessfulCreate` event per pod and a `FailedCreate` one for the first error. Returns the
+/// names created and that error.
+pub async fn create_recorded(
+    api: &Api,
+    events: &EventRecorder,
+    owner: &Value,
+    ns: &str,
+    pods_to_create: Vec<Value>,
+) -> (Vec<String>, Option<ApiError>) {
+    let (created, err) = create_all(api, ns, pods_to_create).await;
+    for n in &created {
+        events.normal(
+            super::owner::object_reference(owner),
+            "SuccessfulCreate",
+            format!("Created pod: {n}"),
+        );
+    }
+    if let Some(e) = &err {
+        events.warning(
+            super::owner::object_reference(owner),
+            "FailedCreate",
+            format!("Error creating: {}", e.message),
+        );
+    }
+    (created, err)
+}
+
+/// Deletes `owner`'s pods `names` gracefully and records a `SuccessfulDelete` event per pod
+/// deleted. Returns the names deleted (or already gone) and the first error.
+pub async fn delete_recorded(
+    api: &Api,
+    events: &EventRecorder,
+    owner: &Value,
+    ns: &str,
+    names: Vec<String>,
+) -> (Vec<String>, Option<ApiError>) {
+    let (deleted, err) = delete_all(api, ns, names, None).await;
+    for n in &deleted {
+        events.normal(
+            super::owner::object_reference(owner),
+            "SuccessfulDelete",
+            format!("Deleted pod: {n}"),
+        );
+    }
+    (deleted, err)
 }
 
 /// Deletes pods concurrently (gracefully, or with `grace` seconds); returns the names

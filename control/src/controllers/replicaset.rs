@@ -136,21 +136,9 @@ impl ReplicaSetController {
                 let new: Vec<Value> = (0..-diff)
                     .map(|_| pods::from_template(&rs["spec"]["template"], &rs, &prefix, &[]))
                     .collect();
-                let (created, err) = pods::create_all(&self.api, ns, new).await;
-                for n in &created {
-                    self.events.normal(
-                        owner::object_reference(&rs),
-                        "SuccessfulCreate",
-                        format!("Created pod: {n}"),
-                    );
-                }
+                let (_, err) = pods::create_recorded(&self.api, &self.events, &rs, ns, new).await;
                 if let Some(e) = err {
-                    self.events.warning(
-                        owner::object_reference(&rs),
-                        "FailedCreate",
-                        format!("Error creating: {}", e.message),
-                    );
-                    failure = Some(e.message.clone());
+                    failure = Some(e.message);
                 }
                 changed = true;
             } else if diff > 0 {
@@ -160,14 +148,8 @@ impl ReplicaSetController {
                     .take(diff as usize)
                     .map(|p| objects::name(p).to_string())
                     .collect();
-                let (deleted, err) = pods::delete_all(&self.api, ns, victims, None).await;
-                for n in &deleted {
-                    self.events.normal(
-                        owner::object_reference(&rs),
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {n}"),
-                    );
-                }
+                let (_, err) =
+                    pods::delete_recorded(&self.api, &self.events, &rs, ns, victims).await;
                 if let Some(e) = err {
                     failure = Some(e.message.clone());
                 }
@@ -242,14 +224,11 @@ pub async fn write_status(
 
 impl Reconciler for ReplicaSetController {
     async fn reconcile(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
-        if key.is_all() {
-            // An orphan pod changed: every ReplicaSet of its namespace looks for it.
-            for k in runner::expand(&self.api, replicasets(), key).await? {
-                self.sync(&k).await?;
-            }
-            return Ok(None);
-        }
-        self.sync(key).await
+        // An all-key: an orphan pod changed: every ReplicaSet of its namespace looks for it.
+        runner::sync_each(&self.api, replicasets(), key, |k| async move {
+            self.sync(&k).await
+        })
+        .await
     }
 }
 

@@ -150,6 +150,27 @@ pub async fn expand(api: &Api, res: &ResourceInfo, key: &ObjectKey) -> ApiResult
     Ok(items.iter().map(ObjectKey::of).collect())
 }
 
+/// Reconciles `key` with `sync`: an [`ObjectKey::all_in`] key (an orphan, or a node, changed)
+/// syncs every object of `res` in its namespace, one after another; any other key its object.
+pub async fn sync_each<F, Fut>(
+    api: &Api,
+    res: &ResourceInfo,
+    key: &ObjectKey,
+    sync: F,
+) -> ApiResult<Option<Duration>>
+where
+    F: Fn(ObjectKey) -> Fut,
+    Fut: Future<Output = ApiResult<Option<Duration>>>,
+{
+    if !key.is_all() {
+        return sync(key.clone()).await;
+    }
+    for k in expand(api, res, key).await? {
+        sync(k).await?;
+    }
+    Ok(None)
+}
+
 /// A controller's reconcile function.
 pub trait Reconciler: Send + Sync + 'static {
     /// Brings the object named by `key` (which may be gone) towards its desired state.
