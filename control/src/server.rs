@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -203,6 +204,13 @@ pub async fn serve_with_store(
     })
     .merge(crate::registry::router(registry));
     tracing::info!(%addr, "control plane serving");
+    // Without TCP_NODELAY a watch's small event writes wait for the client's delayed ACK
+    // (Nagle's algorithm): tens of milliseconds per event on an otherwise idle connection.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
