@@ -9,7 +9,10 @@
 //!    served one request);
 //! 4. hello requests/s under keep-alive load with `wrk`, against this engine and, alternating in
 //!    the same run, against `wasmtime serve` on the same component (`--wasmtime PATH`, else
-//!    `$WASMTIME`, else `~/.cache/flotilla/wasmtime-cli/bin/wasmtime`, else `wasmtime` on PATH).
+//!    `$WASMTIME`, else `~/.cache/flotilla/wasmtime-cli/bin/wasmtime`, else `wasmtime` on PATH);
+//! 5. neighbour isolation: p99 of sequential keep-alive hello requests, quiet and while an
+//!    infinite loop and a memory bomb run as commands beside the service, with the command
+//!    threads at nice 10 (the default) and, alternating in the same run, at nice 0.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::bench_stats::{median, percentile};
 use anyhow::{Context, bail};
 use clap::Args;
-use flotilla_wasm::{CacheOutcome, Engine, EngineConfig, HttpSpec};
+use flotilla_wasm::{CacheOutcome, CommandSpec, Engine, EngineConfig, Error, HttpSpec, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -44,6 +47,9 @@ pub struct WasmBenchArgs {
     /// `wrk` connections.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
+    /// Sequential requests per p99 in the isolation section (0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    pub isolation_requests: usize,
     /// The `wasmtime` CLI to compare with (`wasmtime serve`).
     #[arg(long, value_name = "PATH")]
     pub wasmtime: Option<PathBuf>,
@@ -61,6 +67,9 @@ pub async fn run(args: WasmBenchArgs) -> anyhow::Result<()> {
     instantiation(&args.component, args.instantiations).await?;
     cold_start(&args.component, args.cold_starts).await?;
     idle_memory(&args.component, args.services).await?;
+    if args.isolation_requests > 0 {
+        isolation(&args.component, args.isolation_requests).await?;
+    }
     throughput(&args).await
 }
 
@@ -295,4 +304,165 @@ async fn throughput(args: &WasmBenchArgs) -> anyhow::Result<()> {
 fn median_f64(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// A WASI p1 command spinning forever without a host call.
+const INFINITE_LOOP: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (loop $spin (br $spin))))"#;
+
+/// A WASI p1 command growing (and touching) its memory a page at a time until refused.
+const MEMORY_BOMB: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (local $old i32)
+    (loop $grow
+      (local.set $old (memory.grow (i32.const 1)))
+      (if (i32.eq (local.get $old) (i32.const -1)) (then unreachable))
+      (i32.store8 (i32.shl (local.get $old) (i32.const 16)) (i32.const 1))
+      (br $grow))))"#;
+
+/// A keep-alive HTTP/1.1 client for `GET /`, enough for the hello component.
+struct KeepAlive {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    async fn connect(addr: SocketAddr) -> anyhow::Result<KeepAlive> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(KeepAlive {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// One request; returns once the whole response (headers and body) is in.
+    async fn get(&mut self) -> anyhow::Result<()> {
+        self.stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n")
+            .await?;
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                if !head.starts_with("http/1.1 200") {
+                    bail!("unexpected response: {head}");
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .context("the hello response has no content-length")?;
+                if self.buf.len() >= end + 4 + length {
+                    self.buf.drain(..end + 4 + length);
+                    return Ok(());
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("the connection closed mid-response");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// p99 latency of `n` sequential requests.
+    async fn p99(&mut self, n: usize) -> anyhow::Result<Duration> {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            self.get().await?;
+            times.push(started.elapsed());
+        }
+        times.sort();
+        Ok(percentile(&times, 0.99))
+    }
+}
+
+/// Quiet and loaded p99 of one engine whose command threads run at `nice`.
+async fn isolation_round(
+    component: &Path,
+    nice: i32,
+    requests: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let engine = Engine::new(EngineConfig {
+        command_nice: nice,
+        ..EngineConfig::default()
+    })?;
+    let hello = engine.load_file(component)?;
+    let spinner = engine.load_bytes(&wat::parse_str(INFINITE_LOOP)?)?;
+    let bomb = engine.load_bytes(&wat::parse_str(MEMORY_BOMB)?)?;
+    let service = engine.serve_http(
+        &hello,
+        TcpListener::bind("127.0.0.1:0").await?,
+        HttpSpec::default(),
+    )?;
+    let mut client = KeepAlive::connect(service.local_addr()).await?;
+    client.p99(requests / 4).await?; // warm up
+    let quiet = client.p99(requests).await?;
+
+    let spinning = engine.run_command(&spinner, CommandSpec::default())?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bombs = {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut runs = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let spec = CommandSpec {
+                    limits: Limits {
+                        memory_bytes: 1 << 30,
+                        ..Limits::default()
+                    },
+                    ..CommandSpec::default()
+                };
+                match engine.run_command(&bomb, spec)?.wait().await {
+                    Err(Error::OutOfMemory { .. }) => runs += 1,
+                    other => bail!("the memory bomb ended with {other:?}"),
+                }
+            }
+            Ok(runs)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let loaded = client.p99(requests).await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if spinning.is_finished() {
+        bail!("the infinite loop ended on its own");
+    }
+    spinning.stop(Duration::ZERO).await.ok();
+    let runs = bombs.await??;
+    if runs == 0 {
+        bail!("no memory bomb ran to its limit");
+    }
+    service.stop(Duration::from_secs(1)).await;
+    Ok((quiet, loaded))
+}
+
+async fn isolation(component: &Path, requests: usize) -> anyhow::Result<()> {
+    // Alternate the two settings so both see the same machine conditions.
+    let mut ratios: [Vec<f64>; 2] = Default::default();
+    let mut rounds: [Vec<(Duration, Duration)>; 2] = Default::default();
+    for _ in 0..3 {
+        for (i, nice) in [10, 0].into_iter().enumerate() {
+            let (quiet, loaded) = isolation_round(component, nice, requests).await?;
+            ratios[i].push(loaded.as_secs_f64() / quiet.as_secs_f64().max(1e-9));
+            rounds[i].push((quiet, loaded));
+        }
+    }
+    for (i, nice) in [10, 0].into_iter().enumerate() {
+        let shown: Vec<String> = rounds[i]
+            .iter()
+            .map(|(q, l)| format!("{:.0}/{:.0}", q.as_secs_f64() * 1e6, l.as_secs_f64() * 1e6))
+            .collect();
+        println!(
+            "neighbour isolation, command threads at nice {nice}: loaded/quiet p99 median {:.2}x (quiet/loaded p99 in us per round: {}; {requests} requests each)",
+            median_f64(&mut ratios[i]),
+            shown.join(", "),
+        );
+    }
+    Ok(())
 }

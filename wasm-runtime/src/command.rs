@@ -1,7 +1,8 @@
 //! Commands: WASI p1 modules and WASI p2 command components, run to completion.
 //!
 //! [`Engine::run_command`] sets up the WASI context (args, env, preopens, stdin,
-//! output into a [`LogSink`]), starts the guest on its own tokio task and
+//! output into a [`LogSink`]), starts the guest on a task on the engine's
+//! lower-priority command threads and
 //! returns a [`CommandHandle`]. The handle's [`wait`](CommandHandle::wait)
 //! gives the outcome — `Ok` for exit code 0, else the error kind
 //! ([`Error::Exit`], [`Error::Trap`], [`Error::OutOfMemory`], ...) — and
@@ -193,13 +194,13 @@ fn flatten(result: std::result::Result<Result<()>, tokio::task::JoinError>) -> R
 
 impl Engine {
     /// Starts a command (a WASI p1 module or p2 command component) on a new
-    /// task of the current tokio runtime.
+    /// task on the engine's command threads, which run at a lower CPU priority
+    /// (see [`crate::EngineConfig::command_nice`]).
     ///
     /// Set-up errors (a missing preopen directory, the wrong artifact kind)
     /// are returned here; everything the guest does is reported by the handle.
     pub fn run_command(&self, artifact: &Artifact, spec: CommandSpec) -> Result<CommandHandle> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::Engine("run_command needs a tokio runtime".into()))?;
+        let runtime = &self.inner().commands;
         let kill = KillSwitch::default();
         let guard = Guard::new(
             spec.limits.clone(),

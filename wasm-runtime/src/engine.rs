@@ -14,6 +14,7 @@ use wasmtime::{InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 use crate::artifact::{self, Artifact, Compiled};
 use crate::cache::{CacheOutcome, CompileCache, Lookup};
 use crate::command::{P1State, P2State};
+use crate::command_pool::CommandPool;
 use crate::error::{Error, Result};
 use crate::http::HttpState;
 use crate::limits::Throttle;
@@ -45,6 +46,14 @@ pub struct EngineConfig {
     /// wasm time after which a guest (a command, or one request) counts as
     /// long-running and needs a background slot to go on. 10 ms by default.
     pub long_running_after: Duration,
+    /// Threads that run guest commands (WASI p1 modules and p2 command
+    /// components); one per core by default. HTTP requests run on the
+    /// caller's tokio runtime instead.
+    pub command_threads: usize,
+    /// The nice value of the command threads (Linux): 10 by default, so that
+    /// batch and hostile commands yield the CPU to HTTP requests and to the
+    /// rest of the process the moment those wake up. 0 keeps normal priority.
+    pub command_nice: i32,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +69,8 @@ impl Default for EngineConfig {
                 .map(|n| n.get().saturating_sub(1).max(1))
                 .unwrap_or(1),
             long_running_after: Duration::from_millis(10),
+            command_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            command_nice: 10,
         }
     }
 }
@@ -88,6 +99,7 @@ pub(crate) struct Inner {
     pub(crate) linkers: Linkers,
     pub(crate) tick: Duration,
     pub(crate) throttle: Option<Arc<Throttle>>,
+    pub(crate) commands: CommandPool,
     cache: Option<CompileCache>,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -108,8 +120,8 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Builds the engine and starts its epoch ticker thread (it ends when the
-    /// last clone of the engine is dropped).
+    /// Builds the engine and starts its epoch ticker thread and its command
+    /// threads (they end when the last clone of the engine is dropped).
     pub fn new(config: EngineConfig) -> Result<Engine> {
         let wasmtime = wasmtime::Engine::new(&wasmtime_config(&config)).map_err(Error::engine)?;
         let linkers = build_linkers(&wasmtime).map_err(Error::engine)?;
@@ -131,6 +143,7 @@ impl Engine {
                         config.epoch_tick,
                     )
                 }),
+                commands: CommandPool::new(config.command_threads, config.command_nice)?,
                 cache,
                 ticker_stop,
             }),

@@ -20,12 +20,14 @@
 //! - [`log`]: sinks for guests' stdout and stderr.
 //! - [`error`]: the error kinds.
 //!
-//! Everything async runs on the caller's tokio runtime; guests yield to it at
-//! every epoch tick, so a spinning guest never starves its neighbours' tasks.
+//! HTTP services run on the caller's tokio runtime; commands run on the
+//! engine's own lower-priority threads (`command_pool`). Guests yield at every
+//! epoch tick, so a spinning guest never starves its neighbours' tasks.
 
 pub mod artifact;
 pub mod cache;
 pub mod command;
+mod command_pool;
 pub mod engine;
 pub mod error;
 pub mod http;

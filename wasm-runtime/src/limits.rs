@@ -16,7 +16,9 @@
 //! engine-wide "background" slots (by default one core fewer than the machine
 //! has). A spinning or memory-bombing guest therefore never holds every core,
 //! and short requests — which finish well under the threshold — always find a
-//! worker free. That is what keeps neighbours' latency flat.
+//! worker free. Commands also run on the engine's lower-priority threads
+//! (`command_pool`), so the kernel preempts them when a request wakes up; the
+//! two together are what keep neighbours' latency flat.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
