@@ -59,19 +59,21 @@ async fn hello_keeps_its_latency_while_a_memory_bomb_and_an_infinite_loop_run() 
         .unwrap();
     let mut client = Client::connect(service.local_addr()).await;
     p99(&mut client, 200).await; // warm up
-    const N: usize = 500;
+    const N: usize = 2_000;
 
     // The machine is shared (other builds may run beside this test), so each
     // comparison is made on back-to-back measurements and retried a few times;
     // a genuine isolation failure fails every attempt.
     //
-    // The 2x bound needs a core for each CPU-bound neighbour besides the service's own: with
-    // fewer (these CI machines have 2), the spinner and the bomb leave the service about half a
-    // core and the kernel's timeslices, not the engine, set its p99 (measured 2.5-3x here). There
-    // the test still proves the neighbours cannot starve it (a spinner that never yielded would
-    // put the p99 in the hundreds of milliseconds) with a looser bound, and says so.
+    // Commands run on the engine's lower-priority threads, so the kernel preempts the spinner
+    // and the bomb whenever a request wakes up. Where each CPU-bound neighbour has a core of
+    // its own the bound is the 2x. On fewer cores (these CI machines have 2) this
+    // debug-build test measured 1.2-3.1x with other jobs running (the bomb's page faults and
+    // memory resets are kernel work that niceness does not fully push aside), so it checks 3x
+    // there and says so. The release figure, side by side with the
+    // commands at normal priority, is `flotilla bench wasm`'s isolation section (BENCHMARKS.md).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let bound = if cores >= 4 { 2 } else { 5 };
+    let bound = if cores >= 4 { 2 } else { 3 };
     if bound != 2 {
         eprintln!("{cores} cores: checking loaded p99 <= {bound}x quiet p99 instead of 2x");
     }
