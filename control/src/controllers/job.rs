@@ -463,8 +463,12 @@ impl JobController {
                     .take((-n) as usize)
                     .map(|p| objects::name(p).to_string())
                     .collect();
-                let (deleted, _) = pods::delete_all(&self.api, ns, victims, None).await;
+                let (deleted, err) =
+                    pods::delete_recorded(&self.api, &self.events, &job, ns, victims).await;
                 t.active -= deleted.len() as i64;
+                if err.is_some() {
+                    requeue = Some(Duration::from_secs(1));
+                }
             }
             Decision::Run(_) => {}
             Decision::Complete => {
