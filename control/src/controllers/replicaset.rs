@@ -332,6 +332,9 @@ pub async fn run(api: Api, pods: PodCache, shutdown: CancellationToken) {
         name: "replicaset",
         workers: 4,
         resync: Duration::from_secs(10),
+        // A sync counts every pod of the ReplicaSet; while a thousand of them start, one
+        // sync per 100 ms instead of one per pod event.
+        batch: Duration::from_millis(100),
     };
     runner::run(api, watched, Arc::new(controller), config, shutdown).await;
     let _ = events.await;

@@ -234,6 +234,10 @@ pub struct RunnerConfig {
     pub workers: usize,
     /// Every object of the primary kind is reconciled at least this often.
     pub resync: Duration,
+    /// Least time between the starts of two reconciles of one key (Kubernetes' endpoint
+    /// controllers' "batch period"): changes arriving sooner are handled together by the next
+    /// reconcile. A key's first reconcile is never held back. Zero: no batching.
+    pub batch: Duration,
 }
 
 /// Delay before the `n`th retry of a failing key: 20 ms doubling to 5 s.
@@ -292,6 +296,10 @@ pub async fn run<R: Reconciler>(
     let mut delayed: BTreeMap<(Instant, u64), ObjectKey> = BTreeMap::new();
     let mut seq = 0u64;
     let mut failures: HashMap<ObjectKey, u32> = HashMap::new();
+    // When each recently started key may start again, and the keys waiting for that in
+    // `delayed` (so a burst of changes holds one entry per key).
+    let mut not_before: HashMap<ObjectKey, Instant> = HashMap::new();
+    let mut held: HashSet<ObjectKey> = HashSet::new();
     let mut running: JoinSet<(ObjectKey, ApiResult<Option<Duration>>)> = JoinSet::new();
 
     let add =
@@ -310,6 +318,22 @@ pub async fn run<R: Reconciler>(
             if processing.contains(&key) {
                 dirty.insert(key);
                 continue;
+            }
+            let now = Instant::now();
+            if let Some(&at) = not_before.get(&key)
+                && at > now
+            {
+                if held.insert(key.clone()) {
+                    seq += 1;
+                    delayed.insert((at, seq), key);
+                }
+                continue;
+            }
+            if !config.batch.is_zero() {
+                if not_before.len() > 4096 {
+                    not_before.retain(|_, at| *at > now);
+                }
+                not_before.insert(key.clone(), now + config.batch);
             }
             processing.insert(key.clone());
             let r = reconciler.clone();
@@ -362,6 +386,7 @@ pub async fn run<R: Reconciler>(
                         break;
                     }
                     let key = entry.remove();
+                    held.remove(&key);
                     add(key, &mut pending, &mut queued);
                 }
             }
