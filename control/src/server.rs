@@ -156,8 +156,15 @@ pub async fn serve_with_store(
         api.clone(),
         controllers_token.clone(),
     ));
+    let pod_cache = controllers::pod_cache::PodCache::new();
+    tasks.spawn(
+        pod_cache
+            .clone()
+            .run(api.clone(), controllers_token.clone()),
+    );
     tasks.spawn(controllers::replicaset::run(
         api.clone(),
+        pod_cache,
         controllers_token.clone(),
     ));
     tasks.spawn(controllers::deployment::run(

@@ -460,6 +460,7 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
         name: "daemonset",
         workers: 2,
         resync: Duration::from_secs(10),
+        batch: Duration::ZERO,
     };
     runner::run(api, watched, Arc::new(controller), config, shutdown).await;
     let _ = events.await;

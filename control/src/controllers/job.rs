@@ -560,6 +560,7 @@ pub async fn run(api: Api, config: JobConfig, shutdown: CancellationToken) {
         name: "job",
         workers: 4,
         resync: Duration::from_secs(10),
+        batch: Duration::ZERO,
     };
     runner::run(api, watched, Arc::new(controller), config, shutdown).await;
     let _ = events.await;

@@ -3,6 +3,9 @@
 //!
 //! - [`runner`]: watches, resync and the work queue every workload controller shares.
 //! - [`owner`], [`pods`]: ownerReferences and what controllers read from and make of pods.
+//! - [`pod_cache`]: every pod, fed by the store's watch and indexed by namespace and
+//!   controller, shared by controllers; [`expectations`]: the writes a controller reading it
+//!   waits to observe before it writes again.
 //! - [`namespace`]: empties a terminating namespace, then removes it; gives every namespace its
 //!   `default` ServiceAccount.
 //! - [`replicaset`], [`deployment`] (with the pure [`rollout`] arithmetic), [`job`] (with
@@ -19,12 +22,14 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod expectations;
 pub mod garbage_collector;
 pub mod job;
 pub mod job_tracking;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod owner;
+pub mod pod_cache;
 pub mod pods;
 pub mod replicaset;
 pub mod rollout;

@@ -3,10 +3,12 @@
 //! at a time (a key changed while it is being reconciled is reconciled again afterwards),
 //! retries failures with a growing delay and honours requeue-after requests.
 //!
-//! Reconcilers read the store through [`Api`] (never a cache), so they always see what was
-//! last written and need no client-go style "expectations"; the queue only decides *when* to
-//! look again, never *what* is true. That makes every controller level-triggered and lets it
-//! resume after a restart from nothing but the store.
+//! A watched kind's changes come either from the store's watch or, for pods, from the shared
+//! [`PodCache`] ([`Source`]). Reconcilers that read the store through [`Api`] always see what
+//! was last written; those that read the pod cache guard their writes with
+//! [`expectations`](super::expectations). Either way the queue only decides *when* to look
+//! again, never *what* is true: every controller is level-triggered and resumes after a
+//! restart from nothing but the store.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -24,6 +26,8 @@ use crate::apiserver::error::ApiResult;
 use crate::apiserver::objects;
 use crate::apiserver::resources::ResourceInfo;
 use crate::store::EventType;
+
+use super::pod_cache::{PodCache, PodEvent};
 
 /// The namespace and name of an object a controller reconciles.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,6 +78,24 @@ impl std::fmt::Display for ObjectKey {
 /// it sees the object's `metadata` only.
 pub type KeyMapper = Arc<dyn Fn(&Value) -> Vec<ObjectKey> + Send + Sync>;
 
+/// Sees each pod change of a cache-fed [`Watched`] before its keys are queued (e.g. to lower
+/// [`expectations`](super::expectations)).
+pub type PodObserver = Arc<dyn Fn(&PodEvent) + Send + Sync>;
+
+/// Where a [`Watched`] kind's changes come from.
+#[derive(Clone)]
+pub enum Source {
+    /// The store's watch of the kind (each event's metadata decoded).
+    Store,
+    /// The shared pod cache's events (the kind is pods).
+    Pods {
+        /// The cache.
+        cache: PodCache,
+        /// Shown every event first.
+        observe: PodObserver,
+    },
+}
+
 /// A kind a controller watches, with how its changes map to the controller's keys.
 #[derive(Clone)]
 pub struct Watched {
@@ -81,6 +103,8 @@ pub struct Watched {
     pub res: &'static ResourceInfo,
     /// The mapping.
     pub map: KeyMapper,
+    /// Where the changes come from.
+    pub source: Source,
 }
 
 impl Watched {
@@ -89,6 +113,7 @@ impl Watched {
         Watched {
             res,
             map: Arc::new(|o| vec![ObjectKey::of(o)]),
+            source: Source::Store,
         }
     }
 
@@ -109,6 +134,7 @@ impl Watched {
                     })
                     .unwrap_or_default()
             }),
+            source: Source::Store,
         }
     }
 
@@ -126,6 +152,7 @@ impl Watched {
                 }
                 vec![ObjectKey::all_in(objects::namespace(o))]
             }),
+            source: Source::Store,
         }
     }
 
@@ -137,6 +164,23 @@ impl Watched {
         Watched {
             res,
             map: Arc::new(map),
+            source: Source::Store,
+        }
+    }
+
+    /// The same mapping, fed by `cache`'s events (showing each to `observe` first) instead of
+    /// a store watch of its own; `res` must be pods.
+    pub fn from_cache(
+        self,
+        cache: &PodCache,
+        observe: impl Fn(&PodEvent) + Send + Sync + 'static,
+    ) -> Watched {
+        Watched {
+            source: Source::Pods {
+                cache: cache.clone(),
+                observe: Arc::new(observe),
+            },
+            ..self
         }
     }
 }
@@ -190,6 +234,10 @@ pub struct RunnerConfig {
     pub workers: usize,
     /// Every object of the primary kind is reconciled at least this often.
     pub resync: Duration,
+    /// Least time between the starts of two reconciles of one key (Kubernetes' endpoint
+    /// controllers' "batch period"): changes arriving sooner are handled together by the next
+    /// reconcile. A key's first reconcile is never held back. Zero: no batching.
+    pub batch: Duration,
 }
 
 /// Delay before the `n`th retry of a failing key: 20 ms doubling to 5 s.
@@ -209,13 +257,26 @@ pub async fn run<R: Reconciler>(
     let (tx, mut rx) = mpsc::unbounded_channel::<ObjectKey>();
     let mut watchers = JoinSet::new();
     for w in &watched {
-        watchers.spawn(watch_kind(
-            api.clone(),
-            w.clone(),
-            tx.clone(),
-            shutdown.clone(),
-            config.name,
-        ));
+        match &w.source {
+            Source::Store => {
+                watchers.spawn(watch_kind(
+                    api.clone(),
+                    w.clone(),
+                    tx.clone(),
+                    shutdown.clone(),
+                    config.name,
+                ));
+            }
+            Source::Pods { cache, observe } => {
+                watchers.spawn(follow_cache(
+                    cache.clone(),
+                    observe.clone(),
+                    w.map.clone(),
+                    tx.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
     }
     if let Some(primary) = watched.first() {
         watchers.spawn(resync(
@@ -235,6 +296,10 @@ pub async fn run<R: Reconciler>(
     let mut delayed: BTreeMap<(Instant, u64), ObjectKey> = BTreeMap::new();
     let mut seq = 0u64;
     let mut failures: HashMap<ObjectKey, u32> = HashMap::new();
+    // When each recently started key may start again, and the keys waiting for that in
+    // `delayed` (so a burst of changes holds one entry per key).
+    let mut not_before: HashMap<ObjectKey, Instant> = HashMap::new();
+    let mut held: HashSet<ObjectKey> = HashSet::new();
     let mut running: JoinSet<(ObjectKey, ApiResult<Option<Duration>>)> = JoinSet::new();
 
     let add =
@@ -253,6 +318,22 @@ pub async fn run<R: Reconciler>(
             if processing.contains(&key) {
                 dirty.insert(key);
                 continue;
+            }
+            let now = Instant::now();
+            if let Some(&at) = not_before.get(&key)
+                && at > now
+            {
+                if held.insert(key.clone()) {
+                    seq += 1;
+                    delayed.insert((at, seq), key);
+                }
+                continue;
+            }
+            if !config.batch.is_zero() {
+                if not_before.len() > 4096 {
+                    not_before.retain(|_, at| *at > now);
+                }
+                not_before.insert(key.clone(), now + config.batch);
             }
             processing.insert(key.clone());
             let r = reconciler.clone();
@@ -305,6 +386,7 @@ pub async fn run<R: Reconciler>(
                         break;
                     }
                     let key = entry.remove();
+                    held.remove(&key);
                     add(key, &mut pending, &mut queued);
                 }
             }
@@ -368,6 +450,37 @@ async fn watch_kind(
                     _ => break,
                 },
             }
+        }
+    }
+}
+
+/// Sends the mapped keys of both the old and the new version of every change of the pod
+/// cache, after showing the change to `observe`.
+async fn follow_cache(
+    cache: PodCache,
+    observe: PodObserver,
+    map: KeyMapper,
+    tx: mpsc::UnboundedSender<ObjectKey>,
+    shutdown: CancellationToken,
+) {
+    let mut events = cache.subscribe();
+    loop {
+        let e = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = events.recv() => match e {
+                Some(e) => e,
+                None => return,
+            },
+        };
+        observe(&e);
+        let mut keys = map(&e.pod);
+        if let Some(prev) = &e.prev {
+            keys.extend(map(prev));
+        }
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            let _ = tx.send(k);
         }
     }
 }

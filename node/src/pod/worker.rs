@@ -463,22 +463,33 @@ async fn write_status(
 ) {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pref.namespace);
     let mut last: Option<serde_json::Value> = None;
+    // The first report waits until the pod leaves Pending (a Wasm container is usually Running
+    // within milliseconds) or FIRST_REPORT_AFTER passes, whichever comes first: a pod that
+    // starts at once costs one status write instead of one per set-up step (its address, then
+    // its running containers).
+    let first_deadline = tokio::time::Instant::now() + FIRST_REPORT_AFTER;
     let mut first = true;
     loop {
-        // The first report waits for the first change (a Wasm container is usually Running by
-        // then) or FIRST_REPORT_AFTER, whichever comes first: a pod that starts at once costs
-        // one status write instead of a `ContainerCreating` one and a `Running` one.
-        let first_report = tokio::time::sleep(if first {
-            FIRST_REPORT_AFTER
+        let stopping = if first {
+            tokio::select! {
+                _ = shared.changed() => {
+                    if shared.snapshot().phase == PodPhase::Pending
+                        && tokio::time::Instant::now() < first_deadline
+                    {
+                        continue;
+                    }
+                    false
+                }
+                _ = tokio::time::sleep_until(first_deadline) => false,
+                _ = stop.cancelled() => true,
+            }
         } else {
-            Duration::MAX
-        });
-        first = false;
-        let stopping = tokio::select! {
-            _ = shared.changed() => false,
-            _ = first_report => false,
-            _ = stop.cancelled() => true,
+            tokio::select! {
+                _ = shared.changed() => false,
+                _ = stop.cancelled() => true,
+            }
         };
+        first = false;
         let status = serde_json::to_value(shared.snapshot().status()).unwrap_or_default();
         if last.as_ref() != Some(&status) {
             let patch = json!({"status": status});
