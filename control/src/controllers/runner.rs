@@ -523,6 +523,102 @@ async fn resync(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apiserver::api::{ApiConfig, WriteOptions};
+    use crate::apiserver::resources;
+    use crate::store::{RedbStore, RedbStoreConfig};
+    use serde_json::json;
+    use std::sync::Mutex;
+
+    /// Records when each reconcile started and the `v` it read.
+    struct Recording {
+        api: Api,
+        seen: Mutex<Vec<(Instant, String)>>,
+    }
+
+    impl Reconciler for Recording {
+        async fn reconcile(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
+            let start = Instant::now();
+            let res = resources::find("", "v1", "configmaps").unwrap();
+            let cm = self
+                .api
+                .get(res, key.namespace.as_deref(), &key.name)
+                .await?;
+            let v = cm["data"]["v"].as_str().unwrap_or("").to_string();
+            self.seen.lock().unwrap().push((start, v));
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_changed_in_a_burst_is_reconciled_once_per_batch_period_and_after_the_last_change()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
+        let api = Api::new(Arc::new(store), ApiConfig::default());
+        let namespaces = resources::find("", "v1", "namespaces").unwrap();
+        let configmaps = resources::find("", "v1", "configmaps").unwrap();
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        api.create(namespaces, None, ns, &WriteOptions::default())
+            .await
+            .unwrap();
+        let cm = |v: usize| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "default"}, "data": {"v": v.to_string()}});
+        api.create(configmaps, Some("default"), cm(0), &WriteOptions::default())
+            .await
+            .unwrap();
+        let recording = Arc::new(Recording {
+            api: api.clone(),
+            seen: Mutex::new(Vec::new()),
+        });
+        let shutdown = CancellationToken::new();
+        let batch = Duration::from_millis(100);
+        let config = RunnerConfig {
+            name: "test",
+            workers: 2,
+            resync: Duration::from_secs(3600),
+            batch,
+        };
+        let task = tokio::spawn(run(
+            api.clone(),
+            vec![Watched::primary(configmaps)],
+            recording.clone(),
+            config,
+            shutdown.clone(),
+        ));
+        for v in 1..=30 {
+            api.update(
+                configmaps,
+                Some("default"),
+                "c",
+                cm(v),
+                None,
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while recording
+            .seen
+            .lock()
+            .unwrap()
+            .last()
+            .is_none_or(|(_, v)| v != "30")
+        {
+            assert!(Instant::now() < deadline, "the last change is reconciled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        let _ = task.await;
+        let seen = recording.seen.lock().unwrap();
+        // 30 changes ~10 ms apart: a handful of reconciles, a batch period apart (less a
+        // margin for a loaded machine's scheduling), not one per change.
+        assert!(seen.len() <= 8, "{} reconciles", seen.len());
+        for pair in seen.windows(2) {
+            let gap = pair[1].0 - pair[0].0;
+            assert!(gap >= batch / 2, "{gap:?} apart");
+        }
+    }
 
     #[test]
     fn retry_delays_grow_and_are_capped() {
