@@ -306,23 +306,10 @@ fn median_f64(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// A WASI p1 command spinning forever without a host call.
-const INFINITE_LOOP: &str = r#"(module
-  (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
-  (memory (export "memory") 1)
-  (func (export "_start") (loop $spin (br $spin))))"#;
-
-/// A WASI p1 command growing (and touching) its memory a page at a time until refused.
-const MEMORY_BOMB: &str = r#"(module
-  (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (local $old i32)
-    (loop $grow
-      (local.set $old (memory.grow (i32.const 1)))
-      (if (i32.eq (local.get $old) (i32.const -1)) (then unreachable))
-      (i32.store8 (i32.shl (local.get $old) (i32.const 16)) (i32.const 1))
-      (br $grow))))"#;
+// The engine's test fixtures: a WASI p1 command spinning forever without a host call, and one
+// growing (and touching) its memory a page at a time until refused.
+const INFINITE_LOOP: &str = include_str!("../../wasm-runtime/tests/fixtures/infinite_loop.wat");
+const MEMORY_BOMB: &str = include_str!("../../wasm-runtime/tests/fixtures/memory_bomb.wat");
 
 /// A keep-alive HTTP/1.1 client for `GET /`, enough for the hello component.
 struct KeepAlive {

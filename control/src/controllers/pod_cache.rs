@@ -34,6 +34,22 @@ pub struct PodEvent {
     pub prev: Option<Arc<Value>>,
 }
 
+impl PodEvent {
+    /// `pod` stored in the cache in place of `prev`: an addition, or a modification.
+    fn stored(pod: Arc<Value>, prev: Option<Arc<Value>>) -> PodEvent {
+        let event_type = if prev.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        PodEvent {
+            event_type,
+            pod,
+            prev,
+        }
+    }
+}
+
 /// The pods of one namespace.
 #[derive(Debug, Default)]
 struct Namespace {
@@ -216,15 +232,7 @@ impl PodCache {
                 .entry(ns)
                 .or_default()
                 .insert(&name, pod.clone());
-            PodEvent {
-                event_type: if prev.is_some() {
-                    EventType::Modified
-                } else {
-                    EventType::Added
-                },
-                pod,
-                prev,
-            }
+            PodEvent::stored(pod, prev)
         };
         self.notify(&state, vec![event]);
     }
@@ -250,15 +258,7 @@ impl PodCache {
                 .or_default()
                 .insert(&name, pod.clone());
             if !unchanged {
-                events.push(PodEvent {
-                    event_type: if prev.is_some() {
-                        EventType::Modified
-                    } else {
-                        EventType::Added
-                    },
-                    pod,
-                    prev,
-                });
+                events.push(PodEvent::stored(pod, prev));
             }
         }
         for ns in old.into_values() {

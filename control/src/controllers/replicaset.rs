@@ -368,6 +368,23 @@ mod tests {
         (dir, api)
     }
 
+    /// A ReplicaSet controller over an empty, synced pod cache, with a subscription to the
+    /// cache's events and the controller's event writer.
+    fn controller(
+        api: &Api,
+    ) -> (
+        PodCache,
+        mpsc::UnboundedReceiver<PodEvent>,
+        ReplicaSetController,
+        EventWriter,
+    ) {
+        let cache = PodCache::new();
+        let events = cache.subscribe();
+        cache.replace(vec![], api.store().current_revision());
+        let (rsc, writer) = ReplicaSetController::new(api.clone(), cache.clone());
+        (cache, events, rsc, writer)
+    }
+
     fn web() -> ObjectKey {
         ObjectKey {
             namespace: Some("default".into()),
@@ -421,10 +438,7 @@ mod tests {
     #[tokio::test]
     async fn a_sync_right_after_creating_does_not_create_again_from_a_stale_cache() {
         let (_dir, api) = cluster(3).await;
-        let cache = PodCache::new();
-        let mut events = cache.subscribe();
-        cache.replace(vec![], api.store().current_revision());
-        let (rsc, _writer) = ReplicaSetController::new(api.clone(), cache.clone());
+        let (cache, mut events, rsc, _writer) = controller(&api);
         rsc.sync(&web()).await.unwrap();
         assert_eq!(stored_pods(&api).await.len(), 3);
         // The cache has not seen them yet: the controller waits rather than creating more.
@@ -446,10 +460,7 @@ mod tests {
     #[tokio::test]
     async fn observed_deletions_lower_the_expectations_of_a_scale_down() {
         let (_dir, api) = cluster(3).await;
-        let cache = PodCache::new();
-        let mut events = cache.subscribe();
-        cache.replace(vec![], api.store().current_revision());
-        let (rsc, _writer) = ReplicaSetController::new(api.clone(), cache.clone());
+        let (cache, mut events, rsc, _writer) = controller(&api);
         rsc.sync(&web()).await.unwrap();
         catch_up(&api, &cache, &mut events, &rsc, true).await;
         scale(&api, 1).await;
@@ -466,10 +477,7 @@ mod tests {
     #[tokio::test]
     async fn unobserved_writes_time_out_and_the_controller_syncs_from_the_cache_again() {
         let (_dir, api) = cluster(2).await;
-        let cache = PodCache::new();
-        let mut events = cache.subscribe();
-        cache.replace(vec![], api.store().current_revision());
-        let (rsc, _writer) = ReplicaSetController::new(api.clone(), cache.clone());
+        let (cache, mut events, rsc, _writer) = controller(&api);
         let rsc = rsc.with_expectations_timeout(Duration::from_millis(300));
         rsc.sync(&web()).await.unwrap();
         // The cache gets the pods but the controller never hears of them.
