@@ -82,8 +82,6 @@ fn lower_priority(nice: i32) {
             tracing::debug!(error = %e, nice, "cannot lower the priority of a command thread");
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
 }
 
 /// The nice value of the calling thread (Linux), for tests.
