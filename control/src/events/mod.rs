@@ -10,11 +10,16 @@
 //! object, type, reason and message) recorded again bumps `count` and `lastTimestamp` of the
 //! existing Event with a patch instead of creating another one. Writes of different events run
 //! concurrently (the store group-commits them); writes of one event are kept in order, and
-//! repeats arriving while one is in flight are folded into the next patch.
+//! repeats arriving while one is in flight are folded into the next patch. Before that, the
+//! [`correlator`] aggregates similar events and drops a flood about one object, as client-go
+//! does.
+
+pub mod correlator;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use serde_json::{Value, json};
@@ -26,6 +31,7 @@ use crate::apiserver::api::{Api, WriteOptions};
 use crate::apiserver::error::ApiError;
 use crate::apiserver::patch::PatchType;
 use crate::apiserver::resources::{self, ResourceInfo};
+use correlator::{Correlator, CorrelatorConfig};
 
 /// Events queued for writing beyond which new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 4096;
@@ -66,6 +72,7 @@ struct Record {
 pub struct EventRecorder {
     tx: mpsc::Sender<Record>,
     dropped: Arc<AtomicU64>,
+    spam_filtered: Arc<AtomicU64>,
 }
 
 /// The task that writes recorded events; run it with [`EventWriter::run`].
@@ -74,22 +81,37 @@ pub struct EventWriter {
     api: Api,
     component: String,
     rx: mpsc::Receiver<Record>,
+    correlator: Correlator,
+    spam_filtered: Arc<AtomicU64>,
 }
 
 impl EventRecorder {
     /// A recorder writing through `api` as `component` (e.g. `default-scheduler`), and the
     /// writer task the caller must run.
     pub fn new(api: Api, component: impl Into<String>) -> (EventRecorder, EventWriter) {
+        Self::with_correlation(api, component, CorrelatorConfig::default())
+    }
+
+    /// [`Self::new`] with other aggregation and spam-filter limits.
+    pub fn with_correlation(
+        api: Api,
+        component: impl Into<String>,
+        correlation: CorrelatorConfig,
+    ) -> (EventRecorder, EventWriter) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let spam_filtered = Arc::new(AtomicU64::new(0));
         (
             EventRecorder {
                 tx,
                 dropped: Arc::new(AtomicU64::new(0)),
+                spam_filtered: spam_filtered.clone(),
             },
             EventWriter {
                 api,
                 component: component.into(),
                 rx,
+                correlator: Correlator::new(correlation),
+                spam_filtered,
             },
         )
     }
@@ -127,6 +149,11 @@ impl EventRecorder {
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Events dropped by the spam filter (too many about one object).
+    pub fn spam_filtered(&self) -> u64 {
+        self.spam_filtered.load(Ordering::Relaxed)
     }
 }
 
@@ -194,7 +221,7 @@ impl EventWriter {
     }
 
     fn recorded(
-        &self,
+        &mut self,
         cache: &mut HashMap<Key, Slot>,
         writes: &mut JoinSet<(Key, Result<(), ApiError>)>,
         rec: Record,
@@ -210,16 +237,30 @@ impl EventWriter {
                 inv.name.as_deref().unwrap_or("")
             ),
         };
+        let Some(correlated) = self.correlator.correlate(
+            &object,
+            rec.event_type.as_str(),
+            &rec.reason,
+            &rec.message,
+            Instant::now(),
+        ) else {
+            self.spam_filtered.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(reason = %rec.reason, object = %object, "event dropped by the spam filter");
+            return;
+        };
+        let mut rec = rec;
+        rec.message = correlated.message;
         let key = Key {
             object,
             event_type: rec.event_type,
             reason: rec.reason.clone(),
-            message: rec.message.clone(),
+            message: correlated.key_message,
         };
         if let Some(slot) = cache.get_mut(&key) {
             slot.count += 1;
             slot.last = now;
             slot.record.involved = rec.involved;
+            slot.record.message = rec.message;
             if slot.in_flight {
                 slot.dirty = true;
             } else {
@@ -257,7 +298,7 @@ impl EventWriter {
     fn next_write(&self, slot: &Slot) -> Write {
         if slot.created {
             Write::Patch(
-                json!({"count": slot.count, "lastTimestamp": slot.last})
+                json!({"count": slot.count, "lastTimestamp": slot.last, "message": slot.record.message})
                     .to_string()
                     .into_bytes(),
             )
@@ -402,6 +443,69 @@ mod tests {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "events not aggregated: {items:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(rec);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_flood_about_one_object_is_aggregated_then_spam_filtered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
+        let api = Api::new(Arc::new(store.clone()), ApiConfig::default());
+        crate::server::bootstrap(&api).await.unwrap();
+        let (rec, writer) = EventRecorder::new(api.clone(), "replicaset-controller");
+        let token = CancellationToken::new();
+        let task = tokio::spawn(writer.run(token.clone()));
+        let rs = ObjectReference {
+            kind: Some("ReplicaSet".into()),
+            namespace: Some("default".into()),
+            name: Some("web".into()),
+            uid: Some("rs-1".into()),
+            api_version: Some("apps/v1".into()),
+            ..Default::default()
+        };
+        for i in 0..30 {
+            rec.normal(
+                rs.clone(),
+                "SuccessfulCreate",
+                format!("Created pod: web-{i}"),
+            );
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (items, _, _) = api
+                .list(events(), Some("default"), &ListParams::default())
+                .await
+                .unwrap();
+            let aggregated: Vec<_> = items
+                .iter()
+                .filter(|e| {
+                    e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(correlator::AGGREGATED_PREFIX))
+                })
+                .collect();
+            // Nine events of their own, then one aggregate counting events 10 to 25; the
+            // last five are over the burst of 25.
+            if items.len() == 10
+                && aggregated.len() == 1
+                && aggregated[0]["count"] == 16
+                && aggregated[0]["message"] == "(combined from similar events): Created pod: web-24"
+            {
+                assert!(items.iter().all(|e| e["reason"] == "SuccessfulCreate"));
+                assert_eq!(rec.spam_filtered(), 5);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "events not correlated: {items:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
