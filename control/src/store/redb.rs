@@ -537,13 +537,16 @@ impl Committer {
                 }
             }
             state.revision = revision;
+            // Acknowledge the writers before waking the watchers: the responses are then
+            // queued for the runtime's workers ahead of the watchers' work. Nobody can observe
+            // the state in between, since both happen under the lock.
+            for (respond, outcome) in results {
+                let _ = respond.send(outcome);
+            }
             state.log.append(events.into_iter().map(Arc::new));
             if let Some(point) = compact_to {
                 state.log.compact_through(point);
             }
-        }
-        for (respond, outcome) in results {
-            let _ = respond.send(outcome);
         }
     }
 
