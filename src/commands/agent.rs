@@ -41,6 +41,12 @@ pub struct NodeArgs {
     /// Registry hosts to pull from over plain HTTP (loopback hosts always are).
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
+    /// Event writes per second after the burst, as kubelet's flag (0: no limit).
+    #[arg(long, default_value_t = flotilla_node::agent::config::DEFAULT_EVENT_QPS, value_name = "QPS")]
+    pub event_qps: f64,
+    /// Event writes allowed at once, as kubelet's flag.
+    #[arg(long, default_value_t = flotilla_node::agent::config::DEFAULT_EVENT_BURST, value_name = "N")]
+    pub event_burst: u32,
 }
 
 impl NodeArgs {
@@ -69,6 +75,11 @@ impl NodeArgs {
         config.max_pods = self.max_pods.max(1);
         config.default_registry = self.registry.clone();
         config.insecure_registries = self.insecure_registries.clone();
+        if !(self.event_qps >= 0.0 && self.event_qps.is_finite()) {
+            anyhow::bail!("--event-qps must be a number >= 0, not {}", self.event_qps);
+        }
+        config.event_qps = self.event_qps;
+        config.event_burst = self.event_burst.max(1);
         Ok(())
     }
 }

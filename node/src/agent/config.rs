@@ -16,6 +16,10 @@ pub const DEFAULT_POD_BRIDGE: &str = "flotilla0";
 pub const DEFAULT_POD_BRIDGE_CIDR: &str = "10.244.0.0/24";
 /// The kubelet's default pod limit.
 pub const DEFAULT_MAX_PODS: u32 = 110;
+/// Event writes per second after the burst: kubelet's default `eventRecordQPS`.
+pub const DEFAULT_EVENT_QPS: f64 = 50.0;
+/// Event writes allowed at once: kubelet's default `eventBurst`.
+pub const DEFAULT_EVENT_BURST: u32 = 100;
 
 /// How a node agent runs.
 #[derive(Clone, Debug)]
@@ -57,6 +61,11 @@ pub struct AgentConfig {
     pub max_log_file_bytes: u64,
     /// Whether the node proxy serves Services on this node.
     pub proxy: bool,
+    /// Event writes per second after the burst (kubelet's `eventRecordQPS`, 50); 0 for no
+    /// limit. Events beyond the queue are dropped, as kubelet's are.
+    pub event_qps: f64,
+    /// Event writes allowed at once (kubelet's `eventBurst`, 100).
+    pub event_burst: u32,
 }
 
 impl AgentConfig {
@@ -84,6 +93,8 @@ impl AgentConfig {
             shutdown_grace: Duration::from_secs(5),
             max_log_file_bytes: DEFAULT_MAX_FILE_BYTES,
             proxy: true,
+            event_qps: DEFAULT_EVENT_QPS,
+            event_burst: DEFAULT_EVENT_BURST,
         }
     }
 

@@ -3,6 +3,8 @@
 //!
 //! [`EventRecorder::record`] never waits: events go through a bounded queue to one writer task
 //! and are dropped when it is full (events are for people; a burst must not slow a pod). The
+//! writer is rate limited as kubelet's is (`--event-qps` 50 after a `--event-burst` of 100), so
+//! a burst of pods does not flood the API server with their events. The
 //! writer folds repeats of one event (same object, field, reason and message) into the existing
 //! Event's `count` and `lastTimestamp`, as client-go's correlator does.
 
@@ -16,6 +18,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use super::rate_limit::RateLimit;
 
 /// Events queued beyond this are dropped.
 const QUEUE: usize = 1024;
@@ -62,12 +66,13 @@ impl EventRecorder {
     pub fn new(
         client: kube::Client,
         node_name: String,
+        limit: RateLimit,
         shutdown: CancellationToken,
     ) -> (EventRecorder, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE);
         (
             EventRecorder { tx },
-            write_events(client, node_name, rx, shutdown),
+            write_events(client, node_name, limit, rx, shutdown),
         )
     }
 
@@ -99,6 +104,7 @@ type EventKey = (PodRef, Option<String>, String, String);
 async fn write_events(
     client: kube::Client,
     node_name: String,
+    mut limit: RateLimit,
     mut rx: mpsc::Receiver<Record>,
     shutdown: CancellationToken,
 ) {
@@ -108,6 +114,10 @@ async fn write_events(
             r = rx.recv() => match r { Some(r) => r, None => return },
             _ = shutdown.cancelled() => return,
         };
+        tokio::select! {
+            _ = limit.wait() => {}
+            _ = shutdown.cancelled() => return,
+        }
         let api: Api<Event> = Api::namespaced(client.clone(), &record.pod.namespace);
         let key = (
             record.pod.clone(),

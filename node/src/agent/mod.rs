@@ -8,6 +8,7 @@
 //! - [`lease`]: the Lease in `kube-node-lease`.
 //! - [`pods`]: the watch of this node's pods, feeding the pod workers.
 //! - [`events`]: Kubernetes Events about pods.
+//! - [`rate_limit`]: the limit on event writes.
 
 pub mod config;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod listers;
 pub mod machine;
 pub mod node;
 pub mod pods;
+pub mod rate_limit;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +43,7 @@ use crate::runtime::{Runtime, WASMTIME_HANDLER};
 use events::EventRecorder;
 use machine::Machine;
 use node::NodeFacts;
+use rate_limit::RateLimit;
 
 /// How long the agent waits for its tasks to end after the pods stopped.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -139,8 +142,12 @@ impl Agent {
         tracing::info!(node = %facts.name, %addr, "node registered");
 
         let logs = LogStore::new(&data_dir.join("logs"), config.max_log_file_bytes);
-        let (events, writer) =
-            EventRecorder::new(client.clone(), facts.name.clone(), shutdown.child_token());
+        let (events, writer) = EventRecorder::new(
+            client.clone(),
+            facts.name.clone(),
+            RateLimit::new(config.event_qps, config.event_burst),
+            shutdown.child_token(),
+        );
         tasks.spawn(writer);
         let app = crate::logs::server::router(logs.clone());
         let http_stop = shutdown.child_token();
