@@ -80,12 +80,10 @@ impl LogStore {
         run: u32,
     ) -> std::io::Result<Arc<ContainerLog>> {
         let pod_dir = self.inner.root.join(format!("{namespace}_{pod}_{uid}"));
-        let dir = pod_dir.join(container);
-        std::fs::create_dir_all(&dir)?;
-        let log = Arc::new(ContainerLog::create(
-            dir.join(format!("{run}.log")),
+        let log = Arc::new(ContainerLog::new(
+            pod_dir.join(container).join(format!("{run}.log")),
             self.inner.max_file_bytes,
-        )?);
+        ));
         let mut map = lock(&self.inner.containers);
         let runs = map
             .entry((namespace.into(), pod.into(), container.into()))
@@ -156,24 +154,36 @@ pub struct ContainerLog {
 
 #[derive(Debug)]
 struct Writer {
-    file: Option<std::fs::File>,
+    file: LogFile,
     size: u64,
     partial: [Vec<u8>; 2],
 }
 
+/// The current file of a run.
+#[derive(Debug)]
+enum LogFile {
+    /// Nothing written yet.
+    NotCreated,
+    /// Being written.
+    Open(std::fs::File),
+    /// The run ended, or the file could not be created.
+    Closed,
+}
+
 impl ContainerLog {
-    fn create(path: PathBuf, max_file_bytes: u64) -> std::io::Result<ContainerLog> {
-        let file = std::fs::File::create(&path)?;
-        Ok(ContainerLog {
+    /// A log whose directory and file are created by its first line: most service pods never
+    /// write one, and creating directories is a large part of a pod's start on ext4.
+    fn new(path: PathBuf, max_file_bytes: u64) -> ContainerLog {
+        ContainerLog {
             path,
             max_file_bytes,
             writer: Mutex::new(Writer {
-                file: Some(file),
+                file: LogFile::NotCreated,
                 size: 0,
                 partial: [Vec::new(), Vec::new()],
             }),
             finished: watch::channel(false).0,
-        })
+        }
     }
 
     /// The current file.
@@ -199,7 +209,7 @@ impl ContainerLog {
                 self.append(&mut w, stream.as_str(), true, &partial);
             }
         }
-        w.file = None;
+        w.file = LogFile::Closed;
         drop(w);
         self.finished.send_replace(true);
     }
@@ -216,16 +226,31 @@ impl ContainerLog {
 
     fn append(&self, w: &mut Writer, stream: &str, full: bool, text: &[u8]) {
         let line = cri::format_line(Utc::now(), stream, full, text);
-        if w.size > 0 && w.size + line.len() as u64 > self.max_file_bytes && w.file.is_some() {
+        if matches!(w.file, LogFile::NotCreated) {
+            let created = self
+                .path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::File::create(&self.path));
+            w.file = match created {
+                Ok(f) => LogFile::Open(f),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot create the container log; its output is lost");
+                    LogFile::Closed
+                }
+            };
+        }
+        let open = matches!(w.file, LogFile::Open(_));
+        if open && w.size > 0 && w.size + line.len() as u64 > self.max_file_bytes {
             // Rotate: the current file becomes `.1` (replacing the older one).
             if std::fs::rename(&self.path, self.rotated()).is_ok()
                 && let Ok(f) = std::fs::File::create(&self.path)
             {
-                w.file = Some(f);
+                w.file = LogFile::Open(f);
                 w.size = 0;
             }
         }
-        if let Some(f) = w.file.as_mut()
+        if let LogFile::Open(f) = &mut w.file
             && f.write_all(&line).is_ok()
         {
             w.size += line.len() as u64;
@@ -415,6 +440,22 @@ mod tests {
         assert!(matches!(err, LogError::BadRequest(_)));
         store.remove_pod("ns", "p", "u");
         assert!(store.find("ns", "p", "c", false).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_quiet_container_creates_no_files_until_its_first_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LogStore::new(tmp.path(), DEFAULT_MAX_FILE_BYTES);
+        let log = store.open("ns", "p", "u", "c", 0).unwrap();
+        assert!(
+            std::fs::read_dir(tmp.path()).unwrap().next().is_none(),
+            "opening a log creates nothing"
+        );
+        let found = store.find("ns", "p", "c", false).unwrap();
+        assert_eq!(collect(found.clone(), LogOptions::default()).await, "");
+        log.write(OutputStream::Stdout, b"first\n");
+        assert!(log.path().exists());
+        assert_eq!(collect(found, LogOptions::default()).await, "first\n");
     }
 
     #[tokio::test]
