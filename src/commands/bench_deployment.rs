@@ -289,6 +289,9 @@ pub async fn run(args: DeploymentBenchArgs) -> anyhow::Result<()> {
             args.replicas,
             took.as_secs_f64()
         );
+        timeline
+            .settle(args.replicas, Duration::from_secs(10))
+            .await;
         timeline.report(t0);
         scale_out.push(took);
         drop(c);

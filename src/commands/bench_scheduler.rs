@@ -18,6 +18,9 @@
 //! is not running yet, then starts a second instance of the same scheduler for that name and
 //! measures how fast it binds the whole backlog (scheduler start → last binding observed), as
 //! kube-scheduler's `scheduler_perf` measures throughput on a pre-created backlog.
+//!
+//! The in-process server's node lifecycle controller gets a day's grace period: the fake nodes
+//! renew no Lease, and would otherwise be tainted unreachable and emptied by eviction mid-run.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -321,7 +324,13 @@ pub async fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
         None => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
-            let config = flotilla_control::ServerConfig::new(&data_dir);
+            let mut config = flotilla_control::ServerConfig::new(&data_dir);
+            // The fake nodes have no kubelet renewing their Leases. With the node lifecycle
+            // controller's fast defaults they would turn unreachable a few seconds in, be
+            // tainted, and have their pods evicted mid-run, so the run would measure evictions
+            // and end with nothing schedulable. kube-scheduler's `scheduler_perf` runs no
+            // controller manager for the same reason; here the grace period outlasts the run.
+            config.node_lifecycle.grace_period = Duration::from_secs(24 * 3600);
             let mut store_config = RedbStoreConfig::new(data_dir.join("store.redb"));
             store_config.watch_window = config.watch_window;
             store_config.watch_min_events = config.watch_history;

@@ -60,6 +60,26 @@ impl Timeline {
         Ok(Timeline { pods, task })
     }
 
+    /// Waits until the watch has seen `expected` pods Ready, or `timeout` passes: the watch runs
+    /// in the benchmark's own process and can lag behind the cluster under load, and a report cut
+    /// off early would count fewer pods than there are.
+    pub async fn settle(&self, expected: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let ready = self
+                .pods
+                .lock()
+                .unwrap()
+                .values()
+                .filter(|s| s.ready.is_some())
+                .count();
+            if ready >= expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops watching and prints, for each stage, how many pods reached it and when (p50, p90,
     /// last) counted from `t0`.
     pub fn report(self, t0: Instant) {
