@@ -176,6 +176,55 @@ fn images(s: &Server, selector: &str) -> Vec<String> {
     v
 }
 
+/// Lists the pods matching a label selector over and over on a thread of its own, handing each
+/// list to a check, until stopped: a rollout observed throughout. It goes straight to the API
+/// (a kubectl process per sample is too slow on a loaded machine to see a short rollout more
+/// than once or twice).
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Sampler {
+    fn start(
+        s: &Server,
+        selector: &str,
+        mut check: impl FnMut(&[Value]) + Send + 'static,
+    ) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = format!("{}/api/v1/namespaces/default/pods", s.url);
+        let selector = selector.to_string();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let client = reqwest::blocking::Client::new();
+                let mut samples = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let parsed = client
+                        .get(&url)
+                        .query(&[("labelSelector", &selector)])
+                        .send()
+                        .and_then(|r| r.bytes())
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                    if let Some(items) = parsed.as_ref().and_then(|v| v["items"].as_array()) {
+                        check(items);
+                        samples += 1;
+                    }
+                }
+                samples
+            }
+        });
+        Sampler { stop, thread }
+    }
+
+    /// Stops sampling; how many lists were checked.
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("sampler thread")
+    }
+}
+
 #[test]
 fn a_deployment_replaces_deleted_pods_scales_rolls_out_without_dropping_below_min_available_and_rolls_back()
  {
@@ -230,43 +279,18 @@ fn a_deployment_replaces_deleted_pods_scales_rolls_out_without_dropping_below_mi
 
     // Rolling update v1 → v2, sampling readiness throughout: never fewer than
     // replicas - maxUnavailable = 2 ready pods.
-    let stop = Arc::new(AtomicBool::new(false));
     let low = Arc::new(Mutex::new(usize::MAX));
-    let sampler = {
-        // Straight to the API (a kubectl process per sample is too slow on a loaded machine
-        // to see a short rollout more than once or twice).
-        let (stop, low) = (stop.clone(), low.clone());
-        let url = format!(
-            "{}/api/v1/namespaces/default/pods?labelSelector=app%3Dweb",
-            s.url
-        );
-        std::thread::spawn(move || {
-            let client = reqwest::blocking::Client::new();
-            let mut samples = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let parsed = client
-                    .get(&url)
-                    .send()
-                    .and_then(|r| r.bytes())
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-                if let Some(v) = parsed {
-                    let n = v["items"]
-                        .as_array()
-                        .map(|a| a.iter().filter(|p| is_ready(p)).count())
-                        .unwrap_or(0);
-                    let mut l = low.lock().unwrap();
-                    *l = (*l).min(n);
-                    samples += 1;
-                }
-            }
-            samples
-        })
-    };
+    let sampler = Sampler::start(&s, "app=web", {
+        let low = low.clone();
+        move |pods| {
+            let n = pods.iter().filter(|p| is_ready(p)).count();
+            let mut l = low.lock().unwrap();
+            *l = (*l).min(n);
+        }
+    });
     s.kubectl_ok(&["set", "image", "deployment/web", "web=hello-http:v2"]);
     rollout_status(&s, "web");
-    stop.store(true, Ordering::Relaxed);
-    let samples = sampler.join().unwrap();
+    let samples = sampler.stop();
     let low = *low.lock().unwrap();
     assert!(samples >= 3, "only {samples} samples");
     assert!(
@@ -348,19 +372,74 @@ fn a_deployment_replaces_deleted_pods_scales_rolls_out_without_dropping_below_mi
 }
 
 #[test]
+fn a_recreate_rollout_stops_every_old_pod_before_it_starts_a_new_one() {
+    let s = Server::start();
+    let _a = Agent::start(&s, "ctl-recreate");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v1");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v2");
+    let strategy = "  strategy:\n    type: Recreate\n";
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &deployment("redo", 3, "hello-http:v1", strategy),
+    );
+    rollout_status(&s, "redo");
+    // Kubernetes' Recreate: no new pod exists while an old one is still running (terminating
+    // counts as running until it has stopped).
+    let overlap = Arc::new(Mutex::new(None::<Vec<String>>));
+    let sampler = Sampler::start(&s, "app=redo", {
+        let overlap = overlap.clone();
+        move |pods| {
+            let live = |image: &str| {
+                pods.iter().any(|p| {
+                    p["spec"]["containers"][0]["image"] == image
+                        && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                })
+            };
+            if live("hello-http:v1") && live("hello-http:v2") {
+                let names = pods
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} {}",
+                            p["metadata"]["name"], p["spec"]["containers"][0]["image"]
+                        )
+                    })
+                    .collect();
+                overlap.lock().unwrap().get_or_insert(names);
+            }
+        }
+    });
+    s.kubectl_ok(&["set", "image", "deployment/redo", "web=hello-http:v2"]);
+    rollout_status(&s, "redo");
+    wait_for("three v2 pods ready", TIMEOUT, || {
+        (images(&s, "app=redo") == ["hello-http:v2"] && ready_pods(&s, "app=redo").len() == 3)
+            .then_some(())
+    });
+    let samples = sampler.stop();
+    assert!(samples >= 3, "only {samples} samples");
+    let overlap = overlap.lock().unwrap().clone();
+    assert!(overlap.is_none(), "old and new pods at once: {overlap:?}");
+}
+
+#[test]
 fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_completes() {
     // Failed pods are replaced after 200 ms, 400 ms (Kubernetes: 10 s, 20 s).
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start_in(dir.path(), &["--job-backoff-base-ms", "200"]);
     let _a = Agent::start(&s, "ctl-job-node");
     push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:latest");
-    let job = |name: &str, exit: u32, completions: u32| {
+    let job = |name: &str, exit: u32, completions: u32, extra: &str| {
         format!(
-            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  backoffLimit: 2\n  completions: {completions}\n  parallelism: 2\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n          env:\n            - name: HELLO_EXIT\n              value: \"{exit}\"\n"
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{extra}  backoffLimit: 2\n  completions: {completions}\n  parallelism: 2\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n          env:\n            - name: HELLO_EXIT\n              value: \"{exit}\"\n"
         )
     };
-    s.kubectl_stdin(&["apply", "-f", "-"], &job("fails", 3, 1));
-    s.kubectl_stdin(&["apply", "-f", "-"], &job("works", 0, 3));
+    s.kubectl_stdin(&["apply", "-f", "-"], &job("fails", 3, 1, ""));
+    s.kubectl_stdin(&["apply", "-f", "-"], &job("works", 0, 3, ""));
+    // A finished Job with ttlSecondsAfterFinished is deleted, its pods with it.
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &job("tidy", 0, 1, "  ttlSecondsAfterFinished: 1\n"),
+    );
     s.kubectl_ok(&[
         "wait",
         "--for=condition=Failed",
@@ -427,6 +506,24 @@ fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_comple
         "--timeout=50s",
     ]);
     assert_eq!(pods(&s, "job-name=fails").len(), 3, "orphaned pods stay");
+
+    wait_for("the finished Job with a TTL deleted", TIMEOUT, || {
+        let out = s.kubectl(&["get", "job", "tidy", "-o", "name"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        (!out.status.success() && err.contains("NotFound")).then_some(())
+    });
+    wait_for("its pods gone with it", TIMEOUT, || {
+        pods(&s, "job-name=tidy").is_empty().then_some(())
+    });
+    let events = s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=tidy",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(events.contains("Completed"), "it completed first: {events}");
 }
 
 /// A Deployment whose pods stay Pending (the cluster has no node), so deletions are instant.
