@@ -29,7 +29,7 @@ impl RateLimit {
 
     /// Waits until one more operation is allowed, and takes it.
     pub async fn wait(&mut self) {
-        if !(self.qps > 0.0) {
+        if self.qps.is_nan() || self.qps <= 0.0 {
             return;
         }
         let now = Instant::now();
