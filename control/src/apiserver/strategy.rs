@@ -91,7 +91,11 @@ fn default(map: &mut Map<String, Value>, key: &str, value: Value) {
 /// Applies the Kubernetes defaults of the kind (done on every write, as decoding does).
 pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
     match res.kind {
-        "Pod" => default_pod_spec(obj_mut(obj, "spec")),
+        "Pod" => {
+            let spec = obj_mut(obj, "spec");
+            default_pod_spec(spec);
+            default_requests_to_limits(spec);
+        }
         "Deployment" => {
             let spec = obj_mut(obj, "spec");
             default(spec, "replicas", json!(1));
@@ -226,6 +230,32 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
                         default(p, "protocol", json!("TCP"));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A Pod's containers that give limits but not requests get requests equal to those limits,
+/// resource by resource, as Kubernetes' `SetDefaults_Pod` does (for Pods only, not for the pod
+/// templates of workloads): what the scheduler counts is then what `kubectl describe node`
+/// and `kubectl get pod -o yaml` show.
+fn default_requests_to_limits(spec: &mut Map<String, Value>) {
+    for list in ["initContainers", "containers"] {
+        let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in cs.iter_mut() {
+            let Some(limits) = c["resources"]["limits"].as_object().cloned() else {
+                continue;
+            };
+            let resources = obj_mut(c, "resources");
+            let requests = resources.entry("requests").or_insert_with(|| json!({}));
+            if !requests.is_object() {
+                *requests = json!({});
+            }
+            let requests = requests.as_object_mut().expect("just made an object");
+            for (resource, quantity) in limits {
+                requests.entry(resource).or_insert(quantity);
             }
         }
     }
@@ -565,4 +595,63 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
         _ => {}
     }
     causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::resources;
+
+    fn defaulted(kind_path: (&str, &str, &str), mut obj: Value) -> Value {
+        let res = resources::find(kind_path.0, kind_path.1, kind_path.2).expect("served");
+        apply_defaults(res, &mut obj);
+        obj
+    }
+
+    #[test]
+    fn a_pods_missing_requests_default_to_its_limits_resource_by_resource() {
+        let pod = defaulted(
+            ("", "v1", "pods"),
+            json!({"spec": {
+            "initContainers": [{"name": "init", "image": "i:1",
+                "resources": {"limits": {"cpu": "100m"}}}],
+            "containers": [
+                {"name": "a", "image": "a:1",
+                    "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}},
+                {"name": "b", "image": "b:1",
+                    "resources": {"limits": {"cpu": "1", "memory": "1Gi"},
+                        "requests": {"memory": "256Mi"}}},
+                {"name": "c", "image": "c:1"},
+            ]}}),
+        );
+        let containers = &pod["spec"]["containers"];
+        assert_eq!(
+            containers[0]["resources"]["requests"],
+            json!({"cpu": "500m", "memory": "64Mi"})
+        );
+        assert_eq!(
+            containers[1]["resources"]["requests"],
+            json!({"cpu": "1", "memory": "256Mi"}),
+            "a given request stays; only the missing one comes from the limit"
+        );
+        assert_eq!(containers[2]["resources"], json!({}));
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["resources"]["requests"],
+            json!({"cpu": "100m"})
+        );
+    }
+
+    #[test]
+    fn a_workloads_pod_template_keeps_its_requests_as_given() {
+        let d = defaulted(
+            ("apps", "v1", "deployments"),
+            json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "a", "image": "a:1", "resources": {"limits": {"cpu": "500m"}}}
+            ]}}}}),
+        );
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["resources"],
+            json!({"limits": {"cpu": "500m"}})
+        );
+    }
 }
