@@ -468,9 +468,15 @@ pub async fn run(p: Params) -> Outcome {
     }
 }
 
-/// Reports a failed step, then waits out its backoff (an image pull failure shows
-/// `ErrImagePull` for the first half and `ImagePullBackOff` for the rest). Returns whether a
-/// stop came meanwhile.
+/// How long kubelet waits before syncing a pod again after its sync failed
+/// (`workerBackOffPeriod`).
+const KUBELET_WORKER_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Reports a failed step, then waits out its backoff. An image pull failure shows
+/// `ErrImagePull` until kubelet's next sync of a pod whose sync failed would come (its worker
+/// backoff, 10 s; half the delay when that is shorter) and `ImagePullBackOff` for the rest, so
+/// a pull backing off for 5 minutes reads `ImagePullBackOff`, as in Kubernetes. Returns whether
+/// a stop came meanwhile.
 async fn fail_and_back_off(
     p: &Params,
     retries: &mut Retries,
@@ -480,7 +486,7 @@ async fn fail_and_back_off(
 ) -> bool {
     p.apply(Transition::Failed { reason, message });
     let delay = retries.next_delay(&p.ctx.backoff);
-    let half = delay / 2;
+    let half = (delay / 2).min(KUBELET_WORKER_BACKOFF);
     if sleep_or_stop(half, p.stop.clone()).await {
         return true;
     }
