@@ -45,7 +45,12 @@ for sample in "${samples[@]}"; do
         cp "$target_dir/wasm32-wasip2/release/hello-wasi.wasm" "$here/hello-wasi/hello-wasi-p2.wasm"
         ;;
     hello-http)
-        rust_wasm "$here/hello-http" wasm32-wasip2
+        # panic=immediate-abort leaves out std's panic message printing, whose `fd_write` (with
+        # the `environ_*` and `proc_exit` std links for it) would be WASI p1 imports, and p1
+        # imports make wasm-component-ld wrap the module with the whole p1 adapter: one core
+        # module and ~40 imports more to wire on every per-request instantiation. The source
+        # reads env and writes stdout/stderr through `wasi:cli` for the same reason.
+        rust_wasm "$here/hello-http" wasm32-wasip2 "-Zunstable-options -Cpanic=immediate-abort"
         cp "$target_dir/wasm32-wasip2/release/hello_http.wasm" "$here/hello-http/hello-http.wasm"
         ;;
     hello-c)

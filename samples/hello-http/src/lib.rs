@@ -15,8 +15,6 @@
 //! - `GET /alloc?mb=N` — allocates and touches N MiB.
 //! - `GET /trap` — panics (a wasm trap).
 
-use std::io::Write as _;
-
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
     Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest,
@@ -71,15 +69,22 @@ impl wasi::exports::http::incoming_handler::Guest for Service {
                 }
             }
             (Method::Get, "/env") => {
-                let mut vars: Vec<String> =
-                    std::env::vars().map(|(k, v)| format!("{k}={v}\n")).collect();
+                // Through `wasi:cli/environment` rather than `std::env`, whose wasi-libc
+                // implementation would pull WASI p1 imports (and so the p1 adapter) into the
+                // component.
+                let mut vars: Vec<String> = wasi::cli::environment::get_environment()
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}\n"))
+                    .collect();
                 vars.sort();
                 respond(response_out, 200, "text/plain", vars.concat().as_bytes());
             }
             (Method::Get, "/log") => {
-                println!("hello-http: a line on stdout");
-                eprintln!("hello-http: a line on stderr");
-                let _ = std::io::stdout().flush();
+                // `wasi:cli` streams rather than `println!`, for the same reason.
+                let _ = wasi::cli::stdout::get_stdout()
+                    .blocking_write_and_flush(b"hello-http: a line on stdout\n");
+                let _ = wasi::cli::stderr::get_stderr()
+                    .blocking_write_and_flush(b"hello-http: a line on stderr\n");
                 respond(response_out, 200, "text/plain", b"logged\n");
             }
             (Method::Get, "/fetch") => {
