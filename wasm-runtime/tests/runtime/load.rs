@@ -42,6 +42,29 @@ fn wasi_http_component_is_an_http_proxy() {
 }
 
 #[test]
+fn the_hello_http_sample_carries_no_wasi_p1_adapter() {
+    // A guest with WASI p1 imports gets wrapped in the p1 adapter, which brings its own core
+    // module and imports (the filesystem, `wasi:cli/exit`) that a `wasi:http` service does not
+    // use, and costs every per-request instantiation their wiring. samples/build.sh keeps
+    // hello-http free of them; this notices a rebuild that brings them back.
+    let engine = wasmtime::Engine::default();
+    let component =
+        wasmtime::component::Component::from_file(&engine, sample("hello-http/hello-http.wasm"))
+            .expect("compiles");
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    assert!(
+        !imports
+            .iter()
+            .any(|n| n.starts_with("wasi:filesystem/") || n.starts_with("wasi:cli/exit")),
+        "{imports:?}"
+    );
+}
+
+#[test]
 fn junk_is_an_invalid_binary() {
     let engine = engine();
     for name in ["invalid.wasm", "truncated.wasm"] {
