@@ -190,8 +190,10 @@ fn events() -> &'static ResourceInfo {
     resources::find("", "v1", "events").expect("events served")
 }
 
-/// An Event name as Kubernetes makes them: the object's name, a dot, the time in hex nanos.
-fn event_name(object_name: &str) -> String {
+/// A new Event's name as Kubernetes makes them: the involved object's name, a dot, the time in
+/// hex nanos.
+fn event_name(involved: &ObjectReference) -> String {
+    let object_name = involved.name.as_deref().unwrap_or("object");
     let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     format!("{object_name}.{nanos:x}")
 }
@@ -278,7 +280,7 @@ impl EventWriter {
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "default".into());
-        let name = event_name(rec.involved.name.as_deref().unwrap_or("object"));
+        let name = event_name(&rec.involved);
         let mut slot = Slot {
             namespace,
             name,
@@ -365,7 +367,7 @@ impl EventWriter {
             Err(e) if slot.created && e.code == 404 => {
                 // The Event expired or was deleted: start a new one carrying the count.
                 slot.created = false;
-                slot.name = event_name(slot.record.involved.name.as_deref().unwrap_or("object"));
+                slot.name = event_name(&slot.record.involved);
                 slot.dirty = true;
             }
             Err(e) => {
@@ -391,15 +393,47 @@ mod tests {
     use crate::store::{RedbStore, RedbStoreConfig};
     use std::time::Duration;
 
+    /// A store, an API on it, and a recorder whose writer runs, for one test.
+    struct Harness {
+        _dir: tempfile::TempDir,
+        store: RedbStore,
+        api: Api,
+        recorder: EventRecorder,
+        writer: tokio::task::JoinHandle<()>,
+    }
+
+    impl Harness {
+        async fn start(component: &str) -> Harness {
+            let dir = tempfile::tempdir().unwrap();
+            let store = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
+            let api = Api::new(Arc::new(store.clone()), ApiConfig::default());
+            crate::server::bootstrap(&api).await.unwrap();
+            let (recorder, writer) = EventRecorder::new(api.clone(), component);
+            let writer = tokio::spawn(writer.run(CancellationToken::new()));
+            Harness {
+                _dir: dir,
+                store,
+                api,
+                recorder,
+                writer,
+            }
+        }
+
+        /// Drops the recorder and waits for the writer to finish its writes and stop.
+        async fn finish(self) {
+            drop(self.recorder);
+            tokio::time::timeout(Duration::from_secs(5), self.writer)
+                .await
+                .unwrap()
+                .unwrap();
+            self.store.close();
+        }
+    }
+
     #[tokio::test]
     async fn repeated_events_are_aggregated_into_one_with_a_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
-        let api = Api::new(Arc::new(store.clone()), ApiConfig::default());
-        crate::server::bootstrap(&api).await.unwrap();
-        let (rec, writer) = EventRecorder::new(api.clone(), "test-controller");
-        let token = CancellationToken::new();
-        let task = tokio::spawn(writer.run(token.clone()));
+        let h = Harness::start("test-controller").await;
+        let (api, rec) = (&h.api, &h.recorder);
         let pod = ObjectReference {
             kind: Some("Pod".into()),
             namespace: Some("default".into()),
@@ -446,23 +480,13 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        drop(rec);
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
-        store.close();
+        h.finish().await;
     }
 
     #[tokio::test]
     async fn a_flood_about_one_object_is_aggregated_then_spam_filtered() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
-        let api = Api::new(Arc::new(store.clone()), ApiConfig::default());
-        crate::server::bootstrap(&api).await.unwrap();
-        let (rec, writer) = EventRecorder::new(api.clone(), "replicaset-controller");
-        let token = CancellationToken::new();
-        let task = tokio::spawn(writer.run(token.clone()));
+        let h = Harness::start("replicaset-controller").await;
+        let (api, rec) = (&h.api, &h.recorder);
         let rs = ObjectReference {
             kind: Some("ReplicaSet".into()),
             namespace: Some("default".into()),
@@ -509,11 +533,6 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        drop(rec);
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
-        store.close();
+        h.finish().await;
     }
 }
