@@ -176,6 +176,33 @@ fn images(s: &Server, selector: &str) -> Vec<String> {
     v
 }
 
+/// The reasons of the Events matching a field selector, space-separated.
+fn event_reasons(s: &Server, field_selector: &str) -> String {
+    s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        field_selector,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ])
+}
+
+/// A server and one node with `hello-http:v1` and `:v2` pushed, and a Deployment `name` of 3
+/// v1 replicas with `strategy`, rolled out.
+fn rolled_out_v1(node: &str, name: &str, strategy: &str) -> (Server, Agent) {
+    let s = Server::start();
+    let a = Agent::start(&s, node);
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v1");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v2");
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &deployment(name, 3, "hello-http:v1", strategy),
+    );
+    rollout_status(&s, name);
+    (s, a)
+}
+
 /// Lists the pods matching a label selector over and over on a thread of its own, handing each
 /// list to a check, until stopped: a rollout observed throughout. It goes straight to the API
 /// (a kubectl process per sample is too slow on a loaded machine to see a short rollout more
@@ -228,16 +255,8 @@ impl Sampler {
 #[test]
 fn a_deployment_replaces_deleted_pods_scales_rolls_out_without_dropping_below_min_available_and_rolls_back()
  {
-    let s = Server::start();
-    let _a = Agent::start(&s, "ctl-node-1");
-    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v1");
-    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v2");
     let strategy = "  strategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 1\n";
-    s.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &deployment("web", 3, "hello-http:v1", strategy),
-    );
-    rollout_status(&s, "web");
+    let (s, _a) = rolled_out_v1("ctl-node-1", "web", strategy);
     assert_eq!(ready_pods(&s, "app=web").len(), 3);
 
     // A deleted pod is replaced.
@@ -264,14 +283,7 @@ fn a_deployment_replaces_deleted_pods_scales_rolls_out_without_dropping_below_mi
     wait_for("3 pods left", TIMEOUT, || {
         (pods(&s, "app=web").len() == 3).then_some(())
     });
-    let events = s.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=ReplicaSet",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
+    let events = event_reasons(&s, "involvedObject.kind=ReplicaSet");
     assert!(
         events.contains("SuccessfulCreate") && events.contains("SuccessfulDelete"),
         "{events}"
@@ -360,29 +372,14 @@ fn a_deployment_replaces_deleted_pods_scales_rolls_out_without_dropping_below_mi
     rollout_status(&s, "web");
     let d: Value = s.kubectl_json(&["get", "deployment", "web"]);
     assert_eq!(d["status"]["availableReplicas"], 3, "{}", d["status"]);
-    let events = s.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=Deployment",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
+    let events = event_reasons(&s, "involvedObject.kind=Deployment");
     assert!(events.contains("ScalingReplicaSet"), "{events}");
 }
 
 #[test]
 fn a_recreate_rollout_stops_every_old_pod_before_it_starts_a_new_one() {
-    let s = Server::start();
-    let _a = Agent::start(&s, "ctl-recreate");
-    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v1");
-    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v2");
     let strategy = "  strategy:\n    type: Recreate\n";
-    s.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &deployment("redo", 3, "hello-http:v1", strategy),
-    );
-    rollout_status(&s, "redo");
+    let (s, _a) = rolled_out_v1("ctl-recreate", "redo", strategy);
     // Kubernetes' Recreate: no new pod exists while an old one is still running (terminating
     // counts as running until it has stopped).
     let overlap = Arc::new(Mutex::new(None::<Vec<String>>));
@@ -515,14 +512,7 @@ fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_comple
     wait_for("its pods gone with it", TIMEOUT, || {
         pods(&s, "job-name=tidy").is_empty().then_some(())
     });
-    let events = s.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=tidy",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
+    let events = event_reasons(&s, "involvedObject.name=tidy");
     assert!(events.contains("Completed"), "it completed first: {events}");
 }
 
