@@ -79,7 +79,7 @@ impl NodeArgs {
             anyhow::bail!("--event-qps must be a number >= 0, not {}", self.event_qps);
         }
         config.event_qps = self.event_qps;
-        config.event_burst = self.event_burst.max(1);
+        config.event_burst = self.event_burst;
         Ok(())
     }
 }

@@ -64,7 +64,7 @@ pub struct AgentConfig {
     /// Event writes per second after the burst (kubelet's `eventRecordQPS`, 50); 0 for no
     /// limit. Events beyond the queue are dropped, as kubelet's are.
     pub event_qps: f64,
-    /// Event writes allowed at once (kubelet's `eventBurst`, 100).
+    /// Event writes allowed at once (kubelet's `eventBurst`, 100; 0 counts as 1).
     pub event_burst: u32,
 }
 
