@@ -228,7 +228,6 @@ impl EventWriter {
         writes: &mut JoinSet<(Key, Result<(), ApiError>)>,
         rec: Record,
     ) {
-        let now = crate::apiserver::objects::now_rfc3339();
         let inv = &rec.involved;
         let object = match inv.uid.as_deref().filter(|u| !u.is_empty()) {
             Some(uid) => uid.to_string(),
@@ -250,6 +249,7 @@ impl EventWriter {
             tracing::debug!(reason = %rec.reason, object = %object, "event dropped by the spam filter");
             return;
         };
+        let now = crate::apiserver::objects::now_rfc3339();
         let mut rec = rec;
         rec.message = correlated.message;
         let key = Key {
