@@ -4,6 +4,9 @@
 //! `--server URL`), then measures over real HTTP:
 //! - this machine's 4 KiB write + fdatasync latency on the data dir's filesystem (the floor of
 //!   any durable write);
+//! - the store alone: sequential durable creates straight into a fresh redb store in the same
+//!   directory, no HTTP or API server work (the part of a create's latency the store owns),
+//!   with the store's write-ahead log and without it;
 //! - single-client create latency (p50, p99) and its ratio to that fdatasync;
 //! - durable creates per second with N concurrent clients;
 //! - watch delivery: time from a create's acknowledgement to its event arriving on a watch.
@@ -138,6 +141,36 @@ fn fdatasync_samples(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Dura
     Ok(out)
 }
 
+/// Sequential durable creates of a pod's JSON straight into a fresh store in `dir`, with the
+/// store's write-ahead log or without it (each create a durable redb commit).
+async fn store_samples(
+    dir: &std::path::Path,
+    n: usize,
+    wal: bool,
+) -> anyhow::Result<Vec<Duration>> {
+    use flotilla_control::store::{RedbStore, RedbStoreConfig, Store};
+    let sub = tempfile::tempdir_in(dir)?;
+    let mut config = RedbStoreConfig::new(sub.path().join("probe.redb"));
+    if !wal {
+        config.wal_size = 0;
+    }
+    let store = RedbStore::open(config)?;
+    let value = bytes::Bytes::from(serde_json::to_vec(&pod("p", "bench"))?);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n + 20 {
+        let t = Instant::now();
+        store
+            .create(format!("/registry/pods/bench/p-{i}"), value.clone())
+            .await?;
+        if i >= 20 {
+            out.push(t.elapsed());
+        }
+    }
+    store.close();
+    out.sort();
+    Ok(out)
+}
+
 async fn create(client: &reqwest::Client, base: &str, ns: &str, name: &str) -> anyhow::Result<()> {
     let r = client
         .post(format!("{base}/api/v1/namespaces/{ns}/pods"))
@@ -218,6 +251,20 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         us(percentile(&fsync, 0.99)),
         fsync.len()
     );
+
+    for (label, wal) in [
+        ("store alone, redb commit:", false),
+        ("store alone, with its WAL:", true),
+    ] {
+        let lat = store_samples(&data_dir, args.single, wal).await?;
+        let p50 = percentile(&lat, 0.5);
+        println!(
+            "{label:27} p50 {:8.1} µs  p99 {:8.1} µs  = {:.2}× fdatasync p50",
+            us(p50),
+            us(percentile(&lat, 0.99)),
+            p50.as_secs_f64() / fsync_p50.as_secs_f64(),
+        );
+    }
 
     // Single client, sequential.
     let ns = format!("bench-single-{run_id}");

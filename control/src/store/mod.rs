@@ -2,6 +2,7 @@
 //!
 //! - [`Store`]: the trait every backend implements (the API server only talks to this).
 //! - [`redb`]: the embedded default backend, with group commit and an in-memory read index.
+//! - [`wal`]: its write-ahead log, where a batch of writes becomes durable with one flush.
 //! - [`watch`]: the watch log shared by backends: a bounded window of events, resumable from any
 //!   retained revision.
 //!
@@ -10,6 +11,7 @@
 //! `mod_revision`). One global revision counts every write.
 
 pub mod redb;
+pub mod wal;
 pub mod watch;
 
 use std::future::Future;

@@ -1,10 +1,14 @@
 //! The embedded store backend: one redb file, group commit, an in-memory read index.
 //!
 //! Writes go to a single committer thread. It takes every write waiting in its queue (up to
-//! `max_batch`), checks each against the current state (compare-and-swap), writes the data and
-//! the watch events of all of them in ONE durable redb transaction, and only then updates the
-//! in-memory index, appends to the watch log and acknowledges each writer. So concurrent writers
-//! share an fsync, and nobody hears "done" before their write is on disk.
+//! `max_batch`), checks each against the current state (compare-and-swap), appends all of them
+//! as ONE record to the write-ahead log ([`super::wal`]) and flushes it, applies them to redb in
+//! one transaction that is not flushed, and only then updates the in-memory index, acknowledges
+//! each writer and appends to the watch log. So concurrent writers share one `fdatasync`, and
+//! nobody hears "done" before their write is on disk. Every so often (the log half full, or
+//! [`CHECKPOINT_INTERVAL`] passed) a durable redb commit, a *checkpoint*, makes the log's
+//! records redundant and it starts over; opening the store replays what the log holds after
+//! the last checkpoint. A batch too large for the log is committed durably to redb directly.
 //!
 //! Reads are served from the in-memory index (a `BTreeMap` mirror of the data table, loaded at
 //! open), so they never touch the disk or wait for the committer.
@@ -17,9 +21,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::wal::Wal;
 use super::watch::{EventType, WatchEvent, WatchLog, WatchStream};
 use super::{Entry, ListOptions, ListResult, Revision, Store, StoreError, StoreFuture};
 
@@ -28,6 +33,11 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
+/// The write-ahead log's epoch: records of another epoch are not replayed.
+const META_EPOCH: &str = "wal_epoch";
+
+/// The longest the log goes without a checkpoint while it has records.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Settings of the redb backend.
 #[derive(Debug, Clone)]
@@ -40,18 +50,28 @@ pub struct RedbStoreConfig {
     pub watch_min_events: usize,
     /// The most writes committed in one transaction.
     pub max_batch: usize,
+    /// Size of the write-ahead log file (next to the database, extension `wal`); 0 turns the
+    /// log off, and every batch is then a durable redb commit of its own.
+    pub wal_size: u64,
 }
 
 impl RedbStoreConfig {
     /// Defaults for a database at `path`: a 5-minute watch window (as kube-apiserver's etcd
-    /// compaction interval), at least 1,000 events kept, batches of up to 4,096 writes.
+    /// compaction interval), at least 1,000 events kept, batches of up to 4,096 writes, an
+    /// 8 MiB write-ahead log.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         RedbStoreConfig {
             path: path.into(),
             watch_window: Duration::from_secs(300),
             watch_min_events: 1000,
             max_batch: 4096,
+            wal_size: 8 << 20,
         }
+    }
+
+    /// The write-ahead log's path: the database's, with extension `wal`.
+    pub fn wal_path(&self) -> PathBuf {
+        self.path.with_extension("wal")
     }
 }
 
@@ -179,6 +199,133 @@ fn decode_event(revision: Revision, bytes: &[u8]) -> Option<WatchEvent> {
     })
 }
 
+/// One write as the write-ahead log records it: the event without its previous value (replay
+/// reads that from the data it is applied to) plus the key's creation revision.
+fn encode_ops(events: &[WatchEvent], create_revs: &[Revision]) -> Vec<u8> {
+    let size: usize = events
+        .iter()
+        .map(|e| 33 + 8 + e.key.len() + e.value.len())
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for (e, create_rev) in events.iter().zip(create_revs) {
+        out.push(e.event_type.to_byte());
+        out.extend_from_slice(&e.revision.to_le_bytes());
+        out.extend_from_slice(&create_rev.to_le_bytes());
+        out.extend_from_slice(&e.time_ms.to_le_bytes());
+        put_chunk(&mut out, e.key.as_bytes());
+        let value: &[u8] = if e.event_type == EventType::Deleted {
+            &[]
+        } else {
+            &e.value
+        };
+        put_chunk(&mut out, value);
+    }
+    out
+}
+
+/// A write read back from the log by [`decode_ops`].
+struct LoggedOp {
+    event_type: EventType,
+    revision: Revision,
+    create_revision: Revision,
+    time_ms: u64,
+    key: String,
+    value: Bytes,
+}
+
+fn decode_ops(payload: &[u8]) -> Option<Vec<LoggedOp>> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, tail) = b.split_at(n);
+        *b = tail;
+        Some(head)
+    }
+    fn u64_of(b: &mut &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))
+    }
+    fn chunk<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize;
+        take(b, len)
+    }
+    let mut b = payload;
+    let mut ops = Vec::new();
+    while !b.is_empty() {
+        ops.push(LoggedOp {
+            event_type: EventType::from_byte(take(&mut b, 1)?[0])?,
+            revision: u64_of(&mut b)?,
+            create_revision: u64_of(&mut b)?,
+            time_ms: u64_of(&mut b)?,
+            key: String::from_utf8(chunk(&mut b)?.to_vec()).ok()?,
+            value: Bytes::copy_from_slice(chunk(&mut b)?),
+        });
+    }
+    Some(ops)
+}
+
+/// Applies the log's records after `revision` to `data` and `events` (the state loaded from
+/// redb), collecting what changed in `overlay`; returns the new revision.
+fn replay(
+    records: &[Vec<u8>],
+    mut revision: Revision,
+    data: &mut BTreeMap<String, Entry>,
+    events: &mut Vec<WatchEvent>,
+    overlay: &mut HashMap<String, Option<Entry>>,
+) -> Result<Revision, StoreError> {
+    let corrupt = |why: String| StoreError::Backend(format!("write-ahead log: {why}"));
+    for record in records {
+        let ops = decode_ops(record).ok_or_else(|| corrupt("undecodable record".into()))?;
+        for op in ops {
+            if op.revision <= revision {
+                continue;
+            }
+            if op.revision != revision + 1 {
+                return Err(corrupt(format!(
+                    "revision {} follows {revision}",
+                    op.revision
+                )));
+            }
+            revision = op.revision;
+            let prev = data.get(&op.key).map(|e| e.value.clone());
+            let value = match (op.event_type, &prev) {
+                (EventType::Added, None) | (EventType::Modified, Some(_)) => {
+                    let entry = Entry {
+                        key: op.key.clone(),
+                        value: op.value.clone(),
+                        create_revision: op.create_revision,
+                        mod_revision: op.revision,
+                    };
+                    data.insert(op.key.clone(), entry.clone());
+                    overlay.insert(op.key.clone(), Some(entry));
+                    op.value
+                }
+                (EventType::Deleted, Some(p)) => {
+                    let p = p.clone();
+                    data.remove(&op.key);
+                    overlay.insert(op.key.clone(), None);
+                    p
+                }
+                (t, _) => {
+                    return Err(corrupt(format!(
+                        "{t:?} of {} at revision {} does not match the data",
+                        op.key, op.revision
+                    )));
+                }
+            };
+            events.push(WatchEvent {
+                revision: op.revision,
+                event_type: op.event_type,
+                key: op.key,
+                value,
+                prev,
+                time_ms: op.time_ms,
+            });
+        }
+    }
+    Ok(revision)
+}
+
 impl RedbStore {
     /// Opens (or creates) the database and starts its committer thread.
     pub fn open(config: RedbStoreConfig) -> Result<RedbStore, StoreError> {
@@ -195,7 +342,7 @@ impl RedbStore {
         }
         txn.commit().map_err(backend)?;
 
-        let (data, revision, compacted, events) = {
+        let (mut data, revision, compacted, mut events, epoch) = {
             let txn = db.begin_read().map_err(backend)?;
             let meta = txn.open_table(META).map_err(backend)?;
             let revision = meta
@@ -205,6 +352,11 @@ impl RedbStore {
                 .unwrap_or(0);
             let compacted = meta
                 .get(META_COMPACTED)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let epoch = meta
+                .get(META_EPOCH)
                 .map_err(backend)?
                 .map(|v| v.value())
                 .unwrap_or(0);
@@ -233,8 +385,33 @@ impl RedbStore {
                 })?;
                 events.push(event);
             }
-            (data, revision, compacted, events)
+            (data, revision, compacted, events, epoch)
         };
+        // What the log holds after the last checkpoint, made durable in redb at once; the log
+        // then starts a new epoch.
+        let (mut wal, records) =
+            Wal::open(&config.wal_path(), config.wal_size, epoch).map_err(backend)?;
+        let mut overlay = HashMap::new();
+        let first_replayed = events.len();
+        let revision = replay(&records, revision, &mut data, &mut events, &mut overlay)?;
+        if !records.is_empty() {
+            tracing::info!(
+                records = records.len(),
+                writes = events.len() - first_replayed,
+                revision,
+                "store: replayed the write-ahead log"
+            );
+        }
+        persist(
+            &db,
+            &overlay,
+            &events[first_replayed..],
+            revision,
+            compacted,
+            epoch + 1,
+            Durability::Immediate,
+        )?;
+        wal.restart(epoch + 1);
         // With no retained events, nothing before the current revision can be replayed.
         let compacted = if events.is_empty() {
             revision
@@ -249,9 +426,12 @@ impl RedbStore {
         let (tx, rx) = mpsc::channel();
         let committer = Committer {
             db,
+            wal,
             state: state.clone(),
             config,
             last_compaction: Instant::now(),
+            last_checkpoint: Instant::now(),
+            failed: None,
         };
         thread::Builder::new()
             .name("store-committer".into())
@@ -367,18 +547,29 @@ type Responder = oneshot::Sender<Result<Entry, StoreError>>;
 
 struct Committer {
     db: Database,
+    wal: Wal,
     state: Arc<Mutex<State>>,
     config: RedbStoreConfig,
     last_compaction: Instant,
+    last_checkpoint: Instant,
+    /// Set when a batch reached the log but not redb: from then on every write fails (its
+    /// fate on disk is the log's, and replay at the next open settles it).
+    failed: Option<StoreError>,
 }
 
 impl Committer {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::new();
         'outer: loop {
-            let first = match rx.recv() {
+            let first = match rx.recv_timeout(CHECKPOINT_INTERVAL) {
                 Ok(c) => c,
-                Err(_) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.wal.used() > 0 {
+                        self.checkpoint();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let mut close = None;
             match first {
@@ -412,6 +603,9 @@ impl Committer {
                         let _ = respond.send(Err(StoreError::Backend("store is closed".into())));
                     }
                 }
+                if self.wal.used() > 0 && self.failed.is_none() {
+                    self.checkpoint();
+                }
                 drop(self);
                 let _ = done.send(());
                 break 'outer;
@@ -430,6 +624,8 @@ impl Committer {
         let mut results: Vec<(Responder, Result<Entry, StoreError>)> =
             Vec::with_capacity(batch.len());
         let mut events: Vec<WatchEvent> = Vec::new();
+        // Each event's key's creation revision, for the log.
+        let mut create_revs: Vec<Revision> = Vec::new();
         {
             let state = self.state.lock().expect("store state lock");
             for (kind, key, value, respond) in batch {
@@ -447,6 +643,7 @@ impl Committer {
                             create_revision: revision,
                             mod_revision: revision,
                         };
+                        create_revs.push(revision);
                         events.push(WatchEvent {
                             revision,
                             event_type: EventType::Added,
@@ -475,6 +672,7 @@ impl Committer {
                             create_revision: cur.create_revision,
                             mod_revision: revision,
                         };
+                        create_revs.push(cur.create_revision);
                         events.push(WatchEvent {
                             revision,
                             event_type: EventType::Modified,
@@ -492,6 +690,7 @@ impl Committer {
                             mod_revision: revision,
                             ..cur
                         };
+                        create_revs.push(entry.create_revision);
                         events.push(WatchEvent {
                             revision,
                             event_type: EventType::Deleted,
@@ -515,8 +714,51 @@ impl Committer {
             return;
         }
 
+        if let Some(e) = &self.failed {
+            for (respond, outcome) in results {
+                let _ = respond.send(outcome.and(Err(e.clone())));
+            }
+            return;
+        }
         let compact_to = self.compaction_point(time_ms);
-        if let Err(e) = self.persist(&overlay, &events, revision, compact_to.unwrap_or(compacted)) {
+        let compacted = compact_to.unwrap_or(compacted);
+        let payload = encode_ops(&events, &create_revs);
+        let committed = if self.wal.fits(payload.len()) {
+            let logged = self.wal.append(&payload).map_err(backend);
+            let applied = logged.clone().and_then(|()| {
+                persist(
+                    &self.db,
+                    &overlay,
+                    &events,
+                    revision,
+                    compacted,
+                    self.wal.epoch(),
+                    Durability::None,
+                )
+            });
+            if let (Err(e), Ok(())) = (&applied, &logged) {
+                tracing::error!(error = %e, "store: a logged batch did not reach redb; refusing further writes");
+                self.failed = Some(e.clone());
+            }
+            applied
+        } else {
+            // Larger than the log: straight into redb, durably, as a checkpoint of its own.
+            let epoch = self.wal.epoch() + 1;
+            persist(
+                &self.db,
+                &overlay,
+                &events,
+                revision,
+                compacted,
+                epoch,
+                Durability::Immediate,
+            )
+            .map(|()| {
+                self.wal.restart(epoch);
+                self.last_checkpoint = Instant::now();
+            })
+        };
+        if let Err(e) = committed {
             tracing::error!(error = %e, "store commit failed");
             for (respond, outcome) in results {
                 let _ = respond.send(outcome.and(Err(e.clone())));
@@ -548,6 +790,31 @@ impl Committer {
                 state.log.compact_through(point);
             }
         }
+        if self.wal.used() > 0
+            && (self.wal.used() > self.wal.capacity() / 2
+                || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL)
+        {
+            self.checkpoint();
+        }
+    }
+
+    /// Makes everything applied so far durable in redb and starts the log over.
+    fn checkpoint(&mut self) {
+        let epoch = self.wal.epoch() + 1;
+        let done = (|| {
+            let txn = self.db.begin_write().map_err(backend)?;
+            txn.open_table(META)
+                .map_err(backend)?
+                .insert(META_EPOCH, epoch)
+                .map_err(backend)?;
+            txn.commit().map_err(backend)
+        })();
+        match done {
+            Ok(()) => self.wal.restart(epoch),
+            // The log still holds every record since the last checkpoint: nothing is lost.
+            Err(e) => tracing::warn!(error = %e, "store checkpoint failed; retrying later"),
+        }
+        self.last_checkpoint = Instant::now();
     }
 
     /// Decides, at most once a second, up to which revision the watch log is compacted.
@@ -568,40 +835,45 @@ impl Committer {
             Some(point)
         }
     }
+}
 
-    fn persist(
-        &self,
-        overlay: &HashMap<String, Option<Entry>>,
-        events: &[WatchEvent],
-        revision: Revision,
-        compacted: Revision,
-    ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(backend)?;
-        {
-            let mut data = txn.open_table(DATA).map_err(backend)?;
-            for (key, entry) in overlay {
-                match entry {
-                    Some(e) => {
-                        data.insert(key.as_str(), encode_entry(e).as_slice())
-                            .map_err(backend)?;
-                    }
-                    None => {
-                        data.remove(key.as_str()).map_err(backend)?;
-                    }
+/// Writes a batch's data, its watch events and the metadata in one redb transaction.
+fn persist(
+    db: &Database,
+    overlay: &HashMap<String, Option<Entry>>,
+    events: &[WatchEvent],
+    revision: Revision,
+    compacted: Revision,
+    epoch: u64,
+    durability: Durability,
+) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(backend)?;
+    txn.set_durability(durability).map_err(backend)?;
+    {
+        let mut data = txn.open_table(DATA).map_err(backend)?;
+        for (key, entry) in overlay {
+            match entry {
+                Some(e) => {
+                    data.insert(key.as_str(), encode_entry(e).as_slice())
+                        .map_err(backend)?;
+                }
+                None => {
+                    data.remove(key.as_str()).map_err(backend)?;
                 }
             }
-            let mut log = txn.open_table(EVENTS).map_err(backend)?;
-            for e in events {
-                log.insert(e.revision, encode_event(e).as_slice())
-                    .map_err(backend)?;
-            }
-            log.retain_in(..=compacted, |_, _| false).map_err(backend)?;
-            let mut meta = txn.open_table(META).map_err(backend)?;
-            meta.insert(META_REVISION, revision).map_err(backend)?;
-            meta.insert(META_COMPACTED, compacted).map_err(backend)?;
         }
-        txn.commit().map_err(backend)
+        let mut log = txn.open_table(EVENTS).map_err(backend)?;
+        for e in events {
+            log.insert(e.revision, encode_event(e).as_slice())
+                .map_err(backend)?;
+        }
+        log.retain_in(..=compacted, |_, _| false).map_err(backend)?;
+        let mut meta = txn.open_table(META).map_err(backend)?;
+        meta.insert(META_REVISION, revision).map_err(backend)?;
+        meta.insert(META_COMPACTED, compacted).map_err(backend)?;
+        meta.insert(META_EPOCH, epoch).map_err(backend)?;
     }
+    txn.commit().map_err(backend)
 }
 
 #[cfg(test)]
@@ -610,6 +882,74 @@ mod tests {
 
     fn open(dir: &tempfile::TempDir) -> RedbStore {
         RedbStore::open(RedbStoreConfig::new(dir.path().join("store.redb"))).unwrap()
+    }
+
+    fn event(revision: Revision, event_type: EventType, key: &str, value: &str) -> WatchEvent {
+        WatchEvent {
+            revision,
+            event_type,
+            key: key.into(),
+            value: Bytes::from(value.to_string()),
+            prev: None,
+            time_ms: 1,
+        }
+    }
+
+    #[test]
+    fn replaying_the_log_rebuilds_data_and_events_with_previous_values() {
+        let record = encode_ops(
+            &[
+                event(5, EventType::Added, "/k/b", "b1"),
+                event(6, EventType::Modified, "/k/a", "a2"),
+                event(7, EventType::Deleted, "/k/b", "b1"),
+            ],
+            &[5, 1, 5],
+        );
+        let mut data = BTreeMap::from([(
+            "/k/a".to_string(),
+            Entry {
+                key: "/k/a".into(),
+                value: Bytes::from_static(b"a1"),
+                create_revision: 1,
+                mod_revision: 4,
+            },
+        )]);
+        let (mut events, mut overlay) = (Vec::new(), HashMap::new());
+        let rev = replay(
+            std::slice::from_ref(&record),
+            4,
+            &mut data,
+            &mut events,
+            &mut overlay,
+        )
+        .unwrap();
+        assert_eq!(rev, 7);
+        assert_eq!(data["/k/a"].value, Bytes::from_static(b"a2"));
+        assert_eq!(
+            (data["/k/a"].create_revision, data["/k/a"].mod_revision),
+            (1, 6)
+        );
+        assert!(!data.contains_key("/k/b"));
+        assert_eq!(overlay.get("/k/b"), Some(&None));
+        let prevs: Vec<Option<&[u8]>> = events.iter().map(|e| e.prev.as_deref()).collect();
+        assert_eq!(prevs, vec![None, Some(&b"a1"[..]), Some(&b"b1"[..])]);
+        // A deletion carries the last value.
+        assert_eq!(events[2].value, Bytes::from_static(b"b1"));
+        // Records already in redb are skipped; a gap in revisions is corruption.
+        let (mut e2, mut o2) = (Vec::new(), HashMap::new());
+        assert_eq!(
+            replay(
+                std::slice::from_ref(&record),
+                7,
+                &mut data,
+                &mut e2,
+                &mut o2
+            ),
+            Ok(7)
+        );
+        assert!(e2.is_empty());
+        let gap = encode_ops(&[event(9, EventType::Added, "/k/c", "c")], &[9]);
+        assert!(replay(&[gap], 7, &mut data, &mut e2, &mut o2).is_err());
     }
 
     #[tokio::test]
