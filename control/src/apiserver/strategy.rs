@@ -20,7 +20,7 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
     fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
         obj: &Value,
     ) -> Result<Value, String> {
-        let typed: T = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
+        let typed = T::deserialize(obj).map_err(|e| e.to_string())?;
         serde_json::to_value(typed).map_err(|e| e.to_string())
     }
     let normal = match res.kind {
@@ -45,30 +45,35 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
         other => Err(format!("no decoder for kind {other}")),
     }?;
     let mut unknown = Vec::new();
-    unknown_fields(&obj, &normal, "", &mut unknown);
+    unknown_fields(&obj, &normal, &mut String::new(), &mut unknown);
     Ok((normal, unknown))
 }
 
-/// Collects paths present in `input` but absent from its typed round trip.
-fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+/// Collects paths present in `input` but absent from its typed round trip. `path` is the
+/// current one; it is extended and restored in place, so only unknown fields allocate.
+fn unknown_fields(input: &Value, typed: &Value, path: &mut String, out: &mut Vec<String>) {
+    let len = path.len();
     match (input, typed) {
         (Value::Object(i), Value::Object(t)) => {
             for (k, iv) in i {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                match t.get(k) {
-                    Some(tv) => unknown_fields(iv, tv, &p, out),
-                    None if iv.is_null() => {}
-                    None => out.push(p),
+                if len > 0 {
+                    path.push('.');
                 }
+                path.push_str(k);
+                match t.get(k) {
+                    Some(tv) => unknown_fields(iv, tv, path, out),
+                    None if iv.is_null() => {}
+                    None => out.push(path.clone()),
+                }
+                path.truncate(len);
             }
         }
         (Value::Array(i), Value::Array(t)) => {
             for (n, (iv, tv)) in i.iter().zip(t).enumerate() {
-                unknown_fields(iv, tv, &format!("{path}[{n}]"), out);
+                use std::fmt::Write;
+                let _ = write!(path, "[{n}]");
+                unknown_fields(iv, tv, path, out);
+                path.truncate(len);
             }
         }
         _ => {}
@@ -606,6 +611,23 @@ mod tests {
         let res = resources::find(kind_path.0, kind_path.1, kind_path.2).expect("served");
         apply_defaults(res, &mut obj);
         obj
+    }
+
+    #[test]
+    fn decoding_names_every_unknown_field_by_its_full_path() {
+        let res = resources::find("", "v1", "pods").expect("served");
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "bogus": 1,
+            "metadata": {"name": "p", "labels": {"a": "b"}, "nope": null},
+            "spec": {"containers": [{"name": "a", "image": "i"},
+                                    {"name": "b", "image": "i", "colour": "red"}],
+                     "extra": {"deep": true}}});
+        let (normal, unknown) = decode(res, pod).unwrap();
+        assert_eq!(
+            unknown,
+            vec!["bogus", "spec.containers[1].colour", "spec.extra"]
+        );
+        assert_eq!(normal["metadata"]["labels"]["a"], "b");
+        assert!(normal["spec"].get("extra").is_none());
     }
 
     #[test]
