@@ -11,7 +11,7 @@
 //! clock skew between machines does not matter, and after a control-plane restart every node
 //! gets a full grace period again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
@@ -99,7 +99,7 @@ struct NodeLifecycle {
     config: NodeLifecycleConfig,
     events: EventRecorder,
     seen: HashMap<String, Seen>,
-    known_nodes: std::collections::BTreeSet<String>,
+    known_nodes: HashSet<String>,
     last_pod_gc: Instant,
 }
 
@@ -114,14 +114,25 @@ impl NodeLifecycle {
             .list(leases(), Some(LEASE_NAMESPACE), &ListParams::default())
             .await?;
         let now = Instant::now();
-        let mut unreachable: Vec<(String, chrono::DateTime<chrono::Utc>)> = Vec::new();
+        // Indexed once per pass: with thousands of nodes, a scan per node (or per pod) would
+        // make a pass quadratic.
+        let renewals: HashMap<&str, &str> = lease_list
+            .iter()
+            .map(|l| {
+                (
+                    objects::name(l),
+                    l["spec"]["renewTime"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        let mut unreachable: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
         for node in &node_list {
             let name = objects::name(node).to_string();
-            let renew = lease_list
-                .iter()
-                .find(|l| objects::name(l) == name)
-                .map(|l| l["spec"]["renewTime"].as_str().unwrap_or("").to_string())
-                .unwrap_or_default();
+            let renew = renewals
+                .get(name.as_str())
+                .copied()
+                .unwrap_or("")
+                .to_string();
             let seen = self.seen.entry(name.clone()).or_insert_with(|| Seen {
                 renew: renew.clone(),
                 at: now,
@@ -159,23 +170,22 @@ impl NodeLifecycle {
                         at
                     }
                 };
-                unreachable.push((name, added));
+                unreachable.insert(name, added);
             } else if taint.is_some() {
                 self.set_taint(node, false).await?;
             }
         }
-        self.seen
-            .retain(|n, _| node_list.iter().any(|node| objects::name(node) == n));
         // Pods bound to missing nodes are looked for when a node went away, and now and
         // then (listing every pod is the expensive part of a pass).
-        let names: std::collections::BTreeSet<String> = node_list
+        let names: HashSet<String> = node_list
             .iter()
             .map(|n| objects::name(n).to_string())
             .collect();
+        self.seen.retain(|n, _| names.contains(n));
         let node_left = self.known_nodes.iter().any(|n| !names.contains(n));
-        self.known_nodes = names;
         let gc_due = node_left || now.duration_since(self.last_pod_gc) > POD_GC_PERIOD;
         if unreachable.is_empty() && !gc_due {
+            self.known_nodes = names;
             return Ok(());
         }
         let (all_pods, _, _) = self
@@ -187,7 +197,7 @@ impl NodeLifecycle {
             let Some(node) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
                 continue;
             };
-            if let Some((_, added)) = unreachable.iter().find(|(n, _)| n == node) {
+            if let Some(added) = unreachable.get(node) {
                 let Some(tolerated) = toleration_time(p, self.config.default_toleration) else {
                     continue;
                 };
@@ -207,7 +217,7 @@ impl NodeLifecycle {
                         objects::name(p).to_string(),
                     ));
                 }
-            } else if gc_due && !node_list.iter().any(|n| objects::name(n) == node) {
+            } else if gc_due && !names.contains(node) {
                 // Bound to a node that is gone.
                 evict.push((
                     objects::namespace(p).unwrap_or("default").to_string(),
@@ -218,6 +228,7 @@ impl NodeLifecycle {
         if gc_due {
             self.last_pod_gc = now;
         }
+        self.known_nodes = names;
         let mut by_ns: HashMap<String, Vec<String>> = HashMap::new();
         for (ns, name) in evict {
             by_ns.entry(ns).or_default().push(name);
