@@ -6,8 +6,10 @@
 //! status is stored (no polling), which keeps the endpoints within milliseconds of the pods.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +17,7 @@ use crate::apiserver::api::{Api, ListParams};
 use crate::apiserver::error::ApiResult;
 use crate::apiserver::objects;
 use crate::apiserver::resources::{self, ResourceInfo};
-use crate::store::EventType;
+use crate::store::{EventType, Revision};
 
 /// `(namespace, name)`.
 pub type Key = (String, String);
@@ -42,6 +44,15 @@ fn services() -> &'static ResourceInfo {
 
 fn pods() -> &'static ResourceInfo {
     resources::find("", "v1", "pods").expect("pods served")
+}
+
+/// `(namespace, name)` of the pod stored under `key` (`/registry/core/pods/NS/NAME`).
+fn pod_key(key: &str) -> Key {
+    let rest = key.rsplitn(3, '/').collect::<Vec<_>>();
+    match rest.as_slice() {
+        [name, ns, _] => (ns.to_string(), name.to_string()),
+        _ => (String::new(), key.to_string()),
+    }
 }
 
 fn key_of(obj: &Value) -> Key {
@@ -71,11 +82,35 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: &Value) -> bool {
         .all(|(k, v)| labels.get(k).and_then(Value::as_str) == Some(v.as_str()))
 }
 
+/// A cached pod, decoded the first time a Service needs it: pods in namespaces where no
+/// Service selects anything are never decoded (at tens of thousands of pod writes per second,
+/// decoding each one for nothing was a tenth of the control plane's CPU).
+struct CachedPod {
+    bytes: Bytes,
+    revision: Revision,
+    decoded: OnceLock<Value>,
+}
+
+impl CachedPod {
+    fn decoded(value: Value) -> Self {
+        CachedPod {
+            bytes: Bytes::new(),
+            revision: 0,
+            decoded: OnceLock::from(value),
+        }
+    }
+
+    fn get(&self) -> &Value {
+        self.decoded
+            .get_or_init(|| objects::from_bytes(&self.bytes, self.revision))
+    }
+}
+
 /// The informer's caches.
 #[derive(Default)]
 struct Cache {
     services: HashMap<Key, Value>,
-    pods: HashMap<Key, Value>,
+    pods: HashMap<Key, CachedPod>,
 }
 
 impl Cache {
@@ -87,11 +122,19 @@ impl Cache {
         let mut pods: Vec<&Value> = self
             .pods
             .iter()
-            .filter(|((pns, _), p)| pns == ns && selects(&sel, &p["metadata"]["labels"]))
-            .map(|(_, p)| p)
+            .filter(|((pns, _), _)| pns == ns)
+            .map(|(_, p)| p.get())
+            .filter(|p| selects(&sel, &p["metadata"]["labels"]))
             .collect();
         pods.sort_by(|a, b| objects::name(a).cmp(objects::name(b)));
         pods
+    }
+
+    /// Whether a Service in namespace `ns` has a selector (so its pods matter).
+    fn selects_in(&self, ns: &str) -> bool {
+        self.services
+            .iter()
+            .any(|((sns, _), s)| sns == ns && selector(s).is_some())
     }
 
     /// The Services whose selector matches any of `labels` in namespace `ns`.
@@ -132,7 +175,7 @@ pub async fn run<R: ServiceReconciler>(api: Api, r: R, shutdown: CancellationTok
             cache.services.insert(key_of(&s), s);
         }
         for p in pod_list {
-            cache.pods.insert(key_of(&p), p);
+            cache.pods.insert(key_of(&p), CachedPod::decoded(p));
         }
         let (mut svc_watch, mut pod_watch) = match (
             api.watch(services(), None, svc_rev),
@@ -178,8 +221,22 @@ pub async fn run<R: ServiceReconciler>(api: Api, r: R, shutdown: CancellationTok
                 },
                 ev = pod_watch.next() => match ev {
                     Some(Ok(e)) => {
+                        let key = pod_key(&e.key);
+                        if !cache.selects_in(&key.0) {
+                            // No Service here to tell: keep the bytes for later.
+                            if e.event_type == EventType::Deleted {
+                                cache.pods.remove(&key);
+                            } else {
+                                let pod = CachedPod {
+                                    bytes: e.value.clone(),
+                                    revision: e.revision,
+                                    decoded: OnceLock::new(),
+                                };
+                                cache.pods.insert(key, pod);
+                            }
+                            continue;
+                        }
                         let obj = objects::from_bytes(&e.value, e.revision);
-                        let key = key_of(&obj);
                         let prev = e.prev.as_ref().map(|b| objects::from_bytes(b, 0));
                         let mut labels = vec![&obj["metadata"]["labels"]];
                         if let Some(p) = &prev {
@@ -189,7 +246,7 @@ pub async fn run<R: ServiceReconciler>(api: Api, r: R, shutdown: CancellationTok
                         if e.event_type == EventType::Deleted {
                             cache.pods.remove(&key);
                         } else {
-                            cache.pods.insert(key, obj);
+                            cache.pods.insert(key, CachedPod::decoded(obj));
                         }
                     }
                     _ => continue 'relist,
@@ -307,6 +364,37 @@ pub fn group_by_ports<'a>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_pod_store_key_names_its_namespace_and_name() {
+        let key = pods().key(Some("team-a"), "web-0");
+        assert_eq!(pod_key(&key), ("team-a".to_string(), "web-0".to_string()));
+    }
+
+    #[test]
+    fn pods_kept_undecoded_are_decoded_when_a_service_selects_them() {
+        let web =
+            json!({"metadata": {"name": "web-0", "namespace": "a", "labels": {"app": "web"}}});
+        let db = json!({"metadata": {"name": "db-0", "namespace": "a", "labels": {"app": "db"}}});
+        let mut cache = Cache::default();
+        for (pod, rev) in [(&web, 7), (&db, 8)] {
+            let lazy = CachedPod {
+                bytes: Bytes::from(serde_json::to_vec(pod).unwrap()),
+                revision: rev,
+                decoded: OnceLock::new(),
+            };
+            cache.pods.insert(key_of(pod), lazy);
+        }
+        assert!(!cache.selects_in("a"));
+        let svc = json!({"metadata": {"name": "web", "namespace": "a"}, "spec": {"selector": {"app": "web"}}});
+        cache.services.insert(key_of(&svc), svc.clone());
+        assert!(cache.selects_in("a"));
+        assert!(!cache.selects_in("b"));
+        let selected = cache.pods_of(&svc);
+        assert_eq!(selected.len(), 1);
+        assert_eq!(objects::name(selected[0]), "web-0");
+        assert_eq!(selected[0]["metadata"]["resourceVersion"], "7");
+    }
 
     #[test]
     fn target_ports_resolve_by_number_and_by_name() {
