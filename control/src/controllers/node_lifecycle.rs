@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,12 +23,13 @@ use tokio_util::sync::CancellationToken;
 use super::owner;
 use super::pods;
 use crate::apiserver::api::{Api, ListParams, WriteOptions};
-use crate::apiserver::error::ApiResult;
+use crate::apiserver::error::{ApiError, ApiResult};
 use crate::apiserver::objects;
 use crate::apiserver::patch::PatchType;
 use crate::apiserver::resources::{self, ResourceInfo, Subresource};
 use crate::events::{EventRecorder, EventWriter};
 use crate::scheduler::filter::tolerates;
+use crate::store::{Entry, ListOptions};
 
 /// The taint of a node whose agent stopped renewing its Lease.
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
@@ -89,6 +91,82 @@ pub fn toleration_time(pod: &Value, default: Duration) -> Option<Duration> {
     best.unwrap_or(Some(default))
 }
 
+/// What a pass reads of a Node.
+struct NodeView {
+    name: String,
+    /// The `node.kubernetes.io/unreachable:NoExecute` taint, when the node has it.
+    unreachable_taint: Option<Value>,
+    /// Whether the `Ready` condition is `Unknown`.
+    ready_unknown: bool,
+}
+
+impl NodeView {
+    fn of(entry: &Entry) -> Self {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Raw {
+            metadata: MetaView,
+            spec: RawSpec,
+            status: RawStatus,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct RawSpec {
+            taints: Option<Vec<Value>>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct RawStatus {
+            conditions: Option<Vec<RawCondition>>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct RawCondition {
+            #[serde(rename = "type")]
+            type_: Option<String>,
+            status: Option<String>,
+        }
+        let raw: Raw = serde_json::from_slice(&entry.value).unwrap_or_default();
+        NodeView {
+            // The key names the node even if its JSON could not be read.
+            name: raw
+                .metadata
+                .name
+                .unwrap_or_else(|| entry.key.rsplit('/').next().unwrap_or_default().to_string()),
+            unreachable_taint: raw
+                .spec
+                .taints
+                .unwrap_or_default()
+                .into_iter()
+                .find(|t| t["key"] == UNREACHABLE_TAINT && t["effect"] == "NoExecute"),
+            ready_unknown: raw.status.conditions.unwrap_or_default().iter().any(|c| {
+                c.type_.as_deref() == Some("Ready") && c.status.as_deref() == Some("Unknown")
+            }),
+        }
+    }
+}
+
+/// An object's `metadata.name`, read alone.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MetaView {
+    name: Option<String>,
+}
+
+/// What a pass reads of a Lease.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LeaseView {
+    metadata: MetaView,
+    spec: LeaseSpecView,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct LeaseSpecView {
+    renew_time: Option<String>,
+}
+
 struct Seen {
     renew: String,
     at: Instant,
@@ -108,31 +186,29 @@ const POD_GC_PERIOD: Duration = Duration::from_secs(20);
 
 impl NodeLifecycle {
     async fn pass(&mut self) -> ApiResult<()> {
-        let (node_list, _, _) = self.api.list(nodes(), None, &ListParams::default()).await?;
-        let (lease_list, _, _) = self
-            .api
-            .list(leases(), Some(LEASE_NAMESPACE), &ListParams::default())
-            .await?;
+        // Read through lean views: a pass runs every `period` over every node and Lease, and
+        // most of a Node (images, addresses, capacity) is skipped rather than decoded. The
+        // whole object is decoded only for a node this pass writes to.
+        let node_entries = self.list(nodes(), None).await?;
+        let lease_entries = self.list(leases(), Some(LEASE_NAMESPACE)).await?;
+        let node_list: Vec<NodeView> = node_entries.iter().map(NodeView::of).collect();
         let now = Instant::now();
         // Indexed once per pass: with thousands of nodes, a scan per node (or per pod) would
         // make a pass quadratic.
-        let renewals: HashMap<&str, &str> = lease_list
+        let renewals: HashMap<String, String> = lease_entries
             .iter()
-            .map(|l| {
+            .map(|e| {
+                let lease: LeaseView = serde_json::from_slice(&e.value).unwrap_or_default();
                 (
-                    objects::name(l),
-                    l["spec"]["renewTime"].as_str().unwrap_or(""),
+                    lease.metadata.name.unwrap_or_default(),
+                    lease.spec.renew_time.unwrap_or_default(),
                 )
             })
             .collect();
         let mut unreachable: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
-        for node in &node_list {
-            let name = objects::name(node).to_string();
-            let renew = renewals
-                .get(name.as_str())
-                .copied()
-                .unwrap_or("")
-                .to_string();
+        for (view, entry) in node_list.iter().zip(&node_entries) {
+            let name = view.name.clone();
+            let renew = renewals.get(&name).cloned().unwrap_or_default();
             let seen = self.seen.entry(name.clone()).or_insert_with(|| Seen {
                 renew: renew.clone(),
                 at: now,
@@ -142,45 +218,36 @@ impl NodeLifecycle {
                 seen.at = now;
             }
             let stale = now.duration_since(seen.at) > self.config.grace_period;
-            let taint = node["spec"]["taints"]
-                .as_array()
-                .and_then(|ts| {
-                    ts.iter()
-                        .find(|t| t["key"] == UNREACHABLE_TAINT && t["effect"] == "NoExecute")
-                })
-                .cloned();
+            let taint = &view.unreachable_taint;
+            if !stale && taint.is_none() {
+                continue;
+            }
+            let node = objects::from_bytes(&entry.value, entry.mod_revision);
             if stale {
-                let ready_unknown = node["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "Unknown")
-                });
-                if !ready_unknown {
-                    self.mark_unknown(node).await?;
+                if !view.ready_unknown {
+                    self.mark_unknown(&node).await?;
                     self.events.normal(
-                        owner::object_reference(node),
+                        owner::object_reference(&node),
                         "NodeNotReady",
                         format!("Node {name} status is now: NodeNotReady"),
                     );
                 }
-                let added = match &taint {
+                let added = match taint {
                     Some(t) => pods::parse_time(&t["timeAdded"]).unwrap_or_else(chrono::Utc::now),
                     None => {
                         let at = chrono::Utc::now();
-                        self.set_taint(node, true).await?;
+                        self.set_taint(&node, true).await?;
                         at
                     }
                 };
                 unreachable.insert(name, added);
-            } else if taint.is_some() {
-                self.set_taint(node, false).await?;
+            } else {
+                self.set_taint(&node, false).await?;
             }
         }
         // Pods bound to missing nodes are looked for when a node went away, and now and
         // then (listing every pod is the expensive part of a pass).
-        let names: HashSet<String> = node_list
-            .iter()
-            .map(|n| objects::name(n).to_string())
-            .collect();
+        let names: HashSet<String> = node_list.into_iter().map(|n| n.name).collect();
         self.seen.retain(|n, _| names.contains(n));
         let node_left = self.known_nodes.iter().any(|n| !names.contains(n));
         let gc_due = node_left || now.duration_since(self.last_pod_gc) > POD_GC_PERIOD;
@@ -240,6 +307,15 @@ impl NodeLifecycle {
             }
         }
         Ok(())
+    }
+
+    /// Every object of `res` (in `ns`), as stored.
+    async fn list(&self, res: &ResourceInfo, ns: Option<&str>) -> ApiResult<Vec<Entry>> {
+        let prefix = res.namespace_prefix(ns);
+        match self.api.store().list(&prefix, ListOptions::default()).await {
+            Ok(listed) => Ok(listed.entries),
+            Err(e) => Err(ApiError::from_store(e, res, "")),
+        }
     }
 
     async fn mark_unknown(&self, node: &Value) -> ApiResult<()> {
