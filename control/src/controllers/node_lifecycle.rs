@@ -222,7 +222,7 @@ impl NodeLifecycle {
             if !stale && taint.is_none() {
                 continue;
             }
-            let node = objects::from_bytes(&entry.value, entry.mod_revision);
+            let node = objects::from_entry(entry);
             if stale {
                 if !view.ready_unknown {
                     self.mark_unknown(&node).await?;
@@ -250,9 +250,9 @@ impl NodeLifecycle {
         let names: HashSet<String> = node_list.into_iter().map(|n| n.name).collect();
         self.seen.retain(|n, _| names.contains(n));
         let node_left = self.known_nodes.iter().any(|n| !names.contains(n));
+        self.known_nodes = names;
         let gc_due = node_left || now.duration_since(self.last_pod_gc) > POD_GC_PERIOD;
         if unreachable.is_empty() && !gc_due {
-            self.known_nodes = names;
             return Ok(());
         }
         let (all_pods, _, _) = self
@@ -284,7 +284,7 @@ impl NodeLifecycle {
                         objects::name(p).to_string(),
                     ));
                 }
-            } else if gc_due && !names.contains(node) {
+            } else if gc_due && !self.known_nodes.contains(node) {
                 // Bound to a node that is gone.
                 evict.push((
                     objects::namespace(p).unwrap_or("default").to_string(),
@@ -295,7 +295,6 @@ impl NodeLifecycle {
         if gc_due {
             self.last_pod_gc = now;
         }
-        self.known_nodes = names;
         let mut by_ns: HashMap<String, Vec<String>> = HashMap::new();
         for (ns, name) in evict {
             by_ns.entry(ns).or_default().push(name);

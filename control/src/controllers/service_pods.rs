@@ -62,12 +62,16 @@ fn key_of(obj: &Value) -> Key {
     )
 }
 
+/// The Service's non-empty `spec.selector` object, unparsed.
+fn selector_object(service: &Value) -> Option<&serde_json::Map<String, Value>> {
+    service["spec"]["selector"]
+        .as_object()
+        .filter(|sel| !sel.is_empty())
+}
+
 /// The Service's `spec.selector`, or `None` when it has none (its endpoints are not managed).
 pub fn selector(service: &Value) -> Option<BTreeMap<String, String>> {
-    let sel = service["spec"]["selector"].as_object()?;
-    if sel.is_empty() {
-        return None;
-    }
+    let sel = selector_object(service)?;
     Some(
         sel.iter()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
@@ -97,6 +101,14 @@ impl CachedPod {
             bytes: Bytes::new(),
             revision: 0,
             decoded: OnceLock::from(value),
+        }
+    }
+
+    fn lazy(bytes: Bytes, revision: Revision) -> Self {
+        CachedPod {
+            bytes,
+            revision,
+            decoded: OnceLock::new(),
         }
     }
 
@@ -134,7 +146,7 @@ impl Cache {
     fn selects_in(&self, ns: &str) -> bool {
         self.services
             .iter()
-            .any(|((sns, _), s)| sns == ns && selector(s).is_some())
+            .any(|((sns, _), s)| sns == ns && selector_object(s).is_some())
     }
 
     /// The Services whose selector matches any of `labels` in namespace `ns`.
@@ -227,12 +239,7 @@ pub async fn run<R: ServiceReconciler>(api: Api, r: R, shutdown: CancellationTok
                             if e.event_type == EventType::Deleted {
                                 cache.pods.remove(&key);
                             } else {
-                                let pod = CachedPod {
-                                    bytes: e.value.clone(),
-                                    revision: e.revision,
-                                    decoded: OnceLock::new(),
-                                };
-                                cache.pods.insert(key, pod);
+                                cache.pods.insert(key, CachedPod::lazy(e.value.clone(), e.revision));
                             }
                             continue;
                         }
@@ -378,11 +385,7 @@ mod tests {
         let db = json!({"metadata": {"name": "db-0", "namespace": "a", "labels": {"app": "db"}}});
         let mut cache = Cache::default();
         for (pod, rev) in [(&web, 7), (&db, 8)] {
-            let lazy = CachedPod {
-                bytes: Bytes::from(serde_json::to_vec(pod).unwrap()),
-                revision: rev,
-                decoded: OnceLock::new(),
-            };
+            let lazy = CachedPod::lazy(Bytes::from(serde_json::to_vec(pod).unwrap()), rev);
             cache.pods.insert(key_of(pod), lazy);
         }
         assert!(!cache.selects_in("a"));
