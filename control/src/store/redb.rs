@@ -2,10 +2,11 @@
 //!
 //! Writes go to a single committer thread. It takes every write waiting in its queue (up to
 //! `max_batch`), checks each against the current state (compare-and-swap), appends all of them
-//! as ONE record to the write-ahead log ([`super::wal`]) and flushes it, applies them to redb in
-//! one transaction that is not flushed, and only then updates the in-memory index, acknowledges
-//! each writer and appends to the watch log. So concurrent writers share one `fdatasync`, and
-//! nobody hears "done" before their write is on disk. Every so often (the log half full, or
+//! as ONE record to the write-ahead log ([`super::wal`]) and flushes it; only then does it update
+//! the in-memory index, acknowledge each writer and append to the watch log, and after that it
+//! applies the batch to redb in one transaction that is not flushed (the writers need not wait
+//! for it: reads never touch redb, and the log already holds the batch). So concurrent writers
+//! share one `fdatasync`, and nobody hears "done" before their write is on disk. Every so often (the log half full, or
 //! [`CHECKPOINT_INTERVAL`] passed) a durable redb commit, a *checkpoint*, makes the log's
 //! records redundant and it starts over; opening the store replays what the log holds after
 //! the last checkpoint. A batch too large for the log is committed durably to redb directly.
@@ -13,6 +14,7 @@
 //! Reads are served from the in-memory index (a `BTreeMap` mirror of the data table, loaded at
 //! open), so they never touch the disk or wait for the committer.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -201,13 +203,14 @@ fn decode_event(revision: Revision, bytes: &[u8]) -> Option<WatchEvent> {
 
 /// One write as the write-ahead log records it: the event without its previous value (replay
 /// reads that from the data it is applied to) plus the key's creation revision.
-fn encode_ops(events: &[WatchEvent], create_revs: &[Revision]) -> Vec<u8> {
+fn encode_ops<E: Borrow<WatchEvent>>(events: &[E], create_revs: &[Revision]) -> Vec<u8> {
     let size: usize = events
         .iter()
-        .map(|e| 33 + 8 + e.key.len() + e.value.len())
+        .map(|e| 33 + 8 + e.borrow().key.len() + e.borrow().value.len())
         .sum();
     let mut out = Vec::with_capacity(size);
     for (e, create_rev) in events.iter().zip(create_revs) {
+        let e = e.borrow();
         out.push(e.event_type.to_byte());
         out.extend_from_slice(&e.revision.to_le_bytes());
         out.extend_from_slice(&create_rev.to_le_bytes());
@@ -722,29 +725,36 @@ impl Committer {
         }
         let compact_to = self.compaction_point(time_ms);
         let compacted = compact_to.unwrap_or(compacted);
+        let events: Vec<Arc<WatchEvent>> = events.into_iter().map(Arc::new).collect();
         let payload = encode_ops(&events, &create_revs);
-        let committed = if self.wal.fits(payload.len()) {
-            let logged = self.wal.append(&payload).map_err(backend);
-            let applied = logged.clone().and_then(|()| {
-                persist(
-                    &self.db,
-                    &overlay,
-                    &events,
-                    revision,
-                    compacted,
-                    self.wal.epoch(),
-                    Durability::None,
-                )
-            });
-            if let (Err(e), Ok(())) = (&applied, &logged) {
-                tracing::error!(error = %e, "store: a logged batch did not reach redb; refusing further writes");
-                self.failed = Some(e.clone());
+        if self.wal.fits(payload.len()) {
+            if let Err(e) = self.wal.append(&payload).map_err(backend) {
+                tracing::error!(error = %e, "store: write-ahead log append failed");
+                for (respond, outcome) in results {
+                    let _ = respond.send(outcome.and(Err(e.clone())));
+                }
+                return;
             }
-            applied
+            // Durable from here on: the log holds the batch. Acknowledge and publish it
+            // first, then apply it to redb (unflushed) while the writers carry on; reads are
+            // served from memory, so nobody waits for redb.
+            self.publish(&overlay, &events, results, revision, compact_to);
+            if let Err(e) = persist(
+                &self.db,
+                &overlay,
+                &events,
+                revision,
+                compacted,
+                self.wal.epoch(),
+                Durability::None,
+            ) {
+                tracing::error!(error = %e, "store: a logged batch did not reach redb; refusing further writes");
+                self.failed = Some(e);
+            }
         } else {
             // Larger than the log: straight into redb, durably, as a checkpoint of its own.
             let epoch = self.wal.epoch() + 1;
-            persist(
+            if let Err(e) = persist(
                 &self.db,
                 &overlay,
                 &events,
@@ -752,49 +762,56 @@ impl Committer {
                 compacted,
                 epoch,
                 Durability::Immediate,
-            )
-            .map(|()| {
-                self.wal.restart(epoch);
-                self.last_checkpoint = Instant::now();
-            })
-        };
-        if let Err(e) = committed {
-            tracing::error!(error = %e, "store commit failed");
-            for (respond, outcome) in results {
-                let _ = respond.send(outcome.and(Err(e.clone())));
-            }
-            return;
-        }
-
-        {
-            let mut state = self.state.lock().expect("store state lock");
-            for (key, entry) in overlay {
-                match entry {
-                    Some(e) => {
-                        state.data.insert(key, e);
-                    }
-                    None => {
-                        state.data.remove(&key);
-                    }
+            ) {
+                tracing::error!(error = %e, "store commit failed");
+                for (respond, outcome) in results {
+                    let _ = respond.send(outcome.and(Err(e.clone())));
                 }
+                return;
             }
-            state.revision = revision;
-            // Acknowledge the writers before waking the watchers: the responses are then
-            // queued for the runtime's workers ahead of the watchers' work. Nobody can observe
-            // the state in between, since both happen under the lock.
-            for (respond, outcome) in results {
-                let _ = respond.send(outcome);
-            }
-            state.log.append(events.into_iter().map(Arc::new));
-            if let Some(point) = compact_to {
-                state.log.compact_through(point);
-            }
+            self.wal.restart(epoch);
+            self.last_checkpoint = Instant::now();
+            self.publish(&overlay, &events, results, revision, compact_to);
         }
         if self.wal.used() > 0
             && (self.wal.used() > self.wal.capacity() / 2
                 || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL)
         {
             self.checkpoint();
+        }
+    }
+
+    /// Makes a durable batch visible: applies it to the in-memory data, acknowledges its
+    /// writers, then appends its events to the watch log.
+    fn publish(
+        &self,
+        overlay: &HashMap<String, Option<Entry>>,
+        events: &[Arc<WatchEvent>],
+        results: Vec<(Responder, Result<Entry, StoreError>)>,
+        revision: Revision,
+        compact_to: Option<Revision>,
+    ) {
+        let mut state = self.state.lock().expect("store state lock");
+        for (key, entry) in overlay {
+            match entry {
+                Some(e) => {
+                    state.data.insert(key.clone(), e.clone());
+                }
+                None => {
+                    state.data.remove(key);
+                }
+            }
+        }
+        state.revision = revision;
+        // Acknowledge the writers before waking the watchers: the responses are then queued
+        // for the runtime's workers ahead of the watchers' work. Nobody can observe the state
+        // in between, since both happen under the lock.
+        for (respond, outcome) in results {
+            let _ = respond.send(outcome);
+        }
+        state.log.append(events.iter().cloned());
+        if let Some(point) = compact_to {
+            state.log.compact_through(point);
         }
     }
 
@@ -838,10 +855,10 @@ impl Committer {
 }
 
 /// Writes a batch's data, its watch events and the metadata in one redb transaction.
-fn persist(
+fn persist<E: Borrow<WatchEvent>>(
     db: &Database,
     overlay: &HashMap<String, Option<Entry>>,
-    events: &[WatchEvent],
+    events: &[E],
     revision: Revision,
     compacted: Revision,
     epoch: u64,
@@ -864,6 +881,7 @@ fn persist(
         }
         let mut log = txn.open_table(EVENTS).map_err(backend)?;
         for e in events {
+            let e = e.borrow();
             log.insert(e.revision, encode_event(e).as_slice())
                 .map_err(backend)?;
         }
