@@ -351,8 +351,7 @@ impl Api {
         {
             None => Err(ApiError::not_found(nsres, ns)),
             Some(e) => {
-                let obj = from_entry(&e);
-                if objects::is_deleting(&obj) || obj["status"]["phase"] == "Terminating" {
+                if NamespaceView::terminating(&e.value) {
                     let mut err = ApiError::bad_request(format!(
                         "unable to create new content in namespace {ns} because it is being terminated"
                     ));
@@ -1194,4 +1193,55 @@ fn decode_continue(token: &str) -> ApiResult<(String, Revision)> {
         v["start"].as_str().ok_or_else(bad)?.to_string(),
         v["rv"].as_u64().ok_or_else(bad)?,
     ))
+}
+
+/// The parts of a stored Namespace that admission reads, decoded without the rest.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct NamespaceView {
+    metadata: NamespaceMetaView,
+    status: NamespaceStatusView,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct NamespaceMetaView {
+    deletion_timestamp: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct NamespaceStatusView {
+    phase: Option<String>,
+}
+
+impl NamespaceView {
+    /// Whether a stored Namespace is being deleted (a `deletionTimestamp`, or the phase
+    /// `Terminating`). Unreadable bytes count as not terminating, as a full decode would.
+    fn terminating(bytes: &[u8]) -> bool {
+        let ns: NamespaceView = serde_json::from_slice(bytes).unwrap_or_default();
+        ns.metadata.deletion_timestamp.is_some()
+            || ns.status.phase.as_deref() == Some("Terminating")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NamespaceView;
+
+    #[test]
+    fn a_namespace_is_terminating_with_a_deletion_timestamp_or_the_terminating_phase() {
+        let t = |s: &str| NamespaceView::terminating(s.as_bytes());
+        assert!(!t(
+            r#"{"metadata":{"name":"a"},"status":{"phase":"Active"}}"#
+        ));
+        assert!(!t(r#"{"metadata":{"name":"a","deletionTimestamp":null}}"#));
+        assert!(t(
+            r#"{"metadata":{"name":"a","deletionTimestamp":"2026-12-02T04:00:00Z"}}"#
+        ));
+        assert!(t(
+            r#"{"metadata":{"name":"a"},"status":{"phase":"Terminating"}}"#
+        ));
+        assert!(!t("not json"));
+    }
 }

@@ -28,11 +28,45 @@ pub fn set_resource_version(obj: &mut Value, revision: Revision) {
 /// The bytes stored for an object: its JSON without `metadata.resourceVersion` (that is the
 /// entry's revision).
 pub fn to_bytes(obj: &Value) -> Bytes {
-    let mut copy = obj.clone();
-    if let Some(meta) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
+    Bytes::from(serde_json::to_vec(&Stored(obj)).unwrap_or_default())
+}
+
+/// Serialises an object as [`to_bytes`] stores it: as is, less `metadata.resourceVersion`,
+/// without copying the object.
+struct Stored<'a>(&'a Value);
+
+impl serde::Serialize for Stored<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(top) = self.0 else {
+            return self.0.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(Some(top.len()))?;
+        for (k, v) in top {
+            match v {
+                Value::Object(meta) if k == "metadata" => {
+                    map.serialize_entry(k, &WithoutResourceVersion(meta))?;
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
     }
-    Bytes::from(serde_json::to_vec(&copy).unwrap_or_default())
+}
+
+/// Object metadata less `resourceVersion`.
+struct WithoutResourceVersion<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for WithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fields = self.0.iter().filter(|(k, _)| *k != "resourceVersion");
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in fields {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// `metadata.name`.
@@ -133,6 +167,9 @@ mod tests {
         let back = from_bytes(&bytes, 9);
         assert_eq!(back["metadata"]["resourceVersion"], "9");
         assert_eq!(back["data"]["k"], "v");
+        // Everything else is stored as it was, in its order.
+        let expected = json!({"metadata": {"name": "a"}, "data": {"k": "v"}});
+        assert_eq!(bytes, serde_json::to_vec(&expected).unwrap());
     }
 
     #[test]
