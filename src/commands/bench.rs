@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::bench_client::{BenchClient, PodTemplate, create_pod};
 use super::bench_stats::percentile;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -171,20 +172,9 @@ async fn store_samples(
     Ok(out)
 }
 
-async fn create(client: &reqwest::Client, base: &str, ns: &str, name: &str) -> anyhow::Result<()> {
-    let r = client
-        .post(format!("{base}/api/v1/namespaces/{ns}/pods"))
-        .json(&pod(name, ns))
-        .send()
-        .await?;
-    if r.status().as_u16() != 201 {
-        bail!(
-            "create {name}: HTTP {}: {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        );
-    }
-    Ok(())
+/// The path pods of `ns` are created at.
+fn pods_path(ns: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/pods")
 }
 
 async fn make_namespace(client: &reqwest::Client, base: &str, ns: &str) -> anyhow::Result<()> {
@@ -269,13 +259,18 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     // Single client, sequential.
     let ns = format!("bench-single-{run_id}");
     make_namespace(&client, &base, &ns).await?;
+    let (path, template) = (
+        pods_path(&ns),
+        PodTemplate::new(&pod(PodTemplate::NAME, &ns))?,
+    );
+    let mut conn = BenchClient::connect(&base).await?;
     for i in 0..20 {
-        create(&client, &base, &ns, &format!("warm-{i}")).await?;
+        create_pod(&mut conn, &path, &template, &format!("warm-{i}")).await?;
     }
     let mut lat = Vec::with_capacity(args.single);
     for i in 0..args.single {
         let t = Instant::now();
-        create(&client, &base, &ns, &format!("p-{i}")).await?;
+        create_pod(&mut conn, &path, &template, &format!("p-{i}")).await?;
         lat.push(t.elapsed());
     }
     lat.sort();
@@ -291,11 +286,19 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     // Many clients.
     let ns = format!("bench-many-{run_id}");
     make_namespace(&client, &base, &ns).await?;
+    let (path, template) = (
+        Arc::new(pods_path(&ns)),
+        Arc::new(PodTemplate::new(&pod(PodTemplate::NAME, &ns))?),
+    );
+    let mut conns = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        conns.push(BenchClient::connect(&base).await?);
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (client, base, ns, next) = (client.clone(), base.clone(), ns.clone(), next.clone());
+    for mut conn in conns {
+        let (path, template, next) = (path.clone(), template.clone(), next.clone());
         let total = args.creates;
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -305,7 +308,7 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
                     return Ok::<_, anyhow::Error>(lat);
                 }
                 let t = Instant::now();
-                create(&client, &base, &ns, &format!("p-{i}")).await?;
+                create_pod(&mut conn, &path, &template, &format!("p-{i}")).await?;
                 lat.push(t.elapsed());
             }
         }));
@@ -363,9 +366,14 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         }
     });
     let mut acked = std::collections::HashMap::new();
+    let (path, template) = (
+        pods_path(&ns),
+        PodTemplate::new(&pod(PodTemplate::NAME, &ns))?,
+    );
+    let mut conn = BenchClient::connect(&base).await?;
     for i in 0..args.watched {
         let name = format!("w-{i}");
-        create(&client, &base, &ns, &name).await?;
+        create_pod(&mut conn, &path, &template, &name).await?;
         acked.insert(name, Instant::now());
         // Spread the writes out a little, as real traffic is.
         if i % 10 == 9 {

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::bench_client::{BenchClient, PodTemplate, create_pod};
 use super::bench_stats::{ms, percentile};
 use anyhow::{Context, bail};
 use clap::Args;
@@ -207,10 +208,9 @@ async fn watch_bindings(
     Ok((done_rx, task))
 }
 
-/// Creates pods `p-0`…`p-<total-1>` in `ns` from `clients` concurrent clients; returns when
-/// each create was acknowledged.
+/// Creates pods `p-0`…`p-<total-1>` in `ns` from `clients` concurrent clients (one
+/// connection each); returns when each create was acknowledged.
 async fn create_pods(
-    client: &reqwest::Client,
     base: &str,
     ns: &str,
     scheduler: &str,
@@ -218,30 +218,28 @@ async fn create_pods(
     clients: usize,
 ) -> anyhow::Result<Vec<Option<Instant>>> {
     let acked: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total]));
-    pool(clients, total, {
-        let (client, url, ns, scheduler, acked) = (
-            client.clone(),
-            format!("{base}/api/v1/namespaces/{ns}/pods"),
-            ns.to_string(),
-            scheduler.to_string(),
-            acked.clone(),
-        );
-        move |i| {
-            let (client, url, body, acked) = (
-                client.clone(),
-                url.clone(),
-                pod(&format!("p-{i}"), &ns, &scheduler),
-                acked.clone(),
-            );
-            async move {
-                post(&client, &url, &body).await?;
+    let path = Arc::new(format!("/api/v1/namespaces/{ns}/pods"));
+    let template = Arc::new(PodTemplate::new(&pod(PodTemplate::NAME, ns, scheduler))?);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients.max(1) {
+        let mut conn = BenchClient::connect(base).await?;
+        let (path, template, next, acked) =
+            (path.clone(), template.clone(), next.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                create_pod(&mut conn, &path, &template, &format!("p-{i}")).await?;
                 acked.lock().expect("not poisoned")[i] = Some(Instant::now());
-                Ok(())
             }
-        }
-    })
-    .await
-    .context("creating pods")?;
+        }));
+    }
+    for t in tasks {
+        t.await?.context("creating pods")?;
+    }
     let acked = acked.lock().expect("not poisoned").clone();
     Ok(acked)
 }
@@ -432,15 +430,7 @@ pub async fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     make_namespace(&client, &base, &ns).await?;
     let (rx, task) = watch_bindings(&client, &base, &ns, total).await?;
     let start = Instant::now();
-    let acked = create_pods(
-        &client,
-        &base,
-        &ns,
-        "default-scheduler",
-        total,
-        args.clients,
-    )
-    .await?;
+    let acked = create_pods(&base, &ns, "default-scheduler", total, args.clients).await?;
     let created = start.elapsed();
     let bound = wait_bound(rx, task, timeout).await?;
     let last = bound.iter().flatten().max().copied().unwrap_or(start);
@@ -475,7 +465,7 @@ pub async fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
         let ns = format!("bench-backlog-{run_id}");
         make_namespace(&client, &base, &ns).await?;
         let t = Instant::now();
-        create_pods(&client, &base, &ns, BACKLOG_SCHEDULER, total, args.clients).await?;
+        create_pods(&base, &ns, BACKLOG_SCHEDULER, total, args.clients).await?;
         println!(
             "backlog: {total} pending pods created in {:.2} s, then a scheduler starts",
             t.elapsed().as_secs_f64()

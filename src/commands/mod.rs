@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod bench_client;
 pub mod bench_container;
 pub mod bench_deployment;
 pub mod bench_pods;
