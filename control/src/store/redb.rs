@@ -4,8 +4,9 @@
 //! `max_batch`), checks each against the current state (compare-and-swap), appends all of them
 //! as ONE record to the write-ahead log ([`super::wal`]) and flushes it; only then does it update
 //! the in-memory index, acknowledge each writer and append to the watch log, and after that it
-//! applies the batch to redb in one transaction that is not flushed (the writers need not wait
-//! for it: reads never touch redb, and the log already holds the batch). So concurrent writers
+//! hands the batch to the *applier* thread, which writes it into redb in a transaction that is
+//! not flushed (batches waiting for it share one) while the committer flushes the next record.
+//! Nobody waits for redb: reads never touch it, and the log already holds the batch. So concurrent writers
 //! share one `fdatasync`, and nobody hears "done" before their write is on disk. Every so often (the log half full, or
 //! [`CHECKPOINT_INTERVAL`] passed) a durable redb commit, a *checkpoint*, makes the log's
 //! records redundant and it starts over; opening the store replays what the log holds after
@@ -18,7 +19,7 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -427,6 +428,17 @@ impl RedbStore {
             log: WatchLog::new(compacted, events),
         }));
         let (tx, rx) = mpsc::channel();
+        let db = Arc::new(db);
+        let failed = Arc::new(OnceLock::new());
+        let (apply_tx, apply_rx) = mpsc::channel();
+        let applier = Applier {
+            db: db.clone(),
+            failed: failed.clone(),
+        };
+        let applier = thread::Builder::new()
+            .name("store-applier".into())
+            .spawn(move || applier.run(apply_rx))
+            .map_err(backend)?;
         let committer = Committer {
             db,
             wal,
@@ -434,7 +446,8 @@ impl RedbStore {
             config,
             last_compaction: Instant::now(),
             last_checkpoint: Instant::now(),
-            failed: None,
+            failed,
+            applier: Some((apply_tx, applier)),
         };
         thread::Builder::new()
             .name("store-committer".into())
@@ -549,7 +562,7 @@ impl Store for RedbStore {
 type Responder = oneshot::Sender<Result<Entry, StoreError>>;
 
 struct Committer {
-    db: Database,
+    db: Arc<Database>,
     wal: Wal,
     state: Arc<Mutex<State>>,
     config: RedbStoreConfig,
@@ -557,7 +570,87 @@ struct Committer {
     last_checkpoint: Instant,
     /// Set when a batch reached the log but not redb: from then on every write fails (its
     /// fate on disk is the log's, and replay at the next open settles it).
-    failed: Option<StoreError>,
+    failed: Arc<OnceLock<StoreError>>,
+    /// The thread applying logged batches to redb, and the way to it.
+    applier: Option<(mpsc::Sender<Apply>, thread::JoinHandle<()>)>,
+}
+
+/// Work for the [`Applier`].
+enum Apply {
+    /// A logged and acknowledged batch to write into redb.
+    Batch(LoggedBatch),
+    /// Answered once every batch sent before it is in redb, or with the error that stopped
+    /// the applier.
+    Barrier(mpsc::Sender<Result<(), StoreError>>),
+}
+
+/// A batch as [`persist`] writes it.
+struct LoggedBatch {
+    overlay: HashMap<String, Option<Entry>>,
+    events: Vec<Arc<WatchEvent>>,
+    revision: Revision,
+    compacted: Revision,
+    epoch: u64,
+}
+
+impl LoggedBatch {
+    /// Folds a later batch into this one: its writes win, its events follow.
+    fn merge(&mut self, later: LoggedBatch) {
+        self.overlay.extend(later.overlay);
+        self.events.extend(later.events);
+        self.revision = later.revision;
+        self.compacted = later.compacted;
+        self.epoch = later.epoch;
+    }
+}
+
+/// Applies logged batches to redb, unflushed, on its own thread, so the committer can flush
+/// the next batch's log record meanwhile. Batches queued when it gets to them share one
+/// transaction. Its first failure stops it and is reported through `failed`.
+struct Applier {
+    db: Arc<Database>,
+    failed: Arc<OnceLock<StoreError>>,
+}
+
+impl Applier {
+    fn run(self, rx: mpsc::Receiver<Apply>) {
+        while let Ok(first) = rx.recv() {
+            let mut pending: Option<LoggedBatch> = None;
+            let mut barrier = None;
+            let mut next = Some(first);
+            while let Some(work) = next.take() {
+                match work {
+                    Apply::Batch(b) => match &mut pending {
+                        Some(p) => p.merge(b),
+                        None => pending = Some(b),
+                    },
+                    Apply::Barrier(done) => {
+                        barrier = Some(done);
+                        break;
+                    }
+                }
+                next = rx.try_recv().ok();
+            }
+            if let Some(b) = pending
+                && self.failed.get().is_none()
+                && let Err(e) = persist(
+                    &self.db,
+                    &b.overlay,
+                    &b.events,
+                    b.revision,
+                    b.compacted,
+                    b.epoch,
+                    Durability::None,
+                )
+            {
+                tracing::error!(error = %e, "store: a logged batch did not reach redb; refusing further writes");
+                let _ = self.failed.set(e);
+            }
+            if let Some(done) = barrier {
+                let _ = done.send(self.failed.get().map_or(Ok(()), |e| Err(e.clone())));
+            }
+        }
+    }
 }
 
 impl Committer {
@@ -606,9 +699,10 @@ impl Committer {
                         let _ = respond.send(Err(StoreError::Backend("store is closed".into())));
                     }
                 }
-                if self.wal.used() > 0 && self.failed.is_none() {
+                if self.wal.used() > 0 && self.failed.get().is_none() {
                     self.checkpoint();
                 }
+                self.stop_applier();
                 drop(self);
                 let _ = done.send(());
                 break 'outer;
@@ -717,7 +811,7 @@ impl Committer {
             return;
         }
 
-        if let Some(e) = &self.failed {
+        if let Some(e) = self.failed.get() {
             for (respond, outcome) in results {
                 let _ = respond.send(outcome.and(Err(e.clone())));
             }
@@ -735,34 +829,42 @@ impl Committer {
                 }
                 return;
             }
-            // Durable from here on: the log holds the batch. Acknowledge and publish it
-            // first, then apply it to redb (unflushed) while the writers carry on; reads are
-            // served from memory, so nobody waits for redb.
+            // Durable from here on: the log holds the batch. Acknowledge and publish it, then
+            // hand it to the applier for redb; reads are served from memory, so nobody waits
+            // for redb.
             self.publish(&overlay, &events, results, revision, compact_to);
-            if let Err(e) = persist(
-                &self.db,
-                &overlay,
-                &events,
+            let batch = LoggedBatch {
+                overlay,
+                events,
                 revision,
                 compacted,
-                self.wal.epoch(),
-                Durability::None,
-            ) {
-                tracing::error!(error = %e, "store: a logged batch did not reach redb; refusing further writes");
-                self.failed = Some(e);
+                epoch: self.wal.epoch(),
+            };
+            let sent = self
+                .applier
+                .as_ref()
+                .is_some_and(|(tx, _)| tx.send(Apply::Batch(batch)).is_ok());
+            if !sent {
+                let _ = self.failed.set(StoreError::Backend(
+                    "store: the redb applier stopped".into(),
+                ));
             }
         } else {
-            // Larger than the log: straight into redb, durably, as a checkpoint of its own.
+            // Larger than the log: straight into redb, durably, as a checkpoint of its own,
+            // after the batches before it.
             let epoch = self.wal.epoch() + 1;
-            if let Err(e) = persist(
-                &self.db,
-                &overlay,
-                &events,
-                revision,
-                compacted,
-                epoch,
-                Durability::Immediate,
-            ) {
+            let applied = self.wait_for_applier().and_then(|()| {
+                persist(
+                    &self.db,
+                    &overlay,
+                    &events,
+                    revision,
+                    compacted,
+                    epoch,
+                    Durability::Immediate,
+                )
+            });
+            if let Err(e) = applied {
                 tracing::error!(error = %e, "store commit failed");
                 for (respond, outcome) in results {
                     let _ = respond.send(outcome.and(Err(e.clone())));
@@ -815,17 +917,34 @@ impl Committer {
         }
     }
 
-    /// Makes everything applied so far durable in redb and starts the log over.
+    /// Waits until the applier has written every batch handed to it into redb.
+    fn wait_for_applier(&self) -> Result<(), StoreError> {
+        let stopped = || StoreError::Backend("store: the redb applier stopped".into());
+        let (tx, rx) = mpsc::channel();
+        let (applier, _) = self.applier.as_ref().ok_or_else(stopped)?;
+        applier.send(Apply::Barrier(tx)).map_err(|_| stopped())?;
+        rx.recv().map_err(|_| stopped())?
+    }
+
+    /// Stops the applier thread once it has finished its work, so the file can close.
+    fn stop_applier(&mut self) {
+        if let Some((tx, handle)) = self.applier.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+
+    /// Makes everything logged so far durable in redb and starts the log over.
     fn checkpoint(&mut self) {
         let epoch = self.wal.epoch() + 1;
-        let done = (|| {
+        let done = self.wait_for_applier().and_then(|()| {
             let txn = self.db.begin_write().map_err(backend)?;
             txn.open_table(META)
                 .map_err(backend)?
                 .insert(META_EPOCH, epoch)
                 .map_err(backend)?;
             txn.commit().map_err(backend)
-        })();
+        });
         match done {
             Ok(()) => self.wal.restart(epoch),
             // The log still holds every record since the last checkpoint: nothing is lost.
@@ -911,6 +1030,54 @@ mod tests {
             prev: None,
             time_ms: 1,
         }
+    }
+
+    #[test]
+    fn merged_batches_keep_the_later_write_of_a_key_and_every_event_in_order() {
+        let entry = |key: &str, value: &'static str, rev| Entry {
+            key: key.into(),
+            value: Bytes::from_static(value.as_bytes()),
+            create_revision: 1,
+            mod_revision: rev,
+        };
+        let batch =
+            |writes: Vec<(&str, Option<Entry>)>, events: Vec<WatchEvent>, rev| LoggedBatch {
+                overlay: writes
+                    .into_iter()
+                    .map(|(k, e)| (k.to_string(), e))
+                    .collect(),
+                events: events.into_iter().map(Arc::new).collect(),
+                revision: rev,
+                compacted: rev - 2,
+                epoch: 3,
+            };
+        let mut first = batch(
+            vec![
+                ("/k/a", Some(entry("/k/a", "a1", 5))),
+                ("/k/b", Some(entry("/k/b", "b1", 6))),
+            ],
+            vec![
+                event(5, EventType::Added, "/k/a", "a1"),
+                event(6, EventType::Added, "/k/b", "b1"),
+            ],
+            6,
+        );
+        first.merge(batch(
+            vec![("/k/a", Some(entry("/k/a", "a2", 7))), ("/k/b", None)],
+            vec![
+                event(7, EventType::Modified, "/k/a", "a2"),
+                event(8, EventType::Deleted, "/k/b", "b1"),
+            ],
+            8,
+        ));
+        assert_eq!(
+            first.overlay["/k/a"].as_ref().unwrap().value,
+            Bytes::from_static(b"a2")
+        );
+        assert!(first.overlay["/k/b"].is_none());
+        let revisions: Vec<Revision> = first.events.iter().map(|e| e.revision).collect();
+        assert_eq!(revisions, [5, 6, 7, 8]);
+        assert_eq!((first.revision, first.compacted), (8, 6));
     }
 
     #[test]
