@@ -6,9 +6,9 @@
 //! the in-memory index, acknowledge each writer and append to the watch log, and after that it
 //! hands the batch to the *applier* thread, which writes it into redb in a transaction that is
 //! not flushed (batches waiting for it share one) while the committer flushes the next record.
-//! Nobody waits for redb: reads never touch it, and the log already holds the batch. So concurrent writers
-//! share one `fdatasync`, and nobody hears "done" before their write is on disk. Every so often (the log half full, or
-//! [`CHECKPOINT_INTERVAL`] passed) a durable redb commit, a *checkpoint*, makes the log's
+//! Nobody waits for redb: reads never touch it, and the log already holds the batch. So
+//! concurrent writers share one `fdatasync`, and nobody hears "done" before their write is on
+//! disk. Every so often (the log half full, or [`CHECKPOINT_INTERVAL`] passed) a durable redb commit, a *checkpoint*, makes the log's
 //! records redundant and it starts over; opening the store replays what the log holds after
 //! the last checkpoint. A batch too large for the log is committed durably to redb directly.
 //!
