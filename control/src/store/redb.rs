@@ -8,9 +8,9 @@
 //! not flushed (batches waiting for it share one) while the committer flushes the next record.
 //! Nobody waits for redb: reads never touch it, and the log already holds the batch. So
 //! concurrent writers share one `fdatasync`, and nobody hears "done" before their write is on
-//! disk. Every so often (the log half full, or [`CHECKPOINT_INTERVAL`] passed) a durable redb commit, a *checkpoint*, makes the log's
-//! records redundant and it starts over; opening the store replays what the log holds after
-//! the last checkpoint. A batch too large for the log is committed durably to redb directly.
+//! disk. Every so often (the log half full, or [`CHECKPOINT_INTERVAL`] passed) a durable redb
+//! commit, a *checkpoint*, waits for the applier and makes the log's records redundant, and the
+//! log starts over; opening the store replays what the log holds after the last checkpoint. A batch too large for the log is committed durably to redb directly.
 //!
 //! Reads are served from the in-memory index (a `BTreeMap` mirror of the data table, loaded at
 //! open), so they never touch the disk or wait for the committer.
