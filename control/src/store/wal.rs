@@ -59,20 +59,22 @@ impl Wal {
             }
         }
         let capacity = capacity.max(len);
-        let mut bytes = Vec::with_capacity(capacity as usize);
+        // Record by record, so that opening holds no more memory than the records themselves
+        // (a whole-file buffer stayed in the allocator's cache of an idle `flotilla up`).
         file.seek(SeekFrom::Start(0))?;
-        file.read_to_end(&mut bytes)?;
+        let mut reader = std::io::BufReader::with_capacity(64 * 1024, &file);
         let mut records = Vec::new();
-        let mut offset = 0usize;
-        while let Some((payload, next)) = read_record(&bytes, offset, epoch) {
-            records.push(payload.to_vec());
-            offset = next;
+        let mut offset = 0u64;
+        while let Some(payload) = read_record(&mut reader, capacity - offset, epoch)? {
+            offset += (HEADER + payload.len()) as u64;
+            records.push(payload);
         }
+        drop(reader);
         Ok((
             Wal {
                 file,
                 capacity,
-                offset: offset as u64,
+                offset,
                 epoch,
             },
             records,
@@ -131,19 +133,28 @@ fn checksum(epoch: u64, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// The payload of the record at `offset` and the offset after it, if that record is whole,
-/// of `epoch` and its checksum holds.
-fn read_record(bytes: &[u8], offset: usize, epoch: u64) -> Option<(&[u8], usize)> {
-    let header = bytes.get(offset..offset.checked_add(HEADER)?)?;
-    let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
-    let rec_epoch = u64::from_le_bytes(header[8..16].try_into().ok()?);
-    if len == 0 || rec_epoch != epoch {
-        return None;
+/// The payload of the next record from `reader`, if that record is whole within the `left`
+/// bytes of the log, of `epoch`, and its checksum holds.
+fn read_record(reader: &mut impl Read, left: u64, epoch: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; HEADER];
+    match reader.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
     }
-    let start = offset + HEADER;
-    let payload = bytes.get(start..start.checked_add(len)?)?;
-    (checksum(rec_epoch, payload) == crc).then_some((payload, start + len))
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let rec_epoch = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    if len == 0 || rec_epoch != epoch || len > left.saturating_sub(HEADER as u64) {
+        return Ok(None);
+    }
+    let mut payload = vec![0u8; len as usize];
+    match reader.read_exact(&mut payload) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    Ok((checksum(rec_epoch, &payload) == crc).then_some(payload))
 }
 
 #[cfg(test)]
