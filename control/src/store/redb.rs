@@ -10,7 +10,10 @@
 //! concurrent writers share one `fdatasync`, and nobody hears "done" before their write is on
 //! disk. Every so often (the log half full, or [`CHECKPOINT_INTERVAL`] passed) a durable redb
 //! commit, a *checkpoint*, waits for the applier and makes the log's records redundant, and the
-//! log starts over; opening the store replays what the log holds after the last checkpoint. A batch too large for the log is committed durably to redb directly.
+//! log starts over; opening the store replays what the log holds after the last checkpoint
+//! (skipping what redb already has). A checkpoint comes in two halves so that writers do not
+//! wait for redb's big flush: the applier first commits durably what it has applied while the
+//! committer goes on logging, then the checkpoint proper flushes only what came after. A batch too large for the log is committed durably to redb directly.
 //!
 //! Reads are served from the in-memory index (a `BTreeMap` mirror of the data table, loaded at
 //! open), so they never touch the disk or wait for the committer.
@@ -448,6 +451,7 @@ impl RedbStore {
             last_checkpoint: Instant::now(),
             failed,
             applier: Some((apply_tx, applier)),
+            flushing: None,
         };
         thread::Builder::new()
             .name("store-committer".into())
@@ -573,6 +577,9 @@ struct Committer {
     failed: Arc<OnceLock<StoreError>>,
     /// The thread applying logged batches to redb, and the way to it.
     applier: Option<(mpsc::Sender<Apply>, thread::JoinHandle<()>)>,
+    /// The answer to come from the applier's [`Apply::Flush`] while a checkpoint's first half
+    /// runs.
+    flushing: Option<mpsc::Receiver<Result<(), StoreError>>>,
 }
 
 /// Work for the [`Applier`].
@@ -582,6 +589,10 @@ enum Apply {
     /// Answered once every batch sent before it is in redb, or with the error that stopped
     /// the applier.
     Barrier(mpsc::Sender<Result<(), StoreError>>),
+    /// Like a barrier, but the batches are committed durably: the long half of a checkpoint
+    /// (flushing the pages redb wrote since the last one), done while the committer carries on
+    /// logging, so that the checkpoint itself only flushes what came after.
+    Flush(mpsc::Sender<Result<(), StoreError>>),
 }
 
 /// A batch as [`persist`] writes it.
@@ -616,7 +627,7 @@ impl Applier {
     fn run(self, rx: mpsc::Receiver<Apply>) {
         while let Ok(first) = rx.recv() {
             let mut pending: Option<LoggedBatch> = None;
-            let mut barrier = None;
+            let (mut barrier, mut durable) = (None, false);
             let mut next = Some(first);
             while let Some(work) = next.take() {
                 match work {
@@ -628,21 +639,39 @@ impl Applier {
                         barrier = Some(done);
                         break;
                     }
+                    Apply::Flush(done) => {
+                        (barrier, durable) = (Some(done), true);
+                        break;
+                    }
                 }
                 next = rx.try_recv().ok();
             }
-            if let Some(b) = pending
-                && self.failed.get().is_none()
-                && let Err(e) = persist(
+            let durability = if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            };
+            let applied = match pending {
+                _ if self.failed.get().is_some() => Ok(()),
+                Some(b) => persist(
                     &self.db,
                     &b.overlay,
                     &b.events,
                     b.revision,
                     b.compacted,
                     b.epoch,
-                    Durability::None,
-                )
-            {
+                    durability,
+                ),
+                // Nothing new: a durable commit of no change still makes redb's earlier,
+                // unflushed commits durable (and writes no metadata that could be stale).
+                None if durable => (|| {
+                    let mut txn = self.db.begin_write().map_err(backend)?;
+                    txn.set_durability(Durability::Immediate).map_err(backend)?;
+                    txn.commit().map_err(backend)
+                })(),
+                None => Ok(()),
+            };
+            if let Err(e) = applied {
                 tracing::error!(error = %e, "store: a logged batch did not reach redb; refusing further writes");
                 let _ = self.failed.set(e);
             }
@@ -879,7 +908,7 @@ impl Committer {
             && (self.wal.used() > self.wal.capacity() / 2
                 || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL)
         {
-            self.checkpoint();
+            self.advance_checkpoint();
         }
     }
 
@@ -934,8 +963,34 @@ impl Committer {
         }
     }
 
+    /// Moves a due checkpoint on without making the writers wait for redb's big flush: the
+    /// first call asks the applier for a durable commit of what it has applied, later calls
+    /// find it done and then run [`Committer::checkpoint`], which has little left to flush.
+    fn advance_checkpoint(&mut self) {
+        match self.flushing.take() {
+            None => {
+                let (tx, rx) = mpsc::channel();
+                let asked = self
+                    .applier
+                    .as_ref()
+                    .is_some_and(|(applier, _)| applier.send(Apply::Flush(tx)).is_ok());
+                if asked {
+                    self.flushing = Some(rx);
+                } else {
+                    self.checkpoint();
+                }
+            }
+            Some(rx) => match rx.try_recv() {
+                Err(mpsc::TryRecvError::Empty) => self.flushing = Some(rx),
+                // Done (or failed: then the checkpoint fails too and says so).
+                _ => self.checkpoint(),
+            },
+        }
+    }
+
     /// Makes everything logged so far durable in redb and starts the log over.
     fn checkpoint(&mut self) {
+        self.flushing = None;
         let epoch = self.wal.epoch() + 1;
         let done = self.wait_for_applier().and_then(|()| {
             let txn = self.db.begin_write().map_err(backend)?;
@@ -1232,6 +1287,45 @@ mod tests {
         // Watch events survive the restart too.
         let mut w = s.watch("/c/", 198).unwrap();
         assert_eq!(w.next().await.unwrap().unwrap().revision, 199);
+    }
+
+    #[tokio::test]
+    async fn writes_that_fill_a_small_log_again_and_again_checkpoint_in_two_halves_and_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = RedbStoreConfig::new(dir.path().join("store.redb"));
+        config.wal_size = 64 * 1024;
+        let s = RedbStore::open(config.clone()).unwrap();
+        let value = |i: usize| Bytes::from(format!("{i:04}").repeat(256));
+        for i in 0..400 {
+            s.create(format!("/f/{i:03}"), value(i)).await.unwrap();
+            if i % 50 == 0 {
+                s.update(format!("/f/{i:03}"), Bytes::from_static(b"changed"), None)
+                    .await
+                    .unwrap();
+            }
+        }
+        s.close();
+        // 400 KiB through a 64 KiB log: it was checkpointed and restarted many times.
+        {
+            let db = Database::open(&config.path).unwrap();
+            let txn = db.begin_read().unwrap();
+            let meta = txn.open_table(META).unwrap();
+            let epoch = meta.get(META_EPOCH).unwrap().unwrap().value();
+            assert!(epoch >= 10, "only {epoch} checkpoints");
+        }
+        let s = RedbStore::open(config).unwrap();
+        let all = s.list("/f/", ListOptions::default()).await.unwrap();
+        assert_eq!(all.entries.len(), 400);
+        assert_eq!(all.revision, 408);
+        for (i, e) in all.entries.iter().enumerate() {
+            let want = if i % 50 == 0 {
+                Bytes::from_static(b"changed")
+            } else {
+                value(i)
+            };
+            assert_eq!(e.value, want, "entry {i}");
+        }
+        s.close();
     }
 
     #[tokio::test]
