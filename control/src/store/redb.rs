@@ -13,7 +13,8 @@
 //! log starts over; opening the store replays what the log holds after the last checkpoint
 //! (skipping what redb already has). A checkpoint comes in two halves so that writers do not
 //! wait for redb's big flush: the applier first commits durably what it has applied while the
-//! committer goes on logging, then the checkpoint proper flushes only what came after. A batch too large for the log is committed durably to redb directly.
+//! committer goes on logging, then the checkpoint proper flushes only what came after. A batch
+//! too large for the log is committed durably to redb directly.
 //!
 //! Reads are served from the in-memory index (a `BTreeMap` mirror of the data table, loaded at
 //! open), so they never touch the disk or wait for the committer.
@@ -874,9 +875,7 @@ impl Committer {
                 .as_ref()
                 .is_some_and(|(tx, _)| tx.send(Apply::Batch(batch)).is_ok());
             if !sent {
-                let _ = self.failed.set(StoreError::Backend(
-                    "store: the redb applier stopped".into(),
-                ));
+                let _ = self.failed.set(applier_stopped());
             }
         } else {
             // Larger than the log: straight into redb, durably, as a checkpoint of its own,
@@ -948,11 +947,12 @@ impl Committer {
 
     /// Waits until the applier has written every batch handed to it into redb.
     fn wait_for_applier(&self) -> Result<(), StoreError> {
-        let stopped = || StoreError::Backend("store: the redb applier stopped".into());
         let (tx, rx) = mpsc::channel();
-        let (applier, _) = self.applier.as_ref().ok_or_else(stopped)?;
-        applier.send(Apply::Barrier(tx)).map_err(|_| stopped())?;
-        rx.recv().map_err(|_| stopped())?
+        let (applier, _) = self.applier.as_ref().ok_or_else(applier_stopped)?;
+        applier
+            .send(Apply::Barrier(tx))
+            .map_err(|_| applier_stopped())?;
+        rx.recv().map_err(|_| applier_stopped())?
     }
 
     /// Stops the applier thread once it has finished its work, so the file can close.
@@ -1026,6 +1026,11 @@ impl Committer {
             Some(point)
         }
     }
+}
+
+/// The error once the applier thread is gone.
+fn applier_stopped() -> StoreError {
+    StoreError::Backend("store: the redb applier stopped".into())
 }
 
 /// Writes a batch's data, its watch events and the metadata in one redb transaction.

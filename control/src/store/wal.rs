@@ -69,7 +69,6 @@ impl Wal {
             offset += (HEADER + payload.len()) as u64;
             records.push(payload);
         }
-        drop(reader);
         Ok((
             Wal {
                 file,
@@ -137,10 +136,8 @@ fn checksum(epoch: u64, payload: &[u8]) -> u32 {
 /// bytes of the log, of `epoch`, and its checksum holds.
 fn read_record(reader: &mut impl Read, left: u64, epoch: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut header = [0u8; HEADER];
-    match reader.read_exact(&mut header) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    if !read_whole(reader, &mut header)? {
+        return Ok(None);
     }
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -149,12 +146,19 @@ fn read_record(reader: &mut impl Read, left: u64, epoch: u64) -> std::io::Result
         return Ok(None);
     }
     let mut payload = vec![0u8; len as usize];
-    match reader.read_exact(&mut payload) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    if !read_whole(reader, &mut payload)? {
+        return Ok(None);
     }
     Ok((checksum(rec_epoch, &payload) == crc).then_some(payload))
+}
+
+/// Fills `buf` from `reader`: false if the file ends first.
+fn read_whole(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    match reader.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
