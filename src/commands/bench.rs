@@ -172,9 +172,12 @@ async fn store_samples(
     Ok(out)
 }
 
-/// The path pods of `ns` are created at.
-fn pods_path(ns: &str) -> String {
-    format!("/api/v1/namespaces/{ns}/pods")
+/// Where the bench's pods in `ns` are created, and the template of their bodies.
+fn pod_creates(ns: &str) -> anyhow::Result<(String, PodTemplate)> {
+    Ok((
+        format!("/api/v1/namespaces/{ns}/pods"),
+        PodTemplate::new(&pod(PodTemplate::NAME, ns))?,
+    ))
 }
 
 async fn make_namespace(client: &reqwest::Client, base: &str, ns: &str) -> anyhow::Result<()> {
@@ -259,10 +262,7 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     // Single client, sequential.
     let ns = format!("bench-single-{run_id}");
     make_namespace(&client, &base, &ns).await?;
-    let (path, template) = (
-        pods_path(&ns),
-        PodTemplate::new(&pod(PodTemplate::NAME, &ns))?,
-    );
+    let (path, template) = pod_creates(&ns)?;
     let mut conn = BenchClient::connect(&base).await?;
     for i in 0..20 {
         create_pod(&mut conn, &path, &template, &format!("warm-{i}")).await?;
@@ -286,10 +286,8 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     // Many clients.
     let ns = format!("bench-many-{run_id}");
     make_namespace(&client, &base, &ns).await?;
-    let (path, template) = (
-        Arc::new(pods_path(&ns)),
-        Arc::new(PodTemplate::new(&pod(PodTemplate::NAME, &ns))?),
-    );
+    let (path, template) = pod_creates(&ns)?;
+    let (path, template) = (Arc::new(path), Arc::new(template));
     let mut conns = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
         conns.push(BenchClient::connect(&base).await?);
@@ -366,10 +364,7 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         }
     });
     let mut acked = std::collections::HashMap::new();
-    let (path, template) = (
-        pods_path(&ns),
-        PodTemplate::new(&pod(PodTemplate::NAME, &ns))?,
-    );
+    let (path, template) = pod_creates(&ns)?;
     let mut conn = BenchClient::connect(&base).await?;
     for i in 0..args.watched {
         let name = format!("w-{i}");

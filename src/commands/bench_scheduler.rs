@@ -107,15 +107,17 @@ async fn post(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> 
     Ok(())
 }
 
-/// Runs `total` jobs over `clients` concurrent workers; `job(i)` does job `i`.
-async fn pool<F, Fut>(clients: usize, total: usize, job: F) -> anyhow::Result<()>
+/// Runs `total` jobs over one concurrent worker per element of `workers`; `job(w, i)` does
+/// job `i` with the worker's own state `w` (a connection, say) and hands it back.
+async fn pool<W, F, Fut>(workers: Vec<W>, total: usize, job: F) -> anyhow::Result<()>
 where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+    W: Send + 'static,
+    F: Fn(W, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<W>> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..clients.max(1) {
+    for mut worker in workers {
         let (next, job) = (next.clone(), job.clone());
         tasks.push(tokio::spawn(async move {
             loop {
@@ -123,7 +125,7 @@ where
                 if i >= total {
                     return Ok::<_, anyhow::Error>(());
                 }
-                job(i).await?;
+                worker = job(worker, i).await?;
             }
         }));
     }
@@ -220,26 +222,23 @@ async fn create_pods(
     let acked: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total]));
     let path = Arc::new(format!("/api/v1/namespaces/{ns}/pods"));
     let template = Arc::new(PodTemplate::new(&pod(PodTemplate::NAME, ns, scheduler))?);
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
+    let mut conns = Vec::with_capacity(clients.max(1));
     for _ in 0..clients.max(1) {
-        let mut conn = BenchClient::connect(base).await?;
-        let (path, template, next, acked) =
-            (path.clone(), template.clone(), next.clone(), acked.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<_, anyhow::Error>(());
-                }
+        conns.push(BenchClient::connect(base).await?);
+    }
+    pool(conns, total, {
+        let acked = acked.clone();
+        move |mut conn, i| {
+            let (path, template, acked) = (path.clone(), template.clone(), acked.clone());
+            async move {
                 create_pod(&mut conn, &path, &template, &format!("p-{i}")).await?;
                 acked.lock().expect("not poisoned")[i] = Some(Instant::now());
+                Ok(conn)
             }
-        }));
-    }
-    for t in tasks {
-        t.await?.context("creating pods")?;
-    }
+        }
+    })
+    .await
+    .context("creating pods")?;
     let acked = acked.lock().expect("not poisoned").clone();
     Ok(acked)
 }
@@ -373,9 +372,9 @@ pub async fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     // Nodes.
     let t = Instant::now();
     let prefix = format!("sim-{run_id}-");
-    pool(args.clients, args.nodes, {
+    pool(vec![(); args.clients.max(1)], args.nodes, {
         let (client, base, prefix) = (client.clone(), base.clone(), prefix.clone());
-        move |i| {
+        move |(), i| {
             let (client, url, body) = (
                 client.clone(),
                 format!("{base}/api/v1/nodes"),
