@@ -35,6 +35,9 @@ pub struct ServerConfig {
     /// Where Services get their ClusterIPs and NodePorts (`--service-cluster-ip-range`,
     /// `--service-node-port-range`).
     pub service_ranges: ServiceRanges,
+    /// Size of the store's write-ahead log in bytes (`--wal-size`); 0 turns it off. See
+    /// [`RedbStoreConfig::wal_size`].
+    pub wal_size: u64,
 }
 
 impl ServerConfig {
@@ -48,6 +51,7 @@ impl ServerConfig {
             node_lifecycle: Default::default(),
             job: Default::default(),
             service_ranges: ServiceRanges::default(),
+            wal_size: RedbStoreConfig::new(PathBuf::new()).wal_size,
         }
     }
 }
@@ -121,6 +125,7 @@ pub async fn serve(
     let mut store_config = RedbStoreConfig::new(config.data_dir.join("store.redb"));
     store_config.watch_window = config.watch_window;
     store_config.watch_min_events = config.watch_history;
+    store_config.wal_size = config.wal_size;
     let store = RedbStore::open(store_config).map_err(|source| ServeError::Store {
         dir: config.data_dir.clone(),
         source,

@@ -45,6 +45,28 @@ pub struct ServerArgs {
     #[arg(long, default_value = "30000-32767", value_name = "FROM-TO",
           value_parser = flotilla_control::apiserver::service_ips::parse_port_range)]
     pub service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// Size of the store's write-ahead log, in bytes: writes are acknowledged once logged, and
+    /// the log is checkpointed into the store file when half full. 0 turns the log off (every
+    /// write batch is then its own durable store commit). The file never shrinks.
+    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES",
+          value_parser = parse_wal_size)]
+    pub wal_size: u64,
+}
+
+/// The smallest write-ahead log `--wal-size` accepts besides 0: smaller logs checkpoint after
+/// every few writes.
+const MIN_WAL_SIZE: u64 = 64 << 10;
+
+fn parse_wal_size(s: &str) -> Result<u64, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size in bytes"))?;
+    if n != 0 && n < MIN_WAL_SIZE {
+        return Err(format!(
+            "{n} bytes is too small: use 0 (no log) or at least {MIN_WAL_SIZE}"
+        ));
+    }
+    Ok(n)
 }
 
 impl ServerArgs {
@@ -61,6 +83,7 @@ impl ServerArgs {
             cluster_ips: self.service_cluster_ip_range,
             node_ports: self.service_node_port_range.clone(),
         };
+        config.wal_size = self.wal_size;
     }
 }
 
@@ -132,5 +155,19 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_size_is_zero_or_at_least_the_minimum() {
+        assert_eq!(parse_wal_size("0"), Ok(0));
+        assert_eq!(parse_wal_size("65536"), Ok(65536));
+        assert_eq!(parse_wal_size("8388608"), Ok(8 << 20));
+        assert!(parse_wal_size("65535").unwrap_err().contains("too small"));
+        assert!(parse_wal_size("8MiB").unwrap_err().contains("not a size"));
     }
 }

@@ -373,6 +373,16 @@ fn the_cli_prints_one_line_and_exits_non_zero_on_bad_flags() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--listen"), "{err}");
     let out = std::process::Command::new(crate::harness::flotilla_bin())
+        .args(["server", "--wal-size", "100"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--wal-size") && err.contains("too small"),
+        "{err}"
+    );
+    let out = std::process::Command::new(crate::harness::flotilla_bin())
         .args([
             "server",
             "--listen",

@@ -167,3 +167,126 @@ fn updates_and_deletions_survive_kill_9_with_their_watch_history() {
         .collect();
     assert_eq!(seen, expected);
 }
+
+/// Creates ConfigMaps `ckpt-{round}-{i}` from `clients` concurrent clients until the server
+/// stops answering; returns the indices of those acknowledged (201). Anything but a 201 or a
+/// lost connection fails the test.
+async fn create_until_killed(
+    url: &str,
+    round: usize,
+    clients: usize,
+    acks: Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<usize> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, next, acks) = (client.clone(), next.clone(), acks.clone());
+        let url = format!("{url}/api/v1/namespaces/default/configmaps");
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": format!("ckpt-{round}-{i:05}")},
+                    "data": {"index": i.to_string(), "payload": "c".repeat(512)}});
+                let sent = client
+                    .post(&url)
+                    .json(&body)
+                    .timeout(std::time::Duration::from_secs(30))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        acked.push(i);
+                        acks.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => panic!("create {i}: unexpected {}", r.status()),
+                    // The server was killed under this request.
+                    Err(_) => return acked,
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// Every acknowledged `(round, index)` is listed, intact; whatever else is listed (created
+/// but not acknowledged before the kill) is intact too.
+fn assert_intact(url: &str, acknowledged: &[(usize, usize)]) {
+    let list: Value = reqwest::blocking::get(format!("{url}/api/v1/namespaces/default/configmaps"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let items = list["items"].as_array().unwrap();
+    let mut names = std::collections::HashSet::new();
+    for item in items {
+        let name = item["metadata"]["name"].as_str().unwrap();
+        let index: usize = name.rsplit('-').next().unwrap().parse().unwrap();
+        assert_eq!(item["data"]["index"], index.to_string(), "{name} intact");
+        assert_eq!(
+            item["data"]["payload"].as_str().unwrap().len(),
+            512,
+            "{name}"
+        );
+        names.insert(name.to_string());
+    }
+    for (round, i) in acknowledged {
+        let name = format!("ckpt-{round}-{i:05}");
+        assert!(names.contains(&name), "acknowledged {name} lost");
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_in_the_middle_of_checkpoints() {
+    // A 64 KiB log is checkpointed into the store file whenever half full: every ~40 of
+    // these creates. Each round kills the server after a different number of
+    // acknowledgements, with all clients still writing, so kills land at different points
+    // of the checkpoint cycle (the applier's durable commit, the log's restart, or
+    // between them); the next start replays what the log holds over what the file holds.
+    const ROUNDS: usize = 4;
+    const CLIENTS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut acknowledged: Vec<(usize, usize)> = Vec::new();
+    for round in 0..ROUNDS {
+        let mut s = Server::start_in(dir.path(), &["--wal-size", "65536"]);
+        assert_intact(&s.url, &acknowledged);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("store.wal"))
+                .unwrap()
+                .len(),
+            65536,
+            "the log has the size asked for"
+        );
+        let kill_after = 150 + 117 * round;
+        let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writers = {
+            let (url, acks) = (s.url.clone(), acks.clone());
+            let handle = rt.handle().clone();
+            std::thread::spawn(move || {
+                handle.block_on(create_until_killed(&url, round, CLIENTS, acks))
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while acks.load(std::sync::atomic::Ordering::SeqCst) < kill_after {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: only {} creates acknowledged in 60 s",
+                acks.load(std::sync::atomic::Ordering::SeqCst)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        s.kill9();
+        let acked = writers.join().unwrap();
+        assert!(acked.len() >= kill_after);
+        acknowledged.extend(acked.into_iter().map(|i| (round, i)));
+    }
+    let s = Server::start_in(dir.path(), &["--wal-size", "65536"]);
+    assert_intact(&s.url, &acknowledged);
+}
