@@ -60,12 +60,12 @@ impl ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The store could not be opened.
-    #[error("cannot open the store in {dir}: {source}")]
+    #[error("cannot open the store in {dir}: {reason}")]
     Store {
         /// The data directory.
         dir: PathBuf,
-        /// Why.
-        source: crate::store::StoreError,
+        /// Why (part of the message, so not also a `source`: callers print error chains).
+        reason: crate::store::StoreError,
     },
     /// The registry storage could not be opened.
     #[error("cannot open the image registry storage: {0}")]
@@ -122,14 +122,33 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let store = open_store(&config)?;
+    serve_opened(listener, config, store, shutdown).await
+}
+
+/// Opens (and, after a crash, recovers) the store of `config`'s data directory. Callers that
+/// announce the server or write a kubeconfig do this first, so a store that cannot be opened
+/// (say, locked by a server already running on the same data directory) fails the start
+/// before anything is printed or overwritten.
+pub fn open_store(config: &ServerConfig) -> Result<RedbStore, ServeError> {
     let mut store_config = RedbStoreConfig::new(config.data_dir.join("store.redb"));
     store_config.watch_window = config.watch_window;
     store_config.watch_min_events = config.watch_history;
     store_config.wal_size = config.wal_size;
-    let store = RedbStore::open(store_config).map_err(|source| ServeError::Store {
+    RedbStore::open(store_config).map_err(|reason| ServeError::Store {
         dir: config.data_dir.clone(),
-        source,
-    })?;
+        reason,
+    })
+}
+
+/// Runs the control plane over a store from [`open_store`] until `shutdown` is cancelled,
+/// then closes the store.
+pub async fn serve_opened(
+    listener: TcpListener,
+    config: ServerConfig,
+    store: RedbStore,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let result = serve_with_store(listener, config, Arc::new(store.clone()), shutdown).await;
     store.close();
     result

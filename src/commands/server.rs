@@ -115,6 +115,11 @@ pub async fn serve(args: ServerArgs, what: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let mut config = flotilla_control::ServerConfig::new(&data_dir);
+    args.apply(&mut config);
+    // Before the kubeconfig is written or anything announced: a data dir in use by another
+    // server must leave that server's kubeconfig alone.
+    let store = flotilla_control::server::open_store(&config)?;
     let kubeconfig = args
         .write_kubeconfig
         .clone()
@@ -129,9 +134,12 @@ pub async fn serve(args: ServerArgs, what: &str) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         signal_token.cancel();
     });
-    let mut config = flotilla_control::ServerConfig::new(&data_dir);
-    args.apply(&mut config);
-    let server = tokio::spawn(flotilla_control::serve(listener, config, shutdown.clone()));
+    let server = tokio::spawn(flotilla_control::server::serve_opened(
+        listener,
+        config,
+        store,
+        shutdown.clone(),
+    ));
     println!("flotilla {what} listening on http://{addr}");
     println!("data dir:   {}", data_dir.display());
     println!("kubeconfig: {}", kubeconfig.display());

@@ -42,6 +42,11 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.server.listen))?;
     let addr = listener.local_addr()?;
+    let mut config = flotilla_control::ServerConfig::new(&data_dir);
+    args.server.apply(&mut config);
+    // Before the kubeconfig is written: a data dir in use by another cluster must leave that
+    // cluster's kubeconfig alone.
+    let store = flotilla_control::server::open_store(&config)?;
     let kubeconfig = args
         .server
         .write_kubeconfig
@@ -58,11 +63,10 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         signal.cancel();
     });
-    let mut config = flotilla_control::ServerConfig::new(&data_dir);
-    args.server.apply(&mut config);
-    let mut server = tokio::spawn(flotilla_control::serve(
+    let mut server = tokio::spawn(flotilla_control::server::serve_opened(
         listener,
         config,
+        store,
         server_stop.clone(),
     ));
 

@@ -397,3 +397,35 @@ fn the_cli_prints_one_line_and_exits_non_zero_on_bad_flags() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("error: cannot create data dir"), "{err}");
 }
+
+#[test]
+fn a_second_server_on_a_data_dir_in_use_fails_and_leaves_the_first_ones_kubeconfig_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = crate::harness::Server::start_in(dir.path(), &[]);
+    // The first server answers (so it holds its store) before the second one starts.
+    assert!(s.kubectl(&["get", "namespaces"]).status.success());
+    let kubeconfig = std::fs::read_to_string(&s.kubeconfig).unwrap();
+    let out = std::process::Command::new(crate::harness::flotilla_bin())
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("error: cannot open the store in")
+            && err.contains("in use by another process"),
+        "{err}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("listening on"),
+        "nothing announced"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&s.kubeconfig).unwrap(),
+        kubeconfig,
+        "the running server's kubeconfig is untouched"
+    );
+    assert!(s.kubectl(&["get", "namespaces"]).status.success());
+}

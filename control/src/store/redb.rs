@@ -340,7 +340,13 @@ impl RedbStore {
         if let Some(dir) = config.path.parent() {
             std::fs::create_dir_all(dir).map_err(backend)?;
         }
-        let db = Database::create(&config.path).map_err(backend)?;
+        let db = Database::create(&config.path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
+                "{} is in use by another process (another flotilla server on this data dir?)",
+                config.path.display()
+            )),
+            e => backend(e),
+        })?;
         // Make sure the tables exist so read transactions can open them.
         let txn = db.begin_write().map_err(backend)?;
         {
