@@ -35,6 +35,8 @@ pub struct ServerConfig {
     /// Where Services get their ClusterIPs and NodePorts (`--service-cluster-ip-range`,
     /// `--service-node-port-range`).
     pub service_ranges: ServiceRanges,
+    /// How long Events are kept after they were last seen (`--event-ttl`).
+    pub event_ttl: controllers::event_ttl::EventTtlConfig,
     /// Size of the store's write-ahead log in bytes (`--wal-size`); 0 turns it off. See
     /// [`RedbStoreConfig::wal_size`].
     pub wal_size: u64,
@@ -51,6 +53,7 @@ impl ServerConfig {
             node_lifecycle: Default::default(),
             job: Default::default(),
             service_ranges: ServiceRanges::default(),
+            event_ttl: Default::default(),
             wal_size: RedbStoreConfig::new(PathBuf::new()).wal_size,
         }
     }
@@ -219,6 +222,11 @@ pub async fn serve_with_store(
     ));
     tasks.spawn(controllers::endpointslice::run(
         api.clone(),
+        controllers_token.clone(),
+    ));
+    tasks.spawn(controllers::event_ttl::run(
+        api.clone(),
+        config.event_ttl.clone(),
         controllers_token.clone(),
     ));
     tasks.spawn(crate::scheduler::run(

@@ -45,6 +45,11 @@ pub struct ServerArgs {
     #[arg(long, default_value = "30000-32767", value_name = "FROM-TO",
           value_parser = flotilla_control::apiserver::service_ips::parse_port_range)]
     pub service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// How long an Event is kept after it was last seen (kube-apiserver's `--event-ttl`), as
+    /// a duration such as `1h`, `30m` or `90s`.
+    #[arg(long, default_value = "1h", value_name = "DURATION",
+          value_parser = humantime::parse_duration)]
+    pub event_ttl: Duration,
     /// Size of the store's write-ahead log, in bytes: writes are acknowledged once logged, and
     /// the log is checkpointed into the store file when half full. 0 turns the log off (every
     /// write batch is then its own durable store commit). The file never shrinks.
@@ -84,6 +89,8 @@ impl ServerArgs {
             node_ports: self.service_node_port_range.clone(),
         };
         config.wal_size = self.wal_size;
+        config.event_ttl =
+            flotilla_control::controllers::event_ttl::EventTtlConfig::new(self.event_ttl);
     }
 }
 

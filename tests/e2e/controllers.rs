@@ -1026,3 +1026,62 @@ fn a_daemonset_keeps_controller_revisions_rolls_back_surges_and_waits_on_delete(
     assert_eq!(p.len(), 1, "the adopted pod was not replaced");
     assert_eq!(p[0]["metadata"]["name"], kept.as_str());
 }
+
+#[test]
+fn events_expire_once_not_seen_for_the_event_ttl() {
+    // `--event-ttl 4s` sweeps every second. Two Events are recorded; one is seen again
+    // (count and lastTimestamp bumped) 2.5 s later. The other goes about 4 s after it was
+    // written; the bumped one outlives it, then goes too.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &["--event-ttl", "4s"]);
+    let client = reqwest::blocking::Client::new();
+    let events = format!("{}/api/v1/namespaces/default/events", s.url);
+    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let started = Instant::now();
+    for name in ["once", "again"] {
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "namespace": "default", "name": "p"},
+            "reason": "Testing", "message": name, "type": "Normal", "count": 1,
+            "firstTimestamp": now(), "lastTimestamp": now()});
+        let r = client.post(&events).json(&body).send().unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    let exists = |name: &str| {
+        let code = client
+            .get(format!("{events}/{name}"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        assert!(code == 200 || code == 404, "GET {name}: {code}");
+        code == 200
+    };
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(started.elapsed()));
+    assert!(
+        exists("once") && exists("again"),
+        "both kept within the TTL"
+    );
+    let r = client
+        .patch(format!("{events}/again"))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(serde_json::json!({"count": 2, "lastTimestamp": now()}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    wait_for(
+        "the event not seen again to expire",
+        Duration::from_secs(15),
+        || (!exists("once")).then_some(()),
+    );
+    assert!(
+        exists("again"),
+        "the event seen again is kept ({:?} after the start)",
+        started.elapsed()
+    );
+    wait_for(
+        "the bumped event to expire too",
+        Duration::from_secs(15),
+        || (!exists("again")).then_some(()),
+    );
+}

@@ -16,12 +16,15 @@
 //! - [`endpoints`] and [`endpointslice`]: a selector Service's Endpoints and EndpointSlices from
 //!   its pods' addresses and readiness, driven by [`service_pods`] (Services and Pods watched
 //!   in-process).
+//! - [`event_ttl`]: deletes Events not seen for `--event-ttl` (1 h), as kube-apiserver's
+//!   Event leases do.
 
 pub mod controller_history;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod event_ttl;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod job;
