@@ -84,13 +84,30 @@ async fn instantiation(component: &Path, iterations: usize) -> anyhow::Result<()
     let mut times = engine
         .time_http_instantiation(&artifact, &spec, iterations)
         .await?;
+    // These VMs run memory-bound code at one of two speeds, switching every few seconds:
+    // the medians of consecutive tenths of the run show whether it switched during this one.
+    let blocks = block_medians(&times, 10);
     times.sort();
     println!(
-        "per-request instantiation: median {:.2} us, p99 {:.2} us ({iterations} instantiations)",
+        "per-request instantiation: median {:.2} us, p99 {:.2} us ({iterations} instantiations; medians of each tenth, in order: {blocks})",
         median(&times).as_secs_f64() * 1e6,
         percentile(&times, 0.99).as_secs_f64() * 1e6,
     );
     Ok(())
+}
+
+/// The medians of `parts` consecutive blocks of `times` (unsorted, in run order), in µs.
+fn block_medians(times: &[Duration], parts: usize) -> String {
+    let size = times.len().div_ceil(parts.max(1)).max(1);
+    times
+        .chunks(size)
+        .map(|block| {
+            let mut block = block.to_vec();
+            block.sort();
+            format!("{:.1}", median(&block).as_secs_f64() * 1e6)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One `GET /` on a fresh connection; the whole exchange.
@@ -452,4 +469,21 @@ async fn isolation(component: &Path, requests: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_medians_follow_the_run_order() {
+        let us = |v: &[u64]| {
+            v.iter()
+                .map(|&n| Duration::from_micros(n))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(block_medians(&us(&[1, 9, 1, 5, 5, 6]), 2), "1.0 5.0");
+        assert_eq!(block_medians(&us(&[3, 4, 5]), 10), "3.0 4.0 5.0");
+        assert_eq!(block_medians(&[], 10), "");
+    }
 }
