@@ -54,6 +54,11 @@ ROOTS = [
     ("autoscaling/v1", "HorizontalPodAutoscaler", API + "autoscaling/v1", "HorizontalPodAutoscaler"),
     ("autoscaling/v1", "Scale", API + "autoscaling/v1", "Scale"),
     ("policy/v1", "Eviction", API + "policy/v1", "Eviction"),
+    # `kubectl auth can-i` and `kubectl auth can-i --list`.
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview", API + "authorization/v1",
+     "SelfSubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview", API + "authorization/v1",
+     "SelfSubjectRulesReview"),
     # DeleteOptions is sent under the version of the resource being deleted.
     ("v1", "DeleteOptions", META, "DeleteOptions"),
     ("meta.k8s.io/v1", "DeleteOptions", META, "DeleteOptions"),

@@ -407,3 +407,53 @@ fn kubectl_create_generators_which_send_protobuf_work_for_builtin_kinds() {
     assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
     s.kubectl_ok(&["get", "serviceaccount", "robot", "-n", "gen"]);
 }
+
+#[test]
+fn kubectl_auth_can_i_says_yes_to_everything_as_the_server_allows_everything() {
+    let s = Server::start();
+    let out = s.kubectl(&["auth", "can-i", "create", "pods"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "yes");
+    let out = s.kubectl(&["auth", "can-i", "delete", "deployments.apps", "-A"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "yes");
+    let out = s.kubectl(&["auth", "can-i", "--list"]);
+    assert!(out.status.success(), "{out:?}");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.lines().any(|l| l.starts_with("*.*")), "{list}");
+    // Discovered as create-only, cluster-scoped resources, as kube-apiserver lists them.
+    let out = s.kubectl(&[
+        "api-resources",
+        "--api-group=authorization.k8s.io",
+        "-o",
+        "wide",
+    ]);
+    let resources = String::from_utf8_lossy(&out.stdout);
+    for name in ["selfsubjectaccessreviews", "selfsubjectrulesreviews"] {
+        let line = resources
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} not discovered: {resources}"));
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            columns.contains(&"false") && columns.last() == Some(&"create"),
+            "{line}"
+        );
+    }
+    // A review asking about nothing is invalid, with the field named.
+    let r = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            s.url
+        ))
+        .json(&serde_json::json!({"apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview", "spec": {}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let status: serde_json::Value = r.json().unwrap();
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "spec.resourceAttributes"
+    );
+}

@@ -12,6 +12,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::access_review;
 use super::resources::{ResourceInfo, Subresource, groups, in_group_version};
 
 /// Content type of an aggregated discovery answer, `apidiscovery.k8s.io/v2`.
@@ -35,6 +36,30 @@ const RESOURCE_VERBS: &[&str] = &[
     "watch",
 ];
 
+/// Every group served: the storage table's, then `authorization.k8s.io` for the self
+/// reviews ([`access_review`]).
+fn served_groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut all = groups();
+    let r = &access_review::RESOURCES[0];
+    all.push((r.group, vec![r.version]));
+    all
+}
+
+/// The resources of one group-version with their verbs.
+fn served_in(group: &str, version: &str) -> Vec<(&'static ResourceInfo, &'static [&'static str])> {
+    let mut all: Vec<_> = in_group_version(group, version)
+        .into_iter()
+        .map(|r| (r, RESOURCE_VERBS))
+        .collect();
+    all.extend(
+        access_review::RESOURCES
+            .iter()
+            .filter(|r| r.group == group && r.version == version)
+            .map(|r| (r, access_review::VERBS)),
+    );
+    all
+}
+
 /// `/api`: the legacy `APIVersions` document.
 ///
 /// `server_address` is the `host:port` clients should use, reported for every client CIDR.
@@ -50,7 +75,7 @@ pub fn api_versions(server_address: &str) -> Value {
 
 /// `/apis`: the `APIGroupList` of every non-core group.
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = groups()
+    let groups: Vec<Value> = served_groups()
         .into_iter()
         .map(|(g, vs)| group_doc(g, &vs))
         .collect();
@@ -59,7 +84,7 @@ pub fn api_group_list() -> Value {
 
 /// `/apis/{group}`: one `APIGroup`, or `None` when the group is not served.
 pub fn api_group(group: &str) -> Option<Value> {
-    let (name, versions) = groups().into_iter().find(|(g, _)| *g == group)?;
+    let (name, versions) = served_groups().into_iter().find(|(g, _)| *g == group)?;
     let mut doc = group_doc(name, &versions);
     if let Some(obj) = doc.as_object_mut() {
         // The stand-alone document carries its type meta; list items do not.
@@ -76,13 +101,13 @@ pub fn api_group(group: &str) -> Option<Value> {
 /// per resource followed by its subresources (`pods/status`, `deployments/scale`, ...), or
 /// `None` when the group-version is not served.
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
-    let resources = in_group_version(group, version);
+    let resources = served_in(group, version);
     if resources.is_empty() {
         return None;
     }
     let mut entries = Vec::new();
-    for r in resources {
-        entries.push(api_resource(r));
+    for (r, verbs) in resources {
+        entries.push(api_resource(r, verbs));
         let mut subs: Vec<Subresource> = r.subresources.to_vec();
         subs.sort_by_key(|s| s.name());
         for sub in subs {
@@ -125,7 +150,7 @@ pub fn aggregated(content_type: &str, core: bool) -> Value {
     let items: Vec<Value> = if core {
         vec![group_discovery("", &["v1"])]
     } else {
-        groups()
+        served_groups()
             .into_iter()
             .map(|(g, vs)| group_discovery(g, &vs))
             .collect()
@@ -216,13 +241,13 @@ fn subresource_verbs(sub: Subresource) -> &'static [&'static str] {
 }
 
 /// One `APIResource` for a main resource.
-fn api_resource(r: &ResourceInfo) -> Value {
+fn api_resource(r: &ResourceInfo, verbs: &[&str]) -> Value {
     let mut obj = Map::new();
     obj.insert("name".into(), r.plural.into());
     obj.insert("singularName".into(), r.singular.into());
     obj.insert("namespaced".into(), r.namespaced.into());
     obj.insert("kind".into(), r.kind.into());
-    obj.insert("verbs".into(), json!(RESOURCE_VERBS));
+    obj.insert("verbs".into(), json!(verbs));
     if !r.short_names.is_empty() {
         obj.insert("shortNames".into(), json!(r.short_names));
     }
@@ -254,9 +279,9 @@ fn group_discovery(group: &str, versions: &[&str]) -> Value {
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let resources: Vec<Value> = in_group_version(group, v)
+            let resources: Vec<Value> = served_in(group, v)
                 .into_iter()
-                .map(resource_discovery)
+                .map(|(r, verbs)| resource_discovery(r, verbs))
                 .collect();
             json!({ "version": v, "resources": resources, "freshness": "Current" })
         })
@@ -265,7 +290,7 @@ fn group_discovery(group: &str, versions: &[&str]) -> Value {
 }
 
 /// One `APIResourceDiscovery`.
-fn resource_discovery(r: &ResourceInfo) -> Value {
+fn resource_discovery(r: &ResourceInfo, verbs: &[&str]) -> Value {
     let mut obj = Map::new();
     obj.insert("resource".into(), r.plural.into());
     obj.insert("responseKind".into(), gvk(r.group, r.version, r.kind));
@@ -279,7 +304,7 @@ fn resource_discovery(r: &ResourceInfo) -> Value {
         .into(),
     );
     obj.insert("singularResource".into(), r.singular.into());
-    obj.insert("verbs".into(), json!(RESOURCE_VERBS));
+    obj.insert("verbs".into(), json!(verbs));
     if !r.short_names.is_empty() {
         obj.insert("shortNames".into(), json!(r.short_names));
     }

@@ -15,7 +15,10 @@
 //! - [`patch`]: JSON patch, JSON merge patch and strategic merge patch.
 //! - [`selector`]: label and field selectors.
 //! - [`table`]: server-side `Table` rendering for `kubectl get`.
+//! - [`access_review`]: `SelfSubjectAccessReview` and `SelfSubjectRulesReview` (`kubectl auth
+//!   can-i`), answered without storage.
 
+pub mod access_review;
 pub mod api;
 pub mod discovery;
 pub mod error;

@@ -30,6 +30,8 @@ pub(super) static KINDS: &[KindDef] = &[
     k("autoscaling/v1", "HorizontalPodAutoscaler", 232),
     k("autoscaling/v1", "Scale", 236),
     k("policy/v1", "Eviction", 239),
+    k("authorization.k8s.io/v1", "SelfSubjectAccessReview", 242),
+    k("authorization.k8s.io/v1", "SelfSubjectRulesReview", 250),
     k("v1", "DeleteOptions", 240),
     k("meta.k8s.io/v1", "DeleteOptions", 240),
     k("apps/v1", "DeleteOptions", 240),
@@ -1795,5 +1797,85 @@ pub(super) static MESSAGES: &[MessageDef] = &[
     m("meta/v1.Preconditions", &[
         f(1, "uid", Pointer, true, String),
         f(2, "resourceVersion", Pointer, true, String),
+    ]),
+    // 242
+    m("authorization/v1.SelfSubjectAccessReview", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, false, Message(243)),
+        f(3, "status", Value, true, Message(249)),
+    ]),
+    // 243
+    m("authorization/v1.SelfSubjectAccessReviewSpec", &[
+        f(1, "resourceAttributes", Pointer, true, Message(244)),
+        f(2, "nonResourceAttributes", Pointer, true, Message(248)),
+    ]),
+    // 244
+    m("authorization/v1.ResourceAttributes", &[
+        f(1, "namespace", Value, true, String),
+        f(2, "verb", Value, true, String),
+        f(3, "group", Value, true, String),
+        f(4, "version", Value, true, String),
+        f(5, "resource", Value, true, String),
+        f(6, "subresource", Value, true, String),
+        f(7, "name", Value, true, String),
+        f(8, "fieldSelector", Pointer, true, Message(245)),
+        f(9, "labelSelector", Pointer, true, Message(247)),
+    ]),
+    // 245
+    m("authorization/v1.FieldSelectorAttributes", &[
+        f(1, "rawSelector", Value, true, String),
+        f(2, "requirements", Slice, true, Message(246)),
+    ]),
+    // 246
+    m("meta/v1.FieldSelectorRequirement", &[
+        f(1, "key", Value, false, String),
+        f(2, "operator", Value, false, String),
+        f(3, "values", Slice, true, String),
+    ]),
+    // 247
+    m("authorization/v1.LabelSelectorAttributes", &[
+        f(1, "rawSelector", Value, true, String),
+        f(2, "requirements", Slice, true, Message(47)),
+    ]),
+    // 248
+    m("authorization/v1.NonResourceAttributes", &[
+        f(1, "path", Value, true, String),
+        f(2, "verb", Value, true, String),
+    ]),
+    // 249
+    m("authorization/v1.SubjectAccessReviewStatus", &[
+        f(1, "allowed", Value, false, Bool),
+        f(4, "denied", Value, true, Bool),
+        f(2, "reason", Value, true, String),
+        f(3, "evaluationError", Value, true, String),
+    ]),
+    // 250
+    m("authorization/v1.SelfSubjectRulesReview", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, false, Message(251)),
+        f(3, "status", Value, true, Message(252)),
+    ]),
+    // 251
+    m("authorization/v1.SelfSubjectRulesReviewSpec", &[
+        f(1, "namespace", Value, true, String),
+    ]),
+    // 252
+    m("authorization/v1.SubjectRulesReviewStatus", &[
+        f(1, "resourceRules", Slice, false, Message(253)),
+        f(2, "nonResourceRules", Slice, false, Message(254)),
+        f(3, "incomplete", Value, false, Bool),
+        f(4, "evaluationError", Value, true, String),
+    ]),
+    // 253
+    m("authorization/v1.ResourceRule", &[
+        f(1, "verbs", Slice, false, String),
+        f(2, "apiGroups", Slice, true, String),
+        f(3, "resources", Slice, true, String),
+        f(4, "resourceNames", Slice, true, String),
+    ]),
+    // 254
+    m("authorization/v1.NonResourceRule", &[
+        f(1, "verbs", Slice, false, String),
+        f(2, "nonResourceURLs", Slice, true, String),
     ]),
 ];

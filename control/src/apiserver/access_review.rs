@@ -1,0 +1,219 @@
+//! `authorization.k8s.io/v1` self reviews: `SelfSubjectAccessReview` (what `kubectl auth
+//! can-i VERB RESOURCE` asks) and `SelfSubjectRulesReview` (`kubectl auth can-i --list`).
+//!
+//! Flotilla has no authentication or authorization: whoever reaches the API server may do
+//! everything, as a kube-apiserver with `--authorization-mode=AlwaysAllow` does. These reviews
+//! say so truthfully instead of answering 404, which tools that check their permissions first
+//! (kubectl, Helm, dashboards) would take for an error. Like kube-apiserver's, they are
+//! create-only and stored nowhere; the answer is the request with its `status` filled in.
+
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ApiResult, Cause};
+use super::resources::ResourceInfo;
+
+/// The group/version both reviews live in.
+pub const GROUP_VERSION: &str = "authorization.k8s.io/v1";
+
+/// The reviews as discovery lists them (they are not in the storage table,
+/// [`RESOURCES`](super::resources::RESOURCES)): cluster-scoped and create-only ([`VERBS`]).
+pub static RESOURCES: [ResourceInfo; 2] = [
+    review_info(
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+    ),
+    review_info(
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+    ),
+];
+
+/// The only verb the reviews take.
+pub const VERBS: &[&str] = &["create"];
+
+const fn review_info(
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+) -> ResourceInfo {
+    ResourceInfo {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind,
+        plural,
+        singular,
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    }
+}
+
+/// Why every review is allowed.
+const REASON: &str = "flotilla has no authorization configured: every request is allowed";
+
+/// A review kind served here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Review {
+    /// `selfsubjectaccessreviews`.
+    Access,
+    /// `selfsubjectrulesreviews`.
+    Rules,
+}
+
+impl Review {
+    /// The review a request path names, if any.
+    pub fn from_path(path: &str) -> Option<Review> {
+        match path.trim_end_matches('/') {
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => Some(Review::Access),
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews" => Some(Review::Rules),
+            _ => None,
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Review::Access => "SelfSubjectAccessReview",
+            Review::Rules => "SelfSubjectRulesReview",
+        }
+    }
+}
+
+fn invalid(review: Review, causes: Vec<Cause>) -> ApiError {
+    let list: Vec<String> = causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect();
+    ApiError {
+        code: 422,
+        reason: "Invalid",
+        message: format!("{} is invalid: {}", review.kind(), list.join(", ")),
+        name: None,
+        group: Some("authorization.k8s.io".into()),
+        kind: Some(review.kind().into()),
+        causes,
+    }
+}
+
+/// Answers a review: the request back with `status` filled in, or 400/422 for a body that is
+/// not a valid review of that kind.
+pub fn answer(review: Review, mut body: Value) -> ApiResult<Value> {
+    let Some(obj) = body.as_object_mut() else {
+        return Err(ApiError::bad_request(format!(
+            "{} body must be a JSON object",
+            review.kind()
+        )));
+    };
+    for (field, want) in [("apiVersion", GROUP_VERSION), ("kind", review.kind())] {
+        match obj.get(field).and_then(Value::as_str) {
+            None | Some("") => {
+                obj.insert(field.into(), json!(want));
+            }
+            Some(got) if got == want => {}
+            Some(got) => {
+                return Err(ApiError::bad_request(format!(
+                    "the {field} of the body is \"{got}\", but this endpoint takes {want}"
+                )));
+            }
+        }
+    }
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    let status = match review {
+        Review::Access => {
+            let resource = spec.get("resourceAttributes").filter(|v| !v.is_null());
+            let non_resource = spec.get("nonResourceAttributes").filter(|v| !v.is_null());
+            if resource.is_some() == non_resource.is_some() {
+                return Err(invalid(
+                    review,
+                    vec![Cause::invalid(
+                        "spec.resourceAttributes",
+                        "null",
+                        "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                    )],
+                ));
+            }
+            json!({"allowed": true, "reason": REASON})
+        }
+        Review::Rules => {
+            if spec
+                .get("namespace")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(invalid(review, vec![Cause::required("spec.namespace")]));
+            }
+            json!({
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                "incomplete": false,
+            })
+        }
+    };
+    obj.insert("status".into(), status);
+    obj.entry("metadata").or_insert_with(|| json!({}));
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_the_two_reviews_and_nothing_else() {
+        assert_eq!(
+            Review::from_path("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"),
+            Some(Review::Access)
+        );
+        assert_eq!(
+            Review::from_path("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews/"),
+            Some(Review::Rules)
+        );
+        assert_eq!(
+            Review::from_path("/apis/authorization.k8s.io/v1/subjectaccessreviews"),
+            None
+        );
+    }
+
+    #[test]
+    fn an_access_review_is_allowed_and_echoes_its_spec() {
+        let spec = json!({"resourceAttributes": {"verb": "create", "resource": "pods", "namespace": "default"}});
+        let out = answer(Review::Access, json!({"spec": spec})).unwrap();
+        assert_eq!(out["status"]["allowed"], true);
+        assert_eq!(out["spec"], spec);
+        assert_eq!(out["kind"], "SelfSubjectAccessReview");
+        assert_eq!(out["apiVersion"], "authorization.k8s.io/v1");
+    }
+
+    #[test]
+    fn an_access_review_needs_exactly_one_kind_of_attributes() {
+        for spec in [
+            json!({}),
+            json!({"resourceAttributes": {"verb": "get"}, "nonResourceAttributes": {"verb": "get", "path": "/"}}),
+        ] {
+            let e = answer(Review::Access, json!({"spec": spec})).unwrap_err();
+            assert_eq!(e.code, 422);
+            assert_eq!(e.causes[0].field, "spec.resourceAttributes");
+        }
+    }
+
+    #[test]
+    fn a_rules_review_needs_a_namespace_and_lists_everything() {
+        let e = answer(Review::Rules, json!({"spec": {}})).unwrap_err();
+        assert_eq!(
+            (e.code, e.causes[0].field.as_str()),
+            (422, "spec.namespace")
+        );
+        let out = answer(Review::Rules, json!({"spec": {"namespace": "default"}})).unwrap();
+        assert_eq!(out["status"]["resourceRules"][0]["verbs"], json!(["*"]));
+        assert_eq!(out["status"]["incomplete"], false);
+    }
+
+    #[test]
+    fn a_body_of_another_kind_is_refused() {
+        let e = answer(Review::Access, json!({"kind": "Pod", "spec": {}})).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(answer(Review::Rules, json!([1])).is_err());
+    }
+}
