@@ -1029,21 +1029,22 @@ fn a_daemonset_keeps_controller_revisions_rolls_back_surges_and_waits_on_delete(
 
 #[test]
 fn events_expire_once_not_seen_for_the_event_ttl() {
-    // `--event-ttl 4s` sweeps every second. Two Events are recorded; one is seen again
-    // (count and lastTimestamp bumped) 2.5 s later. The other goes about 4 s after it was
-    // written; the bumped one outlives it, then goes too.
+    // `--event-ttl 5s` sweeps every 1.25 s. Two Events are recorded with a microsecond
+    // `eventTime`; one is seen again 3.1 s later (`series.lastObservedTime` and its count
+    // bumped). The other goes 5 to 6.25 s after it was written, while the bumped one is still
+    // there (it is due at 8.1 s at the earliest), then the bumped one goes too.
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_in(dir.path(), &["--event-ttl", "4s"]);
+    let s = Server::start_in(dir.path(), &["--event-ttl", "5s"]);
     let client = reqwest::blocking::Client::new();
     let events = format!("{}/api/v1/namespaces/default/events", s.url);
-    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let started = Instant::now();
     for name in ["once", "again"] {
         let body = serde_json::json!({"apiVersion": "v1", "kind": "Event",
             "metadata": {"name": name},
             "involvedObject": {"kind": "Pod", "namespace": "default", "name": "p"},
-            "reason": "Testing", "message": name, "type": "Normal", "count": 1,
-            "firstTimestamp": now(), "lastTimestamp": now()});
+            "reason": "Testing", "message": name, "type": "Normal", "action": "Testing",
+            "reportingComponent": "e2e", "reportingInstance": "e2e", "eventTime": now()});
         let r = client.post(&events).json(&body).send().unwrap();
         assert_eq!(r.status().as_u16(), 201);
     }
@@ -1057,7 +1058,7 @@ fn events_expire_once_not_seen_for_the_event_ttl() {
         assert!(code == 200 || code == 404, "GET {name}: {code}");
         code == 200
     };
-    std::thread::sleep(Duration::from_millis(2500).saturating_sub(started.elapsed()));
+    std::thread::sleep(Duration::from_millis(3100).saturating_sub(started.elapsed()));
     assert!(
         exists("once") && exists("again"),
         "both kept within the TTL"
@@ -1065,7 +1066,7 @@ fn events_expire_once_not_seen_for_the_event_ttl() {
     let r = client
         .patch(format!("{events}/again"))
         .header("Content-Type", "application/merge-patch+json")
-        .body(serde_json::json!({"count": 2, "lastTimestamp": now()}).to_string())
+        .body(serde_json::json!({"series": {"count": 2, "lastObservedTime": now()}}).to_string())
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
