@@ -48,7 +48,7 @@ pub struct ServerArgs {
     /// How long an Event is kept after it was last seen (kube-apiserver's `--event-ttl`), as
     /// a duration such as `1h`, `30m` or `90s`.
     #[arg(long, default_value = "1h", value_name = "DURATION",
-          value_parser = humantime::parse_duration)]
+          value_parser = parse_event_ttl)]
     pub event_ttl: Duration,
     /// Size of the store's write-ahead log, in bytes: writes are acknowledged once logged, and
     /// the log is checkpointed into the store file when half full. 0 turns the log off (every
@@ -61,6 +61,14 @@ pub struct ServerArgs {
 /// The smallest write-ahead log `--wal-size` accepts besides 0: smaller logs checkpoint after
 /// every few writes.
 const MIN_WAL_SIZE: u64 = 64 << 10;
+
+fn parse_event_ttl(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("an Event TTL must be longer than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("`{s}` is not a duration such as 1h or 90s: {e}")),
+    }
+}
 
 fn parse_wal_size(s: &str) -> Result<u64, String> {
     let n: u64 = s
@@ -176,6 +184,19 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ttl_is_a_positive_duration() {
+        assert_eq!(parse_event_ttl("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_event_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_event_ttl("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_event_ttl("0s").unwrap_err().contains("longer than 0"));
+        assert!(
+            parse_event_ttl("banana")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+    }
 
     #[test]
     fn wal_size_is_zero_or_at_least_the_minimum() {
