@@ -45,8 +45,6 @@ impl Default for EventTtlConfig {
     }
 }
 
-/// Events read per page of a sweep.
-const PAGE: usize = 500;
 /// Deletes in flight at once (the store commits them in shared batches).
 const CONCURRENT_DELETES: usize = 32;
 
@@ -79,20 +77,28 @@ struct Series {
     last_observed_time: Option<String>,
 }
 
+impl Sighting {
+    /// The latest of the Event's timestamps that parse.
+    fn last_seen(&self) -> Option<DateTime<Utc>> {
+        [
+            self.last_timestamp.as_deref(),
+            self.series
+                .as_ref()
+                .and_then(|s| s.last_observed_time.as_deref()),
+            self.event_time.as_deref(),
+            self.metadata.creation_timestamp.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .max()
+    }
+}
+
 /// When an Event (its stored JSON) was last seen: the latest of its timestamps that parse.
 pub fn last_seen(event: &[u8]) -> Option<DateTime<Utc>> {
-    let s: Sighting = serde_json::from_slice(event).ok()?;
-    [
-        s.last_timestamp,
-        s.series.and_then(|s| s.last_observed_time),
-        s.event_time,
-        s.metadata.creation_timestamp,
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|t| DateTime::parse_from_rfc3339(&t).ok())
-    .map(|t| t.with_timezone(&Utc))
-    .max()
+    serde_json::from_slice::<Sighting>(event).ok()?.last_seen()
 }
 
 /// One Event due for deletion.
@@ -102,46 +108,29 @@ struct Expired {
     resource_version: String,
 }
 
-/// The Events last seen before `cutoff`, page by page.
+/// The Events last seen before `cutoff`.
 async fn expired(api: &Api, cutoff: DateTime<Utc>) -> Vec<Expired> {
     let prefix = events().namespace_prefix(None);
-    let mut out = Vec::new();
-    let mut start_after = None;
-    loop {
-        let page = match api
-            .store()
-            .list(
-                &prefix,
-                ListOptions {
-                    start_after: start_after.take(),
-                    limit: PAGE,
-                },
-            )
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::warn!(error = %e, "event TTL: cannot list events");
-                return out;
-            }
-        };
-        for entry in &page.entries {
-            if last_seen(&entry.value).is_some_and(|t| t < cutoff)
-                && let Ok(Sighting { metadata, .. }) = serde_json::from_slice(&entry.value)
-                && let (Some(namespace), Some(name)) = (metadata.namespace, metadata.name)
-            {
-                out.push(Expired {
-                    namespace,
-                    name,
-                    resource_version: entry.mod_revision.to_string(),
-                });
-            }
+    let listed = match api.store().list(&prefix, ListOptions::default()).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!(error = %e, "event TTL: cannot list events");
+            return Vec::new();
         }
-        match page.entries.last() {
-            Some(last) if page.more => start_after = Some(last.key.clone()),
-            _ => return out,
-        }
-    }
+    };
+    listed
+        .entries
+        .iter()
+        .filter_map(|entry| {
+            let sighting: Sighting = serde_json::from_slice(&entry.value).ok()?;
+            sighting.last_seen().filter(|t| *t < cutoff)?;
+            Some(Expired {
+                namespace: sighting.metadata.namespace?,
+                name: sighting.metadata.name?,
+                resource_version: entry.mod_revision.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Deletes the Events last seen more than the TTL ago; returns how many went.
