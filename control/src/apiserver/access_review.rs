@@ -57,43 +57,32 @@ const REASON: &str = "flotilla has no authorization configured: every request is
 /// A review kind served here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Review {
-    /// `selfsubjectaccessreviews`.
-    Access,
-    /// `selfsubjectrulesreviews`.
-    Rules,
+    /// `selfsubjectaccessreviews` (`RESOURCES[0]`).
+    Access = 0,
+    /// `selfsubjectrulesreviews` (`RESOURCES[1]`).
+    Rules = 1,
 }
 
 impl Review {
     /// The review a request path names, if any.
     pub fn from_path(path: &str) -> Option<Review> {
-        match path.trim_end_matches('/') {
-            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => Some(Review::Access),
-            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews" => Some(Review::Rules),
-            _ => None,
-        }
+        let plural = path
+            .trim_end_matches('/')
+            .strip_prefix("/apis/")?
+            .strip_prefix(GROUP_VERSION)?
+            .strip_prefix('/')?;
+        [Review::Access, Review::Rules]
+            .into_iter()
+            .find(|r| r.info().plural == plural)
+    }
+
+    /// Its entry in [`RESOURCES`].
+    fn info(self) -> &'static ResourceInfo {
+        &RESOURCES[self as usize]
     }
 
     fn kind(self) -> &'static str {
-        match self {
-            Review::Access => "SelfSubjectAccessReview",
-            Review::Rules => "SelfSubjectRulesReview",
-        }
-    }
-}
-
-fn invalid(review: Review, causes: Vec<Cause>) -> ApiError {
-    let list: Vec<String> = causes
-        .iter()
-        .map(|c| format!("{}: {}", c.field, c.message))
-        .collect();
-    ApiError {
-        code: 422,
-        reason: "Invalid",
-        message: format!("{} is invalid: {}", review.kind(), list.join(", ")),
-        name: None,
-        group: Some("authorization.k8s.io".into()),
-        kind: Some(review.kind().into()),
-        causes,
+        self.info().kind
     }
 }
 
@@ -125,8 +114,9 @@ pub fn answer(review: Review, mut body: Value) -> ApiResult<Value> {
             let resource = spec.get("resourceAttributes").filter(|v| !v.is_null());
             let non_resource = spec.get("nonResourceAttributes").filter(|v| !v.is_null());
             if resource.is_some() == non_resource.is_some() {
-                return Err(invalid(
-                    review,
+                return Err(ApiError::invalid(
+                    review.info(),
+                    "",
                     vec![Cause::invalid(
                         "spec.resourceAttributes",
                         "null",
@@ -142,7 +132,11 @@ pub fn answer(review: Review, mut body: Value) -> ApiResult<Value> {
                 .and_then(Value::as_str)
                 .is_none_or(str::is_empty)
             {
-                return Err(invalid(review, vec![Cause::required("spec.namespace")]));
+                return Err(ApiError::invalid(
+                    review.info(),
+                    "",
+                    vec![Cause::required("spec.namespace")],
+                ));
             }
             json!({
                 "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
