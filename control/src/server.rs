@@ -54,7 +54,7 @@ impl ServerConfig {
             job: Default::default(),
             service_ranges: ServiceRanges::default(),
             event_ttl: Default::default(),
-            wal_size: RedbStoreConfig::new(PathBuf::new()).wal_size,
+            wal_size: crate::store::DEFAULT_WAL_SIZE,
         }
     }
 }

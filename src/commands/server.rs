@@ -53,7 +53,7 @@ pub struct ServerArgs {
     /// Size of the store's write-ahead log, in bytes: writes are acknowledged once logged, and
     /// the log is checkpointed into the store file when half full. 0 turns the log off (every
     /// write batch is then its own durable store commit). The file never shrinks.
-    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES",
+    #[arg(long, default_value_t = flotilla_control::store::DEFAULT_WAL_SIZE, value_name = "BYTES",
           value_parser = parse_wal_size)]
     pub wal_size: u64,
 }

@@ -19,7 +19,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
-pub use self::redb::{RedbStore, RedbStoreConfig};
+pub use self::redb::{DEFAULT_WAL_SIZE, RedbStore, RedbStoreConfig};
 pub use self::watch::{EventType, WatchEvent, WatchStream};
 
 /// A store revision; the `resourceVersion` of Kubernetes objects.

@@ -46,6 +46,9 @@ const META_EPOCH: &str = "wal_epoch";
 /// The longest the log goes without a checkpoint while it has records.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The write-ahead log's size unless configured: 8 MiB.
+pub const DEFAULT_WAL_SIZE: u64 = 8 << 20;
+
 /// Settings of the redb backend.
 #[derive(Debug, Clone)]
 pub struct RedbStoreConfig {
@@ -72,7 +75,7 @@ impl RedbStoreConfig {
             watch_window: Duration::from_secs(300),
             watch_min_events: 1000,
             max_batch: 4096,
-            wal_size: 8 << 20,
+            wal_size: DEFAULT_WAL_SIZE,
         }
     }
 
