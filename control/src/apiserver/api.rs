@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::store::{ListOptions, Revision, Store, StoreError, WatchStream};
 
+use super::apply;
 use super::error::{ApiError, ApiResult, Cause};
 use super::objects::{self, from_entry};
 use super::patch::{self, PatchType};
@@ -35,6 +36,10 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldValidation`.
     pub field_validation: FieldValidation,
+    /// The field manager of an HTTP write (`fieldManager`, else the client's `User-Agent`
+    /// product), recorded in `managedFields` of objects that have them. `None` for the
+    /// control plane's own writes and for server-side apply, which records itself.
+    pub field_manager: Option<String>,
 }
 
 /// `propagationPolicy` of a delete.
@@ -593,6 +598,13 @@ impl Api {
                 // A status write changes status and nothing else.
                 let mut o = current.clone();
                 o["status"] = incoming.get("status").cloned().unwrap_or(Value::Null);
+                // Server-side apply to `status` records its manager with the write.
+                if let Some(mf) = incoming["metadata"]
+                    .get("managedFields")
+                    .filter(|m| !m.is_null())
+                {
+                    objects::meta_mut(&mut o).insert("managedFields".into(), mf.clone());
+                }
                 if o["status"].is_null() {
                     o.as_object_mut().expect("object").remove("status");
                 }
@@ -632,6 +644,13 @@ impl Api {
                 }
             }
             meta.remove("selfLink");
+            // A write that does not send managedFields keeps the recorded ones, as in
+            // Kubernetes (a client replacing an object from a file does not wipe them).
+            if meta.get("managedFields").is_none_or(Value::is_null)
+                && let Some(mf) = cur_meta.get("managedFields").filter(|m| !m.is_null())
+            {
+                meta.insert("managedFields".into(), mf.clone());
+            }
         }
         strategy::apply_defaults(res, &mut obj);
         if res.kind == "Secret" {
@@ -668,6 +687,20 @@ impl Api {
         if !causes.is_empty() {
             undo(&mut services);
             return Err(ApiError::invalid(res, name, causes));
+        }
+        if let Some(manager) = &opts.field_manager
+            && obj["metadata"].get("managedFields") == current["metadata"].get("managedFields")
+        {
+            let api_version = res.api_version();
+            let request = apply::ApplyRequest {
+                kind: res.kind,
+                api_version: &api_version,
+                manager,
+                force: false,
+                subresource: sub.map(|_| "status"),
+                has_status: res.has(Subresource::Status),
+            };
+            apply::record_update(current, &mut obj, manager, &request);
         }
         objects::set_resource_version(&mut obj, current_rv);
         if obj == *current || opts.dry_run {
@@ -763,6 +796,109 @@ impl Api {
             {
                 Err(e) if e.reason == "Conflict" && !pinned && attempt < PATCH_RETRIES => continue,
                 other => return other.map(|o| (o, warnings)),
+            }
+        }
+    }
+
+    /// Server-side apply (see [`super::apply`]): applies `body`, a YAML or JSON applied
+    /// configuration, for the field manager `manager`, creating the object when it does not
+    /// exist. Returns the stored object, warnings, and whether it was created.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        body: &[u8],
+        manager: &str,
+        force: bool,
+        sub: Option<Subresource>,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Value, Vec<String>, bool)> {
+        Self::check_namespace_arg(res, ns)?;
+        if manager.is_empty() {
+            return Err(ApiError::bad_request(
+                "PATCH requests of type apply must include a fieldManager",
+            ));
+        }
+        let applied: Value = serde_yaml::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("error decoding YAML applied configuration: {e}"))
+        })?;
+        if !applied.is_object() {
+            return Err(ApiError::bad_request(
+                "the applied configuration must be an object",
+            ));
+        }
+        match objects::name(&applied) {
+            n if n == name => {}
+            "" => {
+                return Err(ApiError::bad_request(
+                    "metadata.name must be set in an applied configuration",
+                ));
+            }
+            n => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+        }
+        let pinned_rv = match objects::resource_version(&applied) {
+            Some(Ok(rv)) => Some(rv),
+            Some(Err(_)) => return Err(ApiError::stale(res, name)),
+            None => None,
+        };
+        let api_version = res.api_version();
+        let request = apply::ApplyRequest {
+            kind: res.kind,
+            api_version: &api_version,
+            manager,
+            force,
+            subresource: sub.map(|_| "status"),
+            has_status: res.has(Subresource::Status),
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = match self.get(res, ns, name).await {
+                Err(e) if e.code == 404 && sub.is_none() && pinned_rv.is_none() => None,
+                other => Some(other?),
+            };
+            let Some(current) = current else {
+                let obj = apply::apply(None, applied.clone(), &request)
+                    .map_err(|e| apply_error(res, name, e))?;
+                match self.create(res, ns, obj, opts).await {
+                    Err(e) if e.reason == "AlreadyExists" && attempt < PATCH_RETRIES => continue,
+                    other => return other.map(|(o, w)| (o, w, true)),
+                }
+            };
+            let current_rv = objects::resource_version(&current)
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            if pinned_rv.is_some_and(|rv| rv != current_rv) {
+                return Err(ApiError::stale(res, name));
+            }
+            let mut merged = apply::apply(Some(&current), applied.clone(), &request)
+                .map_err(|e| apply_error(res, name, e))?;
+            objects::set_resource_version(&mut merged, current_rv);
+            Self::check_body(res, ns, &mut merged)?;
+            let (normal, warnings) = Self::decode(res, merged, opts)?;
+            let opts = WriteOptions {
+                field_manager: None,
+                ..opts.clone()
+            };
+            match self
+                .write_update(res, ns, name, normal, &current, current_rv, sub, &opts)
+                .await
+            {
+                Err(e)
+                    if e.reason == "Conflict"
+                        && e.causes.is_empty()
+                        && pinned_rv.is_none()
+                        && attempt < PATCH_RETRIES =>
+                {
+                    continue;
+                }
+                other => return other.map(|o| (o, warnings, false)),
             }
         }
     }
@@ -1153,6 +1289,43 @@ pub enum ScaleChange<'a> {
     Replace(&'a Value),
     /// PATCH of the `Scale`.
     Patch(PatchType, &'a [u8]),
+}
+
+/// A refused server-side apply as a Kubernetes `Status`: 400 for a malformed applied
+/// configuration, 409 with a `FieldManagerConflict` cause per field for conflicts.
+fn apply_error(res: &ResourceInfo, name: &str, e: apply::ApplyError) -> ApiError {
+    match e {
+        apply::ApplyError::BadRequest(msg) => ApiError::bad_request(msg),
+        apply::ApplyError::Conflicts(conflicts) => {
+            let message = match conflicts.as_slice() {
+                [one] => format!(
+                    "Apply failed with 1 conflict: {}: {}",
+                    one.message(),
+                    one.field
+                ),
+                many => {
+                    let lines: Vec<String> = many
+                        .iter()
+                        .map(|c| format!("- {}: {}", c.message(), c.field))
+                        .collect();
+                    format!(
+                        "Apply failed with {} conflicts:\n{}",
+                        many.len(),
+                        lines.join("\n")
+                    )
+                }
+            };
+            let causes = conflicts
+                .into_iter()
+                .map(|c| Cause {
+                    reason: "FieldManagerConflict",
+                    message: c.message(),
+                    field: c.field,
+                })
+                .collect();
+            ApiError::apply_conflict(res, name, message, causes)
+        }
+    }
 }
 
 fn patch_error(res: &ResourceInfo, name: &str, e: patch::PatchError) -> ApiError {

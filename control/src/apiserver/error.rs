@@ -191,6 +191,19 @@ impl ApiError {
         .about(res, name)
     }
 
+    /// 409 Conflict of a server-side apply: `message` as Kubernetes words it ("Apply failed
+    /// with 1 conflict: …") and one `FieldManagerConflict` cause per field.
+    pub fn apply_conflict(
+        res: &ResourceInfo,
+        name: &str,
+        message: String,
+        causes: Vec<Cause>,
+    ) -> Self {
+        let mut err = Self::plain(409, "Conflict", message).about(res, name);
+        err.causes = causes;
+        err
+    }
+
     /// 409 Conflict because the object changed since it was read.
     pub fn stale(res: &ResourceInfo, name: &str) -> Self {
         Self::conflict(

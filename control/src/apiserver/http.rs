@@ -237,7 +237,7 @@ fn url_decode_pairs(q: &str) -> HashMap<String, String> {
     form_urlencoded::parse(q.as_bytes()).into_owned().collect()
 }
 
-fn write_options(q: &HashMap<String, String>) -> ApiResult<WriteOptions> {
+fn write_options(q: &HashMap<String, String>, headers: &HeaderMap) -> ApiResult<WriteOptions> {
     let field_validation = match q.get("fieldValidation").map(String::as_str) {
         None | Some("") => FieldValidation::Warn,
         Some("Strict") => FieldValidation::Strict,
@@ -252,7 +252,29 @@ fn write_options(q: &HashMap<String, String>) -> ApiResult<WriteOptions> {
     Ok(WriteOptions {
         dry_run: dry_run(q)?,
         field_validation,
+        field_manager: Some(field_manager(q, headers)?),
     })
+}
+
+/// The field manager of a write: `fieldManager`, else the product of the `User-Agent`
+/// (`kubectl` for `kubectl/v1.32.0 (linux/amd64) …`), as kube-apiserver names it.
+fn field_manager(q: &HashMap<String, String>, headers: &HeaderMap) -> ApiResult<String> {
+    if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
+        if m.len() > 128 || m.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "fieldManager: Invalid value: must be at most 128 printable characters",
+            ));
+        }
+        return Ok(m.clone());
+    }
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .unwrap_or("unknown");
+    Ok(agent.chars().take(128).collect())
 }
 
 fn dry_run(q: &HashMap<String, String>) -> ApiResult<bool> {
@@ -326,6 +348,9 @@ async fn read_body(api: &Api, body: Body) -> ApiResult<Bytes> {
         .await
         .map_err(|_| ApiError::too_large(limit))
 }
+
+/// The media type of a server-side apply `PATCH`.
+const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
 fn content_type(headers: &HeaderMap) -> String {
     headers
@@ -455,7 +480,9 @@ async fn handle(
         (Method::POST, None, None) => {
             let bytes = read_body(api, body).await?;
             let obj = decode_object(headers, &bytes)?;
-            let (created, warnings) = api.create(res, ns, obj, &write_options(&q)?).await?;
+            let (created, warnings) = api
+                .create(res, ns, obj, &write_options(&q, headers)?)
+                .await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &created),
                 &warnings,
@@ -485,7 +512,14 @@ async fn handle(
                 _ => None,
             };
             let (updated, warnings) = api
-                .update(res, ns, name, obj, subresource, &write_options(&q)?)
+                .update(
+                    res,
+                    ns,
+                    name,
+                    obj,
+                    subresource,
+                    &write_options(&q, headers)?,
+                )
                 .await?;
             Ok(with_warnings(
                 json_response(StatusCode::OK, &updated),
@@ -501,23 +535,47 @@ async fn handle(
                     ns,
                     name,
                     ScaleChange::Replace(&scale),
-                    &write_options(&q)?,
+                    &write_options(&q, headers)?,
                 )
                 .await?;
             Ok(json_response(StatusCode::OK, &out))
         }
         (Method::PATCH, Some(name), None | Some("status") | Some("scale")) => {
             let ct = content_type(headers);
-            let Some(ty) = PatchType::from_content_type(&ct) else {
-                if ct == "application/apply-patch+yaml" {
+            if ct == APPLY_PATCH {
+                if sub == Some("scale") {
                     return Err(ApiError::unsupported_media_type(
-                        "application/apply-patch+yaml (server-side apply is not supported yet; use client-side `kubectl apply`)",
+                        "application/apply-patch+yaml on the scale subresource (apply to the object itself)",
                     ));
                 }
+                let bytes = read_body(api, body).await?;
+                let opts = write_options(&q, headers)?;
+                let force = match q.get("force").map(String::as_str) {
+                    None | Some("" | "false") => false,
+                    Some("true") => true,
+                    Some(other) => {
+                        return Err(ApiError::bad_request(format!(
+                            "force: Invalid value: \"{other}\": must be true or false"
+                        )));
+                    }
+                };
+                let manager = q.get("fieldManager").map(String::as_str).unwrap_or("");
+                let subresource = (sub == Some("status")).then_some(Subresource::Status);
+                let (obj, warnings, created) = api
+                    .apply(res, ns, name, &bytes, manager, force, subresource, &opts)
+                    .await?;
+                let code = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                return Ok(with_warnings(json_response(code, &obj), &warnings));
+            }
+            let Some(ty) = PatchType::from_content_type(&ct) else {
                 return Err(ApiError::unsupported_media_type(&ct));
             };
             let bytes = read_body(api, body).await?;
-            let opts = write_options(&q)?;
+            let opts = write_options(&q, headers)?;
             if sub == Some("scale") {
                 let out = api
                     .write_scale(res, ns, name, ScaleChange::Patch(ty, &bytes), &opts)

@@ -13,6 +13,7 @@
 //! - [`openapi`]: `/openapi/v2` and `/openapi/v3` documents generated from `k8s-openapi` schemas.
 //! - [`protobuf`]: decoding of Kubernetes protobuf request bodies (sent by `kubectl create <kind>`).
 //! - [`patch`]: JSON patch, JSON merge patch and strategic merge patch.
+//! - [`apply`]: server-side apply and `managedFields`.
 //! - [`selector`]: label and field selectors.
 //! - [`table`]: server-side `Table` rendering for `kubectl get`.
 //! - [`access_review`]: `SelfSubjectAccessReview` and `SelfSubjectRulesReview` (`kubectl auth
@@ -20,6 +21,7 @@
 
 pub mod access_review;
 pub mod api;
+pub mod apply;
 pub mod discovery;
 pub mod error;
 pub mod http;

@@ -24,8 +24,9 @@ use serde_json::{Map, Value};
 
 /// The patch formats the API server accepts, one per `Content-Type`.
 ///
-/// Server-side apply (`application/apply-patch+yaml`) is not one of them:
-/// [`PatchType::from_content_type`] returns `None` for it and the caller answers 415.
+/// Server-side apply (`application/apply-patch+yaml`) is not one of them: it is not a patch
+/// of the object but a statement of the fields one manager owns, handled by
+/// [`super::apply`]; [`PatchType::from_content_type`] returns `None` for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchType {
     /// RFC 6902 JSON patch: a list of `add`/`remove`/`replace`/`move`/`copy`/`test` operations.
@@ -40,8 +41,8 @@ pub enum PatchType {
 
 impl PatchType {
     /// The patch type for a request's `Content-Type` header, ignoring parameters such as
-    /// `;charset=utf-8` and letter case. `None` means the media type is not a patch format we
-    /// support (the caller answers 415 Unsupported Media Type).
+    /// `;charset=utf-8` and letter case. `None` means the media type is not one of these three
+    /// (the caller handles server-side apply and answers 415 Unsupported Media Type otherwise).
     pub fn from_content_type(ct: &str) -> Option<PatchType> {
         let essence = ct.split(';').next().unwrap_or_default().trim();
         if essence.eq_ignore_ascii_case("application/json-patch+json") {
@@ -172,6 +173,26 @@ pub fn apply_patch(
         Ok(patched)
     } else {
         Err(PatchError::PatchedNotAnObject)
+    }
+}
+
+/// Merges a server-side apply configuration (already checked and stripped of `null`s) into
+/// `original` with the list strategies of [`strategy`]: maps merge key by key, keyed lists
+/// element by element, sets of scalars as a union, other lists are replaced. Server-side apply
+/// ([`super::apply`]) removes the fields a manager gave up before calling this.
+pub fn merge_applied(
+    kind: &str,
+    original: &Value,
+    applied: Map<String, Value>,
+) -> Result<Value, PatchError> {
+    let original = match original {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    let merger = StrategicMerge { kind };
+    match merger.merge_map(original, applied, &mut Vec::new())? {
+        Some(map) => Ok(Value::Object(map)),
+        None => Err(PatchError::PatchedNotAnObject),
     }
 }
 
