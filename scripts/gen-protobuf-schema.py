@@ -59,6 +59,9 @@ ROOTS = [
      "SelfSubjectAccessReview"),
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview", API + "authorization/v1",
      "SelfSubjectRulesReview"),
+    # `kubectl auth whoami`.
+    ("authentication.k8s.io/v1", "SelfSubjectReview", API + "authentication/v1",
+     "SelfSubjectReview"),
     # DeleteOptions is sent under the version of the resource being deleted.
     ("v1", "DeleteOptions", META, "DeleteOptions"),
     ("meta.k8s.io/v1", "DeleteOptions", META, "DeleteOptions"),
@@ -245,6 +248,9 @@ class Schema:
             return f"Message({self.message(pkg, name)})"
         if k == "slice" and g.kind(g.u64(t + 48)) == "uint8":
             return "Bytes"
+        if k == "slice" and g.type_name(t).split(".")[-1] == "ExtraValue":
+            # authentication/v1 ExtraValue: a named []string, on the wire a message {items = 1}.
+            return "StringList"
         if k in SCALARS:
             return SCALARS[k]
         sys.exit(f"{where}: unsupported Go type {g.type_name(t)}")

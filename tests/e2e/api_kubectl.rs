@@ -457,3 +457,26 @@ fn kubectl_auth_can_i_says_yes_to_everything_as_the_server_allows_everything() {
         "spec.resourceAttributes"
     );
 }
+
+#[test]
+fn kubectl_auth_whoami_says_every_caller_is_anonymous() {
+    let s = Server::start();
+    let out = s.kubectl_ok(&["auth", "whoami"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Username") && l.trim_end().ends_with("system:anonymous")),
+        "{out}"
+    );
+    let review = s.kubectl_json(&["auth", "whoami"]);
+    assert_eq!(review["kind"], "SelfSubjectReview");
+    assert_eq!(review["apiVersion"], "authentication.k8s.io/v1");
+    assert_eq!(
+        review["status"]["userInfo"]["groups"],
+        serde_json::json!(["system:unauthenticated"])
+    );
+    let groups = s.kubectl_ok(&["api-versions"]);
+    assert!(
+        groups.lines().any(|l| l == "authentication.k8s.io/v1"),
+        "{groups}"
+    );
+}

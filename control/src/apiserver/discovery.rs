@@ -12,8 +12,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::access_review;
 use super::resources::{ResourceInfo, Subresource, groups, in_group_version};
+use super::self_review;
 
 /// Content type of an aggregated discovery answer, `apidiscovery.k8s.io/v2`.
 pub const AGGREGATED_V2: &str =
@@ -36,12 +36,15 @@ const RESOURCE_VERBS: &[&str] = &[
     "watch",
 ];
 
-/// Every group served: the storage table's, then `authorization.k8s.io` for the self
-/// reviews ([`access_review`]).
+/// Every group served: the storage table's, then `authorization.k8s.io` and
+/// `authentication.k8s.io` for the self reviews ([`self_review`]).
 fn served_groups() -> Vec<(&'static str, Vec<&'static str>)> {
     let mut all = groups();
-    let r = &access_review::RESOURCES[0];
-    all.push((r.group, vec![r.version]));
+    for r in &self_review::RESOURCES {
+        if !all.iter().any(|(g, _)| *g == r.group) {
+            all.push((r.group, vec![r.version]));
+        }
+    }
     all
 }
 
@@ -52,10 +55,10 @@ fn served_in(group: &str, version: &str) -> Vec<(&'static ResourceInfo, &'static
         .map(|r| (r, RESOURCE_VERBS))
         .collect();
     all.extend(
-        access_review::RESOURCES
+        self_review::RESOURCES
             .iter()
             .filter(|r| r.group == group && r.version == version)
-            .map(|r| (r, access_review::VERBS)),
+            .map(|r| (r, self_review::VERBS)),
     );
     all
 }

@@ -24,7 +24,7 @@ use super::patch::PatchType;
 use super::resources::{self, ResourceInfo, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
 use super::table::{self, IncludeObject, TableOptions};
-use super::{access_review, discovery, openapi};
+use super::{discovery, openapi, self_review};
 
 /// The Kubernetes version this server presents itself as (the `k8s-openapi` API level).
 pub const KUBERNETES_MINOR: &str = "33";
@@ -404,12 +404,12 @@ async fn handle(
     body: Body,
 ) -> ApiResult<Response> {
     let api = &state.api;
-    if let Some(review) = access_review::Review::from_path(uri.path()) {
+    if let Some(review) = self_review::Review::from_path(uri.path()) {
         if method != Method::POST {
             return Err(ApiError::method_not_allowed(uri.path()));
         }
         let bytes = read_body(api, body).await?;
-        let answered = access_review::answer(review, decode_object(headers, &bytes)?)?;
+        let answered = self_review::answer(review, decode_object(headers, &bytes)?)?;
         return Ok(json_response(StatusCode::CREATED, &answered));
     }
     let route = parse_path(uri.path(), headers, api)?;

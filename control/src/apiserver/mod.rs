@@ -16,10 +16,9 @@
 //! - [`apply`]: server-side apply and `managedFields`.
 //! - [`selector`]: label and field selectors.
 //! - [`table`]: server-side `Table` rendering for `kubectl get`.
-//! - [`access_review`]: `SelfSubjectAccessReview` and `SelfSubjectRulesReview` (`kubectl auth
-//!   can-i`), answered without storage.
+//! - [`self_review`]: `SelfSubjectAccessReview`, `SelfSubjectRulesReview` (`kubectl auth
+//!   can-i`) and `SelfSubjectReview` (`kubectl auth whoami`), answered without storage.
 
-pub mod access_review;
 pub mod api;
 pub mod apply;
 pub mod discovery;
@@ -32,6 +31,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod resources;
 pub mod selector;
+pub mod self_review;
 pub mod service_ips;
 pub mod strategy;
 pub mod table;

@@ -160,6 +160,9 @@ enum Type {
     Quantity,
     /// `metav1.FieldsV1`: `{raw = 1}`, raw JSON written as is.
     FieldsV1,
+    /// A named `[]string` the .proto wraps in a message, `{items = 1}` (authentication/v1
+    /// `ExtraValue`), written as a JSON list of strings.
+    StringList,
 }
 
 /// One field value as it appears on the wire.
@@ -443,7 +446,12 @@ fn render(
 fn is_struct(ty: Type) -> bool {
     matches!(
         ty,
-        Type::Time | Type::MicroTime | Type::IntOrString | Type::Quantity | Type::FieldsV1
+        Type::Time
+            | Type::MicroTime
+            | Type::IntOrString
+            | Type::Quantity
+            | Type::FieldsV1
+            | Type::StringList
     )
 }
 
@@ -483,7 +491,8 @@ fn element(ty: Type, wire: Wire<'_>, depth: usize) -> Result<Value, Failure> {
             | Type::MicroTime
             | Type::IntOrString
             | Type::Quantity
-            | Type::FieldsV1,
+            | Type::FieldsV1
+            | Type::StringList,
             Wire::Bytes(b),
         ) => single(ty, &[b], depth)?,
         (_, wire) => return Err(format!("wrong wire type {}", wire.name()).into()),
@@ -518,7 +527,8 @@ fn map_entry(ty: Type, entry: &[u8], depth: usize) -> Result<(String, Value), Fa
         | Type::MicroTime
         | Type::IntOrString
         | Type::Quantity
-        | Type::FieldsV1 => single(ty, &chunks(&values)?, depth)?,
+        | Type::FieldsV1
+        | Type::StringList => single(ty, &chunks(&values)?, depth)?,
         _ => match values.last() {
             Some(wire) => element(ty, *wire, depth)?,
             None => zero(ty),
@@ -563,6 +573,25 @@ const GO_ZERO_TIME: i64 = -62_135_596_800;
 
 /// The Go structs with hand-written wire and JSON forms.
 fn special(ty: Type, chunks: &[&[u8]]) -> Result<Value, Failure> {
+    if ty == Type::StringList {
+        // Every occurrence of field 1 is one more item.
+        let mut items = Vec::new();
+        for chunk in chunks {
+            let mut reader = Reader { buf: chunk };
+            while let Some((tag, wire)) = reader.next()? {
+                match (tag, wire) {
+                    (1, Wire::Bytes(b)) => items.push(Value::String(lossy(b))),
+                    (1, wire) => {
+                        return Err(
+                            format!("list item with wrong wire type {}", wire.name()).into()
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        return Ok(Value::Array(items));
+    }
     let fields = fields(chunks)?;
     match ty {
         Type::Time | Type::MicroTime => {
@@ -829,6 +858,40 @@ mod tests {
 
     fn timestamp(seconds: i64, nanos: i32) -> Vec<u8> {
         [varint(1, seconds as u64), varint(2, nanos as i64 as u64)].concat()
+    }
+
+    #[test]
+    fn self_subject_review_user_extra_values_are_lists_of_strings() {
+        let extra = [
+            text(1, "scopes"),
+            bytes(2, &[text(1, "read"), text(1, "write")].concat()),
+        ]
+        .concat();
+        let user = [text(1, "alice"), text(3, "devs"), bytes(4, &extra)].concat();
+        let raw = [bytes(1, &[]), bytes(2, &bytes(1, &user))].concat();
+        let review = decode(&body_with(
+            "authentication.k8s.io/v1",
+            "SelfSubjectReview",
+            &raw,
+            None,
+        ))
+        .unwrap();
+        assert_eq!(
+            review["status"]["userInfo"],
+            json!({"username": "alice", "groups": ["devs"], "extra": {"scopes": ["read", "write"]}})
+        );
+        let wrong = [text(1, "k"), bytes(2, &varint(1, 7))].concat();
+        let user = [text(1, "bob"), bytes(4, &wrong)].concat();
+        let raw = [bytes(1, &[]), bytes(2, &bytes(1, &user))].concat();
+        assert!(
+            decode(&body_with(
+                "authentication.k8s.io/v1",
+                "SelfSubjectReview",
+                &raw,
+                None
+            ))
+            .is_err()
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub(super) static KINDS: &[KindDef] = &[
     k("policy/v1", "Eviction", 239),
     k("authorization.k8s.io/v1", "SelfSubjectAccessReview", 242),
     k("authorization.k8s.io/v1", "SelfSubjectRulesReview", 250),
+    k("authentication.k8s.io/v1", "SelfSubjectReview", 255),
     k("v1", "DeleteOptions", 240),
     k("meta.k8s.io/v1", "DeleteOptions", 240),
     k("apps/v1", "DeleteOptions", 240),
@@ -1877,5 +1878,21 @@ pub(super) static MESSAGES: &[MessageDef] = &[
     m("authorization/v1.NonResourceRule", &[
         f(1, "verbs", Slice, false, String),
         f(2, "nonResourceURLs", Slice, true, String),
+    ]),
+    // 255
+    m("authentication/v1.SelfSubjectReview", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "status", Value, true, Message(256)),
+    ]),
+    // 256
+    m("authentication/v1.SelfSubjectReviewStatus", &[
+        f(1, "userInfo", Value, true, Message(257)),
+    ]),
+    // 257
+    m("authentication/v1.UserInfo", &[
+        f(1, "username", Value, true, String),
+        f(2, "uid", Value, true, String),
+        f(3, "groups", Slice, true, String),
+        f(4, "extra", Map, true, StringList),
     ]),
 ];

@@ -1,32 +1,41 @@
-//! `authorization.k8s.io/v1` self reviews: `SelfSubjectAccessReview` (what `kubectl auth
-//! can-i VERB RESOURCE` asks) and `SelfSubjectRulesReview` (`kubectl auth can-i --list`).
+//! Self reviews, which ask the API server about the caller:
 //!
-//! Flotilla has no authentication or authorization: whoever reaches the API server may do
-//! everything, as a kube-apiserver with `--authorization-mode=AlwaysAllow` does. These reviews
-//! say so truthfully instead of answering 404, which tools that check their permissions first
-//! (kubectl, Helm, dashboards) would take for an error. Like kube-apiserver's, they are
-//! create-only and stored nowhere; the answer is the request with its `status` filled in.
+//! - `authorization.k8s.io/v1` `SelfSubjectAccessReview` (what `kubectl auth can-i VERB
+//!   RESOURCE` asks) and `SelfSubjectRulesReview` (`kubectl auth can-i --list`);
+//! - `authentication.k8s.io/v1` `SelfSubjectReview` (`kubectl auth whoami`).
+//!
+//! Flotilla has no authentication or authorization: whoever reaches the API server is
+//! anonymous and may do everything, as a kube-apiserver with anonymous requests enabled and
+//! `--authorization-mode=AlwaysAllow` would say. These reviews say so truthfully instead of
+//! answering 404, which tools that check who they are or what they may do first (kubectl,
+//! Helm, dashboards) would take for an error. Like kube-apiserver's, they are create-only and
+//! stored nowhere; the answer is the request with its `status` filled in.
 
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult, Cause};
 use super::resources::ResourceInfo;
 
-/// The group/version both reviews live in.
-pub const GROUP_VERSION: &str = "authorization.k8s.io/v1";
-
 /// The reviews as discovery lists them (they are not in the storage table,
 /// [`RESOURCES`](super::resources::RESOURCES)): cluster-scoped and create-only ([`VERBS`]).
-pub static RESOURCES: [ResourceInfo; 2] = [
+pub static RESOURCES: [ResourceInfo; 3] = [
     review_info(
+        "authorization.k8s.io",
         "SelfSubjectAccessReview",
         "selfsubjectaccessreviews",
         "selfsubjectaccessreview",
     ),
     review_info(
+        "authorization.k8s.io",
         "SelfSubjectRulesReview",
         "selfsubjectrulesreviews",
         "selfsubjectrulesreview",
+    ),
+    review_info(
+        "authentication.k8s.io",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        "selfsubjectreview",
     ),
 ];
 
@@ -34,12 +43,13 @@ pub static RESOURCES: [ResourceInfo; 2] = [
 pub const VERBS: &[&str] = &["create"];
 
 const fn review_info(
+    group: &'static str,
     kind: &'static str,
     plural: &'static str,
     singular: &'static str,
 ) -> ResourceInfo {
     ResourceInfo {
-        group: "authorization.k8s.io",
+        group,
         version: "v1",
         kind,
         plural,
@@ -54,6 +64,12 @@ const fn review_info(
 /// Why every review is allowed.
 const REASON: &str = "flotilla has no authorization configured: every request is allowed";
 
+/// Who every caller is: with no authentication, everyone is anonymous.
+const ANONYMOUS: &str = "system:anonymous";
+
+/// The groups of an anonymous caller.
+const UNAUTHENTICATED: &str = "system:unauthenticated";
+
 /// A review kind served here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Review {
@@ -61,19 +77,24 @@ pub enum Review {
     Access = 0,
     /// `selfsubjectrulesreviews` (`RESOURCES[1]`).
     Rules = 1,
+    /// `selfsubjectreviews` (`RESOURCES[2]`).
+    Subject = 2,
 }
 
 impl Review {
     /// The review a request path names, if any.
     pub fn from_path(path: &str) -> Option<Review> {
-        let plural = path
-            .trim_end_matches('/')
-            .strip_prefix("/apis/")?
-            .strip_prefix(GROUP_VERSION)?
-            .strip_prefix('/')?;
-        [Review::Access, Review::Rules]
+        let rest = path.trim_end_matches('/').strip_prefix("/apis/")?;
+        [Review::Access, Review::Rules, Review::Subject]
             .into_iter()
-            .find(|r| r.info().plural == plural)
+            .find(|r| {
+                let info = r.info();
+                rest.strip_prefix(info.group)
+                    .and_then(|p| p.strip_prefix('/'))
+                    .and_then(|p| p.strip_prefix(info.version))
+                    .and_then(|p| p.strip_prefix('/'))
+                    == Some(info.plural)
+            })
     }
 
     /// Its entry in [`RESOURCES`].
@@ -95,7 +116,11 @@ pub fn answer(review: Review, mut body: Value) -> ApiResult<Value> {
             review.kind()
         )));
     };
-    for (field, want) in [("apiVersion", GROUP_VERSION), ("kind", review.kind())] {
+    let api_version = review.info().api_version();
+    for (field, want) in [
+        ("apiVersion", api_version.as_str()),
+        ("kind", review.kind()),
+    ] {
         match obj.get(field).and_then(Value::as_str) {
             None | Some("") => {
                 obj.insert(field.into(), json!(want));
@@ -144,6 +169,9 @@ pub fn answer(review: Review, mut body: Value) -> ApiResult<Value> {
                 "incomplete": false,
             })
         }
+        Review::Subject => json!({
+            "userInfo": {"username": ANONYMOUS, "groups": [UNAUTHENTICATED]}
+        }),
     };
     obj.insert("status".into(), status);
     obj.entry("metadata").or_insert_with(|| json!({}));
@@ -155,7 +183,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_name_the_two_reviews_and_nothing_else() {
+    fn paths_name_the_three_reviews_and_nothing_else() {
         assert_eq!(
             Review::from_path("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"),
             Some(Review::Access)
@@ -165,7 +193,19 @@ mod tests {
             Some(Review::Rules)
         );
         assert_eq!(
+            Review::from_path("/apis/authentication.k8s.io/v1/selfsubjectreviews"),
+            Some(Review::Subject)
+        );
+        assert_eq!(
             Review::from_path("/apis/authorization.k8s.io/v1/subjectaccessreviews"),
+            None
+        );
+        assert_eq!(
+            Review::from_path("/apis/authorization.k8s.io/v1/selfsubjectreviews"),
+            None
+        );
+        assert_eq!(
+            Review::from_path("/apis/authentication.k8s.io/v1beta1/selfsubjectreviews"),
             None
         );
     }
@@ -178,6 +218,24 @@ mod tests {
         assert_eq!(out["spec"], spec);
         assert_eq!(out["kind"], "SelfSubjectAccessReview");
         assert_eq!(out["apiVersion"], "authorization.k8s.io/v1");
+    }
+
+    #[test]
+    fn a_subject_review_says_the_caller_is_anonymous() {
+        let out = answer(Review::Subject, json!({})).unwrap();
+        assert_eq!(out["apiVersion"], "authentication.k8s.io/v1");
+        assert_eq!(out["kind"], "SelfSubjectReview");
+        assert_eq!(out["status"]["userInfo"]["username"], "system:anonymous");
+        assert_eq!(
+            out["status"]["userInfo"]["groups"],
+            json!(["system:unauthenticated"])
+        );
+        let e = answer(
+            Review::Subject,
+            json!({"apiVersion": "authorization.k8s.io/v1"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 400);
     }
 
     #[test]
