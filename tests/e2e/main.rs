@@ -5,6 +5,7 @@ mod harness;
 mod api_bad_input;
 mod api_durability;
 mod api_kubectl;
+mod api_metrics;
 mod api_server_side_apply;
 mod api_watch;
 mod containers;

@@ -2,6 +2,7 @@
 //! negotiation (JSON, YAML, server-side tables), warnings, and streaming watches.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,6 +20,7 @@ use super::api::{
     Api, DeleteOptions, FieldValidation, ListParams, ScaleChange, WriteOptions, parse_propagation,
 };
 use super::error::{ApiError, ApiResult};
+use super::metrics::{self, ApiMetrics};
 use super::objects;
 use super::patch::PatchType;
 use super::resources::{self, ResourceInfo, Subresource};
@@ -40,7 +42,15 @@ pub struct HttpState {
 
 /// The router of the Kubernetes API (everything but the OCI registry).
 pub fn router(state: HttpState) -> Router {
+    let metrics = Arc::new(ApiMetrics::new());
+    let scraped = metrics.clone();
     Router::new()
+        .route(
+            "/metrics",
+            get(move |State(s): State<HttpState>| async move {
+                metrics::response(&scraped, s.api.store().current_revision())
+            }),
+        )
         .route("/version", get(version))
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
@@ -54,6 +64,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/openapi/v3/{*path}", get(openapi_v3))
         .fallback(dispatch)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::record,
+        ))
 }
 
 async fn ok() -> &'static str {

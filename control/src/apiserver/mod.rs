@@ -4,6 +4,7 @@
 //! - [`api`]: the generic verbs (get, list, create, update, patch, delete, watch, scale,
 //!   binding) over the store; controllers call it in-process.
 //! - [`http`]: paths, query parameters, content negotiation and streaming watches.
+//! - [`metrics`]: `/metrics`, Prometheus metrics named as kube-apiserver's.
 //! - [`logs`]: `pods/log`, proxied to the agent of the pod's node.
 //! - [`strategy`] and [`validation`]: per-kind decoding, defaults and validation.
 //! - [`service_ips`]: ClusterIP and NodePort allocation for Services.
@@ -25,6 +26,7 @@ pub mod discovery;
 pub mod error;
 pub mod http;
 pub mod logs;
+pub mod metrics;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

@@ -1,0 +1,74 @@
+//! `/metrics`: request counters, latencies and open watches, read the way Prometheus and
+//! `kubectl get --raw /metrics` read them.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{Server, wait_for};
+
+/// The value of the sample whose name and labels start `prefix`, if it is in `text`.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_count_requests_by_verb_resource_and_code_and_track_open_watches() {
+    let s = Server::start();
+    s.kubectl_ok(&["create", "configmap", "m1", "--from-literal=a=b"]);
+    s.kubectl_ok(&["get", "configmaps"]);
+    let missing = s.kubectl(&["get", "configmap", "nope"]);
+    assert!(!missing.status.success());
+
+    let text = s.kubectl_ok(&["get", "--raw", "/metrics"]);
+    let create = sample(
+        &text,
+        r#"apiserver_request_total{verb="POST",group="",version="v1",resource="configmaps",subresource="",code="201"}"#,
+    );
+    assert_eq!(create, Some(1.0), "{text}");
+    let list = sample(
+        &text,
+        r#"apiserver_request_total{verb="LIST",group="",version="v1",resource="configmaps",subresource="",code="200"}"#,
+    );
+    assert!(list.is_some_and(|n| n >= 1.0), "{text}");
+    let not_found = sample(
+        &text,
+        r#"apiserver_request_total{verb="GET",group="",version="v1",resource="configmaps",subresource="",code="404"}"#,
+    );
+    assert_eq!(not_found, Some(1.0), "{text}");
+    let latency = sample(
+        &text,
+        r#"apiserver_request_duration_seconds_count{verb="POST",group="",version="v1",resource="configmaps",subresource=""}"#,
+    );
+    assert_eq!(latency, Some(1.0), "{text}");
+    assert!(
+        sample(&text, "process_resident_memory_bytes").is_some_and(|b| b > 1e6),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "flotilla_store_revision").is_some_and(|r| r >= 1.0),
+        "{text}"
+    );
+
+    // An open watch counts while it is open and stops counting when the client leaves.
+    let open_watches = r#"apiserver_longrunning_requests{verb="WATCH",group="",version="v1",resource="configmaps",subresource=""}"#;
+    let mut watcher = Command::new("kubectl")
+        .args(["get", "configmaps", "--watch"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl is installed");
+    wait_for("the watch to be counted", Duration::from_secs(20), || {
+        let text = s.kubectl_ok(&["get", "--raw", "/metrics"]);
+        (sample(&text, open_watches) == Some(1.0)).then_some(())
+    });
+    watcher.kill().expect("kill the watch");
+    let _ = watcher.wait();
+    wait_for("the watch to end", Duration::from_secs(20), || {
+        let text = s.kubectl_ok(&["get", "--raw", "/metrics"]);
+        (sample(&text, open_watches) == Some(0.0)).then_some(())
+    });
+}
