@@ -14,6 +14,16 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// `apiserver_request_total` of one verb on configmaps with one response code.
+fn configmap_requests(text: &str, verb: &str, code: u16) -> Option<f64> {
+    sample(
+        text,
+        &format!(
+            r#"apiserver_request_total{{verb="{verb}",group="",version="v1",resource="configmaps",subresource="",code="{code}"}}"#
+        ),
+    )
+}
+
 #[test]
 fn metrics_count_requests_by_verb_resource_and_code_and_track_open_watches() {
     let s = Server::start();
@@ -23,21 +33,12 @@ fn metrics_count_requests_by_verb_resource_and_code_and_track_open_watches() {
     assert!(!missing.status.success());
 
     let text = s.kubectl_ok(&["get", "--raw", "/metrics"]);
-    let create = sample(
-        &text,
-        r#"apiserver_request_total{verb="POST",group="",version="v1",resource="configmaps",subresource="",code="201"}"#,
+    assert_eq!(configmap_requests(&text, "POST", 201), Some(1.0), "{text}");
+    assert!(
+        configmap_requests(&text, "LIST", 200).is_some_and(|n| n >= 1.0),
+        "{text}"
     );
-    assert_eq!(create, Some(1.0), "{text}");
-    let list = sample(
-        &text,
-        r#"apiserver_request_total{verb="LIST",group="",version="v1",resource="configmaps",subresource="",code="200"}"#,
-    );
-    assert!(list.is_some_and(|n| n >= 1.0), "{text}");
-    let not_found = sample(
-        &text,
-        r#"apiserver_request_total{verb="GET",group="",version="v1",resource="configmaps",subresource="",code="404"}"#,
-    );
-    assert_eq!(not_found, Some(1.0), "{text}");
+    assert_eq!(configmap_requests(&text, "GET", 404), Some(1.0), "{text}");
     let latency = sample(
         &text,
         r#"apiserver_request_duration_seconds_count{verb="POST",group="",version="v1",resource="configmaps",subresource=""}"#,

@@ -32,7 +32,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use super::resources::{self, Subresource};
 
@@ -101,69 +101,74 @@ impl Default for ApiMetrics {
 impl ApiMetrics {
     /// Registers every metric, all at zero.
     pub fn new() -> ApiMetrics {
-        let mut registry = Registry::default();
-        let requests = Family::<CodeLabels, Counter>::default();
-        registry.register(
+        let mut r = Registry::default();
+        let requests = registered(
+            &mut r,
             "apiserver_request",
             "Counter of apiserver requests broken out for each verb, group, version, resource, subresource and HTTP response code",
-            requests.clone(),
+            None,
+            Family::<CodeLabels, Counter>::default(),
         );
-        let durations = Family::<RequestLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
-        );
-        registry.register_with_unit(
+        let durations = registered(
+            &mut r,
             "apiserver_request_duration",
             "Response latency distribution for each verb, group, version, resource and subresource (watches excluded)",
-            Unit::Seconds,
-            durations.clone(),
+            Some(Unit::Seconds),
+            Family::<RequestLabels, Histogram>::new_with_constructor(
+                (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
+            ),
         );
-        let watches = Family::<RequestLabels, Gauge>::default();
-        registry.register(
+        let watches = registered(
+            &mut r,
             "apiserver_longrunning_requests",
             "Gauge of all active long-running apiserver requests (watches)",
-            watches.clone(),
+            None,
+            Family::<RequestLabels, Gauge>::default(),
         );
-        let inflight = Family::<KindLabels, Gauge>::default();
-        registry.register(
+        let inflight = registered(
+            &mut r,
             "apiserver_current_inflight_requests",
             "Requests being served, per request kind (readOnly or mutating)",
-            inflight.clone(),
+            None,
+            Family::<KindLabels, Gauge>::default(),
         );
-        let revision = Gauge::default();
-        registry.register(
+        let revision = registered(
+            &mut r,
             "flotilla_store_revision",
             "The store's current revision: the newest resourceVersion",
-            revision.clone(),
+            None,
+            Gauge::default(),
         );
-        let resident = Gauge::default();
-        registry.register_with_unit(
+        let resident = registered(
+            &mut r,
             "process_resident_memory",
             "Resident memory size in bytes",
-            Unit::Bytes,
-            resident.clone(),
+            Some(Unit::Bytes),
+            Gauge::default(),
         );
-        let cpu_seconds = Counter::<f64, AtomicU64>::default();
-        registry.register_with_unit(
+        let cpu_seconds = registered(
+            &mut r,
             "process_cpu",
             "Total user and system CPU time spent in seconds",
-            Unit::Seconds,
-            cpu_seconds.clone(),
+            Some(Unit::Seconds),
+            Counter::<f64, AtomicU64>::default(),
         );
-        let open_fds = Gauge::default();
-        registry.register(
+        let open_fds = registered(
+            &mut r,
             "process_open_fds",
             "Number of open file descriptors",
-            open_fds.clone(),
+            None,
+            Gauge::default(),
         );
-        let start_time = Gauge::default();
-        registry.register_with_unit(
+        let start_time = registered(
+            &mut r,
             "process_start_time",
             "Start time of the process since unix epoch in seconds",
-            Unit::Seconds,
-            start_time.clone(),
+            Some(Unit::Seconds),
+            Gauge::default(),
         );
         ApiMetrics {
-            registry,
+            registry: r,
             requests,
             durations,
             watches,
@@ -195,6 +200,21 @@ impl ApiMetrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Registers `metric` under `name` (with its `unit`, if any) and returns it.
+fn registered<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
 }
 
 /// Classifies a request for its labels: the verb, and the resource it addresses when it
