@@ -52,6 +52,15 @@ fn metrics_count_requests_by_verb_resource_and_code_and_track_open_watches() {
         sample(&text, "flotilla_store_revision").is_some_and(|r| r >= 1.0),
         "{text}"
     );
+    // The store counted its durable batches: at least the ConfigMap's, never more batches
+    // than writes (group commit puts several writes in one).
+    let batches = sample(&text, "flotilla_store_commit_batches_total").unwrap_or(0.0);
+    let writes = sample(&text, "flotilla_store_committed_writes_total").unwrap_or(0.0);
+    assert!(batches >= 1.0 && writes >= batches, "{text}");
+    assert!(
+        sample(&text, "flotilla_store_sync_seconds_total").is_some_and(|s| s > 0.0),
+        "{text}"
+    );
 
     // An open watch counts while it is open and stops counting when the client leaves.
     let open_watches = r#"apiserver_longrunning_requests{verb="WATCH",group="",version="v1",resource="configmaps",subresource=""}"#;

@@ -48,7 +48,8 @@ pub fn router(state: HttpState) -> Router {
         .route(
             "/metrics",
             get(move |State(s): State<HttpState>| async move {
-                metrics::response(&scraped, s.api.store().current_revision())
+                let store = s.api.store();
+                metrics::response(&scraped, store.current_revision(), store.stats())
             }),
         )
         .route("/version", get(version))

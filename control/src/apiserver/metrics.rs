@@ -10,14 +10,17 @@
 //! - `apiserver_current_inflight_requests{request_kind}`: `readOnly` and `mutating` requests
 //!   being served.
 //! - `flotilla_store_revision`: the store's current revision (the newest `resourceVersion`).
+//! - `flotilla_store_commit_batches_total`, `flotilla_store_committed_writes_total`,
+//!   `flotilla_store_sync_seconds_total`, `flotilla_store_checkpoints_total`: group commit at
+//!   work (the ratio of the first two is how many writers shared one `fdatasync`).
 //! - `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`,
 //!   `process_start_time_seconds`: read from `/proc` at each scrape (Linux).
 //!
 //! The text is OpenMetrics (`prometheus-client`), which Prometheus scrapes natively and
 //! `kubectl get --raw /metrics` prints.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -35,6 +38,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
 use super::resources::{self, Subresource};
+use crate::store::StoreStats;
 
 /// What a request addressed, as the metrics label it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,6 +78,12 @@ pub struct ApiMetrics {
     watches: Family<RequestLabels, Gauge>,
     inflight: Family<KindLabels, Gauge>,
     revision: Gauge,
+    batches: Counter,
+    writes: Counter,
+    sync_seconds: Counter<f64, AtomicU64>,
+    checkpoints: Counter,
+    /// Scrapes turn absolute readings into counter increments; one at a time.
+    scrape: Mutex<()>,
     resident: Gauge,
     cpu_seconds: Counter<f64, AtomicU64>,
     open_fds: Gauge,
@@ -139,6 +149,34 @@ impl ApiMetrics {
             None,
             Gauge::default(),
         );
+        let batches = registered(
+            &mut r,
+            "flotilla_store_commit_batches",
+            "Durable batches the store wrote, one fdatasync each",
+            None,
+            Counter::default(),
+        );
+        let writes = registered(
+            &mut r,
+            "flotilla_store_committed_writes",
+            "Writes (creates, updates, deletes) in those batches",
+            None,
+            Counter::default(),
+        );
+        let sync_seconds = registered(
+            &mut r,
+            "flotilla_store_sync",
+            "Time spent writing and syncing those batches",
+            Some(Unit::Seconds),
+            Counter::<f64, AtomicU64>::default(),
+        );
+        let checkpoints = registered(
+            &mut r,
+            "flotilla_store_checkpoints",
+            "Checkpoints: the write-ahead log made redundant by a durable redb commit",
+            None,
+            Counter::default(),
+        );
         let resident = registered(
             &mut r,
             "process_resident_memory",
@@ -174,6 +212,11 @@ impl ApiMetrics {
             watches,
             inflight,
             revision,
+            batches,
+            writes,
+            sync_seconds,
+            checkpoints,
+            scrape: Mutex::new(()),
             resident,
             cpu_seconds,
             open_fds,
@@ -181,17 +224,19 @@ impl ApiMetrics {
         }
     }
 
-    /// The metrics in OpenMetrics text, with `revision` the store's current revision.
-    pub fn render(&self, revision: u64) -> String {
+    /// The metrics in OpenMetrics text, with `revision` the store's current revision and
+    /// `store` its counters.
+    pub fn render(&self, revision: u64, store: StoreStats) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.revision
             .set(i64::try_from(revision).unwrap_or(i64::MAX));
+        catch_up(&self.batches, store.batches);
+        catch_up(&self.writes, store.writes);
+        catch_up_f64(&self.sync_seconds, store.sync_seconds);
+        catch_up(&self.checkpoints, store.checkpoints);
         if let Some(p) = ProcessStats::read() {
             self.resident.set(p.resident_bytes);
-            // The counter only goes up: add what was spent since the last scrape.
-            let seen = self.cpu_seconds.get();
-            if p.cpu_seconds > seen {
-                self.cpu_seconds.inc_by(p.cpu_seconds - seen);
-            }
+            catch_up_f64(&self.cpu_seconds, p.cpu_seconds);
             self.open_fds.set(p.open_fds);
             self.start_time.set(p.start_time_seconds);
         }
@@ -199,6 +244,22 @@ impl ApiMetrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Brings a counter up to an absolute reading (counters only go up).
+fn catch_up(counter: &Counter, reading: u64) {
+    let seen = counter.get();
+    if reading > seen {
+        counter.inc_by(reading - seen);
+    }
+}
+
+/// [`catch_up`] for a counter of seconds.
+fn catch_up_f64(counter: &Counter<f64, AtomicU64>, reading: f64) {
+    let seen = counter.get();
+    if reading > seen {
+        counter.inc_by(reading - seen);
     }
 }
 
@@ -363,8 +424,8 @@ impl Drop for WatchGuard {
 }
 
 /// `GET /metrics`.
-pub fn response(metrics: &ApiMetrics, revision: u64) -> Response {
-    let mut r = metrics.render(revision).into_response();
+pub fn response(metrics: &ApiMetrics, revision: u64, store: StoreStats) -> Response {
+    let mut r = metrics.render(revision, store).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -508,7 +569,13 @@ mod tests {
             })
             .inc();
         m.durations.get_or_create(&labels).observe(0.002);
-        let text = m.render(42);
+        let store = StoreStats {
+            batches: 3,
+            writes: 10,
+            sync_seconds: 0.5,
+            checkpoints: 1,
+        };
+        let text = m.render(42, store);
         assert!(
             text.contains(r#"apiserver_request_total{verb="POST",group="",version="v1",resource="pods",subresource="",code="201"} 1"#),
             "{text}"
@@ -518,6 +585,34 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("flotilla_store_revision 42"), "{text}");
+        assert!(
+            text.contains("flotilla_store_commit_batches_total 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flotilla_store_committed_writes_total 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flotilla_store_sync_seconds_total 0.5"),
+            "{text}"
+        );
+        // A later scrape reports the later readings, not their sum.
+        let text = m.render(
+            43,
+            StoreStats {
+                batches: 5,
+                ..store
+            },
+        );
+        assert!(
+            text.contains("flotilla_store_commit_batches_total 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flotilla_store_committed_writes_total 10"),
+            "{text}"
+        );
         let rss = text
             .lines()
             .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))

@@ -11,6 +11,7 @@
 //! `mod_revision`). One global revision counts every write.
 
 pub mod redb;
+pub mod stats;
 pub mod wal;
 pub mod watch;
 
@@ -20,6 +21,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 
 pub use self::redb::{DEFAULT_WAL_SIZE, RedbStore, RedbStoreConfig};
+pub use self::stats::StoreStats;
 pub use self::watch::{EventType, WatchEvent, WatchStream};
 
 /// A store revision; the `resourceVersion` of Kubernetes objects.
@@ -126,4 +128,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current (latest committed) revision.
     fn current_revision(&self) -> Revision;
+
+    /// Counters of the work done since the store opened, for `/metrics`. A backend that
+    /// counts nothing answers zeros.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
 }

@@ -31,6 +31,7 @@ use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::stats::{StoreCounters, StoreStats};
 use super::wal::Wal;
 use super::watch::{EventType, WatchEvent, WatchLog, WatchStream};
 use super::{Entry, ListOptions, ListResult, Revision, Store, StoreError, StoreFuture};
@@ -113,6 +114,7 @@ struct State {
 pub struct RedbStore {
     state: Arc<Mutex<State>>,
     commands: mpsc::Sender<Command>,
+    counters: Arc<StoreCounters>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -452,9 +454,11 @@ impl RedbStore {
             .name("store-applier".into())
             .spawn(move || applier.run(apply_rx))
             .map_err(backend)?;
+        let counters = Arc::new(StoreCounters::default());
         let committer = Committer {
             db,
             wal,
+            counters: counters.clone(),
             state: state.clone(),
             config,
             last_compaction: Instant::now(),
@@ -470,6 +474,7 @@ impl RedbStore {
         Ok(RedbStore {
             state,
             commands: tx,
+            counters,
         })
     }
 
@@ -571,6 +576,10 @@ impl Store for RedbStore {
     fn current_revision(&self) -> Revision {
         self.state.lock().expect("store state lock").revision
     }
+
+    fn stats(&self) -> StoreStats {
+        self.counters.snapshot()
+    }
 }
 
 type Responder = oneshot::Sender<Result<Entry, StoreError>>;
@@ -578,6 +587,7 @@ type Responder = oneshot::Sender<Result<Entry, StoreError>>;
 struct Committer {
     db: Arc<Database>,
     wal: Wal,
+    counters: Arc<StoreCounters>,
     state: Arc<Mutex<State>>,
     config: RedbStoreConfig,
     last_compaction: Instant,
@@ -861,6 +871,7 @@ impl Committer {
         let events: Vec<Arc<WatchEvent>> = events.into_iter().map(Arc::new).collect();
         let payload = encode_ops(&events, &create_revs);
         if self.wal.fits(payload.len()) {
+            let started = Instant::now();
             if let Err(e) = self.wal.append(&payload).map_err(backend) {
                 tracing::error!(error = %e, "store: write-ahead log append failed");
                 for (respond, outcome) in results {
@@ -868,6 +879,7 @@ impl Committer {
                 }
                 return;
             }
+            self.counters.batch(events.len(), started.elapsed());
             // Durable from here on: the log holds the batch. Acknowledge and publish it, then
             // hand it to the applier for redb; reads are served from memory, so nobody waits
             // for redb.
@@ -890,6 +902,7 @@ impl Committer {
             // Larger than the log: straight into redb, durably, as a checkpoint of its own,
             // after the batches before it.
             let epoch = self.wal.epoch() + 1;
+            let started = Instant::now();
             let applied = self.wait_for_applier().and_then(|()| {
                 persist(
                     &self.db,
@@ -908,6 +921,8 @@ impl Committer {
                 }
                 return;
             }
+            self.counters.batch(events.len(), started.elapsed());
+            self.counters.checkpoint();
             self.wal.restart(epoch);
             self.last_checkpoint = Instant::now();
             self.publish(&overlay, &events, results, revision, compact_to);
@@ -1010,7 +1025,10 @@ impl Committer {
             txn.commit().map_err(backend)
         });
         match done {
-            Ok(()) => self.wal.restart(epoch),
+            Ok(()) => {
+                self.counters.checkpoint();
+                self.wal.restart(epoch);
+            }
             // The log still holds every record since the last checkpoint: nothing is lost.
             Err(e) => tracing::warn!(error = %e, "store checkpoint failed; retrying later"),
         }
