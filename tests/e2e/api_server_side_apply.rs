@@ -181,6 +181,19 @@ fn kubectl_apply_server_side_owns_fields_removes_what_it_drops_and_reports_confl
     let m = managers(&shown);
     assert!(m.contains(&("editor".into(), "Update".into())), "{m:?}");
 
+    // kubectl names its manager on every write, so what `kubectl create` set is owned too.
+    s.kubectl_ok(&["create", "configmap", "made", "--from-literal=size=small"]);
+    let over = s.kubectl_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: made, namespace: default}\ndata: {size: large}\n",
+    );
+    assert!(!over.status.success(), "{over:?}");
+    let err = String::from_utf8_lossy(&over.stderr);
+    assert!(
+        err.contains("\"kubectl-create\"") && err.contains(".data.size"),
+        "{err}"
+    );
+
     // Bad input: no fieldManager is a 400 that writes nothing.
     let r = reqwest::blocking::Client::new()
         .patch(format!(

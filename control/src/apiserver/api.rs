@@ -40,6 +40,9 @@ pub struct WriteOptions {
     /// product), recorded in `managedFields` of objects that have them. `None` for the
     /// control plane's own writes and for server-side apply, which records itself.
     pub field_manager: Option<String>,
+    /// The client named its field manager (`fieldManager`, as kubectl does on every write).
+    /// A create then records it in `managedFields` (see [`apply::record_create`]).
+    pub field_manager_named: bool,
 }
 
 /// `propagationPolicy` of a delete.
@@ -500,6 +503,18 @@ impl Api {
         let causes = strategy::validate(res, &obj);
         if !causes.is_empty() {
             return Err(ApiError::invalid(res, &name, causes));
+        }
+        if let (true, Some(manager)) = (opts.field_manager_named, &opts.field_manager) {
+            let api_version = res.api_version();
+            let request = apply::ApplyRequest {
+                kind: res.kind,
+                api_version: &api_version,
+                manager,
+                force: false,
+                subresource: None,
+                has_status: res.has(Subresource::Status),
+            };
+            apply::record_create(&mut obj, &request);
         }
         // A Service's addresses are taken under the allocation lock, held until the write is
         // stored (or undone when it fails), so two creates never get the same address.

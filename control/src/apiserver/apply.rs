@@ -16,9 +16,12 @@
 //!
 //! Ordinary updates and patches of an object that has `managedFields` record their changes
 //! as `operation: Update` entries ([`record_update`]), so an apply that would undo
-//! `kubectl scale` or `kubectl edit` conflicts. What Kubernetes does and this does not: a
-//! plain create records no entry, and neither does a write to an object no one applied, so
-//! such fields are unowned and the first apply takes them without a conflict.
+//! `kubectl scale` or `kubectl edit` conflicts. A create whose client names its manager
+//! (`fieldManager`, which kubectl always sends) records it ([`record_create`]). What
+//! Kubernetes does and this does not: a create without `fieldManager` (the kube crate's
+//! default) records no entry, and neither does a write to an object without entries, so such
+//! fields are unowned and the first apply takes them without a conflict. This keeps the
+//! bulk-create path free of field-set work.
 //!
 //! Everything here is pure; [`super::api::Api::apply`] reads and writes the store.
 
@@ -291,6 +294,35 @@ pub fn record_update(old: &Value, new: &mut Value, manager: &str, req: &ApplyReq
         );
     }
     true
+}
+
+/// Records a create by a client that named its field manager: every field of the new
+/// object (defaults included, `status` left out where it has its own subresource) becomes
+/// that manager's, with `operation: Update`, as Kubernetes records it. A create that sends
+/// its own `managedFields` keeps them.
+pub fn record_create(obj: &mut Value, req: &ApplyRequest) {
+    if obj["metadata"]
+        .get("managedFields")
+        .is_some_and(|m| !m.is_null())
+    {
+        return;
+    }
+    let Ok(fields) = field_set(req.kind, obj) else {
+        return;
+    };
+    let fields: FieldSet = fields.into_iter().filter(|p| in_scope(p, req)).collect();
+    if fields.is_empty() {
+        return;
+    }
+    let entry = ManagedEntry {
+        manager: req.manager.to_string(),
+        operation: "Update".into(),
+        api_version: req.api_version.to_string(),
+        subresource: None,
+        time: Some(objects::now_rfc3339()),
+        fields,
+    };
+    objects::meta_mut(obj).insert("managedFields".into(), json!([entry.to_json()]));
 }
 
 /// One `metadata.managedFields` entry.
@@ -855,6 +887,35 @@ mod tests {
         changed["spec"]["replicas"] = json!(2);
         assert!(!record_update(&plain, &mut changed, "x", &req("", false)));
         assert!(changed["metadata"].get("managedFields").is_none());
+    }
+
+    #[test]
+    fn a_named_create_owns_its_fields_so_a_different_apply_conflicts() {
+        let mut created = deployment(2, "img:1", false);
+        record_create(&mut created, &req("kubectl-create", false));
+        let entry = &managed_entries(&created)[0];
+        assert_eq!(
+            (entry.manager.as_str(), entry.operation.as_str()),
+            ("kubectl-create", "Update")
+        );
+        assert!(entry.fields.contains(&path(&["f:spec", "f:replicas"])));
+        let Err(ApplyError::Conflicts(c)) = apply(
+            Some(&created),
+            deployment(3, "img:1", false),
+            &req("kubectl", false),
+        ) else {
+            panic!("expected a conflict")
+        };
+        assert_eq!(c[0].manager, "kubectl-create");
+        // The same values are shared instead.
+        assert!(
+            apply(
+                Some(&created),
+                deployment(2, "img:1", false),
+                &req("kubectl", false)
+            )
+            .is_ok()
+        );
     }
 
     #[test]

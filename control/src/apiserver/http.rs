@@ -268,6 +268,7 @@ fn write_options(q: &HashMap<String, String>, headers: &HeaderMap) -> ApiResult<
         dry_run: dry_run(q)?,
         field_validation,
         field_manager: Some(field_manager(q, headers)?),
+        field_manager_named: q.get("fieldManager").is_some_and(|m| !m.is_empty()),
     })
 }
 
