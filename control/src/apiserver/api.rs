@@ -506,14 +506,7 @@ impl Api {
         }
         if let (true, Some(manager)) = (opts.field_manager_named, &opts.field_manager) {
             let api_version = res.api_version();
-            let request = apply::ApplyRequest {
-                kind: res.kind,
-                api_version: &api_version,
-                manager,
-                force: false,
-                subresource: None,
-                has_status: res.has(Subresource::Status),
-            };
+            let request = manager_request(res, &api_version, manager, None);
             apply::record_create(&mut obj, &request);
         }
         // A Service's addresses are taken under the allocation lock, held until the write is
@@ -707,14 +700,7 @@ impl Api {
             && obj["metadata"].get("managedFields") == current["metadata"].get("managedFields")
         {
             let api_version = res.api_version();
-            let request = apply::ApplyRequest {
-                kind: res.kind,
-                api_version: &api_version,
-                manager,
-                force: false,
-                subresource: sub.map(|_| "status"),
-                has_status: res.has(Subresource::Status),
-            };
+            let request = manager_request(res, &api_version, manager, sub);
             apply::record_update(current, &mut obj, manager, &request);
         }
         objects::set_resource_version(&mut obj, current_rv);
@@ -864,12 +850,8 @@ impl Api {
         };
         let api_version = res.api_version();
         let request = apply::ApplyRequest {
-            kind: res.kind,
-            api_version: &api_version,
-            manager,
             force,
-            subresource: sub.map(|_| "status"),
-            has_status: res.has(Subresource::Status),
+            ..manager_request(res, &api_version, manager, sub)
         };
         let mut attempt = 0;
         loop {
@@ -1304,6 +1286,24 @@ pub enum ScaleChange<'a> {
     Replace(&'a Value),
     /// PATCH of the `Scale`.
     Patch(PatchType, &'a [u8]),
+}
+
+/// What `manager` writes to `res` (its `status` with `sub`), for the field ownership of
+/// [`apply`]; `api_version` is `res.api_version()`.
+fn manager_request<'a>(
+    res: &'a ResourceInfo,
+    api_version: &'a str,
+    manager: &'a str,
+    sub: Option<Subresource>,
+) -> apply::ApplyRequest<'a> {
+    apply::ApplyRequest {
+        kind: res.kind,
+        api_version,
+        manager,
+        force: false,
+        subresource: sub.map(|_| "status"),
+        has_status: res.has(Subresource::Status),
+    }
 }
 
 /// A refused server-side apply as a Kubernetes `Status`: 400 for a malformed applied
