@@ -180,6 +180,27 @@ fn pod_creates(ns: &str) -> anyhow::Result<(String, PodTemplate)> {
     ))
 }
 
+/// The store's durable batches and the writes in them so far, from the server's `/metrics`
+/// (`None` if it has none, e.g. an older server).
+async fn store_counters(client: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let read = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    Some((
+        read("flotilla_store_commit_batches_total ")?,
+        read("flotilla_store_committed_writes_total ")?,
+    ))
+}
+
 async fn make_namespace(client: &reqwest::Client, base: &str, ns: &str) -> anyhow::Result<()> {
     let r = client
         .post(format!("{base}/api/v1/namespaces"))
@@ -293,6 +314,7 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         conns.push(BenchClient::connect(&base).await?);
     }
     let next = Arc::new(AtomicUsize::new(0));
+    let before = store_counters(&client, &base).await;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for mut conn in conns {
@@ -325,6 +347,15 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         us(percentile(&all, 0.5)),
         us(percentile(&all, 0.99))
     );
+    if let (Some(b), Some(a)) = (before, store_counters(&client, &base).await) {
+        let (batches, writes) = (a.0 - b.0, a.1 - b.1);
+        if batches > 0.0 {
+            println!(
+                "  group commit:             {writes:8.0} writes in {batches:.0} durable batches = {:.1} writes per fdatasync",
+                writes / batches
+            );
+        }
+    }
 
     // Watch delivery: time from a create's acknowledgement to its event on an open watch.
     let ns = format!("bench-watch-{run_id}");
