@@ -204,33 +204,18 @@ pub fn apply(
 
     entries.retain(|e| !e.fields.is_empty());
     if !owned.is_empty() {
+        let mut entry = ManagedEntry::new(req.manager, "Apply", req, owned);
         // Unchanged ownership keeps its time, so a no-op apply writes nothing.
-        let time = match previous {
-            Some(p) if p.fields == owned && p.api_version == req.api_version => p.time,
-            _ => Some(objects::now_rfc3339()),
-        };
+        if let Some(p) = previous
+            && p.fields == entry.fields
+            && p.api_version == entry.api_version
+        {
+            entry.time = p.time;
+        }
         let at = mine.unwrap_or(entries.len()).min(entries.len());
-        entries.insert(
-            at,
-            ManagedEntry {
-                manager: req.manager.to_string(),
-                operation: "Apply".into(),
-                api_version: req.api_version.to_string(),
-                subresource: req.subresource.map(String::from),
-                time,
-                fields: owned,
-            },
-        );
+        entries.insert(at, entry);
     }
-    let meta = objects::meta_mut(&mut result);
-    if entries.is_empty() {
-        meta.remove("managedFields");
-    } else {
-        meta.insert(
-            "managedFields".into(),
-            Value::Array(entries.iter().map(ManagedEntry::to_json).collect()),
-        );
-    }
+    write_entries(&mut result, &entries);
     Ok(result)
 }
 
@@ -275,24 +260,9 @@ pub fn record_update(old: &Value, new: &mut Value, manager: &str, req: &ApplyReq
     fields.extend(changed);
     entries.retain(|e| !e.fields.is_empty());
     if !fields.is_empty() {
-        entries.push(ManagedEntry {
-            manager: manager.to_string(),
-            operation: "Update".into(),
-            api_version: req.api_version.to_string(),
-            subresource: req.subresource.map(String::from),
-            time: Some(objects::now_rfc3339()),
-            fields,
-        });
+        entries.push(ManagedEntry::new(manager, "Update", req, fields));
     }
-    let meta = objects::meta_mut(new);
-    if entries.is_empty() {
-        meta.remove("managedFields");
-    } else {
-        meta.insert(
-            "managedFields".into(),
-            Value::Array(entries.iter().map(ManagedEntry::to_json).collect()),
-        );
-    }
+    write_entries(new, &entries);
     true
 }
 
@@ -314,15 +284,23 @@ pub fn record_create(obj: &mut Value, req: &ApplyRequest) {
     if fields.is_empty() {
         return;
     }
-    let entry = ManagedEntry {
-        manager: req.manager.to_string(),
-        operation: "Update".into(),
-        api_version: req.api_version.to_string(),
-        subresource: None,
-        time: Some(objects::now_rfc3339()),
-        fields,
-    };
-    objects::meta_mut(obj).insert("managedFields".into(), json!([entry.to_json()]));
+    write_entries(
+        obj,
+        &[ManagedEntry::new(req.manager, "Update", req, fields)],
+    );
+}
+
+/// Stores `entries` as the object's `managedFields` (none: the field goes).
+fn write_entries(obj: &mut Value, entries: &[ManagedEntry]) {
+    let meta = objects::meta_mut(obj);
+    if entries.is_empty() {
+        meta.remove("managedFields");
+    } else {
+        meta.insert(
+            "managedFields".into(),
+            Value::Array(entries.iter().map(ManagedEntry::to_json).collect()),
+        );
+    }
 }
 
 /// One `metadata.managedFields` entry.
@@ -337,6 +315,18 @@ struct ManagedEntry {
 }
 
 impl ManagedEntry {
+    /// `manager`'s entry for `operation` on `req`'s subresource, stamped now.
+    fn new(manager: &str, operation: &str, req: &ApplyRequest, fields: FieldSet) -> Self {
+        ManagedEntry {
+            manager: manager.to_string(),
+            operation: operation.to_string(),
+            api_version: req.api_version.to_string(),
+            subresource: req.subresource.map(String::from),
+            time: Some(objects::now_rfc3339()),
+            fields,
+        }
+    }
+
     fn is(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
         self.manager == manager
             && self.operation == operation
@@ -538,16 +528,24 @@ fn step<'v>(node: &'v Value, element: &str) -> Option<&'v Value> {
     } else if let Some(field) = element.strip_prefix("f:") {
         node.as_object()?.get(field)
     } else if let Some(key) = element.strip_prefix("k:") {
-        let key: Map<String, Value> = serde_json::from_str(key).ok()?;
-        node.as_array()?
-            .iter()
-            .find(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)))
+        let key = parse_key(key)?;
+        node.as_array()?.iter().find(|item| has_key(item, &key))
     } else if let Some(value) = element.strip_prefix("v:") {
         let value: Value = serde_json::from_str(value).ok()?;
         node.as_array()?.iter().find(|item| **item == value)
     } else {
         None
     }
+}
+
+/// The key fields of a `k:` path element (after the prefix).
+fn parse_key(key: &str) -> Option<Map<String, Value>> {
+    serde_json::from_str(key).ok()
+}
+
+/// Whether a list element carries every key field of `key` with its value.
+fn has_key(item: &Value, key: &Map<String, Value>) -> bool {
+    key.iter().all(|(k, v)| item.get(k) == Some(v))
 }
 
 /// Removes what `path` names from `obj`: a field, a set member, or (for a path ending in
@@ -563,14 +561,11 @@ fn remove_at(obj: &mut Value, path: &[String]) {
         let next = if let Some(field) = element.strip_prefix("f:") {
             node.as_object_mut().and_then(|m| m.get_mut(field))
         } else if let Some(key) = element.strip_prefix("k:") {
-            let Ok(key) = serde_json::from_str::<Map<String, Value>>(key) else {
+            let Some(key) = parse_key(key) else {
                 return;
             };
-            node.as_array_mut().and_then(|items| {
-                items
-                    .iter_mut()
-                    .find(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)))
-            })
+            node.as_array_mut()
+                .and_then(|items| items.iter_mut().find(|item| has_key(item, &key)))
         } else {
             None
         };
@@ -584,11 +579,8 @@ fn remove_at(obj: &mut Value, path: &[String]) {
             map.remove(field);
         }
     } else if let Some(key) = target.strip_prefix("k:") {
-        if let (Ok(key), Some(items)) = (
-            serde_json::from_str::<Map<String, Value>>(key),
-            node.as_array_mut(),
-        ) {
-            items.retain(|item| !key.iter().all(|(k, v)| item.get(k) == Some(v)));
+        if let (Some(key), Some(items)) = (parse_key(key), node.as_array_mut()) {
+            items.retain(|item| !has_key(item, &key));
         }
     } else if let Some(value) = target.strip_prefix("v:")
         && let (Ok(value), Some(items)) =

@@ -55,13 +55,11 @@ pub struct RequestLabels {
     pub subresource: &'static str,
 }
 
+/// [`RequestLabels`] and the response's status code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabels {
-    verb: &'static str,
-    group: &'static str,
-    version: &'static str,
-    resource: &'static str,
-    subresource: &'static str,
+    #[prometheus(flatten)]
+    request: RequestLabels,
     code: u16,
 }
 
@@ -384,11 +382,7 @@ pub async fn record(State(metrics): State<Arc<ApiMetrics>>, req: Request, next: 
     metrics
         .requests
         .get_or_create(&CodeLabels {
-            verb: labels.verb,
-            group: labels.group,
-            version: labels.version,
-            resource: labels.resource,
-            subresource: labels.subresource,
+            request: labels.clone(),
             code,
         })
         .inc();
@@ -560,11 +554,7 @@ mod tests {
         let labels = classify(&Method::POST, "/api/v1/namespaces/default/pods", None, None);
         m.requests
             .get_or_create(&CodeLabels {
-                verb: labels.verb,
-                group: labels.group,
-                version: labels.version,
-                resource: labels.resource,
-                subresource: labels.subresource,
+                request: labels.clone(),
                 code: 201,
             })
             .inc();
