@@ -27,6 +27,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::limits::{self, Guard, Guarded, KillSwitch, Limits};
 use crate::log::{LogSink, LogStream, NullLog, SinkStream};
+use crate::usage::Usage;
 
 /// A host directory made visible to the guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,6 +131,7 @@ impl WasiView for P2State {
 pub struct CommandHandle {
     task: JoinHandle<Result<()>>,
     control: CommandControl,
+    usage: Usage,
 }
 
 /// Forces a running command to stop; cheap to clone and usable while another
@@ -156,6 +158,11 @@ impl CommandHandle {
     /// A handle to kill the command from elsewhere.
     pub fn control(&self) -> CommandControl {
         self.control.clone()
+    }
+
+    /// The memory and CPU time of the command's instance (see [`Usage`]).
+    pub fn usage(&self) -> Usage {
+        self.usage.clone()
     }
 
     /// Whether the guest has finished.
@@ -202,12 +209,14 @@ impl Engine {
     pub fn run_command(&self, artifact: &Artifact, spec: CommandSpec) -> Result<CommandHandle> {
         let runtime = &self.inner().commands;
         let kill = KillSwitch::default();
+        let usage = Usage::default();
         let guard = Guard::new(
             spec.limits.clone(),
             self.inner().tick,
             kill.clone(),
             self.inner().throttle.clone(),
-        );
+        )
+        .with_usage(usage.clone());
         let mut builder = wasi_builder(&spec)?;
         let engine = self.inner().wasmtime.clone();
         let task = match artifact.pre().clone() {
@@ -262,6 +271,7 @@ impl Engine {
         Ok(CommandHandle {
             task,
             control: CommandControl { kill, abort },
+            usage,
         })
     }
 }

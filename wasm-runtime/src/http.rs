@@ -41,6 +41,7 @@ use crate::error::{Error, Result};
 use crate::limits::{self, Guard, Guarded, KillSwitch, Limits, Throttle};
 use crate::log::{LogSink, LogStream, NullLog, SinkStream};
 use crate::outgoing::{AllowList, OutgoingPolicy, Resolver};
+use crate::usage::Usage;
 
 /// How to serve a `wasi:http/proxy` component.
 #[derive(Clone)]
@@ -168,6 +169,7 @@ struct Shared {
     slots: Arc<Semaphore>,
     warm: Mutex<Vec<Warm>>,
     counters: Counters,
+    usage: Usage,
     tasks: TaskTracker,
     /// Cancelled to stop accepting and start draining.
     shutdown: CancellationToken,
@@ -233,6 +235,11 @@ impl HttpService {
         }
     }
 
+    /// The memory and CPU time of the service's instances (see [`Usage`]).
+    pub fn usage(&self) -> Usage {
+        self.shared.usage.clone()
+    }
+
     /// Requests being handled right now.
     pub fn in_flight(&self) -> usize {
         self.shared.spec.max_concurrency - self.shared.slots.available_permits()
@@ -291,6 +298,7 @@ impl Engine {
             },
             warm: Mutex::new(Vec::new()),
             counters: Counters::default(),
+            usage: Usage::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             kill: CancellationToken::new(),
@@ -329,6 +337,7 @@ impl Engine {
                 self.inner().throttle.clone(),
                 spec,
                 &sink,
+                None,
             );
             let proxy = pre
                 .instantiate_async(&mut store)
@@ -518,6 +527,7 @@ async fn instantiate(shared: &Shared) -> Result<Warm> {
         shared.throttle.clone(),
         &shared.spec,
         &shared.sink,
+        Some(&shared.usage),
     );
     shared
         .counters
@@ -538,7 +548,12 @@ fn new_store(
     throttle: Option<Arc<Throttle>>,
     spec: &HttpSpec,
     sink: &Arc<dyn LogSink>,
+    usage: Option<&Usage>,
 ) -> Store<HttpState> {
+    let mut guard = Guard::new(spec.limits.clone(), tick, KillSwitch::default(), throttle);
+    if let Some(usage) = usage {
+        guard = guard.with_usage(usage.clone());
+    }
     let mut wasi = WasiCtxBuilder::new();
     wasi.envs(&spec.env)
         .stdout(SinkStream::new(sink.clone(), LogStream::Stdout))
@@ -548,7 +563,7 @@ fn new_store(
         table: ResourceTable::new(),
         http: WasiHttpCtx::new(),
         hooks: OutgoingPolicy::new(spec.allowed_hosts.clone(), spec.resolver.clone()),
-        guard: Guard::new(spec.limits.clone(), tick, KillSwitch::default(), throttle),
+        guard,
     };
     let mut store = Store::new(engine, state);
     limits::install(&mut store);

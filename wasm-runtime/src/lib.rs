@@ -34,6 +34,7 @@ pub mod http;
 pub mod limits;
 pub mod log;
 pub mod outgoing;
+pub mod usage;
 
 pub use artifact::{Artifact, ArtifactKind};
 pub use cache::{CacheOutcome, CompileCache};
@@ -44,3 +45,4 @@ pub use http::{HttpService, HttpSpec, HttpStats};
 pub use limits::Limits;
 pub use log::{BoundedLog, LogSink, LogStream, NullLog};
 pub use outgoing::{AllowList, Resolver};
+pub use usage::Usage;

@@ -28,6 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 
 use crate::error::Error;
+use crate::usage::Usage;
 
 /// Limits for one instance (one command run, or one HTTP request).
 ///
@@ -139,6 +140,13 @@ pub(crate) struct Guard {
     /// The background slot this guest holds while it runs long; filled by the
     /// future that waited for it, emptied at the next tick.
     slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    tick: Duration,
+    /// Where this instance's memory and CPU time are counted, if anywhere.
+    usage: Option<Usage>,
+    /// Linear memory this instance holds (as counted in `usage`).
+    held_bytes: u64,
+    /// The last growth allowed, taken back if it then fails.
+    pending_bytes: u64,
 }
 
 impl Guard {
@@ -158,7 +166,18 @@ impl Guard {
             hit: None,
             throttle,
             slot: Arc::default(),
+            tick,
+            usage: None,
+            held_bytes: 0,
+            pending_bytes: 0,
         }
+    }
+
+    /// Counts this instance's memory and CPU time into `usage` (see [`Usage`]).
+    pub(crate) fn with_usage(mut self, usage: Usage) -> Guard {
+        usage.instance_created();
+        self.usage = Some(usage);
+        self
     }
 
     /// The first limit hit so far, if any.
@@ -190,6 +209,9 @@ impl Guard {
             return Err(wasmtime::Error::new(LimitHit::Stopped));
         }
         self.used_ticks += 1;
+        if let Some(usage) = &self.usage {
+            usage.add_cpu(self.tick);
+        }
         if let Some(budget) = self.budget_ticks
             && self.used_ticks > budget
         {
@@ -223,10 +245,18 @@ impl Guard {
     }
 }
 
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(usage) = &self.usage {
+            usage.instance_dropped(self.held_bytes);
+        }
+    }
+}
+
 impl ResourceLimiter for Guard {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -236,7 +266,22 @@ impl ResourceLimiter for Guard {
             });
             return Ok(false);
         }
+        if let Some(usage) = &self.usage {
+            let grow = desired.saturating_sub(current) as u64;
+            usage.hold_memory(grow);
+            self.held_bytes += grow;
+            self.pending_bytes = grow;
+        }
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        if let Some(usage) = &self.usage {
+            usage.release_memory(self.pending_bytes);
+            self.held_bytes -= self.pending_bytes;
+            self.pending_bytes = 0;
+        }
+        Ok(())
     }
 
     fn table_growing(

@@ -9,3 +9,4 @@ mod common;
 mod http;
 mod isolation;
 mod load;
+mod usage;
