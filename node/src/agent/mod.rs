@@ -15,9 +15,11 @@ pub mod events;
 pub mod lease;
 pub mod listers;
 pub mod machine;
+pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod rate_limit;
+pub mod resource_metrics;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,7 +38,7 @@ pub use config::AgentConfig;
 use crate::error::AgentError;
 use crate::image::ImageCache;
 use crate::logs::LogStore;
-use crate::pod::{AddressPool, PodContext};
+use crate::pod::{AddressPool, PodContext, PodRegistry};
 use crate::runtime::oci::{self, OciRuntime};
 use crate::runtime::wasmtime::WasmtimeRuntime;
 use crate::runtime::{Runtime, WASMTIME_HANDLER};
@@ -149,7 +151,13 @@ impl Agent {
             shutdown.child_token(),
         );
         tasks.spawn(writer);
-        let app = crate::logs::server::router(logs.clone());
+        let registry = PodRegistry::default();
+        let usage = resource_metrics::UsageSource {
+            registry: registry.clone(),
+            runtimes: runtimes.clone(),
+        };
+        let app = crate::logs::server::router(logs.clone())
+            .merge(metrics::router(facts.name.clone(), usage));
         let http_stop = shutdown.child_token();
         tasks.spawn(async move {
             let served = axum::serve(listener, app)
@@ -185,6 +193,7 @@ impl Agent {
             backoff: config.backoff,
             shutdown_grace: config.shutdown_grace,
             proxy,
+            registry,
         });
         tasks.spawn(pods::dispatch(ctx, tasks.clone(), shutdown.child_token()));
         Ok(Agent {

@@ -17,6 +17,7 @@ pub mod env;
 pub mod probe;
 pub mod prober;
 pub mod quantity;
+pub mod registry;
 pub mod sources;
 pub mod state;
 pub mod status;
@@ -35,6 +36,7 @@ use crate::logs::LogStore;
 use crate::runtime::Runtime;
 pub use address::{AddressPool, Cidr};
 pub use backoff::Backoff;
+pub use registry::PodRegistry;
 pub use status::PodState;
 pub use worker::PodWorker;
 
@@ -64,6 +66,8 @@ pub struct PodContext {
     pub shutdown_grace: Duration,
     /// The node proxy (resolves Service names for containers).
     pub proxy: crate::proxy::Proxy,
+    /// The pods being run, for the metrics endpoints.
+    pub registry: PodRegistry,
 }
 
 impl std::fmt::Debug for PodContext {

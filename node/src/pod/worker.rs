@@ -146,6 +146,9 @@ async fn run(
     let mut state = PodState::new(policy, init, containers, &ctx.host_ip);
     state.start_time = Some(status.start_time.map_or_else(Timestamp::now, |t| t.0));
     let shared = SharedState::new(state);
+    let _registered = ctx
+        .registry
+        .register(&pref.uid, &pref.namespace, &pref.name, shared.clone());
 
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(write_status(

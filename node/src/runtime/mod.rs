@@ -9,7 +9,10 @@
 //! - [`oci`]: the plugin for container images, over an OCI runtime binary (`runc`, `crun`).
 
 pub mod oci;
+pub mod stats;
 pub mod wasmtime;
+
+pub use stats::{ContainerStats, HttpCounters};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -258,6 +261,13 @@ pub trait Runtime: Send + Sync + 'static {
                 self.handler()
             )))
         })
+    }
+
+    /// What a running container uses right now; `None` when the container is unknown or the
+    /// runtime cannot tell.
+    fn stats(&self, id: &ContainerId) -> Option<ContainerStats> {
+        let _ = id;
+        None
     }
 
     /// Whether its containers keep running when the agent exits (and are adopted by the next

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use flotilla_wasm::{
     Artifact, CommandControl, CommandSpec, Engine, HttpService, HttpSpec, Limits, LogSink,
-    LogStream, Preopen,
+    LogStream, Preopen, Usage,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -20,8 +20,8 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    ContainerId, ContainerOutput, ContainerSpec, ExitStatus, ImageRequest, OutputStream,
-    PreparedImage, Runtime, RuntimeError, WASMTIME_HANDLER, Workload,
+    ContainerId, ContainerOutput, ContainerSpec, ContainerStats, ExitStatus, HttpCounters,
+    ImageRequest, OutputStream, PreparedImage, Runtime, RuntimeError, WASMTIME_HANDLER, Workload,
 };
 use crate::image::{ImageCache, ImageContent};
 
@@ -49,6 +49,7 @@ struct Inner {
 struct Running {
     exit: watch::Receiver<Option<ExitStatus>>,
     control: Control,
+    usage: Usage,
 }
 
 enum Control {
@@ -145,6 +146,7 @@ impl WasmtimeRuntime {
         let log: Arc<dyn LogSink> = Arc::new(OutputSink(spec.output.clone()));
         let memory = spec.memory_limit.unwrap_or(UNLIMITED_MEMORY);
         let (tx, rx) = watch::channel(None);
+        let usage;
         let control = match spec.image.workload {
             Workload::Command => {
                 let command = CommandSpec {
@@ -164,6 +166,7 @@ impl WasmtimeRuntime {
                     .run_command(&artifact, command)
                     .map_err(|e| RuntimeError::Create(format!("container {}: {e}", spec.id)))?;
                 let control = handle.control();
+                usage = handle.usage();
                 self.inner.tasks.spawn(async move {
                     let status = exit_status(handle.wait().await);
                     let _ = tx.send(Some(status));
@@ -202,13 +205,21 @@ impl WasmtimeRuntime {
                     .engine
                     .serve_http(&artifact, listener, http)
                     .map_err(|e| RuntimeError::Create(format!("container {}: {e}", spec.id)))?;
+                usage = service.usage();
                 Control::Http {
                     service: Arc::new(Mutex::new(Some(service))),
                     exit: Arc::new(tx),
                 }
             }
         };
-        lock(&self.inner.containers).insert(spec.id, Running { exit: rx, control });
+        lock(&self.inner.containers).insert(
+            spec.id,
+            Running {
+                exit: rx,
+                control,
+                usage,
+            },
+        );
         Ok(())
     }
 
@@ -325,11 +336,34 @@ impl Runtime for WasmtimeRuntime {
         self.stop_container(id, grace).boxed()
     }
 
+    fn stats(&self, id: &ContainerId) -> Option<ContainerStats> {
+        let containers = lock(&self.inner.containers);
+        let running = containers.get(id)?;
+        let http = match &running.control {
+            Control::Http { service, .. } => lock(service).as_ref().map(|service| {
+                let stats = service.stats();
+                HttpCounters {
+                    requests: stats.requests,
+                    failed: stats.failed,
+                    instantiations: stats.instantiations,
+                    in_flight: service.in_flight() as u64,
+                }
+            }),
+            Control::Command(_) => None,
+        };
+        Some(ContainerStats {
+            cpu_usage: running.usage.cpu_time(),
+            memory_working_set_bytes: running.usage.memory_bytes(),
+            http,
+        })
+    }
+
     fn remove(&self, id: &ContainerId) {
         let removed = lock(&self.inner.containers).remove(id);
         if let Some(Running {
             control: Control::Command(control),
             exit,
+            ..
         }) = removed
             && exit.borrow().is_none()
         {

@@ -35,6 +35,7 @@ pub mod output;
 pub mod rootfs;
 pub mod runc;
 pub mod spec;
+pub mod stats;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -48,8 +49,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    ContainerId, ContainerSpec, ExecOutput, ExitStatus, ImageRequest, PodNetwork, PreparedImage,
-    Runtime, RuntimeError, Workload,
+    ContainerId, ContainerSpec, ContainerStats, ExecOutput, ExitStatus, ImageRequest, PodNetwork,
+    PreparedImage, Runtime, RuntimeError, Workload,
 };
 use crate::image::{ImageCache, ImageContent};
 use adopt::Found;
@@ -569,6 +570,13 @@ impl Runtime for OciRuntime {
         grace: Duration,
     ) -> BoxFuture<'a, Result<ExitStatus, RuntimeError>> {
         self.stop_container(id, grace).boxed()
+    }
+
+    fn stats(&self, id: &ContainerId) -> Option<ContainerStats> {
+        if !lock(&self.inner.containers).contains_key(id) {
+            return None;
+        }
+        stats::read(Path::new("/sys/fs/cgroup"), &spec::cgroup_path(&id.0))
     }
 
     fn remove(&self, id: &ContainerId) {
