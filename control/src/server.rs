@@ -240,6 +240,7 @@ pub async fn serve_with_store(
     let app = http::router(HttpState {
         api: api.clone(),
         shutdown: shutdown.clone(),
+        metrics_scraper: Default::default(),
     })
     .merge(crate::registry::router(registry));
     tracing::info!(%addr, "control plane serving");

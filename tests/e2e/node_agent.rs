@@ -434,6 +434,136 @@ fn bad_input_leaves_pods_waiting_with_reasons_a_user_can_act_on() {
     );
 }
 
+#[test]
+fn the_agent_reports_a_wasm_pods_requests_cpu_and_memory_to_prometheus_and_kubectl_top() {
+    let c = Cluster::start((300, 2000));
+    c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
+    // 100m of CPU: each request may spend 1 s of CPU time before its deadline.
+    let container = "      ports:\n        - containerPort: 8080\n      resources:\n        limits:\n          memory: 64Mi\n          cpu: 100m\n";
+    c.apply_ok(&pod_manifest(
+        "metered",
+        "hello-http:v1",
+        container,
+        "  runtimeClassName: wasmtime\n",
+    ));
+    let pod = c.wait_pod("metered", "Running", |p| p["status"]["phase"] == "Running");
+    let addr = format!("{}:8080", pod["status"]["podIP"].as_str().unwrap());
+    assert_eq!(http_get(&addr, "/").0, 200);
+    // A guest spinning until its CPU deadline: about 1 s of CPU time, and a 500.
+    assert_eq!(http_get(&addr, "/spin").0, 500);
+    // A request held open, so an instance (and its memory) is live while we scrape.
+    let slow = {
+        let addr = addr.clone();
+        std::thread::spawn(move || http_get(&addr, "/sleep?ms=8000"))
+    };
+
+    let labels = "namespace=\"default\",pod=\"metered\",container=\"main\"";
+    let metrics = wait_for(
+        "the agent's /metrics to show the request in flight",
+        Duration::from_secs(20),
+        || {
+            let text = c.kubectl_ok(&[
+                "get",
+                "--raw",
+                &format!("/api/v1/nodes/{NODE}/proxy/metrics"),
+            ]);
+            text.contains(&format!(
+                "flotilla_wasm_http_requests_in_flight{{{labels}}} 1"
+            ))
+            .then_some(text)
+        },
+    );
+    for line in [
+        format!("kubelet_node_name{{node=\"{NODE}\"}} 1"),
+        "kubelet_running_pods 1".to_string(),
+        "kubelet_running_containers{container_state=\"running\"} 1".to_string(),
+        format!("flotilla_wasm_http_requests_total{{{labels}}} 3"),
+        format!(
+            "flotilla_wasm_http_failed_requests_total{{{labels},reason=\"deadline-exceeded\"}} 1"
+        ),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+
+    // Resource metrics, as metrics-server scrapes them from a kubelet.
+    let resource = c.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{NODE}/proxy/metrics/resource"),
+    ]);
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{{container=\"main\",namespace=\"default\",pod=\"metered\"}} ");
+        resource
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} for the pod in\n{resource}"))
+    };
+    let cpu = value("container_cpu_usage_seconds_total");
+    assert!((0.5..30.0).contains(&cpu), "the spin's ~1 s of CPU: {cpu}");
+    let memory = value("container_memory_working_set_bytes");
+    assert!(
+        memory >= 65536.0,
+        "the live instance's linear memory: {memory}"
+    );
+    assert!(
+        resource
+            .lines()
+            .any(|l| l.starts_with("node_memory_working_set_bytes ")),
+        "{resource}"
+    );
+
+    // kubectl top, through the API server's metrics.k8s.io.
+    let top = c.kubectl_ok(&["top", "pod", "metered", "--no-headers"]);
+    let fields: Vec<&str> = top.split_whitespace().collect();
+    assert_eq!(fields.first(), Some(&"metered"), "{top}");
+    assert!(
+        fields
+            .get(2)
+            .is_some_and(|m| m.ends_with("Mi") || m.ends_with("Ki")),
+        "{top}"
+    );
+    let nodes = c.kubectl_ok(&["top", "node", "--no-headers"]);
+    let fields: Vec<&str> = nodes.split_whitespace().collect();
+    assert_eq!(fields.first(), Some(&NODE), "{nodes}");
+    assert!(
+        fields.get(1).is_some_and(|cpu| cpu.ends_with('m')),
+        "{nodes}"
+    );
+    let names = c.kubectl_ok(&["api-resources", "--api-group=metrics.k8s.io", "-o", "name"]);
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["nodes.metrics.k8s.io", "pods.metrics.k8s.io"]
+    );
+    let node: Value = serde_json::from_str(&c.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/apis/metrics.k8s.io/v1beta1/nodes/{NODE}"),
+    ]))
+    .expect("json");
+    assert_eq!(node["kind"], "NodeMetrics");
+    assert!(node["usage"]["memory"].is_string(), "{node}");
+
+    // nodes/proxy reaches any path of the agent, and names a missing node.
+    let path = format!("/api/v1/nodes/{NODE}/proxy/healthz");
+    assert_eq!(c.kubectl_ok(&["get", "--raw", &path]), "ok");
+    let out = c.kubectl(
+        &["get", "--raw", "/api/v1/nodes/nosuch/proxy/healthz"],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("nodes \"nosuch\" not found"),
+        "{stderr}"
+    );
+
+    let (code, body) = slow.join().expect("slow request");
+    assert_eq!(code, 200, "{body}");
+}
+
 /// A minimal HTTP/1.1 GET: (status code, body).
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5))

@@ -13,7 +13,7 @@
 use serde_json::{Map, Value, json};
 
 use super::resources::{ResourceInfo, Subresource, groups, in_group_version};
-use super::self_review;
+use super::{resource_metrics, self_review};
 
 /// Content type of an aggregated discovery answer, `apidiscovery.k8s.io/v2`.
 pub const AGGREGATED_V2: &str =
@@ -37,10 +37,14 @@ const RESOURCE_VERBS: &[&str] = &[
 ];
 
 /// Every group served: the storage table's, then `authorization.k8s.io` and
-/// `authentication.k8s.io` for the self reviews ([`self_review`]).
+/// `authentication.k8s.io` for the self reviews ([`self_review`]) and `metrics.k8s.io` for
+/// the resource metrics ([`resource_metrics`]).
 fn served_groups() -> Vec<(&'static str, Vec<&'static str>)> {
     let mut all = groups();
-    for r in &self_review::RESOURCES {
+    for r in self_review::RESOURCES
+        .iter()
+        .chain(&resource_metrics::RESOURCES)
+    {
         if !all.iter().any(|(g, _)| *g == r.group) {
             all.push((r.group, vec![r.version]));
         }
@@ -59,6 +63,12 @@ fn served_in(group: &str, version: &str) -> Vec<(&'static ResourceInfo, &'static
             .iter()
             .filter(|r| r.group == group && r.version == version)
             .map(|r| (r, self_review::VERBS)),
+    );
+    all.extend(
+        resource_metrics::RESOURCES
+            .iter()
+            .filter(|r| r.group == group && r.version == version)
+            .map(|r| (r, resource_metrics::VERBS)),
     );
     all
 }
@@ -231,6 +241,7 @@ fn subresource_kind(
         Subresource::Scale => ("autoscaling", "v1", "Scale"),
         Subresource::Binding => ("", "v1", "Binding"),
         Subresource::Eviction => ("policy", "v1", "Eviction"),
+        Subresource::Proxy => ("", "v1", "NodeProxyOptions"),
     }
 }
 
@@ -239,7 +250,7 @@ fn subresource_verbs(sub: Subresource) -> &'static [&'static str] {
     match sub {
         Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
         Subresource::Binding | Subresource::Eviction => &["create"],
-        Subresource::Log => &["get"],
+        Subresource::Log | Subresource::Proxy => &["get"],
     }
 }
 
@@ -419,15 +430,21 @@ mod tests {
         assert!(find("nodes")["namespaced"] == false);
     }
 
-    #[test]
-    fn deployment_scale_is_an_autoscaling_v1_scale() {
-        let doc = api_resource_list("apps", "v1").unwrap();
-        let scale = doc["resources"]
+    /// The entry of resource `name` in the group version's resource list.
+    fn listed(group: &str, version: &str, name: &str) -> Value {
+        let doc = api_resource_list(group, version).unwrap();
+        doc["resources"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| r["name"] == "deployments/scale")
-            .unwrap();
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn deployment_scale_is_an_autoscaling_v1_scale() {
+        let scale = listed("apps", "v1", "deployments/scale");
         assert_eq!(scale["group"], "autoscaling");
         assert_eq!(scale["version"], "v1");
         assert_eq!(scale["kind"], "Scale");
@@ -493,6 +510,69 @@ mod tests {
             aggregated(AGGREGATED_V2BETA1, true)["apiVersion"],
             "apidiscovery.k8s.io/v2beta1"
         );
+    }
+
+    #[test]
+    fn node_proxy_is_a_get_only_subresource_of_nodes() {
+        let proxy = listed("", "v1", "nodes/proxy");
+        assert_eq!(
+            proxy,
+            json!({"name": "nodes/proxy", "singularName": "", "namespaced": false,
+                "kind": "NodeProxyOptions", "verbs": ["get"]})
+        );
+        let core = aggregated_core();
+        let nodes = core["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "nodes")
+            .unwrap();
+        assert!(nodes["subresources"].as_array().unwrap().contains(&json!({
+            "subresource": "proxy",
+            "responseKind": {"group": "", "version": "v1", "kind": "NodeProxyOptions"},
+            "verbs": ["get"],
+        })));
+    }
+
+    #[test]
+    fn the_resource_metrics_group_is_discoverable_every_way() {
+        let list = api_group_list();
+        let group = list["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "metrics.k8s.io")
+            .unwrap();
+        let v1beta1 = json!({"groupVersion": "metrics.k8s.io/v1beta1", "version": "v1beta1"});
+        assert_eq!(group["preferredVersion"], v1beta1);
+        assert_eq!(
+            api_group("metrics.k8s.io").unwrap()["versions"],
+            json!([v1beta1])
+        );
+        let resources = api_resource_list("metrics.k8s.io", "v1beta1").unwrap();
+        assert_eq!(
+            resources["resources"],
+            json!([
+                {"name": "nodes", "singularName": "", "namespaced": false, "kind": "NodeMetrics", "verbs": ["get", "list"]},
+                {"name": "pods", "singularName": "", "namespaced": true, "kind": "PodMetrics", "verbs": ["get", "list"]},
+            ])
+        );
+        let apis = aggregated_apis();
+        let metrics = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "metrics.k8s.io")
+            .unwrap();
+        let v = &metrics["versions"][0];
+        assert_eq!(v["version"], "v1beta1");
+        assert_eq!(v["resources"][0]["resource"], "nodes");
+        assert_eq!(v["resources"][0]["scope"], "Cluster");
+        assert_eq!(
+            v["resources"][1]["responseKind"],
+            json!({"group": "metrics.k8s.io", "version": "v1beta1", "kind": "PodMetrics"})
+        );
+        assert_eq!(v["resources"][1]["verbs"], json!(["get", "list"]));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::patch::PatchType;
 use super::resources::{self, ResourceInfo, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
 use super::table::{self, IncludeObject, TableOptions};
-use super::{discovery, openapi, self_review};
+use super::{discovery, node_proxy, openapi, resource_metrics, self_review};
 
 /// The Kubernetes version this server presents itself as (the `k8s-openapi` API level).
 pub const KUBERNETES_MINOR: &str = "33";
@@ -38,6 +38,8 @@ pub struct HttpState {
     pub api: Api,
     /// Cancelled at shutdown: ends open watches.
     pub shutdown: CancellationToken,
+    /// Scrapes agents for `metrics.k8s.io` and keeps their latest samples.
+    pub metrics_scraper: resource_metrics::Scraper,
 }
 
 /// The router of the Kubernetes API (everything but the OCI registry).
@@ -428,6 +430,12 @@ async fn handle(
         let answered = self_review::answer(review, decode_object(headers, &bytes)?)?;
         return Ok(json_response(StatusCode::CREATED, &answered));
     }
+    if let Some(target) = node_proxy::ProxyTarget::from_path(uri.path()) {
+        return node_proxy::proxy(api, method, &target, uri.query()).await;
+    }
+    if let Some(req) = resource_metrics::MetricsRequest::from_path(uri.path()) {
+        return metrics_answer(state, method, uri, &req).await;
+    }
     let route = parse_path(uri.path(), headers, api)?;
     let t = match route {
         Route::Discovery(doc) => {
@@ -636,6 +644,27 @@ async fn handle(
             uri.path()
         ))),
     }
+}
+
+/// Answers a `metrics.k8s.io` request (read-only: `get` and `list`, no watch).
+async fn metrics_answer(
+    state: &HttpState,
+    method: &Method,
+    uri: &axum::http::Uri,
+    req: &resource_metrics::MetricsRequest,
+) -> ApiResult<Response> {
+    let q = query_map(uri);
+    let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    if method != Method::GET || watch {
+        let verb = if watch { "WATCH" } else { method.as_str() };
+        return Err(ApiError::method_not_allowed(&format!(
+            "{verb} {} (resource metrics are read-only: get and list)",
+            uri.path()
+        )));
+    }
+    let params = list_params(req.selects(), &q)?;
+    let doc = resource_metrics::answer(&state.api, &state.metrics_scraper, req, &params).await?;
+    Ok(json_response(StatusCode::OK, &doc))
 }
 
 fn success_status() -> Value {
@@ -874,6 +903,87 @@ async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sends one request through the router; returns the status and the JSON body.
+    async fn send(router: &Router, method: Method, uri: &str) -> (StatusCode, Value) {
+        use http_body_util::BodyExt;
+        use tower::Service;
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let r = router.clone().call(req).await.unwrap();
+        let status = r.status();
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn node_proxy_and_resource_metrics_are_routed_with_kubernetes_errors() {
+        let (api, _dir) = super::super::fake_agent::api().await;
+        let router = router(HttpState {
+            api,
+            shutdown: CancellationToken::new(),
+            metrics_scraper: Default::default(),
+        });
+        let metrics = "/apis/metrics.k8s.io/v1beta1";
+
+        let (code, doc) = send(&router, Method::GET, &format!("{metrics}/nodes")).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(
+            doc,
+            json!({"kind": "NodeMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": []})
+        );
+        let (code, doc) = send(&router, Method::GET, metrics).await;
+        assert_eq!(
+            (code, doc["kind"].as_str()),
+            (StatusCode::OK, Some("APIResourceList"))
+        );
+        let (code, doc) = send(&router, Method::GET, &format!("{metrics}/pods/x")).await;
+        assert_eq!(
+            (code, doc["reason"].as_str()),
+            (StatusCode::NOT_FOUND, Some("NotFound"))
+        );
+        let (code, doc) = send(
+            &router,
+            Method::GET,
+            &format!("{metrics}/namespaces/default/pods/x"),
+        )
+        .await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(doc["message"], "podmetrics.metrics.k8s.io \"x\" not found");
+        let (code, doc) = send(&router, Method::DELETE, &format!("{metrics}/nodes/n1")).await;
+        assert_eq!(
+            (code, doc["reason"].as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, Some("MethodNotAllowed"))
+        );
+        let (code, _) = send(&router, Method::GET, &format!("{metrics}/nodes?watch=true")).await;
+        assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+        let (code, doc) = send(
+            &router,
+            Method::GET,
+            &format!("{metrics}/namespaces/default/pods?labelSelector=a%20in%20b"),
+        )
+        .await;
+        assert_eq!(
+            (code, doc["reason"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("BadRequest"))
+        );
+
+        let (code, doc) = send(&router, Method::GET, "/api/v1/nodes/x/proxy/healthz").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(doc["message"], "nodes \"x\" not found");
+        assert_eq!(doc["details"]["kind"], "nodes");
+        let (code, doc) = send(&router, Method::DELETE, "/api/v1/nodes/x/proxy/healthz").await;
+        assert_eq!(
+            (code, doc["reason"].as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, Some("MethodNotAllowed"))
+        );
+    }
 
     #[test]
     fn query_strings_are_percent_decoded() {

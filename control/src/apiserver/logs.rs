@@ -6,13 +6,11 @@
 use axum::body::Body;
 use axum::response::Response;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use super::agent;
 use super::api::Api;
 use super::error::{ApiError, ApiResult};
-use super::resources;
 
 /// Which container of a pod a log request means: the named one, or the only one.
 pub fn pick_container(pod: &Value, requested: Option<&str>) -> ApiResult<String> {
@@ -46,22 +44,6 @@ pub fn pick_container(pod: &Value, requested: Option<&str>) -> ApiResult<String>
     }
 }
 
-/// The agent address of a node: its InternalIP (or first address) and kubelet endpoint port.
-pub fn agent_address(node: &Value) -> Option<String> {
-    let addresses = node["status"]["addresses"].as_array()?;
-    let ip = addresses
-        .iter()
-        .find(|a| a["type"] == "InternalIP")
-        .or_else(|| addresses.first())
-        .and_then(|a| a["address"].as_str())?;
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_i64()?;
-    Some(if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    })
-}
-
 /// Proxies a log request for `pod` to its node's agent.
 pub async fn proxy(api: &Api, pod: &Value, query: &str) -> ApiResult<Response> {
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
@@ -81,24 +63,19 @@ pub async fn proxy(api: &Api, pod: &Value, query: &str) -> ApiResult<Response> {
         .ok_or_else(|| {
             ApiError::bad_request(format!("pod {name} does not have a host assigned"))
         })?;
-    let nodes = resources::find("", "v1", "nodes").expect("nodes served");
-    let node = api.get(nodes, None, node_name).await?;
-    let addr = agent_address(&node).ok_or_else(|| {
-        ApiError::unavailable(format!(
-            "node {node_name} does not publish an agent endpoint for logs"
-        ))
-    })?;
+    let (_, addr) = agent::node_agent(api, node_name, "logs").await?;
     let url = format!("http://{addr}/containerLogs/{ns}/{name}/{container}?{query}");
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| ApiError::internal(format!("bad agent url {url}: {e}")))?;
-    let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
+    let client = agent::client();
     let req = hyper::Request::get(uri)
         .body(Body::empty())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let resp = client.request(req).await.map_err(|e| {
         ApiError::unavailable(format!(
-            "cannot reach the agent of node {node_name} at {addr}: {e}"
+            "cannot reach the agent of node {node_name} at {addr}: {}",
+            agent::error_chain(&e)
         ))
     })?;
     let status = resp.status();
@@ -137,13 +114,5 @@ mod tests {
         );
         assert_eq!(pick_container(&two, Some("i")).unwrap(), "i");
         assert_eq!(pick_container(&two, Some("z")).unwrap_err().code, 400);
-    }
-
-    #[test]
-    fn the_agent_address_comes_from_the_internal_ip_and_kubelet_port() {
-        let node = json!({"status": {"addresses": [{"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "127.0.0.1"}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
-        assert_eq!(agent_address(&node).unwrap(), "127.0.0.1:10250");
-        assert_eq!(agent_address(&json!({"status": {}})), None);
     }
 }

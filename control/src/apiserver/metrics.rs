@@ -37,6 +37,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
+use super::resource_metrics;
 use super::resources::{self, Subresource};
 use crate::store::StoreStats;
 
@@ -299,7 +300,13 @@ pub fn classify(
         [plural, tail @ ..] => (plural, tail),
         [] => ("", &[]),
     };
-    let found = resources::find(group, version, plural).filter(|r| r.plural == plural);
+    let found = resources::find(group, version, plural)
+        .filter(|r| r.plural == plural)
+        .or_else(|| {
+            resource_metrics::RESOURCES
+                .iter()
+                .find(|r| r.group == group && r.version == version && r.plural == plural)
+        });
     let Some(res) = found else {
         // Namespaces themselves (`/api/v1/namespaces/{name}`) and non-resource paths.
         let verb = method_verb(method, false, false, false, true);
@@ -529,6 +536,24 @@ mod tests {
         assert_eq!(
             verb_of(Method::GET, "/api/v1/nodes", None),
             ("LIST", "nodes", "")
+        );
+        assert_eq!(
+            verb_of(Method::GET, "/api/v1/nodes/n1/proxy/metrics/resource", None),
+            ("GET", "nodes", "proxy")
+        );
+        let top = classify(
+            &Method::GET,
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods",
+            None,
+            None,
+        );
+        assert_eq!(
+            (top.verb, top.group, top.resource),
+            ("LIST", "metrics.k8s.io", "pods")
+        );
+        assert_eq!(
+            verb_of(Method::GET, "/apis/metrics.k8s.io/v1beta1/nodes/n1", None),
+            ("GET", "nodes", "")
         );
         assert_eq!(verb_of(Method::GET, "/version", None), ("GET", "", ""));
         assert_eq!(verb_of(Method::GET, "/apis", None), ("GET", "", ""));

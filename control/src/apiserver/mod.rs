@@ -6,6 +6,10 @@
 //! - [`http`]: paths, query parameters, content negotiation and streaming watches.
 //! - [`metrics`]: `/metrics`, Prometheus metrics named as kube-apiserver's.
 //! - [`logs`]: `pods/log`, proxied to the agent of the pod's node.
+//! - [`node_proxy`]: `nodes/proxy`, proxied to the node's agent.
+//! - [`agent`]: how the API server reaches a node's agent (address, client).
+//! - [`resource_metrics`]: `metrics.k8s.io/v1beta1` (`kubectl top`), from the agents' resource
+//!   metrics.
 //! - [`strategy`] and [`validation`]: per-kind decoding, defaults and validation.
 //! - [`service_ips`]: ClusterIP and NodePort allocation for Services.
 //! - [`error`]: errors as Kubernetes `Status` objects.
@@ -20,17 +24,22 @@
 //! - [`self_review`]: `SelfSubjectAccessReview`, `SelfSubjectRulesReview` (`kubectl auth
 //!   can-i`) and `SelfSubjectReview` (`kubectl auth whoami`), answered without storage.
 
+pub mod agent;
 pub mod api;
 pub mod apply;
 pub mod discovery;
 pub mod error;
+#[cfg(test)]
+mod fake_agent;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod node_proxy;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod resource_metrics;
 pub mod resources;
 pub mod selector;
 pub mod self_review;

@@ -570,7 +570,8 @@ fn to_v2_schema(value: &Value) -> Value {
     }
 }
 
-/// The `(group, version, kind)` a subresource takes and returns, `None` for `log` (text).
+/// The `(group, version, kind)` a subresource takes and returns, `None` for `log` (text) and
+/// `proxy` (whatever the agent answers; left out of the documents).
 fn subresource_kind(
     r: &ResourceInfo,
     sub: Subresource,
@@ -580,7 +581,7 @@ fn subresource_kind(
         Subresource::Scale => Some(("autoscaling", "v1", "Scale")),
         Subresource::Binding => Some(("", "v1", "Binding")),
         Subresource::Eviction => Some(("policy", "v1", "Eviction")),
-        Subresource::Log => None,
+        Subresource::Log | Subresource::Proxy => None,
     }
 }
 

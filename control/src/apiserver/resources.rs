@@ -17,6 +17,8 @@ pub enum Subresource {
     Log,
     /// `pods/eviction`: a policy/v1 Eviction.
     Eviction,
+    /// `nodes/proxy`: proxied to the node's agent (see `node_proxy`).
+    Proxy,
 }
 
 impl Subresource {
@@ -28,6 +30,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Log => "log",
             Subresource::Eviction => "eviction",
+            Subresource::Proxy => "proxy",
         }
     }
 
@@ -39,6 +42,7 @@ impl Subresource {
             "binding" => Subresource::Binding,
             "log" => Subresource::Log,
             "eviction" => Subresource::Eviction,
+            "proxy" => Subresource::Proxy,
             _ => return None,
         })
     }
@@ -170,7 +174,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         false,
         ["no"],
         [],
-        [Status]
+        [Status, Proxy]
     ),
     res!(
         "",
