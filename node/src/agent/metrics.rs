@@ -10,7 +10,7 @@
 //!   `flotilla_wasm_http_failed_requests_total{namespace,pod,container,reason}`,
 //!   `flotilla_wasm_instantiations_total{namespace,pod,container}` and
 //!   `flotilla_wasm_http_requests_in_flight{namespace,pod,container}`: each running Wasm HTTP
-//!   service's requests, failures by reason (`trap`, `out_of_memory`, `deadline_exceeded`,
+//!   service's requests, failures by reason (`trap`, `out-of-memory`, `deadline-exceeded`,
 //!   ...), instances created, and requests being handled — since the container started.
 //!
 //! CPU and memory per container are in `/metrics/resource` ([`super::resource_metrics`]).
@@ -112,7 +112,7 @@ pub fn render(node: &str, source: &UsageSource) -> String {
     registered(
         &mut r,
         "kubelet_node_name",
-        "The node's name. The count is always 1.",
+        "The node's name. The count is always 1",
         Family::<NodeLabels, Gauge>::default(),
     )
     .get_or_create(&NodeLabels {

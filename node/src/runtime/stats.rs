@@ -22,7 +22,7 @@ pub struct ContainerStats {
 pub struct HttpCounters {
     /// Requests received.
     pub requests: u64,
-    /// Failed requests by reason (`trap`, `out_of_memory`, `deadline_exceeded`, ...).
+    /// Failed requests by reason (`trap`, `out-of-memory`, `deadline-exceeded`, ...).
     pub failed: BTreeMap<&'static str, u64>,
     /// Instances created (fewer than requests when warm instances are reused).
     pub instantiations: u64,
