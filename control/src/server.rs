@@ -35,6 +35,9 @@ pub struct ServerConfig {
     /// Where Services get their ClusterIPs and NodePorts (`--service-cluster-ip-range`,
     /// `--service-node-port-range`).
     pub service_ranges: ServiceRanges,
+    /// The HorizontalPodAutoscaler controller's sync period, tolerance and default
+    /// scale-down stabilization.
+    pub hpa: controllers::horizontal_pod_autoscaler::HpaConfig,
     /// How long Events are kept after they were last seen (`--event-ttl`).
     pub event_ttl: controllers::event_ttl::EventTtlConfig,
     /// Size of the store's write-ahead log in bytes (`--wal-size`); 0 turns it off. See
@@ -54,6 +57,7 @@ impl ServerConfig {
             job: Default::default(),
             service_ranges: ServiceRanges::default(),
             event_ttl: Default::default(),
+            hpa: Default::default(),
             wal_size: crate::store::DEFAULT_WAL_SIZE,
         }
     }
@@ -229,6 +233,14 @@ pub async fn serve_with_store(
         config.event_ttl.clone(),
         controllers_token.clone(),
     ));
+    // One scraper for `kubectl top` and the autoscaler, so they share the samples kept.
+    let metrics_scraper = crate::apiserver::resource_metrics::Scraper::default();
+    tasks.spawn(controllers::horizontal_pod_autoscaler::run(
+        api.clone(),
+        metrics_scraper.clone(),
+        config.hpa.clone(),
+        controllers_token.clone(),
+    ));
     tasks.spawn(crate::scheduler::run(
         api.clone(),
         crate::scheduler::SchedulerConfig::default(),
@@ -240,7 +252,7 @@ pub async fn serve_with_store(
     let app = http::router(HttpState {
         api: api.clone(),
         shutdown: shutdown.clone(),
-        metrics_scraper: Default::default(),
+        metrics_scraper,
     })
     .merge(crate::registry::router(registry));
     tracing::info!(%addr, "control plane serving");

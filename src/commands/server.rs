@@ -56,6 +56,18 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = flotilla_control::store::DEFAULT_WAL_SIZE, value_name = "BYTES",
           value_parser = parse_wal_size)]
     pub wal_size: u64,
+    /// How often each HorizontalPodAutoscaler is evaluated (kube-controller-manager's
+    /// `--horizontal-pod-autoscaler-sync-period`).
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = parse_period)]
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    /// How long an HPA that sets no `behavior.scaleDown.stabilizationWindowSeconds` waits
+    /// before scaling down: it follows the highest recommendation of this window.
+    #[arg(long, default_value = "5m", value_name = "DURATION",
+          value_parser = humantime::parse_duration)]
+    pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// Usage-to-target ratios this close to 1.0 make an HPA change nothing.
+    #[arg(long, default_value_t = 0.1, value_name = "RATIO")]
+    pub horizontal_pod_autoscaler_tolerance: f64,
 }
 
 /// The smallest write-ahead log `--wal-size` accepts besides 0: smaller logs checkpoint after
@@ -67,6 +79,14 @@ fn parse_event_ttl(s: &str) -> Result<Duration, String> {
         Ok(d) if d.is_zero() => Err("an Event TTL must be longer than 0".into()),
         Ok(d) => Ok(d),
         Err(e) => Err(format!("`{s}` is not a duration such as 1h or 90s: {e}")),
+    }
+}
+
+fn parse_period(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("a period must be longer than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("`{s}` is not a duration such as 15s or 500ms: {e}")),
     }
 }
 
@@ -99,6 +119,9 @@ impl ServerArgs {
         config.wal_size = self.wal_size;
         config.event_ttl =
             flotilla_control::controllers::event_ttl::EventTtlConfig::new(self.event_ttl);
+        config.hpa.sync_period = self.horizontal_pod_autoscaler_sync_period;
+        config.hpa.downscale_stabilization = self.horizontal_pod_autoscaler_downscale_stabilization;
+        config.hpa.tolerance = self.horizontal_pod_autoscaler_tolerance;
     }
 }
 

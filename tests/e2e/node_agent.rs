@@ -30,6 +30,11 @@ impl Cluster {
     /// Starts `flotilla up` on free ports with a short restart backoff (base, max in ms) and a
     /// pod range of its own (tests run side by side).
     fn start(backoff: (u64, u64)) -> Cluster {
+        Self::start_with(backoff, &[])
+    }
+
+    /// [`Cluster::start`] with more flags for `flotilla up`.
+    fn start_with(backoff: (u64, u64), extra: &[&str]) -> Cluster {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let cidr = format!("127.{}.{}.0/24", 100 + n, std::process::id() % 250);
@@ -49,6 +54,7 @@ impl Cluster {
             .args(["--pod-cidr", &cidr])
             .args(["--restart-backoff-base-ms", &backoff.0.to_string()])
             .args(["--restart-backoff-max-ms", &backoff.1.to_string()])
+            .args(extra)
             .arg("--data-dir")
             .arg(tmp.path())
             .arg("--write-kubeconfig")
@@ -562,6 +568,125 @@ fn the_agent_reports_a_wasm_pods_requests_cpu_and_memory_to_prometheus_and_kubec
 
     let (code, body) = slow.join().expect("slow request");
     assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn a_horizontal_pod_autoscaler_scales_a_wasm_deployment_up_under_cpu_load_and_back_down() {
+    let c = Cluster::start_with(
+        (300, 2000),
+        &[
+            "--horizontal-pod-autoscaler-sync-period",
+            "1s",
+            "--horizontal-pod-autoscaler-downscale-stabilization",
+            "0s",
+        ],
+    );
+    c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
+    c.apply_ok(&format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: busy
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: busy}}
+  template:
+    metadata:
+      labels: {{app: busy}}
+    spec:
+      nodeName: {NODE}
+      runtimeClassName: wasmtime
+      containers:
+        - name: main
+          image: hello-http:v1
+          ports: [{{containerPort: 8080}}]
+          resources:
+            requests: {{cpu: 100m, memory: 32Mi}}
+            limits: {{cpu: 100m, memory: 64Mi}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: busy
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: busy}}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target: {{type: Utilization, averageUtilization: 50}}
+"#
+    ));
+    let replicas = |c: &Cluster| {
+        c.kubectl_ok(&[
+            "get",
+            "deployment",
+            "busy",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .trim()
+        .to_string()
+    };
+    let ip = wait_for("the first pod Running with an address", POD_TIMEOUT, || {
+        let out = c.kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=busy",
+            "-o",
+            "jsonpath={.items[?(@.status.phase==\"Running\")].status.podIP}",
+        ]);
+        out.split_whitespace().next().map(String::from)
+    });
+    // Idle at first: the HPA sees 0% and keeps the one replica.
+    wait_for("the HPA to report its metric", POD_TIMEOUT, || {
+        let hpa = c.kubectl_ok(&["get", "hpa", "busy", "-o", "json"]);
+        let hpa: Value = serde_json::from_str(&hpa).expect("json");
+        hpa["status"]["currentMetrics"][0]["resource"]["name"]
+            .as_str()
+            .map(|_| ())
+    });
+    assert_eq!(replicas(&c), "1");
+
+    // Load: a guest spinning on the CPU until its 1 s deadline, again and again.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let addr = format!("{ip}:8080");
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                http_get(&addr, "/spin");
+            }
+        })
+    };
+    wait_for("the HPA to scale up to its maximum", POD_TIMEOUT, || {
+        (replicas(&c) == "3").then_some(())
+    });
+    let table = c.kubectl_ok(&["get", "hpa", "busy"]);
+    assert!(
+        table.contains("Deployment/busy") && table.contains("/50%"),
+        "{table}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().expect("load thread");
+
+    wait_for(
+        "the HPA to scale back down to its minimum",
+        POD_TIMEOUT,
+        || (replicas(&c) == "1").then_some(()),
+    );
+    let describe = c.kubectl_ok(&["describe", "hpa", "busy"]);
+    for text in [
+        "New size: 3; reason: cpu resource utilization (percentage of request) above target",
+        "New size: 1; reason: All metrics below target",
+        "ScalingActive",
+    ] {
+        assert!(describe.contains(text), "missing {text:?} in\n{describe}");
+    }
 }
 
 /// A minimal HTTP/1.1 GET: (status code, body).

@@ -30,7 +30,7 @@ pub mod apply;
 pub mod discovery;
 pub mod error;
 #[cfg(test)]
-mod fake_agent;
+pub(crate) mod fake_agent;
 pub mod http;
 pub mod logs;
 pub mod metrics;

@@ -16,6 +16,8 @@
 //! - [`endpoints`] and [`endpointslice`]: a selector Service's Endpoints and EndpointSlices from
 //!   its pods' addresses and readiness, driven by [`service_pods`] (Services and Pods watched
 //!   in-process).
+//! - [`horizontal_pod_autoscaler`] (with the pure [`replica_calculator`]): scales Deployments
+//!   and ReplicaSets on their pods' CPU and memory from the metrics API.
 //! - [`event_ttl`]: deletes Events not seen for `--event-ttl` (1 h), as kube-apiserver's
 //!   Event leases do.
 
@@ -27,6 +29,7 @@ pub mod endpointslice;
 pub mod event_ttl;
 pub mod expectations;
 pub mod garbage_collector;
+pub mod horizontal_pod_autoscaler;
 pub mod job;
 pub mod job_tracking;
 pub mod namespace;
@@ -34,6 +37,7 @@ pub mod node_lifecycle;
 pub mod owner;
 pub mod pod_cache;
 pub mod pods;
+pub mod replica_calculator;
 pub mod replicaset;
 pub mod rollout;
 pub mod runner;

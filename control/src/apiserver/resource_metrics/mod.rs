@@ -259,10 +259,10 @@ fn node_metrics(node: &Value, pairs: &HashMap<String, Pair>, now: DateTime<Utc>)
     }))
 }
 
-/// The `PodMetrics` of a pod (without its type meta), if every container of it in the latest
-/// sample of its node has an earlier one: as metrics-server, a pod shows up only when all its
-/// containers can be reported, with the earliest container window.
-fn pod_metrics(pod: &Value, pairs: &HashMap<String, Pair>, now: DateTime<Utc>) -> Option<Value> {
+/// The usage of each container of a pod over its window, if every container of it in the
+/// latest sample of its node has an earlier one: as metrics-server, a pod shows up only when
+/// all its containers can be reported. Returns the containers and the earliest window's end.
+fn container_usages(pod: &Value, pairs: &HashMap<String, Pair>) -> Option<Vec<(String, Usage)>> {
     let name = pod["metadata"]["name"].as_str()?;
     let ns = pod["metadata"]["namespace"].as_str()?;
     let pair = pairs.get(pod["spec"]["nodeName"].as_str()?)?;
@@ -272,7 +272,6 @@ fn pod_metrics(pod: &Value, pairs: &HashMap<String, Pair>, now: DateTime<Utc>) -
         container: String::new(),
     };
     let mut containers = Vec::new();
-    let mut earliest: Option<Usage> = None;
     for (key, last) in pair
         .last
         .containers
@@ -280,21 +279,59 @@ fn pod_metrics(pod: &Value, pairs: &HashMap<String, Pair>, now: DateTime<Utc>) -
         .take_while(|(k, _)| k.namespace == ns && k.pod == name)
     {
         let prev = pair.prev.containers.get(key)?;
-        let Some(u) = usage(prev, last) else {
-            continue;
-        };
-        containers.push(json!({"name": key.container, "usage": usage_json(&u)}));
-        if earliest.as_ref().is_none_or(|e| u.timestamp < e.timestamp) {
-            earliest = Some(u);
+        if let Some(u) = usage(prev, last) {
+            containers.push((key.container.clone(), u));
         }
     }
-    let u = earliest?;
+    (!containers.is_empty()).then_some(containers)
+}
+
+/// The `PodMetrics` of a pod (without its type meta), with the earliest container window.
+fn pod_metrics(pod: &Value, pairs: &HashMap<String, Pair>, now: DateTime<Utc>) -> Option<Value> {
+    let containers = container_usages(pod, pairs)?;
+    let u = containers
+        .iter()
+        .map(|(_, u)| u)
+        .min_by_key(|u| u.timestamp)?;
     Some(json!({
         "metadata": metadata(pod, now),
         "timestamp": rfc3339(u.timestamp),
         "window": go_duration(u.window),
-        "containers": containers,
+        "containers": containers
+            .iter()
+            .map(|(name, u)| json!({"name": name, "usage": usage_json(u)}))
+            .collect::<Vec<_>>(),
     }))
+}
+
+/// A pod's usage summed over its containers: CPU in millicores, memory in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodUsage {
+    /// CPU, in millicores (rounded down).
+    pub cpu_millis: i64,
+    /// Working-set memory, in bytes.
+    pub memory_bytes: i64,
+}
+
+/// The usage of each of `pods` that the metrics API would report, by pod name, scraping the
+/// agents of their nodes: what the HorizontalPodAutoscaler controller reads (it asks the
+/// metrics API in-process rather than over HTTP).
+pub async fn pod_usage(api: &Api, scraper: &Scraper, pods: &[Value]) -> HashMap<String, PodUsage> {
+    let nodes = nodes_of(api, pods).await;
+    let pairs = scraper.pairs(targets(&nodes)).await;
+    pods.iter()
+        .filter_map(|p| {
+            let containers = container_usages(p, &pairs)?;
+            let sum = |f: fn(&Usage) -> u64| containers.iter().map(|(_, u)| f(u) as i64).sum();
+            Some((
+                p["metadata"]["name"].as_str()?.to_string(),
+                PodUsage {
+                    cpu_millis: sum(|u| u.nanocores / 1_000_000),
+                    memory_bytes: sum(|u| u.memory_bytes),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// `metadata` of a metrics object: the object's name, namespace and labels; created now, as

@@ -22,6 +22,9 @@ use crate::apiserver::agent::{self, AgentClient};
 /// How many agents one request scrapes at a time (each socket is a file descriptor).
 const MAX_CONCURRENT_SCRAPES: usize = 64;
 
+/// The most samples kept per node (scrapes closer together than a window pile up until then).
+const MAX_KEPT: usize = 16;
+
 /// The largest scrape read; kubelet's answer for a node full of pods is tens of kilobytes.
 const MAX_SCRAPE_BYTES: usize = 16 << 20;
 
@@ -95,7 +98,7 @@ pub struct Scraper {
 struct Shared {
     client: AgentClient,
     timing: Timing,
-    /// Per node, its latest samples (at most two), oldest first. A std mutex: it is never held
+    /// Per node, its latest samples (see [`Scraper::keep`]), oldest first. A std mutex: it is never held
     /// across an await.
     kept: Mutex<HashMap<String, VecDeque<Kept>>>,
 }
@@ -213,20 +216,19 @@ impl Scraper {
             .map(|k| k.sample.clone())
     }
 
-    /// Keeps a new sample of `node`. One less than `min_window` after the latest replaces it,
-    /// so the older one stays a usable baseline for requests that follow quickly.
+    /// Keeps a new sample of `node`, with the samples still needed as baselines: the newest
+    /// one at least `min_window` older than it, and every one since (each becomes the baseline
+    /// in its turn). Older ones go, so a node scraped every second (the autoscaler does) pairs
+    /// with a sample about a second old, never with one from before its pods started.
     fn keep(&self, node: &str, at: Instant, sample: Sample) {
         let min_window = self.shared.timing.min_window;
         let mut kept = self.shared.kept.lock().expect("kept samples lock");
         let history = kept.entry(node.to_string()).or_default();
-        if history
-            .back()
-            .is_some_and(|last| at.saturating_duration_since(last.at) < min_window)
-        {
-            history.pop_back();
-        }
         history.push_back(Kept { at, sample });
-        while history.len() > 2 {
+        while history.len() >= 2 && at.saturating_duration_since(history[1].at) >= min_window {
+            history.pop_front();
+        }
+        while history.len() > MAX_KEPT {
             history.pop_front();
         }
     }
@@ -286,5 +288,19 @@ mod tests {
         // Too old.
         assert!(s.baseline("n", at(700_000)).is_none());
         assert!(s.baseline("other", at(2000)).is_none());
+    }
+
+    #[test]
+    fn frequent_scrapes_keep_a_recent_baseline_not_the_first_sample() {
+        let s = Scraper::new(Timing::default());
+        let t0 = Instant::now();
+        // A scrape every 0.9 s for 18 s, as an autoscaler syncing every second might make.
+        for i in 0..=20u64 {
+            s.keep("n", t0 + Duration::from_millis(900 * i), sample(i as f64));
+        }
+        let now = t0 + Duration::from_millis(900 * 20 + 100);
+        // The newest sample at least 1 s old: the one of 0.9 s × 19 = 17.1 s.
+        assert_eq!(cpu(&s.baseline("n", now).unwrap()), 19.0);
+        assert!(s.shared.kept.lock().unwrap()["n"].len() <= 3);
     }
 }
