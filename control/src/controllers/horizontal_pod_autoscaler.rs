@@ -71,9 +71,12 @@ pub fn hpas() -> &'static ResourceInfo {
     resources::find("autoscaling", "v2", "horizontalpodautoscalers").expect("hpas served")
 }
 
-/// What the controller remembers of one HPA between syncs (by uid).
+/// What the controller remembers of one HPA between syncs (by namespace and name; forgotten
+/// when the HPA is gone, reset when one of the same name replaces it).
 #[derive(Debug, Default)]
 struct Memory {
+    /// The HPA's uid.
+    uid: String,
     /// Recommendations and when they were made.
     recommendations: Vec<(Instant, i32)>,
     /// Replica changes made, and when.
@@ -385,10 +388,14 @@ impl HpaController {
         let ns = key.namespace.as_deref().unwrap_or("default");
         let hpa = match self.api.get(hpas(), Some(ns), &key.name).await {
             Ok(h) => h,
-            Err(e) if e.code == 404 => return Ok(None),
+            Err(e) if e.code == 404 => {
+                self.memory().remove(&format!("{ns}/{}", key.name));
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
         let uid = owner::uid(&hpa).to_string();
+        let remembered = format!("{ns}/{}", key.name);
         let spec = &hpa["spec"];
         let min = spec["minReplicas"].as_i64().unwrap_or(1) as i32;
         let max = spec["maxReplicas"].as_i64().unwrap_or(1) as i32;
@@ -513,7 +520,13 @@ impl HpaController {
         );
         let (desired, limited) = {
             let mut memory = self.memory();
-            let m = memory.entry(uid.clone()).or_default();
+            let m = memory.entry(remembered.clone()).or_default();
+            if m.uid != uid {
+                *m = Memory {
+                    uid: uid.clone(),
+                    ..Memory::default()
+                };
+            }
             let keep_for = up.window.max(down.window);
             m.recommendations
                 .retain(|(t, _)| now.duration_since(*t) <= keep_for);
@@ -636,7 +649,7 @@ impl HpaController {
         {
             Ok(_) => {
                 self.memory()
-                    .entry(uid)
+                    .entry(remembered)
                     .or_default()
                     .scale_events
                     .push((now, desired - current));
