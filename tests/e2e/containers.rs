@@ -617,6 +617,32 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
     std::thread::sleep(Duration::from_secs(3));
     let web = c.pod("container-web").unwrap();
     assert_eq!(status(&web)["restartCount"], 0, "{web}");
+    // `kubectl top`'s source: the container's cgroup says what it uses.
+    let metrics: Value = serde_json::from_str(&c.server.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/container-web",
+    ]))
+    .expect("PodMetrics json");
+    let memory = metrics["containers"][0]["usage"]["memory"]
+        .as_str()
+        .unwrap_or_default();
+    let (digits, unit) = memory.split_at(
+        memory
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(memory.len()),
+    );
+    let bytes = digits.parse::<u64>().unwrap_or(0)
+        * match unit {
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            _ => 1,
+        };
+    assert!(
+        bytes > 0,
+        "the httpd's working set from its cgroup: {metrics}"
+    );
     let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
     c.delete_and_check_nothing_left("container-web", &uid);
 }
