@@ -743,7 +743,9 @@ pub async fn run(api: Api, scraper: Scraper, config: HpaConfig, shutdown: Cancel
         name: "horizontal-pod-autoscaler",
         workers: 2,
         resync: sync_period,
-        batch: Duration::ZERO,
+        // As kube-controller-manager's fixed-interval rate limiter: an HPA's own status write
+        // (or any edit) does not make it sync sooner than once per period.
+        batch: sync_period,
     };
     runner::run(
         api,
