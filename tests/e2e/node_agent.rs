@@ -493,6 +493,10 @@ fn the_agent_reports_a_wasm_pods_requests_cpu_and_memory_to_prometheus_and_kubec
             "missing {line:?} in\n{metrics}"
         );
     }
+    assert!(
+        metrics.contains("\nprocess_resident_memory_bytes "),
+        "{metrics}"
+    );
 
     // Resource metrics, as metrics-server scrapes them from a kubelet.
     let resource = c.kubectl_ok(&[

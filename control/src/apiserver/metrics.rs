@@ -14,7 +14,7 @@
 //!   `flotilla_store_sync_seconds_total`, `flotilla_store_checkpoints_total`: group commit at
 //!   work (the ratio of the first two is how many writers shared one `fdatasync`).
 //! - `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`,
-//!   `process_start_time_seconds`: read from `/proc` at each scrape (Linux).
+//!   `process_start_time_seconds`: read from `/proc` at each scrape (Linux, `procfs`).
 //!
 //! The text is OpenMetrics (`prometheus-client`), which Prometheus scrapes natively and
 //! `kubectl get --raw /metrics` prints.
@@ -434,7 +434,7 @@ pub fn response(metrics: &ApiMetrics, revision: u64, store: StoreStats) -> Respo
     r
 }
 
-/// What `/proc` says about this process.
+/// What `/proc` says about this process (read with `procfs`).
 struct ProcessStats {
     resident_bytes: i64,
     cpu_seconds: f64,
@@ -444,46 +444,18 @@ struct ProcessStats {
 
 impl ProcessStats {
     fn read() -> Option<ProcessStats> {
-        // Field 2 (comm) may hold spaces; the rest follows the last ')'.
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        // After comm: state is field 3, so field N is fields[N - 3].
-        let ticks = clock_ticks();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        let start_ticks: f64 = fields.get(19)?.parse().ok()?;
-        // VmRSS is in KiB whatever the page size.
-        let rss_kib: i64 = std::fs::read_to_string("/proc/self/status")
-            .ok()?
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("VmRSS:")?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })?;
-        let boot = std::fs::read_to_string("/proc/stat")
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok())?;
-        let open_fds = std::fs::read_dir("/proc/self/fd")
-            .map(|d| d.count() as i64)
-            .unwrap_or(0);
+        use procfs::WithCurrentSystemInfo;
+        let me = procfs::process::Process::myself().ok()?;
+        let stat = me.stat().ok()?;
+        let ticks = procfs::ticks_per_second() as f64;
+        let boot = procfs::boot_time_secs().ok()? as i64;
         Some(ProcessStats {
-            resident_bytes: rss_kib * 1024,
-            cpu_seconds: (utime + stime) / ticks,
-            open_fds,
-            start_time_seconds: boot + (start_ticks / ticks) as i64,
+            resident_bytes: stat.rss_bytes().get() as i64,
+            cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+            open_fds: me.fd_count().map_or(0, |n| n as i64),
+            start_time_seconds: boot + (stat.starttime as f64 / ticks) as i64,
         })
     }
-}
-
-/// The unit of `/proc/*/stat` times (`USER_HZ`), which Linux fixes at 100 for user space on
-/// every architecture, whatever the kernel's own tick rate.
-fn clock_ticks() -> f64 {
-    100.0
 }
 
 #[cfg(test)]

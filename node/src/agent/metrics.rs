@@ -13,6 +13,9 @@
 //!   service's requests, failures by reason (`trap`, `out-of-memory`, `deadline-exceeded`,
 //!   ...), instances created, and requests being handled — since the container started.
 //!
+//! - `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`,
+//!   `process_start_time_seconds`: the agent process itself, from `/proc` (`procfs`).
+//!
 //! CPU and memory per container are in `/metrics/resource` ([`super::resource_metrics`]).
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -21,6 +24,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Metric, Registry};
+
+use std::sync::atomic::AtomicU64;
 
 use axum::Router;
 use axum::extract::State;
@@ -206,10 +211,54 @@ pub fn render(node: &str, source: &UsageSource) -> String {
                 .inc_by(*n);
         }
     }
+    register_process(&mut r);
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &r);
     out
+}
+
+/// The agent process's own figures, named as every Prometheus client library names them.
+fn register_process(r: &mut Registry) {
+    use procfs::WithCurrentSystemInfo;
+    let Ok(me) = procfs::process::Process::myself() else {
+        return;
+    };
+    if let Ok(stat) = me.stat() {
+        let ticks = procfs::ticks_per_second() as f64;
+        registered(
+            r,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            Gauge::<i64>::default(),
+        )
+        .set(stat.rss_bytes().get() as i64);
+        registered(
+            r,
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            Counter::<f64, AtomicU64>::default(),
+        )
+        .inc_by((stat.utime + stat.stime) as f64 / ticks);
+        if let Ok(boot) = procfs::boot_time_secs() {
+            registered(
+                r,
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                Gauge::<i64>::default(),
+            )
+            .set(boot as i64 + (stat.starttime as f64 / ticks) as i64);
+        }
+    }
+    if let Ok(fds) = me.fd_count() {
+        registered(
+            r,
+            "process_open_fds",
+            "Number of open file descriptors",
+            Gauge::<i64>::default(),
+        )
+        .set(fds as i64);
+    }
 }
 
 #[cfg(test)]
@@ -313,6 +362,15 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+        let rss = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(
+            rss.is_some_and(|b| b > 0),
+            "the agent's own memory in\n{text}"
+        );
+        assert!(text.contains("process_cpu_seconds_total "), "{text}");
         let usage = source.containers();
         assert_eq!(usage.len(), 1, "only the running container: {usage:?}");
         assert_eq!(usage[0].stats.memory_working_set_bytes, 1 << 16);
