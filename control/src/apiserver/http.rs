@@ -955,7 +955,10 @@ mod tests {
         )
         .await;
         assert_eq!(code, StatusCode::NOT_FOUND);
-        assert_eq!(doc["message"], "podmetrics.metrics.k8s.io \"x\" not found");
+        assert_eq!(
+            doc["message"],
+            "podmetrics.metrics.k8s.io \"default/x\" not found"
+        );
         let (code, doc) = send(&router, Method::DELETE, &format!("{metrics}/nodes/n1")).await;
         assert_eq!(
             (code, doc["reason"].as_str()),

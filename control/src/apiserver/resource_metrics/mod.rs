@@ -159,14 +159,16 @@ pub async fn answer(
             name: Some(name),
         } => {
             let ns = namespace.as_deref();
+            // metrics-server names a missing pod's metrics `namespace/name`.
+            let shown = format!("{}/{name}", ns.unwrap_or("default"));
             let pod = api
                 .get(res, ns, name)
                 .await
-                .map_err(|e| missing(e, "podmetrics", name))?;
+                .map_err(|e| missing(e, "podmetrics", &shown))?;
             let nodes = nodes_of(api, std::slice::from_ref(&pod)).await;
             let pairs = scraper.pairs(targets(&nodes)).await;
             let item = pod_metrics(&pod, &pairs, Utc::now())
-                .ok_or_else(|| not_found("podmetrics", name))?;
+                .ok_or_else(|| not_found("podmetrics", &shown))?;
             Ok(typed("PodMetrics", item))
         }
         MetricsRequest::Pods {
@@ -187,7 +189,7 @@ pub async fn answer(
 }
 
 /// 404 NotFound for metrics of `name`, as metrics-server words it
-/// (`podmetrics.metrics.k8s.io "web-1" not found`).
+/// (`podmetrics.metrics.k8s.io "default/web-1" not found`).
 fn not_found(resource: &str, name: &str) -> ApiError {
     ApiError {
         message: format!("{resource}.{GROUP} \"{name}\" not found"),
@@ -605,7 +607,7 @@ mod tests {
                 (e.code, e.message.as_str()),
                 (
                     404,
-                    format!("podmetrics.metrics.k8s.io \"{name}\" not found").as_str()
+                    format!("podmetrics.metrics.k8s.io \"default/{name}\" not found").as_str()
                 )
             );
         }
