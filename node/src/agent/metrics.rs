@@ -169,7 +169,8 @@ pub fn render(node: &str, source: &UsageSource) -> String {
             })
             .set(0);
     }
-    for pod in source.registry.snapshot() {
+    let pods = source.registry.snapshot();
+    for pod in &pods {
         let mut any_running = false;
         for record in pod.state.init.iter().chain(&pod.state.containers) {
             let state = match record.state {
@@ -190,7 +191,7 @@ pub fn render(node: &str, source: &UsageSource) -> String {
             running_pods.inc();
         }
     }
-    for c in source.containers() {
+    for c in source.containers_of(&pods) {
         let Some(http) = &c.stats.http else { continue };
         let labels = ContainerLabels {
             namespace: c.namespace.clone(),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::pod::PodRegistry;
+use crate::pod::registry::PodSnapshot;
 use crate::pod::state::ContainerState;
 use crate::runtime::{ContainerId, ContainerStats, Runtime};
 
@@ -56,8 +57,13 @@ impl UsageSource {
     /// Every running container (init containers included) that its runtime reports on, in
     /// namespace, pod and container order.
     pub fn containers(&self) -> Vec<ContainerUsage> {
+        self.containers_of(&self.registry.snapshot())
+    }
+
+    /// [`UsageSource::containers`] of the pods of one registry snapshot.
+    pub fn containers_of(&self, pods: &[PodSnapshot]) -> Vec<ContainerUsage> {
         let mut out = Vec::new();
-        for pod in self.registry.snapshot() {
+        for pod in pods {
             for record in pod.state.init.iter().chain(&pod.state.containers) {
                 let ContainerState::Running { started_at } = record.state else {
                     continue;
