@@ -47,18 +47,43 @@ pub fn agent_address(node: &Value) -> Option<String> {
     })
 }
 
-/// Reads the Node `name` and its agent address: 404 NotFound for an unknown node, 503
+/// The agent address of Node `name`: 404 NotFound for an unknown node, 503
 /// ServiceUnavailable for a node that publishes no address or port (`purpose` says what the
 /// address was wanted for, e.g. `logs`).
-pub async fn node_agent(api: &Api, name: &str, purpose: &str) -> ApiResult<(Value, String)> {
+async fn node_agent(api: &Api, name: &str, purpose: &str) -> ApiResult<String> {
     let nodes = resources::find("", "v1", "nodes").expect("nodes served");
     let node = api.get(nodes, None, name).await?;
-    let addr = agent_address(&node).ok_or_else(|| {
+    agent_address(&node).ok_or_else(|| {
         ApiError::unavailable(format!(
             "node {name} does not publish an agent endpoint for {purpose} (no address or kubelet port in its status)"
         ))
-    })?;
-    Ok((node, addr))
+    })
+}
+
+/// Sends `GET http://{agent}{path_and_query}` to the agent of node `node` (`purpose` as for
+/// [`node_agent`]) and returns its answer, whatever its status: 404 for an unknown node, 400
+/// for a path that makes no URL, 503 when the node has no agent address or its agent cannot be
+/// reached.
+pub async fn get(
+    api: &Api,
+    node: &str,
+    purpose: &str,
+    path_and_query: &str,
+) -> ApiResult<hyper::Response<hyper::body::Incoming>> {
+    let addr = node_agent(api, node, purpose).await?;
+    let url = format!("http://{addr}{path_and_query}");
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("invalid path for the agent: {url}: {e}")))?;
+    let req = hyper::Request::get(uri)
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    client().request(req).await.map_err(|e| {
+        ApiError::unavailable(format!(
+            "cannot reach the agent of node {node} at {addr}: {}",
+            error_chain(&e)
+        ))
+    })
 }
 
 /// Whether a header is hop-by-hop (RFC 9110 §7.6.1): a proxy handles those itself and must not

@@ -63,21 +63,13 @@ pub async fn proxy(api: &Api, pod: &Value, query: &str) -> ApiResult<Response> {
         .ok_or_else(|| {
             ApiError::bad_request(format!("pod {name} does not have a host assigned"))
         })?;
-    let (_, addr) = agent::node_agent(api, node_name, "logs").await?;
-    let url = format!("http://{addr}/containerLogs/{ns}/{name}/{container}?{query}");
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|e| ApiError::internal(format!("bad agent url {url}: {e}")))?;
-    let client = agent::client();
-    let req = hyper::Request::get(uri)
-        .body(Body::empty())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let resp = client.request(req).await.map_err(|e| {
-        ApiError::unavailable(format!(
-            "cannot reach the agent of node {node_name} at {addr}: {}",
-            agent::error_chain(&e)
-        ))
-    })?;
+    let resp = agent::get(
+        api,
+        node_name,
+        "logs",
+        &format!("/containerLogs/{ns}/{name}/{container}?{query}"),
+    )
+    .await?;
     let status = resp.status();
     let (parts, body) = resp.into_parts();
     if !status.is_success() {

@@ -59,24 +59,11 @@ pub async fn proxy(
             "{method} nodes/proxy (only GET is proxied)"
         )));
     }
-    let node = target.node;
-    let (_, addr) = agent::node_agent(api, node, "proxying").await?;
-    let url = match query {
-        Some(q) => format!("http://{addr}{}?{q}", target.path),
-        None => format!("http://{addr}{}", target.path),
+    let path = match query {
+        Some(q) => format!("{}?{q}", target.path),
+        None => target.path.clone(),
     };
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|e| ApiError::bad_request(format!("invalid proxy path {url}: {e}")))?;
-    let req = hyper::Request::get(uri)
-        .body(Body::empty())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let resp = agent::client().request(req).await.map_err(|e| {
-        ApiError::unavailable(format!(
-            "cannot reach the agent of node {node} at {addr}: {}",
-            agent::error_chain(&e)
-        ))
-    })?;
+    let resp = agent::get(api, target.node, "proxying", &path).await?;
     let (parts, body) = resp.into_parts();
     let mut r = Response::new(Body::new(body));
     *r.status_mut() = parts.status;
