@@ -38,6 +38,7 @@ use crate::apiserver::api::{Api, ListParams, ScaleChange, WriteOptions};
 use crate::apiserver::error::ApiResult;
 use crate::apiserver::objects;
 use crate::apiserver::patch::PatchType;
+use crate::apiserver::resource_metrics::usage::{cpu_quantity, memory_quantity};
 use crate::apiserver::resource_metrics::{self, PodUsage, Scraper};
 use crate::apiserver::resources::{self, ResourceInfo};
 use crate::apiserver::selector::LabelSelector;
@@ -255,12 +256,14 @@ fn usage_of(u: &PodUsage, resource: &str) -> i64 {
     }
 }
 
-/// A quantity for `currentMetrics`: millicores as `250m`, bytes as plain numbers.
+/// A quantity for `currentMetrics`, printed as the metrics API prints it (`250m`, `1`,
+/// `64Mi`): `v` is millicores for cpu, bytes otherwise.
 fn quantity_text(resource: &str, v: i64) -> String {
+    let v = v.max(0) as u64;
     if resource == "cpu" {
-        format!("{v}m")
+        cpu_quantity(v * 1_000_000)
     } else {
-        v.to_string()
+        memory_quantity(v)
     }
 }
 
@@ -906,5 +909,13 @@ mod tests {
         let deployments = resources::find("apps", "v1", "deployments").unwrap();
         let web = api.get(deployments, Some("default"), "web").await.unwrap();
         assert_eq!(web["spec"]["replicas"], 2);
+    }
+
+    #[test]
+    fn current_values_print_as_quantities() {
+        assert_eq!(quantity_text("cpu", 250), "250m");
+        assert_eq!(quantity_text("cpu", 2000), "2");
+        assert_eq!(quantity_text("memory", 64 << 20), "64Mi");
+        assert_eq!(quantity_text("memory", 1000), "1000");
     }
 }
