@@ -195,7 +195,7 @@ pub async fn serve_with_store(
     );
     tasks.spawn(controllers::replicaset::run(
         api.clone(),
-        pod_cache,
+        pod_cache.clone(),
         controllers_token.clone(),
     ));
     tasks.spawn(controllers::deployment::run(
@@ -217,6 +217,7 @@ pub async fn serve_with_store(
     ));
     tasks.spawn(controllers::node_lifecycle::run(
         api.clone(),
+        pod_cache,
         config.node_lifecycle.clone(),
         controllers_token.clone(),
     ));

@@ -21,8 +21,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::owner;
+use super::pod_cache::PodCache;
 use super::pods;
-use crate::apiserver::api::{Api, ListParams, WriteOptions};
+use crate::apiserver::api::{Api, WriteOptions};
 use crate::apiserver::error::{ApiError, ApiResult};
 use crate::apiserver::objects;
 use crate::apiserver::patch::PatchType;
@@ -179,6 +180,7 @@ struct NodeLifecycle {
     seen: HashMap<String, Seen>,
     known_nodes: HashSet<String>,
     last_pod_gc: Instant,
+    pods: PodCache,
 }
 
 /// How often pods are checked for nodes that no longer exist when no node was seen leaving.
@@ -255,12 +257,13 @@ impl NodeLifecycle {
         if unreachable.is_empty() && !gc_due {
             return Ok(());
         }
-        let (all_pods, _, _) = self
-            .api
-            .list(pods::pods(), None, &ListParams::default())
-            .await?;
+        // From the shared pod cache: nothing is listed or decoded for this.
+        if !self.pods.is_synced() {
+            return Ok(());
+        }
+        let all_pods = self.pods.all();
         let mut evict: Vec<(String, String)> = Vec::new();
-        for p in &all_pods {
+        for p in all_pods.iter().map(|p| p.as_ref()) {
             let Some(node) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
                 continue;
             };
@@ -386,7 +389,12 @@ impl NodeLifecycle {
 }
 
 /// Runs the node lifecycle controller until `shutdown`.
-pub async fn run(api: Api, config: NodeLifecycleConfig, shutdown: CancellationToken) {
+pub async fn run(
+    api: Api,
+    pods: PodCache,
+    config: NodeLifecycleConfig,
+    shutdown: CancellationToken,
+) {
     let (events, writer): (EventRecorder, EventWriter) =
         EventRecorder::new(api.clone(), "node-controller");
     let events_task = tokio::spawn(writer.run(shutdown.clone()));
@@ -398,6 +406,7 @@ pub async fn run(api: Api, config: NodeLifecycleConfig, shutdown: CancellationTo
         seen: HashMap::new(),
         known_nodes: Default::default(),
         last_pod_gc: Instant::now(),
+        pods,
     };
     loop {
         tokio::select! {

@@ -65,18 +65,20 @@ pub async fn adopt(
     Ok(out)
 }
 
-/// Removes every owner reference to `owner_uid` from a dependent (release, orphaning).
+/// Removes every owner reference to one of `owner_uids` from a dependent (release,
+/// orphaning, dropping references to owners that are gone), in one write that fails with a
+/// conflict if the dependent changed since it was read.
 pub async fn release(
     api: &Api,
     res: &ResourceInfo,
     dependent: &Value,
-    owner_uid: &str,
+    owner_uids: &[&str],
 ) -> ApiResult<()> {
     let refs: Vec<Value> = dependent["metadata"]["ownerReferences"]
         .as_array()
         .map(|a| {
             a.iter()
-                .filter(|r| r["uid"] != owner_uid)
+                .filter(|r| !owner_uids.iter().any(|u| r["uid"] == *u))
                 .cloned()
                 .collect()
         })
@@ -126,7 +128,7 @@ pub async fn claim(
                 if deleting {
                     continue;
                 }
-                release(api, res, &obj, owner_uid).await
+                release(api, res, &obj, &[owner_uid]).await
             }
             None if matches && !deleting && !objects::is_deleting(owner) => {
                 match adopt(api, res, &obj, owner).await {

@@ -186,6 +186,16 @@ impl PodCache {
             .unwrap_or_default()
     }
 
+    /// Every pod of the cluster, by namespace and name.
+    pub fn all(&self) -> Vec<Arc<Value>> {
+        let state = self.shared.state.read().expect("pod cache lock");
+        state
+            .namespaces
+            .values()
+            .flat_map(|n| n.pods.values().cloned())
+            .collect()
+    }
+
     /// The pods of a namespace whose controller has `uid`, by name.
     pub fn controlled_by(&self, ns: &str, uid: &str) -> Vec<Arc<Value>> {
         if uid.is_empty() {

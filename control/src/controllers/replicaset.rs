@@ -166,7 +166,7 @@ impl ReplicaSetController {
                     if matches {
                         mine.push(p);
                     } else if !objects::is_deleting(&p) {
-                        match owner::release(&self.api, pods::pods(), &p, &uid).await {
+                        match owner::release(&self.api, pods::pods(), &p, &[uid.as_str()]).await {
                             Ok(()) => {}
                             Err(e) if e.code == 404 || e.code == 409 => {}
                             Err(e) => return Err(e),
