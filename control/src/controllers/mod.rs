@@ -42,3 +42,4 @@ pub mod replicaset;
 pub mod rollout;
 pub mod runner;
 pub mod service_pods;
+pub mod store_mirror;

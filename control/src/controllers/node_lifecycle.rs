@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::owner;
 use super::pod_cache::PodCache;
 use super::pods;
+use super::store_mirror::StoreMirror;
 use crate::apiserver::api::{Api, WriteOptions};
 use crate::apiserver::error::{ApiError, ApiResult};
 use crate::apiserver::objects;
@@ -30,7 +31,7 @@ use crate::apiserver::patch::PatchType;
 use crate::apiserver::resources::{self, ResourceInfo, Subresource};
 use crate::events::{EventRecorder, EventWriter};
 use crate::scheduler::filter::tolerates;
-use crate::store::{Entry, ListOptions};
+use crate::store::Entry;
 
 /// The taint of a node whose agent stopped renewing its Lease.
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
@@ -181,6 +182,9 @@ struct NodeLifecycle {
     known_nodes: HashSet<String>,
     last_pod_gc: Instant,
     pods: PodCache,
+    nodes: StoreMirror<NodeView>,
+    /// Each node Lease's name and `renewTime`.
+    leases: StoreMirror<(String, String)>,
 }
 
 /// How often pods are checked for nodes that no longer exist when no node was seen leaving.
@@ -188,35 +192,39 @@ const POD_GC_PERIOD: Duration = Duration::from_secs(20);
 
 impl NodeLifecycle {
     async fn pass(&mut self) -> ApiResult<()> {
-        // Read through lean views: a pass runs every `period` over every node and Lease, and
-        // most of a Node (images, addresses, capacity) is skipped rather than decoded. The
-        // whole object is decoded only for a node this pass writes to.
-        let node_entries = self.list(nodes(), None).await?;
-        let lease_entries = self.list(leases(), Some(LEASE_NAMESPACE)).await?;
-        let node_list: Vec<NodeView> = node_entries.iter().map(NodeView::of).collect();
+        // A pass runs every `period` over every node and Lease. Both kinds are mirrored from
+        // the store's watch as lean views (most of a Node, such as images, addresses and
+        // capacity, is skipped rather than decoded), so a pass decodes only what changed since
+        // the last one, and the whole Node only when it writes to it.
+        let store = self.api.store();
+        self.nodes
+            .sync(store.as_ref())
+            .await
+            .map_err(|e| ApiError::from_store(e, nodes(), ""))?;
+        self.leases
+            .sync(store.as_ref())
+            .await
+            .map_err(|e| ApiError::from_store(e, leases(), ""))?;
         let now = Instant::now();
         // Indexed once per pass: with thousands of nodes, a scan per node (or per pod) would
         // make a pass quadratic.
-        let renewals: HashMap<String, String> = lease_entries
+        let renewals: HashMap<&str, &str> = self
+            .leases
             .iter()
-            .map(|e| {
-                let lease: LeaseView = serde_json::from_slice(&e.value).unwrap_or_default();
-                (
-                    lease.metadata.name.unwrap_or_default(),
-                    lease.spec.renew_time.unwrap_or_default(),
-                )
-            })
+            .map(|(_, (name, renew))| (name.as_str(), renew.as_str()))
             .collect();
         let mut unreachable: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
-        for (view, entry) in node_list.iter().zip(&node_entries) {
+        let mut names: HashSet<String> = HashSet::with_capacity(self.nodes.len());
+        for (entry, view) in self.nodes.iter() {
             let name = view.name.clone();
-            let renew = renewals.get(&name).cloned().unwrap_or_default();
+            names.insert(name.clone());
+            let renew = renewals.get(name.as_str()).copied().unwrap_or_default();
             let seen = self.seen.entry(name.clone()).or_insert_with(|| Seen {
-                renew: renew.clone(),
+                renew: renew.to_string(),
                 at: now,
             });
             if seen.renew != renew {
-                seen.renew = renew;
+                seen.renew = renew.to_string();
                 seen.at = now;
             }
             let stale = now.duration_since(seen.at) > self.config.grace_period;
@@ -248,8 +256,7 @@ impl NodeLifecycle {
             }
         }
         // Pods bound to missing nodes are looked for when a node went away, and now and
-        // then (listing every pod is the expensive part of a pass).
-        let names: HashSet<String> = node_list.into_iter().map(|n| n.name).collect();
+        // then (going over every pod of the shared cache is the longest part of a pass).
         self.seen.retain(|n, _| names.contains(n));
         let node_left = self.known_nodes.iter().any(|n| !names.contains(n));
         self.known_nodes = names;
@@ -309,15 +316,6 @@ impl NodeLifecycle {
             }
         }
         Ok(())
-    }
-
-    /// Every object of `res` (in `ns`), as stored.
-    async fn list(&self, res: &ResourceInfo, ns: Option<&str>) -> ApiResult<Vec<Entry>> {
-        let prefix = res.namespace_prefix(ns);
-        match self.api.store().list(&prefix, ListOptions::default()).await {
-            Ok(listed) => Ok(listed.entries),
-            Err(e) => Err(ApiError::from_store(e, res, "")),
-        }
     }
 
     async fn mark_unknown(&self, node: &Value) -> ApiResult<()> {
@@ -407,6 +405,14 @@ pub async fn run(
         known_nodes: Default::default(),
         last_pod_gc: Instant::now(),
         pods,
+        nodes: StoreMirror::new(nodes().key_prefix(), NodeView::of),
+        leases: StoreMirror::new(leases().namespace_prefix(Some(LEASE_NAMESPACE)), |e| {
+            let lease: LeaseView = serde_json::from_slice(&e.value).unwrap_or_default();
+            (
+                lease.metadata.name.unwrap_or_default(),
+                lease.spec.renew_time.unwrap_or_default(),
+            )
+        }),
     };
     loop {
         tokio::select! {
