@@ -212,7 +212,7 @@ impl Engine {
         let usage = Usage::default();
         let guard = Guard::new(
             spec.limits.clone(),
-            self.inner().tick,
+            &self.inner().clock,
             kill.clone(),
             self.inner().throttle.clone(),
         )

@@ -1,10 +1,10 @@
 //! The engine: one wasmtime `Engine` per process with the pooling allocator and
-//! epoch interruption, the ticker thread that drives the epoch, the linkers for
-//! each guest kind, and loading (through the compile cache) into [`Artifact`]s.
+//! epoch interruption, the epoch clock (a ticker thread that sleeps while no instance exists;
+//! `clock.rs`), the linkers for each guest kind, and loading (through the compile
+//! cache) into [`Artifact`]s.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -13,6 +13,7 @@ use wasmtime::{InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
 use crate::artifact::{self, Artifact, Compiled};
 use crate::cache::{CacheOutcome, CompileCache, Lookup};
+use crate::clock::EpochClock;
 use crate::command::{P1State, P2State};
 use crate::command_pool::CommandPool;
 use crate::error::{Error, Result};
@@ -97,23 +98,22 @@ pub struct Engine {
 pub(crate) struct Inner {
     pub(crate) wasmtime: wasmtime::Engine,
     pub(crate) linkers: Linkers,
-    pub(crate) tick: Duration,
+    pub(crate) clock: EpochClock,
     pub(crate) throttle: Option<Arc<Throttle>>,
     pub(crate) commands: CommandPool,
     cache: Option<CompileCache>,
-    ticker_stop: Arc<AtomicBool>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Release);
+        self.clock.stop();
     }
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("tick", &self.inner.tick)
+            .field("tick", &self.inner.clock.tick())
             .field("cache", &self.inner.cache)
             .finish()
     }
@@ -129,13 +129,12 @@ impl Engine {
             Some(dir) => Some(CompileCache::open(dir, &wasmtime)?),
             None => None,
         };
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_ticker(wasmtime.clone(), config.epoch_tick, ticker_stop.clone())?;
+        let clock = EpochClock::start(wasmtime.clone(), config.epoch_tick)?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 wasmtime,
                 linkers,
-                tick: config.epoch_tick,
+                clock,
                 throttle: (config.background_slots > 0).then(|| {
                     Throttle::new(
                         config.background_slots,
@@ -145,7 +144,6 @@ impl Engine {
                 }),
                 commands: CommandPool::new(config.command_threads, config.command_nice)?,
                 cache,
-                ticker_stop,
             }),
         })
     }
@@ -274,17 +272,4 @@ fn build_linkers(engine: &wasmtime::Engine) -> wasmtime::Result<Linkers> {
     wasmtime_wasi::p2::add_to_linker_async(&mut http)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http)?;
     Ok(Linkers { p1, p2, http })
-}
-
-fn spawn_ticker(engine: wasmtime::Engine, tick: Duration, stop: Arc<AtomicBool>) -> Result<()> {
-    std::thread::Builder::new()
-        .name("flotilla-wasm-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Acquire) {
-                std::thread::sleep(tick);
-                engine.increment_epoch();
-            }
-        })
-        .map(|_| ())
-        .map_err(|e| Error::io("spawning the epoch ticker", e))
 }

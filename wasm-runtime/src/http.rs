@@ -36,6 +36,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::artifact::{Artifact, Pre};
+use crate::clock::EpochClock;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::limits::{self, Guard, Guarded, KillSwitch, Limits, Throttle};
@@ -161,7 +162,7 @@ struct Warm {
 
 struct Shared {
     engine: wasmtime::Engine,
-    tick: Duration,
+    clock: EpochClock,
     throttle: Option<Arc<Throttle>>,
     pre: ProxyPre<HttpState>,
     spec: HttpSpec,
@@ -287,7 +288,7 @@ impl Engine {
             .map_err(|e| Error::io("reading the listener's address", e))?;
         let shared = Arc::new(Shared {
             engine: self.inner().wasmtime.clone(),
-            tick: self.inner().tick,
+            clock: self.inner().clock.clone(),
             throttle: self.inner().throttle.clone(),
             pre: pre.clone(),
             sink: spec.log.clone().unwrap_or_else(|| Arc::new(NullLog)),
@@ -333,7 +334,7 @@ impl Engine {
             let started = std::time::Instant::now();
             let mut store = new_store(
                 &self.inner().wasmtime,
-                self.inner().tick,
+                &self.inner().clock,
                 self.inner().throttle.clone(),
                 spec,
                 &sink,
@@ -523,7 +524,7 @@ async fn serve_one(
 async fn instantiate(shared: &Shared) -> Result<Warm> {
     let mut store = new_store(
         &shared.engine,
-        shared.tick,
+        &shared.clock,
         shared.throttle.clone(),
         &shared.spec,
         &shared.sink,
@@ -544,13 +545,13 @@ async fn instantiate(shared: &Shared) -> Result<Warm> {
 
 fn new_store(
     engine: &wasmtime::Engine,
-    tick: Duration,
+    clock: &EpochClock,
     throttle: Option<Arc<Throttle>>,
     spec: &HttpSpec,
     sink: &Arc<dyn LogSink>,
     usage: Option<&Usage>,
 ) -> Store<HttpState> {
-    let mut guard = Guard::new(spec.limits.clone(), tick, KillSwitch::default(), throttle);
+    let mut guard = Guard::new(spec.limits.clone(), clock, KillSwitch::default(), throttle);
     if let Some(usage) = usage {
         guard = guard.with_usage(usage.clone());
     }

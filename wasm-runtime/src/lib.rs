@@ -26,6 +26,7 @@
 
 pub mod artifact;
 pub mod cache;
+mod clock;
 pub mod command;
 mod command_pool;
 pub mod engine;

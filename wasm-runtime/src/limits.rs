@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 
+use crate::clock::{ClockHold, EpochClock};
 use crate::error::Error;
 use crate::usage::Usage;
 
@@ -147,16 +148,19 @@ pub(crate) struct Guard {
     held_bytes: u64,
     /// The last growth allowed, taken back if it then fails.
     pending_bytes: u64,
+    /// Keeps the epoch advancing while this instance exists.
+    _clock: ClockHold,
 }
 
 impl Guard {
-    /// A guard for `limits` on an engine whose epoch advances every `tick`.
+    /// A guard for `limits` on an engine whose epoch `clock` it keeps ticking while it lives.
     pub(crate) fn new(
         limits: Limits,
-        tick: Duration,
+        clock: &EpochClock,
         kill: KillSwitch,
         throttle: Option<Arc<Throttle>>,
     ) -> Guard {
+        let tick = clock.tick();
         let budget_ticks = limits.cpu_time.map(|cpu| ticks(cpu, tick));
         Guard {
             limits,
@@ -170,6 +174,7 @@ impl Guard {
             usage: None,
             held_bytes: 0,
             pending_bytes: 0,
+            _clock: clock.hold(),
         }
     }
 
@@ -332,7 +337,7 @@ mod tests {
     fn guard(limits: Limits) -> Guard {
         Guard::new(
             limits,
-            Duration::from_millis(1),
+            &EpochClock::detached(Duration::from_millis(1)),
             KillSwitch::default(),
             None,
         )
@@ -358,7 +363,7 @@ mod tests {
         let kill = KillSwitch::default();
         let mut g = Guard::new(
             Limits::default(),
-            Duration::from_millis(1),
+            &EpochClock::detached(Duration::from_millis(1)),
             kill.clone(),
             None,
         );
@@ -374,7 +379,7 @@ mod tests {
         let throttle = Throttle::new(1, Duration::from_millis(2), tick);
         let mut g = Guard::new(
             Limits::default(),
-            tick,
+            &EpochClock::detached(tick),
             KillSwitch::default(),
             Some(throttle.clone()),
         );

@@ -295,6 +295,38 @@ async fn infinite_loop_exceeds_its_cpu_deadline() {
 }
 
 #[tokio::test]
+async fn a_guest_started_after_the_engine_sat_idle_is_still_metered_and_stopped() {
+    // With no instance alive the epoch clock goes to sleep after 100 quiet ticks; a new
+    // instance must wake it, or a spinning guest would never be interrupted.
+    let engine = engine();
+    let artifact = load_wat(&engine, "infinite_loop.wat");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spec = CommandSpec {
+        limits: Limits {
+            cpu_time: Some(Duration::from_millis(50)),
+            ..Limits::default()
+        },
+        ..CommandSpec::default()
+    };
+    let err = within(engine.run_command(&artifact, spec).unwrap().wait())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::DeadlineExceeded { budget_ms: 50 }),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let handle = engine
+        .run_command(&artifact, CommandSpec::default())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let err = within(handle.stop(Duration::from_millis(10)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Stopped), "{err}");
+}
+
+#[tokio::test]
 async fn stop_ends_a_guest_spinning_in_an_infinite_loop() {
     let engine = engine();
     let artifact = load_wat(&engine, "infinite_loop.wat");
