@@ -32,7 +32,10 @@ impl<V> StoreMirror<V> {
     pub async fn sync(&mut self, store: &dyn Store) -> Result<(), StoreError> {
         if let Some(watch) = &mut self.watch {
             loop {
-                match futures::FutureExt::now_or_never(watch.next()) {
+                // Unconstrained: under tokio's cooperative budget the channel would answer
+                // `Pending` after ~128 events in one poll, and the mirror would stay behind
+                // by whatever a burst of writes left beyond that.
+                match futures::FutureExt::now_or_never(tokio::task::unconstrained(watch.next())) {
                     None => return Ok(()),
                     Some(Some(Ok(e))) => {
                         if e.event_type == EventType::Deleted {
@@ -147,5 +150,36 @@ mod tests {
         assert!(seen[0].2 > created.mod_revision && seen[1].2 > seen[0].2);
         // The update kept the object's creation revision.
         assert!(mirror.iter().next().unwrap().0.create_revision < created.mod_revision);
+    }
+
+    #[tokio::test]
+    async fn one_sync_takes_every_delivered_event_even_past_tokios_cooperative_budget() {
+        // Tokio's cooperative budget makes a channel answer `Pending` after ~128 receives in
+        // one poll of a task; a drain that stopped there would leave a controller hundreds of
+        // events behind after a burst of writes (the node lifecycle controller then judged
+        // fresh Leases stale).
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
+        let mut mirror = StoreMirror::new("/a/".into(), length);
+        mirror.sync(&store).await.unwrap();
+        let mut delivered = store.watch("/a/", 0).unwrap();
+        let burst = 1000;
+        let writes: Vec<_> = (0..burst)
+            .map(|i| store.create(format!("/a/{i:04}"), Bytes::from_static(b"x")))
+            .collect();
+        for w in futures::future::join_all(writes).await {
+            w.unwrap();
+        }
+        // Once another watcher of the prefix has every event, the mirror's has them too.
+        let wait = async {
+            for _ in 0..burst {
+                delivered.next().await.unwrap().unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .expect("the events arrive");
+        mirror.sync(&store).await.unwrap();
+        assert_eq!(mirror.len(), burst);
     }
 }

@@ -343,7 +343,11 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
         loop {
             // Bring the graph up to date with every event already delivered, then look at
             // what they named: a dependent is judged against the newest graph.
-            while let Some(ev) = futures::FutureExt::now_or_never(watch.next()) {
+            // (Unconstrained: tokio's cooperative budget would end the drain after ~128
+            // events with more already delivered.)
+            while let Some(ev) =
+                futures::FutureExt::now_or_never(tokio::task::unconstrained(watch.next()))
+            {
                 match ev {
                     Some(Ok(e)) => apply(&mut graph, &prefixes, &e, &mut attend),
                     _ => continue 'rebuild,
