@@ -356,7 +356,19 @@ async fn replicas_of_one_owner_spread_over_nodes() {
         .await;
     c.node("s1", json!({}), json!([]), "4", "4Gi", READY).await;
     c.node("s2", json!({}), json!([]), "4", "4Gi", READY).await;
-    let owner = json!({"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-abc", "uid": "rs-uid-1", "controller": true}]});
+    // The owner must exist: the garbage collector deletes dependents of a missing owner as
+    // soon as it sees them. A ConfigMap, so that no controller manages the pods.
+    let owner = c
+        .api
+        .create(
+            res("configmaps"),
+            Some("default"),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web-abc", "namespace": "default"}}),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let owner = json!({"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "web-abc", "uid": owner.0["metadata"]["uid"], "controller": true}]});
     for i in 0..6 {
         c.pod_with_meta(&format!("web-{i}"), owner.clone(), json!({}))
             .await;
