@@ -80,6 +80,17 @@ impl<V> StoreMirror<V> {
         self.objects.values()
     }
 
+    /// The objects whose keys start with `prefix` (one namespace, say), in key order.
+    pub fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a (Entry, V)> + 'a {
+        self.objects
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+    }
+
     /// How many objects the mirror holds.
     pub fn len(&self) -> usize {
         self.objects.len()
@@ -150,6 +161,23 @@ mod tests {
         assert!(seen[0].2 > created.mod_revision && seen[1].2 > seen[0].2);
         // The update kept the object's creation revision.
         assert!(mirror.iter().next().unwrap().0.create_revision < created.mod_revision);
+    }
+
+    #[tokio::test]
+    async fn under_gives_the_objects_of_one_prefix_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
+        for key in ["/a/x/1", "/a/x/2", "/a/xy/1", "/a/w/1", "/a/y/1"] {
+            store
+                .create(key.into(), Bytes::from_static(b"v"))
+                .await
+                .unwrap();
+        }
+        let mut mirror = StoreMirror::new("/a/".into(), length);
+        mirror.sync(&store).await.unwrap();
+        let keys: Vec<&str> = mirror.under("/a/x/").map(|(e, _)| e.key.as_str()).collect();
+        assert_eq!(keys, ["/a/x/1", "/a/x/2"]);
+        assert_eq!(mirror.under("/a/z/").count(), 0);
     }
 
     #[tokio::test]
