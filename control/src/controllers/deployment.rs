@@ -73,17 +73,35 @@ pub struct DeploymentController {
     /// Every ReplicaSet, decoded once per change: a sync reads its namespace's from here
     /// (as kube-controller-manager reads its informer's lister) instead of listing and
     /// decoding all of them, which made a resync of N Deployments cost N² decodes.
-    replicasets: tokio::sync::Mutex<StoreMirror<Arc<Value>>>,
+    replicasets: tokio::sync::Mutex<StoreMirror<MirroredReplicaSet>>,
+}
+
+/// A ReplicaSet in the controller's mirror: the object and the uid of its controller, read
+/// out once so that picking one Deployment's ReplicaSets compares strings.
+struct MirroredReplicaSet {
+    controller: Option<String>,
+    object: Arc<Value>,
+}
+
+impl MirroredReplicaSet {
+    fn of(entry: &crate::store::Entry) -> Self {
+        let object = objects::from_entry(entry);
+        MirroredReplicaSet {
+            controller: owner::controller_ref(&object)
+                .map(|r| r["uid"].as_str().unwrap_or_default().to_string()),
+            object: Arc::new(object),
+        }
+    }
 }
 
 impl DeploymentController {
     /// A controller writing through `api`, and the event writer to run beside it.
     pub fn new(api: Api) -> (Self, EventWriter) {
         let (events, writer) = EventRecorder::new(api.clone(), "deployment-controller");
-        let replicasets =
-            tokio::sync::Mutex::new(StoreMirror::new(replicasets().key_prefix(), |e| {
-                Arc::new(objects::from_entry(e))
-            }));
+        let replicasets = tokio::sync::Mutex::new(StoreMirror::new(
+            replicasets().key_prefix(),
+            MirroredReplicaSet::of,
+        ));
         (
             DeploymentController {
                 api,
@@ -105,8 +123,8 @@ impl DeploymentController {
         let prefix = replicasets().namespace_prefix(Some(ns));
         Ok(mirror
             .under(&prefix)
-            .filter(|(_, rs)| owner::controller_ref(rs).is_none_or(|r| r["uid"] == uid))
-            .map(|(_, rs)| Value::clone(rs))
+            .filter(|(_, rs)| rs.controller.as_deref().is_none_or(|c| c == uid))
+            .map(|(_, rs)| Value::clone(&rs.object))
             .collect())
     }
 
