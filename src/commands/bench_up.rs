@@ -11,7 +11,9 @@
 //!
 //! With `--objects N` the cluster first gets N pods that stay Pending (they name a scheduler
 //! nobody runs) and are owned by one ConfigMap, so the idle figures are those of a control
-//! plane that holds N pods in its store, caches and garbage-collection graph.
+//! plane that holds N pods in its store, caches and garbage-collection graph. With
+//! `--deployments N` it holds N Deployments of no replicas (and their ReplicaSets), which the
+//! controllers reconcile again at every resync.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,10 @@ pub struct UpBenchArgs {
     /// Pods created (and left Pending) before the idle window.
     #[arg(long, default_value_t = 0)]
     pub objects: usize,
+    /// Deployments (`replicas: 0`) created before the idle window: the Deployment and
+    /// ReplicaSet controllers keep N of each, reconciled again at every resync.
+    #[arg(long, default_value_t = 0)]
+    pub deployments: usize,
     /// The `flotilla` binary to start (default: this one), to compare builds side by side.
     #[arg(long, value_name = "PATH")]
     pub binary: Option<std::path::PathBuf>,
@@ -105,6 +111,17 @@ pub async fn run(args: UpBenchArgs) -> anyhow::Result<()> {
             // Let the controllers see them before the idle window starts.
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
+        if args.deployments > 0 {
+            let created = Instant::now();
+            create_deployments(&client, &url, args.deployments).await?;
+            println!(
+                "run {}: {} Deployments and their ReplicaSets created in {:.1} s",
+                run + 1,
+                args.deployments,
+                created.elapsed().as_secs_f64()
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
         let (cpu_before, at) = (cpu_seconds(pid)?, Instant::now());
         tokio::time::sleep(Duration::from_secs(args.idle)).await;
         let busy = (cpu_seconds(pid)? - cpu_before) / at.elapsed().as_secs_f64() * 100.0;
@@ -133,10 +150,11 @@ pub async fn run(args: UpBenchArgs) -> anyhow::Result<()> {
         ready[ready.len() / 2].as_secs_f64() * 1e3,
         mib(memory[memory.len() / 2]),
         cpu[cpu.len() / 2],
-        if args.objects > 0 {
-            format!(" (holding {} pods)", args.objects)
-        } else {
-            String::new()
+        match (args.objects, args.deployments) {
+            (0, 0) => String::new(),
+            (p, 0) => format!(" (holding {p} pods)"),
+            (0, d) => format!(" (holding {d} Deployments)"),
+            (p, d) => format!(" (holding {p} pods and {d} Deployments)"),
         }
     );
     Ok(())
@@ -187,6 +205,58 @@ async fn create_objects(client: &reqwest::Client, url: &str, n: usize) -> anyhow
         t.await??;
     }
     Ok(())
+}
+
+/// Creates `n` Deployments of no replicas in `default` over 8 connections, then waits (up to
+/// 120 s) until the Deployment controller has made a ReplicaSet for each.
+async fn create_deployments(client: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<()> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, url, next) = (client.clone(), url.to_string(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(());
+                }
+                let name = format!("idle-{i}");
+                client
+                    .post(format!("{url}/apis/apps/v1/namespaces/default/deployments"))
+                    .json(&json!({
+                        "apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": name},
+                        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                            "template": {"metadata": {"labels": {"app": name}},
+                                "spec": {"containers": [{"name": "app", "image": "hello-http:v1"}]}}}
+                    }))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list: serde_json::Value = client
+            .get(format!("{url}/apis/apps/v1/namespaces/default/replicasets"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let have = list["items"].as_array().map_or(0, Vec::len);
+        if have >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {have} of {n} ReplicaSets after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// User plus system CPU time of `pid` so far, in seconds.
