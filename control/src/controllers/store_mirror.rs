@@ -32,10 +32,7 @@ impl<V> StoreMirror<V> {
     pub async fn sync(&mut self, store: &dyn Store) -> Result<(), StoreError> {
         if let Some(watch) = &mut self.watch {
             loop {
-                // Unconstrained: under tokio's cooperative budget the channel would answer
-                // `Pending` after ~128 events in one poll, and the mirror would stay behind
-                // by whatever a burst of writes left beyond that.
-                match futures::FutureExt::now_or_never(tokio::task::unconstrained(watch.next())) {
+                match watch.try_next() {
                     None => return Ok(()),
                     Some(Some(Ok(e))) => {
                         if e.event_type == EventType::Deleted {

@@ -193,20 +193,54 @@ impl WatchStream {
         loop {
             match self.rx.recv().await {
                 Ok(e) => {
-                    if e.revision <= self.last || !e.key.starts_with(&self.prefix) {
-                        continue;
+                    if let Some(e) = self.accept(e) {
+                        return Some(Ok(e));
                     }
-                    self.last = e.revision;
-                    return Some(Ok(e));
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    return Some(Err(StoreError::Compacted {
-                        requested: self.last,
-                        compacted: self.last + 1,
-                    }));
-                }
+                Err(broadcast::error::RecvError::Lagged(_)) => return Some(Err(self.lagged())),
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
+        }
+    }
+
+    /// What [`WatchStream::next`] would return at once, without waiting: `None` when no
+    /// event has been delivered yet. A loop over it drains every delivered event; unlike
+    /// polling `next()`, it is not cut short by tokio's cooperative budget (~128 receives
+    /// per poll of a task), which would leave a caller behind after a burst of writes.
+    pub fn try_next(&mut self) -> Option<Option<Result<Arc<WatchEvent>, StoreError>>> {
+        if let Some(e) = self.replay.pop_front() {
+            return Some(Some(Ok(e)));
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) => {
+                    if let Some(e) = self.accept(e) {
+                        return Some(Some(Ok(e)));
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Empty) => return None,
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    return Some(Some(Err(self.lagged())));
+                }
+                Err(broadcast::error::TryRecvError::Closed) => return Some(None),
+            }
+        }
+    }
+
+    /// A live event for this watch (past what was replayed, under its prefix), or `None`.
+    fn accept(&mut self, e: Arc<WatchEvent>) -> Option<Arc<WatchEvent>> {
+        if e.revision <= self.last || !e.key.starts_with(&self.prefix) {
+            return None;
+        }
+        self.last = e.revision;
+        Some(e)
+    }
+
+    /// The error of a watcher the broadcast left behind: it must re-list.
+    fn lagged(&self) -> StoreError {
+        StoreError::Compacted {
+            requested: self.last,
+            compacted: self.last + 1,
         }
     }
 }

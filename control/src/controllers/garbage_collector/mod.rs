@@ -343,11 +343,7 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
         loop {
             // Bring the graph up to date with every event already delivered, then look at
             // what they named: a dependent is judged against the newest graph.
-            // (Unconstrained: tokio's cooperative budget would end the drain after ~128
-            // events with more already delivered.)
-            while let Some(ev) =
-                futures::FutureExt::now_or_never(tokio::task::unconstrained(watch.next()))
-            {
+            while let Some(ev) = watch.try_next() {
                 match ev {
                     Some(Ok(e)) => apply(&mut graph, &prefixes, &e, &mut attend),
                     _ => continue 'rebuild,
