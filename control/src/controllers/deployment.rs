@@ -22,7 +22,7 @@ use super::replicaset::{replicasets, write_status};
 use super::rollout::{self, OldSet};
 use super::runner::{self, ObjectKey, Reconciler, RunnerConfig, Watched};
 use super::store_mirror::StoreMirror;
-use crate::apiserver::api::{Api, DeleteOptions, Propagation, WriteOptions};
+use crate::apiserver::api::{Api, DeleteOptions, ListParams, Propagation, WriteOptions};
 use crate::apiserver::error::{ApiError, ApiResult};
 use crate::apiserver::objects;
 use crate::apiserver::resources::{self, ResourceInfo};
@@ -223,6 +223,8 @@ impl DeploymentController {
         let paused = d["spec"]["paused"].as_bool().unwrap_or(false);
         let mut new_created = false;
         let mut acted = false;
+        // Whether this sync wrote a ReplicaSet (besides `acted` and `new_created`).
+        let mut revised = false;
 
         let mut new_rs: Option<Value> = new_pos.map(|i| mine.remove(i));
         let old: Vec<Value> = mine;
@@ -263,6 +265,7 @@ impl DeploymentController {
                         )
                         .await?;
                     *rs = out;
+                    revised = true;
                 }
                 Some(_) => {}
                 None => {
@@ -319,8 +322,19 @@ impl DeploymentController {
             }
         }
 
-        // Status, from what the ReplicaSets report now.
-        let rs_now = self.replicasets_of(ns, &uid).await?;
+        // Status, from what the ReplicaSets report now. After this sync's own writes the
+        // mirror may not have them yet (the store delivers them just after it acknowledges),
+        // and a status from before them would be written only to be corrected at once: read
+        // the store then, as before the mirror. A sync that wrote nothing (every resync of a
+        // settled Deployment) reads the mirror.
+        let rs_now = if acted || new_created || revised {
+            self.api
+                .list(replicasets(), Some(ns), &ListParams::default())
+                .await?
+                .0
+        } else {
+            self.replicasets_of(ns, &uid).await?
+        };
         let rs_now: Vec<&Value> = rs_now
             .iter()
             .filter(|rs| owner::is_controlled_by(rs, &uid) && !objects::is_deleting(rs))
