@@ -101,7 +101,23 @@ fn kubectl_apply_server_side_owns_fields_removes_what_it_drops_and_reports_confl
         d["spec"]["strategy"]["type"], "RollingUpdate",
         "defaults kept"
     );
-    let rv = d["metadata"]["resourceVersion"].clone();
+    // The new image started a rollout, and the Deployment controller writes the status as
+    // it goes: wait until it has settled (the same resourceVersion a second apart), so that a
+    // change below is the conflicting apply's and not the controller's.
+    let rv = crate::harness::wait_for(
+        "the Deployment's rollout to settle",
+        std::time::Duration::from_secs(30),
+        || {
+            let before =
+                s.kubectl_json(&["get", "deployment", "web"])["metadata"]["resourceVersion"]
+                    .clone();
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let after =
+                s.kubectl_json(&["get", "deployment", "web"])["metadata"]["resourceVersion"]
+                    .clone();
+            (before == after).then_some(after)
+        },
+    );
 
     // Another manager changing kubectl's replicas is a conflict, and nothing changes.
     let other = s.kubectl_stdin(
