@@ -149,10 +149,17 @@ fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) 
         let stream = outgoing.write().expect("stream once");
         // blocking_write_and_flush takes at most 4096 bytes at a time.
         for chunk in body.chunks(4096) {
-            stream.blocking_write_and_flush(chunk).expect("write body");
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                // The client went away mid-response (a closed connection): there is no one
+                // to answer, and that is not the guest's fault, so end quietly instead of
+                // trapping. The body is dropped unfinished, which tells the host it is
+                // incomplete.
+                return;
+            }
         }
     }
-    OutgoingBody::finish(outgoing, None).expect("finish body");
+    // Fails only when the response was already abandoned (the client went away).
+    let _ = OutgoingBody::finish(outgoing, None);
 }
 
 fn header(request: &IncomingRequest, name: &str) -> Option<String> {

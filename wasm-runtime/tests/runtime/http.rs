@@ -326,3 +326,35 @@ async fn python_component_serves_when_built() {
         reply.text()
     );
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_request_is_not_a_guest_trap() {
+    use tokio::io::AsyncWriteExt;
+    let engine = engine();
+    let service = serve(&engine, &hello(&engine), HttpSpec::default()).await;
+    let mut socket = tokio::net::TcpStream::connect(service.local_addr())
+        .await
+        .unwrap();
+    socket
+        .write_all(b"GET /sleep?ms=300 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    within(async {
+        while service.in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // The client goes away before the guest writes its answer.
+    drop(socket);
+    within(async {
+        while service.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let stats = service.stats();
+    assert_eq!(stats.requests, 1);
+    assert!(stats.failed.is_empty(), "{stats:?}");
+    assert!(within(service.stop(Duration::from_secs(5))).await);
+}
