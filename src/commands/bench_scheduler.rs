@@ -495,7 +495,11 @@ pub async fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
             args.nodes,
             elapsed.as_secs_f64(),
             total as f64 / elapsed.as_secs_f64(),
-            since_start.first().copied().unwrap_or_default().as_secs_f64(),
+            since_start
+                .first()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64(),
             percentile(&since_start, 0.5).as_secs_f64()
         );
         token.cancel();
