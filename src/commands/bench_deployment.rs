@@ -53,11 +53,14 @@ impl Drop for Proc {
     }
 }
 
+/// Fields drop in order: the agents are killed before the server they talk to (else each
+/// logs its failed requests to the vanished server), and the server before its data dir is
+/// removed.
 struct Cluster {
-    base: String,
-    dir: tempfile::TempDir,
-    server: Proc,
     agents: Vec<Proc>,
+    server: Proc,
+    dir: tempfile::TempDir,
+    base: String,
     client: reqwest::Client,
 }
 
