@@ -315,6 +315,37 @@ fn describe_shows_a_deployment_and_explain_answers_from_openapi() {
     assert!(e.contains("rollingUpdate"), "{e}");
 }
 
+/// A manifest holding a kind the server does not serve: kubectl applies the rest and names
+/// the missing kind, as against kube-apiserver without that CRD. (kubectl looks such a kind
+/// up in the protobuf OpenAPI v2 document; a JSON answer there failed the whole manifest.)
+#[test]
+fn a_manifest_with_an_unserved_kind_applies_its_other_objects_and_names_the_kind() {
+    let s = Server::start();
+    let manifest = "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: nightly\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: a, image: hello-http:v1}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: beside\ndata: {a: b}\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], manifest);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the CronJob cannot be applied");
+    assert!(
+        stderr.contains("no matches for kind \"CronJob\" in version \"batch/v1\""),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("configmap/beside created"),
+        "{stderr}"
+    );
+    assert_eq!(
+        s.kubectl_ok(&["get", "configmap", "beside", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    // A kind served but not in the OpenAPI documents (a review) needs no --validate=false.
+    let review = "apiVersion: authorization.k8s.io/v1\nkind: SelfSubjectAccessReview\nspec:\n  resourceAttributes: {verb: get, resource: pods}\n";
+    let allowed = s.kubectl_stdin_ok(
+        &["create", "-f", "-", "-o", "jsonpath={.status.allowed}"],
+        review,
+    );
+    assert_eq!(allowed, "true");
+}
+
 #[test]
 fn deleting_a_namespace_terminates_it_removes_its_contents_then_removes_it() {
     let s = Server::start();

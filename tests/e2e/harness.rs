@@ -124,7 +124,15 @@ impl Server {
 
     /// Runs kubectl and returns stdout, panicking with stderr if it failed.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
+        Self::stdout_of_success(args, self.kubectl(args))
+    }
+
+    /// Runs kubectl with stdin and returns stdout, panicking with stderr if it failed.
+    pub fn kubectl_stdin_ok(&self, args: &[&str], stdin: &str) -> String {
+        Self::stdout_of_success(args, self.kubectl_stdin(args, stdin))
+    }
+
+    fn stdout_of_success(args: &[&str], out: Output) -> String {
         assert!(
             out.status.success(),
             "kubectl {} failed: {}{}",

@@ -103,7 +103,27 @@ pub fn go_arch() -> &'static str {
     }
 }
 
-async fn openapi_v2() -> Response {
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    let wants_protobuf = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|first| first.trim().starts_with(openapi::V2_PROTOBUF));
+    if wants_protobuf {
+        // kubectl asks for the protobuf form, and only that, when a kind of a manifest is not
+        // in the v3 documents (an unserved kind such as CronJob, or a review). The v2
+        // document is not encoded as protobuf: an empty `openapi_v2.Document` (zero bytes is
+        // a valid message) says "no v2 schemas", so kubectl skips its client-side validation
+        // of that kind as it does for any unknown kind, and reports "no matches for kind"
+        // while applying the manifest's other objects. Answering JSON here made it fail the
+        // whole manifest with "proto: cannot parse invalid wire-format data".
+        let mut r = (StatusCode::OK, Vec::<u8>::new()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(openapi::V2_PROTOBUF_SERVED),
+        );
+        return r;
+    }
     json_response(StatusCode::OK, openapi::v2())
 }
 

@@ -10,7 +10,9 @@
 //! - `kubectl apply`/`create` (`--validate=strict`, the default) ask the v3 document whether the
 //!   PATCH operation of the kind declares the `fieldValidation` query parameter; if so the server
 //!   validates and kubectl skips its client-side (OpenAPI v2 protobuf) validation. A document
-//!   that fails to parse makes those commands fail outright.
+//!   that fails to parse makes those commands fail outright. For a kind missing from the v3
+//!   documents kubectl fetches the protobuf v2 document instead; it gets an empty one (no
+//!   schemas), so it skips validating that kind as it would skip any unknown kind.
 //! - client-side `kubectl apply` computes its strategic merge patch from the kind schema found
 //!   by `x-kubernetes-group-version-kind`, reading `x-kubernetes-patch-strategy` and
 //!   `x-kubernetes-patch-merge-key` on list fields; without them lists would be replaced whole
@@ -191,8 +193,15 @@ pub fn v3_group_version(path: &str) -> Option<&'static Value> {
     v3_docs().get(path.trim_matches('/'))
 }
 
-/// `/openapi/v2`: one Swagger 2.0 document with every path and definition (JSON; answer
-/// requests for the protobuf form with 406 so clients fall back).
+/// The media type clients ask for the protobuf form of `/openapi/v2` with (gnostic's
+/// `openapi_v2.Document`).
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The content type that form is served with, as kube-apiserver does: `@` is not allowed in a
+/// media type, and Go's parser (kubectl's) rejects a response that carries one.
+pub const V2_PROTOBUF_SERVED: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `/openapi/v2`: one Swagger 2.0 document with every path and definition, as JSON. A request
+/// for the protobuf form gets an empty document (see the HTTP handler).
 pub fn v2() -> &'static Value {
     static V2: OnceLock<Value> = OnceLock::new();
     V2.get_or_init(|| {
