@@ -104,10 +104,9 @@ pub fn go_arch() -> &'static str {
 }
 
 async fn openapi_v2(headers: HeaderMap) -> Response {
-    let wants_protobuf = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
+    let wants_protobuf = accept(&headers)
+        .split(',')
+        .next()
         .is_some_and(|first| first.trim().starts_with(openapi::V2_PROTOBUF));
     if wants_protobuf {
         // kubectl asks for the protobuf form, and only that, when a kind of a manifest is not
@@ -179,10 +178,7 @@ fn parse_path(path: &str, headers: &HeaderMap, api: &Api) -> ApiResult<Route> {
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let accept = accept(headers);
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["api"] => {
             return Ok(Route::Discovery(
@@ -356,11 +352,7 @@ fn list_params(res: &ResourceInfo, q: &HashMap<String, String>) -> ApiResult<Lis
 }
 
 fn table_options(headers: &HeaderMap, q: &HashMap<String, String>) -> Option<TableOptions> {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let wants_table = accept.split(',').any(|part| {
+    let wants_table = accept(headers).split(',').any(|part| {
         let p = part.replace(' ', "");
         p.contains("as=Table")
             && p.contains("g=meta.k8s.io")
@@ -389,6 +381,14 @@ async fn read_body(api: &Api, body: Body) -> ApiResult<Bytes> {
 
 /// The media type of a server-side apply `PATCH`.
 const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
+/// The request's `Accept` header, empty when absent or not text.
+fn accept(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
 
 fn content_type(headers: &HeaderMap) -> String {
     headers
@@ -463,12 +463,8 @@ async fn handle(
                 return Err(ApiError::method_not_allowed(uri.path()));
             }
             let mut r = json_response(StatusCode::OK, &doc);
-            let accept = headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
             if doc["kind"] == "APIGroupDiscoveryList"
-                && let Some(ct) = discovery::wants_aggregated(accept)
+                && let Some(ct) = discovery::wants_aggregated(accept(headers))
             {
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
