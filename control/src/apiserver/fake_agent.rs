@@ -71,10 +71,25 @@ pub async fn serve(router: Router) -> SocketAddr {
     addr
 }
 
-/// An address nothing listens on (a port bound and released).
-pub async fn closed_port() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+/// A loopback port nothing listens on, for as long as this value lives.
+pub struct ClosedPort {
+    /// The address; connections to it are refused.
+    pub addr: SocketAddr,
+    /// Holds the port bound without listening. A port bound and released at once could be
+    /// handed to another test's listener (the tests run in parallel), and the "unreachable"
+    /// node would then answer with that test's agent.
+    _held: tokio::net::TcpSocket,
+}
+
+/// A [`ClosedPort`]; keep it alive while the address is used.
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .expect("bind");
-    listener.local_addr().expect("addr")
+    let addr = socket.local_addr().expect("addr");
+    ClosedPort {
+        addr,
+        _held: socket,
+    }
 }

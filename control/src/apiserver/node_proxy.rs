@@ -140,7 +140,8 @@ mod tests {
             );
         let addr = fake_agent::serve(agent).await;
         fake_agent::node(&api, "n1", Some(addr), true).await;
-        fake_agent::node(&api, "gone", Some(fake_agent::closed_port().await), true).await;
+        let gone = fake_agent::closed_port();
+        fake_agent::node(&api, "gone", Some(gone.addr), true).await;
         fake_agent::node(&api, "no-address", None, true).await;
         let call = |path: &'static str, query: Option<&'static str>| {
             let api = api.clone();

@@ -495,7 +495,8 @@ mod tests {
         let (api, _dir) = fake_agent::api().await;
         let (addr, scrapes) = agent().await;
         fake_agent::node(&api, "n1", Some(addr), true).await;
-        fake_agent::node(&api, "gone", Some(fake_agent::closed_port().await), true).await;
+        let gone = fake_agent::closed_port();
+        fake_agent::node(&api, "gone", Some(gone.addr), true).await;
         fake_agent::node(&api, "not-ready", Some(addr), false).await;
         fake_agent::node(&api, "no-address", None, true).await;
         let scraper = fast();
@@ -549,7 +550,8 @@ mod tests {
         let (api, _dir) = fake_agent::api().await;
         let (addr, _) = agent().await;
         fake_agent::node(&api, "n1", Some(addr), true).await;
-        fake_agent::node(&api, "gone", Some(fake_agent::closed_port().await), true).await;
+        let gone = fake_agent::closed_port();
+        fake_agent::node(&api, "gone", Some(gone.addr), true).await;
         fake_agent::pod(&api, "web-1", "n1", json!({"app": "web"})).await;
         fake_agent::pod(&api, "idle", "n1", json!({"app": "web"})).await;
         fake_agent::pod(&api, "web-2", "gone", json!({"app": "web"})).await;
