@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::store::{ListOptions, Revision, Store, StoreError, WatchStream};
+use crate::store::{Entry, ListOptions, Revision, Store, StoreError, WatchStream};
 
 use super::apply;
 use super::error::{ApiError, ApiResult, Cause};
@@ -16,6 +16,7 @@ use super::resources::{self, ResourceInfo, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
 use super::service_ips::{Change, ServiceAddresses, ServiceLock, ServiceRanges};
 use super::strategy;
+use super::written::Written;
 
 /// How strictly unknown fields are treated (`fieldValidation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -288,14 +289,22 @@ impl Api {
 
     /// Reads one object.
     pub async fn get(&self, res: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+        Ok(from_entry(&self.get_entry(res, ns, name).await?))
+    }
+
+    /// Reads one object's store entry (its stored bytes and revisions).
+    pub async fn get_entry(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Entry> {
         Self::check_namespace_arg(res, ns)?;
-        let entry = self
-            .store
+        self.store
             .get(&res.key(ns, name))
             .await
             .map_err(|e| ApiError::from_store(e, res, name))?
-            .ok_or_else(|| ApiError::not_found(res, name))?;
-        Ok(from_entry(&entry))
+            .ok_or_else(|| ApiError::not_found(res, name))
     }
 
     /// Lists objects (in one namespace, or all when `ns` is `None`), filtered and paged.
@@ -461,9 +470,22 @@ impl Api {
         &self,
         res: &ResourceInfo,
         ns: Option<&str>,
-        mut obj: Value,
+        obj: Value,
         opts: &WriteOptions,
     ) -> ApiResult<(Value, Vec<String>)> {
+        let (written, warnings) = self.create_written(res, ns, obj, opts).await?;
+        Ok((written.object, warnings))
+    }
+
+    /// Creates an object, as [`Api::create`], and also returns the bytes stored for it (from
+    /// which the API server answers without encoding the object again).
+    pub async fn create_written(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Written, Vec<String>)> {
         Self::check_namespace_arg(res, ns)?;
         Self::check_body(res, ns, &mut obj)?;
         let (mut obj, warnings) = Self::decode(res, obj, opts)?;
@@ -523,16 +545,17 @@ impl Api {
             if let Some((mut lock, change)) = services {
                 lock.get().undo(&change);
             }
-            return Ok((obj, warnings));
+            return Ok((Written::dry_run(obj), warnings));
         }
         let key = res.key(ns, &name);
-        let created = self.store.create(key, objects::to_bytes(&obj)).await;
+        let stored = objects::to_bytes(&obj);
+        let created = self.store.create(key, stored.clone()).await;
         if let (Err(_), Some((lock, change))) = (&created, services.as_mut()) {
             lock.get().undo(change);
         }
         let entry = created.map_err(|e| ApiError::from_store(e, res, &name))?;
         objects::set_resource_version(&mut obj, entry.mod_revision);
-        Ok((obj, warnings))
+        Ok((Written::stored(obj, stored, entry.mod_revision), warnings))
     }
 
     /// Replaces an object (PUT), or its status with `sub = Some(Status)`.

@@ -138,7 +138,11 @@ async fn openapi_v3(Path(path): Path<String>) -> Response {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
+    json_bytes_response(code, serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// A response whose body is JSON already encoded.
+fn json_bytes_response(code: StatusCode, body: Vec<u8>) -> Response {
     let mut r = (code, body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -506,8 +510,18 @@ async fn handle(
             Ok(json_response(StatusCode::OK, &list))
         }
         (Method::GET, Some(name), None | Some("status")) => {
-            let obj = api.get(res, ns, name).await?;
-            Ok(object_response(StatusCode::OK, res, obj, headers, &q))
+            let entry = api.get_entry(res, ns, name).await?;
+            let json = table_options(headers, &q)
+                .is_none()
+                .then(|| objects::json_with_resource_version(&entry.value, entry.mod_revision))
+                .flatten();
+            Ok(match json {
+                Some(json) => json_bytes_response(StatusCode::OK, json),
+                None => {
+                    let obj = objects::from_entry(&entry);
+                    object_response(StatusCode::OK, res, obj, headers, &q)
+                }
+            })
         }
         (Method::GET, Some(name), Some("scale")) => {
             let obj = api.get(res, ns, name).await?;
@@ -521,10 +535,10 @@ async fn handle(
             let bytes = read_body(api, body).await?;
             let obj = decode_object(headers, &bytes)?;
             let (created, warnings) = api
-                .create(res, ns, obj, &write_options(&q, headers)?)
+                .create_written(res, ns, obj, &write_options(&q, headers)?)
                 .await?;
             Ok(with_warnings(
-                json_response(StatusCode::CREATED, &created),
+                json_bytes_response(StatusCode::CREATED, created.to_json()),
                 &warnings,
             ))
         }
@@ -743,6 +757,17 @@ fn watch_event(ty: &str, obj: Value) -> Bytes {
     Bytes::from(line)
 }
 
+/// A watch event line around an object already encoded as JSON.
+fn raw_watch_event(ty: &str, object: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(object.len() + ty.len() + 24);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(ty.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
+}
+
 fn parse_rv(q: &HashMap<String, String>) -> ApiResult<Option<Revision>> {
     match q.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => Ok(None),
@@ -882,9 +907,15 @@ async fn watch(
                 Some(Ok(e)) => e,
             };
             last = event.revision;
-            let obj = objects::from_bytes(&event.value, event.revision);
             let everything = params.selects_everything();
-            let now_matches = everything || params.matches(&obj);
+            // An unfiltered JSON watch sends the stored bytes as they are (with the
+            // resourceVersion written in); only a selector or a table needs the decoded object.
+            let obj = (!everything || table_opts.is_some())
+                .then(|| objects::from_bytes(&event.value, event.revision));
+            let now_matches = match &obj {
+                Some(obj) => everything || params.matches(obj),
+                None => true,
+            };
             // The previous version only matters to a selector (an object moving in or out of
             // it); decoding it for every event of an unfiltered watch is wasted work.
             let was_matching = event.prev.as_ref().is_some_and(|p| {
@@ -898,7 +929,17 @@ async fn watch(
                 EventType::Deleted if now_matches => "DELETED",
                 _ => continue,
             };
-            if tx.send(Ok(watch_event(ty, render(obj)))).await.is_err() {
+            let line = match obj {
+                Some(obj) if table_opts.is_some() => watch_event(ty, render(obj)),
+                obj => match objects::json_with_resource_version(&event.value, event.revision) {
+                    Some(json) => raw_watch_event(ty, &json),
+                    None => watch_event(
+                        ty,
+                        obj.unwrap_or_else(|| objects::from_bytes(&event.value, event.revision)),
+                    ),
+                },
+            };
+            if tx.send(Ok(line)).await.is_err() {
                 return;
             }
         }

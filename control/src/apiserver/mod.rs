@@ -14,6 +14,7 @@
 //! - [`service_ips`]: ClusterIP and NodePort allocation for Services.
 //! - [`error`]: errors as Kubernetes `Status` objects.
 //! - [`objects`]: helpers for objects as JSON values.
+//! - [`written`]: an object as a write left it, with its stored bytes.
 //! - [`discovery`]: `/api`, `/apis`, per group-version resource lists and aggregated discovery.
 //! - [`openapi`]: `/openapi/v2` and `/openapi/v3` documents generated from `k8s-openapi` schemas.
 //! - [`protobuf`]: decoding of Kubernetes protobuf request bodies (sent by `kubectl create <kind>`).
@@ -47,5 +48,6 @@ pub mod service_ips;
 pub mod strategy;
 pub mod table;
 pub mod validation;
+pub mod written;
 
 pub use api::Api;

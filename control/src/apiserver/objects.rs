@@ -69,6 +69,102 @@ impl serde::Serialize for WithoutResourceVersion<'_> {
     }
 }
 
+/// The JSON of an object as the API serves it, made from its stored bytes (see [`to_bytes`])
+/// by writing `"resourceVersion"` into the top-level `metadata` without decoding and
+/// re-encoding the object. `None` when `stored` has no top-level `metadata` object, or is not
+/// the compact JSON [`to_bytes`] writes; the caller then decodes ([`from_bytes`]).
+pub fn json_with_resource_version(stored: &[u8], revision: Revision) -> Option<Vec<u8>> {
+    let at = metadata_body_at(stored)?;
+    let empty = stored.get(at) == Some(&b'}');
+    let rv = revision.to_string();
+    let mut out = Vec::with_capacity(stored.len() + rv.len() + 22);
+    out.extend_from_slice(&stored[..at]);
+    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(rv.as_bytes());
+    out.push(b'"');
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(&stored[at..]);
+    Some(out)
+}
+
+/// The offset just after the `{` that opens the top-level `metadata` object of compact JSON
+/// (no whitespace between tokens, as serde_json writes it).
+fn metadata_body_at(json: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    if json.first() != Some(&b'{') {
+        return None;
+    }
+    loop {
+        if json.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(json, i)?;
+        let key = &json[i + 1..key_end - 1];
+        if json.get(key_end) != Some(&b':') {
+            return None;
+        }
+        let value = key_end + 1;
+        if key == b"metadata" {
+            return (json.get(value) == Some(&b'{')).then_some(value + 1);
+        }
+        i = value_end(json, value)?;
+        match json.get(i) {
+            Some(b',') => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+/// The offset after the string that opens at `start` (a `"`).
+fn string_end(json: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < json.len() {
+        match json[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The offset after the value that starts at `start`.
+fn value_end(json: &[u8], start: usize) -> Option<usize> {
+    match json.get(start)? {
+        b'"' => string_end(json, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < json.len() {
+                match json[i] {
+                    b'"' => {
+                        i = string_end(json, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let len = json[start..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']'))?;
+            Some(start + len)
+        }
+    }
+}
+
 /// `metadata.name`.
 pub fn name(obj: &Value) -> &str {
     obj["metadata"]["name"].as_str().unwrap_or("")
@@ -170,6 +266,32 @@ mod tests {
         // Everything else is stored as it was, in its order.
         let expected = json!({"metadata": {"name": "a"}, "data": {"k": "v"}});
         assert_eq!(bytes, serde_json::to_vec(&expected).unwrap());
+    }
+
+    #[test]
+    fn the_served_json_is_the_stored_bytes_with_the_resource_version_written_in() {
+        let objs = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"x": "}{\"metadata\":{"}}, "spec": {}}),
+            json!({"data": {"metadata": [1, {"a": "\\\""}], "n": -1.5e3, "t": true, "z": null}, "metadata": {"name": "b"}}),
+            json!({"kind": "Namespace", "metadata": {}}),
+        ];
+        for obj in objs {
+            let stored = to_bytes(&obj);
+            let served = json_with_resource_version(&stored, 42).expect("spliced");
+            let served: Value = serde_json::from_slice(&served).expect("valid JSON");
+            assert_eq!(served, from_bytes(&stored, 42));
+            assert_eq!(served["metadata"]["resourceVersion"], "42");
+        }
+        // No top-level metadata object (or not an object at all): the caller decodes instead.
+        for odd in [
+            json!({"spec": {"metadata": {}}}),
+            json!({"metadata": "x"}),
+            json!([1]),
+        ] {
+            assert_eq!(json_with_resource_version(&to_bytes(&odd), 1), None);
+        }
+        assert_eq!(json_with_resource_version(b"{\"a\":", 1), None);
+        assert_eq!(json_with_resource_version(b"", 1), None);
     }
 
     #[test]

@@ -1,0 +1,60 @@
+//! An object as a write left it: the object itself and, when it was stored, the bytes the store
+//! holds, so the API server can answer with them instead of encoding the object a second time.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::objects;
+use crate::store::Revision;
+
+/// The result of a write.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The object, with its `metadata.resourceVersion`.
+    pub object: Value,
+    /// The stored bytes and their revision; `None` for a dry run, which stores nothing.
+    stored: Option<(Bytes, Revision)>,
+}
+
+impl Written {
+    /// An object stored as `bytes` at `revision`.
+    pub fn stored(object: Value, bytes: Bytes, revision: Revision) -> Written {
+        Written {
+            object,
+            stored: Some((bytes, revision)),
+        }
+    }
+
+    /// An object a dry run would have stored.
+    pub fn dry_run(object: Value) -> Written {
+        Written {
+            object,
+            stored: None,
+        }
+    }
+
+    /// The object's JSON as the API serves it.
+    pub fn to_json(&self) -> Vec<u8> {
+        self.stored
+            .as_ref()
+            .and_then(|(bytes, rev)| objects::json_with_resource_version(bytes, *rev))
+            .unwrap_or_else(|| serde_json::to_vec(&self.object).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_served_json_is_the_object_whether_stored_or_a_dry_run() {
+        let object = json!({"kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "5"}, "data": {"k": "v"}});
+        let stored = Written::stored(object.clone(), objects::to_bytes(&object), 5);
+        let served: Value = serde_json::from_slice(&stored.to_json()).unwrap();
+        assert_eq!(served, object);
+        let dry: Value =
+            serde_json::from_slice(&Written::dry_run(object.clone()).to_json()).unwrap();
+        assert_eq!(dry, object);
+    }
+}
