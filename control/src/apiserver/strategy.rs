@@ -12,72 +12,73 @@ use super::resources::{ResourceInfo, Subresource};
 use super::validation as v;
 
 /// Decodes `obj` as the kind's `k8s-openapi` type and re-encodes it: the normalised object and
-/// the paths of fields the type does not know.
+/// the paths of fields the type does not know (as Kubernetes' strict decoding names them:
+/// `spec.containers[0].foo`).
 pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), String> {
     use k8s_openapi::api::{apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch};
     use k8s_openapi::api::{coordination::v1 as coordination, core::v1 as core};
     use k8s_openapi::api::{discovery::v1 as discovery, node::v1 as node};
+    /// One pass: the typed decode consumes `obj` (no copies) and reports what it skipped.
     fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
-        obj: &Value,
+        obj: Value,
+        unknown: &mut Vec<String>,
     ) -> Result<Value, String> {
-        let typed = T::deserialize(obj).map_err(|e| e.to_string())?;
+        let typed: T = serde_ignored::deserialize(obj, |path| unknown.push(field_path(&path)))
+            .map_err(|e| e.to_string())?;
         serde_json::to_value(typed).map_err(|e| e.to_string())
     }
+    let mut unknown = Vec::new();
+    let u = &mut unknown;
     let normal = match res.kind {
-        "Namespace" => roundtrip::<core::Namespace>(&obj),
-        "Pod" => roundtrip::<core::Pod>(&obj),
-        "Node" => roundtrip::<core::Node>(&obj),
-        "Service" => roundtrip::<core::Service>(&obj),
-        "Endpoints" => roundtrip::<core::Endpoints>(&obj),
-        "ConfigMap" => roundtrip::<core::ConfigMap>(&obj),
-        "Secret" => roundtrip::<core::Secret>(&obj),
-        "Event" => roundtrip::<core::Event>(&obj),
-        "ServiceAccount" => roundtrip::<core::ServiceAccount>(&obj),
-        "Deployment" => roundtrip::<apps::Deployment>(&obj),
-        "ReplicaSet" => roundtrip::<apps::ReplicaSet>(&obj),
-        "DaemonSet" => roundtrip::<apps::DaemonSet>(&obj),
-        "ControllerRevision" => roundtrip::<apps::ControllerRevision>(&obj),
-        "Job" => roundtrip::<batch::Job>(&obj),
-        "EndpointSlice" => roundtrip::<discovery::EndpointSlice>(&obj),
-        "RuntimeClass" => roundtrip::<node::RuntimeClass>(&obj),
-        "Lease" => roundtrip::<coordination::Lease>(&obj),
-        "HorizontalPodAutoscaler" => roundtrip::<autoscaling::HorizontalPodAutoscaler>(&obj),
+        "Namespace" => roundtrip::<core::Namespace>(obj, u),
+        "Pod" => roundtrip::<core::Pod>(obj, u),
+        "Node" => roundtrip::<core::Node>(obj, u),
+        "Service" => roundtrip::<core::Service>(obj, u),
+        "Endpoints" => roundtrip::<core::Endpoints>(obj, u),
+        "ConfigMap" => roundtrip::<core::ConfigMap>(obj, u),
+        "Secret" => roundtrip::<core::Secret>(obj, u),
+        "Event" => roundtrip::<core::Event>(obj, u),
+        "ServiceAccount" => roundtrip::<core::ServiceAccount>(obj, u),
+        "Deployment" => roundtrip::<apps::Deployment>(obj, u),
+        "ReplicaSet" => roundtrip::<apps::ReplicaSet>(obj, u),
+        "DaemonSet" => roundtrip::<apps::DaemonSet>(obj, u),
+        "ControllerRevision" => roundtrip::<apps::ControllerRevision>(obj, u),
+        "Job" => roundtrip::<batch::Job>(obj, u),
+        "EndpointSlice" => roundtrip::<discovery::EndpointSlice>(obj, u),
+        "RuntimeClass" => roundtrip::<node::RuntimeClass>(obj, u),
+        "Lease" => roundtrip::<coordination::Lease>(obj, u),
+        "HorizontalPodAutoscaler" => roundtrip::<autoscaling::HorizontalPodAutoscaler>(obj, u),
         other => Err(format!("no decoder for kind {other}")),
     }?;
-    let mut unknown = Vec::new();
-    unknown_fields(&obj, &normal, &mut String::new(), &mut unknown);
     Ok((normal, unknown))
 }
 
-/// Collects paths present in `input` but absent from its typed round trip. `path` is the
-/// current one; it is extended and restored in place, so only unknown fields allocate.
-fn unknown_fields(input: &Value, typed: &Value, path: &mut String, out: &mut Vec<String>) {
-    let len = path.len();
-    match (input, typed) {
-        (Value::Object(i), Value::Object(t)) => {
-            for (k, iv) in i {
-                if len > 0 {
-                    path.push('.');
-                }
-                path.push_str(k);
-                match t.get(k) {
-                    Some(tv) => unknown_fields(iv, tv, path, out),
-                    None if iv.is_null() => {}
-                    None => out.push(path.clone()),
-                }
-                path.truncate(len);
+/// A skipped field's path as Kubernetes writes it: keys joined by `.`, indexes in brackets.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    use std::fmt::Write;
+    fn write(path: &Path<'_>, out: &mut String) {
+        match path {
+            Path::Root => {}
+            Path::Seq { parent, index } => {
+                write(parent, out);
+                let _ = write!(out, "[{index}]");
             }
-        }
-        (Value::Array(i), Value::Array(t)) => {
-            for (n, (iv, tv)) in i.iter().zip(t).enumerate() {
-                use std::fmt::Write;
-                let _ = write!(path, "[{n}]");
-                unknown_fields(iv, tv, path, out);
-                path.truncate(len);
+            Path::Map { parent, key } => {
+                write(parent, out);
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
             }
+            Path::Some { parent }
+            | Path::NewtypeStruct { parent }
+            | Path::NewtypeVariant { parent } => write(parent, out),
         }
-        _ => {}
     }
+    let mut out = String::new();
+    write(path, &mut out);
+    out
 }
 
 fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
@@ -617,14 +618,21 @@ mod tests {
     fn decoding_names_every_unknown_field_by_its_full_path() {
         let res = resources::find("", "v1", "pods").expect("served");
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "bogus": 1,
-            "metadata": {"name": "p", "labels": {"a": "b"}, "nope": null},
+            "metadata": {"name": "p", "labels": {"a": "b"}, "nope": null, "uid": null},
             "spec": {"containers": [{"name": "a", "image": "i"},
                                     {"name": "b", "image": "i", "colour": "red"}],
                      "extra": {"deep": true}}});
         let (normal, unknown) = decode(res, pod).unwrap();
+        // As Kubernetes' strict decoding: an unknown field is unknown whatever its value, null
+        // included (a known field set to null is not reported).
         assert_eq!(
             unknown,
-            vec!["bogus", "spec.containers[1].colour", "spec.extra"]
+            vec![
+                "bogus",
+                "metadata.nope",
+                "spec.containers[1].colour",
+                "spec.extra"
+            ]
         );
         assert_eq!(normal["metadata"]["labels"]["a"], "b");
         assert!(normal["spec"].get("extra").is_none());
