@@ -204,11 +204,13 @@ pub async fn serve_with_store(
     ));
     tasks.spawn(controllers::job::run(
         api.clone(),
+        pod_cache.clone(),
         config.job.clone(),
         controllers_token.clone(),
     ));
     tasks.spawn(controllers::daemonset::run(
         api.clone(),
+        pod_cache.clone(),
         controllers_token.clone(),
     ));
     tasks.spawn(controllers::garbage_collector::run(

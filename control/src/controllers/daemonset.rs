@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::controller_history;
 use super::owner;
+use super::pod_cache::PodCache;
 use super::pods;
 use super::replicaset::write_status;
 use super::rollout;
@@ -448,12 +449,13 @@ impl Reconciler for DaemonSetController {
 }
 
 /// Runs the DaemonSet controller until `shutdown`.
-pub async fn run(api: Api, shutdown: CancellationToken) {
+pub async fn run(api: Api, pods: PodCache, shutdown: CancellationToken) {
     let (controller, writer) = DaemonSetController::new(api.clone());
     let events = tokio::spawn(writer.run(shutdown.clone()));
     let watched = vec![
         Watched::primary(daemonsets()),
-        Watched::owned_by_or_orphan(pods::pods(), "DaemonSet"),
+        // From the shared pod cache, which has decoded every pod change already.
+        Watched::owned_by_or_orphan(pods::pods(), "DaemonSet").from_cache(&pods, |_| {}),
         Watched::with_map(nodes(), |_| vec![ObjectKey::all_in(None)]),
     ];
     let config = RunnerConfig {

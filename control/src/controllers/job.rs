@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::job_tracking;
 use super::owner;
+use super::pod_cache::PodCache;
 use super::pods;
 use super::replicaset::write_status;
 use super::runner::{self, ObjectKey, Reconciler, RunnerConfig, Watched};
@@ -536,13 +537,14 @@ impl Reconciler for JobController {
 }
 
 /// Runs the Job controller until `shutdown`.
-pub async fn run(api: Api, config: JobConfig, shutdown: CancellationToken) {
+pub async fn run(api: Api, pods: PodCache, config: JobConfig, shutdown: CancellationToken) {
     let (controller, writer) = JobController::new(api.clone(), config);
     let events = tokio::spawn(writer.run(shutdown.clone()));
     let watched = vec![
         Watched::primary(jobs()),
         // Its pods, and orphans still holding the tracking finalizer (their Job was deleted
-        // with --cascade=orphan) to let go; one watch, so every pod change is decoded once.
+        // with --cascade=orphan) to let go; fed by the shared pod cache, which has decoded
+        // every pod change already.
         Watched::with_map(pods::pods(), {
             let owned = Watched::owned_by(pods::pods(), "Job").map;
             move |p| {
@@ -554,7 +556,8 @@ pub async fn run(api: Api, config: JobConfig, shutdown: CancellationToken) {
                     vec![]
                 }
             }
-        }),
+        })
+        .from_cache(&pods, |_| {}),
     ];
     let config = RunnerConfig {
         name: "job",
