@@ -1277,7 +1277,7 @@ impl Api {
             let rv = objects::resource_version(&current)
                 .and_then(Result::ok)
                 .unwrap_or(0);
-            let mut obj = current.clone();
+            let mut obj = current;
             obj["spec"]["nodeName"] = json!(node);
             let conditions = obj["status"]["conditions"]
                 .as_array()

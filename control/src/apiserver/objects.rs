@@ -214,14 +214,13 @@ pub fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
 
 /// The current time as Kubernetes writes timestamps (RFC 3339, seconds, `Z`).
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// A timestamp `secs` seconds from now.
 pub fn rfc3339_in(secs: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(secs))
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// A name from `generateName`: the prefix plus five random characters, as Kubernetes does.
@@ -292,6 +291,15 @@ mod tests {
         }
         assert_eq!(json_with_resource_version(b"{\"a\":", 1), None);
         assert_eq!(json_with_resource_version(b"", 1), None);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_to_the_second_in_utc() {
+        for t in [now_rfc3339(), rfc3339_in(90)] {
+            assert_eq!(t.len(), "2026-12-06T21:35:00Z".len(), "{t}");
+            assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+            assert!(chrono::DateTime::parse_from_rfc3339(&t).is_ok(), "{t}");
+        }
     }
 
     #[test]
