@@ -12,6 +12,7 @@ use super::apply;
 use super::error::{ApiError, ApiResult, Cause};
 use super::objects::{self, from_entry};
 use super::patch::{self, PatchType};
+use super::recent_writes::RecentWrites;
 use super::resources::{self, ResourceInfo, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
 use super::service_ips::{Change, ServiceAddresses, ServiceLock, ServiceRanges};
@@ -181,6 +182,7 @@ pub struct Api {
     store: Arc<dyn Store>,
     config: Arc<ApiConfig>,
     services: Arc<ServiceAddresses>,
+    recent: Arc<RecentWrites>,
 }
 
 impl std::fmt::Debug for Api {
@@ -221,7 +223,13 @@ impl Api {
             store,
             config: Arc::new(config),
             services,
+            recent: Arc::default(),
         }
+    }
+
+    /// The pods this API has just written, for the in-process pod cache.
+    pub fn recent_writes(&self) -> &RecentWrites {
+        &self.recent
     }
 
     /// Locks the Service address allocations, loading them from the stored Services on first use.
@@ -474,7 +482,7 @@ impl Api {
         opts: &WriteOptions,
     ) -> ApiResult<(Value, Vec<String>)> {
         let (written, warnings) = self.create_written(res, ns, obj, opts).await?;
-        Ok((written.object, warnings))
+        Ok((Arc::unwrap_or_clone(written.object), warnings))
     }
 
     /// Creates an object, as [`Api::create`], and also returns the bytes stored for it (from
@@ -555,6 +563,11 @@ impl Api {
         }
         let entry = created.map_err(|e| ApiError::from_store(e, res, &name))?;
         objects::set_resource_version(&mut obj, entry.mod_revision);
+        let obj = Arc::new(obj);
+        if is_pods(res) {
+            self.recent
+                .record(&entry.key, entry.mod_revision, obj.clone());
+        }
         Ok((Written::stored(obj, stored, entry.mod_revision), warnings))
     }
 
@@ -1294,12 +1307,22 @@ impl Api {
                 .update(pods.key(Some(ns), name), objects::to_bytes(&obj), Some(rv))
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(entry) => {
+                    objects::set_resource_version(&mut obj, entry.mod_revision);
+                    let obj = Arc::new(obj);
+                    self.recent.record(&entry.key, entry.mod_revision, obj);
+                    return Ok(());
+                }
                 Err(StoreError::Conflict { .. }) if attempt < PATCH_RETRIES => continue,
                 Err(e) => return Err(ApiError::from_store(e, pods, name)),
             }
         }
     }
+}
+
+/// Whether `res` is core/v1 pods (whose writes the pod cache takes from [`RecentWrites`]).
+fn is_pods(res: &ResourceInfo) -> bool {
+    res.group.is_empty() && res.kind == "Pod"
 }
 
 /// A change through the scale subresource.

@@ -15,6 +15,7 @@
 //! - [`error`]: errors as Kubernetes `Status` objects.
 //! - [`objects`]: helpers for objects as JSON values.
 //! - [`written`]: an object as a write left it, with its stored bytes.
+//! - [`recent_writes`]: pods just written, handed to the in-process pod cache.
 //! - [`discovery`]: `/api`, `/apis`, per group-version resource lists and aggregated discovery.
 //! - [`openapi`]: `/openapi/v2` and `/openapi/v3` documents generated from `k8s-openapi` schemas.
 //! - [`protobuf`]: decoding of Kubernetes protobuf request bodies (sent by `kubectl create <kind>`).
@@ -40,6 +41,7 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod recent_writes;
 pub mod resource_metrics;
 pub mod resources;
 pub mod selector;

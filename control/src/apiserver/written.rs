@@ -1,6 +1,8 @@
 //! An object as a write left it: the object itself and, when it was stored, the bytes the store
 //! holds, so the API server can answer with them instead of encoding the object a second time.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -10,15 +12,16 @@ use crate::store::Revision;
 /// The result of a write.
 #[derive(Debug, Clone)]
 pub struct Written {
-    /// The object, with its `metadata.resourceVersion`.
-    pub object: Value,
+    /// The object, with its `metadata.resourceVersion` (shared with the pod cache's hand-off,
+    /// [`super::recent_writes`]).
+    pub object: Arc<Value>,
     /// The stored bytes and their revision; `None` for a dry run, which stores nothing.
     stored: Option<(Bytes, Revision)>,
 }
 
 impl Written {
     /// An object stored as `bytes` at `revision`.
-    pub fn stored(object: Value, bytes: Bytes, revision: Revision) -> Written {
+    pub fn stored(object: Arc<Value>, bytes: Bytes, revision: Revision) -> Written {
         Written {
             object,
             stored: Some((bytes, revision)),
@@ -28,7 +31,7 @@ impl Written {
     /// An object a dry run would have stored.
     pub fn dry_run(object: Value) -> Written {
         Written {
-            object,
+            object: Arc::new(object),
             stored: None,
         }
     }
@@ -38,7 +41,7 @@ impl Written {
         self.stored
             .as_ref()
             .and_then(|(bytes, rev)| objects::json_with_resource_version(bytes, *rev))
-            .unwrap_or_else(|| serde_json::to_vec(&self.object).unwrap_or_default())
+            .unwrap_or_else(|| serde_json::to_vec(&*self.object).unwrap_or_default())
     }
 }
 
@@ -50,7 +53,7 @@ mod tests {
     #[test]
     fn the_served_json_is_the_object_whether_stored_or_a_dry_run() {
         let object = json!({"kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "5"}, "data": {"k": "v"}});
-        let stored = Written::stored(object.clone(), objects::to_bytes(&object), 5);
+        let stored = Written::stored(Arc::new(object.clone()), objects::to_bytes(&object), 5);
         let served: Value = serde_json::from_slice(&stored.to_json()).unwrap();
         assert_eq!(served, object);
         let dry: Value =

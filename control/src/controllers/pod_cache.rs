@@ -221,7 +221,11 @@ impl PodCache {
 
     /// Applies one watch event (the pod decoded, `resourceVersion` set) at `revision`.
     pub fn apply(&self, event_type: EventType, pod: Value, revision: Revision) {
-        let pod = Arc::new(pod);
+        self.apply_shared(event_type, Arc::new(pod), revision);
+    }
+
+    /// [`PodCache::apply`] of a pod already shared.
+    fn apply_shared(&self, event_type: EventType, pod: Arc<Value>, revision: Revision) {
         let ns = objects::namespace(&pod).unwrap_or("").to_string();
         let name = objects::name(&pod).to_string();
         let mut state = self.shared.state.write().expect("pod cache lock");
@@ -305,6 +309,7 @@ impl PodCache {
     pub async fn run(self, api: Api, shutdown: CancellationToken) {
         let res = pods::pods();
         let prefix = res.namespace_prefix(None);
+        api.recent_writes().want();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -335,8 +340,14 @@ impl PodCache {
                 };
                 match event {
                     Some(Ok(e)) => {
-                        let pod = objects::from_bytes(&e.value, e.revision);
-                        self.apply(e.event_type, pod, e.revision);
+                        // The API server's own writes come decoded (see RecentWrites).
+                        let written = match e.event_type {
+                            EventType::Deleted => None,
+                            _ => api.recent_writes().take(&e.key, e.revision),
+                        };
+                        let pod = written
+                            .unwrap_or_else(|| Arc::new(objects::from_bytes(&e.value, e.revision)));
+                        self.apply_shared(e.event_type, pod, e.revision);
                     }
                     Some(Err(e)) => {
                         tracing::info!(error = %e, "pod cache: watch fell behind; re-listing");
@@ -388,6 +399,63 @@ mod tests {
         assert!(cache.get("a", "p1").is_none());
         assert_eq!(cache.revision(), 5);
         assert!(cache.controlled_by("a", "").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_pods_the_api_hands_over_are_the_stored_ones_and_the_cache_follows_them() {
+        use crate::apiserver::fake_agent;
+        let (api, _dir) = fake_agent::api().await;
+        let res = pods::pods();
+        let recent = api.recent_writes();
+        let new_pod = |name: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "hello:v1"}]}})
+        };
+        // Nothing is kept while no cache wants it.
+        fake_agent::create(&api, new_pod("before")).await;
+        assert!(recent.is_empty());
+
+        recent.want();
+        let created = fake_agent::create(&api, new_pod("p")).await;
+        let rv: Revision = created["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let key = res.key(Some("default"), "p");
+        let entry = api.get_entry(res, Some("default"), "p").await.unwrap();
+        // What a create hands over is exactly what decoding the stored bytes gives.
+        let handed = recent.take(&key, rv).expect("the create was kept");
+        assert_eq!(*handed, objects::from_entry(&entry));
+
+        api.bind("default", "p", &json!({"target": {"name": "n1"}}))
+            .await
+            .unwrap();
+        let entry = api.get_entry(res, Some("default"), "p").await.unwrap();
+        let handed = recent
+            .take(&key, entry.mod_revision)
+            .expect("the binding was kept");
+        assert_eq!(*handed, objects::from_entry(&entry));
+        assert_eq!(handed["spec"]["nodeName"], "n1");
+
+        // A running cache ends up with the bound pod whether it takes the hand-over or decodes.
+        let cache = PodCache::new();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(cache.clone().run(api.clone(), shutdown.clone()));
+        fake_agent::create(&api, new_pod("q")).await;
+        api.bind("default", "q", &json!({"target": {"name": "n2"}}))
+            .await
+            .unwrap();
+        let want = objects::from_entry(&api.get_entry(res, Some("default"), "q").await.unwrap());
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while cache.get("default", "q").as_deref() != Some(&want) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the cache has the bound pod within 10 s");
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test]

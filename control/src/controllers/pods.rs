@@ -2,6 +2,7 @@
 //! first) and how they make pods from a template.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -163,11 +164,12 @@ pub async fn create_all(
     ns: &str,
     pods_to_create: Vec<Value>,
 ) -> (Vec<String>, Option<ApiError>) {
-    let results: Vec<ApiResult<Value>> = futures::stream::iter(pods_to_create)
+    let results: Vec<ApiResult<Arc<Value>>> = futures::stream::iter(pods_to_create)
         .map(|p| async move {
-            api.create(pods(), Some(ns), p, &WriteOptions::default())
+            // The shared object, not a copy: only its name is read here.
+            api.create_written(pods(), Some(ns), p, &WriteOptions::default())
                 .await
-                .map(|(o, _)| o)
+                .map(|(w, _)| w.object)
         })
         .buffer_unordered(BURST)
         .collect()
