@@ -48,8 +48,13 @@ impl RecentWrites {
     }
 
     /// The object written under `key` at `revision`, removed from the set, if still kept.
+    /// The consumer sees writes in revision order, so older ones still kept (its watch got
+    /// there before the writer recorded them) are dropped too.
     pub fn take(&self, key: &str, revision: Revision) -> Option<Arc<Value>> {
         let mut map = self.by_revision.lock().expect("recent writes lock");
+        while map.first_key_value().is_some_and(|(r, _)| *r < revision) {
+            map.pop_first();
+        }
         match map.get(&revision) {
             Some((k, _)) if k == key => map.remove(&revision).map(|(_, o)| o),
             _ => None,
@@ -87,9 +92,13 @@ mod tests {
             None,
             "another key at that revision"
         );
-        assert_eq!(recent.take("/pods/a", 8), None);
         assert_eq!(recent.take("/pods/a", 7).as_deref(), Some(&json!({"n": 7})));
         assert_eq!(recent.take("/pods/a", 7), None, "taken already");
+        recent.record("/pods/a", 8, Arc::new(json!(8)));
+        recent.record("/pods/a", 10, Arc::new(json!(10)));
+        assert_eq!(recent.take("/pods/b", 9), None);
+        assert_eq!(recent.len(), 1, "revision 8 was passed over and dropped");
+        assert!(recent.take("/pods/a", 10).is_some());
         for rev in 0..(CAPACITY as u64 + 10) {
             recent.record("/pods/x", rev, Arc::new(json!(rev)));
         }
