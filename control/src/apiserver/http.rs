@@ -511,16 +511,12 @@ async fn handle(
         }
         (Method::GET, Some(name), None | Some("status")) => {
             let entry = api.get_entry(res, ns, name).await?;
-            let json = table_options(headers, &q)
-                .is_none()
-                .then(|| objects::json_with_resource_version(&entry.value, entry.mod_revision))
-                .flatten();
-            Ok(match json {
-                Some(json) => json_bytes_response(StatusCode::OK, json),
-                None => {
-                    let obj = objects::from_entry(&entry);
-                    object_response(StatusCode::OK, res, obj, headers, &q)
-                }
+            Ok(if table_options(headers, &q).is_some() {
+                let obj = objects::from_entry(&entry);
+                object_response(StatusCode::OK, res, obj, headers, &q)
+            } else {
+                let json = objects::served_json(&entry.value, entry.mod_revision);
+                json_bytes_response(StatusCode::OK, json)
             })
         }
         (Method::GET, Some(name), Some("scale")) => {
@@ -912,10 +908,7 @@ async fn watch(
             // resourceVersion written in); only a selector or a table needs the decoded object.
             let obj = (!everything || table_opts.is_some())
                 .then(|| objects::from_bytes(&event.value, event.revision));
-            let now_matches = match &obj {
-                Some(obj) => everything || params.matches(obj),
-                None => true,
-            };
+            let now_matches = everything || obj.as_ref().is_some_and(|o| params.matches(o));
             // The previous version only matters to a selector (an object moving in or out of
             // it); decoding it for every event of an unfiltered watch is wasted work.
             let was_matching = event.prev.as_ref().is_some_and(|p| {
@@ -931,13 +924,7 @@ async fn watch(
             };
             let line = match obj {
                 Some(obj) if table_opts.is_some() => watch_event(ty, render(obj)),
-                obj => match objects::json_with_resource_version(&event.value, event.revision) {
-                    Some(json) => raw_watch_event(ty, &json),
-                    None => watch_event(
-                        ty,
-                        obj.unwrap_or_else(|| objects::from_bytes(&event.value, event.revision)),
-                    ),
-                },
+                _ => raw_watch_event(ty, &objects::served_json(&event.value, event.revision)),
             };
             if tx.send(Ok(line)).await.is_err() {
                 return;

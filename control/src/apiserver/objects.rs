@@ -72,8 +72,8 @@ impl serde::Serialize for WithoutResourceVersion<'_> {
 /// The JSON of an object as the API serves it, made from its stored bytes (see [`to_bytes`])
 /// by writing `"resourceVersion"` into the top-level `metadata` without decoding and
 /// re-encoding the object. `None` when `stored` has no top-level `metadata` object, or is not
-/// the compact JSON [`to_bytes`] writes; the caller then decodes ([`from_bytes`]).
-pub fn json_with_resource_version(stored: &[u8], revision: Revision) -> Option<Vec<u8>> {
+/// the compact JSON [`to_bytes`] writes; [`served_json`] then decodes ([`from_bytes`]).
+fn json_with_resource_version(stored: &[u8], revision: Revision) -> Option<Vec<u8>> {
     let at = metadata_body_at(stored)?;
     let empty = stored.get(at) == Some(&b'}');
     let rv = revision.to_string();
@@ -87,6 +87,13 @@ pub fn json_with_resource_version(stored: &[u8], revision: Revision) -> Option<V
     }
     out.extend_from_slice(&stored[at..]);
     Some(out)
+}
+
+/// The JSON the API serves for stored bytes at `revision`: [`json_with_resource_version`], or
+/// when the bytes do not have its layout, [`from_bytes`] encoded again.
+pub fn served_json(stored: &[u8], revision: Revision) -> Vec<u8> {
+    json_with_resource_version(stored, revision)
+        .unwrap_or_else(|| serde_json::to_vec(&from_bytes(stored, revision)).unwrap_or_default())
 }
 
 /// The offset just after the `{` that opens the top-level `metadata` object of compact JSON
@@ -288,6 +295,8 @@ mod tests {
             json!([1]),
         ] {
             assert_eq!(json_with_resource_version(&to_bytes(&odd), 1), None);
+            let served: Value = serde_json::from_slice(&served_json(&to_bytes(&odd), 1)).unwrap();
+            assert_eq!(served, from_bytes(&to_bytes(&odd), 1));
         }
         assert_eq!(json_with_resource_version(b"{\"a\":", 1), None);
         assert_eq!(json_with_resource_version(b"", 1), None);

@@ -38,10 +38,10 @@ impl Written {
 
     /// The object's JSON as the API serves it.
     pub fn to_json(&self) -> Vec<u8> {
-        self.stored
-            .as_ref()
-            .and_then(|(bytes, rev)| objects::json_with_resource_version(bytes, *rev))
-            .unwrap_or_else(|| serde_json::to_vec(&*self.object).unwrap_or_default())
+        match &self.stored {
+            Some((bytes, rev)) => objects::served_json(bytes, *rev),
+            None => serde_json::to_vec(&*self.object).unwrap_or_default(),
+        }
     }
 }
 
