@@ -183,6 +183,8 @@ pub struct Api {
     config: Arc<ApiConfig>,
     services: Arc<ServiceAddresses>,
     recent: Arc<RecentWrites>,
+    /// Makes a name from `generateName` ([`objects::generate_name`]; tests choose their own).
+    generate_name: fn(&str) -> String,
 }
 
 impl std::fmt::Debug for Api {
@@ -194,6 +196,9 @@ impl std::fmt::Debug for Api {
 const NAMESPACES: &str = "namespaces";
 /// Times a patch is retried when the object changed under it.
 const PATCH_RETRIES: usize = 8;
+/// Names tried for a create with `generateName` before a clash is reported (kube-apiserver's
+/// `maxNameGenerationCreateAttempts`).
+const GENERATE_NAME_ATTEMPTS: usize = 8;
 
 fn services_resource() -> &'static ResourceInfo {
     resources::find("", "v1", "services").expect("services is served")
@@ -224,7 +229,15 @@ impl Api {
             config: Arc::new(config),
             services,
             recent: Arc::default(),
+            generate_name: objects::generate_name,
         }
+    }
+
+    /// This API with its `generateName` names made by `generate` (tests force clashes).
+    #[cfg(test)]
+    pub(crate) fn with_name_generator(mut self, generate: fn(&str) -> String) -> Self {
+        self.generate_name = generate;
+        self
     }
 
     /// The pods this API has just written, for the in-process pod cache.
@@ -510,7 +523,7 @@ impl Api {
             .and_then(Value::as_str)
             .is_some_and(|n| !n.is_empty());
         if !has_name && let Some(prefix) = &generate {
-            meta.insert("name".into(), json!(objects::generate_name(prefix)));
+            meta.insert("name".into(), json!((self.generate_name)(prefix)));
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
@@ -529,7 +542,7 @@ impl Api {
         }
         strategy::apply_defaults(res, &mut obj);
         strategy::prepare_for_create(res, &mut obj);
-        let name = objects::name(&obj).to_string();
+        let mut name = objects::name(&obj).to_string();
         let causes = strategy::validate(res, &obj);
         if !causes.is_empty() {
             return Err(ApiError::invalid(res, &name, causes));
@@ -555,13 +568,37 @@ impl Api {
             }
             return Ok((Written::dry_run(obj), warnings));
         }
-        let key = res.key(ns, &name);
-        let stored = objects::to_bytes(&obj);
-        let created = self.store.create(key, stored.clone()).await;
-        if let (Err(_), Some((lock, change))) = (&created, services.as_mut()) {
-            lock.get().undo(change);
-        }
-        let entry = created.map_err(|e| ApiError::from_store(e, res, &name))?;
+        // A generated name that is taken is generated again, as kube-apiserver does since
+        // 1.32 (RetryGenerateName): five random characters collide often enough at scale.
+        let generated = generate.filter(|_| !has_name);
+        let mut attempts = 1;
+        let (entry, stored) = loop {
+            let stored = objects::to_bytes(&obj);
+            match self.store.create(res.key(ns, &name), stored.clone()).await {
+                Ok(entry) => break (entry, stored),
+                Err(StoreError::AlreadyExists(_))
+                    if attempts < GENERATE_NAME_ATTEMPTS
+                        && let Some(prefix) = &generated =>
+                {
+                    attempts += 1;
+                    name = (self.generate_name)(prefix);
+                    objects::meta_mut(&mut obj).insert("name".into(), json!(name));
+                    if let Some((lock, change)) = services.as_mut() {
+                        // The addresses follow the Service's new name.
+                        lock.get().undo(change);
+                        *change = lock
+                            .assign(&service_owner(ns, &name), &mut obj["spec"], None)
+                            .map_err(|causes| ApiError::invalid(res, &name, causes))?;
+                    }
+                }
+                Err(e) => {
+                    if let Some((lock, change)) = services.as_mut() {
+                        lock.get().undo(change);
+                    }
+                    return Err(ApiError::from_store(e, res, &name));
+                }
+            }
+        };
         objects::set_resource_version(&mut obj, entry.mod_revision);
         let obj = Arc::new(obj);
         if is_pods(res) {
@@ -1461,7 +1498,111 @@ impl NamespaceView {
 
 #[cfg(test)]
 mod tests {
-    use super::NamespaceView;
+    use super::*;
+    use crate::apiserver::fake_agent;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Names made so far by the generators below.
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+
+    /// `PREFIXtaken` for the first three names, then `PREFIXfree`.
+    fn taken_three_times(prefix: &str) -> String {
+        match MADE.fetch_add(1, Ordering::SeqCst) {
+            0..3 => format!("{prefix}taken"),
+            _ => format!("{prefix}free"),
+        }
+    }
+
+    /// Always `PREFIXtaken`.
+    fn always_taken(prefix: &str) -> String {
+        MADE.fetch_add(1, Ordering::SeqCst);
+        format!("{prefix}taken")
+    }
+
+    #[tokio::test]
+    async fn a_generated_name_that_is_taken_is_generated_again_up_to_eight_times() {
+        let (api, _dir) = fake_agent::api().await;
+        let pods = resources::find_kind("v1", "Pod").unwrap();
+        let services = resources::find_kind("v1", "Service").unwrap();
+        let pod = |meta: Value| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+                "spec": {"containers": [{"name": "c", "image": "hello:v1"}]}})
+        };
+        let service = |meta: Value| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": meta,
+                "spec": {"ports": [{"port": 80}]}})
+        };
+        fake_agent::create(&api, pod(json!({"name": "web-taken"}))).await;
+        let svc = fake_agent::create(&api, service(json!({"name": "db-taken"}))).await;
+        let taken_ip = svc["spec"]["clusterIP"].clone();
+        let opts = WriteOptions::default();
+
+        // Two clashes, then a free name: the create succeeds under it.
+        MADE.store(0, Ordering::SeqCst);
+        let api = api.with_name_generator(taken_three_times);
+        let (made, _) = api
+            .create(
+                pods,
+                Some("default"),
+                pod(json!({"generateName": "web-"})),
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(made["metadata"]["name"], "web-free");
+        assert_eq!(made["metadata"]["generateName"], "web-");
+
+        // A Service's addresses move to its new name: the taken one keeps its address, the
+        // new one gets another, and deleting the new one frees only its own.
+        MADE.store(0, Ordering::SeqCst);
+        let (made, _) = api
+            .create(
+                services,
+                Some("default"),
+                service(json!({"generateName": "db-"})),
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(made["metadata"]["name"], "db-free");
+        assert!(made["spec"]["clusterIP"].is_string());
+        assert_ne!(made["spec"]["clusterIP"], taken_ip);
+        let ip = |v: &Value| v["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+        let mut lock = api.lock_services().await.unwrap();
+        assert_eq!(lock.get().owner_of(ip(&made)), Some("default/db-free"));
+        assert_eq!(lock.get().owner_of(ip(&svc)), Some("default/db-taken"));
+        drop(lock);
+
+        // Every name taken: 409 AlreadyExists after eight names, and nothing written.
+        MADE.store(0, Ordering::SeqCst);
+        let api = api.with_name_generator(always_taken);
+        let err = api
+            .create(
+                pods,
+                Some("default"),
+                pod(json!({"generateName": "web-"})),
+                &opts,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 409);
+        assert_eq!(err.reason, "AlreadyExists");
+        assert_eq!(MADE.load(Ordering::SeqCst), 8);
+
+        // A name given by the client is never replaced.
+        MADE.store(0, Ordering::SeqCst);
+        let err = api
+            .create(
+                pods,
+                Some("default"),
+                pod(json!({"name": "web-taken", "generateName": "web-"})),
+                &opts,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, "AlreadyExists");
+        assert_eq!(MADE.load(Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn a_namespace_is_terminating_with_a_deletion_timestamp_or_the_terminating_phase() {

@@ -186,6 +186,12 @@ impl Allocations {
         }
     }
 
+    /// The Service (`namespace/name`) holding `ip`.
+    #[cfg(test)]
+    pub fn owner_of(&self, ip: Ipv4Addr) -> Option<&str> {
+        self.ips.get(&ip).map(String::as_str)
+    }
+
     /// Frees everything `owner` holds.
     pub fn release_owner(&mut self, owner: &str) {
         self.ips.retain(|_, o| o != owner);
