@@ -47,6 +47,10 @@ const META_EPOCH: &str = "wal_epoch";
 /// The longest the log goes without a checkpoint while it has records.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long the applier gathers logged batches into one redb transaction before applying
+/// them (a barrier or a flush ends the wait at once).
+const APPLY_LINGER: Duration = Duration::from_millis(5);
+
 /// The write-ahead log's size unless configured: 8 MiB.
 pub const DEFAULT_WAL_SIZE: u64 = 8 << 20;
 
@@ -646,6 +650,7 @@ struct Applier {
 impl Applier {
     fn run(self, rx: mpsc::Receiver<Apply>) {
         while let Ok(first) = rx.recv() {
+            let until = Instant::now() + APPLY_LINGER;
             let mut pending: Option<LoggedBatch> = None;
             let (mut barrier, mut durable) = (None, false);
             let mut next = Some(first);
@@ -664,7 +669,15 @@ impl Applier {
                         break;
                     }
                 }
-                next = rx.try_recv().ok();
+                // Wait a little for more: redb's cost is mostly per transaction, and nobody
+                // waits for this one (reads are served from memory, barriers end the wait).
+                next = match rx.try_recv() {
+                    Ok(work) => Some(work),
+                    Err(mpsc::TryRecvError::Empty) => rx
+                        .recv_timeout(until.saturating_duration_since(Instant::now()))
+                        .ok(),
+                    Err(mpsc::TryRecvError::Disconnected) => None,
+                };
             }
             let durability = if durable {
                 Durability::Immediate
