@@ -12,6 +12,7 @@ use super::apply;
 use super::error::{ApiError, ApiResult, Cause};
 use super::objects::{self, from_entry};
 use super::patch::{self, PatchType};
+use super::projection::Projection;
 use super::recent_writes::RecentWrites;
 use super::resources::{self, ResourceInfo, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
@@ -137,6 +138,19 @@ impl ListParams {
             .as_ref()
             .is_none_or(|s| s.matches_object(obj))
             && self.field_selector.as_ref().is_none_or(|s| s.matches(obj))
+    }
+
+    /// The parts of an object [`ListParams::matches`] reads: matching the object decoded
+    /// through it gives the same answer as matching the whole object.
+    pub fn projection(&self) -> Projection {
+        let mut p = Projection::new();
+        if self.label_selector.is_some() {
+            p.keep(&["metadata", "labels"]);
+        }
+        for path in self.field_selector.iter().flat_map(FieldSelector::paths) {
+            p.keep(path);
+        }
+        p
     }
 
     /// Whether every object passes (no selector at all).
@@ -363,9 +377,13 @@ impl Api {
         let mut items = Vec::new();
         let mut next = None;
         let mut last_key: Option<&str> = None;
+        // With a selector, each object is matched on the few fields it reads, and only the
+        // objects that match are decoded whole.
+        let projection = (!params.selects_everything()).then(|| params.projection());
         for entry in &listed.entries {
-            let obj = from_entry(entry);
-            if !params.matches(&obj) {
+            if let Some(p) = &projection
+                && !p.decode(&entry.value).is_some_and(|o| params.matches(&o))
+            {
                 continue;
             }
             if params.limit > 0 && items.len() == params.limit {
@@ -373,7 +391,7 @@ impl Api {
                 break;
             }
             last_key = Some(&entry.key);
-            items.push(obj);
+            items.push(from_entry(entry));
         }
         Ok((items, token_rev.unwrap_or(listed.revision), next))
     }
@@ -1517,6 +1535,72 @@ mod tests {
     fn always_taken(prefix: &str) -> String {
         MADE.fetch_add(1, Ordering::SeqCst);
         format!("{prefix}taken")
+    }
+
+    #[test]
+    fn matching_the_projection_answers_as_matching_the_whole_object() {
+        let objects = [
+            json!({"kind": "Pod", "metadata": {"name": "a", "namespace": "default",
+                "labels": {"app": "web", "tier": "front"}},
+                "spec": {"nodeName": "n1", "hostNetwork": true, "containers": [{"name": "c"}]},
+                "status": {"phase": "Running", "podIP": "10.0.0.1"}}),
+            json!({"kind": "Pod", "metadata": {"name": "b", "namespace": "kube-system",
+                "labels": {"app": "db"}}, "spec": {"restartPolicy": "Never"}}),
+            json!({"kind": "Pod", "metadata": {"name": "c"}, "spec": null, "status": "odd"}),
+            json!({"kind": "Event", "metadata": {"name": "e"},
+                "regarding": {"kind": "Pod", "name": "a"}, "reason": "Started"}),
+            json!({"kind": "Event", "metadata": {"name": "f"},
+                "involvedObject": {"kind": "Pod", "name": "b"}, "reason": "Killing"}),
+            json!({"kind": "Node", "metadata": {"name": "n1"}, "spec": {"unschedulable": true}}),
+            json!({"kind": "Node", "metadata": {"name": "n2", "labels": {"app": "web"}}}),
+        ];
+        let selectors = [
+            ("Pod", "app=web", ""),
+            ("Pod", "app!=web", ""),
+            ("Pod", "app in (web,db),tier", ""),
+            ("Pod", "app notin (db),!tier", ""),
+            ("Pod", "", "spec.nodeName=n1"),
+            ("Pod", "", "spec.nodeName="),
+            ("Pod", "", "spec.nodeName!=n1,status.phase!=Running"),
+            ("Pod", "", "spec.hostNetwork=false"),
+            (
+                "Pod",
+                "",
+                "spec.restartPolicy=Never,metadata.namespace=kube-system",
+            ),
+            ("Pod", "app=web", "metadata.name=a,status.podIP=10.0.0.1"),
+            ("Event", "", "involvedObject.kind=Pod,involvedObject.name=a"),
+            ("Event", "", "reason=Started"),
+            ("Node", "", "spec.unschedulable=false"),
+            ("Node", "app=web", "spec.unschedulable!=true"),
+        ];
+        for (kind, labels, fields) in selectors {
+            let params = ListParams {
+                label_selector: (!labels.is_empty()).then(|| LabelSelector::parse(labels).unwrap()),
+                field_selector: (!fields.is_empty())
+                    .then(|| FieldSelector::parse(kind, fields).unwrap()),
+                ..Default::default()
+            };
+            let projection = params.projection();
+            let (mut matched, mut seen) = (0, 0);
+            for obj in objects.iter().filter(|o| o["kind"] == kind) {
+                seen += 1;
+                let bytes = serde_json::to_vec(obj).unwrap();
+                let whole = params.matches(obj);
+                let projected = projection.decode(&bytes).unwrap();
+                assert_eq!(
+                    params.matches(&projected),
+                    whole,
+                    "{labels} {fields} on {obj}"
+                );
+                matched += usize::from(whole);
+            }
+            // Every selector here matches some object and misses another, or it tests little.
+            assert!(
+                matched > 0 && matched < seen,
+                "{labels} {fields} matches {matched} of {seen}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -876,6 +876,11 @@ async fn watch(
             return;
         }
         let _ = ns_owned;
+        let projection = (!params.selects_everything()).then(|| params.projection());
+        let matches = |bytes: &[u8]| match &projection {
+            None => true,
+            Some(p) => p.decode(bytes).is_some_and(|o| params.matches(&o)),
+        };
         let mut last = start;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -903,17 +908,14 @@ async fn watch(
                 Some(Ok(e)) => e,
             };
             last = event.revision;
-            let everything = params.selects_everything();
-            // An unfiltered JSON watch sends the stored bytes as they are (with the
-            // resourceVersion written in); only a selector or a table needs the decoded object.
-            let obj = (!everything || table_opts.is_some())
+            // A selector is matched on the fields it reads (the previous version too: an
+            // object can move in or out of it); a JSON watch sends the stored bytes as they
+            // are, with the resourceVersion written in; only a table needs the whole object.
+            let now_matches = matches(&event.value);
+            let was_matching = event.prev.as_deref().is_some_and(matches);
+            let obj = table_opts
+                .is_some()
                 .then(|| objects::from_bytes(&event.value, event.revision));
-            let now_matches = everything || obj.as_ref().is_some_and(|o| params.matches(o));
-            // The previous version only matters to a selector (an object moving in or out of
-            // it); decoding it for every event of an unfiltered watch is wasted work.
-            let was_matching = event.prev.as_ref().is_some_and(|p| {
-                everything || params.matches(&objects::from_bytes(p, event.revision))
-            });
             let ty = match event.event_type {
                 EventType::Added if now_matches => "ADDED",
                 EventType::Modified if now_matches && was_matching => "MODIFIED",

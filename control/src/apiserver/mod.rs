@@ -40,6 +40,7 @@ pub mod node_proxy;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod projection;
 pub mod protobuf;
 pub mod recent_writes;
 pub mod resource_metrics;

@@ -800,6 +800,15 @@ impl FieldSelector {
             .all(|r| (r.field.value(obj) == r.value) != r.negated)
     }
 
+    /// The JSON paths the terms read (each field's alternatives), for a [`Projection`].
+    ///
+    /// [`Projection`]: super::projection::Projection
+    pub fn paths(&self) -> impl Iterator<Item = &'static [&'static str]> + '_ {
+        self.requirements
+            .iter()
+            .flat_map(|r| r.field.paths.iter().copied())
+    }
+
     /// The value an equality term requires of `field`, if there is one, e.g. `Some("n1")` for
     /// `spec.nodeName=n1`: lets a caller answer from an index instead of scanning.
     pub fn exact_value(&self, field: &str) -> Option<&str> {
