@@ -61,12 +61,36 @@ struct Namespace {
 
 impl Namespace {
     fn insert(&mut self, name: &str, pod: Arc<Value>) -> Option<Arc<Value>> {
-        let prev = self.remove(name);
-        self.by_controller
-            .entry(controller_uid(&pod).to_string())
-            .or_default()
-            .insert(name.to_string(), pod.clone());
-        self.pods.insert(name.to_string(), pod);
+        // Most changes replace a pod under the same controller: one lookup in each map.
+        let prev = match self.pods.get_mut(name) {
+            Some(slot) => Some(std::mem::replace(slot, pod.clone())),
+            None => {
+                self.pods.insert(name.to_string(), pod.clone());
+                None
+            }
+        };
+        let uid = controller_uid(&pod);
+        if let Some(old) = prev
+            .as_deref()
+            .map(controller_uid)
+            .filter(|old| *old != uid)
+            && let Some(set) = self.by_controller.get_mut(old)
+        {
+            set.remove(name);
+            if set.is_empty() {
+                self.by_controller.remove(old);
+            }
+        }
+        let set = match self.by_controller.get_mut(uid) {
+            Some(set) => set,
+            None => self.by_controller.entry(uid.to_string()).or_default(),
+        };
+        match set.get_mut(name) {
+            Some(slot) => *slot = pod,
+            None => {
+                set.insert(name.to_string(), pod);
+            }
+        }
         prev
     }
 
@@ -399,6 +423,19 @@ mod tests {
         assert!(cache.get("a", "p1").is_none());
         assert_eq!(cache.revision(), 5);
         assert!(cache.controlled_by("a", "").is_empty());
+        // A change under the same controller replaces the pod in both indexes.
+        cache.apply(EventType::Modified, pod("a", "p2", Some("u1"), 6), 6);
+        let rv = |pods: Vec<Arc<Value>>| -> Vec<Value> {
+            pods.iter()
+                .map(|p| p["metadata"]["resourceVersion"].clone())
+                .collect()
+        };
+        assert_eq!(rv(cache.controlled_by("a", "u1")), vec![json!("6")]);
+        assert_eq!(rv(cache.list("a")), vec![json!("6")]);
+        // Orphaned again: back under `""`.
+        cache.apply(EventType::Modified, pod("a", "p2", None, 7), 7);
+        assert!(cache.controlled_by("a", "u1").is_empty());
+        assert_eq!(names(&cache.orphans("a")), vec!["p2"]);
     }
 
     #[tokio::test]
