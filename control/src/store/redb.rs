@@ -51,6 +51,9 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 /// them (a barrier or a flush ends the wait at once).
 const APPLY_LINGER: Duration = Duration::from_millis(5);
 
+/// redb's page cache unless configured: 64 MiB.
+pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
+
 /// The write-ahead log's size unless configured: 8 MiB.
 pub const DEFAULT_WAL_SIZE: u64 = 8 << 20;
 
@@ -68,12 +71,16 @@ pub struct RedbStoreConfig {
     /// Size of the write-ahead log file (next to the database, extension `wal`); 0 turns the
     /// log off, and every batch is then a durable redb commit of its own.
     pub wal_size: u64,
+    /// Bytes of redb's page cache. Reads are served from memory, so redb's pages are only
+    /// read on the write path (and at start-up): its default, 1 GiB, would mostly hold a
+    /// second copy of the data.
+    pub cache_size: usize,
 }
 
 impl RedbStoreConfig {
     /// Defaults for a database at `path`: a 5-minute watch window (as kube-apiserver's etcd
     /// compaction interval), at least 1,000 events kept, batches of up to 4,096 writes, an
-    /// 8 MiB write-ahead log.
+    /// 8 MiB write-ahead log, a 64 MiB page cache.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         RedbStoreConfig {
             path: path.into(),
@@ -81,6 +88,7 @@ impl RedbStoreConfig {
             watch_min_events: 1000,
             max_batch: 4096,
             wal_size: DEFAULT_WAL_SIZE,
+            cache_size: DEFAULT_CACHE_SIZE,
         }
     }
 
@@ -349,13 +357,16 @@ impl RedbStore {
         if let Some(dir) = config.path.parent() {
             std::fs::create_dir_all(dir).map_err(backend)?;
         }
-        let db = Database::create(&config.path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
-                "{} is in use by another process (another flotilla server on this data dir?)",
-                config.path.display()
-            )),
-            e => backend(e),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(config.cache_size)
+            .create(&config.path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
+                    "{} is in use by another process (another flotilla server on this data dir?)",
+                    config.path.display()
+                )),
+                e => backend(e),
+            })?;
         // Make sure the tables exist so read transactions can open them.
         let txn = db.begin_write().map_err(backend)?;
         {
@@ -1332,6 +1343,42 @@ mod tests {
         // Watch events survive the restart too.
         let mut w = s.watch("/c/", 198).unwrap();
         assert_eq!(w.next().await.unwrap().unwrap().revision, 199);
+    }
+
+    #[tokio::test]
+    async fn a_page_cache_much_smaller_than_the_data_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || {
+            let mut c = RedbStoreConfig::new(dir.path().join("s.redb"));
+            c.cache_size = 64 << 10;
+            // Checkpoints during the run too, not only at close.
+            c.wal_size = 1 << 20;
+            c
+        };
+        let s = RedbStore::open(config()).unwrap();
+        // About 4 MiB of values through a 64 KiB cache and a 1 MiB log, then updates of early
+        // keys.
+        for i in 0..2000 {
+            s.create(format!("/c/{i:04}"), Bytes::from(vec![b'a'; 2000]))
+                .await
+                .unwrap();
+        }
+        for i in 0..100 {
+            s.update(format!("/c/{i:04}"), Bytes::from(vec![b'b'; 2000]), None)
+                .await
+                .unwrap();
+        }
+        s.close();
+        let s = RedbStore::open(config()).unwrap();
+        let all = s.list("/c/", ListOptions::default()).await.unwrap();
+        assert_eq!(all.entries.len(), 2000);
+        assert_eq!(all.revision, 2100);
+        assert!(all.entries[..100].iter().all(|e| e.value[0] == b'b'));
+        assert!(
+            all.entries[100..]
+                .iter()
+                .all(|e| e.value[0] == b'a' && e.value.len() == 2000)
+        );
     }
 
     #[tokio::test]
