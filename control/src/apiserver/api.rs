@@ -584,7 +584,7 @@ impl Api {
             if let Some((mut lock, change)) = services {
                 lock.get().undo(&change);
             }
-            return Ok((Written::dry_run(obj), warnings));
+            return Ok((Written::unstored(obj), warnings));
         }
         // A generated name that is taken is generated again, as kube-apiserver does since
         // 1.32 (RetryGenerateName): five random characters collide often enough at scale.
@@ -632,10 +632,24 @@ impl Api {
         res: &ResourceInfo,
         ns: Option<&str>,
         name: &str,
-        mut obj: Value,
+        obj: Value,
         sub: Option<Subresource>,
         opts: &WriteOptions,
     ) -> ApiResult<(Value, Vec<String>)> {
+        let (written, warnings) = self.update_written(res, ns, name, obj, sub, opts).await?;
+        Ok((Arc::unwrap_or_clone(written.object), warnings))
+    }
+
+    /// Replaces an object, as [`Api::update`], and also returns the bytes stored for it.
+    pub async fn update_written(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        sub: Option<Subresource>,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Written, Vec<String>)> {
         Self::check_namespace_arg(res, ns)?;
         Self::check_body(res, ns, &mut obj)?;
         match objects::name(&obj) {
@@ -672,10 +686,10 @@ impl Api {
         if wanted_rv.is_some_and(|rv| rv != current_rv) {
             return Err(ApiError::stale(res, name));
         }
-        let result = self
+        let written = self
             .write_update(res, ns, name, obj, &current, current_rv, sub, opts)
             .await?;
-        Ok((result, warnings))
+        Ok((written, warnings))
     }
 
     /// The common tail of update and patch: merges server-owned parts from `current`, validates
@@ -691,7 +705,7 @@ impl Api {
         current_rv: Revision,
         sub: Option<Subresource>,
         opts: &WriteOptions,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Written> {
         let mut obj = match sub {
             Some(Subresource::Status) => {
                 // A status write changes status and nothing else.
@@ -798,7 +812,7 @@ impl Api {
         if obj == *current || opts.dry_run {
             // Nothing changed: no write, no new revision, no watch event.
             undo(&mut services);
-            return Ok(obj);
+            return Ok(Written::unstored(obj));
         }
         let key = res.key(ns, name);
         // A namespace also waits for its spec finalizers (content removal by the namespace
@@ -825,11 +839,12 @@ impl Api {
             }
             let entry = deleted.map_err(|e| ApiError::from_store(e, res, name))?;
             objects::set_resource_version(&mut obj, entry.mod_revision);
-            return Ok(obj);
+            return Ok(Written::unstored(obj));
         }
+        let stored = objects::to_bytes(&obj);
         let updated = self
             .store
-            .update(key, objects::to_bytes(&obj), Some(current_rv))
+            .update(key, stored.clone(), Some(current_rv))
             .await;
         if let Some((lock, change)) = services.as_mut() {
             match &updated {
@@ -839,7 +854,13 @@ impl Api {
         }
         let entry = updated.map_err(|e| ApiError::from_store(e, res, name))?;
         objects::set_resource_version(&mut obj, entry.mod_revision);
-        Ok(obj)
+        let obj = Arc::new(obj);
+        if is_pods(res) {
+            // Status updates are most of a pod's writes: the pod cache takes them decoded too.
+            self.recent
+                .record(&entry.key, entry.mod_revision, obj.clone());
+        }
+        Ok(Written::stored(obj, stored, entry.mod_revision))
     }
 
     /// Patches an object (or its status), retrying when it changed concurrently unless the
@@ -855,6 +876,24 @@ impl Api {
         sub: Option<Subresource>,
         opts: &WriteOptions,
     ) -> ApiResult<(Value, Vec<String>)> {
+        let (written, warnings) = self
+            .patch_written(res, ns, name, patch_type, body, sub, opts)
+            .await?;
+        Ok((Arc::unwrap_or_clone(written.object), warnings))
+    }
+
+    /// Patches an object, as [`Api::patch`], and also returns the bytes stored for it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch_written(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        patch_type: PatchType,
+        body: &[u8],
+        sub: Option<Subresource>,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Written, Vec<String>)> {
         Self::check_namespace_arg(res, ns)?;
         let mut attempt = 0;
         loop {
@@ -986,7 +1025,7 @@ impl Api {
                 {
                     continue;
                 }
-                other => return other.map(|o| (o, warnings, false)),
+                other => return other.map(|w| (Arc::unwrap_or_clone(w.object), warnings, false)),
             }
         }
     }
@@ -1305,7 +1344,7 @@ impl Api {
             {
                 Err(e) if e.reason == "Conflict" && attempt < PATCH_RETRIES => continue,
                 Err(e) => return Err(e),
-                Ok(obj) => return Ok(Self::scale_of(res, &obj)),
+                Ok(written) => return Ok(Self::scale_of(res, &written.object)),
             }
         }
     }

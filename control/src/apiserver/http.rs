@@ -562,7 +562,7 @@ async fn handle(
                 _ => None,
             };
             let (updated, warnings) = api
-                .update(
+                .update_written(
                     res,
                     ns,
                     name,
@@ -572,7 +572,7 @@ async fn handle(
                 )
                 .await?;
             Ok(with_warnings(
-                json_response(StatusCode::OK, &updated),
+                json_bytes_response(StatusCode::OK, updated.to_json()),
                 &warnings,
             ))
         }
@@ -638,10 +638,10 @@ async fn handle(
                 None
             };
             let (patched, warnings) = api
-                .patch(res, ns, name, ty, &bytes, subresource, &opts)
+                .patch_written(res, ns, name, ty, &bytes, subresource, &opts)
                 .await?;
             Ok(with_warnings(
-                json_response(StatusCode::OK, &patched),
+                json_bytes_response(StatusCode::OK, patched.to_json()),
                 &warnings,
             ))
         }

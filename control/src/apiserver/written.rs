@@ -15,7 +15,7 @@ pub struct Written {
     /// The object, with its `metadata.resourceVersion` (shared with the pod cache's hand-off,
     /// [`super::recent_writes`]).
     pub object: Arc<Value>,
-    /// The stored bytes and their revision; `None` for a dry run, which stores nothing.
+    /// The stored bytes and their revision; `None` when the write stored nothing.
     stored: Option<(Bytes, Revision)>,
 }
 
@@ -28,8 +28,9 @@ impl Written {
         }
     }
 
-    /// An object a dry run would have stored.
-    pub fn dry_run(object: Value) -> Written {
+    /// An object as a write left it without storing it: a dry run, an update that changed
+    /// nothing, or the last state of an object whose deletion the write completed.
+    pub fn unstored(object: Value) -> Written {
         Written {
             object: Arc::new(object),
             stored: None,
@@ -57,7 +58,7 @@ mod tests {
         let served: Value = serde_json::from_slice(&stored.to_json()).unwrap();
         assert_eq!(served, object);
         let dry: Value =
-            serde_json::from_slice(&Written::dry_run(object.clone()).to_json()).unwrap();
+            serde_json::from_slice(&Written::unstored(object.clone()).to_json()).unwrap();
         assert_eq!(dry, object);
     }
 }

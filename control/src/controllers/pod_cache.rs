@@ -475,6 +475,30 @@ mod tests {
         assert_eq!(*handed, objects::from_entry(&entry));
         assert_eq!(handed["spec"]["nodeName"], "n1");
 
+        // A status patch (the agent's write) is handed over too, and its response is built
+        // from the stored bytes.
+        let status = br#"{"status": {"phase": "Running", "podIP": "10.1.0.7"}}"#;
+        let (written, _) = api
+            .patch_written(
+                res,
+                Some("default"),
+                "p",
+                crate::apiserver::patch::PatchType::Merge,
+                status,
+                Some(crate::apiserver::resources::Subresource::Status),
+                &crate::apiserver::api::WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        let entry = api.get_entry(res, Some("default"), "p").await.unwrap();
+        let handed = recent
+            .take(&key, entry.mod_revision)
+            .expect("the status patch was kept");
+        assert_eq!(*handed, objects::from_entry(&entry));
+        assert_eq!(handed["status"]["phase"], "Running");
+        let served: Value = serde_json::from_slice(&written.to_json()).unwrap();
+        assert_eq!(served, objects::from_entry(&entry));
+
         // A running cache ends up with the bound pod whether it takes the hand-over or decodes.
         let cache = PodCache::new();
         let shutdown = CancellationToken::new();
