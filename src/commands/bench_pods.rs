@@ -6,7 +6,8 @@
 //! measures, over real HTTP with the result observed through a pod watch:
 //! - **sequence**: N pods one at a time, each created only after the previous one was seen
 //!   Running; latency = create request sent → `Running` seen on the watch;
-//! - **burst**: N more pods created by 64 concurrent clients; the same per-pod latency, and the
+//! - **burst**: N more pods created by 64 concurrent clients; the same per-pod latency, split
+//!   at the binding (create sent → bound, bound → Running, both as seen on the watch), and the
 //!   time until the last one is Running;
 //! - **density**: the agent's resident memory with the sequence and burst pods all running idle,
 //!   less its memory before them, per pod.
@@ -45,8 +46,15 @@ pub struct PodsBenchArgs {
     pub timeout: u64,
 }
 
-/// Time each pod was first seen Running, by name.
-type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+/// When each pod was first seen bound to a node and first seen Running, by name.
+#[derive(Debug, Default)]
+struct Phases {
+    bound: HashMap<String, Instant>,
+    running: HashMap<String, Instant>,
+}
+
+/// The phases seen so far, shared with the watch.
+type Seen = Arc<Mutex<Phases>>;
 
 /// Runs the benchmark and prints a report.
 pub async fn run(args: PodsBenchArgs) -> anyhow::Result<()> {
@@ -161,12 +169,30 @@ pub async fn run(args: PodsBenchArgs) -> anyhow::Result<()> {
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
     let last = wait_running(&seen, &names, timeout).await?;
-    let mut burst: Vec<Duration> = {
+    let (mut burst, mut to_bound, mut to_running) = {
         let seen = seen.lock().unwrap();
         let sent_at = sent_at.lock().unwrap();
-        names.iter().map(|n| seen[n] - sent_at[n]).collect()
+        let mut phases = (Vec::new(), Vec::new(), Vec::new());
+        for n in &names {
+            let (sent, running) = (sent_at[n], seen.running[n]);
+            phases.0.push(running - sent);
+            // A pod seen Running was seen bound on the same watch, at the latest then.
+            let bound = seen.bound.get(n).copied().unwrap_or(running);
+            phases.1.push(bound.saturating_duration_since(sent));
+            phases.2.push(running - bound);
+        }
+        phases
     };
     report("burst", &mut burst);
+    to_bound.sort();
+    to_running.sort();
+    println!(
+        "burst: create sent → bound p50 {:.2} ms, p99 {:.2} ms; bound → Running p50 {:.2} ms, p99 {:.2} ms",
+        ms(percentile(&to_bound, 0.5)),
+        ms(percentile(&to_bound, 0.99)),
+        ms(percentile(&to_running, 0.5)),
+        ms(percentile(&to_running, 0.99))
+    );
     println!(
         "burst: {} pods Running {:.0} ms after the first create ({:.0} pods/s)",
         args.pods,
@@ -238,10 +264,18 @@ async fn watch_running(client: reqwest::Client, url: String, seen: Seen) -> anyh
                 continue;
             };
             let object = &event["object"];
-            if object["status"]["phase"] == "Running"
-                && let Some(name) = object["metadata"]["name"].as_str()
+            let Some(name) = object["metadata"]["name"].as_str() else {
+                continue;
+            };
+            let mut seen = seen.lock().unwrap();
+            if object["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty())
             {
-                seen.lock().unwrap().entry(name.to_string()).or_insert(now);
+                seen.bound.entry(name.to_string()).or_insert(now);
+            }
+            if object["status"]["phase"] == "Running" {
+                seen.running.entry(name.to_string()).or_insert(now);
             }
         }
     }
@@ -254,14 +288,18 @@ async fn wait_running(seen: &Seen, names: &[String], timeout: Duration) -> anyho
     loop {
         {
             let seen = seen.lock().unwrap();
-            let times: Option<Vec<Instant>> = names.iter().map(|n| seen.get(n).copied()).collect();
+            let times: Option<Vec<Instant>> =
+                names.iter().map(|n| seen.running.get(n).copied()).collect();
             if let Some(times) = times {
                 return Ok(times.into_iter().max().unwrap_or_else(Instant::now));
             }
         }
         if Instant::now() > deadline {
             let seen = seen.lock().unwrap();
-            let missing = names.iter().filter(|n| !seen.contains_key(*n)).count();
+            let missing = names
+                .iter()
+                .filter(|n| !seen.running.contains_key(*n))
+                .count();
             bail!("{missing} pods not Running within {timeout:?}");
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
