@@ -41,6 +41,8 @@ pub enum Bench {
     Scheduler(super::bench_scheduler::SchedulerBenchArgs),
     /// Wasm pods on one node: apply → Running latency in sequence and in a burst; density.
     Pods(super::bench_pods::PodsBenchArgs),
+    /// The CPU each API operation of a pod's life costs, in-process, without HTTP.
+    Ops(super::bench_ops::OpsBenchArgs),
     /// `flotilla up`: time until the cluster and its node are ready; idle memory.
     Up(super::bench_up::UpBenchArgs),
     /// Services: requests/s and latency through a ClusterIP (node proxy) vs straight to the pod.
@@ -94,6 +96,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Deployment(a) => rt.block_on(super::bench_deployment::run(a)),
         Bench::Container(a) => rt.block_on(super::bench_container::run(a)),
         Bench::Wasm(a) => rt.block_on(super::bench_wasm::run(a)),
+        Bench::Ops(a) => rt.block_on(super::bench_ops::run(a)),
     }
 }
 

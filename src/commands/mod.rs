@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_client;
 pub mod bench_container;
 pub mod bench_deployment;
+pub mod bench_ops;
 pub mod bench_pods;
 pub mod bench_scheduler;
 pub mod bench_service;

@@ -8,6 +8,7 @@ mod api_kubectl;
 mod api_metrics;
 mod api_server_side_apply;
 mod api_watch;
+mod bench;
 mod containers;
 mod controllers;
 mod node_agent;
