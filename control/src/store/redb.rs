@@ -5,7 +5,8 @@
 //! as ONE record to the write-ahead log ([`super::wal`]) and flushes it; only then does it update
 //! the in-memory index, acknowledge each writer and append to the watch log, and after that it
 //! hands the batch to the *applier* thread, which writes it into redb in a transaction that is
-//! not flushed (batches waiting for it share one) while the committer flushes the next record.
+//! not flushed (batches that arrive within [`APPLY_LINGER`] of the first share one) while the
+//! committer flushes the next record.
 //! Nobody waits for redb: reads never touch it, and the log already holds the batch. So
 //! concurrent writers share one `fdatasync`, and nobody hears "done" before their write is on
 //! disk. Every so often (the log half full, or [`CHECKPOINT_INTERVAL`] passed) a durable redb
