@@ -89,8 +89,9 @@ fn json_with_resource_version(stored: &[u8], revision: Revision) -> Option<Vec<u
     Some(out)
 }
 
-/// The JSON the API serves for stored bytes at `revision`: [`json_with_resource_version`], or
-/// when the bytes do not have its layout, [`from_bytes`] encoded again.
+/// The JSON the API serves for stored bytes at `revision`: the bytes with the
+/// `resourceVersion` spliced into their `metadata`, or, when the bytes do not have that
+/// layout, [`from_bytes`] encoded again.
 pub fn served_json(stored: &[u8], revision: Revision) -> Vec<u8> {
     json_with_resource_version(stored, revision)
         .unwrap_or_else(|| serde_json::to_vec(&from_bytes(stored, revision)).unwrap_or_default())

@@ -50,7 +50,7 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long the applier gathers logged batches into one redb transaction before applying
 /// them (a barrier or a flush ends the wait at once).
-const APPLY_LINGER: Duration = Duration::from_millis(5);
+pub const APPLY_LINGER: Duration = Duration::from_millis(5);
 
 /// redb's page cache unless configured: 64 MiB.
 pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
