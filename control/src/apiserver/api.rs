@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::store::{Entry, ListOptions, Revision, Store, StoreError, WatchStream};
@@ -151,6 +152,17 @@ impl ListParams {
             p.keep(path);
         }
         p
+    }
+
+    /// Whether an object's stored JSON passes both selectors, deciding on the fields they
+    /// read ([`ListParams::projection`]) without decoding the whole object.
+    pub fn bytes_matcher(&self) -> impl Fn(&[u8]) -> bool + '_ {
+        let projection = (!self.selects_everything()).then(|| self.projection());
+        move |bytes| {
+            projection
+                .as_ref()
+                .is_none_or(|p| p.decode(bytes).is_some_and(|o| self.matches(&o)))
+        }
     }
 
     /// Whether every object passes (no selector at all).
@@ -379,11 +391,9 @@ impl Api {
         let mut last_key: Option<&str> = None;
         // With a selector, each object is matched on the few fields it reads, and only the
         // objects that match are decoded whole.
-        let projection = (!params.selects_everything()).then(|| params.projection());
+        let matches = params.bytes_matcher();
         for entry in &listed.entries {
-            if let Some(p) = &projection
-                && !p.decode(&entry.value).is_some_and(|o| params.matches(&o))
-            {
+            if !matches(&entry.value) {
                 continue;
             }
             if params.limit > 0 && items.len() == params.limit {
@@ -617,13 +627,7 @@ impl Api {
                 }
             }
         };
-        objects::set_resource_version(&mut obj, entry.mod_revision);
-        let obj = Arc::new(obj);
-        if is_pods(res) {
-            self.recent
-                .record(&entry.key, entry.mod_revision, obj.clone());
-        }
-        Ok((Written::stored(obj, stored, entry.mod_revision), warnings))
+        Ok((self.stored(res, obj, stored, &entry), warnings))
     }
 
     /// Replaces an object (PUT), or its status with `sub = Some(Status)`.
@@ -853,14 +857,20 @@ impl Api {
             }
         }
         let entry = updated.map_err(|e| ApiError::from_store(e, res, name))?;
+        Ok(self.stored(res, obj, stored, &entry))
+    }
+
+    /// What a write that stored `obj` as `bytes` in `entry` returns: the object with its new
+    /// `resourceVersion`, and the bytes. A pod (created, bound, or updated: the agents' status
+    /// writes are most of a pod's writes) is also handed to the pod cache decoded.
+    fn stored(&self, res: &ResourceInfo, mut obj: Value, bytes: Bytes, entry: &Entry) -> Written {
         objects::set_resource_version(&mut obj, entry.mod_revision);
         let obj = Arc::new(obj);
         if is_pods(res) {
-            // Status updates are most of a pod's writes: the pod cache takes them decoded too.
             self.recent
                 .record(&entry.key, entry.mod_revision, obj.clone());
         }
-        Ok(Written::stored(obj, stored, entry.mod_revision))
+        Written::stored(obj, bytes, entry.mod_revision)
     }
 
     /// Patches an object (or its status), retrying when it changed concurrently unless the
@@ -1396,15 +1406,14 @@ impl Api {
                 .collect();
             conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": objects::now_rfc3339()}));
             obj["status"]["conditions"] = json!(conditions);
+            let bytes = objects::to_bytes(&obj);
             match self
                 .store
-                .update(pods.key(Some(ns), name), objects::to_bytes(&obj), Some(rv))
+                .update(pods.key(Some(ns), name), bytes.clone(), Some(rv))
                 .await
             {
                 Ok(entry) => {
-                    objects::set_resource_version(&mut obj, entry.mod_revision);
-                    let obj = Arc::new(obj);
-                    self.recent.record(&entry.key, entry.mod_revision, obj);
+                    self.stored(pods, obj, bytes, &entry);
                     return Ok(());
                 }
                 Err(StoreError::Conflict { .. }) if attempt < PATCH_RETRIES => continue,

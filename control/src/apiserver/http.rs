@@ -876,11 +876,7 @@ async fn watch(
             return;
         }
         let _ = ns_owned;
-        let projection = (!params.selects_everything()).then(|| params.projection());
-        let matches = |bytes: &[u8]| match &projection {
-            None => true,
-            Some(p) => p.decode(bytes).is_some_and(|o| params.matches(&o)),
-        };
+        let matches = params.bytes_matcher();
         let mut last = start;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -912,10 +908,7 @@ async fn watch(
             // object can move in or out of it); a JSON watch sends the stored bytes as they
             // are, with the resourceVersion written in; only a table needs the whole object.
             let now_matches = matches(&event.value);
-            let was_matching = event.prev.as_deref().is_some_and(matches);
-            let obj = table_opts
-                .is_some()
-                .then(|| objects::from_bytes(&event.value, event.revision));
+            let was_matching = event.prev.as_deref().is_some_and(&matches);
             let ty = match event.event_type {
                 EventType::Added if now_matches => "ADDED",
                 EventType::Modified if now_matches && was_matching => "MODIFIED",
@@ -924,9 +917,13 @@ async fn watch(
                 EventType::Deleted if now_matches => "DELETED",
                 _ => continue,
             };
-            let line = match obj {
-                Some(obj) if table_opts.is_some() => watch_event(ty, render(obj)),
-                _ => raw_watch_event(ty, &objects::served_json(&event.value, event.revision)),
+            let line = if table_opts.is_some() {
+                watch_event(
+                    ty,
+                    render(objects::from_bytes(&event.value, event.revision)),
+                )
+            } else {
+                raw_watch_event(ty, &objects::served_json(&event.value, event.revision))
             };
             if tx.send(Ok(line)).await.is_err() {
                 return;

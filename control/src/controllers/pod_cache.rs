@@ -74,12 +74,8 @@ impl Namespace {
             .as_deref()
             .map(controller_uid)
             .filter(|old| *old != uid)
-            && let Some(set) = self.by_controller.get_mut(old)
         {
-            set.remove(name);
-            if set.is_empty() {
-                self.by_controller.remove(old);
-            }
+            self.unindex(old, name);
         }
         let set = match self.by_controller.get_mut(uid) {
             Some(set) => set,
@@ -96,14 +92,18 @@ impl Namespace {
 
     fn remove(&mut self, name: &str) -> Option<Arc<Value>> {
         let prev = self.pods.remove(name)?;
-        let uid = controller_uid(&prev);
+        self.unindex(controller_uid(&prev), name);
+        Some(prev)
+    }
+
+    /// Drops `name` from the pods of controller `uid` (and the set, once empty).
+    fn unindex(&mut self, uid: &str, name: &str) {
         if let Some(set) = self.by_controller.get_mut(uid) {
             set.remove(name);
             if set.is_empty() {
                 self.by_controller.remove(uid);
             }
         }
-        Some(prev)
     }
 }
 
