@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult, Cause};
 use super::objects::{self, from_entry};
 use super::patch::{self, PatchType};
 use super::projection::Projection;
-use super::recent_writes::RecentWrites;
+use super::recent_writes::{PendingWrite, RecentWrites};
 use super::resources::{self, ResourceInfo, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
 use super::service_ips::{Change, ServiceAddresses, ServiceLock, ServiceRanges};
@@ -600,10 +600,12 @@ impl Api {
         // 1.32 (RetryGenerateName): five random characters collide often enough at scale.
         let generated = generate.filter(|_| !has_name);
         let mut attempts = 1;
-        let (entry, stored) = loop {
+        let (entry, stored, _pending) = loop {
             let stored = objects::to_bytes(&obj);
-            match self.store.create(res.key(ns, &name), stored.clone()).await {
-                Ok(entry) => break (entry, stored),
+            let key = res.key(ns, &name);
+            let pending = self.announce(res, &key);
+            match self.store.create(key, stored.clone()).await {
+                Ok(entry) => break (entry, stored, pending),
                 Err(StoreError::AlreadyExists(_))
                     if attempts < GENERATE_NAME_ATTEMPTS
                         && let Some(prefix) = &generated =>
@@ -846,6 +848,7 @@ impl Api {
             return Ok(Written::unstored(obj));
         }
         let stored = objects::to_bytes(&obj);
+        let _pending = self.announce(res, &key);
         let updated = self
             .store
             .update(key, stored.clone(), Some(current_rv))
@@ -863,6 +866,16 @@ impl Api {
     /// What a write that stored `obj` as `bytes` in `entry` returns: the object with its new
     /// `resourceVersion`, and the bytes. A pod (created, bound, or updated: the agents' status
     /// writes are most of a pod's writes) is also handed to the pod cache decoded.
+    /// Announces a pod write about to go to the store under `key` (see
+    /// [`RecentWrites::pending`]); keep the guard until after [`Api::stored`].
+    fn announce(&self, res: &ResourceInfo, key: &str) -> Option<PendingWrite<'_>> {
+        if is_pods(res) {
+            self.recent.pending(key)
+        } else {
+            None
+        }
+    }
+
     fn stored(&self, res: &ResourceInfo, mut obj: Value, bytes: Bytes, entry: &Entry) -> Written {
         objects::set_resource_version(&mut obj, entry.mod_revision);
         let obj = Arc::new(obj);
@@ -1407,11 +1420,9 @@ impl Api {
             conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": objects::now_rfc3339()}));
             obj["status"]["conditions"] = json!(conditions);
             let bytes = objects::to_bytes(&obj);
-            match self
-                .store
-                .update(pods.key(Some(ns), name), bytes.clone(), Some(rv))
-                .await
-            {
+            let key = pods.key(Some(ns), name);
+            let _pending = self.announce(pods, &key);
+            match self.store.update(key, bytes.clone(), Some(rv)).await {
                 Ok(entry) => {
                     self.stored(pods, obj, bytes, &entry);
                     return Ok(());

@@ -367,7 +367,7 @@ impl PodCache {
                         // The API server's own writes come decoded (see RecentWrites).
                         let written = match e.event_type {
                             EventType::Deleted => None,
-                            _ => api.recent_writes().take(&e.key, e.revision),
+                            _ => api.recent_writes().take_written(&e.key, e.revision).await,
                         };
                         let pod = written
                             .unwrap_or_else(|| Arc::new(objects::from_bytes(&e.value, e.revision)));
