@@ -21,8 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -172,8 +174,8 @@ struct Slot {
     name: String,
     record: Record,
     count: u64,
-    first: String,
-    last: String,
+    first: Time,
+    last: Time,
     /// The Event object exists (its create succeeded).
     created: bool,
     in_flight: bool,
@@ -182,7 +184,7 @@ struct Slot {
 }
 
 enum Write {
-    Create(Value),
+    Create(Box<Event>),
     Patch(Vec<u8>),
 }
 
@@ -249,7 +251,10 @@ impl EventWriter {
             tracing::debug!(reason = %rec.reason, object = %object, "event dropped by the spam filter");
             return;
         };
-        let now = crate::apiserver::objects::now_rfc3339();
+        // Whole seconds, as Event timestamps are written.
+        let now = Time(
+            Timestamp::from_second(chrono::Utc::now().timestamp()).unwrap_or(Timestamp::UNIX_EPOCH),
+        );
         let mut rec = rec;
         rec.message = correlated.message;
         let key = Key {
@@ -306,14 +311,26 @@ impl EventWriter {
             )
         } else {
             let r = &slot.record;
-            Write::Create(json!({
-                "apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": slot.name, "namespace": slot.namespace},
-                "involvedObject": r.involved,
-                "reason": r.reason, "message": r.message, "type": r.event_type.as_str(),
-                "source": {"component": self.component},
-                "reportingComponent": self.component, "reportingInstance": "",
-                "count": slot.count, "firstTimestamp": slot.first, "lastTimestamp": slot.last,
+            Write::Create(Box::new(Event {
+                metadata: ObjectMeta {
+                    name: Some(slot.name.clone()),
+                    namespace: Some(slot.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                involved_object: r.involved.clone(),
+                reason: Some(r.reason.clone()),
+                message: Some(r.message.clone()),
+                type_: Some(r.event_type.as_str().to_string()),
+                source: Some(EventSource {
+                    component: Some(self.component.clone()),
+                    host: None,
+                }),
+                reporting_component: Some(self.component.clone()),
+                reporting_instance: Some(String::new()),
+                count: Some(i32::try_from(slot.count).unwrap_or(i32::MAX)),
+                first_timestamp: Some(slot.first.clone()),
+                last_timestamp: Some(slot.last.clone()),
+                ..Event::default()
             }))
         }
     }
@@ -330,8 +347,8 @@ impl EventWriter {
         let (api, ns, name) = (self.api.clone(), slot.namespace.clone(), slot.name.clone());
         writes.spawn(async move {
             let result = match w {
-                Write::Create(obj) => api
-                    .create(events(), Some(&ns), obj, &WriteOptions::default())
+                Write::Create(event) => api
+                    .create_typed(events(), Some(&ns), &*event, &WriteOptions::default())
                     .await
                     .map(|_| ()),
                 Write::Patch(body) => api
