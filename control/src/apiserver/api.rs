@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::store::{Entry, ListOptions, Revision, Store, StoreError, WatchStream};
 
 use super::apply;
+use super::decoded_pods::DecodedPods;
 use super::error::{ApiError, ApiResult, Cause};
 use super::objects::{self, from_entry};
 use super::patch::{self, PatchType};
@@ -209,6 +210,7 @@ pub struct Api {
     config: Arc<ApiConfig>,
     services: Arc<ServiceAddresses>,
     recent: Arc<RecentWrites>,
+    decoded: Arc<DecodedPods>,
     /// Makes a name from `generateName` ([`objects::generate_name`]; tests choose their own).
     generate_name: fn(&str) -> String,
 }
@@ -255,6 +257,7 @@ impl Api {
             config: Arc::new(config),
             services,
             recent: Arc::default(),
+            decoded: Arc::default(),
             generate_name: objects::generate_name,
         }
     }
@@ -269,6 +272,28 @@ impl Api {
     /// The pods this API has just written, for the in-process pod cache.
     pub fn recent_writes(&self) -> &RecentWrites {
         &self.recent
+    }
+
+    /// Where this API finds pods already decoded (the in-process pod cache offers its own).
+    pub fn decoded_pods(&self) -> &DecodedPods {
+        &self.decoded
+    }
+
+    /// The object a write starts from: as stored, decoded, or for a pod the decoded copy of
+    /// that same revision when one is at hand.
+    async fn get_current(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Arc<Value>> {
+        let entry = self.get_entry(res, ns, name).await?;
+        if is_pods(res)
+            && let Some(pod) = self.decoded.get(ns.unwrap_or(""), name, entry.mod_revision)
+        {
+            return Ok(pod);
+        }
+        Ok(Arc::new(from_entry(&entry)))
     }
 
     /// Locks the Service address allocations, loading them from the stored Services on first use.
@@ -514,6 +539,24 @@ impl Api {
         }
     }
 
+    /// [`Api::decode`] of a write's new object. A status write takes the status (and the
+    /// field managers) from it and nothing else, so only those parts are decoded; what else the
+    /// body holds is ignored unread, as it would be ignored once decoded.
+    fn decode_write(
+        res: &ResourceInfo,
+        mut obj: Value,
+        sub: Option<Subresource>,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Value, Vec<String>)> {
+        if sub == Some(Subresource::Status)
+            && let Some(fields) = obj.as_object_mut()
+        {
+            fields
+                .retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
+        }
+        Self::decode(res, obj, opts)
+    }
+
     /// Creates an object. Returns it as stored, plus warnings for the client.
     pub async fn create(
         &self,
@@ -725,8 +768,8 @@ impl Api {
             }
             None => None,
         };
-        let (obj, warnings) = Self::decode(res, obj, opts)?;
-        let current = self.get(res, ns, name).await?;
+        let (obj, warnings) = Self::decode_write(res, obj, sub, opts)?;
+        let current = self.get_current(res, ns, name).await?;
         let current_rv = objects::resource_version(&current)
             .and_then(Result::ok)
             .unwrap_or(0);
@@ -962,7 +1005,7 @@ impl Api {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let current = self.get(res, ns, name).await?;
+            let current = self.get_current(res, ns, name).await?;
             let current_rv = objects::resource_version(&current)
                 .and_then(Result::ok)
                 .unwrap_or(0);
@@ -984,7 +1027,7 @@ impl Api {
                 )));
             }
             Self::check_body(res, ns, &mut patched)?;
-            let (normal, warnings) = Self::decode(res, patched, opts)?;
+            let (normal, warnings) = Self::decode_write(res, patched, sub, opts)?;
             match self
                 .write_update(res, ns, name, normal, &current, current_rv, sub, opts)
                 .await
@@ -1072,7 +1115,7 @@ impl Api {
                 .map_err(|e| apply_error(res, name, e))?;
             objects::set_resource_version(&mut merged, current_rv);
             Self::check_body(res, ns, &mut merged)?;
-            let (normal, warnings) = Self::decode(res, merged, opts)?;
+            let (normal, warnings) = Self::decode_write(res, merged, sub, opts)?;
             let opts = WriteOptions {
                 field_manager: None,
                 ..opts.clone()
@@ -1368,7 +1411,7 @@ impl Api {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let current = self.get(res, ns, name).await?;
+            let current = self.get_current(res, ns, name).await?;
             let current_rv = objects::resource_version(&current)
                 .and_then(Result::ok)
                 .unwrap_or(0);
@@ -1400,7 +1443,7 @@ impl Api {
                     ));
                 }
             };
-            let mut updated = current.clone();
+            let mut updated = Value::clone(&current);
             updated["spec"]["replicas"] = json!(replicas);
             match self
                 .write_update(res, ns, name, updated, &current, current_rv, None, opts)
@@ -1427,7 +1470,7 @@ impl Api {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let current = self.get(pods, Some(ns), name).await?;
+            let current = self.get_current(pods, Some(ns), name).await?;
             if objects::is_deleting(&current) {
                 return Err(ApiError::conflict(
                     pods,
@@ -1448,7 +1491,7 @@ impl Api {
             let rv = objects::resource_version(&current)
                 .and_then(Result::ok)
                 .unwrap_or(0);
-            let mut obj = current;
+            let mut obj = Arc::unwrap_or_clone(current);
             obj["spec"]["nodeName"] = json!(node);
             let conditions = obj["status"]["conditions"]
                 .as_array()
@@ -1701,6 +1744,91 @@ mod tests {
                 "{labels} {fields} matches {matched} of {seen}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn pod_writes_start_from_the_decoded_copy_only_at_its_stored_revision() {
+        use std::sync::Mutex;
+        let (api, _dir) = fake_agent::api().await;
+        let pods = resources::find_kind("v1", "Pod").unwrap();
+        let created = fake_agent::create(
+            &api,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                "spec": {"containers": [{"name": "c", "image": "hello:v1"}]}}),
+        )
+        .await;
+        // A "cache" whose copy carries a mark the stored bytes do not: a write that started
+        // from the copy keeps the mark.
+        let copy: Arc<Mutex<Option<Arc<Value>>>> = Arc::default();
+        let mark = |pod: &Value| {
+            let mut pod = pod.clone();
+            pod["metadata"]["annotations"] = json!({"copy": "cached"});
+            Some(Arc::new(pod))
+        };
+        *copy.lock().unwrap() = mark(&created);
+        let served = copy.clone();
+        api.decoded_pods()
+            .serve_from(Box::new(move |_, _| served.lock().unwrap().clone()));
+        let opts = WriteOptions::default();
+        let patch = br#"{"status":{"phase":"Running"}}"#;
+        let (patched, _) = api
+            .patch(
+                pods,
+                Some("default"),
+                "web",
+                PatchType::Merge,
+                patch,
+                Some(Subresource::Status),
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(patched["status"]["phase"], "Running");
+        assert_eq!(patched["metadata"]["annotations"]["copy"], "cached");
+
+        // The copy is now a revision behind: the write decodes the stored pod instead.
+        *copy.lock().unwrap() = mark(&created);
+        let binding = json!({"target": {"name": "node-1"}});
+        api.bind("default", "web", &binding).await.unwrap();
+        let bound = api.get(pods, Some("default"), "web").await.unwrap();
+        assert_eq!(bound["spec"]["nodeName"], "node-1");
+        assert_eq!(bound["status"]["phase"], "Running");
+        assert_eq!(
+            bound["metadata"]["annotations"]["copy"], "cached",
+            "the mark came with the stored pod, not from the stale copy"
+        );
+        *copy.lock().unwrap() = None;
+        let (unmarked, _) = api
+            .patch(
+                pods,
+                Some("default"),
+                "web",
+                PatchType::Merge,
+                br#"{"metadata":{"annotations":null}}"#,
+                None,
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert!(unmarked["metadata"].get("annotations").is_none());
+        *copy.lock().unwrap() = mark(&unmarked);
+        api.bind("default", "web", &json!({"target": {"name": "node-2"}}))
+            .await
+            .expect_err("already bound");
+        let (relabelled, _) = api
+            .patch(
+                pods,
+                Some("default"),
+                "web",
+                PatchType::Merge,
+                br#"{"metadata":{"labels":{"a":"b"}}}"#,
+                None,
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(relabelled["metadata"]["labels"]["a"], "b");
+        assert_eq!(relabelled["metadata"]["annotations"]["copy"], "cached");
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@
 pub mod agent;
 pub mod api;
 pub mod apply;
+pub mod decoded_pods;
 pub mod discovery;
 pub mod error;
 #[cfg(test)]

@@ -334,6 +334,9 @@ impl PodCache {
         let res = pods::pods();
         let prefix = res.namespace_prefix(None);
         api.recent_writes().want();
+        let cache = self.clone();
+        api.decoded_pods()
+            .serve_from(Box::new(move |ns, name| cache.get(ns, name)));
         loop {
             if shutdown.is_cancelled() {
                 return;
