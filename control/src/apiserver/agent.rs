@@ -61,7 +61,7 @@ async fn node_agent(api: &Api, name: &str, purpose: &str) -> ApiResult<String> {
 }
 
 /// Sends `GET http://{agent}{path_and_query}` to the agent of node `node` (`purpose` as for
-/// [`node_agent`]) and returns its answer, whatever its status: 404 for an unknown node, 400
+/// `node_agent`) and returns its answer, whatever its status: 404 for an unknown node, 400
 /// for a path that makes no URL, 503 when the node has no agent address or its agent cannot be
 /// reached.
 pub async fn get(

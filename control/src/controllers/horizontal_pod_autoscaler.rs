@@ -2,7 +2,7 @@
 //! every sync period (`--horizontal-pod-autoscaler-sync-period`, 15 s) each HPA reads its
 //! target's scale subresource, the usage of the pods the scale's selector picks from the
 //! metrics API (in-process: [`resource_metrics::pod_usage`]), and asks
-//! [`replica_calculator`](super::replica_calculator) what each `Resource` metric wants. The
+//! [`super::replica_calculator`] what each `Resource` metric wants. The
 //! largest recommendation then goes through the HPA's `behavior`:
 //!
 //! - stabilization: scaling down follows the highest recommendation of the last

@@ -3,7 +3,7 @@
 //! `/metrics/resource` (kubelet's resource metrics), with nothing written to the store.
 //!
 //! - [`sample`]: the text format of one scrape, read into node and container points.
-//! - [`usage`]: CPU rates and memory from two points, and their text forms.
+//! - [`usage`](mod@usage): CPU rates and memory from two points, and their text forms.
 //! - [`scraper`]: scraping on request and the samples kept between requests.
 //!
 //! Which objects are asked about comes from the store: `labelSelector` and `fieldSelector`
