@@ -5,7 +5,7 @@
 //! agent) can map it to a container state without parsing messages: a memory
 //! cap hit is [`Error::OutOfMemory`], a CPU budget overrun is
 //! [`Error::DeadlineExceeded`], a non-zero `proc_exit` is [`Error::Exit`], and so
-//! on. [`Error::from_guest`] does the sorting.
+//! on. `Error::from_guest` does the sorting.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! Per-instance limits: linear memory, table elements, instance counts and CPU
-//! time, and the [`Guard`] that enforces them inside a wasmtime `Store`.
+//! time, and the `Guard` that enforces them inside a wasmtime `Store`.
 //!
 //! Memory and tables are enforced by a `ResourceLimiter`; a refused growth makes
 //! `memory.grow` return -1 (as the spec allows) and is remembered, so the trap or
@@ -12,7 +12,7 @@
 //! unless the host itself is starved of CPU.
 //!
 //! Long-running guests also take turns: once a store has run wasm for longer
-//! than [`Throttle`]'s threshold, each further tick of wasm needs one of a few
+//! than `Throttle`'s threshold, each further tick of wasm needs one of a few
 //! engine-wide "background" slots (by default one core fewer than the machine
 //! has). A spinning or memory-bombing guest therefore never holds every core,
 //! and short requests — which finish well under the threshold — always find a

@@ -1,6 +1,6 @@
 //! One container's lifecycle loop: pull, resolve, start, wait, decide, back off, again.
 //!
-//! Every step goes through the [`ContainerRecord`](super::state::ContainerRecord) state machine;
+//! Every step goes through the [`super::state::ContainerRecord`] state machine;
 //! the restart decision is the pod's `restartPolicy` and the delay is [`CrashLoop`]'s. A stop
 //! signal (pod deletion, agent shutdown) interrupts any step: a running container is stopped
 //! within the signal's grace period.

@@ -7,7 +7,7 @@
 //! containers within the grace period, then the worker removes it (a delete with grace 0).
 //!
 //! Pure parts, table-tested: [`state`] (container and pod state machines), [`backoff`],
-//! [`env`], [`volumes`] (given a directory), [`address`], [`quantity`], [`probe`] thresholds,
+//! [`env`](mod@env), [`volumes`] (given a directory), [`address`], [`quantity`], [`probe`] thresholds,
 //! [`status`] rendering.
 
 pub mod address;
