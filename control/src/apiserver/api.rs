@@ -798,18 +798,30 @@ impl Api {
     ) -> ApiResult<Written> {
         let mut obj = match sub {
             Some(Subresource::Status) => {
-                // A status write changes status and nothing else.
-                let mut o = current.clone();
-                o["status"] = incoming.get("status").cloned().unwrap_or(Value::Null);
+                // A status write changes status and nothing else: the current object but its
+                // status (not copied, as it is replaced), with the new status moved in.
+                let mut incoming = incoming;
+                let mut o: Value = Value::Object(
+                    current
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(k, _)| k.as_str() != "status")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                );
+                let status = incoming.get_mut("status").map(Value::take);
+                if let Some(status) = status.filter(|s| !s.is_null()) {
+                    o["status"] = status;
+                }
                 // Server-side apply to `status` records its manager with the write.
-                if let Some(mf) = incoming["metadata"]
-                    .get("managedFields")
+                if let Some(mf) = incoming
+                    .get_mut("metadata")
+                    .and_then(|m| m.get_mut("managedFields"))
+                    .map(Value::take)
                     .filter(|m| !m.is_null())
                 {
-                    objects::meta_mut(&mut o).insert("managedFields".into(), mf.clone());
-                }
-                if o["status"].is_null() {
-                    o.as_object_mut().expect("object").remove("status");
+                    objects::meta_mut(&mut o).insert("managedFields".into(), mf);
                 }
                 o
             }
@@ -1744,6 +1756,77 @@ mod tests {
                 "{labels} {fields} matches {matched} of {seen}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_status_write_changes_only_status_and_a_main_write_leaves_status_alone() {
+        let (api, _dir) = fake_agent::api().await;
+        let deployments = resources::find_kind("apps/v1", "Deployment").unwrap();
+        api.create(
+            deployments,
+            Some("default"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [{"name": "c", "image": "hello:v1"}]}}}}),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+        let opts = WriteOptions::default();
+        let status_patch = |body: Value| {
+            let api = api.clone();
+            async move {
+                api.patch(
+                    deployments,
+                    Some("default"),
+                    "web",
+                    PatchType::Merge,
+                    body.to_string().as_bytes(),
+                    Some(Subresource::Status),
+                    &WriteOptions::default(),
+                )
+                .await
+                .unwrap()
+                .0
+            }
+        };
+        // Spec, labels and an unknown field in the body of a status write are ignored.
+        let written = status_patch(json!({"metadata": {"labels": {"app": "other"}},
+            "spec": {"replicas": 5, "bogus": 1}, "status": {"replicas": 1, "readyReplicas": 1}}))
+        .await;
+        let stored = api.get(deployments, Some("default"), "web").await.unwrap();
+        assert_eq!(written, stored);
+        assert_eq!(stored["spec"]["replicas"], 1);
+        assert_eq!(stored["metadata"]["labels"]["app"], "web");
+        assert_eq!(stored["status"]["readyReplicas"], 1);
+        assert_eq!(
+            stored["metadata"]["generation"], 1,
+            "status writes keep the generation"
+        );
+
+        // A write to the main resource leaves status alone and bumps the generation.
+        let (main, _) = api
+            .patch(
+                deployments,
+                Some("default"),
+                "web",
+                PatchType::Merge,
+                br#"{"spec": {"replicas": 3}, "status": {"readyReplicas": 9}}"#,
+                None,
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(main["spec"]["replicas"], 3);
+        assert_eq!(main["status"]["readyReplicas"], 1);
+        assert_eq!(main["metadata"]["generation"], 2);
+
+        // Clearing status through the subresource removes it.
+        let cleared = status_patch(json!({"status": null})).await;
+        assert!(cleared.get("status").is_none(), "{cleared}");
+        assert_eq!(cleared["spec"]["replicas"], 3);
     }
 
     #[tokio::test]
