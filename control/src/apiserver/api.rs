@@ -897,7 +897,13 @@ impl Api {
                 lock.get().undo(change);
             }
         };
-        let mut causes = strategy::validate(res, &obj);
+        // A status write keeps the stored spec and metadata, which were validated when they
+        // were written: as kube-apiserver's status strategies do, only the update rules
+        // (immutable fields) are checked again.
+        let mut causes = match sub {
+            Some(Subresource::Status) => Vec::new(),
+            _ => strategy::validate(res, &obj),
+        };
         causes.extend(strategy::validate_update(res, &obj, current));
         if !causes.is_empty() {
             undo(&mut services);
