@@ -1698,6 +1698,28 @@ mod tests {
         format!("{prefix}taken")
     }
 
+    /// A JSON merge patch of `default/NAME` (or of its subresource `sub`) that must succeed.
+    async fn merge_patch(
+        api: &Api,
+        res: &ResourceInfo,
+        name: &str,
+        body: &[u8],
+        sub: Option<Subresource>,
+    ) -> Value {
+        api.patch(
+            res,
+            Some("default"),
+            name,
+            PatchType::Merge,
+            body,
+            sub,
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap()
+        .0
+    }
+
     #[test]
     fn matching_the_projection_answers_as_matching_the_whole_object() {
         let objects = [
@@ -1780,27 +1802,17 @@ mod tests {
         )
         .await
         .unwrap();
-        let opts = WriteOptions::default();
-        let status_patch = |body: Value| {
-            let api = api.clone();
-            async move {
-                api.patch(
-                    deployments,
-                    Some("default"),
-                    "web",
-                    PatchType::Merge,
-                    body.to_string().as_bytes(),
-                    Some(Subresource::Status),
-                    &WriteOptions::default(),
-                )
-                .await
-                .unwrap()
-                .0
-            }
-        };
+        let status = Some(Subresource::Status);
         // Spec, labels and an unknown field in the body of a status write are ignored.
-        let written = status_patch(json!({"metadata": {"labels": {"app": "other"}},
-            "spec": {"replicas": 5, "bogus": 1}, "status": {"replicas": 1, "readyReplicas": 1}}))
+        let body = json!({"metadata": {"labels": {"app": "other"}},
+            "spec": {"replicas": 5, "bogus": 1}, "status": {"replicas": 1, "readyReplicas": 1}});
+        let written = merge_patch(
+            &api,
+            deployments,
+            "web",
+            body.to_string().as_bytes(),
+            status,
+        )
         .await;
         let stored = api.get(deployments, Some("default"), "web").await.unwrap();
         assert_eq!(written, stored);
@@ -1813,24 +1825,20 @@ mod tests {
         );
 
         // A write to the main resource leaves status alone and bumps the generation.
-        let (main, _) = api
-            .patch(
-                deployments,
-                Some("default"),
-                "web",
-                PatchType::Merge,
-                br#"{"spec": {"replicas": 3}, "status": {"readyReplicas": 9}}"#,
-                None,
-                &opts,
-            )
-            .await
-            .unwrap();
+        let main = merge_patch(
+            &api,
+            deployments,
+            "web",
+            br#"{"spec": {"replicas": 3}, "status": {"readyReplicas": 9}}"#,
+            None,
+        )
+        .await;
         assert_eq!(main["spec"]["replicas"], 3);
         assert_eq!(main["status"]["readyReplicas"], 1);
         assert_eq!(main["metadata"]["generation"], 2);
 
         // Clearing status through the subresource removes it.
-        let cleared = status_patch(json!({"status": null})).await;
+        let cleared = merge_patch(&api, deployments, "web", br#"{"status": null}"#, status).await;
         assert!(cleared.get("status").is_none(), "{cleared}");
         assert_eq!(cleared["spec"]["replicas"], 3);
     }
@@ -1858,20 +1866,8 @@ mod tests {
         let served = copy.clone();
         api.decoded_pods()
             .serve_from(Box::new(move |_, _| served.lock().unwrap().clone()));
-        let opts = WriteOptions::default();
-        let patch = br#"{"status":{"phase":"Running"}}"#;
-        let (patched, _) = api
-            .patch(
-                pods,
-                Some("default"),
-                "web",
-                PatchType::Merge,
-                patch,
-                Some(Subresource::Status),
-                &opts,
-            )
-            .await
-            .unwrap();
+        let status = br#"{"status":{"phase":"Running"}}"#;
+        let patched = merge_patch(&api, pods, "web", status, Some(Subresource::Status)).await;
         assert_eq!(patched["status"]["phase"], "Running");
         assert_eq!(patched["metadata"]["annotations"]["copy"], "cached");
 
@@ -1887,35 +1883,15 @@ mod tests {
             "the mark came with the stored pod, not from the stale copy"
         );
         *copy.lock().unwrap() = None;
-        let (unmarked, _) = api
-            .patch(
-                pods,
-                Some("default"),
-                "web",
-                PatchType::Merge,
-                br#"{"metadata":{"annotations":null}}"#,
-                None,
-                &opts,
-            )
-            .await
-            .unwrap();
+        let unmark = br#"{"metadata":{"annotations":null}}"#;
+        let unmarked = merge_patch(&api, pods, "web", unmark, None).await;
         assert!(unmarked["metadata"].get("annotations").is_none());
         *copy.lock().unwrap() = mark(&unmarked);
         api.bind("default", "web", &json!({"target": {"name": "node-2"}}))
             .await
             .expect_err("already bound");
-        let (relabelled, _) = api
-            .patch(
-                pods,
-                Some("default"),
-                "web",
-                PatchType::Merge,
-                br#"{"metadata":{"labels":{"a":"b"}}}"#,
-                None,
-                &opts,
-            )
-            .await
-            .unwrap();
+        let relabel = br#"{"metadata":{"labels":{"a":"b"}}}"#;
+        let relabelled = merge_patch(&api, pods, "web", relabel, None).await;
         assert_eq!(relabelled["metadata"]["labels"]["a"], "b");
         assert_eq!(relabelled["metadata"]["annotations"]["copy"], "cached");
     }
