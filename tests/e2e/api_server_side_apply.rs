@@ -49,11 +49,37 @@ fn managers(obj: &serde_json::Value) -> Vec<(String, String)> {
 #[test]
 fn kubectl_apply_server_side_owns_fields_removes_what_it_drops_and_reports_conflicts() {
     let s = Server::start();
-    // A folder of several kinds, applied server-side, then again (no change).
+    // A folder of several kinds, applied client-side first, then server-side twice: kubectl
+    // hands the client-side fields to its server-side manager, and the server-side applies
+    // then change no object (defaults and what the server generated, such as the Job's
+    // selector, stay; no generation moves).
     let folder = manifests("basic");
+    let folder = folder.to_str().unwrap();
+    let objects = || {
+        let mut list = s.kubectl_json(&["get", "-f", folder]);
+        for item in list["items"].as_array_mut().unwrap() {
+            let item = item.as_object_mut().unwrap();
+            item.remove("status");
+            let meta = item["metadata"].as_object_mut().unwrap();
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
+        list["items"].clone()
+    };
+    s.kubectl_ok(&["apply", "-f", folder]);
+    let client_side = objects();
     for _ in 0..2 {
-        let out = s.kubectl_ok(&["apply", "--server-side", "-f", folder.to_str().unwrap()]);
-        assert!(out.contains("serverside-applied"), "{out}");
+        let out = s.kubectl(&["apply", "--server-side", "-f", folder]);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success() && stdout.contains("serverside-applied"),
+            "{out:?}"
+        );
+        assert!(!stderr.contains("Warning"), "{stderr}");
+        assert_eq!(objects(), client_side);
     }
 
     let out = s.kubectl_stdin(

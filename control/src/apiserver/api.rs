@@ -654,15 +654,16 @@ impl Api {
         }
         strategy::apply_defaults(res, &mut obj);
         strategy::prepare_for_create(res, &mut obj);
-        let mut name = objects::name(&obj).to_string();
-        let causes = strategy::validate(res, &obj);
-        if !causes.is_empty() {
-            return Err(ApiError::invalid(res, &name, causes));
-        }
         if let (true, Some(manager)) = (opts.field_manager_named, &opts.field_manager) {
             let api_version = res.api_version();
             let request = manager_request(res, &api_version, manager, None);
             apply::record_create(&mut obj, &request);
+        }
+        strategy::generate_for_create(res, &mut obj);
+        let mut name = objects::name(&obj).to_string();
+        let causes = strategy::validate(res, &obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(res, &name, causes));
         }
         // A Service's addresses are taken under the allocation lock, held until the write is
         // stored (or undone when it fails), so two creates never get the same address.

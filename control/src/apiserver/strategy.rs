@@ -88,6 +88,17 @@ fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     v[key].as_object_mut().expect("just made an object")
 }
 
+/// The object at `key` of `map`, made an empty one when it is missing or null: defaulting
+/// then fills in what is missing inside a struct a client gave in part, as Kubernetes' defaulting
+/// functions do (a `strategy` with only `rollingUpdate`, say, still gets its `type`).
+fn map_mut<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let v = map.entry(key).or_insert(Value::Null);
+    if !v.is_object() {
+        *v = json!({});
+    }
+    v.as_object_mut().expect("just made an object")
+}
+
 fn default(map: &mut Map<String, Value>, key: &str, value: Value) {
     if map.get(key).is_none_or(Value::is_null) {
         map.insert(key.to_string(), value);
@@ -107,14 +118,12 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
             default(spec, "replicas", json!(1));
             default(spec, "revisionHistoryLimit", json!(10));
             default(spec, "progressDeadlineSeconds", json!(600));
-            default(spec, "strategy", json!({"type": "RollingUpdate"}));
-            if spec["strategy"]["type"] == "RollingUpdate" {
-                let s = spec["strategy"].as_object_mut().expect("object");
-                default(s, "rollingUpdate", json!({}));
-                if let Some(ru) = s["rollingUpdate"].as_object_mut() {
-                    default(ru, "maxSurge", json!("25%"));
-                    default(ru, "maxUnavailable", json!("25%"));
-                }
+            let s = map_mut(spec, "strategy");
+            default(s, "type", json!("RollingUpdate"));
+            if s["type"] == "RollingUpdate" {
+                let ru = map_mut(s, "rollingUpdate");
+                default(ru, "maxSurge", json!("25%"));
+                default(ru, "maxUnavailable", json!("25%"));
             }
             default_template(spec);
         }
@@ -126,14 +135,12 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
         "DaemonSet" => {
             let spec = obj_mut(obj, "spec");
             default(spec, "revisionHistoryLimit", json!(10));
-            default(spec, "updateStrategy", json!({"type": "RollingUpdate"}));
-            if spec["updateStrategy"]["type"] == "RollingUpdate" {
-                let s = spec["updateStrategy"].as_object_mut().expect("object");
-                default(s, "rollingUpdate", json!({}));
-                if let Some(ru) = s["rollingUpdate"].as_object_mut() {
-                    default(ru, "maxUnavailable", json!(1));
-                    default(ru, "maxSurge", json!(0));
-                }
+            let s = map_mut(spec, "updateStrategy");
+            default(s, "type", json!("RollingUpdate"));
+            if s["type"] == "RollingUpdate" {
+                let ru = map_mut(s, "rollingUpdate");
+                default(ru, "maxUnavailable", json!(1));
+                default(ru, "maxSurge", json!(0));
             }
             default_template(spec);
         }
@@ -171,11 +178,8 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
                 default(spec, "externalTrafficPolicy", json!("Cluster"));
             }
             if spec["sessionAffinity"] == "ClientIP" {
-                default(
-                    spec,
-                    "sessionAffinityConfig",
-                    json!({"clientIP": {"timeoutSeconds": 10800}}),
-                );
+                let client_ip = map_mut(map_mut(spec, "sessionAffinityConfig"), "clientIP");
+                default(client_ip, "timeoutSeconds", json!(10800));
             }
             if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                 for p in ports.iter_mut().filter_map(Value::as_object_mut) {
@@ -290,35 +294,43 @@ pub fn prepare_for_create(res: &ResourceInfo, obj: &mut Value) {
         "Pod" => obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])}),
         "Namespace" => obj["status"] = json!({"phase": "Active"}),
         "Secret" => merge_string_data(obj),
-        "Job" => {
-            // A Job selects its pods by its own uid unless the user opted into manual selection.
-            let uid = obj["metadata"]["uid"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let manual = obj["spec"]["manualSelector"].as_bool().unwrap_or(false);
-            if !manual && !uid.is_empty() {
-                let name = obj["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                obj["spec"]["selector"] =
-                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-                let tmeta = &mut obj["spec"]["template"]["metadata"];
-                if !tmeta.is_object() {
-                    *tmeta = json!({});
-                }
-                if !tmeta["labels"].is_object() {
-                    tmeta["labels"] = json!({});
-                }
-                tmeta["labels"]["batch.kubernetes.io/controller-uid"] = json!(uid);
-                tmeta["labels"]["controller-uid"] = json!(uid);
-                tmeta["labels"]["batch.kubernetes.io/job-name"] = json!(name);
-                tmeta["labels"]["job-name"] = json!(name);
-            }
-        }
         _ => {}
     }
+}
+
+/// Sets what the server generates for a new object once its creator's fields are recorded, so
+/// that no client owns it (kube-apiserver generates it after its field manager has run): a
+/// Job's selector and its pods' labels. A later server-side apply that leaves them out then
+/// keeps them, as it must: they are immutable.
+pub fn generate_for_create(res: &ResourceInfo, obj: &mut Value) {
+    if res.kind != "Job" {
+        return;
+    }
+    // A Job selects its pods by its own uid unless the user opted into manual selection.
+    let uid = obj["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let manual = obj["spec"]["manualSelector"].as_bool().unwrap_or(false);
+    if manual || uid.is_empty() {
+        return;
+    }
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    let tmeta = &mut obj["spec"]["template"]["metadata"];
+    if !tmeta.is_object() {
+        *tmeta = json!({});
+    }
+    if !tmeta["labels"].is_object() {
+        tmeta["labels"] = json!({});
+    }
+    tmeta["labels"]["batch.kubernetes.io/controller-uid"] = json!(uid);
+    tmeta["labels"]["controller-uid"] = json!(uid);
+    tmeta["labels"]["batch.kubernetes.io/job-name"] = json!(name);
+    tmeta["labels"]["job-name"] = json!(name);
 }
 
 /// Moves a Secret's write-only `stringData` into `data` (base64), as Kubernetes does.
@@ -668,6 +680,46 @@ mod tests {
         assert_eq!(
             pod["spec"]["initContainers"][0]["resources"]["requests"],
             json!({"cpu": "100m"})
+        );
+    }
+
+    #[test]
+    fn a_strategy_given_in_part_is_filled_in_as_kubernetes_defaults_it() {
+        let d = |strategy: Value| {
+            defaulted(
+                ("apps", "v1", "deployments"),
+                json!({"spec": {"strategy": strategy}}),
+            )["spec"]["strategy"]
+                .clone()
+        };
+        let full = json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
+        assert_eq!(d(Value::Null), full);
+        assert_eq!(d(json!({})), full);
+        assert_eq!(d(json!({"rollingUpdate": {}})), full);
+        assert_eq!(
+            d(json!({"rollingUpdate": {"maxSurge": 1}})),
+            json!({"type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": "25%"}})
+        );
+        assert_eq!(d(json!({"type": "Recreate"})), json!({"type": "Recreate"}));
+
+        let ds = defaulted(
+            ("apps", "v1", "daemonsets"),
+            json!({"spec": {"updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}}),
+        );
+        assert_eq!(
+            ds["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2, "maxSurge": 0}})
+        );
+
+        let svc = defaulted(
+            ("", "v1", "services"),
+            json!({"spec": {"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {}}}}),
+        );
+        assert_eq!(
+            svc["spec"]["sessionAffinityConfig"],
+            json!({"clientIP": {"timeoutSeconds": 10800}})
         );
     }
 
