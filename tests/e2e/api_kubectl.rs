@@ -289,7 +289,7 @@ fn delete_by_label_removes_only_the_matching_objects() {
 }
 
 #[test]
-fn describe_shows_a_deployment_and_explain_answers_from_openapi() {
+fn describe_shows_a_deployment_and_services_and_explain_answers_from_openapi() {
     let s = Server::start();
     apply_basic(&s);
     let d = s.kubectl_ok(&["describe", "deployment", "web", "-n", "shop"]);
@@ -304,6 +304,36 @@ fn describe_shows_a_deployment_and_explain_answers_from_openapi() {
         "RollingUpdate",
     ] {
         assert!(d.contains(want), "{want} missing in:\n{d}");
+    }
+    // A Service with a named port and one with an unnamed port (kubectl reads each
+    // EndpointSlice port's name, which is always set, empty for an unnamed port).
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: plain, namespace: shop}\n\
+         spec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n",
+    );
+    for svc in ["web", "plain"] {
+        wait_for(
+            "the Service's EndpointSlice",
+            Duration::from_secs(20),
+            || {
+                let l = s.kubectl_ok(&[
+                    "get",
+                    "endpointslices",
+                    "-n",
+                    "shop",
+                    "-l",
+                    &format!("kubernetes.io/service-name={svc}"),
+                    "-o",
+                    "name",
+                ]);
+                (!l.trim().is_empty()).then_some(())
+            },
+        );
+        let d = s.kubectl_ok(&["describe", "service", svc, "-n", "shop"]);
+        for want in ["Name:", svc, "Selector:", "app=web", "IP:", "Endpoints:"] {
+            assert!(d.contains(want), "{want} missing in:\n{d}");
+        }
     }
     let e = s.kubectl_ok(&["explain", "pod.spec.containers"]);
     assert!(

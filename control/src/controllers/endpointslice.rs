@@ -64,6 +64,9 @@ pub fn desired(service: &Value, pods: &[&Value]) -> Option<BTreeMap<String, Valu
                 if let Some(n) = p["name"].as_str().filter(|n| !n.is_empty()) {
                     out["name"] = json!(n);
                 }
+                if let Some(app) = p["appProtocol"].as_str() {
+                    out["appProtocol"] = json!(app);
+                }
                 Some(out)
             })
             .collect();
@@ -79,7 +82,13 @@ pub fn desired(service: &Value, pods: &[&Value]) -> Option<BTreeMap<String, Valu
         labels.insert("service.kubernetes.io/headless".into(), json!(""));
     }
     let mut out = BTreeMap::new();
-    for (ports, members) in groups {
+    for (mut ports, members) in groups {
+        // A slice's port always has a name, empty for an unnamed Service port (its `name` is a
+        // pointer that the EndpointSlice controller always sets, and clients such as `kubectl
+        // describe service` dereference it).
+        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+            port.entry("name").or_insert_with(|| json!(""));
+        }
         let slice_name = format!(
             "{name}-{}",
             short_hash(&serde_json::to_string(&ports).unwrap_or_default())
@@ -272,5 +281,18 @@ mod tests {
             only["ports"],
             json!([{"name": "raw", "port": 9000, "protocol": "TCP"}])
         );
+    }
+
+    #[test]
+    fn an_unnamed_service_port_gets_an_empty_name_and_keeps_its_app_protocol() {
+        let mut svc = service();
+        svc["spec"]["ports"] =
+            json!([{"port": 80, "targetPort": 8080, "protocol": "TCP", "appProtocol": "http"}]);
+        let a = pod("a", "127.1.0.1", true, false);
+        let want = json!([{"name": "", "port": 8080, "protocol": "TCP", "appProtocol": "http"}]);
+        for pods in [vec![&a], vec![]] {
+            let slices = desired(&svc, &pods).unwrap();
+            assert_eq!(slices.values().next().unwrap()["ports"], want, "{pods:?}");
+        }
     }
 }

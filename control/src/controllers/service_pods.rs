@@ -337,7 +337,8 @@ pub fn target_ref(pod: &Value) -> Value {
 
 /// Groups `pods` by the ports they resolve the Service's ports to (Kubernetes splits subsets
 /// and slices that way, since a named targetPort may differ per pod). Each group: the
-/// `[{name, port, protocol}]` list and its pods, in a stable order.
+/// `[{name, port, protocol, appProtocol}]` list (as an Endpoints subset writes it: no name for
+/// an unnamed port) and its pods, in a stable order.
 pub fn group_by_ports<'a>(
     service: &Value,
     pods: &[&'a Value],
@@ -355,6 +356,9 @@ pub fn group_by_ports<'a>(
                 let mut out = serde_json::json!({"port": port, "protocol": p["protocol"].as_str().unwrap_or("TCP")});
                 if let Some(name) = p["name"].as_str().filter(|n| !n.is_empty()) {
                     out["name"] = Value::from(name);
+                }
+                if let Some(app) = p["appProtocol"].as_str() {
+                    out["appProtocol"] = Value::from(app);
                 }
                 Some(out)
             })
