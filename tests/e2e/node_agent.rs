@@ -328,6 +328,31 @@ fn an_http_pod_serves_at_its_pod_address_and_deleting_it_stops_it() {
     let (code, body) = http_get(&addr, "/");
     assert_eq!(code, 200, "{body}");
 
+    // What Flotilla does not serve on a running pod fails with a message that says so (and
+    // kubectl does not crash on it).
+    for (args, want) in [
+        (
+            &["exec", "web", "--", "ls"][..],
+            "pods/exec is not supported by Flotilla",
+        ),
+        (
+            &["port-forward", "web", "18080:8080"][..],
+            "pods/portforward is not supported by Flotilla",
+        ),
+        (
+            &["debug", "web", "--image=busybox", "--profile=general"][..],
+            "ephemeral containers are disabled for this cluster",
+        ),
+    ] {
+        let out = c.kubectl(args, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panic"), "{args:?}: {err}");
+    }
+
     let started = Instant::now();
     let out = c.kubectl(
         &["delete", "pod", "web", "--wait=true", "--timeout=30s"],

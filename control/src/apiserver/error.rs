@@ -244,6 +244,19 @@ impl ApiError {
         )
     }
 
+    /// 405 for a pod's streaming subresources (`exec`, `attach`, `portforward`), which this
+    /// server does not serve: says so, and where a container's output can be read instead.
+    pub fn streaming_not_served(sub: &str) -> Self {
+        Self::plain(
+            405,
+            "MethodNotAllowed",
+            format!(
+                "pods/{sub} is not supported by Flotilla: it does not stream into pod containers \
+                 (exec, attach and port-forward); `kubectl logs` shows a container's output"
+            ),
+        )
+    }
+
     /// 410 Expired: a watch or list asked for a compacted revision.
     pub fn expired(message: impl Into<String>) -> Self {
         Self::plain(410, "Expired", message)
@@ -306,7 +319,11 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if self.name.is_some() || self.kind.is_some() || !self.causes.is_empty() {
+        // Kubernetes' NotFound always carries details, empty for a path it does not serve;
+        // clients rely on that (`kubectl debug` reads `details.name` to tell a missing
+        // ephemeralcontainers subresource from a missing pod).
+        if self.code == 404 || self.name.is_some() || self.kind.is_some() || !self.causes.is_empty()
+        {
             let mut details = serde_json::Map::new();
             if let Some(n) = &self.name {
                 details.insert("name".into(), json!(n));
@@ -417,5 +434,17 @@ mod tests {
         )
         .to_status();
         assert_eq!(s["reason"], "Conflict");
+        // A 404 for a path nobody serves still has (empty) details, as Kubernetes sends it.
+        let s = ApiError::no_route().to_status();
+        assert_eq!(
+            (s["code"].clone(), s["details"].clone()),
+            (json!(404), json!({}))
+        );
+        assert!(
+            ApiError::bad_request("x")
+                .to_status()
+                .get("details")
+                .is_none()
+        );
     }
 }

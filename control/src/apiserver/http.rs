@@ -254,6 +254,9 @@ impl Target {
             return Err(ApiError::no_route());
         }
         if let Some(sub) = &self.sub {
+            if self.res.kind == "Pod" && matches!(sub.as_str(), "exec" | "attach" | "portforward") {
+                return Err(ApiError::streaming_not_served(sub));
+            }
             let ok = match Subresource::parse(sub) {
                 Some(s) => self.res.has(s),
                 None => sub == "finalize" && self.res.kind == "Namespace",
