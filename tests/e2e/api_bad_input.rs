@@ -364,6 +364,30 @@ fn strict_field_validation_rejects_unknown_fields_and_kubectl_reports_them() {
 }
 
 #[test]
+fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
+    let s = Server::start();
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchLabels: {app: a}}\n  \
+         template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: c, image: i}]}\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    // kubectl prints each cause as `FIELD: MESSAGE`: the cause's message must not name the
+    // field again.
+    assert!(
+        err.contains(
+            "The Deployment \"d\" is invalid: spec.template.metadata.labels: Invalid value: "
+        ) && !err.contains("labels: spec.template"),
+        "{err}"
+    );
+    assert!(
+        !s.kubectl(&["get", "deployment", "d"]).status.success(),
+        "nothing was written"
+    );
+}
+
+#[test]
 fn the_cli_prints_one_line_and_exits_non_zero_on_bad_flags() {
     let out = std::process::Command::new(crate::harness::flotilla_bin())
         .args(["server", "--listen", "not-an-address"])

@@ -87,8 +87,10 @@ impl Cause {
         }
     }
 
+    /// The `details.causes[]` entry. Its message leaves the field out, as Kubernetes' causes
+    /// do: clients put the two together (kubectl prints `* FIELD: MESSAGE`).
     fn to_json(&self) -> Value {
-        json!({"reason": self.reason, "message": format!("{}: {}", self.field, self.message), "field": self.field})
+        json!({"reason": self.reason, "message": self.message, "field": self.field})
     }
 }
 
@@ -422,6 +424,7 @@ mod tests {
             "Pod \"p\" is invalid: spec.containers: Required value"
         );
         assert_eq!(s["details"]["causes"][0]["field"], "spec.containers");
+        assert_eq!(s["details"]["causes"][0]["message"], "Required value");
         assert_eq!(s["details"]["kind"], "Pod");
         let s = ApiError::from_store(
             StoreError::Conflict {
