@@ -55,6 +55,9 @@ pub fn router(state: HttpState) -> Router {
             }),
         )
         .route("/version", get(version))
+        // The official clients' generated code asks for `/version/` (kube-apiserver's OpenAPI
+        // path), as kube-apiserver serves it.
+        .route("/version/", get(version))
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
         .route("/readyz", get(ok))
@@ -1032,6 +1035,24 @@ mod tests {
             (code, doc["reason"].as_str()),
             (StatusCode::METHOD_NOT_ALLOWED, Some("MethodNotAllowed"))
         );
+    }
+
+    #[tokio::test]
+    async fn version_answers_with_and_without_a_trailing_slash_as_the_clients_ask() {
+        let (api, _dir) = super::super::fake_agent::api().await;
+        let router = router(HttpState {
+            api,
+            shutdown: CancellationToken::new(),
+            metrics_scraper: Default::default(),
+        });
+        for path in ["/version", "/version/"] {
+            let (code, doc) = send(&router, Method::GET, path).await;
+            assert_eq!(
+                (code, doc["major"].as_str()),
+                (StatusCode::OK, Some("1")),
+                "{path}"
+            );
+        }
     }
 
     #[test]
