@@ -23,6 +23,8 @@ struct Cluster {
     kubeconfig: PathBuf,
     /// Seconds from spawn until the cluster said it was ready.
     ready_after: Duration,
+    /// The arguments of `flotilla up`, for a restart.
+    args: Vec<std::ffi::OsString>,
     _tmp: tempfile::TempDir,
 }
 
@@ -40,25 +42,47 @@ impl Cluster {
         let cidr = format!("127.{}.{}.0/24", 100 + n, std::process::id() % 250);
         let tmp = tempfile::tempdir().expect("tempdir");
         let kubeconfig = tmp.path().join("kubeconfig");
+        let mut args: Vec<std::ffi::OsString> = [
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--node-name",
+            NODE,
+            "--pod-cidr",
+            &cidr,
+            "--restart-backoff-base-ms",
+            &backoff.0.to_string(),
+            "--restart-backoff-max-ms",
+            &backoff.1.to_string(),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.into())
+        .collect();
+        args.extend([
+            "--data-dir".into(),
+            tmp.path().into(),
+            "--write-kubeconfig".into(),
+            kubeconfig.clone().into(),
+        ]);
         let started = Instant::now();
+        let (child, url) = Self::spawn(&args);
+        Cluster {
+            child,
+            url,
+            kubeconfig,
+            ready_after: started.elapsed(),
+            args,
+            _tmp: tmp,
+        }
+    }
+
+    /// Spawns `flotilla up` with `args`; returns it and its API URL once it listens.
+    fn spawn(args: &[std::ffi::OsString]) -> (Child, String) {
         let mut child = Command::new(flotilla_bin())
-            .args([
-                "up",
-                "--listen",
-                "127.0.0.1:0",
-                "--agent-listen",
-                "127.0.0.1:0",
-                "--node-name",
-                NODE,
-            ])
-            .args(["--pod-cidr", &cidr])
-            .args(["--restart-backoff-base-ms", &backoff.0.to_string()])
-            .args(["--restart-backoff-max-ms", &backoff.1.to_string()])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(tmp.path())
-            .arg("--write-kubeconfig")
-            .arg(&kubeconfig)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -76,14 +100,20 @@ impl Cluster {
         let url = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("flotilla up did not start within 60s");
-        let ready_after = started.elapsed();
-        Cluster {
-            child,
-            url,
-            kubeconfig,
-            ready_after,
-            _tmp: tmp,
-        }
+        (child, url)
+    }
+
+    /// Stops the cluster with SIGTERM and starts it again on the same data directory.
+    fn restart(&mut self) {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(term.success());
+        wait_for("flotilla up to exit", Duration::from_secs(30), || {
+            self.child.try_wait().expect("try_wait")
+        });
+        (self.child, self.url) = Self::spawn(&self.args);
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -158,7 +188,7 @@ fn pod_manifest(name: &str, image: &str, extra_container: &str, extra_spec: &str
 
 #[test]
 fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success() {
-    let c = Cluster::start((300, 2000));
+    let mut c = Cluster::start((300, 2000));
     eprintln!("flotilla up ready after {:?}", c.ready_after);
     let node: Value =
         serde_json::from_str(&c.kubectl_ok(&["get", "node", NODE, "-o", "json"])).unwrap();
@@ -243,6 +273,31 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
             "no {reason} event in:\n{describe}"
         );
     }
+
+    // A restart of the cluster (its agent included) leaves the finished pod as it was: it
+    // is not run again, its status stays, and its logs are still served.
+    c.restart();
+    wait_for("the node Ready again", POD_TIMEOUT, || {
+        let out = c.kubectl(
+            &[
+                "get",
+                "node",
+                NODE,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            None,
+        );
+        (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+    });
+    // Give the agent time to have synced the pod (it reports within a second).
+    std::thread::sleep(Duration::from_secs(2));
+    let after = c.pod("hello-wasi").expect("the pod is still there");
+    assert_eq!(
+        after["status"], pod["status"],
+        "the finished pod's status is unchanged"
+    );
+    assert_eq!(c.kubectl_ok(&["logs", "hello-wasi"]), logs);
 }
 
 #[test]

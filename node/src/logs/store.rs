@@ -102,6 +102,40 @@ impl LogStore {
         Ok(log)
     }
 
+    /// Serves the logs an earlier agent left for a container of a pod that finished under it:
+    /// its last run (and the one before, for `--previous`), both ended. Nothing is registered
+    /// when there is no such file.
+    pub fn adopt(&self, namespace: &str, pod: &str, uid: &str, container: &str) {
+        let pod_dir = self.inner.root.join(format!("{namespace}_{pod}_{uid}"));
+        let mut runs: Vec<u32> = std::fs::read_dir(pod_dir.join(container))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+            .collect();
+        runs.sort_unstable();
+        let Some(&last) = runs.last() else {
+            return;
+        };
+        let ended = |run: u32| {
+            let log = ContainerLog::new(
+                pod_dir.join(container).join(format!("{run}.log")),
+                self.inner.max_file_bytes,
+            );
+            log.finish();
+            Arc::new(log)
+        };
+        let previous = runs.len().checked_sub(2).map(|i| ended(runs[i]));
+        lock(&self.inner.containers).insert(
+            (namespace.into(), pod.into(), container.into()),
+            Runs {
+                pod_dir: pod_dir.clone(),
+                current: Some(ended(last)),
+                previous,
+            },
+        );
+    }
+
     /// Forgets a pod's logs and deletes their files.
     pub fn remove_pod(&self, namespace: &str, pod: &str, uid: &str) {
         let pod_dir = self.inner.root.join(format!("{namespace}_{pod}_{uid}"));
@@ -440,6 +474,34 @@ mod tests {
         assert!(matches!(err, LogError::BadRequest(_)));
         store.remove_pod("ns", "p", "u");
         assert!(store.find("ns", "p", "c", false).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_new_store_adopts_the_last_two_runs_an_earlier_one_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let earlier = LogStore::new(tmp.path(), DEFAULT_MAX_FILE_BYTES);
+        for (run, line) in [(0, "zero\n"), (1, "one\n"), (2, "two\n")] {
+            let log = earlier.open("ns", "p", "u", "c", run).unwrap();
+            log.write(OutputStream::Stdout, line.as_bytes());
+            log.finish();
+        }
+        // A store over the same directory, as an agent that restarted has.
+        let store = LogStore::new(tmp.path(), DEFAULT_MAX_FILE_BYTES);
+        assert!(store.find("ns", "p", "c", false).is_err());
+        store.adopt("ns", "p", "u", "c");
+        store.adopt("ns", "p", "u", "quiet");
+        let cur = store.find("ns", "p", "c", false).unwrap();
+        assert!(
+            cur.is_finished(),
+            "an adopted run has ended: followers stop"
+        );
+        assert_eq!(collect(cur, LogOptions::default()).await, "two\n");
+        let prev = store.find("ns", "p", "c", true).unwrap();
+        assert_eq!(collect(prev, LogOptions::default()).await, "one\n");
+        assert!(
+            store.find("ns", "p", "quiet", false).is_err(),
+            "a container that never wrote has nothing to adopt"
+        );
     }
 
     #[tokio::test]

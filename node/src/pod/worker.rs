@@ -142,6 +142,18 @@ async fn run(
             record.with_restart_count(restarts(&c.name, &status.container_statuses))
         })
         .collect();
+    if previous_phase.is_some_and(PodPhase::is_terminal) {
+        // Finished under an earlier agent: nothing runs again, and the status it reported
+        // stays (a fresh state here would report the pod Pending again). Its logs are still
+        // on disk and are served as they were.
+        for c in init.iter().chain(&containers) {
+            ctx.logs
+                .adopt(&pref.namespace, &pref.name, &pref.uid, &c.name);
+        }
+        let end = wait_for_end(&mut pod_rx, &gone, &shutdown).await;
+        finish(&ctx, &pref, end).await;
+        return;
+    }
     let wanted_ip: Option<Ipv4Addr> = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
     let mut state = PodState::new(policy, init, containers, &ctx.host_ip);
     state.start_time = Some(status.start_time.map_or_else(Timestamp::now, |t| t.0));
@@ -159,11 +171,7 @@ async fn run(
     ));
 
     let (stop_tx, stop_rx) = watch::channel(None);
-    let already_done = previous_phase.is_some_and(PodPhase::is_terminal);
-    let end = if already_done {
-        // Finished under an earlier agent: nothing to run again.
-        None
-    } else if let Some(grace) = deleting(&pod) {
+    let end = if let Some(grace) = deleting(&pod) {
         let _ = grace;
         Some(End::Deleting)
     } else {
@@ -222,6 +230,12 @@ async fn run(
     // Let the writer report the last state (its containers' terminations) before leaving.
     writer_stop.cancel();
     let _ = writer.await;
+    finish(&ctx, &pref, end).await;
+}
+
+/// What follows a pod's end: a deleted pod's object is removed for good (grace period 0), and
+/// unless the agent is only stopping, the pod's address, network, logs and files go.
+async fn finish(ctx: &PodContext, pref: &PodRef, end: End) {
     if end == End::Deleting {
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pref.namespace);
         let params = DeleteParams {
