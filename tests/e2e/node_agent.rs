@@ -263,6 +263,9 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
     let tail = c.kubectl_ok(&["logs", "hello-wasi", "--tail", "1", "--timestamps"]);
     assert_eq!(tail.lines().count(), 1, "{tail}");
     assert!(tail.starts_with("20"), "a timestamp first: {tail}");
+    let since = |t: &str| c.kubectl_ok(&["logs", "hello-wasi", &format!("--since-time={t}")]);
+    assert_eq!(since("2000-01-01T00:00:00Z"), logs);
+    assert_eq!(since("2100-01-01T00:00:00Z"), "", "nothing is that recent");
     let describe = wait_for("Started event", POD_TIMEOUT, || {
         let d = c.kubectl_ok(&["describe", "pod", "hello-wasi"]);
         d.contains("Started").then_some(d)

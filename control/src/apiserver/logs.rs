@@ -1,7 +1,7 @@
 //! `pods/log`: like kube-apiserver, the API server proxies a pod's log request to the agent
 //! of the node the pod runs on, at `http://{node InternalIP}:{kubeletEndpoint port}/containerLogs/
 //! {namespace}/{pod}/{container}`, passing the query (`follow`, `previous`, `tailLines`,
-//! `timestamps`, `sinceSeconds`, `limitBytes`) through and streaming the answer back.
+//! `timestamps`, `sinceSeconds`, `sinceTime`, `limitBytes`) through and streaming the answer back.
 
 use axum::body::Body;
 use axum::response::Response;

@@ -15,16 +15,19 @@ pub struct LogOptions {
     pub timestamps: bool,
     /// Only lines newer than this many seconds (`--since`).
     pub since_seconds: Option<i64>,
+    /// Only lines from this time on (`--since-time`, RFC 3339).
+    pub since_time: Option<DateTime<Utc>>,
     /// Stop after this many bytes (`--limit-bytes`).
     pub limit_bytes: Option<usize>,
 }
 
 impl LogOptions {
-    /// Parses the query string the API server passes on; unknown keys are ignored.
+    /// Parses the query string the API server passes on (percent-encoded); unknown keys are
+    /// ignored.
     pub fn from_query(query: &str) -> Result<LogOptions, String> {
         let mut o = LogOptions::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let (k, v) = (k.as_ref(), v.as_ref());
             let flag = || v.is_empty() || v == "true" || v == "1";
             let num = |what: &str| {
                 v.parse::<i64>()
@@ -37,10 +40,26 @@ impl LogOptions {
                 "tailLines" => o.tail_lines = Some(num("tailLines")?.max(0) as usize),
                 "sinceSeconds" => o.since_seconds = Some(num("sinceSeconds")?),
                 "limitBytes" => o.limit_bytes = Some(num("limitBytes")?.max(0) as usize),
+                "sinceTime" => {
+                    let t = DateTime::parse_from_rfc3339(v).map_err(|_| {
+                        format!("sinceTime: invalid value {v:?}: not an RFC 3339 time")
+                    })?;
+                    o.since_time = Some(t.with_timezone(&Utc));
+                }
                 _ => {}
             }
         }
+        if o.since_seconds.is_some() && o.since_time.is_some() {
+            return Err("at most one of `sinceTime` or `sinceSeconds` may be specified".into());
+        }
         Ok(o)
+    }
+
+    /// The earliest time a line may have to be shown (`sinceTime`, or `sinceSeconds` before
+    /// `now`), if either is given.
+    pub fn cutoff(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.since_time
+            .or_else(|| Some(now - chrono::Duration::seconds(self.since_seconds?)))
     }
 }
 
@@ -81,8 +100,8 @@ pub fn parse_line(line: &[u8]) -> Option<Line<'_>> {
     })
 }
 
-/// Renders stored log bytes as `kubectl logs` output, honouring `tailLines`, `sinceSeconds` and
-/// `timestamps`. Lines are whole stored lines; a trailing incomplete line is left for later.
+/// Renders stored log bytes as `kubectl logs` output, honouring `tailLines`, `sinceSeconds`,
+/// `sinceTime` and `timestamps`. Lines are whole stored lines; a trailing incomplete line is left for later.
 /// Returns the output and how many input bytes were consumed.
 pub fn render(stored: &[u8], options: &LogOptions, now: DateTime<Utc>) -> (Vec<u8>, usize) {
     let consumed = stored
@@ -94,8 +113,7 @@ pub fn render(stored: &[u8], options: &LogOptions, now: DateTime<Utc>) -> (Vec<u
         .filter(|l| !l.is_empty())
         .filter_map(parse_line)
         .collect();
-    if let Some(since) = options.since_seconds {
-        let cutoff = now - chrono::Duration::seconds(since);
+    if let Some(cutoff) = options.cutoff(now) {
         lines.retain(|l| {
             DateTime::parse_from_rfc3339(l.timestamp)
                 .map_or(true, |t| t.with_timezone(&Utc) >= cutoff)
@@ -174,11 +192,19 @@ mod tests {
         );
         let since = LogOptions {
             since_seconds: Some(10),
-            ..all
+            ..all.clone()
         };
         assert_eq!(
             String::from_utf8(render(&stored, &since, now).0).unwrap(),
             "three\n"
+        );
+        let since_time = LogOptions {
+            since_time: Some(at("2025-01-01T00:00:10Z")),
+            ..all
+        };
+        assert_eq!(
+            String::from_utf8(render(&stored, &since_time, now).0).unwrap(),
+            "two\nthree\n"
         );
     }
 
@@ -196,9 +222,15 @@ mod tests {
                 tail_lines: Some(5),
                 timestamps: true,
                 since_seconds: None,
+                since_time: None,
                 limit_bytes: Some(9)
             }
         );
         assert!(LogOptions::from_query("tailLines=x").is_err());
+        // kubectl percent-encodes the time.
+        let o = LogOptions::from_query("sinceTime=2030-01-01T00%3A00%3A00Z").unwrap();
+        assert_eq!(o.since_time, Some(at("2030-01-01T00:00:00Z")));
+        assert!(LogOptions::from_query("sinceTime=yesterday").is_err());
+        assert!(LogOptions::from_query("sinceSeconds=5&sinceTime=2030-01-01T00:00:00Z").is_err());
     }
 }

@@ -358,7 +358,8 @@ impl FollowState {
             self.read_from(self.offset.unwrap_or(0))
         };
         self.pending.extend(fresh);
-        // `tailLines` and `sinceSeconds` choose where to start; later output is all sent.
+        // `tailLines` and `sinceSeconds` choose where to start; later output is all sent, save
+        // what is older than a `sinceTime` (which may lie ahead).
         let options = if initial {
             self.options.clone()
         } else {
