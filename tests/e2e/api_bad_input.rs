@@ -364,7 +364,7 @@ fn strict_field_validation_rejects_unknown_fields_and_kubectl_reports_them() {
 }
 
 #[test]
-fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
+fn kubectl_names_each_invalid_field_once_and_nothing_is_written_for_bad_resources_either() {
     let s = Server::start();
     let out = s.kubectl_stdin(
         &["apply", "-f", "-"],
@@ -383,6 +383,25 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
     );
     assert!(
         !s.kubectl(&["get", "deployment", "d"]).status.success(),
+        "nothing was written"
+    );
+
+    // A pod whose resources are no quantities, or ask for more than their limits.
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    \
+         image: i\n    resources: {requests: {cpu: '2'}, limits: {cpu: '1', memory: lots}}\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for want in [
+        "* spec.containers[0].resources.limits[memory]: Invalid value: \"lots\": quantities must match",
+        "* spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
+    ] {
+        assert!(err.contains(want), "{want} missing in {err}");
+    }
+    assert!(
+        !s.kubectl(&["get", "pod", "p"]).status.success(),
         "nothing was written"
     );
 }

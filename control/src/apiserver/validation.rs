@@ -82,6 +82,8 @@ pub fn qualified_name(s: &str) -> Option<String> {
     }
     if name_part_ok(name) {
         None
+    } else if name.len() > 63 {
+        Some("name part must be no more than 63 characters".into())
     } else {
         Some("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')".into())
     }
@@ -91,6 +93,8 @@ pub fn qualified_name(s: &str) -> Option<String> {
 pub fn label_value(s: &str) -> Option<String> {
     if s.is_empty() || name_part_ok(s) {
         None
+    } else if s.len() > 63 {
+        Some("must be no more than 63 characters".into())
     } else {
         Some("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".into())
     }
@@ -209,10 +213,19 @@ pub fn pod_spec(
                 }
             }
             for (j, e) in c["env"].as_array().into_iter().flatten().enumerate() {
-                if e["name"].as_str().is_none_or(str::is_empty) {
-                    causes.push(Cause::required(format!("{cpath}.env[{j}].name")));
+                match e["name"].as_str() {
+                    None | Some("") => {
+                        causes.push(Cause::required(format!("{cpath}.env[{j}].name")));
+                    }
+                    Some(n) if !env_var_name_ok(n) => causes.push(Cause::invalid(
+                        format!("{cpath}.env[{j}].name"),
+                        n,
+                        "a valid environment variable name must consist only of printable ASCII characters other than '='",
+                    )),
+                    Some(_) => {}
                 }
             }
+            container_resources(&c["resources"], &format!("{cpath}.resources"), causes);
             for (j, m) in c["volumeMounts"]
                 .as_array()
                 .into_iter()
@@ -259,6 +272,60 @@ pub fn pod_spec(
         &format!("{path}.terminationGracePeriodSeconds"),
         causes,
     );
+}
+
+/// An environment variable name as Kubernetes accepts it since its relaxed validation (on by
+/// default from 1.32): printable ASCII other than `=`.
+fn env_var_name_ok(name: &str) -> bool {
+    name.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'=')
+}
+
+/// A container's `resources` at `path`: every request and limit a well-formed, non-negative
+/// quantity, and no request above its limit (Kubernetes' messages and field paths).
+fn container_resources(resources: &Value, path: &str, causes: &mut Vec<Cause>) {
+    use crate::scheduler::quantity::{Quantity, QuantityError};
+    let mut parsed: [Vec<(&str, &Value, Quantity)>; 2] = [Vec::new(), Vec::new()];
+    for (k, kind) in ["requests", "limits"].iter().enumerate() {
+        for (name, v) in resources[kind].as_object().into_iter().flatten() {
+            let field = format!("{path}.{kind}[{name}]");
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            match Quantity::parse(&text) {
+                Err(e @ QuantityError::Syntax(_)) => {
+                    let why = e.to_string();
+                    let why = why.split(": \"").next().unwrap_or(&why);
+                    causes.push(Cause::invalid(field, &text, why));
+                }
+                Ok(q) if q.milli_value() < 0 => {
+                    causes.push(Cause::invalid(
+                        field,
+                        &text,
+                        "must be greater than or equal to 0",
+                    ));
+                }
+                Ok(q) => parsed[k].push((name, v, q)),
+            }
+        }
+    }
+    let [requests, limits] = &parsed;
+    for (name, request, q) in requests {
+        if let Some((_, limit, l)) = limits.iter().find(|(n, _, _)| n == name)
+            && q.milli_value() > l.milli_value()
+        {
+            let shown = |v: &Value| v.as_str().map_or_else(|| v.to_string(), String::from);
+            causes.push(Cause::invalid(
+                format!("{path}.requests"),
+                shown(request),
+                format!(
+                    "must be less than or equal to {name} limit of {}",
+                    shown(limit)
+                ),
+            ));
+        }
+    }
 }
 
 /// A Deployment, ReplicaSet or DaemonSet must have a non-empty selector matching its template.
@@ -427,6 +494,14 @@ mod tests {
         assert!(qualified_name("a b").is_some());
         assert_eq!(label_value(""), None);
         assert!(label_value("-x").is_some());
+        assert_eq!(
+            label_value(&"a".repeat(64)).as_deref(),
+            Some("must be no more than 63 characters")
+        );
+        assert_eq!(
+            qualified_name(&format!("example.com/{}", "a".repeat(64))).as_deref(),
+            Some("name part must be no more than 63 characters")
+        );
         assert!(config_key("a/b").is_some());
     }
 
@@ -450,6 +525,46 @@ mod tests {
                 "spec.containers[0].image",
                 "spec.containers[1].name",
                 "spec.restartPolicy"
+            ]
+        );
+    }
+
+    #[test]
+    fn resources_must_be_quantities_with_requests_within_limits_and_env_names_printable() {
+        let mut causes = vec![];
+        let spec = serde_json::json!({"restartPolicy": "Always", "containers": [{
+            "name": "a", "image": "i",
+            "env": [{"name": "GOOD_1", "value": "x"}, {"name": "1=x", "value": "y"},
+                    {"name": "my.var-2", "value": "z"}],
+            "resources": {
+                "requests": {"cpu": "2", "memory": "64Mi", "ephemeral-storage": "-1"},
+                "limits": {"cpu": "1", "memory": "abc", "pods": 3}
+            }
+        }]});
+        pod_spec(&spec, "spec", &mut causes, None);
+        let got: Vec<(&str, &str)> = causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "spec.containers[0].env[1].name",
+                    "Invalid value: \"1=x\": a valid environment variable name must consist only of printable ASCII characters other than '='"
+                ),
+                (
+                    "spec.containers[0].resources.requests[ephemeral-storage]",
+                    "Invalid value: \"-1\": must be greater than or equal to 0"
+                ),
+                (
+                    "spec.containers[0].resources.limits[memory]",
+                    "Invalid value: \"abc\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+                ),
+                (
+                    "spec.containers[0].resources.requests",
+                    "Invalid value: \"2\": must be less than or equal to cpu limit of 1"
+                ),
             ]
         );
     }
