@@ -323,11 +323,14 @@ async fn runtime_handlers_and_scheduler_names_are_respected() {
         .await
         .unwrap();
     c.pod("kata-pod", json!({"runtimeClassName": "kata"})).await;
-    let cond = c.unschedulable_condition("kata-pod").await;
-    assert_eq!(
-        cond["message"],
-        "0/2 nodes are available: 2 node(s) didn't have the runtime handler \"kata\"."
-    );
+    // The scheduler may try the pod before its informer has the new RuntimeClass (then it
+    // says the class is not found); the class's arrival retries the pod.
+    let want = "0/2 nodes are available: 2 node(s) didn't have the runtime handler \"kata\".";
+    wait_for(&format!("kata-pod's condition to say {want:?}"), || async {
+        let cond = c.unschedulable_condition("kata-pod").await;
+        (cond["message"] == want).then_some(())
+    })
+    .await;
 
     c.pod("elsewhere", json!({"schedulerName": "my-scheduler"}))
         .await;
