@@ -404,6 +404,34 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written_for_bad_resource
         !s.kubectl(&["get", "pod", "p"]).status.success(),
         "nothing was written"
     );
+
+    // Settings a controller could never act on.
+    for (manifest, want, kind) in [
+        (
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: r}\nspec:\n  strategy: {type: Recreate, \
+             rollingUpdate: {maxSurge: 1}}\n  selector: {matchLabels: {app: a}}\n  template:\n    \
+             metadata: {labels: {app: a}}\n    spec: {containers: [{name: c, image: i}]}\n",
+            "spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'",
+            "deployment",
+        ),
+        (
+            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: r}\nspec:\n  \
+             scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: x}\n  minReplicas: 5\n  maxReplicas: 2\n",
+            "spec.maxReplicas: Invalid value: \"2\": must be greater than or equal to `minReplicas`",
+            "hpa",
+        ),
+    ] {
+        let out = s.kubectl_stdin(&["apply", "-f", "-"], manifest);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{want} missing in {err}"
+        );
+        assert!(
+            !s.kubectl(&["get", kind, "r"]).status.success(),
+            "nothing was written"
+        );
+    }
 }
 
 #[test]

@@ -466,6 +466,21 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
             if res.kind != "DaemonSet" {
                 v::non_negative(&obj["spec"]["replicas"], "spec.replicas", &mut causes);
             }
+            match res.kind {
+                "Deployment" => v::update_strategy(
+                    &obj["spec"]["strategy"],
+                    "spec.strategy",
+                    &["Recreate", "RollingUpdate"],
+                    &mut causes,
+                ),
+                "DaemonSet" => v::update_strategy(
+                    &obj["spec"]["updateStrategy"],
+                    "spec.updateStrategy",
+                    &["OnDelete", "RollingUpdate"],
+                    &mut causes,
+                ),
+                _ => {}
+            }
             v::pod_spec(
                 &obj["spec"]["template"]["spec"],
                 "spec.template.spec",
@@ -486,16 +501,35 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
         }
         "Service" => v::service_spec(&obj["spec"], &mut causes),
         "ConfigMap" | "Secret" => {
+            let mut total = 0;
             for section in ["data", "binaryData"] {
                 if let Some(data) = obj[section].as_object() {
-                    for k in data.keys() {
+                    for (k, value) in data {
                         if let Some(why) = v::config_key(k) {
                             causes.push(Cause::invalid(format!("{section}[{k}]"), k, why));
                         }
+                        // A Secret's values (and binaryData) are base64: count the bytes.
+                        let len = value.as_str().map_or(0, str::len);
+                        total += if res.kind == "Secret" || section == "binaryData" {
+                            len / 4 * 3
+                        } else {
+                            len
+                        };
                     }
                 }
             }
+            if total > v::MAX_CONFIG_BYTES {
+                causes.push(Cause {
+                    reason: "FieldValueTooLong",
+                    message: format!(
+                        "Too long: may not be more than {} bytes",
+                        v::MAX_CONFIG_BYTES
+                    ),
+                    field: if res.kind == "Secret" { "data" } else { "" }.into(),
+                });
+            }
         }
+        "HorizontalPodAutoscaler" => v::autoscaler_bounds(&obj["spec"], &mut causes),
         "ControllerRevision" => {
             // Kubernetes' ValidateControllerRevision.
             v::non_negative(&obj["revision"], "revision", &mut causes);
@@ -720,6 +754,29 @@ mod tests {
         assert_eq!(
             svc["spec"]["sessionAffinityConfig"],
             json!({"clientIP": {"timeoutSeconds": 10800}})
+        );
+    }
+
+    #[test]
+    fn configmaps_and_secrets_hold_at_most_one_mebibyte() {
+        let cm = resources::find("", "v1", "configmaps").expect("served");
+        let secret = resources::find("", "v1", "secrets").expect("served");
+        let big = "x".repeat(v::MAX_CONFIG_BYTES);
+        let fields = |res, obj: Value| -> Vec<String> {
+            validate(res, &obj).into_iter().map(|c| c.field).collect()
+        };
+        let meta = json!({"name": "c"});
+        assert!(fields(cm, json!({"metadata": meta, "data": {"a": big}})).is_empty());
+        assert_eq!(
+            fields(cm, json!({"metadata": meta, "data": {"a": big, "b": "y"}})),
+            [""]
+        );
+        // A Secret counts decoded bytes: 1 MiB of base64 is 768 KiB.
+        assert!(fields(secret, json!({"metadata": meta, "data": {"a": big}})).is_empty());
+        let bigger = "x".repeat(v::MAX_CONFIG_BYTES / 3 * 4 + 8);
+        assert_eq!(
+            fields(secret, json!({"metadata": meta, "data": {"a": bigger}})),
+            ["data"]
         );
     }
 

@@ -328,6 +328,110 @@ fn container_resources(resources: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// An int-or-string that is a count or a percentage (`maxSurge`, `maxUnavailable`): whether it
+/// is zero, or why it is invalid. A percentage above 100% is invalid where `at_most_100`.
+fn int_or_percent(v: &Value, field: &str, at_most_100: bool, causes: &mut Vec<Cause>) -> bool {
+    match v {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) if i >= 0 => i == 0,
+            _ => {
+                causes.push(Cause::invalid(
+                    field,
+                    n,
+                    "must be greater than or equal to 0",
+                ));
+                false
+            }
+        },
+        Value::String(s) => {
+            let pct = s
+                .strip_suffix('%')
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<u64>().ok());
+            match pct {
+                None => {
+                    causes.push(Cause::invalid(field, s, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"));
+                    false
+                }
+                Some(p) if at_most_100 && p > 100 => {
+                    causes.push(Cause::invalid(field, s, "must not be greater than 100%"));
+                    false
+                }
+                Some(p) => p == 0,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// A Deployment's `spec.strategy` or a DaemonSet's `spec.updateStrategy` (at `path`): a known
+/// type; no `rollingUpdate` unless the type is RollingUpdate; counts or percentages that do not
+/// make the rollout stall (`maxUnavailable` and `maxSurge` both zero), as Kubernetes checks.
+pub fn update_strategy(strategy: &Value, path: &str, types: &[&str], causes: &mut Vec<Cause>) {
+    let kind = strategy["type"].as_str().unwrap_or("");
+    if !types.contains(&kind) {
+        causes.push(Cause::not_supported(format!("{path}.type"), kind, types));
+        return;
+    }
+    let rolling = &strategy["rollingUpdate"];
+    if kind != "RollingUpdate" {
+        if !rolling.is_null() {
+            causes.push(Cause::forbidden(
+                format!("{path}.rollingUpdate"),
+                format!("may not be specified when strategy `type` is '{kind}'"),
+            ));
+        }
+        return;
+    }
+    let field = |f: &str| format!("{path}.rollingUpdate.{f}");
+    let unavailable = &rolling["maxUnavailable"];
+    let unavailable_zero = int_or_percent(unavailable, &field("maxUnavailable"), true, causes);
+    let surge_zero = int_or_percent(&rolling["maxSurge"], &field("maxSurge"), false, causes);
+    if unavailable_zero && surge_zero {
+        causes.push(Cause::invalid(
+            field("maxUnavailable"),
+            unavailable
+                .as_str()
+                .map_or_else(|| unavailable.to_string(), String::from),
+            "may not be 0 when `maxSurge` is 0",
+        ));
+    }
+}
+
+/// A HorizontalPodAutoscaler's replica bounds: `minReplicas` at least 1 and `maxReplicas` at
+/// least `minReplicas` (and 1).
+pub fn autoscaler_bounds(spec: &Value, causes: &mut Vec<Cause>) {
+    let min = spec["minReplicas"].as_i64();
+    if let Some(m) = min
+        && m < 1
+    {
+        causes.push(Cause::invalid(
+            "spec.minReplicas",
+            m,
+            "must be greater than or equal to 1",
+        ));
+    }
+    match spec["maxReplicas"].as_i64() {
+        None => causes.push(Cause::required("spec.maxReplicas")),
+        Some(m) if m < 1 => {
+            causes.push(Cause::invalid(
+                "spec.maxReplicas",
+                m,
+                "must be greater than or equal to 1",
+            ));
+        }
+        Some(m) if min.is_some_and(|min| m < min) => causes.push(Cause::invalid(
+            "spec.maxReplicas",
+            m,
+            "must be greater than or equal to `minReplicas`",
+        )),
+        Some(_) => {}
+    }
+}
+
+/// The most data a ConfigMap or a Secret may hold (1 MiB, Kubernetes' `MaxSecretSize`).
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
 /// A Deployment, ReplicaSet or DaemonSet must have a non-empty selector matching its template.
 pub fn workload_selector(spec: &Value, causes: &mut Vec<Cause>) {
     let sel = &spec["selector"];
@@ -565,6 +669,77 @@ mod tests {
                     "spec.containers[0].resources.requests",
                     "Invalid value: \"2\": must be less than or equal to cpu limit of 1"
                 ),
+            ]
+        );
+    }
+
+    #[test]
+    fn update_strategies_and_autoscaler_bounds_follow_kubernetes_rules() {
+        let check = |strategy: Value| -> Vec<String> {
+            let mut causes = vec![];
+            update_strategy(
+                &strategy,
+                "spec.strategy",
+                &["Recreate", "RollingUpdate"],
+                &mut causes,
+            );
+            causes
+                .into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect()
+        };
+        let rolling = |surge: Value, unavailable: Value| {
+            serde_json::json!({"type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}})
+        };
+        assert!(check(rolling("25%".into(), "25%".into())).is_empty());
+        assert!(check(rolling(1.into(), 0.into())).is_empty());
+        assert!(check(serde_json::json!({"type": "Recreate"})).is_empty());
+        assert_eq!(
+            check(rolling(0.into(), "0%".into())),
+            [
+                "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"0%\": may not be 0 when `maxSurge` is 0"
+            ]
+        );
+        assert_eq!(
+            check(rolling("150%".into(), "101%".into())),
+            [
+                "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"101%\": must not be greater than 100%"
+            ]
+        );
+        assert_eq!(
+            check(rolling("x%".into(), (-1).into())).len(),
+            2,
+            "a bad percent and a negative count"
+        );
+        assert_eq!(
+            check(serde_json::json!({"type": "Recreate", "rollingUpdate": {"maxSurge": 1}})),
+            [
+                "spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'"
+            ]
+        );
+        assert_eq!(
+            check(serde_json::json!({"type": "Sideways"})),
+            [
+                "spec.strategy.type: Unsupported value: \"Sideways\": supported values: \"Recreate\", \"RollingUpdate\""
+            ]
+        );
+
+        let bounds = |spec: Value| -> Vec<String> {
+            let mut causes = vec![];
+            autoscaler_bounds(&spec, &mut causes);
+            causes.into_iter().map(|c| c.message).collect()
+        };
+        assert!(bounds(serde_json::json!({"minReplicas": 1, "maxReplicas": 1})).is_empty());
+        assert_eq!(
+            bounds(serde_json::json!({"minReplicas": 5, "maxReplicas": 2})),
+            ["Invalid value: \"2\": must be greater than or equal to `minReplicas`"]
+        );
+        assert_eq!(
+            bounds(serde_json::json!({"minReplicas": 0})),
+            [
+                "Invalid value: \"0\": must be greater than or equal to 1",
+                "Required value"
             ]
         );
     }
