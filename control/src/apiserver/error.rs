@@ -259,6 +259,37 @@ impl ApiError {
         )
     }
 
+    /// 422 for list options kube-apiserver's `ValidateListOptions` refuses.
+    pub fn invalid_list_options(cause: Cause) -> Self {
+        let mut e = Self::plain(
+            422,
+            "Invalid",
+            format!(
+                "ListOptions.meta.k8s.io \"\" is invalid: {}: {}",
+                cause.field, cause.message
+            ),
+        );
+        e.group = Some("meta.k8s.io".into());
+        e.kind = Some("ListOptions".into());
+        e.causes = vec![cause];
+        e
+    }
+
+    /// 504 for a read at a revision the store has not reached in time.
+    pub fn resource_version_too_large(wanted: u64, current: u64) -> Self {
+        let mut e = Self::plain(
+            504,
+            "Timeout",
+            format!("Too large resource version: {wanted}, current: {current}"),
+        );
+        e.causes = vec![Cause {
+            reason: "ResourceVersionTooLarge",
+            message: "Too large resource version".into(),
+            field: String::new(),
+        }];
+        e
+    }
+
     /// 410 Expired: a watch or list asked for a compacted revision.
     pub fn expired(message: impl Into<String>) -> Self {
         Self::plain(410, "Expired", message)

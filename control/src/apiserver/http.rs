@@ -19,7 +19,7 @@ use crate::store::{EventType, Revision};
 use super::api::{
     Api, DeleteOptions, FieldValidation, ListParams, ScaleChange, WriteOptions, parse_propagation,
 };
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Cause};
 use super::metrics::{self, ApiMetrics};
 use super::objects;
 use super::patch::PatchType;
@@ -495,7 +495,19 @@ async fn handle(
         }
         (Method::GET, None, None) => {
             let params = list_params(res, &q)?;
+            let wanted = list_resource_version(&q)?;
+            if let Some((rv, _)) = wanted {
+                wait_for_revision(api, rv).await?;
+            }
             let (items, rev, next) = api.list(res, ns, &params).await?;
+            if let Some((rv, Some(RvMatch::Exact))) = wanted
+                && rv != rev
+            {
+                // The store keeps no snapshots of older revisions to list from.
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {rv} ({rev})"
+                )));
+            }
             if let Some(opts) = table_options(headers, &q) {
                 let mut t = table::table(res, &items, &opts, chrono::Utc::now());
                 t["metadata"]["resourceVersion"] = json!(rev.to_string());
@@ -768,6 +780,70 @@ fn raw_watch_event(ty: &str, object: &[u8]) -> Bytes {
     line.extend_from_slice(object);
     line.extend_from_slice(b"}\n");
     Bytes::from(line)
+}
+
+/// How a list's `resourceVersion` applies (`resourceVersionMatch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RvMatch {
+    /// The list is exactly at that revision.
+    Exact,
+    /// At that revision or later (also what a revision without a match means).
+    NotOlderThan,
+}
+
+/// A list's `resourceVersion` (none for unset and "0": any state will do) and its match, checked
+/// as kube-apiserver's `ValidateListOptions` does (422 for combinations it forbids). A match
+/// beside `continue` is let through, unlike there: kube-apiserver ignores `limit` for
+/// `resourceVersion=0` and so never gives such a list a continue token, which this server
+/// does, and the kube crate's watcher sends all three on its next page.
+fn list_resource_version(
+    q: &HashMap<String, String>,
+) -> ApiResult<Option<(Revision, Option<RvMatch>)>> {
+    let given = q.get("resourceVersion").map(String::as_str).unwrap_or("");
+    let forbidden =
+        |why: &str| ApiError::invalid_list_options(Cause::forbidden("resourceVersionMatch", why));
+    let matching = match q.get("resourceVersionMatch").map(String::as_str) {
+        None | Some("") => None,
+        Some(_) if given.is_empty() => {
+            return Err(forbidden(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        Some("Exact") if given == "0" => {
+            return Err(forbidden(
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+            ));
+        }
+        Some("Exact") => Some(RvMatch::Exact),
+        Some("NotOlderThan") => Some(RvMatch::NotOlderThan),
+        Some(other) => {
+            return Err(ApiError::invalid_list_options(Cause::not_supported(
+                "resourceVersionMatch",
+                other,
+                &["Exact", "NotOlderThan"],
+            )));
+        }
+    };
+    Ok(parse_rv(q)?.map(|rv| (rv, matching)))
+}
+
+/// How long a read waits for a revision the store has not reached yet (kube-apiserver's 3 s).
+const REVISION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits until the store has reached `rv`; 504 "Too large resource version" after
+/// [`REVISION_WAIT`], as kube-apiserver answers.
+async fn wait_for_revision(api: &Api, rv: Revision) -> ApiResult<()> {
+    let deadline = tokio::time::Instant::now() + REVISION_WAIT;
+    loop {
+        let current = api.store().current_revision();
+        if current >= rv {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::resource_version_too_large(rv, current));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 fn parse_rv(q: &HashMap<String, String>) -> ApiResult<Option<Revision>> {
@@ -1053,6 +1129,81 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_lists_resource_version_and_match_are_honoured_or_refused_as_kubernetes_does() {
+        let (api, _dir) = super::super::fake_agent::api().await;
+        let router = router(HttpState {
+            api: api.clone(),
+            shutdown: CancellationToken::new(),
+            metrics_scraper: Default::default(),
+        });
+        let list = |q: String| {
+            let router = router.clone();
+            async move { send(&router, Method::GET, &format!("/api/v1/namespaces?{q}")).await }
+        };
+        for (q, why) in [
+            (
+                "resourceVersionMatch=Exact",
+                "forbidden unless resourceVersion is provided",
+            ),
+            (
+                "resourceVersion=0&resourceVersionMatch=Exact",
+                "forbidden for resourceVersion \"0\"",
+            ),
+            (
+                "resourceVersion=1&resourceVersionMatch=Newest",
+                "Unsupported value: \"Newest\"",
+            ),
+        ] {
+            let (code, status) = list(q.into()).await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{q}");
+            assert_eq!(
+                status["details"]["causes"][0]["field"],
+                "resourceVersionMatch"
+            );
+            assert!(
+                status["message"].as_str().unwrap().contains(why),
+                "{q}: {status}"
+            );
+        }
+        let current = api.store().current_revision();
+        let (code, doc) = list(format!(
+            "resourceVersion={current}&resourceVersionMatch=Exact"
+        ))
+        .await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(doc["metadata"]["resourceVersion"], current.to_string());
+        let (code, _) = list(format!(
+            "resourceVersion={current}&resourceVersionMatch=NotOlderThan"
+        ))
+        .await;
+        assert_eq!(code, StatusCode::OK);
+        // After one more write, the older revision cannot be listed exactly (no snapshots).
+        super::super::fake_agent::create(
+            &api,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "later"}}),
+        )
+        .await;
+        let (code, status) = list(format!(
+            "resourceVersion={current}&resourceVersionMatch=Exact"
+        ))
+        .await;
+        assert_eq!(
+            (code, status["reason"].as_str()),
+            (StatusCode::GONE, Some("Expired"))
+        );
+        // A revision the store has not reached: kube-apiserver waits 3 s, then says so.
+        let ahead = api.store().current_revision() + 100;
+        let started = std::time::Instant::now();
+        let (code, status) = list(format!("resourceVersion={ahead}")).await;
+        assert_eq!(code, StatusCode::GATEWAY_TIMEOUT, "{status}");
+        assert_eq!(
+            status["details"]["causes"][0]["reason"],
+            "ResourceVersionTooLarge"
+        );
+        assert!(started.elapsed() >= REVISION_WAIT);
     }
 
     #[test]
