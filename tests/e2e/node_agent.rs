@@ -386,6 +386,31 @@ fn an_http_pod_serves_at_its_pod_address_and_deleting_it_stops_it() {
     let (code, body) = http_get(&addr, "/");
     assert_eq!(code, 200, "{body}");
 
+    // The same answer through the API server: pods/proxy, and services/proxy once a Service
+    // selects the pod.
+    let through_pod = c.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/web:8080/proxy/",
+    ]);
+    assert_eq!(through_pod, body);
+    c.kubectl_ok(&["label", "pod", "web", "app=web"]);
+    c.kubectl_ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    let through_service = wait_for("services/proxy to reach the pod", POD_TIMEOUT, || {
+        let out = c.kubectl(
+            &[
+                "get",
+                "--raw",
+                "/api/v1/namespaces/default/services/web:80/proxy/",
+            ],
+            None,
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(through_service, body);
+
     // What Flotilla does not serve on a running pod fails with a message that says so (and
     // kubectl does not crash on it).
     for (args, want) in [

@@ -26,7 +26,7 @@ use super::patch::PatchType;
 use super::resources::{self, ResourceInfo, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
 use super::table::{self, IncludeObject, TableOptions};
-use super::{discovery, node_proxy, openapi, resource_metrics, self_review};
+use super::{discovery, node_proxy, openapi, pod_proxy, resource_metrics, self_review};
 
 /// The Kubernetes version this server presents itself as (the `k8s-openapi` API level).
 pub const KUBERNETES_MINOR: &str = "33";
@@ -462,6 +462,9 @@ async fn handle(
     }
     if let Some(target) = node_proxy::ProxyTarget::from_path(uri.path()) {
         return node_proxy::proxy(api, method, &target, uri.query()).await;
+    }
+    if let Some(target) = pod_proxy::ProxyTarget::from_path(uri.path()) {
+        return pod_proxy::proxy(api, method, &target, uri.query(), headers, body).await;
     }
     if let Some(req) = resource_metrics::MetricsRequest::from_path(uri.path()) {
         return metrics_answer(state, method, uri, &req).await;

@@ -7,6 +7,7 @@
 //! - [`metrics`]: `/metrics`, Prometheus metrics named as kube-apiserver's.
 //! - [`logs`]: `pods/log`, proxied to the agent of the pod's node.
 //! - [`node_proxy`]: `nodes/proxy`, proxied to the node's agent.
+//! - [`pod_proxy`]: `pods/proxy` and `services/proxy`, proxied to a pod.
 //! - [`agent`]: how the API server reaches a node's agent (address, client).
 //! - [`resource_metrics`]: `metrics.k8s.io/v1beta1` (`kubectl top`), from the agents' resource
 //!   metrics.
@@ -41,6 +42,7 @@ pub mod node_proxy;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod pod_proxy;
 pub mod projection;
 pub mod protobuf;
 pub mod recent_writes;
