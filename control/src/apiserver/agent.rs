@@ -86,6 +86,20 @@ pub async fn get(
     })
 }
 
+/// An upstream's answer (an agent's or a pod's) as the API server's response: its status, its
+/// headers less the hop-by-hop ones, and its body, streamed.
+pub fn streamed(resp: hyper::Response<hyper::body::Incoming>) -> axum::response::Response {
+    let (parts, body) = resp.into_parts();
+    let mut r = axum::response::Response::new(Body::new(body));
+    *r.status_mut() = parts.status;
+    for (name, value) in &parts.headers {
+        if !is_hop_by_hop(name) {
+            r.headers_mut().append(name, value.clone());
+        }
+    }
+    r
+}
+
 /// Whether a header is hop-by-hop (RFC 9110 §7.6.1): a proxy handles those itself and must not
 /// copy them from the agent's answer.
 pub fn is_hop_by_hop(name: &http::HeaderName) -> bool {

@@ -6,7 +6,6 @@
 //! Only `GET` and the plain node-name form are served; kube-apiserver also takes the other
 //! verbs and `{name}:{port}`, which nothing here needs yet.
 
-use axum::body::Body;
 use axum::http::Method;
 use axum::response::Response;
 
@@ -64,15 +63,7 @@ pub async fn proxy(
         None => target.path.clone(),
     };
     let resp = agent::get(api, target.node, "proxying", &path).await?;
-    let (parts, body) = resp.into_parts();
-    let mut r = Response::new(Body::new(body));
-    *r.status_mut() = parts.status;
-    for (name, value) in &parts.headers {
-        if !agent::is_hop_by_hop(name) {
-            r.headers_mut().append(name, value.clone());
-        }
-    }
-    Ok(r)
+    Ok(agent::streamed(resp))
 }
 
 #[cfg(test)]

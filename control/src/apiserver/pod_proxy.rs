@@ -141,15 +141,7 @@ pub async fn proxy(
             agent::error_chain(&e)
         ))
     })?;
-    let (parts, body) = resp.into_parts();
-    let mut r = Response::new(Body::new(body));
-    *r.status_mut() = parts.status;
-    for (name, value) in &parts.headers {
-        if !agent::is_hop_by_hop(name) {
-            r.headers_mut().append(name, value.clone());
-        }
-    }
-    Ok(r)
+    Ok(agent::streamed(resp))
 }
 
 fn kind_word(kind: ProxyKind) -> &'static str {

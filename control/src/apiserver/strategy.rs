@@ -81,11 +81,12 @@ fn field_path(path: &serde_ignored::Path<'_>) -> String {
     out
 }
 
+/// [`map_mut`] of an object (made one when it is not).
 fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
-    if !v.get(key).is_some_and(Value::is_object) {
-        v[key] = json!({});
+    if !v.is_object() {
+        *v = json!({});
     }
-    v[key].as_object_mut().expect("just made an object")
+    map_mut(v.as_object_mut().expect("just made an object"), key)
 }
 
 /// The object at `key` of `map`, made an empty one when it is missing or null: defaulting

@@ -274,6 +274,11 @@ pub fn pod_spec(
     );
 }
 
+/// A value as a cause shows it: a string as it is, anything else as JSON.
+fn shown(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), String::from)
+}
+
 /// An environment variable name as Kubernetes accepts it since its relaxed validation (on by
 /// default from 1.32): printable ASCII other than `=`.
 fn env_var_name_ok(name: &str) -> bool {
@@ -289,10 +294,7 @@ fn container_resources(resources: &Value, path: &str, causes: &mut Vec<Cause>) {
     for (k, kind) in ["requests", "limits"].iter().enumerate() {
         for (name, v) in resources[kind].as_object().into_iter().flatten() {
             let field = format!("{path}.{kind}[{name}]");
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
+            let text = shown(v);
             match Quantity::parse(&text) {
                 Err(e @ QuantityError::Syntax(_)) => {
                     let why = e.to_string();
@@ -315,7 +317,6 @@ fn container_resources(resources: &Value, path: &str, causes: &mut Vec<Cause>) {
         if let Some((_, limit, l)) = limits.iter().find(|(n, _, _)| n == name)
             && q.milli_value() > l.milli_value()
         {
-            let shown = |v: &Value| v.as_str().map_or_else(|| v.to_string(), String::from);
             causes.push(Cause::invalid(
                 format!("{path}.requests"),
                 shown(request),
@@ -390,9 +391,7 @@ pub fn update_strategy(strategy: &Value, path: &str, types: &[&str], causes: &mu
     if unavailable_zero && surge_zero {
         causes.push(Cause::invalid(
             field("maxUnavailable"),
-            unavailable
-                .as_str()
-                .map_or_else(|| unavailable.to_string(), String::from),
+            shown(unavailable),
             "may not be 0 when `maxSurge` is 0",
         ));
     }
