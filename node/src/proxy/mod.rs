@@ -252,8 +252,17 @@ impl Proxy {
                 }
                 Err(e) => {
                     if reported.insert(addr) {
+                        let why = match e.kind() {
+                            std::io::ErrorKind::PermissionDenied => {
+                                " (ports below 1024 need privileges)"
+                            }
+                            std::io::ErrorKind::AddrInUse => {
+                                " (another process, or another node agent on this machine, holds it)"
+                            }
+                            _ => "",
+                        };
                         tracing::warn!(%addr, service = %key, error = %e,
-                            "cannot listen for the Service (ports below 1024 need privileges)");
+                            "cannot listen for the Service{why}");
                     }
                 }
             }
