@@ -369,7 +369,7 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
     // Each manifest (an object named `r`), its kind, and what kubectl must print. kubectl
     // prints each cause as `FIELD: MESSAGE` (after `*` when there are several), so a cause's
     // message must not name its field again.
-    let cases: [(&str, &str, &[&str]); 4] = [
+    let cases: [(&str, &str, &[&str]); 5] = [
         (
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: r}\nspec:\n  selector: {matchLabels: {app: a}}\n  \
              template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: c, image: i}]}\n",
@@ -401,6 +401,15 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
             "hpa",
             &[
                 "spec.maxReplicas: Invalid value: \"2\": must be greater than or equal to `minReplicas`",
+            ],
+        ),
+        // What the Job controller does not do is refused, not stored and ignored.
+        (
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: r}\nspec:\n  completionMode: Indexed\n  \
+             completions: 3\n  template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: i}]}\n",
+            "job",
+            &[
+                "spec.completionMode: Forbidden: Indexed Jobs are not supported by Flotilla's Job controller yet",
             ],
         ),
     ];

@@ -493,6 +493,7 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
             for f in ["parallelism", "completions", "backoffLimit"] {
                 v::non_negative(&obj["spec"][f], &format!("spec.{f}"), &mut causes);
             }
+            v::job_features(&obj["spec"], &mut causes);
             v::pod_spec(
                 &obj["spec"]["template"]["spec"],
                 "spec.template.spec",

@@ -428,6 +428,37 @@ pub fn autoscaler_bounds(spec: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// What of a Job's spec the Job controller does not do: refused with a message that says so,
+/// rather than stored and silently not done. Indexed completion and the per-index and
+/// per-failure policies are not implemented.
+pub fn job_features(spec: &Value, causes: &mut Vec<Cause>) {
+    match spec["completionMode"].as_str() {
+        None | Some("NonIndexed") => {}
+        Some("Indexed") => causes.push(Cause::forbidden(
+            "spec.completionMode",
+            "Indexed Jobs are not supported by Flotilla's Job controller yet",
+        )),
+        Some(other) => causes.push(Cause::not_supported(
+            "spec.completionMode",
+            other,
+            &["Indexed", "NonIndexed"],
+        )),
+    }
+    for field in [
+        "podFailurePolicy",
+        "successPolicy",
+        "backoffLimitPerIndex",
+        "maxFailedIndexes",
+    ] {
+        if !spec[field].is_null() {
+            causes.push(Cause::forbidden(
+                format!("spec.{field}"),
+                "not supported by Flotilla's Job controller yet",
+            ));
+        }
+    }
+}
+
 /// The most data a ConfigMap or a Secret may hold (1 MiB, Kubernetes' `MaxSecretSize`).
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
@@ -740,6 +771,29 @@ mod tests {
                 "Invalid value: \"0\": must be greater than or equal to 1",
                 "Required value"
             ]
+        );
+    }
+
+    #[test]
+    fn job_features_the_controller_lacks_are_refused_by_name() {
+        let fields = |spec: Value| -> Vec<String> {
+            let mut causes = vec![];
+            job_features(&spec, &mut causes);
+            causes.into_iter().map(|c| c.field).collect()
+        };
+        assert!(
+            fields(serde_json::json!({"completionMode": "NonIndexed", "backoffLimit": 2}))
+                .is_empty()
+        );
+        assert_eq!(
+            fields(
+                serde_json::json!({"completionMode": "Indexed", "podFailurePolicy": {"rules": []}})
+            ),
+            ["spec.completionMode", "spec.podFailurePolicy"]
+        );
+        assert_eq!(
+            fields(serde_json::json!({"completionMode": "Sometimes"})),
+            ["spec.completionMode"]
         );
     }
 
