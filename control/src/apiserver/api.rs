@@ -506,7 +506,8 @@ impl Api {
         Ok(())
     }
 
-    /// Decodes through the typed kind, applying `fieldValidation`; returns warnings.
+    /// Decodes through the typed kind, applying `fieldValidation`; returns warnings (unknown
+    /// fields under `Warn`, and [`strategy::warnings`] of the object).
     fn decode(
         res: &ResourceInfo,
         obj: Value,
@@ -534,8 +535,15 @@ impl Api {
                     .collect();
                 Err(err)
             }
-            FieldValidation::Warn => Ok((normal, warnings)),
-            _ => Ok((normal, vec![])),
+            FieldValidation::Warn => {
+                let mut warnings = warnings;
+                warnings.extend(strategy::warnings(res, &normal));
+                Ok((normal, warnings))
+            }
+            _ => {
+                let warnings = strategy::warnings(res, &normal);
+                Ok((normal, warnings))
+            }
         }
     }
 

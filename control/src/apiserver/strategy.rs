@@ -411,6 +411,47 @@ pub fn spec_changed(new: &Value, old: &Value) -> bool {
     strip(new) != strip(old)
 }
 
+/// Warnings for a write, which kubectl prints: what a pod spec (a pod's, or a workload's
+/// template) asks that Flotilla's scheduler does not do. kube-apiserver warns about deprecated
+/// pod fields the same way; a warning, not a refusal, since the pod still runs.
+pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
+    let (spec, path) = match res.kind {
+        "Pod" => (&obj["spec"], "spec"),
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "Job" => {
+            (&obj["spec"]["template"]["spec"], "spec.template.spec")
+        }
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for kind in ["podAffinity", "podAntiAffinity"] {
+        if !spec["affinity"][kind].is_null() {
+            out.push(format!(
+                "{path}.affinity.{kind}: not enforced by Flotilla's scheduler, which places pods \
+                 by node affinity, node selectors, taints and resources, and spreads an owner's \
+                 replicas over nodes"
+            ));
+        }
+    }
+    if spec["topologySpreadConstraints"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty())
+    {
+        out.push(format!(
+            "{path}.topologySpreadConstraints: not enforced by Flotilla's scheduler"
+        ));
+    }
+    if spec["priorityClassName"]
+        .as_str()
+        .is_some_and(|p| !p.is_empty())
+    {
+        out.push(format!(
+            "{path}.priorityClassName: pod priority and preemption are not supported; the pod \
+             is scheduled as any other"
+        ));
+    }
+    out
+}
+
 /// Validates a whole object (create and update).
 pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
@@ -757,6 +798,27 @@ mod tests {
             svc["spec"]["sessionAffinityConfig"],
             json!({"clientIP": {"timeoutSeconds": 10800}})
         );
+    }
+
+    #[test]
+    fn pod_fields_the_scheduler_does_not_enforce_are_warned_about() {
+        let deploy = resources::find("apps", "v1", "deployments").expect("served");
+        let spec = json!({"affinity": {"podAntiAffinity": {}, "nodeAffinity": {}},
+            "topologySpreadConstraints": [{"maxSkew": 1}], "priorityClassName": "high"});
+        let got = warnings(deploy, &json!({"spec": {"template": {"spec": spec}}}));
+        let fields: Vec<&str> = got.iter().map(|w| w.split(':').next().unwrap()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.template.spec.affinity.podAntiAffinity",
+                "spec.template.spec.topologySpreadConstraints",
+                "spec.template.spec.priorityClassName"
+            ]
+        );
+        let pods = resources::find("", "v1", "pods").expect("served");
+        assert!(warnings(pods, &json!({"spec": {"affinity": {"nodeAffinity": {}}}})).is_empty());
+        let cms = resources::find("", "v1", "configmaps").expect("served");
+        assert!(warnings(cms, &json!({"spec": spec})).is_empty());
     }
 
     #[test]
