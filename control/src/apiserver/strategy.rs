@@ -412,8 +412,8 @@ pub fn spec_changed(new: &Value, old: &Value) -> bool {
 }
 
 /// Warnings for a write, which kubectl prints: what a pod spec (a pod's, or a workload's
-/// template) asks that Flotilla's scheduler does not do. kube-apiserver warns about deprecated
-/// pod fields the same way; a warning, not a refusal, since the pod still runs.
+/// template) asks that Flotilla's scheduler or node agent does not do. kube-apiserver warns
+/// about deprecated pod fields the same way; a warning, not a refusal, since the pod still runs.
 pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
     let (spec, path) = match res.kind {
         "Pod" => (&obj["spec"], "spec"),
@@ -448,6 +448,37 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
             "{path}.priorityClassName: pod priority and preemption are not supported; the pod \
              is scheduled as any other"
         ));
+    }
+    let set = |v: &Value| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty());
+    for (field, what) in [
+        (
+            "readinessGates",
+            "not honoured: the pod is Ready once its containers are",
+        ),
+        (
+            "activeDeadlineSeconds",
+            "not enforced for a pod by Flotilla's node agent",
+        ),
+        (
+            "hostAliases",
+            "not written into containers by Flotilla's node agent",
+        ),
+    ] {
+        if set(&spec[field]) {
+            out.push(format!("{path}.{field}: {what}"));
+        }
+    }
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            for hook in ["postStart", "preStop"] {
+                if !c["lifecycle"][hook].is_null() {
+                    out.push(format!(
+                        "{path}.{list}[{i}].lifecycle.{hook}: hooks are not run by Flotilla's \
+                         node agent"
+                    ));
+                }
+            }
+        }
     }
     out
 }
@@ -801,10 +832,12 @@ mod tests {
     }
 
     #[test]
-    fn pod_fields_the_scheduler_does_not_enforce_are_warned_about() {
+    fn pod_fields_flotilla_does_not_act_on_are_warned_about() {
         let deploy = resources::find("apps", "v1", "deployments").expect("served");
         let spec = json!({"affinity": {"podAntiAffinity": {}, "nodeAffinity": {}},
-            "topologySpreadConstraints": [{"maxSkew": 1}], "priorityClassName": "high"});
+            "topologySpreadConstraints": [{"maxSkew": 1}], "priorityClassName": "high",
+            "readinessGates": [], "containers": [{"name": "a"}, {"name": "b",
+                "lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}]});
         let got = warnings(deploy, &json!({"spec": {"template": {"spec": spec}}}));
         let fields: Vec<&str> = got.iter().map(|w| w.split(':').next().unwrap()).collect();
         assert_eq!(
@@ -812,7 +845,8 @@ mod tests {
             [
                 "spec.template.spec.affinity.podAntiAffinity",
                 "spec.template.spec.topologySpreadConstraints",
-                "spec.template.spec.priorityClassName"
+                "spec.template.spec.priorityClassName",
+                "spec.template.spec.containers[1].lifecycle.preStop"
             ]
         );
         let pods = resources::find("", "v1", "pods").expect("served");
