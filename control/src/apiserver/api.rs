@@ -535,13 +535,12 @@ impl Api {
                     .collect();
                 Err(err)
             }
-            FieldValidation::Warn => {
-                let mut warnings = warnings;
+            validation => {
+                let mut warnings = match validation {
+                    FieldValidation::Warn => warnings,
+                    _ => Vec::new(),
+                };
                 warnings.extend(strategy::warnings(res, &normal));
-                Ok((normal, warnings))
-            }
-            _ => {
-                let warnings = strategy::warnings(res, &normal);
                 Ok((normal, warnings))
             }
         }
