@@ -380,6 +380,9 @@ fn an_http_pod_serves_at_its_pod_address_and_deleting_it_stops_it() {
             })
     });
     assert_eq!(container_status(&pod)["ready"], true);
+    // Limits only (requests default to them): Guaranteed, set at creation; the agent's status
+    // writes keep it.
+    assert_eq!(pod["status"]["qosClass"], "Guaranteed");
     let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
     assert_eq!(pod["status"]["podIPs"][0]["ip"], ip.as_str());
     let addr = format!("{ip}:8080");

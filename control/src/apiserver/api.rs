@@ -822,6 +822,15 @@ impl Api {
                 if let Some(status) = status.filter(|s| !s.is_null()) {
                     o["status"] = status;
                 }
+                // A pod's QoS class was set at its creation; a status that leaves it out keeps
+                // it (as kube-apiserver backfills it for kubelets that drop it).
+                if is_pods(res)
+                    && o["status"]["qosClass"].is_null()
+                    && let Some(qos) = current["status"].get("qosClass")
+                    && o["status"].is_object()
+                {
+                    o["status"]["qosClass"] = qos.clone();
+                }
                 // Server-side apply to `status` records its manager with the write.
                 if let Some(mf) = incoming
                     .get_mut("metadata")
@@ -1792,6 +1801,59 @@ mod tests {
                 "{labels} {fields} matches {matched} of {seen}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_pods_qos_class_survives_status_writes_that_leave_it_out_and_cannot_change() {
+        let (api, _dir) = fake_agent::api().await;
+        let pods = resources::find_kind("v1", "Pod").unwrap();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "i",
+                "resources": {"limits": {"cpu": "1", "memory": "64Mi"}}}]}});
+        let (created, _) = api
+            .create(pods, Some("default"), pod, &WriteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(created["status"]["qosClass"], "Guaranteed");
+        // An agent's status (a replacement, with no qosClass) keeps the class.
+        let mut whole = created.clone();
+        whole["status"] = json!({"phase": "Running"});
+        let (updated, _) = api
+            .update(
+                pods,
+                Some("default"),
+                "p",
+                whole,
+                Some(Subresource::Status),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                updated["status"]["phase"].as_str(),
+                updated["status"]["qosClass"].as_str()
+            ),
+            (Some("Running"), Some("Guaranteed"))
+        );
+        // Another class is refused.
+        let err = api
+            .patch(
+                pods,
+                Some("default"),
+                "p",
+                PatchType::Merge,
+                br#"{"status": {"qosClass": "BestEffort"}}"#,
+                Some(Subresource::Status),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code, err.causes[0].field.as_str()),
+            (422, "status.qosClass")
+        );
     }
 
     #[tokio::test]

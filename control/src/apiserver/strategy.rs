@@ -704,6 +704,11 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
             if !b.is_null() && a != b {
                 immutable(&mut causes, "spec.nodeName", a, b);
             }
+            // The QoS class is set at creation and never changes.
+            let (a, b) = (&new["status"]["qosClass"], &old["status"]["qosClass"]);
+            if !b.is_null() && a != b {
+                immutable(&mut causes, "status.qosClass", a, b);
+            }
         }
         "ConfigMap" | "Secret" => {
             if old["immutable"] == json!(true)

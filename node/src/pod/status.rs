@@ -167,7 +167,8 @@ impl PodState {
             init_container_statuses: (!self.init.is_empty())
                 .then(|| self.init.iter().map(container_status).collect()),
             container_statuses: Some(self.containers.iter().map(container_status).collect()),
-            qos_class: Some("BestEffort".into()),
+            // The API server set the QoS class at creation; it is not the agent's to report.
+            qos_class: None,
             ..PodStatus::default()
         }
     }
