@@ -300,8 +300,20 @@ fn a_deployment_replaces_deleted_pods_scales_rolls_out_without_dropping_below_mi
             *l = (*l).min(n);
         }
     });
+    // Each revision's change-cause is the Deployment's annotation while it was the new one.
+    s.kubectl_ok(&[
+        "annotate",
+        "deployment/web",
+        "kubernetes.io/change-cause=v1",
+    ]);
     s.kubectl_ok(&["set", "image", "deployment/web", "web=hello-http:v2"]);
     rollout_status(&s, "web");
+    s.kubectl_ok(&[
+        "annotate",
+        "deployment/web",
+        "kubernetes.io/change-cause=v2",
+        "--overwrite",
+    ]);
     let samples = sampler.stop();
     let low = *low.lock().unwrap();
     assert!(samples >= 3, "only {samples} samples");
@@ -312,11 +324,14 @@ fn a_deployment_replaces_deleted_pods_scales_rolls_out_without_dropping_below_mi
     wait_for("only v2 pods", TIMEOUT, || {
         (images(&s, "app=web") == ["hello-http:v2"]).then_some(())
     });
-    let history = s.kubectl_ok(&["rollout", "history", "deployment/web"]);
-    assert!(
-        history.contains("1 ") && history.contains("2 "),
-        "{history}"
-    );
+    wait_for("the change-causes in the rollout history", TIMEOUT, || {
+        let history = s.kubectl_ok(&["rollout", "history", "deployment/web"]);
+        let rows: Vec<Vec<&str>> = history
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        (rows.contains(&vec!["1", "v1"]) && rows.contains(&vec!["2", "v2"])).then_some(())
+    });
 
     // Undo returns to v1; undo --to-revision goes back to 2 (now revision 4).
     s.kubectl_ok(&["rollout", "undo", "deployment/web"]);

@@ -240,34 +240,42 @@ impl DeploymentController {
             // The new ReplicaSet, with the newest revision.
             let want_revision = max_old_revision + 1;
             match &mut new_rs {
-                Some(rs) if revision(rs) < want_revision => {
+                Some(rs) => {
+                    // Kubernetes' SetNewReplicaSetAnnotations: the newest revision, and the
+                    // Deployment's own annotations (`kubernetes.io/change-cause`, say) copied
+                    // onto its new ReplicaSet at every sync, not only when it is made.
                     let mut updated = rs.clone();
                     let old_rev = revision(rs);
+                    let bump = old_rev < want_revision;
                     let ann = owner_annotations(&mut updated);
-                    if old_rev > 0 {
-                        let hist = ann
-                            .get(REVISION_HISTORY)
-                            .and_then(Value::as_str)
-                            .map(|h| format!("{h},{old_rev}"))
-                            .unwrap_or(old_rev.to_string());
-                        ann.insert(REVISION_HISTORY.into(), json!(hist));
+                    if bump {
+                        if old_rev > 0 {
+                            let hist = ann
+                                .get(REVISION_HISTORY)
+                                .and_then(Value::as_str)
+                                .map(|h| format!("{h},{old_rev}"))
+                                .unwrap_or(old_rev.to_string());
+                            ann.insert(REVISION_HISTORY.into(), json!(hist));
+                        }
+                        ann.insert(REVISION.into(), json!(want_revision.to_string()));
                     }
-                    ann.insert(REVISION.into(), json!(want_revision.to_string()));
-                    let (out, _) = self
-                        .api
-                        .update(
-                            replicasets(),
-                            Some(ns),
-                            objects::name(rs),
-                            updated,
-                            None,
-                            &WriteOptions::default(),
-                        )
-                        .await?;
-                    *rs = out;
-                    revised = true;
+                    copy_annotations(&d, ann);
+                    if updated != *rs {
+                        let (out, _) = self
+                            .api
+                            .update(
+                                replicasets(),
+                                Some(ns),
+                                objects::name(rs),
+                                updated,
+                                None,
+                                &WriteOptions::default(),
+                            )
+                            .await?;
+                        *rs = out;
+                        revised = bump;
+                    }
                 }
-                Some(_) => {}
                 None => {
                     let initial = if strategy == "Recreate" {
                         0
@@ -405,13 +413,7 @@ impl DeploymentController {
         let mut labels = template["metadata"]["labels"].clone();
         labels[HASH_LABEL] = json!(hash);
         let mut annotations = serde_json::Map::new();
-        if let Some(a) = d["metadata"]["annotations"].as_object() {
-            for (k, v) in a {
-                if !NOT_COPIED.contains(&k.as_str()) {
-                    annotations.insert(k.clone(), v.clone());
-                }
-            }
-        }
+        copy_annotations(d, &mut annotations);
         let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
         annotations.insert(REVISION.into(), json!(rev.to_string()));
         annotations.insert(DESIRED_REPLICAS.into(), json!(replicas.to_string()));
@@ -654,6 +656,20 @@ fn is_saturated(replicas: i64, new_rs: &Value) -> bool {
     spec_replicas(new_rs) == replicas
         && annotation_i64(new_rs, DESIRED_REPLICAS) == Some(replicas)
         && status_i64(new_rs, "availableReplicas") == replicas
+}
+
+/// Copies a Deployment's annotations (but the ones it keeps for itself) onto its new
+/// ReplicaSet's; annotations the Deployment no longer has stay, as in Kubernetes.
+fn copy_annotations(d: &Value, onto: &mut serde_json::Map<String, Value>) {
+    for (k, v) in d["metadata"]["annotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        if !NOT_COPIED.contains(&k.as_str()) && onto.get(k) != Some(v) {
+            onto.insert(k.clone(), v.clone());
+        }
+    }
 }
 
 fn owner_annotations(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
