@@ -1050,14 +1050,19 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn node_proxy_and_resource_metrics_are_routed_with_kubernetes_errors() {
-        let (api, _dir) = super::super::fake_agent::api().await;
-        let router = router(HttpState {
+    /// The router over `api`, as the server builds it.
+    fn test_router(api: Api) -> Router {
+        router(HttpState {
             api,
             shutdown: CancellationToken::new(),
             metrics_scraper: Default::default(),
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn node_proxy_and_resource_metrics_are_routed_with_kubernetes_errors() {
+        let (api, _dir) = super::super::fake_agent::api().await;
+        let router = test_router(api);
         let metrics = "/apis/metrics.k8s.io/v1beta1";
 
         let (code, doc) = send(&router, Method::GET, &format!("{metrics}/nodes")).await;
@@ -1119,11 +1124,7 @@ mod tests {
     #[tokio::test]
     async fn version_answers_with_and_without_a_trailing_slash_as_the_clients_ask() {
         let (api, _dir) = super::super::fake_agent::api().await;
-        let router = router(HttpState {
-            api,
-            shutdown: CancellationToken::new(),
-            metrics_scraper: Default::default(),
-        });
+        let router = test_router(api);
         for path in ["/version", "/version/"] {
             let (code, doc) = send(&router, Method::GET, path).await;
             assert_eq!(
@@ -1137,11 +1138,7 @@ mod tests {
     #[tokio::test]
     async fn a_lists_resource_version_and_match_are_honoured_or_refused_as_kubernetes_does() {
         let (api, _dir) = super::super::fake_agent::api().await;
-        let router = router(HttpState {
-            api: api.clone(),
-            shutdown: CancellationToken::new(),
-            metrics_scraper: Default::default(),
-        });
+        let router = test_router(api.clone());
         let list = |q: String| {
             let router = router.clone();
             async move { send(&router, Method::GET, &format!("/api/v1/namespaces?{q}")).await }

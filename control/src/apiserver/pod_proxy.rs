@@ -305,6 +305,11 @@ mod tests {
         }
     }
 
+    /// [`send`] of a GET without a body.
+    async fn get(api: &Api, path: &str) -> (u16, String) {
+        send(api, Method::GET, path, "").await
+    }
+
     #[tokio::test]
     async fn requests_reach_the_pod_and_a_ready_endpoint_of_the_service() {
         use axum::routing::any;
@@ -327,13 +332,7 @@ mod tests {
             "spec": {"containers": [{"name": "app", "image": "i",
                 "ports": [{"name": "http", "containerPort": upstream.port()}]}]}});
         fake_agent::create(&api, pod).await;
-        let (code, msg) = send(
-            &api,
-            Method::GET,
-            "/api/v1/namespaces/default/pods/web/proxy/",
-            "",
-        )
-        .await;
+        let (code, msg) = get(&api, "/api/v1/namespaces/default/pods/web/proxy/").await;
         assert_eq!(
             (code, msg.contains("has no IP address")),
             (503, true),
@@ -364,21 +363,9 @@ mod tests {
             assert_eq!(code, 200, "{path}: {text}");
             assert_eq!(text, "POST /a/b?x=1 x-test=Some(\"1\") body=hi", "{path}");
         }
-        let (code, _) = send(
-            &api,
-            Method::GET,
-            "/api/v1/namespaces/default/pods/web:nope/proxy/",
-            "",
-        )
-        .await;
+        let (code, _) = get(&api, "/api/v1/namespaces/default/pods/web:nope/proxy/").await;
         assert_eq!(code, 400);
-        let (code, _) = send(
-            &api,
-            Method::GET,
-            "/api/v1/namespaces/default/pods/gone/proxy/",
-            "",
-        )
-        .await;
+        let (code, _) = get(&api, "/api/v1/namespaces/default/pods/gone/proxy/").await;
         assert_eq!(code, 404);
 
         // A Service: no endpoints yet, then one ready address.
@@ -386,13 +373,7 @@ mod tests {
             "metadata": {"name": "web", "namespace": "default"},
             "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]}});
         fake_agent::create(&api, svc).await;
-        let (code, msg) = send(
-            &api,
-            Method::GET,
-            "/api/v1/namespaces/default/services/web/proxy/",
-            "",
-        )
-        .await;
+        let (code, msg) = get(&api, "/api/v1/namespaces/default/services/web/proxy/").await;
         assert_eq!(
             (code, msg.as_str()),
             (503, "no endpoints available for service \"web\"")
@@ -411,19 +392,11 @@ mod tests {
                 "{id}"
             );
         }
-        let (code, _) = send(
-            &api,
-            Method::GET,
-            "/api/v1/namespaces/default/services/web:81/proxy/",
-            "",
-        )
-        .await;
+        let (code, _) = get(&api, "/api/v1/namespaces/default/services/web:81/proxy/").await;
         assert_eq!(code, 400);
-        let (code, _) = send(
+        let (code, _) = get(
             &api,
-            Method::GET,
             "/api/v1/namespaces/default/services/https:web:80/proxy/",
-            "",
         )
         .await;
         assert_eq!(code, 400);
