@@ -32,6 +32,10 @@ pub struct NodeArgs {
     /// Longest such delay, in ms.
     #[arg(long, default_value_t = 300_000, value_name = "MS")]
     pub restart_backoff_max_ms: u64,
+    /// How often running pods' configMap, secret and projected volumes are brought up to date
+    /// with their ConfigMaps and Secrets (kubelet's `--sync-frequency`).
+    #[arg(long, default_value = "1m", value_name = "DURATION", value_parser = super::server::parse_period)]
+    pub sync_frequency: Duration,
     /// Most pods this node accepts (its `capacity.pods`).
     #[arg(long, default_value_t = flotilla_node::agent::config::DEFAULT_MAX_PODS, value_name = "N")]
     pub max_pods: u32,
@@ -72,6 +76,7 @@ impl NodeArgs {
                     .max(1),
             ),
         };
+        config.sync_frequency = self.sync_frequency;
         config.max_pods = self.max_pods.max(1);
         config.default_registry = self.registry.clone();
         config.insecure_registries = self.insecure_registries.clone();

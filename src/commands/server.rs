@@ -82,7 +82,7 @@ fn parse_event_ttl(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_period(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_period(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("a period must be longer than 0".into()),
         Ok(d) => Ok(d),

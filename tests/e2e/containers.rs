@@ -535,8 +535,12 @@ fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 fn a_container_pod_runs_logs_restarts_and_leaves_nothing_behind() {
     let c = Cluster::start();
     let node = c.agent.name.clone();
-    let container = "      command: [\"sh\", \"-c\", \"echo hello $(GREETING) from $(hostname); sleep 1; exit 3\"]\n      env:\n        - name: GREETING\n          value: containers\n      resources:\n        limits:\n          memory: 32Mi\n          cpu: 250m\n";
-    c.apply(&pod(&node, "crashy", "busybox:v1", container, ""));
+    // A ConfigMap volume (kubelet's layout of links into `..data`, bind-mounted), and one of
+    // its keys mounted alone as a file through `subPath`.
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: crashy\ndata:\n  motd: from a configmap\n");
+    let container = "      command: [\"sh\", \"-c\", \"echo hello $(GREETING) from $(hostname); echo $(cat /cfg/motd) and $(cat /etc/motd); sleep 1; exit 3\"]\n      env:\n        - name: GREETING\n          value: containers\n      volumeMounts:\n        - name: cfg\n          mountPath: /cfg\n        - name: cfg\n          mountPath: /etc/motd\n          subPath: motd\n      resources:\n        limits:\n          memory: 32Mi\n          cpu: 250m\n";
+    let volumes = "  volumes:\n    - name: cfg\n      configMap:\n        name: crashy\n";
+    c.apply(&pod(&node, "crashy", "busybox:v1", container, volumes));
     let p = c.wait_pod("crashy", "restarted after exiting with 3", |p| {
         status(p)["restartCount"].as_i64().unwrap_or(0) >= 1
             && status(p)["lastState"]["terminated"]["exitCode"] == 3
@@ -555,6 +559,10 @@ fn a_container_pod_runs_logs_restarts_and_leaves_nothing_behind() {
             .then_some(text)
     });
     assert!(logs.contains("hello containers"), "{logs}");
+    assert!(
+        logs.contains("from a configmap and from a configmap"),
+        "{logs}"
+    );
     let events = c.events("crashy");
     assert!(
         events.contains("BackOff") || events.contains("Started"),

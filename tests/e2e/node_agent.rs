@@ -25,7 +25,8 @@ struct Cluster {
     ready_after: Duration,
     /// The arguments of `flotilla up`, for a restart.
     args: Vec<std::ffi::OsString>,
-    _tmp: tempfile::TempDir,
+    /// Its data directory.
+    tmp: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -75,7 +76,7 @@ impl Cluster {
             kubeconfig,
             ready_after: started.elapsed(),
             args,
-            _tmp: tmp,
+            tmp,
         }
     }
 
@@ -301,6 +302,135 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
         "the finished pod's status is unchanged"
     );
     assert_eq!(c.kubectl_ok(&["logs", "hello-wasi"]), logs);
+}
+
+#[test]
+fn config_map_secret_and_downward_api_volumes_follow_their_sources_while_the_pod_runs() {
+    // A sync frequency of 1 s instead of kubelet's minute, so the test does not wait long.
+    let c = Cluster::start_with((300, 2000), &["--sync-frequency", "1s"]);
+    c.push(&sample("hello-wasi/hello-wasi.wasm"), "hello-wasi:latest");
+    // Two containers that keep reading one file each and print it when it changes: one from
+    // a configMap volume, one from a projected volume (downward API labels, a Secret's key
+    // and a ConfigMap's key, with modes).
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: live}}
+data: {{hello.txt: "version one\n"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: live}}
+stringData: {{token: "s1"}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: live, labels: {{app: live}}}}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: config
+      image: hello-wasi:latest
+      env: [{{name: HELLO_REPEAT_MS, value: "100"}}, {{name: HELLO_FILE, value: /data/hello.txt}}]
+      volumeMounts: [{{name: data, mountPath: /data}}]
+    - name: labels
+      image: hello-wasi:latest
+      env: [{{name: HELLO_REPEAT_MS, value: "100"}}, {{name: HELLO_FILE, value: /info/labels}}]
+      volumeMounts: [{{name: info, mountPath: /info}}]
+  volumes:
+    - name: data
+      configMap: {{name: live}}
+    - name: info
+      projected:
+        defaultMode: 0400
+        sources:
+          - downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}
+          - secret: {{name: live}}
+          - configMap: {{name: live, items: [{{key: hello.txt, path: conf/hello.txt, mode: 0644}}]}}
+"#
+    );
+    c.apply_ok(&manifest);
+    let pod = c.wait_pod("live", "Running", |p| p["status"]["phase"] == "Running");
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let logs_show = |container: &str, want: &str| {
+        wait_for(
+            &format!("{container} to print {want:?}"),
+            POD_TIMEOUT,
+            || {
+                let out = c.kubectl(&["logs", "live", "-c", container], None);
+                let logs = String::from_utf8_lossy(&out.stdout).into_owned();
+                logs.contains(want).then_some(logs)
+            },
+        )
+    };
+    logs_show("config", "file /data/hello.txt: version one");
+    logs_show("labels", "file /info/labels: app=\"live\"");
+
+    // The volume is laid out as kubelet's: the files are links into `..data`.
+    let volumes = c.tmp.path().join("agent/pods").join(&uid).join("volumes");
+    let link = std::fs::read_link(volumes.join("data/hello.txt")).expect("a link");
+    assert_eq!(link, Path::new("..data/hello.txt"));
+    let info = volumes.join("info");
+    let read = |p: &str| std::fs::read_to_string(info.join(p)).unwrap();
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(info.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!((read("token"), mode("token")), ("s1".to_string(), 0o400));
+    assert_eq!(
+        (read("conf/hello.txt"), mode("conf/hello.txt")),
+        ("version one\n".to_string(), 0o644)
+    );
+
+    // A changed ConfigMap reaches the running container, and so does a new label.
+    c.apply_ok(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: live}\ndata: {hello.txt: \"version two\\n\"}\n",
+    );
+    let logs = logs_show("config", "file /data/hello.txt: version two");
+    assert!(logs.contains("version one"), "{logs}");
+    c.kubectl_ok(&["label", "pod", "live", "tier=web"]);
+    logs_show("labels", "tier=\"web\"");
+    c.kubectl_ok(&[
+        "patch",
+        "secret",
+        "live",
+        "-p",
+        r#"{"stringData":{"token":"s2"}}"#,
+    ]);
+    wait_for("the secret's new value on disk", POD_TIMEOUT, || {
+        (read("token") == "s2").then_some(())
+    });
+    assert_eq!(read("conf/hello.txt"), "version two\n");
+    let pod = c.pod("live").unwrap();
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["restartCount"], 0,
+        "the containers kept running"
+    );
+
+    // The ConfigMap is deleted: the files stay as they were and an event says why.
+    c.kubectl_ok(&["delete", "configmap", "live"]);
+    let events = wait_for("a FailedMount event", POD_TIMEOUT, || {
+        let out = c.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=live,reason=FailedMount",
+        ]);
+        out.contains("FailedMount").then_some(out)
+    });
+    assert!(events.contains("configmap \"live\" not found"), "{events}");
+    std::thread::sleep(Duration::from_millis(500));
+    let logs = c.kubectl_ok(&["logs", "live", "-c", "config"]);
+    assert!(!logs.contains("is gone"), "{logs}");
+    assert_eq!(
+        std::fs::read_to_string(volumes.join("data/hello.txt")).unwrap(),
+        "version two\n"
+    );
 }
 
 #[test]

@@ -14,6 +14,9 @@ pub const DEFAULT_POD_CIDR: &str = "127.1.0.0/16";
 pub const DEFAULT_POD_BRIDGE: &str = "flotilla0";
 /// The address range of the pods on that bridge (its first address is the bridge's).
 pub const DEFAULT_POD_BRIDGE_CIDR: &str = "10.244.0.0/24";
+/// How often running pods' API-sourced volumes are brought up to date: kubelet's default
+/// `syncFrequency`.
+pub const DEFAULT_SYNC_FREQUENCY: Duration = Duration::from_secs(60);
 /// The kubelet's default pod limit.
 pub const DEFAULT_MAX_PODS: u32 = 110;
 /// Event writes per second after the burst: kubelet's default `eventRecordQPS`.
@@ -66,6 +69,10 @@ pub struct AgentConfig {
     pub event_qps: f64,
     /// Event writes allowed at once (kubelet's `eventBurst`, 100; 0 counts as 1).
     pub event_burst: u32,
+    /// How often a running pod's `configMap`, `secret` and `projected` volumes are compared
+    /// with their ConfigMaps and Secrets and brought up to date (kubelet's `syncFrequency`,
+    /// 1 min). Labels and annotations in `downwardAPI` files follow a change at once.
+    pub sync_frequency: Duration,
 }
 
 impl AgentConfig {
@@ -95,6 +102,7 @@ impl AgentConfig {
             proxy: true,
             event_qps: DEFAULT_EVENT_QPS,
             event_burst: DEFAULT_EVENT_BURST,
+            sync_frequency: DEFAULT_SYNC_FREQUENCY,
         }
     }
 

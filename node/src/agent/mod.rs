@@ -192,6 +192,7 @@ impl Agent {
             pods_dir: data_dir.join("pods"),
             backoff: config.backoff,
             shutdown_grace: config.shutdown_grace,
+            sync_frequency: config.sync_frequency,
             proxy,
             registry,
         });

@@ -546,7 +546,9 @@ async fn resolve(
     };
     let env = env::resolve_env_over(services, container, &sources, &fields).map_err(|e| e.0)?;
     let args = env::argv(container, &env);
-    let mounts = volumes::mounts(container, &p.volumes).map_err(|e| e.0)?;
+    let uid = p.pod.metadata.uid.as_deref().unwrap_or_default();
+    let subpaths = p.ctx.pods_dir.join(uid).join("volume-subpaths");
+    let mounts = volumes::mounts(container, &p.volumes, &subpaths).map_err(|e| e.0)?;
     Ok((env, args, mounts))
 }
 

@@ -11,6 +11,7 @@
 //! [`status`] rendering.
 
 pub mod address;
+pub mod atomic_writer;
 pub mod backoff;
 pub mod container;
 pub mod env;
@@ -64,6 +65,8 @@ pub struct PodContext {
     pub backoff: Backoff,
     /// Longest grace given to containers when the agent itself shuts down.
     pub shutdown_grace: Duration,
+    /// How often API-sourced volumes are brought up to date.
+    pub sync_frequency: Duration,
     /// The node proxy (resolves Service names for containers).
     pub proxy: crate::proxy::Proxy,
     /// The pods being run, for the metrics endpoints.

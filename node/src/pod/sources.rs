@@ -1,5 +1,5 @@
-//! The ConfigMaps and Secrets a pod refers to (from env, envFrom and volumes), fetched once per
-//! container start, and the fields of the pod the downward API exposes.
+//! The ConfigMaps and Secrets a pod refers to (from env, envFrom and volumes), fetched at each
+//! container start and each volume refresh, and the fields of the pod the downward API exposes.
 //!
 //! Resolution against them is pure ([`super::env`], [`super::volumes`]); only [`Sources::fetch`]
 //! talks to the API server. A missing object or key is a [`ConfigError`], which the pod worker
@@ -152,6 +152,14 @@ pub fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
             && let Some(name) = &s.secret_name
         {
             secrets.insert(name.clone());
+        }
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(cm) = &source.config_map {
+                cms.insert(cm.name.clone());
+            }
+            if let Some(s) = &source.secret {
+                secrets.insert(s.name.clone());
+            }
         }
     }
     (cms, secrets)

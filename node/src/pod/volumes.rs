@@ -1,21 +1,29 @@
 //! Pod volumes materialised as host directories under the pod's directory, mounted into
-//! containers as WASI preopens at their `mountPath`.
+//! containers as WASI preopens (or bind mounts) at their `mountPath`.
 //!
-//! `configMap`, `secret` and `downwardAPI` volumes are written once when the pod starts (with
-//! `items` choosing keys and paths) and are always read-only; `emptyDir` lives as long as the
-//! pod; `hostPath` is the host directory itself (`DirectoryOrCreate` creates it). Preopens are
-//! directories, so a `hostPath` of a single file is refused, as is any other volume type.
+//! `configMap`, `secret`, `downwardAPI` and `projected` volumes hold files computed from the
+//! API objects (with `items` choosing keys and paths, and `defaultMode` and `mode` the
+//! permissions). They are written by kubelet's [`atomic_writer`](super::atomic_writer) and are
+//! always read-only. [`refresh`] brings them up to date while the pod runs, as kubelet's
+//! periodic sync does: a changed ConfigMap or Secret, or changed labels and annotations, reach
+//! the running containers. `emptyDir` lives as long as the pod; `hostPath` is the host
+//! directory itself (`DirectoryOrCreate` creates it). Preopens are directories, so a
+//! `hostPath` of a single file is refused, as is any other volume type.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
+use super::atomic_writer::{self, FileProjection, Payload};
 use super::sources::{ConfigError, PodFields, Sources};
 use crate::runtime::Mount;
 
 /// Volume name → its directory on the host, and whether the volume is read-only by nature.
 pub type VolumeDirs = BTreeMap<String, (PathBuf, bool)>;
+
+/// The mode of a projected file when neither `defaultMode` nor the item's `mode` says (0644).
+const DEFAULT_MODE: i32 = 0o644;
 
 /// Writes the pod's volumes under `dir` (one folder per volume).
 pub fn materialise(
@@ -25,17 +33,50 @@ pub fn materialise(
     dir: &Path,
 ) -> Result<VolumeDirs, ConfigError> {
     let mut out = VolumeDirs::new();
-    let volumes = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.clone())
-        .unwrap_or_default();
-    for v in &volumes {
+    for v in volumes(pod) {
         let target = dir.join(&v.name);
         let (path, read_only) = materialise_one(v, sources, fields, &target)?;
         out.insert(v.name.clone(), (path, read_only));
     }
     Ok(out)
+}
+
+/// Rewrites the pod's `configMap`, `secret`, `downwardAPI` and `projected` volumes under `dir`
+/// from `sources` and the pod as it is now; returns the names of those whose files changed. A
+/// volume that cannot be computed keeps its files, and the first such error is returned after
+/// the others were brought up to date.
+pub fn refresh(
+    pod: &Pod,
+    sources: &Sources,
+    fields: &PodFields<'_>,
+    dir: &Path,
+) -> Result<Vec<String>, ConfigError> {
+    let mut changed = Vec::new();
+    let mut first_error = None;
+    for v in volumes(pod) {
+        let Some(payload) = payload(v, sources, fields) else {
+            continue;
+        };
+        let written = payload.and_then(|p| write(&v.name, &dir.join(&v.name), &p));
+        match written {
+            Ok(true) => changed.push(v.name.clone()),
+            Ok(false) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(changed),
+    }
+}
+
+fn volumes(pod: &Pod) -> &[Volume] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default()
 }
 
 fn materialise_one(
@@ -46,6 +87,10 @@ fn materialise_one(
 ) -> Result<(PathBuf, bool), ConfigError> {
     let name = &v.name;
     let io = |e: std::io::Error| ConfigError(format!("volume {name}: {e}"));
+    if let Some(payload) = payload(v, sources, fields) {
+        write(name, target, &payload?)?;
+        return Ok((target.to_path_buf(), true));
+    }
     if v.empty_dir.is_some() {
         std::fs::create_dir_all(target).map_err(io)?;
         return Ok((target.to_path_buf(), false));
@@ -70,101 +115,231 @@ fn materialise_one(
         }
         return Ok((path, false));
     }
-    let files: Vec<(String, Vec<u8>)> = if let Some(cm) = &v.config_map {
-        match sources.config_maps.get(&cm.name) {
-            Some(data) => pick(
-                name,
-                data,
-                cm.items.as_deref(),
-                "ConfigMap",
-                &sources.namespace,
-                &cm.name,
-            )?,
-            None if cm.optional == Some(true) => Vec::new(),
-            None => return Err(ConfigError(format!("configmap \"{}\" not found", cm.name))),
-        }
-    } else if let Some(secret) = &v.secret {
-        let secret_name = secret.secret_name.clone().unwrap_or_default();
-        match sources.secrets.get(&secret_name) {
-            Some(data) => pick(
-                name,
-                data,
-                secret.items.as_deref(),
-                "Secret",
-                &sources.namespace,
-                &secret_name,
-            )?,
-            None if secret.optional == Some(true) => Vec::new(),
-            None => return Err(ConfigError(format!("secret \"{secret_name}\" not found"))),
-        }
-    } else if let Some(downward) = &v.downward_api {
-        let mut files = Vec::new();
-        for item in downward.items.iter().flatten() {
-            let Some(field) = &item.field_ref else {
-                return Err(ConfigError(format!(
-                    "volume {name}: item {}: only fieldRef items are supported",
-                    item.path
-                )));
-            };
-            files.push((
-                item.path.clone(),
-                fields.get(&field.field_path)?.into_bytes(),
-            ));
-        }
-        files
-    } else {
-        return Err(ConfigError(format!(
-            "volume {name}: this volume type is not supported on this node (supported: \
-             configMap, secret, emptyDir, hostPath, downwardAPI)"
-        )));
-    };
-    write_files(name, target, &files)?;
-    Ok((target.to_path_buf(), true))
+    Err(ConfigError(format!(
+        "volume {name}: this volume type is not supported on this node (supported: \
+         configMap, secret, downwardAPI, projected, emptyDir, hostPath)"
+    )))
 }
 
-/// The files of a ConfigMap or Secret volume: every key, or the chosen `items`.
+fn write(volume: &str, target: &Path, payload: &Payload) -> Result<bool, ConfigError> {
+    atomic_writer::write(target, payload).map_err(|e| ConfigError(format!("volume {volume}: {e}")))
+}
+
+/// The files of a volume whose files come from the API (`None` for other volume types).
+fn payload(
+    v: &Volume,
+    sources: &Sources,
+    fields: &PodFields<'_>,
+) -> Option<Result<Payload, ConfigError>> {
+    let name = &v.name;
+    let mut out = Payload::new();
+    let result = if let Some(cm) = &v.config_map {
+        let mode = cm.default_mode.unwrap_or(DEFAULT_MODE);
+        config_map_files(
+            name,
+            sources,
+            &cm.name,
+            cm.items.as_deref(),
+            cm.optional,
+            mode,
+            &mut out,
+        )
+    } else if let Some(secret) = &v.secret {
+        let secret_name = secret.secret_name.clone().unwrap_or_default();
+        let mode = secret.default_mode.unwrap_or(DEFAULT_MODE);
+        secret_files(
+            name,
+            sources,
+            &secret_name,
+            secret.items.as_deref(),
+            secret.optional,
+            mode,
+            &mut out,
+        )
+    } else if let Some(downward) = &v.downward_api {
+        let mode = downward.default_mode.unwrap_or(DEFAULT_MODE);
+        downward_files(name, fields, downward.items.as_deref(), mode, &mut out)
+    } else if let Some(projected) = &v.projected {
+        let mode = projected.default_mode.unwrap_or(DEFAULT_MODE);
+        projected.sources.iter().flatten().try_for_each(|source| {
+            if let Some(cm) = &source.config_map {
+                config_map_files(
+                    name,
+                    sources,
+                    &cm.name,
+                    cm.items.as_deref(),
+                    cm.optional,
+                    mode,
+                    &mut out,
+                )
+            } else if let Some(secret) = &source.secret {
+                secret_files(
+                    name,
+                    sources,
+                    &secret.name,
+                    secret.items.as_deref(),
+                    secret.optional,
+                    mode,
+                    &mut out,
+                )
+            } else if let Some(downward) = &source.downward_api {
+                downward_files(name, fields, downward.items.as_deref(), mode, &mut out)
+            } else {
+                let kind = if source.service_account_token.is_some() {
+                    "serviceAccountToken"
+                } else if source.cluster_trust_bundle.is_some() {
+                    "clusterTrustBundle"
+                } else {
+                    "this"
+                };
+                Err(ConfigError(format!(
+                    "volume {name}: projected source {kind} is not supported on this node \
+                         (supported: configMap, secret, downwardAPI)"
+                )))
+            }
+        })
+    } else {
+        return None;
+    };
+    Some(result.map(|()| out))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn config_map_files(
+    volume: &str,
+    sources: &Sources,
+    object: &str,
+    items: Option<&[KeyToPath]>,
+    optional: Option<bool>,
+    mode: i32,
+    out: &mut Payload,
+) -> Result<(), ConfigError> {
+    match sources.config_maps.get(object) {
+        Some(data) => pick(
+            volume,
+            data,
+            items,
+            mode,
+            "ConfigMap",
+            &sources.namespace,
+            object,
+            out,
+        ),
+        None if optional == Some(true) => Ok(()),
+        None => Err(ConfigError(format!(
+            "volume {volume}: configmap \"{object}\" not found"
+        ))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn secret_files(
+    volume: &str,
+    sources: &Sources,
+    object: &str,
+    items: Option<&[KeyToPath]>,
+    optional: Option<bool>,
+    mode: i32,
+    out: &mut Payload,
+) -> Result<(), ConfigError> {
+    match sources.secrets.get(object) {
+        Some(data) => pick(
+            volume,
+            data,
+            items,
+            mode,
+            "Secret",
+            &sources.namespace,
+            object,
+            out,
+        ),
+        None if optional == Some(true) => Ok(()),
+        None => Err(ConfigError(format!(
+            "volume {volume}: secret \"{object}\" not found"
+        ))),
+    }
+}
+
+fn downward_files(
+    volume: &str,
+    fields: &PodFields<'_>,
+    items: Option<&[DownwardAPIVolumeFile]>,
+    mode: i32,
+    out: &mut Payload,
+) -> Result<(), ConfigError> {
+    for item in items.into_iter().flatten() {
+        let Some(field) = &item.field_ref else {
+            return Err(ConfigError(format!(
+                "volume {volume}: item {}: only fieldRef items are supported",
+                item.path
+            )));
+        };
+        let data = fields.get(&field.field_path)?.into_bytes();
+        add(volume, out, &item.path, data, item.mode.unwrap_or(mode))?;
+    }
+    Ok(())
+}
+
+/// The files of a ConfigMap or Secret: every key, or the chosen `items`.
+#[allow(clippy::too_many_arguments)]
 fn pick(
     volume: &str,
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&[KeyToPath]>,
+    mode: i32,
     kind: &str,
     namespace: &str,
     object: &str,
-) -> Result<Vec<(String, Vec<u8>)>, ConfigError> {
+    out: &mut Payload,
+) -> Result<(), ConfigError> {
     match items {
-        None | Some([]) => Ok(data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-        Some(items) => items
-            .iter()
-            .map(|item| match data.get(&item.key) {
-                Some(v) => Ok((item.path.clone(), v.clone())),
-                None => Err(ConfigError(format!(
-                    "volume {volume}: couldn't find key {} in {kind} {namespace}/{object}",
-                    item.key
-                ))),
-            })
-            .collect(),
+        None | Some([]) => {
+            for (k, v) in data {
+                add(volume, out, k, v.clone(), mode)?;
+            }
+            Ok(())
+        }
+        Some(items) => items.iter().try_for_each(|item| match data.get(&item.key) {
+            Some(v) => add(
+                volume,
+                out,
+                &item.path,
+                v.clone(),
+                item.mode.unwrap_or(mode),
+            ),
+            None => Err(ConfigError(format!(
+                "volume {volume}: couldn't find key {} in {kind} {namespace}/{object}",
+                item.key
+            ))),
+        }),
     }
 }
 
-fn write_files(
+/// Adds one file; a path that climbs out, or a mode out of range, is the user's error.
+fn add(
     volume: &str,
-    target: &Path,
-    files: &[(String, Vec<u8>)],
+    out: &mut Payload,
+    path: &str,
+    data: Vec<u8>,
+    mode: i32,
 ) -> Result<(), ConfigError> {
-    let io = |e: std::io::Error| ConfigError(format!("volume {volume}: {e}"));
-    if target.exists() {
-        std::fs::remove_dir_all(target).map_err(io)?;
+    if safe_relative(path).is_none() || path.starts_with("..") {
+        return Err(ConfigError(format!(
+            "volume {volume}: invalid path {path:?}"
+        )));
     }
-    std::fs::create_dir_all(target).map_err(io)?;
-    for (path, content) in files {
-        let relative = safe_relative(path)
-            .ok_or_else(|| ConfigError(format!("volume {volume}: invalid path {path:?}")))?;
-        let file = target.join(relative);
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        std::fs::write(&file, content).map_err(io)?;
+    if !(0..=0o777).contains(&mode) {
+        return Err(ConfigError(format!(
+            "volume {volume}: {path}: mode {mode} is not between 0 and 0777 (511)"
+        )));
     }
+    out.insert(
+        path.to_string(),
+        FileProjection {
+            data,
+            mode: mode as u32,
+        },
+    );
     Ok(())
 }
 
@@ -176,12 +351,22 @@ fn safe_relative(path: &str) -> Option<&Path> {
 }
 
 /// The container's mounts: each `volumeMount` as a directory at its `mountPath`.
-pub fn mounts(container: &Container, volumes: &VolumeDirs) -> Result<Vec<Mount>, ConfigError> {
+///
+/// A `subPath` into a volume whose files come from the API is a copy taken now, under
+/// `subpaths` (kubelet's `volume-subpaths`): as in Kubernetes, it does not follow later
+/// updates of the volume (a restarted container gets a fresh copy), and it outlives the
+/// version of the files it was taken from.
+pub fn mounts(
+    container: &Container,
+    volumes: &VolumeDirs,
+    subpaths: &Path,
+) -> Result<Vec<Mount>, ConfigError> {
     container
         .volume_mounts
         .iter()
         .flatten()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
             let (dir, always_ro) = volumes.get(&m.name).ok_or_else(|| {
                 ConfigError(format!(
                     "container {}: volumeMount {} names no volume of the pod",
@@ -194,13 +379,21 @@ pub fn mounts(container: &Container, volumes: &VolumeDirs) -> Result<Vec<Mount>,
                     let rel = safe_relative(sub).ok_or_else(|| {
                         ConfigError(format!("volumeMount {}: invalid subPath {sub:?}", m.name))
                     })?;
+                    let fail = |e: std::io::Error| {
+                        ConfigError(format!("volumeMount {}: subPath {sub}: {e}", m.name))
+                    };
                     let p = dir.join(rel);
-                    if !*always_ro {
-                        std::fs::create_dir_all(&p).map_err(|e| {
-                            ConfigError(format!("volumeMount {}: subPath {sub}: {e}", m.name))
-                        })?;
+                    if *always_ro {
+                        let copy = subpaths
+                            .join(&m.name)
+                            .join(&container.name)
+                            .join(i.to_string());
+                        snapshot(dir, &p, &copy).map_err(fail)?;
+                        copy
+                    } else {
+                        std::fs::create_dir_all(&p).map_err(fail)?;
+                        p
                     }
-                    p
                 }
             };
             Ok(Mount {
@@ -210,6 +403,40 @@ pub fn mounts(container: &Container, volumes: &VolumeDirs) -> Result<Vec<Mount>,
             })
         })
         .collect()
+}
+
+/// Copies `source` (a file or directory inside `volume`, links followed) to `copy`, replacing
+/// an earlier copy.
+fn snapshot(volume: &Path, source: &Path, copy: &Path) -> std::io::Result<()> {
+    let resolved = source.canonicalize()?;
+    if !resolved.starts_with(volume.canonicalize()?) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it leads out of the volume",
+        ));
+    }
+    match std::fs::symlink_metadata(copy) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(copy)?,
+        Ok(_) => std::fs::remove_file(copy)?,
+        Err(_) => {}
+    }
+    if let Some(parent) = copy.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    copy_all(&resolved, copy)
+}
+
+fn copy_all(from: &Path, to: &Path) -> std::io::Result<()> {
+    if std::fs::metadata(from)?.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_all(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else {
+        std::fs::copy(from, to).map(|_| ())
+    }
 }
 
 #[cfg(test)]
@@ -266,6 +493,11 @@ mod tests {
             {"name": "info", "downwardAPI": {"items": [
                 {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
                 {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+            {"name": "mixed", "projected": {"defaultMode": 0o440, "sources": [
+                {"configMap": {"name": "cm", "items": [{"key": "a.txt", "path": "conf/a", "mode": 0o755}]}},
+                {"secret": {"name": "sec"}},
+                {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+                {"configMap": {"name": "gone", "optional": true}}]}},
         ]));
         let vols = run(&p, &tmp.path().join("vols")).unwrap();
         let read = |v: &str, f: &str| std::fs::read_to_string(vols[v].0.join(f)).unwrap();
@@ -282,9 +514,29 @@ mod tests {
         assert!(vols["scratch"].0.is_dir() && !vols["scratch"].1);
         assert_eq!(vols["host"].0, hostdir);
         assert!(hostdir.is_dir());
+        assert_eq!(read("mixed", "conf/a"), "A");
+        assert_eq!(read("mixed", "token"), "T");
+        assert_eq!(read("mixed", "ns"), "ns");
+        let mode = |v: &str, f: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(vols[v].0.join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(
+            (
+                mode("all", "a.txt"),
+                mode("mixed", "conf/a"),
+                mode("mixed", "token")
+            ),
+            (0o644, 0o755, 0o440),
+            "the item's mode, else defaultMode, else 0644"
+        );
         assert!(
-            vols["all"].1 && vols["sec"].1 && vols["info"].1,
-            "projected volumes are read-only"
+            vols["all"].1 && vols["sec"].1 && vols["info"].1 && vols["mixed"].1,
+            "API-sourced volumes are read-only"
         );
 
         let c: Container = serde_json::from_value(json!({"name": "c", "volumeMounts": [
@@ -293,7 +545,7 @@ mod tests {
             {"name": "host", "mountPath": "/host"},
             {"name": "scratch", "mountPath": "/sub", "subPath": "x/y"}]}))
         .unwrap();
-        let m = mounts(&c, &vols).unwrap();
+        let m = mounts(&c, &vols, &tmp.path().join("subpaths")).unwrap();
         let flags: Vec<(&str, bool)> = m
             .iter()
             .map(|m| (m.container_path.as_str(), m.read_only))
@@ -311,12 +563,75 @@ mod tests {
     }
 
     #[test]
+    fn refresh_follows_the_sources_and_the_labels_but_a_sub_path_is_a_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("vols");
+        let mut p = pod(json!([
+            {"name": "cfg", "configMap": {"name": "cm", "items": [{"key": "b.txt", "path": "sub/bee"}]}},
+            {"name": "info", "downwardAPI": {"items": [
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+            {"name": "scratch", "emptyDir": {}},
+        ]));
+        let vols = run(&p, &dir).unwrap();
+        let c: Container = serde_json::from_value(json!({"name": "c", "volumeMounts": [
+            {"name": "cfg", "mountPath": "/whole"},
+            {"name": "cfg", "mountPath": "/part", "subPath": "sub"}]}))
+        .unwrap();
+        let m = mounts(&c, &vols, &tmp.path().join("subpaths")).unwrap();
+        assert_eq!(m[0].host_path, dir.join("cfg"));
+        assert!(m[1].host_path.starts_with(tmp.path().join("subpaths")));
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&m[1].host_path.join("bee")), "B");
+
+        let fields = |p: &Pod| {
+            let p = p.clone();
+            move |sources: &Sources, dir: &Path| {
+                let fields = PodFields {
+                    pod: &p,
+                    pod_ip: "127.1.0.2",
+                    host_ip: "127.0.0.1",
+                    node_name: "n",
+                };
+                refresh(&p, sources, &fields, dir)
+            }
+        };
+        assert_eq!(fields(&p)(&sources(), &dir).unwrap(), Vec::<String>::new());
+
+        let mut changed = sources();
+        changed
+            .config_maps
+            .get_mut("cm")
+            .unwrap()
+            .insert("b.txt".into(), b"B2".to_vec());
+        p.metadata.labels = Some([("app".to_string(), "y".to_string())].into());
+        assert_eq!(
+            fields(&p)(&changed, &dir).unwrap(),
+            ["cfg", "info"],
+            "both volumes changed"
+        );
+        assert_eq!(read(&dir.join("cfg/sub/bee")), "B2");
+        assert_eq!(read(&dir.join("info/labels")), "app=\"y\"\n");
+        assert_eq!(
+            read(&m[1].host_path.join("bee")),
+            "B",
+            "a subPath keeps the copy it started with"
+        );
+
+        // The ConfigMap is gone: the error is reported and the files stay as they were.
+        let mut gone = changed.clone();
+        gone.config_maps.clear();
+        let err = fields(&p)(&gone, &dir).unwrap_err();
+        assert_eq!(err.0, "volume cfg: configmap \"cm\" not found");
+        assert_eq!(read(&dir.join("cfg/sub/bee")), "B2");
+    }
+
+    #[test]
     fn missing_sources_keys_and_bad_paths_are_config_errors() {
         let tmp = tempfile::tempdir().unwrap();
         let table = [
             (
                 json!([{"name": "v", "configMap": {"name": "gone"}}]),
-                "configmap \"gone\" not found",
+                "volume v: configmap \"gone\" not found",
             ),
             (
                 json!([{"name": "v", "configMap": {"name": "cm", "items": [{"key": "zz", "path": "z"}]}}]),
@@ -324,7 +639,7 @@ mod tests {
             ),
             (
                 json!([{"name": "v", "secret": {"secretName": "gone"}}]),
-                "secret \"gone\" not found",
+                "volume v: secret \"gone\" not found",
             ),
             (
                 json!([{"name": "v", "configMap": {"name": "cm", "items": [{"key": "a.txt", "path": "../escape"}]}}]),
@@ -336,7 +651,15 @@ mod tests {
             ),
             (
                 json!([{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}]),
-                "volume v: this volume type is not supported on this node (supported: configMap, secret, emptyDir, hostPath, downwardAPI)",
+                "volume v: this volume type is not supported on this node (supported: configMap, secret, downwardAPI, projected, emptyDir, hostPath)",
+            ),
+            (
+                json!([{"name": "v", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]),
+                "volume v: projected source serviceAccountToken is not supported on this node (supported: configMap, secret, downwardAPI)",
+            ),
+            (
+                json!([{"name": "v", "configMap": {"name": "cm", "defaultMode": 0o1777}}]),
+                "volume v: a.txt: mode 1023 is not between 0 and 0777 (511)",
             ),
         ];
         for (volumes, want) in table {

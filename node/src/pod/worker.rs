@@ -175,7 +175,13 @@ async fn run(
         let _ = grace;
         Some(End::Deleting)
     } else {
-        let body = run_pod(ctx.clone(), shared.clone(), pod.clone(), wanted_ip, stop_rx);
+        let body = run_pod(
+            ctx.clone(),
+            shared.clone(),
+            pod_rx.clone(),
+            wanted_ip,
+            stop_rx,
+        );
         tokio::pin!(body);
         let end = loop {
             tokio::select! {
@@ -284,10 +290,11 @@ async fn wait_for_end(
 async fn run_pod(
     ctx: Arc<PodContext>,
     shared: Arc<SharedState>,
-    pod: Pod,
+    pod_rx: watch::Receiver<Pod>,
     wanted_ip: Option<Ipv4Addr>,
     stop: watch::Receiver<Option<StopSignal>>,
 ) {
+    let pod = pod_rx.borrow().clone();
     let pref = pod_ref(&pod);
     let spec = pod.spec.clone().unwrap_or_default();
     let Some(runtime) = retry_setup(&ctx, &shared, &pref, &stop, || runtime_for(&ctx, &pod)).await
@@ -344,7 +351,7 @@ async fn run_pod(
     shared.update(|s| s.pod_ip = Some(ip));
     tracing::debug!(pod = %pref.name, %ip, "network ready");
     let pod_dir = ctx.pods_dir.join(&pref.uid);
-    let Some(volumes) = retry_setup(&ctx, &shared, &pref, &stop, || {
+    let Some((volumes, sources)) = retry_setup(&ctx, &shared, &pref, &stop, || {
         materialise_volumes(&ctx, &pod, ip, &pod_dir)
     })
     .await
@@ -367,18 +374,105 @@ async fn run_pod(
             stop: stop.clone(),
         })
     };
-    for i in 0..spec.init_containers.as_ref().map_or(0, Vec::len) {
-        match run(Kind::Init, i).await {
-            Outcome::Succeeded => {}
-            Outcome::Failed => {
-                shared.update(|s| s.init_failed = true);
-                return;
+    let containers = async {
+        for i in 0..spec.init_containers.as_ref().map_or(0, Vec::len) {
+            match run(Kind::Init, i).await {
+                Outcome::Succeeded => {}
+                Outcome::Failed => {
+                    shared.update(|s| s.init_failed = true);
+                    return;
+                }
+                Outcome::Stopped => return,
             }
-            Outcome::Stopped => return,
+        }
+        shared.update(|s| s.init_done = true);
+        join_all((0..spec.containers.len()).map(|i| run(Kind::App, i))).await;
+    };
+    // The volumes follow their sources for as long as the containers run.
+    tokio::select! {
+        () = containers => {}
+        () = keep_volumes_current(&ctx, &pref, pod_rx, ip, &pod_dir, sources) => {}
+    }
+}
+
+/// Brings the pod's API-sourced volumes up to date, as kubelet's pod sync does: every
+/// `sync_frequency` from freshly read ConfigMaps and Secrets, and at once when the pod's labels
+/// or annotations change (the downward API's files). A volume that cannot be brought up to date
+/// keeps its files, and a `FailedMount` warning says why (once per distinct reason). Never
+/// returns while the pod has such volumes.
+async fn keep_volumes_current(
+    ctx: &PodContext,
+    pref: &PodRef,
+    mut pod_rx: watch::Receiver<Pod>,
+    ip: Ipv4Addr,
+    pod_dir: &std::path::Path,
+    mut sources: Sources,
+) {
+    let pod = pod_rx.borrow_and_update().clone();
+    let refreshed = |v: &k8s_openapi::api::core::v1::Volume| {
+        v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some()
+    };
+    if !pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(refreshed)
+    {
+        return std::future::pending().await;
+    }
+    let metadata = |p: &Pod| (p.metadata.labels.clone(), p.metadata.annotations.clone());
+    let mut seen = metadata(&pod);
+    let mut last_error: Option<String> = None;
+    let ip = ip.to_string();
+    loop {
+        let fetch = tokio::select! {
+            () = tokio::time::sleep(ctx.sync_frequency) => true,
+            changed = pod_rx.changed() => {
+                if changed.is_err() {
+                    // The worker is ending; its stop signal ends this too.
+                    return std::future::pending().await;
+                }
+                let now = metadata(&pod_rx.borrow_and_update());
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                false
+            }
+        };
+        let pod = pod_rx.borrow().clone();
+        let result = async {
+            if fetch {
+                sources = Sources::fetch(&ctx.client, &pod).await?;
+            }
+            let fields = PodFields {
+                pod: &pod,
+                pod_ip: &ip,
+                host_ip: &ctx.host_ip,
+                node_name: &ctx.node_name,
+            };
+            volumes::refresh(&pod, &sources, &fields, &pod_dir.join("volumes"))
+        }
+        .await;
+        match result {
+            Ok(changed) => {
+                if !changed.is_empty() {
+                    tracing::debug!(pod = %pref.name, volumes = ?changed, "volumes updated");
+                }
+                last_error = None;
+            }
+            Err(e) if last_error.as_deref() != Some(e.0.as_str()) => {
+                let message = format!("MountVolume.SetUp failed: {e}");
+                ctx.events
+                    .record(pref, None, EventType::Warning, "FailedMount", &message);
+                last_error = Some(e.0);
+            }
+            Err(_) => {}
         }
     }
-    shared.update(|s| s.init_done = true);
-    join_all((0..spec.containers.len()).map(|i| run(Kind::App, i))).await;
 }
 
 /// Runs a set-up step until it succeeds, reporting failures on every waiting container as
@@ -453,12 +547,13 @@ async fn runtime_for(ctx: &PodContext, pod: &Pod) -> Result<Arc<dyn Runtime>, St
     })
 }
 
+/// The pod's volumes, and the ConfigMaps and Secrets they were made from.
 async fn materialise_volumes(
     ctx: &PodContext,
     pod: &Pod,
     ip: Ipv4Addr,
     pod_dir: &std::path::Path,
-) -> Result<VolumeDirs, String> {
+) -> Result<(VolumeDirs, Sources), String> {
     let sources = Sources::fetch(&ctx.client, pod).await.map_err(|e| e.0)?;
     let ip = ip.to_string();
     let fields = PodFields {
@@ -467,8 +562,9 @@ async fn materialise_volumes(
         host_ip: &ctx.host_ip,
         node_name: &ctx.node_name,
     };
-    volumes::materialise(pod, &sources, &fields, &pod_dir.join("volumes"))
-        .map_err(|e| format!("MountVolume.SetUp failed: {e}"))
+    let volumes = volumes::materialise(pod, &sources, &fields, &pod_dir.join("volumes"))
+        .map_err(|e| format!("MountVolume.SetUp failed: {e}"))?;
+    Ok((volumes, sources))
 }
 
 /// Patches `pods/status` whenever the state changes, until `stop` (then once more).

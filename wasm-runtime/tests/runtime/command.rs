@@ -44,6 +44,47 @@ async fn hello_wasi_prints_args_env_and_a_mounted_file() {
 }
 
 #[tokio::test]
+async fn a_running_guest_sees_a_file_a_symlink_swap_replaced() {
+    // Kubelet's layout for ConfigMap volumes: `hello.txt -> ..data/hello.txt`, `..data -> v1`,
+    // then `..data` renamed over to point at `v2`. A guest that opened the directory before
+    // must read the new content at its next open.
+    let engine = engine();
+    let artifact = engine
+        .load_file(sample("hello-wasi/hello-wasi.wasm"))
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    std::fs::create_dir(dir.join("v1")).unwrap();
+    std::fs::write(dir.join("v1/hello.txt"), "version one\n").unwrap();
+    std::os::unix::fs::symlink("v1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/hello.txt", dir.join("hello.txt")).unwrap();
+    let (mut spec, log) = spec_with_log();
+    spec.env = vec![("HELLO_REPEAT_MS".into(), "20".into())];
+    spec.preopens = vec![Preopen {
+        guest_path: "/data".into(),
+        host_path: dir.into(),
+        read_only: true,
+    }];
+    let handle = engine.run_command(&artifact, spec).unwrap();
+    let saw = |text: &'static str| {
+        let log = log.clone();
+        async move {
+            while !log.stdout_text().contains(text) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    within(saw("file /data/hello.txt: version one")).await;
+    std::fs::create_dir(dir.join("v2")).unwrap();
+    std::fs::write(dir.join("v2/hello.txt"), "version two\n").unwrap();
+    std::os::unix::fs::symlink("v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("v1")).unwrap();
+    within(saw("file /data/hello.txt: version two")).await;
+    let _ = within(handle.stop(Duration::from_millis(10))).await;
+}
+
+#[tokio::test]
 async fn read_write_preopen_lets_the_guest_write_and_read_only_does_not() {
     let engine = engine();
     let artifact = engine
