@@ -332,7 +332,12 @@ spec:
   containers:
     - name: config
       image: hello-wasi:latest
-      env: [{{name: HELLO_REPEAT_MS, value: "100"}}, {{name: HELLO_FILE, value: /data/hello.txt}}]
+      env:
+        - {{name: HELLO_REPEAT_MS, value: "100"}}
+        - {{name: HELLO_FILE, value: /data/hello.txt}}
+        - name: MEMORY_LIMIT_MI
+          valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}
+      resources: {{limits: {{memory: 48Mi}}}}
       volumeMounts: [{{name: data, mountPath: /data}}]
     - name: labels
       image: hello-wasi:latest
@@ -365,6 +370,7 @@ spec:
         )
     };
     logs_show("config", "file /data/hello.txt: version one");
+    logs_show("config", "env: MEMORY_LIMIT_MI=48");
     logs_show("labels", "file /info/labels: app=\"live\"");
 
     // The volume is laid out as kubelet's: the files are links into `..data`.

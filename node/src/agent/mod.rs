@@ -185,6 +185,7 @@ impl Agent {
             listers,
             node_name: facts.name.clone(),
             host_ip: node_ip.to_string(),
+            allocatable: facts.allocatable(),
             runtimes,
             logs,
             addresses: AddressPool::new(config.pod_cidr),

@@ -16,12 +16,15 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::machine::Machine;
+use crate::pod::sources::Allocatable;
 
 /// The label listing the runtime handlers a node has, dot-separated (`wasmtime` or
 /// `wasmtime.crun`); the scheduler places a pod only where its RuntimeClass handler is listed.
 pub const RUNTIME_HANDLERS_LABEL: &str = "flotilla.dev/runtime-handlers";
 /// Memory kept back from pods, as the kubelet's default hard eviction threshold.
 const RESERVED_MEMORY: u64 = 100 << 20;
+/// The ephemeral storage the node reports: 10 GiB.
+const EPHEMERAL_STORAGE: u64 = 10 << 30;
 
 /// What the Node says about this agent.
 #[derive(Clone, Debug)]
@@ -73,6 +76,16 @@ impl NodeFacts {
         }
     }
 
+    /// What pods may use of this node: its CPUs, its memory less the eviction reserve, and the
+    /// ephemeral storage it reports.
+    pub fn allocatable(&self) -> Allocatable {
+        Allocatable {
+            cpu_millis: self.machine.cpus * 1000,
+            memory_bytes: self.machine.memory_bytes.saturating_sub(RESERVED_MEMORY),
+            ephemeral_storage_bytes: EPHEMERAL_STORAGE,
+        }
+    }
+
     /// The Node's status: conditions changed at `since`, heartbeat at `now`.
     pub fn status(&self, since: Timestamp, now: Timestamp, ready: bool) -> NodeStatus {
         let m = &self.machine;
@@ -83,15 +96,15 @@ impl NodeFacts {
                 Quantity(format!("{}Ki", m.memory_bytes / 1024)),
             ),
             ("pods".to_string(), Quantity(self.max_pods.to_string())),
-            ("ephemeral-storage".to_string(), Quantity("10Gi".into())),
+            (
+                "ephemeral-storage".to_string(),
+                Quantity(format!("{}Gi", EPHEMERAL_STORAGE >> 30)),
+            ),
         ]);
         let mut allocatable = capacity.clone();
         allocatable.insert(
             "memory".into(),
-            Quantity(format!(
-                "{}Ki",
-                m.memory_bytes.saturating_sub(RESERVED_MEMORY) / 1024
-            )),
+            Quantity(format!("{}Ki", self.allocatable().memory_bytes / 1024)),
         );
         let condition = |kind: &str, status: bool, reason: &str, message: &str| NodeCondition {
             type_: kind.into(),

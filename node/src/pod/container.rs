@@ -532,6 +532,7 @@ async fn resolve(
         pod_ip: &ip,
         host_ip: &p.ctx.host_ip,
         node_name: &p.ctx.node_name,
+        allocatable: p.ctx.allocatable,
     };
     let links = p
         .pod

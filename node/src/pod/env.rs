@@ -69,10 +69,13 @@ pub fn resolve_env_over(
                 } else if let Some(r) = &from.field_ref {
                     Some(fields.get(&r.field_path)?)
                 } else if let Some(r) = &from.resource_field_ref {
-                    return Err(ConfigError(format!(
-                        "env {}: resourceFieldRef {:?} is not supported on this node",
-                        var.name, r.resource
-                    )));
+                    let of = r.container_name.as_deref().filter(|n| !n.is_empty());
+                    let divisor = r.divisor.as_ref().map(|d| d.0.as_str());
+                    Some(
+                        fields
+                            .resource(of.unwrap_or(&container.name), &r.resource, divisor)
+                            .map_err(|e| ConfigError(format!("env {}: {e}", var.name)))?,
+                    )
                 } else {
                     None
                 }
@@ -207,6 +210,7 @@ fn is_env_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod::sources::Allocatable;
     use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
 
@@ -249,6 +253,11 @@ mod tests {
             pod_ip: "127.1.0.7",
             host_ip: "127.0.0.1",
             node_name: "n1",
+            allocatable: Allocatable {
+                cpu_millis: 4000,
+                memory_bytes: 8 << 30,
+                ephemeral_storage_bytes: 10 << 30,
+            },
         };
         resolve_env(c, &sources(), &fields)
     }
@@ -258,6 +267,77 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn resource_field_refs_read_limits_and_requests_in_units_of_their_divisor() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [
+                {"name": "c", "resources": {
+                    "limits": {"cpu": "500m", "memory": "64Mi"},
+                    "requests": {"memory": "32Mi"}}},
+                {"name": "side"}]}
+        }))
+        .unwrap();
+        let fields = PodFields {
+            pod: &pod,
+            pod_ip: "127.1.0.7",
+            host_ip: "127.0.0.1",
+            node_name: "n1",
+            allocatable: Allocatable {
+                cpu_millis: 4000,
+                memory_bytes: 8 << 30,
+                ephemeral_storage_bytes: 10 << 30,
+            },
+        };
+        let r = |name: &str, resource: &str, divisor: Option<&str>| {
+            let mut from = json!({"resource": resource});
+            if name != "c" {
+                from["containerName"] = json!(name);
+            }
+            if let Some(d) = divisor {
+                from["divisor"] = json!(d);
+            }
+            let c = container(json!({"name": "c", "env": [
+                {"name": "V", "valueFrom": {"resourceFieldRef": from}}]}));
+            resolve_env(&c, &sources(), &fields).map(|env| env[0].1.clone())
+        };
+        let table = [
+            ("c", "limits.cpu", None, "1"),
+            ("c", "limits.cpu", Some("1m"), "500"),
+            ("c", "limits.memory", None, "67108864"),
+            ("c", "limits.memory", Some("1Mi"), "64"),
+            ("c", "limits.memory", Some("1G"), "1"),
+            ("c", "requests.memory", Some("1Mi"), "32"),
+            ("c", "requests.cpu", None, "0"),
+            ("c", "limits.ephemeral-storage", Some("1Gi"), "10"),
+            ("side", "limits.cpu", None, "4"),
+            ("side", "limits.memory", Some("1Gi"), "8"),
+        ];
+        for (name, resource, divisor, want) in table {
+            assert_eq!(
+                r(name, resource, divisor).unwrap(),
+                want,
+                "{name} {resource} {divisor:?}"
+            );
+        }
+        let err = r("c", "limits.nvidia.com/gpu", None).unwrap_err();
+        assert!(
+            err.0
+                .starts_with("env V: resourceFieldRef: unsupported resource"),
+            "{err}"
+        );
+        let err = r("nope", "limits.cpu", None).unwrap_err();
+        assert_eq!(
+            err.0,
+            "env V: resourceFieldRef limits.cpu: no container named \"nope\""
+        );
+        let err = r("c", "limits.cpu", Some("lots")).unwrap_err();
+        assert_eq!(
+            err.0,
+            "env V: resourceFieldRef limits.cpu: invalid divisor \"lots\""
+        );
     }
 
     #[test]
@@ -380,6 +460,11 @@ mod tests {
             pod_ip: "127.1.0.7",
             host_ip: "127.0.0.1",
             node_name: "n1",
+            allocatable: Allocatable {
+                cpu_millis: 4000,
+                memory_bytes: 8 << 30,
+                ephemeral_storage_bytes: 10 << 30,
+            },
         };
         let out = resolve_env_over(env.clone(), &c, &sources(), &fields).unwrap();
         let get = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());

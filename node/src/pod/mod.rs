@@ -51,6 +51,8 @@ pub struct PodContext {
     pub node_name: String,
     /// This node's address (`status.hostIP`).
     pub host_ip: String,
+    /// What this node offers pods (for `resourceFieldRef`s to unset limits).
+    pub allocatable: sources::Allocatable,
     /// Runtime plugins by RuntimeClass handler.
     pub runtimes: BTreeMap<String, Arc<dyn Runtime>>,
     /// Container logs.

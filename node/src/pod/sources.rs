@@ -165,7 +165,20 @@ pub fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
     (cms, secrets)
 }
 
-/// The pod fields a `fieldRef` can name, with the values only the agent knows.
+/// What a node offers pods: a `resourceFieldRef` to a limit the container does not set reads
+/// this instead, as in kubelet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allocatable {
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Ephemeral storage in bytes.
+    pub ephemeral_storage_bytes: u64,
+}
+
+/// The pod fields a `fieldRef` or `resourceFieldRef` can name, with the values only the agent
+/// knows.
 #[derive(Debug, Clone, Copy)]
 pub struct PodFields<'a> {
     /// The pod.
@@ -176,6 +189,8 @@ pub struct PodFields<'a> {
     pub host_ip: &'a str,
     /// The node's name.
     pub node_name: &'a str,
+    /// The node's allocatable resources.
+    pub allocatable: Allocatable,
 }
 
 impl PodFields<'_> {
@@ -221,6 +236,84 @@ impl PodFields<'_> {
             }
         };
         Ok(value)
+    }
+}
+
+impl PodFields<'_> {
+    /// The value of a `resourceFieldRef` (`limits.cpu`, `requests.memory`, ...) of
+    /// `container`, in units of `divisor` (default 1) and rounded up, as kubelet gives it. An
+    /// unset limit reads the node's allocatable amount; an unset request reads 0.
+    pub fn resource(
+        &self,
+        container: &str,
+        resource: &str,
+        divisor: Option<&str>,
+    ) -> Result<String, ConfigError> {
+        let spec = self.pod.spec.as_ref();
+        let c = spec
+            .into_iter()
+            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+            .find(|c| c.name == container)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "resourceFieldRef {resource}: no container named {container:?}"
+                ))
+            })?;
+        let (kind, name) = resource.split_once('.').unwrap_or(("", resource));
+        let set = c.resources.as_ref().and_then(|r| match kind {
+            "limits" => r.limits.as_ref(),
+            "requests" => r.requests.as_ref(),
+            _ => None,
+        });
+        let quantity = set.and_then(|m| m.get(name)).map(|q| q.0.as_str());
+        let unsupported = || {
+            ConfigError(format!(
+                "resourceFieldRef: unsupported resource {resource:?} (supported: limits.cpu, \
+                 limits.memory, limits.ephemeral-storage, requests.cpu, requests.memory, \
+                 requests.ephemeral-storage)"
+            ))
+        };
+        if !matches!(kind, "limits" | "requests") {
+            return Err(unsupported());
+        }
+        let bad = |what: &str, q: &str| {
+            ConfigError(format!("resourceFieldRef {resource}: invalid {what} {q:?}"))
+        };
+        let divisor = divisor.filter(|d| !d.is_empty() && *d != "0");
+        let (value, unit) = match name {
+            "cpu" => {
+                let value = match quantity {
+                    Some(q) => super::quantity::cpu_millis(q).ok_or_else(|| bad("quantity", q))?,
+                    None if kind == "limits" => self.allocatable.cpu_millis,
+                    None => 0,
+                };
+                let unit = match divisor {
+                    Some(d) => super::quantity::cpu_millis(d).ok_or_else(|| bad("divisor", d))?,
+                    None => 1000,
+                };
+                (value, unit)
+            }
+            "memory" | "ephemeral-storage" => {
+                let value = match quantity {
+                    Some(q) => {
+                        super::quantity::memory_bytes(q).ok_or_else(|| bad("quantity", q))?
+                    }
+                    None if kind == "limits" && name == "memory" => self.allocatable.memory_bytes,
+                    None if kind == "limits" => self.allocatable.ephemeral_storage_bytes,
+                    None => 0,
+                };
+                let unit = match divisor {
+                    Some(d) => super::quantity::memory_bytes(d).ok_or_else(|| bad("divisor", d))?,
+                    None => 1,
+                };
+                (value, unit)
+            }
+            _ => return Err(unsupported()),
+        };
+        if unit == 0 {
+            return Err(bad("divisor", divisor.unwrap_or_default()));
+        }
+        Ok(value.div_ceil(unit).to_string())
     }
 }
 

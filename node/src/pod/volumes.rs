@@ -268,14 +268,27 @@ fn downward_files(
     out: &mut Payload,
 ) -> Result<(), ConfigError> {
     for item in items.into_iter().flatten() {
-        let Some(field) = &item.field_ref else {
+        let data = if let Some(field) = &item.field_ref {
+            fields.get(&field.field_path)?
+        } else if let Some(r) = &item.resource_field_ref {
+            let container = r.container_name.as_deref().unwrap_or_default();
+            let divisor = r.divisor.as_ref().map(|d| d.0.as_str());
+            fields
+                .resource(container, &r.resource, divisor)
+                .map_err(|e| ConfigError(format!("volume {volume}: item {}: {e}", item.path)))?
+        } else {
             return Err(ConfigError(format!(
-                "volume {volume}: item {}: only fieldRef items are supported",
+                "volume {volume}: item {}: it names neither a fieldRef nor a resourceFieldRef",
                 item.path
             )));
         };
-        let data = fields.get(&field.field_path)?.into_bytes();
-        add(volume, out, &item.path, data, item.mode.unwrap_or(mode))?;
+        add(
+            volume,
+            out,
+            &item.path,
+            data.into_bytes(),
+            item.mode.unwrap_or(mode),
+        )?;
     }
     Ok(())
 }
@@ -442,6 +455,7 @@ fn copy_all(from: &Path, to: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod::sources::Allocatable;
     use serde_json::json;
 
     fn pod(volumes: serde_json::Value) -> Pod {
@@ -476,6 +490,11 @@ mod tests {
             pod_ip: "127.1.0.2",
             host_ip: "127.0.0.1",
             node_name: "n",
+            allocatable: Allocatable {
+                cpu_millis: 2000,
+                memory_bytes: 1 << 30,
+                ephemeral_storage_bytes: 0,
+            },
         };
         materialise(pod, &sources(), &fields, dir)
     }
@@ -492,7 +511,8 @@ mod tests {
             {"name": "host", "hostPath": {"path": hostdir.to_str().unwrap(), "type": "DirectoryOrCreate"}},
             {"name": "info", "downwardAPI": {"items": [
                 {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
-                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory", "divisor": "1Mi"}}]}},
             {"name": "mixed", "projected": {"defaultMode": 0o440, "sources": [
                 {"configMap": {"name": "cm", "items": [{"key": "a.txt", "path": "conf/a", "mode": 0o755}]}},
                 {"secret": {"name": "sec"}},
@@ -511,6 +531,11 @@ mod tests {
         assert_eq!(read("sec", "token"), "T");
         assert_eq!(read("info", "name"), "p");
         assert_eq!(read("info", "labels"), "app=\"x\"\n");
+        assert_eq!(
+            read("info", "mem"),
+            "1024",
+            "no limit: the node's allocatable memory"
+        );
         assert!(vols["scratch"].0.is_dir() && !vols["scratch"].1);
         assert_eq!(vols["host"].0, hostdir);
         assert!(hostdir.is_dir());
@@ -591,6 +616,7 @@ mod tests {
                     pod_ip: "127.1.0.2",
                     host_ip: "127.0.0.1",
                     node_name: "n",
+                    allocatable: Allocatable::default(),
                 };
                 refresh(&p, sources, &fields, dir)
             }

@@ -453,6 +453,7 @@ async fn keep_volumes_current(
                 pod_ip: &ip,
                 host_ip: &ctx.host_ip,
                 node_name: &ctx.node_name,
+                allocatable: ctx.allocatable,
             };
             volumes::refresh(&pod, &sources, &fields, &pod_dir.join("volumes"))
         }
@@ -561,6 +562,7 @@ async fn materialise_volumes(
         pod_ip: &ip,
         host_ip: &ctx.host_ip,
         node_name: &ctx.node_name,
+        allocatable: ctx.allocatable,
     };
     let volumes = volumes::materialise(pod, &sources, &fields, &pod_dir.join("volumes"))
         .map_err(|e| format!("MountVolume.SetUp failed: {e}"))?;
