@@ -369,7 +369,7 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
     // Each manifest (an object named `r`), its kind, and what kubectl must print. kubectl
     // prints each cause as `FIELD: MESSAGE` (after `*` when there are several), so a cause's
     // message must not name its field again.
-    let cases: [(&str, &str, &[&str]); 5] = [
+    let cases: [(&str, &str, &[&str]); 6] = [
         (
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: r}\nspec:\n  selector: {matchLabels: {app: a}}\n  \
              template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: c, image: i}]}\n",
@@ -383,6 +383,18 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
             &[
                 "* spec.containers[0].resources.limits[memory]: Invalid value: \"lots\": quantities must match",
                 "* spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
+            ],
+        ),
+        // Volumes and env sources the node agent would only fail on later.
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: r}\nspec:\n  containers:\n  - name: c\n    \
+             image: i\n    env: [{name: IP, valueFrom: {fieldRef: {fieldPath: status.podIPz}}}]\n  volumes:\n  \
+             - {name: v, emptyDir: {}, configMap: {name: cm, items: [{key: k, path: ../up}]}}\n",
+            "pod",
+            &[
+                "* spec.volumes[0].configMap: Forbidden: may not specify more than 1 volume type",
+                "* spec.volumes[0].configMap.items[0].path: Invalid value: \"../up\": must not contain '..'",
+                "* spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: Unsupported value: \"status.podIPz\": supported values: \"metadata.name\"",
             ],
         ),
         // Settings a controller could never act on.

@@ -54,6 +54,7 @@ pub mod service_ips;
 pub mod strategy;
 pub mod table;
 pub mod validation;
+pub mod volume_validation;
 pub mod written;
 
 pub use api::Api;

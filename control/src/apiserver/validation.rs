@@ -164,6 +164,7 @@ pub fn pod_spec(
             } else if !volumes.insert(name.to_string()) {
                 causes.push(Cause::duplicate(field, name));
             }
+            super::volume_validation::volume(vol, &format!("{path}.volumes[{i}]"), causes);
         }
     }
     let mut names = HashSet::new();
@@ -224,6 +225,7 @@ pub fn pod_spec(
                     )),
                     Some(_) => {}
                 }
+                super::volume_validation::env_value_from(e, &format!("{cpath}.env[{j}]"), causes);
             }
             container_resources(&c["resources"], &format!("{cpath}.resources"), causes);
             for (j, m) in c["volumeMounts"]
