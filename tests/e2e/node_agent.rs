@@ -617,6 +617,12 @@ fn bad_input_leaves_pods_waiting_with_reasons_a_user_can_act_on() {
     );
     c.apply_ok(&pod_manifest("nokey", "hello-wasi:v1",
         "      env:\n        - name: X\n          valueFrom:\n            configMapKeyRef:\n              name: cfg\n              key: absent\n", ""));
+    c.apply_ok(&pod_manifest(
+        "nomount",
+        "hello-wasi:v1",
+        "      volumeMounts: [{name: data, mountPath: /data}]\n",
+        "  volumes: [{name: data, configMap: {name: later}}]\n",
+    ));
     let unknown_class = c.apply(&pod_manifest(
         "noclass",
         "hello-wasi:v1",
@@ -667,6 +673,35 @@ fn bad_input_leaves_pods_waiting_with_reasons_a_user_can_act_on() {
             "{msg}"
         );
     }
+    // A volume's missing ConfigMap: kubelet's FailedMount, and the pod stays ContainerCreating.
+    let pod = c.wait_pod("nomount", "ContainerCreating with a message", |p| {
+        waiting_reason(p) == Some("ContainerCreating")
+            && container_status(p)["state"]["waiting"]["message"].is_string()
+    });
+    let msg = container_status(&pod)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        msg,
+        "MountVolume.SetUp failed: volume data: configmap \"later\" not found"
+    );
+    let events = c.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=nomount,reason=FailedMount",
+    ]);
+    assert!(events.contains("configmap \"later\" not found"), "{events}");
+    c.apply_ok(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: later\ndata:\n  hello.txt: here\n",
+    );
+    c.wait_pod("nomount", "started once the ConfigMap exists", |p| {
+        container_status(p)["state"]["running"].is_object()
+            || container_status(p)["state"]["terminated"].is_object()
+            || container_status(p)["lastState"]["terminated"].is_object()
+    });
+
     // Fixing the input lets the pod go on: add the key, and the next retry starts it.
     c.apply_ok("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  present: \"y\"\n  absent: now-here\n");
     c.wait_pod("nokey", "running or restarting after the fix", |p| {

@@ -102,7 +102,8 @@ pub enum Transition {
     Creating,
     /// A step failed; it waits with this reason.
     Failed {
-        /// `ErrImagePull`, `CreateContainerError` or `CreateContainerConfigError`.
+        /// `ErrImagePull`, `CreateContainerError`, `CreateContainerConfigError`, or
+        /// `ContainerCreating` while a volume cannot be set up (kubelet's `FailedMount`).
         reason: WaitingReason,
         /// What went wrong.
         message: String,
@@ -237,6 +238,7 @@ impl ContainerRecord {
                     WaitingReason::ErrImagePull
                         | WaitingReason::CreateContainerError
                         | WaitingReason::CreateContainerConfigError
+                        | WaitingReason::ContainerCreating
                 ) {
                     return Err(illegal(self, &transition));
                 }

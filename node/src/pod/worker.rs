@@ -297,7 +297,10 @@ async fn run_pod(
     let pod = pod_rx.borrow().clone();
     let pref = pod_ref(&pod);
     let spec = pod.spec.clone().unwrap_or_default();
-    let Some(runtime) = retry_setup(&ctx, &shared, &pref, &stop, || runtime_for(&ctx, &pod)).await
+    let Some(runtime) = retry_setup(&ctx, &shared, &pref, &stop, SANDBOX_FAILED, || {
+        runtime_for(&ctx, &pod)
+    })
+    .await
     else {
         return;
     };
@@ -305,7 +308,7 @@ async fn run_pod(
     let network = if spec.host_network == Some(true) {
         PodNetwork::Node { note: None }
     } else {
-        let Some(network) = retry_setup(&ctx, &shared, &pref, &stop, || async {
+        let Some(network) = retry_setup(&ctx, &shared, &pref, &stop, SANDBOX_FAILED, || async {
             runtime
                 .pod_network(&pref.uid, wanted_ip)
                 .await
@@ -351,7 +354,7 @@ async fn run_pod(
     shared.update(|s| s.pod_ip = Some(ip));
     tracing::debug!(pod = %pref.name, %ip, "network ready");
     let pod_dir = ctx.pods_dir.join(&pref.uid);
-    let Some((volumes, sources)) = retry_setup(&ctx, &shared, &pref, &stop, || {
+    let Some((volumes, sources)) = retry_setup(&ctx, &shared, &pref, &stop, MOUNT_FAILED, || {
         materialise_volumes(&ctx, &pod, ip, &pod_dir)
     })
     .await
@@ -476,13 +479,28 @@ async fn keep_volumes_current(
     }
 }
 
-/// Runs a set-up step until it succeeds, reporting failures on every waiting container as
-/// `CreateContainerConfigError` and backing off; `None` when stopped meanwhile.
+/// How a failed set-up step is reported: the Warning event's reason and the waiting reason of
+/// every container.
+type SetupFailure = (&'static str, WaitingReason);
+
+/// A sandbox step (runtime, network): kubelet's `FailedCreatePodSandBox`, and a configuration
+/// error the user must fix.
+const SANDBOX_FAILED: SetupFailure = (
+    "FailedCreatePodSandBox",
+    WaitingReason::CreateContainerConfigError,
+);
+
+/// Volumes: kubelet's `FailedMount`; the containers stay `ContainerCreating` meanwhile.
+const MOUNT_FAILED: SetupFailure = ("FailedMount", WaitingReason::ContainerCreating);
+
+/// Runs a set-up step until it succeeds, reporting failures as `failure` says and backing off;
+/// `None` when stopped meanwhile.
 async fn retry_setup<T, F, Fut>(
     ctx: &PodContext,
     shared: &SharedState,
     pref: &PodRef,
     stop: &watch::Receiver<Option<StopSignal>>,
+    failure: SetupFailure,
     mut step: F,
 ) -> Option<T>
 where
@@ -498,17 +516,13 @@ where
         match result {
             Ok(v) => return Some(v),
             Err(message) => {
-                ctx.events.record(
-                    pref,
-                    None,
-                    EventType::Warning,
-                    "FailedCreatePodSandBox",
-                    &message,
-                );
+                let (event, waiting) = failure;
+                ctx.events
+                    .record(pref, None, EventType::Warning, event, &message);
                 shared.update(|s| {
                     for c in s.init.iter_mut().chain(s.containers.iter_mut()) {
                         let _ = c.apply(Transition::Failed {
-                            reason: WaitingReason::CreateContainerConfigError,
+                            reason: waiting,
                             message: message.clone(),
                         });
                     }
