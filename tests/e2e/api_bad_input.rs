@@ -369,7 +369,7 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
     // Each manifest (an object named `r`), its kind, and what kubectl must print. kubectl
     // prints each cause as `FIELD: MESSAGE` (after `*` when there are several), so a cause's
     // message must not name its field again.
-    let cases: [(&str, &str, &[&str]); 6] = [
+    let cases: [(&str, &str, &[&str]); 7] = [
         (
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: r}\nspec:\n  selector: {matchLabels: {app: a}}\n  \
              template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: c, image: i}]}\n",
@@ -396,6 +396,12 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
                 "* spec.volumes[0].configMap.items[0].path: Invalid value: \"../up\": must not contain '..'",
                 "* spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: Unsupported value: \"status.podIPz\": supported values: \"metadata.name\"",
             ],
+        ),
+        // A Secret of a built-in type without the keys its type promises.
+        (
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: r}\ntype: kubernetes.io/tls\nstringData: {tls.crt: x}\n",
+            "secret",
+            &["The Secret \"r\" is invalid: data[tls.key]: Required value"],
         ),
         // Settings a controller could never act on.
         (
@@ -442,6 +448,42 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
             "nothing was written"
         );
     }
+
+    // An immutable ConfigMap keeps its data, and stays immutable.
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: frozen}\nimmutable: true\ndata: {a: \"1\"}\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (patch, want) in [
+        (
+            r#"{"data":{"a":"2"}}"#,
+            "data: Forbidden: field is immutable when `immutable` is set",
+        ),
+        (
+            r#"{"immutable":false}"#,
+            "immutable: Forbidden: field is immutable when `immutable` is set",
+        ),
+    ] {
+        let out = s.kubectl(&["patch", "configmap", "frozen", "-p", patch]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{patch}: {err}"
+        );
+    }
+    let out = s.kubectl(&[
+        "get",
+        "configmap",
+        "frozen",
+        "-o",
+        "jsonpath={.immutable} {.data.a}",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "true 1");
 }
 
 #[test]

@@ -602,6 +602,9 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
                     field: if res.kind == "Secret" { "data" } else { "" }.into(),
                 });
             }
+            if res.kind == "Secret" {
+                v::secret_type(obj, &mut causes);
+            }
         }
         "HorizontalPodAutoscaler" => v::autoscaler_bounds(&obj["spec"], &mut causes),
         "ControllerRevision" => {
@@ -711,13 +714,18 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
             }
         }
         "ConfigMap" | "Secret" => {
-            if old["immutable"] == json!(true)
-                && (new["data"] != old["data"] || new["binaryData"] != old["binaryData"])
-            {
-                causes.push(Cause::forbidden(
-                    "data",
-                    "field is immutable when `immutable` is set",
-                ));
+            // Kubernetes' ValidateConfigMapUpdate and ValidateSecretUpdate: once immutable,
+            // always immutable, and the data stays as it is.
+            if old["immutable"] == json!(true) {
+                let frozen = "field is immutable when `immutable` is set";
+                if new["immutable"] != json!(true) {
+                    causes.push(Cause::forbidden("immutable", frozen));
+                }
+                for section in ["data", "binaryData"] {
+                    if new[section] != old[section] {
+                        causes.push(Cause::forbidden(section, frozen));
+                    }
+                }
             }
             if res.kind == "Secret" && new["type"] != old["type"] {
                 immutable(&mut causes, "type", &new["type"], &old["type"]);
@@ -880,6 +888,104 @@ mod tests {
         assert_eq!(
             fields(secret, json!({"metadata": meta, "data": {"a": bigger}})),
             ["data"]
+        );
+    }
+
+    #[test]
+    fn secrets_of_built_in_types_hold_their_keys() {
+        let secret = resources::find("", "v1", "secrets").expect("served");
+        let causes = |obj: Value| -> Vec<(String, String)> {
+            validate(secret, &obj)
+                .into_iter()
+                .map(|c| (c.field, c.message))
+                .collect()
+        };
+        let s = |t: &str, data: Value| json!({"metadata": {"name": "s"}, "type": t, "data": data});
+        let required = |f: &str| (f.to_string(), "Required value".to_string());
+        let table = [
+            (s("Opaque", json!({})), vec![]),
+            (s("example.com/custom", json!({})), vec![]),
+            (
+                s("kubernetes.io/tls", json!({"tls.crt": "YQ=="})),
+                vec![required("data[tls.key]")],
+            ),
+            (
+                s("kubernetes.io/tls", json!({"tls.crt": "", "tls.key": ""})),
+                vec![],
+            ),
+            (
+                s("kubernetes.io/basic-auth", json!({})),
+                vec![required("data[username]"), required("data[password]")],
+            ),
+            (
+                s("kubernetes.io/basic-auth", json!({"password": "cA=="})),
+                vec![],
+            ),
+            (
+                s("kubernetes.io/ssh-auth", json!({})),
+                vec![required("data[ssh-privatekey]")],
+            ),
+            (
+                s("kubernetes.io/dockerconfigjson", json!({})),
+                vec![required("data[.dockerconfigjson]")],
+            ),
+            // base64 of `{}`, then of `{`.
+            (
+                s(
+                    "kubernetes.io/dockerconfigjson",
+                    json!({".dockerconfigjson": "e30="}),
+                ),
+                vec![],
+            ),
+            (
+                s("kubernetes.io/service-account-token", json!({})),
+                vec![required(
+                    "metadata.annotations[kubernetes.io/service-account.name]",
+                )],
+            ),
+        ];
+        for (obj, want) in table {
+            assert_eq!(causes(obj.clone()), want, "{obj}");
+        }
+        let bad = causes(s("kubernetes.io/dockercfg", json!({".dockercfg": "ew=="})));
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, "data[.dockercfg]");
+        assert!(
+            bad[0]
+                .1
+                .starts_with("Invalid value: \"<secret contents redacted>\": EOF"),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn an_immutable_config_map_or_secret_keeps_its_data_and_stays_immutable() {
+        let cm = resources::find("", "v1", "configmaps").expect("served");
+        let old = json!({"metadata": {"name": "c"}, "immutable": true, "data": {"a": "1"}, "binaryData": {"b": "YQ=="}});
+        let fields = |new: Value| -> Vec<String> {
+            validate_update(cm, &new, &old)
+                .into_iter()
+                .map(|c| c.field)
+                .collect()
+        };
+        assert!(fields(old.clone()).is_empty());
+        let mut changed = old.clone();
+        changed["data"]["a"] = json!("2");
+        assert_eq!(fields(changed), ["data"]);
+        let mut changed = old.clone();
+        changed["binaryData"] = json!({});
+        assert_eq!(fields(changed), ["binaryData"]);
+        let mut thawed = old.clone();
+        thawed["immutable"] = json!(false);
+        assert_eq!(fields(thawed), ["immutable"]);
+        let mut mutable = old.clone();
+        mutable["immutable"] = json!(false);
+        let mut frozen_now = mutable.clone();
+        frozen_now["data"]["a"] = json!("3");
+        frozen_now["immutable"] = json!(true);
+        assert!(
+            validate_update(cm, &frozen_now, &mutable).is_empty(),
+            "a mutable one may change and become immutable in one update"
         );
     }
 

@@ -115,6 +115,69 @@ pub fn config_key(s: &str) -> Option<String> {
     }
 }
 
+/// The keys a Secret of a built-in `type` must hold (kube-apiserver's `ValidateSecret`): a
+/// TLS Secret its certificate and key, a docker config Secret its (valid JSON) config, and so
+/// on. Values are base64 on the wire; the JSON check decodes them.
+pub fn secret_type(secret: &Value, causes: &mut Vec<Cause>) {
+    let data = &secret["data"];
+    let has = |k: &str| data[k].as_str().is_some();
+    let non_empty = |k: &str| data[k].as_str().is_some_and(|v| !v.is_empty());
+    let require =
+        |causes: &mut Vec<Cause>, k: &str| causes.push(Cause::required(format!("data[{k}]")));
+    match secret["type"].as_str().unwrap_or("Opaque") {
+        "kubernetes.io/service-account-token" => {
+            let key = "kubernetes.io/service-account.name";
+            if secret["metadata"]["annotations"][key]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
+                causes.push(Cause::required(format!("metadata.annotations[{key}]")));
+            }
+        }
+        t @ ("kubernetes.io/dockercfg" | "kubernetes.io/dockerconfigjson") => {
+            let key = if t.ends_with("json") {
+                ".dockerconfigjson"
+            } else {
+                ".dockercfg"
+            };
+            match data[key].as_str() {
+                None => require(causes, key),
+                Some(b64) => {
+                    use base64::Engine;
+                    let parsed = base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| {
+                            serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string())
+                        });
+                    if let Err(why) = parsed {
+                        causes.push(Cause::invalid(
+                            format!("data[{key}]"),
+                            "<secret contents redacted>",
+                            why,
+                        ));
+                    }
+                }
+            }
+        }
+        "kubernetes.io/basic-auth" if !non_empty("username") && !non_empty("password") => {
+            require(causes, "username");
+            require(causes, "password");
+        }
+        "kubernetes.io/ssh-auth" if !non_empty("ssh-privatekey") => {
+            require(causes, "ssh-privatekey");
+        }
+        "kubernetes.io/tls" => {
+            for k in ["tls.crt", "tls.key"] {
+                if !has(k) {
+                    require(causes, k);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Integer fields that must not be negative.
 pub fn non_negative(v: &Value, field: &str, causes: &mut Vec<Cause>) {
     if let Some(n) = v.as_i64()
