@@ -82,6 +82,38 @@ fn kubectl_apply_server_side_owns_fields_removes_what_it_drops_and_reports_confl
         assert_eq!(objects(), client_side);
     }
 
+    // The first server-side apply after a client-side one may change what the client-side
+    // apply set: kube-apiserver lets kubectl take those fields over without a conflict.
+    let cm = |v: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: upgraded}}\ndata: {{a: \"{v}\"}}\n"
+        )
+    };
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &cm("1"));
+    assert!(out.status.success(), "{out:?}");
+    let out = s.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &cm("2"));
+    assert!(out.status.success(), "{out:?}");
+    let got = s.kubectl_json(&["get", "configmap", "upgraded", "--show-managed-fields"]);
+    assert_eq!(got["data"]["a"], "2");
+    assert!(
+        managers(&got).contains(&("kubectl".into(), "Apply".into())),
+        "{:?}",
+        managers(&got)
+    );
+    // A field changed since by someone else is still a conflict.
+    s.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "upgraded",
+        "-p",
+        r#"{"data":{"a":"3"}}"#,
+    ]);
+    let out = s.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &cm("4"));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("conflict"),
+        "{out:?}"
+    );
+
     let out = s.kubectl_stdin(
         &["apply", "--server-side", "-f", "-"],
         &deployment(3, "registry.local/web:1", true),

@@ -152,33 +152,45 @@ pub fn apply(
         .unwrap_or_default();
 
     // Conflicts: fields another manager owns whose value the applied configuration changes.
-    let mut conflicts = Vec::new();
+    let mut taken: Vec<Vec<FieldPath>> = vec![Vec::new(); entries.len()];
     if let Some(live) = live {
-        for entry in &mut entries {
-            let mut taken = Vec::new();
+        for (entry, taken) in entries.iter().zip(&mut taken) {
             for path in owned.intersection(&entry.fields) {
-                if !is_leaf_value(path) {
-                    continue;
-                }
-                if value_at(&applied, path) != value_at(live, path) {
+                if is_leaf_value(path) && value_at(&applied, path) != value_at(live, path) {
                     taken.push(path.clone());
                 }
             }
-            if req.force {
-                for path in &taken {
-                    entry.fields.remove(path);
-                }
-            } else {
-                conflicts.extend(taken.iter().map(|p| Conflict {
+        }
+    }
+    // kube-apiserver's upgrade from client-side apply: kubectl's first server-side apply takes
+    // over without conflicts the fields its last client-side apply set to what they still are.
+    let upgrade = || {
+        let Some(allowed) = live.and_then(|l| fields_from_last_applied(req.kind, l)) else {
+            return false;
+        };
+        taken.iter().flatten().all(|p| allowed.contains(p))
+    };
+    if req.force || (req.manager == KUBECTL_APPLY_MANAGER && upgrade()) {
+        for (entry, taken) in entries.iter_mut().zip(&taken) {
+            for path in taken {
+                entry.fields.remove(path);
+            }
+        }
+    } else {
+        let conflicts: Vec<Conflict> = entries
+            .iter()
+            .zip(&taken)
+            .flat_map(|(entry, taken)| {
+                taken.iter().map(|p| Conflict {
                     manager: entry.manager.clone(),
                     api_version: entry.api_version.clone(),
                     field: display_path(p),
-                }));
-            }
+                })
+            })
+            .collect();
+        if !conflicts.is_empty() {
+            return Err(ApplyError::Conflicts(conflicts));
         }
-    }
-    if !conflicts.is_empty() {
-        return Err(ApplyError::Conflicts(conflicts));
     }
 
     // Fields this manager gave up and nobody else owns are removed.
@@ -217,6 +229,25 @@ pub fn apply(
     }
     write_entries(&mut result, &entries);
     Ok(result)
+}
+
+/// The field manager of `kubectl apply --server-side`.
+const KUBECTL_APPLY_MANAGER: &str = "kubectl";
+
+/// The annotation `kubectl apply` (client-side) keeps its last configuration in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The leaf fields of `live`'s last client-side apply configuration that still hold the values
+/// it set (kube-apiserver's `lastAppliedManager`); `None` without a usable annotation.
+fn fields_from_last_applied(kind: &str, live: &Value) -> Option<FieldSet> {
+    let text = live["metadata"]["annotations"][LAST_APPLIED].as_str()?;
+    let last: Value = serde_json::from_str(text).ok()?;
+    if last["apiVersion"] != live["apiVersion"] {
+        return None;
+    }
+    let mut fields = field_set(kind, &last).ok()?;
+    fields.retain(|p| is_leaf_value(p) && value_at(&last, p) == value_at(live, p));
+    Some(fields)
 }
 
 /// Records an ordinary write (create, update or patch, not apply) by `manager` in the
@@ -908,6 +939,54 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn kubectls_first_server_side_apply_takes_over_what_its_client_side_apply_set() {
+        // A client-side apply: the object carries the annotation, and its fields belong to
+        // kubectl-client-side-apply (an Update).
+        let mut live = deployment(2, "img:1", false);
+        let last = serde_json::to_string(&deployment(2, "img:1", false)).unwrap();
+        live["metadata"]["annotations"] = json!({ LAST_APPLIED: last });
+        record_create(&mut live, &req("kubectl-client-side-apply", false));
+        assert!(
+            fields_of(&live, "kubectl-client-side-apply")
+                .contains(&path(&["f:spec", "f:replicas"]))
+        );
+
+        let applied = apply(
+            Some(&live),
+            deployment(3, "img:2", false),
+            &req("kubectl", false),
+        )
+        .expect("no conflict for kubectl");
+        assert_eq!(applied["spec"]["replicas"], 3);
+        assert!(fields_of(&applied, "kubectl").contains(&path(&["f:spec", "f:replicas"])));
+        assert!(
+            !fields_of(&applied, "kubectl-client-side-apply")
+                .contains(&path(&["f:spec", "f:replicas"]))
+        );
+
+        // Another manager gets the conflict, as does kubectl for a field changed since.
+        assert!(matches!(
+            apply(
+                Some(&live),
+                deployment(3, "img:1", false),
+                &req("other", false)
+            ),
+            Err(ApplyError::Conflicts(_))
+        ));
+        let mut changed_since = live.clone();
+        changed_since["spec"]["replicas"] = json!(5);
+        let Err(ApplyError::Conflicts(c)) = apply(
+            Some(&changed_since),
+            deployment(3, "img:1", false),
+            &req("kubectl", false),
+        ) else {
+            panic!("expected a conflict")
+        };
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].field, ".spec.replicas");
     }
 
     #[test]
