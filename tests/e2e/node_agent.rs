@@ -440,6 +440,80 @@ spec:
 }
 
 #[test]
+fn readiness_gates_hold_ready_until_the_conditions_others_set_are_true() {
+    let c = Cluster::start((300, 2000));
+    c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
+    let out = c.apply(&pod_manifest(
+        "gated",
+        "hello-http:v1",
+        "      ports:\n        - containerPort: 8080\n",
+        "  runtimeClassName: wasmtime\n  readinessGates:\n    - conditionType: example.com/lb\n",
+    ));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("readinessGates"),
+        "no warning: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let condition = |p: &Value, kind: &str| -> Value {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == kind)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let pod = c.wait_pod("gated", "containers ready, the gate missing", |p| {
+        condition(p, "ContainersReady")["status"] == "True"
+    });
+    let ready = condition(&pod, "Ready");
+    assert_eq!(ready["status"], "False", "{pod}");
+    assert_eq!(ready["reason"], "ReadinessGatesNotReady");
+    assert_eq!(
+        ready["message"],
+        "corresponding condition of pod readiness gate \"example.com/lb\" does not exist."
+    );
+
+    // A load balancer controller sets its condition: the pod turns Ready, and the agent's
+    // own status writes keep the condition it did not write.
+    c.kubectl_ok(&[
+        "patch",
+        "pod",
+        "gated",
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"example.com/lb","status":"True"}]}}"#,
+    ]);
+    let pod = c.wait_pod("gated", "Ready", |p| {
+        condition(p, "Ready")["status"] == "True"
+    });
+    let ready = condition(&pod, "Ready");
+    assert!(
+        ready.get("reason").is_none() && ready.get("message").is_none(),
+        "{ready}"
+    );
+    assert_eq!(condition(&pod, "example.com/lb")["status"], "True");
+    c.kubectl_ok(&[
+        "patch",
+        "pod",
+        "gated",
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"example.com/lb","status":"False"}]}}"#,
+    ]);
+    let pod = c.wait_pod("gated", "not Ready again", |p| {
+        condition(p, "Ready")["status"] == "False"
+    });
+    assert_eq!(
+        condition(&pod, "Ready")["message"],
+        "the status of pod readiness gate \"example.com/lb\" is not \"True\", but False"
+    );
+}
+
+#[test]
 fn a_crashing_pod_goes_crash_loop_back_off_with_growing_delays() {
     let c = Cluster::start((400, 3200));
     c.push(&sample("hello-wasi/hello-wasi.wasm"), "crasher:v1");

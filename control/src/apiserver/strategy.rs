@@ -452,10 +452,6 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
     let set = |v: &Value| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty());
     for (field, what) in [
         (
-            "readinessGates",
-            "not honoured: the pod is Ready once its containers are",
-        ),
-        (
             "activeDeadlineSeconds",
             "not enforced for a pod by Flotilla's node agent",
         ),
@@ -849,7 +845,7 @@ mod tests {
         let deploy = resources::find("apps", "v1", "deployments").expect("served");
         let spec = json!({"affinity": {"podAntiAffinity": {}, "nodeAffinity": {}},
             "topologySpreadConstraints": [{"maxSkew": 1}], "priorityClassName": "high",
-            "readinessGates": [], "containers": [{"name": "a"}, {"name": "b",
+            "readinessGates": [{"conditionType": "example.com/lb"}], "containers": [{"name": "a"}, {"name": "b",
                 "lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}]});
         let got = warnings(deploy, &json!({"spec": {"template": {"spec": spec}}}));
         let fields: Vec<&str> = got.iter().map(|w| w.split(':').next().unwrap()).collect();

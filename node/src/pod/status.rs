@@ -42,6 +42,9 @@ pub struct PodState {
     pub host_ip: String,
     /// When the agent accepted the pod.
     pub start_time: Option<Timestamp>,
+    /// The pod's `readinessGates`: each condition type, and its status in the pod's
+    /// conditions as others set it (`None` while the condition does not exist).
+    pub readiness_gates: Vec<(String, Option<String>)>,
     /// Condition type → (status, lastTransitionTime).
     conditions: BTreeMap<&'static str, (bool, Timestamp)>,
 }
@@ -64,8 +67,45 @@ impl PodState {
             pod_ip: None,
             host_ip: host_ip.to_string(),
             start_time: None,
+            readiness_gates: Vec::new(),
             conditions: BTreeMap::new(),
         }
+    }
+
+    /// The `readinessGates` of `pod` with the statuses its conditions give them now.
+    pub fn gates_of(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<(String, Option<String>)> {
+        let conditions = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default();
+        pod.spec
+            .iter()
+            .flat_map(|s| s.readiness_gates.iter().flatten())
+            .map(|g| {
+                let status = conditions
+                    .iter()
+                    .find(|c| c.type_ == g.condition_type)
+                    .map(|c| c.status.clone());
+                (g.condition_type.clone(), status)
+            })
+            .collect()
+    }
+
+    /// Kubelet's messages for the gates that are not `True` (none when all are).
+    fn unready_gates(&self) -> Vec<String> {
+        self.readiness_gates
+            .iter()
+            .filter_map(|(kind, status)| match status.as_deref() {
+                Some("True") => None,
+                Some(other) => Some(format!(
+                    "the status of pod readiness gate \"{kind}\" is not \"True\", but {other}"
+                )),
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate \"{kind}\" does not exist."
+                )),
+            })
+            .collect()
     }
 
     /// Re-derives the phase and the conditions at `now`.
@@ -81,7 +121,9 @@ impl PodState {
             && !self.phase.is_terminal()
             && !self.containers.is_empty()
             && self.containers.iter().all(|c| c.ready);
-        let values = [true, self.init_done, containers_ready, containers_ready];
+        // Ready also waits for the readiness gates, as kubelet's does.
+        let ready = containers_ready && self.unready_gates().is_empty();
+        let values = [true, self.init_done, containers_ready, ready];
         for (kind, value) in CONDITIONS.iter().zip(values) {
             match self.conditions.get(kind) {
                 Some((old, _)) if *old == value => {}
@@ -132,6 +174,14 @@ impl PodState {
                     ),
                     (_, false) if self.phase.is_terminal() => {
                         (Some("PodCompleted".to_string()), None)
+                    }
+                    ("Ready", false)
+                        if self.conditions.get("ContainersReady").is_some_and(|c| c.0) =>
+                    {
+                        (
+                            Some("ReadinessGatesNotReady".to_string()),
+                            Some(self.unready_gates().join(", ")),
+                        )
                     }
                     ("ContainersReady" | "Ready", false) => (
                         Some("ContainersNotReady".to_string()),
@@ -296,5 +346,56 @@ mod tests {
             Some(Time(later)),
             "stamped when it changed"
         );
+    }
+
+    #[test]
+    fn ready_waits_for_the_readiness_gates_as_kubelet_says() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "spec": {"containers": [{"name": "app"}], "readinessGates": [
+                {"conditionType": "example.com/lb"}, {"conditionType": "example.com/db"}]},
+            "status": {"conditions": [{"type": "example.com/db", "status": "False"}]}
+        }))
+        .unwrap();
+        let mut s = PodState::new(
+            RestartPolicy::Always,
+            vec![],
+            vec![ContainerRecord::new("app", "i")],
+            "127.0.0.1",
+        );
+        s.readiness_gates = PodState::gates_of(&pod);
+        assert_eq!(
+            s.readiness_gates,
+            [
+                ("example.com/lb".to_string(), None),
+                ("example.com/db".to_string(), Some("False".to_string()))
+            ]
+        );
+        let at = Timestamp::UNIX_EPOCH;
+        s.containers[0].apply(Transition::Started { at }).unwrap();
+        s.containers[0].ready = true;
+        s.refresh(at);
+        let st = s.status();
+        assert_eq!(condition(&st, "ContainersReady"), "True");
+        let ready = st
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason.as_deref(), Some("ReadinessGatesNotReady"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some(
+                "corresponding condition of pod readiness gate \"example.com/lb\" does not exist., \
+                 the status of pod readiness gate \"example.com/db\" is not \"True\", but False"
+            )
+        );
+        s.readiness_gates = vec![
+            ("example.com/lb".into(), Some("True".into())),
+            ("example.com/db".into(), Some("True".into())),
+        ];
+        s.refresh(at);
+        assert_eq!(condition(&s.status(), "Ready"), "True");
     }
 }

@@ -157,6 +157,7 @@ async fn run(
     let wanted_ip: Option<Ipv4Addr> = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
     let mut state = PodState::new(policy, init, containers, &ctx.host_ip);
     state.start_time = Some(status.start_time.map_or_else(Timestamp::now, |t| t.0));
+    state.readiness_gates = PodState::gates_of(&pod);
     let shared = SharedState::new(state);
     let _registered = ctx
         .registry
@@ -192,6 +193,11 @@ async fn run(
                         if let Some(grace) = deleting(&latest) {
                             stop_tx.send_replace(Some(StopSignal { grace, agent_exit: false }));
                             break Some((End::Deleting, grace));
+                        }
+                        // Conditions others set for the pod's readiness gates.
+                        let gates = PodState::gates_of(&latest);
+                        if gates != shared.snapshot().readiness_gates {
+                            shared.update(|s| s.readiness_gates = gates);
                         }
                     }
                     // The dispatcher dropped its handle: either the pod is gone (it cancels
@@ -621,9 +627,25 @@ async fn write_status(
         first = false;
         let status = serde_json::to_value(shared.snapshot().status()).unwrap_or_default();
         if last.as_ref() != Some(&status) {
-            let patch = json!({"status": status});
+            // A strategic merge patch, as kubelet's: conditions merge by type, so those that
+            // others set (readiness gates, DisruptionTarget) stay. The lists of container
+            // statuses are replaced whole; a condition's reason and message, when it has none
+            // now, are deleted explicitly rather than left as they were.
+            let mut sent = status.clone();
+            for c in sent["conditions"].as_array_mut().into_iter().flatten() {
+                if let Some(c) = c.as_object_mut() {
+                    for key in ["reason", "message"] {
+                        c.entry(key).or_insert(serde_json::Value::Null);
+                    }
+                }
+            }
+            let patch = json!({"status": sent});
             match api
-                .patch_status(&pref.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(
+                    &pref.name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
                 .await
             {
                 Ok(_) => {
