@@ -514,6 +514,51 @@ fn readiness_gates_hold_ready_until_the_conditions_others_set_are_true() {
 }
 
 #[test]
+fn a_pod_running_past_its_active_deadline_fails_and_stays() {
+    let c = Cluster::start((300, 2000));
+    c.push(&sample("hello-wasi/hello-wasi.wasm"), "hello-wasi:v1");
+    // A command that never ends by itself, with two seconds to live.
+    let out = c.apply(&pod_manifest(
+        "bounded",
+        "hello-wasi:v1",
+        "      env: [{name: HELLO_REPEAT_MS, value: \"100\"}]\n",
+        "  activeDeadlineSeconds: 2\n",
+    ));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("activeDeadlineSeconds"),
+        "no warning: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_pod("bounded", "Running", |p| p["status"]["phase"] == "Running");
+    // Failed at the deadline; its container stopped after the grace period.
+    c.wait_pod("bounded", "Failed", |p| p["status"]["phase"] == "Failed");
+    let pod = c.wait_pod("bounded", "its container stopped", |p| {
+        container_status(p)["state"]["terminated"].is_object()
+    });
+    assert_eq!(pod["status"]["phase"], "Failed", "{pod}");
+    assert_eq!(pod["status"]["reason"], "DeadlineExceeded", "{pod}");
+    assert_eq!(
+        pod["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    let events = c.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=bounded,reason=DeadlineExceeded",
+    ]);
+    assert!(
+        events.contains("longer than the specified deadline"),
+        "{events}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let after = c.pod("bounded").expect("a failed pod stays until deleted");
+    assert_eq!(after["status"]["phase"], "Failed");
+    assert_eq!(container_status(&after)["restartCount"], 0, "not restarted");
+}
+
+#[test]
 fn a_crashing_pod_goes_crash_loop_back_off_with_growing_delays() {
     let c = Cluster::start((400, 3200));
     c.push(&sample("hello-wasi/hello-wasi.wasm"), "crasher:v1");

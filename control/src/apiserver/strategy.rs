@@ -450,16 +450,10 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
         ));
     }
     let set = |v: &Value| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty());
-    for (field, what) in [
-        (
-            "activeDeadlineSeconds",
-            "not enforced for a pod by Flotilla's node agent",
-        ),
-        (
-            "hostAliases",
-            "not written into containers by Flotilla's node agent",
-        ),
-    ] {
+    for (field, what) in [(
+        "hostAliases",
+        "not written into containers by Flotilla's node agent",
+    )] {
         if set(&spec[field]) {
             out.push(format!("{path}.{field}: {what}"));
         }

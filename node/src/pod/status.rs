@@ -18,6 +18,11 @@ use super::state::{
     ContainerRecord, ContainerState, PodPhase, RestartPolicy, Termination, derive_phase,
 };
 
+/// The pod's reason once it ran past its `activeDeadlineSeconds` (kubelet's).
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+/// The pod's message then (kubelet's).
+pub const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
 /// The condition types, in the order kubectl shows them.
 const CONDITIONS: [&str; 4] = ["PodScheduled", "Initialized", "ContainersReady", "Ready"];
 
@@ -42,6 +47,9 @@ pub struct PodState {
     pub host_ip: String,
     /// When the agent accepted the pod.
     pub start_time: Option<Timestamp>,
+    /// The pod ran longer than its `activeDeadlineSeconds` and was stopped: it is Failed, with
+    /// kubelet's reason `DeadlineExceeded`.
+    pub deadline_exceeded: bool,
     /// The pod's `readinessGates`: each condition type, and its status in the pod's
     /// conditions as others set it (`None` while the condition does not exist).
     pub readiness_gates: Vec<(String, Option<String>)>,
@@ -67,6 +75,7 @@ impl PodState {
             pod_ip: None,
             host_ip: host_ip.to_string(),
             start_time: None,
+            deadline_exceeded: false,
             readiness_gates: Vec::new(),
             conditions: BTreeMap::new(),
         }
@@ -116,6 +125,11 @@ impl PodState {
             self.init_failed,
             &self.containers,
         );
+        let derived = if self.deadline_exceeded {
+            PodPhase::Failed
+        } else {
+            derived
+        };
         self.phase = self.phase.advance(derived);
         let containers_ready = self.init_done
             && !self.phase.is_terminal()
@@ -219,6 +233,10 @@ impl PodState {
             container_statuses: Some(self.containers.iter().map(container_status).collect()),
             // The API server set the QoS class at creation; it is not the agent's to report.
             qos_class: None,
+            reason: self
+                .deadline_exceeded
+                .then(|| DEADLINE_EXCEEDED.to_string()),
+            message: self.deadline_exceeded.then(|| DEADLINE_MESSAGE.to_string()),
             ..PodStatus::default()
         }
     }
@@ -397,5 +415,26 @@ mod tests {
         ];
         s.refresh(at);
         assert_eq!(condition(&s.status(), "Ready"), "True");
+    }
+
+    #[test]
+    fn a_pod_past_its_deadline_is_failed_with_kubelets_reason() {
+        let mut s = PodState::new(
+            RestartPolicy::Always,
+            vec![],
+            vec![ContainerRecord::new("app", "i")],
+            "127.0.0.1",
+        );
+        let at = Timestamp::UNIX_EPOCH;
+        s.containers[0].apply(Transition::Started { at }).unwrap();
+        s.refresh(at);
+        assert_eq!(s.status().phase.as_deref(), Some("Running"));
+        assert!(s.status().reason.is_none());
+        s.deadline_exceeded = true;
+        s.refresh(at);
+        let st = s.status();
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+        assert_eq!(st.message.as_deref(), Some(DEADLINE_MESSAGE));
     }
 }

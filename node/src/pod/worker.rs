@@ -88,17 +88,47 @@ fn pod_ref(pod: &Pod) -> PodRef {
 
 fn deleting(pod: &Pod) -> Option<Duration> {
     pod.metadata.deletion_timestamp.as_ref()?;
+    let grace = pod.metadata.deletion_grace_period_seconds.map_or_else(
+        || termination_grace(pod),
+        |g| Duration::from_secs(g.max(0) as u64),
+    );
+    Some(grace)
+}
+
+/// The pod's `terminationGracePeriodSeconds` (30 s unless set).
+fn termination_grace(pod: &Pod) -> Duration {
     let grace = pod
-        .metadata
-        .deletion_grace_period_seconds
-        .or_else(|| {
-            pod.spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds)
-        })
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
         .unwrap_or(30)
         .max(0);
-    Some(Duration::from_secs(grace as u64))
+    Duration::from_secs(grace as u64)
+}
+
+/// When the pod's `activeDeadlineSeconds` runs out, counted from its start time (it may be
+/// changed while the pod runs); `None` without one, or once it has been acted on.
+fn active_deadline(pod: &Pod, shared: &SharedState) -> Option<tokio::time::Instant> {
+    let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
+    let state = shared.snapshot();
+    if state.deadline_exceeded || state.phase.is_terminal() {
+        return None;
+    }
+    let started = state.start_time?;
+    let elapsed = Timestamp::now()
+        .duration_since(started)
+        .try_into()
+        .unwrap_or(Duration::ZERO);
+    let left = Duration::from_secs(seconds.max(0) as u64).saturating_sub(elapsed);
+    Some(tokio::time::Instant::now() + left)
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn run(
@@ -185,8 +215,28 @@ async fn run(
         );
         tokio::pin!(body);
         let end = loop {
+            let deadline = active_deadline(&pod_rx.borrow(), &shared);
             tokio::select! {
                 _ = &mut body => break None,
+                () = sleep_until_deadline(deadline) => {
+                    // Kubelet's active deadline: the containers stop (with the pod's grace
+                    // period) and the pod fails, but stays until it is deleted.
+                    let latest = pod_rx.borrow().clone();
+                    let grace = termination_grace(&latest);
+                    ctx.events.record(
+                        &pref,
+                        None,
+                        EventType::Warning,
+                        super::status::DEADLINE_EXCEEDED,
+                        super::status::DEADLINE_MESSAGE,
+                    );
+                    shared.update(|s| s.deadline_exceeded = true);
+                    stop_tx.send_replace(Some(StopSignal { grace, agent_exit: false }));
+                    if tokio::time::timeout(grace + STOP_SLACK, &mut body).await.is_err() {
+                        tracing::warn!(pod = %pref.name, "containers did not stop in time");
+                    }
+                    break None;
+                }
                 changed = pod_rx.changed() => match changed {
                     Ok(()) => {
                         let latest = pod_rx.borrow_and_update().clone();
