@@ -559,6 +559,66 @@ fn a_pod_running_past_its_active_deadline_fails_and_stays() {
 }
 
 #[test]
+fn post_start_and_pre_stop_hooks_run_and_their_failures_are_events() {
+    let c = Cluster::start((300, 2000));
+    c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
+    let hooks = |post_start: &str, pre_stop: &str| {
+        format!(
+            "      ports:\n        - containerPort: 8080\n      lifecycle:\n        \
+             postStart: {{httpGet: {{path: \"{post_start}\", port: 8080}}}}\n        \
+             preStop: {{httpGet: {{path: \"{pre_stop}\", port: 8080}}}}\n"
+        )
+    };
+    let events = |pod: &str, reason: &str| {
+        c.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod},reason={reason}"),
+        ])
+    };
+    // postStart succeeds: the pod runs. preStop answers 404: the pod still goes, with a
+    // FailedPreStopHook event that shows the hook ran.
+    let out = c.apply(&pod_manifest(
+        "hooked",
+        "hello-http:v1",
+        &hooks("/", "/no-such-path"),
+        "  runtimeClassName: wasmtime\n",
+    ));
+    assert!(
+        out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("lifecycle"),
+        "{out:?}"
+    );
+    let pod = c.wait_pod("hooked", "Running", |p| p["status"]["phase"] == "Running");
+    assert_eq!(container_status(&pod)["restartCount"], 0);
+    c.kubectl_ok(&["delete", "pod", "hooked", "--timeout=60s"]);
+    let got = events("hooked", "FailedPreStopHook");
+    assert!(
+        got.contains("HTTP lifecycle hook (/no-such-path) for Container \"main\"")
+            && got.contains("statuscode: 404"),
+        "{got}"
+    );
+
+    // postStart fails: kubelet's FailedPostStartHook, the container is killed and restarted.
+    c.apply_ok(&pod_manifest(
+        "badstart",
+        "hello-http:v1",
+        &hooks("/no-such-path", "/"),
+        "  runtimeClassName: wasmtime\n",
+    ));
+    c.wait_pod(
+        "badstart",
+        "restarted after its postStart hook failed",
+        |p| container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 1,
+    );
+    let got = events("badstart", "FailedPostStartHook");
+    assert!(
+        got.contains("HTTP lifecycle hook (/no-such-path) for Container \"main\""),
+        "{got}"
+    );
+}
+
+#[test]
 fn a_crashing_pod_goes_crash_loop_back_off_with_growing_delays() {
     let c = Cluster::start((400, 3200));
     c.push(&sample("hello-wasi/hello-wasi.wasm"), "crasher:v1");

@@ -458,18 +458,6 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
             out.push(format!("{path}.{field}: {what}"));
         }
     }
-    for list in ["initContainers", "containers"] {
-        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
-            for hook in ["postStart", "preStop"] {
-                if !c["lifecycle"][hook].is_null() {
-                    out.push(format!(
-                        "{path}.{list}[{i}].lifecycle.{hook}: hooks are not run by Flotilla's \
-                         node agent"
-                    ));
-                }
-            }
-        }
-    }
     out
 }
 
@@ -849,7 +837,6 @@ mod tests {
                 "spec.template.spec.affinity.podAntiAffinity",
                 "spec.template.spec.topologySpreadConstraints",
                 "spec.template.spec.priorityClassName",
-                "spec.template.spec.containers[1].lifecycle.preStop"
             ]
         );
         let pods = resources::find("", "v1", "pods").expect("served");

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::{CrashLoop, Retries};
 use super::env;
+use super::hook;
 use super::prober;
 use super::quantity;
 use super::sources::{PodFields, Sources};
@@ -343,6 +344,30 @@ pub async fn run(p: Params) -> Outcome {
         }
         retries.reset();
         tracing::debug!(pod = %pref.name, container = %name, "started");
+        // postStart: the container counts as started only once its hook has run.
+        let hook_exec = prober::RuntimeExec {
+            runtime: p.runtime.as_ref(),
+            id: &id,
+        };
+        let post_start_failure = match hook::post_start(&container, IpAddr::V4(p.ip)) {
+            None => None,
+            Some(Err(e)) => Some(("PostStart lifecycle hook".to_string(), e)),
+            Some(Ok(h)) => tokio::select! {
+                r = h.run(Some(&hook_exec), POST_START_LIMIT) => r.err().map(|e| (h.describe(), e)),
+                _ = stopped(stop()) => None,
+            },
+        };
+        // Kubelet's words for a failed hook.
+        let hook_failed = |reason: &str, (what, error): (String, String)| {
+            event(
+                EventType::Warning,
+                reason,
+                format!(
+                    "{what} for Container \"{name}\" in Pod \"{}_{}({})\" failed - error: {error}",
+                    pref.name, pref.namespace, pref.uid
+                ),
+            );
+        };
         let started_at = Timestamp::now();
         let started = Instant::now();
         let is_app = p.kind == Kind::App;
@@ -385,26 +410,60 @@ pub async fn run(p: Params) -> Outcome {
             }))
         });
 
+        // preStop runs before a stop, within the grace period; the stop gets what is left.
+        let (container_ref, hook_exec_ref, hook_failed_ref) =
+            (&container, &hook_exec, &hook_failed);
+        let pre_stop = |grace: Duration| async move {
+            let Some(h) = hook::pre_stop(container_ref, IpAddr::V4(p.ip)) else {
+                return grace;
+            };
+            let began = Instant::now();
+            let failure = match h {
+                Err(e) => Some(("PreStop lifecycle hook".to_string(), e)),
+                Ok(h) => h
+                    .run(Some(hook_exec_ref), grace)
+                    .await
+                    .err()
+                    .map(|e| (h.describe(), e)),
+            };
+            if let Some(f) = failure {
+                hook_failed_ref("FailedPreStopHook", f);
+            }
+            grace.saturating_sub(began.elapsed())
+        };
+
         // Wait for it to end, a stop, or a failed liveness probe.
         let grace = termination_grace(&p.pod);
-        let (result, stopped_by_signal) = tokio::select! {
-            r = p.runtime.wait(&id) => (r, false),
-            signal = stop_signal(stop()) => {
-                if signal.agent_exit && p.runtime.outlives_agent() {
-                    // Left running for the next agent to adopt; its log stays on disk.
-                    probes_stop.cancel();
-                    if let Some(handle) = probes {
-                        let _ = handle.await;
+        let (result, stopped_by_signal) = if let Some(f) = post_start_failure {
+            hook_failed("FailedPostStartHook", f);
+            event(
+                EventType::Normal,
+                "Killing",
+                "FailedPostStartHook".to_string(),
+            );
+            (p.runtime.stop(&id, grace).await, false)
+        } else {
+            tokio::select! {
+                r = p.runtime.wait(&id) => (r, false),
+                signal = stop_signal(stop()) => {
+                    if signal.agent_exit && p.runtime.outlives_agent() {
+                        // Left running for the next agent to adopt; its log stays on disk.
+                        probes_stop.cancel();
+                        if let Some(handle) = probes {
+                            let _ = handle.await;
+                        }
+                        return Outcome::Stopped;
                     }
-                    return Outcome::Stopped;
+                    event(EventType::Normal, "Killing", format!("Stopping container {name}"));
+                    let left = pre_stop(signal.grace).await;
+                    (p.runtime.stop(&id, left).await, true)
                 }
-                event(EventType::Normal, "Killing", format!("Stopping container {name}"));
-                (p.runtime.stop(&id, signal.grace).await, true)
-            }
-            _ = unhealthy.notified() => {
-                event(EventType::Normal, "Killing",
-                    format!("Container {name} failed liveness probe, will be restarted"));
-                (p.runtime.stop(&id, grace).await, false)
+                _ = unhealthy.notified() => {
+                    event(EventType::Normal, "Killing",
+                        format!("Container {name} failed liveness probe, will be restarted"));
+                    let left = pre_stop(grace).await;
+                    (p.runtime.stop(&id, left).await, false)
+                }
             }
         };
         probes_stop.cancel();
@@ -470,6 +529,10 @@ pub async fn run(p: Params) -> Outcome {
 
 /// How long kubelet waits before syncing a pod again after its sync failed
 /// (`workerBackOffPeriod`).
+/// Longest a `postStart` hook may run (kubelet gives it no limit of its own; a hung hook
+/// would hold the container in ContainerCreating for good).
+const POST_START_LIMIT: Duration = Duration::from_secs(120);
+
 const KUBELET_WORKER_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Reports a failed step, then waits out its backoff. An image pull failure shows

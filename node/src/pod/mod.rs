@@ -15,6 +15,7 @@ pub mod atomic_writer;
 pub mod backoff;
 pub mod container;
 pub mod env;
+pub mod hook;
 pub mod probe;
 pub mod prober;
 pub mod quantity;

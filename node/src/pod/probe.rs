@@ -132,7 +132,7 @@ impl Probe {
         match &self.action {
             Action::Exec { command } => {
                 let Some(exec) = exec else {
-                    return Err("exec probes need a container runtime that can exec".into());
+                    return Err("exec needs a container runtime that can run commands in the container; a Wasm container cannot".into());
                 };
                 let (code, output) = exec.exec(command, self.timeout).await?;
                 if code == 0 {

@@ -16,9 +16,12 @@ use crate::agent::events::{EventType, PodRef};
 use crate::runtime::{ContainerId, Runtime};
 
 /// Exec probes through the container's runtime.
-struct RuntimeExec<'a> {
-    runtime: &'a dyn Runtime,
-    id: &'a ContainerId,
+/// Runs commands in one container through its runtime plugin (exec probes and hooks).
+pub(crate) struct RuntimeExec<'a> {
+    /// The container's runtime.
+    pub runtime: &'a dyn Runtime,
+    /// The container.
+    pub id: &'a ContainerId,
 }
 
 impl super::probe::Exec for RuntimeExec<'_> {
