@@ -538,8 +538,8 @@ fn a_container_pod_runs_logs_restarts_and_leaves_nothing_behind() {
     // A ConfigMap volume (kubelet's layout of links into `..data`, bind-mounted), and one of
     // its keys mounted alone as a file through `subPath`.
     c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: crashy\ndata:\n  motd: from a configmap\n");
-    let container = "      command: [\"sh\", \"-c\", \"echo hello $(GREETING) from $(hostname); echo $(cat /cfg/motd) and $(cat /etc/motd); sleep 1; exit 3\"]\n      env:\n        - name: GREETING\n          value: containers\n      volumeMounts:\n        - name: cfg\n          mountPath: /cfg\n        - name: cfg\n          mountPath: /etc/motd\n          subPath: motd\n      resources:\n        limits:\n          memory: 32Mi\n          cpu: 250m\n";
-    let volumes = "  volumes:\n    - name: cfg\n      configMap:\n        name: crashy\n";
+    let container = "      command: [\"sh\", \"-c\", \"echo hello $(GREETING) from $(hostname); echo $(cat /cfg/motd) and $(cat /etc/motd); grep alias.test /etc/hosts; sleep 1; exit 3\"]\n      env:\n        - name: GREETING\n          value: containers\n      volumeMounts:\n        - name: cfg\n          mountPath: /cfg\n        - name: cfg\n          mountPath: /etc/motd\n          subPath: motd\n      resources:\n        limits:\n          memory: 32Mi\n          cpu: 250m\n";
+    let volumes = "  hostAliases:\n    - ip: 10.9.8.7\n      hostnames: [alias.test, other.test]\n  volumes:\n    - name: cfg\n      configMap:\n        name: crashy\n";
     c.apply(&pod(&node, "crashy", "busybox:v1", container, volumes));
     let p = c.wait_pod("crashy", "restarted after exiting with 3", |p| {
         status(p)["restartCount"].as_i64().unwrap_or(0) >= 1
@@ -562,6 +562,10 @@ fn a_container_pod_runs_logs_restarts_and_leaves_nothing_behind() {
     assert!(
         logs.contains("from a configmap and from a configmap"),
         "{logs}"
+    );
+    assert!(
+        logs.contains("10.9.8.7\talias.test\tother.test"),
+        "hostAliases in /etc/hosts: {logs}"
     );
     let events = c.events("crashy");
     assert!(

@@ -559,7 +559,7 @@ fn a_pod_running_past_its_active_deadline_fails_and_stays() {
 }
 
 #[test]
-fn post_start_and_pre_stop_hooks_run_and_their_failures_are_events() {
+fn lifecycle_hooks_run_and_their_failures_are_events_and_host_aliases_resolve() {
     let c = Cluster::start((300, 2000));
     c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
     let hooks = |post_start: &str, pre_stop: &str| {
@@ -616,6 +616,40 @@ fn post_start_and_pre_stop_hooks_run_and_their_failures_are_events() {
         got.contains("HTTP lifecycle hook (/no-such-path) for Container \"main\""),
         "{got}"
     );
+
+    // hostAliases: a Wasm guest's outgoing requests resolve them (here, to the API server).
+    c.apply_ok(&pod_manifest(
+        "aliased",
+        "hello-http:v1",
+        "      ports:\n        - containerPort: 8080\n",
+        "  runtimeClassName: wasmtime\n  hostAliases:\n    - ip: 127.0.0.1\n      hostnames: [control-plane.test]\n",
+    ));
+    let pod = c.wait_pod("aliased", "Running", |p| p["status"]["phase"] == "Running");
+    let addr = format!("{}:8080", pod["status"]["podIP"].as_str().unwrap());
+    let api_port = c
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let (code, body) = wait_for("the pod to answer", POD_TIMEOUT, || {
+        let (code, body) = http_get(
+            &addr,
+            &format!("/fetch?url=http://control-plane.test:{api_port}/version"),
+        );
+        (code != 0).then_some((code, body))
+    });
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.starts_with("status: 200") && body.contains("gitVersion"),
+        "{body}"
+    );
+    let (code, body) = http_get(
+        &addr,
+        &format!("/fetch?url=http://elsewhere.test:{api_port}/"),
+    );
+    assert_eq!(code, 502, "a name no alias gives stays unknown: {body}");
 }
 
 #[test]

@@ -449,15 +449,6 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
              is scheduled as any other"
         ));
     }
-    let set = |v: &Value| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty());
-    for (field, what) in [(
-        "hostAliases",
-        "not written into containers by Flotilla's node agent",
-    )] {
-        if set(&spec[field]) {
-            out.push(format!("{path}.{field}: {what}"));
-        }
-    }
     out
 }
 

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::{CrashLoop, Retries};
 use super::env;
 use super::hook;
+use super::host_aliases;
 use super::prober;
 use super::quantity;
 use super::sources::{PodFields, Sources};
@@ -329,7 +330,11 @@ pub async fn run(p: Params) -> Outcome {
             cpu_millis: limits.get("cpu").and_then(|q| quantity::cpu_millis(&q.0)),
             listen: Some(SocketAddr::new(IpAddr::V4(p.ip), port)),
             netns: p.netns.clone(),
-            resolver: Some(p.ctx.proxy.resolver(&pref.namespace)),
+            resolver: host_aliases::AliasResolver::wrap(
+                host_aliases::of(&p.pod),
+                Some(p.ctx.proxy.resolver(&pref.namespace)),
+            ),
+            host_aliases: host_aliases::of(&p.pod),
             output: log.clone(),
         };
         tracing::debug!(pod = %pref.name, container = %name, "configuration resolved; starting");

@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod container;
 pub mod env;
 pub mod hook;
+pub mod host_aliases;
 pub mod probe;
 pub mod prober;
 pub mod quantity;

@@ -150,6 +150,8 @@ pub struct ContainerSpec {
     pub netns: Option<PathBuf>,
     /// Resolves Service names for the container's outgoing HTTP (Wasm guests have no DNS).
     pub resolver: Option<Arc<dyn NameResolver>>,
+    /// The pod's `hostAliases` (a container's `/etc/hosts` lists them).
+    pub host_aliases: crate::pod::host_aliases::HostAliases,
     /// Where output goes.
     pub output: Arc<dyn ContainerOutput>,
 }

@@ -357,8 +357,11 @@ impl OciRuntime {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
         };
         let ip = spec.listen.map(|a| a.ip());
-        std::fs::write(&files.hosts, spec::hosts_file(&spec.hostname, ip))
-            .map_err(|e| io("cannot write /etc/hosts", e))?;
+        std::fs::write(
+            &files.hosts,
+            spec::hosts_file(&spec.hostname, ip, &spec.host_aliases),
+        )
+        .map_err(|e| io("cannot write /etc/hosts", e))?;
         let oci = spec::build(&prepared.config, spec, &spec.hostname, &files)
             .map_err(RuntimeError::InvalidImage)?;
         oci.save(dir.join("config.json"))

@@ -181,14 +181,19 @@ pub struct HostFiles {
     pub resolv_conf: PathBuf,
 }
 
-/// The `/etc/hosts` of a pod with `hostname` at `ip`.
-pub fn hosts_file(hostname: &str, ip: Option<std::net::IpAddr>) -> String {
+/// The `/etc/hosts` of a pod with `hostname` at `ip`, and its `hostAliases`.
+pub fn hosts_file(
+    hostname: &str,
+    ip: Option<std::net::IpAddr>,
+    aliases: &crate::pod::host_aliases::HostAliases,
+) -> String {
     let mut s = String::from(
         "# Kubernetes-managed hosts file (flotilla).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
     );
     if let Some(ip) = ip {
         s.push_str(&format!("{ip}\t{hostname}\n"));
     }
+    s.push_str(&crate::pod::host_aliases::hosts_entries(aliases));
     s
 }
 
@@ -338,6 +343,7 @@ mod tests {
             netns: None,
             output: Arc::new(Discard),
             resolver: None,
+            host_aliases: Vec::new(),
         }
     }
 
