@@ -191,6 +191,58 @@ fn the_scheduler_places_pods_by_selector_taints_affinity_and_resources() {
 }
 
 #[test]
+fn required_pod_anti_affinity_keeps_replicas_on_different_nodes() {
+    let (s, _a, _b) = two_nodes();
+    // Three pods that must not share a node, on two nodes (node-b's taint tolerated).
+    let spread = |name: &str| {
+        http_pod(
+            name,
+            "  tolerations:\n    - key: dedicated\n      operator: Exists\n  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        - topologyKey: kubernetes.io/hostname\n          labelSelector:\n            matchLabels:\n              app: spread\n",
+        )
+        .replace("  name: ", "  labels:\n    app: spread\n  name: ")
+    };
+    for name in ["spread-1", "spread-2"] {
+        let out = s.kubectl_stdin(&["apply", "-f", "-"], &spread(name));
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("Warning"),
+            "the required term draws no warning: {out:?}"
+        );
+        // One at a time, so each decision sees the one before.
+        wait_pod(&s, name, "bound", |p| p["spec"]["nodeName"].is_string());
+    }
+    let nodes: Vec<String> = ["spread-1", "spread-2"]
+        .iter()
+        .map(|n| {
+            let p = wait_pod(&s, n, "Running", |p| p["status"]["phase"] == "Running");
+            p["spec"]["nodeName"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_ne!(nodes[0], nodes[1], "two replicas on one node");
+    s.kubectl_stdin(&["apply", "-f", "-"], &spread("spread-3"));
+    let pending = wait_pod(&s, "spread-3", "PodScheduled=False", |p| {
+        p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+        })
+    });
+    let message = pending["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("0/2 nodes are available")
+            && message.contains("didn't satisfy existing pods anti-affinity rules"),
+        "{message}"
+    );
+    // One replica goes: the third takes its place.
+    s.kubectl_ok(&["delete", "pod", "spread-1", "--wait=false"]);
+    let placed = wait_pod(&s, "spread-3", "placed where spread-1 was", |p| {
+        p["spec"]["nodeName"].is_string()
+    });
+    assert_eq!(placed["spec"]["nodeName"], nodes[0].as_str());
+}
+
+#[test]
 fn init_containers_run_first_and_a_failing_liveness_probe_restarts_the_container() {
     let (s, _a, _b) = two_nodes();
     let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: staged\nspec:\n  runtimeClassName: wasmtime\n  terminationGracePeriodSeconds: 1\n  nodeSelector:\n    zone: a\n  initContainers:\n    - name: prepare\n      image: hello-wasi:latest\n      args: [prepare]\n      env:\n        - name: HELLO_FILE\n          value: /nonexistent\n  containers:\n    - name: web\n      image: hello-http:latest\n      ports:\n        - containerPort: 8080\n      livenessProbe:\n        httpGet:\n          path: /no-such-route\n          port: 8080\n        periodSeconds: 1\n        failureThreshold: 2\n    - name: sidecar\n      image: hello-http:latest\n      ports:\n        - containerPort: 8081\n";

@@ -423,13 +423,33 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
         _ => return Vec::new(),
     };
     let mut out = Vec::new();
+    // Required inter-pod terms are enforced; preferred ones are not scored, and a namespace
+    // selector with requirements is read as the pod's own namespace.
     for kind in ["podAffinity", "podAntiAffinity"] {
-        if !spec["affinity"][kind].is_null() {
+        let affinity = &spec["affinity"][kind];
+        if affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+        {
             out.push(format!(
-                "{path}.affinity.{kind}: not enforced by Flotilla's scheduler, which places pods \
-                 by node affinity, node selectors, taints and resources, and spreads an owner's \
-                 replicas over nodes"
+                "{path}.affinity.{kind}.preferredDuringSchedulingIgnoredDuringExecution: not \
+                 scored by Flotilla's scheduler (the required terms are enforced)"
             ));
+        }
+        let terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"].as_array();
+        for (i, term) in terms.into_iter().flatten().enumerate() {
+            let selector = &term["namespaceSelector"];
+            let has_requirements = ["matchLabels", "matchExpressions"].iter().any(|k| {
+                selector[*k].as_object().is_some_and(|o| !o.is_empty())
+                    || selector[*k].as_array().is_some_and(|a| !a.is_empty())
+            });
+            if has_requirements {
+                out.push(format!(
+                    "{path}.affinity.{kind}.requiredDuringSchedulingIgnoredDuringExecution[{i}]\
+                     .namespaceSelector: not supported by Flotilla's scheduler, which reads it \
+                     as the pod's own namespace"
+                ));
+            }
         }
     }
     if spec["topologySpreadConstraints"]
@@ -816,7 +836,10 @@ mod tests {
     #[test]
     fn pod_fields_flotilla_does_not_act_on_are_warned_about() {
         let deploy = resources::find("apps", "v1", "deployments").expect("served");
-        let spec = json!({"affinity": {"podAntiAffinity": {}, "nodeAffinity": {}},
+        let spec = json!({"affinity": {"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone"}],
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}]},
+                "nodeAffinity": {}},
             "topologySpreadConstraints": [{"maxSkew": 1}], "priorityClassName": "high",
             "readinessGates": [{"conditionType": "example.com/lb"}], "containers": [{"name": "a"}, {"name": "b",
                 "lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}]});
@@ -825,7 +848,7 @@ mod tests {
         assert_eq!(
             fields,
             [
-                "spec.template.spec.affinity.podAntiAffinity",
+                "spec.template.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution",
                 "spec.template.spec.topologySpreadConstraints",
                 "spec.template.spec.priorityClassName",
             ]

@@ -68,6 +68,18 @@ pub fn decide(
         None => None,
     };
     let nodes = snapshot.nodes();
+    // Inter-pod affinity reads the other pods once per decision, and only when some term
+    // (the pod's own, or a placed pod's anti-affinity) can matter.
+    let inter_pod = if pod.pod_terms.is_some() || snapshot.has_anti_affinity() {
+        super::inter_pod::prepare(
+            &pod.namespace,
+            &pod.labels,
+            pod.pod_terms.as_deref(),
+            snapshot.placed(),
+        )
+    } else {
+        None
+    };
     let want = feasible_nodes_to_find(total, percentage);
     let mut feasible = Vec::with_capacity(want.min(nodes.len()));
     let len = nodes.len();
@@ -80,7 +92,11 @@ pub fn decide(
         if node.node.is_none() {
             continue;
         }
-        match filter(pod, handler, node) {
+        let fits = filter(pod, handler, node).and_then(|()| match (&inter_pod, &node.node) {
+            (Some(check), Some(spec)) => check.check(spec),
+            _ => Ok(()),
+        });
+        match fits {
             Ok(()) => feasible.push(i),
             Err(why) => diagnosis.record(why),
         }

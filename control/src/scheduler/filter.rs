@@ -8,7 +8,9 @@
 //! 3. NodeAffinity: `spec.nodeSelector` and the required node affinity terms;
 //! 4. NodeResourcesFit: the pod count, CPU and memory requests against allocatable minus what
 //!    the pods already there request;
-//! 5. RuntimeHandler (Flotilla's): the pod's RuntimeClass handler must be one the node offers.
+//! 5. RuntimeHandler (Flotilla's): the pod's RuntimeClass handler must be one the node offers;
+//! 6. InterPodAffinity: required pod affinity and anti-affinity, the pod's own and the placed
+//!    pods' (see [`super::inter_pod`]; it needs the other pods, so `decide` runs it).
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration};
 
@@ -40,6 +42,12 @@ pub enum Unfit {
     },
     /// The node does not offer the pod's runtime handler.
     RuntimeHandler(String),
+    /// The pod's required pod affinity is not met in the node's topology domain.
+    PodAffinity,
+    /// The pod's required pod anti-affinity is violated in the node's topology domain.
+    PodAntiAffinity,
+    /// A pod already in the node's topology domain has an anti-affinity this pod matches.
+    ExistingPodsAntiAffinity,
 }
 
 impl Unfit {
@@ -66,6 +74,11 @@ impl Unfit {
             }
             Unfit::RuntimeHandler(h) => {
                 vec![format!("node(s) didn't have the runtime handler \"{h}\"")]
+            }
+            Unfit::PodAffinity => vec!["node(s) didn't match pod affinity rules".into()],
+            Unfit::PodAntiAffinity => vec!["node(s) didn't match pod anti-affinity rules".into()],
+            Unfit::ExistingPodsAntiAffinity => {
+                vec!["node(s) didn't satisfy existing pods anti-affinity rules".into()]
             }
         }
     }

@@ -31,6 +31,7 @@ pub mod decide;
 pub mod explain;
 pub mod filter;
 pub mod informer;
+pub mod inter_pod;
 pub mod node;
 pub mod pod;
 pub mod quantity;

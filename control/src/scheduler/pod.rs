@@ -57,6 +57,10 @@ pub struct PodInfo {
     pub preferred_terms: Vec<PreferredSchedulingTerm>,
     /// `spec.tolerations`.
     pub tolerations: Vec<Toleration>,
+    /// `metadata.labels` (what other pods' affinity terms select); shared with the snapshot.
+    pub labels: std::sync::Arc<BTreeMap<String, String>>,
+    /// Required inter-pod affinity and anti-affinity terms; `None` when it has none.
+    pub pod_terms: Option<std::sync::Arc<super::inter_pod::PodTerms>>,
     /// `spec.runtimeClassName`.
     pub runtime_class: Option<String>,
     /// The uid of the controlling owner (`ownerReferences[controller=true]`), whose replicas
@@ -79,6 +83,7 @@ struct RawPod {
 struct RawMeta {
     name: String,
     namespace: String,
+    labels: BTreeMap<String, String>,
     uid: String,
     deletion_timestamp: Option<String>,
     owner_references: Vec<OwnerReference>,
@@ -197,6 +202,10 @@ impl PodInfo {
         };
         let requests = (sum.0 + sidecars.0).max(init_max.0) + overhead + one_pod;
         let non_zero_requests = (sum.1 + sidecars.1).max(init_max.1) + overhead + one_pod;
+        let pod_terms = super::inter_pod::PodTerms::from_affinity(
+            spec.affinity.as_ref(),
+            &raw.metadata.namespace,
+        );
         let node_affinity = spec.affinity.and_then(|a| a.node_affinity);
         let (required_terms, preferred_terms) = match node_affinity {
             Some(na) => (
@@ -237,6 +246,8 @@ impl PodInfo {
             required_terms,
             preferred_terms,
             tolerations: spec.tolerations,
+            labels: std::sync::Arc::new(raw.metadata.labels),
+            pod_terms,
             runtime_class: spec.runtime_class_name.filter(|n| !n.is_empty()),
             owner: raw
                 .metadata
@@ -276,6 +287,8 @@ impl PodInfo {
             || self.required_terms != other.required_terms
             || self.preferred_terms != other.preferred_terms
             || self.tolerations != other.tolerations
+            || self.pod_terms != other.pod_terms
+            || self.labels != other.labels
             || self.runtime_class != other.runtime_class
             || self.gated != other.gated
             || self.scheduler_name != other.scheduler_name

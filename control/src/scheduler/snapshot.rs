@@ -10,10 +10,12 @@
 //! Node entries are never removed, only marked absent (their `node` is `None`), so indexes
 //! stay stable: a deleted node's name is rarely reused and an entry is small.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 
+use super::inter_pod::{Placed, PodTerms};
 use super::node::{NodeInfo, NodeSpecInfo};
 use super::pod::{PodInfo, PodKey};
 use super::resources::Resources;
@@ -25,8 +27,31 @@ struct Placement {
     requests: Resources,
     non_zero: Resources,
     owner: Option<String>,
+    labels: Arc<BTreeMap<String, String>>,
+    terms: Option<Arc<PodTerms>>,
     /// Placed by this scheduler and not yet seen bound through the watch.
     assumed: bool,
+}
+
+impl Placement {
+    /// `pod` on node `node`, assumed.
+    fn of(pod: &PodInfo, node: usize) -> Placement {
+        Placement {
+            node,
+            requests: pod.requests,
+            non_zero: pod.non_zero_requests,
+            owner: pod.owner.clone(),
+            labels: pod.labels.clone(),
+            terms: pod.pod_terms.clone(),
+            assumed: true,
+        }
+    }
+
+    fn has_anti_affinity(&self) -> bool {
+        self.terms
+            .as_ref()
+            .is_some_and(|t| !t.anti_affinity.is_empty())
+    }
 }
 
 /// What a node change means for pods waiting to be scheduled.
@@ -46,6 +71,8 @@ pub struct Snapshot {
     present: usize,
     pods: HashMap<PodKey, Placement>,
     runtime_classes: HashMap<String, String>,
+    /// Placed pods with required anti-affinity terms (which every decision must respect).
+    with_anti_affinity: usize,
 }
 
 impl Snapshot {
@@ -128,11 +155,8 @@ impl Snapshot {
         let node_name = pod.node_name.as_deref().unwrap_or_default();
         let i = self.entry(node_name);
         let want = Placement {
-            node: i,
-            requests: pod.requests,
-            non_zero: pod.non_zero_requests,
-            owner: pod.owner.clone(),
             assumed: false,
+            ..Placement::of(pod, i)
         };
         match self.pods.get_mut(&key) {
             Some(p)
@@ -172,11 +196,8 @@ impl Snapshot {
         self.insert(
             key,
             Placement {
-                node,
-                requests: pod.requests,
-                non_zero: pod.non_zero_requests,
-                owner: pod.owner.clone(),
                 assumed: true,
+                ..Placement::of(pod, node)
             },
         );
     }
@@ -209,14 +230,36 @@ impl Snapshot {
         self.runtime_classes.get(runtime_class).map(String::as_str)
     }
 
+    /// Whether any placed pod has required anti-affinity terms.
+    pub fn has_anti_affinity(&self) -> bool {
+        self.with_anti_affinity > 0
+    }
+
+    /// Every placed pod with its node's labels, for the inter-pod affinity check.
+    pub fn placed(&self) -> impl Iterator<Item = Placed<'_>> {
+        self.pods.iter().map(|(key, p)| Placed {
+            // A key is `namespace/name`.
+            namespace: key.split_once('/').map_or("", |(ns, _)| ns),
+            labels: &p.labels,
+            terms: p.terms.as_deref(),
+            node_labels: self.nodes[p.node].node.as_ref().map(|n| &n.labels),
+        })
+    }
+
     fn insert(&mut self, key: PodKey, p: Placement) {
         self.nodes[p.node].add_pod(p.requests, p.non_zero, p.owner.as_deref());
+        if p.has_anti_affinity() {
+            self.with_anti_affinity += 1;
+        }
         self.pods.insert(key, p);
     }
 
     fn remove(&mut self, key: &str) {
         if let Some(p) = self.pods.remove(key) {
             self.nodes[p.node].remove_pod(p.requests, p.non_zero, p.owner.as_deref());
+            if p.has_anti_affinity() {
+                self.with_anti_affinity -= 1;
+            }
         }
     }
 }

@@ -1,0 +1,334 @@
+//! Required inter-pod affinity and anti-affinity (kube-scheduler's InterPodAffinity filter):
+//! a pod may ask to run only in a topology domain (the nodes sharing a value of the term's
+//! `topologyKey` label) that already holds pods matching a term, or only in one that holds
+//! none, and a pod already placed with a required anti-affinity term keeps every pod it
+//! matches out of its domain.
+//!
+//! [`prepare`] reads the snapshot once per decision (the domains of the matching pods);
+//! [`Prepared::check`] is then a few set lookups per node. A pod with no such terms, in a
+//! cluster whose pods have no anti-affinity, costs nothing.
+//!
+//! Supported: `labelSelector`, `namespaces`, and `namespaceSelector` when empty (every
+//! namespace). A non-empty `namespaceSelector` is treated as the pod's own namespace, and the
+//! preferred terms are not scored; the API server warns about both.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Affinity, PodAffinityTerm};
+
+use super::filter::Unfit;
+use super::node::NodeSpecInfo;
+use crate::apiserver::selector::LabelSelector;
+
+/// One required term, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Term {
+    /// Which pods it is about (`None`: a null `labelSelector`, which matches no pod).
+    selector: Option<LabelSelector>,
+    /// The namespaces those pods are in (`None`: every namespace).
+    namespaces: Option<Vec<String>>,
+    /// The node label that makes a topology domain.
+    topology_key: String,
+}
+
+impl Term {
+    fn from_spec(term: &PodAffinityTerm, own_namespace: &str) -> Term {
+        let selector = term
+            .label_selector
+            .as_ref()
+            .and_then(|s| LabelSelector::from_k8s(s).ok());
+        let listed = term.namespaces.clone().unwrap_or_default();
+        let every = term.namespace_selector.as_ref().is_some_and(|s| {
+            s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+                && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
+        });
+        let namespaces = if every {
+            None
+        } else if listed.is_empty() {
+            Some(vec![own_namespace.to_string()])
+        } else {
+            Some(listed)
+        };
+        Term {
+            selector,
+            namespaces,
+            topology_key: term.topology_key.clone(),
+        }
+    }
+
+    /// Whether a pod in `namespace` with `labels` is one this term is about.
+    pub fn matches(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|ns| ns.iter().any(|n| n == namespace))
+            && self.selector.as_ref().is_some_and(|s| s.matches(labels))
+    }
+}
+
+/// A pod's required terms.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PodTerms {
+    /// `podAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
+    pub affinity: Vec<Term>,
+    /// `podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
+    pub anti_affinity: Vec<Term>,
+}
+
+impl PodTerms {
+    /// The required terms of a pod in `namespace`; `None` when it has none.
+    pub fn from_affinity(affinity: Option<&Affinity>, namespace: &str) -> Option<Arc<PodTerms>> {
+        let affinity = affinity?;
+        let terms = |list: Option<&Vec<PodAffinityTerm>>| -> Vec<Term> {
+            list.into_iter()
+                .flatten()
+                .map(|t| Term::from_spec(t, namespace))
+                .collect()
+        };
+        let out = PodTerms {
+            affinity: terms(affinity.pod_affinity.as_ref().and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            anti_affinity: terms(affinity.pod_anti_affinity.as_ref().and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+        };
+        (!out.affinity.is_empty() || !out.anti_affinity.is_empty()).then(|| Arc::new(out))
+    }
+}
+
+/// A pod placed on a node, as the check sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Placed<'a> {
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// Its labels.
+    pub labels: &'a BTreeMap<String, String>,
+    /// Its required terms, if any.
+    pub terms: Option<&'a PodTerms>,
+    /// Its node's labels (`None` for a pod on a name that is not a node).
+    pub node_labels: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The domains one decision must respect.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Per affinity term: its topology key and the values holding a matching pod.
+    affinity: Vec<(String, HashSet<String>)>,
+    /// Whether affinity may be satisfied anywhere: no pod matches any term and the pod
+    /// matches all of its own (the first pod of a group that wants to be together).
+    affinity_anywhere: bool,
+    /// Per anti-affinity term: its topology key and the values holding a matching pod.
+    anti_affinity: Vec<(String, HashSet<String>)>,
+    /// (topology key, value) pairs that placed pods' anti-affinity keeps this pod out of.
+    existing_anti: HashSet<(String, String)>,
+}
+
+/// What the pod (in `namespace`, with `labels` and `terms`) must respect among `placed`;
+/// `None` when nothing does.
+pub fn prepare<'a>(
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    terms: Option<&PodTerms>,
+    placed: impl Iterator<Item = Placed<'a>>,
+) -> Option<Prepared> {
+    let mut p = Prepared::default();
+    if let Some(t) = terms {
+        p.affinity = t
+            .affinity
+            .iter()
+            .map(|t| (t.topology_key.clone(), HashSet::new()))
+            .collect();
+        p.anti_affinity = t
+            .anti_affinity
+            .iter()
+            .map(|t| (t.topology_key.clone(), HashSet::new()))
+            .collect();
+    }
+    let mut any_affinity_match = false;
+    for other in placed {
+        let Some(node_labels) = other.node_labels else {
+            continue;
+        };
+        if let Some(t) = terms {
+            for (term, (key, values)) in t.affinity.iter().zip(&mut p.affinity) {
+                if term.matches(other.namespace, other.labels) {
+                    any_affinity_match = true;
+                    if let Some(v) = node_labels.get(key) {
+                        values.insert(v.clone());
+                    }
+                }
+            }
+            for (term, (key, values)) in t.anti_affinity.iter().zip(&mut p.anti_affinity) {
+                if term.matches(other.namespace, other.labels)
+                    && let Some(v) = node_labels.get(key)
+                {
+                    values.insert(v.clone());
+                }
+            }
+        }
+        for term in other.terms.iter().flat_map(|t| &t.anti_affinity) {
+            if term.matches(namespace, labels)
+                && let Some(v) = node_labels.get(&term.topology_key)
+            {
+                p.existing_anti
+                    .insert((term.topology_key.clone(), v.clone()));
+            }
+        }
+    }
+    p.affinity_anywhere = !any_affinity_match
+        && terms.is_some_and(|t| {
+            !t.affinity.is_empty()
+                && t.affinity
+                    .iter()
+                    .all(|term| term.matches(namespace, labels))
+        });
+    let nothing = p.affinity.is_empty() && p.anti_affinity.is_empty() && p.existing_anti.is_empty();
+    (!nothing).then_some(p)
+}
+
+impl Prepared {
+    /// Whether a node with these labels is allowed, in kube-scheduler's order: existing pods'
+    /// anti-affinity, the pod's affinity, then its anti-affinity.
+    pub fn check(&self, node: &NodeSpecInfo) -> Result<(), Unfit> {
+        let labels = &node.labels;
+        if self
+            .existing_anti
+            .iter()
+            .any(|(k, v)| labels.get(k) == Some(v))
+        {
+            return Err(Unfit::ExistingPodsAntiAffinity);
+        }
+        if !self.affinity_anywhere
+            && !self
+                .affinity
+                .iter()
+                .all(|(key, values)| labels.get(key).is_some_and(|v| values.contains(v)))
+        {
+            return Err(Unfit::PodAffinity);
+        }
+        if self
+            .anti_affinity
+            .iter()
+            .any(|(key, values)| labels.get(key).is_some_and(|v| values.contains(v)))
+        {
+            return Err(Unfit::PodAntiAffinity);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn terms(affinity: serde_json::Value) -> Arc<PodTerms> {
+        let a: Affinity = serde_json::from_value(affinity).unwrap();
+        PodTerms::from_affinity(Some(&a), "d").unwrap()
+    }
+
+    fn node(host: &str, zone: &str) -> NodeSpecInfo {
+        NodeSpecInfo {
+            labels: labels(&[("kubernetes.io/hostname", host), ("zone", zone)]),
+            ..NodeSpecInfo::default()
+        }
+    }
+
+    #[test]
+    fn anti_affinity_keeps_replicas_apart_both_ways() {
+        let anti = terms(
+            json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}),
+        );
+        let web = labels(&[("app", "web")]);
+        let (n1, n2) = (node("n1", "a"), node("n2", "a"));
+        let placed = [Placed {
+            namespace: "d",
+            labels: &web,
+            terms: Some(&anti),
+            node_labels: Some(&n1.labels),
+        }];
+        let p = prepare("d", &web, Some(&anti), placed.iter().copied()).unwrap();
+        assert_eq!(p.check(&n1), Err(Unfit::ExistingPodsAntiAffinity));
+        assert_eq!(p.check(&n2), Ok(()));
+        // Without terms of its own, the existing pod's term still keeps it away.
+        let p = prepare("d", &web, None, placed.iter().copied()).unwrap();
+        assert_eq!(p.check(&n1), Err(Unfit::ExistingPodsAntiAffinity));
+        // Another namespace is not this term's business.
+        assert!(prepare("other", &web, None, placed.iter().copied()).is_none());
+        // A pod the selector does not match goes anywhere.
+        assert!(prepare("d", &labels(&[("app", "db")]), None, placed.iter().copied()).is_none());
+        // The incoming pod's own anti-affinity alone (the placed pod has no terms).
+        let placed = [Placed {
+            terms: None,
+            ..placed[0]
+        }];
+        let p = prepare("d", &web, Some(&anti), placed.iter().copied()).unwrap();
+        assert_eq!(p.check(&n1), Err(Unfit::PodAntiAffinity));
+        assert_eq!(p.check(&n2), Ok(()));
+    }
+
+    #[test]
+    fn affinity_follows_the_matching_pods_domain_and_lets_the_first_pod_anywhere() {
+        let with_db = terms(
+            json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}]}}),
+        );
+        let db = labels(&[("app", "db")]);
+        let web = labels(&[("app", "web")]);
+        let (n1, n2, n3) = (node("n1", "a"), node("n2", "a"), node("n3", "b"));
+        let placed = [Placed {
+            namespace: "d",
+            labels: &db,
+            terms: None,
+            node_labels: Some(&n1.labels),
+        }];
+        let p = prepare("d", &web, Some(&with_db), placed.iter().copied()).unwrap();
+        assert_eq!(p.check(&n2), Ok(()), "same zone as the db");
+        assert_eq!(p.check(&n3), Err(Unfit::PodAffinity));
+        // No db yet: a web pod waits...
+        let p = prepare("d", &web, Some(&with_db), std::iter::empty()).unwrap();
+        assert_eq!(p.check(&n1), Err(Unfit::PodAffinity));
+        // ...but a pod that matches its own terms may start the group anywhere.
+        let p = prepare("d", &db, Some(&with_db), std::iter::empty()).unwrap();
+        assert_eq!(p.check(&n3), Ok(()));
+    }
+
+    #[test]
+    fn namespaces_and_selectors_are_read_as_kubernetes_reads_them() {
+        let spec = |extra: serde_json::Value| {
+            let mut term =
+                json!({"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"});
+            term.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            terms(
+                json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}),
+            )
+        };
+        let web = labels(&[("app", "web")]);
+        assert!(spec(json!({})).anti_affinity[0].matches("d", &web));
+        assert!(!spec(json!({})).anti_affinity[0].matches("e", &web));
+        assert!(spec(json!({"namespaces": ["e"]})).anti_affinity[0].matches("e", &web));
+        assert!(spec(json!({"namespaceSelector": {}})).anti_affinity[0].matches("x", &web));
+        let no_selector = terms(
+            json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "zone"}]}}),
+        );
+        assert!(
+            !no_selector.anti_affinity[0].matches("d", &web),
+            "a null labelSelector matches no pod"
+        );
+        assert!(PodTerms::from_affinity(Some(&Affinity::default()), "d").is_none());
+    }
+}
