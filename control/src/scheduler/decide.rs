@@ -92,10 +92,12 @@ pub fn decide(
         if node.node.is_none() {
             continue;
         }
-        let fits = filter(pod, handler, node).and_then(|()| match (&inter_pod, &node.node) {
-            (Some(check), Some(spec)) => check.check(spec),
-            _ => Ok(()),
-        });
+        // The common case (no inter-pod terms anywhere) stays the bare filter.
+        let fits = match &inter_pod {
+            None => filter(pod, handler, node),
+            Some(check) => filter(pod, handler, node)
+                .and_then(|()| node.node.as_ref().map_or(Ok(()), |spec| check.check(spec))),
+        };
         match fits {
             Ok(()) => feasible.push(i),
             Err(why) => diagnosis.record(why),

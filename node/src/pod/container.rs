@@ -358,7 +358,9 @@ pub async fn run(p: Params) -> Outcome {
             None => None,
             Some(Err(e)) => Some(("PostStart lifecycle hook".to_string(), e)),
             Some(Ok(h)) => tokio::select! {
-                r = h.run(Some(&hook_exec), POST_START_LIMIT) => r.err().map(|e| (h.describe(), e)),
+                // Boxed: hooks are rare, and the container's task should not carry their
+                // state inline.
+                r = Box::pin(h.run(Some(&hook_exec), POST_START_LIMIT)) => r.err().map(|e| (h.describe(), e)),
                 _ = stopped(stop()) => None,
             },
         };
@@ -460,13 +462,13 @@ pub async fn run(p: Params) -> Outcome {
                         return Outcome::Stopped;
                     }
                     event(EventType::Normal, "Killing", format!("Stopping container {name}"));
-                    let left = pre_stop(signal.grace).await;
+                    let left = Box::pin(pre_stop(signal.grace)).await;
                     (p.runtime.stop(&id, left).await, true)
                 }
                 _ = unhealthy.notified() => {
                     event(EventType::Normal, "Killing",
                         format!("Container {name} failed liveness probe, will be restarted"));
-                    let left = pre_stop(grace).await;
+                    let left = Box::pin(pre_stop(grace)).await;
                     (p.runtime.stop(&id, left).await, false)
                 }
             }

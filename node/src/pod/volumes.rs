@@ -135,27 +135,13 @@ fn payload(
     let mut out = Payload::new();
     let result = if let Some(cm) = &v.config_map {
         let mode = cm.default_mode.unwrap_or(DEFAULT_MODE);
-        config_map_files(
-            name,
-            sources,
-            &cm.name,
-            cm.items.as_deref(),
-            cm.optional,
-            mode,
-            &mut out,
-        )
+        let source = ObjectSource::config_map(&cm.name, cm.items.as_deref(), cm.optional);
+        object_files(name, sources, source, mode, &mut out)
     } else if let Some(secret) = &v.secret {
-        let secret_name = secret.secret_name.clone().unwrap_or_default();
+        let secret_name = secret.secret_name.as_deref().unwrap_or_default();
         let mode = secret.default_mode.unwrap_or(DEFAULT_MODE);
-        secret_files(
-            name,
-            sources,
-            &secret_name,
-            secret.items.as_deref(),
-            secret.optional,
-            mode,
-            &mut out,
-        )
+        let source = ObjectSource::secret(secret_name, secret.items.as_deref(), secret.optional);
+        object_files(name, sources, source, mode, &mut out)
     } else if let Some(downward) = &v.downward_api {
         let mode = downward.default_mode.unwrap_or(DEFAULT_MODE);
         downward_files(name, fields, downward.items.as_deref(), mode, &mut out)
@@ -163,25 +149,12 @@ fn payload(
         let mode = projected.default_mode.unwrap_or(DEFAULT_MODE);
         projected.sources.iter().flatten().try_for_each(|source| {
             if let Some(cm) = &source.config_map {
-                config_map_files(
-                    name,
-                    sources,
-                    &cm.name,
-                    cm.items.as_deref(),
-                    cm.optional,
-                    mode,
-                    &mut out,
-                )
+                let cm = ObjectSource::config_map(&cm.name, cm.items.as_deref(), cm.optional);
+                object_files(name, sources, cm, mode, &mut out)
             } else if let Some(secret) = &source.secret {
-                secret_files(
-                    name,
-                    sources,
-                    &secret.name,
-                    secret.items.as_deref(),
-                    secret.optional,
-                    mode,
-                    &mut out,
-                )
+                let secret =
+                    ObjectSource::secret(&secret.name, secret.items.as_deref(), secret.optional);
+                object_files(name, sources, secret, mode, &mut out)
             } else if let Some(downward) = &source.downward_api {
                 downward_files(name, fields, downward.items.as_deref(), mode, &mut out)
             } else {
@@ -204,59 +177,80 @@ fn payload(
     Some(result.map(|()| out))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn config_map_files(
-    volume: &str,
-    sources: &Sources,
-    object: &str,
-    items: Option<&[KeyToPath]>,
+/// A ConfigMap or Secret whose keys a volume (or a projected source) holds as files.
+struct ObjectSource<'a> {
+    /// `ConfigMap` or `Secret`.
+    kind: &'static str,
+    name: &'a str,
+    items: Option<&'a [KeyToPath]>,
     optional: Option<bool>,
-    mode: i32,
-    out: &mut Payload,
-) -> Result<(), ConfigError> {
-    match sources.config_maps.get(object) {
-        Some(data) => pick(
-            volume,
-            data,
+}
+
+impl<'a> ObjectSource<'a> {
+    fn config_map(name: &'a str, items: Option<&'a [KeyToPath]>, optional: Option<bool>) -> Self {
+        ObjectSource {
+            kind: "ConfigMap",
+            name,
             items,
-            mode,
-            "ConfigMap",
-            &sources.namespace,
-            object,
-            out,
-        ),
-        None if optional == Some(true) => Ok(()),
-        None => Err(ConfigError(format!(
-            "volume {volume}: configmap \"{object}\" not found"
-        ))),
+            optional,
+        }
+    }
+
+    fn secret(name: &'a str, items: Option<&'a [KeyToPath]>, optional: Option<bool>) -> Self {
+        ObjectSource {
+            kind: "Secret",
+            name,
+            items,
+            optional,
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn secret_files(
+/// The files of a ConfigMap or Secret: every key, or the chosen `items`.
+fn object_files(
     volume: &str,
     sources: &Sources,
-    object: &str,
-    items: Option<&[KeyToPath]>,
-    optional: Option<bool>,
+    object: ObjectSource<'_>,
     mode: i32,
     out: &mut Payload,
 ) -> Result<(), ConfigError> {
-    match sources.secrets.get(object) {
-        Some(data) => pick(
-            volume,
-            data,
-            items,
-            mode,
-            "Secret",
-            &sources.namespace,
-            object,
-            out,
-        ),
-        None if optional == Some(true) => Ok(()),
-        None => Err(ConfigError(format!(
-            "volume {volume}: secret \"{object}\" not found"
-        ))),
+    let ObjectSource {
+        kind,
+        name,
+        items,
+        optional,
+    } = object;
+    let found = if kind == "Secret" {
+        sources.secrets.get(name)
+    } else {
+        sources.config_maps.get(name)
+    };
+    let Some(data) = found else {
+        if optional == Some(true) {
+            return Ok(());
+        }
+        let kind = kind.to_lowercase();
+        return Err(ConfigError(format!(
+            "volume {volume}: {kind} \"{name}\" not found"
+        )));
+    };
+    match items {
+        None | Some([]) => data
+            .iter()
+            .try_for_each(|(k, v)| add(volume, out, k, v.clone(), mode)),
+        Some(items) => items.iter().try_for_each(|item| match data.get(&item.key) {
+            Some(v) => add(
+                volume,
+                out,
+                &item.path,
+                v.clone(),
+                item.mode.unwrap_or(mode),
+            ),
+            None => Err(ConfigError(format!(
+                "volume {volume}: couldn't find key {} in {kind} {}/{name}",
+                item.key, sources.namespace
+            ))),
+        }),
     }
 }
 
@@ -291,41 +285,6 @@ fn downward_files(
         )?;
     }
     Ok(())
-}
-
-/// The files of a ConfigMap or Secret: every key, or the chosen `items`.
-#[allow(clippy::too_many_arguments)]
-fn pick(
-    volume: &str,
-    data: &BTreeMap<String, Vec<u8>>,
-    items: Option<&[KeyToPath]>,
-    mode: i32,
-    kind: &str,
-    namespace: &str,
-    object: &str,
-    out: &mut Payload,
-) -> Result<(), ConfigError> {
-    match items {
-        None | Some([]) => {
-            for (k, v) in data {
-                add(volume, out, k, v.clone(), mode)?;
-            }
-            Ok(())
-        }
-        Some(items) => items.iter().try_for_each(|item| match data.get(&item.key) {
-            Some(v) => add(
-                volume,
-                out,
-                &item.path,
-                v.clone(),
-                item.mode.unwrap_or(mode),
-            ),
-            None => Err(ConfigError(format!(
-                "volume {volume}: couldn't find key {} in {kind} {namespace}/{object}",
-                item.key
-            ))),
-        }),
-    }
 }
 
 /// Adds one file; a path that climbs out, or a mode out of range, is the user's error.

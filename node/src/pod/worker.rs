@@ -244,9 +244,10 @@ async fn run(
                             stop_tx.send_replace(Some(StopSignal { grace, agent_exit: false }));
                             break Some((End::Deleting, grace));
                         }
-                        // Conditions others set for the pod's readiness gates.
+                        // Conditions others set for the pod's readiness gates (a pod without
+                        // gates, the common case, skips this).
                         let gates = PodState::gates_of(&latest);
-                        if gates != shared.snapshot().readiness_gates {
+                        if !gates.is_empty() && gates != shared.snapshot().readiness_gates {
                             shared.update(|s| s.readiness_gates = gates);
                         }
                     }
@@ -450,7 +451,7 @@ async fn run_pod(
     // The volumes follow their sources for as long as the containers run.
     tokio::select! {
         () = containers => {}
-        () = keep_volumes_current(&ctx, &pref, pod_rx, ip, &pod_dir, sources) => {}
+        () = volume_refresher(&ctx, &pref, pod_rx, ip, &pod_dir, sources) => {}
     }
 }
 
@@ -459,6 +460,38 @@ async fn run_pod(
 /// or annotations change (the downward API's files). A volume that cannot be brought up to date
 /// keeps its files, and a `FailedMount` warning says why (once per distinct reason). Never
 /// returns while the pod has such volumes.
+fn volume_refresher<'a>(
+    ctx: &'a PodContext,
+    pref: &'a PodRef,
+    pod_rx: watch::Receiver<Pod>,
+    ip: Ipv4Addr,
+    pod_dir: &'a std::path::Path,
+    sources: Sources,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    let refreshed = |v: &k8s_openapi::api::core::v1::Volume| {
+        v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some()
+    };
+    let needed = pod_rx
+        .borrow()
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(refreshed);
+    // Boxed, and only when needed: a pod without such volumes (most) carries no refresher
+    // state for its whole life.
+    if needed {
+        Box::pin(keep_volumes_current(
+            ctx, pref, pod_rx, ip, pod_dir, sources,
+        ))
+    } else {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// See [`volume_refresher`].
 async fn keep_volumes_current(
     ctx: &PodContext,
     pref: &PodRef,
@@ -467,23 +500,8 @@ async fn keep_volumes_current(
     pod_dir: &std::path::Path,
     mut sources: Sources,
 ) {
-    let pod = pod_rx.borrow_and_update().clone();
-    let refreshed = |v: &k8s_openapi::api::core::v1::Volume| {
-        v.config_map.is_some()
-            || v.secret.is_some()
-            || v.downward_api.is_some()
-            || v.projected.is_some()
-    };
-    if !pod
-        .spec
-        .iter()
-        .flat_map(|s| s.volumes.iter().flatten())
-        .any(refreshed)
-    {
-        return std::future::pending().await;
-    }
     let metadata = |p: &Pod| (p.metadata.labels.clone(), p.metadata.annotations.clone());
-    let mut seen = metadata(&pod);
+    let mut seen = metadata(&pod_rx.borrow_and_update());
     let mut last_error: Option<String> = None;
     let ip = ip.to_string();
     loop {
