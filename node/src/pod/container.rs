@@ -308,6 +308,7 @@ pub async fn run(p: Params) -> Outcome {
             .next()
             .and_then(|p| u16::try_from(p.container_port).ok())
             .unwrap_or(DEFAULT_HTTP_PORT);
+        let aliases = host_aliases::of(&p.pod);
         let spec = ContainerSpec {
             id: id.clone(),
             image: image_ready.clone(),
@@ -331,10 +332,10 @@ pub async fn run(p: Params) -> Outcome {
             listen: Some(SocketAddr::new(IpAddr::V4(p.ip), port)),
             netns: p.netns.clone(),
             resolver: host_aliases::AliasResolver::wrap(
-                host_aliases::of(&p.pod),
+                aliases.clone(),
                 Some(p.ctx.proxy.resolver(&pref.namespace)),
             ),
-            host_aliases: host_aliases::of(&p.pod),
+            host_aliases: aliases,
             output: log.clone(),
         };
         tracing::debug!(pod = %pref.name, container = %name, "configuration resolved; starting");
@@ -534,12 +535,12 @@ pub async fn run(p: Params) -> Outcome {
     }
 }
 
-/// How long kubelet waits before syncing a pod again after its sync failed
-/// (`workerBackOffPeriod`).
 /// Longest a `postStart` hook may run (kubelet gives it no limit of its own; a hung hook
 /// would hold the container in ContainerCreating for good).
 const POST_START_LIMIT: Duration = Duration::from_secs(120);
 
+/// How long kubelet waits before syncing a pod again after its sync failed
+/// (`workerBackOffPeriod`).
 const KUBELET_WORKER_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Reports a failed step, then waits out its backoff. An image pull failure shows

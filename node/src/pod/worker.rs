@@ -221,8 +221,7 @@ async fn run(
                 () = sleep_until_deadline(deadline) => {
                     // Kubelet's active deadline: the containers stop (with the pod's grace
                     // period) and the pod fails, but stays until it is deleted.
-                    let latest = pod_rx.borrow().clone();
-                    let grace = termination_grace(&latest);
+                    let grace = termination_grace(&pod_rx.borrow());
                     ctx.events.record(
                         &pref,
                         None,
