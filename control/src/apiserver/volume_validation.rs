@@ -191,14 +191,7 @@ fn object_files(
     }
     for (i, item) in source["items"].as_array().into_iter().flatten().enumerate() {
         let ip = format!("{path}.items[{i}]");
-        match item["key"].as_str() {
-            None | Some("") => causes.push(Cause::required(format!("{ip}.key"))),
-            Some(key) => {
-                if let Some(why) = config_key(key) {
-                    causes.push(Cause::invalid(format!("{ip}.key"), key, why));
-                }
-            }
-        }
+        key(&item["key"], format!("{ip}.key"), causes);
         file_path(&item["path"], &format!("{ip}.path"), paths, causes);
         file_mode(&item["mode"], &format!("{ip}.mode"), causes);
     }
@@ -236,6 +229,18 @@ fn downward_files(
                     causes.push(Cause::required(format!("{rp}.containerName")));
                 }
                 resource_field(resource, &rp, causes);
+            }
+        }
+    }
+}
+
+/// A ConfigMap or Secret key: required, and a valid config key.
+fn key(v: &Value, field: String, causes: &mut Vec<Cause>) {
+    match v.as_str() {
+        None | Some("") => causes.push(Cause::required(field)),
+        Some(key) => {
+            if let Some(why) = config_key(key) {
+                causes.push(Cause::invalid(field, key, why));
             }
         }
     }
@@ -382,14 +387,7 @@ pub fn env_value_from(env: &Value, path: &str, causes: &mut Vec<Cause>) {
         ),
         kind => {
             let kp = format!("{fp}.{kind}");
-            match from[kind]["key"].as_str() {
-                None | Some("") => causes.push(Cause::required(format!("{kp}.key"))),
-                Some(key) => {
-                    if let Some(why) = config_key(key) {
-                        causes.push(Cause::invalid(format!("{kp}.key"), key, why));
-                    }
-                }
-            }
+            key(&from[kind]["key"], format!("{kp}.key"), causes);
             if from[kind]["name"].as_str().is_none_or(str::is_empty) {
                 causes.push(Cause::required(format!("{kp}.name")));
             }
