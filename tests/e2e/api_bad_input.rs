@@ -519,6 +519,25 @@ fn the_cli_prints_one_line_and_exits_non_zero_on_bad_flags() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("error: cannot create data dir"), "{err}");
+
+    // A file that is neither a .wasm nor an OCI layout: the message names what is accepted
+    // (checked before any registry is contacted).
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not an image\n").unwrap();
+    let out = std::process::Command::new(crate::harness::flotilla_bin())
+        .args(["image", "push", "-q", "--registry", "127.0.0.1:9"])
+        .arg(&text)
+        .arg("notes:v1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("neither a WebAssembly file nor an OCI image layout"),
+        "{err}"
+    );
 }
 
 #[test]

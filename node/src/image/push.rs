@@ -153,9 +153,12 @@ pub async fn push_layout(
     let layout = if path.is_dir() {
         path.to_path_buf()
     } else {
-        unpacked = UnpackedTar::new(path)
-            .await
-            .map_err(|e| input(format!("cannot unpack: {e}")))?;
+        unpacked = UnpackedTar::new(path).await.map_err(|e| {
+            input(format!(
+                "neither a WebAssembly file nor an OCI image layout (a directory, or a tar \
+                     of one, optionally gzipped): cannot unpack it as a tar: {e}"
+            ))
+        })?;
         unpacked.dir.clone()
     };
     let pusher = Pusher::new(reference, options).await?;
