@@ -674,7 +674,7 @@ async fn pull_secrets(client: &kube::Client, pod: &Pod) -> PullSecrets {
 }
 
 /// The pod's `terminationGracePeriodSeconds` (default 30 s).
-fn termination_grace(pod: &Pod) -> Duration {
+pub(crate) fn termination_grace(pod: &Pod) -> Duration {
     let secs = pod
         .spec
         .as_ref()

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::backoff::Retries;
-use super::container::{self, Kind, Outcome, StopSignal};
+use super::container::{self, Kind, Outcome, StopSignal, termination_grace};
 use super::sources::{PodFields, Sources};
 use super::state::{ContainerRecord, PodPhase, RestartPolicy, Transition, WaitingReason};
 use super::volumes::{self, VolumeDirs};
@@ -93,17 +93,6 @@ fn deleting(pod: &Pod) -> Option<Duration> {
         |g| Duration::from_secs(g.max(0) as u64),
     );
     Some(grace)
-}
-
-/// The pod's `terminationGracePeriodSeconds` (30 s unless set).
-fn termination_grace(pod: &Pod) -> Duration {
-    let grace = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.termination_grace_period_seconds)
-        .unwrap_or(30)
-        .max(0);
-    Duration::from_secs(grace as u64)
 }
 
 /// When the pod's `activeDeadlineSeconds` runs out, counted from its start time (it may be
