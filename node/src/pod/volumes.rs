@@ -3,7 +3,7 @@
 //!
 //! `configMap`, `secret`, `downwardAPI` and `projected` volumes hold files computed from the
 //! API objects (with `items` choosing keys and paths, and `defaultMode` and `mode` the
-//! permissions). They are written by kubelet's [`atomic_writer`](super::atomic_writer) and are
+//! permissions). They are written by kubelet's atomic writer ([`super::atomic_writer`]) and are
 //! always read-only. [`refresh`] brings them up to date while the pod runs, as kubelet's
 //! periodic sync does: a changed ConfigMap or Secret, or changed labels and annotations, reach
 //! the running containers. `emptyDir` lives as long as the pod; `hostPath` is the host
