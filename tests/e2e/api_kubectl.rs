@@ -335,22 +335,24 @@ fn describe_shows_a_deployment_and_services_and_explain_answers_from_openapi() {
             assert!(d.contains(want), "{want} missing in:\n{d}");
         }
     }
-    // What the scheduler does not act on is applied, with a warning kubectl prints: here the
-    // preferred anti-affinity term (the required one is enforced, and draws no warning).
+    // What the scheduler does not act on is applied, with a warning kubectl prints: here a
+    // namespaceSelector with requirements (the required and preferred terms themselves are
+    // acted on, and draw no warning).
     let out = s.kubectl_stdin(
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Pod\nmetadata: {name: apart, namespace: shop}\nspec:\n  \
          affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [\
          {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}], \
          preferredDuringSchedulingIgnoredDuringExecution: [{weight: 1, podAffinityTerm: \
-         {topologyKey: zone, labelSelector: {matchLabels: {app: web}}}}]}}\n  \
+         {topologyKey: zone, labelSelector: {matchLabels: {app: web}}, \
+         namespaceSelector: {matchLabels: {team: a}}}}]}}\n  \
          containers: [{name: c, image: i}]\n",
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
         err.contains(
-            "Warning: spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution: not scored"
+            "Warning: spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.namespaceSelector: not supported"
         ),
         "{err}"
     );

@@ -243,6 +243,34 @@ fn required_pod_anti_affinity_keeps_replicas_on_different_nodes() {
 }
 
 #[test]
+fn preferred_pod_affinity_draws_a_pod_to_its_partners_node() {
+    let (s, _a, _b) = two_nodes();
+    let tolerate = "  tolerations:\n    - key: dedicated\n      operator: Exists\n";
+    // A cache pinned to node-b; a web pod that prefers the cache's node. Without the
+    // preference, the emptier node-a would win on resources.
+    let cache = http_pod(
+        "cache",
+        &format!("{tolerate}  nodeSelector:\n    kubernetes.io/hostname: node-b\n"),
+    )
+    .replace("  name: ", "  labels:\n    app: cache\n  name: ");
+    s.kubectl_stdin(&["apply", "-f", "-"], &cache);
+    wait_pod(&s, "cache", "bound", |p| p["spec"]["nodeName"] == "node-b");
+    let near = http_pod(
+        "near",
+        &format!(
+            "{tolerate}  affinity:\n    podAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n        - weight: 100\n          podAffinityTerm:\n            topologyKey: kubernetes.io/hostname\n            labelSelector:\n              matchLabels:\n                app: cache\n"
+        ),
+    );
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &near);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("Warning"),
+        "the preferred term draws no warning: {out:?}"
+    );
+    let placed = wait_pod(&s, "near", "bound", |p| p["spec"]["nodeName"].is_string());
+    assert_eq!(placed["spec"]["nodeName"], "node-b");
+}
+
+#[test]
 fn init_containers_run_first_and_a_failing_liveness_probe_restarts_the_container() {
     let (s, _a, _b) = two_nodes();
     let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: staged\nspec:\n  runtimeClassName: wasmtime\n  terminationGracePeriodSeconds: 1\n  nodeSelector:\n    zone: a\n  initContainers:\n    - name: prepare\n      image: hello-wasi:latest\n      args: [prepare]\n      env:\n        - name: HELLO_FILE\n          value: /nonexistent\n  containers:\n    - name: web\n      image: hello-http:latest\n      ports:\n        - containerPort: 8080\n      livenessProbe:\n        httpGet:\n          path: /no-such-route\n          port: 8080\n        periodSeconds: 1\n        failureThreshold: 2\n    - name: sidecar\n      image: hello-http:latest\n      ports:\n        - containerPort: 8081\n";

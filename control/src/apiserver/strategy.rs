@@ -423,21 +423,29 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
         _ => return Vec::new(),
     };
     let mut out = Vec::new();
-    // Required inter-pod terms are enforced; preferred ones are not scored, and a namespace
-    // selector with requirements is read as the pod's own namespace.
+    // Inter-pod terms are enforced (required) and scored (preferred); a namespace selector with
+    // requirements is read as the pod's own namespace.
     for kind in ["podAffinity", "podAntiAffinity"] {
         let affinity = &spec["affinity"][kind];
-        if affinity["preferredDuringSchedulingIgnoredDuringExecution"]
-            .as_array()
-            .is_some_and(|t| !t.is_empty())
-        {
-            out.push(format!(
-                "{path}.affinity.{kind}.preferredDuringSchedulingIgnoredDuringExecution: not \
-                 scored by Flotilla's scheduler (the required terms are enforced)"
-            ));
-        }
-        let terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"].as_array();
-        for (i, term) in terms.into_iter().flatten().enumerate() {
+        let required = affinity["requiredDuringSchedulingIgnoredDuringExecution"].as_array();
+        let preferred = affinity["preferredDuringSchedulingIgnoredDuringExecution"].as_array();
+        let terms = required
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, t)| {
+                (
+                    format!("requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
+                    t,
+                )
+            })
+            .chain(preferred.into_iter().flatten().enumerate().map(|(i, t)| {
+                (
+                    format!("preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"),
+                    &t["podAffinityTerm"],
+                )
+            }));
+        for (at, term) in terms {
             let selector = &term["namespaceSelector"];
             let has_requirements = ["matchLabels", "matchExpressions"].iter().any(|k| {
                 selector[*k].as_object().is_some_and(|o| !o.is_empty())
@@ -445,9 +453,8 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
             });
             if has_requirements {
                 out.push(format!(
-                    "{path}.affinity.{kind}.requiredDuringSchedulingIgnoredDuringExecution[{i}]\
-                     .namespaceSelector: not supported by Flotilla's scheduler, which reads it \
-                     as the pod's own namespace"
+                    "{path}.affinity.{kind}.{at}.namespaceSelector: not supported by Flotilla's \
+                     scheduler, which reads it as the pod's own namespace"
                 ));
             }
         }
@@ -848,7 +855,6 @@ mod tests {
         assert_eq!(
             fields,
             [
-                "spec.template.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution",
                 "spec.template.spec.topologySpreadConstraints",
                 "spec.template.spec.priorityClassName",
             ]

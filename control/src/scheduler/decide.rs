@@ -110,7 +110,17 @@ pub fn decide(
     if feasible.len() == 1 {
         return (Decision::Bind(feasible[0]), next);
     }
-    let scores = score(pod, nodes, &feasible);
+    let preferences = if pod.pod_terms.is_some() || snapshot.has_terms() {
+        super::inter_pod::preferences(
+            &pod.namespace,
+            &pod.labels,
+            pod.pod_terms.as_deref(),
+            snapshot.placed(),
+        )
+    } else {
+        None
+    };
+    let scores = score(pod, nodes, &feasible, preferences.as_ref());
     (Decision::Bind(feasible[pick_best(&scores, seed)]), next)
 }
 

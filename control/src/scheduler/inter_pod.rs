@@ -8,14 +8,15 @@
 //! [`Prepared::check`] is then a few set lookups per node. A pod with no such terms, in a
 //! cluster whose pods have no anti-affinity, costs nothing.
 //!
-//! Supported: `labelSelector`, `namespaces`, and `namespaceSelector` when empty (every
-//! namespace). A non-empty `namespaceSelector` is treated as the pod's own namespace, and the
-//! preferred terms are not scored; the API server warns about both.
+//! [`preferences`] scores the preferred terms the same way (kube-scheduler's InterPodAffinity
+//! score). Supported: `labelSelector`, `namespaces`, and `namespaceSelector` when empty (every
+//! namespace). A non-empty `namespaceSelector` is treated as the pod's own namespace; the API
+//! server warns about it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Affinity, PodAffinityTerm};
+use k8s_openapi::api::core::v1::{Affinity, PodAffinityTerm, WeightedPodAffinityTerm};
 
 use super::filter::Unfit;
 use super::node::NodeSpecInfo;
@@ -66,13 +67,17 @@ impl Term {
     }
 }
 
-/// A pod's required terms.
+/// A pod's inter-pod terms.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PodTerms {
     /// `podAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
     pub affinity: Vec<Term>,
     /// `podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
     pub anti_affinity: Vec<Term>,
+    /// `podAffinity.preferredDuringSchedulingIgnoredDuringExecution`, with their weights.
+    pub preferred_affinity: Vec<(i64, Term)>,
+    /// `podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution`, with their weights.
+    pub preferred_anti_affinity: Vec<(i64, Term)>,
 }
 
 impl PodTerms {
@@ -85,17 +90,39 @@ impl PodTerms {
                 .map(|t| Term::from_spec(t, namespace))
                 .collect()
         };
+        let weighted = |list: Option<&Vec<WeightedPodAffinityTerm>>| -> Vec<(i64, Term)> {
+            list.into_iter()
+                .flatten()
+                .map(|w| {
+                    let term = Term::from_spec(&w.pod_affinity_term, namespace);
+                    (i64::from(w.weight), term)
+                })
+                .collect()
+        };
+        let (aff, anti) = (&affinity.pod_affinity, &affinity.pod_anti_affinity);
         let out = PodTerms {
-            affinity: terms(affinity.pod_affinity.as_ref().and_then(|a| {
+            affinity: terms(aff.as_ref().and_then(|a| {
                 a.required_during_scheduling_ignored_during_execution
                     .as_ref()
             })),
-            anti_affinity: terms(affinity.pod_anti_affinity.as_ref().and_then(|a| {
+            anti_affinity: terms(anti.as_ref().and_then(|a| {
                 a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred_affinity: weighted(aff.as_ref().and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred_anti_affinity: weighted(anti.as_ref().and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
                     .as_ref()
             })),
         };
-        (!out.affinity.is_empty() || !out.anti_affinity.is_empty()).then(|| Arc::new(out))
+        let any = !out.affinity.is_empty()
+            || !out.anti_affinity.is_empty()
+            || !out.preferred_affinity.is_empty()
+            || !out.preferred_anti_affinity.is_empty();
+        any.then(|| Arc::new(out))
     }
 }
 
@@ -187,6 +214,80 @@ pub fn prepare<'a>(
         });
     let nothing = p.affinity.is_empty() && p.anti_affinity.is_empty() && p.existing_anti.is_empty();
     (!nothing).then_some(p)
+}
+
+/// How much each topology domain attracts (positive) or repels (negative) the pod, by
+/// kube-scheduler's InterPodAffinity score: the pod's preferred terms over the placed pods it
+/// matches, and the placed pods' preferred terms (and required affinity, at weight 1) that
+/// match the pod. `None` when no term can say anything.
+pub fn preferences<'a>(
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    terms: Option<&PodTerms>,
+    placed: impl Iterator<Item = Placed<'a>>,
+) -> Option<Preferences> {
+    let mut weights: HashMap<(String, String), i64> = HashMap::new();
+    let mut add = |key: &str, node_labels: &BTreeMap<String, String>, w: i64| {
+        if let Some(v) = node_labels.get(key) {
+            *weights.entry((key.to_string(), v.clone())).or_default() += w;
+        }
+    };
+    for other in placed {
+        let Some(node_labels) = other.node_labels else {
+            continue;
+        };
+        if let Some(t) = terms {
+            for (w, term) in &t.preferred_affinity {
+                if term.matches(other.namespace, other.labels) {
+                    add(&term.topology_key, node_labels, *w);
+                }
+            }
+            for (w, term) in &t.preferred_anti_affinity {
+                if term.matches(other.namespace, other.labels) {
+                    add(&term.topology_key, node_labels, -*w);
+                }
+            }
+        }
+        if let Some(t) = other.terms {
+            for term in &t.affinity {
+                if term.matches(namespace, labels) {
+                    add(&term.topology_key, node_labels, HARD_POD_AFFINITY_WEIGHT);
+                }
+            }
+            for (w, term) in &t.preferred_affinity {
+                if term.matches(namespace, labels) {
+                    add(&term.topology_key, node_labels, *w);
+                }
+            }
+            for (w, term) in &t.preferred_anti_affinity {
+                if term.matches(namespace, labels) {
+                    add(&term.topology_key, node_labels, -*w);
+                }
+            }
+        }
+    }
+    weights.retain(|_, w| *w != 0);
+    (!weights.is_empty()).then_some(Preferences { weights })
+}
+
+/// kube-scheduler's weight of a placed pod's required affinity term in the score.
+const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
+
+/// Topology domain → weight, from [`preferences`].
+#[derive(Debug, Default)]
+pub struct Preferences {
+    weights: HashMap<(String, String), i64>,
+}
+
+impl Preferences {
+    /// A node's raw score: the weights of the domains it is in.
+    pub fn raw(&self, node: &NodeSpecInfo) -> i64 {
+        self.weights
+            .iter()
+            .filter(|((k, v), _)| node.labels.get(k) == Some(v))
+            .map(|(_, w)| *w)
+            .sum()
+    }
 }
 
 impl Prepared {
@@ -330,5 +431,47 @@ mod tests {
             "a null labelSelector matches no pod"
         );
         assert!(PodTerms::from_affinity(Some(&Affinity::default()), "d").is_none());
+    }
+
+    #[test]
+    fn preferences_weigh_domains_both_ways() {
+        let prefers = terms(json!({
+            "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 50,
+                "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "zone"}}]},
+            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 20,
+                "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}}]}}));
+        let (cache, web) = (labels(&[("app", "cache")]), labels(&[("app", "web")]));
+        let (n1, n2, n3) = (node("n1", "a"), node("n2", "a"), node("n3", "b"));
+        let placed = [
+            Placed {
+                namespace: "d",
+                labels: &cache,
+                terms: None,
+                node_labels: Some(&n1.labels),
+            },
+            Placed {
+                namespace: "d",
+                labels: &web,
+                terms: None,
+                node_labels: Some(&n2.labels),
+            },
+        ];
+        let p = preferences("d", &web, Some(&prefers), placed.iter().copied()).unwrap();
+        assert_eq!((p.raw(&n1), p.raw(&n2), p.raw(&n3)), (50, 30, 0));
+        // A placed pod's preferred anti-affinity and required affinity count for the pod too.
+        let placed_terms = terms(json!({
+            "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}]},
+            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 7,
+                "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}}]}}));
+        let placed = [Placed {
+            namespace: "d",
+            labels: &cache,
+            terms: Some(&placed_terms),
+            node_labels: Some(&n3.labels),
+        }];
+        let p = preferences("d", &web, None, placed.iter().copied()).unwrap();
+        assert_eq!((p.raw(&n1), p.raw(&n3)), (0, 1 - 7));
+        assert!(preferences("d", &web, None, std::iter::empty()).is_none());
     }
 }

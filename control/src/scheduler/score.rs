@@ -9,11 +9,13 @@
 //! | preferred node affinity | 2 | nodes matching heavier preferred terms |
 //! | taint toleration | 3 | nodes with fewer untolerated `PreferNoSchedule` taints |
 //! | owner spread | 2 | nodes with fewer replicas of the pod's controlling owner |
+//! | inter-pod affinity | 2 | domains its preferred terms (and placed pods' terms) favour |
 //!
-//! The last three are normalised over the candidate nodes (the best gets 100), as
+//! The last four are normalised over the candidate nodes (the best gets 100), as
 //! kube-scheduler's `NormalizeScore` does, so they need every candidate before a total.
 
 use super::filter::{term_matches, tolerates};
+use super::inter_pod::Preferences;
 use super::node::NodeInfo;
 use super::pod::PodInfo;
 
@@ -25,6 +27,7 @@ const WEIGHT_BALANCED: i64 = 1;
 const WEIGHT_NODE_AFFINITY: i64 = 2;
 const WEIGHT_TAINT: i64 = 3;
 const WEIGHT_SPREAD: i64 = 2;
+const WEIGHT_INTER_POD: i64 = 2;
 
 /// Least allocated: the share of CPU and memory still free after placing the pod, averaged
 /// (0–100), counting containers without requests at kube-scheduler's defaults.
@@ -118,7 +121,12 @@ fn normalize(raw: &mut [i64], reverse: bool) {
 /// The weighted total score of each candidate node (`candidates` are indexes into `nodes`).
 /// Plugins with nothing to tell apart (no preferred terms, no owner, no `PreferNoSchedule`
 /// taint) add their constant without a pass over the candidates.
-pub fn score(pod: &PodInfo, nodes: &[NodeInfo], candidates: &[usize]) -> Vec<i64> {
+pub fn score(
+    pod: &PodInfo,
+    nodes: &[NodeInfo],
+    candidates: &[usize],
+    inter_pod: Option<&Preferences>,
+) -> Vec<i64> {
     let mut total: Vec<i64> = candidates
         .iter()
         .map(|&i| {
@@ -163,6 +171,23 @@ pub fn score(pod: &PodInfo, nodes: &[NodeInfo], candidates: &[usize]) -> Vec<i64
         None => vec![0; candidates.len()],
     };
     add(raw, true, WEIGHT_SPREAD);
+    if let Some(prefs) = inter_pod {
+        // kube-scheduler's InterPodAffinity normalisation: from the lowest (0) to the highest
+        // (100), since weights can be negative.
+        let raw: Vec<i64> = candidates
+            .iter()
+            .map(|&i| nodes[i].node.as_ref().map_or(0, |n| prefs.raw(n)))
+            .collect();
+        let (min, max) = (
+            raw.iter().copied().min().unwrap_or(0),
+            raw.iter().copied().max().unwrap_or(0),
+        );
+        if max > min {
+            for (t, s) in total.iter_mut().zip(raw) {
+                *t += WEIGHT_INTER_POD * (s - min) * MAX_NODE_SCORE / (max - min);
+            }
+        }
+    }
     total
 }
 
@@ -241,7 +266,7 @@ mod tests {
             json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
             {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}),
         );
-        let s = score(&prefers_ssd, &nodes, &all);
+        let s = score(&prefers_ssd, &nodes, &all, None);
         // a: ssd and untainted wins; c: ssd but tainted; b: neither preferred.
         assert!(s[0] > s[2] && s[0] > s[1], "{s:?}");
         assert_eq!(s[0] - s[1], WEIGHT_NODE_AFFINITY * 100);
@@ -249,7 +274,7 @@ mod tests {
         let tolerant = pod(
             json!({"tolerations": [{"key": "k", "operator": "Exists", "effect": "PreferNoSchedule"}]}),
         );
-        let s = score(&tolerant, &nodes, &all);
+        let s = score(&tolerant, &nodes, &all, None);
         assert_eq!(s[0], s[2]);
 
         let mut spread_nodes = nodes.clone();
@@ -258,7 +283,43 @@ mod tests {
         spread_nodes[0].add_pod(r, r, Some("rs-1"));
         spread_nodes[1].add_pod(r, r, Some("rs-1"));
         let replica = pod(json!({"owner": "rs-1"}));
-        let s = score(&replica, &spread_nodes, &[0, 1]);
+        let s = score(&replica, &spread_nodes, &[0, 1], None);
         assert_eq!(s[1] - s[0], WEIGHT_SPREAD * 50);
+    }
+
+    #[test]
+    fn inter_pod_preferences_normalise_from_the_lowest_to_the_highest() {
+        use crate::scheduler::inter_pod::{Placed, preferences};
+        let nodes = vec![
+            node("n1", json!({"zone": "a"}), json!([]), "4", "8Gi"),
+            node("n2", json!({"zone": "b"}), json!([]), "4", "8Gi"),
+        ];
+        let p = pod(json!({"affinity": {"podAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
+                "labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "zone"}}]}}}));
+        let cache: std::collections::BTreeMap<String, String> =
+            [("app".to_string(), "cache".to_string())].into();
+        let zone_b = &nodes[1].node.as_ref().unwrap().labels;
+        let placed = [Placed {
+            namespace: &p.namespace,
+            labels: &cache,
+            terms: None,
+            node_labels: Some(zone_b),
+        }];
+        let prefs = preferences(
+            &p.namespace,
+            &p.labels,
+            p.pod_terms.as_deref(),
+            placed.iter().copied(),
+        )
+        .unwrap();
+        let with = score(&p, &nodes, &[0, 1], Some(&prefs));
+        let without = score(&p, &nodes, &[0, 1], None);
+        assert_eq!(
+            with[1] - without[1],
+            200,
+            "the favoured node gains the whole weighted score"
+        );
+        assert_eq!(with[0], without[0]);
     }
 }

@@ -73,6 +73,8 @@ pub struct Snapshot {
     runtime_classes: HashMap<String, String>,
     /// Placed pods with required anti-affinity terms (which every decision must respect).
     with_anti_affinity: usize,
+    /// Placed pods with any inter-pod terms (which every decision's score reads).
+    with_terms: usize,
 }
 
 impl Snapshot {
@@ -230,6 +232,11 @@ impl Snapshot {
         self.runtime_classes.get(runtime_class).map(String::as_str)
     }
 
+    /// Whether any placed pod has inter-pod terms of any kind.
+    pub fn has_terms(&self) -> bool {
+        self.with_terms > 0
+    }
+
     /// Whether any placed pod has required anti-affinity terms.
     pub fn has_anti_affinity(&self) -> bool {
         self.with_anti_affinity > 0
@@ -251,6 +258,9 @@ impl Snapshot {
         if p.has_anti_affinity() {
             self.with_anti_affinity += 1;
         }
+        if p.terms.is_some() {
+            self.with_terms += 1;
+        }
         self.pods.insert(key, p);
     }
 
@@ -259,6 +269,9 @@ impl Snapshot {
             self.nodes[p.node].remove_pod(p.requests, p.non_zero, p.owner.as_deref());
             if p.has_anti_affinity() {
                 self.with_anti_affinity -= 1;
+            }
+            if p.terms.is_some() {
+                self.with_terms -= 1;
             }
         }
     }
