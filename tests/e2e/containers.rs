@@ -62,7 +62,7 @@ impl Agent {
             name: format!("oci-node-{n}"),
             dir: dir.to_path_buf(),
             kubeconfig: server.kubeconfig.clone(),
-            cidr: format!("127.{}.{}.0/24", 200 + n, std::process::id() % 250),
+            cidr: crate::harness::loopback_range(),
             bridge: if bridge {
                 format!("flt{}x{n}", std::process::id() % 100_000)
             } else {

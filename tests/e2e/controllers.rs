@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,7 @@ struct Agent {
 impl Agent {
     /// Starts `flotilla agent` named `name` against `server`, with a pod range of its own.
     fn start(server: &Server, name: &str) -> Agent {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let cidr = format!("127.{}.{}.0/24", 150 + n % 100, std::process::id() % 250);
+        let cidr = crate::harness::loopback_range();
         let dir = tempfile::tempdir().expect("tempdir");
         let child = Command::new(flotilla_bin())
             .args([

@@ -202,6 +202,15 @@ pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Ou
     out
 }
 
+/// A loopback /24 of its own for one cluster's pods or Services (`127.X.Y.0/24`): the tests
+/// run side by side in one process (and CI beside other checkouts), and two clusters handing
+/// out the same address would clash on its ports. Every call gives another range.
+pub fn loopback_range() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("127.{}.{}.0/24", 100 + n % 150, std::process::id() % 250)
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, panicking after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

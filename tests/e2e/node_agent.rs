@@ -5,7 +5,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -38,9 +37,7 @@ impl Cluster {
 
     /// [`Cluster::start`] with more flags for `flotilla up`.
     fn start_with(backoff: (u64, u64), extra: &[&str]) -> Cluster {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let cidr = format!("127.{}.{}.0/24", 100 + n, std::process::id() % 250);
+        let cidr = crate::harness::loopback_range();
         let tmp = tempfile::tempdir().expect("tempdir");
         let kubeconfig = tmp.path().join("kubeconfig");
         let mut args: Vec<std::ffi::OsString> = [

@@ -37,9 +37,9 @@ impl Cluster {
         let node_port_base = 30000 + ((pid % 100) as u16) * 20 + (n as u16) * 5;
         let args = vec![
             "--pod-cidr".to_string(),
-            format!("127.{}.{}.0/24", 150 + n, pid % 250),
+            crate::harness::loopback_range(),
             "--service-cluster-ip-range".to_string(),
-            format!("127.{}.{}.0/24", 170 + n, pid % 250),
+            crate::harness::loopback_range(),
             "--service-node-port-range".to_string(),
             format!("{}-{}", node_port_base, node_port_base + 4),
         ];

@@ -80,9 +80,8 @@ fn wait_pod(server: &Server, name: &str, what: &str, f: impl Fn(&Value) -> bool)
 /// `dedicated=b:NoSchedule`; the hello samples pushed.
 fn two_nodes() -> (Server, Agent, Agent) {
     let server = Server::start();
-    let octet = 150 + std::process::id() % 50;
-    let a = Agent::start(&server, "node-a", &format!("127.{octet}.1.0/24"));
-    let b = Agent::start(&server, "node-b", &format!("127.{octet}.2.0/24"));
+    let a = Agent::start(&server, "node-a", &crate::harness::loopback_range());
+    let b = Agent::start(&server, "node-b", &crate::harness::loopback_range());
     for node in ["node-a", "node-b"] {
         wait_for(&format!("{node} Ready"), TIMEOUT, || {
             let out = server.kubectl(&[
