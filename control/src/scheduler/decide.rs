@@ -11,6 +11,7 @@
 
 use super::explain::Diagnosis;
 use super::filter::filter;
+use super::inter_pod::InterPod;
 use super::pod::PodInfo;
 use super::score::score;
 use super::snapshot::Snapshot;
@@ -68,17 +69,17 @@ pub fn decide(
         None => None,
     };
     let nodes = snapshot.nodes();
-    // Inter-pod affinity reads the other pods once per decision, and only when some term
-    // (the pod's own, or a placed pod's anti-affinity) can matter.
-    let inter_pod = if pod.pod_terms.is_some() || snapshot.has_anti_affinity() {
-        super::inter_pod::prepare(
+    // Inter-pod affinity reads the other pods once per decision, for the filter and the score,
+    // and only when some term (the pod's own, or a placed pod's) can matter.
+    let inter_pod = if pod.pod_terms.is_some() || snapshot.has_terms() {
+        super::inter_pod::read(
             &pod.namespace,
             &pod.labels,
             pod.pod_terms.as_deref(),
             snapshot.placed(),
         )
     } else {
-        None
+        InterPod::default()
     };
     let want = feasible_nodes_to_find(total, percentage);
     let mut feasible = Vec::with_capacity(want.min(nodes.len()));
@@ -93,7 +94,7 @@ pub fn decide(
             continue;
         }
         // The common case (no inter-pod terms anywhere) stays the bare filter.
-        let fits = match &inter_pod {
+        let fits = match &inter_pod.filter {
             None => filter(pod, handler, node),
             Some(check) => filter(pod, handler, node)
                 .and_then(|()| node.node.as_ref().map_or(Ok(()), |spec| check.check(spec))),
@@ -110,17 +111,7 @@ pub fn decide(
     if feasible.len() == 1 {
         return (Decision::Bind(feasible[0]), next);
     }
-    let preferences = if pod.pod_terms.is_some() || snapshot.has_terms() {
-        super::inter_pod::preferences(
-            &pod.namespace,
-            &pod.labels,
-            pod.pod_terms.as_deref(),
-            snapshot.placed(),
-        )
-    } else {
-        None
-    };
-    let scores = score(pod, nodes, &feasible, preferences.as_ref());
+    let scores = score(pod, nodes, &feasible, inter_pod.score.as_ref());
     (Decision::Bind(feasible[pick_best(&scores, seed)]), next)
 }
 

@@ -4,12 +4,12 @@
 //! none, and a pod already placed with a required anti-affinity term keeps every pod it
 //! matches out of its domain.
 //!
-//! [`prepare`] reads the snapshot once per decision (the domains of the matching pods);
-//! [`Prepared::check`] is then a few set lookups per node. A pod with no such terms, in a
-//! cluster whose pods have no anti-affinity, costs nothing.
+//! [`read`] reads the other pods once per decision, for the filter (the domains of the
+//! matching pods; [`Prepared::check`] is then a few set lookups per node) and for the score
+//! (kube-scheduler's InterPodAffinity score of the preferred terms). A pod with no terms, in a
+//! cluster whose pods have none, costs nothing.
 //!
-//! [`preferences`] scores the preferred terms the same way (kube-scheduler's InterPodAffinity
-//! score). Supported: `labelSelector`, `namespaces`, and `namespaceSelector` when empty (every
+//! Supported: `labelSelector`, `namespaces`, and `namespaceSelector` when empty (every
 //! namespace). A non-empty `namespaceSelector` is treated as the pod's own namespace; the API
 //! server warns about it.
 
@@ -133,7 +133,7 @@ pub struct Placed<'a> {
     pub namespace: &'a str,
     /// Its labels.
     pub labels: &'a BTreeMap<String, String>,
-    /// Its required terms, if any.
+    /// Its inter-pod terms, if any.
     pub terms: Option<&'a PodTerms>,
     /// Its node's labels (`None` for a pod on a name that is not a node).
     pub node_labels: Option<&'a BTreeMap<String, String>>,
@@ -153,14 +153,29 @@ pub struct Prepared {
     existing_anti: HashSet<(String, String)>,
 }
 
-/// What the pod (in `namespace`, with `labels` and `terms`) must respect among `placed`;
-/// `None` when nothing does.
-pub fn prepare<'a>(
+/// What the other pods mean for one decision: the domains the filter must respect, and the
+/// weights the score gives the domains; each `None` when nothing applies.
+#[derive(Debug, Default)]
+pub struct InterPod {
+    /// For [`Prepared::check`].
+    pub filter: Option<Prepared>,
+    /// For the InterPodAffinity score.
+    pub score: Option<Preferences>,
+}
+
+/// Reads `placed` once for a pod in `namespace` with `labels` and `terms`:
+///
+/// - the filter: the domains holding pods its required (anti-)affinity terms match, and the
+///   domains placed pods' required anti-affinity keeps it out of;
+/// - the score (kube-scheduler's InterPodAffinity): how much each domain attracts (positive) or
+///   repels (negative) it, from its preferred terms over the placed pods they match, and from
+///   the placed pods' preferred terms (and required affinity, at weight 1) that match it.
+pub fn read<'a>(
     namespace: &str,
     labels: &BTreeMap<String, String>,
     terms: Option<&PodTerms>,
     placed: impl Iterator<Item = Placed<'a>>,
-) -> Option<Prepared> {
+) -> InterPod {
     let mut p = Prepared::default();
     if let Some(t) = terms {
         p.affinity = t
@@ -175,57 +190,6 @@ pub fn prepare<'a>(
             .collect();
     }
     let mut any_affinity_match = false;
-    for other in placed {
-        let Some(node_labels) = other.node_labels else {
-            continue;
-        };
-        if let Some(t) = terms {
-            for (term, (key, values)) in t.affinity.iter().zip(&mut p.affinity) {
-                if term.matches(other.namespace, other.labels) {
-                    any_affinity_match = true;
-                    if let Some(v) = node_labels.get(key) {
-                        values.insert(v.clone());
-                    }
-                }
-            }
-            for (term, (key, values)) in t.anti_affinity.iter().zip(&mut p.anti_affinity) {
-                if term.matches(other.namespace, other.labels)
-                    && let Some(v) = node_labels.get(key)
-                {
-                    values.insert(v.clone());
-                }
-            }
-        }
-        for term in other.terms.iter().flat_map(|t| &t.anti_affinity) {
-            if term.matches(namespace, labels)
-                && let Some(v) = node_labels.get(&term.topology_key)
-            {
-                p.existing_anti
-                    .insert((term.topology_key.clone(), v.clone()));
-            }
-        }
-    }
-    p.affinity_anywhere = !any_affinity_match
-        && terms.is_some_and(|t| {
-            !t.affinity.is_empty()
-                && t.affinity
-                    .iter()
-                    .all(|term| term.matches(namespace, labels))
-        });
-    let nothing = p.affinity.is_empty() && p.anti_affinity.is_empty() && p.existing_anti.is_empty();
-    (!nothing).then_some(p)
-}
-
-/// How much each topology domain attracts (positive) or repels (negative) the pod, by
-/// kube-scheduler's InterPodAffinity score: the pod's preferred terms over the placed pods it
-/// matches, and the placed pods' preferred terms (and required affinity, at weight 1) that
-/// match the pod. `None` when no term can say anything.
-pub fn preferences<'a>(
-    namespace: &str,
-    labels: &BTreeMap<String, String>,
-    terms: Option<&PodTerms>,
-    placed: impl Iterator<Item = Placed<'a>>,
-) -> Option<Preferences> {
     let mut weights: HashMap<(String, String), i64> = HashMap::new();
     let mut add = |key: &str, node_labels: &BTreeMap<String, String>, w: i64| {
         if let Some(v) = node_labels.get(key) {
@@ -236,44 +200,75 @@ pub fn preferences<'a>(
         let Some(node_labels) = other.node_labels else {
             continue;
         };
+        // The pod's terms over the other pod.
+        let theirs = |term: &Term| term.matches(other.namespace, other.labels);
         if let Some(t) = terms {
+            for (term, (key, values)) in t.affinity.iter().zip(&mut p.affinity) {
+                if theirs(term) {
+                    any_affinity_match = true;
+                    if let Some(v) = node_labels.get(key) {
+                        values.insert(v.clone());
+                    }
+                }
+            }
+            for (term, (key, values)) in t.anti_affinity.iter().zip(&mut p.anti_affinity) {
+                if theirs(term)
+                    && let Some(v) = node_labels.get(key)
+                {
+                    values.insert(v.clone());
+                }
+            }
             for (w, term) in &t.preferred_affinity {
-                if term.matches(other.namespace, other.labels) {
+                if theirs(term) {
                     add(&term.topology_key, node_labels, *w);
                 }
             }
             for (w, term) in &t.preferred_anti_affinity {
-                if term.matches(other.namespace, other.labels) {
+                if theirs(term) {
                     add(&term.topology_key, node_labels, -*w);
                 }
             }
         }
-        if let Some(t) = other.terms {
-            for term in &t.affinity {
-                if term.matches(namespace, labels) {
-                    add(&term.topology_key, node_labels, HARD_POD_AFFINITY_WEIGHT);
-                }
+        // The other pod's terms over this one.
+        let Some(t) = other.terms else {
+            continue;
+        };
+        let ours = |term: &Term| term.matches(namespace, labels);
+        for term in t.anti_affinity.iter().filter(|t| ours(t)) {
+            if let Some(v) = node_labels.get(&term.topology_key) {
+                p.existing_anti
+                    .insert((term.topology_key.clone(), v.clone()));
             }
-            for (w, term) in &t.preferred_affinity {
-                if term.matches(namespace, labels) {
-                    add(&term.topology_key, node_labels, *w);
-                }
-            }
-            for (w, term) in &t.preferred_anti_affinity {
-                if term.matches(namespace, labels) {
-                    add(&term.topology_key, node_labels, -*w);
-                }
-            }
+        }
+        for term in t.affinity.iter().filter(|t| ours(t)) {
+            add(&term.topology_key, node_labels, HARD_POD_AFFINITY_WEIGHT);
+        }
+        for (w, term) in t.preferred_affinity.iter().filter(|(_, t)| ours(t)) {
+            add(&term.topology_key, node_labels, *w);
+        }
+        for (w, term) in t.preferred_anti_affinity.iter().filter(|(_, t)| ours(t)) {
+            add(&term.topology_key, node_labels, -*w);
         }
     }
+    p.affinity_anywhere = !any_affinity_match
+        && terms.is_some_and(|t| {
+            !t.affinity.is_empty()
+                && t.affinity
+                    .iter()
+                    .all(|term| term.matches(namespace, labels))
+        });
+    let nothing = p.affinity.is_empty() && p.anti_affinity.is_empty() && p.existing_anti.is_empty();
     weights.retain(|_, w| *w != 0);
-    (!weights.is_empty()).then_some(Preferences { weights })
+    InterPod {
+        filter: (!nothing).then_some(p),
+        score: (!weights.is_empty()).then_some(Preferences { weights }),
+    }
 }
 
 /// kube-scheduler's weight of a placed pod's required affinity term in the score.
 const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
-/// Topology domain → weight, from [`preferences`].
+/// Topology domain → weight, from [`read`].
 #[derive(Debug, Default)]
 pub struct Preferences {
     weights: HashMap<(String, String), i64>,
@@ -359,22 +354,36 @@ mod tests {
             terms: Some(&anti),
             node_labels: Some(&n1.labels),
         }];
-        let p = prepare("d", &web, Some(&anti), placed.iter().copied()).unwrap();
+        let p = read("d", &web, Some(&anti), placed.iter().copied())
+            .filter
+            .unwrap();
         assert_eq!(p.check(&n1), Err(Unfit::ExistingPodsAntiAffinity));
         assert_eq!(p.check(&n2), Ok(()));
         // Without terms of its own, the existing pod's term still keeps it away.
-        let p = prepare("d", &web, None, placed.iter().copied()).unwrap();
+        let p = read("d", &web, None, placed.iter().copied())
+            .filter
+            .unwrap();
         assert_eq!(p.check(&n1), Err(Unfit::ExistingPodsAntiAffinity));
         // Another namespace is not this term's business.
-        assert!(prepare("other", &web, None, placed.iter().copied()).is_none());
+        assert!(
+            read("other", &web, None, placed.iter().copied())
+                .filter
+                .is_none()
+        );
         // A pod the selector does not match goes anywhere.
-        assert!(prepare("d", &labels(&[("app", "db")]), None, placed.iter().copied()).is_none());
+        assert!(
+            read("d", &labels(&[("app", "db")]), None, placed.iter().copied())
+                .filter
+                .is_none()
+        );
         // The incoming pod's own anti-affinity alone (the placed pod has no terms).
         let placed = [Placed {
             terms: None,
             ..placed[0]
         }];
-        let p = prepare("d", &web, Some(&anti), placed.iter().copied()).unwrap();
+        let p = read("d", &web, Some(&anti), placed.iter().copied())
+            .filter
+            .unwrap();
         assert_eq!(p.check(&n1), Err(Unfit::PodAntiAffinity));
         assert_eq!(p.check(&n2), Ok(()));
     }
@@ -394,14 +403,20 @@ mod tests {
             terms: None,
             node_labels: Some(&n1.labels),
         }];
-        let p = prepare("d", &web, Some(&with_db), placed.iter().copied()).unwrap();
+        let p = read("d", &web, Some(&with_db), placed.iter().copied())
+            .filter
+            .unwrap();
         assert_eq!(p.check(&n2), Ok(()), "same zone as the db");
         assert_eq!(p.check(&n3), Err(Unfit::PodAffinity));
         // No db yet: a web pod waits...
-        let p = prepare("d", &web, Some(&with_db), std::iter::empty()).unwrap();
+        let p = read("d", &web, Some(&with_db), std::iter::empty())
+            .filter
+            .unwrap();
         assert_eq!(p.check(&n1), Err(Unfit::PodAffinity));
         // ...but a pod that matches its own terms may start the group anywhere.
-        let p = prepare("d", &db, Some(&with_db), std::iter::empty()).unwrap();
+        let p = read("d", &db, Some(&with_db), std::iter::empty())
+            .filter
+            .unwrap();
         assert_eq!(p.check(&n3), Ok(()));
     }
 
@@ -456,7 +471,9 @@ mod tests {
                 node_labels: Some(&n2.labels),
             },
         ];
-        let p = preferences("d", &web, Some(&prefers), placed.iter().copied()).unwrap();
+        let p = read("d", &web, Some(&prefers), placed.iter().copied())
+            .score
+            .unwrap();
         assert_eq!((p.raw(&n1), p.raw(&n2), p.raw(&n3)), (50, 30, 0));
         // A placed pod's preferred anti-affinity and required affinity count for the pod too.
         let placed_terms = terms(json!({
@@ -470,8 +487,8 @@ mod tests {
             terms: Some(&placed_terms),
             node_labels: Some(&n3.labels),
         }];
-        let p = preferences("d", &web, None, placed.iter().copied()).unwrap();
+        let p = read("d", &web, None, placed.iter().copied()).score.unwrap();
         assert_eq!((p.raw(&n1), p.raw(&n3)), (0, 1 - 7));
-        assert!(preferences("d", &web, None, std::iter::empty()).is_none());
+        assert!(read("d", &web, None, std::iter::empty()).score.is_none());
     }
 }

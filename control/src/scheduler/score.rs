@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn inter_pod_preferences_normalise_from_the_lowest_to_the_highest() {
-        use crate::scheduler::inter_pod::{Placed, preferences};
+        use crate::scheduler::inter_pod::{Placed, read};
         let nodes = vec![
             node("n1", json!({"zone": "a"}), json!([]), "4", "8Gi"),
             node("n2", json!({"zone": "b"}), json!([]), "4", "8Gi"),
@@ -306,12 +306,13 @@ mod tests {
             terms: None,
             node_labels: Some(zone_b),
         }];
-        let prefs = preferences(
+        let prefs = read(
             &p.namespace,
             &p.labels,
             p.pod_terms.as_deref(),
             placed.iter().copied(),
         )
+        .score
         .unwrap();
         let with = score(&p, &nodes, &[0, 1], Some(&prefs));
         let without = score(&p, &nodes, &[0, 1], None);

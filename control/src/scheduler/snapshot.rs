@@ -46,12 +46,6 @@ impl Placement {
             assumed: true,
         }
     }
-
-    fn has_anti_affinity(&self) -> bool {
-        self.terms
-            .as_ref()
-            .is_some_and(|t| !t.anti_affinity.is_empty())
-    }
 }
 
 /// What a node change means for pods waiting to be scheduled.
@@ -71,9 +65,7 @@ pub struct Snapshot {
     present: usize,
     pods: HashMap<PodKey, Placement>,
     runtime_classes: HashMap<String, String>,
-    /// Placed pods with required anti-affinity terms (which every decision must respect).
-    with_anti_affinity: usize,
-    /// Placed pods with any inter-pod terms (which every decision's score reads).
+    /// Placed pods with inter-pod terms (which every decision must read).
     with_terms: usize,
 }
 
@@ -237,11 +229,6 @@ impl Snapshot {
         self.with_terms > 0
     }
 
-    /// Whether any placed pod has required anti-affinity terms.
-    pub fn has_anti_affinity(&self) -> bool {
-        self.with_anti_affinity > 0
-    }
-
     /// Every placed pod with its node's labels, for the inter-pod affinity check.
     pub fn placed(&self) -> impl Iterator<Item = Placed<'_>> {
         self.pods.iter().map(|(key, p)| Placed {
@@ -255,9 +242,6 @@ impl Snapshot {
 
     fn insert(&mut self, key: PodKey, p: Placement) {
         self.nodes[p.node].add_pod(p.requests, p.non_zero, p.owner.as_deref());
-        if p.has_anti_affinity() {
-            self.with_anti_affinity += 1;
-        }
         if p.terms.is_some() {
             self.with_terms += 1;
         }
@@ -267,9 +251,6 @@ impl Snapshot {
     fn remove(&mut self, key: &str) {
         if let Some(p) = self.pods.remove(key) {
             self.nodes[p.node].remove_pod(p.requests, p.non_zero, p.owner.as_deref());
-            if p.has_anti_affinity() {
-                self.with_anti_affinity -= 1;
-            }
             if p.terms.is_some() {
                 self.with_terms -= 1;
             }
