@@ -156,6 +156,20 @@ impl Cluster {
         })
     }
 
+    /// The events of pod `pod` with `reason`, as `kubectl get events` prints them.
+    fn events(&self, pod: &str, reason: &str) -> String {
+        let selector = format!("involvedObject.name={pod},reason={reason}");
+        self.kubectl_ok(&["get", "events", "--field-selector", &selector])
+    }
+
+    /// Applies `manifest`, which must succeed without a kubectl warning that names `field`.
+    fn apply_without_warning(&self, manifest: &str, field: &str) {
+        let out = self.apply(manifest);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "apply failed: {stderr}");
+        assert!(!stderr.contains(field), "a warning about {field}: {stderr}");
+    }
+
     /// Pushes a sample `.wasm` to the cluster's registry as `reference`.
     fn push(&self, wasm: &Path, reference: &str) {
         push_wasm(&self.url, wasm, reference);
@@ -418,12 +432,7 @@ spec:
     // The ConfigMap is deleted: the files stay as they were and an event says why.
     c.kubectl_ok(&["delete", "configmap", "live"]);
     let events = wait_for("a FailedMount event", POD_TIMEOUT, || {
-        let out = c.kubectl_ok(&[
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=live,reason=FailedMount",
-        ]);
+        let out = c.events("live", "FailedMount");
         out.contains("FailedMount").then_some(out)
     });
     assert!(events.contains("configmap \"live\" not found"), "{events}");
@@ -440,17 +449,14 @@ spec:
 fn readiness_gates_hold_ready_until_the_conditions_others_set_are_true() {
     let c = Cluster::start((300, 2000));
     c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
-    let out = c.apply(&pod_manifest(
-        "gated",
-        "hello-http:v1",
-        "      ports:\n        - containerPort: 8080\n",
-        "  runtimeClassName: wasmtime\n  readinessGates:\n    - conditionType: example.com/lb\n",
-    ));
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("readinessGates"),
-        "no warning: {}",
-        String::from_utf8_lossy(&out.stderr)
+    c.apply_without_warning(
+        &pod_manifest(
+            "gated",
+            "hello-http:v1",
+            "      ports:\n        - containerPort: 8080\n",
+            "  runtimeClassName: wasmtime\n  readinessGates:\n    - conditionType: example.com/lb\n",
+        ),
+        "readinessGates",
     );
     let condition = |p: &Value, kind: &str| -> Value {
         p["status"]["conditions"]
@@ -515,17 +521,14 @@ fn a_pod_running_past_its_active_deadline_fails_and_stays() {
     let c = Cluster::start((300, 2000));
     c.push(&sample("hello-wasi/hello-wasi.wasm"), "hello-wasi:v1");
     // A command that never ends by itself, with two seconds to live.
-    let out = c.apply(&pod_manifest(
-        "bounded",
-        "hello-wasi:v1",
-        "      env: [{name: HELLO_REPEAT_MS, value: \"100\"}]\n",
-        "  activeDeadlineSeconds: 2\n",
-    ));
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("activeDeadlineSeconds"),
-        "no warning: {}",
-        String::from_utf8_lossy(&out.stderr)
+    c.apply_without_warning(
+        &pod_manifest(
+            "bounded",
+            "hello-wasi:v1",
+            "      env: [{name: HELLO_REPEAT_MS, value: \"100\"}]\n",
+            "  activeDeadlineSeconds: 2\n",
+        ),
+        "activeDeadlineSeconds",
     );
     c.wait_pod("bounded", "Running", |p| p["status"]["phase"] == "Running");
     // Failed at the deadline; its container stopped after the grace period.
@@ -539,12 +542,7 @@ fn a_pod_running_past_its_active_deadline_fails_and_stays() {
         pod["status"]["message"],
         "Pod was active on the node longer than the specified deadline"
     );
-    let events = c.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=bounded,reason=DeadlineExceeded",
-    ]);
+    let events = c.events("bounded", "DeadlineExceeded");
     assert!(
         events.contains("longer than the specified deadline"),
         "{events}"
@@ -566,30 +564,21 @@ fn lifecycle_hooks_run_and_their_failures_are_events_and_host_aliases_resolve() 
              preStop: {{httpGet: {{path: \"{pre_stop}\", port: 8080}}}}\n"
         )
     };
-    let events = |pod: &str, reason: &str| {
-        c.kubectl_ok(&[
-            "get",
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={pod},reason={reason}"),
-        ])
-    };
     // postStart succeeds: the pod runs. preStop answers 404: the pod still goes, with a
     // FailedPreStopHook event that shows the hook ran.
-    let out = c.apply(&pod_manifest(
-        "hooked",
-        "hello-http:v1",
-        &hooks("/", "/no-such-path"),
-        "  runtimeClassName: wasmtime\n",
-    ));
-    assert!(
-        out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("lifecycle"),
-        "{out:?}"
+    c.apply_without_warning(
+        &pod_manifest(
+            "hooked",
+            "hello-http:v1",
+            &hooks("/", "/no-such-path"),
+            "  runtimeClassName: wasmtime\n",
+        ),
+        "lifecycle",
     );
     let pod = c.wait_pod("hooked", "Running", |p| p["status"]["phase"] == "Running");
     assert_eq!(container_status(&pod)["restartCount"], 0);
     c.kubectl_ok(&["delete", "pod", "hooked", "--timeout=60s"]);
-    let got = events("hooked", "FailedPreStopHook");
+    let got = c.events("hooked", "FailedPreStopHook");
     assert!(
         got.contains("HTTP lifecycle hook (/no-such-path) for Container \"main\"")
             && got.contains("statuscode: 404"),
@@ -608,7 +597,7 @@ fn lifecycle_hooks_run_and_their_failures_are_events_and_host_aliases_resolve() 
         "restarted after its postStart hook failed",
         |p| container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 1,
     );
-    let got = events("badstart", "FailedPostStartHook");
+    let got = c.events("badstart", "FailedPostStartHook");
     assert!(
         got.contains("HTTP lifecycle hook (/no-such-path) for Container \"main\""),
         "{got}"
@@ -896,12 +885,7 @@ fn bad_input_leaves_pods_waiting_with_reasons_a_user_can_act_on() {
         msg,
         "MountVolume.SetUp failed: volume data: configmap \"later\" not found"
     );
-    let events = c.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=nomount,reason=FailedMount",
-    ]);
+    let events = c.events("nomount", "FailedMount");
     assert!(events.contains("configmap \"later\" not found"), "{events}");
     c.apply_ok(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: later\ndata:\n  hello.txt: here\n",
