@@ -488,35 +488,29 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
 
 #[test]
 fn the_cli_prints_one_line_and_exits_non_zero_on_bad_flags() {
-    let out = std::process::Command::new(crate::harness::flotilla_bin())
-        .args(["server", "--listen", "not-an-address"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // Runs `flotilla ARGS`, which must fail; its stderr.
+    let fails = |args: &[&str]| {
+        let out = std::process::Command::new(crate::harness::flotilla_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = fails(&["server", "--listen", "not-an-address"]);
     assert!(err.contains("--listen"), "{err}");
-    let out = std::process::Command::new(crate::harness::flotilla_bin())
-        .args(["server", "--wal-size", "100"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&["server", "--wal-size", "100"]);
     assert!(
         err.contains("--wal-size") && err.contains("too small"),
         "{err}"
     );
-    let out = std::process::Command::new(crate::harness::flotilla_bin())
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            "/proc/no-such/dir",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        "/proc/no-such/dir",
+    ]);
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("error: cannot create data dir"), "{err}");
 
@@ -525,14 +519,16 @@ fn the_cli_prints_one_line_and_exits_non_zero_on_bad_flags() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "not an image\n").unwrap();
-    let out = std::process::Command::new(crate::harness::flotilla_bin())
-        .args(["image", "push", "-q", "--registry", "127.0.0.1:9"])
-        .arg(&text)
-        .arg("notes:v1")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let text = text.to_str().unwrap();
+    let err = fails(&[
+        "image",
+        "push",
+        "-q",
+        "--registry",
+        "127.0.0.1:9",
+        text,
+        "notes:v1",
+    ]);
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(
         err.contains("neither a WebAssembly file nor an OCI image layout"),

@@ -246,10 +246,10 @@ mod tests {
         serde_json::from_value(spec).unwrap()
     }
 
-    fn resolve(c: &Container) -> Result<Vec<(String, String)>, ConfigError> {
-        let pod = pod();
-        let fields = PodFields {
-            pod: &pod,
+    /// The pod's fields on a test node (4 CPUs, 8 GiB, 10 GiB of ephemeral storage).
+    fn fields_of(pod: &Pod) -> PodFields<'_> {
+        PodFields {
+            pod,
             pod_ip: "127.1.0.7",
             host_ip: "127.0.0.1",
             node_name: "n1",
@@ -258,7 +258,12 @@ mod tests {
                 memory_bytes: 8 << 30,
                 ephemeral_storage_bytes: 10 << 30,
             },
-        };
+        }
+    }
+
+    fn resolve(c: &Container) -> Result<Vec<(String, String)>, ConfigError> {
+        let pod = pod();
+        let fields = fields_of(&pod);
         resolve_env(c, &sources(), &fields)
     }
 
@@ -280,17 +285,7 @@ mod tests {
                 {"name": "side"}]}
         }))
         .unwrap();
-        let fields = PodFields {
-            pod: &pod,
-            pod_ip: "127.1.0.7",
-            host_ip: "127.0.0.1",
-            node_name: "n1",
-            allocatable: Allocatable {
-                cpu_millis: 4000,
-                memory_bytes: 8 << 30,
-                ephemeral_storage_bytes: 10 << 30,
-            },
-        };
+        let fields = fields_of(&pod);
         let r = |name: &str, resource: &str, divisor: Option<&str>| {
             let mut from = json!({"resource": resource});
             if name != "c" {
@@ -455,17 +450,7 @@ mod tests {
             {"name": "URL", "value": "http://$(REDIS_PRIMARY_SERVICE_HOST):6379"},
             {"name": "REDIS_PRIMARY_SERVICE_PORT", "value": "1"}]}));
         let pod = pod();
-        let fields = PodFields {
-            pod: &pod,
-            pod_ip: "127.1.0.7",
-            host_ip: "127.0.0.1",
-            node_name: "n1",
-            allocatable: Allocatable {
-                cpu_millis: 4000,
-                memory_bytes: 8 << 30,
-                ephemeral_storage_bytes: 10 << 30,
-            },
-        };
+        let fields = fields_of(&pod);
         let out = resolve_env_over(env.clone(), &c, &sources(), &fields).unwrap();
         let get = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("URL").as_deref(), Some("http://127.2.0.9:6379"));

@@ -296,15 +296,26 @@ mod tests {
     use super::*;
     use crate::pod::state::Transition;
 
+    fn condition_of(status: &PodStatus, kind: &str) -> PodCondition {
+        let conditions = status.conditions.as_ref().unwrap();
+        conditions.iter().find(|c| c.type_ == kind).unwrap().clone()
+    }
+
     fn condition(status: &PodStatus, kind: &str) -> String {
-        let c = status
-            .conditions
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|c| c.type_ == kind)
-            .unwrap();
-        c.status.clone()
+        condition_of(status, kind).status
+    }
+
+    /// A pod of one app container, started at the epoch.
+    fn running_app() -> PodState {
+        let mut s = PodState::new(
+            RestartPolicy::Always,
+            vec![],
+            vec![ContainerRecord::new("app", "i")],
+            "127.0.0.1",
+        );
+        let at = Timestamp::UNIX_EPOCH;
+        s.containers[0].apply(Transition::Started { at }).unwrap();
+        s
     }
 
     #[test]
@@ -353,12 +364,7 @@ mod tests {
         s.refresh(later);
         let st = s.status();
         assert_eq!(condition(&st, "Ready"), "True");
-        let ready = st
-            .conditions
-            .unwrap()
-            .into_iter()
-            .find(|c| c.type_ == "Ready")
-            .unwrap();
+        let ready = condition_of(&st, "Ready");
         assert_eq!(
             ready.last_transition_time,
             Some(Time(later)),
@@ -374,12 +380,7 @@ mod tests {
             "status": {"conditions": [{"type": "example.com/db", "status": "False"}]}
         }))
         .unwrap();
-        let mut s = PodState::new(
-            RestartPolicy::Always,
-            vec![],
-            vec![ContainerRecord::new("app", "i")],
-            "127.0.0.1",
-        );
+        let mut s = running_app();
         s.readiness_gates = PodState::gates_of(&pod);
         assert_eq!(
             s.readiness_gates,
@@ -389,17 +390,11 @@ mod tests {
             ]
         );
         let at = Timestamp::UNIX_EPOCH;
-        s.containers[0].apply(Transition::Started { at }).unwrap();
         s.containers[0].ready = true;
         s.refresh(at);
         let st = s.status();
         assert_eq!(condition(&st, "ContainersReady"), "True");
-        let ready = st
-            .conditions
-            .unwrap()
-            .into_iter()
-            .find(|c| c.type_ == "Ready")
-            .unwrap();
+        let ready = condition_of(&st, "Ready");
         assert_eq!(ready.status, "False");
         assert_eq!(ready.reason.as_deref(), Some("ReadinessGatesNotReady"));
         assert_eq!(
@@ -419,14 +414,8 @@ mod tests {
 
     #[test]
     fn a_pod_past_its_deadline_is_failed_with_kubelets_reason() {
-        let mut s = PodState::new(
-            RestartPolicy::Always,
-            vec![],
-            vec![ContainerRecord::new("app", "i")],
-            "127.0.0.1",
-        );
+        let mut s = running_app();
         let at = Timestamp::UNIX_EPOCH;
-        s.containers[0].apply(Transition::Started { at }).unwrap();
         s.refresh(at);
         assert_eq!(s.status().phase.as_deref(), Some("Running"));
         assert!(s.status().reason.is_none());
