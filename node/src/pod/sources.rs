@@ -280,35 +280,34 @@ impl PodFields<'_> {
             ConfigError(format!("resourceFieldRef {resource}: invalid {what} {q:?}"))
         };
         let divisor = divisor.filter(|d| !d.is_empty() && *d != "0");
-        let (value, unit) = match name {
-            "cpu" => {
-                let value = match quantity {
-                    Some(q) => super::quantity::cpu_millis(q).ok_or_else(|| bad("quantity", q))?,
-                    None if kind == "limits" => self.allocatable.cpu_millis,
-                    None => 0,
-                };
-                let unit = match divisor {
-                    Some(d) => super::quantity::cpu_millis(d).ok_or_else(|| bad("divisor", d))?,
-                    None => 1000,
-                };
-                (value, unit)
-            }
-            "memory" | "ephemeral-storage" => {
-                let value = match quantity {
-                    Some(q) => {
-                        super::quantity::memory_bytes(q).ok_or_else(|| bad("quantity", q))?
-                    }
-                    None if kind == "limits" && name == "memory" => self.allocatable.memory_bytes,
-                    None if kind == "limits" => self.allocatable.ephemeral_storage_bytes,
-                    None => 0,
-                };
-                let unit = match divisor {
-                    Some(d) => super::quantity::memory_bytes(d).ok_or_else(|| bad("divisor", d))?,
-                    None => 1,
-                };
-                (value, unit)
-            }
+        // How the resource's quantities parse (to millicores or bytes), what an unset limit
+        // reads, and the unit when no divisor is given (one core, one byte).
+        let (parse, allocatable, one): (Parse, u64, u64) = match name {
+            "cpu" => (
+                super::quantity::cpu_millis,
+                self.allocatable.cpu_millis,
+                1000,
+            ),
+            "memory" => (
+                super::quantity::memory_bytes,
+                self.allocatable.memory_bytes,
+                1,
+            ),
+            "ephemeral-storage" => (
+                super::quantity::memory_bytes,
+                self.allocatable.ephemeral_storage_bytes,
+                1,
+            ),
             _ => return Err(unsupported()),
+        };
+        let value = match quantity {
+            Some(q) => parse(q).ok_or_else(|| bad("quantity", q))?,
+            None if kind == "limits" => allocatable,
+            None => 0,
+        };
+        let unit = match divisor {
+            Some(d) => parse(d).ok_or_else(|| bad("divisor", d))?,
+            None => one,
         };
         if unit == 0 {
             return Err(bad("divisor", divisor.unwrap_or_default()));
@@ -316,6 +315,9 @@ impl PodFields<'_> {
         Ok(value.div_ceil(unit).to_string())
     }
 }
+
+/// Parses a quantity into the unit the agent counts a resource in (millicores, bytes).
+type Parse = fn(&str) -> Option<u64>;
 
 /// `key="value"` lines, sorted, as the downward API writes labels and annotations.
 fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
