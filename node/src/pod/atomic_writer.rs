@@ -78,11 +78,7 @@ pub fn write(target: &Path, payload: &Payload) -> io::Result<bool> {
             continue;
         }
         // Whatever else holds the name (a file an older agent wrote in place) gives way.
-        match std::fs::symlink_metadata(&link) {
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&link)?,
-            Ok(_) => std::fs::remove_file(&link)?,
-            Err(_) => {}
-        }
+        remove_entry(&link)?;
         symlink(into_data, &link)?;
     }
     for entry in std::fs::read_dir(target)? {
@@ -92,11 +88,7 @@ pub fn write(target: &Path, payload: &Payload) -> io::Result<bool> {
             continue;
         }
         // A link of a key that is gone, or a file an older layout left.
-        if entry.file_type()?.is_dir() {
-            std::fs::remove_dir_all(entry.path())?;
-        } else {
-            std::fs::remove_file(entry.path())?;
-        }
+        remove_entry(&entry.path())?;
     }
     // Versions other than the current one (the previous, or one an interrupted write left).
     for entry in std::fs::read_dir(target)? {
@@ -111,6 +103,17 @@ pub fn write(target: &Path, payload: &Payload) -> io::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Removes whatever is at `path`: a directory with its contents, a file or a link (not its
+/// target); nothing there is fine.
+pub(crate) fn remove_entry(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Refuses a path that is absolute, climbs out, or starts with `..`.

@@ -387,11 +387,7 @@ fn snapshot(volume: &Path, source: &Path, copy: &Path) -> std::io::Result<()> {
             "it leads out of the volume",
         ));
     }
-    match std::fs::symlink_metadata(copy) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(copy)?,
-        Ok(_) => std::fs::remove_file(copy)?,
-        Err(_) => {}
-    }
+    atomic_writer::remove_entry(copy)?;
     if let Some(parent) = copy.parent() {
         std::fs::create_dir_all(parent)?;
     }
