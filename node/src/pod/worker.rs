@@ -681,21 +681,20 @@ async fn write_status(
             }
         };
         first = false;
-        let status = serde_json::to_value(shared.snapshot().status()).unwrap_or_default();
-        if last.as_ref() != Some(&status) {
-            // A strategic merge patch, as kubelet's: conditions merge by type, so those that
-            // others set (readiness gates, DisruptionTarget) stay. The lists of container
-            // statuses are replaced whole; a condition's reason and message, when it has none
-            // now, are deleted explicitly rather than left as they were.
-            let mut sent = status.clone();
-            for c in sent["conditions"].as_array_mut().into_iter().flatten() {
-                if let Some(c) = c.as_object_mut() {
-                    for key in ["reason", "message"] {
-                        c.entry(key).or_insert(serde_json::Value::Null);
-                    }
+        // Sent as a strategic merge patch, as kubelet's: conditions merge by type, so those that
+        // others set (readiness gates, DisruptionTarget) stay. The lists of container statuses
+        // are replaced whole; a condition's reason and message, when it has none now, are
+        // deleted explicitly (null) rather than left as they were.
+        let mut status = serde_json::to_value(shared.snapshot().status()).unwrap_or_default();
+        for c in status["conditions"].as_array_mut().into_iter().flatten() {
+            if let Some(c) = c.as_object_mut() {
+                for key in ["reason", "message"] {
+                    c.entry(key).or_insert(serde_json::Value::Null);
                 }
             }
-            let patch = json!({"status": sent});
+        }
+        if last.as_ref() != Some(&status) {
+            let patch = json!({"status": status});
             match api
                 .patch_status(
                     &pref.name,
