@@ -39,6 +39,8 @@ ROOTS = [
     ("v1", "ConfigMap", API + "core/v1", "ConfigMap"),
     ("v1", "Secret", API + "core/v1", "Secret"),
     ("v1", "Event", API + "core/v1", "Event"),
+    # client-go's events library and kube-rs's Recorder write events.k8s.io/v1 Events.
+    ("events.k8s.io/v1", "Event", API + "events/v1", "Event"),
     ("v1", "ServiceAccount", API + "core/v1", "ServiceAccount"),
     ("v1", "Binding", API + "core/v1", "Binding"),
     ("apps/v1", "Deployment", API + "apps/v1", "Deployment"),
@@ -73,6 +75,7 @@ ROOTS = [
     ("autoscaling/v2", "DeleteOptions", META, "DeleteOptions"),
     ("autoscaling/v1", "DeleteOptions", META, "DeleteOptions"),
     ("policy/v1", "DeleteOptions", META, "DeleteOptions"),
+    ("events.k8s.io/v1", "DeleteOptions", META, "DeleteOptions"),
 ]
 
 # Go types with their own JSON form, decoded by hand-written code.

@@ -4,6 +4,7 @@ mod harness;
 
 mod api_bad_input;
 mod api_durability;
+mod api_events_v1;
 mod api_kubectl;
 mod api_metrics;
 mod api_server_side_apply;

@@ -457,7 +457,7 @@ impl Api {
     }
 
     /// Checks `apiVersion`/`kind` (filling them when absent) and the namespace of a body.
-    fn check_body(res: &ResourceInfo, ns: Option<&str>, obj: &mut Value) -> ApiResult<()> {
+    pub fn check_body(res: &ResourceInfo, ns: Option<&str>, obj: &mut Value) -> ApiResult<()> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request must be a JSON object",
@@ -519,6 +519,14 @@ impl Api {
                 res.kind, res.version, res.kind
             ))
         })?;
+        let mut warnings = Self::unknown_fields(&unknown, opts)?;
+        warnings.extend(strategy::warnings(res, &normal));
+        Ok((normal, warnings))
+    }
+
+    /// Applies `fieldValidation` to the paths of a body's unknown fields: an error under
+    /// `Strict`, warnings for the client under `Warn`, nothing under `Ignore`.
+    pub fn unknown_fields(unknown: &[String], opts: &WriteOptions) -> ApiResult<Vec<String>> {
         let warnings: Vec<String> = unknown
             .iter()
             .map(|f| format!("unknown field \"{f}\""))
@@ -535,14 +543,8 @@ impl Api {
                     .collect();
                 Err(err)
             }
-            validation => {
-                let mut warnings = match validation {
-                    FieldValidation::Warn => warnings,
-                    _ => Vec::new(),
-                };
-                warnings.extend(strategy::warnings(res, &normal));
-                Ok((normal, warnings))
-            }
+            FieldValidation::Warn => Ok(warnings),
+            _ => Ok(Vec::new()),
         }
     }
 

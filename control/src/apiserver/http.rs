@@ -26,7 +26,7 @@ use super::patch::PatchType;
 use super::resources::{self, ResourceInfo, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
 use super::table::{self, IncludeObject, TableOptions};
-use super::{discovery, node_proxy, openapi, pod_proxy, resource_metrics, self_review};
+use super::{discovery, events_v1, node_proxy, openapi, pod_proxy, resource_metrics, self_review};
 
 /// The Kubernetes version this server presents itself as (the `k8s-openapi` API level).
 pub const KUBERNETES_MINOR: &str = "33";
@@ -341,7 +341,7 @@ fn list_params(res: &ResourceInfo, q: &HashMap<String, String>) -> ApiResult<Lis
     };
     let field_selector = match q.get("fieldSelector").filter(|s| !s.is_empty()) {
         Some(s) => Some(
-            FieldSelector::parse(res.kind, s).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            FieldSelector::parse_for(res, s).map_err(|e| ApiError::bad_request(e.to_string()))?,
         ),
         None => None,
     };
@@ -491,45 +491,17 @@ async fn handle(
     let ns = t.ns.as_deref();
     let sub = t.sub.as_deref();
     let wants_watch = t.watch_path || q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    if events_v1::is_view(res) {
+        return handle_events_v1(state, method, &t, &q, wants_watch, headers, body).await;
+    }
     match (method.clone(), t.name.as_deref(), sub) {
-        (Method::GET, None, None) if wants_watch => watch(state, res, ns, None, &q, headers).await,
+        (Method::GET, None, None) if wants_watch => {
+            watch(state, res, res, ns, None, &q, headers).await
+        }
         (Method::GET, Some(name), None) if wants_watch => {
-            watch(state, res, ns, Some(name), &q, headers).await
+            watch(state, res, res, ns, Some(name), &q, headers).await
         }
-        (Method::GET, None, None) => {
-            let params = list_params(res, &q)?;
-            let wanted = list_resource_version(&q)?;
-            if let Some((rv, _)) = wanted {
-                wait_for_revision(api, rv).await?;
-            }
-            let (items, rev, next) = api.list(res, ns, &params).await?;
-            if let Some((rv, Some(RvMatch::Exact))) = wanted
-                && rv != rev
-            {
-                // The store keeps no snapshots of older revisions to list from.
-                return Err(ApiError::expired(format!(
-                    "too old resource version: {rv} ({rev})"
-                )));
-            }
-            if let Some(opts) = table_options(headers, &q) {
-                let mut t = table::table(res, &items, &opts, chrono::Utc::now());
-                t["metadata"]["resourceVersion"] = json!(rev.to_string());
-                if let Some(c) = next {
-                    t["metadata"]["continue"] = json!(c);
-                }
-                return Ok(json_response(StatusCode::OK, &t));
-            }
-            let mut list = json!({
-                "kind": res.list_kind(),
-                "apiVersion": res.api_version(),
-                "metadata": {"resourceVersion": rev.to_string()},
-                "items": items,
-            });
-            if let Some(c) = next {
-                list["metadata"]["continue"] = json!(c);
-            }
-            Ok(json_response(StatusCode::OK, &list))
-        }
+        (Method::GET, None, None) => list(api, res, res, ns, &q, headers).await,
         (Method::GET, Some(name), None | Some("status")) => {
             let entry = api.get_entry(res, ns, name).await?;
             Ok(if table_options(headers, &q).is_some() {
@@ -689,6 +661,157 @@ async fn handle(
             "{} {}",
             method,
             uri.path()
+        ))),
+    }
+}
+
+/// A list of `view`'s objects (stored as `res`'s: the same resource but for
+/// [`events_v1`]), as JSON or as a table.
+async fn list(
+    api: &Api,
+    res: &'static ResourceInfo,
+    view: &'static ResourceInfo,
+    ns: Option<&str>,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let params = list_params(view, q)?;
+    let wanted = list_resource_version(q)?;
+    if let Some((rv, _)) = wanted {
+        wait_for_revision(api, rv).await?;
+    }
+    let (items, rev, next) = api.list(res, ns, &params).await?;
+    if let Some((rv, Some(RvMatch::Exact))) = wanted
+        && rv != rev
+    {
+        // The store keeps no snapshots of older revisions to list from.
+        return Err(ApiError::expired(format!(
+            "too old resource version: {rv} ({rev})"
+        )));
+    }
+    if let Some(opts) = table_options(headers, q) {
+        let mut t = table::table(res, &items, &opts, chrono::Utc::now());
+        t["metadata"]["resourceVersion"] = json!(rev.to_string());
+        if let Some(c) = next {
+            t["metadata"]["continue"] = json!(c);
+        }
+        return Ok(json_response(StatusCode::OK, &t));
+    }
+    let items = in_view(view, items)?;
+    let mut list = json!({
+        "kind": view.list_kind(),
+        "apiVersion": view.api_version(),
+        "metadata": {"resourceVersion": rev.to_string()},
+        "items": items,
+    });
+    if let Some(c) = next {
+        list["metadata"]["continue"] = json!(c);
+    }
+    Ok(json_response(StatusCode::OK, &list))
+}
+
+/// Stored objects as `view` serves them.
+fn in_view(view: &ResourceInfo, items: Vec<Value>) -> ApiResult<Vec<Value>> {
+    if events_v1::is_view(view) {
+        items.into_iter().map(events_v1::served).collect()
+    } else {
+        Ok(items)
+    }
+}
+
+/// A request for `events.k8s.io/v1` Events, answered from the `core/v1` Events they are
+/// stored as (see [`events_v1`]). Server-side apply is the one write it refuses.
+async fn handle_events_v1(
+    state: &HttpState,
+    method: &Method,
+    t: &Target,
+    q: &HashMap<String, String>,
+    wants_watch: bool,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let api = &state.api;
+    let view = t.res;
+    let res = events_v1::storage();
+    let ns = t.ns.as_deref();
+    match (method.clone(), t.name.as_deref()) {
+        (Method::GET, name) if wants_watch => watch(state, res, view, ns, name, q, headers).await,
+        (Method::GET, None) => list(api, res, view, ns, q, headers).await,
+        (Method::GET, Some(name)) => {
+            let entry = api
+                .get_entry(res, ns, name)
+                .await
+                .map_err(events_v1::relabel)?;
+            Ok(if table_options(headers, q).is_some() {
+                object_response(StatusCode::OK, res, objects::from_entry(&entry), headers, q)
+            } else {
+                let json = events_v1::served_bytes(&entry.value, entry.mod_revision)?;
+                json_bytes_response(StatusCode::OK, json)
+            })
+        }
+        (Method::POST, None) => {
+            let bytes = read_body(api, body).await?;
+            let obj = decode_object(headers, &bytes)?;
+            let (created, warnings) =
+                events_v1::create(api, ns, obj, &write_options(q, headers)?).await?;
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &created),
+                &warnings,
+            ))
+        }
+        (Method::PUT | Method::PATCH, Some(name)) => {
+            let bytes = read_body(api, body).await?;
+            let change = if method == Method::PUT {
+                events_v1::Change::Replace(decode_object(headers, &bytes)?)
+            } else {
+                let ct = content_type(headers);
+                if ct == APPLY_PATCH {
+                    return Err(ApiError::unsupported_media_type(
+                        "application/apply-patch+yaml on events.k8s.io/v1 Events (create them, or patch them with a merge patch)",
+                    ));
+                }
+                let ty = PatchType::from_content_type(&ct)
+                    .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
+                events_v1::Change::Patch(ty, &bytes)
+            };
+            let (changed, warnings) =
+                events_v1::change(api, ns, name, change, &write_options(q, headers)?).await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &changed),
+                &warnings,
+            ))
+        }
+        (Method::DELETE, Some(name)) => {
+            let opts = delete_options(api, q, headers, body).await?;
+            let deleted = api
+                .delete(res, ns, name, &opts)
+                .await
+                .map_err(events_v1::relabel)?;
+            let code = if deleted.gone {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            let object = if deleted.object["kind"] == "Event" {
+                events_v1::served(deleted.object)?
+            } else {
+                deleted.object
+            };
+            Ok(json_response(code, &object))
+        }
+        (Method::DELETE, None) => {
+            let params = list_params(view, q)?;
+            let opts = delete_options(api, q, headers, body).await?;
+            let (items, rev) = api.delete_collection(res, ns, &params, &opts).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": view.list_kind(), "apiVersion": view.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": in_view(view, items)?}),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed(&format!(
+            "{} {}",
+            method,
+            view.plural_qualified()
         ))),
     }
 }
@@ -860,16 +983,19 @@ fn parse_rv(q: &HashMap<String, String>) -> ApiResult<Option<Revision>> {
     }
 }
 
+/// A watch of `view`'s objects, stored as `res`'s (the same resource but for [`events_v1`]).
+#[allow(clippy::too_many_arguments)]
 async fn watch(
     state: &HttpState,
     res: &'static ResourceInfo,
+    view: &'static ResourceInfo,
     ns: Option<&str>,
     name: Option<&str>,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let api = state.api.clone();
-    let mut params = list_params(res, q)?;
+    let mut params = list_params(view, q)?;
     if let Some(name) = name {
         // A watch on one object is a watch with a name field selector.
         params.field_selector = Some(
@@ -877,6 +1003,7 @@ async fn watch(
                 .map_err(|e| ApiError::bad_request(e.to_string()))?,
         );
     }
+    let converted = events_v1::is_view(view);
     let from = parse_rv(q)?;
     let send_initial = q.get("sendInitialEvents").is_some_and(|v| v == "true") || from.is_none();
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
@@ -900,6 +1027,11 @@ async fn watch(
                 },
             )
             .await?;
+        let items = if table_opts.is_some() {
+            items
+        } else {
+            in_view(view, items)?
+        };
         (items, rev)
     } else {
         (
@@ -954,7 +1086,7 @@ async fn watch(
             }
             watch_event(
                 "BOOKMARK",
-                json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": meta}),
+                json!({"kind": view.kind, "apiVersion": view.api_version(), "metadata": meta}),
             )
         };
         if initial_end_bookmark && tx.send(Ok(bookmark(start, true))).await.is_err() {
@@ -1007,6 +1139,11 @@ async fn watch(
                     ty,
                     render(objects::from_bytes(&event.value, event.revision)),
                 )
+            } else if converted {
+                match events_v1::served_bytes(&event.value, event.revision) {
+                    Ok(json) => raw_watch_event(ty, &json),
+                    Err(e) => watch_event("ERROR", e.to_status()),
+                }
             } else {
                 raw_watch_event(ty, &objects::served_json(&event.value, event.revision))
             };

@@ -33,6 +33,7 @@ pub mod apply;
 pub mod decoded_pods;
 pub mod discovery;
 pub mod error;
+pub mod events_v1;
 #[cfg(test)]
 pub(crate) mod fake_agent;
 pub mod http;

@@ -31,8 +31,9 @@ use std::sync::OnceLock;
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling_v2,
     batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, networking::v1 as networking, node::v1 as node,
-    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
+    node::v1 as node, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
+    storage::v1 as storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
@@ -93,6 +94,7 @@ static KINDS: &[(&str, &str, &str, Register)] = &[
     ("batch", "v1", "Job", reg::<batch::Job>),
     ("coordination.k8s.io", "v1", "Lease", reg::<coordination::Lease>),
     ("discovery.k8s.io", "v1", "EndpointSlice", reg::<discovery::EndpointSlice>),
+    ("events.k8s.io", "v1", "Event", reg::<events::Event>),
     ("networking.k8s.io", "v1", "Ingress", reg::<networking::Ingress>),
     ("networking.k8s.io", "v1", "IngressClass", reg::<networking::IngressClass>),
     ("networking.k8s.io", "v1", "NetworkPolicy", reg::<networking::NetworkPolicy>),

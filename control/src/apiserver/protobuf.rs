@@ -1000,6 +1000,36 @@ mod tests {
     }
 
     #[test]
+    fn an_events_k8s_io_event_decodes_as_client_go_writes_it() {
+        let raw = [
+            bytes(1, &[text(1, "web.1"), text(3, "default")].concat()),
+            bytes(2, &timestamp(1_704_164_645, 123_000)),
+            bytes(
+                3,
+                &[varint(1, 2), bytes(2, &timestamp(1_704_164_646, 0))].concat(),
+            ),
+            text(4, "example.com/operator"),
+            text(5, "operator-0"),
+            text(6, "Reconcile"),
+            text(7, "Reconciled"),
+            bytes(8, &[text(1, "Deployment"), text(3, "web")].concat()),
+            text(10, "configured web"),
+            text(11, "Normal"),
+        ]
+        .concat();
+        let event = decode(&body_with("events.k8s.io/v1", "Event", &raw, None)).unwrap();
+        assert_eq!(event["apiVersion"], json!("events.k8s.io/v1"));
+        assert_eq!(event["eventTime"], json!("2024-01-02T03:04:05.000123Z"));
+        assert_eq!(event["series"]["count"], json!(2));
+        assert_eq!(event["reportingController"], json!("example.com/operator"));
+        assert_eq!(event["regarding"]["name"], json!("web"));
+        assert_eq!(event["note"], json!("configured web"));
+        assert_eq!(event["deprecatedSource"], json!({}));
+        let typed: k8s_openapi::api::events::v1::Event = serde_json::from_value(event).unwrap();
+        assert!(crate::apiserver::events_v1::validate_create(&typed).is_empty());
+    }
+
+    #[test]
     fn wrong_wire_types_name_the_message_and_field() {
         let raw = bytes(2, &varint(2, 7));
         let err = decode(&body_with("v1", "Pod", &raw, None)).unwrap_err();

@@ -321,6 +321,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         ["all"],
         [Status]
     ),
+    res!(
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        "event",
+        true,
+        ["ev"],
+        [],
+        []
+    ),
 ];
 
 /// Looks a resource up by group, version and plural (or singular/short name).

@@ -15,6 +15,8 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
 use serde_json::Value;
 
+use super::resources::ResourceInfo;
+
 /// Why a selector was rejected. The REST handler answers 400 Bad Request for all of them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectorError {
@@ -703,6 +705,40 @@ const EVENT_FIELDS: &[SelectableField] = &[
     field("type", &[&["type"]], ""),
 ];
 
+/// The fields of `events.k8s.io/v1` Events, under their names in that version, read from the
+/// `core/v1` Events they are stored as (kube-apiserver's field label conversion for the group).
+const EVENT_V1_FIELDS: &[SelectableField] = &[
+    field("regarding.kind", &[&["involvedObject", "kind"]], ""),
+    field(
+        "regarding.namespace",
+        &[&["involvedObject", "namespace"]],
+        "",
+    ),
+    field("regarding.name", &[&["involvedObject", "name"]], ""),
+    field("regarding.uid", &[&["involvedObject", "uid"]], ""),
+    field(
+        "regarding.apiVersion",
+        &[&["involvedObject", "apiVersion"]],
+        "",
+    ),
+    field(
+        "regarding.resourceVersion",
+        &[&["involvedObject", "resourceVersion"]],
+        "",
+    ),
+    field(
+        "regarding.fieldPath",
+        &[&["involvedObject", "fieldPath"]],
+        "",
+    ),
+    field("reason", &[&["reason"]], ""),
+    field("reportingController", &[&["reportingComponent"]], ""),
+    field("type", &[&["type"]], ""),
+];
+
+/// The key of [`EVENT_V1_FIELDS`] in [`kind_fields`].
+const EVENT_V1_KIND: &str = "events.k8s.io/Event";
+
 const SECRET_FIELDS: &[SelectableField] = &[field("type", &[&["type"]], "")];
 
 const NODE_FIELDS: &[SelectableField] = &[field(
@@ -725,6 +761,7 @@ fn kind_fields(kind: &str) -> &'static [SelectableField] {
     match kind {
         "Pod" => POD_FIELDS,
         "Event" => EVENT_FIELDS,
+        EVENT_V1_KIND => EVENT_V1_FIELDS,
         "Secret" => SECRET_FIELDS,
         "Node" => NODE_FIELDS,
         "Namespace" => NAMESPACE_FIELDS,
@@ -789,6 +826,16 @@ impl FieldSelector {
         }
         requirements.sort_by_cached_key(FieldRequirement::to_string);
         Ok(FieldSelector { requirements })
+    }
+
+    /// [`FieldSelector::parse`] for the objects of `res`: `events.k8s.io/v1` Events select on
+    /// that version's field names (`regarding.name`, `reportingController`).
+    pub fn parse_for(res: &ResourceInfo, s: &str) -> Result<FieldSelector, SelectorError> {
+        if super::events_v1::is_view(res) {
+            Self::parse(EVENT_V1_KIND, s)
+        } else {
+            Self::parse(res.kind, s)
+        }
     }
 
     /// Whether every term holds for `obj`. A missing field compares as its Go zero value: `""`

@@ -53,6 +53,17 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
     Ok((normal, unknown))
 }
 
+/// Decodes `obj` as the `k8s-openapi` type `T`, with the paths of the fields `T` does not know
+/// (as [`decode`] names them).
+pub fn decode_typed<T: serde::de::DeserializeOwned>(
+    obj: Value,
+) -> Result<(T, Vec<String>), String> {
+    let mut unknown = Vec::new();
+    let typed: T = serde_ignored::deserialize(obj, |path| unknown.push(field_path(&path)))
+        .map_err(|e| e.to_string())?;
+    Ok((typed, unknown))
+}
+
 /// A skipped field's path as Kubernetes writes it: keys joined by `.`, indexes in brackets.
 fn field_path(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apiserver::api::{Api, DeleteOptions, ListParams, Propagation, WriteOptions};
 use crate::apiserver::error::ApiResult;
-use crate::apiserver::objects;
 use crate::apiserver::resources::{self, RESOURCES, ResourceInfo};
+use crate::apiserver::{events_v1, objects};
 
 fn namespaces() -> &'static ResourceInfo {
     resources::find("", "v1", "namespaces").expect("namespaces served")
@@ -35,7 +35,11 @@ pub async fn reconcile(api: &Api, ns: &Value) -> ApiResult<Action> {
         return Ok(Action::Done);
     }
     let mut remaining = 0usize;
-    for res in RESOURCES.iter().filter(|r| r.namespaced) {
+    // A view of another resource's objects (events.k8s.io/v1 Events) holds none of its own.
+    for res in RESOURCES
+        .iter()
+        .filter(|r| r.namespaced && !events_v1::is_view(r))
+    {
         let (items, _, _) = api.list(res, Some(&name), &ListParams::default()).await?;
         remaining += items.len();
         for item in items.iter().filter(|i| !objects::is_deleting(i)) {

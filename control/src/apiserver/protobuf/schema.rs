@@ -16,33 +16,35 @@ pub(super) static KINDS: &[KindDef] = &[
     k("v1", "ConfigMap", 159),
     k("v1", "Secret", 160),
     k("v1", "Event", 161),
-    k("v1", "ServiceAccount", 164),
-    k("v1", "Binding", 165),
-    k("apps/v1", "Deployment", 166),
-    k("apps/v1", "ReplicaSet", 173),
-    k("apps/v1", "DaemonSet", 177),
-    k("batch/v1", "Job", 183),
-    k("batch/v1", "CronJob", 194),
-    k("discovery.k8s.io/v1", "EndpointSlice", 198),
-    k("node.k8s.io/v1", "RuntimeClass", 204),
-    k("coordination.k8s.io/v1", "Lease", 207),
-    k("autoscaling/v2", "HorizontalPodAutoscaler", 209),
-    k("autoscaling/v1", "HorizontalPodAutoscaler", 232),
-    k("autoscaling/v1", "Scale", 236),
-    k("policy/v1", "Eviction", 239),
-    k("authorization.k8s.io/v1", "SelfSubjectAccessReview", 242),
-    k("authorization.k8s.io/v1", "SelfSubjectRulesReview", 250),
-    k("authentication.k8s.io/v1", "SelfSubjectReview", 255),
-    k("v1", "DeleteOptions", 240),
-    k("meta.k8s.io/v1", "DeleteOptions", 240),
-    k("apps/v1", "DeleteOptions", 240),
-    k("batch/v1", "DeleteOptions", 240),
-    k("discovery.k8s.io/v1", "DeleteOptions", 240),
-    k("node.k8s.io/v1", "DeleteOptions", 240),
-    k("coordination.k8s.io/v1", "DeleteOptions", 240),
-    k("autoscaling/v2", "DeleteOptions", 240),
-    k("autoscaling/v1", "DeleteOptions", 240),
-    k("policy/v1", "DeleteOptions", 240),
+    k("events.k8s.io/v1", "Event", 164),
+    k("v1", "ServiceAccount", 166),
+    k("v1", "Binding", 167),
+    k("apps/v1", "Deployment", 168),
+    k("apps/v1", "ReplicaSet", 175),
+    k("apps/v1", "DaemonSet", 179),
+    k("batch/v1", "Job", 185),
+    k("batch/v1", "CronJob", 196),
+    k("discovery.k8s.io/v1", "EndpointSlice", 200),
+    k("node.k8s.io/v1", "RuntimeClass", 206),
+    k("coordination.k8s.io/v1", "Lease", 209),
+    k("autoscaling/v2", "HorizontalPodAutoscaler", 211),
+    k("autoscaling/v1", "HorizontalPodAutoscaler", 234),
+    k("autoscaling/v1", "Scale", 238),
+    k("policy/v1", "Eviction", 241),
+    k("authorization.k8s.io/v1", "SelfSubjectAccessReview", 244),
+    k("authorization.k8s.io/v1", "SelfSubjectRulesReview", 252),
+    k("authentication.k8s.io/v1", "SelfSubjectReview", 257),
+    k("v1", "DeleteOptions", 242),
+    k("meta.k8s.io/v1", "DeleteOptions", 242),
+    k("apps/v1", "DeleteOptions", 242),
+    k("batch/v1", "DeleteOptions", 242),
+    k("discovery.k8s.io/v1", "DeleteOptions", 242),
+    k("node.k8s.io/v1", "DeleteOptions", 242),
+    k("coordination.k8s.io/v1", "DeleteOptions", 242),
+    k("autoscaling/v2", "DeleteOptions", 242),
+    k("autoscaling/v1", "DeleteOptions", 242),
+    k("policy/v1", "DeleteOptions", 242),
+    k("events.k8s.io/v1", "DeleteOptions", 242),
 ];
 
 /// Every message reachable from [`KINDS`], indexed by `Type::Message`.
@@ -1275,50 +1277,73 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(2, "lastObservedTime", Value, true, MicroTime),
     ]),
     // 164
+    m("events/v1.Event", &[
+        f(1, "metadata", Value, false, Message(1)),
+        f(2, "eventTime", Value, false, MicroTime),
+        f(3, "series", Pointer, true, Message(165)),
+        f(4, "reportingController", Value, true, String),
+        f(5, "reportingInstance", Value, true, String),
+        f(6, "action", Value, true, String),
+        f(7, "reason", Value, true, String),
+        f(8, "regarding", Value, true, Message(157)),
+        f(9, "related", Pointer, true, Message(157)),
+        f(10, "note", Value, true, String),
+        f(11, "type", Value, true, String),
+        f(12, "deprecatedSource", Value, true, Message(162)),
+        f(13, "deprecatedFirstTimestamp", Value, true, Time),
+        f(14, "deprecatedLastTimestamp", Value, true, Time),
+        f(15, "deprecatedCount", Value, true, Int32),
+    ]),
+    // 165
+    m("events/v1.EventSeries", &[
+        f(1, "count", Value, false, Int32),
+        f(2, "lastObservedTime", Value, false, MicroTime),
+    ]),
+    // 166
     m("core/v1.ServiceAccount", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "secrets", Slice, true, Message(157)),
         f(3, "imagePullSecrets", Slice, true, Message(20)),
         f(4, "automountServiceAccountToken", Pointer, true, Bool),
     ]),
-    // 165
+    // 167
     m("core/v1.Binding", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "target", Value, false, Message(157)),
     ]),
-    // 166
+    // 168
     m("apps/v1.Deployment", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(167)),
-        f(3, "status", Value, true, Message(171)),
+        f(2, "spec", Value, true, Message(169)),
+        f(3, "status", Value, true, Message(173)),
     ]),
-    // 167
+    // 169
     m("apps/v1.DeploymentSpec", &[
         f(1, "replicas", Pointer, true, Int32),
         f(2, "selector", Pointer, false, Message(46)),
-        f(3, "template", Value, false, Message(168)),
-        f(4, "strategy", Value, true, Message(169)),
+        f(3, "template", Value, false, Message(170)),
+        f(4, "strategy", Value, true, Message(171)),
         f(5, "minReadySeconds", Value, true, Int32),
         f(6, "revisionHistoryLimit", Pointer, true, Int32),
         f(7, "paused", Value, true, Bool),
         f(9, "progressDeadlineSeconds", Pointer, true, Int32),
     ]),
-    // 168
+    // 170
     m("core/v1.PodTemplateSpec", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, true, Message(8)),
     ]),
-    // 169
+    // 171
     m("apps/v1.DeploymentStrategy", &[
         f(1, "type", Value, true, String),
-        f(2, "rollingUpdate", Pointer, true, Message(170)),
+        f(2, "rollingUpdate", Pointer, true, Message(172)),
     ]),
-    // 170
+    // 172
     m("apps/v1.RollingUpdateDeployment", &[
         f(1, "maxUnavailable", Pointer, true, IntOrString),
         f(2, "maxSurge", Pointer, true, IntOrString),
     ]),
-    // 171
+    // 173
     m("apps/v1.DeploymentStatus", &[
         f(1, "observedGeneration", Value, true, Int64),
         f(2, "replicas", Value, true, Int32),
@@ -1326,10 +1351,10 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(7, "readyReplicas", Value, true, Int32),
         f(4, "availableReplicas", Value, true, Int32),
         f(5, "unavailableReplicas", Value, true, Int32),
-        f(6, "conditions", Slice, true, Message(172)),
+        f(6, "conditions", Slice, true, Message(174)),
         f(8, "collisionCount", Pointer, true, Int32),
     ]),
-    // 172
+    // 174
     m("apps/v1.DeploymentCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
@@ -1338,29 +1363,29 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "reason", Value, true, String),
         f(5, "message", Value, true, String),
     ]),
-    // 173
+    // 175
     m("apps/v1.ReplicaSet", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(174)),
-        f(3, "status", Value, true, Message(175)),
+        f(2, "spec", Value, true, Message(176)),
+        f(3, "status", Value, true, Message(177)),
     ]),
-    // 174
+    // 176
     m("apps/v1.ReplicaSetSpec", &[
         f(1, "replicas", Pointer, true, Int32),
         f(4, "minReadySeconds", Value, true, Int32),
         f(2, "selector", Pointer, false, Message(46)),
-        f(3, "template", Value, true, Message(168)),
+        f(3, "template", Value, true, Message(170)),
     ]),
-    // 175
+    // 177
     m("apps/v1.ReplicaSetStatus", &[
         f(1, "replicas", Value, false, Int32),
         f(2, "fullyLabeledReplicas", Value, true, Int32),
         f(4, "readyReplicas", Value, true, Int32),
         f(5, "availableReplicas", Value, true, Int32),
         f(3, "observedGeneration", Value, true, Int64),
-        f(6, "conditions", Slice, true, Message(176)),
+        f(6, "conditions", Slice, true, Message(178)),
     ]),
-    // 176
+    // 178
     m("apps/v1.ReplicaSetCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
@@ -1368,31 +1393,31 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "reason", Value, true, String),
         f(5, "message", Value, true, String),
     ]),
-    // 177
+    // 179
     m("apps/v1.DaemonSet", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(178)),
-        f(3, "status", Value, true, Message(181)),
+        f(2, "spec", Value, true, Message(180)),
+        f(3, "status", Value, true, Message(183)),
     ]),
-    // 178
+    // 180
     m("apps/v1.DaemonSetSpec", &[
         f(1, "selector", Pointer, false, Message(46)),
-        f(2, "template", Value, false, Message(168)),
-        f(3, "updateStrategy", Value, true, Message(179)),
+        f(2, "template", Value, false, Message(170)),
+        f(3, "updateStrategy", Value, true, Message(181)),
         f(4, "minReadySeconds", Value, true, Int32),
         f(6, "revisionHistoryLimit", Pointer, true, Int32),
     ]),
-    // 179
+    // 181
     m("apps/v1.DaemonSetUpdateStrategy", &[
         f(1, "type", Value, true, String),
-        f(2, "rollingUpdate", Pointer, true, Message(180)),
+        f(2, "rollingUpdate", Pointer, true, Message(182)),
     ]),
-    // 180
+    // 182
     m("apps/v1.RollingUpdateDaemonSet", &[
         f(1, "maxUnavailable", Pointer, true, IntOrString),
         f(2, "maxSurge", Pointer, true, IntOrString),
     ]),
-    // 181
+    // 183
     m("apps/v1.DaemonSetStatus", &[
         f(1, "currentNumberScheduled", Value, false, Int32),
         f(2, "numberMisscheduled", Value, false, Int32),
@@ -1403,9 +1428,9 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(7, "numberAvailable", Value, true, Int32),
         f(8, "numberUnavailable", Value, true, Int32),
         f(9, "collisionCount", Pointer, true, Int32),
-        f(10, "conditions", Slice, true, Message(182)),
+        f(10, "conditions", Slice, true, Message(184)),
     ]),
-    // 182
+    // 184
     m("apps/v1.DaemonSetCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
@@ -1413,64 +1438,64 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "reason", Value, true, String),
         f(5, "message", Value, true, String),
     ]),
-    // 183
+    // 185
     m("batch/v1.Job", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(184)),
-        f(3, "status", Value, true, Message(191)),
+        f(2, "spec", Value, true, Message(186)),
+        f(3, "status", Value, true, Message(193)),
     ]),
-    // 184
+    // 186
     m("batch/v1.JobSpec", &[
         f(1, "parallelism", Pointer, true, Int32),
         f(2, "completions", Pointer, true, Int32),
         f(3, "activeDeadlineSeconds", Pointer, true, Int64),
-        f(11, "podFailurePolicy", Pointer, true, Message(185)),
-        f(16, "successPolicy", Pointer, true, Message(189)),
+        f(11, "podFailurePolicy", Pointer, true, Message(187)),
+        f(16, "successPolicy", Pointer, true, Message(191)),
         f(7, "backoffLimit", Pointer, true, Int32),
         f(12, "backoffLimitPerIndex", Pointer, true, Int32),
         f(13, "maxFailedIndexes", Pointer, true, Int32),
         f(4, "selector", Pointer, true, Message(46)),
         f(5, "manualSelector", Pointer, true, Bool),
-        f(6, "template", Value, false, Message(168)),
+        f(6, "template", Value, false, Message(170)),
         f(8, "ttlSecondsAfterFinished", Pointer, true, Int32),
         f(9, "completionMode", Pointer, true, String),
         f(10, "suspend", Pointer, true, Bool),
         f(14, "podReplacementPolicy", Pointer, true, String),
         f(15, "managedBy", Pointer, true, String),
     ]),
-    // 185
+    // 187
     m("batch/v1.PodFailurePolicy", &[
-        f(1, "rules", Slice, false, Message(186)),
+        f(1, "rules", Slice, false, Message(188)),
     ]),
-    // 186
+    // 188
     m("batch/v1.PodFailurePolicyRule", &[
         f(1, "action", Value, false, String),
-        f(2, "onExitCodes", Pointer, true, Message(187)),
-        f(3, "onPodConditions", Slice, true, Message(188)),
+        f(2, "onExitCodes", Pointer, true, Message(189)),
+        f(3, "onPodConditions", Slice, true, Message(190)),
     ]),
-    // 187
+    // 189
     m("batch/v1.PodFailurePolicyOnExitCodesRequirement", &[
         f(1, "containerName", Pointer, true, String),
         f(2, "operator", Value, false, String),
         f(3, "values", Slice, false, Int32),
     ]),
-    // 188
+    // 190
     m("batch/v1.PodFailurePolicyOnPodConditionsPattern", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
     ]),
-    // 189
+    // 191
     m("batch/v1.SuccessPolicy", &[
-        f(1, "rules", Slice, false, Message(190)),
+        f(1, "rules", Slice, false, Message(192)),
     ]),
-    // 190
+    // 192
     m("batch/v1.SuccessPolicyRule", &[
         f(1, "succeededIndexes", Pointer, true, String),
         f(2, "succeededCount", Pointer, true, Int32),
     ]),
-    // 191
+    // 193
     m("batch/v1.JobStatus", &[
-        f(1, "conditions", Slice, true, Message(192)),
+        f(1, "conditions", Slice, true, Message(194)),
         f(2, "startTime", Pointer, true, Time),
         f(3, "completionTime", Pointer, true, Time),
         f(4, "active", Value, true, Int32),
@@ -1479,10 +1504,10 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(11, "terminating", Pointer, true, Int32),
         f(7, "completedIndexes", Value, true, String),
         f(10, "failedIndexes", Pointer, true, String),
-        f(8, "uncountedTerminatedPods", Pointer, true, Message(193)),
+        f(8, "uncountedTerminatedPods", Pointer, true, Message(195)),
         f(9, "ready", Pointer, true, Int32),
     ]),
-    // 192
+    // 194
     m("batch/v1.JobCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
@@ -1491,100 +1516,100 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(5, "reason", Value, true, String),
         f(6, "message", Value, true, String),
     ]),
-    // 193
+    // 195
     m("batch/v1.UncountedTerminatedPods", &[
         f(1, "succeeded", Slice, true, String),
         f(2, "failed", Slice, true, String),
     ]),
-    // 194
+    // 196
     m("batch/v1.CronJob", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(195)),
-        f(3, "status", Value, true, Message(197)),
+        f(2, "spec", Value, true, Message(197)),
+        f(3, "status", Value, true, Message(199)),
     ]),
-    // 195
+    // 197
     m("batch/v1.CronJobSpec", &[
         f(1, "schedule", Value, false, String),
         f(8, "timeZone", Pointer, true, String),
         f(2, "startingDeadlineSeconds", Pointer, true, Int64),
         f(3, "concurrencyPolicy", Value, true, String),
         f(4, "suspend", Pointer, true, Bool),
-        f(5, "jobTemplate", Value, false, Message(196)),
+        f(5, "jobTemplate", Value, false, Message(198)),
         f(6, "successfulJobsHistoryLimit", Pointer, true, Int32),
         f(7, "failedJobsHistoryLimit", Pointer, true, Int32),
     ]),
-    // 196
+    // 198
     m("batch/v1.JobTemplateSpec", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(184)),
+        f(2, "spec", Value, true, Message(186)),
     ]),
-    // 197
+    // 199
     m("batch/v1.CronJobStatus", &[
         f(1, "active", Slice, true, Message(157)),
         f(4, "lastScheduleTime", Pointer, true, Time),
         f(5, "lastSuccessfulTime", Pointer, true, Time),
     ]),
-    // 198
+    // 200
     m("discovery/v1.EndpointSlice", &[
         f(1, "metadata", Value, true, Message(1)),
         f(4, "addressType", Value, false, String),
-        f(2, "endpoints", Slice, false, Message(199)),
-        f(3, "ports", Slice, false, Message(203)),
+        f(2, "endpoints", Slice, false, Message(201)),
+        f(3, "ports", Slice, false, Message(205)),
     ]),
-    // 199
+    // 201
     m("discovery/v1.Endpoint", &[
         f(1, "addresses", Slice, false, String),
-        f(2, "conditions", Value, true, Message(200)),
+        f(2, "conditions", Value, true, Message(202)),
         f(3, "hostname", Pointer, true, String),
         f(4, "targetRef", Pointer, true, Message(157)),
         f(5, "deprecatedTopology", Map, true, String),
         f(6, "nodeName", Pointer, true, String),
         f(7, "zone", Pointer, true, String),
-        f(8, "hints", Pointer, true, Message(201)),
+        f(8, "hints", Pointer, true, Message(203)),
     ]),
-    // 200
+    // 202
     m("discovery/v1.EndpointConditions", &[
         f(1, "ready", Pointer, true, Bool),
         f(2, "serving", Pointer, true, Bool),
         f(3, "terminating", Pointer, true, Bool),
     ]),
-    // 201
+    // 203
     m("discovery/v1.EndpointHints", &[
-        f(1, "forZones", Slice, true, Message(202)),
+        f(1, "forZones", Slice, true, Message(204)),
     ]),
-    // 202
+    // 204
     m("discovery/v1.ForZone", &[
         f(1, "name", Value, false, String),
     ]),
-    // 203
+    // 205
     m("discovery/v1.EndpointPort", &[
         f(1, "name", Pointer, true, String),
         f(2, "protocol", Pointer, true, String),
         f(3, "port", Pointer, true, Int32),
         f(4, "appProtocol", Pointer, true, String),
     ]),
-    // 204
+    // 206
     m("node/v1.RuntimeClass", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "handler", Value, false, String),
-        f(3, "overhead", Pointer, true, Message(205)),
-        f(4, "scheduling", Pointer, true, Message(206)),
+        f(3, "overhead", Pointer, true, Message(207)),
+        f(4, "scheduling", Pointer, true, Message(208)),
     ]),
-    // 205
+    // 207
     m("node/v1.Overhead", &[
         f(1, "podFixed", Map, true, Quantity),
     ]),
-    // 206
+    // 208
     m("node/v1.Scheduling", &[
         f(1, "nodeSelector", Map, true, String),
         f(2, "tolerations", Slice, true, Message(103)),
     ]),
-    // 207
+    // 209
     m("coordination/v1.Lease", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(208)),
+        f(2, "spec", Value, true, Message(210)),
     ]),
-    // 208
+    // 210
     m("coordination/v1.LeaseSpec", &[
         f(1, "holderIdentity", Pointer, true, String),
         f(2, "leaseDurationSeconds", Pointer, true, Int32),
@@ -1594,143 +1619,143 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(6, "strategy", Pointer, true, String),
         f(7, "preferredHolder", Pointer, true, String),
     ]),
-    // 209
+    // 211
     m("autoscaling/v2.HorizontalPodAutoscaler", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(210)),
-        f(3, "status", Value, true, Message(223)),
+        f(2, "spec", Value, true, Message(212)),
+        f(3, "status", Value, true, Message(225)),
     ]),
-    // 210
+    // 212
     m("autoscaling/v2.HorizontalPodAutoscalerSpec", &[
-        f(1, "scaleTargetRef", Value, false, Message(211)),
+        f(1, "scaleTargetRef", Value, false, Message(213)),
         f(2, "minReplicas", Pointer, true, Int32),
         f(3, "maxReplicas", Value, false, Int32),
-        f(4, "metrics", Slice, true, Message(212)),
-        f(5, "behavior", Pointer, true, Message(220)),
+        f(4, "metrics", Slice, true, Message(214)),
+        f(5, "behavior", Pointer, true, Message(222)),
     ]),
-    // 211
+    // 213
     m("autoscaling/v2.CrossVersionObjectReference", &[
         f(1, "kind", Value, false, String),
         f(2, "name", Value, false, String),
         f(3, "apiVersion", Value, true, String),
     ]),
-    // 212
+    // 214
     m("autoscaling/v2.MetricSpec", &[
         f(1, "type", Value, false, String),
-        f(2, "object", Pointer, true, Message(213)),
-        f(3, "pods", Pointer, true, Message(216)),
-        f(4, "resource", Pointer, true, Message(217)),
-        f(7, "containerResource", Pointer, true, Message(218)),
-        f(5, "external", Pointer, true, Message(219)),
+        f(2, "object", Pointer, true, Message(215)),
+        f(3, "pods", Pointer, true, Message(218)),
+        f(4, "resource", Pointer, true, Message(219)),
+        f(7, "containerResource", Pointer, true, Message(220)),
+        f(5, "external", Pointer, true, Message(221)),
     ]),
-    // 213
+    // 215
     m("autoscaling/v2.ObjectMetricSource", &[
-        f(1, "describedObject", Value, false, Message(211)),
-        f(2, "target", Value, false, Message(214)),
-        f(3, "metric", Value, false, Message(215)),
+        f(1, "describedObject", Value, false, Message(213)),
+        f(2, "target", Value, false, Message(216)),
+        f(3, "metric", Value, false, Message(217)),
     ]),
-    // 214
+    // 216
     m("autoscaling/v2.MetricTarget", &[
         f(1, "type", Value, false, String),
         f(2, "value", Pointer, true, Quantity),
         f(3, "averageValue", Pointer, true, Quantity),
         f(4, "averageUtilization", Pointer, true, Int32),
     ]),
-    // 215
+    // 217
     m("autoscaling/v2.MetricIdentifier", &[
         f(1, "name", Value, false, String),
         f(2, "selector", Pointer, true, Message(46)),
     ]),
-    // 216
-    m("autoscaling/v2.PodsMetricSource", &[
-        f(1, "metric", Value, false, Message(215)),
-        f(2, "target", Value, false, Message(214)),
-    ]),
-    // 217
-    m("autoscaling/v2.ResourceMetricSource", &[
-        f(1, "name", Value, false, String),
-        f(2, "target", Value, false, Message(214)),
-    ]),
     // 218
-    m("autoscaling/v2.ContainerResourceMetricSource", &[
-        f(1, "name", Value, false, String),
-        f(2, "target", Value, false, Message(214)),
-        f(3, "container", Value, false, String),
+    m("autoscaling/v2.PodsMetricSource", &[
+        f(1, "metric", Value, false, Message(217)),
+        f(2, "target", Value, false, Message(216)),
     ]),
     // 219
-    m("autoscaling/v2.ExternalMetricSource", &[
-        f(1, "metric", Value, false, Message(215)),
-        f(2, "target", Value, false, Message(214)),
+    m("autoscaling/v2.ResourceMetricSource", &[
+        f(1, "name", Value, false, String),
+        f(2, "target", Value, false, Message(216)),
     ]),
     // 220
-    m("autoscaling/v2.HorizontalPodAutoscalerBehavior", &[
-        f(1, "scaleUp", Pointer, true, Message(221)),
-        f(2, "scaleDown", Pointer, true, Message(221)),
+    m("autoscaling/v2.ContainerResourceMetricSource", &[
+        f(1, "name", Value, false, String),
+        f(2, "target", Value, false, Message(216)),
+        f(3, "container", Value, false, String),
     ]),
     // 221
+    m("autoscaling/v2.ExternalMetricSource", &[
+        f(1, "metric", Value, false, Message(217)),
+        f(2, "target", Value, false, Message(216)),
+    ]),
+    // 222
+    m("autoscaling/v2.HorizontalPodAutoscalerBehavior", &[
+        f(1, "scaleUp", Pointer, true, Message(223)),
+        f(2, "scaleDown", Pointer, true, Message(223)),
+    ]),
+    // 223
     m("autoscaling/v2.HPAScalingRules", &[
         f(3, "stabilizationWindowSeconds", Pointer, true, Int32),
         f(1, "selectPolicy", Pointer, true, String),
-        f(2, "policies", Slice, true, Message(222)),
+        f(2, "policies", Slice, true, Message(224)),
     ]),
-    // 222
+    // 224
     m("autoscaling/v2.HPAScalingPolicy", &[
         f(1, "type", Value, false, String),
         f(2, "value", Value, false, Int32),
         f(3, "periodSeconds", Value, false, Int32),
     ]),
-    // 223
+    // 225
     m("autoscaling/v2.HorizontalPodAutoscalerStatus", &[
         f(1, "observedGeneration", Pointer, true, Int64),
         f(2, "lastScaleTime", Pointer, true, Time),
         f(3, "currentReplicas", Value, true, Int32),
         f(4, "desiredReplicas", Value, false, Int32),
-        f(5, "currentMetrics", Slice, false, Message(224)),
-        f(6, "conditions", Slice, true, Message(231)),
-    ]),
-    // 224
-    m("autoscaling/v2.MetricStatus", &[
-        f(1, "type", Value, false, String),
-        f(2, "object", Pointer, true, Message(225)),
-        f(3, "pods", Pointer, true, Message(227)),
-        f(4, "resource", Pointer, true, Message(228)),
-        f(7, "containerResource", Pointer, true, Message(229)),
-        f(5, "external", Pointer, true, Message(230)),
-    ]),
-    // 225
-    m("autoscaling/v2.ObjectMetricStatus", &[
-        f(1, "metric", Value, false, Message(215)),
-        f(2, "current", Value, false, Message(226)),
-        f(3, "describedObject", Value, false, Message(211)),
+        f(5, "currentMetrics", Slice, false, Message(226)),
+        f(6, "conditions", Slice, true, Message(233)),
     ]),
     // 226
+    m("autoscaling/v2.MetricStatus", &[
+        f(1, "type", Value, false, String),
+        f(2, "object", Pointer, true, Message(227)),
+        f(3, "pods", Pointer, true, Message(229)),
+        f(4, "resource", Pointer, true, Message(230)),
+        f(7, "containerResource", Pointer, true, Message(231)),
+        f(5, "external", Pointer, true, Message(232)),
+    ]),
+    // 227
+    m("autoscaling/v2.ObjectMetricStatus", &[
+        f(1, "metric", Value, false, Message(217)),
+        f(2, "current", Value, false, Message(228)),
+        f(3, "describedObject", Value, false, Message(213)),
+    ]),
+    // 228
     m("autoscaling/v2.MetricValueStatus", &[
         f(1, "value", Pointer, true, Quantity),
         f(2, "averageValue", Pointer, true, Quantity),
         f(3, "averageUtilization", Pointer, true, Int32),
     ]),
-    // 227
-    m("autoscaling/v2.PodsMetricStatus", &[
-        f(1, "metric", Value, false, Message(215)),
-        f(2, "current", Value, false, Message(226)),
-    ]),
-    // 228
-    m("autoscaling/v2.ResourceMetricStatus", &[
-        f(1, "name", Value, false, String),
-        f(2, "current", Value, false, Message(226)),
-    ]),
     // 229
-    m("autoscaling/v2.ContainerResourceMetricStatus", &[
-        f(1, "name", Value, false, String),
-        f(2, "current", Value, false, Message(226)),
-        f(3, "container", Value, false, String),
+    m("autoscaling/v2.PodsMetricStatus", &[
+        f(1, "metric", Value, false, Message(217)),
+        f(2, "current", Value, false, Message(228)),
     ]),
     // 230
-    m("autoscaling/v2.ExternalMetricStatus", &[
-        f(1, "metric", Value, false, Message(215)),
-        f(2, "current", Value, false, Message(226)),
+    m("autoscaling/v2.ResourceMetricStatus", &[
+        f(1, "name", Value, false, String),
+        f(2, "current", Value, false, Message(228)),
     ]),
     // 231
+    m("autoscaling/v2.ContainerResourceMetricStatus", &[
+        f(1, "name", Value, false, String),
+        f(2, "current", Value, false, Message(228)),
+        f(3, "container", Value, false, String),
+    ]),
+    // 232
+    m("autoscaling/v2.ExternalMetricStatus", &[
+        f(1, "metric", Value, false, Message(217)),
+        f(2, "current", Value, false, Message(228)),
+    ]),
+    // 233
     m("autoscaling/v2.HorizontalPodAutoscalerCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
@@ -1738,26 +1763,26 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "reason", Value, true, String),
         f(5, "message", Value, true, String),
     ]),
-    // 232
+    // 234
     m("autoscaling/v1.HorizontalPodAutoscaler", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(233)),
-        f(3, "status", Value, true, Message(235)),
+        f(2, "spec", Value, true, Message(235)),
+        f(3, "status", Value, true, Message(237)),
     ]),
-    // 233
+    // 235
     m("autoscaling/v1.HorizontalPodAutoscalerSpec", &[
-        f(1, "scaleTargetRef", Value, false, Message(234)),
+        f(1, "scaleTargetRef", Value, false, Message(236)),
         f(2, "minReplicas", Pointer, true, Int32),
         f(3, "maxReplicas", Value, false, Int32),
         f(4, "targetCPUUtilizationPercentage", Pointer, true, Int32),
     ]),
-    // 234
+    // 236
     m("autoscaling/v1.CrossVersionObjectReference", &[
         f(1, "kind", Value, false, String),
         f(2, "name", Value, false, String),
         f(3, "apiVersion", Value, true, String),
     ]),
-    // 235
+    // 237
     m("autoscaling/v1.HorizontalPodAutoscalerStatus", &[
         f(1, "observedGeneration", Pointer, true, Int64),
         f(2, "lastScaleTime", Pointer, true, Time),
@@ -1765,52 +1790,52 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "desiredReplicas", Value, false, Int32),
         f(5, "currentCPUUtilizationPercentage", Pointer, true, Int32),
     ]),
-    // 236
+    // 238
     m("autoscaling/v1.Scale", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(237)),
-        f(3, "status", Value, true, Message(238)),
+        f(2, "spec", Value, true, Message(239)),
+        f(3, "status", Value, true, Message(240)),
     ]),
-    // 237
+    // 239
     m("autoscaling/v1.ScaleSpec", &[
         f(1, "replicas", Value, true, Int32),
     ]),
-    // 238
+    // 240
     m("autoscaling/v1.ScaleStatus", &[
         f(1, "replicas", Value, false, Int32),
         f(2, "selector", Value, true, String),
     ]),
-    // 239
+    // 241
     m("policy/v1.Eviction", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "deleteOptions", Pointer, true, Message(240)),
+        f(2, "deleteOptions", Pointer, true, Message(242)),
     ]),
-    // 240
+    // 242
     m("meta/v1.DeleteOptions", &[
         f(1, "gracePeriodSeconds", Pointer, true, Int64),
-        f(2, "preconditions", Pointer, true, Message(241)),
+        f(2, "preconditions", Pointer, true, Message(243)),
         f(3, "orphanDependents", Pointer, true, Bool),
         f(4, "propagationPolicy", Pointer, true, String),
         f(5, "dryRun", Slice, true, String),
         f(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Pointer, true, Bool),
     ]),
-    // 241
+    // 243
     m("meta/v1.Preconditions", &[
         f(1, "uid", Pointer, true, String),
         f(2, "resourceVersion", Pointer, true, String),
     ]),
-    // 242
+    // 244
     m("authorization/v1.SelfSubjectAccessReview", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, false, Message(243)),
-        f(3, "status", Value, true, Message(249)),
+        f(2, "spec", Value, false, Message(245)),
+        f(3, "status", Value, true, Message(251)),
     ]),
-    // 243
+    // 245
     m("authorization/v1.SelfSubjectAccessReviewSpec", &[
-        f(1, "resourceAttributes", Pointer, true, Message(244)),
-        f(2, "nonResourceAttributes", Pointer, true, Message(248)),
+        f(1, "resourceAttributes", Pointer, true, Message(246)),
+        f(2, "nonResourceAttributes", Pointer, true, Message(250)),
     ]),
-    // 244
+    // 246
     m("authorization/v1.ResourceAttributes", &[
         f(1, "namespace", Value, true, String),
         f(2, "verb", Value, true, String),
@@ -1819,76 +1844,76 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(5, "resource", Value, true, String),
         f(6, "subresource", Value, true, String),
         f(7, "name", Value, true, String),
-        f(8, "fieldSelector", Pointer, true, Message(245)),
-        f(9, "labelSelector", Pointer, true, Message(247)),
+        f(8, "fieldSelector", Pointer, true, Message(247)),
+        f(9, "labelSelector", Pointer, true, Message(249)),
     ]),
-    // 245
+    // 247
     m("authorization/v1.FieldSelectorAttributes", &[
         f(1, "rawSelector", Value, true, String),
-        f(2, "requirements", Slice, true, Message(246)),
+        f(2, "requirements", Slice, true, Message(248)),
     ]),
-    // 246
+    // 248
     m("meta/v1.FieldSelectorRequirement", &[
         f(1, "key", Value, false, String),
         f(2, "operator", Value, false, String),
         f(3, "values", Slice, true, String),
     ]),
-    // 247
+    // 249
     m("authorization/v1.LabelSelectorAttributes", &[
         f(1, "rawSelector", Value, true, String),
         f(2, "requirements", Slice, true, Message(47)),
     ]),
-    // 248
+    // 250
     m("authorization/v1.NonResourceAttributes", &[
         f(1, "path", Value, true, String),
         f(2, "verb", Value, true, String),
     ]),
-    // 249
+    // 251
     m("authorization/v1.SubjectAccessReviewStatus", &[
         f(1, "allowed", Value, false, Bool),
         f(4, "denied", Value, true, Bool),
         f(2, "reason", Value, true, String),
         f(3, "evaluationError", Value, true, String),
     ]),
-    // 250
+    // 252
     m("authorization/v1.SelfSubjectRulesReview", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, false, Message(251)),
-        f(3, "status", Value, true, Message(252)),
+        f(2, "spec", Value, false, Message(253)),
+        f(3, "status", Value, true, Message(254)),
     ]),
-    // 251
+    // 253
     m("authorization/v1.SelfSubjectRulesReviewSpec", &[
         f(1, "namespace", Value, true, String),
     ]),
-    // 252
+    // 254
     m("authorization/v1.SubjectRulesReviewStatus", &[
-        f(1, "resourceRules", Slice, false, Message(253)),
-        f(2, "nonResourceRules", Slice, false, Message(254)),
+        f(1, "resourceRules", Slice, false, Message(255)),
+        f(2, "nonResourceRules", Slice, false, Message(256)),
         f(3, "incomplete", Value, false, Bool),
         f(4, "evaluationError", Value, true, String),
     ]),
-    // 253
+    // 255
     m("authorization/v1.ResourceRule", &[
         f(1, "verbs", Slice, false, String),
         f(2, "apiGroups", Slice, true, String),
         f(3, "resources", Slice, true, String),
         f(4, "resourceNames", Slice, true, String),
     ]),
-    // 254
+    // 256
     m("authorization/v1.NonResourceRule", &[
         f(1, "verbs", Slice, false, String),
         f(2, "nonResourceURLs", Slice, true, String),
     ]),
-    // 255
+    // 257
     m("authentication/v1.SelfSubjectReview", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "status", Value, true, Message(256)),
+        f(2, "status", Value, true, Message(258)),
     ]),
-    // 256
+    // 258
     m("authentication/v1.SelfSubjectReviewStatus", &[
-        f(1, "userInfo", Value, true, Message(257)),
+        f(1, "userInfo", Value, true, Message(259)),
     ]),
-    // 257
+    // 259
     m("authentication/v1.UserInfo", &[
         f(1, "username", Value, true, String),
         f(2, "uid", Value, true, String),
