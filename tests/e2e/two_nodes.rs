@@ -242,6 +242,64 @@ fn required_pod_anti_affinity_keeps_replicas_on_different_nodes() {
 }
 
 #[test]
+fn topology_spread_overrides_a_preference_and_keeps_a_pod_pending_when_it_cannot_be_met() {
+    let (s, _a, _b) = two_nodes();
+    let even = |name: &str, spec: &str| {
+        http_pod(name, spec).replace("  name: ", "  labels:\n    app: even\n  name: ")
+    };
+    // One pod of the group on node-a, placed by its node selector.
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &even("even-1", "  nodeSelector:\n    zone: a\n"),
+    );
+    wait_pod(&s, "even-1", "bound", |p| p["spec"]["nodeName"] == "node-a");
+    // The next prefers node-a strongly (which alone would put it there), but may not make the
+    // nodes differ by more than one pod of the group.
+    let spread = |min_domains: &str| {
+        format!(
+            "  tolerations:\n    - key: dedicated\n      operator: Exists\n  affinity:\n    nodeAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n        - weight: 100\n          preference:\n            matchExpressions:\n              - key: zone\n                operator: In\n                values: [a]\n  topologySpreadConstraints:\n    - maxSkew: 1\n      topologyKey: kubernetes.io/hostname\n      whenUnsatisfiable: DoNotSchedule\n{min_domains}      labelSelector:\n        matchLabels:\n          app: even\n"
+        )
+    };
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &even("even-2", &spread("")));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("Warning"),
+        "topology spread draws no warning: {out:?}"
+    );
+    let placed = wait_pod(&s, "even-2", "bound", |p| p["spec"]["nodeName"].is_string());
+    assert_eq!(placed["spec"]["nodeName"], "node-b");
+    // With three domains wanted and two nodes, the missing one counts as empty: one more pod
+    // of the group would make the skew two wherever it went.
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &even("even-3", &spread("      minDomains: 3\n")),
+    );
+    let pending = wait_pod(&s, "even-3", "PodScheduled=False", |p| {
+        p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+        })
+    });
+    let message = pending["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        message,
+        "0/2 nodes are available: 2 node(s) didn't match pod topology spread constraints."
+    );
+    // A bad constraint is refused with kube-apiserver's cause.
+    let bad = even("even-4", &spread("      minDomains: 0\n"));
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &bad);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.topologySpreadConstraints[0].minDomains: Invalid value")
+            && err.contains("must be greater than 0"),
+        "{err}"
+    );
+}
+
+#[test]
 fn preferred_pod_affinity_draws_a_pod_to_its_partners_node() {
     let (s, _a, _b) = two_nodes();
     let tolerate = "  tolerations:\n    - key: dedicated\n      operator: Exists\n";

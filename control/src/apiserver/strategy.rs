@@ -470,14 +470,6 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
             }
         }
     }
-    if spec["topologySpreadConstraints"]
-        .as_array()
-        .is_some_and(|c| !c.is_empty())
-    {
-        out.push(format!(
-            "{path}.topologySpreadConstraints: not enforced by Flotilla's scheduler"
-        ));
-    }
     if spec["priorityClassName"]
         .as_str()
         .is_some_and(|p| !p.is_empty())
@@ -863,13 +855,7 @@ mod tests {
                 "lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}]});
         let got = warnings(deploy, &json!({"spec": {"template": {"spec": spec}}}));
         let fields: Vec<&str> = got.iter().map(|w| w.split(':').next().unwrap()).collect();
-        assert_eq!(
-            fields,
-            [
-                "spec.template.spec.topologySpreadConstraints",
-                "spec.template.spec.priorityClassName",
-            ]
-        );
+        assert_eq!(fields, ["spec.template.spec.priorityClassName"]);
         let pods = resources::find("", "v1", "pods").expect("served");
         assert!(warnings(pods, &json!({"spec": {"affinity": {"nodeAffinity": {}}}})).is_empty());
         let cms = resources::find("", "v1", "configmaps").expect("served");

@@ -337,6 +337,118 @@ pub fn pod_spec(
         &format!("{path}.terminationGracePeriodSeconds"),
         causes,
     );
+    topology_spread_constraints(&spec["topologySpreadConstraints"], path, causes);
+}
+
+/// A pod's `topologySpreadConstraints`, as kube-apiserver checks them: a positive `maxSkew`, a
+/// qualified `topologyKey`, a known `whenUnsatisfiable`, a positive `minDomains` only with
+/// `DoNotSchedule`, one constraint per key and kind, known node inclusion policies, and
+/// `matchLabelKeys` that are qualified names beside a `labelSelector` that does not name them.
+fn topology_spread_constraints(list: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let mut seen = HashSet::new();
+    for (i, c) in list.as_array().into_iter().flatten().enumerate() {
+        let at = format!("{path}.topologySpreadConstraints[{i}]");
+        match c["maxSkew"].as_i64() {
+            Some(n) if n > 0 => {}
+            _ => causes.push(Cause::invalid(
+                format!("{at}.maxSkew"),
+                shown(&c["maxSkew"]),
+                "must be greater than zero",
+            )),
+        }
+        let key = c["topologyKey"].as_str().unwrap_or("");
+        if key.is_empty() {
+            causes.push(Cause {
+                message: "Required value: can not be empty".into(),
+                ..Cause::required(format!("{at}.topologyKey"))
+            });
+        } else if let Some(why) = qualified_name(key) {
+            causes.push(Cause::invalid(format!("{at}.topologyKey"), key, why));
+        }
+        let when = c["whenUnsatisfiable"].as_str().unwrap_or("");
+        const WHEN: &[&str] = &["DoNotSchedule", "ScheduleAnyway"];
+        if !WHEN.contains(&when) {
+            causes.push(Cause::not_supported(
+                format!("{at}.whenUnsatisfiable"),
+                when,
+                WHEN,
+            ));
+        }
+        if !c["minDomains"].is_null() {
+            match c["minDomains"].as_i64() {
+                Some(n) if n <= 0 => causes.push(Cause::invalid(
+                    format!("{at}.minDomains"),
+                    n,
+                    "must be greater than 0",
+                )),
+                _ if when != "DoNotSchedule" => causes.push(Cause::invalid(
+                    format!("{at}.minDomains"),
+                    shown(&c["minDomains"]),
+                    format!(
+                        "can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {when}"
+                    ),
+                )),
+                _ => {}
+            }
+        }
+        if !key.is_empty() && WHEN.contains(&when) && !seen.insert((key, when)) {
+            causes.push(Cause::duplicate(
+                format!("{at}.{{topologyKey, whenUnsatisfiable}}"),
+                format!("{{{key}, {when}}}"),
+            ));
+        }
+        for policy in ["nodeAffinityPolicy", "nodeTaintsPolicy"] {
+            if let Some(p) = c[policy].as_str()
+                && !["Honor", "Ignore"].contains(&p)
+            {
+                causes.push(Cause::not_supported(
+                    format!("{at}.{policy}"),
+                    p,
+                    &["Honor", "Ignore"],
+                ));
+            }
+        }
+        let selector = &c["labelSelector"];
+        if !selector.is_null() {
+            let parsed: Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, _> =
+                serde_json::from_value(selector.clone());
+            if let Err(e) = parsed
+                .map_err(|e| e.to_string())
+                .and_then(|s| LabelSelector::from_k8s(&s).map_err(|e| e.to_string()))
+            {
+                causes.push(Cause::invalid(format!("{at}.labelSelector"), selector, e));
+            }
+        }
+        let keys = c["matchLabelKeys"].as_array().into_iter().flatten();
+        for (j, k) in keys.enumerate() {
+            let field = format!("{at}.matchLabelKeys[{j}]");
+            let k = k.as_str().unwrap_or("");
+            if selector.is_null() {
+                causes.push(Cause::forbidden(
+                    field,
+                    "must not be specified when labelSelector is not set",
+                ));
+                continue;
+            }
+            if let Some(why) = qualified_name(k) {
+                causes.push(Cause::invalid(field, k, why));
+                continue;
+            }
+            let in_selector = selector["matchLabels"].get(k).is_some()
+                || selector["matchExpressions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["key"] == k);
+            if in_selector {
+                causes.push(Cause::invalid(
+                    field,
+                    k,
+                    "exists in both matchLabelKeys and labelSelector",
+                ));
+            }
+        }
+    }
 }
 
 /// A value as a cause shows it: a string as it is, anything else as JSON.
@@ -725,6 +837,58 @@ mod tests {
                 "spec.containers[1].name",
                 "spec.restartPolicy"
             ]
+        );
+    }
+
+    #[test]
+    fn topology_spread_constraints_are_checked_as_kube_apiserver_does() {
+        let good = serde_json::json!({"maxSkew": 1, "topologyKey": "zone",
+            "whenUnsatisfiable": "DoNotSchedule", "minDomains": 2,
+            "labelSelector": {"matchLabels": {"app": "web"}}, "matchLabelKeys": ["pod-template-hash"]});
+        let bad = serde_json::json!([
+            good,
+            {"maxSkew": 0, "topologyKey": "", "whenUnsatisfiable": "Sometimes"},
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 0},
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+                "minDomains": 2, "nodeTaintsPolicy": "Always",
+                "labelSelector": {"matchLabels": {"app": "web"}}, "matchLabelKeys": ["app"]},
+            {"maxSkew": 1, "topologyKey": "rack", "whenUnsatisfiable": "ScheduleAnyway",
+                "matchLabelKeys": ["app"]},
+        ]);
+        let spec = serde_json::json!({"restartPolicy": "Always",
+            "containers": [{"name": "a", "image": "x"}], "topologySpreadConstraints": bad});
+        let mut causes = vec![];
+        pod_spec(&spec, "spec", &mut causes, None);
+        let got: Vec<(&str, &str)> = causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.reason))
+            .collect();
+        let at = |i: usize, f: &str| format!("spec.topologySpreadConstraints[{i}].{f}");
+        let want = [
+            (at(1, "maxSkew"), "FieldValueInvalid"),
+            (at(1, "topologyKey"), "FieldValueRequired"),
+            (at(1, "whenUnsatisfiable"), "FieldValueNotSupported"),
+            (at(2, "minDomains"), "FieldValueInvalid"),
+            (
+                at(2, "{topologyKey, whenUnsatisfiable}"),
+                "FieldValueDuplicate",
+            ),
+            (at(3, "minDomains"), "FieldValueInvalid"),
+            (at(3, "nodeTaintsPolicy"), "FieldValueNotSupported"),
+            (at(3, "matchLabelKeys[0]"), "FieldValueInvalid"),
+            (at(4, "matchLabelKeys[0]"), "FieldValueForbidden"),
+        ];
+        let want: Vec<(&str, &str)> = want.iter().map(|(f, r)| (f.as_str(), *r)).collect();
+        assert_eq!(got, want);
+        assert!(
+            causes[5].message.contains("not ScheduleAnyway"),
+            "{:?}",
+            causes[5]
+        );
+        assert!(
+            causes[7].message.contains("exists in both"),
+            "{:?}",
+            causes[7]
         );
     }
 

@@ -81,6 +81,11 @@ pub fn decide(
     } else {
         InterPod::default()
     };
+    // So does topology spread, for a pod with constraints.
+    let spread = pod.spread.as_deref().map(|constraints| {
+        super::topology_spread::read(pod, constraints, nodes, snapshot.placed())
+    });
+    let spread_filter = spread.as_ref().filter(|s| !s.is_empty());
     let want = feasible_nodes_to_find(total, percentage);
     let mut feasible = Vec::with_capacity(want.min(nodes.len()));
     let len = nodes.len();
@@ -93,11 +98,17 @@ pub fn decide(
         if node.node.is_none() {
             continue;
         }
-        // The common case (no inter-pod terms anywhere) stays the bare filter.
-        let fits = match &inter_pod.filter {
-            None => filter(pod, handler, node),
-            Some(check) => filter(pod, handler, node)
-                .and_then(|()| node.node.as_ref().map_or(Ok(()), |spec| check.check(spec))),
+        // The common case (no inter-pod terms anywhere, no spread constraints) stays the bare
+        // filter.
+        let fits = match (&inter_pod.filter, spread_filter) {
+            (None, None) => filter(pod, handler, node),
+            (check, spread) => filter(pod, handler, node).and_then(|()| {
+                let Some(spec) = node.node.as_ref() else {
+                    return Ok(());
+                };
+                spread.map_or(Ok(()), |s| s.check(spec))?;
+                check.as_ref().map_or(Ok(()), |c| c.check(spec))
+            }),
         };
         match fits {
             Ok(()) => feasible.push(i),
@@ -111,7 +122,14 @@ pub fn decide(
     if feasible.len() == 1 {
         return (Decision::Bind(feasible[0]), next);
     }
-    let scores = score(pod, nodes, &feasible, inter_pod.score.as_ref());
+    let spread_scores = spread.and_then(|s| s.scores(nodes, &feasible));
+    let scores = score(
+        pod,
+        nodes,
+        &feasible,
+        inter_pod.score.as_ref(),
+        spread_scores,
+    );
     (Decision::Bind(feasible[pick_best(&scores, seed)]), next)
 }
 

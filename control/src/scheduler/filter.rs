@@ -9,8 +9,12 @@
 //! 4. NodeResourcesFit: the pod count, CPU and memory requests against allocatable minus what
 //!    the pods already there request;
 //! 5. RuntimeHandler (Flotilla's): the pod's RuntimeClass handler must be one the node offers;
-//! 6. InterPodAffinity: required pod affinity and anti-affinity, the pod's own and the placed
-//!    pods' (see [`super::inter_pod`]; it needs the other pods, so `decide` runs it).
+//! 6. PodTopologySpread: `DoNotSchedule` topology spread constraints (see
+//!    [`super::topology_spread`]);
+//! 7. InterPodAffinity: required pod affinity and anti-affinity, the pod's own and the placed
+//!    pods' (see [`super::inter_pod`]).
+//!
+//! The last two need the other pods, so `decide` runs them.
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration};
 
@@ -48,6 +52,10 @@ pub enum Unfit {
     PodAntiAffinity,
     /// A pod already in the node's topology domain has an anti-affinity this pod matches.
     ExistingPodsAntiAffinity,
+    /// Placing the pod here would exceed a `DoNotSchedule` topology spread constraint's skew.
+    TopologySpread,
+    /// The node lacks the topology key of a `DoNotSchedule` topology spread constraint.
+    TopologySpreadMissingLabel,
 }
 
 impl Unfit {
@@ -80,6 +88,13 @@ impl Unfit {
             Unfit::ExistingPodsAntiAffinity => {
                 vec!["node(s) didn't satisfy existing pods anti-affinity rules".into()]
             }
+            Unfit::TopologySpread => {
+                vec!["node(s) didn't match pod topology spread constraints".into()]
+            }
+            Unfit::TopologySpreadMissingLabel => vec![
+                "node(s) didn't match pod topology spread constraints (missing required label)"
+                    .into(),
+            ],
         }
     }
 }
@@ -149,7 +164,12 @@ pub fn untolerated_taint<'a>(taints: &'a [Taint], tolerations: &[Toleration]) ->
         .find(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
 }
 
-fn matches_node_selector_and_affinity(pod: &PodInfo, node_name: &str, spec: &NodeSpecInfo) -> bool {
+/// NodeAffinity: the pod's `nodeSelector` and required node affinity terms accept the node.
+pub fn matches_node_selector_and_affinity(
+    pod: &PodInfo,
+    node_name: &str,
+    spec: &NodeSpecInfo,
+) -> bool {
     if !pod
         .node_selector
         .iter()

@@ -137,6 +137,10 @@ pub struct Placed<'a> {
     pub terms: Option<&'a PodTerms>,
     /// Its node's labels (`None` for a pod on a name that is not a node).
     pub node_labels: Option<&'a BTreeMap<String, String>>,
+    /// Its node's index in the snapshot's node entries.
+    pub node: usize,
+    /// It is terminating (`deletionTimestamp` set).
+    pub deleting: bool,
 }
 
 /// The domains one decision must respect.
@@ -353,6 +357,8 @@ mod tests {
             labels: &web,
             terms: Some(&anti),
             node_labels: Some(&n1.labels),
+            node: 0,
+            deleting: false,
         }];
         let p = read("d", &web, Some(&anti), placed.iter().copied())
             .filter
@@ -402,6 +408,8 @@ mod tests {
             labels: &db,
             terms: None,
             node_labels: Some(&n1.labels),
+            node: 0,
+            deleting: false,
         }];
         let p = read("d", &web, Some(&with_db), placed.iter().copied())
             .filter
@@ -463,12 +471,16 @@ mod tests {
                 labels: &cache,
                 terms: None,
                 node_labels: Some(&n1.labels),
+                node: 0,
+                deleting: false,
             },
             Placed {
                 namespace: "d",
                 labels: &web,
                 terms: None,
                 node_labels: Some(&n2.labels),
+                node: 0,
+                deleting: false,
             },
         ];
         let p = read("d", &web, Some(&prefers), placed.iter().copied())
@@ -486,6 +498,8 @@ mod tests {
             labels: &cache,
             terms: Some(&placed_terms),
             node_labels: Some(&n3.labels),
+            node: 0,
+            deleting: false,
         }];
         let p = read("d", &web, None, placed.iter().copied()).score.unwrap();
         assert_eq!((p.raw(&n1), p.raw(&n3)), (0, 1 - 7));

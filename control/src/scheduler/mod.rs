@@ -39,6 +39,7 @@ pub mod queue;
 pub mod resources;
 pub mod score;
 pub mod snapshot;
+pub mod topology_spread;
 
 use std::collections::HashSet;
 use std::sync::Arc;

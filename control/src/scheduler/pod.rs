@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, NodeSelectorTerm, PreferredSchedulingTerm, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, NodeSelectorTerm, PreferredSchedulingTerm, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -61,6 +63,8 @@ pub struct PodInfo {
     pub labels: std::sync::Arc<BTreeMap<String, String>>,
     /// Required inter-pod affinity and anti-affinity terms; `None` when it has none.
     pub pod_terms: Option<std::sync::Arc<super::inter_pod::PodTerms>>,
+    /// `spec.topologySpreadConstraints`; `None` when it has none.
+    pub spread: Option<std::sync::Arc<[super::topology_spread::Constraint]>>,
     /// `spec.runtimeClassName`.
     pub runtime_class: Option<String>,
     /// The uid of the controlling owner (`ownerReferences[controller=true]`), whose replicas
@@ -102,6 +106,7 @@ struct RawSpec {
     init_containers: Vec<RawContainer>,
     overhead: Option<Map<String, Value>>,
     scheduling_gates: Vec<serde::de::IgnoredAny>,
+    topology_spread_constraints: Vec<TopologySpreadConstraint>,
 }
 
 #[derive(Deserialize, Default)]
@@ -206,6 +211,10 @@ impl PodInfo {
             spec.affinity.as_ref(),
             &raw.metadata.namespace,
         );
+        let spread = super::topology_spread::constraints(
+            &spec.topology_spread_constraints,
+            &raw.metadata.labels,
+        );
         let node_affinity = spec.affinity.and_then(|a| a.node_affinity);
         let (required_terms, preferred_terms) = match node_affinity {
             Some(na) => (
@@ -248,6 +257,7 @@ impl PodInfo {
             tolerations: spec.tolerations,
             labels: std::sync::Arc::new(raw.metadata.labels),
             pod_terms,
+            spread,
             runtime_class: spec.runtime_class_name.filter(|n| !n.is_empty()),
             owner: raw
                 .metadata

@@ -10,8 +10,9 @@
 //! | taint toleration | 3 | nodes with fewer untolerated `PreferNoSchedule` taints |
 //! | owner spread | 2 | nodes with fewer replicas of the pod's controlling owner |
 //! | inter-pod affinity | 2 | domains its preferred terms (and placed pods' terms) favour |
+//! | topology spread | 2 | domains with fewer pods its `ScheduleAnyway` constraints count |
 //!
-//! The last four are normalised over the candidate nodes (the best gets 100), as
+//! The last five are normalised over the candidate nodes (the best gets 100), as
 //! kube-scheduler's `NormalizeScore` does, so they need every candidate before a total.
 
 use super::filter::{term_matches, tolerates};
@@ -28,6 +29,7 @@ const WEIGHT_NODE_AFFINITY: i64 = 2;
 const WEIGHT_TAINT: i64 = 3;
 const WEIGHT_SPREAD: i64 = 2;
 const WEIGHT_INTER_POD: i64 = 2;
+const WEIGHT_TOPOLOGY_SPREAD: i64 = 2;
 
 /// Least allocated: the share of CPU and memory still free after placing the pod, averaged
 /// (0–100), counting containers without requests at kube-scheduler's defaults.
@@ -120,12 +122,14 @@ fn normalize(raw: &mut [i64], reverse: bool) {
 
 /// The weighted total score of each candidate node (`candidates` are indexes into `nodes`).
 /// Plugins with nothing to tell apart (no preferred terms, no owner, no `PreferNoSchedule`
-/// taint) add their constant without a pass over the candidates.
+/// taint) add their constant without a pass over the candidates. `spread` is the topology
+/// spread score of each candidate, already normalised (see [`super::topology_spread`]).
 pub fn score(
     pod: &PodInfo,
     nodes: &[NodeInfo],
     candidates: &[usize],
     inter_pod: Option<&Preferences>,
+    spread: Option<Vec<i64>>,
 ) -> Vec<i64> {
     let mut total: Vec<i64> = candidates
         .iter()
@@ -187,6 +191,9 @@ pub fn score(
                 *t += WEIGHT_INTER_POD * (s - min) * MAX_NODE_SCORE / (max - min);
             }
         }
+    }
+    for (t, s) in total.iter_mut().zip(spread.into_iter().flatten()) {
+        *t += WEIGHT_TOPOLOGY_SPREAD * s;
     }
     total
 }
@@ -266,7 +273,7 @@ mod tests {
             json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
             {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}),
         );
-        let s = score(&prefers_ssd, &nodes, &all, None);
+        let s = score(&prefers_ssd, &nodes, &all, None, None);
         // a: ssd and untainted wins; c: ssd but tainted; b: neither preferred.
         assert!(s[0] > s[2] && s[0] > s[1], "{s:?}");
         assert_eq!(s[0] - s[1], WEIGHT_NODE_AFFINITY * 100);
@@ -274,7 +281,7 @@ mod tests {
         let tolerant = pod(
             json!({"tolerations": [{"key": "k", "operator": "Exists", "effect": "PreferNoSchedule"}]}),
         );
-        let s = score(&tolerant, &nodes, &all, None);
+        let s = score(&tolerant, &nodes, &all, None, None);
         assert_eq!(s[0], s[2]);
 
         let mut spread_nodes = nodes.clone();
@@ -283,7 +290,7 @@ mod tests {
         spread_nodes[0].add_pod(r, r, Some("rs-1"));
         spread_nodes[1].add_pod(r, r, Some("rs-1"));
         let replica = pod(json!({"owner": "rs-1"}));
-        let s = score(&replica, &spread_nodes, &[0, 1], None);
+        let s = score(&replica, &spread_nodes, &[0, 1], None, None);
         assert_eq!(s[1] - s[0], WEIGHT_SPREAD * 50);
     }
 
@@ -305,6 +312,8 @@ mod tests {
             labels: &cache,
             terms: None,
             node_labels: Some(zone_b),
+            node: 0,
+            deleting: false,
         }];
         let prefs = read(
             &p.namespace,
@@ -314,8 +323,8 @@ mod tests {
         )
         .score
         .unwrap();
-        let with = score(&p, &nodes, &[0, 1], Some(&prefs));
-        let without = score(&p, &nodes, &[0, 1], None);
+        let with = score(&p, &nodes, &[0, 1], Some(&prefs), None);
+        let without = score(&p, &nodes, &[0, 1], None, None);
         assert_eq!(
             with[1] - without[1],
             200,

@@ -29,6 +29,8 @@ struct Placement {
     owner: Option<String>,
     labels: Arc<BTreeMap<String, String>>,
     terms: Option<Arc<PodTerms>>,
+    /// Terminating: not counted by topology spread.
+    deleting: bool,
     /// Placed by this scheduler and not yet seen bound through the watch.
     assumed: bool,
 }
@@ -43,6 +45,7 @@ impl Placement {
             owner: pod.owner.clone(),
             labels: pod.labels.clone(),
             terms: pod.pod_terms.clone(),
+            deleting: pod.deleting,
             assumed: true,
         }
     }
@@ -229,7 +232,7 @@ impl Snapshot {
         self.with_terms > 0
     }
 
-    /// Every placed pod with its node's labels, for the inter-pod affinity check.
+    /// Every placed pod with its node's labels, for inter-pod affinity and topology spread.
     pub fn placed(&self) -> impl Iterator<Item = Placed<'_>> {
         self.pods.iter().map(|(key, p)| Placed {
             // A key is `namespace/name`.
@@ -237,6 +240,8 @@ impl Snapshot {
             labels: &p.labels,
             terms: p.terms.as_deref(),
             node_labels: self.nodes[p.node].node.as_ref().map(|n| &n.labels),
+            node: p.node,
+            deleting: p.deleting,
         })
     }
 
