@@ -206,7 +206,7 @@ type: Normal
     let gone = s.kubectl(&["get", "events", "-n", "default", "bad.1"]);
     assert!(!gone.status.success(), "bad.1 was stored");
 
-    // A core field name is unknown in this version: strict validation refuses it.
+    // A core field name is unknown in this version: dropped, with kubectl's warning.
     let core_field = r#"
 apiVersion: events.k8s.io/v1
 kind: Event

@@ -76,6 +76,23 @@ fn wait_pod(server: &Server, name: &str, what: &str, f: impl Fn(&Value) -> bool)
     })
 }
 
+/// Waits for pod `name` to be `PodScheduled=False`; returns the condition's message.
+fn wait_unschedulable(server: &Server, name: &str) -> String {
+    let pending = wait_pod(server, name, "PodScheduled=False", |p| {
+        p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+        })
+    });
+    let conditions = pending["status"]["conditions"].as_array().cloned();
+    conditions
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "PodScheduled")
+        .and_then(|c| c["message"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 /// A cluster of a control plane and two nodes: `node-a` labelled `zone=a`, `node-b` tainted
 /// `dedicated=b:NoSchedule`; the hello samples pushed.
 fn two_nodes() -> (Server, Agent, Agent) {
@@ -158,22 +175,14 @@ fn the_scheduler_places_pods_by_selector_taints_affinity_and_resources() {
         );
         assert_eq!(p["status"]["hostIP"], "127.0.0.1");
     }
-    let untolerated = wait_pod(&s, "untolerated", "PodScheduled=False", |p| {
-        p["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
-        })
-    });
-    let message = untolerated["status"]["conditions"][0]["message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = wait_unschedulable(&s, "untolerated");
     assert!(message.starts_with("0/2 nodes are available"), "{message}");
     assert!(message.contains("untolerated taint"), "{message}");
     assert!(
         message.contains("didn't match Pod's node affinity/selector"),
         "{message}"
     );
-    assert!(untolerated["spec"]["nodeName"].is_null());
+    assert!(pod(&s, "untolerated").expect("untolerated")["spec"]["nodeName"].is_null());
 
     let describe = wait_for("FailedScheduling for too-big", TIMEOUT, || {
         let d = s.kubectl_ok(&["describe", "pod", "too-big"]);
@@ -219,15 +228,7 @@ fn required_pod_anti_affinity_keeps_replicas_on_different_nodes() {
         .collect();
     assert_ne!(nodes[0], nodes[1], "two replicas on one node");
     s.kubectl_stdin(&["apply", "-f", "-"], &spread("spread-3"));
-    let pending = wait_pod(&s, "spread-3", "PodScheduled=False", |p| {
-        p["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
-        })
-    });
-    let message = pending["status"]["conditions"][0]["message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = wait_unschedulable(&s, "spread-3");
     assert!(
         message.starts_with("0/2 nodes are available")
             && message.contains("didn't satisfy existing pods anti-affinity rules"),
@@ -274,15 +275,7 @@ fn topology_spread_overrides_a_preference_and_keeps_a_pod_pending_when_it_cannot
         &["apply", "-f", "-"],
         &even("even-3", &spread("      minDomains: 3\n")),
     );
-    let pending = wait_pod(&s, "even-3", "PodScheduled=False", |p| {
-        p["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
-        })
-    });
-    let message = pending["status"]["conditions"][0]["message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = wait_unschedulable(&s, "even-3");
     assert_eq!(
         message,
         "0/2 nodes are available: 2 node(s) didn't match pod topology spread constraints."
