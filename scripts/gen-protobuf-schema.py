@@ -56,6 +56,7 @@ ROOTS = [
     ("autoscaling/v1", "HorizontalPodAutoscaler", API + "autoscaling/v1", "HorizontalPodAutoscaler"),
     ("autoscaling/v1", "Scale", API + "autoscaling/v1", "Scale"),
     ("policy/v1", "Eviction", API + "policy/v1", "Eviction"),
+    ("policy/v1", "PodDisruptionBudget", API + "policy/v1", "PodDisruptionBudget"),
     # `kubectl auth can-i` and `kubectl auth can-i --list`.
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview", API + "authorization/v1",
      "SelfSubjectAccessReview"),

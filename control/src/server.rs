@@ -217,6 +217,11 @@ pub async fn serve_with_store(
         api.clone(),
         controllers_token.clone(),
     ));
+    tasks.spawn(controllers::disruption::run(
+        api.clone(),
+        pod_cache.clone(),
+        controllers_token.clone(),
+    ));
     tasks.spawn(controllers::node_lifecycle::run(
         api.clone(),
         pod_cache,

@@ -1099,3 +1099,84 @@ fn events_expire_once_not_seen_for_the_event_ttl() {
         || (!exists("again")).then_some(()),
     );
 }
+
+/// The PodDisruptionBudget `guarded` of the Deployment `guarded`'s pods, keeping `min` Ready.
+fn budget(min: u32) -> String {
+    format!(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: guarded\nspec:\n  minAvailable: {min}\n  selector:\n    matchLabels:\n      app: guarded\n"
+    )
+}
+
+fn budget_status(s: &Server) -> Value {
+    s.kubectl_json(&["get", "pdb", "guarded"])["status"].clone()
+}
+
+#[test]
+fn kubectl_drain_honours_a_pod_disruption_budget() {
+    let s = Server::start();
+    let _a = Agent::start(&s, "node-a");
+    let _b = Agent::start(&s, "node-b");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v1");
+    apply(&s, &deployment("guarded", 2, "hello-http:v1", ""));
+    rollout_status(&s, "guarded");
+    apply(&s, &budget(2));
+    // Two pods, both needed: nothing may be evicted.
+    let status = wait_for("the budget's status", TIMEOUT, || {
+        let st = budget_status(&s);
+        (st["observedGeneration"] == 1 && st["currentHealthy"] == 2).then_some(st)
+    });
+    assert_eq!(status["desiredHealthy"], 2, "{status}");
+    assert_eq!(status["expectedPods"], 2, "{status}");
+    assert_eq!(status["disruptionsAllowed"], 0, "{status}");
+    assert_eq!(status["conditions"][0]["reason"], "InsufficientPods");
+    let table = s.kubectl_ok(&["get", "pdb"]);
+    assert!(
+        table.contains("ALLOWED DISRUPTIONS") && table.contains("N/A"),
+        "{table}"
+    );
+    let node_of_first = pods(&s, "app=guarded")[0]["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = s.kubectl(&["drain", &node_of_first, "--timeout=6s"]);
+    assert!(!out.status.success(), "the drain should have been refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{err}"
+    );
+    assert_eq!(ready_pods(&s, "app=guarded").len(), 2);
+    s.kubectl_ok(&["uncordon", &node_of_first]);
+
+    // One may go at a time: draining a node moves its pod to the other node.
+    apply(&s, &budget(1));
+    wait_for("one disruption allowed", TIMEOUT, || {
+        let st = budget_status(&s);
+        (st["observedGeneration"] == 2 && st["disruptionsAllowed"] == 1).then_some(())
+    });
+    let drained = s.kubectl(&["drain", "node-a", "--timeout=50s"]);
+    assert!(
+        drained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    let on_b = wait_for("both pods Ready on node-b", TIMEOUT, || {
+        let ready = ready_pods(&s, "app=guarded");
+        (ready.len() == 2 && ready.iter().all(|p| p["spec"]["nodeName"] == "node-b"))
+            .then_some(ready)
+    });
+    // Draining node-b too: its first eviction takes the one disruption; its replacement has
+    // nowhere to run, so the second eviction is refused until the drain gives up.
+    let out = s.kubectl(&["drain", "node-b", "--timeout=8s"]);
+    assert!(
+        !out.status.success(),
+        "the second eviction should have been refused"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("violate the pod's disruption budget"), "{err}");
+    let left: Vec<Value> = ready_pods(&s, "app=guarded");
+    assert_eq!(left.len(), 1, "exactly one of {} evicted", on_b.len());
+    let status = budget_status(&s);
+    assert_eq!(status["disruptionsAllowed"], 0, "{status}");
+    assert_eq!(status["currentHealthy"], 1, "{status}");
+}

@@ -90,7 +90,11 @@ impl Cause {
     /// The `details.causes[]` entry. Its message leaves the field out, as Kubernetes' causes
     /// do: clients put the two together (kubectl prints `* FIELD: MESSAGE`).
     fn to_json(&self) -> Value {
-        json!({"reason": self.reason, "message": self.message, "field": self.field})
+        let mut cause = json!({"reason": self.reason, "message": self.message});
+        if !self.field.is_empty() {
+            cause["field"] = json!(self.field);
+        }
+        cause
     }
 }
 
@@ -234,6 +238,15 @@ impl ApiError {
             group: Some(res.group.to_string()),
             kind: Some(res.kind.to_string()),
             causes,
+        }
+    }
+
+    /// 429 TooManyRequests: the request may succeed later (an eviction a disruption budget
+    /// does not allow now), with why in `causes`.
+    pub fn too_many_requests(message: impl Into<String>, causes: Vec<Cause>) -> Self {
+        ApiError {
+            causes,
+            ..Self::plain(429, "TooManyRequests", message)
         }
     }
 

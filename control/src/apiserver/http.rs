@@ -26,7 +26,9 @@ use super::patch::PatchType;
 use super::resources::{self, ResourceInfo, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
 use super::table::{self, IncludeObject, TableOptions};
-use super::{discovery, events_v1, node_proxy, openapi, pod_proxy, resource_metrics, self_review};
+use super::{
+    discovery, events_v1, eviction, node_proxy, openapi, pod_proxy, resource_metrics, self_review,
+};
 
 /// The Kubernetes version this server presents itself as (the `k8s-openapi` API level).
 pub const KUBERNETES_MINOR: &str = "33";
@@ -544,7 +546,7 @@ async fn handle(
             if let Some(d) = eviction.get("deleteOptions") {
                 opts.merge_json(d)?;
             }
-            api.delete(res, ns, name, &opts).await?;
+            eviction::evict(api, ns.unwrap_or("default"), name, &opts).await?;
             Ok(json_response(StatusCode::CREATED, &success_status()))
         }
         (Method::PUT, Some(name), None | Some("status") | Some("finalize")) => {

@@ -34,6 +34,7 @@ pub mod decoded_pods;
 pub mod discovery;
 pub mod error;
 pub mod events_v1;
+pub mod eviction;
 #[cfg(test)]
 pub(crate) mod fake_agent;
 pub mod http;

@@ -322,6 +322,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         [Status]
     ),
     res!(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        ["pdb"],
+        [],
+        [Status]
+    ),
+    res!(
         "events.k8s.io",
         "v1",
         "Event",

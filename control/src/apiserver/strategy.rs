@@ -17,7 +17,7 @@ use super::validation as v;
 pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), String> {
     use k8s_openapi::api::{apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch};
     use k8s_openapi::api::{coordination::v1 as coordination, core::v1 as core};
-    use k8s_openapi::api::{discovery::v1 as discovery, node::v1 as node};
+    use k8s_openapi::api::{discovery::v1 as discovery, node::v1 as node, policy::v1 as policy};
     /// One pass: the typed decode consumes `obj` (no copies) and reports what it skipped.
     fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
         obj: Value,
@@ -48,6 +48,7 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
         "RuntimeClass" => roundtrip::<node::RuntimeClass>(obj, u),
         "Lease" => roundtrip::<coordination::Lease>(obj, u),
         "HorizontalPodAutoscaler" => roundtrip::<autoscaling::HorizontalPodAutoscaler>(obj, u),
+        "PodDisruptionBudget" => roundtrip::<policy::PodDisruptionBudget>(obj, u),
         other => Err(format!("no decoder for kind {other}")),
     }?;
     Ok((normal, unknown))
@@ -606,6 +607,7 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
             }
         }
         "HorizontalPodAutoscaler" => v::autoscaler_bounds(&obj["spec"], &mut causes),
+        "PodDisruptionBudget" => v::disruption_budget(&obj["spec"], &mut causes),
         "ControllerRevision" => {
             // Kubernetes' ValidateControllerRevision.
             v::non_negative(&obj["revision"], "revision", &mut causes);

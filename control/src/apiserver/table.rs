@@ -256,6 +256,7 @@ fn printer_for(res: &ResourceInfo) -> Printer {
         ("node.k8s.io", "RuntimeClass") => p(RUNTIMECLASS_COLUMNS, runtimeclass_row),
         ("coordination.k8s.io", "Lease") => p(LEASE_COLUMNS, lease_row),
         ("autoscaling", "HorizontalPodAutoscaler") => p(HPA_COLUMNS, hpa_row),
+        ("policy", "PodDisruptionBudget") => p(PDB_COLUMNS, pdb_row),
         _ => p(DEFAULT_COLUMNS, default_row),
     }
 }
@@ -1253,6 +1254,42 @@ fn controllerrevision_row(cr: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option
     )
 }
 
+const PDB_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Min Available",
+        "string",
+        "The minimum number of pods that must be available.",
+    ),
+    col(
+        "Max Unavailable",
+        "string",
+        "The maximum number of pods that may be unavailable.",
+    ),
+    col(
+        "Allowed Disruptions",
+        "integer",
+        "Calculated number of pods that may be disrupted at this time.",
+    ),
+    AGE,
+];
+
+fn pdb_row(pdb: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let bound = |ptr: &str| match pdb.pointer(ptr) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "N/A".into(),
+    };
+    let cells = vec![
+        name(pdb),
+        bound("/spec/minAvailable").into(),
+        bound("/spec/maxUnavailable").into(),
+        int_at(pdb, "/status/disruptionsAllowed").into(),
+        age_at(pdb, now),
+    ];
+    (cells, None)
+}
+
 const HPA_COLUMNS: &[Column] = &[
     NAME,
     col(
@@ -1733,6 +1770,18 @@ mod tests {
                     "MINPODS",
                     "MAXPODS",
                     "REPLICAS",
+                    "AGE",
+                ],
+                &[],
+            ),
+            (
+                "policy/v1",
+                "PodDisruptionBudget",
+                &[
+                    "NAME",
+                    "MIN AVAILABLE",
+                    "MAX UNAVAILABLE",
+                    "ALLOWED DISRUPTIONS",
                     "AGE",
                 ],
                 &[],

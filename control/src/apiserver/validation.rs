@@ -542,6 +542,46 @@ fn int_or_percent(v: &Value, field: &str, at_most_100: bool, causes: &mut Vec<Ca
     }
 }
 
+/// A PodDisruptionBudget's spec, as kube-apiserver checks it: at most one of `minAvailable` and
+/// `maxUnavailable`, each a count or a percentage of at most 100%; a valid selector; a known
+/// `unhealthyPodEvictionPolicy`.
+pub fn disruption_budget(spec: &Value, causes: &mut Vec<Cause>) {
+    let (min, max) = (&spec["minAvailable"], &spec["maxUnavailable"]);
+    if !min.is_null() && !max.is_null() {
+        causes.push(Cause::invalid(
+            "spec",
+            shown(spec),
+            "minAvailable and maxUnavailable cannot be both set",
+        ));
+    }
+    for (value, field) in [(min, "spec.minAvailable"), (max, "spec.maxUnavailable")] {
+        if !value.is_null() {
+            int_or_percent(value, field, true, causes);
+        }
+    }
+    let selector = &spec["selector"];
+    if !selector.is_null() {
+        let parsed: Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, _> =
+            serde_json::from_value(selector.clone());
+        if let Err(e) = parsed
+            .map_err(|e| e.to_string())
+            .and_then(|s| LabelSelector::from_k8s(&s).map_err(|e| e.to_string()))
+        {
+            causes.push(Cause::invalid("spec.selector", selector, e));
+        }
+    }
+    if let Some(p) = spec["unhealthyPodEvictionPolicy"].as_str() {
+        const POLICIES: &[&str] = &["AlwaysAllow", "IfHealthyBudget"];
+        if !POLICIES.contains(&p) {
+            causes.push(Cause::not_supported(
+                "spec.unhealthyPodEvictionPolicy",
+                p,
+                POLICIES,
+            ));
+        }
+    }
+}
+
 /// A Deployment's `spec.strategy` or a DaemonSet's `spec.updateStrategy` (at `path`): a known
 /// type; no `rollingUpdate` unless the type is RollingUpdate; counts or percentages that do not
 /// make the rollout stall (`maxUnavailable` and `maxSurge` both zero), as Kubernetes checks.
@@ -838,6 +878,35 @@ mod tests {
                 "spec.restartPolicy"
             ]
         );
+    }
+
+    #[test]
+    fn a_disruption_budget_has_one_bound_within_range_and_a_known_policy() {
+        let mut causes = vec![];
+        disruption_budget(
+            &serde_json::json!({"minAvailable": "50%", "selector": {"matchLabels": {"a": "b"}}}),
+            &mut causes,
+        );
+        assert!(causes.is_empty(), "{causes:?}");
+        disruption_budget(
+            &serde_json::json!({"minAvailable": -1, "maxUnavailable": "150%",
+                "selector": {"matchExpressions": [{"key": "a", "operator": "Maybe"}]},
+                "unhealthyPodEvictionPolicy": "Never"}),
+            &mut causes,
+        );
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec",
+                "spec.minAvailable",
+                "spec.maxUnavailable",
+                "spec.selector",
+                "spec.unhealthyPodEvictionPolicy"
+            ]
+        );
+        assert!(causes[0].message.contains("cannot be both set"));
+        assert!(causes[2].message.contains("must not be greater than 100%"));
     }
 
     #[test]

@@ -20,10 +20,12 @@
 //!   and ReplicaSets on their pods' CPU and memory from the metrics API.
 //! - [`event_ttl`]: deletes Events not seen for `--event-ttl` (1 h), as kube-apiserver's
 //!   Event leases do.
+//! - [`disruption`]: PodDisruptionBudgets' status, which evictions read and take from.
 
 pub mod controller_history;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod event_ttl;

@@ -31,9 +31,10 @@ pub(super) static KINDS: &[KindDef] = &[
     k("autoscaling/v1", "HorizontalPodAutoscaler", 234),
     k("autoscaling/v1", "Scale", 238),
     k("policy/v1", "Eviction", 241),
-    k("authorization.k8s.io/v1", "SelfSubjectAccessReview", 244),
-    k("authorization.k8s.io/v1", "SelfSubjectRulesReview", 252),
-    k("authentication.k8s.io/v1", "SelfSubjectReview", 257),
+    k("policy/v1", "PodDisruptionBudget", 244),
+    k("authorization.k8s.io/v1", "SelfSubjectAccessReview", 247),
+    k("authorization.k8s.io/v1", "SelfSubjectRulesReview", 255),
+    k("authentication.k8s.io/v1", "SelfSubjectReview", 260),
     k("v1", "DeleteOptions", 242),
     k("meta.k8s.io/v1", "DeleteOptions", 242),
     k("apps/v1", "DeleteOptions", 242),
@@ -1825,17 +1826,40 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(2, "resourceVersion", Pointer, true, String),
     ]),
     // 244
-    m("authorization/v1.SelfSubjectAccessReview", &[
+    m("policy/v1.PodDisruptionBudget", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, false, Message(245)),
-        f(3, "status", Value, true, Message(251)),
+        f(2, "spec", Value, true, Message(245)),
+        f(3, "status", Value, true, Message(246)),
     ]),
     // 245
-    m("authorization/v1.SelfSubjectAccessReviewSpec", &[
-        f(1, "resourceAttributes", Pointer, true, Message(246)),
-        f(2, "nonResourceAttributes", Pointer, true, Message(250)),
+    m("policy/v1.PodDisruptionBudgetSpec", &[
+        f(1, "minAvailable", Pointer, true, IntOrString),
+        f(2, "selector", Pointer, true, Message(46)),
+        f(3, "maxUnavailable", Pointer, true, IntOrString),
+        f(4, "unhealthyPodEvictionPolicy", Pointer, true, String),
     ]),
     // 246
+    m("policy/v1.PodDisruptionBudgetStatus", &[
+        f(1, "observedGeneration", Value, true, Int64),
+        f(2, "disruptedPods", Map, true, Time),
+        f(3, "disruptionsAllowed", Value, false, Int32),
+        f(4, "currentHealthy", Value, false, Int32),
+        f(5, "desiredHealthy", Value, false, Int32),
+        f(6, "expectedPods", Value, false, Int32),
+        f(7, "conditions", Slice, true, Message(153)),
+    ]),
+    // 247
+    m("authorization/v1.SelfSubjectAccessReview", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, false, Message(248)),
+        f(3, "status", Value, true, Message(254)),
+    ]),
+    // 248
+    m("authorization/v1.SelfSubjectAccessReviewSpec", &[
+        f(1, "resourceAttributes", Pointer, true, Message(249)),
+        f(2, "nonResourceAttributes", Pointer, true, Message(253)),
+    ]),
+    // 249
     m("authorization/v1.ResourceAttributes", &[
         f(1, "namespace", Value, true, String),
         f(2, "verb", Value, true, String),
@@ -1844,76 +1868,76 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(5, "resource", Value, true, String),
         f(6, "subresource", Value, true, String),
         f(7, "name", Value, true, String),
-        f(8, "fieldSelector", Pointer, true, Message(247)),
-        f(9, "labelSelector", Pointer, true, Message(249)),
+        f(8, "fieldSelector", Pointer, true, Message(250)),
+        f(9, "labelSelector", Pointer, true, Message(252)),
     ]),
-    // 247
+    // 250
     m("authorization/v1.FieldSelectorAttributes", &[
         f(1, "rawSelector", Value, true, String),
-        f(2, "requirements", Slice, true, Message(248)),
+        f(2, "requirements", Slice, true, Message(251)),
     ]),
-    // 248
+    // 251
     m("meta/v1.FieldSelectorRequirement", &[
         f(1, "key", Value, false, String),
         f(2, "operator", Value, false, String),
         f(3, "values", Slice, true, String),
     ]),
-    // 249
+    // 252
     m("authorization/v1.LabelSelectorAttributes", &[
         f(1, "rawSelector", Value, true, String),
         f(2, "requirements", Slice, true, Message(47)),
     ]),
-    // 250
+    // 253
     m("authorization/v1.NonResourceAttributes", &[
         f(1, "path", Value, true, String),
         f(2, "verb", Value, true, String),
     ]),
-    // 251
+    // 254
     m("authorization/v1.SubjectAccessReviewStatus", &[
         f(1, "allowed", Value, false, Bool),
         f(4, "denied", Value, true, Bool),
         f(2, "reason", Value, true, String),
         f(3, "evaluationError", Value, true, String),
     ]),
-    // 252
+    // 255
     m("authorization/v1.SelfSubjectRulesReview", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, false, Message(253)),
-        f(3, "status", Value, true, Message(254)),
+        f(2, "spec", Value, false, Message(256)),
+        f(3, "status", Value, true, Message(257)),
     ]),
-    // 253
+    // 256
     m("authorization/v1.SelfSubjectRulesReviewSpec", &[
         f(1, "namespace", Value, true, String),
     ]),
-    // 254
+    // 257
     m("authorization/v1.SubjectRulesReviewStatus", &[
-        f(1, "resourceRules", Slice, false, Message(255)),
-        f(2, "nonResourceRules", Slice, false, Message(256)),
+        f(1, "resourceRules", Slice, false, Message(258)),
+        f(2, "nonResourceRules", Slice, false, Message(259)),
         f(3, "incomplete", Value, false, Bool),
         f(4, "evaluationError", Value, true, String),
     ]),
-    // 255
+    // 258
     m("authorization/v1.ResourceRule", &[
         f(1, "verbs", Slice, false, String),
         f(2, "apiGroups", Slice, true, String),
         f(3, "resources", Slice, true, String),
         f(4, "resourceNames", Slice, true, String),
     ]),
-    // 256
+    // 259
     m("authorization/v1.NonResourceRule", &[
         f(1, "verbs", Slice, false, String),
         f(2, "nonResourceURLs", Slice, true, String),
     ]),
-    // 257
+    // 260
     m("authentication/v1.SelfSubjectReview", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "status", Value, true, Message(258)),
+        f(2, "status", Value, true, Message(261)),
     ]),
-    // 258
+    // 261
     m("authentication/v1.SelfSubjectReviewStatus", &[
-        f(1, "userInfo", Value, true, Message(259)),
+        f(1, "userInfo", Value, true, Message(262)),
     ]),
-    // 259
+    // 262
     m("authentication/v1.UserInfo", &[
         f(1, "username", Value, true, String),
         f(2, "uid", Value, true, String),
