@@ -7,6 +7,7 @@
 //!   strategies, patches, selectors, server-side tables, watch).
 //! - [`controllers`]: reconcile loops that run inside the control-plane process.
 //! - [`scheduler`]: places pods on nodes (filter, score, bind through `pods/binding`).
+//! - [`cron`]: CronJob schedules (validated by the API server, followed by a controller).
 //! - [`events`]: records Kubernetes Events for in-process components, aggregating repeats.
 //! - [`registry`]: an OCI distribution registry served on the API server's listener.
 //! - [`kubeconfig`]: writes the kubeconfig a client uses to reach this server.
@@ -17,6 +18,7 @@
 
 pub mod apiserver;
 pub mod controllers;
+pub mod cron;
 pub mod events;
 pub mod kubeconfig;
 pub mod registry;

@@ -217,6 +217,10 @@ pub async fn serve_with_store(
         api.clone(),
         controllers_token.clone(),
     ));
+    tasks.spawn(controllers::cronjob::run(
+        api.clone(),
+        controllers_token.clone(),
+    ));
     tasks.spawn(controllers::disruption::run(
         api.clone(),
         pod_cache.clone(),

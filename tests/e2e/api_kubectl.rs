@@ -373,12 +373,12 @@ fn describe_shows_a_deployment_and_services_and_explain_answers_from_openapi() {
 #[test]
 fn a_manifest_with_an_unserved_kind_applies_its_other_objects_and_names_the_kind() {
     let s = Server::start();
-    let manifest = "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: nightly\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: a, image: hello-http:v1}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: beside\ndata: {a: b}\n";
+    let manifest = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: front\nspec:\n  defaultBackend:\n    service: {name: web, port: {number: 80}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: beside\ndata: {a: b}\n";
     let out = s.kubectl_stdin(&["apply", "-f", "-"], manifest);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the CronJob cannot be applied");
+    assert!(!out.status.success(), "the Ingress cannot be applied");
     assert!(
-        stderr.contains("no matches for kind \"CronJob\" in version \"batch/v1\""),
+        stderr.contains("no matches for kind \"Ingress\" in version \"networking.k8s.io/v1\""),
         "{stderr}"
     );
     assert!(

@@ -1180,3 +1180,105 @@ fn kubectl_drain_honours_a_pod_disruption_budget() {
     assert_eq!(status["disruptionsAllowed"], 0, "{status}");
     assert_eq!(status["currentHealthy"], 1, "{status}");
 }
+
+fn cronjob(name: &str, schedule: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: {name}\nspec:\n  schedule: \"{schedule}\"\n{extra}  successfulJobsHistoryLimit: 1\n  jobTemplate:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      template:\n        spec:\n          runtimeClassName: wasmtime\n          restartPolicy: Never\n          containers:\n            - name: main\n              image: hello-wasi:latest\n"
+    )
+}
+
+#[test]
+fn a_cronjob_starts_its_jobs_on_schedule_and_keeps_its_history() {
+    let s = Server::start();
+    let _a = Agent::start(&s, "ctl-cron-node");
+    push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:latest");
+    // Bad schedules and time zones are refused with their causes, and nothing is stored.
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &cronjob("bad", "61 * * * *", "  timeZone: Mars/Olympus\n"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.schedule: Invalid value")
+            && err.contains("spec.timeZone: Invalid value"),
+        "{err}"
+    );
+    assert!(!s.kubectl(&["get", "cronjob", "bad"]).status.success());
+
+    // Every minute; the first Job starts at the next minute's turn.
+    apply(
+        &s,
+        &cronjob("tick", "* * * * *", "  timeZone: Europe/Paris\n"),
+    );
+    let job = wait_for("the scheduled Job", Duration::from_secs(90), || {
+        let jobs = s.kubectl_json(&["get", "jobs", "-l", "app=tick"]);
+        jobs["items"].as_array().and_then(|a| a.first().cloned())
+    });
+    let name = job["metadata"]["name"].as_str().unwrap().to_string();
+    let minutes: u64 = name
+        .strip_prefix("tick-")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is tick-<minutes>"));
+    let stamp = job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(stamp.ends_with("+01:00"), "Paris time in winter: {stamp}");
+    let scheduled: chrono::DateTime<chrono::Utc> = stamp.parse().expect("RFC 3339");
+    assert_eq!(scheduled.timestamp() as u64, minutes * 60);
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Complete",
+        &format!("job/{name}"),
+        "--timeout=50s",
+    ]);
+    let cj = wait_for("lastSuccessfulTime", TIMEOUT, || {
+        let cj = s.kubectl_json(&["get", "cronjob", "tick"]);
+        (!cj["status"]["lastSuccessfulTime"].is_null() && cj["status"]["active"].is_null())
+            .then_some(cj)
+    });
+    assert_eq!(
+        cj["status"]["lastScheduleTime"],
+        scheduled.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    );
+    let table = s.kubectl_ok(&["get", "cronjob", "tick"]);
+    assert!(
+        table.contains("SCHEDULE") && table.contains("* * * * *") && table.contains("Europe/Paris"),
+        "{table}"
+    );
+    let events = event_reasons(&s, "involvedObject.name=tick");
+    assert!(events.contains("SuccessfulCreate"), "{events}");
+
+    // Suspended, it starts nothing more. A Job started by hand from its template runs, and
+    // counts in its history of one successful Job: the scheduled ones, older, go.
+    s.kubectl_ok(&[
+        "patch",
+        "cronjob",
+        "tick",
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"suspend\":true}}",
+    ]);
+    let table = s.kubectl_ok(&["get", "cronjob", "tick"]);
+    assert!(table.contains("true"), "{table}");
+    s.kubectl_ok(&["create", "job", "by-hand", "--from=cronjob/tick"]);
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/by-hand",
+        "--timeout=50s",
+    ]);
+    wait_for("only the newest Job kept", TIMEOUT, || {
+        let jobs = s.kubectl_json(&["get", "jobs", "-l", "app=tick"]);
+        let names: Vec<String> = jobs["items"]
+            .as_array()?
+            .iter()
+            .filter(|j| j["metadata"]["deletionTimestamp"].is_null())
+            .map(|j| j["metadata"]["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        (names == ["by-hand"]).then_some(())
+    });
+    let events = event_reasons(&s, "involvedObject.name=tick");
+    assert!(events.contains("SuccessfulDelete"), "{events}");
+}

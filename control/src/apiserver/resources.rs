@@ -322,6 +322,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         [Status]
     ),
     res!(
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        true,
+        ["cj"],
+        ["all"],
+        [Status]
+    ),
+    res!(
         "policy",
         "v1",
         "PodDisruptionBudget",

@@ -44,6 +44,7 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
         "DaemonSet" => roundtrip::<apps::DaemonSet>(obj, u),
         "ControllerRevision" => roundtrip::<apps::ControllerRevision>(obj, u),
         "Job" => roundtrip::<batch::Job>(obj, u),
+        "CronJob" => roundtrip::<batch::CronJob>(obj, u),
         "EndpointSlice" => roundtrip::<discovery::EndpointSlice>(obj, u),
         "RuntimeClass" => roundtrip::<node::RuntimeClass>(obj, u),
         "Lease" => roundtrip::<coordination::Lease>(obj, u),
@@ -168,16 +169,22 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
             default(spec, "backoffLimit", json!(6));
             default(spec, "completionMode", json!("NonIndexed"));
             default(spec, "suspend", json!(false));
-            // A Job template's restartPolicy has no default: validation asks for OnFailure or Never.
-            if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut)
-                && let Some(ps) = t.get_mut("spec").and_then(Value::as_object_mut)
+            default_job_pod_template(spec);
+        }
+        "CronJob" => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "concurrencyPolicy", json!("Allow"));
+            default(spec, "suspend", json!(false));
+            default(spec, "successfulJobsHistoryLimit", json!(3));
+            default(spec, "failedJobsHistoryLimit", json!(1));
+            // The Job spec of the template is not defaulted (the Job is, once created); its pod
+            // template is, as every pod spec.
+            if let Some(job) = spec
+                .get_mut("jobTemplate")
+                .and_then(|t| t.get_mut("spec"))
+                .and_then(Value::as_object_mut)
             {
-                let given = ps.get("restartPolicy").cloned();
-                default_pod_spec(ps);
-                match given {
-                    Some(p) => ps.insert("restartPolicy".into(), p),
-                    None => ps.remove("restartPolicy"),
-                };
+                default_job_pod_template(job);
             }
         }
         "Service" => {
@@ -212,6 +219,21 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
             default(spec, "finalizers", json!(["kubernetes"]));
         }
         _ => {}
+    }
+}
+
+/// A Job spec's pod template gets pod defaults, but no `restartPolicy`: validation asks for
+/// OnFailure or Never.
+fn default_job_pod_template(spec: &mut Map<String, Value>) {
+    if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut)
+        && let Some(ps) = t.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        let given = ps.get("restartPolicy").cloned();
+        default_pod_spec(ps);
+        match given {
+            Some(p) => ps.insert("restartPolicy".into(), p),
+            None => ps.remove("restartPolicy"),
+        };
     }
 }
 
@@ -432,6 +454,10 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
         "Deployment" | "ReplicaSet" | "DaemonSet" | "Job" => {
             (&obj["spec"]["template"]["spec"], "spec.template.spec")
         }
+        "CronJob" => (
+            &obj["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            "spec.jobTemplate.spec.template.spec",
+        ),
         _ => return Vec::new(),
     };
     let mut out = Vec::new();
@@ -561,18 +587,8 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
                 Some(&["Always"]),
             );
         }
-        "Job" => {
-            for f in ["parallelism", "completions", "backoffLimit"] {
-                v::non_negative(&obj["spec"][f], &format!("spec.{f}"), &mut causes);
-            }
-            v::job_features(&obj["spec"], &mut causes);
-            v::pod_spec(
-                &obj["spec"]["template"]["spec"],
-                "spec.template.spec",
-                &mut causes,
-                Some(&["OnFailure", "Never"]),
-            );
-        }
+        "Job" => v::job_spec(&obj["spec"], "spec", &mut causes),
+        "CronJob" => v::cron_job(obj, &mut causes),
         "Service" => v::service_spec(&obj["spec"], &mut causes),
         "ConfigMap" | "Secret" => {
             let mut total = 0;

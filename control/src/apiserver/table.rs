@@ -252,6 +252,7 @@ fn printer_for(res: &ResourceInfo) -> Printer {
         ("apps", "DaemonSet") => p(DAEMONSET_COLUMNS, daemonset_row),
         ("apps", "ControllerRevision") => p(CONTROLLERREVISION_COLUMNS, controllerrevision_row),
         ("batch", "Job") => p(JOB_COLUMNS, job_row),
+        ("batch", "CronJob") => p(CRONJOB_COLUMNS, cronjob_row),
         ("discovery.k8s.io", "EndpointSlice") => p(ENDPOINTSLICE_COLUMNS, endpointslice_row),
         ("node.k8s.io", "RuntimeClass") => p(RUNTIMECLASS_COLUMNS, runtimeclass_row),
         ("coordination.k8s.io", "Lease") => p(LEASE_COLUMNS, lease_row),
@@ -1175,6 +1176,58 @@ fn job_row(job: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
     (cells, None)
 }
 
+const CRONJOB_COLUMNS: &[Column] = &[
+    NAME,
+    col("Schedule", "string", "The schedule in Cron format."),
+    col("Timezone", "string", "The time zone of the schedule."),
+    col(
+        "Suspend",
+        "boolean",
+        "Whether subsequent executions are suspended.",
+    ),
+    col("Active", "integer", "The number of running jobs."),
+    col(
+        "Last Schedule",
+        "date",
+        "The last time the job was successfully scheduled.",
+    ),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+
+fn cronjob_row(cj: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let last = match time_at(cj, "/status/lastScheduleTime") {
+        Some(t) => human_duration(now - t),
+        None => "<none>".into(),
+    };
+    let time_zone = match cj.pointer("/spec/timeZone").and_then(Value::as_str) {
+        Some(tz) => tz.to_string(),
+        None => "<none>".into(),
+    };
+    let suspend = match cj.pointer("/spec/suspend").and_then(Value::as_bool) {
+        Some(b) => b.to_string(),
+        None => "<unset>".into(),
+    };
+    let template = cj.pointer("/spec/jobTemplate").cloned().unwrap_or_default();
+    let (containers, images) = container_cells(&template);
+    let selector = format_label_selector(template.pointer("/spec/selector"));
+    let cells = vec![
+        name(cj),
+        str_at(cj, "/spec/schedule").into(),
+        time_zone.into(),
+        suspend.into(),
+        (arr(cj, "/status/active").len() as i64).into(),
+        last.into(),
+        age_at(cj, now),
+        containers,
+        images,
+        selector.into(),
+    ];
+    (cells, None)
+}
+
 const RUNTIMECLASS_COLUMNS: &[Column] = &[
     NAME,
     col(
@@ -1773,6 +1826,20 @@ mod tests {
                     "AGE",
                 ],
                 &[],
+            ),
+            (
+                "batch/v1",
+                "CronJob",
+                &[
+                    "NAME",
+                    "SCHEDULE",
+                    "TIMEZONE",
+                    "SUSPEND",
+                    "ACTIVE",
+                    "LAST SCHEDULE",
+                    "AGE",
+                ],
+                &["CONTAINERS", "IMAGES", "SELECTOR"],
             ),
             (
                 "policy/v1",

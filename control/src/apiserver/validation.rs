@@ -648,15 +648,15 @@ pub fn autoscaler_bounds(spec: &Value, causes: &mut Vec<Cause>) {
 /// What of a Job's spec the Job controller does not do: refused with a message that says so,
 /// rather than stored and silently not done. Indexed completion and the per-index and
 /// per-failure policies are not implemented.
-pub fn job_features(spec: &Value, causes: &mut Vec<Cause>) {
+pub fn job_features(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     match spec["completionMode"].as_str() {
         None | Some("NonIndexed") => {}
         Some("Indexed") => causes.push(Cause::forbidden(
-            "spec.completionMode",
+            format!("{path}.completionMode"),
             "Indexed Jobs are not supported by Flotilla's Job controller yet",
         )),
         Some(other) => causes.push(Cause::not_supported(
-            "spec.completionMode",
+            format!("{path}.completionMode"),
             other,
             &["Indexed", "NonIndexed"],
         )),
@@ -669,11 +669,78 @@ pub fn job_features(spec: &Value, causes: &mut Vec<Cause>) {
     ] {
         if !spec[field].is_null() {
             causes.push(Cause::forbidden(
-                format!("spec.{field}"),
+                format!("{path}.{field}"),
                 "not supported by Flotilla's Job controller yet",
             ));
         }
     }
+}
+
+/// A Job spec at `path` (a Job's `spec`, a CronJob's `spec.jobTemplate.spec`): counts that
+/// are not negative, the features the Job controller has, a pod template that restarts
+/// `OnFailure` or `Never`.
+pub fn job_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    for f in ["parallelism", "completions", "backoffLimit"] {
+        non_negative(&spec[f], &format!("{path}.{f}"), causes);
+    }
+    job_features(spec, path, causes);
+    pod_spec(
+        &spec["template"]["spec"],
+        &format!("{path}.template.spec"),
+        causes,
+        Some(&["OnFailure", "Never"]),
+    );
+}
+
+/// The longest CronJob name: its Jobs add `-` and eleven digits, and a Job's name becomes a
+/// label value (63 characters).
+const CRONJOB_NAME_LIMIT: usize = 52;
+
+/// A CronJob, as kube-apiserver checks it: a name its Jobs can be named after, a schedule that
+/// parses in its time zone (which must exist, and not be given inside the schedule), a known
+/// `concurrencyPolicy`, counts that are not negative, and a valid Job template.
+pub fn cron_job(obj: &Value, causes: &mut Vec<Cause>) {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    if name.len() > CRONJOB_NAME_LIMIT {
+        causes.push(Cause::invalid(
+            "metadata.name",
+            name,
+            format!("must be no more than {CRONJOB_NAME_LIMIT} characters"),
+        ));
+    }
+    let spec = &obj["spec"];
+    let time_zone = spec["timeZone"].as_str();
+    match spec["schedule"].as_str().unwrap_or("") {
+        "" => causes.push(Cause::required("spec.schedule")),
+        schedule => {
+            if let Err(why) = crate::cron::Schedule::parse(schedule, None) {
+                causes.push(Cause::invalid("spec.schedule", schedule, why));
+            }
+        }
+    }
+    if let Some(tz) = time_zone
+        && crate::cron::Schedule::parse("* * * * *", Some(tz)).is_err()
+    {
+        causes.push(Cause::invalid("spec.timeZone", tz, "unknown time zone"));
+    }
+    if let Some(p) = spec["concurrencyPolicy"].as_str() {
+        const POLICIES: &[&str] = &["Allow", "Forbid", "Replace"];
+        if !POLICIES.contains(&p) {
+            causes.push(Cause::not_supported("spec.concurrencyPolicy", p, POLICIES));
+        }
+    }
+    for f in [
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ] {
+        non_negative(&spec[f], &format!("spec.{f}"), causes);
+    }
+    job_spec(
+        &spec["jobTemplate"]["spec"],
+        "spec.jobTemplate.spec",
+        causes,
+    );
 }
 
 /// The most data a ConfigMap or a Secret may hold (1 MiB, Kubernetes' `MaxSecretSize`).
@@ -1076,7 +1143,7 @@ mod tests {
     fn job_features_the_controller_lacks_are_refused_by_name() {
         let fields = |spec: Value| -> Vec<String> {
             let mut causes = vec![];
-            job_features(&spec, &mut causes);
+            job_features(&spec, "spec", &mut causes);
             causes.into_iter().map(|c| c.field).collect()
         };
         assert!(

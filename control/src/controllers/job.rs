@@ -228,7 +228,8 @@ pub fn suspended_condition(conditions: &[Value], suspend: bool, now: &str) -> Op
     )
 }
 
-fn finished(job: &Value) -> Option<(&'static str, DateTime<Utc>)> {
+/// How a Job finished (`Complete` or `Failed`) and when, from its conditions.
+pub fn finished(job: &Value) -> Option<(&'static str, DateTime<Utc>)> {
     let conds = job["status"]["conditions"].as_array()?;
     for kind in ["Complete", "Failed"] {
         if let Some(c) = conds

@@ -21,8 +21,10 @@
 //! - [`event_ttl`]: deletes Events not seen for `--event-ttl` (1 h), as kube-apiserver's
 //!   Event leases do.
 //! - [`disruption`]: PodDisruptionBudgets' status, which evictions read and take from.
+//! - [`cronjob`]: starts CronJobs' Jobs on their schedules ([`crate::cron`]).
 
 pub mod controller_history;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
