@@ -1189,3 +1189,76 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (code, body)
 }
+
+#[test]
+fn a_sidecar_starts_before_the_next_init_container_runs_beside_the_app_and_stops_after_it() {
+    let c = Cluster::start((300, 2000));
+    c.push(&sample("hello-wasi/hello-wasi.wasm"), "hello-wasi:v1");
+    c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
+    // A command pod whose sidecar never ends by itself: the pod still completes with its app.
+    let job_like = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: with-sidecar\nspec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 1\n  restartPolicy: Never\n  initContainers:\n    - name: sidecar\n      image: hello-wasi:v1\n      restartPolicy: Always\n      env: [{{name: HELLO_REPEAT_MS, value: \"100\"}}]\n    - name: setup\n      image: hello-wasi:v1\n  containers:\n    - name: main\n      image: hello-wasi:v1\n"
+    );
+    c.apply_without_warning(&job_like, "restartPolicy");
+    let done = c.wait_pod("with-sidecar", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let init = |p: &Value, name: &str| -> Value {
+        p["status"]["initContainerStatuses"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no status for {name}: {p}"))
+    };
+    let setup = init(&done, "setup");
+    assert_eq!(
+        setup["state"]["terminated"]["reason"], "Completed",
+        "{setup}"
+    );
+    // Then the sidecar is stopped, having run from before setup started to after main ended.
+    let stopped = c.wait_pod("with-sidecar", "its sidecar stopped", |p| {
+        init(p, "sidecar")["state"]["terminated"].is_object()
+    });
+    let sidecar = init(&stopped, "sidecar");
+    let time = |v: &Value| -> chrono::DateTime<chrono::Utc> {
+        v.as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("a time: {v}"))
+    };
+    let sidecar_ran = &sidecar["state"]["terminated"];
+    assert!(time(&sidecar_ran["startedAt"]) <= time(&setup["state"]["terminated"]["startedAt"]));
+    let main = container_status(&stopped);
+    assert!(time(&sidecar_ran["finishedAt"]) >= time(&main["state"]["terminated"]["finishedAt"]));
+    assert_eq!(sidecar["restartCount"], 0, "{sidecar}");
+    assert_eq!(stopped["status"]["phase"], "Succeeded");
+
+    // A service with a proxy sidecar: Ready once both are, and kubectl counts both.
+    let service = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: proxied\nspec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 1\n  initContainers:\n    - name: proxy\n      image: hello-http:v1\n      restartPolicy: Always\n      ports: [{{containerPort: 8081}}]\n      readinessProbe:\n        httpGet: {{path: /, port: 8081}}\n        periodSeconds: 1\n  containers:\n    - name: web\n      image: hello-http:v1\n      ports: [{{containerPort: 8080}}]\n"
+    );
+    c.apply_without_warning(&service, "restartPolicy");
+    let ready = c.wait_pod("proxied", "Ready", |p| {
+        p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    });
+    let proxy = init(&ready, "proxy");
+    assert_eq!(proxy["ready"], true, "{proxy}");
+    assert!(proxy["state"]["running"].is_object(), "{proxy}");
+    let table = c.kubectl_ok(&["get", "pod", "proxied"]);
+    assert!(
+        table.contains("2/2") && table.contains("Running"),
+        "{table}"
+    );
+    // A restartPolicy on an app container is refused, as kube-apiserver refuses it.
+    let bad = pod_manifest("bad", "hello-http:v1", "      restartPolicy: Always\n", "");
+    let out = c.apply(&bad);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "spec.containers[0].restartPolicy: Forbidden: may not be set for non-init containers"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

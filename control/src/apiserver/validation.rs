@@ -320,6 +320,7 @@ pub fn pod_spec(
                     &["Always", "IfNotPresent", "Never"],
                 ));
             }
+            container_restart_policy(c, &cpath, list == "initContainers", causes);
         }
     }
     let allowed = restart_policies.unwrap_or(&["Always", "OnFailure", "Never"]);
@@ -448,6 +449,40 @@ fn topology_spread_constraints(list: &Value, path: &str, causes: &mut Vec<Cause>
                 ));
             }
         }
+    }
+}
+
+/// A container's own `restartPolicy`, as kube-apiserver checks it: only an init container may
+/// have one, and only `Always` (a sidecar); a plain init container runs once, so it may have no
+/// probes and no lifecycle hooks.
+fn container_restart_policy(c: &Value, path: &str, init: bool, causes: &mut Vec<Cause>) {
+    let policy = c["restartPolicy"].as_str();
+    match (init, policy) {
+        (false, Some(_)) => causes.push(Cause::forbidden(
+            format!("{path}.restartPolicy"),
+            "may not be set for non-init containers",
+        )),
+        (true, Some(p)) if p != "Always" => causes.push(Cause::not_supported(
+            format!("{path}.restartPolicy"),
+            p,
+            &["Always"],
+        )),
+        (true, None) => {
+            for field in [
+                "lifecycle",
+                "livenessProbe",
+                "readinessProbe",
+                "startupProbe",
+            ] {
+                if !c[field].is_null() {
+                    causes.push(Cause::forbidden(
+                        format!("{path}.{field}"),
+                        "may not be set for init containers without restartPolicy=Always",
+                    ));
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -943,6 +978,37 @@ mod tests {
                 "spec.containers[0].image",
                 "spec.containers[1].name",
                 "spec.restartPolicy"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_init_containers_restart_on_their_own_and_plain_ones_have_no_probes() {
+        let spec = serde_json::json!({"restartPolicy": "Never",
+            "initContainers": [
+                {"name": "proxy", "image": "x", "restartPolicy": "Always",
+                    "readinessProbe": {"tcpSocket": {"port": 80}}},
+                {"name": "setup", "image": "x", "livenessProbe": {"tcpSocket": {"port": 80}}},
+                {"name": "odd", "image": "x", "restartPolicy": "OnFailure"}],
+            "containers": [{"name": "app", "image": "x", "restartPolicy": "Always"}]});
+        let mut causes = vec![];
+        pod_spec(&spec, "spec", &mut causes, None);
+        let got: Vec<(&str, &str)> = causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.reason))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "spec.initContainers[1].livenessProbe",
+                    "FieldValueForbidden"
+                ),
+                (
+                    "spec.initContainers[2].restartPolicy",
+                    "FieldValueNotSupported"
+                ),
+                ("spec.containers[0].restartPolicy", "FieldValueForbidden"),
             ]
         );
     }

@@ -39,6 +39,10 @@ pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub enum Kind {
     /// Runs to completion before the app containers start.
     Init,
+    /// An init container with `restartPolicy: Always` (a sidecar): started in its turn among
+    /// the init containers, it keeps running (restarted whenever it exits, whatever the pod's
+    /// policy) beside the app containers, and is stopped once they have ended.
+    Sidecar,
     /// An app container.
     App,
 }
@@ -122,7 +126,9 @@ impl Params {
     fn container(&self) -> Container {
         let spec = self.pod.spec.clone().unwrap_or_default();
         match self.kind {
-            Kind::Init => spec.init_containers.unwrap_or_default()[self.index].clone(),
+            Kind::Init | Kind::Sidecar => {
+                spec.init_containers.unwrap_or_default()[self.index].clone()
+            }
             Kind::App => spec.containers[self.index].clone(),
         }
     }
@@ -131,7 +137,7 @@ impl Params {
         let (kind, index) = (self.kind, self.index);
         self.shared.update(|s: &mut PodState| {
             let list = match kind {
-                Kind::Init => &mut s.init,
+                Kind::Init | Kind::Sidecar => &mut s.init,
                 Kind::App => &mut s.containers,
             };
             f(&mut list[index]);
@@ -177,10 +183,10 @@ pub async fn run(p: Params) -> Outcome {
     let mut prepared: Option<PreparedImage> = None;
     let mut run_number = {
         let s = p.shared.snapshot();
-        let list = if p.kind == Kind::Init {
-            &s.init
-        } else {
+        let list = if p.kind == Kind::App {
             &s.containers
+        } else {
+            &s.init
         };
         list[p.index].restart_count as u32
     };
@@ -378,7 +384,8 @@ pub async fn run(p: Params) -> Outcome {
         };
         let started_at = Timestamp::now();
         let started = Instant::now();
-        let is_app = p.kind == Kind::App;
+        // App containers and sidecars are probed; plain init containers run to completion.
+        let is_app = p.kind != Kind::Init;
         let has_startup = is_app && container.startup_probe.is_some();
         let has_readiness = is_app && container.readiness_probe.is_some();
         p.update(|r| {
@@ -409,6 +416,7 @@ pub async fn run(p: Params) -> Outcome {
                 shared: p.shared.clone(),
                 pod: pref.clone(),
                 container: container.clone(),
+                sidecar: p.kind == Kind::Sidecar,
                 index: p.index,
                 ip: p.ip,
                 runtime: p.runtime.clone(),
@@ -498,6 +506,7 @@ pub async fn run(p: Params) -> Outcome {
         }
         let restart = match p.kind {
             Kind::Init => code != 0 && policy.retries_init(code),
+            Kind::Sidecar => true,
             Kind::App => policy.restarts(code),
         };
         if !restart {

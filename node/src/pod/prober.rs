@@ -48,9 +48,11 @@ pub struct Params {
     pub shared: Arc<SharedState>,
     /// The pod.
     pub pod: PodRef,
-    /// The app container.
+    /// The app container, or the sidecar (an init container with `restartPolicy: Always`).
     pub container: Container,
-    /// Its index among the app containers.
+    /// Whether it is a sidecar: `index` is then among the init containers.
+    pub sidecar: bool,
+    /// Its index among the app containers (or the init containers).
     pub index: usize,
     /// The pod's address.
     pub ip: Ipv4Addr,
@@ -62,6 +64,17 @@ pub struct Params {
     pub unhealthy: Arc<Notify>,
     /// Cancelled when the container run ends.
     pub stop: CancellationToken,
+}
+
+impl Params {
+    /// The probed container's record in `s`.
+    fn record<'a>(&self, s: &'a mut super::PodState) -> &'a mut ContainerRecord {
+        if self.sidecar {
+            &mut s.init[self.index]
+        } else {
+            &mut s.containers[self.index]
+        }
+    }
 }
 
 /// Runs the probes until `stop`.
@@ -94,7 +107,7 @@ async fn probe_all(p: &Params) {
     let readiness = build("Readiness", &p.container.readiness_probe);
     let liveness = build("Liveness", &p.container.liveness_probe);
     let set = |f: &dyn Fn(&mut ContainerRecord)| {
-        p.shared.update(|s| f(&mut s.containers[p.index]));
+        p.shared.update(|s| f(p.record(s)));
     };
     if let Some(probe) = startup {
         if !watch(p, "Startup", &probe, |passing| passing).await {
@@ -150,11 +163,10 @@ async fn watch(p: &Params, kind: &str, probe: &Probe, verdict: impl Fn(bool) -> 
                 .as_ref()
                 .err()
                 .map(|m| format!("Readiness probe failed: {m}"));
-            let index = p.index;
-            let unchanged = p.shared.snapshot().containers[index].probe_failure == failure;
+            let unchanged = p.record(&mut p.shared.snapshot()).probe_failure == failure;
             if !unchanged {
                 p.shared
-                    .update(|s| s.containers[index].probe_failure = failure.clone());
+                    .update(|s| p.record(s).probe_failure = failure.clone());
             }
         }
         if let Err(message) = &result {

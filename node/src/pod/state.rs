@@ -170,6 +170,8 @@ pub struct ContainerRecord {
     pub container_id: Option<String>,
     /// Why its readiness probe fails, while it does (shown in the `Ready` condition).
     pub probe_failure: Option<String>,
+    /// An init container with `restartPolicy: Always` (a sidecar).
+    pub sidecar: bool,
     runs: u32,
 }
 
@@ -190,8 +192,15 @@ impl ContainerRecord {
             image_id: String::new(),
             container_id: None,
             probe_failure: None,
+            sidecar: false,
             runs: 0,
         }
+    }
+
+    /// Marks an init container as a sidecar (`restartPolicy: Always`) when `sidecar`.
+    pub fn as_sidecar(mut self, sidecar: bool) -> ContainerRecord {
+        self.sidecar = sidecar;
+        self
     }
 
     /// A container that waits for the pod's init containers.

@@ -131,10 +131,12 @@ impl PodState {
             derived
         };
         self.phase = self.phase.advance(derived);
+        // Sidecars count as kubelet counts restartable init containers: they must be ready too.
         let containers_ready = self.init_done
             && !self.phase.is_terminal()
             && !self.containers.is_empty()
-            && self.containers.iter().all(|c| c.ready);
+            && self.containers.iter().all(|c| c.ready)
+            && self.init.iter().filter(|c| c.sidecar).all(|c| c.ready);
         // Ready also waits for the readiness gates, as kubelet's does.
         let ready = containers_ready && self.unready_gates().is_empty();
         let values = [true, self.init_done, containers_ready, ready];
@@ -148,10 +150,17 @@ impl PodState {
         }
     }
 
-    /// Names of app containers that are not ready.
-    fn unready(&self) -> Vec<&str> {
-        self.containers
+    /// The sidecars, then the app containers: what must be ready.
+    fn probed(&self) -> impl Iterator<Item = &ContainerRecord> {
+        self.init
             .iter()
+            .filter(|c| c.sidecar)
+            .chain(&self.containers)
+    }
+
+    /// Names of containers (sidecars and app containers) that are not ready.
+    fn unready(&self) -> Vec<&str> {
+        self.probed()
             .filter(|c| !c.ready)
             .map(|c| c.name.as_str())
             .collect()
@@ -159,8 +168,7 @@ impl PodState {
 
     /// `; main: Readiness probe failed: ...` for unready containers whose probe fails.
     fn probe_failures(&self) -> String {
-        self.containers
-            .iter()
+        self.probed()
             .filter(|c| !c.ready)
             .filter_map(|c| Some(format!("; {}: {}", c.name, c.probe_failure.as_ref()?)))
             .collect()
@@ -180,7 +188,11 @@ impl PodState {
                             "containers with incomplete status: [{}]",
                             self.init
                                 .iter()
-                                .filter(|c| c.termination().is_none_or(|t| t.exit_code != 0))
+                                .filter(|c| if c.sidecar {
+                                    !(c.is_running() && c.started)
+                                } else {
+                                    c.termination().is_none_or(|t| t.exit_code != 0)
+                                })
                                 .map(|c| c.name.as_str())
                                 .collect::<Vec<_>>()
                                 .join(" ")
@@ -370,6 +382,45 @@ mod tests {
             Some(Time(later)),
             "stamped when it changed"
         );
+    }
+
+    #[test]
+    fn a_sidecar_must_be_ready_too_and_its_app_alone_decides_the_phase() {
+        let mut s = PodState::new(
+            RestartPolicy::Never,
+            vec![ContainerRecord::new("proxy", "i").as_sidecar(true)],
+            vec![ContainerRecord::initializing("app", "i")],
+            "127.0.0.1",
+        );
+        let at = Timestamp::UNIX_EPOCH;
+        s.init[0].apply(Transition::Started { at }).unwrap();
+        s.init_done = true;
+        s.containers[0].apply(Transition::Started { at }).unwrap();
+        s.containers[0].ready = true;
+        s.refresh(at);
+        let st = s.status();
+        assert_eq!(condition(&st, "Initialized"), "True");
+        let ready = condition_of(&st, "ContainersReady");
+        assert_eq!(ready.status, "False");
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("containers with unready status: [proxy]")
+        );
+        s.init[0].ready = true;
+        s.refresh(at);
+        assert_eq!(condition(&s.status(), "Ready"), "True");
+        // The app ends: the pod has succeeded, whatever its running sidecar does.
+        s.containers[0]
+            .apply(Transition::Exited(Termination {
+                exit_code: 0,
+                reason: "Completed".into(),
+                message: String::new(),
+                started_at: at,
+                finished_at: at,
+            }))
+            .unwrap();
+        s.refresh(at);
+        assert_eq!(s.status().phase.as_deref(), Some("Succeeded"));
     }
 
     #[test]

@@ -146,6 +146,7 @@ async fn run(
         .map(|c| {
             ContainerRecord::new(&c.name, c.image.as_deref().unwrap_or(""))
                 .with_restart_count(restarts(&c.name, &status.init_container_statuses))
+                .as_sidecar(c.restart_policy.as_deref() == Some("Always"))
         })
         .collect();
     let containers: Vec<ContainerRecord> = spec
@@ -408,7 +409,16 @@ async fn run_pod(
     };
     let volumes = Arc::new(volumes);
     tracing::debug!(pod = %pref.name, "volumes ready");
-    let run = |kind: Kind, index: usize| {
+    // Sidecars stop after the app containers, on a signal of their own; a pod without sidecars
+    // (most) carries no state for them.
+    let is_sidecar =
+        |c: &k8s_openapi::api::core::v1::Container| c.restart_policy.as_deref() == Some("Always");
+    let init = spec.init_containers.as_deref().unwrap_or_default();
+    let mut sidecars = init
+        .iter()
+        .any(is_sidecar)
+        .then(|| (tokio::task::JoinSet::new(), watch::channel(None)));
+    let run_with = |kind: Kind, index: usize, stop: watch::Receiver<Option<StopSignal>>| {
         container::run(container::Params {
             ctx: ctx.clone(),
             shared: shared.clone(),
@@ -419,11 +429,19 @@ async fn run_pod(
             volumes: volumes.clone(),
             ip,
             netns: netns.clone(),
-            stop: stop.clone(),
+            stop,
         })
     };
+    let run = |kind: Kind, index: usize| run_with(kind, index, stop.clone());
     let containers = async {
-        for i in 0..spec.init_containers.as_ref().map_or(0, Vec::len) {
+        for (i, c) in init.iter().enumerate() {
+            if let Some((set, (_, sidecar_stop))) = sidecars.as_mut().filter(|_| is_sidecar(c)) {
+                set.spawn(run_with(Kind::Sidecar, i, sidecar_stop.clone()));
+                if !sidecar_started(&shared, i, &stop).await {
+                    return;
+                }
+                continue;
+            }
             match run(Kind::Init, i).await {
                 Outcome::Succeeded => {}
                 Outcome::Failed => {
@@ -441,7 +459,39 @@ async fn run_pod(
         () = containers => {}
         () = volume_refresher(&ctx, &pref, pod_rx, ip, &pod_dir, sources) => {}
     }
+    if let Some((mut set, (sidecar_stop, _))) = sidecars {
+        // The app containers have ended (for good, or stopped): the sidecars go now, as the
+        // pod's stop asks, or within its grace period when the app containers finished.
+        let signal = (*stop.borrow()).unwrap_or(StopSignal {
+            grace: termination_grace(&pod),
+            agent_exit: false,
+        });
+        sidecar_stop.send_replace(Some(signal));
+        while set.join_next().await.is_some() {}
+    }
 }
+
+/// Waits until sidecar `index` runs and has passed its startup probe, as the next init
+/// container waits for it; `false` if the pod is stopped first.
+async fn sidecar_started(
+    shared: &SharedState,
+    index: usize,
+    stop: &watch::Receiver<Option<StopSignal>>,
+) -> bool {
+    loop {
+        if stop.borrow().is_some() {
+            return false;
+        }
+        let c = &shared.snapshot().init[index];
+        if c.is_running() && c.started {
+            return true;
+        }
+        tokio::time::sleep(SIDECAR_POLL).await;
+    }
+}
+
+/// How often a pod waiting for a sidecar to start looks again.
+const SIDECAR_POLL: Duration = Duration::from_millis(20);
 
 /// Brings the pod's API-sourced volumes up to date, as kubelet's pod sync does: every
 /// `sync_frequency` from freshly read ConfigMaps and Secrets, and at once when the pod's labels
