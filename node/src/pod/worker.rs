@@ -437,7 +437,8 @@ async fn run_pod(
         for (i, c) in init.iter().enumerate() {
             if let Some((set, (_, sidecar_stop))) = sidecars.as_mut().filter(|_| is_sidecar(c)) {
                 set.spawn(run_with(Kind::Sidecar, i, sidecar_stop.clone()));
-                if !sidecar_started(&shared, i, &stop).await {
+                let probed = c.startup_probe.is_some();
+                if !sidecar_started(&shared, i, probed, &stop).await {
                     return;
                 }
                 continue;
@@ -471,11 +472,14 @@ async fn run_pod(
     }
 }
 
-/// Waits until sidecar `index` runs and has passed its startup probe, as the next init
-/// container waits for it; `false` if the pod is stopped first.
+/// Waits until sidecar `index` runs and has passed its startup probe (`probed`: it has one),
+/// as the next init container waits for it; `false` if the pod is stopped first. A sidecar
+/// without a startup probe that has started once counts as started, even if it exited since
+/// (it is restarted on its own).
 async fn sidecar_started(
     shared: &SharedState,
     index: usize,
+    probed: bool,
     stop: &watch::Receiver<Option<StopSignal>>,
 ) -> bool {
     loop {
@@ -483,7 +487,8 @@ async fn sidecar_started(
             return false;
         }
         let c = &shared.snapshot().init[index];
-        if c.is_running() && c.started {
+        let ran = c.termination().is_some() || c.last_termination.is_some();
+        if (c.is_running() && c.started) || (!probed && ran) {
             return true;
         }
         tokio::time::sleep(SIDECAR_POLL).await;
