@@ -104,6 +104,19 @@ pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiErro
             Err(e) => return Err(e),
         }
     }
+    // The built-in PriorityClasses.
+    let pc = crate::apiserver::priority::classes();
+    for (name, value, description) in crate::apiserver::priority::SYSTEM_CLASSES {
+        let class = json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "description": description,
+        });
+        match api.create(pc, None, class, &WriteOptions::default()).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
     // One RuntimeClass per handler a node may offer: `wasmtime` (every node) and the OCI
     // runtimes `runc` and `crun` (nodes advertise those only when they work there, and the
     // scheduler places pods accordingly).

@@ -563,3 +563,38 @@ fn kubectl_auth_whoami_says_every_caller_is_anonymous() {
         "{groups}"
     );
 }
+
+/// PriorityClasses: the built-in ones exist, a new pod gets its class's priority, and a pod
+/// naming a class that does not exist is refused by admission.
+#[test]
+fn pods_get_the_priority_of_their_priority_class() {
+    let s = Server::start();
+    let table = s.kubectl_ok(&["get", "priorityclasses"]);
+    assert!(
+        table.contains("system-cluster-critical")
+            && table.contains("2000001000")
+            && table.contains("PREEMPTIONPOLICY"),
+        "{table}"
+    );
+    let manifest = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: batch-low\nvalue: -10\ndescription: best effort batch\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: ranked\nspec:\n  priorityClassName: batch-low\n  containers: [{name: a, image: hello-http:v1}]\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pod = s.kubectl_json(&["get", "pod", "ranked"]);
+    assert_eq!(pod["spec"]["priority"], -10, "{pod}");
+    assert_eq!(pod["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+    let bad = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: unranked\nspec:\n  priorityClassName: no-such-class\n  containers: [{name: a, image: hello-http:v1}]\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], bad);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "pods \"unranked\" is forbidden: no PriorityClass with name no-such-class was found"
+        ),
+        "{err}"
+    );
+    assert!(!s.kubectl(&["get", "pod", "unranked"]).status.success());
+}

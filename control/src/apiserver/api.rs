@@ -663,6 +663,12 @@ impl Api {
         }
         strategy::apply_defaults(res, &mut obj);
         strategy::prepare_for_create(res, &mut obj);
+        if is_pods(res) {
+            let pod_name = objects::name(&obj).to_string();
+            super::priority::admit_pod(self, &pod_name, &mut obj).await?;
+        } else if res.kind == "PriorityClass" {
+            super::priority::admit_class(self, &obj).await?;
+        }
         if let (true, Some(manager)) = (opts.field_manager_named, &opts.field_manager) {
             let api_version = res.api_version();
             let request = manager_request(res, &api_version, manager, None);
@@ -889,6 +895,9 @@ impl Api {
         strategy::apply_defaults(res, &mut obj);
         if res.kind == "Secret" {
             strategy::merge_string_data(&mut obj);
+        }
+        if res.kind == "PriorityClass" {
+            super::priority::admit_class(self, &obj).await?;
         }
         if res.kind == "Namespace" && sub.is_none() {
             // Namespace status (phase) is server-managed.

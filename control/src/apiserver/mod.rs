@@ -45,6 +45,7 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod pod_proxy;
+pub mod priority;
 pub mod projection;
 pub mod protobuf;
 pub mod recent_writes;

@@ -344,6 +344,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         [Status]
     ),
     res!(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        "priorityclass",
+        false,
+        ["pc"],
+        [],
+        []
+    ),
+    res!(
         "events.k8s.io",
         "v1",
         "Event",

@@ -15,6 +15,7 @@ use super::validation as v;
 /// the paths of fields the type does not know (as Kubernetes' strict decoding names them:
 /// `spec.containers[0].foo`).
 pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), String> {
+    use k8s_openapi::api::scheduling::v1 as scheduling;
     use k8s_openapi::api::{apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch};
     use k8s_openapi::api::{coordination::v1 as coordination, core::v1 as core};
     use k8s_openapi::api::{discovery::v1 as discovery, node::v1 as node, policy::v1 as policy};
@@ -50,6 +51,7 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
         "Lease" => roundtrip::<coordination::Lease>(obj, u),
         "HorizontalPodAutoscaler" => roundtrip::<autoscaling::HorizontalPodAutoscaler>(obj, u),
         "PodDisruptionBudget" => roundtrip::<policy::PodDisruptionBudget>(obj, u),
+        "PriorityClass" => roundtrip::<scheduling::PriorityClass>(obj, u),
         other => Err(format!("no decoder for kind {other}")),
     }?;
     Ok((normal, unknown))
@@ -213,6 +215,10 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
         "Secret" => {
             let o = obj.as_object_mut().expect("object");
             default(o, "type", json!("Opaque"));
+        }
+        "PriorityClass" => {
+            let o = obj.as_object_mut().expect("object");
+            default(o, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
         "Namespace" => {
             let spec = obj_mut(obj, "spec");
@@ -430,6 +436,7 @@ pub fn has_generation(res: &ResourceInfo) -> bool {
             | "ControllerRevision"
             | "Node"
             | "Namespace"
+            | "PriorityClass"
     )
 }
 
@@ -502,8 +509,8 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
         .is_some_and(|p| !p.is_empty())
     {
         out.push(format!(
-            "{path}.priorityClassName: pod priority and preemption are not supported; the pod \
-             is scheduled as any other"
+            "{path}.priorityClassName: preemption is not supported: the pod is scheduled before \
+             pods of lower priority, but never evicts them to make room"
         ));
     }
     out
@@ -624,6 +631,7 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
         }
         "HorizontalPodAutoscaler" => v::autoscaler_bounds(&obj["spec"], &mut causes),
         "PodDisruptionBudget" => v::disruption_budget(&obj["spec"], &mut causes),
+        "PriorityClass" => v::priority_class(obj, &mut causes),
         "ControllerRevision" => {
             // Kubernetes' ValidateControllerRevision.
             v::non_negative(&obj["revision"], "revision", &mut causes);
@@ -664,6 +672,14 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
             &old["spec"]["selector"],
         ),
         "ControllerRevision" => immutable(&mut causes, "data", &new["data"], &old["data"]),
+        "PriorityClass" => {
+            // kube-apiserver's words for these two.
+            for field in ["value", "preemptionPolicy"] {
+                if new[field] != old[field] {
+                    causes.push(Cause::forbidden(field, "may not be changed in an update."));
+                }
+            }
+        }
         "Job" => {
             immutable(
                 &mut causes,

@@ -258,6 +258,7 @@ fn printer_for(res: &ResourceInfo) -> Printer {
         ("coordination.k8s.io", "Lease") => p(LEASE_COLUMNS, lease_row),
         ("autoscaling", "HorizontalPodAutoscaler") => p(HPA_COLUMNS, hpa_row),
         ("policy", "PodDisruptionBudget") => p(PDB_COLUMNS, pdb_row),
+        ("scheduling.k8s.io", "PriorityClass") => p(PRIORITYCLASS_COLUMNS, priorityclass_row),
         _ => p(DEFAULT_COLUMNS, default_row),
     }
 }
@@ -1307,6 +1308,37 @@ fn controllerrevision_row(cr: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option
     )
 }
 
+const PRIORITYCLASS_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Value",
+        "integer",
+        "value represents the integer value of this priority class.",
+    ),
+    col(
+        "Global-Default",
+        "boolean",
+        "globalDefault specifies whether this PriorityClass should be considered as the default priority for pods that do not have any priority class.",
+    ),
+    AGE,
+    col(
+        "PreemptionPolicy",
+        "string",
+        "preemptionPolicy is the Policy for preempting pods with lower priority.",
+    ),
+];
+
+fn priorityclass_row(pc: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let cells = vec![
+        name(pc),
+        int_at(pc, "/value").into(),
+        (pc.pointer("/globalDefault") == Some(&Value::Bool(true))).into(),
+        age_at(pc, now),
+        str_at(pc, "/preemptionPolicy").into(),
+    ];
+    (cells, None)
+}
+
 const PDB_COLUMNS: &[Column] = &[
     NAME,
     col(
@@ -1840,6 +1872,12 @@ mod tests {
                     "AGE",
                 ],
                 &["CONTAINERS", "IMAGES", "SELECTOR"],
+            ),
+            (
+                "scheduling.k8s.io/v1",
+                "PriorityClass",
+                &["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
+                &[],
             ),
             (
                 "policy/v1",

@@ -617,6 +617,42 @@ pub fn disruption_budget(spec: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A PriorityClass, as kube-apiserver checks it: the `system-` prefix is kept for the built-in
+/// classes (with their values), other classes have a value of at most one billion, and a known
+/// `preemptionPolicy`.
+pub fn priority_class(class: &Value, causes: &mut Vec<Cause>) {
+    use super::priority::{HIGHEST_USER_DEFINABLE, SYSTEM_CLASSES};
+    let name = class["metadata"]["name"].as_str().unwrap_or("");
+    let value = class["value"].as_i64();
+    match SYSTEM_CLASSES.iter().find(|(n, _, _)| *n == name) {
+        Some((_, v, _)) if value != Some(*v) => causes.push(Cause::forbidden(
+            "metadata.name",
+            format!("{name} is a system priority class, its value must be {v}"),
+        )),
+        Some(_) => {}
+        None if name.starts_with("system-") => causes.push(Cause::forbidden(
+            "metadata.name",
+            "priority class names with 'system-' prefix are reserved",
+        )),
+        None => match value {
+            None => causes.push(Cause::required("value")),
+            Some(v) if v > HIGHEST_USER_DEFINABLE => causes.push(Cause::forbidden(
+                "value",
+                format!(
+                    "maximum allowed value of a user defined priority is {HIGHEST_USER_DEFINABLE}"
+                ),
+            )),
+            Some(_) => {}
+        },
+    }
+    if let Some(p) = class["preemptionPolicy"].as_str() {
+        const POLICIES: &[&str] = &["Never", "PreemptLowerPriority"];
+        if !POLICIES.contains(&p) {
+            causes.push(Cause::not_supported("preemptionPolicy", p, POLICIES));
+        }
+    }
+}
+
 /// A Deployment's `spec.strategy` or a DaemonSet's `spec.updateStrategy` (at `path`): a known
 /// type; no `rollingUpdate` unless the type is RollingUpdate; counts or percentages that do not
 /// make the rollout stall (`maxUnavailable` and `maxSurge` both zero), as Kubernetes checks.

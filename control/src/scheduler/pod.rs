@@ -65,6 +65,9 @@ pub struct PodInfo {
     pub pod_terms: Option<std::sync::Arc<super::inter_pod::PodTerms>>,
     /// `spec.topologySpreadConstraints`; `None` when it has none.
     pub spread: Option<std::sync::Arc<[super::topology_spread::Constraint]>>,
+    /// `spec.priority` (set by the API server from the pod's PriorityClass): the queue takes
+    /// higher priorities first.
+    pub priority: i32,
     /// `spec.runtimeClassName`.
     pub runtime_class: Option<String>,
     /// The uid of the controlling owner (`ownerReferences[controller=true]`), whose replicas
@@ -107,6 +110,7 @@ struct RawSpec {
     overhead: Option<Map<String, Value>>,
     scheduling_gates: Vec<serde::de::IgnoredAny>,
     topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    priority: Option<i32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -258,6 +262,7 @@ impl PodInfo {
             labels: std::sync::Arc::new(raw.metadata.labels),
             pod_terms,
             spread,
+            priority: spec.priority.unwrap_or(0),
             runtime_class: spec.runtime_class_name.filter(|n| !n.is_empty()),
             owner: raw
                 .metadata

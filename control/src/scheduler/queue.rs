@@ -2,7 +2,8 @@
 //! caller passes the time and asks [`SchedulingQueue::next_wake`] when to look again.
 //!
 //! As kube-scheduler's queue it has three parts:
-//! - **active**: pods to try now, first in first out;
+//! - **active**: pods to try now, the highest `spec.priority` first, then first in first out
+//!   (kube-scheduler's `PrioritySort`);
 //! - **backoff**: pods that failed and wait `1s × 2^(attempts-1)` (at most 10 s) before trying
 //!   again;
 //! - **unschedulable**: pods no node fits. They stay until something changes that could make
@@ -45,11 +46,33 @@ struct Entry {
     state: State,
 }
 
+/// Pods to try now: the highest priority first, then in the order they became active.
+#[derive(Debug, Default)]
+struct Active {
+    heap: BinaryHeap<(i32, Reverse<u64>, PodKey)>,
+    seq: u64,
+}
+
+impl Active {
+    fn push(&mut self, priority: i32, key: PodKey) {
+        self.seq += 1;
+        self.heap.push((priority, Reverse(self.seq), key));
+    }
+
+    fn pop(&mut self) -> Option<PodKey> {
+        self.heap.pop().map(|(_, _, key)| key)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
 /// The queue of pods to schedule.
 #[derive(Debug, Default)]
 pub struct SchedulingQueue {
     entries: HashMap<PodKey, Entry>,
-    active: VecDeque<PodKey>,
+    active: Active,
     backoff: BinaryHeap<Reverse<(Instant, PodKey)>>,
     /// Unschedulable pods in the order they were parked (times only grow), for the
     /// [`MAX_UNSCHEDULABLE`] flush; entries whose pod moved on are skipped.
@@ -96,6 +119,7 @@ impl SchedulingQueue {
         let key = pod.key();
         match self.entries.get_mut(&key) {
             None => {
+                let priority = pod.priority;
                 self.entries.insert(
                     key.clone(),
                     Entry {
@@ -105,7 +129,7 @@ impl SchedulingQueue {
                         state: State::Active,
                     },
                 );
-                self.active.push_back(key);
+                self.active.push(priority, key);
             }
             Some(e) => {
                 let changed = e.pod.scheduling_inputs_differ(&pod);
@@ -126,7 +150,7 @@ impl SchedulingQueue {
     /// The next pod to decide, if any is due. Moves due backoff pods to active first.
     pub fn pop(&mut self, now: Instant) -> Option<Arc<PodInfo>> {
         self.flush(now);
-        while let Some(key) = self.active.pop_front() {
+        while let Some(key) = self.active.pop() {
             if let Some(e) = self.entries.get_mut(&key)
                 && e.state == State::Active
             {
@@ -210,7 +234,7 @@ impl SchedulingQueue {
         let due = e.last_attempt.map_or(now, |t| t + backoff_for(e.attempts));
         if due <= now {
             e.state = State::Active;
-            self.active.push_back(key.to_string());
+            self.active.push(e.pod.priority, key.to_string());
         } else {
             self.send_to_backoff(key);
         }
@@ -237,7 +261,7 @@ impl SchedulingQueue {
                 && e.state == State::Backoff
             {
                 e.state = State::Active;
-                self.active.push_back(key);
+                self.active.push(e.pod.priority, key);
             }
         }
         while let Some((since, _)) = self.parked.front() {
@@ -283,6 +307,24 @@ mod tests {
         assert_eq!(q.pop(now).unwrap().name, "a");
         assert_eq!(q.pop(now).unwrap().name, "b");
         assert!(q.pop(now).is_none());
+    }
+
+    #[test]
+    fn higher_priorities_come_out_first_and_equals_in_order() {
+        let now = Instant::now();
+        let mut q = SchedulingQueue::new();
+        let with_priority = |name: &str, p: i32| {
+            PodInfo::from_value(&json!({"metadata": {"name": name, "namespace": "d"},
+                "spec": {"priority": p, "containers": [{"name": "c"}]}}))
+            .unwrap()
+        };
+        q.add(with_priority("low-1", 0), now);
+        q.add(with_priority("high", 1000), now);
+        q.add(with_priority("low-2", 0), now);
+        q.add(with_priority("mid", 10), now);
+        let order: Vec<String> =
+            std::iter::from_fn(|| q.pop(now).map(|p| p.name.clone())).collect();
+        assert_eq!(order, ["high", "mid", "low-1", "low-2"]);
     }
 
     #[test]
