@@ -89,20 +89,13 @@ pub enum ServeError {
 pub const DEFAULT_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-/// Creates the default namespaces and the `wasmtime`, `runc` and `crun` RuntimeClasses if
-/// missing (idempotent).
+/// Creates the default namespaces, the built-in PriorityClasses and the `wasmtime`, `runc` and
+/// `crun` RuntimeClasses if missing (idempotent).
 pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiError> {
     let ns_res = resources::find("", "v1", "namespaces").expect("served");
     for ns in DEFAULT_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match api
-            .create(ns_res, None, obj, &WriteOptions::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code == 409 => {}
-            Err(e) => return Err(e),
-        }
+        create_if_missing(api, ns_res, obj).await?;
     }
     // The built-in PriorityClasses.
     let pc = crate::apiserver::priority::classes();
@@ -111,11 +104,7 @@ pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiErro
             "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
             "metadata": {"name": name}, "value": value, "description": description,
         });
-        match api.create(pc, None, class, &WriteOptions::default()).await {
-            Ok(_) => {}
-            Err(e) if e.code == 409 => {}
-            Err(e) => return Err(e),
-        }
+        create_if_missing(api, pc, class).await?;
     }
     // One RuntimeClass per handler a node may offer: `wasmtime` (every node) and the OCI
     // runtimes `runc` and `crun` (nodes advertise those only when they work there, and the
@@ -127,13 +116,22 @@ pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiErro
             "metadata": {"name": handler, "labels": {"app.kubernetes.io/managed-by": "flotilla"}},
             "handler": handler,
         });
-        match api.create(rc, None, class, &WriteOptions::default()).await {
-            Ok(_) => {}
-            Err(e) if e.code == 409 => {}
-            Err(e) => return Err(e),
-        }
+        create_if_missing(api, rc, class).await?;
     }
     Ok(())
+}
+
+/// Creates a cluster-scoped `obj` of `res` unless it exists already.
+async fn create_if_missing(
+    api: &Api,
+    res: &crate::apiserver::resources::ResourceInfo,
+    obj: serde_json::Value,
+) -> Result<(), crate::apiserver::error::ApiError> {
+    match api.create(res, None, obj, &WriteOptions::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Runs the control plane on `listener` until `shutdown` is cancelled, then drains.

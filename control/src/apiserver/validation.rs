@@ -467,21 +467,18 @@ fn container_restart_policy(c: &Value, path: &str, init: bool, causes: &mut Vec<
             p,
             &["Always"],
         )),
-        (true, None) => {
-            for field in [
+        (true, None) => forbid_set(
+            c,
+            path,
+            &[
                 "lifecycle",
                 "livenessProbe",
                 "readinessProbe",
                 "startupProbe",
-            ] {
-                if !c[field].is_null() {
-                    causes.push(Cause::forbidden(
-                        format!("{path}.{field}"),
-                        "may not be set for init containers without restartPolicy=Always",
-                    ));
-                }
-            }
-        }
+            ],
+            "may not be set for init containers without restartPolicy=Always",
+            causes,
+        ),
         _ => {}
     }
 }
@@ -732,17 +729,25 @@ pub fn job_features(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             &["Indexed", "NonIndexed"],
         )),
     }
-    for field in [
-        "podFailurePolicy",
-        "successPolicy",
-        "backoffLimitPerIndex",
-        "maxFailedIndexes",
-    ] {
-        if !spec[field].is_null() {
-            causes.push(Cause::forbidden(
-                format!("{path}.{field}"),
-                "not supported by Flotilla's Job controller yet",
-            ));
+    forbid_set(
+        spec,
+        path,
+        &[
+            "podFailurePolicy",
+            "successPolicy",
+            "backoffLimitPerIndex",
+            "maxFailedIndexes",
+        ],
+        "not supported by Flotilla's Job controller yet",
+        causes,
+    );
+}
+
+/// A `Forbidden` cause with `why` for each of `fields` of `obj` (at `path`) that is set.
+fn forbid_set(obj: &Value, path: &str, fields: &[&str], why: &str, causes: &mut Vec<Cause>) {
+    for field in fields {
+        if !obj[*field].is_null() {
+            causes.push(Cause::forbidden(format!("{path}.{field}"), why));
         }
     }
 }

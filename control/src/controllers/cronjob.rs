@@ -140,10 +140,8 @@ impl CronJobController {
 
     async fn sync(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
         let ns = key.namespace.as_deref().unwrap_or("default");
-        let cronjob = match self.api.get(cronjobs(), Some(ns), &key.name).await {
-            Ok(c) => c,
-            Err(e) if e.code == 404 => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(cronjob) = runner::get_object(&self.api, cronjobs(), key).await? else {
+            return Ok(None);
         };
         let me = owner::object_reference(&cronjob);
         let (listed, _, _) = self

@@ -93,10 +93,8 @@ impl DaemonSetController {
 
     async fn sync(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
         let ns = key.namespace.as_deref().unwrap_or("default");
-        let ds = match self.api.get(daemonsets(), Some(ns), &key.name).await {
-            Ok(d) => d,
-            Err(e) if e.code == 404 => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(ds) = runner::get_object(&self.api, daemonsets(), key).await? else {
+            return Ok(None);
         };
         if objects::is_deleting(&ds) {
             return Ok(None);

@@ -170,10 +170,8 @@ impl DeploymentController {
 
     async fn sync(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
         let ns = key.namespace.as_deref().unwrap_or("default");
-        let d = match self.api.get(deployments(), Some(ns), &key.name).await {
-            Ok(d) => d,
-            Err(e) if e.code == 404 => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(d) = runner::get_object(&self.api, deployments(), key).await? else {
+            return Ok(None);
         };
         if objects::is_deleting(&d) {
             return Ok(None);

@@ -169,10 +169,8 @@ impl DisruptionController {
 
     async fn sync(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
         let ns = key.namespace.as_deref().unwrap_or("default");
-        let budget = match self.api.get(budgets(), Some(ns), &key.name).await {
-            Ok(b) => b,
-            Err(e) if e.code == 404 => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(budget) = runner::get_object(&self.api, budgets(), key).await? else {
+            return Ok(None);
         };
         if objects::is_deleting(&budget) {
             return Ok(None);

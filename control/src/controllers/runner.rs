@@ -194,6 +194,20 @@ pub async fn expand(api: &Api, res: &ResourceInfo, key: &ObjectKey) -> ApiResult
     Ok(items.iter().map(ObjectKey::of).collect())
 }
 
+/// The object `key` names, or `None` once it is gone (a reconcile of a deleted object has
+/// nothing to do).
+pub async fn get_object(
+    api: &Api,
+    res: &ResourceInfo,
+    key: &ObjectKey,
+) -> ApiResult<Option<Value>> {
+    match api.get(res, key.namespace.as_deref(), &key.name).await {
+        Ok(obj) => Ok(Some(obj)),
+        Err(e) if e.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reconciles `key` with `sync`: an [`ObjectKey::all_in`] key (an orphan, or a node, changed)
 /// syncs every object of `res` in its namespace, one after another; any other key its object.
 pub async fn sync_each<F, Fut>(
