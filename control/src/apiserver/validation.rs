@@ -410,16 +410,7 @@ fn topology_spread_constraints(list: &Value, path: &str, causes: &mut Vec<Cause>
             }
         }
         let selector = &c["labelSelector"];
-        if !selector.is_null() {
-            let parsed: Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, _> =
-                serde_json::from_value(selector.clone());
-            if let Err(e) = parsed
-                .map_err(|e| e.to_string())
-                .and_then(|s| LabelSelector::from_k8s(&s).map_err(|e| e.to_string()))
-            {
-                causes.push(Cause::invalid(format!("{at}.labelSelector"), selector, e));
-            }
-        }
+        optional_selector(selector, &format!("{at}.labelSelector"), causes);
         let keys = c["matchLabelKeys"].as_array().into_iter().flatten();
         for (j, k) in keys.enumerate() {
             let field = format!("{at}.matchLabelKeys[{j}]");
@@ -480,6 +471,22 @@ fn container_restart_policy(c: &Value, path: &str, init: bool, causes: &mut Vec<
             causes,
         ),
         _ => {}
+    }
+}
+
+/// A label selector's JSON, parsed, or why it is not one.
+fn parse_selector(v: &Value) -> Result<LabelSelector, String> {
+    let parsed: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+        serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+    LabelSelector::from_k8s(&parsed).map_err(|e| e.to_string())
+}
+
+/// A selector at `field`, when set, must parse.
+fn optional_selector(v: &Value, field: &str, causes: &mut Vec<Cause>) {
+    if !v.is_null()
+        && let Err(e) = parse_selector(v)
+    {
+        causes.push(Cause::invalid(field, v, e));
     }
 }
 
@@ -591,17 +598,7 @@ pub fn disruption_budget(spec: &Value, causes: &mut Vec<Cause>) {
             int_or_percent(value, field, true, causes);
         }
     }
-    let selector = &spec["selector"];
-    if !selector.is_null() {
-        let parsed: Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, _> =
-            serde_json::from_value(selector.clone());
-        if let Err(e) = parsed
-            .map_err(|e| e.to_string())
-            .and_then(|s| LabelSelector::from_k8s(&s).map_err(|e| e.to_string()))
-        {
-            causes.push(Cause::invalid("spec.selector", selector, e));
-        }
-    }
+    optional_selector(&spec["selector"], "spec.selector", causes);
     if let Some(p) = spec["unhealthyPodEvictionPolicy"].as_str() {
         const POLICIES: &[&str] = &["AlwaysAllow", "IfHealthyBudget"];
         if !POLICIES.contains(&p) {
@@ -829,12 +826,7 @@ pub fn workload_selector(spec: &Value, causes: &mut Vec<Cause>) {
         causes.push(Cause::required("spec.selector"));
         return;
     }
-    let parsed: Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, _> =
-        serde_json::from_value(sel.clone());
-    let selector = match parsed
-        .map_err(|e| e.to_string())
-        .and_then(|s| LabelSelector::from_k8s(&s).map_err(|e| e.to_string()))
-    {
+    let selector = match parse_selector(sel) {
         Ok(s) => s,
         Err(e) => {
             causes.push(Cause::invalid("spec.selector", sel, e));
