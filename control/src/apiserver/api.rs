@@ -211,6 +211,8 @@ pub struct Api {
     services: Arc<ServiceAddresses>,
     recent: Arc<RecentWrites>,
     decoded: Arc<DecodedPods>,
+    /// The global default PriorityClass, read again after a PriorityClass is written.
+    default_class: Arc<super::priority::DefaultClass>,
     /// Makes a name from `generateName` ([`objects::generate_name`]; tests choose their own).
     generate_name: fn(&str) -> String,
 }
@@ -258,6 +260,7 @@ impl Api {
             services,
             recent: Arc::default(),
             decoded: Arc::default(),
+            default_class: Arc::default(),
             generate_name: objects::generate_name,
         }
     }
@@ -967,6 +970,7 @@ impl Api {
         {
             // The last finalizer is gone: the deletion completes.
             let deleted = self.store.delete(key, Some(current_rv)).await;
+            self.written(res);
             if let Some((lock, _)) = services.as_mut() {
                 match &deleted {
                     Ok(_) => lock.get().release_owner(&service_owner(ns, name)),
@@ -1006,7 +1010,20 @@ impl Api {
         }
     }
 
+    /// The cache of the global default PriorityClass (see [`super::priority`]).
+    pub(crate) fn default_class(&self) -> &super::priority::DefaultClass {
+        &self.default_class
+    }
+
+    /// What follows every write of `res` that reached the store.
+    fn written(&self, res: &ResourceInfo) {
+        if res.kind == "PriorityClass" {
+            self.default_class.changed();
+        }
+    }
+
     fn stored(&self, res: &ResourceInfo, mut obj: Value, bytes: Bytes, entry: &Entry) -> Written {
+        self.written(res);
         objects::set_resource_version(&mut obj, entry.mod_revision);
         let obj = Arc::new(obj);
         if is_pods(res) {
@@ -1294,6 +1311,7 @@ impl Api {
                 .delete(key, Some(rv))
                 .await
                 .map_err(|e| ApiError::from_store(e, res, name))?;
+            self.written(res);
             forget_service(services, ns, name);
             objects::set_resource_version(&mut obj, entry.mod_revision);
             return Ok(Deleted {
@@ -1365,6 +1383,7 @@ impl Api {
             .delete(res.key(ns, name), Some(rv))
             .await
             .map_err(|e| ApiError::from_store(e, res, name))?;
+        self.written(res);
         forget_service(services, ns, name);
         Ok(from_entry(&entry))
     }
