@@ -1262,6 +1262,16 @@ fn a_cronjob_starts_its_jobs_on_schedule_and_keeps_its_history() {
     ]);
     let table = s.kubectl_ok(&["get", "cronjob", "tick"]);
     assert!(table.contains("true"), "{table}");
+    // History is ordered by start time, to the second, and a tie goes by name (as in
+    // Kubernetes): the Job by hand must start in a later second than the scheduled one.
+    let started = s.kubectl_json(&["get", "job", &name])["status"]["startTime"]
+        .as_str()
+        .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+        .expect("the scheduled Job has a startTime");
+    let later = started + chrono::Duration::seconds(1);
+    if let Ok(wait) = (later - chrono::Utc::now()).to_std() {
+        std::thread::sleep(wait.min(Duration::from_secs(2)));
+    }
     s.kubectl_ok(&["create", "job", "by-hand", "--from=cronjob/tick"]);
     s.kubectl_ok(&[
         "wait",

@@ -105,8 +105,8 @@ pub async fn release(
 /// The dependents of `owner` among `candidates` (objects of `res` in its namespace), as
 /// Kubernetes' `ClaimObject` decides: its own that match its selector stay (even while
 /// being deleted); its own that stopped matching are released; matching orphans are adopted
-/// (unless being deleted). Conflicts and vanished objects are skipped: the next pass sees
-/// them again.
+/// (unless being deleted). A release that conflicts or finds the object gone is skipped (the
+/// next pass sees it again); an adoption that conflicts fails the pass, to be retried.
 pub async fn claim(
     api: &Api,
     res: &ResourceInfo,
@@ -136,7 +136,11 @@ pub async fn claim(
                         mine.push(adopted);
                         continue;
                     }
-                    Err(e) => Err(e),
+                    // Gone: nothing to adopt. Anything else (a conflict with a concurrent
+                    // write, say) fails the pass, as in Kubernetes: a controller that went on
+                    // without a dependent it should own would make a second one.
+                    Err(e) if e.code == 404 => continue,
+                    Err(e) => return Err(e),
                 }
             }
             _ => continue,
@@ -188,5 +192,54 @@ mod tests {
         assert!(is_controlled_by(&pod, "b"));
         assert!(!is_controlled_by(&pod, "a"));
         assert!(controller_ref(&json!({"metadata": {}})).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_adoption_that_conflicts_fails_the_pass_instead_of_dropping_the_orphan() {
+        use crate::apiserver::api::ApiConfig;
+        use crate::apiserver::resources;
+        use crate::store::redb::{RedbStore, RedbStoreConfig};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(RedbStoreConfig::new(dir.path().join("s.redb"))).unwrap();
+        let api = Api::new(std::sync::Arc::new(store), ApiConfig::default());
+        let opts = WriteOptions::default();
+        let namespaces = resources::find("", "v1", "namespaces").unwrap();
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        api.create(namespaces, None, ns, &opts).await.unwrap();
+        let configmaps = resources::find("", "v1", "configmaps").unwrap();
+        let cm = |name: &str| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": name, "labels": {"app": "a"}}})
+        };
+        let (owner, _) = api
+            .create(configmaps, Some("default"), cm("owner"), &opts)
+            .await
+            .unwrap();
+        let mut owner = owner;
+        owner["spec"] = json!({"selector": {"matchLabels": {"app": "a"}}});
+        let (orphan, _) = api
+            .create(configmaps, Some("default"), cm("orphan"), &opts)
+            .await
+            .unwrap();
+        // Someone else writes the orphan after the controller read it.
+        let mut newer = orphan.clone();
+        newer["data"] = json!({"k": "v"});
+        api.update(configmaps, Some("default"), "orphan", newer, None, &opts)
+            .await
+            .unwrap();
+
+        let err = claim(&api, configmaps, &owner, vec![orphan.clone()])
+            .await
+            .expect_err("a stale adoption must not be skipped");
+        assert_eq!(err.code, 409);
+        // The next pass, with what is stored now, adopts it.
+        let fresh = api
+            .get(configmaps, Some("default"), "orphan")
+            .await
+            .unwrap();
+        let mine = claim(&api, configmaps, &owner, vec![fresh]).await.unwrap();
+        assert_eq!(mine.len(), 1);
+        assert!(is_controlled_by(&mine[0], uid(&owner)));
     }
 }

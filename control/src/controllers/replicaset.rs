@@ -176,7 +176,9 @@ impl ReplicaSetController {
                 None if matches && !deleting && !objects::is_deleting(&p) => {
                     match owner::adopt(&self.api, pods::pods(), &p, &rs).await {
                         Ok(adopted) => mine.push(Arc::new(adopted)),
-                        Err(e) if e.code == 404 || e.code == 409 => {}
+                        // A conflict fails the pass (retried): going on without the pod
+                        // would make one too many.
+                        Err(e) if e.code == 404 => {}
                         Err(e) => return Err(e),
                     }
                 }
