@@ -363,3 +363,95 @@ fn init_containers_run_first_and_a_failing_liveness_probe_restarts_the_container
         "{describe}"
     );
 }
+
+/// A pod of high priority that fits nowhere preempts a pod of lower priority: the victim is
+/// marked `DisruptionTarget`, gets a `Preempted` event and goes; the preemptor is nominated
+/// to its node, and a pending pod of equal priority whose policy is `Never` neither preempts
+/// nor takes the room the preemptor waited for.
+#[test]
+fn a_pod_of_higher_priority_preempts_one_of_lower_priority() {
+    let (s, _a, _b) = two_nodes();
+    // Requests of 60 % of node-a's CPU: one such pod fills it.
+    let node = s.kubectl_json(&["get", "node", "node-a"]);
+    let cpu = node["status"]["allocatable"]["cpu"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let milli: u64 = cpu
+        .strip_suffix('m')
+        .map(|m| m.parse().unwrap())
+        .unwrap_or_else(|| cpu.parse::<u64>().unwrap() * 1000);
+    let request = format!("{}m", milli * 6 / 10);
+    let ranked = |name: &str, class: &str| -> String {
+        format!(
+            "{}      resources:\n        requests:\n          cpu: {request}\n",
+            http_pod(
+                name,
+                &format!("  priorityClassName: {class}\n  nodeSelector:\n    zone: a\n")
+            )
+        )
+    };
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: low\nvalue: 100\n---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: high\nvalue: 1000\n---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: high-polite\nvalue: 1000\npreemptionPolicy: Never\n",
+    );
+    // The victim takes two seconds to stop (a preStop sleep), so its last state is seen.
+    let victim = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: victim\nspec:\n  runtimeClassName: wasmtime\n  terminationGracePeriodSeconds: 10\n  priorityClassName: low\n  nodeSelector:\n    zone: a\n  containers:\n    - name: web\n      image: hello-http:latest\n      lifecycle:\n        preStop:\n          sleep:\n            seconds: 2\n      resources:\n        requests:\n          cpu: {request}\n"
+    );
+    s.kubectl_stdin(&["apply", "-f", "-"], &victim);
+    let victim = wait_pod(&s, "victim", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let victim_uid = victim["metadata"]["uid"].as_str().unwrap().to_string();
+
+    // preemptionPolicy: Never: it waits, and the victim keeps running.
+    s.kubectl_stdin(&["apply", "-f", "-"], &ranked("polite", "high-polite"));
+    let message = wait_unschedulable(&s, "polite");
+    assert!(message.contains("Insufficient cpu"), "{message}");
+    std::thread::sleep(Duration::from_secs(1));
+    let still = pod(&s, "victim").expect("the victim is still there");
+    assert!(still["metadata"]["deletionTimestamp"].is_null(), "{still}");
+
+    // PreemptLowerPriority (the default): the victim goes, the preemptor runs in its place.
+    s.kubectl_stdin(&["apply", "-f", "-"], &ranked("urgent", "high"));
+    let going = wait_pod(&s, "victim", "terminating", |p| {
+        !p["metadata"]["deletionTimestamp"].is_null()
+    });
+    let target = going["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "DisruptionTarget").cloned())
+        .unwrap_or_else(|| panic!("no DisruptionTarget condition: {going}"));
+    assert_eq!(
+        (&target["status"], &target["reason"]),
+        (&Value::from("True"), &Value::from("PreemptionByScheduler"))
+    );
+    let urgent = wait_pod(&s, "urgent", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(urgent["spec"]["nodeName"], "node-a");
+    assert_eq!(urgent["status"]["nominatedNodeName"], "node-a");
+    wait_for("the victim gone", TIMEOUT, || {
+        pod(&s, "victim").is_none().then_some(())
+    });
+    let events = s.kubectl_json(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.uid={victim_uid}"),
+    ]);
+    let preempted = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["reason"] == "Preempted")
+        .unwrap_or_else(|| panic!("no Preempted event: {events}"));
+    let urgent_uid = urgent["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(
+        preempted["message"],
+        format!("Preempted by pod {urgent_uid} on node node-a")
+    );
+    // The polite pod of the same priority did not take the room urgent was nominated to.
+    let polite = pod(&s, "polite").expect("polite");
+    assert!(polite["spec"]["nodeName"].is_null(), "{polite}");
+}

@@ -504,15 +504,6 @@ pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
             }
         }
     }
-    if spec["priorityClassName"]
-        .as_str()
-        .is_some_and(|p| !p.is_empty())
-    {
-        out.push(format!(
-            "{path}.priorityClassName: preemption is not supported: the pod is scheduled before \
-             pods of lower priority, but never evicts them to make room"
-        ));
-    }
     out
 }
 
@@ -881,7 +872,8 @@ mod tests {
     fn pod_fields_flotilla_does_not_act_on_are_warned_about() {
         let deploy = resources::find("apps", "v1", "deployments").expect("served");
         let spec = json!({"affinity": {"podAntiAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone"}],
+                "requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone",
+                    "namespaceSelector": {"matchLabels": {"team": "x"}}}],
                 "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}]},
                 "nodeAffinity": {}},
             "topologySpreadConstraints": [{"maxSkew": 1}], "priorityClassName": "high",
@@ -889,7 +881,14 @@ mod tests {
                 "lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}]});
         let got = warnings(deploy, &json!({"spec": {"template": {"spec": spec}}}));
         let fields: Vec<&str> = got.iter().map(|w| w.split(':').next().unwrap()).collect();
-        assert_eq!(fields, ["spec.template.spec.priorityClassName"]);
+        // Only the namespaceSelector is not acted on; priorityClassName (with preemption),
+        // spread constraints, readiness gates and hooks all are.
+        assert_eq!(
+            fields,
+            [
+                "spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].namespaceSelector"
+            ]
+        );
         let pods = resources::find("", "v1", "pods").expect("served");
         assert!(warnings(pods, &json!({"spec": {"affinity": {"nodeAffinity": {}}}})).is_empty());
         let cms = resources::find("", "v1", "configmaps").expect("served");

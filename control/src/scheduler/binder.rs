@@ -5,13 +5,17 @@
 //!   `PodScheduled=True`), then a `Normal` `Scheduled` event;
 //! - no fit: `PodScheduled=False` with reason `Unschedulable` and the message (a strategic merge
 //!   patch of the status, skipped when the condition already says exactly that), then a
-//!   `Warning` `FailedScheduling` event.
+//!   `Warning` `FailedScheduling` event;
+//! - a preemption: each victim gets the `DisruptionTarget` condition, a `Preempted` event and a
+//!   graceful delete; the preemptor gets `status.nominatedNodeName`.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use serde_json::json;
 
 use super::pod::PodInfo;
-use crate::apiserver::api::{Api, WriteOptions};
+use super::preemption::split_key;
+use super::snapshot::Candidate;
+use crate::apiserver::api::{Api, DeleteOptions, WriteOptions};
 use crate::apiserver::error::ApiResult;
 use crate::apiserver::patch::PatchType;
 use crate::apiserver::resources::{self, Subresource};
@@ -89,6 +93,85 @@ pub async fn report_unschedulable(
     {
         Ok(_) => Ok(()),
         // Deleted meanwhile: nothing to report on.
+        Err(e) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Evicts `victims` for `pod`, which is to go to `node` once they are gone, as
+/// kube-scheduler's DefaultPreemption does: each victim gets `DisruptionTarget=True` (reason
+/// `PreemptionByScheduler`), a `Preempted` event and a delete with its own grace period
+/// (pinned to its uid); then the preemptor's `status.nominatedNodeName` names the node.
+pub async fn preempt(
+    api: &Api,
+    events: &EventRecorder,
+    scheduler: &str,
+    pod: &PodInfo,
+    node: &str,
+    victims: &[Candidate],
+) -> ApiResult<()> {
+    let pods = resources::find("", "v1", "pods").expect("pods served");
+    let gone = |e: &crate::apiserver::error::ApiError| e.code == 404 || e.code == 409;
+    for v in victims {
+        let (ns, name) = split_key(&v.key);
+        let condition = json!({"status": {"conditions": [{
+            "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+            "message": format!("{scheduler}: preempting to accommodate a higher priority pod"),
+            "lastTransitionTime": crate::apiserver::objects::now_rfc3339(),
+        }]}})
+        .to_string();
+        match api
+            .patch(
+                pods,
+                Some(ns),
+                name,
+                PatchType::StrategicMerge,
+                condition.as_bytes(),
+                Some(Subresource::Status),
+                &WriteOptions::default(),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        }
+        events.normal(
+            ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                namespace: Some(ns.to_string()),
+                name: Some(name.to_string()),
+                uid: Some(v.uid.clone()).filter(|u| !u.is_empty()),
+                ..Default::default()
+            },
+            "Preempted",
+            format!("Preempted by pod {} on node {node}", pod.uid),
+        );
+        let opts = DeleteOptions {
+            precondition_uid: Some(v.uid.clone()).filter(|u| !u.is_empty()),
+            ..Default::default()
+        };
+        match api.delete(pods, Some(ns), name, &opts).await {
+            Ok(_) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let nominated = json!({"status": {"nominatedNodeName": node}}).to_string();
+    match api
+        .patch(
+            pods,
+            Some(&pod.namespace),
+            &pod.name,
+            PatchType::Merge,
+            nominated.as_bytes(),
+            Some(Subresource::Status),
+            &WriteOptions::default(),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
         Err(e) if e.code == 404 => Ok(()),
         Err(e) => Err(e),
     }

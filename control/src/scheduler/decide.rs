@@ -10,11 +10,14 @@
 //! covers them all.
 
 use super::explain::Diagnosis;
-use super::filter::filter;
+use super::filter::{Unfit, filter};
 use super::inter_pod::InterPod;
+use super::node::NodeInfo;
 use super::pod::PodInfo;
+use super::resources::Resources;
 use super::score::score;
 use super::snapshot::Snapshot;
+use super::topology_spread::Spread;
 
 /// Below this many nodes every node is considered (kube-scheduler's `minFeasibleNodesToFind`).
 pub const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
@@ -46,6 +49,90 @@ pub fn feasible_nodes_to_find(nodes: usize, percentage: u32) -> usize {
     (nodes * pct / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
 }
 
+/// What a decision checks beyond [`filter`], read once per decision: inter-pod affinity
+/// (only when some term, the pod's own or a placed pod's, can matter) and topology spread
+/// (for a pod with constraints).
+pub struct Constraints {
+    inter_pod: InterPod,
+    spread: Option<Spread>,
+}
+
+impl Constraints {
+    /// Reads what `pod`'s decision needs from `snapshot`.
+    pub fn read(snapshot: &Snapshot, pod: &PodInfo) -> Constraints {
+        let inter_pod = if pod.pod_terms.is_some() || snapshot.has_terms() {
+            super::inter_pod::read(
+                &pod.namespace,
+                &pod.labels,
+                pod.pod_terms.as_deref(),
+                snapshot.placed(),
+            )
+        } else {
+            InterPod::default()
+        };
+        let spread = pod.spread.as_deref().map(|constraints| {
+            super::topology_spread::read(pod, constraints, snapshot.nodes(), snapshot.placed())
+        });
+        Constraints { inter_pod, spread }
+    }
+
+    /// Whether there is anything to check beyond [`filter`].
+    fn is_empty(&self) -> bool {
+        self.inter_pod.filter.is_none() && self.spread.as_ref().is_none_or(|s| s.is_empty())
+    }
+
+    /// [`filter`], then inter-pod affinity and topology spread.
+    pub fn fits(&self, pod: &PodInfo, handler: Option<&str>, node: &NodeInfo) -> Result<(), Unfit> {
+        filter(pod, handler, node)?;
+        // The common case (no inter-pod terms anywhere, no spread constraints) stays the bare
+        // filter.
+        if self.is_empty() {
+            return Ok(());
+        }
+        let Some(spec) = node.node.as_ref() else {
+            return Ok(());
+        };
+        if let Some(s) = self.spread.as_ref().filter(|s| !s.is_empty()) {
+            s.check(spec)?;
+        }
+        self.inter_pod
+            .filter
+            .as_ref()
+            .map_or(Ok(()), |c| c.check(spec))
+    }
+}
+
+/// The handler of the pod's RuntimeClass: `Ok(None)` when it names none, `Err` with the
+/// pre-filter message when the class does not exist.
+pub fn runtime_handler<'a>(
+    snapshot: &'a Snapshot,
+    pod: &PodInfo,
+) -> Result<Option<&'a str>, String> {
+    match &pod.runtime_class {
+        Some(rc) => snapshot
+            .runtime_handler(rc)
+            .map(Some)
+            .ok_or_else(|| format!("runtimeclass.node.k8s.io \"{rc}\" not found")),
+        None => Ok(None),
+    }
+}
+
+/// `node` as a pod of `pod`'s priority sees it: with what the pods nominated there with a
+/// priority at least as high will take (`extra`), if any.
+pub fn with_nominated<'a>(
+    node: &'a NodeInfo,
+    extra: Option<&Resources>,
+) -> std::borrow::Cow<'a, NodeInfo> {
+    match extra {
+        None => std::borrow::Cow::Borrowed(node),
+        Some(r) => {
+            let mut n = node.clone();
+            n.requested += *r;
+            std::borrow::Cow::Owned(n)
+        }
+    }
+}
+
 /// Decides where `pod` goes. `start` is the node index to begin the walk at; returns the
 /// decision and the index the next decision should start at. `seed` breaks ties between
 /// equally good nodes (kube-scheduler picks one of them at random).
@@ -58,34 +145,16 @@ pub fn decide(
 ) -> (Decision, usize) {
     let total = snapshot.node_count();
     let mut diagnosis = Diagnosis::new(total);
-    let handler = match &pod.runtime_class {
-        Some(rc) => match snapshot.runtime_handler(rc) {
-            Some(h) => Some(h),
-            None => {
-                diagnosis.pre_filter = Some(format!("runtimeclass.node.k8s.io \"{rc}\" not found"));
-                return (Decision::Unschedulable(diagnosis), start);
-            }
-        },
-        None => None,
+    let handler = match runtime_handler(snapshot, pod) {
+        Ok(h) => h,
+        Err(message) => {
+            diagnosis.pre_filter = Some(message);
+            return (Decision::Unschedulable(diagnosis), start);
+        }
     };
     let nodes = snapshot.nodes();
-    // Inter-pod affinity reads the other pods once per decision, for the filter and the score,
-    // and only when some term (the pod's own, or a placed pod's) can matter.
-    let inter_pod = if pod.pod_terms.is_some() || snapshot.has_terms() {
-        super::inter_pod::read(
-            &pod.namespace,
-            &pod.labels,
-            pod.pod_terms.as_deref(),
-            snapshot.placed(),
-        )
-    } else {
-        InterPod::default()
-    };
-    // So does topology spread, for a pod with constraints.
-    let spread = pod.spread.as_deref().map(|constraints| {
-        super::topology_spread::read(pod, constraints, nodes, snapshot.placed())
-    });
-    let spread_filter = spread.as_ref().filter(|s| !s.is_empty());
+    let constraints = Constraints::read(snapshot, pod);
+    let nominated = snapshot.nominated_against(pod);
     let want = feasible_nodes_to_find(total, percentage);
     let mut feasible = Vec::with_capacity(want.min(nodes.len()));
     let len = nodes.len();
@@ -98,19 +167,8 @@ pub fn decide(
         if node.node.is_none() {
             continue;
         }
-        // The common case (no inter-pod terms anywhere, no spread constraints) stays the bare
-        // filter.
-        let fits = match (&inter_pod.filter, spread_filter) {
-            (None, None) => filter(pod, handler, node),
-            (check, spread) => filter(pod, handler, node).and_then(|()| {
-                let Some(spec) = node.node.as_ref() else {
-                    return Ok(());
-                };
-                spread.map_or(Ok(()), |s| s.check(spec))?;
-                check.as_ref().map_or(Ok(()), |c| c.check(spec))
-            }),
-        };
-        match fits {
+        let node = with_nominated(node, nominated.get(&i));
+        match constraints.fits(pod, handler, &node) {
             Ok(()) => feasible.push(i),
             Err(why) => diagnosis.record(why),
         }
@@ -122,12 +180,15 @@ pub fn decide(
     if feasible.len() == 1 {
         return (Decision::Bind(feasible[0]), next);
     }
-    let spread_scores = spread.and_then(|s| s.scores(nodes, &feasible));
+    let spread_scores = constraints
+        .spread
+        .as_ref()
+        .and_then(|s| s.scores(nodes, &feasible));
     let scores = score(
         pod,
         nodes,
         &feasible,
-        inter_pod.score.as_ref(),
+        constraints.inter_pod.score.as_ref(),
         spread_scores,
     );
     (Decision::Bind(feasible[pick_best(&scores, seed)]), next)

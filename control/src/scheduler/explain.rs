@@ -9,7 +9,9 @@
 //! `0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }, 2 Insufficient memory.`
 //!
 //! With no nodes at all the message is kube-scheduler's `no nodes available to schedule pods`.
-//! kube-scheduler adds a `preemption: …` sentence; Flotilla does not preempt, so it is left out.
+//! kube-scheduler adds a `preemption: …` sentence about the preemption it tried; Flotilla's
+//! message leaves it out (a preemption shows as the victims' `Preempted` events and the pod's
+//! `status.nominatedNodeName`).
 
 use std::collections::HashMap;
 

@@ -16,15 +16,16 @@
 //! - [`filter`], [`score`], [`decide`], [`explain`]: the decision and its explanation.
 //! - [`queue`]: active, backoff and unschedulable pods.
 //! - [`informer`]: the watches that feed the snapshot and the queue.
-//! - [`binder`]: bindings, conditions and events.
+//! - [`binder`]: bindings, conditions, events and evictions.
+//! - [`preemption`]: when nothing fits, the pods of lower priority to evict, and where.
 //!
 //! Throughput: a decision reads only the in-memory snapshot and, on large clusters, a sample of
 //! the nodes (see [`decide`]); the chosen node is *assumed* at once so the next pod sees the
 //! reservation, and up to [`SchedulerConfig::max_in_flight_binds`] bindings are written
 //! concurrently, so the store commits them in shared batches.
 //!
-//! Not done (yet): preemption, pod (anti-)affinity, topology spread constraints beyond
-//! spreading one owner's replicas over nodes, extended resources, host ports, volumes.
+//! Not done (yet): extended resources, host ports, volumes; preemption that weighs
+//! PodDisruptionBudgets or evicts pods to satisfy inter-pod anti-affinity.
 
 pub mod binder;
 pub mod decide;
@@ -34,6 +35,7 @@ pub mod informer;
 pub mod inter_pod;
 pub mod node;
 pub mod pod;
+pub mod preemption;
 pub mod quantity;
 pub mod queue;
 pub mod resources;
@@ -119,6 +121,7 @@ impl Scheduler {
                     }
                 } else {
                     self.queue.remove(&key);
+                    self.snapshot.clear_nomination(&key);
                 }
                 let frees =
                     pod.node_name.is_some() && pod.terminal && self.snapshot.is_placed(&key);
@@ -247,6 +250,22 @@ impl Scheduler {
                 let message = diagnosis.message();
                 tracing::debug!(pod = %key, %message, "pod is unschedulable");
                 self.queue.unschedulable(&key, now);
+                if let Some(plan) = preemption::plan(&self.snapshot, &pod) {
+                    let node = self.snapshot.nodes()[plan.node].name.clone();
+                    tracing::info!(pod = %key, %node, victims = plan.victims.len(), "preempting");
+                    self.snapshot.nominate(&pod, plan.node);
+                    let (api, events, pod) = (api.clone(), events.clone(), pod.clone());
+                    let scheduler = self.config.scheduler_name.clone();
+                    self.writes.spawn(async move {
+                        if let Err(e) =
+                            binder::preempt(&api, &events, &scheduler, &pod, &node, &plan.victims)
+                                .await
+                        {
+                            tracing::warn!(pod = %pod.key(), error = %e, "preemption failed");
+                        }
+                        Outcome::Reported
+                    });
+                }
                 self.writes.spawn(async move {
                     if let Err(e) = binder::report_unschedulable(&api, &events, &pod, &message).await {
                         tracing::debug!(pod = %pod.key(), error = %e, "cannot record the scheduling failure");

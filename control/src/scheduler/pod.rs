@@ -68,6 +68,9 @@ pub struct PodInfo {
     /// `spec.priority` (set by the API server from the pod's PriorityClass): the queue takes
     /// higher priorities first.
     pub priority: i32,
+    /// `spec.preemptionPolicy` is not `Never`: when nothing fits, the pod may preempt pods of
+    /// lower priority.
+    pub preempts: bool,
     /// `spec.runtimeClassName`.
     pub runtime_class: Option<String>,
     /// The uid of the controlling owner (`ownerReferences[controller=true]`), whose replicas
@@ -111,6 +114,7 @@ struct RawSpec {
     scheduling_gates: Vec<serde::de::IgnoredAny>,
     topology_spread_constraints: Vec<TopologySpreadConstraint>,
     priority: Option<i32>,
+    preemption_policy: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -263,6 +267,7 @@ impl PodInfo {
             pod_terms,
             spread,
             priority: spec.priority.unwrap_or(0),
+            preempts: spec.preemption_policy.as_deref() != Some("Never"),
             runtime_class: spec.runtime_class_name.filter(|n| !n.is_empty()),
             owner: raw
                 .metadata

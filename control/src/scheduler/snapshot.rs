@@ -24,6 +24,8 @@ use super::resources::Resources;
 #[derive(Debug, Clone, PartialEq)]
 struct Placement {
     node: usize,
+    uid: String,
+    priority: i32,
     requests: Resources,
     non_zero: Resources,
     owner: Option<String>,
@@ -40,6 +42,8 @@ impl Placement {
     fn of(pod: &PodInfo, node: usize) -> Placement {
         Placement {
             node,
+            uid: pod.uid.clone(),
+            priority: pod.priority,
             requests: pod.requests,
             non_zero: pod.non_zero_requests,
             owner: pod.owner.clone(),
@@ -49,6 +53,32 @@ impl Placement {
             assumed: true,
         }
     }
+}
+
+/// A placed pod that a pod of higher priority could preempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// `namespace/name`.
+    pub key: PodKey,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `spec.priority`.
+    pub priority: i32,
+    /// What it takes on its node.
+    pub requests: Resources,
+    /// The same with the non-zero defaults.
+    pub non_zero: Resources,
+    /// Its controlling owner's uid.
+    pub owner: Option<String>,
+}
+
+/// A pod nominated to a node by preemption: it waits there for its victims to go, and pods
+/// of lower priority may not take what it needs (kube-scheduler's nominator).
+#[derive(Debug, Clone, PartialEq)]
+struct Nomination {
+    node: usize,
+    priority: i32,
+    requests: Resources,
 }
 
 /// What a node change means for pods waiting to be scheduled.
@@ -70,6 +100,8 @@ pub struct Snapshot {
     runtime_classes: HashMap<String, String>,
     /// Placed pods with inter-pod terms (which every decision must read).
     with_terms: usize,
+    /// Pods nominated to a node by preemption, until they are placed or gone.
+    nominated: HashMap<PodKey, Nomination>,
 }
 
 impl Snapshot {
@@ -171,8 +203,9 @@ impl Snapshot {
         }
     }
 
-    /// Uncounts a deleted pod.
+    /// Uncounts a deleted pod, and drops its nomination.
     pub fn delete_pod(&mut self, key: &str) {
+        self.nominated.remove(key);
         self.remove(key);
     }
 
@@ -189,6 +222,7 @@ impl Snapshot {
     /// Counts a pod on node `node` before its binding is written.
     pub fn assume(&mut self, pod: &PodInfo, node: usize) {
         let key = pod.key();
+        self.nominated.remove(&key);
         self.remove(&key);
         self.insert(
             key,
@@ -225,6 +259,76 @@ impl Snapshot {
     /// The handler of a RuntimeClass.
     pub fn runtime_handler(&self, runtime_class: &str) -> Option<&str> {
         self.runtime_classes.get(runtime_class).map(String::as_str)
+    }
+
+    /// Nominates `pod` to node `node`: its victims are going, and until it is placed (or
+    /// gone) pods of lower priority see its requests taken there.
+    pub fn nominate(&mut self, pod: &PodInfo, node: usize) {
+        self.nominated.insert(
+            pod.key(),
+            Nomination {
+                node,
+                priority: pod.priority,
+                requests: pod.requests,
+            },
+        );
+    }
+
+    /// Drops a nomination (the pod was placed, deleted, or no longer waits).
+    pub fn clear_nomination(&mut self, key: &str) {
+        self.nominated.remove(key);
+    }
+
+    /// The node `key` is nominated to, if any.
+    pub fn nominated_node(&self, key: &str) -> Option<usize> {
+        self.nominated.get(key).map(|n| n.node)
+    }
+
+    /// Per node, what the pods nominated there with a priority of at least `pod`'s (other
+    /// than `pod` itself) will take: `pod` must fit beside them. Empty in the common case.
+    pub fn nominated_against(&self, pod: &PodInfo) -> HashMap<usize, Resources> {
+        let mut out: HashMap<usize, Resources> = HashMap::new();
+        if self.nominated.is_empty() {
+            return out;
+        }
+        let key = pod.key();
+        for (k, n) in &self.nominated {
+            if *k != key && n.priority >= pod.priority {
+                *out.entry(n.node).or_default() += n.requests;
+            }
+        }
+        out
+    }
+
+    /// Per node index, the placed pods (not terminating) with a priority below `priority`,
+    /// and the nodes holding terminating pods below it.
+    pub fn lower_priority(
+        &self,
+        priority: i32,
+    ) -> (
+        HashMap<usize, Vec<Candidate>>,
+        std::collections::HashSet<usize>,
+    ) {
+        let mut by_node: HashMap<usize, Vec<Candidate>> = HashMap::new();
+        let mut terminating = std::collections::HashSet::new();
+        for (key, p) in &self.pods {
+            if p.priority >= priority {
+                continue;
+            }
+            if p.deleting {
+                terminating.insert(p.node);
+                continue;
+            }
+            by_node.entry(p.node).or_default().push(Candidate {
+                key: key.clone(),
+                uid: p.uid.clone(),
+                priority: p.priority,
+                requests: p.requests,
+                non_zero: p.non_zero,
+                owner: p.owner.clone(),
+            });
+        }
+        (by_node, terminating)
     }
 
     /// Whether any placed pod has inter-pod terms of any kind.
