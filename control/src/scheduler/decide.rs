@@ -84,8 +84,6 @@ impl Constraints {
     /// [`filter`], then inter-pod affinity and topology spread.
     pub fn fits(&self, pod: &PodInfo, handler: Option<&str>, node: &NodeInfo) -> Result<(), Unfit> {
         filter(pod, handler, node)?;
-        // The common case (no inter-pod terms anywhere, no spread constraints) stays the bare
-        // filter.
         if self.is_empty() {
             return Ok(());
         }
@@ -155,6 +153,9 @@ pub fn decide(
     let nodes = snapshot.nodes();
     let constraints = Constraints::read(snapshot, pod);
     let nominated = snapshot.nominated_against(pod);
+    // The common case (no inter-pod terms anywhere, no spread constraints, no nominated
+    // pods) stays the bare filter.
+    let bare = constraints.is_empty() && nominated.is_empty();
     let want = feasible_nodes_to_find(total, percentage);
     let mut feasible = Vec::with_capacity(want.min(nodes.len()));
     let len = nodes.len();
@@ -167,8 +168,12 @@ pub fn decide(
         if node.node.is_none() {
             continue;
         }
-        let node = with_nominated(node, nominated.get(&i));
-        match constraints.fits(pod, handler, &node) {
+        let fits = if bare {
+            filter(pod, handler, node)
+        } else {
+            constraints.fits(pod, handler, &with_nominated(node, nominated.get(&i)))
+        };
+        match fits {
             Ok(()) => feasible.push(i),
             Err(why) => diagnosis.record(why),
         }
