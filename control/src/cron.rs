@@ -1,8 +1,10 @@
 //! A CronJob's schedule: the five-field cron syntax Kubernetes accepts (minute, hour, day of
 //! month, month, day of week, with ranges, steps, lists, names, and the `@yearly`, `@monthly`,
 //! `@weekly`, `@daily` and `@hourly` macros; a day of month and a day of week both restricted
-//! match either, as in Vixie cron), evaluated in the CronJob's `timeZone` (UTC when unset, the
-//! control plane's own zone), and the start times a CronJob has missed.
+//! match either, as in Vixie cron; and `@every <duration>`, a fixed interval from the last
+//! start time, as the cron library Kubernetes uses reads it), evaluated in the CronJob's
+//! `timeZone` (UTC when unset, the control plane's own zone), and the start times a CronJob
+//! has missed.
 
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -16,8 +18,54 @@ pub const MANY_MISSED: i64 = 100;
 /// A parsed schedule in its time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    cron: Cron,
+    times: Times,
     tz: TimeZone,
+}
+
+/// When a schedule fires.
+#[derive(Debug, Clone)]
+enum Times {
+    /// At the times a cron expression matches.
+    Cron(Box<Cron>),
+    /// `@every <duration>`: this long after the previous time, counted in whole seconds
+    /// (robfig/cron's `ConstantDelaySchedule`).
+    Every(jiff::SignedDuration),
+}
+
+/// The duration of `@every <duration>`, in Go's syntax (`90s`, `1h30m`, `1.5h`), at least one
+/// second and truncated to whole seconds, as robfig/cron's `Every`.
+fn every(spec: &str) -> Result<jiff::SignedDuration, String> {
+    let bad = || format!("failed to parse duration @every {spec}");
+    let mut total = 0f64;
+    let mut rest = spec.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    if !total.is_finite() || total > i64::MAX as f64 / 2.0 {
+        return Err(bad());
+    }
+    Ok(jiff::SignedDuration::from_secs((total as i64).max(1)))
 }
 
 /// The start times between the last one and now.
@@ -36,29 +84,38 @@ impl Schedule {
         if trimmed.starts_with("TZ=") || trimmed.starts_with("CRON_TZ=") {
             return Err("cannot use TZ or CRON_TZ in schedule, use timeZone field instead".into());
         }
-        if trimmed.starts_with("@every") {
-            return Err("@every schedules are not supported".into());
-        }
-        let cron = CronParser::builder()
-            .seconds(Seconds::Disallowed)
-            .year(Year::Disallowed)
-            .build()
-            .parse(trimmed)
-            .map_err(|e| e.to_string())?;
+        let times = match trimmed.strip_prefix("@every ") {
+            Some(spec) => Times::Every(every(spec)?),
+            None => Times::Cron(Box::new(
+                CronParser::builder()
+                    .seconds(Seconds::Disallowed)
+                    .year(Year::Disallowed)
+                    .build()
+                    .parse(trimmed)
+                    .map_err(|e| e.to_string())?,
+            )),
+        };
         let tz = match time_zone {
             None => TimeZone::UTC,
             Some(name) => TimeZone::get(name).map_err(|_| format!("unknown time zone {name}"))?,
         };
-        Ok(Schedule { cron, tz })
+        Ok(Schedule { times, tz })
     }
 
     /// The first start time strictly after `t`.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
-        let zoned = t.to_zoned(self.tz.clone());
-        self.cron
-            .find_next_occurrence(&zoned, false)
-            .ok()
-            .map(|z| z.timestamp())
+        match &self.times {
+            Times::Cron(cron) => {
+                let zoned = t.to_zoned(self.tz.clone());
+                cron.find_next_occurrence(&zoned, false)
+                    .ok()
+                    .map(|z| z.timestamp())
+            }
+            Times::Every(d) => Timestamp::from_second(t.as_second())
+                .ok()?
+                .checked_add(*d)
+                .ok(),
+        }
     }
 
     /// `t` as an RFC 3339 time in the schedule's time zone (the Job's
@@ -160,11 +217,42 @@ mod tests {
             "0 * * * * *",
             "61 * * * *",
             "TZ=UTC * * * * *",
-            "@every 5m",
+            "@every",
+            "@every 5",
+            "@every 5 minutes",
+            "@every -5m",
         ] {
             assert!(Schedule::parse(bad, None).is_err(), "{bad:?}");
         }
         assert!(Schedule::parse("* * * * *", Some("Mars/Olympus_Mons")).is_err());
+    }
+
+    #[test]
+    fn every_is_a_fixed_interval_in_whole_seconds() {
+        let s = Schedule::parse("@every 1h30m", Some("Europe/Paris")).unwrap();
+        assert_eq!(
+            s.next_after(at("2026-12-07T06:31:10.5Z")),
+            Some(at("2026-12-07T08:01:10Z"))
+        );
+        let half = Schedule::parse("@every 1.5s", None).unwrap();
+        assert_eq!(
+            half.next_after(at("2026-12-07T06:31:10Z")),
+            Some(at("2026-12-07T06:31:11Z"))
+        );
+        let tiny = Schedule::parse("@every 10ms", None).unwrap();
+        assert_eq!(
+            tiny.next_after(at("2026-12-07T06:31:10Z")),
+            Some(at("2026-12-07T06:31:11Z"))
+        );
+        // Missed times count from the last one, every interval.
+        let m = Schedule::parse("@every 90s", None).unwrap();
+        assert_eq!(
+            m.missed(at("2026-12-07T06:00:00Z"), at("2026-12-07T06:10:00Z")),
+            Ok(Missed {
+                most_recent: Some(at("2026-12-07T06:09:00Z")),
+                count: 6
+            })
+        );
     }
 
     #[test]
