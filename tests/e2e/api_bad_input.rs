@@ -417,9 +417,7 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
             "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: r}\nspec:\n  \
              scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: x}\n  minReplicas: 5\n  maxReplicas: 2\n",
             "hpa",
-            &[
-                "spec.maxReplicas: Invalid value: \"2\": must be greater than or equal to `minReplicas`",
-            ],
+            &["spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"],
         ),
         // What the Job controller does not do is refused, not stored and ignored.
         (

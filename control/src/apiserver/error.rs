@@ -19,6 +19,61 @@ pub struct Cause {
     pub field: String,
 }
 
+/// A field's value as Kubernetes' field errors print it: a string quoted, a number or a
+/// boolean bare, nothing as `null` (apimachinery's `field.Error`).
+pub trait FieldValue {
+    /// The value as it appears after `Invalid value: `.
+    fn render(&self) -> String;
+}
+
+impl FieldValue for str {
+    fn render(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl FieldValue for String {
+    fn render(&self) -> String {
+        self.as_str().render()
+    }
+}
+
+impl<T: FieldValue + ?Sized> FieldValue for &T {
+    fn render(&self) -> String {
+        (**self).render()
+    }
+}
+
+macro_rules! bare_field_values {
+    ($($t:ty),*) => {$(
+        impl FieldValue for $t {
+            fn render(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+bare_field_values!(
+    i32,
+    i64,
+    u16,
+    u32,
+    u64,
+    usize,
+    f64,
+    bool,
+    serde_json::Number
+);
+
+impl FieldValue for serde_json::Value {
+    fn render(&self) -> String {
+        match self {
+            serde_json::Value::String(s) => s.render(),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl Cause {
     /// `FieldValueRequired`.
     pub fn required(field: impl Into<String>) -> Self {
@@ -32,12 +87,12 @@ impl Cause {
     /// `FieldValueInvalid` with the offending value and why.
     pub fn invalid(
         field: impl Into<String>,
-        value: impl std::fmt::Display,
+        value: impl FieldValue,
         why: impl std::fmt::Display,
     ) -> Self {
         Cause {
             reason: "FieldValueInvalid",
-            message: format!("Invalid value: \"{value}\": {why}"),
+            message: format!("Invalid value: {}: {why}", value.render()),
             field: field.into(),
         }
     }
@@ -422,6 +477,33 @@ impl ResourceInfo {
 mod tests {
     use super::*;
     use crate::apiserver::resources::find;
+
+    #[test]
+    fn invalid_values_print_as_kubernetes_prints_them() {
+        let msg = |c: Cause| c.message;
+        assert_eq!(msg(Cause::invalid("f", 0, "x")), "Invalid value: 0: x");
+        assert_eq!(msg(Cause::invalid("f", -1i64, "x")), "Invalid value: -1: x");
+        assert_eq!(
+            msg(Cause::invalid("f", "a\"b", "x")),
+            "Invalid value: \"a\\\"b\": x"
+        );
+        assert_eq!(
+            msg(Cause::invalid("f", "0", "x")),
+            "Invalid value: \"0\": x"
+        );
+        assert_eq!(
+            msg(Cause::invalid("f", serde_json::json!(3), "x")),
+            "Invalid value: 3: x"
+        );
+        assert_eq!(
+            msg(Cause::invalid("f", serde_json::json!("s"), "x")),
+            "Invalid value: \"s\": x"
+        );
+        assert_eq!(
+            msg(Cause::invalid("f", serde_json::Value::Null, "x")),
+            "Invalid value: null: x"
+        );
+    }
 
     #[test]
     fn errors_map_to_kubernetes_status_objects() {

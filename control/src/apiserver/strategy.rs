@@ -648,11 +648,7 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
     let mut causes = Vec::new();
     let immutable = |causes: &mut Vec<Cause>, path: &str, a: &Value, b: &Value| {
         if a != b {
-            causes.push(Cause::invalid(
-                path,
-                a.to_string().trim_matches('"'),
-                "field is immutable",
-            ));
+            causes.push(Cause::invalid(path, a, "field is immutable"));
         }
     };
     match res.kind {

@@ -353,7 +353,7 @@ fn topology_spread_constraints(list: &Value, path: &str, causes: &mut Vec<Cause>
             Some(n) if n > 0 => {}
             _ => causes.push(Cause::invalid(
                 format!("{at}.maxSkew"),
-                shown(&c["maxSkew"]),
+                &c["maxSkew"],
                 "must be greater than zero",
             )),
         }
@@ -384,7 +384,7 @@ fn topology_spread_constraints(list: &Value, path: &str, causes: &mut Vec<Cause>
                 )),
                 _ if when != "DoNotSchedule" => causes.push(Cause::invalid(
                     format!("{at}.minDomains"),
-                    shown(&c["minDomains"]),
+                    &c["minDomains"],
                     format!(
                         "can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {when}"
                     ),
@@ -1227,12 +1227,12 @@ mod tests {
         assert!(bounds(serde_json::json!({"minReplicas": 1, "maxReplicas": 1})).is_empty());
         assert_eq!(
             bounds(serde_json::json!({"minReplicas": 5, "maxReplicas": 2})),
-            ["Invalid value: \"2\": must be greater than or equal to `minReplicas`"]
+            ["Invalid value: 2: must be greater than or equal to `minReplicas`"]
         );
         assert_eq!(
             bounds(serde_json::json!({"minReplicas": 0})),
             [
-                "Invalid value: \"0\": must be greater than or equal to 1",
+                "Invalid value: 0: must be greater than or equal to 1",
                 "Required value"
             ]
         );

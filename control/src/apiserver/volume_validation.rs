@@ -465,7 +465,7 @@ mod tests {
                     ),
                     (
                         "spec.volumes[0].secret.defaultMode".into(),
-                        format!("Invalid value: \"1000\": {FILE_MODE}"),
+                        format!("Invalid value: 1000: {FILE_MODE}"),
                     ),
                 ],
             ),
