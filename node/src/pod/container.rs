@@ -66,19 +66,26 @@ pub struct StopSignal {
     /// The agent is exiting: containers of a runtime that outlives the agent are left running
     /// (for the next agent to adopt) instead of being stopped.
     pub agent_exit: bool,
+    /// When the stop was asked for: what is left of `grace` counts from here.
+    pub sent: std::time::Instant,
+}
+
+impl StopSignal {
+    /// A stop asked for now.
+    pub fn now(grace: Duration, agent_exit: bool) -> StopSignal {
+        StopSignal {
+            grace,
+            agent_exit,
+            sent: std::time::Instant::now(),
+        }
+    }
 }
 
 /// Waits for a stop signal; returns it (zero grace if the sender is gone).
 pub async fn stop_signal(mut stop: watch::Receiver<Option<StopSignal>>) -> StopSignal {
     match stop.wait_for(Option::is_some).await {
-        Ok(signal) => signal.unwrap_or(StopSignal {
-            grace: Duration::ZERO,
-            agent_exit: false,
-        }),
-        Err(_) => StopSignal {
-            grace: Duration::ZERO,
-            agent_exit: false,
-        },
+        Ok(signal) => signal.unwrap_or(StopSignal::now(Duration::ZERO, false)),
+        Err(_) => StopSignal::now(Duration::ZERO, false),
     }
 }
 

@@ -220,7 +220,7 @@ async fn run(
                         super::status::DEADLINE_MESSAGE,
                     );
                     shared.update(|s| s.deadline_exceeded = true);
-                    stop_tx.send_replace(Some(StopSignal { grace, agent_exit: false }));
+                    stop_tx.send_replace(Some(StopSignal::now(grace, false)));
                     if tokio::time::timeout(grace + STOP_SLACK, &mut body).await.is_err() {
                         tracing::warn!(pod = %pref.name, "containers did not stop in time");
                     }
@@ -230,7 +230,7 @@ async fn run(
                     Ok(()) => {
                         let latest = pod_rx.borrow_and_update().clone();
                         if let Some(grace) = deleting(&latest) {
-                            stop_tx.send_replace(Some(StopSignal { grace, agent_exit: false }));
+                            stop_tx.send_replace(Some(StopSignal::now(grace, false)));
                             break Some((End::Deleting, grace));
                         }
                         // Conditions others set for the pod's readiness gates (a pod without
@@ -243,22 +243,22 @@ async fn run(
                     // The dispatcher dropped its handle: either the pod is gone (it cancels
                     // `gone` first, and both branches can be ready at once) or the agent stops.
                     Err(_) if gone.is_cancelled() => {
-                        stop_tx.send_replace(Some(StopSignal { grace: Duration::ZERO, agent_exit: false }));
+                        stop_tx.send_replace(Some(StopSignal::now(Duration::ZERO, false)));
                         break Some((End::Gone, Duration::ZERO));
                     }
                     Err(_) => {
                         let grace = ctx.shutdown_grace;
-                        stop_tx.send_replace(Some(StopSignal { grace, agent_exit: true }));
+                        stop_tx.send_replace(Some(StopSignal::now(grace, true)));
                         break Some((End::Shutdown, grace));
                     }
                 },
                 _ = gone.cancelled() => {
-                    stop_tx.send_replace(Some(StopSignal { grace: Duration::ZERO, agent_exit: false }));
+                    stop_tx.send_replace(Some(StopSignal::now(Duration::ZERO, false)));
                     break Some((End::Gone, Duration::ZERO));
                 }
                 _ = shutdown.cancelled() => {
                     let grace = ctx.shutdown_grace;
-                    stop_tx.send_replace(Some(StopSignal { grace, agent_exit: true }));
+                    stop_tx.send_replace(Some(StopSignal::now(grace, true)));
                     break Some((End::Shutdown, grace));
                 }
             }
@@ -461,15 +461,32 @@ async fn run_pod(
         () = volume_refresher(&ctx, &pref, pod_rx, ip, &pod_dir, sources) => {}
     }
     if let Some((mut set, (sidecar_stop, _))) = sidecars {
-        // The app containers have ended (for good, or stopped): the sidecars go now, as the
-        // pod's stop asks, or within its grace period when the app containers finished.
-        let signal = (*stop.borrow()).unwrap_or(StopSignal {
-            grace: termination_grace(&pod),
-            agent_exit: false,
-        });
+        // The app containers have ended (for good, or stopped): the sidecars go now, within
+        // what the pod's stop left of its grace period (at least kubelet's 2 s minimum, unless
+        // the stop was forced), or within the whole of it when the app containers finished.
+        let signal = match *stop.borrow() {
+            Some(s) => StopSignal {
+                grace: sidecar_grace(s.grace, s.sent.elapsed()),
+                ..s
+            },
+            None => StopSignal::now(termination_grace(&pod), false),
+        };
         sidecar_stop.send_replace(Some(signal));
         while set.join_next().await.is_some() {}
     }
+}
+
+/// kubelet's `minimumGracePeriodInSeconds`: the least time a container is given to stop.
+const MIN_GRACE: Duration = Duration::from_secs(2);
+
+/// The grace period left to the sidecars when the app containers have stopped `elapsed`
+/// after a stop with `grace`: the rest of it, but not less than [`MIN_GRACE`]; a forced stop
+/// (no grace) stays forced.
+fn sidecar_grace(grace: Duration, elapsed: Duration) -> Duration {
+    if grace.is_zero() {
+        return grace;
+    }
+    grace.saturating_sub(elapsed).max(MIN_GRACE)
 }
 
 /// Waits until sidecar `index` runs and has passed its startup probe (`probed`: it has one),
@@ -775,5 +792,22 @@ async fn write_status(
         if stopping {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecars_get_what_the_app_containers_left_of_the_grace_period() {
+        let s = Duration::from_secs;
+        // Apps stopped after 3 s of a 30 s grace period: 27 s left.
+        assert_eq!(sidecar_grace(s(30), s(3)), s(27));
+        // Apps used it all (or more): kubelet's 2 s minimum.
+        assert_eq!(sidecar_grace(s(30), s(29)), MIN_GRACE);
+        assert_eq!(sidecar_grace(s(30), s(40)), MIN_GRACE);
+        // A forced stop stays forced.
+        assert_eq!(sidecar_grace(Duration::ZERO, s(1)), Duration::ZERO);
     }
 }
