@@ -289,8 +289,29 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
         );
     }
 
+    // A pod of restartPolicy Never with one container done and one still serving.
+    c.push(&sample("hello-http/hello-http.wasm"), "hello-http:latest");
+    c.apply_ok(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: half-done\nspec:\n  restartPolicy: Never\n  runtimeClassName: wasmtime\n  containers:\n    - name: done\n      image: hello-wasi:latest\n      args: [once]\n    - name: serving\n      image: hello-http:latest\n",
+    );
+    let state = |p: &Value, name: &str| {
+        p["status"]["containerStatuses"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+            .map(|c| c["state"].clone())
+            .unwrap_or_default()
+    };
+    let half = c.wait_pod("half-done", "done ended, serving running", |p| {
+        state(p, "done")["terminated"]["exitCode"] == 0 && !state(p, "serving")["running"].is_null()
+    });
+    let done_logs = c.kubectl_ok(&["logs", "half-done", "-c", "done"]);
+    // Times are to the second: a run again after the restart must show a later one.
+    std::thread::sleep(Duration::from_secs(1));
+
     // A restart of the cluster (its agent included) leaves the finished pod as it was: it
-    // is not run again, its status stays, and its logs are still served.
+    // is not run again, its status stays, and its logs are still served. The container of
+    // half-done that had ended is not run again either (restartPolicy Never); the one that
+    // served serves again.
     c.restart();
     wait_for("the node Ready again", POD_TIMEOUT, || {
         let out = c.kubectl(
@@ -313,6 +334,21 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
         "the finished pod's status is unchanged"
     );
     assert_eq!(c.kubectl_ok(&["logs", "hello-wasi"]), logs);
+    let again = c.wait_pod("half-done", "serving running again", |p| {
+        !state(p, "serving")["running"].is_null()
+            && state(p, "serving")["running"]["startedAt"]
+                != state(&half, "serving")["running"]["startedAt"]
+    });
+    assert_eq!(again["status"]["phase"], "Running", "{again}");
+    assert_eq!(
+        state(&again, "done"),
+        state(&half, "done"),
+        "the ended container was not run again"
+    );
+    assert_eq!(
+        c.kubectl_ok(&["logs", "half-done", "-c", "done"]),
+        done_logs
+    );
 }
 
 #[test]

@@ -195,7 +195,18 @@ pub async fn run(p: Params) -> Outcome {
         } else {
             &s.init
         };
-        list[p.index].restart_count as u32
+        let record = &list[p.index];
+        // Ended for good under an earlier agent: its outcome stands.
+        if record.ended_earlier
+            && let Some(t) = record.termination()
+        {
+            return if t.exit_code == 0 {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            };
+        }
+        record.restart_count as u32
     };
     let stop = || p.stop.clone();
     loop {

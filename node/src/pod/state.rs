@@ -172,6 +172,9 @@ pub struct ContainerRecord {
     pub probe_failure: Option<String>,
     /// An init container with `restartPolicy: Always` (a sidecar).
     pub sidecar: bool,
+    /// It ended for good under an earlier agent (see [`ContainerRecord::ended_earlier`]): it
+    /// is not run again.
+    pub ended_earlier: bool,
     runs: u32,
 }
 
@@ -193,6 +196,7 @@ impl ContainerRecord {
             container_id: None,
             probe_failure: None,
             sidecar: false,
+            ended_earlier: false,
             runs: 0,
         }
     }
@@ -217,6 +221,23 @@ impl ContainerRecord {
     pub fn with_restart_count(mut self, restarts: i32) -> ContainerRecord {
         self.restart_count = restarts.max(0);
         self.runs = if restarts > 0 { restarts as u32 } else { 0 };
+        self
+    }
+
+    /// A container whose run under an earlier agent ended as `t`, for good (the pod's
+    /// restartPolicy does not run it again): it stays terminated, as kubelet, which keeps
+    /// exited containers across its own restarts, leaves it.
+    pub fn ended_earlier(
+        mut self,
+        t: Termination,
+        image_id: &str,
+        container_id: Option<&str>,
+    ) -> ContainerRecord {
+        self.state = ContainerState::Terminated(t);
+        self.runs = self.runs.max(1);
+        self.image_id = image_id.to_string();
+        self.container_id = container_id.map(String::from);
+        self.ended_earlier = true;
         self
     }
 

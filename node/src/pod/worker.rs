@@ -144,9 +144,14 @@ async fn run(
         .iter()
         .flatten()
         .map(|c| {
-            ContainerRecord::new(&c.name, c.image.as_deref().unwrap_or(""))
+            let sidecar = c.restart_policy.as_deref() == Some("Always");
+            let record = ContainerRecord::new(&c.name, c.image.as_deref().unwrap_or(""))
                 .with_restart_count(restarts(&c.name, &status.init_container_statuses))
-                .as_sidecar(c.restart_policy.as_deref() == Some("Always"))
+                .as_sidecar(sidecar);
+            // An init container that succeeded under an earlier agent is not run again.
+            carry_over(record, &status.init_container_statuses, |code| {
+                !sidecar && code == 0
+            })
         })
         .collect();
     let containers: Vec<ContainerRecord> = spec
@@ -159,7 +164,12 @@ async fn run(
             } else {
                 ContainerRecord::initializing(&c.name, image)
             };
-            record.with_restart_count(restarts(&c.name, &status.container_statuses))
+            let record = record.with_restart_count(restarts(&c.name, &status.container_statuses));
+            // One that ended for good under an earlier agent (restartPolicy Never, or
+            // OnFailure and it succeeded) is not run again.
+            carry_over(record, &status.container_statuses, |code| {
+                !policy.restarts(code)
+            })
         })
         .collect();
     if previous_phase.is_some_and(PodPhase::is_terminal) {
@@ -174,6 +184,10 @@ async fn run(
         finish(&ctx, &pref, end).await;
         return;
     }
+    for c in init.iter().chain(&containers).filter(|c| c.ended_earlier) {
+        ctx.logs
+            .adopt(&pref.namespace, &pref.name, &pref.uid, &c.name);
+    }
     let wanted_ip: Option<Ipv4Addr> = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
     let mut state = PodState::new(policy, init, containers, &ctx.host_ip);
     state.start_time = Some(status.start_time.map_or_else(Timestamp::now, |t| t.0));
@@ -184,12 +198,12 @@ async fn run(
         .register(&pref.uid, &pref.namespace, &pref.name, shared.clone());
 
     let writer_stop = CancellationToken::new();
-    let writer = tokio::spawn(write_status(
+    let mut writer = Some(tokio::spawn(write_status(
         ctx.clone(),
         pref.clone(),
         shared.clone(),
         writer_stop.clone(),
-    ));
+    )));
 
     let (stop_tx, stop_rx) = watch::channel(None);
     let end = if let Some(grace) = deleting(&pod) {
@@ -247,23 +261,27 @@ async fn run(
                         break Some((End::Gone, Duration::ZERO));
                     }
                     Err(_) => {
-                        let grace = ctx.shutdown_grace;
-                        stop_tx.send_replace(Some(StopSignal::now(grace, true)));
-                        break Some((End::Shutdown, grace));
+                        break Some((End::Shutdown, ctx.shutdown_grace));
                     }
                 },
                 _ = gone.cancelled() => {
                     stop_tx.send_replace(Some(StopSignal::now(Duration::ZERO, false)));
                     break Some((End::Gone, Duration::ZERO));
                 }
-                _ = shutdown.cancelled() => {
-                    let grace = ctx.shutdown_grace;
-                    stop_tx.send_replace(Some(StopSignal::now(grace, true)));
-                    break Some((End::Shutdown, grace));
-                }
+                _ = shutdown.cancelled() => break Some((End::Shutdown, ctx.shutdown_grace)),
             }
         };
         if let Some((end, grace)) = end {
+            if end == End::Shutdown {
+                // The agent stops, not the pod: how its containers end from here (a Wasm
+                // container ends with the agent's process) is not the pod's state, so the
+                // writer reports what it has and stops first.
+                writer_stop.cancel();
+                if let Some(w) = writer.take() {
+                    let _ = w.await;
+                }
+                stop_tx.send_replace(Some(StopSignal::now(grace, true)));
+            }
             if tokio::time::timeout(grace + STOP_SLACK, body)
                 .await
                 .is_err()
@@ -281,7 +299,9 @@ async fn run(
     };
     // Let the writer report the last state (its containers' terminations) before leaving.
     writer_stop.cancel();
-    let _ = writer.await;
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
     finish(&ctx, &pref, end).await;
 }
 
@@ -474,6 +494,40 @@ async fn run_pod(
         sidecar_stop.send_replace(Some(signal));
         while set.join_next().await.is_some() {}
     }
+}
+
+/// `record`, marked as ended for good when the pod's status (written by an earlier agent)
+/// shows it terminated with an exit code `final_exit` says is final.
+fn carry_over(
+    record: ContainerRecord,
+    statuses: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>,
+    final_exit: impl Fn(i32) -> bool,
+) -> ContainerRecord {
+    let status = statuses.iter().flatten().find(|c| c.name == record.name);
+    let Some(status) = status else {
+        return record;
+    };
+    let Some(t) = status.state.as_ref().and_then(|s| s.terminated.as_ref()) else {
+        return record;
+    };
+    if !final_exit(t.exit_code) {
+        return record;
+    }
+    let (Some(started), Some(finished)) = (&t.started_at, &t.finished_at) else {
+        return record;
+    };
+    let termination = super::state::Termination {
+        exit_code: t.exit_code,
+        reason: t.reason.clone().unwrap_or_default(),
+        message: t.message.clone().unwrap_or_default(),
+        started_at: started.0,
+        finished_at: finished.0,
+    };
+    record.ended_earlier(
+        termination,
+        &status.image_id,
+        status.container_id.as_deref(),
+    )
 }
 
 /// kubelet's `minimumGracePeriodInSeconds`: the least time a container is given to stop.
