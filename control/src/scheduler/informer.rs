@@ -1,4 +1,5 @@
-//! The scheduler's watches: list then watch pods, nodes and RuntimeClasses in-process, decode
+//! The scheduler's watches: list then watch pods, nodes, RuntimeClasses and
+//! PodDisruptionBudgets in-process, decode
 //! each change into an [`Update`] and send it to the scheduling loop.
 //!
 //! Each informer is its own task, so decoding (the bulk of the work at tens of thousands of pod
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::pod::{PodInfo, PodKey};
+use super::snapshot::Budget;
 use crate::apiserver::api::Api;
 use crate::apiserver::resources::{self, ResourceInfo};
 use crate::store::{EventType, ListOptions, Revision};
@@ -28,6 +30,8 @@ pub enum Kind {
     Nodes,
     /// `runtimeclasses.node.k8s.io`.
     RuntimeClasses,
+    /// `poddisruptionbudgets.policy`, which preemption weighs.
+    Budgets,
 }
 
 impl Kind {
@@ -36,6 +40,7 @@ impl Kind {
             Kind::Pods => resources::find("", "v1", "pods"),
             Kind::Nodes => resources::find("", "v1", "nodes"),
             Kind::RuntimeClasses => resources::find("node.k8s.io", "v1", "runtimeclasses"),
+            Kind::Budgets => resources::find("policy", "v1", "poddisruptionbudgets"),
         };
         found.expect("served")
     }
@@ -61,6 +66,10 @@ pub enum Update {
     },
     /// A RuntimeClass is gone.
     RuntimeClassDeleted(String),
+    /// A PodDisruptionBudget was added or changed.
+    Budget(Box<Budget>),
+    /// A PodDisruptionBudget is gone (`namespace/name`).
+    BudgetDeleted(String),
     /// A list of `kind` completed; `names` is everything that exists (pod keys for pods).
     Synced {
         /// The kind listed.
@@ -90,6 +99,14 @@ fn decode(kind: Kind, event_type: EventType, bytes: &[u8], revision: Revision) -
                 Update::Node(Box::new(node))
             })
         }
+        Kind::Budgets => {
+            let budget = Budget::from_slice(bytes)?;
+            Some(if deleted {
+                Update::BudgetDeleted(budget.key)
+            } else {
+                Update::Budget(Box::new(budget))
+            })
+        }
         Kind::RuntimeClasses => {
             let rc: RuntimeClass = serde_json::from_slice(bytes).ok()?;
             let name = rc.metadata.name.clone()?;
@@ -108,6 +125,7 @@ fn decode(kind: Kind, event_type: EventType, bytes: &[u8], revision: Revision) -
 fn name_of(update: &Update) -> Option<String> {
     match update {
         Update::Pod(p) => Some(p.key()),
+        Update::Budget(b) => Some(b.key.clone()),
         Update::Node(n) => n.metadata.name.clone(),
         Update::RuntimeClass { name, .. } => Some(name.clone()),
         _ => None,

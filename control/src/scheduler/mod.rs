@@ -24,8 +24,8 @@
 //! reservation, and up to [`SchedulerConfig::max_in_flight_binds`] bindings are written
 //! concurrently, so the store commits them in shared batches.
 //!
-//! Not done (yet): extended resources, host ports, volumes; preemption that weighs
-//! PodDisruptionBudgets or evicts pods to satisfy inter-pod anti-affinity.
+//! Not done (yet): extended resources, host ports, volumes; preemption that evicts pods to
+//! satisfy inter-pod anti-affinity.
 
 pub mod binder;
 pub mod decide;
@@ -148,6 +148,8 @@ impl Scheduler {
                 self.queue.move_all(now);
             }
             Update::RuntimeClassDeleted(name) => self.snapshot.delete_runtime_class(&name),
+            Update::Budget(b) => self.snapshot.apply_budget(*b),
+            Update::BudgetDeleted(key) => self.snapshot.delete_budget(&key),
             Update::Synced { kind, names } => {
                 let listed: HashSet<String> = names.into_iter().collect();
                 match kind {
@@ -170,6 +172,16 @@ impl Scheduler {
                             .filter(|n| !listed.contains(n))
                         {
                             self.snapshot.delete_node(&name);
+                        }
+                    }
+                    Kind::Budgets => {
+                        for key in self
+                            .snapshot
+                            .budget_keys()
+                            .into_iter()
+                            .filter(|k| !listed.contains(k))
+                        {
+                            self.snapshot.delete_budget(&key);
                         }
                     }
                     Kind::RuntimeClasses => {
@@ -197,7 +209,7 @@ impl Scheduler {
     }
 
     fn ready(&self) -> bool {
-        self.synced.len() == 3
+        self.synced.len() == 4
     }
 
     fn has_room(&self) -> bool {
@@ -300,7 +312,7 @@ pub async fn run(api: Api, config: SchedulerConfig, shutdown: CancellationToken)
     let tasks = TaskTracker::new();
     let token = shutdown.child_token();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    for kind in [Kind::RuntimeClasses, Kind::Nodes, Kind::Pods] {
+    for kind in [Kind::RuntimeClasses, Kind::Budgets, Kind::Nodes, Kind::Pods] {
         tasks.spawn(informer::run(api.clone(), kind, tx.clone(), token.clone()));
     }
     drop(tx);

@@ -3,12 +3,14 @@
 //! unimportant pods as possible.
 //!
 //! For each node with pods of lower priority, all of them are taken away in thought; if the
-//! pod then fits, they are given back one by one, most important first (highest priority,
-//! then oldest name), each kept when the pod still fits beside it. What could not be given
-//! back are the node's victims. Of the nodes with victims, the chosen one has the lowest
+//! pod then fits, they are given back one by one, each kept when the pod still fits beside
+//! it: first those whose eviction would exceed a PodDisruptionBudget's
+//! `disruptionsAllowed`, then the others, each group most important first (highest
+//! priority, then name). What could not be given back are the node's victims. Of the nodes
+//! with victims, the chosen one has the fewest budget violations, then the lowest
 //! highest-victim priority, then the lowest sum of victim priorities, then the fewest
-//! victims (kube-scheduler's `pickOneNodeForPreemption`, without its PodDisruptionBudget
-//! and start-time criteria).
+//! victims (kube-scheduler's `pickOneNodeForPreemption`, without its start-time criterion).
+//! A budget does not forbid preemption: when nothing else makes room, it is violated.
 //!
 //! A pod whose `preemptionPolicy` is `Never` preempts nothing; nor does one already
 //! nominated to a node where pods of lower priority are still terminating (it waits for
@@ -29,6 +31,10 @@ pub struct Plan {
     pub victims: Vec<Candidate>,
 }
 
+/// How a node's victims compare (lower is better): budget violations, the highest victim
+/// priority, the sum of victim priorities, the number of victims, the node's index.
+type Rank = (usize, i32, i64, usize, usize);
+
 /// The preemption that makes room for `pod`, if any.
 pub fn plan(snapshot: &Snapshot, pod: &PodInfo) -> Option<Plan> {
     if !pod.preempts {
@@ -48,7 +54,7 @@ pub fn plan(snapshot: &Snapshot, pod: &PodInfo) -> Option<Plan> {
     let constraints = Constraints::read(snapshot, pod);
     let nominated = snapshot.nominated_against(pod);
     let nodes = snapshot.nodes();
-    let mut best: Option<((i32, i64, usize, usize), Plan)> = None;
+    let mut best: Option<(Rank, Plan)> = None;
     let mut indexes: Vec<usize> = lower.keys().copied().collect();
     indexes.sort_unstable();
     for i in indexes {
@@ -65,13 +71,21 @@ pub fn plan(snapshot: &Snapshot, pod: &PodInfo) -> Option<Plan> {
         if constraints.fits(pod, handler, &node).is_err() {
             continue;
         }
-        // Most important first: they are the ones to give back if they can be.
+        // Most important first: they are the ones to give back if they can be; those a
+        // budget protects before the others.
         candidates.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.key.cmp(&b.key)));
+        let (violating, free) = split_by_budgets(snapshot, candidates);
         let mut victims = Vec::new();
-        for c in candidates {
+        let mut violations = 0;
+        for (c, violates) in violating
+            .into_iter()
+            .map(|c| (c, true))
+            .chain(free.into_iter().map(|c| (c, false)))
+        {
             node.add_pod(c.requests, c.non_zero, c.owner.as_deref());
             if constraints.fits(pod, handler, &node).is_err() {
                 node.remove_pod(c.requests, c.non_zero, c.owner.as_deref());
+                violations += usize::from(violates);
                 victims.push(c);
             }
         }
@@ -81,6 +95,7 @@ pub fn plan(snapshot: &Snapshot, pod: &PodInfo) -> Option<Plan> {
             continue;
         }
         let rank = (
+            violations,
             victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN),
             victims.iter().map(|v| i64::from(v.priority)).sum::<i64>(),
             victims.len(),
@@ -91,6 +106,37 @@ pub fn plan(snapshot: &Snapshot, pod: &PodInfo) -> Option<Plan> {
         }
     }
     best.map(|(_, plan)| plan)
+}
+
+/// Splits a node's candidates (most important first) into those whose eviction would take a
+/// budget below zero and the others, counting each against every budget that covers it in
+/// that order (kube-scheduler's `filterPodsWithPDBViolation`).
+fn split_by_budgets(
+    snapshot: &Snapshot,
+    candidates: Vec<Candidate>,
+) -> (Vec<Candidate>, Vec<Candidate>) {
+    let mut budgets: Vec<(&super::snapshot::Budget, i32)> =
+        snapshot.budgets().map(|b| (b, b.allowed)).collect();
+    if budgets.is_empty() {
+        return (Vec::new(), candidates);
+    }
+    let (mut violating, mut free) = (Vec::new(), Vec::new());
+    for c in candidates {
+        let (ns, name) = split_key(&c.key);
+        let mut violates = false;
+        for (b, allowed) in budgets.iter_mut() {
+            if b.covers(ns, name, &c.labels) {
+                *allowed -= 1;
+                violates |= *allowed < 0;
+            }
+        }
+        if violates {
+            violating.push(c);
+        } else {
+            free.push(c);
+        }
+    }
+    (violating, free)
 }
 
 /// The namespace and name of a pod key.
@@ -165,6 +211,58 @@ mod tests {
             victims(&plan(&s, &pod("p", None, 10, "1")).unwrap()),
             ["d/a"]
         );
+    }
+
+    fn budget(name: &str, app: &str, allowed: i32) -> super::super::snapshot::Budget {
+        let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": "d"},
+            "spec": {"selector": {"matchLabels": {"app": app}}},
+            "status": {"disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1,
+                       "expectedPods": 1, "observedGeneration": 1}});
+        super::super::snapshot::Budget::from_slice(pdb.to_string().as_bytes()).unwrap()
+    }
+
+    fn labelled(name: &str, node: &str, priority: i32, cpu: &str, app: &str) -> PodInfo {
+        PodInfo::from_value(&json!({
+            "metadata": {"name": name, "namespace": "d", "uid": format!("uid-{name}"),
+                         "labels": {"app": app}},
+            "spec": {"nodeName": node, "priority": priority, "containers": [
+                {"name": "c", "resources": {"requests": {"cpu": cpu}}}]},
+            "status": {"phase": "Running"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn victims_a_disruption_budget_protects_are_spared_when_others_will_do() {
+        let mut s = Snapshot::new();
+        s.apply_node(&node("n1", 10));
+        s.apply_node(&node("n2", 10));
+        // n1: a protected pod of priority 1; n2: an unprotected one of priority 5.
+        s.apply_pod(&labelled("guarded", "n1", 1, "4", "db"));
+        s.apply_pod(&labelled("plain", "n2", 5, "4", "web"));
+        s.apply_budget(budget("db-pdb", "db", 0));
+        let p = pod("p", None, 10, "1");
+        // Fewer budget violations first, although n1's victim has the lower priority.
+        let plan = plan(&s, &p).unwrap();
+        assert_eq!((plan.node, victims(&plan)), (1, vec!["d/plain"]));
+        // A budget that allows one disruption is not violated by one victim.
+        s.apply_budget(budget("db-pdb", "db", 1));
+        let plan = super::plan(&s, &p).unwrap();
+        assert_eq!((plan.node, victims(&plan)), (0, vec!["d/guarded"]));
+        // On one node, the protected pod is given back first when either would do.
+        let mut s = Snapshot::new();
+        s.apply_node(&node("n1", 10));
+        s.apply_pod(&labelled("guarded", "n1", 1, "2", "db"));
+        s.apply_pod(&labelled("plain", "n1", 5, "2", "web"));
+        s.apply_budget(budget("db-pdb", "db", 0));
+        let plan = super::plan(&s, &pod("p", None, 10, "2")).unwrap();
+        assert_eq!(victims(&plan), ["d/plain"]);
+        // And when only evicting it makes room, the budget is violated.
+        let plan = super::plan(&s, &pod("p", None, 10, "4")).unwrap();
+        let mut v = victims(&plan);
+        v.sort();
+        assert_eq!(v, ["d/guarded", "d/plain"]);
     }
 
     #[test]

@@ -70,6 +70,61 @@ pub struct Candidate {
     pub non_zero: Resources,
     /// Its controlling owner's uid.
     pub owner: Option<String>,
+    /// Its labels (what disruption budgets select).
+    pub labels: Arc<BTreeMap<String, String>>,
+}
+
+/// A PodDisruptionBudget as preemption weighs it.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// `namespace/name`.
+    pub key: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `spec.selector`; `None` when absent or empty (kube-scheduler's preemption then counts
+    /// no pod against it).
+    pub selector: Option<crate::apiserver::selector::LabelSelector>,
+    /// `status.disruptionsAllowed`.
+    pub allowed: i32,
+    /// `status.disruptedPods`: pods already being evicted, not counted again.
+    pub disrupted: std::collections::HashSet<String>,
+}
+
+impl Budget {
+    /// Reads a stored PodDisruptionBudget.
+    pub fn from_slice(bytes: &[u8]) -> Option<Budget> {
+        let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+            serde_json::from_slice(bytes).ok()?;
+        let namespace = pdb.metadata.namespace.clone()?;
+        let name = pdb.metadata.name.clone()?;
+        let selector = pdb
+            .spec
+            .and_then(|s| s.selector)
+            .filter(|s| {
+                s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                    || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+            })
+            .and_then(|s| crate::apiserver::selector::LabelSelector::from_k8s(&s).ok());
+        let status = pdb.status.unwrap_or_default();
+        Some(Budget {
+            key: format!("{namespace}/{name}"),
+            namespace,
+            selector,
+            allowed: status.disruptions_allowed,
+            disrupted: status
+                .disrupted_pods
+                .unwrap_or_default()
+                .into_keys()
+                .collect(),
+        })
+    }
+
+    /// Whether evicting the pod `name` of `namespace` with `labels` counts against it.
+    pub fn covers(&self, namespace: &str, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.namespace == namespace
+            && !self.disrupted.contains(name)
+            && self.selector.as_ref().is_some_and(|s| s.matches(labels))
+    }
 }
 
 /// A pod nominated to a node by preemption: it waits there for its victims to go, and pods
@@ -102,6 +157,8 @@ pub struct Snapshot {
     with_terms: usize,
     /// Pods nominated to a node by preemption, until they are placed or gone.
     nominated: HashMap<PodKey, Nomination>,
+    /// PodDisruptionBudgets by `namespace/name`.
+    budgets: HashMap<String, Budget>,
 }
 
 impl Snapshot {
@@ -326,9 +383,30 @@ impl Snapshot {
                 requests: p.requests,
                 non_zero: p.non_zero,
                 owner: p.owner.clone(),
+                labels: p.labels.clone(),
             });
         }
         (by_node, terminating)
+    }
+
+    /// Adds or updates a PodDisruptionBudget.
+    pub fn apply_budget(&mut self, budget: Budget) {
+        self.budgets.insert(budget.key.clone(), budget);
+    }
+
+    /// Removes a PodDisruptionBudget.
+    pub fn delete_budget(&mut self, key: &str) {
+        self.budgets.remove(key);
+    }
+
+    /// The keys of the PodDisruptionBudgets known, for resynchronising after a re-list.
+    pub fn budget_keys(&self) -> Vec<String> {
+        self.budgets.keys().cloned().collect()
+    }
+
+    /// Every PodDisruptionBudget, in no particular order.
+    pub fn budgets(&self) -> impl Iterator<Item = &Budget> {
+        self.budgets.values()
     }
 
     /// Whether any placed pod has inter-pod terms of any kind.
