@@ -655,6 +655,49 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
         bytes > 0,
         "the httpd's working set from its cgroup: {metrics}"
     );
+    // `kubectl exec` runs a command in the container: its stdout and stderr apart, its exit
+    // code kubectl's own.
+    let out = c.server.kubectl(&[
+        "exec",
+        "container-web",
+        "--",
+        "sh",
+        "-c",
+        "cat /www/index.html; echo to-stderr >&2; exit 3",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(3), "{stdout} / {stderr}");
+    assert!(stdout.contains("hello from a container"), "{stdout}");
+    assert!(
+        !stdout.contains("to-stderr") && stderr.contains("to-stderr"),
+        "{stderr}"
+    );
+    assert_eq!(
+        c.server
+            .kubectl_ok(&["exec", "container-web", "-c", "main", "--", "echo", "ok"]),
+        "ok\n"
+    );
+    // A Wasm container has nothing to run a command in; an interactive exec is refused.
+    for (args, want) in [
+        (
+            &["exec", "wasm-web", "--", "ls"][..],
+            "a wasmtime container runs a Wasm module",
+        ),
+        (
+            &["exec", "-i", "container-web", "--", "cat"][..],
+            "not supported yet",
+        ),
+    ] {
+        let out = c.server.kubectl(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
     let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
     c.delete_and_check_nothing_left("container-web", &uid);
 }

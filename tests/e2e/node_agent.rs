@@ -790,7 +790,7 @@ fn an_http_pod_serves_at_its_pod_address_and_deleting_it_stops_it() {
     for (args, want) in [
         (
             &["exec", "web", "--", "ls"][..],
-            "pods/exec is not supported by Flotilla",
+            "has no shell or processes to run a command in",
         ),
         (
             &["port-forward", "web", "18080:8080"][..],

@@ -321,8 +321,9 @@ impl ApiError {
             405,
             "MethodNotAllowed",
             format!(
-                "pods/{sub} is not supported by Flotilla: it does not stream into pod containers \
-                 (exec, attach and port-forward); `kubectl logs` shows a container's output"
+                "pods/{sub} is not supported by Flotilla: it does not attach or forward ports \
+                 to pod containers; `kubectl logs` shows a container's output, and `kubectl \
+                 exec` runs a command in a container pod"
             ),
         )
     }

@@ -259,7 +259,7 @@ impl Target {
             return Err(ApiError::no_route());
         }
         if let Some(sub) = &self.sub {
-            if self.res.kind == "Pod" && matches!(sub.as_str(), "exec" | "attach" | "portforward") {
+            if self.res.kind == "Pod" && matches!(sub.as_str(), "attach" | "portforward") {
                 return Err(ApiError::streaming_not_served(sub));
             }
             let ok = match Subresource::parse(sub) {
@@ -439,6 +439,11 @@ fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
 }
 
 async fn dispatch(State(state): State<HttpState>, req: Request) -> Response {
+    if let Some(target) = super::exec::ExecTarget::from_path(req.uri().path()) {
+        return super::exec::serve(&state.api, &target, req)
+            .await
+            .unwrap_or_else(|e| e.into_response());
+    }
     let (parts, body) = req.into_parts();
     match handle(&state, &parts.method, &parts.uri, &parts.headers, body).await {
         Ok(r) => r,

@@ -35,6 +35,7 @@ pub mod discovery;
 pub mod error;
 pub mod events_v1;
 pub mod eviction;
+pub mod exec;
 #[cfg(test)]
 pub(crate) mod fake_agent;
 pub mod http;

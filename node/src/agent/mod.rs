@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod events;
+pub mod exec;
 pub mod lease;
 pub mod listers;
 pub mod machine;
@@ -156,8 +157,13 @@ impl Agent {
             registry: registry.clone(),
             runtimes: runtimes.clone(),
         };
+        let exec_source = exec::ExecSource {
+            registry: registry.clone(),
+            runtimes: runtimes.clone(),
+        };
         let app = crate::logs::server::router(logs.clone())
-            .merge(metrics::router(facts.name.clone(), usage));
+            .merge(metrics::router(facts.name.clone(), usage))
+            .merge(exec::router(exec_source));
         let http_stop = shutdown.child_token();
         tasks.spawn(async move {
             let served = axum::serve(listener, app)

@@ -222,6 +222,11 @@ pub struct ExecOutput {
     pub output: String,
 }
 
+/// The channel of an exec's standard output (as in Kubernetes' remote command protocol).
+pub const EXEC_STDOUT: u8 = 1;
+/// The channel of an exec's standard error.
+pub const EXEC_STDERR: u8 = 2;
+
 /// A CRI-like runtime plugin. See the module docs for who does what.
 pub trait Runtime: Send + Sync + 'static {
     /// The RuntimeClass handler it serves (`wasmtime`).
@@ -260,6 +265,31 @@ pub trait Runtime: Send + Sync + 'static {
         Box::pin(async move {
             Err(RuntimeError::Exec(format!(
                 "exec probes are not supported by the {} runtime",
+                self.handler()
+            )))
+        })
+    }
+
+    /// Whether its containers can run commands ([`Runtime::exec_streaming`]): a Wasm
+    /// container has no processes to start one in.
+    fn runs_commands(&self) -> bool {
+        false
+    }
+
+    /// Runs `command` inside the running container for `kubectl exec`, without stdin or a
+    /// terminal: what it writes to its stdout and stderr is sent on `output` as it comes,
+    /// tagged with the stream's channel ([`EXEC_STDOUT`], [`EXEC_STDERR`]). Returns its exit
+    /// code. Ends the command if `output` is closed (the client went away).
+    fn exec_streaming<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        command: &'a [String],
+        output: tokio::sync::mpsc::Sender<(u8, bytes::Bytes)>,
+    ) -> BoxFuture<'a, Result<i32, RuntimeError>> {
+        let _ = (id, command, output);
+        Box::pin(async move {
+            Err(RuntimeError::Exec(format!(
+                "containers of the {} runtime cannot run commands (kubectl exec)",
                 self.handler()
             )))
         })

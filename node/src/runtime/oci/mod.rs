@@ -612,6 +612,26 @@ impl Runtime for OciRuntime {
         .boxed()
     }
 
+    fn runs_commands(&self) -> bool {
+        true
+    }
+
+    fn exec_streaming<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        command: &'a [String],
+        output: tokio::sync::mpsc::Sender<(u8, bytes::Bytes)>,
+    ) -> BoxFuture<'a, Result<i32, RuntimeError>> {
+        async move {
+            self.inner
+                .binary
+                .exec_streaming(&id.0, command, output)
+                .await
+                .map_err(RuntimeError::Exec)
+        }
+        .boxed()
+    }
+
     fn outlives_agent(&self) -> bool {
         true
     }

@@ -209,6 +209,72 @@ impl RuntimeBinary {
     }
 }
 
+impl RuntimeBinary {
+    /// `exec` for `kubectl exec`: runs `command` inside the running container, sending its
+    /// stdout and stderr on `output` as they come (tagged with their channel); returns its
+    /// exit code. Kills the command if `output` closes first.
+    pub async fn exec_streaming(
+        &self,
+        id: &str,
+        command: &[String],
+        output: tokio::sync::mpsc::Sender<(u8, bytes::Bytes)>,
+    ) -> Result<i32, String> {
+        use tokio::io::AsyncReadExt;
+        let mut c = self.command(None);
+        c.arg("exec").arg(id).args(command);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
+        let pump = |reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, channel: u8| {
+            let output = output.clone();
+            tokio::spawn(async move {
+                let Some(mut reader) = reader else {
+                    return;
+                };
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match reader.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
+                            if output.send((channel, chunk)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let out = pump(
+            child
+                .stdout
+                .take()
+                .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            crate::runtime::EXEC_STDOUT,
+        );
+        let err = pump(
+            child
+                .stderr
+                .take()
+                .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            crate::runtime::EXEC_STDERR,
+        );
+        let status = tokio::select! {
+            status = child.wait() => status.map_err(|e| format!("exec failed: {e}"))?,
+            () = output.closed() => {
+                let _ = child.kill().await;
+                out.abort();
+                err.abort();
+                return Err("the client went away".into());
+            }
+        };
+        let _ = out.await;
+        let _ = err.await;
+        Ok(status.code().unwrap_or(255))
+    }
+}
+
 /// The last error the runtime wrote to its JSON log (`{"level":"error","msg":...}`).
 pub fn last_error(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;

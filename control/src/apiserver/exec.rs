@@ -1,0 +1,192 @@
+//! `pods/exec`: `kubectl exec POD -- COMMAND` over the WebSocket protocol kubectl speaks
+//! (`v5.channel.k8s.io`, or `v4.channel.k8s.io`).
+//!
+//! Like kube-apiserver, the API server checks the pod (it exists, is bound, has not
+//! finished, has the container) and hands the request to the agent of its node
+//! (`/exec/{namespace}/{pod}/{container}`, see the agent's `exec` module). The agent streams
+//! framed output: each frame (channel, length, bytes) becomes one binary WebSocket message
+//! whose first byte is the channel (1 stdout, 2 stderr, 3 the final `Status`, from which
+//! kubectl takes the exit code). Errors before the command starts are answered as `Status`
+//! objects instead of an upgrade. Commands run without stdin or a terminal: `kubectl exec -i`
+//! and `-t` get a 400 that says so.
+
+use axum::body::Body;
+use axum::extract::FromRequest;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::Request;
+use axum::response::Response;
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::BodyExt;
+
+use super::agent;
+use super::api::Api;
+use super::error::{ApiError, ApiResult};
+use super::logs::pick_container;
+use super::resources;
+
+/// The WebSocket subprotocols served, preferred first.
+pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+/// `/api/v1/namespaces/{namespace}/pods/{name}/exec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecTarget {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub name: String,
+}
+
+impl ExecTarget {
+    /// The target of an exec path, if `path` is one.
+    pub fn from_path(path: &str) -> Option<ExecTarget> {
+        let rest = path.strip_prefix("/api/v1/namespaces/")?;
+        let mut parts = rest.split('/');
+        let (ns, kind, name, sub) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if kind != "pods"
+            || sub != "exec"
+            || parts.next().is_some()
+            || ns.is_empty()
+            || name.is_empty()
+        {
+            return None;
+        }
+        Some(ExecTarget {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// Serves one exec request.
+pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiResult<Response> {
+    let pods = resources::find("", "v1", "pods").expect("pods served");
+    let pod = api.get(pods, Some(&target.namespace), &target.name).await?;
+    let query = req.uri().query().unwrap_or("").to_string();
+    let mut container = None;
+    let mut commands = 0;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "container" if !v.is_empty() => container = Some(v.into_owned()),
+            "command" => commands += 1,
+            _ => {}
+        }
+    }
+    if commands == 0 {
+        return Err(ApiError::bad_request("you must specify at least 1 command"));
+    }
+    let container = pick_container(&pod, container.as_deref())?;
+    let name = &target.name;
+    let node = pod["spec"]["nodeName"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
+        })?;
+    if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
+        return Err(ApiError::bad_request(format!(
+            "cannot exec into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let ns = &target.namespace;
+    let path = format!("/exec/{ns}/{name}/{container}?{query}");
+    // Only a WebSocket upgrade can carry the streams. kubectl falls back to SPDY when the
+    // upgrade fails: that request gets the agent's reason, found without running anything,
+    // or else this one.
+    let Ok(upgrade) = WebSocketUpgrade::from_request(req, &()).await else {
+        let checked = agent::get(api, node, "exec", &format!("{path}&check=true")).await?;
+        if !checked.status().is_success() {
+            return Ok(agent::streamed(checked));
+        }
+        return Err(ApiError::bad_request(
+            "pods/exec is served over WebSocket (v5.channel.k8s.io or v4.channel.k8s.io) only; \
+             SPDY is not supported: use kubectl 1.30 or later",
+        ));
+    };
+    let resp = agent::get(api, node, "exec", &path).await?;
+    if !resp.status().is_success() {
+        // The agent answers errors as Kubernetes Status objects: pass them on as they are.
+        return Ok(agent::streamed(resp));
+    }
+    let body = resp.into_body();
+    Ok(upgrade
+        .protocols(PROTOCOLS)
+        .on_upgrade(move |socket| relay(body, socket)))
+}
+
+/// Sends each frame of the agent's answer as one binary message, then closes.
+async fn relay(mut body: hyper::body::Incoming, mut socket: WebSocket) {
+    let mut buf = BytesMut::new();
+    loop {
+        while let Some((channel, data)) = next_frame(&mut buf) {
+            let mut msg = Vec::with_capacity(1 + data.len());
+            msg.push(channel);
+            msg.extend_from_slice(&data);
+            if socket.send(Message::Binary(msg.into())).await.is_err() {
+                return;
+            }
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "exec: the agent's stream broke");
+                break;
+            }
+            None => break,
+        }
+    }
+    // A normal closure (1000): kubectl reads its streams to their end only then.
+    let close = axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    };
+    let _ = socket.send(Message::Close(Some(close))).await;
+}
+
+/// Takes one whole frame (channel, 4-byte big-endian length, bytes) off the front of `buf`.
+pub fn next_frame(buf: &mut BytesMut) -> Option<(u8, Bytes)> {
+    if buf.len() < 5 {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if buf.len() < 5 + len {
+        return None;
+    }
+    let channel = buf[0];
+    buf.advance(5);
+    Some((channel, buf.split_to(len).freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_paths_and_frames_are_read() {
+        assert_eq!(
+            ExecTarget::from_path("/api/v1/namespaces/default/pods/web/exec"),
+            Some(ExecTarget {
+                namespace: "default".into(),
+                name: "web".into()
+            })
+        );
+        assert_eq!(
+            ExecTarget::from_path("/api/v1/namespaces/default/pods/web/log"),
+            None
+        );
+        assert_eq!(
+            ExecTarget::from_path("/api/v1/namespaces/default/pods/web/exec/x"),
+            None
+        );
+        let mut buf = BytesMut::from(&[1u8, 0, 0, 0, 2, b'h', b'i', 3, 0, 0][..]);
+        assert_eq!(next_frame(&mut buf), Some((1, Bytes::from_static(b"hi"))));
+        // Half a frame waits for the rest.
+        assert_eq!(next_frame(&mut buf), None);
+        buf.extend_from_slice(&[0, 1, b'{']);
+        assert_eq!(next_frame(&mut buf), Some((3, Bytes::from_static(b"{"))));
+        assert!(buf.is_empty());
+    }
+}

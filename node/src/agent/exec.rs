@@ -1,0 +1,214 @@
+//! `/exec/{namespace}/{pod}/{container}?command=…`: runs a command in a running container for
+//! `kubectl exec`, as kubelet's exec endpoint does for the API server. With `check=true` it
+//! only says whether it would (204, or the error it would answer).
+//!
+//! The answer streams *frames*: one byte of channel (1 stdout, 2 stderr, 3 the final
+//! `Status`, the channels of Kubernetes' remote command protocol), four bytes of length (big
+//! endian), then that many bytes. The last frame is the `Status` on channel 3: `Success`, or
+//! `Failure` with reason `NonZeroExitCode` and the exit code as the `ExitCode` cause, as
+//! kubelet reports it. The API server turns the frames into the messages of the WebSocket
+//! `kubectl exec` speaks. Only commands without stdin or a terminal are run.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::pod::PodRegistry;
+use crate::pod::state::ContainerState;
+use crate::runtime::{ContainerId, Runtime};
+
+/// The channel of the final `Status`.
+pub const STATUS_CHANNEL: u8 = 3;
+
+/// What the exec endpoint needs: the pods being run and the runtimes by handler.
+#[derive(Clone)]
+pub struct ExecSource {
+    /// The pods being run.
+    pub registry: PodRegistry,
+    /// Runtime plugins by handler.
+    pub runtimes: BTreeMap<String, Arc<dyn Runtime>>,
+}
+
+/// The exec route.
+pub fn router(source: ExecSource) -> Router {
+    Router::new()
+        .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
+        .with_state(source)
+}
+
+/// One frame: channel, length, bytes.
+pub fn frame(channel: u8, data: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + data.len());
+    b.put_u8(channel);
+    b.put_u32(data.len() as u32);
+    b.put_slice(data);
+    b.freeze()
+}
+
+/// The `Status` kubelet ends an exec with, for exit code `code` of `command`.
+pub fn exit_status(command: &[String], code: i32) -> Value {
+    if code == 0 {
+        return json!({"metadata": {}, "status": "Success"});
+    }
+    json!({
+        "metadata": {}, "status": "Failure",
+        "message": format!(
+            "command terminated with non-zero exit code: error executing command [{}], exit code {code}",
+            command.join(" ")
+        ),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+    })
+}
+
+async fn exec(
+    State(source): State<ExecSource>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut command = Vec::new();
+    let mut interactive = false;
+    let mut check_only = false;
+    for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "command" => command.push(v.into_owned()),
+            "check" => check_only = v == "true",
+            "input" | "stdin" | "tty" => interactive |= v == "1" || v == "true",
+            _ => {}
+        }
+    }
+    if command.is_empty() {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "you must specify at least 1 command",
+        );
+    }
+    if interactive {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "exec with stdin or a terminal (kubectl exec -i/-t) is not supported yet: run a command without -i and -t",
+        );
+    }
+    let pods = source.registry.snapshot();
+    let Some(p) = pods
+        .iter()
+        .find(|p| p.namespace == namespace && p.name == pod)
+    else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("pod {namespace}/{pod} does not run on this node"),
+        );
+    };
+    let Some(record) = p
+        .state
+        .containers
+        .iter()
+        .chain(&p.state.init)
+        .find(|c| c.name == container)
+    else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("container {container} is not valid for pod {pod}"),
+        );
+    };
+    let running = matches!(record.state, ContainerState::Running { .. });
+    let target = record
+        .container_id
+        .as_deref()
+        .and_then(|c| c.split_once("://"))
+        .filter(|_| running);
+    let Some((handler, id)) = target else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("container {container} is not running"),
+        );
+    };
+    let Some(runtime) = source.runtimes.get(handler).cloned() else {
+        return status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            &format!("no runtime {handler} on this node"),
+        );
+    };
+    if !runtime.runs_commands() {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "cannot exec in container {container}: a {handler} container runs a Wasm module, which has no shell or processes to run a command in"
+            ),
+        );
+    }
+    if check_only {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let id = ContainerId(id.to_string());
+    let (tx, rx) = tokio::sync::mpsc::channel::<(u8, Bytes)>(16);
+    tokio::spawn(async move {
+        let ended = runtime.exec_streaming(&id, &command, tx.clone()).await;
+        let end = match ended {
+            Ok(code) => exit_status(&command, code),
+            Err(e) => json!({
+                "metadata": {}, "status": "Failure", "reason": "InternalError",
+                "message": e.to_string(),
+            }),
+        };
+        let _ = tx
+            .send((STATUS_CHANNEL, Bytes::from(end.to_string())))
+            .await;
+    });
+    let frames = ReceiverStream::new(rx).map(|(ch, data)| Ok::<_, Infallible>(frame(ch, &data)));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from_stream(frames))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A Kubernetes `Status` error, which the API server passes on to kubectl.
+fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_and_exit_statuses_are_kubelets() {
+        assert_eq!(&frame(1, b"hi")[..], &[1, 0, 0, 0, 2, b'h', b'i']);
+        let cmd = vec!["sh".to_string(), "-c".to_string(), "exit 3".to_string()];
+        assert_eq!(exit_status(&cmd, 0)["status"], "Success");
+        let failed = exit_status(&cmd, 3);
+        assert_eq!(failed["reason"], "NonZeroExitCode");
+        assert_eq!(failed["details"]["causes"][0]["message"], "3");
+        assert_eq!(
+            failed["message"],
+            "command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3"
+        );
+    }
+}
