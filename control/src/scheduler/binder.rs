@@ -77,25 +77,42 @@ pub async fn report_unschedulable(
     if current.is_none_or(|(s, _, _)| s != "False") {
         condition["lastTransitionTime"] = json!(crate::apiserver::objects::now_rfc3339());
     }
-    let patch = json!({"status": {"conditions": [condition]}}).to_string();
-    let pods = resources::find("", "v1", "pods").expect("pods served");
-    match api
-        .patch(
-            pods,
-            Some(&pod.namespace),
-            &pod.name,
-            PatchType::StrategicMerge,
-            patch.as_bytes(),
-            Some(Subresource::Status),
-            &WriteOptions::default(),
-        )
-        .await
+    let patch = json!({"status": {"conditions": [condition]}});
+    // Deleted meanwhile: nothing to report on.
+    match patch_status(
+        api,
+        &pod.namespace,
+        &pod.name,
+        PatchType::StrategicMerge,
+        &patch,
+    )
+    .await
     {
-        Ok(_) => Ok(()),
-        // Deleted meanwhile: nothing to report on.
         Err(e) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
+        other => other,
     }
+}
+
+/// Patches the status of pod `namespace/name`.
+async fn patch_status(
+    api: &Api,
+    namespace: &str,
+    name: &str,
+    patch_type: PatchType,
+    patch: &serde_json::Value,
+) -> ApiResult<()> {
+    let pods = resources::find("", "v1", "pods").expect("pods served");
+    api.patch(
+        pods,
+        Some(namespace),
+        name,
+        patch_type,
+        patch.to_string().as_bytes(),
+        Some(Subresource::Status),
+        &WriteOptions::default(),
+    )
+    .await
+    .map(drop)
 }
 
 /// Evicts `victims` for `pod`, which is to go to `node` once they are gone, as
@@ -118,20 +135,8 @@ pub async fn preempt(
             "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
             "message": format!("{scheduler}: preempting to accommodate a higher priority pod"),
             "lastTransitionTime": crate::apiserver::objects::now_rfc3339(),
-        }]}})
-        .to_string();
-        match api
-            .patch(
-                pods,
-                Some(ns),
-                name,
-                PatchType::StrategicMerge,
-                condition.as_bytes(),
-                Some(Subresource::Status),
-                &WriteOptions::default(),
-            )
-            .await
-        {
+        }]}});
+        match patch_status(api, ns, name, PatchType::StrategicMerge, &condition).await {
             Ok(_) => {}
             Err(e) if gone(&e) => continue,
             Err(e) => return Err(e),
@@ -158,21 +163,9 @@ pub async fn preempt(
             Err(e) => return Err(e),
         }
     }
-    let nominated = json!({"status": {"nominatedNodeName": node}}).to_string();
-    match api
-        .patch(
-            pods,
-            Some(&pod.namespace),
-            &pod.name,
-            PatchType::Merge,
-            nominated.as_bytes(),
-            Some(Subresource::Status),
-            &WriteOptions::default(),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
+    let nominated = json!({"status": {"nominatedNodeName": node}});
+    match patch_status(api, &pod.namespace, &pod.name, PatchType::Merge, &nominated).await {
         Err(e) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
+        other => other,
     }
 }

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::logs::server::status;
 use crate::pod::PodRegistry;
 use crate::pod::state::ContainerState;
 use crate::runtime::{ContainerId, Runtime};
@@ -178,20 +179,6 @@ async fn exec(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(Body::from_stream(frames))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-/// A Kubernetes `Status` error, which the API server passes on to kubectl.
-fn status(code: StatusCode, reason: &str, message: &str) -> Response {
-    let body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {},
-        "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),
-    });
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ async fn container_logs(
 }
 
 /// A Kubernetes `Status` error, which the API server passes on to kubectl as it is.
-fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+pub fn status(code: StatusCode, reason: &str, message: &str) -> Response {
     let body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),
