@@ -680,24 +680,32 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
             .kubectl_ok(&["exec", "container-web", "-c", "main", "--", "echo", "ok"]),
         "ok\n"
     );
-    // A Wasm container has nothing to run a command in; an interactive exec is refused.
-    for (args, want) in [
-        (
-            &["exec", "wasm-web", "--", "ls"][..],
-            "a wasmtime container runs a Wasm module",
-        ),
-        (
-            &["exec", "-i", "container-web", "--", "cat"][..],
-            "not supported yet",
-        ),
-    ] {
-        let out = c.server.kubectl(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains(want),
-            "{args:?}: {err}"
-        );
-    }
+    // With -i, what kubectl reads is the command's stdin, closed at its end.
+    let out = c.server.kubectl_stdin(
+        &[
+            "exec",
+            "-i",
+            "container-web",
+            "--",
+            "sh",
+            "-c",
+            "wc -l; cat >&2",
+        ],
+        "one\ntwo\nthree\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    // A Wasm container has nothing to run a command in.
+    let out = c.server.kubectl(&["exec", "wasm-web", "--", "ls"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("a wasmtime container runs a Wasm module"),
+        "{err}"
+    );
     let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
     c.delete_and_check_nothing_left("container-web", &uid);
 }

@@ -70,13 +70,36 @@ pub async fn get(
     purpose: &str,
     path_and_query: &str,
 ) -> ApiResult<hyper::Response<hyper::body::Incoming>> {
+    send(
+        api,
+        node,
+        purpose,
+        http::Method::GET,
+        path_and_query,
+        Body::empty(),
+    )
+    .await
+}
+
+/// Sends `method http://{agent}{path_and_query}` with `body` (which may stream) to the agent
+/// of node `node`, as [`get`].
+pub async fn send(
+    api: &Api,
+    node: &str,
+    purpose: &str,
+    method: http::Method,
+    path_and_query: &str,
+    body: Body,
+) -> ApiResult<hyper::Response<hyper::body::Incoming>> {
     let addr = node_agent(api, node, purpose).await?;
     let url = format!("http://{addr}{path_and_query}");
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| ApiError::bad_request(format!("invalid path for the agent: {url}: {e}")))?;
-    let req = hyper::Request::get(uri)
-        .body(Body::empty())
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     client().request(req).await.map_err(|e| {
         ApiError::unavailable(format!(

@@ -7,8 +7,9 @@
 //! framed output: each frame (channel, length, bytes) becomes one binary WebSocket message
 //! whose first byte is the channel (1 stdout, 2 stderr, 3 the final `Status`, from which
 //! kubectl takes the exit code). Errors before the command starts are answered as `Status`
-//! objects instead of an upgrade. Commands run without stdin or a terminal: `kubectl exec -i`
-//! and `-t` get a 400 that says so.
+//! objects instead of an upgrade. With `-i`, what kubectl sends on channel 0 is the
+//! command's stdin, closed by the v5 `CLOSE` signal. Commands run without a terminal:
+//! `kubectl exec -t` gets a 400 that says so.
 
 use axum::body::Body;
 use axum::extract::FromRequest;
@@ -16,6 +17,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::Request;
 use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 
 use super::agent;
@@ -64,10 +66,12 @@ pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiRes
     let query = req.uri().query().unwrap_or("").to_string();
     let mut container = None;
     let mut commands = 0;
+    let mut stdin = false;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
             "container" if !v.is_empty() => container = Some(v.into_owned()),
             "command" => commands += 1,
+            "stdin" | "input" => stdin = v == "1" || v == "true",
             _ => {}
         }
     }
@@ -102,7 +106,16 @@ pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiRes
              SPDY is not supported: use kubectl 1.30 or later",
         ));
     };
-    let resp = agent::get(api, node, "exec", &path).await?;
+    // With stdin, the agent's request body streams what comes on channel 0.
+    let (method, request_body, stdin_tx) = if stdin {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let stream =
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+        (http::Method::POST, Body::from_stream(stream), Some(tx))
+    } else {
+        (http::Method::GET, Body::empty(), None)
+    };
+    let resp = agent::send(api, node, "exec", method, &path, request_body).await?;
     if !resp.status().is_success() {
         // The agent answers errors as Kubernetes Status objects: pass them on as they are.
         return Ok(agent::streamed(resp));
@@ -110,11 +123,45 @@ pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiRes
     let body = resp.into_body();
     Ok(upgrade
         .protocols(PROTOCOLS)
-        .on_upgrade(move |socket| relay(body, socket)))
+        .on_upgrade(move |socket| relay(body, socket, stdin_tx)))
 }
 
-/// Sends each frame of the agent's answer as one binary message, then closes.
-async fn relay(mut body: hyper::body::Incoming, mut socket: WebSocket) {
+/// What the client sends: stdin on channel 0, until the v5 `CLOSE` signal for it (channel
+/// 255, then 0) or the end of the connection, whichever comes first.
+async fn read_stdin(
+    mut incoming: futures::stream::SplitStream<WebSocket>,
+    mut stdin: Option<tokio::sync::mpsc::Sender<Bytes>>,
+) {
+    while let Some(Ok(msg)) = incoming.next().await {
+        let Message::Binary(data) = msg else {
+            if matches!(msg, Message::Close(_)) {
+                return;
+            }
+            continue;
+        };
+        match data.first() {
+            Some(0) => {
+                if let Some(tx) = &stdin
+                    && tx.send(data.slice(1..)).await.is_err()
+                {
+                    stdin = None;
+                }
+            }
+            Some(255) if data.get(1) == Some(&0) => stdin = None,
+            _ => {}
+        }
+    }
+}
+
+/// Sends each frame of the agent's answer as one binary message, then closes; meanwhile
+/// passes the client's stdin on to `stdin_tx`.
+async fn relay(
+    mut body: hyper::body::Incoming,
+    socket: WebSocket,
+    stdin_tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+) {
+    let (mut socket, incoming) = socket.split();
+    let reader = tokio::spawn(read_stdin(incoming, stdin_tx));
     let mut buf = BytesMut::new();
     loop {
         while let Some((channel, data)) = next_frame(&mut buf) {
@@ -122,6 +169,7 @@ async fn relay(mut body: hyper::body::Incoming, mut socket: WebSocket) {
             msg.push(channel);
             msg.extend_from_slice(&data);
             if socket.send(Message::Binary(msg.into())).await.is_err() {
+                reader.abort();
                 return;
             }
         }
@@ -144,6 +192,7 @@ async fn relay(mut body: hyper::body::Incoming, mut socket: WebSocket) {
         reason: "".into(),
     };
     let _ = socket.send(Message::Close(Some(close))).await;
+    reader.abort();
 }
 
 /// Takes one whole frame (channel, 4-byte big-endian length, bytes) off the front of `buf`.

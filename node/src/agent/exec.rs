@@ -4,10 +4,10 @@
 //!
 //! The answer streams *frames*: one byte of channel (1 stdout, 2 stderr, 3 the final
 //! `Status`, the channels of Kubernetes' remote command protocol), four bytes of length (big
-//! endian), then that many bytes. The last frame is the `Status` on channel 3: `Success`, or
+//! endian), then that many bytes. With `stdin=true` the request's body is the command's stdin. The last frame is the `Status` on channel 3: `Success`, or
 //! `Failure` with reason `NonZeroExitCode` and the exit code as the `ExitCode` cause, as
 //! kubelet reports it. The API server turns the frames into the messages of the WebSocket
-//! `kubectl exec` speaks. Only commands without stdin or a terminal are run.
+//! `kubectl exec` speaks. Commands run without a terminal.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -77,15 +77,17 @@ async fn exec(
     State(source): State<ExecSource>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
+    body: Body,
 ) -> Response {
     let mut command = Vec::new();
-    let mut interactive = false;
-    let mut check_only = false;
+    let (mut stdin, mut tty, mut check_only) = (false, false, false);
     for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        let on = v == "1" || v == "true";
         match k.as_ref() {
             "command" => command.push(v.into_owned()),
-            "check" => check_only = v == "true",
-            "input" | "stdin" | "tty" => interactive |= v == "1" || v == "true",
+            "check" => check_only = on,
+            "input" | "stdin" => stdin = on,
+            "tty" => tty = on,
             _ => {}
         }
     }
@@ -96,11 +98,11 @@ async fn exec(
             "you must specify at least 1 command",
         );
     }
-    if interactive {
+    if tty {
         return status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            "exec with stdin or a terminal (kubectl exec -i/-t) is not supported yet: run a command without -i and -t",
+            "exec with a terminal (kubectl exec -t) is not supported yet: run the command without -t (-i passes stdin)",
         );
     }
     let pods = source.registry.snapshot();
@@ -160,9 +162,24 @@ async fn exec(
         return StatusCode::NO_CONTENT.into_response();
     }
     let id = ContainerId(id.to_string());
+    // The request body is the command's stdin, when asked for.
+    let input = stdin.then(|| {
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let mut body = body.into_data_stream();
+        tokio::spawn(async move {
+            while let Some(Ok(chunk)) = body.next().await {
+                if in_tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        in_rx
+    });
     let (tx, rx) = tokio::sync::mpsc::channel::<(u8, Bytes)>(16);
     tokio::spawn(async move {
-        let ended = runtime.exec_streaming(&id, &command, tx.clone()).await;
+        let ended = runtime
+            .exec_streaming(&id, &command, input, tx.clone())
+            .await;
         let end = match ended {
             Ok(code) => exit_status(&command, code),
             Err(e) => json!({

@@ -276,17 +276,19 @@ pub trait Runtime: Send + Sync + 'static {
         false
     }
 
-    /// Runs `command` inside the running container for `kubectl exec`, without stdin or a
-    /// terminal: what it writes to its stdout and stderr is sent on `output` as it comes,
-    /// tagged with the stream's channel ([`EXEC_STDOUT`], [`EXEC_STDERR`]). Returns its exit
-    /// code. Ends the command if `output` is closed (the client went away).
+    /// Runs `command` inside the running container for `kubectl exec`, without a terminal:
+    /// its stdin is what comes on `input` (closed when `input` ends; none without it), and
+    /// what it writes to its stdout and stderr is sent on `output` as it comes, tagged with
+    /// the stream's channel ([`EXEC_STDOUT`], [`EXEC_STDERR`]). Returns its exit code. Ends
+    /// the command if `output` is closed (the client went away).
     fn exec_streaming<'a>(
         &'a self,
         id: &'a ContainerId,
         command: &'a [String],
+        input: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
         output: tokio::sync::mpsc::Sender<(u8, bytes::Bytes)>,
     ) -> BoxFuture<'a, Result<i32, RuntimeError>> {
-        let _ = (id, command, output);
+        let _ = (id, command, input, output);
         Box::pin(async move {
             Err(RuntimeError::Exec(format!(
                 "containers of the {} runtime cannot run commands (kubectl exec)",

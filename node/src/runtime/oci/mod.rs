@@ -620,12 +620,13 @@ impl Runtime for OciRuntime {
         &'a self,
         id: &'a ContainerId,
         command: &'a [String],
+        input: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
         output: tokio::sync::mpsc::Sender<(u8, bytes::Bytes)>,
     ) -> BoxFuture<'a, Result<i32, RuntimeError>> {
         async move {
             self.inner
                 .binary
-                .exec_streaming(&id.0, command, output)
+                .exec_streaming(&id.0, command, input, output)
                 .await
                 .map_err(RuntimeError::Exec)
         }

@@ -210,22 +210,38 @@ impl RuntimeBinary {
 }
 
 impl RuntimeBinary {
-    /// `exec` for `kubectl exec`: runs `command` inside the running container, sending its
-    /// stdout and stderr on `output` as they come (tagged with their channel); returns its
-    /// exit code. Kills the command if `output` closes first.
+    /// `exec` for `kubectl exec`: runs `command` inside the running container, its stdin fed
+    /// from `input` (if any; closed when `input` ends), sending its stdout and stderr on
+    /// `output` as they come (tagged with their channel); returns its exit code. Kills the
+    /// command if `output` closes first.
     pub async fn exec_streaming(
         &self,
         id: &str,
         command: &[String],
+        input: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
         output: tokio::sync::mpsc::Sender<(u8, bytes::Bytes)>,
     ) -> Result<i32, String> {
-        use tokio::io::AsyncReadExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut c = self.command(None);
         c.arg("exec").arg(id).args(command);
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if input.is_some() {
+            c.stdin(Stdio::piped());
+        }
         let mut child = c
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
+        if let (Some(mut input), Some(mut stdin)) = (input, child.stdin.take()) {
+            tokio::spawn(async move {
+                while let Some(chunk) = input.recv().await {
+                    if stdin.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                // Dropping it closes the command's stdin.
+                let _ = stdin.shutdown().await;
+            });
+        }
         let pump = |reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, channel: u8| {
             let output = output.clone();
             tokio::spawn(async move {
