@@ -453,7 +453,7 @@ fn busybox_layout(dir: &Path, config: Value) {
         .unwrap();
     for applet in [
         "sh", "echo", "sleep", "cat", "true", "false", "httpd", "ls", "env", "kill", "hostname",
-        "dd", "wget",
+        "dd", "wget", "tar",
     ] {
         let mut h = new_header();
         h.set_entry_type(tar::EntryType::Symlink);
@@ -699,6 +699,24 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    // `kubectl cp` is tar through exec, both ways.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("index.html");
+    c.server.kubectl_ok(&[
+        "cp",
+        "container-web:/www/index.html",
+        copy.to_str().unwrap(),
+    ]);
+    let copied = std::fs::read_to_string(&copy).expect("the copied file");
+    assert!(copied.contains("hello from a container"), "{copied}");
+    std::fs::write(&copy, "copied in\n").unwrap();
+    c.server
+        .kubectl_ok(&["cp", copy.to_str().unwrap(), "container-web:/tmp/in.html"]);
+    assert_eq!(
+        c.server
+            .kubectl_ok(&["exec", "container-web", "--", "cat", "/tmp/in.html"]),
+        "copied in\n"
+    );
     // A Wasm container has nothing to run a command in.
     let out = c.server.kubectl(&["exec", "wasm-web", "--", "ls"]);
     let err = String::from_utf8_lossy(&out.stderr);
