@@ -31,6 +31,18 @@ pub fn client() -> AgentClient {
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
+/// The node a pod is bound to, whose agent serves its logs and execs: 400 for a pod not
+/// bound yet, in kube-apiserver's words.
+pub fn pod_node(pod: &Value) -> ApiResult<&str> {
+    pod["spec"]["nodeName"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            let name = pod["metadata"]["name"].as_str().unwrap_or("");
+            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
+        })
+}
+
 /// The agent address of a node: its InternalIP (or first address) and kubelet endpoint port.
 pub fn agent_address(node: &Value) -> Option<String> {
     let addresses = node["status"]["addresses"].as_array()?;

@@ -80,12 +80,7 @@ pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiRes
     }
     let container = pick_container(&pod, container.as_deref())?;
     let name = &target.name;
-    let node = pod["spec"]["nodeName"]
-        .as_str()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
-        })?;
+    let node = agent::pod_node(&pod)?;
     if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
         return Err(ApiError::bad_request(format!(
             "cannot exec into a container in a completed pod; current phase is {phase}"

@@ -57,12 +57,7 @@ pub async fn proxy(api: &Api, pod: &Value, query: &str) -> ApiResult<Response> {
             .map(String::as_str)
             .filter(|c| !c.is_empty()),
     )?;
-    let node_name = pod["spec"]["nodeName"]
-        .as_str()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
-        })?;
+    let node_name = agent::pod_node(pod)?;
     let resp = agent::get(
         api,
         node_name,

@@ -27,12 +27,19 @@ pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
 /// The reference Events use for a pod.
 pub fn pod_reference(pod: &PodInfo) -> ObjectReference {
     ObjectReference {
+        resource_version: Some(pod.resource_version.to_string()),
+        ..reference(&pod.namespace, &pod.name, &pod.uid)
+    }
+}
+
+/// The reference to pod `namespace/name` with `uid` (none when empty).
+fn reference(namespace: &str, name: &str, uid: &str) -> ObjectReference {
+    ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
-        namespace: Some(pod.namespace.clone()),
-        name: Some(pod.name.clone()),
-        uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
-        resource_version: Some(pod.resource_version.to_string()),
+        namespace: Some(namespace.to_string()),
+        name: Some(name.to_string()),
+        uid: Some(uid.to_string()).filter(|u| !u.is_empty()),
         ..Default::default()
     }
 }
@@ -142,14 +149,7 @@ pub async fn preempt(
             Err(e) => return Err(e),
         }
         events.normal(
-            ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                namespace: Some(ns.to_string()),
-                name: Some(name.to_string()),
-                uid: Some(v.uid.clone()).filter(|u| !u.is_empty()),
-                ..Default::default()
-            },
+            reference(ns, name, &v.uid),
             "Preempted",
             format!("Preempted by pod {} on node {node}", pod.uid),
         );

@@ -37,7 +37,8 @@ type Rank = (usize, i32, i64, usize, usize);
 
 /// The preemption that makes room for `pod`, if any.
 pub fn plan(snapshot: &Snapshot, pod: &PodInfo) -> Option<Plan> {
-    if !pod.preempts {
+    // The common case: nothing placed has a lower priority, so nothing is read further.
+    if !pod.preempts || !snapshot.has_lower_priority(pod.priority) {
         return None;
     }
     let handler = runtime_handler(snapshot, pod).ok()?;

@@ -100,11 +100,8 @@ impl Budget {
         let selector = pdb
             .spec
             .and_then(|s| s.selector)
-            .filter(|s| {
-                s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
-                    || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
-            })
-            .and_then(|s| crate::apiserver::selector::LabelSelector::from_k8s(&s).ok());
+            .and_then(|s| crate::apiserver::selector::LabelSelector::from_k8s(&s).ok())
+            .filter(|s| !s.is_empty());
         let status = pdb.status.unwrap_or_default();
         Some(Budget {
             key: format!("{namespace}/{name}"),
@@ -159,6 +156,9 @@ pub struct Snapshot {
     nominated: HashMap<PodKey, Nomination>,
     /// PodDisruptionBudgets by `namespace/name`.
     budgets: HashMap<String, Budget>,
+    /// How many placed pods have each priority, so that preemption knows at once whether any
+    /// pod is below a preemptor (usually none: every pod at the default 0).
+    priorities: BTreeMap<i32, usize>,
 }
 
 impl Snapshot {
@@ -357,6 +357,13 @@ impl Snapshot {
         out
     }
 
+    /// Whether any placed pod has a priority below `priority`.
+    pub fn has_lower_priority(&self, priority: i32) -> bool {
+        self.priorities
+            .first_key_value()
+            .is_some_and(|(&lowest, _)| lowest < priority)
+    }
+
     /// Per node index, the placed pods (not terminating) with a priority below `priority`,
     /// and the nodes holding terminating pods below it.
     pub fn lower_priority(
@@ -429,6 +436,7 @@ impl Snapshot {
 
     fn insert(&mut self, key: PodKey, p: Placement) {
         self.nodes[p.node].add_pod(p.requests, p.non_zero, p.owner.as_deref());
+        *self.priorities.entry(p.priority).or_default() += 1;
         if p.terms.is_some() {
             self.with_terms += 1;
         }
@@ -438,6 +446,12 @@ impl Snapshot {
     fn remove(&mut self, key: &str) {
         if let Some(p) = self.pods.remove(key) {
             self.nodes[p.node].remove_pod(p.requests, p.non_zero, p.owner.as_deref());
+            if let Some(n) = self.priorities.get_mut(&p.priority) {
+                *n -= 1;
+                if *n == 0 {
+                    self.priorities.remove(&p.priority);
+                }
+            }
             if p.terms.is_some() {
                 self.with_terms -= 1;
             }
@@ -502,6 +516,31 @@ mod tests {
             (s.nodes()[0].requested.pods, s.nodes()[1].requested.pods),
             (0, 1)
         );
+    }
+
+    #[test]
+    fn the_lowest_placed_priority_follows_pods_coming_and_going() {
+        let mut s = Snapshot::new();
+        s.apply_node(&node("n1"));
+        let ranked = |name: &str, priority: i32| {
+            PodInfo::from_value(&json!({
+                "metadata": {"name": name, "namespace": "d"},
+                "spec": {"nodeName": "n1", "priority": priority, "containers": [{"name": "c"}]},
+                "status": {"phase": "Running"},
+            }))
+            .unwrap()
+        };
+        assert!(!s.has_lower_priority(i32::MAX));
+        s.apply_pod(&ranked("a", 5));
+        s.apply_pod(&ranked("b", 5));
+        assert!(s.has_lower_priority(6) && !s.has_lower_priority(5));
+        // A changed priority moves the pod's count.
+        s.apply_pod(&ranked("a", 1));
+        assert!(s.has_lower_priority(2));
+        s.delete_pod("d/a");
+        assert!(!s.has_lower_priority(5) && s.has_lower_priority(6));
+        s.delete_pod("d/b");
+        assert!(!s.has_lower_priority(i32::MAX));
     }
 
     #[test]

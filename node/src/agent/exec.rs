@@ -4,14 +4,12 @@
 //!
 //! The answer streams *frames*: one byte of channel (1 stdout, 2 stderr, 3 the final
 //! `Status`, the channels of Kubernetes' remote command protocol), four bytes of length (big
-//! endian), then that many bytes. With `stdin=true` the request's body is the command's stdin. The last frame is the `Status` on channel 3: `Success`, or
+//! endian), then that many bytes. The last frame is the `Status` on channel 3: `Success`, or
 //! `Failure` with reason `NonZeroExitCode` and the exit code as the `ExitCode` cause, as
-//! kubelet reports it. The API server turns the frames into the messages of the WebSocket
+//! kubelet reports it. With `stdin=true` the request's body is the command's stdin. The API server turns the frames into the messages of the WebSocket
 //! `kubectl exec` speaks. Commands run without a terminal.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -24,25 +22,14 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::resource_metrics::RunningPods;
 use crate::logs::server::status;
-use crate::pod::PodRegistry;
-use crate::pod::state::ContainerState;
-use crate::runtime::{ContainerId, Runtime};
 
 /// The channel of the final `Status`.
 pub const STATUS_CHANNEL: u8 = 3;
 
-/// What the exec endpoint needs: the pods being run and the runtimes by handler.
-#[derive(Clone)]
-pub struct ExecSource {
-    /// The pods being run.
-    pub registry: PodRegistry,
-    /// Runtime plugins by handler.
-    pub runtimes: BTreeMap<String, Arc<dyn Runtime>>,
-}
-
 /// The exec route.
-pub fn router(source: ExecSource) -> Router {
+pub fn router(source: RunningPods) -> Router {
     Router::new()
         .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
         .with_state(source)
@@ -74,7 +61,7 @@ pub fn exit_status(command: &[String], code: i32) -> Value {
 }
 
 async fn exec(
-    State(source): State<ExecSource>,
+    State(source): State<RunningPods>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     body: Body,
@@ -129,13 +116,7 @@ async fn exec(
             &format!("container {container} is not valid for pod {pod}"),
         );
     };
-    let running = matches!(record.state, ContainerState::Running { .. });
-    let target = record
-        .container_id
-        .as_deref()
-        .and_then(|c| c.split_once("://"))
-        .filter(|_| running);
-    let Some((handler, id)) = target else {
+    let Some((handler, id)) = record.running_in() else {
         return status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
@@ -161,7 +142,6 @@ async fn exec(
     if check_only {
         return StatusCode::NO_CONTENT.into_response();
     }
-    let id = ContainerId(id.to_string());
     // The request body is the command's stdin, when asked for.
     let input = stdin.then(|| {
         let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Bytes>(16);

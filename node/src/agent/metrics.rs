@@ -33,7 +33,7 @@ use axum::http::header;
 use axum::routing::get;
 use k8s_openapi::jiff::Timestamp;
 
-use super::resource_metrics::{self, NodeUsage, UsageSource};
+use super::resource_metrics::{self, NodeUsage, RunningPods};
 use crate::pod::state::ContainerState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,12 +66,12 @@ fn registered<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metri
 }
 
 /// The agent's metrics routes: `/metrics` and `/metrics/resource`.
-pub fn router(node: String, source: UsageSource) -> Router {
+pub fn router(node: String, source: RunningPods) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(
-                |State((node, source)): State<(String, UsageSource)>| async move {
+                |State((node, source)): State<(String, RunningPods)>| async move {
                     let text = tokio::task::spawn_blocking(move || render(&node, &source))
                         .await
                         .unwrap_or_default();
@@ -88,7 +88,7 @@ pub fn router(node: String, source: UsageSource) -> Router {
         .route(
             "/metrics/resource",
             get(
-                |State((_, source)): State<(String, UsageSource)>| async move {
+                |State((_, source)): State<(String, RunningPods)>| async move {
                     let text = tokio::task::spawn_blocking(move || {
                         resource_metrics::render(
                             NodeUsage::read(),
@@ -112,7 +112,7 @@ pub fn router(node: String, source: UsageSource) -> Router {
 }
 
 /// The OpenMetrics text of the agent's metrics for node `node`, read from `source` now.
-pub fn render(node: &str, source: &UsageSource) -> String {
+pub fn render(node: &str, source: &RunningPods) -> String {
     let mut r = Registry::default();
     registered(
         &mut r,
@@ -340,7 +340,7 @@ mod tests {
             "127.0.0.1",
         ));
         let _pod = registry.register("uid-1", "default", "web", state);
-        let source = UsageSource {
+        let source = RunningPods {
             registry,
             runtimes: BTreeMap::from([(
                 "fixed".to_string(),

@@ -153,17 +153,13 @@ impl Agent {
         );
         tasks.spawn(writer);
         let registry = PodRegistry::default();
-        let usage = resource_metrics::UsageSource {
-            registry: registry.clone(),
-            runtimes: runtimes.clone(),
-        };
-        let exec_source = exec::ExecSource {
+        let running = resource_metrics::RunningPods {
             registry: registry.clone(),
             runtimes: runtimes.clone(),
         };
         let app = crate::logs::server::router(logs.clone())
-            .merge(metrics::router(facts.name.clone(), usage))
-            .merge(exec::router(exec_source));
+            .merge(metrics::router(facts.name.clone(), running.clone()))
+            .merge(exec::router(running));
         let http_stop = shutdown.child_token();
         tasks.spawn(async move {
             let served = axum::serve(listener, app)

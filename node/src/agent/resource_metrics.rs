@@ -19,7 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::pod::PodRegistry;
 use crate::pod::registry::PodSnapshot;
 use crate::pod::state::ContainerState;
-use crate::runtime::{ContainerId, ContainerStats, Runtime};
+use crate::runtime::{ContainerStats, Runtime};
 
 /// One running container and what it uses.
 #[derive(Clone, Debug)]
@@ -36,31 +36,32 @@ pub struct ContainerUsage {
     pub stats: ContainerStats,
 }
 
-/// Where the figures come from: the pods being run and the runtime plugins running them.
+/// The pods this agent runs and the runtime plugins running their containers: where the
+/// metrics endpoints' figures come from, and what `kubectl exec` reaches.
 #[derive(Clone)]
-pub struct UsageSource {
+pub struct RunningPods {
     /// The pods being run.
     pub registry: PodRegistry,
     /// Runtime plugins by handler.
     pub runtimes: BTreeMap<String, Arc<dyn Runtime>>,
 }
 
-impl std::fmt::Debug for UsageSource {
+impl std::fmt::Debug for RunningPods {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UsageSource")
+        f.debug_struct("RunningPods")
             .field("registry", &self.registry)
             .finish_non_exhaustive()
     }
 }
 
-impl UsageSource {
+impl RunningPods {
     /// Every running container (init containers included) that its runtime reports on, in
     /// namespace, pod and container order.
     pub fn containers(&self) -> Vec<ContainerUsage> {
         self.containers_of(&self.registry.snapshot())
     }
 
-    /// [`UsageSource::containers`] of the pods of one registry snapshot.
+    /// [`RunningPods::containers`] of the pods of one registry snapshot.
     pub fn containers_of(&self, pods: &[PodSnapshot]) -> Vec<ContainerUsage> {
         let mut out = Vec::new();
         for pod in pods {
@@ -68,19 +69,10 @@ impl UsageSource {
                 let ContainerState::Running { started_at } = record.state else {
                     continue;
                 };
-                // `handler://id`, as the status reports it.
-                let Some((handler, id)) = record
-                    .container_id
-                    .as_deref()
-                    .and_then(|c| c.split_once("://"))
-                else {
+                let Some((handler, id)) = record.running_in() else {
                     continue;
                 };
-                let Some(stats) = self
-                    .runtimes
-                    .get(handler)
-                    .and_then(|r| r.stats(&ContainerId(id.to_string())))
-                else {
+                let Some(stats) = self.runtimes.get(handler).and_then(|r| r.stats(&id)) else {
                     continue;
                 };
                 out.push(ContainerUsage {

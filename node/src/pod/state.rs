@@ -348,6 +348,16 @@ impl ContainerRecord {
     pub fn is_running(&self) -> bool {
         matches!(self.state, ContainerState::Running { .. })
     }
+
+    /// While it runs: the runtime handler running it and its id there (its `containerID` is
+    /// `handler://id`, as the status reports it).
+    pub fn running_in(&self) -> Option<(&str, crate::runtime::ContainerId)> {
+        if !self.is_running() {
+            return None;
+        }
+        let (handler, id) = self.container_id.as_deref()?.split_once("://")?;
+        Some((handler, crate::runtime::ContainerId(id.to_string())))
+    }
 }
 
 /// A pod's `restartPolicy`.

@@ -207,9 +207,7 @@ impl RuntimeBinary {
             output: output.trim().to_string(),
         })
     }
-}
 
-impl RuntimeBinary {
     /// `exec` for `kubectl exec`: runs `command` inside the running container, its stdin fed
     /// from `input` (if any; closed when `input` ends), sending its stdout and stderr on
     /// `output` as they come (tagged with their channel); returns its exit code. Kills the
@@ -221,7 +219,7 @@ impl RuntimeBinary {
         input: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
         output: tokio::sync::mpsc::Sender<(u8, bytes::Bytes)>,
     ) -> Result<i32, String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let mut c = self.command(None);
         c.arg("exec").arg(id).args(command);
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -242,40 +240,16 @@ impl RuntimeBinary {
                 let _ = stdin.shutdown().await;
             });
         }
-        let pump = |reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, channel: u8| {
-            let output = output.clone();
-            tokio::spawn(async move {
-                let Some(mut reader) = reader else {
-                    return;
-                };
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    match reader.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
-                            if output.send((channel, chunk)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            })
-        };
-        let out = pump(
-            child
-                .stdout
-                .take()
-                .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        let out = tokio::spawn(pump(
+            child.stdout.take(),
             crate::runtime::EXEC_STDOUT,
-        );
-        let err = pump(
-            child
-                .stderr
-                .take()
-                .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            output.clone(),
+        ));
+        let err = tokio::spawn(pump(
+            child.stderr.take(),
             crate::runtime::EXEC_STDERR,
-        );
+            output.clone(),
+        ));
         let status = tokio::select! {
             status = child.wait() => status.map_err(|e| format!("exec failed: {e}"))?,
             () = output.closed() => {
@@ -288,6 +262,31 @@ impl RuntimeBinary {
         let _ = out.await;
         let _ = err.await;
         Ok(status.code().unwrap_or(255))
+    }
+}
+
+/// Sends what `reader` yields on `output`, tagged with `channel`, until it ends or `output`
+/// closes.
+async fn pump(
+    reader: Option<impl tokio::io::AsyncRead + Unpin>,
+    channel: u8,
+    output: tokio::sync::mpsc::Sender<(u8, bytes::Bytes)>,
+) {
+    use tokio::io::AsyncReadExt;
+    let Some(mut reader) = reader else {
+        return;
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
+                if output.send((channel, chunk)).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
