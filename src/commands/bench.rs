@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::bench_client::{BenchClient, PodTemplate, create_pod};
+use super::bench_client::{
+    BenchClient, BlockingClient, PodTemplate, create_pod, create_pod_blocking,
+};
 use super::bench_stats::percentile;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -283,21 +285,35 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    // Single client, sequential.
+    // Single client, sequential: a blocking client on a thread of its own, as a client in
+    // another process would be (an async client's connection task would run on the in-process
+    // server's runtime workers and add hand-offs between them to every request).
     let ns = format!("bench-single-{run_id}");
     make_namespace(&client, &base, &ns).await?;
     let (path, template) = pod_creates(&ns)?;
-    let mut conn = BenchClient::connect(&base).await?;
-    for i in 0..20 {
-        create_pod(&mut conn, &path, &template, &format!("warm-{i}")).await?;
-    }
-    let mut lat = Vec::with_capacity(args.single);
-    for i in 0..args.single {
-        let t = Instant::now();
-        create_pod(&mut conn, &path, &template, &format!("p-{i}")).await?;
-        lat.push(t.elapsed());
-    }
-    lat.sort();
+    let (single, base_url) = (args.single, base.clone());
+    let (lat, dry) = tokio::task::spawn_blocking(move || {
+        let mut conn = BlockingClient::connect(&base_url)?;
+        for i in 0..20 {
+            create_pod_blocking(&mut conn, &path, &template, &format!("warm-{i}"))?;
+        }
+        let mut timed = |path: &str, prefix: &str| -> anyhow::Result<Vec<Duration>> {
+            let mut lat = Vec::with_capacity(single);
+            for i in 0..single {
+                let t = Instant::now();
+                create_pod_blocking(&mut conn, path, &template, &format!("{prefix}-{i}"))?;
+                lat.push(t.elapsed());
+            }
+            lat.sort();
+            Ok(lat)
+        };
+        let lat = timed(&path, "p")?;
+        // The same creates without the store (dryRun=All): what the HTTP round trip and the
+        // API server's own work cost, apart from the durable write.
+        let dry = timed(&format!("{path}?dryRun=All"), "d")?;
+        anyhow::Ok((lat, dry))
+    })
+    .await??;
     let single_p50 = percentile(&lat, 0.5);
     println!(
         "create, 1 client:           p50 {:8.1} µs  p99 {:8.1} µs  = {:.2}× fdatasync p50  ({:.0} creates/s)",
@@ -305,6 +321,11 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         us(percentile(&lat, 0.99)),
         single_p50.as_secs_f64() / fsync_p50.as_secs_f64(),
         args.single as f64 / lat.iter().sum::<Duration>().as_secs_f64()
+    );
+    println!(
+        "  the same, dryRun=All:     p50 {:8.1} µs  p99 {:8.1} µs  (HTTP and the API server without the store)",
+        us(percentile(&dry, 0.5)),
+        us(percentile(&dry, 0.99)),
     );
 
     // Many clients.

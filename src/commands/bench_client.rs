@@ -84,6 +84,103 @@ impl PodTemplate {
     }
 }
 
+/// One connection to the API server driven by plain blocking socket calls on the caller's own
+/// thread: a request is one `write`, its response one or two `read`s. For latency figures, where
+/// an async client's connection task would run on the server's own runtime workers (the
+/// benchmarks start the server in-process) and add hand-offs between them that a client in
+/// another process does not cause.
+pub struct BlockingClient {
+    stream: std::net::TcpStream,
+    authority: String,
+    buf: Vec<u8>,
+}
+
+impl BlockingClient {
+    /// Connects to `base` (`http://HOST:PORT`).
+    pub fn connect(base: &str) -> anyhow::Result<BlockingClient> {
+        let authority = base
+            .strip_prefix("http://")
+            .with_context(|| format!("{base}: the benchmark client speaks plain http:// only"))?
+            .trim_end_matches('/')
+            .to_string();
+        let stream = std::net::TcpStream::connect(&authority)
+            .with_context(|| format!("connect to {authority}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        Ok(BlockingClient {
+            stream,
+            authority,
+            buf: Vec::with_capacity(16 * 1024),
+        })
+    }
+
+    /// POSTs a JSON body to `path`; returns the status and the whole response body (which
+    /// must come with a `Content-Length`, as the API server's answers to writes do).
+    pub fn post(&mut self, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        use std::io::{Read, Write};
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.authority,
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        self.stream.write_all(&request)?;
+        self.buf.clear();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                bail!("the server closed the connection");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            let httparse::Status::Complete(head) = response.parse(&self.buf)? else {
+                continue;
+            };
+            let status = response.code.unwrap_or(0);
+            let length = response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| {
+                    std::str::from_utf8(h.value)
+                        .ok()?
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                })
+                .context("a response without Content-Length")?;
+            while self.buf.len() < head + length {
+                let n = self.stream.read(&mut chunk)?;
+                if n == 0 {
+                    bail!("the server closed the connection");
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+            return Ok((status, self.buf[head..head + length].to_vec()));
+        }
+    }
+}
+
+/// Creates a pod through a [`BlockingClient`] and fails on anything but `201 Created`.
+pub fn create_pod_blocking(
+    client: &mut BlockingClient,
+    path: &str,
+    template: &PodTemplate,
+    name: &str,
+) -> anyhow::Result<()> {
+    let (status, body) = client.post(path, &template.body(name))?;
+    if status != 201 {
+        bail!(
+            "create {name}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(())
+}
+
 /// Creates pods through one [`BenchClient`] and fails on anything but `201 Created`.
 pub async fn create_pod(
     client: &mut BenchClient,
@@ -114,5 +211,34 @@ mod tests {
             body,
             serde_json::json!({"metadata": {"name": "p-7", "namespace": "b"}})
         );
+    }
+
+    #[test]
+    fn the_blocking_client_reads_a_response_that_comes_in_pieces() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.ends_with(b"{}") {
+                let n = conn.read(&mut buf).unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 11\r\n\r\n{\"a\"")
+                .unwrap();
+            conn.flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            conn.write_all(b":\"bcd\"}").unwrap();
+            String::from_utf8(seen).unwrap()
+        });
+        let mut client = BlockingClient::connect(&base).unwrap();
+        let (status, body) = client.post("/api/v1/namespaces/b/pods", b"{}").unwrap();
+        assert_eq!(status, 201);
+        assert_eq!(body, b"{\"a\":\"bcd\"}");
+        let request = server.join().unwrap();
+        assert!(request.starts_with("POST /api/v1/namespaces/b/pods HTTP/1.1\r\n"));
+        assert!(request.contains("Content-Length: 2\r\n"));
     }
 }
