@@ -682,13 +682,22 @@ impl Applier {
                     }
                 }
                 // Wait a little for more: redb's cost is mostly per transaction, and nobody
-                // waits for this one (reads are served from memory, barriers end the wait).
-                next = match rx.try_recv() {
-                    Ok(work) => Some(work),
-                    Err(mpsc::TryRecvError::Empty) => rx
-                        .recv_timeout(until.saturating_duration_since(Instant::now()))
-                        .ok(),
-                    Err(mpsc::TryRecvError::Disconnected) => None,
+                // waits for this one (reads are served from memory). The wait is a park, not a
+                // blocking receive, so that the committer's batches do not wake this thread
+                // one by one (a context switch per batch, on the committer's time); barriers
+                // and flushes unpark it at once.
+                next = loop {
+                    match rx.try_recv() {
+                        Ok(work) => break Some(work),
+                        Err(mpsc::TryRecvError::Disconnected) => break None,
+                        Err(mpsc::TryRecvError::Empty) => {
+                            let left = until.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                break None;
+                            }
+                            thread::park_timeout(left);
+                        }
+                    }
                 };
             }
             let durability = if durable {
@@ -997,10 +1006,11 @@ impl Committer {
     /// Waits until the applier has written every batch handed to it into redb.
     fn wait_for_applier(&self) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel();
-        let (applier, _) = self.applier.as_ref().ok_or_else(applier_stopped)?;
+        let (applier, handle) = self.applier.as_ref().ok_or_else(applier_stopped)?;
         applier
             .send(Apply::Barrier(tx))
             .map_err(|_| applier_stopped())?;
+        handle.thread().unpark();
         rx.recv().map_err(|_| applier_stopped())?
     }
 
@@ -1008,6 +1018,7 @@ impl Committer {
     fn stop_applier(&mut self) {
         if let Some((tx, handle)) = self.applier.take() {
             drop(tx);
+            handle.thread().unpark();
             let _ = handle.join();
         }
     }
@@ -1019,10 +1030,11 @@ impl Committer {
         match self.flushing.take() {
             None => {
                 let (tx, rx) = mpsc::channel();
-                let asked = self
-                    .applier
-                    .as_ref()
-                    .is_some_and(|(applier, _)| applier.send(Apply::Flush(tx)).is_ok());
+                let asked = self.applier.as_ref().is_some_and(|(applier, handle)| {
+                    let sent = applier.send(Apply::Flush(tx)).is_ok();
+                    handle.thread().unpark();
+                    sent
+                });
                 if asked {
                     self.flushing = Some(rx);
                 } else {
