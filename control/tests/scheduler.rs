@@ -212,7 +212,7 @@ async fn pods_go_to_fitting_nodes_and_one_too_big_waits_for_a_node_that_fits() {
 
     c.pod("huge", json!({"containers": [{"name": "app", "image": "hello:v1", "resources": {"requests": {"memory": "4Gi"}}}]}))
         .await;
-    let want = "0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }, 2 Insufficient memory.";
+    let want = "0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }, 2 Insufficient memory. preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod..";
     let cond = c.unschedulable_condition("huge").await;
     assert_eq!(cond["reason"], "Unschedulable");
     assert_eq!(cond["message"], want);
@@ -279,7 +279,7 @@ async fn node_selectors_affinity_and_taints_place_pods_as_asked() {
     let cond = c.unschedulable_condition("wants-gpu").await;
     assert_eq!(
         cond["message"],
-        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) didn't match Pod's node affinity/selector."
+        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.."
     );
     c.stop().await;
 }
@@ -314,7 +314,7 @@ async fn runtime_handlers_and_scheduler_names_are_respected() {
     let cond = c.unschedulable_condition("unknown-class").await;
     assert_eq!(
         cond["message"],
-        "0/2 nodes are available: runtimeclass.node.k8s.io \"gvisor\" not found."
+        "0/2 nodes are available: runtimeclass.node.k8s.io \"gvisor\" not found. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.."
     );
     // A RuntimeClass whose handler no node has.
     let rc = json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "kata"}, "handler": "kata"});
@@ -325,7 +325,7 @@ async fn runtime_handlers_and_scheduler_names_are_respected() {
     c.pod("kata-pod", json!({"runtimeClassName": "kata"})).await;
     // The scheduler may try the pod before its informer has the new RuntimeClass (then it
     // says the class is not found); the class's arrival retries the pod.
-    let want = "0/2 nodes are available: 2 node(s) didn't have the runtime handler \"kata\".";
+    let want = "0/2 nodes are available: 2 node(s) didn't have the runtime handler \"kata\". preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling..";
     wait_for(&format!("kata-pod's condition to say {want:?}"), || async {
         let cond = c.unschedulable_condition("kata-pod").await;
         (cond["message"] == want).then_some(())

@@ -278,7 +278,7 @@ fn topology_spread_overrides_a_preference_and_keeps_a_pod_pending_when_it_cannot
     let message = wait_unschedulable(&s, "even-3");
     assert_eq!(
         message,
-        "0/2 nodes are available: 2 node(s) didn't match pod topology spread constraints."
+        "0/2 nodes are available: 2 node(s) didn't match pod topology spread constraints. preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod.."
     );
     // A bad constraint is refused with kube-apiserver's cause.
     let bad = even("even-4", &spread("      minDomains: 0\n"));

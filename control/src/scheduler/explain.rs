@@ -9,9 +9,15 @@
 //! `0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }, 2 Insufficient memory.`
 //!
 //! With no nodes at all the message is kube-scheduler's `no nodes available to schedule pods`.
-//! kube-scheduler adds a `preemption: …` sentence about the preemption it tried; Flotilla's
-//! message leaves it out (a preemption shows as the victims' `Preempted` events and the pod's
-//! `status.nominatedNodeName`).
+//! When preemption cannot help, a last sentence says why, as kube-scheduler's DefaultPreemption
+//! does: `preemption: ` and either why the pod may not preempt (`not eligible due to
+//! preemptionPolicy=Never`) or the same kind of count over the nodes, whose own full stop
+//! kube-scheduler keeps before adding another:
+//!
+//! `0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod..`
+//!
+//! When preemption makes room, the message has no such sentence (the victims get `Preempted`
+//! events and the pod `status.nominatedNodeName`).
 
 use std::collections::HashMap;
 
@@ -26,6 +32,9 @@ pub struct Diagnosis {
     pub pre_filter: Option<String>,
     /// How many nodes gave each unfit verdict.
     pub unfit: HashMap<Unfit, usize>,
+    /// Why preemption could not help, when it was tried and could not (kube-scheduler's
+    /// PostFilter message, without its `preemption: ` prefix).
+    pub post_filter: Option<String>,
 }
 
 impl Diagnosis {
@@ -42,15 +51,10 @@ impl Diagnosis {
         *self.unfit.entry(why).or_default() += 1;
     }
 
-    /// The message, exactly as kube-scheduler builds it (without the preemption sentence).
+    /// The message, exactly as kube-scheduler builds it.
     pub fn message(&self) -> String {
         if self.nodes == 0 {
             return "no nodes available to schedule pods".into();
-        }
-        let mut msg = format!("0/{} nodes are available:", self.nodes);
-        if let Some(pre) = &self.pre_filter {
-            msg.push_str(&format!(" {pre}."));
-            return msg;
         }
         let mut histogram: HashMap<String, usize> = HashMap::new();
         for (why, count) in &self.unfit {
@@ -58,16 +62,37 @@ impl Diagnosis {
                 *histogram.entry(reason).or_default() += count;
             }
         }
-        let mut parts: Vec<String> = histogram
-            .into_iter()
-            .map(|(reason, count)| format!("{count} {reason}"))
-            .collect();
-        parts.sort();
-        if !parts.is_empty() {
-            msg.push_str(&format!(" {}.", parts.join(", ")));
+        let mut msg = fit_message(self.nodes, self.pre_filter.as_deref(), histogram);
+        if let Some(post) = &self.post_filter {
+            msg.push_str(&format!(" preemption: {post}."));
         }
         msg
     }
+}
+
+/// kube-scheduler's `FitError` text: `0/<nodes> nodes are available:`, then the reason that
+/// ruled out every node at once, or each reason with the number of nodes that gave it, sorted
+/// as strings, each form ending in a full stop.
+pub fn fit_message(
+    nodes: usize,
+    pre_filter: Option<&str>,
+    histogram: HashMap<String, usize>,
+) -> String {
+    let mut msg = format!("0/{nodes} nodes are available:");
+    if let Some(pre) = pre_filter {
+        msg.push_str(&format!(" {pre}."));
+        return msg;
+    }
+    let mut parts: Vec<String> = histogram
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(reason, count)| format!("{count} {reason}"))
+        .collect();
+    parts.sort();
+    if !parts.is_empty() {
+        msg.push_str(&format!(" {}.", parts.join(", ")));
+    }
+    msg
 }
 
 #[cfg(test)]
@@ -153,6 +178,39 @@ mod tests {
         for (d, want) in cases {
             assert_eq!(d.message(), want);
         }
+    }
+
+    #[test]
+    fn why_preemption_cannot_help_ends_the_message_as_kube_scheduler_ends_it() {
+        let cpu = Unfit::Insufficient {
+            pods: false,
+            cpu: true,
+            memory: false,
+        };
+        let mut d = diag(1, &[cpu]);
+        d.post_filter =
+            Some("0/1 nodes are available: 1 No preemption victims found for incoming pod.".into());
+        // The inner count keeps its own full stop, and kube-scheduler adds one more.
+        assert_eq!(
+            d.message(),
+            "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.."
+        );
+        d.post_filter = Some("not eligible due to preemptionPolicy=Never".into());
+        assert_eq!(
+            d.message(),
+            "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never."
+        );
+        let mut d = Diagnosis {
+            nodes: 2,
+            pre_filter: Some("runtimeclass.node.k8s.io \"gvisor\" not found".into()),
+            ..Default::default()
+        };
+        d.post_filter =
+            Some("0/2 nodes are available: 2 Preemption is not helpful for scheduling.".into());
+        assert_eq!(
+            d.message(),
+            "0/2 nodes are available: runtimeclass.node.k8s.io \"gvisor\" not found. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.."
+        );
     }
 
     #[test]

@@ -59,6 +59,20 @@ pub enum Unfit {
 }
 
 impl Unfit {
+    /// Whether evicting pods could make the node fit (kube-scheduler's `Unschedulable`, as
+    /// opposed to `UnschedulableAndUnresolvable`): resources, the anti-affinity of either
+    /// side, and a spread constraint's skew. Taints, cordons, node affinity, runtime
+    /// handlers, required pod affinity and a missing topology label are not.
+    pub fn resolvable_by_preemption(&self) -> bool {
+        matches!(
+            self,
+            Unfit::Insufficient { .. }
+                | Unfit::PodAntiAffinity
+                | Unfit::ExistingPodsAntiAffinity
+                | Unfit::TopologySpread
+        )
+    }
+
     /// The reasons as kube-scheduler words them (one node can give several for resources).
     pub fn reasons(&self) -> Vec<String> {
         match self {

@@ -257,12 +257,16 @@ impl Scheduler {
                     }
                 });
             }
-            Decision::Unschedulable(diagnosis) => {
+            Decision::Unschedulable(mut diagnosis) => {
                 let key = pod.key();
+                self.queue.unschedulable(&key, now);
+                let plan = preemption::plan(&self.snapshot, &pod, &diagnosis);
+                if let Err(why) = &plan {
+                    diagnosis.post_filter = Some(why.clone());
+                }
                 let message = diagnosis.message();
                 tracing::debug!(pod = %key, %message, "pod is unschedulable");
-                self.queue.unschedulable(&key, now);
-                if let Some(plan) = preemption::plan(&self.snapshot, &pod) {
+                if let Ok(plan) = plan {
                     let node = self.snapshot.nodes()[plan.node].name.clone();
                     tracing::info!(pod = %key, %node, victims = plan.victims.len(), "preempting");
                     self.snapshot.nominate(&pod, plan.node);

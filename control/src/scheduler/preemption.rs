@@ -18,7 +18,10 @@
 //! spread are checked as the cluster stands, with the victims still there: preemption frees
 //! resources, it does not move pods out of the way of an anti-affinity term.
 
+use std::collections::HashMap;
+
 use super::decide::{Constraints, runtime_handler, with_nominated};
+use super::explain::{Diagnosis, fit_message};
 use super::pod::{PodInfo, PodKey};
 use super::snapshot::{Candidate, Snapshot};
 
@@ -35,22 +38,55 @@ pub struct Plan {
 /// priority, the sum of victim priorities, the number of victims, the node's index.
 type Rank = (usize, i32, i64, usize, usize);
 
-/// The preemption that makes room for `pod`, if any.
-pub fn plan(snapshot: &Snapshot, pod: &PodInfo) -> Option<Plan> {
-    // The common case: nothing placed has a lower priority, so nothing is read further.
-    if !pod.preempts || !snapshot.has_lower_priority(pod.priority) {
-        return None;
+/// kube-scheduler's word for a node whose failure no eviction can fix.
+pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
+
+/// kube-scheduler's word for a node that fails for lack of room but holds no pod of lower
+/// priority.
+pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
+
+/// The preemption that makes room for `pod`, given `diagnosis`, what the filters said about
+/// every node; or, when there is none, why, as kube-scheduler words it after `preemption: `.
+pub fn plan(snapshot: &Snapshot, pod: &PodInfo, diagnosis: &Diagnosis) -> Result<Plan, String> {
+    if !pod.preempts {
+        return Err("not eligible due to preemptionPolicy=Never".into());
     }
-    let handler = runtime_handler(snapshot, pod).ok()?;
+    let all = diagnosis.nodes;
+    let Ok(handler) = runtime_handler(snapshot, pod) else {
+        return Err(fit_message(
+            all,
+            None,
+            HashMap::from([(NOT_HELPFUL.to_string(), all)]),
+        ));
+    };
+    // Nodes whose failure an eviction could fix, and the others.
+    let (mut resolvable, unresolvable) =
+        diagnosis
+            .unfit
+            .iter()
+            .fold((0, 0), |(yes, no), (why, count)| {
+                if why.resolvable_by_preemption() {
+                    (yes + count, no)
+                } else {
+                    (yes, no + count)
+                }
+            });
+    let mut why: HashMap<String, usize> = HashMap::new();
+    let explain = |mut why: HashMap<String, usize>, resolvable: usize| {
+        *why.entry(NO_VICTIMS.to_string()).or_default() += resolvable;
+        *why.entry(NOT_HELPFUL.to_string()).or_default() += unresolvable;
+        fit_message(all, None, why)
+    };
+    // The common case: nothing placed has a lower priority, so nothing is read further.
+    if !snapshot.has_lower_priority(pod.priority) {
+        return Err(explain(why, resolvable));
+    }
     let (mut lower, terminating) = snapshot.lower_priority(pod.priority);
     if snapshot
         .nominated_node(&pod.key())
         .is_some_and(|n| terminating.contains(&n))
     {
-        return None;
-    }
-    if lower.is_empty() {
-        return None;
+        return Err("not eligible due to a terminating pod on the nominated node".into());
     }
     let constraints = Constraints::read(snapshot, pod);
     let nominated = snapshot.nominated_against(pod);
@@ -66,10 +102,22 @@ pub fn plan(snapshot: &Snapshot, pod: &PodInfo) -> Option<Plan> {
             continue;
         }
         let mut node = with_nominated(&nodes[i], nominated.get(&i)).into_owned();
+        // Only a node that failed for a reason evictions can fix is tried (it fits as it
+        // stands when a nomination or the walk's sample kept it from being chosen: nothing
+        // to preempt there).
+        match constraints.fits(pod, handler, &node) {
+            Err(unfit) if unfit.resolvable_by_preemption() => {
+                resolvable = resolvable.saturating_sub(1);
+            }
+            _ => continue,
+        }
         for c in &candidates {
             node.remove_pod(c.requests, c.non_zero, c.owner.as_deref());
         }
-        if constraints.fits(pod, handler, &node).is_err() {
+        if let Err(unfit) = constraints.fits(pod, handler, &node) {
+            for reason in unfit.reasons() {
+                *why.entry(reason).or_default() += 1;
+            }
             continue;
         }
         // Most important first: they are the ones to give back if they can be; those a
@@ -91,8 +139,6 @@ pub fn plan(snapshot: &Snapshot, pod: &PodInfo) -> Option<Plan> {
             }
         }
         if victims.is_empty() {
-            // It fits without evicting anything (a nomination or the walk's sample kept it
-            // from being chosen): nothing to preempt here.
             continue;
         }
         let rank = (
@@ -106,7 +152,10 @@ pub fn plan(snapshot: &Snapshot, pod: &PodInfo) -> Option<Plan> {
             best = Some((rank, Plan { node: i, victims }));
         }
     }
-    best.map(|(_, plan)| plan)
+    match best {
+        Some((_, plan)) => Ok(plan),
+        None => Err(explain(why, resolvable)),
+    }
 }
 
 /// Splits a node's candidates (most important first) into those whose eviction would take a
@@ -168,6 +217,14 @@ mod tests {
         .unwrap()
     }
 
+    /// The plan for `p` after a decision found no node for it.
+    fn try_plan(s: &Snapshot, p: &PodInfo) -> Result<Plan, String> {
+        match super::super::decide::decide(s, p, 0, 100, 1).0 {
+            super::super::decide::Decision::Unschedulable(d) => plan(s, p, &d),
+            super::super::decide::Decision::Bind(i) => Err(format!("fits on node {i}")),
+        }
+    }
+
     fn victims(plan: &Plan) -> Vec<&str> {
         plan.victims.iter().map(|v| v.key.as_str()).collect()
     }
@@ -182,14 +239,14 @@ mod tests {
         s.apply_pod(&pod("b", Some("n1"), 1, "1"));
         s.apply_pod(&pod("c", Some("n2"), 7, "4"));
         // One CPU: evicting b on n1 is enough, and cheaper than c on n2.
-        let plan = plan(&s, &pod("p", None, 10, "1")).unwrap();
+        let plan = try_plan(&s, &pod("p", None, 10, "1")).unwrap();
         assert_eq!((plan.node, victims(&plan)), (0, vec!["d/b"]));
         // Two CPUs: on n1, b is given back and a goes (priority 5); on n2, c goes (priority
         // 7). The lower highest victim priority wins: n1.
-        let plan = super::plan(&s, &pod("p", None, 10, "2")).unwrap();
+        let plan = try_plan(&s, &pod("p", None, 10, "2")).unwrap();
         assert_eq!((plan.node, victims(&plan)), (0, vec!["d/a"]));
         // Four CPUs: both of n1's pods (priority 5 at most) rather than n2's one (7).
-        let plan = super::plan(&s, &pod("p", None, 10, "4")).unwrap();
+        let plan = try_plan(&s, &pod("p", None, 10, "4")).unwrap();
         let mut v = victims(&plan);
         v.sort();
         assert_eq!((plan.node, v), (0, vec!["d/a", "d/b"]));
@@ -200,16 +257,26 @@ mod tests {
         let mut s = Snapshot::new();
         s.apply_node(&node("n1", 1));
         s.apply_pod(&pod("a", Some("n1"), 10, "1"));
-        assert_eq!(plan(&s, &pod("p", None, 10, "1")), None);
+        assert_eq!(
+            try_plan(&s, &pod("p", None, 10, "1")),
+            Err("0/1 nodes are available: 1 No preemption victims found for incoming pod.".into())
+        );
         s.apply_pod(&pod("a", Some("n1"), 1, "1"));
         let mut never = pod("p", None, 10, "1");
         never.preempts = false;
-        assert_eq!(plan(&s, &never), None);
-        // More than the whole node: no eviction helps.
-        assert_eq!(plan(&s, &pod("p", None, 10, "5")), None);
+        assert_eq!(
+            try_plan(&s, &never),
+            Err("not eligible due to preemptionPolicy=Never".into())
+        );
+        // More than the whole node: no eviction helps, and the node says why once its pods
+        // of lower priority are taken away in thought.
+        assert_eq!(
+            try_plan(&s, &pod("p", None, 10, "5")),
+            Err("0/1 nodes are available: 1 Insufficient cpu.".into())
+        );
         // The pod count is a resource like any other.
         assert_eq!(
-            victims(&plan(&s, &pod("p", None, 10, "1")).unwrap()),
+            victims(&try_plan(&s, &pod("p", None, 10, "1")).unwrap()),
             ["d/a"]
         );
     }
@@ -245,11 +312,11 @@ mod tests {
         s.apply_budget(budget("db-pdb", "db", 0));
         let p = pod("p", None, 10, "1");
         // Fewer budget violations first, although n1's victim has the lower priority.
-        let plan = plan(&s, &p).unwrap();
+        let plan = try_plan(&s, &p).unwrap();
         assert_eq!((plan.node, victims(&plan)), (1, vec!["d/plain"]));
         // A budget that allows one disruption is not violated by one victim.
         s.apply_budget(budget("db-pdb", "db", 1));
-        let plan = super::plan(&s, &p).unwrap();
+        let plan = try_plan(&s, &p).unwrap();
         assert_eq!((plan.node, victims(&plan)), (0, vec!["d/guarded"]));
         // On one node, the protected pod is given back first when either would do.
         let mut s = Snapshot::new();
@@ -257,10 +324,10 @@ mod tests {
         s.apply_pod(&labelled("guarded", "n1", 1, "2", "db"));
         s.apply_pod(&labelled("plain", "n1", 5, "2", "web"));
         s.apply_budget(budget("db-pdb", "db", 0));
-        let plan = super::plan(&s, &pod("p", None, 10, "2")).unwrap();
+        let plan = try_plan(&s, &pod("p", None, 10, "2")).unwrap();
         assert_eq!(victims(&plan), ["d/plain"]);
         // And when only evicting it makes room, the budget is violated.
-        let plan = super::plan(&s, &pod("p", None, 10, "4")).unwrap();
+        let plan = try_plan(&s, &pod("p", None, 10, "4")).unwrap();
         let mut v = victims(&plan);
         v.sort();
         assert_eq!(v, ["d/guarded", "d/plain"]);
@@ -272,13 +339,16 @@ mod tests {
         s.apply_node(&node("n1", 1));
         s.apply_pod(&pod("a", Some("n1"), 1, "1"));
         let p = pod("p", None, 10, "1");
-        let plan = plan(&s, &p).unwrap();
+        let plan = try_plan(&s, &p).unwrap();
         s.nominate(&p, plan.node);
         // The victim is terminating: no second preemption.
         let mut going = pod("a", Some("n1"), 1, "1");
         going.deleting = true;
         s.apply_pod(&going);
-        assert_eq!(super::plan(&s, &p), None);
+        assert_eq!(
+            try_plan(&s, &p),
+            Err("not eligible due to a terminating pod on the nominated node".into())
+        );
         // Once it is gone, the node is the nominated pod's: a pod of lower priority does not
         // fit there, the nominated one does.
         s.delete_pod("d/a");
@@ -291,5 +361,27 @@ mod tests {
         assert_eq!(decision, super::super::decide::Decision::Bind(0));
         s.assume(&p, 0);
         assert_eq!(s.nominated_node("d/p"), None);
+    }
+
+    #[test]
+    fn nodes_no_eviction_can_fix_are_not_tried_and_are_counted_as_such() {
+        let mut s = Snapshot::new();
+        s.apply_node(&node("full", 1));
+        s.apply_node(&node("empty-full", 1));
+        let tainted: Node = serde_json::from_value(json!({"metadata": {"name": "tainted"},
+            "spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]},
+            "status": {"allocatable": {"cpu": "4", "memory": "4Gi", "pods": "10"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}}))
+        .unwrap();
+        s.apply_node(&tainted);
+        // full: a pod of higher priority; empty-full: one of equal priority; tainted: a pod of
+        // lower priority, but evicting it would not take the taint away.
+        s.apply_pod(&pod("high", Some("full"), 20, "1"));
+        s.apply_pod(&pod("same", Some("empty-full"), 10, "1"));
+        s.apply_pod(&pod("low", Some("tainted"), 1, "1"));
+        assert_eq!(
+            try_plan(&s, &pod("p", None, 10, "1")),
+            Err("0/3 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod.".into())
+        );
     }
 }
