@@ -8,6 +8,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 
+/// The `HOST:PORT` of `base` (`http://HOST:PORT`).
+fn authority(base: &str) -> anyhow::Result<String> {
+    Ok(base
+        .strip_prefix("http://")
+        .with_context(|| format!("{base}: the benchmark client speaks plain http:// only"))?
+        .trim_end_matches('/')
+        .to_string())
+}
+
 /// One connection to the API server.
 pub struct BenchClient {
     sender: SendRequest<Full<Bytes>>,
@@ -17,11 +26,7 @@ pub struct BenchClient {
 impl BenchClient {
     /// Connects to `base` (`http://HOST:PORT`).
     pub async fn connect(base: &str) -> anyhow::Result<BenchClient> {
-        let authority = base
-            .strip_prefix("http://")
-            .with_context(|| format!("{base}: the benchmark client speaks plain http:// only"))?
-            .trim_end_matches('/')
-            .to_string();
+        let authority = authority(base)?;
         let stream = tokio::net::TcpStream::connect(&authority)
             .await
             .with_context(|| format!("connect to {authority}"))?;
@@ -98,11 +103,7 @@ pub struct BlockingClient {
 impl BlockingClient {
     /// Connects to `base` (`http://HOST:PORT`).
     pub fn connect(base: &str) -> anyhow::Result<BlockingClient> {
-        let authority = base
-            .strip_prefix("http://")
-            .with_context(|| format!("{base}: the benchmark client speaks plain http:// only"))?
-            .trim_end_matches('/')
-            .to_string();
+        let authority = authority(base)?;
         let stream = std::net::TcpStream::connect(&authority)
             .with_context(|| format!("connect to {authority}"))?;
         stream.set_nodelay(true)?;
