@@ -173,10 +173,15 @@ pub fn create_pod_blocking(
     name: &str,
 ) -> anyhow::Result<()> {
     let (status, body) = client.post(path, &template.body(name))?;
+    created(name, status, &body)
+}
+
+/// `Ok` for `201 Created`; otherwise the error, with the server's answer.
+fn created(name: &str, status: u16, body: &[u8]) -> anyhow::Result<()> {
     if status != 201 {
         bail!(
             "create {name}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body)
+            String::from_utf8_lossy(body)
         );
     }
     Ok(())
@@ -190,13 +195,7 @@ pub async fn create_pod(
     name: &str,
 ) -> anyhow::Result<()> {
     let (status, body) = client.post(path, template.body(name)).await?;
-    if status != 201 {
-        bail!(
-            "create {name}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    Ok(())
+    created(name, status, &body)
 }
 
 #[cfg(test)]

@@ -152,45 +152,29 @@ impl Scheduler {
             Update::BudgetDeleted(key) => self.snapshot.delete_budget(&key),
             Update::Synced { kind, names } => {
                 let listed: HashSet<String> = names.into_iter().collect();
+                // What the snapshot holds that the fresh list no longer has.
+                let gone = |held: Vec<String>| -> Vec<String> {
+                    held.into_iter().filter(|k| !listed.contains(k)).collect()
+                };
                 match kind {
                     Kind::Pods => {
-                        for key in self
-                            .snapshot
-                            .pod_keys()
-                            .into_iter()
-                            .filter(|k| !listed.contains(k))
-                        {
+                        for key in gone(self.snapshot.pod_keys()) {
                             self.snapshot.delete_pod(&key);
                             self.queue.remove(&key);
                         }
                     }
                     Kind::Nodes => {
-                        for name in self
-                            .snapshot
-                            .node_names()
-                            .into_iter()
-                            .filter(|n| !listed.contains(n))
-                        {
+                        for name in gone(self.snapshot.node_names()) {
                             self.snapshot.delete_node(&name);
                         }
                     }
                     Kind::Budgets => {
-                        for key in self
-                            .snapshot
-                            .budget_keys()
-                            .into_iter()
-                            .filter(|k| !listed.contains(k))
-                        {
+                        for key in gone(self.snapshot.budget_keys()) {
                             self.snapshot.delete_budget(&key);
                         }
                     }
                     Kind::RuntimeClasses => {
-                        for name in self
-                            .snapshot
-                            .runtime_class_names()
-                            .into_iter()
-                            .filter(|n| !listed.contains(n))
-                        {
+                        for name in gone(self.snapshot.runtime_class_names()) {
                             self.snapshot.delete_runtime_class(&name);
                         }
                     }
@@ -260,13 +244,16 @@ impl Scheduler {
             Decision::Unschedulable(mut diagnosis) => {
                 let key = pod.key();
                 self.queue.unschedulable(&key, now);
-                let plan = preemption::plan(&self.snapshot, &pod, &diagnosis);
-                if let Err(why) = &plan {
-                    diagnosis.post_filter = Some(why.clone());
-                }
+                let plan = match preemption::plan(&self.snapshot, &pod, &diagnosis) {
+                    Ok(plan) => Some(plan),
+                    Err(why) => {
+                        diagnosis.post_filter = Some(why);
+                        None
+                    }
+                };
                 let message = diagnosis.message();
                 tracing::debug!(pod = %key, %message, "pod is unschedulable");
-                if let Ok(plan) = plan {
+                if let Some(plan) = plan {
                     let node = self.snapshot.nodes()[plan.node].name.clone();
                     tracing::info!(pod = %key, %node, victims = plan.victims.len(), "preempting");
                     self.snapshot.nominate(&pod, plan.node);

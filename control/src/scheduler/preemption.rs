@@ -138,9 +138,6 @@ pub fn plan(snapshot: &Snapshot, pod: &PodInfo, diagnosis: &Diagnosis) -> Result
                 victims.push(c);
             }
         }
-        if victims.is_empty() {
-            continue;
-        }
         let rank = (
             violations,
             victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN),

@@ -1003,14 +1003,19 @@ impl Committer {
         }
     }
 
+    /// Hands the applier work it must not linger over (a barrier or a flush): sends it and
+    /// unparks the thread. Batches are sent without the unpark, so they do not wake it.
+    fn send_now(&self, work: Apply) -> Result<(), StoreError> {
+        let (applier, handle) = self.applier.as_ref().ok_or_else(applier_stopped)?;
+        applier.send(work).map_err(|_| applier_stopped())?;
+        handle.thread().unpark();
+        Ok(())
+    }
+
     /// Waits until the applier has written every batch handed to it into redb.
     fn wait_for_applier(&self) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel();
-        let (applier, handle) = self.applier.as_ref().ok_or_else(applier_stopped)?;
-        applier
-            .send(Apply::Barrier(tx))
-            .map_err(|_| applier_stopped())?;
-        handle.thread().unpark();
+        self.send_now(Apply::Barrier(tx))?;
         rx.recv().map_err(|_| applier_stopped())?
     }
 
@@ -1030,12 +1035,7 @@ impl Committer {
         match self.flushing.take() {
             None => {
                 let (tx, rx) = mpsc::channel();
-                let asked = self.applier.as_ref().is_some_and(|(applier, handle)| {
-                    let sent = applier.send(Apply::Flush(tx)).is_ok();
-                    handle.thread().unpark();
-                    sent
-                });
-                if asked {
+                if self.send_now(Apply::Flush(tx)).is_ok() {
                     self.flushing = Some(rx);
                 } else {
                     self.checkpoint();
