@@ -7,6 +7,7 @@ mod api_durability;
 mod api_events_v1;
 mod api_kubectl;
 mod api_metrics;
+mod api_paging;
 mod api_server_side_apply;
 mod api_watch;
 mod bench;

@@ -131,6 +131,9 @@ pub struct ListParams {
     pub limit: usize,
     /// `continue` token.
     pub continue_token: Option<String>,
+    /// List as of this revision (`resourceVersion` with `resourceVersionMatch=Exact`) instead
+    /// of the present; a continue token's own revision comes first.
+    pub exact_revision: Option<Revision>,
 }
 
 impl ListParams {
@@ -306,13 +309,7 @@ impl Api {
         self.services
             .lock(|| async move {
                 let listed = store
-                    .list(
-                        &services.namespace_prefix(None),
-                        ListOptions {
-                            start_after: None,
-                            limit: 0,
-                        },
-                    )
+                    .list(&services.namespace_prefix(None), ListOptions::default())
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(listed
@@ -403,17 +400,32 @@ impl Api {
             }
             None => (None, None),
         };
+        // A continue token reads on at its first page's revision (0: the present, for the rest
+        // of a list whose revision was compacted), so the pages make one consistent list.
+        let at = match token_rev {
+            Some(0) => None,
+            Some(rev) => Some(rev),
+            None => params.exact_revision,
+        };
         let listed = self
             .store
             .list(
                 &prefix,
                 ListOptions {
-                    start_after,
+                    start_after: start_after.clone(),
                     limit: 0,
+                    revision: at,
                 },
             )
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| match (e, start_after) {
+                (StoreError::Compacted { .. }, Some(key)) => ApiError {
+                    continue_token: Some(encode_continue(&key, 0)),
+                    ..ApiError::expired(CONTINUE_EXPIRED)
+                },
+                (StoreError::Compacted { .. }, None) => ApiError::expired(LIST_EXPIRED),
+                (e, _) => ApiError::internal(e.to_string()),
+            })?;
         let mut items = Vec::new();
         let mut next = None;
         let mut last_key: Option<&str> = None;
@@ -425,13 +437,13 @@ impl Api {
                 continue;
             }
             if params.limit > 0 && items.len() == params.limit {
-                next = last_key.map(|k| encode_continue(k, token_rev.unwrap_or(listed.revision)));
+                next = last_key.map(|k| encode_continue(k, listed.revision));
                 break;
             }
             last_key = Some(&entry.key);
             items.push(from_entry(entry));
         }
-        Ok((items, token_rev.unwrap_or(listed.revision), next))
+        Ok((items, listed.revision, next))
     }
 
     /// Checks that a namespace exists and is not terminating before content is created in it.
@@ -1668,6 +1680,18 @@ fn patch_error(res: &ResourceInfo, name: &str, e: patch::PatchError) -> ApiError
         ApiError::bad_request(msg)
     }
 }
+
+/// kube-apiserver's 410 for a list at a revision no longer retained.
+const LIST_EXPIRED: &str = "The resourceVersion for the provided list is too old.";
+
+/// kube-apiserver's 410 for a continue token whose revision is no longer retained; the
+/// Status carries a token for the rest, read from the present.
+const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a \
+    consistent list result. You can start a new list without the continue parameter, or use \
+    the continue token in this response to retrieve the remainder of the results. Continuing \
+    with the provided token results in an inconsistent list - objects that were created, \
+    modified, or deleted between the time the first chunk was returned and now may show up in \
+    the list.";
 
 fn encode_continue(key: &str, rev: Revision) -> String {
     use base64::Engine;

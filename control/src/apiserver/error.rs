@@ -170,6 +170,9 @@ pub struct ApiError {
     pub kind: Option<String>,
     /// `details.causes`.
     pub causes: Vec<Cause>,
+    /// `metadata.continue`: on a 410 for a continue token too old for a consistent list, the
+    /// token that lists the rest from the present state instead.
+    pub continue_token: Option<String>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -193,6 +196,7 @@ impl ApiError {
             group: None,
             kind: None,
             causes: vec![],
+            continue_token: None,
         }
     }
 
@@ -293,6 +297,7 @@ impl ApiError {
             group: Some(res.group.to_string()),
             kind: Some(res.kind.to_string()),
             causes,
+            continue_token: None,
         }
     }
 
@@ -421,6 +426,9 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if let Some(token) = &self.continue_token {
+            status["metadata"]["continue"] = json!(token);
+        }
         // Kubernetes' NotFound always carries details, empty for a path it does not serve;
         // clients rely on that (`kubectl debug` reads `details.name` to tell a missing
         // ephemeralcontainers subresource from a missing pod).

@@ -360,6 +360,7 @@ fn list_params(res: &ResourceInfo, q: &HashMap<String, String>) -> ApiResult<Lis
         field_selector,
         limit,
         continue_token,
+        exact_revision: None,
     })
 }
 
@@ -682,20 +683,17 @@ async fn list(
     q: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
-    let params = list_params(view, q)?;
+    let mut params = list_params(view, q)?;
     let wanted = list_resource_version(q)?;
-    if let Some((rv, _)) = wanted {
+    if let Some((rv, matching)) = wanted {
         wait_for_revision(api, rv).await?;
+        // Exact, or (kube-apiserver's legacy rule) a paged list naming a revision and no match.
+        let exact = matching == Some(RvMatch::Exact) || (matching.is_none() && params.limit > 0);
+        if exact {
+            params.exact_revision = Some(rv);
+        }
     }
     let (items, rev, next) = api.list(res, ns, &params).await?;
-    if let Some((rv, Some(RvMatch::Exact))) = wanted
-        && rv != rev
-    {
-        // The store keeps no snapshots of older revisions to list from.
-        return Err(ApiError::expired(format!(
-            "too old resource version: {rv} ({rev})"
-        )));
-    }
     if let Some(opts) = table_options(headers, q) {
         let mut t = table::table(res, &items, &opts, chrono::Utc::now());
         t["metadata"]["resourceVersion"] = json!(rev.to_string());
@@ -1324,20 +1322,29 @@ mod tests {
         ))
         .await;
         assert_eq!(code, StatusCode::OK);
-        // After one more write, the older revision cannot be listed exactly (no snapshots).
+        // After one more write, the older revision is still listed exactly, as it was.
         super::super::fake_agent::create(
             &api,
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "later"}}),
         )
         .await;
-        let (code, status) = list(format!(
+        let names = |doc: &Value| -> Vec<String> {
+            doc["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (code, then) = list(format!(
             "resourceVersion={current}&resourceVersionMatch=Exact"
         ))
         .await;
-        assert_eq!(
-            (code, status["reason"].as_str()),
-            (StatusCode::GONE, Some("Expired"))
-        );
+        assert_eq!(code, StatusCode::OK, "{then}");
+        assert_eq!(then["metadata"]["resourceVersion"], current.to_string());
+        assert!(!names(&then).contains(&"later".to_string()), "{then}");
+        let (_, now) = list(format!("resourceVersion={current}")).await;
+        assert!(names(&now).contains(&"later".to_string()), "{now}");
         // A revision the store has not reached: kube-apiserver waits 3 s, then says so.
         let ahead = api.store().current_revision() + 100;
         let started = std::time::Instant::now();

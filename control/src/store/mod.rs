@@ -4,7 +4,7 @@
 //! - [`redb`]: the embedded default backend, with group commit and an in-memory read index.
 //! - [`wal`]: its write-ahead log, where a batch of writes becomes durable with one flush.
 //! - [`watch`]: the watch log shared by backends: a bounded window of events, resumable from any
-//!   retained revision.
+//!   retained revision, from which a list is also read as of any retained revision.
 //!
 //! Keys look like `/registry/<group>/<resource>/<namespace>/<name>`; values are opaque bytes (the
 //! API server stores object JSON without `metadata.resourceVersion`, which is the entry's
@@ -47,6 +47,9 @@ pub struct ListOptions {
     pub start_after: Option<String>,
     /// At most this many entries (0 = no limit).
     pub limit: usize,
+    /// Read as of this past revision instead of the present ([`StoreError::Compacted`] once
+    /// the watch log no longer retains every event after it); `None` for the present.
+    pub revision: Option<Revision>,
 }
 
 /// The result of a list call.
@@ -54,7 +57,7 @@ pub struct ListOptions {
 pub struct ListResult {
     /// The entries, in key order.
     pub entries: Vec<Entry>,
-    /// The store revision the list was read at.
+    /// The store revision the list was read at (the one asked for, or the present).
     pub revision: Revision,
     /// Whether entries remain after the last one returned.
     pub more: bool,
@@ -103,7 +106,8 @@ pub trait Store: Send + Sync + 'static {
     /// Reads one key.
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Entry>>;
 
-    /// Lists keys starting with `prefix`, in key order.
+    /// Lists keys starting with `prefix`, in key order, as of the present or of a past
+    /// revision still in the watch log's window.
     fn list<'a>(&'a self, prefix: &'a str, options: ListOptions) -> StoreFuture<'a, ListResult>;
 
     /// Creates a key; fails with [`StoreError::AlreadyExists`] if present.

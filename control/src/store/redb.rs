@@ -189,6 +189,8 @@ fn encode_event(e: &WatchEvent) -> Vec<u8> {
         }
         None => out.push(0),
     }
+    out.extend_from_slice(&e.create_revision.to_le_bytes());
+    out.extend_from_slice(&e.prev_revision.to_le_bytes());
     out
 }
 
@@ -214,12 +216,20 @@ fn decode_event(revision: Revision, bytes: &[u8]) -> Option<WatchEvent> {
         1 => Some(Bytes::copy_from_slice(chunk(&mut b)?)),
         _ => None,
     };
+    // Events written before the revisions were recorded end here: both read as unknown (0).
+    let revision_of = |b: &mut &[u8]| {
+        take(b, 8).map_or(0, |r| u64::from_le_bytes(r.try_into().expect("8 bytes")))
+    };
+    let create_revision = revision_of(&mut b);
+    let prev_revision = revision_of(&mut b);
     Some(WatchEvent {
         revision,
         event_type,
         key,
         value,
         prev,
+        prev_revision,
+        create_revision,
         time_ms,
     })
 }
@@ -313,6 +323,7 @@ fn replay(
                 )));
             }
             revision = op.revision;
+            let prev_revision = data.get(&op.key).map_or(0, |e| e.mod_revision);
             let prev = data.get(&op.key).map(|e| e.value.clone());
             let value = match (op.event_type, &prev) {
                 (EventType::Added, None) | (EventType::Modified, Some(_)) => {
@@ -345,6 +356,8 @@ fn replay(
                 key: op.key,
                 value,
                 prev,
+                prev_revision,
+                create_revision: op.create_revision,
                 time_ms: op.time_ms,
             });
         }
@@ -537,23 +550,35 @@ impl Store for RedbStore {
 
     fn list<'a>(&'a self, prefix: &'a str, options: ListOptions) -> StoreFuture<'a, ListResult> {
         let state = self.state.lock().expect("store state lock");
-        let start = match &options.start_after {
-            Some(after) if after.as_str() >= prefix => std::ops::Bound::Excluded(after.clone()),
-            _ => std::ops::Bound::Included(prefix.to_string()),
+        let start_after = options
+            .start_after
+            .as_deref()
+            .filter(|after| *after >= prefix);
+        let start = match start_after {
+            Some(after) => std::ops::Bound::Excluded(after),
+            None => std::ops::Bound::Included(prefix),
+        };
+        let now = state
+            .data
+            .range::<str, _>((start, std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix));
+        // A past revision: the present state with the keys changed since put back as they were.
+        let (revision, then) = match options.revision {
+            Some(at) if at < state.revision => match state.log.history(prefix, start_after, at) {
+                Ok(then) => (at, then),
+                Err(e) => return Box::pin(async move { Err(e) }),
+            },
+            _ => (state.revision, BTreeMap::new()),
         };
         let mut entries = Vec::new();
         let mut more = false;
-        for (k, e) in state.data.range((start, std::ops::Bound::Unbounded)) {
-            if !k.starts_with(prefix) {
-                break;
-            }
+        for entry in merge_history(now, then) {
             if options.limit > 0 && entries.len() == options.limit {
                 more = true;
                 break;
             }
-            entries.push(e.clone());
+            entries.push(entry);
         }
-        let revision = state.revision;
         drop(state);
         Box::pin(async move {
             Ok(ListResult {
@@ -830,6 +855,8 @@ impl Committer {
                             key: key.clone(),
                             value,
                             prev: None,
+                            prev_revision: 0,
+                            create_revision: revision,
                             time_ms,
                         });
                         overlay.insert(key, Some(entry.clone()));
@@ -859,6 +886,8 @@ impl Committer {
                             key: key.clone(),
                             value,
                             prev: Some(cur.value),
+                            prev_revision: cur.mod_revision,
+                            create_revision: cur.create_revision,
                             time_ms,
                         });
                         overlay.insert(key, Some(entry.clone()));
@@ -866,6 +895,7 @@ impl Committer {
                     }
                     (OpKind::Delete(_), Some(cur)) => {
                         revision += 1;
+                        let prev_revision = cur.mod_revision;
                         let entry = Entry {
                             mod_revision: revision,
                             ..cur
@@ -877,6 +907,8 @@ impl Committer {
                             key: key.clone(),
                             value: entry.value.clone(),
                             prev: Some(entry.value.clone()),
+                            prev_revision,
+                            create_revision: entry.create_revision,
                             time_ms,
                         });
                         overlay.insert(key, None);
@@ -1093,6 +1125,36 @@ impl Committer {
 }
 
 /// The error once the applier thread is gone.
+/// The entries of a state read as of a past revision, in key order: `now`'s, except that each
+/// key in `then` has its entry then (and is left out where it did not exist).
+fn merge_history<'a>(
+    now: impl Iterator<Item = (&'a String, &'a Entry)>,
+    then: BTreeMap<String, Option<Entry>>,
+) -> impl Iterator<Item = Entry> {
+    let mut now = now.peekable();
+    let mut then = then.into_iter().peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let from_now = match (now.peek(), then.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((k, _)), Some((t, _))) => k.as_str() < t.as_str(),
+            };
+            if from_now {
+                return now.next().map(|(_, e)| e.clone());
+            }
+            let (key, entry) = then.next().expect("peeked");
+            if now.peek().is_some_and(|(k, _)| **k == key) {
+                now.next();
+            }
+            if entry.is_some() {
+                return entry;
+            }
+        }
+    })
+}
+
 fn applier_stopped() -> StoreError {
     StoreError::Backend("store: the redb applier stopped".into())
 }
@@ -1152,6 +1214,8 @@ mod tests {
             key: key.into(),
             value: Bytes::from(value.to_string()),
             prev: None,
+            prev_revision: 0,
+            create_revision: revision,
             time_ms: 1,
         }
     }
@@ -1305,8 +1369,8 @@ mod tests {
             .list(
                 "/p/",
                 ListOptions {
-                    start_after: None,
                     limit: 2,
+                    ..ListOptions::default()
                 },
             )
             .await
@@ -1325,12 +1389,80 @@ mod tests {
                 ListOptions {
                     start_after: Some("/p/b".into()),
                     limit: 2,
+                    ..ListOptions::default()
                 },
             )
             .await
             .unwrap();
         assert_eq!(rest.entries.len(), 1);
         assert!(!rest.more);
+    }
+
+    #[tokio::test]
+    async fn a_list_at_a_past_revision_is_the_state_then_in_pages_and_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        for k in ["/p/a", "/p/b", "/p/c", "/q/a"] {
+            s.create(k.into(), Bytes::from(format!("{k} v1")))
+                .await
+                .unwrap();
+        }
+        let then = s.current_revision();
+        s.update("/p/a".into(), Bytes::from("/p/a v2"), None)
+            .await
+            .unwrap();
+        s.update("/p/a".into(), Bytes::from("/p/a v3"), None)
+            .await
+            .unwrap();
+        s.delete("/p/b".into(), None).await.unwrap();
+        s.delete("/p/c".into(), None).await.unwrap();
+        s.create("/p/c".into(), Bytes::from("/p/c v2"))
+            .await
+            .unwrap();
+        s.create("/p/d".into(), Bytes::from("/p/d v1"))
+            .await
+            .unwrap();
+        let at = |start_after: Option<&str>, limit: usize| ListOptions {
+            start_after: start_after.map(String::from),
+            limit,
+            revision: Some(then),
+        };
+        let shown = |r: &ListResult| -> Vec<(String, String, Revision)> {
+            r.entries
+                .iter()
+                .map(|e| {
+                    let value = String::from_utf8(e.value.to_vec()).unwrap();
+                    (e.key.clone(), value, e.mod_revision)
+                })
+                .collect()
+        };
+        let expected = vec![
+            ("/p/a".to_string(), "/p/a v1".to_string(), 1),
+            ("/p/b".to_string(), "/p/b v1".to_string(), 2),
+            ("/p/c".to_string(), "/p/c v1".to_string(), 3),
+        ];
+        let mut s = s;
+        for reopened in [false, true] {
+            if reopened {
+                // The history comes back from the log and the events table.
+                s.close();
+                s = open(&dir);
+            }
+            let all = s.list("/p/", at(None, 0)).await.unwrap();
+            assert_eq!(
+                (shown(&all), all.revision, all.more),
+                (expected.clone(), then, false)
+            );
+            let first = s.list("/p/", at(None, 2)).await.unwrap();
+            assert_eq!((shown(&first), first.more), (expected[..2].to_vec(), true));
+            let rest = s.list("/p/", at(Some("/p/b"), 2)).await.unwrap();
+            assert_eq!((shown(&rest), rest.more), (expected[2..].to_vec(), false));
+            // The present is unchanged by it.
+            let now = s.list("/p/", ListOptions::default()).await.unwrap();
+            let keys: Vec<_> = now.entries.iter().map(|e| e.key.as_str()).collect();
+            assert_eq!(keys, ["/p/a", "/p/c", "/p/d"]);
+            assert_eq!(now.revision, s.current_revision());
+        }
     }
 
     #[tokio::test]

@@ -1,16 +1,17 @@
-//! The watch log: a window of recent events that watches replay from, then follow live.
+//! The watch log: a window of recent events that watches replay from, then follow live, and
+//! that lists at a past revision undo (see [`WatchLog::history`]).
 //!
 //! The log is appended to and subscribed to under the owning store's lock, so a new watch sees
 //! every event after its starting revision exactly once: the retained ones by replay, the rest
 //! through a broadcast channel.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
-use super::{Revision, StoreError};
+use super::{Entry, Revision, StoreError};
 
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,11 @@ pub struct WatchEvent {
     /// The value before the write (none for a creation); lets filtered watches see an object
     /// leave their selection.
     pub prev: Option<Bytes>,
+    /// The `mod_revision` of `prev` (0 for a creation, and for events written by a version
+    /// that did not record it): lets a list be read as of a past revision.
+    pub prev_revision: Revision,
+    /// The revision at which the key was created (for a deletion, of the entry deleted).
+    pub create_revision: Revision,
     /// Wall-clock time of the write in milliseconds since the Unix epoch (drives compaction).
     pub time_ms: u64,
 }
@@ -141,6 +147,49 @@ impl WatchLog {
     /// Whether no events are retained.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// What differs between the present and revision `at` among the keys under `prefix` (and
+    /// after `start_after`): each such key's entry at `at`, `None` where it did not exist. Read
+    /// with the present state it gives the state at `at`, as etcd reads a range at a past
+    /// revision. [`StoreError::Compacted`] when events after `at` are no longer all retained,
+    /// or one of them does not know its previous value's revision.
+    pub fn history(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        at: Revision,
+    ) -> Result<BTreeMap<String, Option<Entry>>, StoreError> {
+        let compacted = || StoreError::Compacted {
+            requested: at,
+            compacted: self.compacted,
+        };
+        if at < self.compacted {
+            return Err(compacted());
+        }
+        let mut then: BTreeMap<String, Option<Entry>> = BTreeMap::new();
+        let start = self.events.partition_point(|e| e.revision <= at);
+        for e in self.events.range(start..) {
+            if !e.key.starts_with(prefix)
+                || start_after.is_some_and(|after| e.key.as_str() <= after)
+                || then.contains_key(&e.key)
+            {
+                continue;
+            }
+            // The first change after `at` tells what the key held at `at`.
+            let entry = match &e.prev {
+                None => None,
+                Some(_) if e.prev_revision == 0 => return Err(compacted()),
+                Some(prev) => Some(Entry {
+                    key: e.key.clone(),
+                    value: prev.clone(),
+                    create_revision: e.create_revision,
+                    mod_revision: e.prev_revision,
+                }),
+            };
+            then.insert(e.key.clone(), entry);
+        }
+        Ok(then)
     }
 
     /// Starts a watch of keys under `prefix` for events after revision `after`.
@@ -256,8 +305,69 @@ mod tests {
             key: key.into(),
             value: Bytes::from_static(b"{}"),
             prev: None,
+            prev_revision: 0,
+            create_revision: rev,
             time_ms,
         }
+    }
+
+    /// An update of `key` at `rev` from the value written at `prev_rev`.
+    fn update(rev: Revision, key: &str, prev_rev: Revision) -> WatchEvent {
+        WatchEvent {
+            event_type: EventType::Modified,
+            value: Bytes::from(format!("v{rev}")),
+            prev: Some(Bytes::from(format!("v{prev_rev}"))),
+            prev_revision: prev_rev,
+            create_revision: 1,
+            ..ev(rev, key, 0)
+        }
+    }
+
+    #[test]
+    fn history_tells_each_key_changed_since_a_revision_what_it_held_then() {
+        let deleted = WatchEvent {
+            event_type: EventType::Deleted,
+            prev: Some(Bytes::from("v2")),
+            prev_revision: 2,
+            create_revision: 2,
+            ..ev(5, "/a/2", 0)
+        };
+        let log = WatchLog::new(
+            0,
+            vec![
+                ev(1, "/a/1", 0),
+                ev(2, "/a/2", 0),
+                ev(3, "/a/3", 0),
+                update(4, "/a/1", 1),
+                deleted,
+                update(6, "/a/1", 4),
+                ev(7, "/b/1", 0),
+            ],
+        );
+        let then = log.history("/a/", None, 3).unwrap();
+        // /a/1 held its first value (not the one of revision 4), /a/2 existed, /a/3 is
+        // unchanged, /b/ is another prefix.
+        assert_eq!(then.len(), 2);
+        let a1 = then["/a/1"].as_ref().unwrap();
+        assert_eq!((a1.mod_revision, a1.value.as_ref()), (1, &b"v1"[..]));
+        assert_eq!(then["/a/2"].as_ref().unwrap().mod_revision, 2);
+        // Keys created after the revision did not exist then.
+        assert_eq!(log.history("/a/", None, 1).unwrap()["/a/2"], None);
+        // Paging: only keys after the last one listed.
+        assert_eq!(
+            log.history("/a/", Some("/a/1"), 3)
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["/a/2"]
+        );
+        // An event that does not know its previous revision cannot be undone.
+        let mut old = update(8, "/a/3", 3);
+        old.prev_revision = 0;
+        let mut log = log;
+        log.append([Arc::new(old)]);
+        assert!(log.history("/a/", None, 6).is_err());
+        assert!(log.history("/a/", None, 8).unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -285,6 +395,11 @@ mod tests {
             Err(StoreError::Compacted { compacted: 5, .. })
         ));
         assert!(log.subscribe("/", 5).is_ok());
+        assert!(matches!(
+            log.history("/", None, 4),
+            Err(StoreError::Compacted { compacted: 5, .. })
+        ));
+        assert!(log.history("/", None, 5).is_ok());
         assert_eq!(log.compact_older_than(u64::MAX, 2), 8);
     }
 }
