@@ -1,5 +1,6 @@
 //! Services end to end: `flotilla up` (control plane plus a local agent with its node proxy),
-//! bare pods of the hello-http sample behind Services, driven by the stock kubectl. Everything
+//! bare pods of the hello-http sample behind Services, driven by the stock kubectl, and
+//! reached from outside the cluster with `kubectl port-forward`. Everything
 //! here binds loopback addresses and ports above 1024, so it runs without root.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -762,4 +763,149 @@ spec:
         !images.is_empty() && images.iter().all(|i| *i == "hello-http:v2"),
         "{images:?}"
     );
+}
+
+/// A running `kubectl port-forward`, stopped when dropped.
+struct PortForward {
+    child: Child,
+    /// The local address kubectl listens on.
+    local: String,
+    /// What kubectl printed on stderr after forwarding began.
+    stderr: Arc<std::sync::Mutex<String>>,
+}
+
+impl PortForward {
+    /// `kubectl port-forward TARGET :PORT` (a free local port, read from what kubectl prints).
+    fn start(c: &Cluster, target: &str, port: u16) -> PortForward {
+        let mut child = Command::new("kubectl")
+            .args(["port-forward", target, &format!(":{port}")])
+            .args(["--address", "127.0.0.1"])
+            .env("KUBECONFIG", &c.kubeconfig)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl port-forward");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // "Forwarding from 127.0.0.1:40123 -> 8080"
+                if let Some(rest) = line.strip_prefix("Forwarding from ") {
+                    let _ = tx.send(rest.split(" -> ").next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr");
+        let text = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                text.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let local = match rx.recv_timeout(TIMEOUT) {
+            Ok(local) => local,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "kubectl port-forward {target} did not start: {}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        PortForward {
+            child,
+            local,
+            stderr,
+        }
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn kubectl_port_forward_reaches_a_pod_and_a_service_and_reports_a_closed_port() {
+    let c = Cluster::start();
+    c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
+    c.apply_ok(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: fwd
+  labels:
+    app: fwd
+spec:
+  nodeName: {NODE}
+  containers:
+    - name: main
+      image: hello-http:v1
+      ports:
+        - name: http
+          containerPort: 8080
+      env:
+        - name: POD
+          value: fwd
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: fwd
+spec:
+  selector:
+    app: fwd
+  ports:
+    - port: 80
+      targetPort: http
+"
+    ));
+    let pod = c.wait_ready("fwd");
+    let pod_ip = pod["status"]["podIP"]
+        .as_str()
+        .expect("a pod IP")
+        .to_string();
+    let direct = http_get(&format!("{pod_ip}:8080"), "/").expect("the pod answers");
+    assert_eq!(direct.0, 200);
+
+    // Through the pod: several connections one after another, then side by side.
+    let fwd = PortForward::start(&c, "pod/fwd", 8080);
+    for _ in 0..3 {
+        let through = http_get(&fwd.local, "/").expect("an answer through the forward");
+        assert_eq!(through, direct, "the same answer as from the pod");
+    }
+    let parallel: Vec<_> = (0..6)
+        .map(|_| {
+            let local = fwd.local.clone();
+            std::thread::spawn(move || http_get(&local, "/"))
+        })
+        .collect();
+    for t in parallel {
+        let through = t.join().unwrap().expect("an answer through the forward");
+        assert_eq!(through, direct);
+    }
+
+    // Through the Service: kubectl picks its pod and the target port behind port 80.
+    let svc = PortForward::start(&c, "service/fwd", 80);
+    assert_eq!(http_get(&svc.local, "/").expect("an answer").0, 200);
+
+    // A port the pod does not listen on: the connection ends and kubectl reports why, as
+    // kube-apiserver words it.
+    let closed = PortForward::start(&c, "pod/fwd", 9);
+    let _ = http_get(&closed.local, "/");
+    let said = wait_for("kubectl's report of the refused port", TIMEOUT, || {
+        let text = closed.stderr.lock().unwrap().clone();
+        text.contains("error forwarding port 9 to pod fwd")
+            .then_some(text)
+    });
+    assert!(said.contains("refused"), "{said}");
 }

@@ -319,16 +319,16 @@ impl ApiError {
         )
     }
 
-    /// 405 for a pod's streaming subresources (`exec`, `attach`, `portforward`), which this
-    /// server does not serve: says so, and where a container's output can be read instead.
+    /// 405 for a pod's streaming subresource `attach`, which this server does not serve:
+    /// says so, and where a container's output can be read instead.
     pub fn streaming_not_served(sub: &str) -> Self {
         Self::plain(
             405,
             "MethodNotAllowed",
             format!(
-                "pods/{sub} is not supported by Flotilla: it does not attach or forward ports \
-                 to pod containers; `kubectl logs` shows a container's output, and `kubectl \
-                 exec` runs a command in a container pod"
+                "pods/{sub} is not supported by Flotilla: it does not attach to pod \
+                 containers; `kubectl logs` shows a container's output, and `kubectl exec` \
+                 runs a command in a container pod"
             ),
         )
     }

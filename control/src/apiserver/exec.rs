@@ -41,11 +41,16 @@ pub struct ExecTarget {
 impl ExecTarget {
     /// The target of an exec path, if `path` is one.
     pub fn from_path(path: &str) -> Option<ExecTarget> {
+        Self::for_subresource(path, "exec")
+    }
+
+    /// The pod of `/api/v1/namespaces/{namespace}/pods/{name}/{subresource}`.
+    pub fn for_subresource(path: &str, subresource: &str) -> Option<ExecTarget> {
         let rest = path.strip_prefix("/api/v1/namespaces/")?;
         let mut parts = rest.split('/');
         let (ns, kind, name, sub) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         if kind != "pods"
-            || sub != "exec"
+            || sub != subresource
             || parts.next().is_some()
             || ns.is_empty()
             || name.is_empty()

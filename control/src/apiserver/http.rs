@@ -259,7 +259,7 @@ impl Target {
             return Err(ApiError::no_route());
         }
         if let Some(sub) = &self.sub {
-            if self.res.kind == "Pod" && matches!(sub.as_str(), "attach" | "portforward") {
+            if self.res.kind == "Pod" && sub == "attach" {
                 return Err(ApiError::streaming_not_served(sub));
             }
             let ok = match Subresource::parse(sub) {
@@ -442,6 +442,12 @@ fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
 async fn dispatch(State(state): State<HttpState>, req: Request) -> Response {
     if let Some(target) = super::exec::ExecTarget::from_path(req.uri().path()) {
         return super::exec::serve(&state.api, &target, req)
+            .await
+            .unwrap_or_else(|e| e.into_response());
+    }
+    if let Some(target) = super::exec::ExecTarget::for_subresource(req.uri().path(), "portforward")
+    {
+        return super::port_forward::serve(&state.api, &target, req)
             .await
             .unwrap_or_else(|e| e.into_response());
     }

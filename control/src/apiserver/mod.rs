@@ -8,6 +8,7 @@
 //! - [`logs`]: `pods/log`, proxied to the agent of the pod's node.
 //! - [`node_proxy`]: `nodes/proxy`, proxied to the node's agent.
 //! - [`pod_proxy`]: `pods/proxy` and `services/proxy`, proxied to a pod.
+//! - [`port_forward`]: `pods/portforward` (`kubectl port-forward`), over [`spdy`] framing.
 //! - [`agent`]: how the API server reaches a node's agent (address, client).
 //! - [`resource_metrics`]: `metrics.k8s.io/v1beta1` (`kubectl top`), from the agents' resource
 //!   metrics.
@@ -46,6 +47,7 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod pod_proxy;
+pub mod port_forward;
 pub mod priority;
 pub mod projection;
 pub mod protobuf;
@@ -55,6 +57,7 @@ pub mod resources;
 pub mod selector;
 pub mod self_review;
 pub mod service_ips;
+pub mod spdy;
 pub mod strategy;
 pub mod table;
 pub mod validation;
