@@ -775,12 +775,17 @@ struct PortForward {
 }
 
 impl PortForward {
-    /// `kubectl port-forward TARGET :PORT` (a free local port, read from what kubectl prints).
-    fn start(c: &Cluster, target: &str, port: u16) -> PortForward {
+    /// `kubectl port-forward TARGET :PORT` (a free local port, read from what kubectl prints),
+    /// over kubectl's WebSocket tunnel, or `plain_spdy` as kubectl before 1.31 did.
+    fn start(c: &Cluster, target: &str, port: u16, plain_spdy: bool) -> PortForward {
         let mut child = Command::new("kubectl")
             .args(["port-forward", target, &format!(":{port}")])
             .args(["--address", "127.0.0.1"])
             .env("KUBECONFIG", &c.kubeconfig)
+            .env(
+                "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+                if plain_spdy { "false" } else { "true" },
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -835,7 +840,7 @@ impl Drop for PortForward {
 }
 
 #[test]
-fn kubectl_port_forward_reaches_a_pod_and_a_service_and_reports_a_closed_port() {
+fn port_forwards_of_kubectl_and_the_kube_crate_reach_a_pod_and_report_a_closed_port() {
     let c = Cluster::start();
     c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
     c.apply_ok(&format!(
@@ -878,11 +883,14 @@ spec:
     assert_eq!(direct.0, 200);
 
     // Through the pod: several connections one after another, then side by side.
-    let fwd = PortForward::start(&c, "pod/fwd", 8080);
+    let fwd = PortForward::start(&c, "pod/fwd", 8080, false);
     for _ in 0..3 {
         let through = http_get(&fwd.local, "/").expect("an answer through the forward");
         assert_eq!(through, direct, "the same answer as from the pod");
     }
+    // kubectl before 1.31 upgrades to SPDY directly, without the WebSocket tunnel.
+    let plain = PortForward::start(&c, "pod/fwd", 8080, true);
+    assert_eq!(http_get(&plain.local, "/").expect("an answer"), direct);
     let parallel: Vec<_> = (0..6)
         .map(|_| {
             let local = fwd.local.clone();
@@ -895,12 +903,12 @@ spec:
     }
 
     // Through the Service: kubectl picks its pod and the target port behind port 80.
-    let svc = PortForward::start(&c, "service/fwd", 80);
+    let svc = PortForward::start(&c, "service/fwd", 80, false);
     assert_eq!(http_get(&svc.local, "/").expect("an answer").0, 200);
 
     // A port the pod does not listen on: the connection ends and kubectl reports why, as
     // kube-apiserver words it.
-    let closed = PortForward::start(&c, "pod/fwd", 9);
+    let closed = PortForward::start(&c, "pod/fwd", 9, false);
     let _ = http_get(&closed.local, "/");
     let said = wait_for("kubectl's report of the refused port", TIMEOUT, || {
         let text = closed.stderr.lock().unwrap().clone();
@@ -908,4 +916,39 @@ spec:
             .then_some(text)
     });
     assert!(said.contains("refused"), "{said}");
+
+    // The kube crate's `Api::portforward`: the WebSocket channel protocol, two ports at once.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let kc = kube::config::Kubeconfig::read_from(&c.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(client, "default");
+        let mut pf = tokio::time::timeout(TIMEOUT, pods.portforward("fwd", &[8080, 9]))
+            .await
+            .expect("an upgrade within 60s")
+            .expect("the upgrade");
+        let refused = pf.take_error(9).expect("port 9's error");
+        let mut stream = pf.take_stream(8080).expect("port 8080's stream");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: fwd\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut text))
+            .await
+            .expect("the answer within 60s")
+            .unwrap();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with(&direct.1), "{text}");
+        let why = tokio::time::timeout(TIMEOUT, refused)
+            .await
+            .expect("port 9's error within 60s")
+            .expect("an error message");
+        assert!(why.contains("error forwarding port 9 to pod fwd"), "{why}");
+    });
 }

@@ -8,7 +8,8 @@
 //! - [`logs`]: `pods/log`, proxied to the agent of the pod's node.
 //! - [`node_proxy`]: `nodes/proxy`, proxied to the node's agent.
 //! - [`pod_proxy`]: `pods/proxy` and `services/proxy`, proxied to a pod.
-//! - [`port_forward`]: `pods/portforward` (`kubectl port-forward`), over [`spdy`] framing.
+//! - [`port_forward`]: `pods/portforward` (`kubectl port-forward`), over [`spdy`] framing, and
+//!   [`port_forward_ws`], its WebSocket forms.
 //! - [`agent`]: how the API server reaches a node's agent (address, client).
 //! - [`resource_metrics`]: `metrics.k8s.io/v1beta1` (`kubectl top`), from the agents' resource
 //!   metrics.
@@ -48,6 +49,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pod_proxy;
 pub mod port_forward;
+pub mod port_forward_ws;
 pub mod priority;
 pub mod projection;
 pub mod protobuf;

@@ -1,8 +1,9 @@
 //! `pods/portforward`: `kubectl port-forward POD LOCAL:REMOTE` over SPDY/3.1
-//! (`portforward.k8s.io`).
+//! (`portforward.k8s.io`), directly or tunnelled through a WebSocket, and the WebSocket channel
+//! protocol of other clients (see [`super::port_forward_ws`]).
 //!
-//! kubectl first asks for a WebSocket tunnel; that request gets a 400 and kubectl falls back
-//! to SPDY, as it does against clusters without the tunnel. The SPDY upgrade is answered
+//! kubectl 1.31 and later first ask for the WebSocket tunnel, and fall back to a plain SPDY
+//! upgrade when it fails; both carry the same SPDY session. The SPDY upgrade is answered
 //! `101 Switching Protocols`; then, for every local connection, kubectl opens two streams
 //! carrying the same `requestID` and `port` headers: an *error* stream, which this side
 //! writes a message to if forwarding fails, and a *data* stream, whose bytes are relayed to
@@ -43,22 +44,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(api: &Api, target: &ExecTarget, mut req: Request<Body>) -> ApiResult<Response> {
     let pods = resources::find("", "v1", "pods").expect("pods served");
     let pod = api.get(pods, Some(&target.namespace), &target.name).await?;
-    let upgrade = header_value(req.headers(), header::UPGRADE);
-    if !upgrade.eq_ignore_ascii_case("SPDY/3.1") {
-        let why = if upgrade.eq_ignore_ascii_case("websocket") {
-            "pods/portforward is served over SPDY/3.1 (portforward.k8s.io), not WebSocket"
-        } else {
-            "Upgrade request required"
-        };
-        return Err(ApiError::bad_request(why));
-    }
-    let offered = header_value(req.headers(), "x-stream-protocol-version");
-    if !offered.is_empty() && !offered.split(',').any(|p| p.trim() == PROTOCOL) {
-        return Err(ApiError::bad_request(format!(
-            "unable to upgrade: unable to negotiate protocol: client supports [{offered}], \
-             server supports [{PROTOCOL}]"
-        )));
-    }
     if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
         return Err(ApiError::bad_request(format!(
             "cannot forward ports to a completed pod; current phase is {phase}"
@@ -78,6 +63,20 @@ pub async fn serve(api: &Api, target: &ExecTarget, mut req: Request<Body>) -> Ap
         target.name,
         pod["metadata"]["uid"].as_str().unwrap_or("")
     );
+    let upgrade = header_value(req.headers(), header::UPGRADE);
+    if upgrade.eq_ignore_ascii_case("websocket") {
+        return super::port_forward_ws::serve(req, ip, about).await;
+    }
+    if !upgrade.eq_ignore_ascii_case("SPDY/3.1") {
+        return Err(ApiError::bad_request("Upgrade request required"));
+    }
+    let offered = header_value(req.headers(), "x-stream-protocol-version");
+    if !offered.is_empty() && !offered.split(',').any(|p| p.trim() == PROTOCOL) {
+        return Err(ApiError::bad_request(format!(
+            "unable to upgrade: unable to negotiate protocol: client supports [{offered}], \
+             server supports [{PROTOCOL}]"
+        )));
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
@@ -93,7 +92,8 @@ pub async fn serve(api: &Api, target: &ExecTarget, mut req: Request<Body>) -> Ap
         .expect("a valid response"))
 }
 
-fn header_value(headers: &HeaderMap, name: impl header::AsHeaderName) -> String {
+/// A request header as text ("" when absent).
+pub fn header_value(headers: &HeaderMap, name: impl header::AsHeaderName) -> String {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -111,7 +111,7 @@ struct PendingPair {
 }
 
 /// One SPDY connection: reads frames, replies to streams, pairs them and starts forwarding.
-async fn session<S>(io: S, ip: IpAddr, about: String)
+pub async fn session<S>(io: S, ip: IpAddr, about: String)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
@@ -213,6 +213,23 @@ where
     done.cancel();
 }
 
+/// Connects to a pod's port, or says why not as kube-apiserver words it ("error forwarding
+/// port 9 to pod NAME, uid UID: dial tcp ADDR: ...").
+pub async fn connect(to: SocketAddr, about: &str) -> Result<TcpStream, String> {
+    let why = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+        Ok(Ok(socket)) => {
+            let _ = socket.set_nodelay(true);
+            return Ok(socket);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+    };
+    Err(format!(
+        "error forwarding port {} to {about}: dial tcp {to}: {why}",
+        to.port()
+    ))
+}
+
 /// The two streams of one forwarded connection.
 struct Pair {
     /// The pod's address and port.
@@ -234,20 +251,9 @@ impl Pair {
         out: mpsc::Sender<Vec<u8>>,
         done: CancellationToken,
     ) {
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.to)).await;
-        let socket = match connected {
-            Ok(Ok(s)) => s,
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-                };
-                let message = format!(
-                    "error forwarding port {} to {}: dial tcp {}: {why}",
-                    self.to.port(),
-                    self.about,
-                    self.to
-                );
+        let socket = match connect(self.to, &self.about).await {
+            Ok(s) => s,
+            Err(message) => {
                 let _ = out
                     .send(spdy::data(self.error, 0, message.as_bytes()))
                     .await;
@@ -255,7 +261,6 @@ impl Pair {
                 return;
             }
         };
-        let _ = socket.set_nodelay(true);
         let (mut from_pod, mut to_pod) = socket.into_split();
         let upstream = async {
             while let Some(bytes) = inbound.recv().await {
@@ -348,10 +353,6 @@ mod tests {
         )
         .await
         .unwrap();
-        // kubectl's WebSocket tunnel gets a 400, which makes it fall back to SPDY.
-        let (code, message) = answer(&api, request("websocket", "")).await;
-        assert_eq!(code, 400);
-        assert!(message.contains("not WebSocket"), "{message}");
         let (code, message) = answer(&api, request("", "")).await;
         assert_eq!((code, message.as_str()), (400, "Upgrade request required"));
         let (code, message) = answer(&api, request("SPDY/3.1", "v4.channel.k8s.io")).await;
