@@ -9,6 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flotilla/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Each fresh clone is a new path, so its incremental caches are never reused: they only fill
+# the disk the target dir shares with every other build (70 GB seen, then "No space left").
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+mkdir -p "$CARGO_TARGET_DIR"
+free_kib="$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR == 2 { print $4 }')"
+if [ "${free_kib:-0}" -lt $((10 * 1024 * 1024)) ]; then
+  echo "less than 10 GiB free: removing the incremental caches under $CARGO_TARGET_DIR"
+  rm -rf "$CARGO_TARGET_DIR"/debug/incremental "$CARGO_TARGET_DIR"/release/incremental
+fi
 
 sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
