@@ -285,6 +285,77 @@ async fn node_selectors_affinity_and_taints_place_pods_as_asked() {
 }
 
 #[tokio::test]
+async fn an_anti_affinity_namespace_selector_follows_the_namespaces_labels() {
+    let c = Cluster::start().await;
+    c.node("a", json!({"zone": "a"}), json!([]), "2", "2Gi", READY)
+        .await;
+    c.node("b", json!({"zone": "b"}), json!([]), "2", "2Gi", READY)
+        .await;
+    for (ns, team) in [("team-a", "a"), ("team-b", "b")] {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {"team": team}}});
+        c.api
+            .create(res("namespaces"), None, obj, &WriteOptions::default())
+            .await
+            .unwrap();
+    }
+    // A web pod of team a, in zone a.
+    let web = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "team-a", "labels": {"app": "web"}},
+        "spec": {"nodeSelector": {"zone": "a"}, "containers": [{"name": "app", "image": "hello:v1"}]}});
+    c.api
+        .create(res("pods"), Some("team-a"), web, &WriteOptions::default())
+        .await
+        .unwrap();
+    let away_from_team = |team: &str| {
+        json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "topologyKey": "zone", "labelSelector": {"matchLabels": {"app": "web"}},
+            "namespaceSelector": {"matchLabels": {"team": team}}}]}})
+    };
+    // Pods in `default` that must not share a zone with web pods of team a's namespaces.
+    c.pod("apart", json!({"affinity": away_from_team("a")}))
+        .await;
+    assert_eq!(c.bound_node("apart").await, "b");
+    c.pod(
+        "blocked",
+        json!({"nodeSelector": {"zone": "a"}, "affinity": away_from_team("a")}),
+    )
+    .await;
+    let cond = c.unschedulable_condition("blocked").await;
+    assert!(
+        cond["message"]
+            .as_str()
+            .unwrap()
+            .contains("didn't match pod anti-affinity rules"),
+        "{cond}"
+    );
+    // A selector of another team's namespaces, and one with no selector (its own namespace,
+    // `default`), do not see the web pod.
+    c.pod(
+        "other-team",
+        json!({"nodeSelector": {"zone": "a"}, "affinity": away_from_team("b")}),
+    )
+    .await;
+    assert_eq!(c.bound_node("other-team").await, "a");
+    // Once team-a's namespace is relabelled, the blocked pod is retried and placed.
+    let patch = json!({"metadata": {"labels": {"team": "c"}}}).to_string();
+    c.api
+        .patch(
+            res("namespaces"),
+            None,
+            "team-a",
+            flotilla_control::apiserver::patch::PatchType::Merge,
+            patch.as_bytes(),
+            None,
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.bound_node("blocked").await, "a");
+    c.stop().await;
+}
+
+#[tokio::test]
 async fn runtime_handlers_and_scheduler_names_are_respected() {
     let c = Cluster::start().await;
     c.node(

@@ -335,9 +335,8 @@ fn describe_shows_a_deployment_and_services_and_explain_answers_from_openapi() {
             assert!(d.contains(want), "{want} missing in:\n{d}");
         }
     }
-    // What the scheduler does not act on is applied, with a warning kubectl prints: here a
-    // namespaceSelector with requirements (the required and preferred terms themselves are
-    // acted on, and draw no warning).
+    // Inter-pod terms, with a namespaceSelector with requirements, are all acted on by the
+    // scheduler, and draw no warning.
     let out = s.kubectl_stdin(
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Pod\nmetadata: {name: apart, namespace: shop}\nspec:\n  \
@@ -350,13 +349,7 @@ fn describe_shows_a_deployment_and_services_and_explain_answers_from_openapi() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(
-        err.contains(
-            "Warning: spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.namespaceSelector: not supported"
-        ),
-        "{err}"
-    );
-    assert_eq!(err.matches("Warning:").count(), 1, "{err}");
+    assert_eq!(err.matches("Warning:").count(), 0, "{err}");
     let e = s.kubectl_ok(&["explain", "pod.spec.containers"]);
     assert!(
         e.contains("KIND:") && e.contains("Pod") && e.contains("FIELD: containers"),

@@ -793,10 +793,6 @@ fn an_http_pod_serves_at_its_pod_address_and_deleting_it_stops_it() {
             "has no shell or processes to run a command in",
         ),
         (
-            &["port-forward", "web", "18080:8080"][..],
-            "pods/portforward is not supported by Flotilla",
-        ),
-        (
             &["debug", "web", "--image=busybox", "--profile=general"][..],
             "ephemeral containers are disabled for this cluster",
         ),

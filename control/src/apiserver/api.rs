@@ -522,7 +522,7 @@ impl Api {
     }
 
     /// Decodes through the typed kind, applying `fieldValidation`; returns warnings (unknown
-    /// fields under `Warn`, and [`strategy::warnings`] of the object).
+    /// fields under `Warn`).
     fn decode(
         res: &ResourceInfo,
         obj: Value,
@@ -534,8 +534,7 @@ impl Api {
                 res.kind, res.version, res.kind
             ))
         })?;
-        let mut warnings = Self::unknown_fields(&unknown, opts)?;
-        warnings.extend(strategy::warnings(res, &normal));
+        let warnings = Self::unknown_fields(&unknown, opts)?;
         Ok((normal, warnings))
     }
 

@@ -452,61 +452,6 @@ pub fn spec_changed(new: &Value, old: &Value) -> bool {
     strip(new) != strip(old)
 }
 
-/// Warnings for a write, which kubectl prints: what a pod spec (a pod's, or a workload's
-/// template) asks that Flotilla's scheduler or node agent does not do. kube-apiserver warns
-/// about deprecated pod fields the same way; a warning, not a refusal, since the pod still runs.
-pub fn warnings(res: &ResourceInfo, obj: &Value) -> Vec<String> {
-    let (spec, path) = match res.kind {
-        "Pod" => (&obj["spec"], "spec"),
-        "Deployment" | "ReplicaSet" | "DaemonSet" | "Job" => {
-            (&obj["spec"]["template"]["spec"], "spec.template.spec")
-        }
-        "CronJob" => (
-            &obj["spec"]["jobTemplate"]["spec"]["template"]["spec"],
-            "spec.jobTemplate.spec.template.spec",
-        ),
-        _ => return Vec::new(),
-    };
-    let mut out = Vec::new();
-    // Inter-pod terms are enforced (required) and scored (preferred); a namespace selector with
-    // requirements is read as the pod's own namespace.
-    for kind in ["podAffinity", "podAntiAffinity"] {
-        let affinity = &spec["affinity"][kind];
-        let required = affinity["requiredDuringSchedulingIgnoredDuringExecution"].as_array();
-        let preferred = affinity["preferredDuringSchedulingIgnoredDuringExecution"].as_array();
-        let terms = required
-            .into_iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, t)| {
-                (
-                    format!("requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
-                    t,
-                )
-            })
-            .chain(preferred.into_iter().flatten().enumerate().map(|(i, t)| {
-                (
-                    format!("preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"),
-                    &t["podAffinityTerm"],
-                )
-            }));
-        for (at, term) in terms {
-            let selector = &term["namespaceSelector"];
-            let has_requirements = ["matchLabels", "matchExpressions"].iter().any(|k| {
-                selector[*k].as_object().is_some_and(|o| !o.is_empty())
-                    || selector[*k].as_array().is_some_and(|a| !a.is_empty())
-            });
-            if has_requirements {
-                out.push(format!(
-                    "{path}.affinity.{kind}.{at}.namespaceSelector: not supported by Flotilla's \
-                     scheduler, which reads it as the pod's own namespace"
-                ));
-            }
-        }
-    }
-    out
-}
-
 /// Validates a whole object (create and update).
 pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
@@ -862,33 +807,6 @@ mod tests {
             svc["spec"]["sessionAffinityConfig"],
             json!({"clientIP": {"timeoutSeconds": 10800}})
         );
-    }
-
-    #[test]
-    fn pod_fields_flotilla_does_not_act_on_are_warned_about() {
-        let deploy = resources::find("apps", "v1", "deployments").expect("served");
-        let spec = json!({"affinity": {"podAntiAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone",
-                    "namespaceSelector": {"matchLabels": {"team": "x"}}}],
-                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}]},
-                "nodeAffinity": {}},
-            "topologySpreadConstraints": [{"maxSkew": 1}], "priorityClassName": "high",
-            "readinessGates": [{"conditionType": "example.com/lb"}], "containers": [{"name": "a"}, {"name": "b",
-                "lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}]});
-        let got = warnings(deploy, &json!({"spec": {"template": {"spec": spec}}}));
-        let fields: Vec<&str> = got.iter().map(|w| w.split(':').next().unwrap()).collect();
-        // Only the namespaceSelector is not acted on; priorityClassName (with preemption),
-        // spread constraints, readiness gates and hooks all are.
-        assert_eq!(
-            fields,
-            [
-                "spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].namespaceSelector"
-            ]
-        );
-        let pods = resources::find("", "v1", "pods").expect("served");
-        assert!(warnings(pods, &json!({"spec": {"affinity": {"nodeAffinity": {}}}})).is_empty());
-        let cms = resources::find("", "v1", "configmaps").expect("served");
-        assert!(warnings(cms, &json!({"spec": spec})).is_empty());
     }
 
     #[test]

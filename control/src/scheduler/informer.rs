@@ -8,9 +8,10 @@
 //! informer sends a [`Update::Synced`] with every name it listed, so the loop can drop what
 //! disappeared while the watch was down.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,8 @@ pub enum Kind {
     RuntimeClasses,
     /// `poddisruptionbudgets.policy`, which preemption weighs.
     Budgets,
+    /// `namespaces`, whose labels inter-pod terms' `namespaceSelector` selects by.
+    Namespaces,
 }
 
 impl Kind {
@@ -41,6 +44,7 @@ impl Kind {
             Kind::Nodes => resources::find("", "v1", "nodes"),
             Kind::RuntimeClasses => resources::find("node.k8s.io", "v1", "runtimeclasses"),
             Kind::Budgets => resources::find("policy", "v1", "poddisruptionbudgets"),
+            Kind::Namespaces => resources::find("", "v1", "namespaces"),
         };
         found.expect("served")
     }
@@ -70,6 +74,15 @@ pub enum Update {
     Budget(Box<Budget>),
     /// A PodDisruptionBudget is gone (`namespace/name`).
     BudgetDeleted(String),
+    /// A namespace was added or its labels changed.
+    Namespace {
+        /// Its name.
+        name: String,
+        /// Its labels.
+        labels: BTreeMap<String, String>,
+    },
+    /// A namespace is gone.
+    NamespaceDeleted(String),
     /// A list of `kind` completed; `names` is everything that exists (pod keys for pods).
     Synced {
         /// The kind listed.
@@ -119,6 +132,18 @@ fn decode(kind: Kind, event_type: EventType, bytes: &[u8], revision: Revision) -
                 }
             })
         }
+        Kind::Namespaces => {
+            let ns: Namespace = serde_json::from_slice(bytes).ok()?;
+            let name = ns.metadata.name?;
+            Some(if deleted {
+                Update::NamespaceDeleted(name)
+            } else {
+                Update::Namespace {
+                    name,
+                    labels: ns.metadata.labels.unwrap_or_default(),
+                }
+            })
+        }
     }
 }
 
@@ -127,7 +152,7 @@ fn name_of(update: &Update) -> Option<String> {
         Update::Pod(p) => Some(p.key()),
         Update::Budget(b) => Some(b.key.clone()),
         Update::Node(n) => n.metadata.name.clone(),
-        Update::RuntimeClass { name, .. } => Some(name.clone()),
+        Update::RuntimeClass { name, .. } | Update::Namespace { name, .. } => Some(name.clone()),
         _ => None,
     }
 }

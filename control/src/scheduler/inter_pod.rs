@@ -9,9 +9,9 @@
 //! (kube-scheduler's InterPodAffinity score of the preferred terms). A pod with no terms, in a
 //! cluster whose pods have none, costs nothing.
 //!
-//! Supported: `labelSelector`, `namespaces`, and `namespaceSelector` when empty (every
-//! namespace). A non-empty `namespaceSelector` is treated as the pod's own namespace; the API
-//! server warns about it.
+//! A term is about the pods in its `namespaces` and in the namespaces its `namespaceSelector`
+//! selects by their labels (an empty selector: every namespace; neither: the pod's own), as
+//! kube-scheduler reads it; the namespaces' labels come from the snapshot.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -27,8 +27,10 @@ use crate::apiserver::selector::LabelSelector;
 pub struct Term {
     /// Which pods it is about (`None`: a null `labelSelector`, which matches no pod).
     selector: Option<LabelSelector>,
-    /// The namespaces those pods are in (`None`: every namespace).
+    /// The namespaces those pods are in, listed (`None`: every namespace).
     namespaces: Option<Vec<String>>,
+    /// The namespaces those pods are in, by their labels (a selector with requirements).
+    namespace_selector: Option<LabelSelector>,
     /// The node label that makes a topology domain.
     topology_key: String,
 }
@@ -44,9 +46,16 @@ impl Term {
             s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
                 && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
         });
+        // An invalid selector (refused by validation before it is stored) selects nothing.
+        let namespace_selector = match &term.namespace_selector {
+            Some(s) if !every => Some(LabelSelector::from_k8s(s).unwrap_or_else(|_| {
+                LabelSelector::from_k8s(&Default::default()).expect("the empty selector")
+            })),
+            _ => None,
+        };
         let namespaces = if every {
             None
-        } else if listed.is_empty() {
+        } else if listed.is_empty() && namespace_selector.is_none() {
             Some(vec![own_namespace.to_string()])
         } else {
             Some(listed)
@@ -54,16 +63,31 @@ impl Term {
         Term {
             selector,
             namespaces,
+            namespace_selector,
             topology_key: term.topology_key.clone(),
         }
     }
 
-    /// Whether a pod in `namespace` with `labels` is one this term is about.
-    pub fn matches(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
-        self.namespaces
-            .as_ref()
-            .is_none_or(|ns| ns.iter().any(|n| n == namespace))
-            && self.selector.as_ref().is_some_and(|s| s.matches(labels))
+    /// Whether a pod in `namespace` (whose labels are `namespace_labels`, if it is known) with
+    /// `labels` is one this term is about.
+    pub fn matches(
+        &self,
+        namespace: &str,
+        namespace_labels: Option<&BTreeMap<String, String>>,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
+        let in_namespace = match &self.namespaces {
+            None => true,
+            Some(listed) => {
+                listed.iter().any(|n| n == namespace)
+                    || self
+                        .namespace_selector
+                        .as_ref()
+                        .zip(namespace_labels)
+                        .is_some_and(|(s, ns_labels)| s.matches(ns_labels))
+            }
+        };
+        in_namespace && self.selector.as_ref().is_some_and(|s| s.matches(labels))
     }
 }
 
@@ -131,6 +155,8 @@ impl PodTerms {
 pub struct Placed<'a> {
     /// Its namespace.
     pub namespace: &'a str,
+    /// Its namespace's labels (`None` while the namespace is not known).
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
     /// Its labels.
     pub labels: &'a BTreeMap<String, String>,
     /// Its inter-pod terms, if any.
@@ -167,7 +193,8 @@ pub struct InterPod {
     pub score: Option<Preferences>,
 }
 
-/// Reads `placed` once for a pod in `namespace` with `labels` and `terms`:
+/// Reads `placed` once for a pod in `namespace` (labelled `namespace_labels`) with `labels` and
+/// `terms`:
 ///
 /// - the filter: the domains holding pods its required (anti-)affinity terms match, and the
 ///   domains placed pods' required anti-affinity keeps it out of;
@@ -176,6 +203,7 @@ pub struct InterPod {
 ///   the placed pods' preferred terms (and required affinity, at weight 1) that match it.
 pub fn read<'a>(
     namespace: &str,
+    namespace_labels: Option<&BTreeMap<String, String>>,
     labels: &BTreeMap<String, String>,
     terms: Option<&PodTerms>,
     placed: impl Iterator<Item = Placed<'a>>,
@@ -205,7 +233,8 @@ pub fn read<'a>(
             continue;
         };
         // The pod's terms over the other pod.
-        let theirs = |term: &Term| term.matches(other.namespace, other.labels);
+        let theirs =
+            |term: &Term| term.matches(other.namespace, other.namespace_labels, other.labels);
         if let Some(t) = terms {
             for (term, (key, values)) in t.affinity.iter().zip(&mut p.affinity) {
                 if theirs(term) {
@@ -237,7 +266,7 @@ pub fn read<'a>(
         let Some(t) = other.terms else {
             continue;
         };
-        let ours = |term: &Term| term.matches(namespace, labels);
+        let ours = |term: &Term| term.matches(namespace, namespace_labels, labels);
         for term in t.anti_affinity.iter().filter(|t| ours(t)) {
             if let Some(v) = node_labels.get(&term.topology_key) {
                 p.existing_anti
@@ -259,7 +288,7 @@ pub fn read<'a>(
             !t.affinity.is_empty()
                 && t.affinity
                     .iter()
-                    .all(|term| term.matches(namespace, labels))
+                    .all(|term| term.matches(namespace, namespace_labels, labels))
         });
     let nothing = p.affinity.is_empty() && p.anti_affinity.is_empty() && p.existing_anti.is_empty();
     weights.retain(|_, w| *w != 0);
@@ -354,40 +383,47 @@ mod tests {
         let (n1, n2) = (node("n1", "a"), node("n2", "a"));
         let placed = [Placed {
             namespace: "d",
+            namespace_labels: None,
             labels: &web,
             terms: Some(&anti),
             node_labels: Some(&n1.labels),
             node: 0,
             deleting: false,
         }];
-        let p = read("d", &web, Some(&anti), placed.iter().copied())
+        let p = read("d", None, &web, Some(&anti), placed.iter().copied())
             .filter
             .unwrap();
         assert_eq!(p.check(&n1), Err(Unfit::ExistingPodsAntiAffinity));
         assert_eq!(p.check(&n2), Ok(()));
         // Without terms of its own, the existing pod's term still keeps it away.
-        let p = read("d", &web, None, placed.iter().copied())
+        let p = read("d", None, &web, None, placed.iter().copied())
             .filter
             .unwrap();
         assert_eq!(p.check(&n1), Err(Unfit::ExistingPodsAntiAffinity));
         // Another namespace is not this term's business.
         assert!(
-            read("other", &web, None, placed.iter().copied())
+            read("other", None, &web, None, placed.iter().copied())
                 .filter
                 .is_none()
         );
         // A pod the selector does not match goes anywhere.
         assert!(
-            read("d", &labels(&[("app", "db")]), None, placed.iter().copied())
-                .filter
-                .is_none()
+            read(
+                "d",
+                None,
+                &labels(&[("app", "db")]),
+                None,
+                placed.iter().copied()
+            )
+            .filter
+            .is_none()
         );
         // The incoming pod's own anti-affinity alone (the placed pod has no terms).
         let placed = [Placed {
             terms: None,
             ..placed[0]
         }];
-        let p = read("d", &web, Some(&anti), placed.iter().copied())
+        let p = read("d", None, &web, Some(&anti), placed.iter().copied())
             .filter
             .unwrap();
         assert_eq!(p.check(&n1), Err(Unfit::PodAntiAffinity));
@@ -405,24 +441,25 @@ mod tests {
         let (n1, n2, n3) = (node("n1", "a"), node("n2", "a"), node("n3", "b"));
         let placed = [Placed {
             namespace: "d",
+            namespace_labels: None,
             labels: &db,
             terms: None,
             node_labels: Some(&n1.labels),
             node: 0,
             deleting: false,
         }];
-        let p = read("d", &web, Some(&with_db), placed.iter().copied())
+        let p = read("d", None, &web, Some(&with_db), placed.iter().copied())
             .filter
             .unwrap();
         assert_eq!(p.check(&n2), Ok(()), "same zone as the db");
         assert_eq!(p.check(&n3), Err(Unfit::PodAffinity));
         // No db yet: a web pod waits...
-        let p = read("d", &web, Some(&with_db), std::iter::empty())
+        let p = read("d", None, &web, Some(&with_db), std::iter::empty())
             .filter
             .unwrap();
         assert_eq!(p.check(&n1), Err(Unfit::PodAffinity));
         // ...but a pod that matches its own terms may start the group anywhere.
-        let p = read("d", &db, Some(&with_db), std::iter::empty())
+        let p = read("d", None, &db, Some(&with_db), std::iter::empty())
             .filter
             .unwrap();
         assert_eq!(p.check(&n3), Ok(()));
@@ -441,16 +478,37 @@ mod tests {
             )
         };
         let web = labels(&[("app", "web")]);
-        assert!(spec(json!({})).anti_affinity[0].matches("d", &web));
-        assert!(!spec(json!({})).anti_affinity[0].matches("e", &web));
-        assert!(spec(json!({"namespaces": ["e"]})).anti_affinity[0].matches("e", &web));
-        assert!(spec(json!({"namespaceSelector": {}})).anti_affinity[0].matches("x", &web));
+        assert!(spec(json!({})).anti_affinity[0].matches("d", None, &web));
+        assert!(!spec(json!({})).anti_affinity[0].matches("e", None, &web));
+        assert!(spec(json!({"namespaces": ["e"]})).anti_affinity[0].matches("e", None, &web));
+        assert!(spec(json!({"namespaceSelector": {}})).anti_affinity[0].matches("x", None, &web));
+        // A selector with requirements: the namespaces whose labels it selects, and the listed
+        // ones, but not the pod's own unless selected.
+        let team_a = labels(&[("team", "a")]);
+        let by_team = spec(json!({"namespaceSelector": {"matchLabels": {"team": "a"}}}));
+        let term = &by_team.anti_affinity[0];
+        assert!(term.matches("x", Some(&team_a), &web));
+        assert!(!term.matches("x", Some(&labels(&[("team", "b")])), &web));
+        assert!(
+            !term.matches("d", Some(&labels(&[])), &web),
+            "not its own namespace"
+        );
+        assert!(
+            !term.matches("x", None, &web),
+            "a namespace not known selects nothing"
+        );
+        assert!(!term.matches("x", Some(&team_a), &labels(&[("app", "db")])));
+        let both = spec(json!({"namespaces": ["e"],
+            "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Exists"}]}}));
+        assert!(both.anti_affinity[0].matches("e", None, &web));
+        assert!(both.anti_affinity[0].matches("y", Some(&team_a), &web));
+        assert!(!both.anti_affinity[0].matches("d", Some(&labels(&[])), &web));
         let no_selector = terms(
             json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
             {"topologyKey": "zone"}]}}),
         );
         assert!(
-            !no_selector.anti_affinity[0].matches("d", &web),
+            !no_selector.anti_affinity[0].matches("d", None, &web),
             "a null labelSelector matches no pod"
         );
         assert!(PodTerms::from_affinity(Some(&Affinity::default()), "d").is_none());
@@ -468,6 +526,7 @@ mod tests {
         let placed = [
             Placed {
                 namespace: "d",
+                namespace_labels: None,
                 labels: &cache,
                 terms: None,
                 node_labels: Some(&n1.labels),
@@ -476,6 +535,7 @@ mod tests {
             },
             Placed {
                 namespace: "d",
+                namespace_labels: None,
                 labels: &web,
                 terms: None,
                 node_labels: Some(&n2.labels),
@@ -483,7 +543,7 @@ mod tests {
                 deleting: false,
             },
         ];
-        let p = read("d", &web, Some(&prefers), placed.iter().copied())
+        let p = read("d", None, &web, Some(&prefers), placed.iter().copied())
             .score
             .unwrap();
         assert_eq!((p.raw(&n1), p.raw(&n2), p.raw(&n3)), (50, 30, 0));
@@ -495,14 +555,21 @@ mod tests {
                 "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}}]}}));
         let placed = [Placed {
             namespace: "d",
+            namespace_labels: None,
             labels: &cache,
             terms: Some(&placed_terms),
             node_labels: Some(&n3.labels),
             node: 0,
             deleting: false,
         }];
-        let p = read("d", &web, None, placed.iter().copied()).score.unwrap();
+        let p = read("d", None, &web, None, placed.iter().copied())
+            .score
+            .unwrap();
         assert_eq!((p.raw(&n1), p.raw(&n3)), (0, 1 - 7));
-        assert!(read("d", &web, None, std::iter::empty()).score.is_none());
+        assert!(
+            read("d", None, &web, None, std::iter::empty())
+                .score
+                .is_none()
+        );
     }
 }

@@ -150,6 +150,14 @@ impl Scheduler {
             Update::RuntimeClassDeleted(name) => self.snapshot.delete_runtime_class(&name),
             Update::Budget(b) => self.snapshot.apply_budget(*b),
             Update::BudgetDeleted(key) => self.snapshot.delete_budget(&key),
+            Update::Namespace { name, labels } => {
+                // New labels may let a pod's namespaceSelector terms be met.
+                if self.snapshot.namespace_labels(&name) != Some(&labels) {
+                    self.snapshot.apply_namespace(&name, labels);
+                    self.queue.move_all(now);
+                }
+            }
+            Update::NamespaceDeleted(name) => self.snapshot.delete_namespace(&name),
             Update::Synced { kind, names } => {
                 let listed: HashSet<String> = names.into_iter().collect();
                 // What the snapshot holds that the fresh list no longer has.
@@ -178,6 +186,11 @@ impl Scheduler {
                             self.snapshot.delete_runtime_class(&name);
                         }
                     }
+                    Kind::Namespaces => {
+                        for name in gone(self.snapshot.namespace_names()) {
+                            self.snapshot.delete_namespace(&name);
+                        }
+                    }
                 }
                 if self.synced.insert(kind) && self.ready() {
                     tracing::info!(
@@ -193,7 +206,7 @@ impl Scheduler {
     }
 
     fn ready(&self) -> bool {
-        self.synced.len() == 4
+        self.synced.len() == INFORMED.len()
     }
 
     fn has_room(&self) -> bool {
@@ -298,12 +311,21 @@ impl Scheduler {
     }
 }
 
+/// The kinds the scheduler follows, pods last (so their first decisions see the rest).
+const INFORMED: [Kind; 5] = [
+    Kind::Namespaces,
+    Kind::RuntimeClasses,
+    Kind::Budgets,
+    Kind::Nodes,
+    Kind::Pods,
+];
+
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(api: Api, config: SchedulerConfig, shutdown: CancellationToken) {
     let tasks = TaskTracker::new();
     let token = shutdown.child_token();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    for kind in [Kind::RuntimeClasses, Kind::Budgets, Kind::Nodes, Kind::Pods] {
+    for kind in INFORMED {
         tasks.spawn(informer::run(api.clone(), kind, tx.clone(), token.clone()));
     }
     drop(tx);

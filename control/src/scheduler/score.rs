@@ -309,6 +309,7 @@ mod tests {
         let zone_b = &nodes[1].node.as_ref().unwrap().labels;
         let placed = [Placed {
             namespace: &p.namespace,
+            namespace_labels: None,
             labels: &cache,
             terms: None,
             node_labels: Some(zone_b),
@@ -317,6 +318,7 @@ mod tests {
         }];
         let prefs = read(
             &p.namespace,
+            None,
             &p.labels,
             p.pod_terms.as_deref(),
             placed.iter().copied(),

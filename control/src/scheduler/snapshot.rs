@@ -159,6 +159,8 @@ pub struct Snapshot {
     /// How many placed pods have each priority, so that preemption knows at once whether any
     /// pod is below a preemptor (usually none: every pod at the default 0).
     priorities: BTreeMap<i32, usize>,
+    /// Namespaces' labels, which inter-pod terms' `namespaceSelector` selects by.
+    namespaces: HashMap<String, BTreeMap<String, String>>,
 }
 
 impl Snapshot {
@@ -308,6 +310,26 @@ impl Snapshot {
         self.runtime_classes.remove(name);
     }
 
+    /// Adds or updates a namespace's labels.
+    pub fn apply_namespace(&mut self, name: &str, labels: BTreeMap<String, String>) {
+        self.namespaces.insert(name.to_string(), labels);
+    }
+
+    /// Removes a namespace.
+    pub fn delete_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// The names of the namespaces known, for resynchronising after a re-list.
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.namespaces.keys().cloned().collect()
+    }
+
+    /// A namespace's labels, if it is known.
+    pub fn namespace_labels(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.namespaces.get(name)
+    }
+
     /// The names of the RuntimeClasses known, for resynchronising after a re-list.
     pub fn runtime_class_names(&self) -> Vec<String> {
         self.runtime_classes.keys().cloned().collect()
@@ -423,14 +445,18 @@ impl Snapshot {
 
     /// Every placed pod with its node's labels, for inter-pod affinity and topology spread.
     pub fn placed(&self) -> impl Iterator<Item = Placed<'_>> {
-        self.pods.iter().map(|(key, p)| Placed {
+        self.pods.iter().map(|(key, p)| {
             // A key is `namespace/name`.
-            namespace: key.split_once('/').map_or("", |(ns, _)| ns),
-            labels: &p.labels,
-            terms: p.terms.as_deref(),
-            node_labels: self.nodes[p.node].node.as_ref().map(|n| &n.labels),
-            node: p.node,
-            deleting: p.deleting,
+            let namespace = key.split_once('/').map_or("", |(ns, _)| ns);
+            Placed {
+                namespace,
+                namespace_labels: self.namespaces.get(namespace),
+                labels: &p.labels,
+                terms: p.terms.as_deref(),
+                node_labels: self.nodes[p.node].node.as_ref().map(|n| &n.labels),
+                node: p.node,
+                deleting: p.deleting,
+            }
         })
     }
 
