@@ -63,7 +63,7 @@ impl Constraints {
         let inter_pod = if pod.pod_terms.is_some() || snapshot.has_terms() {
             super::inter_pod::read(
                 &pod.namespace,
-                snapshot.namespace_labels(&pod.namespace),
+                Some(snapshot.namespaces()),
                 &pod.labels,
                 pod.pod_terms.as_deref(),
                 snapshot.placed(),

@@ -22,6 +22,9 @@ use super::filter::Unfit;
 use super::node::NodeSpecInfo;
 use crate::apiserver::selector::LabelSelector;
 
+/// Namespaces' labels by name, which `namespaceSelector`s select by.
+pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
+
 /// One required term, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Term {
@@ -68,23 +71,23 @@ impl Term {
         }
     }
 
-    /// Whether a pod in `namespace` (whose labels are `namespace_labels`, if it is known) with
-    /// `labels` is one this term is about.
+    /// Whether a pod in `namespace` with `labels` is one this term is about; `namespaces`
+    /// has the namespaces' labels (looked up only for a term with a selector).
     pub fn matches(
         &self,
         namespace: &str,
-        namespace_labels: Option<&BTreeMap<String, String>>,
+        namespaces: Option<&NamespaceLabels>,
         labels: &BTreeMap<String, String>,
     ) -> bool {
         let in_namespace = match &self.namespaces {
             None => true,
             Some(listed) => {
                 listed.iter().any(|n| n == namespace)
-                    || self
-                        .namespace_selector
-                        .as_ref()
-                        .zip(namespace_labels)
-                        .is_some_and(|(s, ns_labels)| s.matches(ns_labels))
+                    || self.namespace_selector.as_ref().is_some_and(|s| {
+                        namespaces
+                            .and_then(|all| all.get(namespace))
+                            .is_some_and(|ns_labels| s.matches(ns_labels))
+                    })
             }
         };
         in_namespace && self.selector.as_ref().is_some_and(|s| s.matches(labels))
@@ -155,8 +158,8 @@ impl PodTerms {
 pub struct Placed<'a> {
     /// Its namespace.
     pub namespace: &'a str,
-    /// Its namespace's labels (`None` while the namespace is not known).
-    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
+    /// The namespaces' labels (`None`: none known).
+    pub namespaces: Option<&'a NamespaceLabels>,
     /// Its labels.
     pub labels: &'a BTreeMap<String, String>,
     /// Its inter-pod terms, if any.
@@ -193,8 +196,8 @@ pub struct InterPod {
     pub score: Option<Preferences>,
 }
 
-/// Reads `placed` once for a pod in `namespace` (labelled `namespace_labels`) with `labels` and
-/// `terms`:
+/// Reads `placed` once for a pod in `namespace` with `labels` and `terms` (`namespaces` has
+/// the namespaces' labels):
 ///
 /// - the filter: the domains holding pods its required (anti-)affinity terms match, and the
 ///   domains placed pods' required anti-affinity keeps it out of;
@@ -203,7 +206,7 @@ pub struct InterPod {
 ///   the placed pods' preferred terms (and required affinity, at weight 1) that match it.
 pub fn read<'a>(
     namespace: &str,
-    namespace_labels: Option<&BTreeMap<String, String>>,
+    namespaces: Option<&NamespaceLabels>,
     labels: &BTreeMap<String, String>,
     terms: Option<&PodTerms>,
     placed: impl Iterator<Item = Placed<'a>>,
@@ -233,8 +236,7 @@ pub fn read<'a>(
             continue;
         };
         // The pod's terms over the other pod.
-        let theirs =
-            |term: &Term| term.matches(other.namespace, other.namespace_labels, other.labels);
+        let theirs = |term: &Term| term.matches(other.namespace, other.namespaces, other.labels);
         if let Some(t) = terms {
             for (term, (key, values)) in t.affinity.iter().zip(&mut p.affinity) {
                 if theirs(term) {
@@ -266,7 +268,7 @@ pub fn read<'a>(
         let Some(t) = other.terms else {
             continue;
         };
-        let ours = |term: &Term| term.matches(namespace, namespace_labels, labels);
+        let ours = |term: &Term| term.matches(namespace, namespaces, labels);
         for term in t.anti_affinity.iter().filter(|t| ours(t)) {
             if let Some(v) = node_labels.get(&term.topology_key) {
                 p.existing_anti
@@ -288,7 +290,7 @@ pub fn read<'a>(
             !t.affinity.is_empty()
                 && t.affinity
                     .iter()
-                    .all(|term| term.matches(namespace, namespace_labels, labels))
+                    .all(|term| term.matches(namespace, namespaces, labels))
         });
     let nothing = p.affinity.is_empty() && p.anti_affinity.is_empty() && p.existing_anti.is_empty();
     weights.retain(|_, w| *w != 0);
@@ -383,7 +385,7 @@ mod tests {
         let (n1, n2) = (node("n1", "a"), node("n2", "a"));
         let placed = [Placed {
             namespace: "d",
-            namespace_labels: None,
+            namespaces: None,
             labels: &web,
             terms: Some(&anti),
             node_labels: Some(&n1.labels),
@@ -441,7 +443,7 @@ mod tests {
         let (n1, n2, n3) = (node("n1", "a"), node("n2", "a"), node("n3", "b"));
         let placed = [Placed {
             namespace: "d",
-            namespace_labels: None,
+            namespaces: None,
             labels: &db,
             terms: None,
             node_labels: Some(&n1.labels),
@@ -484,25 +486,31 @@ mod tests {
         assert!(spec(json!({"namespaceSelector": {}})).anti_affinity[0].matches("x", None, &web));
         // A selector with requirements: the namespaces whose labels it selects, and the listed
         // ones, but not the pod's own unless selected.
-        let team_a = labels(&[("team", "a")]);
+        let namespaces: NamespaceLabels = [
+            ("x", labels(&[("team", "a")])),
+            ("y", labels(&[("team", "b")])),
+            ("d", labels(&[])),
+        ]
+        .into_iter()
+        .map(|(n, l)| (n.to_string(), l))
+        .collect();
+        let all = Some(&namespaces);
         let by_team = spec(json!({"namespaceSelector": {"matchLabels": {"team": "a"}}}));
         let term = &by_team.anti_affinity[0];
-        assert!(term.matches("x", Some(&team_a), &web));
-        assert!(!term.matches("x", Some(&labels(&[("team", "b")])), &web));
+        assert!(term.matches("x", all, &web));
+        assert!(!term.matches("y", all, &web));
+        assert!(!term.matches("d", all, &web), "not its own namespace");
         assert!(
-            !term.matches("d", Some(&labels(&[])), &web),
-            "not its own namespace"
-        );
-        assert!(
-            !term.matches("x", None, &web),
+            !term.matches("z", all, &web),
             "a namespace not known selects nothing"
         );
-        assert!(!term.matches("x", Some(&team_a), &labels(&[("app", "db")])));
+        assert!(!term.matches("x", None, &web));
+        assert!(!term.matches("x", all, &labels(&[("app", "db")])));
         let both = spec(json!({"namespaces": ["e"],
             "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Exists"}]}}));
         assert!(both.anti_affinity[0].matches("e", None, &web));
-        assert!(both.anti_affinity[0].matches("y", Some(&team_a), &web));
-        assert!(!both.anti_affinity[0].matches("d", Some(&labels(&[])), &web));
+        assert!(both.anti_affinity[0].matches("y", all, &web));
+        assert!(!both.anti_affinity[0].matches("d", all, &web));
         let no_selector = terms(
             json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
             {"topologyKey": "zone"}]}}),
@@ -526,7 +534,7 @@ mod tests {
         let placed = [
             Placed {
                 namespace: "d",
-                namespace_labels: None,
+                namespaces: None,
                 labels: &cache,
                 terms: None,
                 node_labels: Some(&n1.labels),
@@ -535,7 +543,7 @@ mod tests {
             },
             Placed {
                 namespace: "d",
-                namespace_labels: None,
+                namespaces: None,
                 labels: &web,
                 terms: None,
                 node_labels: Some(&n2.labels),
@@ -555,7 +563,7 @@ mod tests {
                 "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}}]}}));
         let placed = [Placed {
             namespace: "d",
-            namespace_labels: None,
+            namespaces: None,
             labels: &cache,
             terms: Some(&placed_terms),
             node_labels: Some(&n3.labels),

@@ -309,7 +309,7 @@ mod tests {
         let zone_b = &nodes[1].node.as_ref().unwrap().labels;
         let placed = [Placed {
             namespace: &p.namespace,
-            namespace_labels: None,
+            namespaces: None,
             labels: &cache,
             terms: None,
             node_labels: Some(zone_b),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 
-use super::inter_pod::{Placed, PodTerms};
+use super::inter_pod::{NamespaceLabels, Placed, PodTerms};
 use super::node::{NodeInfo, NodeSpecInfo};
 use super::pod::{PodInfo, PodKey};
 use super::resources::Resources;
@@ -160,7 +160,7 @@ pub struct Snapshot {
     /// pod is below a preemptor (usually none: every pod at the default 0).
     priorities: BTreeMap<i32, usize>,
     /// Namespaces' labels, which inter-pod terms' `namespaceSelector` selects by.
-    namespaces: HashMap<String, BTreeMap<String, String>>,
+    namespaces: NamespaceLabels,
 }
 
 impl Snapshot {
@@ -330,6 +330,11 @@ impl Snapshot {
         self.namespaces.get(name)
     }
 
+    /// Every known namespace's labels.
+    pub fn namespaces(&self) -> &NamespaceLabels {
+        &self.namespaces
+    }
+
     /// The names of the RuntimeClasses known, for resynchronising after a re-list.
     pub fn runtime_class_names(&self) -> Vec<String> {
         self.runtime_classes.keys().cloned().collect()
@@ -450,7 +455,7 @@ impl Snapshot {
             let namespace = key.split_once('/').map_or("", |(ns, _)| ns);
             Placed {
                 namespace,
-                namespace_labels: self.namespaces.get(namespace),
+                namespaces: Some(&self.namespaces),
                 labels: &p.labels,
                 terms: p.terms.as_deref(),
                 node_labels: self.nodes[p.node].node.as_ref().map(|n| &n.labels),

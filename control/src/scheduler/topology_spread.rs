@@ -329,7 +329,7 @@ mod tests {
             nodes,
             placed.iter().map(|(ns, labels, node, deleting)| Placed {
                 namespace: ns,
-                namespace_labels: None,
+                namespaces: None,
                 labels,
                 terms: None,
                 node_labels: nodes[*node].node.as_ref().map(|n| &n.labels),
