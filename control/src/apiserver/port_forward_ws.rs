@@ -34,6 +34,9 @@ pub const CHANNELS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 /// The v5 signal that a channel is closed (then the channel's number).
 const CLOSE_SIGNAL: u8 = 255;
 
+/// The most ports one channel-protocol connection forwards (channels 0 to 253).
+const MAX_PORTS: usize = 127;
+
 /// Serves a WebSocket port-forward request to the pod at `ip` (`about` names it in errors).
 pub async fn serve(req: Request<Body>, ip: IpAddr, about: String) -> ApiResult<Response> {
     let offered = header_value(req.headers(), "sec-websocket-protocol");
@@ -59,6 +62,12 @@ pub async fn serve(req: Request<Body>, ip: IpAddr, about: String) -> ApiResult<R
         return Err(ApiError::bad_request(
             "query parameter \"port\" is required: at least 1 port must be specified",
         ));
+    }
+    // Two channels a port, numbered by one byte, 255 being the CLOSE signal.
+    if ports.len() > MAX_PORTS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_PORTS} ports can be forwarded over one connection"
+        )));
     }
     Ok(upgrade
         .protocols(CHANNELS)
@@ -139,6 +148,15 @@ fn on_channel(channel: u8, payload: &[u8]) -> Message {
 async fn channels(ws: WebSocket, ip: IpAddr, about: String, ports: Vec<u16>) {
     let (mut sink, mut stream) = ws.split();
     let (out, mut queued) = mpsc::channel::<Message>(64);
+    // The writer ends, closing the WebSocket, once every port's forward has ended.
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = queued.recv().await {
+            if sink.send(msg).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+    });
     let mut to_pods = Vec::with_capacity(ports.len());
     let mut forwards = tokio::task::JoinSet::new();
     for (i, &port) in ports.iter().enumerate() {
@@ -152,15 +170,6 @@ async fn channels(ws: WebSocket, ip: IpAddr, about: String, ports: Vec<u16>) {
         forwards.spawn(forward(data, to, about.clone(), rx, out.clone()));
     }
     drop(out);
-    // The writer ends, closing the WebSocket, once every port's forward has ended.
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = queued.recv().await {
-            if sink.send(msg).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(normal_close()).await;
-    });
     while let Some(Ok(msg)) = stream.next().await {
         let Message::Binary(bytes) = msg else {
             if matches!(msg, Message::Close(_)) {
