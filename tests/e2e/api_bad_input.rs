@@ -419,13 +419,16 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
             "hpa",
             &["spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"],
         ),
-        // What the Job controller does not do is refused, not stored and ignored.
+        // An Indexed Job needs its completions; what the Job controller does not do is
+        // refused, not stored and ignored.
         (
-            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: r}\nspec:\n  completionMode: Indexed\n  \
-             completions: 3\n  template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: i}]}\n",
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: r}\nspec:\n  completionMode: Indexed\n  parallelism: 2\n  \
+             podFailurePolicy: {rules: [{action: Ignore, onPodConditions: [{type: DisruptionTarget}]}]}\n  \
+             template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: i}]}\n",
             "job",
             &[
-                "spec.completionMode: Forbidden: Indexed Jobs are not supported by Flotilla's Job controller yet",
+                "spec.completions: Required value: when completion mode is Indexed",
+                "spec.podFailurePolicy: Forbidden: not supported by Flotilla's Job controller yet",
             ],
         ),
     ];

@@ -432,6 +432,49 @@ fn a_recreate_rollout_stops_every_old_pod_before_it_starts_a_new_one() {
 }
 
 #[test]
+fn an_indexed_job_runs_each_index_once_to_success() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_in(dir.path(), &["--job-backoff-base-ms", "200"]);
+    let _a = Agent::start(&s, "ctl-indexed-node");
+    push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:latest");
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: indexed\nspec:\n  completionMode: Indexed\n  completions: 3\n  parallelism: 2\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n",
+    );
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/indexed",
+        "--timeout=50s",
+    ]);
+    let j: Value = s.kubectl_json(&["get", "job", "indexed"]);
+    assert_eq!(j["status"]["completedIndexes"], "0-2", "{}", j["status"]);
+    assert_eq!(j["status"]["succeeded"], 3, "{}", j["status"]);
+    let mut seen: Vec<i64> = Vec::new();
+    for p in pods(&s, "job-name=indexed") {
+        let index = p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+            .as_str()
+            .expect("the index annotation")
+            .to_string();
+        let name = p["metadata"]["name"].as_str().unwrap().to_string();
+        assert!(name.starts_with(&format!("indexed-{index}-")), "{name}");
+        assert_eq!(
+            p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"],
+            index.as_str()
+        );
+        assert_eq!(p["spec"]["hostname"], format!("indexed-{index}"));
+        let logs = s.kubectl_ok(&["logs", &name]);
+        assert!(
+            logs.contains(&format!("env: JOB_COMPLETION_INDEX={index}")),
+            "{name}: {logs}"
+        );
+        seen.push(index.parse().unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2], "one pod per index");
+}
+
+#[test]
 fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_completes() {
     // Failed pods are replaced after 200 ms, 400 ms (Kubernetes: 10 s, 20 s).
     let dir = tempfile::tempdir().expect("tempdir");

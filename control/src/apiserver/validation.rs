@@ -710,16 +710,20 @@ pub fn autoscaler_bounds(spec: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-/// What of a Job's spec the Job controller does not do: refused with a message that says so,
-/// rather than stored and silently not done. Indexed completion and the per-index and
-/// per-failure policies are not implemented.
+/// A Job's completion mode (an Indexed Job needs `completions`), and what of its spec the Job
+/// controller does not do: refused with a message that says so, rather than stored and
+/// silently not done. The per-index and per-failure policies are not implemented.
 pub fn job_features(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     match spec["completionMode"].as_str() {
         None | Some("NonIndexed") => {}
-        Some("Indexed") => causes.push(Cause::forbidden(
-            format!("{path}.completionMode"),
-            "Indexed Jobs are not supported by Flotilla's Job controller yet",
-        )),
+        Some("Indexed") => {
+            if spec["completions"].is_null() {
+                causes.push(Cause {
+                    message: "Required value: when completion mode is Indexed".into(),
+                    ..Cause::required(format!("{path}.completions"))
+                });
+            }
+        }
         Some(other) => causes.push(Cause::not_supported(
             format!("{path}.completionMode"),
             other,
@@ -1253,7 +1257,10 @@ mod tests {
             fields(
                 serde_json::json!({"completionMode": "Indexed", "podFailurePolicy": {"rules": []}})
             ),
-            ["spec.completionMode", "spec.podFailurePolicy"]
+            ["spec.completions", "spec.podFailurePolicy"]
+        );
+        assert!(
+            fields(serde_json::json!({"completionMode": "Indexed", "completions": 3})).is_empty()
         );
         assert_eq!(
             fields(serde_json::json!({"completionMode": "Sometimes"})),

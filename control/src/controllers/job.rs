@@ -6,7 +6,8 @@
 //! or Failed condition, and deletes a finished Job after `ttlSecondsAfterFinished`.
 //!
 //! Finished pods are counted exactly once through their tracking finalizer
-//! ([`job_tracking`]), as Kubernetes does.
+//! ([`job_tracking`]), as Kubernetes does. An Indexed Job runs each completion index once to
+//! success ([`job_indexes`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::job_indexes;
 use super::job_tracking;
 use super::owner;
 use super::pod_cache::PodCache;
@@ -381,6 +383,11 @@ impl JobController {
         let counted_failed = job["status"]["failed"].as_i64().unwrap_or(0);
         t.succeeded = counted_succeeded + uncounted.succeeded.len() as i64;
         t.failed = counted_failed + uncounted.failed.len() as i64;
+        // An Indexed Job counts the indexes done, not the pods.
+        let done = job_indexes::is_indexed(&job).then(|| job_indexes::completed(&job, &mine));
+        if let Some(done) = &done {
+            t.succeeded = done.len() as i64;
+        }
         let start = pods::parse_time(&job["status"]["startTime"]).unwrap_or(now);
         let active_for = (now - start).to_std().unwrap_or_default();
         let suspended = job["spec"]["suspend"].as_bool().unwrap_or(false);
@@ -434,8 +441,16 @@ impl JobController {
                     ("batch.kubernetes.io/job-name", name.as_str()),
                     ("job-name", name.as_str()),
                 ];
-                let new: Vec<Value> = (0..*n)
-                    .map(|_| {
+                let indexes: Vec<Option<i64>> = match &done {
+                    Some(done) => job_indexes::to_start(&job, &mine, done, *n as usize)
+                        .into_iter()
+                        .map(Some)
+                        .collect(),
+                    None => vec![None; *n as usize],
+                };
+                let new: Vec<Value> = indexes
+                    .into_iter()
+                    .map(|index| {
                         let mut p = pods::from_template(
                             &job["spec"]["template"],
                             &job,
@@ -443,6 +458,9 @@ impl JobController {
                             &labels,
                         );
                         p["metadata"]["finalizers"] = json!([job_tracking::FINALIZER]);
+                        if let Some(i) = index {
+                            job_indexes::assign(&mut p, &name, i);
+                        }
                         p
                     })
                     .collect();
@@ -504,10 +522,19 @@ impl JobController {
         }
         // Kubernetes omits the zero counters and always shows `ready` and
         // uncountedTerminatedPods.
+        let succeeded = done.as_ref().map_or(counted_succeeded, |d| d.len() as i64);
         let obj = status.as_object_mut().expect("made an object above");
+        if let Some(done) = &done {
+            let ranges = job_indexes::format(done);
+            if ranges.is_empty() {
+                obj.remove("completedIndexes");
+            } else {
+                obj.insert("completedIndexes".into(), json!(ranges));
+            }
+        }
         for (field, n) in [
             ("active", t.active),
-            ("succeeded", counted_succeeded),
+            ("succeeded", succeeded),
             ("failed", counted_failed),
         ] {
             if n > 0 {
