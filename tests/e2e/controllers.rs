@@ -432,6 +432,83 @@ fn a_recreate_rollout_stops_every_old_pod_before_it_starts_a_new_one() {
 }
 
 #[test]
+fn a_pod_failure_policy_fails_a_job_at_once_or_ignores_a_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_in(dir.path(), &["--job-backoff-base-ms", "200"]);
+    let _a = Agent::start(&s, "ctl-policy-node");
+    push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:latest");
+    let job = |name: &str, exit: u32, backoff: u32, rule: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  backoffLimit: {backoff}\n  podFailurePolicy:\n    rules:\n      - {rule}\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n          env:\n            - name: HELLO_EXIT\n              value: \"{exit}\"\n"
+        )
+    };
+    // Exit code 3 fails the Job at its first pod, however many failures backoffLimit allows.
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &job(
+            "fatal",
+            3,
+            6,
+            "{action: FailJob, onExitCodes: {containerName: main, operator: In, values: [3]}}",
+        ),
+    );
+    // Exit code 4 is ignored: a Job that allows no failure keeps replacing the pod.
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &job(
+            "tolerant",
+            4,
+            0,
+            "{action: Ignore, onExitCodes: {operator: In, values: [4]}}",
+        ),
+    );
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Failed",
+        "job/fatal",
+        "--timeout=50s",
+    ]);
+    let j: Value = s.kubectl_json(&["get", "job", "fatal"]);
+    let conditions = j["status"]["conditions"].as_array().unwrap();
+    for kind in ["FailureTarget", "Failed"] {
+        let c = conditions
+            .iter()
+            .find(|c| c["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {}", j["status"]));
+        assert_eq!(c["reason"], "PodFailurePolicy", "{c}");
+        let message = c["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("Container main for pod default/fatal-")
+                && message.ends_with("failed with exit code 3 matching FailJob rule at index 0"),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        pods(&s, "job-name=fatal").len(),
+        1,
+        "no pod after the first"
+    );
+
+    wait_for("the ignored failures replaced twice", TIMEOUT, || {
+        (pods(&s, "job-name=tolerant")
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Failed")
+            .count()
+            >= 3)
+            .then_some(())
+    });
+    let j: Value = s.kubectl_json(&["get", "job", "tolerant"]);
+    assert!(j["status"]["failed"].is_null(), "{}", j["status"]);
+    assert!(
+        j["status"]["conditions"]
+            .as_array()
+            .is_none_or(|cs| cs.iter().all(|c| c["type"] != "Failed")),
+        "{}",
+        j["status"]
+    );
+}
+
+#[test]
 fn an_indexed_job_runs_each_index_once_to_success() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start_in(dir.path(), &["--job-backoff-base-ms", "200"]);

@@ -730,18 +730,79 @@ pub fn job_features(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             &["Indexed", "NonIndexed"],
         )),
     }
+    if spec["podFailurePolicy"].is_object() {
+        pod_failure_policy(spec, path, causes);
+    }
     forbid_set(
         spec,
         path,
-        &[
-            "podFailurePolicy",
-            "successPolicy",
-            "backoffLimitPerIndex",
-            "maxFailedIndexes",
-        ],
+        &["successPolicy", "backoffLimitPerIndex", "maxFailedIndexes"],
         "not supported by Flotilla's Job controller yet",
         causes,
     );
+}
+
+/// A Job's `podFailurePolicy`, as kube-apiserver checks it: pods that restart `Never`, and
+/// rules with a supported action and exactly one requirement.
+fn pod_failure_policy(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let restart = &spec["template"]["spec"]["restartPolicy"];
+    if restart.as_str().is_some_and(|r| r != "Never") {
+        causes.push(Cause::invalid(
+            format!("{path}.template.spec.restartPolicy"),
+            restart,
+            "only \"Never\" is supported when podFailurePolicy is specified",
+        ));
+    }
+    let rules = spec["podFailurePolicy"]["rules"].as_array();
+    for (i, rule) in rules.into_iter().flatten().enumerate() {
+        let at = format!("{path}.podFailurePolicy.rules[{i}]");
+        let action = rule["action"].as_str().unwrap_or("");
+        if !matches!(action, "Count" | "FailJob" | "Ignore") {
+            causes.push(Cause::not_supported(
+                format!("{at}.action"),
+                action,
+                &["Count", "FailJob", "Ignore"],
+            ));
+        }
+        let codes = &rule["onExitCodes"];
+        match (codes.is_object(), rule["onPodConditions"].is_array()) {
+            (true, true) => causes.push(Cause::invalid(
+                at.clone(),
+                "",
+                "specifying both OnExitCodes and OnPodConditions is not supported",
+            )),
+            (false, false) => causes.push(Cause::invalid(
+                at.clone(),
+                "",
+                "specifying one of OnExitCodes and OnPodConditions is required",
+            )),
+            _ => {}
+        }
+        if !codes.is_object() {
+            continue;
+        }
+        let operator = codes["operator"].as_str().unwrap_or("");
+        if !matches!(operator, "In" | "NotIn") {
+            causes.push(Cause::not_supported(
+                format!("{at}.onExitCodes.operator"),
+                operator,
+                &["In", "NotIn"],
+            ));
+        }
+        let values = codes["values"].as_array();
+        if values.is_none_or(Vec::is_empty) {
+            causes.push(Cause::required(format!("{at}.onExitCodes.values")));
+        }
+        for (j, v) in values.into_iter().flatten().enumerate() {
+            if operator == "In" && v.as_i64() == Some(0) {
+                causes.push(Cause::invalid(
+                    format!("{at}.onExitCodes.values[{j}]"),
+                    0,
+                    "must not be 0 for the In operator",
+                ));
+            }
+        }
+    }
 }
 
 /// A `Forbidden` cause with `why` for each of `fields` of `obj` (at `path`) that is set.
@@ -1254,10 +1315,36 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(
-            fields(
-                serde_json::json!({"completionMode": "Indexed", "podFailurePolicy": {"rules": []}})
-            ),
-            ["spec.completions", "spec.podFailurePolicy"]
+            fields(serde_json::json!({"completionMode": "Indexed", "successPolicy": {}})),
+            ["spec.completions", "spec.successPolicy"]
+        );
+        let policy = |rules: Value, restart: &str| {
+            serde_json::json!({"podFailurePolicy": {"rules": rules},
+                "template": {"spec": {"restartPolicy": restart}}})
+        };
+        let good = serde_json::json!([
+            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]);
+        assert!(fields(policy(good.clone(), "Never")).is_empty());
+        assert_eq!(
+            fields(policy(good, "OnFailure")),
+            ["spec.template.spec.restartPolicy"]
+        );
+        let bad = serde_json::json!([
+            {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [0, 1]}},
+            {"action": "Count", "onExitCodes": {"operator": "Is", "values": []},
+                "onPodConditions": []},
+            {"action": "Ignore"}]);
+        assert_eq!(
+            fields(policy(bad, "Never")),
+            [
+                "spec.podFailurePolicy.rules[0].action",
+                "spec.podFailurePolicy.rules[0].onExitCodes.values[0]",
+                "spec.podFailurePolicy.rules[1]",
+                "spec.podFailurePolicy.rules[1].onExitCodes.operator",
+                "spec.podFailurePolicy.rules[1].onExitCodes.values",
+                "spec.podFailurePolicy.rules[2]",
+            ]
         );
         assert!(
             fields(serde_json::json!({"completionMode": "Indexed", "completions": 3})).is_empty()

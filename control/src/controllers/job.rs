@@ -7,7 +7,8 @@
 //!
 //! Finished pods are counted exactly once through their tracking finalizer
 //! ([`job_tracking`]), as Kubernetes does. An Indexed Job runs each completion index once to
-//! success ([`job_indexes`]).
+//! success ([`job_indexes`]); a `podFailurePolicy` decides what a failed pod means
+//! ([`job_failure_policy`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::job_failure_policy::{self, Action};
 use super::job_indexes;
 use super::job_tracking;
 use super::owner;
@@ -391,7 +393,11 @@ impl JobController {
         let start = pods::parse_time(&job["status"]["startTime"]).unwrap_or(now);
         let active_for = (now - start).to_std().unwrap_or_default();
         let suspended = job["spec"]["suspend"].as_bool().unwrap_or(false);
-        let decision = if suspended {
+        let decision = if let Some(target) = job_tracking::failure_target(&job) {
+            // A pod matched a FailJob rule of the podFailurePolicy.
+            let message = target["message"].as_str().unwrap_or("").to_string();
+            Decision::Fail("PodFailurePolicy", message)
+        } else if suspended {
             Decision::Run(-t.active)
         } else {
             decide(&job, &t, active_for)
@@ -415,8 +421,17 @@ impl JobController {
             status["startTime"] = json!(now_s);
         }
         let mut requeue = None;
-        // Failed pods are replaced only after the backoff since the last failure.
-        let (failures, last_failure) = failures_after_last_success(&mine);
+        // Failed pods are replaced only after the backoff since the last failure (failures the
+        // podFailurePolicy ignores do not count).
+        let counted: Vec<&Value> = mine
+            .iter()
+            .copied()
+            .filter(|p| {
+                p["status"]["phase"] != "Failed"
+                    || job_failure_policy::evaluate(&job, p) != Action::Ignore
+            })
+            .collect();
+        let (failures, last_failure) = failures_after_last_success(&counted);
         let wait = last_failure
             .map(|at| {
                 let until = at
@@ -507,6 +522,9 @@ impl JobController {
                 self.delete_active(&job, &mine).await?;
                 t.active = 0;
                 for kind in ["FailureTarget", "Failed"] {
+                    if kind == "FailureTarget" && job_tracking::failure_target(&job).is_some() {
+                        continue;
+                    }
                     conditions.push(json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastProbeTime": now_s, "lastTransitionTime": now_s}));
                 }
                 self.events

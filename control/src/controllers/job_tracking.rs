@@ -5,12 +5,15 @@
 //! or belongs to a finished Job is first recorded by UID in
 //! `status.uncountedTerminatedPods`; then its finalizer is removed; then the recorded UIDs
 //! move into `status.succeeded` / `status.failed`. Each step is its own write, so a restart
-//! between them neither loses nor double-counts a pod.
+//! between them neither loses nor double-counts a pod. A failed pod the Job's
+//! `podFailurePolicy` ignores is released without being recorded; one it fails the Job for
+//! is recorded with the `FailureTarget` condition, in the same write.
 
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use super::job_failure_policy::{self, Action};
 use super::owner;
 use super::pods;
 use crate::apiserver::api::{Api, WriteOptions};
@@ -73,16 +76,26 @@ impl Uncounted {
 pub struct Plan {
     /// The uncounted UIDs once this pass's finished pods are added.
     pub uncounted: Uncounted,
-    /// Pods (names) whose finalizer can go: they are recorded in `uncounted`.
+    /// Pods (names) whose finalizer can go: they are recorded in `uncounted`, or ignored.
     pub release: Vec<String>,
+    /// Why the Job fails, when a failed pod matched a `FailJob` rule of its
+    /// `podFailurePolicy`.
+    pub fail_job: Option<String>,
 }
 
 /// Records the finished pods among `pods_of_job` (those with the finalizer) in `uncounted`
 /// and names the pods whose finalizer can go. With `job_finished`, still-running pods count
-/// as failed too (a finished Job stops them).
-pub fn plan(uncounted: &Uncounted, pods_of_job: &[&Value], job_finished: bool) -> Plan {
+/// as failed too (a finished Job stops them). Failed pods go through `job`'s
+/// `podFailurePolicy`.
+pub fn plan(
+    job: &Value,
+    uncounted: &Uncounted,
+    pods_of_job: &[&Value],
+    job_finished: bool,
+) -> Plan {
     let mut next = uncounted.clone();
     let mut release = Vec::new();
+    let mut fail_job = None;
     for p in pods_of_job.iter().filter(|p| has_finalizer(p)) {
         let uid = owner::uid(p).to_string();
         let succeeded = p["status"]["phase"] == "Succeeded";
@@ -91,6 +104,15 @@ pub fn plan(uncounted: &Uncounted, pods_of_job: &[&Value], job_finished: bool) -
             continue;
         }
         release.push(objects::name(p).to_string());
+        if p["status"]["phase"] == "Failed" && !next.failed.contains(&uid) {
+            match job_failure_policy::evaluate(job, p) {
+                Action::Ignore => continue,
+                Action::FailJob(why) => {
+                    fail_job.get_or_insert(why);
+                }
+                Action::Count => {}
+            }
+        }
         if succeeded {
             if !next.failed.contains(&uid) {
                 next.succeeded.insert(uid);
@@ -102,6 +124,7 @@ pub fn plan(uncounted: &Uncounted, pods_of_job: &[&Value], job_finished: bool) -
     Plan {
         uncounted: next,
         release,
+        fail_job,
     }
 }
 
@@ -182,6 +205,14 @@ async fn write_status(
     Ok(out)
 }
 
+/// The Job's `FailureTarget=True` condition: it is failing, for the reason and message there.
+pub fn failure_target(job: &Value) -> Option<&Value> {
+    job["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "FailureTarget" && c["status"] == "True")
+}
+
 /// One tracking pass over a Job's pods: records, releases and counts what finished; returns
 /// the Job as written (its `status.succeeded`/`failed` then include every finished pod whose
 /// finalizer is gone).
@@ -194,13 +225,30 @@ pub async fn track(
 ) -> ApiResult<Value> {
     let mut job = job;
     let before = Uncounted::of(&job);
-    let p = plan(&before, pods_of_job, job_finished);
-    if p.uncounted != before {
+    let p = plan(&job, &before, pods_of_job, job_finished);
+    let target = p
+        .fail_job
+        .as_ref()
+        .filter(|_| !job_finished && failure_target(&job).is_none());
+    if p.uncounted != before || target.is_some() {
         let mut status = job["status"].clone();
         if !status.is_object() {
             status = json!({});
         }
         status["uncountedTerminatedPods"] = p.uncounted.to_json();
+        if let Some(why) = target {
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let condition = json!({"type": "FailureTarget", "status": "True",
+                "reason": "PodFailurePolicy", "message": why,
+                "lastProbeTime": now, "lastTransitionTime": now});
+            if !status["conditions"].is_array() {
+                status["conditions"] = json!([]);
+            }
+            status["conditions"]
+                .as_array_mut()
+                .expect("made an array above")
+                .push(condition);
+        }
         job = write_status(api, res, &job, status).await?;
     }
     for name in &p.release {
@@ -251,6 +299,7 @@ mod tests {
         let running = pod("running", "Running", false, true);
         let counted = pod("counted", "Failed", false, false);
         let p = plan(
+            &json!({}),
             &Uncounted::default(),
             &[&ok, &bad, &killed, &running, &counted],
             false,
@@ -262,7 +311,7 @@ mod tests {
         );
         assert_eq!(p.release, ["ok", "bad", "killed"]);
         // A finished Job stops and counts its running pods as failed.
-        let p = plan(&Uncounted::default(), &[&running], true);
+        let p = plan(&json!({}), &Uncounted::default(), &[&running], true);
         assert_eq!(p.release, ["running"]);
         assert!(p.uncounted.failed.contains("u-running"));
     }
@@ -332,7 +381,7 @@ mod tests {
         assert_eq!(left.to_json(), json!({"failed": ["c"]}));
         assert_eq!(Uncounted::default().to_json(), json!({}));
         // Recording twice changes nothing.
-        let again = plan(&uncounted, &[], false);
+        let again = plan(&json!({}), &uncounted, &[], false);
         assert_eq!(again.uncounted, uncounted);
     }
 }

@@ -9,7 +9,7 @@
 //! - [`namespace`]: empties a terminating namespace, then removes it; gives every namespace its
 //!   `default` ServiceAccount.
 //! - [`replicaset`], [`deployment`] (with the pure [`rollout`] arithmetic), [`job`] (with
-//!   [`job_tracking`] and [`job_indexes`]),
+//!   [`job_tracking`], [`job_indexes`] and [`job_failure_policy`]),
 //!   [`daemonset`] (with its [`controller_history`]): the workload controllers.
 //! - [`node_lifecycle`]: marks nodes whose Lease expired unreachable and evicts their pods.
 //! - [`garbage_collector`]: ownerReferences cascades (Background, Foreground, Orphan).
@@ -35,6 +35,7 @@ pub mod expectations;
 pub mod garbage_collector;
 pub mod horizontal_pod_autoscaler;
 pub mod job;
+pub mod job_failure_policy;
 pub mod job_indexes;
 pub mod job_tracking;
 pub mod namespace;
