@@ -423,12 +423,12 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
         // refused, not stored and ignored.
         (
             "apiVersion: batch/v1\nkind: Job\nmetadata: {name: r}\nspec:\n  completionMode: Indexed\n  parallelism: 2\n  \
-             successPolicy: {rules: [{succeededCount: 1}]}\n  \
+             backoffLimitPerIndex: 1\n  \
              template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: i}]}\n",
             "job",
             &[
                 "spec.completions: Required value: when completion mode is Indexed",
-                "spec.successPolicy: Forbidden: not supported by Flotilla's Job controller yet",
+                "spec.backoffLimitPerIndex: Forbidden: not supported by Flotilla's Job controller yet",
             ],
         ),
     ];

@@ -509,7 +509,7 @@ fn a_pod_failure_policy_fails_a_job_at_once_or_ignores_a_failure() {
 }
 
 #[test]
-fn an_indexed_job_runs_each_index_once_to_success() {
+fn an_indexed_job_runs_each_index_once_to_success_or_until_its_success_policy_is_met() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start_in(dir.path(), &["--job-backoff-base-ms", "200"]);
     let _a = Agent::start(&s, "ctl-indexed-node");
@@ -549,6 +549,32 @@ fn an_indexed_job_runs_each_index_once_to_success() {
     }
     seen.sort();
     assert_eq!(seen, [0, 1, 2], "one pod per index");
+
+    // A success policy met by index 0 alone completes a Job of five indexes.
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: first\nspec:\n  completionMode: Indexed\n  completions: 5\n  parallelism: 1\n  successPolicy:\n    rules:\n      - succeededIndexes: \"0\"\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n",
+    );
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/first",
+        "--timeout=50s",
+    ]);
+    let j: Value = s.kubectl_json(&["get", "job", "first"]);
+    assert_eq!(j["status"]["completedIndexes"], "0", "{}", j["status"]);
+    for kind in ["SuccessCriteriaMet", "Complete"] {
+        let c = j["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {}", j["status"]))
+            .clone();
+        assert_eq!(c["reason"], "SuccessPolicy", "{c}");
+        assert_eq!(c["message"], "Matched rules at index 0", "{c}");
+    }
+    assert_eq!(pods(&s, "job-name=first").len(), 1, "indexes 1-4 never ran");
 }
 
 #[test]

@@ -733,13 +733,107 @@ pub fn job_features(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     if spec["podFailurePolicy"].is_object() {
         pod_failure_policy(spec, path, causes);
     }
+    if spec["successPolicy"].is_object() {
+        success_policy(spec, path, causes);
+    }
     forbid_set(
         spec,
         path,
-        &["successPolicy", "backoffLimitPerIndex", "maxFailedIndexes"],
+        &["backoffLimitPerIndex", "maxFailedIndexes"],
         "not supported by Flotilla's Job controller yet",
         causes,
     );
+}
+
+/// The indexes of a `succeededIndexes` list ("0,2-4"), or why it is not one.
+fn index_list(list: &str) -> Result<Vec<i64>, String> {
+    let mut out = Vec::new();
+    for part in list.split(',') {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let number = |n: &str| {
+            n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                format!("error parsing succeededIndexes: cannot convert {n:?} to an integer")
+            })
+        };
+        let (first, last) = (number(first)?, number(last)?);
+        if first > last {
+            return Err(format!(
+                "error parsing succeededIndexes: range {part:?} has a first index greater than its last"
+            ));
+        }
+        out.extend(first..=last);
+    }
+    Ok(out)
+}
+
+/// A Job's `successPolicy`, as kube-apiserver checks it: an Indexed Job's, with 1 to 20 rules,
+/// each naming indexes below `completions` or a count no larger than them.
+fn success_policy(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let at = format!("{path}.successPolicy");
+    if spec["completionMode"] != "Indexed" {
+        causes.push(Cause::invalid(
+            at.clone(),
+            spec["completionMode"].as_str().unwrap_or("NonIndexed"),
+            "requires indexed completion mode",
+        ));
+        return;
+    }
+    let completions = spec["completions"].as_i64().unwrap_or(0);
+    let rules = spec["successPolicy"]["rules"].as_array();
+    match rules.map_or(0, Vec::len) {
+        0 => causes.push(Cause::required(format!("{at}.rules"))),
+        n if n > 20 => causes.push(Cause::invalid(
+            format!("{at}.rules"),
+            n,
+            "must have at most 20 items",
+        )),
+        _ => {}
+    }
+    for (i, rule) in rules.into_iter().flatten().enumerate() {
+        let at = format!("{at}.rules[{i}]");
+        let count = rule["succeededCount"].as_i64();
+        let indexes = rule["succeededIndexes"].as_str();
+        if count.is_none() && indexes.is_none() {
+            causes.push(Cause {
+                message: "Required value: at least one of succeededCount or succeededIndexes \
+                          must be specified"
+                    .into(),
+                ..Cause::required(at.clone())
+            });
+        }
+        let mut listed = None;
+        if let Some(list) = indexes {
+            match index_list(list) {
+                Ok(l) if l.iter().any(|i| *i >= completions) => causes.push(Cause::invalid(
+                    format!("{at}.succeededIndexes"),
+                    list,
+                    "must be less than completions",
+                )),
+                Ok(l) => listed = Some(l.len() as i64),
+                Err(why) => {
+                    causes.push(Cause::invalid(format!("{at}.succeededIndexes"), list, why))
+                }
+            }
+        }
+        if let Some(c) = count {
+            let field = format!("{at}.succeededCount");
+            if c <= 0 {
+                causes.push(Cause::invalid(field, c, "must be greater than 0"));
+            } else if c > completions {
+                causes.push(Cause::invalid(
+                    field,
+                    c,
+                    format!("must be less than or equal to {completions} (the number of specified completions)"),
+                ));
+            } else if let Some(n) = listed.filter(|n| c > *n) {
+                causes.push(Cause::invalid(
+                    field,
+                    c,
+                    format!("must be less than or equal to {n} (the number of indexes in the specified succeededIndexes field)"),
+                ));
+            }
+        }
+    }
 }
 
 /// A Job's `podFailurePolicy`, as kube-apiserver checks it: pods that restart `Never`, and
@@ -1315,8 +1409,44 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(
-            fields(serde_json::json!({"completionMode": "Indexed", "successPolicy": {}})),
-            ["spec.completions", "spec.successPolicy"]
+            fields(serde_json::json!({"completionMode": "Indexed", "backoffLimitPerIndex": 1})),
+            ["spec.completions", "spec.backoffLimitPerIndex"]
+        );
+        let success = |mode: &str, rules: Value| {
+            serde_json::json!({"completionMode": mode, "completions": 5,
+                "successPolicy": {"rules": rules}})
+        };
+        assert!(
+            fields(success(
+                "Indexed",
+                serde_json::json!([{"succeededIndexes": "0,2-4", "succeededCount": 2}, {"succeededCount": 5}])
+            ))
+            .is_empty()
+        );
+        assert_eq!(
+            fields(success(
+                "NonIndexed",
+                serde_json::json!([{"succeededCount": 1}])
+            )),
+            ["spec.successPolicy"]
+        );
+        assert_eq!(
+            fields(success(
+                "Indexed",
+                serde_json::json!([{}, {"succeededIndexes": "3-1"}, {"succeededIndexes": "4-5"},
+                    {"succeededCount": 6}, {"succeededIndexes": "1", "succeededCount": 2}])
+            )),
+            [
+                "spec.successPolicy.rules[0]",
+                "spec.successPolicy.rules[1].succeededIndexes",
+                "spec.successPolicy.rules[2].succeededIndexes",
+                "spec.successPolicy.rules[3].succeededCount",
+                "spec.successPolicy.rules[4].succeededCount",
+            ]
+        );
+        assert_eq!(
+            fields(success("Indexed", serde_json::json!([]))),
+            ["spec.successPolicy.rules"]
         );
         let policy = |rules: Value, restart: &str| {
             serde_json::json!({"podFailurePolicy": {"rules": rules},

@@ -161,6 +161,8 @@ pub enum Decision {
     Run(i64),
     /// Every completion is done.
     Complete,
+    /// An Indexed Job's `successPolicy` is met (with the message saying which rule).
+    SuccessPolicy(String),
     /// The Job failed: reason and message.
     Fail(&'static str, String),
 }
@@ -400,7 +402,13 @@ impl JobController {
         } else if suspended {
             Decision::Run(-t.active)
         } else {
-            decide(&job, &t, active_for)
+            match decide(&job, &t, active_for) {
+                Decision::Run(n) => done
+                    .as_ref()
+                    .and_then(|d| job_indexes::success_policy_met(&job, d))
+                    .map_or(Decision::Run(n), Decision::SuccessPolicy),
+                other => other,
+            }
         };
         let mut status = job["status"].clone();
         if !status.is_object() {
@@ -506,11 +514,18 @@ impl JobController {
                 }
             }
             Decision::Run(_) => {}
-            Decision::Complete => {
+            Decision::Complete | Decision::SuccessPolicy(_) => {
                 self.delete_active(&job, &mine).await?;
                 t.active = 0;
+                let (reason, message) = match &decision {
+                    Decision::SuccessPolicy(m) => ("SuccessPolicy", m.as_str()),
+                    _ => (
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                    ),
+                };
                 for kind in ["SuccessCriteriaMet", "Complete"] {
-                    conditions.push(json!({"type": kind, "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastProbeTime": now_s, "lastTransitionTime": now_s}));
+                    conditions.push(json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastProbeTime": now_s, "lastTransitionTime": now_s}));
                 }
                 status["completionTime"] = json!(now_s);
                 self.events

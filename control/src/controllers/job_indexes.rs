@@ -85,6 +85,29 @@ pub fn completed(job: &Value, pods_of_job: &[&Value]) -> BTreeSet<i64> {
     done
 }
 
+/// The first rule of an Indexed Job's `successPolicy` the indexes `done` meet, as Kubernetes'
+/// `matchSuccessPolicy`: "Matched rules at index i". A rule with `succeededIndexes` is met when
+/// `succeededCount` of those (all, without a count) are done; one with only a count when that
+/// many indexes are done.
+pub fn success_policy_met(job: &Value, done: &BTreeSet<i64>) -> Option<String> {
+    let rules = job["spec"]["successPolicy"]["rules"].as_array()?;
+    for (i, rule) in rules.iter().enumerate() {
+        let count = rule["succeededCount"].as_i64();
+        let met = match rule["succeededIndexes"].as_str() {
+            Some(indexes) => {
+                let wanted = parse(indexes);
+                let have = wanted.intersection(done).count() as i64;
+                have >= count.unwrap_or(wanted.len() as i64)
+            }
+            None => count.is_some_and(|c| done.len() as i64 >= c),
+        };
+        if met {
+            return Some(format!("Matched rules at index {i}"));
+        }
+    }
+    None
+}
+
 /// The lowest `n` indexes that are neither done nor run by an active pod.
 pub fn to_start(job: &Value, pods_of_job: &[&Value], done: &BTreeSet<i64>, n: usize) -> Vec<i64> {
     let running: BTreeSet<i64> = pods_of_job
@@ -153,6 +176,24 @@ mod tests {
         assert_eq!(format(&done), "1,3");
         assert_eq!(to_start(&job, &mine, &done, 5), [2, 4]);
         assert_eq!(to_start(&job, &mine, &done, 1), [2]);
+    }
+
+    #[test]
+    fn a_success_policy_is_met_by_its_first_rule_the_indexes_done_meet() {
+        let job = json!({"spec": {"successPolicy": {"rules": [
+            {"succeededIndexes": "0,2-3"},
+            {"succeededIndexes": "4-9", "succeededCount": 2},
+            {"succeededCount": 4}]}}});
+        let met = |done: &str| success_policy_met(&job, &parse(done));
+        assert_eq!(met("0,2"), None);
+        assert_eq!(met("0,2-3").as_deref(), Some("Matched rules at index 0"));
+        assert_eq!(met("5,9").as_deref(), Some("Matched rules at index 1"));
+        assert_eq!(met("0,1,5,6").as_deref(), Some("Matched rules at index 1"));
+        assert_eq!(met("0-1,3,5").as_deref(), Some("Matched rules at index 2"));
+        assert_eq!(
+            success_policy_met(&json!({"spec": {}}), &parse("0-9")),
+            None
+        );
     }
 
     #[test]
