@@ -83,14 +83,10 @@ impl Cluster {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn flotilla up");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(url.trim().to_string());
-                }
-            }
+        let rx = picked_from_stdout(&mut child, |line| {
+            line.split("listening on ")
+                .nth(1)
+                .map(|url| url.trim().to_string())
         });
         self.url = rx
             .recv_timeout(TIMEOUT)
@@ -160,6 +156,23 @@ impl Cluster {
             self.get("pod", pod).filter(is_ready)
         })
     }
+}
+
+/// What `pick` finds in the lines `child` prints, as they come (read on a thread of its own).
+fn picked_from_stdout(
+    child: &mut Child,
+    pick: impl Fn(&str) -> Option<String> + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(found) = pick(&line) {
+                let _ = tx.send(found);
+            }
+        }
+    });
+    rx
 }
 
 impl Drop for Cluster {
@@ -790,15 +803,10 @@ impl PortForward {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn kubectl port-forward");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // "Forwarding from 127.0.0.1:40123 -> 8080"
-                if let Some(rest) = line.strip_prefix("Forwarding from ") {
-                    let _ = tx.send(rest.split(" -> ").next().unwrap_or("").to_string());
-                }
-            }
+        // "Forwarding from 127.0.0.1:40123 -> 8080"
+        let rx = picked_from_stdout(&mut child, |line| {
+            let rest = line.strip_prefix("Forwarding from ")?;
+            Some(rest.split(" -> ").next().unwrap_or("").to_string())
         });
         let stderr = Arc::new(std::sync::Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("stderr");

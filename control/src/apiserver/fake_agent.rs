@@ -22,6 +22,23 @@ pub async fn api() -> (Api, tempfile::TempDir) {
     (api, dir)
 }
 
+/// Merges `status` into the status of pod `name` in `default`.
+pub async fn patch_pod_status(api: &Api, name: &str, status: Value) {
+    let pods = resources::find("", "v1", "pods").expect("pods served");
+    let body = json!({ "status": status }).to_string();
+    api.patch(
+        pods,
+        Some("default"),
+        name,
+        super::patch::PatchType::Merge,
+        body.as_bytes(),
+        Some(resources::Subresource::Status),
+        &WriteOptions::default(),
+    )
+    .await
+    .expect("status patch");
+}
+
 /// Creates an object of a core kind.
 pub async fn create(api: &Api, obj: Value) -> Value {
     let kind = obj["kind"].as_str().expect("kind");

@@ -270,10 +270,7 @@ async fn service_endpoint(api: &Api, target: &ProxyTarget<'_>) -> ApiResult<(Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::api::WriteOptions;
     use crate::apiserver::fake_agent;
-    use crate::apiserver::patch::PatchType;
-    use crate::apiserver::resources::Subresource;
     use http_body_util::BodyExt;
     use serde_json::json;
 
@@ -326,7 +323,6 @@ mod tests {
         ))
         .await;
         let (api, _dir) = fake_agent::api().await;
-        let pods = resources::find("", "v1", "pods").unwrap();
         let pod = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "web", "namespace": "default"},
             "spec": {"containers": [{"name": "app", "image": "i",
@@ -338,18 +334,7 @@ mod tests {
             (503, true),
             "{msg}"
         );
-        let status = json!({"status": {"podIP": "127.0.0.1"}}).to_string();
-        api.patch(
-            pods,
-            Some("default"),
-            "web",
-            PatchType::Merge,
-            status.as_bytes(),
-            Some(Subresource::Status),
-            &WriteOptions::default(),
-        )
-        .await
-        .unwrap();
+        fake_agent::patch_pod_status(&api, "web", json!({"podIP": "127.0.0.1"})).await;
 
         for path in [
             "/api/v1/namespaces/default/pods/web/proxy/a/b?x=1",

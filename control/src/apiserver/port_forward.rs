@@ -213,6 +213,19 @@ where
     done.cancel();
 }
 
+/// Writes what the client sends on one connection to the pod, then closes the pod's input.
+pub async fn to_pod_until_closed(
+    mut from_client: mpsc::Receiver<Bytes>,
+    mut to_pod: tokio::net::tcp::OwnedWriteHalf,
+) {
+    while let Some(bytes) = from_client.recv().await {
+        if to_pod.write_all(&bytes).await.is_err() {
+            break;
+        }
+    }
+    let _ = to_pod.shutdown().await;
+}
+
 /// Connects to a pod's port, or says why not as kube-apiserver words it ("error forwarding
 /// port 9 to pod NAME, uid UID: dial tcp ADDR: ...").
 pub async fn connect(to: SocketAddr, about: &str) -> Result<TcpStream, String> {
@@ -247,7 +260,7 @@ impl Pair {
     /// the connection ends); then finishes the data stream and the error stream.
     async fn forward(
         self,
-        mut inbound: mpsc::Receiver<Bytes>,
+        inbound: mpsc::Receiver<Bytes>,
         out: mpsc::Sender<Vec<u8>>,
         done: CancellationToken,
     ) {
@@ -261,15 +274,8 @@ impl Pair {
                 return;
             }
         };
-        let (mut from_pod, mut to_pod) = socket.into_split();
-        let upstream = async {
-            while let Some(bytes) = inbound.recv().await {
-                if to_pod.write_all(&bytes).await.is_err() {
-                    break;
-                }
-            }
-            let _ = to_pod.shutdown().await;
-        };
+        let (mut from_pod, to_pod) = socket.into_split();
+        let upstream = to_pod_until_closed(inbound, to_pod);
         let downstream = async {
             let mut buf = vec![0u8; spdy::MAX_DATA];
             loop {
@@ -301,10 +307,7 @@ impl Pair {
 mod tests {
     use serde_json::json;
 
-    use super::super::api::WriteOptions;
     use super::super::fake_agent;
-    use super::super::patch::PatchType;
-    use super::super::resources::Subresource;
     use super::*;
 
     fn request(upgrade: &str, protocol: &str) -> Request<Body> {
@@ -340,19 +343,8 @@ mod tests {
         assert_eq!(code, 400);
         assert!(message.contains("does not have an IP address"), "{message}");
 
-        let pods = resources::find("", "v1", "pods").unwrap();
-        let status = json!({"status": {"phase": "Running", "podIP": "127.0.0.1"}}).to_string();
-        api.patch(
-            pods,
-            Some("default"),
-            "web",
-            PatchType::Merge,
-            status.as_bytes(),
-            Some(Subresource::Status),
-            &WriteOptions::default(),
-        )
-        .await
-        .unwrap();
+        let status = json!({"phase": "Running", "podIP": "127.0.0.1"});
+        fake_agent::patch_pod_status(&api, "web", status).await;
         let (code, message) = answer(&api, request("", "")).await;
         assert_eq!((code, message.as_str()), (400, "Upgrade request required"));
         let (code, message) = answer(&api, request("SPDY/3.1", "v4.channel.k8s.io")).await;

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::error::{ApiError, ApiResult};
-use super::port_forward::{connect, header_value, session};
+use super::port_forward::{connect, header_value, session, to_pod_until_closed};
 
 /// kubectl's tunnel of SPDY through a WebSocket.
 pub const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
@@ -207,7 +207,7 @@ async fn forward(
     data: u8,
     to: SocketAddr,
     about: String,
-    mut from_client: mpsc::Receiver<Bytes>,
+    from_client: mpsc::Receiver<Bytes>,
     out: mpsc::Sender<Message>,
 ) {
     let socket = match connect(to, &about).await {
@@ -217,15 +217,8 @@ async fn forward(
             return;
         }
     };
-    let (mut from_pod, mut to_pod) = socket.into_split();
-    let upstream = async {
-        while let Some(bytes) = from_client.recv().await {
-            if to_pod.write_all(&bytes).await.is_err() {
-                break;
-            }
-        }
-        let _ = to_pod.shutdown().await;
-    };
+    let (mut from_pod, to_pod) = socket.into_split();
+    let upstream = to_pod_until_closed(from_client, to_pod);
     let downstream = async {
         let mut buf = vec![0u8; 32 << 10];
         while let Ok(n @ 1..) = from_pod.read(&mut buf).await {
