@@ -419,16 +419,15 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
             "hpa",
             &["spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"],
         ),
-        // An Indexed Job needs its completions; what the Job controller does not do is
-        // refused, not stored and ignored.
+        // An Indexed Job needs its completions, and maxFailedIndexes a backoffLimitPerIndex.
         (
             "apiVersion: batch/v1\nkind: Job\nmetadata: {name: r}\nspec:\n  completionMode: Indexed\n  parallelism: 2\n  \
-             backoffLimitPerIndex: 1\n  \
+             maxFailedIndexes: 1\n  \
              template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: i}]}\n",
             "job",
             &[
                 "spec.completions: Required value: when completion mode is Indexed",
-                "spec.backoffLimitPerIndex: Forbidden: not supported by Flotilla's Job controller yet",
+                "spec.backoffLimitPerIndex: Required value: when maxFailedIndexes is specified",
             ],
         ),
     ];

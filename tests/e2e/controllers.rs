@@ -575,6 +575,60 @@ fn an_indexed_job_runs_each_index_once_to_success_or_until_its_success_policy_is
         assert_eq!(c["message"], "Matched rules at index 0", "{c}");
     }
     assert_eq!(pods(&s, "job-name=first").len(), 1, "indexes 1-4 never ran");
+
+    // With a backoff limit per index, each failing index runs twice, then fails for good, and
+    // the Job fails once every index is settled; with maxFailedIndexes 0, at the first.
+    let failing = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  completionMode: Indexed\n  completions: 2\n  parallelism: 2\n  backoffLimitPerIndex: 1\n{extra}  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n          env:\n            - name: HELLO_EXIT\n              value: \"5\"\n"
+        )
+    };
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &failing("per-index", ""));
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &failing("no-failed-index", "  maxFailedIndexes: 0\n"),
+    );
+    for (name, reason) in [
+        ("per-index", "FailedIndexes"),
+        ("no-failed-index", "MaxFailedIndexesExceeded"),
+    ] {
+        s.kubectl_ok(&[
+            "wait",
+            "--for=condition=Failed",
+            &format!("job/{name}"),
+            "--timeout=50s",
+        ]);
+        let j: Value = s.kubectl_json(&["get", "job", name]);
+        let failed = j["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Failed")
+            .unwrap()
+            .clone();
+        assert_eq!(failed["reason"], reason, "{name}: {}", j["status"]);
+    }
+    let j: Value = s.kubectl_json(&["get", "job", "per-index"]);
+    assert_eq!(j["status"]["failedIndexes"], "0-1", "{}", j["status"]);
+    let mut tries: Vec<(String, String)> = pods(&s, "job-name=per-index")
+        .iter()
+        .map(|p| {
+            let a = &p["metadata"]["annotations"];
+            (
+                a["batch.kubernetes.io/job-completion-index"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                a["batch.kubernetes.io/job-index-failure-count"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    tries.sort();
+    let want = [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")];
+    assert_eq!(tries, want.map(|(i, n)| (i.to_string(), n.to_string())));
 }
 
 #[test]

@@ -168,7 +168,15 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
                 spec.insert("completions".into(), json!(1));
             }
             default(spec, "parallelism", json!(1));
-            default(spec, "backoffLimit", json!(6));
+            // Kubernetes: unlimited when each index has a limit of its own.
+            let per_index = spec
+                .get("backoffLimitPerIndex")
+                .is_some_and(|v| !v.is_null());
+            default(
+                spec,
+                "backoffLimit",
+                json!(if per_index { i64::from(i32::MAX) } else { 6 }),
+            );
             default(spec, "completionMode", json!("NonIndexed"));
             default(spec, "suspend", json!(false));
             default_job_pod_template(spec);

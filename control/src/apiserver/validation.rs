@@ -736,13 +736,45 @@ pub fn job_features(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     if spec["successPolicy"].is_object() {
         success_policy(spec, path, causes);
     }
-    forbid_set(
-        spec,
-        path,
-        &["backoffLimitPerIndex", "maxFailedIndexes"],
-        "not supported by Flotilla's Job controller yet",
-        causes,
-    );
+    per_index_limits(spec, path, causes);
+}
+
+/// `backoffLimitPerIndex` (an Indexed Job's) and `maxFailedIndexes` (which needs it, and is no
+/// more than `completions`), as kube-apiserver checks them.
+fn per_index_limits(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let per_index = &spec["backoffLimitPerIndex"];
+    let max_failed = &spec["maxFailedIndexes"];
+    for (field, v) in [
+        ("backoffLimitPerIndex", per_index),
+        ("maxFailedIndexes", max_failed),
+    ] {
+        non_negative(v, &format!("{path}.{field}"), causes);
+    }
+    if !per_index.is_null() && spec["completionMode"] != "Indexed" {
+        causes.push(Cause::invalid(
+            format!("{path}.backoffLimitPerIndex"),
+            per_index,
+            "requires indexed completion mode",
+        ));
+    }
+    if max_failed.is_null() {
+        return;
+    }
+    if per_index.is_null() {
+        causes.push(Cause {
+            message: "Required value: when maxFailedIndexes is specified".into(),
+            ..Cause::required(format!("{path}.backoffLimitPerIndex"))
+        });
+    }
+    if let (Some(m), Some(c)) = (max_failed.as_i64(), spec["completions"].as_i64())
+        && m > c
+    {
+        causes.push(Cause::invalid(
+            format!("{path}.maxFailedIndexes"),
+            m,
+            "must be less than or equal to completions",
+        ));
+    }
 }
 
 /// The indexes of a `succeededIndexes` list ("0,2-4"), or why it is not one.
@@ -851,11 +883,18 @@ fn pod_failure_policy(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     for (i, rule) in rules.into_iter().flatten().enumerate() {
         let at = format!("{path}.podFailurePolicy.rules[{i}]");
         let action = rule["action"].as_str().unwrap_or("");
-        if !matches!(action, "Count" | "FailJob" | "Ignore") {
+        let per_index = !spec["backoffLimitPerIndex"].is_null();
+        if action == "FailIndex" && !per_index {
+            causes.push(Cause::invalid(
+                format!("{at}.action"),
+                action,
+                "requires the backoffLimitPerIndex to be set",
+            ));
+        } else if !matches!(action, "Count" | "FailIndex" | "FailJob" | "Ignore") {
             causes.push(Cause::not_supported(
                 format!("{at}.action"),
                 action,
-                &["Count", "FailJob", "Ignore"],
+                &["Count", "FailIndex", "FailJob", "Ignore"],
             ));
         }
         let codes = &rule["onExitCodes"];
@@ -1409,8 +1448,29 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(
-            fields(serde_json::json!({"completionMode": "Indexed", "backoffLimitPerIndex": 1})),
-            ["spec.completions", "spec.backoffLimitPerIndex"]
+            fields(
+                serde_json::json!({"completionMode": "Indexed", "completions": 3,
+                "backoffLimitPerIndex": 1, "maxFailedIndexes": 2})
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            fields(
+                serde_json::json!({"completions": 3, "backoffLimitPerIndex": -1,
+                "maxFailedIndexes": 4})
+            ),
+            [
+                "spec.backoffLimitPerIndex",
+                "spec.backoffLimitPerIndex",
+                "spec.maxFailedIndexes"
+            ]
+        );
+        assert_eq!(
+            fields(
+                serde_json::json!({"completionMode": "Indexed", "completions": 3,
+                "maxFailedIndexes": 1})
+            ),
+            ["spec.backoffLimitPerIndex"]
         );
         let success = |mode: &str, rules: Value| {
             serde_json::json!({"completionMode": mode, "completions": 5,

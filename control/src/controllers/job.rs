@@ -7,8 +7,10 @@
 //!
 //! Finished pods are counted exactly once through their tracking finalizer
 //! ([`job_tracking`]), as Kubernetes does. An Indexed Job runs each completion index once to
-//! success ([`job_indexes`]); a `podFailurePolicy` decides what a failed pod means
-//! ([`job_failure_policy`]).
+//! success, or with `backoffLimitPerIndex` until the index fails too often ([`job_indexes`]);
+//! a `podFailurePolicy` decides what a failed pod means ([`job_failure_policy`]). The delay
+//! before a replacement counts the Job's failures, not the index's (Kubernetes keeps one
+//! delay per index).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -216,6 +218,28 @@ pub fn decide(job: &Value, t: &Tally, active_for: Duration) -> Decision {
     }
 }
 
+/// With `backoffLimitPerIndex`, whether the failed indexes fail the Job (Kubernetes): more of
+/// them than `maxFailedIndexes`, or every index settled with some failed.
+fn failed_indexes_verdict(
+    job: &Value,
+    failures: &job_indexes::IndexFailures,
+    settled: Option<&std::collections::BTreeSet<i64>>,
+) -> Option<Decision> {
+    if failures.failed.is_empty() {
+        return None;
+    }
+    let max = job["spec"]["maxFailedIndexes"].as_i64();
+    if max.is_some_and(|m| failures.failed.len() as i64 > m) {
+        return Some(Decision::Fail(
+            "MaxFailedIndexesExceeded",
+            "Job has exceeded the specified maximal number of failed indexes".into(),
+        ));
+    }
+    let completions = job["spec"]["completions"].as_i64().unwrap_or(0);
+    (settled.map_or(0, |s| s.len() as i64) >= completions)
+        .then(|| Decision::Fail("FailedIndexes", "Job has failed indexes".into()))
+}
+
 /// The `Suspended` condition to write, if it must change (Kubernetes): True with
 /// `JobSuspended` while `spec.suspend` is set, False with `JobResumed` once it is cleared
 /// again; nothing for a Job never suspended.
@@ -389,8 +413,14 @@ impl JobController {
         t.failed = counted_failed + uncounted.failed.len() as i64;
         // An Indexed Job counts the indexes done, not the pods.
         let done = job_indexes::is_indexed(&job).then(|| job_indexes::completed(&job, &mine));
-        if let Some(done) = &done {
-            t.succeeded = done.len() as i64;
+        let index_failures = job_indexes::index_failures(&job, &mine);
+        // Indexes done, and (with backoffLimitPerIndex) failed for good: none is run again.
+        let settled: Option<std::collections::BTreeSet<i64>> = done.as_ref().map(|d| {
+            let failed = index_failures.iter().flat_map(|f| f.failed.iter().copied());
+            d.iter().copied().chain(failed).collect()
+        });
+        if let Some(settled) = &settled {
+            t.succeeded = settled.len() as i64;
         }
         let start = pods::parse_time(&job["status"]["startTime"]).unwrap_or(now);
         let active_for = (now - start).to_std().unwrap_or_default();
@@ -399,6 +429,11 @@ impl JobController {
             // A pod matched a FailJob rule of the podFailurePolicy.
             let message = target["message"].as_str().unwrap_or("").to_string();
             Decision::Fail("PodFailurePolicy", message)
+        } else if let Some(why) = index_failures
+            .as_ref()
+            .and_then(|f| failed_indexes_verdict(&job, f, settled.as_ref()))
+        {
+            why
         } else if suspended {
             Decision::Run(-t.active)
         } else {
@@ -465,10 +500,15 @@ impl JobController {
                     ("job-name", name.as_str()),
                 ];
                 let indexes: Vec<Option<i64>> = match &done {
-                    Some(done) => job_indexes::to_start(&job, &mine, done, *n as usize)
-                        .into_iter()
-                        .map(Some)
-                        .collect(),
+                    Some(done) => job_indexes::to_start(
+                        &job,
+                        &mine,
+                        settled.as_ref().unwrap_or(done),
+                        *n as usize,
+                    )
+                    .into_iter()
+                    .map(Some)
+                    .collect(),
                     None => vec![None; *n as usize],
                 };
                 let new: Vec<Value> = indexes
@@ -482,7 +522,10 @@ impl JobController {
                         );
                         p["metadata"]["finalizers"] = json!([job_tracking::FINALIZER]);
                         if let Some(i) = index {
-                            job_indexes::assign(&mut p, &name, i);
+                            let failures = index_failures
+                                .as_ref()
+                                .map(|f| f.counts.get(&i).copied().unwrap_or(0));
+                            job_indexes::assign(&mut p, &name, i, failures);
                         }
                         p
                     })
@@ -557,12 +600,18 @@ impl JobController {
         // uncountedTerminatedPods.
         let succeeded = done.as_ref().map_or(counted_succeeded, |d| d.len() as i64);
         let obj = status.as_object_mut().expect("made an object above");
-        if let Some(done) = &done {
-            let ranges = job_indexes::format(done);
-            if ranges.is_empty() {
-                obj.remove("completedIndexes");
-            } else {
-                obj.insert("completedIndexes".into(), json!(ranges));
+        let index_sets = [
+            ("completedIndexes", done.as_ref()),
+            ("failedIndexes", index_failures.as_ref().map(|f| &f.failed)),
+        ];
+        for (field, set) in index_sets {
+            match set.map(job_indexes::format) {
+                Some(ranges) if !ranges.is_empty() => {
+                    obj.insert(field.into(), json!(ranges));
+                }
+                _ => {
+                    obj.remove(field);
+                }
             }
         }
         for (field, n) in [

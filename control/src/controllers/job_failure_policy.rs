@@ -1,7 +1,8 @@
 //! A Job's `podFailurePolicy`: what a failed pod means, decided by the first rule that matches
 //! it (Kubernetes' `matchPodFailurePolicy`): `FailJob` fails the Job at once (reason
 //! `PodFailurePolicy`), `Ignore` does not count the failure against `backoffLimit` (the pod is
-//! replaced), `Count` counts it as usual, as does a failure no rule matches.
+//! replaced), `FailIndex` fails the pod's index for good (with `backoffLimitPerIndex`), `Count`
+//! counts it as usual, as does a failure no rule matches.
 //!
 //! A rule matches on `onExitCodes` (a container, or any, that terminated with a non-zero exit
 //! code `In` or `NotIn` the values) or on `onPodConditions` (a condition of the pod with the
@@ -20,6 +21,8 @@ pub enum Action {
     Ignore,
     /// The Job fails, with this message.
     FailJob(String),
+    /// The pod's index fails for good (with `backoffLimitPerIndex`).
+    FailIndex,
 }
 
 /// What `pod` (failed) means for `job`.
@@ -33,6 +36,7 @@ pub fn evaluate(job: &Value, pod: &Value) -> Action {
         return match action {
             "FailJob" => Action::FailJob(format!("{what} matching FailJob rule at index {i}")),
             "Ignore" => Action::Ignore,
+            "FailIndex" => Action::FailIndex,
             _ => Action::Count,
         };
     }

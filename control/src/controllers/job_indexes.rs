@@ -5,12 +5,16 @@
 //! the `batch.kubernetes.io/job-completion-index` annotation and label and in the
 //! `JOB_COMPLETION_INDEX` variable of every container, and gets the hostname `<job>-<i>`. The
 //! indexes done are kept in `status.completedIndexes` as ranges (`"0-2,5"`), and
-//! `status.succeeded` counts them.
+//! `status.succeeded` counts them. With `backoffLimitPerIndex`, a pod also carries the
+//! failures of its index before it (`batch.kubernetes.io/job-index-failure-count`); an index
+//! that failed more often than the limit, or by a `FailIndex` rule, fails for good and is
+//! kept in `status.failedIndexes`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
+use super::job_failure_policy::{self, Action};
 use super::pods;
 
 /// The annotation and label holding a pod's completion index.
@@ -18,6 +22,57 @@ pub const INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
 
 /// The variable holding the index in every container.
 pub const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
+
+/// The annotation counting the failures of a pod's index before the pod (with
+/// `backoffLimitPerIndex`).
+pub const FAILURE_COUNT_KEY: &str = "batch.kubernetes.io/job-index-failure-count";
+
+/// With `backoffLimitPerIndex`: each index's failures so far, and the indexes failed for good
+/// (more failures than the limit, a `FailIndex` rule, or already in `status.failedIndexes`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct IndexFailures {
+    /// Failures per index (what its next pod's annotation says).
+    pub counts: BTreeMap<i64, i64>,
+    /// The indexes that failed for good.
+    pub failed: BTreeSet<i64>,
+}
+
+/// A Job's [`IndexFailures`]; `None` without `backoffLimitPerIndex`.
+pub fn index_failures(job: &Value, pods_of_job: &[&Value]) -> Option<IndexFailures> {
+    let limit = job["spec"]["backoffLimitPerIndex"].as_i64()?;
+    let completions = job["spec"]["completions"].as_i64().unwrap_or(0);
+    let mut out = IndexFailures {
+        counts: BTreeMap::new(),
+        failed: parse(job["status"]["failedIndexes"].as_str().unwrap_or("")),
+    };
+    for p in pods_of_job {
+        let Some(i) = index_of(p) else {
+            continue;
+        };
+        let mut n = p["metadata"]["annotations"][FAILURE_COUNT_KEY]
+            .as_str()
+            .and_then(|c| c.parse::<i64>().ok())
+            .unwrap_or(0);
+        if p["status"]["phase"] == "Failed" {
+            match job_failure_policy::evaluate(job, p) {
+                Action::Ignore => {}
+                Action::FailIndex => {
+                    out.failed.insert(i);
+                }
+                _ => n += 1,
+            }
+        }
+        let count = out.counts.entry(i).or_default();
+        *count = (*count).max(n);
+    }
+    for (&i, &n) in &out.counts {
+        if n > limit {
+            out.failed.insert(i);
+        }
+    }
+    out.failed.retain(|i| (0..completions).contains(i));
+    Some(out)
+}
 
 /// Whether a Job's pods run completion indexes.
 pub fn is_indexed(job: &Value) -> bool {
@@ -122,8 +177,9 @@ pub fn to_start(job: &Value, pods_of_job: &[&Value], done: &BTreeSet<i64>, n: us
         .collect()
 }
 
-/// Makes `pod` (from the Job's template) the pod of `index` of Job `job_name`.
-pub fn assign(pod: &mut Value, job_name: &str, index: i64) {
+/// Makes `pod` (from the Job's template) the pod of `index` of Job `job_name`, the index
+/// having failed `failures` times before (with `backoffLimitPerIndex`).
+pub fn assign(pod: &mut Value, job_name: &str, index: i64, failures: Option<i64>) {
     let value = index.to_string();
     let meta = &mut pod["metadata"];
     meta["generateName"] = json!(format!("{job_name}-{index}-"));
@@ -131,6 +187,9 @@ pub fn assign(pod: &mut Value, job_name: &str, index: i64) {
         meta["annotations"] = json!({});
     }
     meta["annotations"][INDEX_KEY] = json!(value);
+    if let Some(n) = failures {
+        meta["annotations"][FAILURE_COUNT_KEY] = json!(n.to_string());
+    }
     meta["labels"][INDEX_KEY] = json!(value);
     let spec = &mut pod["spec"];
     if spec["hostname"].as_str().is_none_or(str::is_empty) {
@@ -179,6 +238,34 @@ mod tests {
     }
 
     #[test]
+    fn each_index_fails_for_good_past_its_own_backoff_limit() {
+        let job = json!({"spec": {"completionMode": "Indexed", "completions": 4,
+            "backoffLimitPerIndex": 1, "podFailurePolicy": {"rules": [
+                {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [9]}},
+                {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [7]}}]}},
+            "status": {"failedIndexes": "3"}});
+        let pod = |i: i64, count: i64, phase: &str, code: i64| {
+            json!({"metadata": {"annotations": {INDEX_KEY: i.to_string(),
+                    FAILURE_COUNT_KEY: count.to_string()}},
+                "status": {"phase": phase, "containerStatuses": [
+                    {"name": "c", "state": {"terminated": {"exitCode": code}}}]}})
+        };
+        let pods = [
+            pod(0, 0, "Failed", 1),
+            pod(0, 1, "Failed", 1),
+            pod(1, 0, "Failed", 1),
+            pod(1, 1, "Running", 0),
+            pod(2, 0, "Failed", 7),
+            pod(2, 0, "Failed", 9),
+        ];
+        let refs: Vec<&Value> = pods.iter().collect();
+        let f = index_failures(&job, &refs).unwrap();
+        assert_eq!(f.counts, BTreeMap::from([(0, 2), (1, 1), (2, 0)]));
+        assert_eq!(format(&f.failed), "0,2-3");
+        assert_eq!(index_failures(&json!({"spec": {}}), &refs), None);
+    }
+
+    #[test]
     fn a_success_policy_is_met_by_its_first_rule_the_indexes_done_meet() {
         let job = json!({"spec": {"successPolicy": {"rules": [
             {"succeededIndexes": "0,2-3"},
@@ -201,7 +288,8 @@ mod tests {
         let mut pod = json!({"metadata": {"generateName": "work-", "labels": {"a": "b"}},
             "spec": {"containers": [{"name": "c", "env": [{"name": "X", "value": "1"}]}],
                 "initContainers": [{"name": "i"}]}});
-        assign(&mut pod, "work", 4);
+        assign(&mut pod, "work", 4, Some(2));
+        assert_eq!(pod["metadata"]["annotations"][FAILURE_COUNT_KEY], "2");
         assert_eq!(pod["metadata"]["generateName"], "work-4-");
         assert_eq!(pod["metadata"]["annotations"][INDEX_KEY], "4");
         assert_eq!(pod["metadata"]["labels"][INDEX_KEY], "4");

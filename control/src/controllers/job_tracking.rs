@@ -110,7 +110,7 @@ pub fn plan(
                 Action::FailJob(why) => {
                     fail_job.get_or_insert(why);
                 }
-                Action::Count => {}
+                Action::Count | Action::FailIndex => {}
             }
         }
         if succeeded {
