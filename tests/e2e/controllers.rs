@@ -431,12 +431,42 @@ fn a_recreate_rollout_stops_every_old_pod_before_it_starts_a_new_one() {
     assert!(overlap.is_none(), "old and new pods at once: {overlap:?}");
 }
 
-#[test]
-fn a_pod_failure_policy_fails_a_job_at_once_or_ignores_a_failure() {
+/// Waits (up to 50 s) for Job `name`'s `condition`; returns the Job.
+fn wait_job(s: &Server, name: &str, condition: &str) -> Value {
+    s.kubectl_ok(&[
+        "wait",
+        &format!("--for=condition={condition}"),
+        &format!("job/{name}"),
+        "--timeout=50s",
+    ]);
+    s.kubectl_json(&["get", "job", name])
+}
+
+/// A Job's condition of type `kind` (which it must have).
+fn job_condition(job: &Value, kind: &str) -> Value {
+    job["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == kind)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {kind} condition in {}", job["status"]))
+}
+
+/// A control plane whose Job controller replaces failed pods after 200 ms, 400 ms, …
+/// (Kubernetes: 10 s, 20 s), an agent `node`, and the hello-wasi image pushed. The directory
+/// comes first so that it goes last.
+fn job_cluster(node: &str) -> (tempfile::TempDir, Server, Agent) {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start_in(dir.path(), &["--job-backoff-base-ms", "200"]);
-    let _a = Agent::start(&s, "ctl-policy-node");
+    let a = Agent::start(&s, node);
     push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:latest");
+    (dir, s, a)
+}
+
+#[test]
+fn a_pod_failure_policy_fails_a_job_at_once_or_ignores_a_failure() {
+    let (_dir, s, _a) = job_cluster("ctl-policy-node");
     let job = |name: &str, exit: u32, backoff: u32, rule: &str| {
         format!(
             "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  backoffLimit: {backoff}\n  podFailurePolicy:\n    rules:\n      - {rule}\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n          env:\n            - name: HELLO_EXIT\n              value: \"{exit}\"\n"
@@ -462,19 +492,9 @@ fn a_pod_failure_policy_fails_a_job_at_once_or_ignores_a_failure() {
             "{action: Ignore, onExitCodes: {operator: In, values: [4]}}",
         ),
     );
-    s.kubectl_ok(&[
-        "wait",
-        "--for=condition=Failed",
-        "job/fatal",
-        "--timeout=50s",
-    ]);
-    let j: Value = s.kubectl_json(&["get", "job", "fatal"]);
-    let conditions = j["status"]["conditions"].as_array().unwrap();
+    let j = wait_job(&s, "fatal", "Failed");
     for kind in ["FailureTarget", "Failed"] {
-        let c = conditions
-            .iter()
-            .find(|c| c["type"] == kind)
-            .unwrap_or_else(|| panic!("no {kind} in {}", j["status"]));
+        let c = job_condition(&j, kind);
         assert_eq!(c["reason"], "PodFailurePolicy", "{c}");
         let message = c["message"].as_str().unwrap();
         assert!(
@@ -510,21 +530,12 @@ fn a_pod_failure_policy_fails_a_job_at_once_or_ignores_a_failure() {
 
 #[test]
 fn an_indexed_job_runs_each_index_once_to_success_or_until_its_success_policy_is_met() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = Server::start_in(dir.path(), &["--job-backoff-base-ms", "200"]);
-    let _a = Agent::start(&s, "ctl-indexed-node");
-    push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:latest");
+    let (_dir, s, _a) = job_cluster("ctl-indexed-node");
     s.kubectl_stdin_ok(
         &["apply", "-f", "-"],
         "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: indexed\nspec:\n  completionMode: Indexed\n  completions: 3\n  parallelism: 2\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n",
     );
-    s.kubectl_ok(&[
-        "wait",
-        "--for=condition=Complete",
-        "job/indexed",
-        "--timeout=50s",
-    ]);
-    let j: Value = s.kubectl_json(&["get", "job", "indexed"]);
+    let j = wait_job(&s, "indexed", "Complete");
     assert_eq!(j["status"]["completedIndexes"], "0-2", "{}", j["status"]);
     assert_eq!(j["status"]["succeeded"], 3, "{}", j["status"]);
     let mut seen: Vec<i64> = Vec::new();
@@ -555,22 +566,10 @@ fn an_indexed_job_runs_each_index_once_to_success_or_until_its_success_policy_is
         &["apply", "-f", "-"],
         "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: first\nspec:\n  completionMode: Indexed\n  completions: 5\n  parallelism: 1\n  successPolicy:\n    rules:\n      - succeededIndexes: \"0\"\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n",
     );
-    s.kubectl_ok(&[
-        "wait",
-        "--for=condition=Complete",
-        "job/first",
-        "--timeout=50s",
-    ]);
-    let j: Value = s.kubectl_json(&["get", "job", "first"]);
+    let j = wait_job(&s, "first", "Complete");
     assert_eq!(j["status"]["completedIndexes"], "0", "{}", j["status"]);
     for kind in ["SuccessCriteriaMet", "Complete"] {
-        let c = j["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == kind)
-            .unwrap_or_else(|| panic!("no {kind} in {}", j["status"]))
-            .clone();
+        let c = job_condition(&j, kind);
         assert_eq!(c["reason"], "SuccessPolicy", "{c}");
         assert_eq!(c["message"], "Matched rules at index 0", "{c}");
     }
@@ -592,20 +591,8 @@ fn an_indexed_job_runs_each_index_once_to_success_or_until_its_success_policy_is
         ("per-index", "FailedIndexes"),
         ("no-failed-index", "MaxFailedIndexesExceeded"),
     ] {
-        s.kubectl_ok(&[
-            "wait",
-            "--for=condition=Failed",
-            &format!("job/{name}"),
-            "--timeout=50s",
-        ]);
-        let j: Value = s.kubectl_json(&["get", "job", name]);
-        let failed = j["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "Failed")
-            .unwrap()
-            .clone();
+        let j = wait_job(&s, name, "Failed");
+        let failed = job_condition(&j, "Failed");
         assert_eq!(failed["reason"], reason, "{name}: {}", j["status"]);
     }
     let j: Value = s.kubectl_json(&["get", "job", "per-index"]);
@@ -633,11 +620,7 @@ fn an_indexed_job_runs_each_index_once_to_success_or_until_its_success_policy_is
 
 #[test]
 fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_completes() {
-    // Failed pods are replaced after 200 ms, 400 ms (Kubernetes: 10 s, 20 s).
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = Server::start_in(dir.path(), &["--job-backoff-base-ms", "200"]);
-    let _a = Agent::start(&s, "ctl-job-node");
-    push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:latest");
+    let (_dir, s, _a) = job_cluster("ctl-job-node");
     let job = |name: &str, exit: u32, completions: u32, extra: &str| {
         format!(
             "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{extra}  backoffLimit: 2\n  completions: {completions}\n  parallelism: 2\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n          env:\n            - name: HELLO_EXIT\n              value: \"{exit}\"\n"
@@ -650,25 +633,13 @@ fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_comple
         &["apply", "-f", "-"],
         &job("tidy", 0, 1, "  ttlSecondsAfterFinished: 1\n"),
     );
-    s.kubectl_ok(&[
-        "wait",
-        "--for=condition=Failed",
-        "job/fails",
-        "--timeout=50s",
-    ]);
-    let j: Value = s.kubectl_json(&["get", "job", "fails"]);
+    let j = wait_job(&s, "fails", "Failed");
     assert_eq!(
         j["status"]["failed"], 3,
         "backoffLimit 2 allows 3 failures: {}",
         j["status"]
     );
-    let failed = j["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Failed")
-        .unwrap()
-        .clone();
+    let failed = job_condition(&j, "Failed");
     assert_eq!(failed["reason"], "BackoffLimitExceeded");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
@@ -676,13 +647,7 @@ fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_comple
         3,
         "no pod after the limit"
     );
-    s.kubectl_ok(&[
-        "wait",
-        "--for=condition=Complete",
-        "job/works",
-        "--timeout=50s",
-    ]);
-    let j: Value = s.kubectl_json(&["get", "job", "works"]);
+    let j = wait_job(&s, "works", "Complete");
     assert_eq!(j["status"]["succeeded"], 3, "{}", j["status"]);
     assert!(j["status"]["completionTime"].is_string());
     assert_eq!(
