@@ -147,7 +147,7 @@ async fn read_stdin(
                     stdin = None;
                 }
             }
-            Some(255) if data.get(1) == Some(&0) => stdin = None,
+            Some(&CLOSE_SIGNAL) if data.get(1) == Some(&0) => stdin = None,
             _ => {}
         }
     }
@@ -165,10 +165,7 @@ async fn relay(
     let mut buf = BytesMut::new();
     loop {
         while let Some((channel, data)) = next_frame(&mut buf) {
-            let mut msg = Vec::with_capacity(1 + data.len());
-            msg.push(channel);
-            msg.extend_from_slice(&data);
-            if socket.send(Message::Binary(msg.into())).await.is_err() {
+            if socket.send(on_channel(channel, &data)).await.is_err() {
                 reader.abort();
                 return;
             }
@@ -186,13 +183,28 @@ async fn relay(
             None => break,
         }
     }
-    // A normal closure (1000): kubectl reads its streams to their end only then.
-    let close = axum::extract::ws::CloseFrame {
+    // A normal closure: kubectl reads its streams to their end only then.
+    let _ = socket.send(normal_close()).await;
+    reader.abort();
+}
+
+/// The v5 channel protocol's signal that a channel is closed (then the channel's number).
+pub const CLOSE_SIGNAL: u8 = 255;
+
+/// A binary message on `channel` of the channel protocols (`v4`/`v5.channel.k8s.io`).
+pub fn on_channel(channel: u8, payload: &[u8]) -> Message {
+    let mut msg = Vec::with_capacity(1 + payload.len());
+    msg.push(channel);
+    msg.extend_from_slice(payload);
+    Message::Binary(msg.into())
+}
+
+/// A normal closure (1000) of a WebSocket.
+pub fn normal_close() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
         code: axum::extract::ws::close_code::NORMAL,
         reason: "".into(),
-    };
-    let _ = socket.send(Message::Close(Some(close))).await;
-    reader.abort();
+    }))
 }
 
 /// Takes one whole frame (channel, 4-byte big-endian length, bytes) off the front of `buf`.

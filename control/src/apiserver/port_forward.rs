@@ -213,6 +213,25 @@ where
     done.cancel();
 }
 
+/// The most bytes read from a pod (or a tunnelled session) and sent on as one message.
+pub const CHUNK: usize = spdy::MAX_DATA;
+
+/// Sends what the pod sends, a chunk at a time as `message(chunk)`, until the pod closes its
+/// side (true) or the client's queue is gone (false).
+pub async fn pod_to_client<M>(
+    from_pod: &mut tokio::net::tcp::OwnedReadHalf,
+    out: &mpsc::Sender<M>,
+    message: impl Fn(&[u8]) -> M,
+) -> bool {
+    let mut buf = vec![0u8; CHUNK];
+    while let Ok(n @ 1..) = from_pod.read(&mut buf).await {
+        if out.send(message(&buf[..n])).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Writes what the client sends on one connection to the pod, then closes the pod's input.
 pub async fn to_pod_until_closed(
     mut from_client: mpsc::Receiver<Bytes>,
@@ -277,18 +296,10 @@ impl Pair {
         let (mut from_pod, to_pod) = socket.into_split();
         let upstream = to_pod_until_closed(inbound, to_pod);
         let downstream = async {
-            let mut buf = vec![0u8; spdy::MAX_DATA];
-            loop {
-                match from_pod.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if out.send(spdy::data(self.data, 0, &buf[..n])).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+            let sent = |bytes: &[u8]| spdy::data(self.data, 0, bytes);
+            if pod_to_client(&mut from_pod, &out, sent).await {
+                self.finish(&out).await;
             }
-            self.finish(&out).await;
         };
         tokio::select! {
             _ = async { tokio::join!(upstream, downstream) } => {}

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
 use axum::extract::FromRequest;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -23,16 +23,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::error::{ApiError, ApiResult};
-use super::port_forward::{connect, header_value, session, to_pod_until_closed};
+use super::exec::{CLOSE_SIGNAL, normal_close, on_channel};
+use super::port_forward::{
+    CHUNK, connect, header_value, pod_to_client, session, to_pod_until_closed,
+};
 
 /// kubectl's tunnel of SPDY through a WebSocket.
 pub const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
 /// The channel protocols served, preferred first.
 pub const CHANNELS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
-
-/// The v5 signal that a channel is closed (then the channel's number).
-const CLOSE_SIGNAL: u8 = 255;
 
 /// The most ports one channel-protocol connection forwards (channels 0 to 253).
 const MAX_PORTS: usize = 127;
@@ -116,7 +116,7 @@ async fn tunnel(ws: WebSocket, ip: IpAddr, about: String) {
         let _ = to_session.shutdown().await;
     };
     let outbound = async {
-        let mut buf = vec![0u8; 32 << 10];
+        let mut buf = vec![0u8; CHUNK];
         while let Ok(n @ 1..) = from_session.read(&mut buf).await {
             let bytes = Bytes::copy_from_slice(&buf[..n]);
             if sink.send(Message::Binary(bytes)).await.is_err() {
@@ -127,21 +127,6 @@ async fn tunnel(ws: WebSocket, ip: IpAddr, about: String) {
     };
     tokio::join!(inbound, outbound);
     let _ = spdy.await;
-}
-
-fn normal_close() -> Message {
-    Message::Close(Some(CloseFrame {
-        code: close_code::NORMAL,
-        reason: "".into(),
-    }))
-}
-
-/// A message on `channel`.
-fn on_channel(channel: u8, payload: &[u8]) -> Message {
-    let mut msg = Vec::with_capacity(1 + payload.len());
-    msg.push(channel);
-    msg.extend_from_slice(payload);
-    Message::Binary(msg.into())
 }
 
 /// The channel protocol: one connection to the pod per port.
@@ -219,17 +204,10 @@ async fn forward(
     };
     let (mut from_pod, to_pod) = socket.into_split();
     let upstream = to_pod_until_closed(from_client, to_pod);
-    let downstream = async {
-        let mut buf = vec![0u8; 32 << 10];
-        while let Ok(n @ 1..) = from_pod.read(&mut buf).await {
-            if out.send(on_channel(data, &buf[..n])).await.is_err() {
-                return;
-            }
-        }
-    };
+    let downstream = pod_to_client(&mut from_pod, &out, |bytes| on_channel(data, bytes));
     // The pod closing its side ends the port, whatever the client still sends.
     tokio::select! {
-        () = downstream => {}
+        _ = downstream => {}
         () = async {
             upstream.await;
             std::future::pending::<()>().await
