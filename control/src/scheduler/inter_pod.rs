@@ -49,16 +49,16 @@ impl Term {
             s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
                 && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
         });
+        let with_selector = term.namespace_selector.is_some() && !every;
         // An invalid selector (refused by validation before it is stored) selects nothing.
-        let namespace_selector = match &term.namespace_selector {
-            Some(s) if !every => Some(LabelSelector::from_k8s(s).unwrap_or_else(|_| {
-                LabelSelector::from_k8s(&Default::default()).expect("the empty selector")
-            })),
-            _ => None,
-        };
+        let namespace_selector = term
+            .namespace_selector
+            .as_ref()
+            .filter(|_| with_selector)
+            .and_then(|s| LabelSelector::from_k8s(s).ok());
         let namespaces = if every {
             None
-        } else if listed.is_empty() && namespace_selector.is_none() {
+        } else if listed.is_empty() && !with_selector {
             Some(vec![own_namespace.to_string()])
         } else {
             Some(listed)
@@ -511,6 +511,14 @@ mod tests {
         assert!(both.anti_affinity[0].matches("e", None, &web));
         assert!(both.anti_affinity[0].matches("y", all, &web));
         assert!(!both.anti_affinity[0].matches("d", all, &web));
+        let invalid = spec(json!({"namespaceSelector": {"matchExpressions": [
+            {"key": "team", "operator": "Has", "values": ["a"]}]}}));
+        for ns in ["x", "y", "d"] {
+            assert!(
+                !invalid.anti_affinity[0].matches(ns, all, &web),
+                "an invalid selector selects no namespace ({ns})"
+            );
+        }
         let no_selector = terms(
             json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
             {"topologyKey": "zone"}]}}),
