@@ -453,6 +453,14 @@ fn job_condition(job: &Value, kind: &str) -> Value {
         .unwrap_or_else(|| panic!("no {kind} condition in {}", job["status"]))
 }
 
+/// A Job `name` with the `spec` lines given (indented two spaces) whose pods run hello-wasi,
+/// exiting with `exit`.
+fn hello_job(name: &str, spec: &str, exit: u32) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{spec}  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n          env:\n            - name: HELLO_EXIT\n              value: \"{exit}\"\n"
+    )
+}
+
 /// A control plane whose Job controller replaces failed pods after 200 ms, 400 ms, …
 /// (Kubernetes: 10 s, 20 s), an agent `node`, and the hello-wasi image pushed. The directory
 /// comes first so that it goes last.
@@ -468,9 +476,9 @@ fn job_cluster(node: &str) -> (tempfile::TempDir, Server, Agent) {
 fn a_pod_failure_policy_fails_a_job_at_once_or_ignores_a_failure() {
     let (_dir, s, _a) = job_cluster("ctl-policy-node");
     let job = |name: &str, exit: u32, backoff: u32, rule: &str| {
-        format!(
-            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  backoffLimit: {backoff}\n  podFailurePolicy:\n    rules:\n      - {rule}\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n          env:\n            - name: HELLO_EXIT\n              value: \"{exit}\"\n"
-        )
+        let spec =
+            format!("  backoffLimit: {backoff}\n  podFailurePolicy:\n    rules:\n      - {rule}\n");
+        hello_job(name, &spec, exit)
     };
     // Exit code 3 fails the Job at its first pod, however many failures backoffLimit allows.
     s.kubectl_stdin_ok(
@@ -533,7 +541,11 @@ fn an_indexed_job_runs_each_index_once_to_success_or_until_its_success_policy_is
     let (_dir, s, _a) = job_cluster("ctl-indexed-node");
     s.kubectl_stdin_ok(
         &["apply", "-f", "-"],
-        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: indexed\nspec:\n  completionMode: Indexed\n  completions: 3\n  parallelism: 2\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n",
+        &hello_job(
+            "indexed",
+            "  completionMode: Indexed\n  completions: 3\n  parallelism: 2\n",
+            0,
+        ),
     );
     let j = wait_job(&s, "indexed", "Complete");
     assert_eq!(j["status"]["completedIndexes"], "0-2", "{}", j["status"]);
@@ -564,7 +576,11 @@ fn an_indexed_job_runs_each_index_once_to_success_or_until_its_success_policy_is
     // A success policy met by index 0 alone completes a Job of five indexes.
     s.kubectl_stdin_ok(
         &["apply", "-f", "-"],
-        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: first\nspec:\n  completionMode: Indexed\n  completions: 5\n  parallelism: 1\n  successPolicy:\n    rules:\n      - succeededIndexes: \"0\"\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n",
+        &hello_job(
+            "first",
+            "  completionMode: Indexed\n  completions: 5\n  parallelism: 1\n  successPolicy:\n    rules:\n      - succeededIndexes: \"0\"\n",
+            0,
+        ),
     );
     let j = wait_job(&s, "first", "Complete");
     assert_eq!(j["status"]["completedIndexes"], "0", "{}", j["status"]);
@@ -578,9 +594,10 @@ fn an_indexed_job_runs_each_index_once_to_success_or_until_its_success_policy_is
     // With a backoff limit per index, each failing index runs twice, then fails for good, and
     // the Job fails once every index is settled; with maxFailedIndexes 0, at the first.
     let failing = |name: &str, extra: &str| {
-        format!(
-            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  completionMode: Indexed\n  completions: 2\n  parallelism: 2\n  backoffLimitPerIndex: 1\n{extra}  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n          env:\n            - name: HELLO_EXIT\n              value: \"5\"\n"
-        )
+        let spec = format!(
+            "  completionMode: Indexed\n  completions: 2\n  parallelism: 2\n  backoffLimitPerIndex: 1\n{extra}"
+        );
+        hello_job(name, &spec, 5)
     };
     s.kubectl_stdin_ok(&["apply", "-f", "-"], &failing("per-index", ""));
     s.kubectl_stdin_ok(
@@ -622,9 +639,9 @@ fn an_indexed_job_runs_each_index_once_to_success_or_until_its_success_policy_is
 fn a_job_with_a_failing_command_stops_at_its_backoff_limit_and_a_good_one_completes() {
     let (_dir, s, _a) = job_cluster("ctl-job-node");
     let job = |name: &str, exit: u32, completions: u32, extra: &str| {
-        format!(
-            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{extra}  backoffLimit: 2\n  completions: {completions}\n  parallelism: 2\n  template:\n    spec:\n      runtimeClassName: wasmtime\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: hello-wasi:latest\n          env:\n            - name: HELLO_EXIT\n              value: \"{exit}\"\n"
-        )
+        let spec =
+            format!("{extra}  backoffLimit: 2\n  completions: {completions}\n  parallelism: 2\n");
+        hello_job(name, &spec, exit)
     };
     s.kubectl_stdin(&["apply", "-f", "-"], &job("fails", 3, 1, ""));
     s.kubectl_stdin(&["apply", "-f", "-"], &job("works", 0, 3, ""));
