@@ -499,16 +499,11 @@ impl JobController {
                     ("batch.kubernetes.io/job-name", name.as_str()),
                     ("job-name", name.as_str()),
                 ];
-                let indexes: Vec<Option<i64>> = match &done {
-                    Some(done) => job_indexes::to_start(
-                        &job,
-                        &mine,
-                        settled.as_ref().unwrap_or(done),
-                        *n as usize,
-                    )
-                    .into_iter()
-                    .map(Some)
-                    .collect(),
+                let indexes: Vec<Option<i64>> = match &settled {
+                    Some(settled) => job_indexes::to_start(&job, &mine, settled, *n as usize)
+                        .into_iter()
+                        .map(Some)
+                        .collect(),
                     None => vec![None; *n as usize],
                 };
                 let new: Vec<Value> = indexes

@@ -163,8 +163,14 @@ pub fn success_policy_met(job: &Value, done: &BTreeSet<i64>) -> Option<String> {
     None
 }
 
-/// The lowest `n` indexes that are neither done nor run by an active pod.
-pub fn to_start(job: &Value, pods_of_job: &[&Value], done: &BTreeSet<i64>, n: usize) -> Vec<i64> {
+/// The lowest `n` indexes that are neither `settled` (done, or failed for good) nor run by an
+/// active pod.
+pub fn to_start(
+    job: &Value,
+    pods_of_job: &[&Value],
+    settled: &BTreeSet<i64>,
+    n: usize,
+) -> Vec<i64> {
     let running: BTreeSet<i64> = pods_of_job
         .iter()
         .filter(|p| pods::is_active(p))
@@ -172,7 +178,7 @@ pub fn to_start(job: &Value, pods_of_job: &[&Value], done: &BTreeSet<i64>, n: us
         .collect();
     let completions = job["spec"]["completions"].as_i64().unwrap_or(0);
     (0..completions)
-        .filter(|i| !done.contains(i) && !running.contains(i))
+        .filter(|i| !settled.contains(i) && !running.contains(i))
         .take(n)
         .collect()
 }
