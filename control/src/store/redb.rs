@@ -323,8 +323,9 @@ fn replay(
                 )));
             }
             revision = op.revision;
-            let prev_revision = data.get(&op.key).map_or(0, |e| e.mod_revision);
-            let prev = data.get(&op.key).map(|e| e.value.clone());
+            let (prev, prev_revision) = data
+                .get(&op.key)
+                .map_or((None, 0), |e| (Some(e.value.clone()), e.mod_revision));
             let value = match (op.event_type, &prev) {
                 (EventType::Added, None) | (EventType::Modified, Some(_)) => {
                     let entry = Entry {
