@@ -224,6 +224,11 @@ pub async fn serve_with_store(
         pod_cache.clone(),
         controllers_token.clone(),
     ));
+    tasks.spawn(controllers::statefulset::run(
+        api.clone(),
+        pod_cache.clone(),
+        controllers_token.clone(),
+    ));
     tasks.spawn(controllers::garbage_collector::run(
         api.clone(),
         controllers_token.clone(),

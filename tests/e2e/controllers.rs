@@ -1474,3 +1474,233 @@ fn a_cronjob_starts_its_jobs_on_schedule_and_keeps_its_history() {
     let events = event_reasons(&s, "involvedObject.name=tick");
     assert!(events.contains("SuccessfulDelete"), "{events}");
 }
+
+/// The pod events of `selector` since `rv`, replayed from the server's watch history:
+/// `(type, name, ready, being deleted)` in order.
+fn pod_history(s: &Server, selector: &str, rv: &str) -> Vec<(String, String, bool, bool)> {
+    let body = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}&timeoutSeconds=1&labelSelector={selector}",
+            s.url
+        ))
+        .send()
+        .and_then(|r| r.text())
+        .expect("watch");
+    body.lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a watch event"))
+        .filter(|e| e["type"] != "BOOKMARK")
+        .map(|e| {
+            let p = &e["object"];
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                is_ready(p),
+                !p["metadata"]["deletionTimestamp"].is_null(),
+            )
+        })
+        .collect()
+}
+
+/// A pod list's `resourceVersion` (read over HTTP: kubectl prints lists without one): where a
+/// later [`pod_history`] starts.
+fn pods_revision(s: &Server) -> String {
+    let v: Value = reqwest::blocking::get(format!("{}/api/v1/namespaces/default/pods", s.url))
+        .and_then(|r| r.json())
+        .expect("list pods");
+    let rv = v["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    assert!(!rv.is_empty(), "a list without a resourceVersion: {v}");
+    rv.to_string()
+}
+
+/// Where in `history` `name` first matches `what`.
+fn first_event(
+    history: &[(String, String, bool, bool)],
+    name: &str,
+    what: impl Fn(&(String, String, bool, bool)) -> bool,
+) -> usize {
+    history
+        .iter()
+        .position(|e| e.1 == name && what(e))
+        .unwrap_or_else(|| panic!("no such event of {name} in {history:?}"))
+}
+
+fn statefulset(name: &str, replicas: u32, image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  clusterIP: None\n  selector:\n    app: {name}\n  ports:\n    - port: 8080\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: {name}\nspec:\n  serviceName: {name}\n  replicas: {replicas}\n{extra}  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      runtimeClassName: wasmtime\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: c\n          image: {image}\n          ports:\n            - containerPort: 8080\n"
+    )
+}
+
+#[test]
+fn a_statefulset_starts_updates_and_removes_its_pods_in_ordinal_order() {
+    let s = Server::start();
+    let _a = Agent::start(&s, "ctl-sts");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v1");
+    push(&s.url, "hello-http/hello-http.wasm", "hello-http:v2");
+    let status = || s.kubectl_ok(&["rollout", "status", "sts/db", "--timeout=55s"]);
+    let image_of = |i: u32| -> String {
+        s.kubectl_ok(&[
+            "get",
+            "pod",
+            &format!("db-{i}"),
+            "-o",
+            "jsonpath={.spec.containers[0].image}",
+        ])
+    };
+
+    // OrderedReady: db-n is made only once db-(n-1) is Ready.
+    let rv = pods_revision(&s);
+    apply(&s, &statefulset("db", 3, "hello-http:v1", ""));
+    status();
+    let history = pod_history(&s, "app%3Ddb", &rv);
+    for n in 1..3 {
+        let added = first_event(&history, &format!("db-{n}"), |e| e.0 == "ADDED");
+        let below_ready = first_event(&history, &format!("db-{}", n - 1), |e| e.2);
+        assert!(
+            below_ready < added,
+            "db-{n} made before db-{} was ready: {history:?}",
+            n - 1
+        );
+    }
+    let p = s.kubectl_json(&["get", "pod", "db-1"]);
+    assert_eq!(p["spec"]["hostname"], "db-1");
+    assert_eq!(p["spec"]["subdomain"], "db");
+    assert_eq!(
+        p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+        "db-1"
+    );
+    assert_eq!(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"], "1");
+    assert_eq!(controller_name(&p), "db");
+    let table = s.kubectl_ok(&["get", "sts", "db"]);
+    assert!(table.contains("3/3"), "{table}");
+
+    // A rolling update replaces db-2, then db-1, then db-0, each once the one above it is
+    // ready again.
+    let rv = pods_revision(&s);
+    s.kubectl_ok(&["set", "image", "sts/db", "c=hello-http:v2"]);
+    status();
+    assert_eq!(
+        (0..3).map(image_of).collect::<Vec<_>>(),
+        ["hello-http:v2"; 3]
+    );
+    let history = pod_history(&s, "app%3Ddb", &rv);
+    let going = |n: u32| first_event(&history, &format!("db-{n}"), |e| e.3);
+    assert!(going(2) < going(1) && going(1) < going(0), "{history:?}");
+    for n in [2, 1] {
+        let back = history[going(n)..]
+            .iter()
+            .position(|e| e.0 == "ADDED" && e.1 == format!("db-{n}"))
+            .map(|i| i + going(n))
+            .expect("made again");
+        let ready_again = history[back..]
+            .iter()
+            .position(|e| e.1 == format!("db-{n}") && e.2)
+            .map(|i| i + back)
+            .expect("ready again");
+        assert!(
+            ready_again < going(n - 1),
+            "db-{} went before db-{n} was back: {history:?}",
+            n - 1
+        );
+    }
+    let sts = s.kubectl_json(&["get", "sts", "db"]);
+    assert_eq!(
+        sts["status"]["currentRevision"],
+        sts["status"]["updateRevision"]
+    );
+    assert_eq!(
+        p["metadata"]["labels"]["controller-revision-hash"]
+            .as_str()
+            .map(|h| h.starts_with("db-")),
+        Some(true)
+    );
+
+    // History and undo.
+    let history = s.kubectl_ok(&["rollout", "history", "sts/db"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+    s.kubectl_ok(&["rollout", "undo", "sts/db"]);
+    status();
+    assert_eq!(
+        (0..3).map(image_of).collect::<Vec<_>>(),
+        ["hello-http:v1"; 3]
+    );
+
+    // A partition of 2 updates only db-2.
+    s.kubectl_ok(&[
+        "patch",
+        "sts/db",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":2}}}}"#,
+    ]);
+    s.kubectl_ok(&["set", "image", "sts/db", "c=hello-http:v2"]);
+    let out = status();
+    assert!(out.contains("partitioned roll out complete"), "{out}");
+    assert_eq!(
+        (0..3).map(image_of).collect::<Vec<_>>(),
+        ["hello-http:v1", "hello-http:v1", "hello-http:v2"]
+    );
+
+    // Scale-down: db-2 is gone before db-1 starts to go.
+    let rv = pods_revision(&s);
+    s.kubectl_ok(&["scale", "sts/db", "--replicas=1"]);
+    wait_for("only db-0 left", TIMEOUT, || {
+        let p = pods(&s, "app=db");
+        (p.len() == 1 && p[0]["metadata"]["name"] == "db-0").then_some(())
+    });
+    let history = pod_history(&s, "app%3Ddb", &rv);
+    let gone2 = first_event(&history, "db-2", |e| e.0 == "DELETED");
+    let going1 = first_event(&history, "db-1", |e| e.3);
+    assert!(gone2 < going1, "{history:?}");
+
+    // A deleted pod comes back with its name.
+    let uid = s.kubectl_ok(&["get", "pod", "db-0", "-o", "jsonpath={.metadata.uid}"]);
+    s.kubectl_ok(&["delete", "pod", "db-0", "--wait=false"]);
+    wait_for("db-0 made again", TIMEOUT, || {
+        let p = pods(&s, "app=db");
+        (p.len() == 1 && p[0]["metadata"]["uid"] != uid.as_str() && is_ready(&p[0])).then_some(())
+    });
+
+    // Parallel makes them all without waiting.
+    let rv = pods_revision(&s);
+    apply(
+        &s,
+        &statefulset(
+            "par",
+            3,
+            "hello-http:v1",
+            "  podManagementPolicy: Parallel\n",
+        ),
+    );
+    s.kubectl_ok(&["rollout", "status", "sts/par", "--timeout=55s"]);
+    let history = pod_history(&s, "app%3Dpar", &rv);
+    let last_added = (0..3)
+        .map(|n| first_event(&history, &format!("par-{n}"), |e| e.0 == "ADDED"))
+        .max()
+        .unwrap();
+    let first_ready = history.iter().position(|e| e.2).expect("a ready pod");
+    assert!(last_added < first_ready, "{history:?}");
+
+    // What kube-apiserver refuses.
+    let claims = statefulset(
+        "pv",
+        1,
+        "hello-http:v1",
+        "  volumeClaimTemplates:\n    - metadata:\n        name: data\n      spec:\n        accessModes: [ReadWriteOnce]\n        resources:\n          requests:\n            storage: 1Gi\n",
+    );
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &claims);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("spec.volumeClaimTemplates"),
+        "{err}"
+    );
+    let out = s.kubectl(&[
+        "patch",
+        "sts/db",
+        "-p",
+        r#"{"spec":{"serviceName":"other"}}"#,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("updates to statefulset spec"),
+        "{err}"
+    );
+}

@@ -258,6 +258,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!(
         "apps",
         "v1",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        true,
+        ["sts"],
+        ["all"],
+        [Status, Scale]
+    ),
+    res!(
+        "apps",
+        "v1",
         "ControllerRevision",
         "controllerrevisions",
         "controllerrevision",

@@ -43,6 +43,7 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
         "Deployment" => roundtrip::<apps::Deployment>(obj, u),
         "ReplicaSet" => roundtrip::<apps::ReplicaSet>(obj, u),
         "DaemonSet" => roundtrip::<apps::DaemonSet>(obj, u),
+        "StatefulSet" => roundtrip::<apps::StatefulSet>(obj, u),
         "ControllerRevision" => roundtrip::<apps::ControllerRevision>(obj, u),
         "Job" => roundtrip::<batch::Job>(obj, u),
         "CronJob" => roundtrip::<batch::CronJob>(obj, u),
@@ -158,6 +159,21 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
                 default(ru, "maxUnavailable", json!(1));
                 default(ru, "maxSurge", json!(0));
             }
+            default_template(spec);
+        }
+        "StatefulSet" => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "replicas", json!(1));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(spec, "podManagementPolicy", json!("OrderedReady"));
+            let s = map_mut(spec, "updateStrategy");
+            default(s, "type", json!("RollingUpdate"));
+            if s["type"] == "RollingUpdate" {
+                default(map_mut(s, "rollingUpdate"), "partition", json!(0));
+            }
+            let retention = map_mut(spec, "persistentVolumeClaimRetentionPolicy");
+            default(retention, "whenDeleted", json!("Retain"));
+            default(retention, "whenScaled", json!("Retain"));
             default_template(spec);
         }
         "Job" => {
@@ -512,7 +528,12 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
     match res.kind {
         "Pod" => v::pod_spec(&obj["spec"], "spec", &mut causes, None),
         "Deployment" | "ReplicaSet" | "DaemonSet" => {
-            v::workload_selector(&obj["spec"], &mut causes);
+            let kind = if res.kind == "DaemonSet" {
+                "daemonset"
+            } else {
+                "deployment"
+            };
+            v::workload_selector(&obj["spec"], kind, &mut causes);
             if res.kind != "DaemonSet" {
                 v::non_negative(&obj["spec"]["replicas"], "spec.replicas", &mut causes);
             }
@@ -538,6 +559,7 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
                 Some(&["Always"]),
             );
         }
+        "StatefulSet" => v::stateful_set_spec(&obj["spec"], &mut causes),
         "Job" => v::job_spec(&obj["spec"], "spec", &mut causes),
         "CronJob" => v::cron_job(obj, &mut causes),
         "Service" => v::service_spec(&obj["spec"], &mut causes),
@@ -612,6 +634,7 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
             &old["spec"]["selector"],
         ),
         "ControllerRevision" => immutable(&mut causes, "data", &new["data"], &old["data"]),
+        "StatefulSet" => v::stateful_set_update(&new["spec"], &old["spec"], &mut causes),
         "PriorityClass" => {
             // kube-apiserver's words for these two.
             for field in ["value", "preemptionPolicy"] {

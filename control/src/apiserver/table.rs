@@ -250,6 +250,7 @@ fn printer_for(res: &ResourceInfo) -> Printer {
         ("apps", "Deployment") => p(DEPLOYMENT_COLUMNS, deployment_row),
         ("apps", "ReplicaSet") => p(REPLICASET_COLUMNS, replicaset_row),
         ("apps", "DaemonSet") => p(DAEMONSET_COLUMNS, daemonset_row),
+        ("apps", "StatefulSet") => p(STATEFULSET_COLUMNS, statefulset_row),
         ("apps", "ControllerRevision") => p(CONTROLLERREVISION_COLUMNS, controllerrevision_row),
         ("batch", "Job") => p(JOB_COLUMNS, job_row),
         ("batch", "CronJob") => p(CRONJOB_COLUMNS, cronjob_row),
@@ -1106,6 +1107,33 @@ fn daemonset_row(ds: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) 
     (cells, None)
 }
 
+const STATEFULSET_COLUMNS: &[Column] = &[
+    NAME,
+    col("Ready", "string", "Number of the pod with ready state"),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+];
+
+fn statefulset_row(sts: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let (containers, images) = container_cells(sts);
+    let desired = sts
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let ready = format!("{}/{desired}", int_at(sts, "/status/readyReplicas"));
+    (
+        vec![
+            name(sts),
+            ready.into(),
+            age_at(sts, now),
+            containers,
+            images,
+        ],
+        None,
+    )
+}
+
 const JOB_COLUMNS: &[Column] = &[
     NAME,
     col("Status", "string", "Status of the job."),
@@ -1772,6 +1800,12 @@ mod tests {
             ),
             (
                 "apps/v1",
+                "StatefulSet",
+                &["NAME", "READY", "AGE"],
+                &["CONTAINERS", "IMAGES"],
+            ),
+            (
+                "apps/v1",
                 "DaemonSet",
                 &[
                     "NAME",
@@ -2212,6 +2246,11 @@ mod tests {
         assert_eq!(
             cells("apps/v1", "ReplicaSet", rs)[1..5],
             [json!(2), json!(2), json!(0), json!("<unknown>")]
+        );
+        let sts = json!({ "metadata": { "name": "db" }, "spec": { "replicas": 3, "template": template }, "status": { "readyReplicas": 2 } });
+        assert_eq!(
+            cells("apps/v1", "StatefulSet", sts)[..3],
+            [json!("db"), json!("2/3"), json!("<unknown>")]
         );
         let ds = json!({
             "metadata": { "name": "agent", "creationTimestamp": ago(30) },

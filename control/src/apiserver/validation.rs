@@ -963,6 +963,120 @@ pub fn job_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     );
 }
 
+/// A StatefulSet's spec, as kube-apiserver's `ValidateStatefulSetSpec` checks it.
+pub fn stateful_set_spec(spec: &Value, causes: &mut Vec<Cause>) {
+    workload_selector(spec, "statefulset", causes);
+    for (f, path) in [
+        (&spec["replicas"], "spec.replicas"),
+        (&spec["minReadySeconds"], "spec.minReadySeconds"),
+        (&spec["revisionHistoryLimit"], "spec.revisionHistoryLimit"),
+        (&spec["ordinals"]["start"], "spec.ordinals.start"),
+    ] {
+        non_negative(f, path, causes);
+    }
+    const POLICIES: &[&str] = &["OrderedReady", "Parallel"];
+    let policy = spec["podManagementPolicy"].as_str().unwrap_or("");
+    if !POLICIES.contains(&policy) {
+        causes.push(Cause::not_supported(
+            "spec.podManagementPolicy",
+            policy,
+            POLICIES,
+        ));
+    }
+    const STRATEGIES: &[&str] = &["RollingUpdate", "OnDelete"];
+    let strategy = &spec["updateStrategy"];
+    match strategy["type"].as_str().unwrap_or("") {
+        "RollingUpdate" => {
+            let rolling = &strategy["rollingUpdate"];
+            non_negative(
+                &rolling["partition"],
+                "spec.updateStrategy.rollingUpdate.partition",
+                causes,
+            );
+            if !rolling["maxUnavailable"].is_null() {
+                // Behind the MaxUnavailableStatefulSet feature gate, off by default in 1.32.
+                causes.push(Cause::forbidden(
+                    "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                    "may not be set: the MaxUnavailableStatefulSet feature is not enabled",
+                ));
+            }
+        }
+        "OnDelete" => {
+            if !strategy["rollingUpdate"].is_null() {
+                causes.push(Cause::invalid(
+                    "spec.updateStrategy.rollingUpdate",
+                    shown(&strategy["rollingUpdate"]),
+                    "only allowed for updateStrategy 'RollingUpdate'",
+                ));
+            }
+        }
+        other => causes.push(Cause::not_supported(
+            "spec.updateStrategy.type",
+            other,
+            STRATEGIES,
+        )),
+    }
+    const RETENTION: &[&str] = &["Retain", "Delete"];
+    for f in ["whenDeleted", "whenScaled"] {
+        let v = &spec["persistentVolumeClaimRetentionPolicy"][f];
+        if let Some(p) = v.as_str()
+            && !RETENTION.contains(&p)
+        {
+            causes.push(Cause::not_supported(
+                format!("spec.persistentVolumeClaimRetentionPolicy.{f}"),
+                p,
+                RETENTION,
+            ));
+        }
+    }
+    if spec["volumeClaimTemplates"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        causes.push(Cause::forbidden(
+            "spec.volumeClaimTemplates",
+            "PersistentVolumeClaims are not served by Flotilla yet: use emptyDir or hostPath volumes",
+        ));
+    }
+    let template = &spec["template"]["spec"];
+    if !template["activeDeadlineSeconds"].is_null() {
+        causes.push(Cause::forbidden(
+            "spec.template.spec.activeDeadlineSeconds",
+            "activeDeadlineSeconds in StatefulSet is not Supported",
+        ));
+    }
+    pod_spec(template, "spec.template.spec", causes, Some(&["Always"]));
+}
+
+/// What a StatefulSet update may change: kube-apiserver refuses a change to any field of
+/// its spec but these.
+pub fn stateful_set_update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    const MUTABLE: &[&str] = &[
+        "replicas",
+        "ordinals",
+        "template",
+        "updateStrategy",
+        "revisionHistoryLimit",
+        "persistentVolumeClaimRetentionPolicy",
+        "minReadySeconds",
+    ];
+    let rest = |spec: &Value| -> Value {
+        let mut s = spec.clone();
+        if let Some(m) = s.as_object_mut() {
+            m.retain(|k, v| !MUTABLE.contains(&k.as_str()) && !v.is_null());
+        }
+        s
+    };
+    if rest(new) != rest(old) {
+        causes.push(Cause::forbidden(
+            "spec",
+            "updates to statefulset spec for fields other than 'replicas', 'ordinals', \
+             'template', 'updateStrategy', 'revisionHistoryLimit', \
+             'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+        ));
+    }
+}
+
 /// The longest CronJob name: its Jobs add `-` and eleven digits, and a Job's name becomes a
 /// label value (63 characters).
 const CRONJOB_NAME_LIMIT: usize = 52;
@@ -1017,8 +1131,10 @@ pub fn cron_job(obj: &Value, causes: &mut Vec<Cause>) {
 /// The most data a ConfigMap or a Secret may hold (1 MiB, Kubernetes' `MaxSecretSize`).
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
-/// A Deployment, ReplicaSet or DaemonSet must have a non-empty selector matching its template.
-pub fn workload_selector(spec: &Value, causes: &mut Vec<Cause>) {
+/// A Deployment, ReplicaSet, DaemonSet or StatefulSet must have a non-empty selector matching
+/// its template; `kind` names it in the message as Kubernetes does (`deployment` for a
+/// ReplicaSet too).
+pub fn workload_selector(spec: &Value, kind: &str, causes: &mut Vec<Cause>) {
     let sel = &spec["selector"];
     if sel.is_null() {
         causes.push(Cause::required("spec.selector"));
@@ -1035,7 +1151,7 @@ pub fn workload_selector(spec: &Value, causes: &mut Vec<Cause>) {
         causes.push(Cause::invalid(
             "spec.selector",
             sel,
-            "empty selector is invalid for deployment",
+            format!("empty selector is invalid for {kind}"),
         ));
         return;
     }
@@ -1549,7 +1665,7 @@ mod tests {
     fn a_deployment_selector_must_match_its_template() {
         let mut causes = vec![];
         let spec = serde_json::json!({"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "b"}}}});
-        workload_selector(&spec, &mut causes);
+        workload_selector(&spec, "deployment", &mut causes);
         assert_eq!(causes[0].field, "spec.template.metadata.labels");
     }
 }

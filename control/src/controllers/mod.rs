@@ -11,6 +11,7 @@
 //! - [`replicaset`], [`deployment`] (with the pure [`rollout`] arithmetic), [`job`] (with
 //!   [`job_tracking`], [`job_indexes`] and [`job_failure_policy`]),
 //!   [`daemonset`] (with its [`controller_history`]): the workload controllers.
+//! - [`statefulset`]: pods with a stable identity, made, replaced and removed in order.
 //! - [`node_lifecycle`]: marks nodes whose Lease expired unreachable and evicts their pods.
 //! - [`garbage_collector`]: ownerReferences cascades (Background, Foreground, Orphan).
 //! - [`endpoints`] and [`endpointslice`]: a selector Service's Endpoints and EndpointSlices from
@@ -48,4 +49,5 @@ pub mod replicaset;
 pub mod rollout;
 pub mod runner;
 pub mod service_pods;
+pub mod statefulset;
 pub mod store_mirror;
