@@ -960,3 +960,85 @@ spec:
         assert!(why.contains("error forwarding port 9 to pod fwd"), "{why}");
     });
 }
+
+#[test]
+fn statefulset_pods_are_reachable_by_their_stable_names_through_a_headless_service() {
+    let c = Cluster::start();
+    c.push(&sample("hello-http/hello-http.wasm"), "hello-http:v1");
+    c.apply_ok(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: db
+spec:
+  clusterIP: None
+  selector:
+    app: db
+  ports:
+    - port: 8080
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: 2
+  podManagementPolicy: Parallel
+  selector:
+    matchLabels:
+      app: db
+  template:
+    metadata:
+      labels:
+        app: db
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: main
+          image: hello-http:v1
+          ports:
+            - containerPort: 8080
+          env:
+            - name: POD
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.name
+",
+    );
+    let db0 = c.wait_ready("db-0");
+    c.wait_ready("db-1");
+    let from = format!("{}:8080", db0["status"]["podIP"].as_str().unwrap());
+    let fetch = |url: &str| http_get(&from, &format!("/fetch?url={url}")).unwrap();
+    // Each pod by its own name, in every form a pod's DNS search path accepts.
+    for (url, pod) in [
+        ("http://db-1.db:8080/env", "db-1"),
+        ("http://db-0.db.default:8080/env", "db-0"),
+        ("http://db-1.db.default.svc.cluster.local:8080/env", "db-1"),
+    ] {
+        let body = wait_for(&format!("{url} answered"), TIMEOUT, || {
+            let (code, body) = fetch(url);
+            (code == 200).then_some(body)
+        });
+        assert_eq!(pod_of(&body), pod, "{url}: {body}");
+    }
+    // The Service's own name reaches one of its pods.
+    let (code, body) = fetch("http://db:8080/env");
+    assert_eq!(code, 200, "{body}");
+    assert!(pod_of(&body).starts_with("db-"), "{body}");
+    // A hostname the Service does not have stays unknown.
+    let (code, body) = fetch("http://db-7.db:8080/env");
+    assert_eq!(code, 502, "{body}");
+    // The endpoints carry the hostnames.
+    let slices = c
+        .api_get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Ddb")
+        .unwrap();
+    let mut hosts: Vec<String> = slices["items"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["hostname"].as_str().unwrap_or("").to_string())
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["db-0", "db-1"]);
+}

@@ -34,6 +34,9 @@ pub fn desired(service: &Value, pods: &[&Value]) -> Option<Value> {
             if let Some(node) = pod["spec"]["nodeName"].as_str() {
                 address["nodeName"] = json!(node);
             }
+            if let Some(h) = service_pods::hostname(service, pod) {
+                address["hostname"] = json!(h);
+            }
             if service_pods::readiness(service, pod).is_some_and(|r| r.ready) {
                 ready.push(address);
             } else {

@@ -105,6 +105,9 @@ pub fn desired(service: &Value, pods: &[&Value]) -> Option<BTreeMap<String, Valu
                 if let Some(node) = pod["spec"]["nodeName"].as_str() {
                     ep["nodeName"] = json!(node);
                 }
+                if let Some(h) = service_pods::hostname(service, pod) {
+                    ep["hostname"] = json!(h);
+                }
                 ep
             })
             .collect();
@@ -227,6 +230,26 @@ mod tests {
                 {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
                 {"name": "raw", "port": 81, "targetPort": 9000, "protocol": "TCP"}]},
         })
+    }
+
+    #[test]
+    fn a_pod_whose_subdomain_names_the_service_has_its_hostname_on_the_endpoint() {
+        let mut named = pod("db-0", "127.1.0.1", true, false);
+        named["spec"]["hostname"] = json!("db-0");
+        named["spec"]["subdomain"] = json!("web");
+        let mut elsewhere = pod("db-1", "127.1.0.2", true, false);
+        elsewhere["spec"]["hostname"] = json!("db-1");
+        elsewhere["spec"]["subdomain"] = json!("other");
+        let slices = desired(&service(), &[&named, &elsewhere]).unwrap();
+        let (_, slice) = slices.iter().next().unwrap();
+        let hosts: Vec<(Value, Value)> = slice["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["targetRef"]["name"].clone(), e["hostname"].clone()))
+            .collect();
+        assert!(hosts.contains(&(json!("db-0"), json!("db-0"))), "{hosts:?}");
+        assert!(hosts.contains(&(json!("db-1"), Value::Null)), "{hosts:?}");
     }
 
     #[test]

@@ -327,6 +327,16 @@ pub fn readiness(service: &Value, pod: &Value) -> Option<PodReadiness> {
     })
 }
 
+/// The host name a pod has under the Service (its `spec.hostname`, when its `spec.subdomain`
+/// names the Service), which endpoints carry so that DNS answers `<hostname>.<service>`: a
+/// StatefulSet pod's stable name.
+pub fn hostname<'a>(service: &Value, pod: &'a Value) -> Option<&'a str> {
+    let hostname = pod["spec"]["hostname"].as_str().filter(|h| !h.is_empty())?;
+    (pod["spec"]["subdomain"] == service["metadata"]["name"]
+        && objects::namespace(pod) == objects::namespace(service))
+    .then_some(hostname)
+}
+
 /// The `targetRef` of a pod.
 pub fn target_ref(pod: &Value) -> Value {
     serde_json::json!({

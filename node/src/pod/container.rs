@@ -346,7 +346,14 @@ pub async fn run(p: Params) -> Outcome {
                 .as_ref()
                 .map(|c| c.iter().map(|a| env::expand(a, &env)).collect()),
             working_dir: container.working_dir.clone(),
-            hostname: pref.name.clone(),
+            // `spec.hostname` when set (StatefulSet and Indexed Job pods), else the pod's name.
+            hostname: p
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.hostname.clone())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| pref.name.clone()),
             env,
             mounts,
             memory_limit: limits

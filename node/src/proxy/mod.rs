@@ -48,6 +48,7 @@ struct Listening {
 struct State {
     balancers: HashMap<PortKey, Arc<Balancer>>,
     services: HashMap<(String, String), table::ServiceAddress>,
+    headless: HashMap<(String, String), table::HeadlessAddresses>,
     bound: HashSet<SocketAddr>,
 }
 
@@ -99,10 +100,23 @@ impl Proxy {
     }
 
     /// Where a connection to Service `host` (as a pod in `namespace` names it) on `port` goes.
+    /// A headless Service's name goes to its first ready pod, and `<hostname>.<service>` to
+    /// that pod, on `port` itself, as their DNS records would.
     pub fn resolve(&self, namespace: &str, host: &str, port: u16) -> Option<SocketAddr> {
-        let (ns, name) = table::service_of_host(host, namespace)?;
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let service = state.services.get(&(ns, name))?;
+        if let Some((ns, service, hostname)) = table::pod_of_host(host, namespace)
+            && let Some(ip) = state
+                .headless
+                .get(&(ns, service))
+                .and_then(|h| h.hostnames.get(&hostname))
+        {
+            return Some(SocketAddr::new(*ip, port));
+        }
+        let key = table::service_of_host(host, namespace)?;
+        if let Some(h) = state.headless.get(&key) {
+            return h.ready.first().map(|ip| SocketAddr::new(*ip, port));
+        }
+        let service = state.services.get(&key)?;
         let (_, key) = service.ports.iter().find(|(p, _)| *p == port)?;
         let frontend = SocketAddr::new(service.cluster_ip, port);
         if state.bound.contains(&frontend) {
@@ -206,6 +220,7 @@ impl Proxy {
                 }
             }
             state.services = table.services.clone();
+            state.headless = table.headless.clone();
         }
         let wanted: BTreeMap<SocketAddr, PortKey> = table
             .listeners

@@ -49,6 +49,15 @@ pub struct ServiceAddress {
     pub ports: Vec<(u16, PortKey)>,
 }
 
+/// A headless Service as name resolution sees it: its pods' own addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeadlessAddresses {
+    /// The ready endpoints' addresses, sorted.
+    pub ready: Vec<IpAddr>,
+    /// Ready endpoints with a `hostname` (StatefulSet pods): `<hostname>.<service>`.
+    pub hostnames: BTreeMap<String, IpAddr>,
+}
+
 /// The whole table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Table {
@@ -58,6 +67,8 @@ pub struct Table {
     pub routes: HashMap<PortKey, Route>,
     /// Services by `(namespace, name)`, for name resolution.
     pub services: HashMap<(String, String), ServiceAddress>,
+    /// Headless Services by `(namespace, name)`, for name resolution.
+    pub headless: HashMap<(String, String), HeadlessAddresses>,
 }
 
 /// Builds the table; `node_ip` is where NodePorts listen.
@@ -88,7 +99,27 @@ pub fn build<'a>(
         }
         let cluster_ip: Option<IpAddr> = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
         if cluster_ip.is_none() {
-            // Headless: clients reach the pods themselves; nothing to proxy.
+            // Headless: clients reach the pods themselves; nothing to proxy, but their names
+            // resolve to the pods.
+            let mut h = HeadlessAddresses::default();
+            for ep in by_service
+                .get(&(ns.clone(), name.clone()))
+                .into_iter()
+                .flatten()
+                .flat_map(|s| &s.endpoints)
+                .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+            {
+                let ips = ep.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok());
+                for ip in ips {
+                    h.ready.push(ip);
+                    if let Some(host) = &ep.hostname {
+                        h.hostnames.insert(host.to_ascii_lowercase(), ip);
+                    }
+                }
+            }
+            h.ready.sort();
+            h.ready.dedup();
+            table.headless.insert((ns, name), h);
             continue;
         }
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
@@ -172,6 +203,27 @@ pub fn build<'a>(
     table
 }
 
+/// The `(namespace, service, hostname)` a host name means for a pod in `namespace` when it names
+/// a pod of a headless Service: `HOST.SERVICE`, `HOST.SERVICE.NAMESPACE`,
+/// `HOST.SERVICE.NAMESPACE.svc` and `HOST.SERVICE.NAMESPACE.svc.cluster.local`. A two-part name
+/// is tried this way first, as the pod's DNS search path does (`<namespace>.svc.cluster.local`
+/// before `svc.cluster.local`).
+pub fn pod_of_host(host: &str, namespace: &str) -> Option<(String, String, String)> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.strip_suffix(".cluster.local").unwrap_or(&host);
+    let host = host.strip_suffix(".svc").unwrap_or(host);
+    let parts: Vec<&str> = host.split('.').collect();
+    let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !parts.iter().all(|p| valid(p)) {
+        return None;
+    }
+    match parts.as_slice() {
+        [h, s] => Some((namespace.to_string(), s.to_string(), h.to_string())),
+        [h, s, ns] => Some((ns.to_string(), s.to_string(), h.to_string())),
+        _ => None,
+    }
+}
+
 /// The `(namespace, name)` of the Service a host name means for a pod in `namespace`:
 /// `NAME`, `NAME.NAMESPACE`, `NAME.NAMESPACE.svc` and `NAME.NAMESPACE.svc.cluster.local`.
 pub fn service_of_host(host: &str, namespace: &str) -> Option<(String, String)> {
@@ -251,6 +303,7 @@ mod tests {
                 "127.1.0.2:8080".parse().unwrap()
             ]
         );
+        assert!(t.headless[&("ns".into(), "h".into())].ready.is_empty());
         assert_eq!(t.routes[&key].affinity, Some(DEFAULT_AFFINITY));
         assert_eq!(
             t.routes.len(),
@@ -261,6 +314,59 @@ mod tests {
             t.services[&("ns".into(), "web".into())].ports,
             vec![(80, key.clone())]
         );
+    }
+
+    #[test]
+    fn a_headless_service_resolves_to_its_ready_pods_and_their_hostnames() {
+        let db = service(json!({
+            "metadata": {"name": "db", "namespace": "ns"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}
+        }));
+        let s = slice(json!({
+            "metadata": {"name": "db-x", "namespace": "ns", "labels": {"kubernetes.io/service-name": "db"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "", "port": 5432, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["127.1.0.7"], "hostname": "db-1", "conditions": {"ready": true}},
+                {"addresses": ["127.1.0.5"], "hostname": "db-0", "conditions": {"ready": true}},
+                {"addresses": ["127.1.0.9"], "hostname": "db-2", "conditions": {"ready": false}},
+            ]
+        }));
+        let t = build([&db], [&s], "127.0.0.1".parse().unwrap());
+        let h = &t.headless[&("ns".into(), "db".into())];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(h.ready, [ip("127.1.0.5"), ip("127.1.0.7")]);
+        assert_eq!(
+            h.hostnames,
+            BTreeMap::from([
+                ("db-0".into(), ip("127.1.0.5")),
+                ("db-1".into(), ip("127.1.0.7"))
+            ])
+        );
+        assert!(t.listeners.is_empty() && t.services.is_empty());
+    }
+
+    #[test]
+    fn pod_host_names_resolve_the_kubernetes_way() {
+        let table = [
+            ("db-0.db", Some(("pods", "db", "db-0"))),
+            ("db-0.db.shop", Some(("shop", "db", "db-0"))),
+            ("db-0.db.shop.svc", Some(("shop", "db", "db-0"))),
+            (
+                "DB-0.db.shop.svc.cluster.local.",
+                Some(("shop", "db", "db-0")),
+            ),
+            ("db", None),
+            ("a.b.c.d", None),
+            ("a..b", None),
+        ];
+        for (host, want) in table {
+            assert_eq!(
+                pod_of_host(host, "pods"),
+                want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())),
+                "{host}"
+            );
+        }
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub struct ContainerSpec {
     pub command_args: Option<Vec<String>>,
     /// The container's `workingDir`, if set.
     pub working_dir: Option<String>,
-    /// The pod's host name (its name).
+    /// The pod's host name (`spec.hostname`, else its name).
     pub hostname: String,
     /// The resolved environment.
     pub env: Vec<(String, String)>,
