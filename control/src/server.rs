@@ -118,6 +118,13 @@ pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiErro
         });
         create_if_missing(api, rc, class).await?;
     }
+    // The default StorageClass: node-local directories.
+    create_if_missing(
+        api,
+        crate::apiserver::storage_class::storage_classes(),
+        crate::apiserver::storage_class::local_path_class(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -227,6 +234,10 @@ pub async fn serve_with_store(
     tasks.spawn(controllers::statefulset::run(
         api.clone(),
         pod_cache.clone(),
+        controllers_token.clone(),
+    ));
+    tasks.spawn(controllers::persistent_volume::run(
+        api.clone(),
         controllers_token.clone(),
     ));
     tasks.spawn(controllers::garbage_collector::run(

@@ -682,6 +682,8 @@ impl Api {
             super::priority::admit_pod(self, &pod_name, &mut obj).await?;
         } else if res.kind == "PriorityClass" {
             super::priority::admit_class(self, &obj).await?;
+        } else if res.kind == "PersistentVolumeClaim" {
+            super::storage_class::admit_claim(self, &mut obj).await?;
         }
         if let (true, Some(manager)) = (opts.field_manager_named, &opts.field_manager) {
             let api_version = res.api_version();

@@ -60,6 +60,8 @@ pub mod selector;
 pub mod self_review;
 pub mod service_ips;
 pub mod spdy;
+pub mod storage_class;
+pub mod storage_validation;
 pub mod strategy;
 pub mod table;
 pub mod validation;

@@ -214,6 +214,28 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!(
         "",
         "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        true,
+        ["pvc"],
+        [],
+        [Status]
+    ),
+    res!(
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        "persistentvolume",
+        false,
+        ["pv"],
+        [],
+        [Status]
+    ),
+    res!(
+        "",
+        "v1",
         "ServiceAccount",
         "serviceaccounts",
         "serviceaccount",
@@ -296,6 +318,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         "endpointslice",
         true,
         [],
+        [],
+        []
+    ),
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        false,
+        ["sc"],
         [],
         []
     ),

@@ -9,16 +9,17 @@ use serde_json::{Map, Value, json};
 
 use super::error::Cause;
 use super::resources::{ResourceInfo, Subresource};
+use super::storage_validation as sv;
 use super::validation as v;
 
 /// Decodes `obj` as the kind's `k8s-openapi` type and re-encodes it: the normalised object and
 /// the paths of fields the type does not know (as Kubernetes' strict decoding names them:
 /// `spec.containers[0].foo`).
 pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), String> {
-    use k8s_openapi::api::scheduling::v1 as scheduling;
     use k8s_openapi::api::{apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch};
     use k8s_openapi::api::{coordination::v1 as coordination, core::v1 as core};
     use k8s_openapi::api::{discovery::v1 as discovery, node::v1 as node, policy::v1 as policy};
+    use k8s_openapi::api::{scheduling::v1 as scheduling, storage::v1 as storage};
     /// One pass: the typed decode consumes `obj` (no copies) and reports what it skipped.
     fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
         obj: Value,
@@ -40,6 +41,9 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
         "Secret" => roundtrip::<core::Secret>(obj, u),
         "Event" => roundtrip::<core::Event>(obj, u),
         "ServiceAccount" => roundtrip::<core::ServiceAccount>(obj, u),
+        "PersistentVolumeClaim" => roundtrip::<core::PersistentVolumeClaim>(obj, u),
+        "PersistentVolume" => roundtrip::<core::PersistentVolume>(obj, u),
+        "StorageClass" => roundtrip::<storage::StorageClass>(obj, u),
         "Deployment" => roundtrip::<apps::Deployment>(obj, u),
         "ReplicaSet" => roundtrip::<apps::ReplicaSet>(obj, u),
         "DaemonSet" => roundtrip::<apps::DaemonSet>(obj, u),
@@ -160,6 +164,19 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
                 default(ru, "maxSurge", json!(0));
             }
             default_template(spec);
+        }
+        "PersistentVolumeClaim" => {
+            default(obj_mut(obj, "spec"), "volumeMode", json!("Filesystem"));
+        }
+        "PersistentVolume" => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+            default(spec, "volumeMode", json!("Filesystem"));
+        }
+        "StorageClass" => {
+            let o = obj.as_object_mut().expect("an object");
+            default(o, "reclaimPolicy", json!("Delete"));
+            default(o, "volumeBindingMode", json!("Immediate"));
         }
         "StatefulSet" => {
             let spec = obj_mut(obj, "spec");
@@ -358,6 +375,7 @@ pub fn prepare_for_create(res: &ResourceInfo, obj: &mut Value) {
     match res.kind {
         "Pod" => obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])}),
         "Namespace" => obj["status"] = json!({"phase": "Active"}),
+        "PersistentVolumeClaim" | "PersistentVolume" => obj["status"] = json!({"phase": "Pending"}),
         "Secret" => merge_string_data(obj),
         _ => {}
     }
@@ -461,6 +479,9 @@ pub fn has_generation(res: &ResourceInfo) -> bool {
             | "Node"
             | "Namespace"
             | "PriorityClass"
+            | "PersistentVolumeClaim"
+            | "PersistentVolume"
+            | "StorageClass"
     )
 }
 
@@ -560,6 +581,9 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
             );
         }
         "StatefulSet" => v::stateful_set_spec(&obj["spec"], &mut causes),
+        "PersistentVolumeClaim" => sv::claim_spec(&obj["spec"], "spec", &mut causes),
+        "PersistentVolume" => sv::persistent_volume(&obj["spec"], &mut causes),
+        "StorageClass" => sv::storage_class(obj, &mut causes),
         "Job" => v::job_spec(&obj["spec"], "spec", &mut causes),
         "CronJob" => v::cron_job(obj, &mut causes),
         "Service" => v::service_spec(&obj["spec"], &mut causes),
@@ -635,6 +659,22 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
         ),
         "ControllerRevision" => immutable(&mut causes, "data", &new["data"], &old["data"]),
         "StatefulSet" => v::stateful_set_update(&new["spec"], &old["spec"], &mut causes),
+        "PersistentVolumeClaim" => sv::claim_update(&new["spec"], &old["spec"], &mut causes),
+        "StorageClass" => {
+            for field in [
+                "provisioner",
+                "parameters",
+                "reclaimPolicy",
+                "volumeBindingMode",
+            ] {
+                if new[field] != old[field] {
+                    causes.push(Cause::forbidden(
+                        field,
+                        format!("updates to {field} are forbidden."),
+                    ));
+                }
+            }
+        }
         "PriorityClass" => {
             // kube-apiserver's words for these two.
             for field in ["value", "preemptionPolicy"] {

@@ -251,6 +251,9 @@ fn printer_for(res: &ResourceInfo) -> Printer {
         ("apps", "ReplicaSet") => p(REPLICASET_COLUMNS, replicaset_row),
         ("apps", "DaemonSet") => p(DAEMONSET_COLUMNS, daemonset_row),
         ("apps", "StatefulSet") => p(STATEFULSET_COLUMNS, statefulset_row),
+        ("", "PersistentVolumeClaim") => p(PVC_COLUMNS, pvc_row),
+        ("", "PersistentVolume") => p(PV_COLUMNS, pv_row),
+        ("storage.k8s.io", "StorageClass") => p(STORAGECLASS_COLUMNS, storageclass_row),
         ("apps", "ControllerRevision") => p(CONTROLLERREVISION_COLUMNS, controllerrevision_row),
         ("batch", "Job") => p(JOB_COLUMNS, job_row),
         ("batch", "CronJob") => p(CRONJOB_COLUMNS, cronjob_row),
@@ -1103,6 +1106,201 @@ fn daemonset_row(ds: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) 
         containers,
         images,
         format_label_selector(ds.pointer("/spec/selector")).into(),
+    ];
+    (cells, None)
+}
+
+/// Access modes as kubectl abbreviates them (`RWO,ROX`).
+fn access_modes(modes: Option<&Value>) -> String {
+    modes
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| match m.as_str()? {
+            "ReadWriteOnce" => Some("RWO"),
+            "ReadOnlyMany" => Some("ROX"),
+            "ReadWriteMany" => Some("RWX"),
+            "ReadWriteOncePod" => Some("RWOP"),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+const VOLUME_ATTRIBUTES_CLASS: Column = col(
+    "VolumeAttributesClass",
+    "string",
+    "VolumeAttributesClass of the volume",
+);
+
+const PVC_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Status",
+        "string",
+        "Phase represents the current phase of PersistentVolumeClaim.",
+    ),
+    col(
+        "Volume",
+        "string",
+        "VolumeName is the binding reference to the PersistentVolume backing this claim.",
+    ),
+    col(
+        "Capacity",
+        "string",
+        "Capacity represents the actual resources of the underlying volume.",
+    ),
+    col(
+        "Access Modes",
+        "string",
+        "AccessModes contains the desired access modes the volume should have.",
+    ),
+    col(
+        "StorageClass",
+        "string",
+        "StorageClassName is the name of the StorageClass required by the claim.",
+    ),
+    VOLUME_ATTRIBUTES_CLASS,
+    AGE,
+    wide(
+        "VolumeMode",
+        "string",
+        "volumeMode defines what type of volume is required by the claim.",
+    ),
+];
+
+fn pvc_row(pvc: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let phase = if pvc.pointer("/metadata/deletionTimestamp").is_some() {
+        "Terminating"
+    } else {
+        str_at(pvc, "/status/phase")
+    };
+    let cells = vec![
+        name(pvc),
+        phase.into(),
+        str_at(pvc, "/spec/volumeName").into(),
+        str_at(pvc, "/status/capacity/storage").into(),
+        access_modes(pvc.pointer("/status/accessModes")).into(),
+        str_at(pvc, "/spec/storageClassName").into(),
+        "<unset>".into(),
+        age_at(pvc, now),
+        str_at(pvc, "/spec/volumeMode").into(),
+    ];
+    (cells, None)
+}
+
+const PV_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Capacity",
+        "string",
+        "capacity is the description of the persistent volume's resources and capacity.",
+    ),
+    col(
+        "Access Modes",
+        "string",
+        "accessModes contains all ways the volume can be mounted.",
+    ),
+    col(
+        "Reclaim Policy",
+        "string",
+        "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim.",
+    ),
+    col(
+        "Status",
+        "string",
+        "phase indicates if a volume is available, bound to a claim, or released by a claim.",
+    ),
+    col(
+        "Claim",
+        "string",
+        "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim.",
+    ),
+    col(
+        "StorageClass",
+        "string",
+        "storageClassName is the name of StorageClass to which this persistent volume belongs.",
+    ),
+    VOLUME_ATTRIBUTES_CLASS,
+    col(
+        "Reason",
+        "string",
+        "reason is a brief CamelCase string that describes any failure.",
+    ),
+    AGE,
+    wide(
+        "VolumeMode",
+        "string",
+        "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state.",
+    ),
+];
+
+fn pv_row(pv: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let claim = match (
+        str_at(pv, "/spec/claimRef/namespace"),
+        str_at(pv, "/spec/claimRef/name"),
+    ) {
+        (_, "") => String::new(),
+        (ns, n) => format!("{ns}/{n}"),
+    };
+    let phase = if pv.pointer("/metadata/deletionTimestamp").is_some() {
+        "Terminating"
+    } else {
+        str_at(pv, "/status/phase")
+    };
+    let cells = vec![
+        name(pv),
+        str_at(pv, "/spec/capacity/storage").into(),
+        access_modes(pv.pointer("/spec/accessModes")).into(),
+        str_at(pv, "/spec/persistentVolumeReclaimPolicy").into(),
+        phase.into(),
+        claim.into(),
+        str_at(pv, "/spec/storageClassName").into(),
+        "<unset>".into(),
+        str_at(pv, "/status/reason").into(),
+        age_at(pv, now),
+        str_at(pv, "/spec/volumeMode").into(),
+    ];
+    (cells, None)
+}
+
+const STORAGECLASS_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Provisioner",
+        "string",
+        "provisioner indicates the type of the provisioner.",
+    ),
+    col(
+        "ReclaimPolicy",
+        "string",
+        "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class.",
+    ),
+    col(
+        "VolumeBindingMode",
+        "string",
+        "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.",
+    ),
+    col(
+        "AllowVolumeExpansion",
+        "string",
+        "allowVolumeExpansion shows whether the storage class allow volume expand.",
+    ),
+    AGE,
+];
+
+fn storageclass_row(sc: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let mut shown = str_at(sc, "/metadata/name").to_string();
+    if crate::apiserver::storage_class::is_default(sc) {
+        shown.push_str(" (default)");
+    }
+    let cells = vec![
+        shown.into(),
+        str_at(sc, "/provisioner").into(),
+        str_at(sc, "/reclaimPolicy").into(),
+        str_at(sc, "/volumeBindingMode").into(),
+        bool_at(sc, "/allowVolumeExpansion").to_string().into(),
+        age_at(sc, now),
     ];
     (cells, None)
 }

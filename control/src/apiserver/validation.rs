@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::error::Cause;
 use super::selector::LabelSelector;
@@ -1029,23 +1029,47 @@ pub fn stateful_set_spec(spec: &Value, causes: &mut Vec<Cause>) {
             ));
         }
     }
-    if spec["volumeClaimTemplates"]
+    for (i, t) in spec["volumeClaimTemplates"]
         .as_array()
-        .is_some_and(|a| !a.is_empty())
+        .into_iter()
+        .flatten()
+        .enumerate()
     {
-        causes.push(Cause::forbidden(
-            "spec.volumeClaimTemplates",
-            "PersistentVolumeClaims are not served by Flotilla yet: use emptyDir or hostPath volumes",
-        ));
+        let path = format!("spec.volumeClaimTemplates[{i}]");
+        match t["metadata"]["name"].as_str() {
+            None | Some("") => causes.push(Cause::required(format!("{path}.metadata.name"))),
+            Some(n) => {
+                if let Some(why) = dns1123_subdomain(n) {
+                    causes.push(Cause::invalid(format!("{path}.metadata.name"), n, why));
+                }
+            }
+        }
+        super::storage_validation::claim_spec(&t["spec"], &format!("{path}.spec"), causes);
     }
-    let template = &spec["template"]["spec"];
+    // The pods' spec: the template's, with a volume for each claim template (as the
+    // controller makes them), so mounts of the claims resolve.
+    let mut template = spec["template"]["spec"].clone();
     if !template["activeDeadlineSeconds"].is_null() {
         causes.push(Cause::forbidden(
             "spec.template.spec.activeDeadlineSeconds",
             "activeDeadlineSeconds in StatefulSet is not Supported",
         ));
     }
-    pod_spec(template, "spec.template.spec", causes, Some(&["Always"]));
+    let claims: Vec<&str> = spec["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["metadata"]["name"].as_str())
+        .collect();
+    if !claims.is_empty() && template.is_object() {
+        let mut volumes = template["volumes"].as_array().cloned().unwrap_or_default();
+        for name in claims {
+            volumes.retain(|v| v["name"] != name);
+            volumes.push(json!({"name": name, "persistentVolumeClaim": {"claimName": name}}));
+        }
+        template["volumes"] = json!(volumes);
+    }
+    pod_spec(&template, "spec.template.spec", causes, Some(&["Always"]));
 }
 
 /// What a StatefulSet update may change: kube-apiserver refuses a change to any field of

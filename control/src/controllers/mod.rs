@@ -12,6 +12,7 @@
 //!   [`job_tracking`], [`job_indexes`] and [`job_failure_policy`]),
 //!   [`daemonset`] (with its [`controller_history`]): the workload controllers.
 //! - [`statefulset`]: pods with a stable identity, made, replaced and removed in order.
+//! - [`persistent_volume`]: binds claims to volumes and provisions `local-path` ones.
 //! - [`node_lifecycle`]: marks nodes whose Lease expired unreachable and evicts their pods.
 //! - [`garbage_collector`]: ownerReferences cascades (Background, Foreground, Orphan).
 //! - [`endpoints`] and [`endpointslice`]: a selector Service's Endpoints and EndpointSlices from
@@ -42,6 +43,7 @@ pub mod job_tracking;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod owner;
+pub mod persistent_volume;
 pub mod pod_cache;
 pub mod pods;
 pub mod replica_calculator;
