@@ -44,6 +44,47 @@ fn reference(namespace: &str, name: &str, uid: &str) -> ObjectReference {
     }
 }
 
+/// Tells the provisioner where `pod`'s unbound claims (`claims`) are needed: their
+/// `volume.kubernetes.io/selected-node` annotation becomes `node` (kube-scheduler's
+/// VolumeBinding PreBind, which then waits for them to be bound; here the node agent waits).
+pub async fn select_node(api: &Api, pod: &PodInfo, claims: &[String], node: &str) -> ApiResult<()> {
+    let res = crate::controllers::persistent_volume::claims();
+    let annotation = crate::controllers::persistent_volume::SELECTED_NODE_ANNOTATION;
+    for name in claims {
+        for attempt in 0.. {
+            let mut claim = api.get(res, Some(&pod.namespace), name).await?;
+            if claim["metadata"]["annotations"][annotation] == node
+                || !claim["spec"]["volumeName"]
+                    .as_str()
+                    .unwrap_or("")
+                    .is_empty()
+            {
+                break;
+            }
+            if !claim["metadata"]["annotations"].is_object() {
+                claim["metadata"]["annotations"] = json!({});
+            }
+            claim["metadata"]["annotations"][annotation] = json!(node);
+            match api
+                .update(
+                    res,
+                    Some(&pod.namespace),
+                    name,
+                    claim,
+                    None,
+                    &Default::default(),
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if e.code == 409 && attempt < 3 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Binds `pod` to `node` and records the `Scheduled` event.
 pub async fn bind(api: &Api, events: &EventRecorder, pod: &PodInfo, node: &str) -> ApiResult<()> {
     let binding = json!({

@@ -55,6 +55,7 @@ pub fn feasible_nodes_to_find(nodes: usize, percentage: u32) -> usize {
 pub struct Constraints {
     inter_pod: InterPod,
     spread: Option<Spread>,
+    volumes: super::volume_binding::VolumeTerms,
 }
 
 impl Constraints {
@@ -74,12 +75,25 @@ impl Constraints {
         let spread = pod.spread.as_deref().map(|constraints| {
             super::topology_spread::read(pod, constraints, snapshot.nodes(), snapshot.placed())
         });
-        Constraints { inter_pod, spread }
+        // A pod whose claims fail the pre-filter never gets this far.
+        let volumes = if pod.claims.is_some() {
+            super::volume_binding::read(snapshot.claims(), snapshot.volumes(), pod)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Constraints {
+            inter_pod,
+            spread,
+            volumes,
+        }
     }
 
     /// Whether there is anything to check beyond [`filter`].
     fn is_empty(&self) -> bool {
-        self.inter_pod.filter.is_none() && self.spread.as_ref().is_none_or(|s| s.is_empty())
+        self.inter_pod.filter.is_none()
+            && self.spread.as_ref().is_none_or(|s| s.is_empty())
+            && self.volumes.is_empty()
     }
 
     /// [`filter`], then inter-pod affinity and topology spread.
@@ -91,6 +105,7 @@ impl Constraints {
         let Some(spec) = node.node.as_ref() else {
             return Ok(());
         };
+        super::volume_binding::check(&self.volumes, &node.name, spec)?;
         if let Some(s) = self.spread.as_ref().filter(|s| !s.is_empty()) {
             s.check(spec)?;
         }
@@ -151,6 +166,13 @@ pub fn decide(
             return (Decision::Unschedulable(diagnosis), start);
         }
     };
+    if pod.claims.is_some()
+        && let Err(message) =
+            super::volume_binding::read(snapshot.claims(), snapshot.volumes(), pod)
+    {
+        diagnosis.pre_filter = Some(message);
+        return (Decision::Unschedulable(diagnosis), start);
+    }
     let nodes = snapshot.nodes();
     let constraints = Constraints::read(snapshot, pod);
     let nominated = snapshot.nominated_against(pod);

@@ -14,7 +14,10 @@
 //! 7. InterPodAffinity: required pod affinity and anti-affinity, the pod's own and the placed
 //!    pods' (see [`super::inter_pod`]).
 //!
-//! The last two need the other pods, so `decide` runs them.
+//! 8. VolumeBinding: the node affinity of the volumes of the pod's bound claims (see
+//!    [`super::volume_binding`]).
+//!
+//! The last three need more than the node, so `decide` runs them.
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration};
 
@@ -56,6 +59,8 @@ pub enum Unfit {
     TopologySpread,
     /// The node lacks the topology key of a `DoNotSchedule` topology spread constraint.
     TopologySpreadMissingLabel,
+    /// A bound claim's volume is not reachable from the node (its node affinity).
+    VolumeNodeAffinity,
 }
 
 impl Unfit {
@@ -105,6 +110,7 @@ impl Unfit {
             Unfit::TopologySpread => {
                 vec!["node(s) didn't match pod topology spread constraints".into()]
             }
+            Unfit::VolumeNodeAffinity => vec!["node(s) had volume node affinity conflict".into()],
             Unfit::TopologySpreadMissingLabel => vec![
                 "node(s) didn't match pod topology spread constraints (missing required label)"
                     .into(),

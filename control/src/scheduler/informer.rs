@@ -35,6 +35,10 @@ pub enum Kind {
     Budgets,
     /// `namespaces`, whose labels inter-pod terms' `namespaceSelector` selects by.
     Namespaces,
+    /// `persistentvolumeclaims`, all namespaces: the claims pods mount.
+    Claims,
+    /// `persistentvolumes`: where bound claims' volumes are.
+    Volumes,
 }
 
 impl Kind {
@@ -45,6 +49,8 @@ impl Kind {
             Kind::RuntimeClasses => resources::find("node.k8s.io", "v1", "runtimeclasses"),
             Kind::Budgets => resources::find("policy", "v1", "poddisruptionbudgets"),
             Kind::Namespaces => resources::find("", "v1", "namespaces"),
+            Kind::Claims => resources::find("", "v1", "persistentvolumeclaims"),
+            Kind::Volumes => resources::find("", "v1", "persistentvolumes"),
         };
         found.expect("served")
     }
@@ -83,6 +89,17 @@ pub enum Update {
     },
     /// A namespace is gone.
     NamespaceDeleted(String),
+    /// A claim was added or changed (`namespace/name`).
+    Claim(String, super::volume_binding::Claim),
+    /// A claim is gone.
+    ClaimDeleted(String),
+    /// A volume was added or changed: its name and required node affinity terms.
+    Volume(
+        String,
+        Option<std::sync::Arc<[k8s_openapi::api::core::v1::NodeSelectorTerm]>>,
+    ),
+    /// A volume is gone.
+    VolumeDeleted(String),
     /// A list of `kind` completed; `names` is everything that exists (pod keys for pods).
     Synced {
         /// The kind listed.
@@ -132,6 +149,22 @@ fn decode(kind: Kind, event_type: EventType, bytes: &[u8], revision: Revision) -
                 }
             })
         }
+        Kind::Claims => {
+            let (key, claim) = super::volume_binding::claim_from_slice(bytes)?;
+            Some(if deleted {
+                Update::ClaimDeleted(key)
+            } else {
+                Update::Claim(key, claim)
+            })
+        }
+        Kind::Volumes => {
+            let (name, terms) = super::volume_binding::volume_from_slice(bytes)?;
+            Some(if deleted {
+                Update::VolumeDeleted(name)
+            } else {
+                Update::Volume(name, terms)
+            })
+        }
         Kind::Namespaces => {
             let ns: Namespace = serde_json::from_slice(bytes).ok()?;
             let name = ns.metadata.name?;
@@ -153,6 +186,8 @@ fn name_of(update: &Update) -> Option<String> {
         Update::Budget(b) => Some(b.key.clone()),
         Update::Node(n) => n.metadata.name.clone(),
         Update::RuntimeClass { name, .. } | Update::Namespace { name, .. } => Some(name.clone()),
+        Update::Claim(key, _) => Some(key.clone()),
+        Update::Volume(name, _) => Some(name.clone()),
         _ => None,
     }
 }

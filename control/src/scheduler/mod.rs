@@ -42,6 +42,7 @@ pub mod resources;
 pub mod score;
 pub mod snapshot;
 pub mod topology_spread;
+pub mod volume_binding;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -158,6 +159,19 @@ impl Scheduler {
                 }
             }
             Update::NamespaceDeleted(name) => self.snapshot.delete_namespace(&name),
+            Update::Claim(key, claim) => {
+                // A claim made or bound may let a pod that mounts it fit.
+                if self.snapshot.apply_claim(key, claim) {
+                    self.queue.move_all(now);
+                }
+            }
+            Update::ClaimDeleted(key) => self.snapshot.delete_claim(&key),
+            Update::Volume(name, terms) => {
+                if self.snapshot.apply_volume(name, terms) {
+                    self.queue.move_all(now);
+                }
+            }
+            Update::VolumeDeleted(name) => self.snapshot.delete_volume(&name),
             Update::Synced { kind, names } => {
                 let listed: HashSet<String> = names.into_iter().collect();
                 // What the snapshot holds that the fresh list no longer has.
@@ -189,6 +203,16 @@ impl Scheduler {
                     Kind::Namespaces => {
                         for name in gone(self.snapshot.namespace_names()) {
                             self.snapshot.delete_namespace(&name);
+                        }
+                    }
+                    Kind::Claims => {
+                        for key in gone(self.snapshot.claim_keys()) {
+                            self.snapshot.delete_claim(&key);
+                        }
+                    }
+                    Kind::Volumes => {
+                        for name in gone(self.snapshot.volume_names()) {
+                            self.snapshot.delete_volume(&name);
                         }
                     }
                 }
@@ -247,7 +271,20 @@ impl Scheduler {
             Decision::Bind(i) => {
                 self.snapshot.assume(&pod, i);
                 let node = self.snapshot.nodes()[i].name.clone();
+                let unbound = if pod.claims.is_some() {
+                    volume_binding::unbound(self.snapshot.claims(), &pod)
+                } else {
+                    Vec::new()
+                };
                 self.writes.spawn(async move {
+                    if let Err(e) = binder::select_node(&api, &pod, &unbound, &node).await {
+                        // A claim's trouble, not the pod's: try the pod again.
+                        let e = crate::apiserver::error::ApiError::internal(format!(
+                            "selecting node {node} for the pod's claims: {}",
+                            e.message
+                        ));
+                        return Outcome::BindFailed(pod.key(), e);
+                    }
                     match binder::bind(&api, &events, &pod, &node).await {
                         Ok(()) => Outcome::Bound(pod.key()),
                         Err(e) => Outcome::BindFailed(pod.key(), e),
@@ -312,8 +349,10 @@ impl Scheduler {
 }
 
 /// The kinds the scheduler follows, pods last (so their first decisions see the rest).
-const INFORMED: [Kind; 5] = [
+const INFORMED: [Kind; 7] = [
     Kind::Namespaces,
+    Kind::Claims,
+    Kind::Volumes,
     Kind::RuntimeClasses,
     Kind::Budgets,
     Kind::Nodes,

@@ -73,6 +73,8 @@ pub struct PodInfo {
     pub preempts: bool,
     /// `spec.runtimeClassName`.
     pub runtime_class: Option<String>,
+    /// The PersistentVolumeClaims its volumes mount; `None` when it mounts none.
+    pub claims: Option<Box<[String]>>,
     /// The uid of the controlling owner (`ownerReferences[controller=true]`), whose replicas
     /// are spread over nodes.
     pub owner: Option<String>,
@@ -115,6 +117,19 @@ struct RawSpec {
     topology_spread_constraints: Vec<TopologySpreadConstraint>,
     priority: Option<i32>,
     preemption_policy: Option<String>,
+    volumes: Vec<RawVolume>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct RawVolume {
+    persistent_volume_claim: Option<RawClaimSource>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct RawClaimSource {
+    claim_name: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,6 +260,11 @@ impl PodInfo {
                     c.message.unwrap_or_default(),
                 )
             });
+        let claims: Vec<String> = spec
+            .volumes
+            .into_iter()
+            .filter_map(|v| v.persistent_volume_claim.map(|c| c.claim_name))
+            .collect();
         PodInfo {
             namespace: raw.metadata.namespace,
             name: raw.metadata.name,
@@ -269,6 +289,7 @@ impl PodInfo {
             priority: spec.priority.unwrap_or(0),
             preempts: spec.preemption_policy.as_deref() != Some("Never"),
             runtime_class: spec.runtime_class_name.filter(|n| !n.is_empty()),
+            claims: (!claims.is_empty()).then(|| claims.into_boxed_slice()),
             owner: raw
                 .metadata
                 .owner_references

@@ -161,6 +161,10 @@ pub struct Snapshot {
     priorities: BTreeMap<i32, usize>,
     /// Namespaces' labels, which inter-pod terms' `namespaceSelector` selects by.
     namespaces: NamespaceLabels,
+    /// PersistentVolumeClaims, which pods mounting them need.
+    claims: super::volume_binding::Claims,
+    /// PersistentVolumes' node affinity.
+    volumes: super::volume_binding::Volumes,
 }
 
 impl Snapshot {
@@ -308,6 +312,50 @@ impl Snapshot {
     /// Removes a RuntimeClass.
     pub fn delete_runtime_class(&mut self, name: &str) {
         self.runtime_classes.remove(name);
+    }
+
+    /// Adds or updates a claim; whether it changed.
+    pub fn apply_claim(&mut self, key: String, claim: super::volume_binding::Claim) -> bool {
+        self.claims.insert(key, claim.clone()) != Some(claim)
+    }
+
+    /// Removes a claim.
+    pub fn delete_claim(&mut self, key: &str) {
+        self.claims.remove(key);
+    }
+
+    /// Adds or updates a volume's node affinity; whether it changed.
+    pub fn apply_volume(
+        &mut self,
+        name: String,
+        terms: Option<std::sync::Arc<[k8s_openapi::api::core::v1::NodeSelectorTerm]>>,
+    ) -> bool {
+        self.volumes.insert(name, terms.clone()) != Some(terms)
+    }
+
+    /// Removes a volume.
+    pub fn delete_volume(&mut self, name: &str) {
+        self.volumes.remove(name);
+    }
+
+    /// The claims known (`namespace/name`), for resynchronising after a re-list.
+    pub fn claim_keys(&self) -> Vec<String> {
+        self.claims.keys().cloned().collect()
+    }
+
+    /// The volumes known, for resynchronising after a re-list.
+    pub fn volume_names(&self) -> Vec<String> {
+        self.volumes.keys().cloned().collect()
+    }
+
+    /// Every claim.
+    pub fn claims(&self) -> &super::volume_binding::Claims {
+        &self.claims
+    }
+
+    /// Every volume's node affinity.
+    pub fn volumes(&self) -> &super::volume_binding::Volumes {
+        &self.volumes
     }
 
     /// Adds or updates a namespace's labels.
