@@ -68,6 +68,11 @@ impl Agent {
         agent
     }
 
+    /// The agent's `--data-dir`.
+    fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -1684,12 +1689,12 @@ fn a_statefulset_starts_updates_and_removes_its_pods_in_ordinal_order() {
         "pv",
         1,
         "hello-http:v1",
-        "  volumeClaimTemplates:\n    - metadata:\n        name: data\n      spec:\n        accessModes: [ReadWriteOnce]\n        resources:\n          requests:\n            storage: 1Gi\n",
+        "  volumeClaimTemplates:\n    - metadata:\n        name: data\n      spec:\n        resources:\n          requests:\n            storage: 1Gi\n",
     );
     let out = s.kubectl_stdin(&["apply", "-f", "-"], &claims);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("spec.volumeClaimTemplates"),
+        !out.status.success() && err.contains("spec.volumeClaimTemplates[0].spec.accessModes"),
         "{err}"
     );
     let out = s.kubectl(&[
@@ -1701,6 +1706,137 @@ fn a_statefulset_starts_updates_and_removes_its_pods_in_ordinal_order() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("updates to statefulset spec"),
+        "{err}"
+    );
+}
+
+/// The JSON of `kind/name`, or `None` while it does not exist.
+fn get_json(s: &Server, kind: &str, name: &str) -> Option<Value> {
+    let out = s.kubectl(&["get", kind, name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("kubectl printed JSON"))
+}
+
+#[test]
+fn statefulset_claims_get_local_volumes_that_outlive_their_pods() {
+    let s = Server::start();
+    let agent = Agent::start(&s, "ctl-pvc");
+    push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:v1");
+    let sc = s.kubectl_ok(&["get", "storageclass"]);
+    assert!(
+        sc.contains("local-path (default)") && sc.contains("WaitForFirstConsumer"),
+        "{sc}"
+    );
+    // Each pod writes a file into its volume, then shows what the file holds.
+    let sts = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: vol\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: vol\n  template:\n    metadata:\n      labels:\n        app: vol\n    spec:\n      runtimeClassName: wasmtime\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: c\n          image: hello-wasi:v1\n          env:\n            - name: HELLO_WRITE_DIR\n              value: /data\n            - name: HELLO_FILE\n              value: /data/written-by-guest.txt\n            - name: HELLO_REPEAT_MS\n              value: \"100\"\n          volumeMounts:\n            - name: data\n              mountPath: /data\n  volumeClaimTemplates:\n    - metadata:\n        name: data\n      spec:\n        accessModes: [ReadWriteOnce]\n        resources:\n          requests:\n            storage: 1Mi\n";
+    apply(&s, sts);
+    s.kubectl_ok(&["rollout", "status", "sts/vol", "--timeout=55s"]);
+    let mut volumes = Vec::new();
+    for n in 0..2 {
+        let claim = get_json(&s, "pvc", &format!("data-vol-{n}")).expect("the claim");
+        assert_eq!(claim["status"]["phase"], "Bound", "{claim}");
+        assert_eq!(claim["spec"]["storageClassName"], "local-path");
+        assert_eq!(claim["metadata"]["labels"]["app"], "vol");
+        let volume = claim["spec"]["volumeName"].as_str().unwrap().to_string();
+        let pv = get_json(&s, "pv", &volume).expect("the volume");
+        assert_eq!(pv["status"]["phase"], "Bound");
+        assert_eq!(pv["spec"]["claimRef"]["name"], format!("data-vol-{n}"));
+        assert_eq!(
+            pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+                [0],
+            "ctl-pvc"
+        );
+        let file = agent
+            .data_dir()
+            .join("volumes")
+            .join(&volume)
+            .join("written-by-guest.txt");
+        wait_for(&format!("{} written", file.display()), TIMEOUT, || {
+            file.is_file().then_some(())
+        });
+        volumes.push(volume);
+    }
+    assert_ne!(volumes[0], volumes[1], "each pod has a volume of its own");
+    let table = s.kubectl_ok(&["get", "pvc"]);
+    assert!(
+        table.contains("Bound") && table.contains("RWO") && table.contains("local-path"),
+        "{table}"
+    );
+    let logs = s.kubectl_ok(&["logs", "vol-0"]);
+    assert!(
+        logs.contains("cannot read /data/written-by-guest.txt"),
+        "a fresh volume is empty: {logs}"
+    );
+
+    // vol-0 made again mounts the same volume and finds its file from the start.
+    let uid = s.kubectl_ok(&["get", "pod", "vol-0", "-o", "jsonpath={.metadata.uid}"]);
+    s.kubectl_ok(&["delete", "pod", "vol-0", "--wait=false"]);
+    let logs = wait_for("vol-0 made again and running", TIMEOUT, || {
+        let p = get_json(&s, "pod", "vol-0")?;
+        if p["metadata"]["uid"] == uid.as_str() || !is_ready(&p) {
+            return None;
+        }
+        let logs = s.kubectl_ok(&["logs", "vol-0"]);
+        logs.contains("written by hello-wasi").then_some(logs)
+    });
+    assert!(
+        !logs.contains("cannot read"),
+        "the data did not survive: {logs}"
+    );
+    let claim = get_json(&s, "pvc", "data-vol-0").unwrap();
+    assert_eq!(claim["spec"]["volumeName"], volumes[0].as_str());
+
+    // A pod whose claim does not exist is not scheduled, and is once the claim is made.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: waits\nspec:\n  runtimeClassName: wasmtime\n  containers:\n    - name: c\n      image: hello-wasi:v1\n      env:\n        - name: HELLO_REPEAT_MS\n          value: \"100\"\n      volumeMounts:\n        - name: d\n          mountPath: /data\n  volumes:\n    - name: d\n      persistentVolumeClaim:\n        claimName: later\n";
+    apply(&s, pod);
+    wait_for("FailedScheduling for the missing claim", TIMEOUT, || {
+        event_reasons(&s, "involvedObject.name=waits")
+            .contains("FailedScheduling")
+            .then_some(())
+    });
+    let p = get_json(&s, "pod", "waits").unwrap();
+    let message = p["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        message.contains("persistentvolumeclaim \"later\" not found"),
+        "{p}"
+    );
+    apply(
+        &s,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: later\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: 1Mi\n",
+    );
+    wait_for("the waiting pod running", TIMEOUT, || {
+        get_json(&s, "pod", "waits").filter(is_ready).map(|_| ())
+    });
+    let later = get_json(&s, "pvc", "later").unwrap();
+    assert_eq!(later["status"]["phase"], "Bound");
+
+    // Claims outlive their StatefulSet (whenDeleted: Retain); a deleted claim takes its
+    // volume with it (reclaimPolicy: Delete).
+    s.kubectl_ok(&["delete", "sts", "vol", "--timeout=50s"]);
+    wait_for("the pods gone", TIMEOUT, || {
+        pods(&s, "app=vol").is_empty().then_some(())
+    });
+    assert!(get_json(&s, "pvc", "data-vol-1").is_some());
+    s.kubectl_ok(&["delete", "pvc", "data-vol-1", "--timeout=50s"]);
+    wait_for("the volume of the deleted claim gone", TIMEOUT, || {
+        get_json(&s, "pv", &volumes[1]).is_none().then_some(())
+    });
+    assert!(get_json(&s, "pv", &volumes[0]).is_some());
+
+    // A claim without access modes or a size is refused.
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: bad\nspec:\n  resources: {}\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("spec.accessModes")
+            && err.contains("spec.resources[storage]"),
         "{err}"
     );
 }

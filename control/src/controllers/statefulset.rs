@@ -26,12 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::controller_history;
 use super::owner;
+use super::persistent_volume;
 use super::pod_cache::PodCache;
 use super::pods;
 use super::replicaset::write_status;
 use super::rollout;
 use super::runner::{self, ObjectKey, Reconciler, RunnerConfig, Watched};
-use crate::apiserver::api::Api;
+use crate::apiserver::api::{Api, WriteOptions};
 use crate::apiserver::error::ApiResult;
 use crate::apiserver::objects;
 use crate::apiserver::resources::{self, ResourceInfo};
@@ -248,6 +249,45 @@ pub fn counts(s: &Settings, members: &[Member]) -> Counts {
     c
 }
 
+/// The PersistentVolumeClaims of the pod with `ordinal`, one per `volumeClaimTemplates` entry:
+/// `<template>-<set>-<ordinal>`, labelled with the template's labels and the set's
+/// `matchLabels`, owned by the set when `persistentVolumeClaimRetentionPolicy.whenDeleted` is
+/// `Delete` (so they go with it), else by nothing (they outlive it).
+pub fn claims_for(set: &Value, ordinal: i64) -> Vec<Value> {
+    let set_name = objects::name(set);
+    let delete_with_set =
+        set["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete";
+    set["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let template_name = t["metadata"]["name"].as_str().unwrap_or("");
+            let mut labels = t["metadata"]["labels"].clone();
+            if !labels.is_object() {
+                labels = json!({});
+            }
+            for (k, v) in set["spec"]["selector"]["matchLabels"].as_object().into_iter().flatten() {
+                labels[k] = v.clone();
+            }
+            let mut meta = json!({
+                "name": format!("{template_name}-{set_name}-{ordinal}"),
+                "namespace": objects::namespace(set),
+                "labels": labels,
+            });
+            if t["metadata"]["annotations"].is_object() {
+                meta["annotations"] = t["metadata"]["annotations"].clone();
+            }
+            if delete_with_set {
+                let mut r = owner::reference_to(set);
+                r["controller"] = json!(false);
+                meta["ownerReferences"] = json!([r]);
+            }
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": t["spec"]})
+        })
+        .collect()
+}
+
 /// The pod with `ordinal` made from `template` (a revision's pod template).
 pub fn new_pod(set: &Value, template: &Value, revision: &str, ordinal: i64) -> Value {
     let name = format!("{}-{ordinal}", objects::name(set));
@@ -266,6 +306,27 @@ pub fn new_pod(set: &Value, template: &Value, revision: &str, ordinal: i64) -> V
     meta.remove("generateName");
     meta.insert("name".into(), json!(name));
     pod["spec"]["hostname"] = json!(name);
+    // Each claim template is a volume of that name (replacing one the template has).
+    let set_name = objects::name(set);
+    let mut volumes = pod["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for t in set["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let template_name = t["metadata"]["name"].as_str().unwrap_or("");
+        volumes.retain(|v| v["name"] != template_name);
+        volumes.push(json!({
+            "name": template_name,
+            "persistentVolumeClaim": {"claimName": format!("{template_name}-{set_name}-{ordinal}")},
+        }));
+    }
+    if !volumes.is_empty() {
+        pod["spec"]["volumes"] = json!(volumes);
+    }
     match set["spec"]["serviceName"].as_str() {
         Some(service) if !service.is_empty() => pod["spec"]["subdomain"] = json!(service),
         _ => {}
@@ -370,6 +431,20 @@ impl StatefulSetController {
             })
             .collect();
         let actions = plan(&settings, &members);
+        if spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Delete" {
+            // The claims of pods removed by a scale-down go with them.
+            let range = settings.start..settings.start + settings.replicas;
+            for a in &actions {
+                let Action::Delete(name) = a else { continue };
+                let condemned = mine.iter().find(|p| {
+                    objects::name(p) == name
+                        && ordinal_of(set_name, name).is_some_and(|o| !range.contains(&o))
+                });
+                if let Some(pod) = condemned {
+                    self.give_claims_to(&set, pod).await?;
+                }
+            }
+        }
         self.act(&set, ns, &current, &update, &actions).await;
         // Revisions neither current, nor updating, nor run by a live pod, beyond
         // revisionHistoryLimit, go.
@@ -414,6 +489,46 @@ impl StatefulSetController {
         })
     }
 
+    /// Makes `pod` an owner of its claims, so that they are deleted with it.
+    async fn give_claims_to(&self, set: &Value, pod: &Value) -> ApiResult<()> {
+        let ordinal = ordinal_of(objects::name(set), objects::name(pod)).unwrap_or(0);
+        let ns = objects::namespace(set);
+        for claim in claims_for(set, ordinal) {
+            let mut c = match self
+                .api
+                .get(persistent_volume::claims(), ns, objects::name(&claim))
+                .await
+            {
+                Ok(c) => c,
+                Err(e) if e.code == 404 => continue,
+                Err(e) => return Err(e),
+            };
+            let mut refs = c["metadata"]["ownerReferences"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if refs.iter().any(|r| r["uid"] == pod["metadata"]["uid"]) {
+                continue;
+            }
+            let mut r = owner::reference_to(pod);
+            r["controller"] = json!(false);
+            refs.push(r);
+            c["metadata"]["ownerReferences"] = json!(refs);
+            let name = objects::name(&c).to_string();
+            self.api
+                .update(
+                    persistent_volume::claims(),
+                    ns,
+                    &name,
+                    c,
+                    None,
+                    &WriteOptions::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Carries `actions` out, with the events Kubernetes records for them.
     async fn act(
         &self,
@@ -441,6 +556,52 @@ impl StatefulSetController {
                 Action::Delete(name) => delete.push(name.clone()),
             }
         }
+        // Each pod's claims come first; a pod whose claims cannot be made waits.
+        let mut ready = Vec::with_capacity(create.len());
+        for pod in create {
+            let ordinal = ordinal_of(set_name, objects::name(&pod)).unwrap_or(0);
+            let mut failed = None;
+            for claim in claims_for(set, ordinal) {
+                let claim_name = objects::name(&claim).to_string();
+                match self
+                    .api
+                    .create(
+                        persistent_volume::claims(),
+                        Some(ns),
+                        claim,
+                        &WriteOptions::default(),
+                    )
+                    .await
+                {
+                    Ok(_) => self.events.normal(
+                        reference.clone(),
+                        "SuccessfulCreate",
+                        format!(
+                            "create Claim {claim_name} Pod {} in StatefulSet {set_name} success",
+                            objects::name(&pod)
+                        ),
+                    ),
+                    Err(e) if e.code == 409 => {}
+                    Err(e) => {
+                        failed = Some((claim_name, e));
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => ready.push(pod),
+                Some((claim_name, e)) => self.events.warning(
+                    reference.clone(),
+                    "FailedCreate",
+                    format!(
+                        "create Claim {claim_name} for Pod {} in StatefulSet {set_name} failed error: {}",
+                        objects::name(&pod),
+                        e.message
+                    ),
+                ),
+            }
+        }
+        let create = ready;
         if !create.is_empty() {
             let names: Vec<String> = create
                 .iter()

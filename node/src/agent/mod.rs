@@ -193,6 +193,7 @@ impl Agent {
             addresses: AddressPool::new(config.pod_cidr),
             events,
             pods_dir: data_dir.join("pods"),
+            volumes_dir: data_dir.join("volumes"),
             backoff: config.backoff,
             shutdown_grace: config.shutdown_grace,
             sync_frequency: config.sync_frequency,

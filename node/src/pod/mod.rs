@@ -13,6 +13,7 @@
 pub mod address;
 pub mod atomic_writer;
 pub mod backoff;
+pub mod claims;
 pub mod container;
 pub mod env;
 pub mod hook;
@@ -65,6 +66,8 @@ pub struct PodContext {
     pub events: EventRecorder,
     /// Per-pod directories (volumes) live under it.
     pub pods_dir: PathBuf,
+    /// The directories of local-path PersistentVolumes live under it.
+    pub volumes_dir: PathBuf,
     /// Restart and retry backoff.
     pub backoff: Backoff,
     /// Longest grace given to containers when the agent itself shuts down.

@@ -24,6 +24,8 @@ pub struct Sources {
     pub secrets: HashMap<String, BTreeMap<String, Vec<u8>>>,
     /// The namespace, for messages.
     pub namespace: String,
+    /// The directory of each PersistentVolumeClaim the pod mounts (see `claims`).
+    pub claims: HashMap<String, std::path::PathBuf>,
 }
 
 impl Sources {

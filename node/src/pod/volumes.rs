@@ -8,7 +8,9 @@
 //! periodic sync does: a changed ConfigMap or Secret, or changed labels and annotations, reach
 //! the running containers. `emptyDir` lives as long as the pod; `hostPath` is the host
 //! directory itself (`DirectoryOrCreate` creates it). Preopens are directories, so a
-//! `hostPath` of a single file is refused, as is any other volume type.
+//! `hostPath` of a single file is refused, as is any other volume type. A
+//! `persistentVolumeClaim` is its bound volume's directory on this node (see
+//! [`super::claims`]).
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -95,6 +97,15 @@ fn materialise_one(
         std::fs::create_dir_all(target).map_err(io)?;
         return Ok((target.to_path_buf(), false));
     }
+    if let Some(claim) = &v.persistent_volume_claim {
+        let dir = sources.claims.get(&claim.claim_name).ok_or_else(|| {
+            ConfigError(format!(
+                "volume {name}: persistentvolumeclaim \"{}\" is not resolved",
+                claim.claim_name
+            ))
+        })?;
+        return Ok((dir.clone(), claim.read_only.unwrap_or(false)));
+    }
     if let Some(host) = &v.host_path {
         let path = PathBuf::from(&host.path);
         match host.type_.as_deref().unwrap_or("") {
@@ -117,7 +128,7 @@ fn materialise_one(
     }
     Err(ConfigError(format!(
         "volume {name}: this volume type is not supported on this node (supported: \
-         configMap, secret, downwardAPI, projected, emptyDir, hostPath)"
+         configMap, secret, downwardAPI, projected, emptyDir, hostPath, persistentVolumeClaim)"
     )))
 }
 
@@ -632,7 +643,11 @@ mod tests {
             ),
             (
                 json!([{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}]),
-                "volume v: this volume type is not supported on this node (supported: configMap, secret, downwardAPI, projected, emptyDir, hostPath)",
+                "volume v: persistentvolumeclaim \"c\" is not resolved",
+            ),
+            (
+                json!([{"name": "v", "nfs": {"server": "s", "path": "/x"}}]),
+                "volume v: this volume type is not supported on this node (supported: configMap, secret, downwardAPI, projected, emptyDir, hostPath, persistentVolumeClaim)",
             ),
             (
                 json!([{"name": "v", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]),

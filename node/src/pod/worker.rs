@@ -757,7 +757,10 @@ async fn materialise_volumes(
     ip: Ipv4Addr,
     pod_dir: &std::path::Path,
 ) -> Result<(VolumeDirs, Sources), String> {
-    let sources = Sources::fetch(&ctx.client, pod).await.map_err(|e| e.0)?;
+    let mut sources = Sources::fetch(&ctx.client, pod).await.map_err(|e| e.0)?;
+    sources.claims = super::claims::resolve(&ctx.client, pod, &ctx.volumes_dir)
+        .await
+        .map_err(|e| format!("MountVolume.SetUp failed: {}", e.0))?;
     let ip = ip.to_string();
     let fields = PodFields {
         pod,
