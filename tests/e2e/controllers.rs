@@ -1814,18 +1814,31 @@ fn statefulset_claims_get_local_volumes_that_outlive_their_pods() {
     let later = get_json(&s, "pvc", "later").unwrap();
     assert_eq!(later["status"]["phase"], "Bound");
 
+    // whenScaled: Delete: a scale-down takes the removed pod's claim, and the claim its volume.
+    s.kubectl_ok(&[
+        "patch",
+        "sts/vol",
+        "-p",
+        r#"{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenScaled":"Delete"}}}"#,
+    ]);
+    s.kubectl_ok(&["scale", "sts/vol", "--replicas=1"]);
+    wait_for("vol-1's claim and volume gone", TIMEOUT, || {
+        (get_json(&s, "pvc", "data-vol-1").is_none() && get_json(&s, "pv", &volumes[1]).is_none())
+            .then_some(())
+    });
+    assert!(get_json(&s, "pvc", "data-vol-0").is_some());
+
     // Claims outlive their StatefulSet (whenDeleted: Retain); a deleted claim takes its
     // volume with it (reclaimPolicy: Delete).
     s.kubectl_ok(&["delete", "sts", "vol", "--timeout=50s"]);
     wait_for("the pods gone", TIMEOUT, || {
         pods(&s, "app=vol").is_empty().then_some(())
     });
-    assert!(get_json(&s, "pvc", "data-vol-1").is_some());
-    s.kubectl_ok(&["delete", "pvc", "data-vol-1", "--timeout=50s"]);
+    assert!(get_json(&s, "pvc", "data-vol-0").is_some());
+    s.kubectl_ok(&["delete", "pvc", "data-vol-0", "--timeout=50s"]);
     wait_for("the volume of the deleted claim gone", TIMEOUT, || {
-        get_json(&s, "pv", &volumes[1]).is_none().then_some(())
+        get_json(&s, "pv", &volumes[0]).is_none().then_some(())
     });
-    assert!(get_json(&s, "pv", &volumes[0]).is_some());
 
     // A claim without access modes or a size is refused.
     let out = s.kubectl_stdin(
