@@ -238,6 +238,7 @@ pub async fn serve_with_store(
     ));
     tasks.spawn(controllers::persistent_volume::run(
         api.clone(),
+        pod_cache.clone(),
         controllers_token.clone(),
     ));
     tasks.spawn(controllers::garbage_collector::run(

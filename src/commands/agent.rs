@@ -33,7 +33,8 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 300_000, value_name = "MS")]
     pub restart_backoff_max_ms: u64,
     /// How often running pods' configMap, secret and projected volumes are brought up to date
-    /// with their ConfigMaps and Secrets (kubelet's `--sync-frequency`).
+    /// with their ConfigMaps and Secrets (kubelet's `--sync-frequency`), and the directories of
+    /// deleted local-path volumes removed.
     #[arg(long, default_value = "1m", value_name = "DURATION", value_parser = super::server::parse_period)]
     pub sync_frequency: Duration,
     /// Most pods this node accepts (its `capacity.pods`).

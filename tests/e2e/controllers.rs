@@ -24,6 +24,11 @@ struct Agent {
 impl Agent {
     /// Starts `flotilla agent` named `name` against `server`, with a pod range of its own.
     fn start(server: &Server, name: &str) -> Agent {
+        Agent::start_with(server, name, &[])
+    }
+
+    /// [`Agent::start`] with more flags.
+    fn start_with(server: &Server, name: &str, extra: &[&str]) -> Agent {
         let cidr = crate::harness::loopback_range();
         let dir = tempfile::tempdir().expect("tempdir");
         let child = Command::new(flotilla_bin())
@@ -42,6 +47,7 @@ impl Agent {
                 "--restart-backoff-max-ms",
                 "1000",
             ])
+            .args(extra)
             .arg("--kubeconfig")
             .arg(&server.kubeconfig)
             .arg("--data-dir")
@@ -1721,7 +1727,8 @@ fn get_json(s: &Server, kind: &str, name: &str) -> Option<Value> {
 #[test]
 fn statefulset_claims_get_local_volumes_that_outlive_their_pods() {
     let s = Server::start();
-    let agent = Agent::start(&s, "ctl-pvc");
+    // Deleted volumes' directories are swept every second.
+    let agent = Agent::start_with(&s, "ctl-pvc", &["--sync-frequency", "1s"]);
     push(&s.url, "hello-wasi/hello-wasi.wasm", "hello-wasi:v1");
     let sc = s.kubectl_ok(&["get", "storageclass"]);
     assert!(
@@ -1813,6 +1820,19 @@ fn statefulset_claims_get_local_volumes_that_outlive_their_pods() {
     });
     let later = get_json(&s, "pvc", "later").unwrap();
     assert_eq!(later["status"]["phase"], "Bound");
+    let later_volume = later["spec"]["volumeName"].as_str().unwrap().to_string();
+
+    // A claim in use is kept, Terminating, until its pod is gone; then it and its volume go.
+    s.kubectl_ok(&["delete", "pvc", "later", "--wait=false"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let table = s.kubectl_ok(&["get", "pvc", "later"]);
+    assert!(table.contains("Terminating"), "{table}");
+    assert!(get_json(&s, "pv", &later_volume).is_some());
+    s.kubectl_ok(&["delete", "pod", "waits", "--timeout=50s"]);
+    wait_for("the released claim and its volume gone", TIMEOUT, || {
+        (get_json(&s, "pvc", "later").is_none() && get_json(&s, "pv", &later_volume).is_none())
+            .then_some(())
+    });
 
     // whenScaled: Delete: a scale-down takes the removed pod's claim, and the claim its volume.
     s.kubectl_ok(&[
@@ -1839,6 +1859,13 @@ fn statefulset_claims_get_local_volumes_that_outlive_their_pods() {
     wait_for("the volume of the deleted claim gone", TIMEOUT, || {
         get_json(&s, "pv", &volumes[0]).is_none().then_some(())
     });
+    // And then its directory on the node.
+    for v in &volumes {
+        let dir = agent.data_dir().join("volumes").join(v);
+        wait_for(&format!("{} removed", dir.display()), TIMEOUT, || {
+            (!dir.exists()).then_some(())
+        });
+    }
 
     // A claim without access modes or a size is refused.
     let out = s.kubectl_stdin(

@@ -63,8 +63,22 @@ pub fn default_class(classes: &[Value]) -> Option<&Value> {
     })
 }
 
-/// Gives a new claim without `storageClassName` the default class's name, if there is one.
+/// The finalizer that keeps a claim while a pod uses it (kube-apiserver's
+/// StorageObjectInUseProtection admission adds it; the persistent-volume controller removes it).
+pub const CLAIM_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
+
+/// Admits a new claim: it gets the [`CLAIM_PROTECTION_FINALIZER`], and, without
+/// `storageClassName`, the default class's name, if there is one.
 pub async fn admit_claim(api: &Api, claim: &mut Value) -> ApiResult<()> {
+    let finalizers = &mut claim["metadata"]["finalizers"];
+    if !finalizers.is_array() {
+        *finalizers = json!([]);
+    }
+    if let Some(list) = finalizers.as_array_mut()
+        && !list.iter().any(|f| f == CLAIM_PROTECTION_FINALIZER)
+    {
+        list.push(json!(CLAIM_PROTECTION_FINALIZER));
+    }
     if !claim["spec"]["storageClassName"].is_null() {
         return Ok(());
     }

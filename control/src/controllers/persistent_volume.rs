@@ -17,6 +17,10 @@
 //!   Delete` is deleted and one with `Retain` turns `Released`. A new volume without a claim
 //!   turns `Available`.
 //!
+//! - **Protection.** A claim being deleted keeps its `kubernetes.io/pvc-protection` finalizer
+//!   while a pod that has not finished mounts it, so its volume is not reclaimed under a
+//!   running pod.
+//!
 //! Keys with a namespace are claims; keys without one are volumes.
 
 use std::sync::Arc;
@@ -26,12 +30,16 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::owner;
+use super::pod_cache::PodCache;
+use super::pods;
 use super::runner::{self, ObjectKey, Reconciler, RunnerConfig, Watched};
 use crate::apiserver::api::{Api, DeleteOptions, ListParams, WriteOptions};
 use crate::apiserver::error::ApiResult;
 use crate::apiserver::objects;
 use crate::apiserver::resources::{self, ResourceInfo, Subresource};
-use crate::apiserver::storage_class::{LOCAL_PATH_PROVISIONER, storage_classes};
+use crate::apiserver::storage_class::{
+    CLAIM_PROTECTION_FINALIZER, LOCAL_PATH_PROVISIONER, storage_classes,
+};
 use crate::events::{EventRecorder, EventWriter};
 use crate::scheduler::quantity::Quantity;
 
@@ -140,6 +148,16 @@ pub fn local_volume(claim: &Value, class: &Value, node: &str) -> Value {
     })
 }
 
+/// The claims a pod mounts.
+pub fn mounts(pod: &Value) -> Vec<&str> {
+    pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+        .collect()
+}
+
 fn claim_ref(claim: &Value) -> Value {
     json!({
         "kind": "PersistentVolumeClaim", "apiVersion": "v1",
@@ -202,7 +220,7 @@ impl PersistentVolumeController {
         }
         let Some(claim) = claim else { return Ok(None) };
         if objects::is_deleting(&claim) {
-            return Ok(None);
+            return self.release_protection(&claim).await;
         }
         let bound_to = claim["spec"]["volumeName"].as_str().unwrap_or("");
         if !bound_to.is_empty() {
@@ -232,6 +250,38 @@ impl PersistentVolumeController {
             return Ok(None);
         }
         self.provision(&claim).await
+    }
+
+    /// Removes a deleted claim's protection finalizer once no unfinished pod mounts it.
+    async fn release_protection(&self, claim: &Value) -> ApiResult<Option<Duration>> {
+        let finalizers = claim["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !finalizers.iter().any(|f| f == CLAIM_PROTECTION_FINALIZER) {
+            return Ok(None);
+        }
+        let ns = objects::namespace(claim).unwrap_or("default");
+        let name = objects::name(claim);
+        let in_use = pods::list(&self.api, ns)
+            .await?
+            .iter()
+            .any(|p| !pods::is_terminal(p) && mounts(p).contains(&name));
+        if in_use {
+            return Ok(None);
+        }
+        let mut c = claim.clone();
+        c["metadata"]["finalizers"] = json!(
+            finalizers
+                .into_iter()
+                .filter(|f| f != CLAIM_PROTECTION_FINALIZER)
+                .collect::<Vec<_>>()
+        );
+        match self.write(claims(), c, None).await {
+            Ok(_) => Ok(None),
+            Err(e) if e.code == 404 => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes a volume for `claim`, or says why not.
@@ -435,13 +485,24 @@ impl Reconciler for PersistentVolumeController {
 }
 
 /// Runs the controller until `shutdown`.
-pub async fn run(api: Api, shutdown: CancellationToken) {
+pub async fn run(api: Api, pods: PodCache, shutdown: CancellationToken) {
     let (controller, writer) = PersistentVolumeController::new(api.clone());
     let events = tokio::spawn(writer.run(shutdown.clone()));
     let watched = vec![
         Watched::primary(claims()),
         // Volumes are keyed without a namespace.
         Watched::primary(volumes()),
+        // A pod that stops or goes may release a deleted claim it mounted.
+        Watched::with_map(pods::pods(), |p| {
+            mounts(p)
+                .into_iter()
+                .map(|c| ObjectKey {
+                    namespace: objects::namespace(p).map(String::from),
+                    name: c.to_string(),
+                })
+                .collect()
+        })
+        .from_cache(&pods, |_| {}),
     ];
     let config = RunnerConfig {
         name: "persistentvolume",

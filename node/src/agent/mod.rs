@@ -200,6 +200,12 @@ impl Agent {
             proxy,
             registry,
         });
+        tasks.spawn(crate::pod::claims::run_sweeper(
+            client.clone(),
+            ctx.volumes_dir.clone(),
+            config.sync_frequency,
+            shutdown.child_token(),
+        ));
         tasks.spawn(pods::dispatch(ctx, tasks.clone(), shutdown.child_token()));
         Ok(Agent {
             addr,

@@ -8,9 +8,15 @@
 //!
 //! A claim that does not exist, is not bound yet, or is bound to a volume of another kind is a
 //! mount failure the pod worker retries with backoff (a `FailedMount` event says which).
+//!
+//! Once a local-path volume's PersistentVolume is deleted (its claim was, with `reclaimPolicy:
+//! Delete`), [`run_sweeper`] removes its directory, as the local-path provisioner's helper does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::Api;
@@ -72,6 +78,71 @@ pub fn directory_of(volume: &PersistentVolume, volumes_dir: &Path) -> Result<Pat
     )))
 }
 
+/// The directories under the volumes dir (`present`) whose volumes are not among `existing`.
+pub fn stale<'a>(present: &'a [String], existing: &HashSet<String>) -> Vec<&'a str> {
+    present
+        .iter()
+        .filter(|d| !existing.contains(*d))
+        .map(String::as_str)
+        .collect()
+}
+
+/// Removes the directories of deleted local-path volumes: those not in a list of the
+/// PersistentVolumes and, read again one by one, gone (a volume made since the list keeps its
+/// directory). Returns the names removed.
+pub async fn sweep(client: &kube::Client, volumes_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(volumes_dir) else {
+        return Vec::new();
+    };
+    let present: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    if present.is_empty() {
+        return Vec::new();
+    }
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    let Ok(list) = api.list(&Default::default()).await else {
+        return Vec::new();
+    };
+    let existing: HashSet<String> = list
+        .items
+        .into_iter()
+        .filter_map(|v| v.metadata.name)
+        .collect();
+    let mut removed = Vec::new();
+    for name in stale(&present, &existing) {
+        if matches!(api.get_opt(name).await, Ok(None)) {
+            match std::fs::remove_dir_all(volumes_dir.join(name)) {
+                Ok(()) => removed.push(name.to_string()),
+                Err(e) => {
+                    tracing::warn!(volume = name, error = %e, "cannot remove a deleted volume's directory")
+                }
+            }
+        }
+    }
+    removed
+}
+
+/// Sweeps every `every` until `shutdown`.
+pub async fn run_sweeper(
+    client: kube::Client,
+    volumes_dir: PathBuf,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        for name in sweep(&client, &volumes_dir).await {
+            tracing::info!(volume = %name, "removed the directory of a deleted volume");
+        }
+    }
+}
+
 /// The directory of each claim `pod` mounts, or why one cannot be mounted yet.
 pub async fn resolve(
     client: &kube::Client,
@@ -131,6 +202,13 @@ mod tests {
             let v = volume(json!({"csi": {"driver": LOCAL_PATH_DRIVER, "volumeHandle": bad}}));
             assert!(directory_of(&v, tmp.path()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn directories_of_volumes_not_listed_are_stale() {
+        let present = vec!["pvc-a".to_string(), "pvc-b".to_string()];
+        let existing: HashSet<String> = ["pvc-a".to_string(), "other".to_string()].into();
+        assert_eq!(stale(&present, &existing), ["pvc-b"]);
     }
 
     #[test]
