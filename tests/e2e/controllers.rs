@@ -1795,7 +1795,7 @@ fn statefulset_claims_get_local_volumes_that_outlive_their_pods() {
     assert_eq!(claim["spec"]["volumeName"], volumes[0].as_str());
 
     // A pod whose claim does not exist is not scheduled, and is once the claim is made.
-    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: waits\nspec:\n  runtimeClassName: wasmtime\n  containers:\n    - name: c\n      image: hello-wasi:v1\n      env:\n        - name: HELLO_REPEAT_MS\n          value: \"100\"\n      volumeMounts:\n        - name: d\n          mountPath: /data\n  volumes:\n    - name: d\n      persistentVolumeClaim:\n        claimName: later\n";
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: waits\nspec:\n  runtimeClassName: wasmtime\n  terminationGracePeriodSeconds: 1\n  containers:\n    - name: c\n      image: hello-wasi:v1\n      env:\n        - name: HELLO_REPEAT_MS\n          value: \"100\"\n      volumeMounts:\n        - name: d\n          mountPath: /data\n  volumes:\n    - name: d\n      persistentVolumeClaim:\n        claimName: later\n";
     apply(&s, pod);
     wait_for("FailedScheduling for the missing claim", TIMEOUT, || {
         event_reasons(&s, "involvedObject.name=waits")

@@ -431,6 +431,22 @@ impl StatefulSetController {
             })
             .collect();
         let actions = plan(&settings, &members);
+        // A pending pod whose claim went away (deleted while it waited) gets it made again,
+        // as Kubernetes' createMissingPersistentVolumeClaims does.
+        if spec["volumeClaimTemplates"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+        {
+            for p in mine
+                .iter()
+                .filter(|p| p["status"]["phase"] == "Pending" && !objects::is_deleting(p))
+            {
+                if let Some(ordinal) = ordinal_of(set_name, objects::name(p)) {
+                    self.create_claims(&set, ns, ordinal, objects::name(p))
+                        .await;
+                }
+            }
+        }
         if spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Delete" {
             // The claims of pods removed by a scale-down go with them.
             let range = settings.start..settings.start + settings.replicas;
@@ -487,6 +503,46 @@ impl StatefulSetController {
         } else {
             Some(Duration::from_millis(250))
         })
+    }
+
+    /// Makes the missing claims of the pod `pod_name` (with `ordinal`), with Kubernetes'
+    /// events; whether they all exist now.
+    async fn create_claims(&self, set: &Value, ns: &str, ordinal: i64, pod_name: &str) -> bool {
+        let set_name = objects::name(set);
+        for claim in claims_for(set, ordinal) {
+            let claim_name = objects::name(&claim).to_string();
+            let made = self
+                .api
+                .create(
+                    persistent_volume::claims(),
+                    Some(ns),
+                    claim,
+                    &WriteOptions::default(),
+                )
+                .await;
+            match made {
+                Ok(_) => self.events.normal(
+                    owner::object_reference(set),
+                    "SuccessfulCreate",
+                    format!(
+                        "create Claim {claim_name} Pod {pod_name} in StatefulSet {set_name} success"
+                    ),
+                ),
+                Err(e) if e.code == 409 => {}
+                Err(e) => {
+                    self.events.warning(
+                        owner::object_reference(set),
+                        "FailedCreate",
+                        format!(
+                            "create Claim {claim_name} for Pod {pod_name} in StatefulSet {set_name} failed error: {}",
+                            e.message
+                        ),
+                    );
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Makes `pod` an owner of its claims, so that they are deleted with it.
@@ -560,45 +616,11 @@ impl StatefulSetController {
         let mut ready = Vec::with_capacity(create.len());
         for pod in create {
             let ordinal = ordinal_of(set_name, objects::name(&pod)).unwrap_or(0);
-            let mut failed = None;
-            for claim in claims_for(set, ordinal) {
-                let claim_name = objects::name(&claim).to_string();
-                match self
-                    .api
-                    .create(
-                        persistent_volume::claims(),
-                        Some(ns),
-                        claim,
-                        &WriteOptions::default(),
-                    )
-                    .await
-                {
-                    Ok(_) => self.events.normal(
-                        reference.clone(),
-                        "SuccessfulCreate",
-                        format!(
-                            "create Claim {claim_name} Pod {} in StatefulSet {set_name} success",
-                            objects::name(&pod)
-                        ),
-                    ),
-                    Err(e) if e.code == 409 => {}
-                    Err(e) => {
-                        failed = Some((claim_name, e));
-                        break;
-                    }
-                }
-            }
-            match failed {
-                None => ready.push(pod),
-                Some((claim_name, e)) => self.events.warning(
-                    reference.clone(),
-                    "FailedCreate",
-                    format!(
-                        "create Claim {claim_name} for Pod {} in StatefulSet {set_name} failed error: {}",
-                        objects::name(&pod),
-                        e.message
-                    ),
-                ),
+            if self
+                .create_claims(set, ns, ordinal, objects::name(&pod))
+                .await
+            {
+                ready.push(pod);
             }
         }
         let create = ready;
