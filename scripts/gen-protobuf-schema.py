@@ -46,6 +46,18 @@ ROOTS = [
     ("apps/v1", "Deployment", API + "apps/v1", "Deployment"),
     ("apps/v1", "ReplicaSet", API + "apps/v1", "ReplicaSet"),
     ("apps/v1", "DaemonSet", API + "apps/v1", "DaemonSet"),
+    ("apps/v1", "StatefulSet", API + "apps/v1", "StatefulSet"),
+    ("v1", "PersistentVolumeClaim", API + "core/v1", "PersistentVolumeClaim"),
+    ("v1", "PersistentVolume", API + "core/v1", "PersistentVolume"),
+    ("storage.k8s.io/v1", "StorageClass", API + "storage/v1", "StorageClass"),
+    # `kubectl create role|clusterrole|rolebinding|clusterrolebinding|ingress`.
+    ("rbac.authorization.k8s.io/v1", "Role", API + "rbac/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", API + "rbac/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", API + "rbac/v1", "RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", API + "rbac/v1", "ClusterRoleBinding"),
+    ("networking.k8s.io/v1", "Ingress", API + "networking/v1", "Ingress"),
+    ("networking.k8s.io/v1", "IngressClass", API + "networking/v1", "IngressClass"),
+    ("networking.k8s.io/v1", "NetworkPolicy", API + "networking/v1", "NetworkPolicy"),
     ("batch/v1", "Job", API + "batch/v1", "Job"),
     ("batch/v1", "CronJob", API + "batch/v1", "CronJob"),
     ("discovery.k8s.io/v1", "EndpointSlice", API + "discovery/v1", "EndpointSlice"),
@@ -77,6 +89,10 @@ ROOTS = [
     ("autoscaling/v1", "DeleteOptions", META, "DeleteOptions"),
     ("policy/v1", "DeleteOptions", META, "DeleteOptions"),
     ("events.k8s.io/v1", "DeleteOptions", META, "DeleteOptions"),
+    ("storage.k8s.io/v1", "DeleteOptions", META, "DeleteOptions"),
+    ("rbac.authorization.k8s.io/v1", "DeleteOptions", META, "DeleteOptions"),
+    ("networking.k8s.io/v1", "DeleteOptions", META, "DeleteOptions"),
+    ("scheduling.k8s.io/v1", "DeleteOptions", META, "DeleteOptions"),
 ]
 
 # Go types with their own JSON form, decoded by hand-written code.

@@ -22,30 +22,45 @@ pub(super) static KINDS: &[KindDef] = &[
     k("apps/v1", "Deployment", 168),
     k("apps/v1", "ReplicaSet", 175),
     k("apps/v1", "DaemonSet", 179),
-    k("batch/v1", "Job", 185),
-    k("batch/v1", "CronJob", 196),
-    k("discovery.k8s.io/v1", "EndpointSlice", 200),
-    k("node.k8s.io/v1", "RuntimeClass", 206),
-    k("coordination.k8s.io/v1", "Lease", 209),
-    k("autoscaling/v2", "HorizontalPodAutoscaler", 211),
-    k("autoscaling/v1", "HorizontalPodAutoscaler", 234),
-    k("autoscaling/v1", "Scale", 238),
-    k("policy/v1", "Eviction", 241),
-    k("policy/v1", "PodDisruptionBudget", 244),
-    k("authorization.k8s.io/v1", "SelfSubjectAccessReview", 247),
-    k("authorization.k8s.io/v1", "SelfSubjectRulesReview", 255),
-    k("authentication.k8s.io/v1", "SelfSubjectReview", 260),
-    k("v1", "DeleteOptions", 242),
-    k("meta.k8s.io/v1", "DeleteOptions", 242),
-    k("apps/v1", "DeleteOptions", 242),
-    k("batch/v1", "DeleteOptions", 242),
-    k("discovery.k8s.io/v1", "DeleteOptions", 242),
-    k("node.k8s.io/v1", "DeleteOptions", 242),
-    k("coordination.k8s.io/v1", "DeleteOptions", 242),
-    k("autoscaling/v2", "DeleteOptions", 242),
-    k("autoscaling/v1", "DeleteOptions", 242),
-    k("policy/v1", "DeleteOptions", 242),
-    k("events.k8s.io/v1", "DeleteOptions", 242),
+    k("apps/v1", "StatefulSet", 185),
+    k("v1", "PersistentVolumeClaim", 187),
+    k("v1", "PersistentVolume", 197),
+    k("storage.k8s.io/v1", "StorageClass", 214),
+    k("rbac.authorization.k8s.io/v1", "Role", 217),
+    k("rbac.authorization.k8s.io/v1", "ClusterRole", 219),
+    k("rbac.authorization.k8s.io/v1", "RoleBinding", 221),
+    k("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", 224),
+    k("networking.k8s.io/v1", "Ingress", 225),
+    k("networking.k8s.io/v1", "IngressClass", 239),
+    k("networking.k8s.io/v1", "NetworkPolicy", 242),
+    k("batch/v1", "Job", 249),
+    k("batch/v1", "CronJob", 260),
+    k("discovery.k8s.io/v1", "EndpointSlice", 264),
+    k("node.k8s.io/v1", "RuntimeClass", 270),
+    k("coordination.k8s.io/v1", "Lease", 273),
+    k("autoscaling/v2", "HorizontalPodAutoscaler", 275),
+    k("autoscaling/v1", "HorizontalPodAutoscaler", 298),
+    k("autoscaling/v1", "Scale", 302),
+    k("policy/v1", "Eviction", 305),
+    k("policy/v1", "PodDisruptionBudget", 308),
+    k("authorization.k8s.io/v1", "SelfSubjectAccessReview", 311),
+    k("authorization.k8s.io/v1", "SelfSubjectRulesReview", 319),
+    k("authentication.k8s.io/v1", "SelfSubjectReview", 324),
+    k("v1", "DeleteOptions", 306),
+    k("meta.k8s.io/v1", "DeleteOptions", 306),
+    k("apps/v1", "DeleteOptions", 306),
+    k("batch/v1", "DeleteOptions", 306),
+    k("discovery.k8s.io/v1", "DeleteOptions", 306),
+    k("node.k8s.io/v1", "DeleteOptions", 306),
+    k("coordination.k8s.io/v1", "DeleteOptions", 306),
+    k("autoscaling/v2", "DeleteOptions", 306),
+    k("autoscaling/v1", "DeleteOptions", 306),
+    k("policy/v1", "DeleteOptions", 306),
+    k("events.k8s.io/v1", "DeleteOptions", 306),
+    k("storage.k8s.io/v1", "DeleteOptions", 306),
+    k("rbac.authorization.k8s.io/v1", "DeleteOptions", 306),
+    k("networking.k8s.io/v1", "DeleteOptions", 306),
+    k("scheduling.k8s.io/v1", "DeleteOptions", 306),
 ];
 
 /// Every message reachable from [`KINDS`], indexed by `Type::Message`.
@@ -1440,18 +1455,468 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(5, "message", Value, true, String),
     ]),
     // 185
-    m("batch/v1.Job", &[
+    m("apps/v1.StatefulSet", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "spec", Value, true, Message(186)),
-        f(3, "status", Value, true, Message(193)),
+        f(3, "status", Value, true, Message(195)),
     ]),
     // 186
+    m("apps/v1.StatefulSetSpec", &[
+        f(1, "replicas", Pointer, true, Int32),
+        f(2, "selector", Pointer, false, Message(46)),
+        f(3, "template", Value, false, Message(170)),
+        f(4, "volumeClaimTemplates", Slice, true, Message(187)),
+        f(5, "serviceName", Value, false, String),
+        f(6, "podManagementPolicy", Value, true, String),
+        f(7, "updateStrategy", Value, true, Message(191)),
+        f(8, "revisionHistoryLimit", Pointer, true, Int32),
+        f(9, "minReadySeconds", Value, true, Int32),
+        f(10, "persistentVolumeClaimRetentionPolicy", Pointer, true, Message(193)),
+        f(11, "ordinals", Pointer, true, Message(194)),
+    ]),
+    // 187
+    m("core/v1.PersistentVolumeClaim", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, true, Message(54)),
+        f(3, "status", Value, true, Message(188)),
+    ]),
+    // 188
+    m("core/v1.PersistentVolumeClaimStatus", &[
+        f(1, "phase", Value, true, String),
+        f(2, "accessModes", Slice, true, String),
+        f(3, "capacity", Map, true, Quantity),
+        f(4, "conditions", Slice, true, Message(189)),
+        f(5, "allocatedResources", Map, true, Quantity),
+        f(7, "allocatedResourceStatuses", Map, true, String),
+        f(8, "currentVolumeAttributesClassName", Pointer, true, String),
+        f(9, "modifyVolumeStatus", Pointer, true, Message(190)),
+    ]),
+    // 189
+    m("core/v1.PersistentVolumeClaimCondition", &[
+        f(1, "type", Value, false, String),
+        f(2, "status", Value, false, String),
+        f(3, "lastProbeTime", Value, true, Time),
+        f(4, "lastTransitionTime", Value, true, Time),
+        f(5, "reason", Value, true, String),
+        f(6, "message", Value, true, String),
+    ]),
+    // 190
+    m("core/v1.ModifyVolumeStatus", &[
+        f(1, "targetVolumeAttributesClassName", Value, true, String),
+        f(2, "status", Value, false, String),
+    ]),
+    // 191
+    m("apps/v1.StatefulSetUpdateStrategy", &[
+        f(1, "type", Value, true, String),
+        f(2, "rollingUpdate", Pointer, true, Message(192)),
+    ]),
+    // 192
+    m("apps/v1.RollingUpdateStatefulSetStrategy", &[
+        f(1, "partition", Pointer, true, Int32),
+        f(2, "maxUnavailable", Pointer, true, IntOrString),
+    ]),
+    // 193
+    m("apps/v1.StatefulSetPersistentVolumeClaimRetentionPolicy", &[
+        f(1, "whenDeleted", Value, true, String),
+        f(2, "whenScaled", Value, true, String),
+    ]),
+    // 194
+    m("apps/v1.StatefulSetOrdinals", &[
+        f(1, "start", Value, false, Int32),
+    ]),
+    // 195
+    m("apps/v1.StatefulSetStatus", &[
+        f(1, "observedGeneration", Value, true, Int64),
+        f(2, "replicas", Value, false, Int32),
+        f(3, "readyReplicas", Value, true, Int32),
+        f(4, "currentReplicas", Value, true, Int32),
+        f(5, "updatedReplicas", Value, true, Int32),
+        f(6, "currentRevision", Value, true, String),
+        f(7, "updateRevision", Value, true, String),
+        f(9, "collisionCount", Pointer, true, Int32),
+        f(10, "conditions", Slice, true, Message(196)),
+        f(11, "availableReplicas", Value, false, Int32),
+    ]),
+    // 196
+    m("apps/v1.StatefulSetCondition", &[
+        f(1, "type", Value, false, String),
+        f(2, "status", Value, false, String),
+        f(3, "lastTransitionTime", Value, true, Time),
+        f(4, "reason", Value, true, String),
+        f(5, "message", Value, true, String),
+    ]),
+    // 197
+    m("core/v1.PersistentVolume", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, true, Message(198)),
+        f(3, "status", Value, true, Message(213)),
+    ]),
+    // 198
+    m("core/v1.PersistentVolumeSpec", &[
+        f(1, "capacity", Map, true, Quantity),
+        f(2, "", Value, false, Message(199)),
+        f(3, "accessModes", Slice, true, String),
+        f(4, "claimRef", Pointer, true, Message(157)),
+        f(5, "persistentVolumeReclaimPolicy", Value, true, String),
+        f(6, "storageClassName", Value, true, String),
+        f(7, "mountOptions", Slice, true, String),
+        f(8, "volumeMode", Pointer, true, String),
+        f(9, "nodeAffinity", Pointer, true, Message(212)),
+        f(10, "volumeAttributesClassName", Pointer, true, String),
+    ]),
+    // 199
+    m("core/v1.PersistentVolumeSource", &[
+        f(1, "gcePersistentDisk", Pointer, true, Message(13)),
+        f(2, "awsElasticBlockStore", Pointer, true, Message(14)),
+        f(3, "hostPath", Pointer, true, Message(11)),
+        f(4, "glusterfs", Pointer, true, Message(200)),
+        f(5, "nfs", Pointer, true, Message(18)),
+        f(6, "rbd", Pointer, true, Message(201)),
+        f(7, "iscsi", Pointer, true, Message(203)),
+        f(8, "cinder", Pointer, true, Message(204)),
+        f(9, "cephfs", Pointer, true, Message(205)),
+        f(10, "fc", Pointer, true, Message(32)),
+        f(11, "flocker", Pointer, true, Message(27)),
+        f(12, "flexVolume", Pointer, true, Message(206)),
+        f(13, "azureFile", Pointer, true, Message(207)),
+        f(14, "vsphereVolume", Pointer, true, Message(35)),
+        f(15, "quobyte", Pointer, true, Message(36)),
+        f(16, "azureDisk", Pointer, true, Message(37)),
+        f(17, "photonPersistentDisk", Pointer, true, Message(38)),
+        f(18, "portworxVolume", Pointer, true, Message(48)),
+        f(19, "scaleIO", Pointer, true, Message(208)),
+        f(20, "local", Pointer, true, Message(209)),
+        f(21, "storageos", Pointer, true, Message(210)),
+        f(22, "csi", Pointer, true, Message(211)),
+    ]),
+    // 200
+    m("core/v1.GlusterfsPersistentVolumeSource", &[
+        f(1, "endpoints", Value, false, String),
+        f(2, "path", Value, false, String),
+        f(3, "readOnly", Value, true, Bool),
+        f(4, "endpointsNamespace", Pointer, true, String),
+    ]),
+    // 201
+    m("core/v1.RBDPersistentVolumeSource", &[
+        f(1, "monitors", Slice, false, String),
+        f(2, "image", Value, false, String),
+        f(3, "fsType", Value, true, String),
+        f(4, "pool", Value, true, String),
+        f(5, "user", Value, true, String),
+        f(6, "keyring", Value, true, String),
+        f(7, "secretRef", Pointer, true, Message(202)),
+        f(8, "readOnly", Value, true, Bool),
+    ]),
+    // 202
+    m("core/v1.SecretReference", &[
+        f(1, "name", Value, true, String),
+        f(2, "namespace", Value, true, String),
+    ]),
+    // 203
+    m("core/v1.ISCSIPersistentVolumeSource", &[
+        f(1, "targetPortal", Value, false, String),
+        f(2, "iqn", Value, false, String),
+        f(3, "lun", Value, false, Int32),
+        f(4, "iscsiInterface", Value, true, String),
+        f(5, "fsType", Value, true, String),
+        f(6, "readOnly", Value, true, Bool),
+        f(7, "portals", Slice, true, String),
+        f(8, "chapAuthDiscovery", Value, true, Bool),
+        f(11, "chapAuthSession", Value, true, Bool),
+        f(10, "secretRef", Pointer, true, Message(202)),
+        f(12, "initiatorName", Pointer, true, String),
+    ]),
+    // 204
+    m("core/v1.CinderPersistentVolumeSource", &[
+        f(1, "volumeID", Value, false, String),
+        f(2, "fsType", Value, true, String),
+        f(3, "readOnly", Value, true, Bool),
+        f(4, "secretRef", Pointer, true, Message(202)),
+    ]),
+    // 205
+    m("core/v1.CephFSPersistentVolumeSource", &[
+        f(1, "monitors", Slice, false, String),
+        f(2, "path", Value, true, String),
+        f(3, "user", Value, true, String),
+        f(4, "secretFile", Value, true, String),
+        f(5, "secretRef", Pointer, true, Message(202)),
+        f(6, "readOnly", Value, true, Bool),
+    ]),
+    // 206
+    m("core/v1.FlexPersistentVolumeSource", &[
+        f(1, "driver", Value, false, String),
+        f(2, "fsType", Value, true, String),
+        f(3, "secretRef", Pointer, true, Message(202)),
+        f(4, "readOnly", Value, true, Bool),
+        f(5, "options", Map, true, String),
+    ]),
+    // 207
+    m("core/v1.AzureFilePersistentVolumeSource", &[
+        f(1, "secretName", Value, false, String),
+        f(2, "shareName", Value, false, String),
+        f(3, "readOnly", Value, true, Bool),
+        f(4, "secretNamespace", Pointer, false, String),
+    ]),
+    // 208
+    m("core/v1.ScaleIOPersistentVolumeSource", &[
+        f(1, "gateway", Value, false, String),
+        f(2, "system", Value, false, String),
+        f(3, "secretRef", Pointer, false, Message(202)),
+        f(4, "sslEnabled", Value, true, Bool),
+        f(5, "protectionDomain", Value, true, String),
+        f(6, "storagePool", Value, true, String),
+        f(7, "storageMode", Value, true, String),
+        f(8, "volumeName", Value, true, String),
+        f(9, "fsType", Value, true, String),
+        f(10, "readOnly", Value, true, Bool),
+    ]),
+    // 209
+    m("core/v1.LocalVolumeSource", &[
+        f(1, "path", Value, false, String),
+        f(2, "fsType", Pointer, true, String),
+    ]),
+    // 210
+    m("core/v1.StorageOSPersistentVolumeSource", &[
+        f(1, "volumeName", Value, true, String),
+        f(2, "volumeNamespace", Value, true, String),
+        f(3, "fsType", Value, true, String),
+        f(4, "readOnly", Value, true, Bool),
+        f(5, "secretRef", Pointer, true, Message(157)),
+    ]),
+    // 211
+    m("core/v1.CSIPersistentVolumeSource", &[
+        f(1, "driver", Value, false, String),
+        f(2, "volumeHandle", Value, false, String),
+        f(3, "readOnly", Value, true, Bool),
+        f(4, "fsType", Value, true, String),
+        f(5, "volumeAttributes", Map, true, String),
+        f(6, "controllerPublishSecretRef", Pointer, true, Message(202)),
+        f(7, "nodeStageSecretRef", Pointer, true, Message(202)),
+        f(8, "nodePublishSecretRef", Pointer, true, Message(202)),
+        f(9, "controllerExpandSecretRef", Pointer, true, Message(202)),
+        f(10, "nodeExpandSecretRef", Pointer, true, Message(202)),
+    ]),
+    // 212
+    m("core/v1.VolumeNodeAffinity", &[
+        f(1, "required", Pointer, true, Message(95)),
+    ]),
+    // 213
+    m("core/v1.PersistentVolumeStatus", &[
+        f(1, "phase", Value, true, String),
+        f(2, "message", Value, true, String),
+        f(3, "reason", Value, true, String),
+        f(4, "lastPhaseTransitionTime", Pointer, true, Time),
+    ]),
+    // 214
+    m("storage/v1.StorageClass", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "provisioner", Value, false, String),
+        f(3, "parameters", Map, true, String),
+        f(4, "reclaimPolicy", Pointer, true, String),
+        f(5, "mountOptions", Slice, true, String),
+        f(6, "allowVolumeExpansion", Pointer, true, Bool),
+        f(7, "volumeBindingMode", Pointer, true, String),
+        f(8, "allowedTopologies", Slice, true, Message(215)),
+    ]),
+    // 215
+    m("core/v1.TopologySelectorTerm", &[
+        f(1, "matchLabelExpressions", Slice, true, Message(216)),
+    ]),
+    // 216
+    m("core/v1.TopologySelectorLabelRequirement", &[
+        f(1, "key", Value, false, String),
+        f(2, "values", Slice, false, String),
+    ]),
+    // 217
+    m("rbac/v1.Role", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "rules", Slice, false, Message(218)),
+    ]),
+    // 218
+    m("rbac/v1.PolicyRule", &[
+        f(1, "verbs", Slice, false, String),
+        f(2, "apiGroups", Slice, true, String),
+        f(3, "resources", Slice, true, String),
+        f(4, "resourceNames", Slice, true, String),
+        f(5, "nonResourceURLs", Slice, true, String),
+    ]),
+    // 219
+    m("rbac/v1.ClusterRole", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "rules", Slice, false, Message(218)),
+        f(3, "aggregationRule", Pointer, true, Message(220)),
+    ]),
+    // 220
+    m("rbac/v1.AggregationRule", &[
+        f(1, "clusterRoleSelectors", Slice, true, Message(46)),
+    ]),
+    // 221
+    m("rbac/v1.RoleBinding", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "subjects", Slice, true, Message(222)),
+        f(3, "roleRef", Value, false, Message(223)),
+    ]),
+    // 222
+    m("rbac/v1.Subject", &[
+        f(1, "kind", Value, false, String),
+        f(2, "apiGroup", Value, true, String),
+        f(3, "name", Value, false, String),
+        f(4, "namespace", Value, true, String),
+    ]),
+    // 223
+    m("rbac/v1.RoleRef", &[
+        f(1, "apiGroup", Value, false, String),
+        f(2, "kind", Value, false, String),
+        f(3, "name", Value, false, String),
+    ]),
+    // 224
+    m("rbac/v1.ClusterRoleBinding", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "subjects", Slice, true, Message(222)),
+        f(3, "roleRef", Value, false, Message(223)),
+    ]),
+    // 225
+    m("networking/v1.Ingress", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, true, Message(226)),
+        f(3, "status", Value, true, Message(235)),
+    ]),
+    // 226
+    m("networking/v1.IngressSpec", &[
+        f(4, "ingressClassName", Pointer, true, String),
+        f(1, "defaultBackend", Pointer, true, Message(227)),
+        f(2, "tls", Slice, true, Message(230)),
+        f(3, "rules", Slice, true, Message(231)),
+    ]),
+    // 227
+    m("networking/v1.IngressBackend", &[
+        f(4, "service", Pointer, true, Message(228)),
+        f(3, "resource", Pointer, true, Message(56)),
+    ]),
+    // 228
+    m("networking/v1.IngressServiceBackend", &[
+        f(1, "name", Value, false, String),
+        f(2, "port", Value, true, Message(229)),
+    ]),
+    // 229
+    m("networking/v1.ServiceBackendPort", &[
+        f(1, "name", Value, true, String),
+        f(2, "number", Value, true, Int32),
+    ]),
+    // 230
+    m("networking/v1.IngressTLS", &[
+        f(1, "hosts", Slice, true, String),
+        f(2, "secretName", Value, true, String),
+    ]),
+    // 231
+    m("networking/v1.IngressRule", &[
+        f(1, "host", Value, true, String),
+        f(2, "", Value, false, Message(232)),
+    ]),
+    // 232
+    m("networking/v1.IngressRuleValue", &[
+        f(1, "http", Pointer, true, Message(233)),
+    ]),
+    // 233
+    m("networking/v1.HTTPIngressRuleValue", &[
+        f(1, "paths", Slice, false, Message(234)),
+    ]),
+    // 234
+    m("networking/v1.HTTPIngressPath", &[
+        f(1, "path", Value, true, String),
+        f(3, "pathType", Pointer, false, String),
+        f(2, "backend", Value, false, Message(227)),
+    ]),
+    // 235
+    m("networking/v1.IngressStatus", &[
+        f(1, "loadBalancer", Value, true, Message(236)),
+    ]),
+    // 236
+    m("networking/v1.IngressLoadBalancerStatus", &[
+        f(1, "ingress", Slice, true, Message(237)),
+    ]),
+    // 237
+    m("networking/v1.IngressLoadBalancerIngress", &[
+        f(1, "ip", Value, true, String),
+        f(2, "hostname", Value, true, String),
+        f(4, "ports", Slice, true, Message(238)),
+    ]),
+    // 238
+    m("networking/v1.IngressPortStatus", &[
+        f(1, "port", Value, false, Int32),
+        f(2, "protocol", Value, false, String),
+        f(3, "error", Pointer, true, String),
+    ]),
+    // 239
+    m("networking/v1.IngressClass", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, true, Message(240)),
+    ]),
+    // 240
+    m("networking/v1.IngressClassSpec", &[
+        f(1, "controller", Value, true, String),
+        f(2, "parameters", Pointer, true, Message(241)),
+    ]),
+    // 241
+    m("networking/v1.IngressClassParametersReference", &[
+        f(1, "apiGroup", Pointer, true, String),
+        f(2, "kind", Value, false, String),
+        f(3, "name", Value, false, String),
+        f(4, "scope", Pointer, false, String),
+        f(5, "namespace", Pointer, true, String),
+    ]),
+    // 242
+    m("networking/v1.NetworkPolicy", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, true, Message(243)),
+    ]),
+    // 243
+    m("networking/v1.NetworkPolicySpec", &[
+        f(1, "podSelector", Value, false, Message(46)),
+        f(2, "ingress", Slice, true, Message(244)),
+        f(3, "egress", Slice, true, Message(248)),
+        f(4, "policyTypes", Slice, true, String),
+    ]),
+    // 244
+    m("networking/v1.NetworkPolicyIngressRule", &[
+        f(1, "ports", Slice, true, Message(245)),
+        f(2, "from", Slice, true, Message(246)),
+    ]),
+    // 245
+    m("networking/v1.NetworkPolicyPort", &[
+        f(1, "protocol", Pointer, true, String),
+        f(2, "port", Pointer, true, IntOrString),
+        f(3, "endPort", Pointer, true, Int32),
+    ]),
+    // 246
+    m("networking/v1.NetworkPolicyPeer", &[
+        f(1, "podSelector", Pointer, true, Message(46)),
+        f(2, "namespaceSelector", Pointer, true, Message(46)),
+        f(3, "ipBlock", Pointer, true, Message(247)),
+    ]),
+    // 247
+    m("networking/v1.IPBlock", &[
+        f(1, "cidr", Value, false, String),
+        f(2, "except", Slice, true, String),
+    ]),
+    // 248
+    m("networking/v1.NetworkPolicyEgressRule", &[
+        f(1, "ports", Slice, true, Message(245)),
+        f(2, "to", Slice, true, Message(246)),
+    ]),
+    // 249
+    m("batch/v1.Job", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, true, Message(250)),
+        f(3, "status", Value, true, Message(257)),
+    ]),
+    // 250
     m("batch/v1.JobSpec", &[
         f(1, "parallelism", Pointer, true, Int32),
         f(2, "completions", Pointer, true, Int32),
         f(3, "activeDeadlineSeconds", Pointer, true, Int64),
-        f(11, "podFailurePolicy", Pointer, true, Message(187)),
-        f(16, "successPolicy", Pointer, true, Message(191)),
+        f(11, "podFailurePolicy", Pointer, true, Message(251)),
+        f(16, "successPolicy", Pointer, true, Message(255)),
         f(7, "backoffLimit", Pointer, true, Int32),
         f(12, "backoffLimitPerIndex", Pointer, true, Int32),
         f(13, "maxFailedIndexes", Pointer, true, Int32),
@@ -1464,39 +1929,39 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(14, "podReplacementPolicy", Pointer, true, String),
         f(15, "managedBy", Pointer, true, String),
     ]),
-    // 187
+    // 251
     m("batch/v1.PodFailurePolicy", &[
-        f(1, "rules", Slice, false, Message(188)),
+        f(1, "rules", Slice, false, Message(252)),
     ]),
-    // 188
+    // 252
     m("batch/v1.PodFailurePolicyRule", &[
         f(1, "action", Value, false, String),
-        f(2, "onExitCodes", Pointer, true, Message(189)),
-        f(3, "onPodConditions", Slice, true, Message(190)),
+        f(2, "onExitCodes", Pointer, true, Message(253)),
+        f(3, "onPodConditions", Slice, true, Message(254)),
     ]),
-    // 189
+    // 253
     m("batch/v1.PodFailurePolicyOnExitCodesRequirement", &[
         f(1, "containerName", Pointer, true, String),
         f(2, "operator", Value, false, String),
         f(3, "values", Slice, false, Int32),
     ]),
-    // 190
+    // 254
     m("batch/v1.PodFailurePolicyOnPodConditionsPattern", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
     ]),
-    // 191
+    // 255
     m("batch/v1.SuccessPolicy", &[
-        f(1, "rules", Slice, false, Message(192)),
+        f(1, "rules", Slice, false, Message(256)),
     ]),
-    // 192
+    // 256
     m("batch/v1.SuccessPolicyRule", &[
         f(1, "succeededIndexes", Pointer, true, String),
         f(2, "succeededCount", Pointer, true, Int32),
     ]),
-    // 193
+    // 257
     m("batch/v1.JobStatus", &[
-        f(1, "conditions", Slice, true, Message(194)),
+        f(1, "conditions", Slice, true, Message(258)),
         f(2, "startTime", Pointer, true, Time),
         f(3, "completionTime", Pointer, true, Time),
         f(4, "active", Value, true, Int32),
@@ -1505,10 +1970,10 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(11, "terminating", Pointer, true, Int32),
         f(7, "completedIndexes", Value, true, String),
         f(10, "failedIndexes", Pointer, true, String),
-        f(8, "uncountedTerminatedPods", Pointer, true, Message(195)),
+        f(8, "uncountedTerminatedPods", Pointer, true, Message(259)),
         f(9, "ready", Pointer, true, Int32),
     ]),
-    // 194
+    // 258
     m("batch/v1.JobCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
@@ -1517,100 +1982,100 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(5, "reason", Value, true, String),
         f(6, "message", Value, true, String),
     ]),
-    // 195
+    // 259
     m("batch/v1.UncountedTerminatedPods", &[
         f(1, "succeeded", Slice, true, String),
         f(2, "failed", Slice, true, String),
     ]),
-    // 196
+    // 260
     m("batch/v1.CronJob", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(197)),
-        f(3, "status", Value, true, Message(199)),
+        f(2, "spec", Value, true, Message(261)),
+        f(3, "status", Value, true, Message(263)),
     ]),
-    // 197
+    // 261
     m("batch/v1.CronJobSpec", &[
         f(1, "schedule", Value, false, String),
         f(8, "timeZone", Pointer, true, String),
         f(2, "startingDeadlineSeconds", Pointer, true, Int64),
         f(3, "concurrencyPolicy", Value, true, String),
         f(4, "suspend", Pointer, true, Bool),
-        f(5, "jobTemplate", Value, false, Message(198)),
+        f(5, "jobTemplate", Value, false, Message(262)),
         f(6, "successfulJobsHistoryLimit", Pointer, true, Int32),
         f(7, "failedJobsHistoryLimit", Pointer, true, Int32),
     ]),
-    // 198
+    // 262
     m("batch/v1.JobTemplateSpec", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(186)),
+        f(2, "spec", Value, true, Message(250)),
     ]),
-    // 199
+    // 263
     m("batch/v1.CronJobStatus", &[
         f(1, "active", Slice, true, Message(157)),
         f(4, "lastScheduleTime", Pointer, true, Time),
         f(5, "lastSuccessfulTime", Pointer, true, Time),
     ]),
-    // 200
+    // 264
     m("discovery/v1.EndpointSlice", &[
         f(1, "metadata", Value, true, Message(1)),
         f(4, "addressType", Value, false, String),
-        f(2, "endpoints", Slice, false, Message(201)),
-        f(3, "ports", Slice, false, Message(205)),
+        f(2, "endpoints", Slice, false, Message(265)),
+        f(3, "ports", Slice, false, Message(269)),
     ]),
-    // 201
+    // 265
     m("discovery/v1.Endpoint", &[
         f(1, "addresses", Slice, false, String),
-        f(2, "conditions", Value, true, Message(202)),
+        f(2, "conditions", Value, true, Message(266)),
         f(3, "hostname", Pointer, true, String),
         f(4, "targetRef", Pointer, true, Message(157)),
         f(5, "deprecatedTopology", Map, true, String),
         f(6, "nodeName", Pointer, true, String),
         f(7, "zone", Pointer, true, String),
-        f(8, "hints", Pointer, true, Message(203)),
+        f(8, "hints", Pointer, true, Message(267)),
     ]),
-    // 202
+    // 266
     m("discovery/v1.EndpointConditions", &[
         f(1, "ready", Pointer, true, Bool),
         f(2, "serving", Pointer, true, Bool),
         f(3, "terminating", Pointer, true, Bool),
     ]),
-    // 203
+    // 267
     m("discovery/v1.EndpointHints", &[
-        f(1, "forZones", Slice, true, Message(204)),
+        f(1, "forZones", Slice, true, Message(268)),
     ]),
-    // 204
+    // 268
     m("discovery/v1.ForZone", &[
         f(1, "name", Value, false, String),
     ]),
-    // 205
+    // 269
     m("discovery/v1.EndpointPort", &[
         f(1, "name", Pointer, true, String),
         f(2, "protocol", Pointer, true, String),
         f(3, "port", Pointer, true, Int32),
         f(4, "appProtocol", Pointer, true, String),
     ]),
-    // 206
+    // 270
     m("node/v1.RuntimeClass", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "handler", Value, false, String),
-        f(3, "overhead", Pointer, true, Message(207)),
-        f(4, "scheduling", Pointer, true, Message(208)),
+        f(3, "overhead", Pointer, true, Message(271)),
+        f(4, "scheduling", Pointer, true, Message(272)),
     ]),
-    // 207
+    // 271
     m("node/v1.Overhead", &[
         f(1, "podFixed", Map, true, Quantity),
     ]),
-    // 208
+    // 272
     m("node/v1.Scheduling", &[
         f(1, "nodeSelector", Map, true, String),
         f(2, "tolerations", Slice, true, Message(103)),
     ]),
-    // 209
+    // 273
     m("coordination/v1.Lease", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(210)),
+        f(2, "spec", Value, true, Message(274)),
     ]),
-    // 210
+    // 274
     m("coordination/v1.LeaseSpec", &[
         f(1, "holderIdentity", Pointer, true, String),
         f(2, "leaseDurationSeconds", Pointer, true, Int32),
@@ -1620,143 +2085,143 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(6, "strategy", Pointer, true, String),
         f(7, "preferredHolder", Pointer, true, String),
     ]),
-    // 211
+    // 275
     m("autoscaling/v2.HorizontalPodAutoscaler", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(212)),
-        f(3, "status", Value, true, Message(225)),
+        f(2, "spec", Value, true, Message(276)),
+        f(3, "status", Value, true, Message(289)),
     ]),
-    // 212
+    // 276
     m("autoscaling/v2.HorizontalPodAutoscalerSpec", &[
-        f(1, "scaleTargetRef", Value, false, Message(213)),
+        f(1, "scaleTargetRef", Value, false, Message(277)),
         f(2, "minReplicas", Pointer, true, Int32),
         f(3, "maxReplicas", Value, false, Int32),
-        f(4, "metrics", Slice, true, Message(214)),
-        f(5, "behavior", Pointer, true, Message(222)),
+        f(4, "metrics", Slice, true, Message(278)),
+        f(5, "behavior", Pointer, true, Message(286)),
     ]),
-    // 213
+    // 277
     m("autoscaling/v2.CrossVersionObjectReference", &[
         f(1, "kind", Value, false, String),
         f(2, "name", Value, false, String),
         f(3, "apiVersion", Value, true, String),
     ]),
-    // 214
+    // 278
     m("autoscaling/v2.MetricSpec", &[
         f(1, "type", Value, false, String),
-        f(2, "object", Pointer, true, Message(215)),
-        f(3, "pods", Pointer, true, Message(218)),
-        f(4, "resource", Pointer, true, Message(219)),
-        f(7, "containerResource", Pointer, true, Message(220)),
-        f(5, "external", Pointer, true, Message(221)),
+        f(2, "object", Pointer, true, Message(279)),
+        f(3, "pods", Pointer, true, Message(282)),
+        f(4, "resource", Pointer, true, Message(283)),
+        f(7, "containerResource", Pointer, true, Message(284)),
+        f(5, "external", Pointer, true, Message(285)),
     ]),
-    // 215
+    // 279
     m("autoscaling/v2.ObjectMetricSource", &[
-        f(1, "describedObject", Value, false, Message(213)),
-        f(2, "target", Value, false, Message(216)),
-        f(3, "metric", Value, false, Message(217)),
+        f(1, "describedObject", Value, false, Message(277)),
+        f(2, "target", Value, false, Message(280)),
+        f(3, "metric", Value, false, Message(281)),
     ]),
-    // 216
+    // 280
     m("autoscaling/v2.MetricTarget", &[
         f(1, "type", Value, false, String),
         f(2, "value", Pointer, true, Quantity),
         f(3, "averageValue", Pointer, true, Quantity),
         f(4, "averageUtilization", Pointer, true, Int32),
     ]),
-    // 217
+    // 281
     m("autoscaling/v2.MetricIdentifier", &[
         f(1, "name", Value, false, String),
         f(2, "selector", Pointer, true, Message(46)),
     ]),
-    // 218
+    // 282
     m("autoscaling/v2.PodsMetricSource", &[
-        f(1, "metric", Value, false, Message(217)),
-        f(2, "target", Value, false, Message(216)),
+        f(1, "metric", Value, false, Message(281)),
+        f(2, "target", Value, false, Message(280)),
     ]),
-    // 219
+    // 283
     m("autoscaling/v2.ResourceMetricSource", &[
         f(1, "name", Value, false, String),
-        f(2, "target", Value, false, Message(216)),
+        f(2, "target", Value, false, Message(280)),
     ]),
-    // 220
+    // 284
     m("autoscaling/v2.ContainerResourceMetricSource", &[
         f(1, "name", Value, false, String),
-        f(2, "target", Value, false, Message(216)),
+        f(2, "target", Value, false, Message(280)),
         f(3, "container", Value, false, String),
     ]),
-    // 221
+    // 285
     m("autoscaling/v2.ExternalMetricSource", &[
-        f(1, "metric", Value, false, Message(217)),
-        f(2, "target", Value, false, Message(216)),
+        f(1, "metric", Value, false, Message(281)),
+        f(2, "target", Value, false, Message(280)),
     ]),
-    // 222
+    // 286
     m("autoscaling/v2.HorizontalPodAutoscalerBehavior", &[
-        f(1, "scaleUp", Pointer, true, Message(223)),
-        f(2, "scaleDown", Pointer, true, Message(223)),
+        f(1, "scaleUp", Pointer, true, Message(287)),
+        f(2, "scaleDown", Pointer, true, Message(287)),
     ]),
-    // 223
+    // 287
     m("autoscaling/v2.HPAScalingRules", &[
         f(3, "stabilizationWindowSeconds", Pointer, true, Int32),
         f(1, "selectPolicy", Pointer, true, String),
-        f(2, "policies", Slice, true, Message(224)),
+        f(2, "policies", Slice, true, Message(288)),
     ]),
-    // 224
+    // 288
     m("autoscaling/v2.HPAScalingPolicy", &[
         f(1, "type", Value, false, String),
         f(2, "value", Value, false, Int32),
         f(3, "periodSeconds", Value, false, Int32),
     ]),
-    // 225
+    // 289
     m("autoscaling/v2.HorizontalPodAutoscalerStatus", &[
         f(1, "observedGeneration", Pointer, true, Int64),
         f(2, "lastScaleTime", Pointer, true, Time),
         f(3, "currentReplicas", Value, true, Int32),
         f(4, "desiredReplicas", Value, false, Int32),
-        f(5, "currentMetrics", Slice, false, Message(226)),
-        f(6, "conditions", Slice, true, Message(233)),
+        f(5, "currentMetrics", Slice, false, Message(290)),
+        f(6, "conditions", Slice, true, Message(297)),
     ]),
-    // 226
+    // 290
     m("autoscaling/v2.MetricStatus", &[
         f(1, "type", Value, false, String),
-        f(2, "object", Pointer, true, Message(227)),
-        f(3, "pods", Pointer, true, Message(229)),
-        f(4, "resource", Pointer, true, Message(230)),
-        f(7, "containerResource", Pointer, true, Message(231)),
-        f(5, "external", Pointer, true, Message(232)),
+        f(2, "object", Pointer, true, Message(291)),
+        f(3, "pods", Pointer, true, Message(293)),
+        f(4, "resource", Pointer, true, Message(294)),
+        f(7, "containerResource", Pointer, true, Message(295)),
+        f(5, "external", Pointer, true, Message(296)),
     ]),
-    // 227
+    // 291
     m("autoscaling/v2.ObjectMetricStatus", &[
-        f(1, "metric", Value, false, Message(217)),
-        f(2, "current", Value, false, Message(228)),
-        f(3, "describedObject", Value, false, Message(213)),
+        f(1, "metric", Value, false, Message(281)),
+        f(2, "current", Value, false, Message(292)),
+        f(3, "describedObject", Value, false, Message(277)),
     ]),
-    // 228
+    // 292
     m("autoscaling/v2.MetricValueStatus", &[
         f(1, "value", Pointer, true, Quantity),
         f(2, "averageValue", Pointer, true, Quantity),
         f(3, "averageUtilization", Pointer, true, Int32),
     ]),
-    // 229
+    // 293
     m("autoscaling/v2.PodsMetricStatus", &[
-        f(1, "metric", Value, false, Message(217)),
-        f(2, "current", Value, false, Message(228)),
+        f(1, "metric", Value, false, Message(281)),
+        f(2, "current", Value, false, Message(292)),
     ]),
-    // 230
+    // 294
     m("autoscaling/v2.ResourceMetricStatus", &[
         f(1, "name", Value, false, String),
-        f(2, "current", Value, false, Message(228)),
+        f(2, "current", Value, false, Message(292)),
     ]),
-    // 231
+    // 295
     m("autoscaling/v2.ContainerResourceMetricStatus", &[
         f(1, "name", Value, false, String),
-        f(2, "current", Value, false, Message(228)),
+        f(2, "current", Value, false, Message(292)),
         f(3, "container", Value, false, String),
     ]),
-    // 232
+    // 296
     m("autoscaling/v2.ExternalMetricStatus", &[
-        f(1, "metric", Value, false, Message(217)),
-        f(2, "current", Value, false, Message(228)),
+        f(1, "metric", Value, false, Message(281)),
+        f(2, "current", Value, false, Message(292)),
     ]),
-    // 233
+    // 297
     m("autoscaling/v2.HorizontalPodAutoscalerCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
@@ -1764,26 +2229,26 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "reason", Value, true, String),
         f(5, "message", Value, true, String),
     ]),
-    // 234
+    // 298
     m("autoscaling/v1.HorizontalPodAutoscaler", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(235)),
-        f(3, "status", Value, true, Message(237)),
+        f(2, "spec", Value, true, Message(299)),
+        f(3, "status", Value, true, Message(301)),
     ]),
-    // 235
+    // 299
     m("autoscaling/v1.HorizontalPodAutoscalerSpec", &[
-        f(1, "scaleTargetRef", Value, false, Message(236)),
+        f(1, "scaleTargetRef", Value, false, Message(300)),
         f(2, "minReplicas", Pointer, true, Int32),
         f(3, "maxReplicas", Value, false, Int32),
         f(4, "targetCPUUtilizationPercentage", Pointer, true, Int32),
     ]),
-    // 236
+    // 300
     m("autoscaling/v1.CrossVersionObjectReference", &[
         f(1, "kind", Value, false, String),
         f(2, "name", Value, false, String),
         f(3, "apiVersion", Value, true, String),
     ]),
-    // 237
+    // 301
     m("autoscaling/v1.HorizontalPodAutoscalerStatus", &[
         f(1, "observedGeneration", Pointer, true, Int64),
         f(2, "lastScaleTime", Pointer, true, Time),
@@ -1791,54 +2256,54 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "desiredReplicas", Value, false, Int32),
         f(5, "currentCPUUtilizationPercentage", Pointer, true, Int32),
     ]),
-    // 238
+    // 302
     m("autoscaling/v1.Scale", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(239)),
-        f(3, "status", Value, true, Message(240)),
+        f(2, "spec", Value, true, Message(303)),
+        f(3, "status", Value, true, Message(304)),
     ]),
-    // 239
+    // 303
     m("autoscaling/v1.ScaleSpec", &[
         f(1, "replicas", Value, true, Int32),
     ]),
-    // 240
+    // 304
     m("autoscaling/v1.ScaleStatus", &[
         f(1, "replicas", Value, false, Int32),
         f(2, "selector", Value, true, String),
     ]),
-    // 241
+    // 305
     m("policy/v1.Eviction", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "deleteOptions", Pointer, true, Message(242)),
+        f(2, "deleteOptions", Pointer, true, Message(306)),
     ]),
-    // 242
+    // 306
     m("meta/v1.DeleteOptions", &[
         f(1, "gracePeriodSeconds", Pointer, true, Int64),
-        f(2, "preconditions", Pointer, true, Message(243)),
+        f(2, "preconditions", Pointer, true, Message(307)),
         f(3, "orphanDependents", Pointer, true, Bool),
         f(4, "propagationPolicy", Pointer, true, String),
         f(5, "dryRun", Slice, true, String),
         f(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Pointer, true, Bool),
     ]),
-    // 243
+    // 307
     m("meta/v1.Preconditions", &[
         f(1, "uid", Pointer, true, String),
         f(2, "resourceVersion", Pointer, true, String),
     ]),
-    // 244
+    // 308
     m("policy/v1.PodDisruptionBudget", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(245)),
-        f(3, "status", Value, true, Message(246)),
+        f(2, "spec", Value, true, Message(309)),
+        f(3, "status", Value, true, Message(310)),
     ]),
-    // 245
+    // 309
     m("policy/v1.PodDisruptionBudgetSpec", &[
         f(1, "minAvailable", Pointer, true, IntOrString),
         f(2, "selector", Pointer, true, Message(46)),
         f(3, "maxUnavailable", Pointer, true, IntOrString),
         f(4, "unhealthyPodEvictionPolicy", Pointer, true, String),
     ]),
-    // 246
+    // 310
     m("policy/v1.PodDisruptionBudgetStatus", &[
         f(1, "observedGeneration", Value, true, Int64),
         f(2, "disruptedPods", Map, true, Time),
@@ -1848,18 +2313,18 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(6, "expectedPods", Value, false, Int32),
         f(7, "conditions", Slice, true, Message(153)),
     ]),
-    // 247
+    // 311
     m("authorization/v1.SelfSubjectAccessReview", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, false, Message(248)),
-        f(3, "status", Value, true, Message(254)),
+        f(2, "spec", Value, false, Message(312)),
+        f(3, "status", Value, true, Message(318)),
     ]),
-    // 248
+    // 312
     m("authorization/v1.SelfSubjectAccessReviewSpec", &[
-        f(1, "resourceAttributes", Pointer, true, Message(249)),
-        f(2, "nonResourceAttributes", Pointer, true, Message(253)),
+        f(1, "resourceAttributes", Pointer, true, Message(313)),
+        f(2, "nonResourceAttributes", Pointer, true, Message(317)),
     ]),
-    // 249
+    // 313
     m("authorization/v1.ResourceAttributes", &[
         f(1, "namespace", Value, true, String),
         f(2, "verb", Value, true, String),
@@ -1868,76 +2333,76 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(5, "resource", Value, true, String),
         f(6, "subresource", Value, true, String),
         f(7, "name", Value, true, String),
-        f(8, "fieldSelector", Pointer, true, Message(250)),
-        f(9, "labelSelector", Pointer, true, Message(252)),
+        f(8, "fieldSelector", Pointer, true, Message(314)),
+        f(9, "labelSelector", Pointer, true, Message(316)),
     ]),
-    // 250
+    // 314
     m("authorization/v1.FieldSelectorAttributes", &[
         f(1, "rawSelector", Value, true, String),
-        f(2, "requirements", Slice, true, Message(251)),
+        f(2, "requirements", Slice, true, Message(315)),
     ]),
-    // 251
+    // 315
     m("meta/v1.FieldSelectorRequirement", &[
         f(1, "key", Value, false, String),
         f(2, "operator", Value, false, String),
         f(3, "values", Slice, true, String),
     ]),
-    // 252
+    // 316
     m("authorization/v1.LabelSelectorAttributes", &[
         f(1, "rawSelector", Value, true, String),
         f(2, "requirements", Slice, true, Message(47)),
     ]),
-    // 253
+    // 317
     m("authorization/v1.NonResourceAttributes", &[
         f(1, "path", Value, true, String),
         f(2, "verb", Value, true, String),
     ]),
-    // 254
+    // 318
     m("authorization/v1.SubjectAccessReviewStatus", &[
         f(1, "allowed", Value, false, Bool),
         f(4, "denied", Value, true, Bool),
         f(2, "reason", Value, true, String),
         f(3, "evaluationError", Value, true, String),
     ]),
-    // 255
+    // 319
     m("authorization/v1.SelfSubjectRulesReview", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, false, Message(256)),
-        f(3, "status", Value, true, Message(257)),
+        f(2, "spec", Value, false, Message(320)),
+        f(3, "status", Value, true, Message(321)),
     ]),
-    // 256
+    // 320
     m("authorization/v1.SelfSubjectRulesReviewSpec", &[
         f(1, "namespace", Value, true, String),
     ]),
-    // 257
+    // 321
     m("authorization/v1.SubjectRulesReviewStatus", &[
-        f(1, "resourceRules", Slice, false, Message(258)),
-        f(2, "nonResourceRules", Slice, false, Message(259)),
+        f(1, "resourceRules", Slice, false, Message(322)),
+        f(2, "nonResourceRules", Slice, false, Message(323)),
         f(3, "incomplete", Value, false, Bool),
         f(4, "evaluationError", Value, true, String),
     ]),
-    // 258
+    // 322
     m("authorization/v1.ResourceRule", &[
         f(1, "verbs", Slice, false, String),
         f(2, "apiGroups", Slice, true, String),
         f(3, "resources", Slice, true, String),
         f(4, "resourceNames", Slice, true, String),
     ]),
-    // 259
+    // 323
     m("authorization/v1.NonResourceRule", &[
         f(1, "verbs", Slice, false, String),
         f(2, "nonResourceURLs", Slice, true, String),
     ]),
-    // 260
+    // 324
     m("authentication/v1.SelfSubjectReview", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "status", Value, true, Message(261)),
+        f(2, "status", Value, true, Message(325)),
     ]),
-    // 261
+    // 325
     m("authentication/v1.SelfSubjectReviewStatus", &[
-        f(1, "userInfo", Value, true, Message(262)),
+        f(1, "userInfo", Value, true, Message(326)),
     ]),
-    // 262
+    // 326
     m("authentication/v1.UserInfo", &[
         f(1, "username", Value, true, String),
         f(2, "uid", Value, true, String),
