@@ -118,6 +118,27 @@ pub async fn bootstrap(api: &Api) -> Result<(), crate::apiserver::error::ApiErro
         });
         create_if_missing(api, rc, class).await?;
     }
+    // The `cluster-admin` role every cluster has, bound to `system:masters` (stored and served;
+    // not enforced: every request is allowed).
+    let bootstrap_labels = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
+    let admin = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "cluster-admin", "labels": bootstrap_labels},
+        "rules": [
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+            {"nonResourceURLs": ["*"], "verbs": ["*"]},
+        ],
+    });
+    let clusterroles = resources::find("rbac.authorization.k8s.io", "v1", "clusterroles");
+    create_if_missing(api, clusterroles.expect("served"), admin).await?;
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "cluster-admin", "labels": bootstrap_labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}],
+    });
+    let bindings = resources::find("rbac.authorization.k8s.io", "v1", "clusterrolebindings");
+    create_if_missing(api, bindings.expect("served"), binding).await?;
     // The default StorageClass: node-local directories.
     create_if_missing(
         api,

@@ -366,12 +366,12 @@ fn describe_shows_a_deployment_and_services_and_explain_answers_from_openapi() {
 #[test]
 fn a_manifest_with_an_unserved_kind_applies_its_other_objects_and_names_the_kind() {
     let s = Server::start();
-    let manifest = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: front\nspec:\n  defaultBackend:\n    service: {name: web, port: {number: 80}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: beside\ndata: {a: b}\n";
+    let manifest = "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: quota\nspec:\n  hard: {pods: \"10\"}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: beside\ndata: {a: b}\n";
     let out = s.kubectl_stdin(&["apply", "-f", "-"], manifest);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the Ingress cannot be applied");
+    assert!(!out.status.success(), "the ResourceQuota cannot be applied");
     assert!(
-        stderr.contains("no matches for kind \"Ingress\" in version \"networking.k8s.io/v1\""),
+        stderr.contains("no matches for kind \"ResourceQuota\" in version \"v1\""),
         "{stderr}"
     );
     assert!(
@@ -590,4 +590,135 @@ fn pods_get_the_priority_of_their_priority_class() {
         "{err}"
     );
     assert!(!s.kubectl(&["get", "pod", "unranked"]).status.success());
+}
+
+#[test]
+fn rbac_ingress_and_network_policy_objects_apply_list_and_are_validated() {
+    let s = Server::start();
+    // What a chart typically carries beside its workload.
+    let manifest = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: app\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: reader\nrules:\n  - apiGroups: [\"\"]\n    resources: [pods, configmaps]\n    verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: app-reads\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: reader\nsubjects:\n  - kind: ServiceAccount\n    name: app\n    namespace: default\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: node-viewer\nrules:\n  - apiGroups: [\"\"]\n    resources: [nodes]\n    verbs: [get, list]\n  - nonResourceURLs: [/healthz]\n    verbs: [get]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: app-views-nodes\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: node-viewer\nsubjects:\n  - kind: ServiceAccount\n    name: app\n    namespace: default\n  - kind: Group\n    apiGroup: rbac.authorization.k8s.io\n    name: ops\n---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: edge\nspec:\n  controller: example.com/edge\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: front\nspec:\n  ingressClassName: edge\n  tls:\n    - hosts: [shop.example]\n  rules:\n    - host: shop.example\n      http:\n        paths:\n          - path: /\n            pathType: Prefix\n            backend:\n              service:\n                name: web\n                port: {number: 80}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: only-front\nspec:\n  podSelector:\n    matchLabels: {app: web}\n  policyTypes: [Ingress]\n  ingress:\n    - from:\n        - podSelector:\n            matchLabels: {app: front}\n      ports:\n        - protocol: TCP\n          port: 8080\n";
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], manifest);
+    // Applied again unchanged: nothing to do.
+    let again = s.kubectl_stdin_ok(&["apply", "-f", "-"], manifest);
+    assert!(
+        again.contains("role.rbac.authorization.k8s.io/reader unchanged"),
+        "{again}"
+    );
+    assert!(
+        again.contains("ingress.networking.k8s.io/front unchanged"),
+        "{again}"
+    );
+
+    let roles = s.kubectl_ok(&["get", "roles"]);
+    assert!(
+        roles.contains("NAME") && roles.contains("CREATED AT") && roles.contains("reader"),
+        "{roles}"
+    );
+    let bindings = s.kubectl_ok(&["get", "rolebindings", "-o", "wide"]);
+    assert!(
+        bindings.contains("Role/reader") && bindings.contains("default/app"),
+        "{bindings}"
+    );
+    let cluster = s.kubectl_ok(&["get", "clusterrolebindings", "-o", "wide"]);
+    assert!(
+        cluster.contains("ClusterRole/node-viewer") && cluster.contains("ops"),
+        "{cluster}"
+    );
+    // The bootstrap role every cluster has.
+    assert!(
+        cluster.contains("ClusterRole/cluster-admin") && cluster.contains("system:masters"),
+        "{cluster}"
+    );
+    let ing = s.kubectl_ok(&["get", "ingress"]);
+    assert!(
+        ing.contains("front")
+            && ing.contains("edge")
+            && ing.contains("shop.example")
+            && ing.contains("80, 443"),
+        "{ing}"
+    );
+    let netpol = s.kubectl_ok(&["get", "netpol"]);
+    assert!(
+        netpol.contains("only-front") && netpol.contains("app=web"),
+        "{netpol}"
+    );
+    let describe = s.kubectl_ok(&["describe", "role", "reader"]);
+    assert!(
+        describe.contains("pods") && describe.contains("[get list watch]"),
+        "{describe}"
+    );
+
+    // kubectl's generators send these kinds as protobuf.
+    s.kubectl_ok(&[
+        "create",
+        "role",
+        "cm-editor",
+        "--verb=get,update",
+        "--resource=configmaps",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "edits",
+        "--role=cm-editor",
+        "--user=jane",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "ns-reader",
+        "--verb=get",
+        "--resource=namespaces",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "reads-ns",
+        "--clusterrole=ns-reader",
+        "--group=devs",
+    ]);
+    s.kubectl_ok(&["create", "ingress", "simple", "--rule=a.example/=web:80"]);
+    let role = s.kubectl_json(&["get", "role", "cm-editor"]);
+    assert_eq!(
+        role["rules"][0]["verbs"],
+        serde_json::json!(["get", "update"])
+    );
+    s.kubectl_ok(&["delete", "role", "cm-editor"]);
+    s.kubectl_ok(&["delete", "ingress", "simple"]);
+
+    // What kube-apiserver refuses, with its words.
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: bad\nrules:\n  - resources: [pods]\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("rules[0].verbs"),
+        "{err}"
+    );
+    let out = s.kubectl(&[
+        "patch",
+        "rolebinding",
+        "app-reads",
+        "-p",
+        r#"{"roleRef":{"name":"other"}}"#,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot change roleRef"),
+        "{err}"
+    );
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: untyped\nspec:\n  rules:\n    - http:\n        paths:\n          - path: /\n            backend:\n              service: {name: web, port: {number: 80}}\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("pathType must be specified"),
+        "{err}"
+    );
+    assert!(
+        !s.kubectl(&["get", "ingress", "untyped"]).status.success(),
+        "nothing was written"
+    );
 }

@@ -19,6 +19,7 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
     use k8s_openapi::api::{apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch};
     use k8s_openapi::api::{coordination::v1 as coordination, core::v1 as core};
     use k8s_openapi::api::{discovery::v1 as discovery, node::v1 as node, policy::v1 as policy};
+    use k8s_openapi::api::{networking::v1 as networking, rbac::v1 as rbac};
     use k8s_openapi::api::{scheduling::v1 as scheduling, storage::v1 as storage};
     /// One pass: the typed decode consumes `obj` (no copies) and reports what it skipped.
     fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
@@ -44,6 +45,13 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
         "PersistentVolumeClaim" => roundtrip::<core::PersistentVolumeClaim>(obj, u),
         "PersistentVolume" => roundtrip::<core::PersistentVolume>(obj, u),
         "StorageClass" => roundtrip::<storage::StorageClass>(obj, u),
+        "Ingress" => roundtrip::<networking::Ingress>(obj, u),
+        "IngressClass" => roundtrip::<networking::IngressClass>(obj, u),
+        "NetworkPolicy" => roundtrip::<networking::NetworkPolicy>(obj, u),
+        "Role" => roundtrip::<rbac::Role>(obj, u),
+        "RoleBinding" => roundtrip::<rbac::RoleBinding>(obj, u),
+        "ClusterRole" => roundtrip::<rbac::ClusterRole>(obj, u),
+        "ClusterRoleBinding" => roundtrip::<rbac::ClusterRoleBinding>(obj, u),
         "Deployment" => roundtrip::<apps::Deployment>(obj, u),
         "ReplicaSet" => roundtrip::<apps::ReplicaSet>(obj, u),
         "DaemonSet" => roundtrip::<apps::DaemonSet>(obj, u),
@@ -482,6 +490,10 @@ pub fn has_generation(res: &ResourceInfo) -> bool {
             | "PersistentVolumeClaim"
             | "PersistentVolume"
             | "StorageClass"
+            | "Role"
+            | "RoleBinding"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
     )
 }
 
@@ -584,6 +596,16 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
         "PersistentVolumeClaim" => sv::claim_spec(&obj["spec"], "spec", &mut causes),
         "PersistentVolume" => sv::persistent_volume(&obj["spec"], &mut causes),
         "StorageClass" => sv::storage_class(obj, &mut causes),
+        "Role" => super::rbac_validation::rules(&obj["rules"], true, &mut causes),
+        "ClusterRole" => super::rbac_validation::rules(&obj["rules"], false, &mut causes),
+        "RoleBinding" | "ClusterRoleBinding" => {
+            super::rbac_validation::binding(obj, res.kind == "RoleBinding", &mut causes)
+        }
+        "Ingress" => super::networking_validation::ingress(&obj["spec"], &mut causes),
+        "IngressClass" if obj["spec"]["controller"].as_str().is_none_or(str::is_empty) => {
+            causes.push(Cause::required("spec.controller"));
+        }
+        "NetworkPolicy" => super::networking_validation::network_policy(&obj["spec"], &mut causes),
         "Job" => v::job_spec(&obj["spec"], "spec", &mut causes),
         "CronJob" => v::cron_job(obj, &mut causes),
         "Service" => v::service_spec(&obj["spec"], &mut causes),
@@ -660,6 +682,19 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
         "ControllerRevision" => immutable(&mut causes, "data", &new["data"], &old["data"]),
         "StatefulSet" => v::stateful_set_update(&new["spec"], &old["spec"], &mut causes),
         "PersistentVolumeClaim" => sv::claim_update(&new["spec"], &old["spec"], &mut causes),
+        "RoleBinding" | "ClusterRoleBinding" if new["roleRef"] != old["roleRef"] => {
+            causes.push(Cause::invalid(
+                "roleRef",
+                new["roleRef"].to_string(),
+                "cannot change roleRef",
+            ));
+        }
+        "IngressClass" => immutable(
+            &mut causes,
+            "spec.controller",
+            &new["spec"]["controller"],
+            &old["spec"]["controller"],
+        ),
         "StorageClass" => {
             for field in [
                 "provisioner",

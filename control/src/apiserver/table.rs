@@ -254,6 +254,12 @@ fn printer_for(res: &ResourceInfo) -> Printer {
         ("", "PersistentVolumeClaim") => p(PVC_COLUMNS, pvc_row),
         ("", "PersistentVolume") => p(PV_COLUMNS, pv_row),
         ("storage.k8s.io", "StorageClass") => p(STORAGECLASS_COLUMNS, storageclass_row),
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            p(ROLEBINDING_COLUMNS, rolebinding_row)
+        }
+        ("networking.k8s.io", "Ingress") => p(INGRESS_COLUMNS, ingress_row),
+        ("networking.k8s.io", "IngressClass") => p(INGRESSCLASS_COLUMNS, ingressclass_row),
+        ("networking.k8s.io", "NetworkPolicy") => p(NETWORKPOLICY_COLUMNS, networkpolicy_row),
         ("apps", "ControllerRevision") => p(CONTROLLERREVISION_COLUMNS, controllerrevision_row),
         ("batch", "Job") => p(JOB_COLUMNS, job_row),
         ("batch", "CronJob") => p(CRONJOB_COLUMNS, cronjob_row),
@@ -1301,6 +1307,167 @@ fn storageclass_row(sc: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value
         str_at(sc, "/volumeBindingMode").into(),
         bool_at(sc, "/allowVolumeExpansion").to_string().into(),
         age_at(sc, now),
+    ];
+    (cells, None)
+}
+
+const ROLEBINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Role",
+        "string",
+        "RoleRef references the Role or ClusterRole being bound.",
+    ),
+    AGE,
+    wide("Users", "string", "Users in the binding"),
+    wide("Groups", "string", "Groups in the binding"),
+    wide(
+        "ServiceAccounts",
+        "string",
+        "ServiceAccounts in the binding",
+    ),
+];
+
+fn rolebinding_row(b: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let of_kind = |kind: &str| -> String {
+        b["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["kind"] == kind)
+            .map(|s| {
+                let name = s["name"].as_str().unwrap_or("");
+                match s["namespace"].as_str() {
+                    Some(ns) if kind == "ServiceAccount" => format!("{ns}/{name}"),
+                    _ if kind == "ServiceAccount" => format!("/{name}"),
+                    _ => name.to_string(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let role = format!(
+        "{}/{}",
+        str_at(b, "/roleRef/kind"),
+        str_at(b, "/roleRef/name")
+    );
+    let cells = vec![
+        name(b),
+        role.into(),
+        age_at(b, now),
+        of_kind("User").into(),
+        of_kind("Group").into(),
+        of_kind("ServiceAccount").into(),
+    ];
+    (cells, None)
+}
+
+const INGRESS_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Class",
+        "string",
+        "The name of the IngressClass resource that should be used by this Ingress.",
+    ),
+    col(
+        "Hosts",
+        "string",
+        "Hosts that incoming requests are matched against before the ingress rule",
+    ),
+    col(
+        "Address",
+        "string",
+        "Address is a list containing ingress points for the load-balancer",
+    ),
+    col("Ports", "string", "Ports of TLS configurations that open"),
+    AGE,
+];
+
+fn ingress_row(ing: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let class = match str_at(ing, "/spec/ingressClassName") {
+        "" => "<none>".to_string(),
+        c => c.to_string(),
+    };
+    let hosts: Vec<&str> = ing["spec"]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["host"].as_str().filter(|h| !h.is_empty()).unwrap_or("*"))
+        .collect();
+    let hosts = match hosts.len() {
+        0 => "*".to_string(),
+        1..=3 => hosts.join(","),
+        n => format!("{} + {} more...", hosts[..3].join(","), n - 3),
+    };
+    let address: Vec<&str> = ing["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()))
+        .collect();
+    let tls = ing["spec"]["tls"].as_array().is_some_and(|t| !t.is_empty());
+    let cells = vec![
+        name(ing),
+        class.into(),
+        hosts.into(),
+        address.join(",").into(),
+        if tls { "80, 443" } else { "80" }.into(),
+        age_at(ing, now),
+    ];
+    (cells, None)
+}
+
+const INGRESSCLASS_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Controller",
+        "string",
+        "Controller that is responsible for handling this class",
+    ),
+    col(
+        "Parameters",
+        "string",
+        "A reference to a resource with additional parameters",
+    ),
+    AGE,
+];
+
+fn ingressclass_row(ic: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let p = &ic["spec"]["parameters"];
+    let params = if p.is_null() {
+        "<none>".to_string()
+    } else {
+        let kind = p["kind"].as_str().unwrap_or("");
+        let name = p["name"].as_str().unwrap_or("");
+        match p["apiGroup"].as_str() {
+            Some(g) if !g.is_empty() => format!("{kind}.{g}/{name}"),
+            _ => format!("{kind}/{name}"),
+        }
+    };
+    let cells = vec![
+        name(ic),
+        str_at(ic, "/spec/controller").into(),
+        params.into(),
+        age_at(ic, now),
+    ];
+    (cells, None)
+}
+
+const NETWORKPOLICY_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Pod-Selector",
+        "string",
+        "Select the pods to which this NetworkPolicy object applies.",
+    ),
+    AGE,
+];
+
+fn networkpolicy_row(np: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let cells = vec![
+        name(np),
+        format_label_selector(np.pointer("/spec/podSelector")).into(),
+        age_at(np, now),
     ];
     (cells, None)
 }
