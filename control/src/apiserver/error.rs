@@ -482,6 +482,14 @@ impl ResourceInfo {
     }
 }
 
+/// The fields of the causes `check` records, in order (for validation tests).
+#[cfg(test)]
+pub fn cause_fields(check: impl Fn(&mut Vec<Cause>)) -> Vec<String> {
+    let mut causes = Vec::new();
+    check(&mut causes);
+    causes.into_iter().map(|c| c.field).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

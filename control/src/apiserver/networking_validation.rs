@@ -170,11 +170,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn fields(f: impl Fn(&mut Vec<Cause>)) -> Vec<String> {
-        let mut causes = Vec::new();
-        f(&mut causes);
-        causes.into_iter().map(|c| c.field).collect()
-    }
+    use crate::apiserver::error::cause_fields as fields;
 
     #[test]
     fn an_ingress_needs_backends_and_typed_paths() {

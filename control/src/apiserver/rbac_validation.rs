@@ -116,11 +116,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn fields(f: impl Fn(&mut Vec<Cause>)) -> Vec<String> {
-        let mut causes = Vec::new();
-        f(&mut causes);
-        causes.into_iter().map(|c| c.field).collect()
-    }
+    use crate::apiserver::error::cause_fields as fields;
 
     #[test]
     fn rules_need_verbs_and_either_resources_or_urls() {

@@ -192,6 +192,30 @@ pub async fn sync(api: &Api, owner: &Value, hash: &str) -> ApiResult<(Value, Vec
     Ok((current, history))
 }
 
+/// [`sync`] with the revision named by the hash of the owner's template and its
+/// `status.collisionCount`. When another object has that name, the count goes up by one (so the
+/// next pass hashes anew) and the conflict is returned.
+pub async fn sync_hashed(
+    api: &Api,
+    res: &ResourceInfo,
+    owner: &Value,
+) -> ApiResult<(Value, Vec<Value>)> {
+    let collisions = owner["status"]["collisionCount"].as_i64().unwrap_or(0);
+    let hash = super::rollout::template_hash(&owner["spec"]["template"], collisions);
+    match sync(api, owner, &hash).await {
+        Err(e) if e.code == 409 => {
+            let mut status = owner["status"].clone();
+            if !status.is_object() {
+                status = json!({});
+            }
+            status["collisionCount"] = json!(collisions + 1);
+            super::replicaset::write_status(api, res, owner, status).await?;
+            Err(e)
+        }
+        other => other,
+    }
+}
+
 /// Deletes `owner`'s unused revisions beyond its `spec.revisionHistoryLimit` (default 10).
 pub async fn prune(
     api: &Api,

@@ -99,27 +99,8 @@ impl DaemonSetController {
         if objects::is_deleting(&ds) {
             return Ok(None);
         }
-        let collisions = ds["status"]["collisionCount"].as_i64().unwrap_or(0);
-        let (current, history) = match controller_history::sync(
-            &self.api,
-            &ds,
-            &rollout::template_hash(&ds["spec"]["template"], collisions),
-        )
-        .await
-        {
-            Ok(h) => h,
-            Err(e) if e.code == 409 => {
-                // Another object has the revision's name: hash again with one more collision.
-                let mut status = ds["status"].clone();
-                if !status.is_object() {
-                    status = json!({});
-                }
-                status["collisionCount"] = json!(collisions + 1);
-                write_status(&self.api, daemonsets(), &ds, status).await?;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
+        let (current, history) =
+            controller_history::sync_hashed(&self.api, daemonsets(), &ds).await?;
         let hash = current["metadata"]["labels"][REVISION_HASH_LABEL]
             .as_str()
             .unwrap_or("")

@@ -30,7 +30,6 @@ use super::persistent_volume;
 use super::pod_cache::PodCache;
 use super::pods;
 use super::replicaset::write_status;
-use super::rollout;
 use super::runner::{self, ObjectKey, Reconciler, RunnerConfig, Watched};
 use crate::apiserver::api::{Api, WriteOptions};
 use crate::apiserver::error::ApiResult;
@@ -355,27 +354,8 @@ impl StatefulSetController {
         if objects::is_deleting(&set) {
             return Ok(None);
         }
-        let collisions = set["status"]["collisionCount"].as_i64().unwrap_or(0);
-        let (update, history) = match controller_history::sync(
-            &self.api,
-            &set,
-            &rollout::template_hash(&set["spec"]["template"], collisions),
-        )
-        .await
-        {
-            Ok(h) => h,
-            Err(e) if e.code == 409 => {
-                // Another object has the revision's name: hash again with one more collision.
-                let mut status = set["status"].clone();
-                if !status.is_object() {
-                    status = json!({});
-                }
-                status["collisionCount"] = json!(collisions + 1);
-                write_status(&self.api, statefulsets(), &set, status).await?;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
+        let (update, history) =
+            controller_history::sync_hashed(&self.api, statefulsets(), &set).await?;
         let update_name = objects::name(&update).to_string();
         // The current revision is the status's while it is still in the history.
         let current = set["status"]["currentRevision"]
