@@ -722,3 +722,83 @@ fn rbac_ingress_and_network_policy_objects_apply_list_and_are_validated() {
         "nothing was written"
     );
 }
+
+#[test]
+fn limit_ranges_default_and_bound_the_pods_and_claims_of_their_namespace() {
+    let s = Server::start();
+    s.kubectl_ok(&["create", "namespace", "team"]);
+    let limits = "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: bounds\n  namespace: team\nspec:\n  limits:\n    - type: Container\n      default: {cpu: 200m, memory: 64Mi}\n      defaultRequest: {cpu: 100m, memory: 32Mi}\n      max: {memory: 1Gi}\n    - type: PersistentVolumeClaim\n      max: {storage: 1Gi}\n";
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], limits);
+    let lr = s.kubectl_json(&["get", "limits", "bounds", "-n", "team"]);
+    assert_eq!(lr["spec"]["limits"][0]["max"]["memory"], "1Gi");
+    let pod = |name: &str, resources: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: team\nspec:\n  containers:\n    - name: c\n      image: hello-http:v1\n{resources}"
+        )
+    };
+    // No node runs it: admission is all this checks.
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &pod("plain", ""));
+    let p = s.kubectl_json(&["get", "pod", "plain", "-n", "team"]);
+    let r = &p["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        r["limits"],
+        serde_json::json!({"cpu": "200m", "memory": "64Mi"})
+    );
+    assert_eq!(
+        r["requests"],
+        serde_json::json!({"cpu": "100m", "memory": "32Mi"})
+    );
+    assert_eq!(
+        p["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+        "LimitRanger plugin set: cpu, memory request for container c; cpu, memory limit for container c"
+    );
+    // The same pod elsewhere gets nothing.
+    let other = pod("plain", "").replace("namespace: team", "namespace: default");
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &other);
+    let p = s.kubectl_json(&["get", "pod", "plain", "-n", "default"]);
+    assert!(
+        p["spec"]["containers"][0]["resources"]["limits"].is_null(),
+        "{p}"
+    );
+
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod("big", "      resources:\n        limits: {memory: 2Gi}\n"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("pods \"big\" is forbidden: maximum memory usage per Container is 1Gi, but limit is 2Gi"),
+        "{err}"
+    );
+    assert!(
+        !s.kubectl(&["get", "pod", "big", "-n", "team"])
+            .status
+            .success(),
+        "nothing written"
+    );
+    let claim = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: huge\n  namespace: team\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests: {storage: 5Gi}\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], claim);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "maximum storage usage per PersistentVolumeClaim is 1Gi, but request is 5Gi"
+            ),
+        "{err}"
+    );
+    // A LimitRange whose bounds contradict each other is refused.
+    let bad = "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: bad\n  namespace: team\nspec:\n  limits:\n    - type: Container\n      min: {cpu: \"2\"}\n      max: {cpu: \"1\"}\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("min value 2 is greater than max value 1"),
+        "{err}"
+    );
+    // Deleting the LimitRange lifts it at once.
+    s.kubectl_ok(&["delete", "limits", "bounds", "-n", "team"]);
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &pod("big", "      resources:\n        limits: {memory: 2Gi}\n"),
+    );
+}

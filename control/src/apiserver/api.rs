@@ -216,6 +216,8 @@ pub struct Api {
     decoded: Arc<DecodedPods>,
     /// The global default PriorityClass, read again after a PriorityClass is written.
     default_class: Arc<super::priority::DefaultClass>,
+    /// Every LimitRange, read again after one is written.
+    limit_ranges: Arc<super::limit_range::LimitRangeCache>,
     /// Makes a name from `generateName` ([`objects::generate_name`]; tests choose their own).
     generate_name: fn(&str) -> String,
 }
@@ -264,6 +266,7 @@ impl Api {
             recent: Arc::default(),
             decoded: Arc::default(),
             default_class: Arc::default(),
+            limit_ranges: Arc::default(),
             generate_name: objects::generate_name,
         }
     }
@@ -680,10 +683,13 @@ impl Api {
         if is_pods(res) {
             let pod_name = objects::name(&obj).to_string();
             super::priority::admit_pod(self, &pod_name, &mut obj).await?;
+            super::limit_range::admit_pod(self, res, &pod_name, &mut obj).await?;
         } else if res.kind == "PriorityClass" {
             super::priority::admit_class(self, &obj).await?;
         } else if res.kind == "PersistentVolumeClaim" {
             super::storage_class::admit_claim(self, &mut obj).await?;
+            let name = objects::name(&obj).to_string();
+            super::limit_range::admit_claim(self, res, &name, &obj).await?;
         }
         if let (true, Some(manager)) = (opts.field_manager_named, &opts.field_manager) {
             let api_version = res.api_version();
@@ -1028,10 +1034,17 @@ impl Api {
         &self.default_class
     }
 
+    /// The cache of LimitRanges (see [`super::limit_range`]).
+    pub(crate) fn limit_ranges(&self) -> &super::limit_range::LimitRangeCache {
+        &self.limit_ranges
+    }
+
     /// What follows every write of `res` that reached the store.
     fn written(&self, res: &ResourceInfo) {
-        if res.kind == "PriorityClass" {
-            self.default_class.changed();
+        match res.kind {
+            "PriorityClass" => self.default_class.changed(),
+            "LimitRange" => self.limit_ranges.changed(),
+            _ => {}
         }
     }
 

@@ -41,6 +41,7 @@ pub mod exec;
 #[cfg(test)]
 pub(crate) mod fake_agent;
 pub mod http;
+pub mod limit_range;
 pub mod logs;
 pub mod metrics;
 pub mod networking_validation;

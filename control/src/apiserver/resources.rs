@@ -214,6 +214,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!(
         "",
         "v1",
+        "LimitRange",
+        "limitranges",
+        "limitrange",
+        true,
+        ["limits"],
+        [],
+        []
+    ),
+    res!(
+        "",
+        "v1",
         "PersistentVolumeClaim",
         "persistentvolumeclaims",
         "persistentvolumeclaim",

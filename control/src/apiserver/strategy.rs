@@ -43,6 +43,7 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
         "Event" => roundtrip::<core::Event>(obj, u),
         "ServiceAccount" => roundtrip::<core::ServiceAccount>(obj, u),
         "PersistentVolumeClaim" => roundtrip::<core::PersistentVolumeClaim>(obj, u),
+        "LimitRange" => roundtrip::<core::LimitRange>(obj, u),
         "PersistentVolume" => roundtrip::<core::PersistentVolume>(obj, u),
         "StorageClass" => roundtrip::<storage::StorageClass>(obj, u),
         "Ingress" => roundtrip::<networking::Ingress>(obj, u),
@@ -175,6 +176,18 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
         }
         "PersistentVolumeClaim" => {
             default(obj_mut(obj, "spec"), "volumeMode", json!("Filesystem"));
+        }
+        "LimitRange" => {
+            let spec = obj_mut(obj, "spec");
+            for item in spec
+                .get_mut("limits")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object_mut)
+            {
+                super::limit_range::default_item(item);
+            }
         }
         "PersistentVolume" => {
             let spec = obj_mut(obj, "spec");
@@ -494,6 +507,7 @@ pub fn has_generation(res: &ResourceInfo) -> bool {
             | "RoleBinding"
             | "ClusterRole"
             | "ClusterRoleBinding"
+            | "LimitRange"
     )
 }
 
@@ -596,6 +610,7 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
         "PersistentVolumeClaim" => sv::claim_spec(&obj["spec"], "spec", &mut causes),
         "PersistentVolume" => sv::persistent_volume(&obj["spec"], &mut causes),
         "StorageClass" => sv::storage_class(obj, &mut causes),
+        "LimitRange" => v::limit_range(&obj["spec"], &mut causes),
         "Role" => super::rbac_validation::rules(&obj["rules"], true, &mut causes),
         "ClusterRole" => super::rbac_validation::rules(&obj["rules"], false, &mut causes),
         "RoleBinding" | "ClusterRoleBinding" => {

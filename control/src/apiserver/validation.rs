@@ -1072,6 +1072,98 @@ pub fn stateful_set_spec(spec: &Value, causes: &mut Vec<Cause>) {
     pod_spec(&template, "spec.template.spec", causes, Some(&["Always"]));
 }
 
+/// A LimitRange's items, as kube-apiserver's `ValidateLimitRange` checks them: a known type,
+/// well-formed quantities, no defaults for a Pod item, and `min` ≤ `defaultRequest` ≤
+/// `default` ≤ `max`.
+pub fn limit_range(spec: &Value, causes: &mut Vec<Cause>) {
+    use crate::scheduler::quantity::Quantity;
+    const TYPES: &[&str] = &["Container", "PersistentVolumeClaim", "Pod"];
+    for (i, item) in spec["limits"].as_array().into_iter().flatten().enumerate() {
+        let path = format!("spec.limits[{i}]");
+        let ty = item["type"].as_str().unwrap_or("");
+        if !TYPES.contains(&ty) {
+            causes.push(Cause::not_supported(format!("{path}.type"), ty, TYPES));
+        }
+        let value = |section: &str, k: &str| -> Option<i64> {
+            Quantity::parse(&shown(&item[section][k]))
+                .ok()
+                .map(|q| q.milli_value())
+        };
+        for section in [
+            "max",
+            "min",
+            "default",
+            "defaultRequest",
+            "maxLimitRequestRatio",
+        ] {
+            for (k, q) in item[section].as_object().into_iter().flatten() {
+                if Quantity::parse(&shown(q)).is_err() {
+                    causes.push(Cause::invalid(
+                        format!("{path}.{section}[{k}]"),
+                        shown(q),
+                        "must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                    ));
+                }
+            }
+        }
+        if ty == "Pod" {
+            for section in ["default", "defaultRequest"] {
+                if item[section].as_object().is_some_and(|m| !m.is_empty()) {
+                    causes.push(Cause::forbidden(
+                        format!("{path}.{section}"),
+                        "may not be specified when `type` is 'Pod'",
+                    ));
+                }
+            }
+        }
+        // Each pair that must be ordered, with kube-apiserver's words.
+        let order = [
+            ("min", "max", "min value {a} is greater than max value {b}"),
+            (
+                "defaultRequest",
+                "max",
+                "default request value {a} is greater than max value {b}",
+            ),
+            (
+                "min",
+                "defaultRequest",
+                "min value {a} is greater than default request value {b}",
+            ),
+            (
+                "defaultRequest",
+                "default",
+                "default request value {a} is greater than default limit value {b}",
+            ),
+            (
+                "default",
+                "max",
+                "default value {a} is greater than max value {b}",
+            ),
+            (
+                "min",
+                "default",
+                "min value {a} is greater than default value {b}",
+            ),
+        ];
+        for (low, high, words) in order {
+            for (k, a) in item[low].as_object().into_iter().flatten() {
+                if let (Some(x), Some(y)) = (value(low, k), value(high, k))
+                    && x > y
+                {
+                    let message = words
+                        .replace("{a}", &shown(a))
+                        .replace("{b}", &shown(&item[high][k]));
+                    causes.push(Cause::invalid(
+                        format!("{path}.{low}[{k}]"),
+                        shown(a),
+                        message,
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// What a StatefulSet update may change: kube-apiserver refuses a change to any field of
 /// its spec but these.
 pub fn stateful_set_update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
