@@ -212,6 +212,19 @@ impl ApiError {
         Self::plain(400, "BadRequest", message)
     }
 
+    /// 403 Forbidden by an admission check: `pods "x" is forbidden: <why>`.
+    pub fn forbidden(res: &ResourceInfo, name: &str, why: &str) -> Self {
+        let mut err = Self::plain(
+            403,
+            "Forbidden",
+            format!("{} \"{name}\" is forbidden: {why}", res.plural_qualified()),
+        );
+        err.name = Some(name.to_string());
+        err.group = Some(res.group.to_string());
+        err.kind = Some(res.plural.to_string());
+        err
+    }
+
     /// 404 for a path the server does not serve.
     pub fn no_route() -> Self {
         Self::plain(

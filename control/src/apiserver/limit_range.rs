@@ -341,16 +341,7 @@ fn refused(res: &ResourceInfo, name: &str, violations: Vec<String>) -> ApiError 
     } else {
         format!("[{}]", violations.join(", "))
     };
-    let mut err = ApiError::bad_request(format!(
-        "{} \"{name}\" is forbidden: {why}",
-        res.plural_qualified()
-    ));
-    err.code = 403;
-    err.reason = "Forbidden";
-    err.name = Some(name.to_string());
-    err.group = Some(res.group.to_string());
-    err.kind = Some(res.plural.to_string());
-    err
+    ApiError::forbidden(res, name, &why)
 }
 
 /// LimitRanger for a pod about to be created: defaults, then bounds.

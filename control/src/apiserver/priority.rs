@@ -43,20 +43,6 @@ fn pods() -> &'static ResourceInfo {
     resources::find("", "v1", "pods").expect("pods are served")
 }
 
-/// 403 Forbidden for `name` of `res`, as kube-apiserver words an admission's refusal.
-fn forbidden(res: &ResourceInfo, name: &str, why: &str) -> ApiError {
-    let mut err = ApiError::bad_request(format!(
-        "{} \"{name}\" is forbidden: {why}",
-        res.plural_qualified()
-    ));
-    err.code = 403;
-    err.reason = "Forbidden";
-    err.name = Some(name.to_string());
-    err.group = Some(res.group.to_string());
-    err.kind = Some(res.plural.to_string());
-    err
-}
-
 /// The classes marked `globalDefault` (only those are decoded).
 async fn global_defaults(api: &Api) -> ApiResult<Vec<Value>> {
     let entries = api
@@ -119,7 +105,7 @@ pub async fn admit_pod(api: &Api, name: &str, pod: &mut Value) -> ApiResult<()> 
         Some(class) => match api.get(classes(), None, class).await {
             Ok(c) => Some(c),
             Err(e) if e.code == 404 => {
-                return Err(forbidden(
+                return Err(ApiError::forbidden(
                     pods(),
                     name,
                     &format!("no PriorityClass with name {class} was found"),
@@ -140,7 +126,7 @@ pub async fn admit_pod(api: &Api, name: &str, pod: &mut Value) -> ApiResult<()> 
     if let Some(given) = spec["priority"].as_i64()
         && given != value
     {
-        return Err(forbidden(
+        return Err(ApiError::forbidden(
             pods(),
             name,
             &format!(
@@ -153,7 +139,7 @@ pub async fn admit_pod(api: &Api, name: &str, pod: &mut Value) -> ApiResult<()> 
     if let Some(given) = spec["preemptionPolicy"].as_str()
         && given != policy
     {
-        return Err(forbidden(
+        return Err(ApiError::forbidden(
             pods(),
             name,
             &format!(
@@ -185,7 +171,7 @@ pub async fn admit_class(api: &Api, class: &Value) -> ApiResult<()> {
         .iter()
         .find(|c| objects::name(c) != name)
     {
-        return Err(forbidden(
+        return Err(ApiError::forbidden(
             classes(),
             name,
             &format!(
