@@ -1042,3 +1042,26 @@ spec:
     hosts.sort();
     assert_eq!(hosts, ["db-0", "db-1"]);
 }
+
+#[test]
+fn the_statefulset_sample_runs_on_flotilla_up_with_a_volume_per_pod() {
+    let c = Cluster::start();
+    c.push(&sample("hello-wasi/hello-wasi.wasm"), "hello-wasi:latest");
+    let manifest = std::fs::read_to_string(sample("hello-wasi/statefulset.yaml")).unwrap();
+    c.apply_ok(&manifest);
+    for n in 0..2 {
+        let pod = c.wait_ready(&format!("journal-{n}"));
+        assert_eq!(pod["spec"]["hostname"], format!("journal-{n}"));
+        let claim = wait_for(&format!("data-journal-{n} bound"), TIMEOUT, || {
+            c.get("pvc", &format!("data-journal-{n}"))
+                .filter(|p| p["status"]["phase"] == "Bound")
+        });
+        assert_eq!(claim["spec"]["storageClassName"], "local-path");
+        let logs = wait_for("the guest wrote its file", TIMEOUT, || {
+            let out = c.kubectl(&["logs", &format!("journal-{n}")], None);
+            let logs = String::from_utf8_lossy(&out.stdout).into_owned();
+            logs.contains("written by hello-wasi").then_some(logs)
+        });
+        assert!(logs.contains("wrote /data/written-by-guest.txt"), "{logs}");
+    }
+}
