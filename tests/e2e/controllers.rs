@@ -1834,6 +1834,12 @@ fn statefulset_claims_get_local_volumes_that_outlive_their_pods() {
             .then_some(())
     });
 
+    // A bound volume deleted by hand stays, Terminating, until its claim lets go (below).
+    s.kubectl_ok(&["delete", "pv", &volumes[0], "--wait=false"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let table = s.kubectl_ok(&["get", "pv", &volumes[0]]);
+    assert!(table.contains("Terminating"), "{table}");
+
     // whenScaled: Delete: a scale-down takes the removed pod's claim, and the claim its volume.
     s.kubectl_ok(&[
         "patch",

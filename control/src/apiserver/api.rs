@@ -686,6 +686,8 @@ impl Api {
             super::limit_range::admit_pod(self, res, &pod_name, &mut obj).await?;
         } else if res.kind == "PriorityClass" {
             super::priority::admit_class(self, &obj).await?;
+        } else if res.kind == "PersistentVolume" {
+            super::storage_class::admit_volume(&mut obj);
         } else if res.kind == "PersistentVolumeClaim" {
             super::storage_class::admit_claim(self, &mut obj).await?;
             let name = objects::name(&obj).to_string();

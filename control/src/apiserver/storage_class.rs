@@ -67,18 +67,31 @@ pub fn default_class(classes: &[Value]) -> Option<&Value> {
 /// StorageObjectInUseProtection admission adds it; the persistent-volume controller removes it).
 pub const CLAIM_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
 
-/// Admits a new claim: it gets the [`CLAIM_PROTECTION_FINALIZER`], and, without
-/// `storageClassName`, the default class's name, if there is one.
-pub async fn admit_claim(api: &Api, claim: &mut Value) -> ApiResult<()> {
-    let finalizers = &mut claim["metadata"]["finalizers"];
+/// The finalizer that keeps a volume while a claim is bound to it (kube-apiserver's
+/// StorageObjectInUseProtection admission adds it).
+pub const VOLUME_PROTECTION_FINALIZER: &str = "kubernetes.io/pv-protection";
+
+/// Admits a new volume: it gets the [`VOLUME_PROTECTION_FINALIZER`].
+pub fn admit_volume(volume: &mut Value) {
+    add_finalizer(volume, VOLUME_PROTECTION_FINALIZER);
+}
+
+fn add_finalizer(obj: &mut Value, finalizer: &str) {
+    let finalizers = &mut obj["metadata"]["finalizers"];
     if !finalizers.is_array() {
         *finalizers = json!([]);
     }
     if let Some(list) = finalizers.as_array_mut()
-        && !list.iter().any(|f| f == CLAIM_PROTECTION_FINALIZER)
+        && !list.iter().any(|f| f == finalizer)
     {
-        list.push(json!(CLAIM_PROTECTION_FINALIZER));
+        list.push(json!(finalizer));
     }
+}
+
+/// Admits a new claim: it gets the [`CLAIM_PROTECTION_FINALIZER`], and, without
+/// `storageClassName`, the default class's name, if there is one.
+pub async fn admit_claim(api: &Api, claim: &mut Value) -> ApiResult<()> {
+    add_finalizer(claim, CLAIM_PROTECTION_FINALIZER);
     if !claim["spec"]["storageClassName"].is_null() {
         return Ok(());
     }

@@ -19,7 +19,8 @@
 //!
 //! - **Protection.** A claim being deleted keeps its `kubernetes.io/pvc-protection` finalizer
 //!   while a pod that has not finished mounts it, so its volume is not reclaimed under a
-//!   running pod.
+//!   running pod; a volume being deleted keeps `kubernetes.io/pv-protection` while a claim is
+//!   bound to it.
 //!
 //! Keys with a namespace are claims; keys without one are volumes.
 
@@ -38,7 +39,8 @@ use crate::apiserver::error::ApiResult;
 use crate::apiserver::objects;
 use crate::apiserver::resources::{self, ResourceInfo, Subresource};
 use crate::apiserver::storage_class::{
-    CLAIM_PROTECTION_FINALIZER, LOCAL_PATH_PROVISIONER, storage_classes,
+    CLAIM_PROTECTION_FINALIZER, LOCAL_PATH_PROVISIONER, VOLUME_PROTECTION_FINALIZER,
+    storage_classes,
 };
 use crate::events::{EventRecorder, EventWriter};
 use crate::scheduler::quantity::Quantity;
@@ -284,6 +286,44 @@ impl PersistentVolumeController {
         }
     }
 
+    /// Removes a deleted volume's protection finalizer once no claim is bound to it.
+    async fn release_volume_protection(&self, volume: &Value) -> ApiResult<Option<Duration>> {
+        let finalizers = volume["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !finalizers.iter().any(|f| f == VOLUME_PROTECTION_FINALIZER) {
+            return Ok(None);
+        }
+        let r = &volume["spec"]["claimRef"];
+        if let (Some(ns), Some(name)) = (r["namespace"].as_str(), r["name"].as_str()) {
+            match self.api.get(claims(), Some(ns), name).await {
+                Ok(c)
+                    if c["metadata"]["uid"] == r["uid"]
+                        && c["spec"]["volumeName"] == objects::name(volume) =>
+                {
+                    // Still bound: kept until its claim lets go.
+                    return Ok(None);
+                }
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut v = volume.clone();
+        v["metadata"]["finalizers"] = json!(
+            finalizers
+                .into_iter()
+                .filter(|f| f != VOLUME_PROTECTION_FINALIZER)
+                .collect::<Vec<_>>()
+        );
+        match self.write(volumes(), v, None).await {
+            Ok(_) => Ok(None),
+            Err(e) if e.code == 404 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Makes a volume for `claim`, or says why not.
     async fn provision(&self, claim: &Value) -> ApiResult<Option<Duration>> {
         let reference = owner::object_reference(claim);
@@ -415,7 +455,8 @@ impl PersistentVolumeController {
     /// A volume whose claim is gone: deleted, or `Released`.
     async fn reclaim(&self, volume: &Value) -> ApiResult<()> {
         if objects::is_deleting(volume) {
-            return Ok(());
+            // Deleted while bound: its claim has let go now.
+            return self.release_volume_protection(volume).await.map(|_| ());
         }
         if volume["spec"]["persistentVolumeReclaimPolicy"] == "Delete" {
             let opts = DeleteOptions {
@@ -449,7 +490,7 @@ impl PersistentVolumeController {
             return Ok(None);
         };
         if objects::is_deleting(&volume) {
-            return Ok(None);
+            return self.release_volume_protection(&volume).await;
         }
         let claim_ref = &volume["spec"]["claimRef"];
         if claim_ref.is_null() {
