@@ -14,8 +14,7 @@
 //! once and kept until one is written, so pods in namespaces without any cost a lookup.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -37,43 +36,22 @@ pub fn limit_ranges() -> &'static ResourceInfo {
 type ByNamespace = Arc<HashMap<String, Vec<Value>>>;
 
 /// Every LimitRange, read once and kept until one is written.
-#[derive(Debug, Default)]
-pub struct LimitRangeCache {
-    /// Bumped after every LimitRange write has reached the store.
-    epoch: AtomicU64,
-    cached: Mutex<Option<(u64, ByNamespace)>>,
-}
+pub type LimitRangeCache = super::epoch_cache::EpochCache<ByNamespace>;
 
-impl LimitRangeCache {
-    /// A LimitRange was written: read them again next time.
-    pub fn changed(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+/// Reads every LimitRange, by namespace.
+async fn load_all(api: &Api) -> ApiResult<ByNamespace> {
+    let listed = api
+        .store()
+        .list(&limit_ranges().key_prefix(), Default::default())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut all: HashMap<String, Vec<Value>> = HashMap::new();
+    for e in &listed.entries {
+        let lr = objects::from_entry(e);
+        let ns = objects::namespace(&lr).unwrap_or("").to_string();
+        all.entry(ns).or_default().push(lr);
     }
-
-    async fn get(&self, api: &Api) -> ApiResult<ByNamespace> {
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        if let Some((at, all)) = &*self.cached.lock().unwrap_or_else(|p| p.into_inner())
-            && *at == epoch
-        {
-            return Ok(all.clone());
-        }
-        let listed = api
-            .store()
-            .list(&limit_ranges().key_prefix(), Default::default())
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut all: HashMap<String, Vec<Value>> = HashMap::new();
-        for e in &listed.entries {
-            let lr = objects::from_entry(e);
-            let ns = objects::namespace(&lr).unwrap_or("").to_string();
-            all.entry(ns).or_default().push(lr);
-        }
-        let all = Arc::new(all);
-        // A write that lands while this reads bumps the epoch after it: the next call reads
-        // again.
-        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((epoch, all.clone()));
-        Ok(all)
-    }
+    Ok(Arc::new(all))
 }
 
 /// kube-apiserver's defaulting of a LimitRange item: a Container item's `default` comes from
@@ -351,7 +329,7 @@ pub async fn admit_pod(
     name: &str,
     pod: &mut Value,
 ) -> ApiResult<()> {
-    let all = api.limit_ranges().get(api).await?;
+    let all = api.limit_ranges().get_or_load(|| load_all(api)).await?;
     let Some(ranges) = objects::namespace(pod).and_then(|ns| all.get(ns)) else {
         return Ok(());
     };
@@ -377,7 +355,7 @@ pub async fn admit_claim(
     name: &str,
     claim: &Value,
 ) -> ApiResult<()> {
-    let all = api.limit_ranges().get(api).await?;
+    let all = api.limit_ranges().get_or_load(|| load_all(api)).await?;
     let Some(ranges) = objects::namespace(claim).and_then(|ns| all.get(ns)) else {
         return Ok(());
     };

@@ -6,9 +6,6 @@
 //!
 //! The scheduler takes pods in priority order (see `scheduler::queue`); it does not preempt.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use serde_json::{Value, json};
 
 use super::api::Api;
@@ -61,37 +58,14 @@ async fn global_defaults(api: &Api) -> ApiResult<Vec<Value>> {
 
 /// The global default class, read once and kept until a PriorityClass is written: a pod
 /// created without a class costs one lock, not a read of every class.
-#[derive(Debug, Default)]
-pub struct DefaultClass {
-    /// Bumped after every PriorityClass write has reached the store.
-    epoch: AtomicU64,
-    /// The default as read at an epoch.
-    cached: Mutex<Option<(u64, Option<Value>)>>,
-}
+pub type DefaultClass = super::epoch_cache::EpochCache<Option<Value>>;
 
-impl DefaultClass {
-    /// A PriorityClass was written: read the default again next time.
-    pub fn changed(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// The lowest of the global defaults, should there be several.
-    async fn get(&self, api: &Api) -> ApiResult<Option<Value>> {
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        if let Some((at, class)) = &*self.cached.lock().unwrap_or_else(|p| p.into_inner())
-            && *at == epoch
-        {
-            return Ok(class.clone());
-        }
-        // A write that lands while this reads bumps the epoch after it: the next call reads
-        // again, whatever this one saw.
-        let class = global_defaults(api)
-            .await?
-            .into_iter()
-            .min_by_key(|c| c["value"].as_i64().unwrap_or(0));
-        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((epoch, class.clone()));
-        Ok(class)
-    }
+/// The lowest of the global defaults, should there be several.
+async fn default_class(api: &Api) -> ApiResult<Option<Value>> {
+    Ok(global_defaults(api)
+        .await?
+        .into_iter()
+        .min_by_key(|c| c["value"].as_i64().unwrap_or(0)))
 }
 
 /// Sets the priority of pod `name`, about to be created, from its class.
@@ -113,7 +87,11 @@ pub async fn admit_pod(api: &Api, name: &str, pod: &mut Value) -> ApiResult<()> 
             }
             Err(e) => return Err(e),
         },
-        None => api.default_class().get(api).await?,
+        None => {
+            api.default_class()
+                .get_or_load(|| default_class(api))
+                .await?
+        }
     };
     let value = class
         .as_ref()
