@@ -34,6 +34,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod event_ttl;
 pub mod expectations;
+pub mod finalizers;
 pub mod garbage_collector;
 pub mod horizontal_pod_autoscaler;
 pub mod job;

@@ -30,6 +30,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::finalizers;
 use super::owner;
 use super::pod_cache::PodCache;
 use super::pods;
@@ -256,11 +257,7 @@ impl PersistentVolumeController {
 
     /// Removes a deleted claim's protection finalizer once no unfinished pod mounts it.
     async fn release_protection(&self, claim: &Value) -> ApiResult<Option<Duration>> {
-        let finalizers = claim["metadata"]["finalizers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if !finalizers.iter().any(|f| f == CLAIM_PROTECTION_FINALIZER) {
+        if !finalizers::has(claim, CLAIM_PROTECTION_FINALIZER) {
             return Ok(None);
         }
         let ns = objects::namespace(claim).unwrap_or("default");
@@ -269,30 +266,15 @@ impl PersistentVolumeController {
             .await?
             .iter()
             .any(|p| !pods::is_terminal(p) && mounts(p).contains(&name));
-        if in_use {
-            return Ok(None);
+        if !in_use {
+            finalizers::remove(&self.api, claims(), claim, CLAIM_PROTECTION_FINALIZER).await?;
         }
-        let mut c = claim.clone();
-        c["metadata"]["finalizers"] = json!(
-            finalizers
-                .into_iter()
-                .filter(|f| f != CLAIM_PROTECTION_FINALIZER)
-                .collect::<Vec<_>>()
-        );
-        match self.write(claims(), c, None).await {
-            Ok(_) => Ok(None),
-            Err(e) if e.code == 404 => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(None)
     }
 
     /// Removes a deleted volume's protection finalizer once no claim is bound to it.
     async fn release_volume_protection(&self, volume: &Value) -> ApiResult<Option<Duration>> {
-        let finalizers = volume["metadata"]["finalizers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if !finalizers.iter().any(|f| f == VOLUME_PROTECTION_FINALIZER) {
+        if !finalizers::has(volume, VOLUME_PROTECTION_FINALIZER) {
             return Ok(None);
         }
         let r = &volume["spec"]["claimRef"];
@@ -310,18 +292,8 @@ impl PersistentVolumeController {
                 Err(e) => return Err(e),
             }
         }
-        let mut v = volume.clone();
-        v["metadata"]["finalizers"] = json!(
-            finalizers
-                .into_iter()
-                .filter(|f| f != VOLUME_PROTECTION_FINALIZER)
-                .collect::<Vec<_>>()
-        );
-        match self.write(volumes(), v, None).await {
-            Ok(_) => Ok(None),
-            Err(e) if e.code == 404 => Ok(None),
-            Err(e) => Err(e),
-        }
+        finalizers::remove(&self.api, volumes(), volume, VOLUME_PROTECTION_FINALIZER).await?;
+        Ok(None)
     }
 
     /// Makes a volume for `claim`, or says why not.

@@ -21,14 +21,15 @@ pub mod graph;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::graph::{Graph, Node};
+use super::finalizers;
 use super::owner;
 use super::runner::retry_delay;
-use crate::apiserver::api::{Api, DeleteOptions, Propagation, WriteOptions};
+use crate::apiserver::api::{Api, DeleteOptions, Propagation};
 use crate::apiserver::error::ApiResult;
 use crate::apiserver::objects;
 use crate::apiserver::resources::{self, RESOURCES, ResourceInfo};
@@ -45,31 +46,6 @@ fn tolerate_gone<T>(r: ApiResult<T>) -> ApiResult<()> {
         Err(e) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-async fn remove_finalizer(
-    api: &Api,
-    res: &ResourceInfo,
-    obj: &Value,
-    finalizer: &str,
-) -> ApiResult<()> {
-    let mut updated = obj.clone();
-    let left: Vec<String> = objects::finalizers(obj)
-        .into_iter()
-        .filter(|f| f != finalizer)
-        .collect();
-    objects::meta_mut(&mut updated).insert("finalizers".into(), json!(left));
-    tolerate_gone(
-        api.update(
-            res,
-            objects::namespace(obj),
-            objects::name(obj),
-            updated,
-            None,
-            &WriteOptions::default(),
-        )
-        .await,
-    )
 }
 
 /// Whether the owner a reference names still exists (with that uid), read live.
@@ -119,11 +95,11 @@ async fn attend_to(api: &Api, graph: &Graph, uid: &str) -> ApiResult<()> {
                     tolerate_gone(owner::release(api, res, &dep, &[uid]).await)?;
                 }
             }
-            remove_finalizer(api, node.res, &obj, ORPHAN).await?;
+            finalizers::remove(api, node.res, &obj, ORPHAN).await?;
         } else if finalizers.iter().any(|f| f == FOREGROUND) {
             let dependents = graph.dependents(uid);
             if dependents.is_empty() {
-                return remove_finalizer(api, node.res, &obj, FOREGROUND).await;
+                return finalizers::remove(api, node.res, &obj, FOREGROUND).await;
             }
             for d in dependents {
                 let dep = graph.node(&d).expect("a dependent is in the graph");
@@ -387,8 +363,9 @@ pub async fn run(api: Api, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::api::ApiConfig;
+    use crate::apiserver::api::{ApiConfig, WriteOptions};
     use crate::store::{RedbStore, RedbStoreConfig};
+    use serde_json::json;
     use std::sync::Arc;
 
     fn configmaps() -> &'static ResourceInfo {
