@@ -61,6 +61,22 @@ pub struct Constraints {
 impl Constraints {
     /// Reads what `pod`'s decision needs from `snapshot`.
     pub fn read(snapshot: &Snapshot, pod: &PodInfo) -> Constraints {
+        // A pod whose claims fail the pre-filter never gets this far.
+        let volumes = if pod.claims.is_some() {
+            super::volume_binding::read(snapshot.claims(), snapshot.volumes(), pod)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Self::read_with_volumes(snapshot, pod, volumes)
+    }
+
+    /// [`Constraints::read`] with what the pod's claims require, read already.
+    fn read_with_volumes(
+        snapshot: &Snapshot,
+        pod: &PodInfo,
+        volumes: super::volume_binding::VolumeTerms,
+    ) -> Constraints {
         let inter_pod = if pod.pod_terms.is_some() || snapshot.has_terms() {
             super::inter_pod::read(
                 &pod.namespace,
@@ -75,13 +91,6 @@ impl Constraints {
         let spread = pod.spread.as_deref().map(|constraints| {
             super::topology_spread::read(pod, constraints, snapshot.nodes(), snapshot.placed())
         });
-        // A pod whose claims fail the pre-filter never gets this far.
-        let volumes = if pod.claims.is_some() {
-            super::volume_binding::read(snapshot.claims(), snapshot.volumes(), pod)
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
         Constraints {
             inter_pod,
             spread,
@@ -166,15 +175,19 @@ pub fn decide(
             return (Decision::Unschedulable(diagnosis), start);
         }
     };
-    if pod.claims.is_some()
-        && let Err(message) =
-            super::volume_binding::read(snapshot.claims(), snapshot.volumes(), pod)
-    {
-        diagnosis.pre_filter = Some(message);
-        return (Decision::Unschedulable(diagnosis), start);
-    }
+    let volumes = if pod.claims.is_some() {
+        match super::volume_binding::read(snapshot.claims(), snapshot.volumes(), pod) {
+            Ok(terms) => terms,
+            Err(message) => {
+                diagnosis.pre_filter = Some(message);
+                return (Decision::Unschedulable(diagnosis), start);
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let nodes = snapshot.nodes();
-    let constraints = Constraints::read(snapshot, pod);
+    let constraints = Constraints::read_with_volumes(snapshot, pod, volumes);
     let nominated = snapshot.nominated_against(pod);
     // The common case (no inter-pod terms anywhere, no spread constraints, no nominated
     // pods) stays the bare filter.
