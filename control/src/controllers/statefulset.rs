@@ -17,7 +17,7 @@
 //!   revision once every pod runs it and is ready.
 //! - Finished (Succeeded or Failed) pods are deleted and made again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use super::pod_cache::PodCache;
 use super::pods;
 use super::replicaset::write_status;
 use super::runner::{self, ObjectKey, Reconciler, RunnerConfig, Watched};
-use crate::apiserver::api::{Api, WriteOptions};
+use crate::apiserver::api::{Api, ListParams, WriteOptions};
 use crate::apiserver::error::ApiResult;
 use crate::apiserver::objects;
 use crate::apiserver::resources::{self, ResourceInfo};
@@ -411,20 +411,35 @@ impl StatefulSetController {
             })
             .collect();
         let actions = plan(&settings, &members);
-        // A pending pod whose claim went away (deleted while it waited) gets it made again,
-        // as Kubernetes' createMissingPersistentVolumeClaims does.
-        if spec["volumeClaimTemplates"]
+        // The claims of the namespace, read once: only missing ones are made.
+        let existing: HashSet<String> = if spec["volumeClaimTemplates"]
             .as_array()
             .is_some_and(|t| !t.is_empty())
         {
-            for p in mine
+            let (claims, _, _) = self
+                .api
+                .list(
+                    persistent_volume::claims(),
+                    Some(ns),
+                    &ListParams::default(),
+                )
+                .await?;
+            claims
                 .iter()
-                .filter(|p| p["status"]["phase"] == "Pending" && !objects::is_deleting(p))
-            {
-                if let Some(ordinal) = ordinal_of(set_name, objects::name(p)) {
-                    self.create_claims(&set, ns, ordinal, objects::name(p))
-                        .await;
-                }
+                .map(|c| objects::name(c).to_string())
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        // A pending pod whose claim went away (deleted while it waited) gets it made again,
+        // as Kubernetes' createMissingPersistentVolumeClaims does.
+        for p in mine
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Pending" && !objects::is_deleting(p))
+        {
+            if let Some(ordinal) = ordinal_of(set_name, objects::name(p)) {
+                self.create_claims(&set, ns, ordinal, objects::name(p), &existing)
+                    .await;
             }
         }
         if spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Delete" {
@@ -441,7 +456,8 @@ impl StatefulSetController {
                 }
             }
         }
-        self.act(&set, ns, &current, &update, &actions).await;
+        self.act(&set, ns, (&current, &update), &actions, &existing)
+            .await;
         // Revisions neither current, nor updating, nor run by a live pod, beyond
         // revisionHistoryLimit, go.
         let by_name: BTreeMap<&str, &str> = history
@@ -485,12 +501,22 @@ impl StatefulSetController {
         })
     }
 
-    /// Makes the missing claims of the pod `pod_name` (with `ordinal`), with Kubernetes'
-    /// events; whether they all exist now.
-    async fn create_claims(&self, set: &Value, ns: &str, ordinal: i64, pod_name: &str) -> bool {
+    /// Makes the claims of the pod `pod_name` (with `ordinal`) that are not among `existing`,
+    /// with Kubernetes' events; whether they all exist now.
+    async fn create_claims(
+        &self,
+        set: &Value,
+        ns: &str,
+        ordinal: i64,
+        pod_name: &str,
+        existing: &HashSet<String>,
+    ) -> bool {
         let set_name = objects::name(set);
         for claim in claims_for(set, ordinal) {
             let claim_name = objects::name(&claim).to_string();
+            if existing.contains(&claim_name) {
+                continue;
+            }
             let made = self
                 .api
                 .create(
@@ -565,14 +591,15 @@ impl StatefulSetController {
         Ok(())
     }
 
-    /// Carries `actions` out, with the events Kubernetes records for them.
+    /// Carries `actions` out, with the events Kubernetes records for them; `revisions` are the
+    /// current and the update revision, `existing` the claims of the namespace.
     async fn act(
         &self,
         set: &Value,
         ns: &str,
-        current: &Value,
-        update: &Value,
+        (current, update): (&Value, &Value),
         actions: &[Action],
+        existing: &HashSet<String>,
     ) {
         let reference = owner::object_reference(set);
         let set_name = objects::name(set);
@@ -587,17 +614,16 @@ impl StatefulSetController {
                         current
                     };
                     let template = controller_history::template_of(rev);
-                    create.push(new_pod(set, &template, revision, *ordinal));
+                    create.push((*ordinal, new_pod(set, &template, revision, *ordinal)));
                 }
                 Action::Delete(name) => delete.push(name.clone()),
             }
         }
         // Each pod's claims come first; a pod whose claims cannot be made waits.
         let mut ready = Vec::with_capacity(create.len());
-        for pod in create {
-            let ordinal = ordinal_of(set_name, objects::name(&pod)).unwrap_or(0);
+        for (ordinal, pod) in create {
             if self
-                .create_claims(set, ns, ordinal, objects::name(&pod))
+                .create_claims(set, ns, ordinal, objects::name(&pod), existing)
                 .await
             {
                 ready.push(pod);
