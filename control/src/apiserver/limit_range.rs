@@ -22,6 +22,7 @@ use super::api::Api;
 use super::error::{ApiError, ApiResult};
 use super::objects;
 use super::resources::{self, ResourceInfo};
+use super::validation::shown;
 use crate::scheduler::quantity::Quantity;
 
 /// The annotation listing the defaults a pod got.
@@ -82,10 +83,6 @@ fn quantity(v: &Value) -> Option<Quantity> {
         Value::Number(n) => Quantity::parse(&n.to_string()).ok(),
         _ => None,
     }
-}
-
-fn shown(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), String::from)
 }
 
 fn items<'a>(ranges: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {

@@ -7,10 +7,7 @@
 use serde_json::Value;
 
 use super::error::Cause;
-
-fn list(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or_default()
-}
+use super::validation::items;
 
 /// An Ingress backend at `path`: a Service with a port name or number, or a resource; not both.
 fn backend(b: &Value, path: &str, causes: &mut Vec<Cause>) {
@@ -72,7 +69,7 @@ fn backend(b: &Value, path: &str, causes: &mut Vec<Cause>) {
 /// An Ingress's spec: a default backend or rules; every path with a known `pathType` (an
 /// absolute path for `Exact` and `Prefix`) and a valid backend.
 pub fn ingress(spec: &Value, causes: &mut Vec<Cause>) {
-    let rules = list(&spec["rules"]);
+    let rules = items(&spec["rules"]);
     if spec["defaultBackend"].is_null() && rules.is_empty() {
         causes.push(Cause::invalid(
             "spec",
@@ -97,7 +94,7 @@ pub fn ingress(spec: &Value, causes: &mut Vec<Cause>) {
         if rule["http"].is_null() {
             continue;
         }
-        let paths = list(&rule["http"]["paths"]);
+        let paths = items(&rule["http"]["paths"]);
         if paths.is_empty() {
             causes.push(Cause::required(format!("spec.rules[{i}].http.paths")));
         }
@@ -137,7 +134,7 @@ pub fn ingress(spec: &Value, causes: &mut Vec<Cause>) {
 /// A NetworkPolicy's spec: known `policyTypes` and ports.
 pub fn network_policy(spec: &Value, causes: &mut Vec<Cause>) {
     const TYPES: &[&str] = &["Egress", "Ingress"];
-    for (i, t) in list(&spec["policyTypes"]).iter().enumerate() {
+    for (i, t) in items(&spec["policyTypes"]).iter().enumerate() {
         let t = t.as_str().unwrap_or("");
         if !TYPES.contains(&t) {
             causes.push(Cause::not_supported(
@@ -149,8 +146,8 @@ pub fn network_policy(spec: &Value, causes: &mut Vec<Cause>) {
     }
     const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
     for section in ["ingress", "egress"] {
-        for (i, rule) in list(&spec[section]).iter().enumerate() {
-            for (j, port) in list(&rule["ports"]).iter().enumerate() {
+        for (i, rule) in items(&spec[section]).iter().enumerate() {
+            for (j, port) in items(&rule["ports"]).iter().enumerate() {
                 if let Some(p) = port["protocol"].as_str()
                     && !PROTOCOLS.contains(&p)
                 {

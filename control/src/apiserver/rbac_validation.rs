@@ -6,26 +6,23 @@
 use serde_json::Value;
 
 use super::error::Cause;
+use super::validation::items;
 
 /// The API group of roles a binding may refer to.
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
-fn list(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or_default()
-}
-
 /// The `rules` of a Role (`namespaced`) or ClusterRole.
 pub fn rules(rules: &Value, namespaced: bool, causes: &mut Vec<Cause>) {
-    for (i, rule) in list(rules).iter().enumerate() {
+    for (i, rule) in items(rules).iter().enumerate() {
         let path = |f: &str| format!("rules[{i}].{f}");
-        if list(&rule["verbs"]).is_empty() {
+        if items(&rule["verbs"]).is_empty() {
             causes.push(Cause {
                 reason: "FieldValueRequired",
                 message: "Required value: verbs must contain at least one value".into(),
                 field: path("verbs"),
             });
         }
-        let urls = list(&rule["nonResourceURLs"]);
+        let urls = items(&rule["nonResourceURLs"]);
         if !urls.is_empty() {
             if namespaced {
                 causes.push(Cause::invalid(
@@ -34,7 +31,7 @@ pub fn rules(rules: &Value, namespaced: bool, causes: &mut Vec<Cause>) {
                     "namespaced rules cannot apply to non-resource URLs",
                 ));
             }
-            if !list(&rule["apiGroups"]).is_empty() || !list(&rule["resources"]).is_empty() {
+            if !items(&rule["apiGroups"]).is_empty() || !items(&rule["resources"]).is_empty() {
                 causes.push(Cause::invalid(
                     path("nonResourceURLs"),
                     rule["nonResourceURLs"].to_string(),
@@ -43,14 +40,14 @@ pub fn rules(rules: &Value, namespaced: bool, causes: &mut Vec<Cause>) {
             }
             continue;
         }
-        if list(&rule["apiGroups"]).is_empty() {
+        if items(&rule["apiGroups"]).is_empty() {
             causes.push(Cause {
                 reason: "FieldValueRequired",
                 message: "Required value: resource rules must supply at least one api group".into(),
                 field: path("apiGroups"),
             });
         }
-        if list(&rule["resources"]).is_empty() {
+        if items(&rule["resources"]).is_empty() {
             causes.push(Cause {
                 reason: "FieldValueRequired",
                 message: "Required value: resource rules must supply at least one resource".into(),
@@ -85,7 +82,7 @@ pub fn binding(obj: &Value, namespaced: bool, causes: &mut Vec<Cause>) {
         causes.push(Cause::required("roleRef.name"));
     }
     const SUBJECTS: &[&str] = &["Group", "ServiceAccount", "User"];
-    for (i, s) in list(&obj["subjects"]).iter().enumerate() {
+    for (i, s) in items(&obj["subjects"]).iter().enumerate() {
         let path = |f: &str| format!("subjects[{i}].{f}");
         if s["name"].as_str().is_none_or(str::is_empty) {
             causes.push(Cause::required(path("name")));

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::error::Cause;
+use super::validation::{items, shown};
 use crate::scheduler::quantity::Quantity;
 
 /// The access modes a claim or volume may ask for.
@@ -42,12 +43,8 @@ const PERSISTENT_SOURCES: &[&str] = &[
     "awsElasticBlockStore",
 ];
 
-fn shown(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), String::from)
-}
-
 fn access_modes(modes: &Value, path: &str, causes: &mut Vec<Cause>) {
-    let list = modes.as_array().map(Vec::as_slice).unwrap_or_default();
+    let list = items(modes);
     if list.is_empty() {
         causes.push(Cause {
             reason: "FieldValueRequired",

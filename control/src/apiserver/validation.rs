@@ -491,8 +491,13 @@ fn optional_selector(v: &Value, field: &str, causes: &mut Vec<Cause>) {
 }
 
 /// A value as a cause shows it: a string as it is, anything else as JSON.
-fn shown(v: &Value) -> String {
+pub fn shown(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), String::from)
+}
+
+/// The items of a JSON list, none for anything else.
+pub fn items(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
 /// An environment variable name as Kubernetes accepts it since its relaxed validation (on by
