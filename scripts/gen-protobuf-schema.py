@@ -49,6 +49,8 @@ ROOTS = [
     ("apps/v1", "StatefulSet", API + "apps/v1", "StatefulSet"),
     ("v1", "PersistentVolumeClaim", API + "core/v1", "PersistentVolumeClaim"),
     ("v1", "PersistentVolume", API + "core/v1", "PersistentVolume"),
+    # `kubectl create quota`.
+    ("v1", "ResourceQuota", API + "core/v1", "ResourceQuota"),
     ("storage.k8s.io/v1", "StorageClass", API + "storage/v1", "StorageClass"),
     # `kubectl create role|clusterrole|rolebinding|clusterrolebinding|ingress`.
     ("rbac.authorization.k8s.io/v1", "Role", API + "rbac/v1", "Role"),

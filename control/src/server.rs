@@ -275,6 +275,11 @@ pub async fn serve_with_store(
         pod_cache.clone(),
         controllers_token.clone(),
     ));
+    tasks.spawn(controllers::resource_quota::run(
+        api.clone(),
+        pod_cache.clone(),
+        controllers_token.clone(),
+    ));
     tasks.spawn(controllers::node_lifecycle::run(
         api.clone(),
         pod_cache,

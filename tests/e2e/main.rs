@@ -14,5 +14,6 @@ mod bench;
 mod containers;
 mod controllers;
 mod node_agent;
+mod quota;
 mod services;
 mod two_nodes;

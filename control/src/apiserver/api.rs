@@ -218,6 +218,10 @@ pub struct Api {
     default_class: Arc<super::priority::DefaultClass>,
     /// Every LimitRange, read again after one is written.
     limit_ranges: Arc<super::limit_range::LimitRangeCache>,
+    /// The namespaces holding a ResourceQuota, read again after one is written.
+    quota_namespaces: Arc<super::resource_quota::QuotaCache>,
+    /// One lock per namespace for charging its quotas.
+    quota_charge_locks: Arc<super::resource_quota::ChargeLocks>,
     /// Makes a name from `generateName` ([`objects::generate_name`]; tests choose their own).
     generate_name: fn(&str) -> String,
 }
@@ -267,6 +271,8 @@ impl Api {
             decoded: Arc::default(),
             default_class: Arc::default(),
             limit_ranges: Arc::default(),
+            quota_namespaces: Arc::default(),
+            quota_charge_locks: Arc::default(),
             generate_name: objects::generate_name,
         }
     }
@@ -714,6 +720,26 @@ impl Api {
                 .map_err(|causes| ApiError::invalid(res, &name, causes))?;
             services = Some((lock, change));
         }
+        // ResourceQuota admission comes last, once the object is what will be stored.
+        let charge = match super::resource_quota::admit(
+            self,
+            res,
+            ns,
+            &name,
+            None,
+            &obj,
+            opts.dry_run,
+        )
+        .await
+        {
+            Ok(charge) => charge,
+            Err(e) => {
+                if let Some((mut lock, change)) = services {
+                    lock.get().undo(&change);
+                }
+                return Err(e);
+            }
+        };
         if opts.dry_run {
             if let Some((mut lock, change)) = services {
                 lock.get().undo(&change);
@@ -748,6 +774,9 @@ impl Api {
                 Err(e) => {
                     if let Some((lock, change)) = services.as_mut() {
                         lock.get().undo(change);
+                    }
+                    if let Some(charge) = charge {
+                        super::resource_quota::refund(self, charge).await;
                     }
                     return Err(ApiError::from_store(e, res, &name));
                 }
@@ -969,8 +998,35 @@ impl Api {
             apply::record_update(current, &mut obj, manager, &request);
         }
         objects::set_resource_version(&mut obj, current_rv);
-        if obj == *current || opts.dry_run {
+        if obj == *current {
             // Nothing changed: no write, no new revision, no watch event.
+            undo(&mut services);
+            return Ok(Written::unstored(obj));
+        }
+        // A Service or claim that comes to use more (a NodePort, more storage) is charged
+        // the difference, as kube-apiserver's quota admission does for these kinds.
+        let charge = if sub.is_none() && matches!(res.kind, "Service" | "PersistentVolumeClaim") {
+            // Boxed: admission writes quota status through this same update path.
+            let admitted = Box::pin(super::resource_quota::admit(
+                self,
+                res,
+                ns,
+                name,
+                Some(current),
+                &obj,
+                opts.dry_run,
+            ));
+            match admitted.await {
+                Ok(charge) => charge,
+                Err(e) => {
+                    undo(&mut services);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        if opts.dry_run {
             undo(&mut services);
             return Ok(Written::unstored(obj));
         }
@@ -1014,6 +1070,9 @@ impl Api {
                 Err(_) => lock.get().undo(change),
             }
         }
+        if let (Err(_), Some(charge)) = (&updated, charge) {
+            Box::pin(super::resource_quota::refund(self, charge)).await;
+        }
         let entry = updated.map_err(|e| ApiError::from_store(e, res, name))?;
         Ok(self.stored(res, obj, stored, &entry))
     }
@@ -1041,11 +1100,22 @@ impl Api {
         &self.limit_ranges
     }
 
+    /// The cache of the namespaces holding a ResourceQuota (see [`super::resource_quota`]).
+    pub(crate) fn quota_namespaces(&self) -> &super::resource_quota::QuotaCache {
+        &self.quota_namespaces
+    }
+
+    /// The locks serialising quota charges, one per namespace.
+    pub(crate) fn quota_charge_locks(&self) -> &super::resource_quota::ChargeLocks {
+        &self.quota_charge_locks
+    }
+
     /// What follows every write of `res` that reached the store.
     fn written(&self, res: &ResourceInfo) {
         match res.kind {
             "PriorityClass" => self.default_class.changed(),
             "LimitRange" => self.limit_ranges.changed(),
+            "ResourceQuota" => self.quota_namespaces.changed(),
             _ => {}
         }
     }

@@ -656,7 +656,7 @@ mod tests {
         };
     }
 
-    const CAPTURED: [(&str, &[u8], &str); 16] = captured!(
+    const CAPTURED: [(&str, &[u8], &str); 17] = captured!(
         "configmap",
         "deployment",
         "deployment-zero-replicas",
@@ -673,6 +673,7 @@ mod tests {
         "service-externalname",
         "service-nodeport",
         "serviceaccount",
+        "resourcequota",
     );
 
     fn captured(name: &str) -> &'static [u8] {
@@ -723,6 +724,7 @@ mod tests {
                 ("v1", "Secret") => round_trip::<core::Secret>(&decoded),
                 ("v1", "Service") => round_trip::<core::Service>(&decoded),
                 ("v1", "ServiceAccount") => round_trip::<core::ServiceAccount>(&decoded),
+                ("v1", "ResourceQuota") => round_trip::<core::ResourceQuota>(&decoded),
                 ("apps/v1", "Deployment") => round_trip::<apps::Deployment>(&decoded),
                 ("batch/v1", "Job") => round_trip::<batch::Job>(&decoded),
                 ("batch/v1", "CronJob") => round_trip::<batch::CronJob>(&decoded),
@@ -761,11 +763,11 @@ mod tests {
 
     #[test]
     fn unknown_kinds_are_refused_by_name() {
-        let quota = include_bytes!("protobuf/testdata/resourcequota.pb");
-        let err = decode(quota).unwrap_err();
+        let controller = body_with("v1", "ReplicationController", &[], None);
+        let err = decode(&controller).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unsupported protobuf kind v1 ResourceQuota"
+            "unsupported protobuf kind v1 ReplicationController"
         );
     }
 

@@ -225,6 +225,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!(
         "",
         "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        true,
+        ["quota"],
+        [],
+        [Status]
+    ),
+    res!(
+        "",
+        "v1",
         "PersistentVolumeClaim",
         "persistentvolumeclaims",
         "persistentvolumeclaim",

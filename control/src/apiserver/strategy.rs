@@ -44,6 +44,7 @@ pub fn decode(res: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), St
         "ServiceAccount" => roundtrip::<core::ServiceAccount>(obj, u),
         "PersistentVolumeClaim" => roundtrip::<core::PersistentVolumeClaim>(obj, u),
         "LimitRange" => roundtrip::<core::LimitRange>(obj, u),
+        "ResourceQuota" => roundtrip::<core::ResourceQuota>(obj, u),
         "PersistentVolume" => roundtrip::<core::PersistentVolume>(obj, u),
         "StorageClass" => roundtrip::<storage::StorageClass>(obj, u),
         "Ingress" => roundtrip::<networking::Ingress>(obj, u),
@@ -508,6 +509,7 @@ pub fn has_generation(res: &ResourceInfo) -> bool {
             | "ClusterRole"
             | "ClusterRoleBinding"
             | "LimitRange"
+            | "ResourceQuota"
     )
 }
 
@@ -611,6 +613,7 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
         "PersistentVolume" => sv::persistent_volume(&obj["spec"], &mut causes),
         "StorageClass" => sv::storage_class(obj, &mut causes),
         "LimitRange" => v::limit_range(&obj["spec"], &mut causes),
+        "ResourceQuota" => super::quota_validation::resource_quota_spec(&obj["spec"], &mut causes),
         "Role" => super::rbac_validation::rules(&obj["rules"], true, &mut causes),
         "ClusterRole" => super::rbac_validation::rules(&obj["rules"], false, &mut causes),
         "RoleBinding" | "ClusterRoleBinding" => {

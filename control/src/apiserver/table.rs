@@ -252,6 +252,7 @@ fn printer_for(res: &ResourceInfo) -> Printer {
         ("apps", "DaemonSet") => p(DAEMONSET_COLUMNS, daemonset_row),
         ("apps", "StatefulSet") => p(STATEFULSET_COLUMNS, statefulset_row),
         ("", "PersistentVolumeClaim") => p(PVC_COLUMNS, pvc_row),
+        ("", "ResourceQuota") => p(RESOURCEQUOTA_COLUMNS, resourcequota_row),
         ("", "PersistentVolume") => p(PV_COLUMNS, pv_row),
         ("storage.k8s.io", "StorageClass") => p(STORAGECLASS_COLUMNS, storageclass_row),
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
@@ -823,6 +824,49 @@ const CONFIGMAP_COLUMNS: &[Column] = &[
 fn configmap_row(cm: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
     let count = obj_len(cm, "/data") + obj_len(cm, "/binaryData");
     (vec![name(cm), count.into(), age_at(cm, now)], None)
+}
+
+const RESOURCEQUOTA_COLUMNS: &[Column] = &[
+    NAME,
+    AGE,
+    col(
+        "Request",
+        "string",
+        "Request represents a minimum amount of cpu/memory that a container may consume.",
+    ),
+    col(
+        "Limit",
+        "string",
+        "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+    ),
+];
+
+/// `name: used/hard` for each resource of the quota's `status.hard`, `limits.*` in the Limit
+/// column and the rest in Request (kubectl's `printResourceQuota`).
+fn resourcequota_row(q: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
+    let (mut request, mut limit) = (Vec::new(), Vec::new());
+    let mut hard: Vec<(&String, &Value)> = q["status"]["hard"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .collect();
+    hard.sort_by_key(|(k, _)| *k);
+    for (resource, hard) in hard {
+        let used = q["status"]["used"][resource].as_str().unwrap_or("0");
+        let cell = format!("{resource}: {used}/{}", hard.as_str().unwrap_or("0"));
+        if resource.split('.').next() == Some("limits") && resource.contains('.') {
+            limit.push(cell);
+        } else {
+            request.push(cell);
+        }
+    }
+    let cells = vec![
+        name(q),
+        age_at(q, now),
+        request.join(", ").into(),
+        limit.join(", ").into(),
+    ];
+    (cells, None)
 }
 
 const SECRET_COLUMNS: &[Column] = &[

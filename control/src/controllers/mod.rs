@@ -23,6 +23,8 @@
 //! - [`event_ttl`]: deletes Events not seen for `--event-ttl` (1 h), as kube-apiserver's
 //!   Event leases do.
 //! - [`disruption`]: PodDisruptionBudgets' status, which evictions read and take from.
+//! - [`resource_quota`]: ResourceQuotas' `status.used`, counted from their namespaces'
+//!   objects, which quota admission charges.
 //! - [`cronjob`]: starts CronJobs' Jobs on their schedules ([`crate::cron`]).
 
 pub mod controller_history;
@@ -49,6 +51,7 @@ pub mod pod_cache;
 pub mod pods;
 pub mod replica_calculator;
 pub mod replicaset;
+pub mod resource_quota;
 pub mod rollout;
 pub mod runner;
 pub mod service_pods;

@@ -25,42 +25,43 @@ pub(super) static KINDS: &[KindDef] = &[
     k("apps/v1", "StatefulSet", 185),
     k("v1", "PersistentVolumeClaim", 187),
     k("v1", "PersistentVolume", 197),
-    k("storage.k8s.io/v1", "StorageClass", 214),
-    k("rbac.authorization.k8s.io/v1", "Role", 217),
-    k("rbac.authorization.k8s.io/v1", "ClusterRole", 219),
-    k("rbac.authorization.k8s.io/v1", "RoleBinding", 221),
-    k("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", 224),
-    k("networking.k8s.io/v1", "Ingress", 225),
-    k("networking.k8s.io/v1", "IngressClass", 239),
-    k("networking.k8s.io/v1", "NetworkPolicy", 242),
-    k("batch/v1", "Job", 249),
-    k("batch/v1", "CronJob", 260),
-    k("discovery.k8s.io/v1", "EndpointSlice", 264),
-    k("node.k8s.io/v1", "RuntimeClass", 270),
-    k("coordination.k8s.io/v1", "Lease", 273),
-    k("autoscaling/v2", "HorizontalPodAutoscaler", 275),
-    k("autoscaling/v1", "HorizontalPodAutoscaler", 298),
-    k("autoscaling/v1", "Scale", 302),
-    k("policy/v1", "Eviction", 305),
-    k("policy/v1", "PodDisruptionBudget", 308),
-    k("authorization.k8s.io/v1", "SelfSubjectAccessReview", 311),
-    k("authorization.k8s.io/v1", "SelfSubjectRulesReview", 319),
-    k("authentication.k8s.io/v1", "SelfSubjectReview", 324),
-    k("v1", "DeleteOptions", 306),
-    k("meta.k8s.io/v1", "DeleteOptions", 306),
-    k("apps/v1", "DeleteOptions", 306),
-    k("batch/v1", "DeleteOptions", 306),
-    k("discovery.k8s.io/v1", "DeleteOptions", 306),
-    k("node.k8s.io/v1", "DeleteOptions", 306),
-    k("coordination.k8s.io/v1", "DeleteOptions", 306),
-    k("autoscaling/v2", "DeleteOptions", 306),
-    k("autoscaling/v1", "DeleteOptions", 306),
-    k("policy/v1", "DeleteOptions", 306),
-    k("events.k8s.io/v1", "DeleteOptions", 306),
-    k("storage.k8s.io/v1", "DeleteOptions", 306),
-    k("rbac.authorization.k8s.io/v1", "DeleteOptions", 306),
-    k("networking.k8s.io/v1", "DeleteOptions", 306),
-    k("scheduling.k8s.io/v1", "DeleteOptions", 306),
+    k("v1", "ResourceQuota", 214),
+    k("storage.k8s.io/v1", "StorageClass", 219),
+    k("rbac.authorization.k8s.io/v1", "Role", 222),
+    k("rbac.authorization.k8s.io/v1", "ClusterRole", 224),
+    k("rbac.authorization.k8s.io/v1", "RoleBinding", 226),
+    k("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", 229),
+    k("networking.k8s.io/v1", "Ingress", 230),
+    k("networking.k8s.io/v1", "IngressClass", 244),
+    k("networking.k8s.io/v1", "NetworkPolicy", 247),
+    k("batch/v1", "Job", 254),
+    k("batch/v1", "CronJob", 265),
+    k("discovery.k8s.io/v1", "EndpointSlice", 269),
+    k("node.k8s.io/v1", "RuntimeClass", 275),
+    k("coordination.k8s.io/v1", "Lease", 278),
+    k("autoscaling/v2", "HorizontalPodAutoscaler", 280),
+    k("autoscaling/v1", "HorizontalPodAutoscaler", 303),
+    k("autoscaling/v1", "Scale", 307),
+    k("policy/v1", "Eviction", 310),
+    k("policy/v1", "PodDisruptionBudget", 313),
+    k("authorization.k8s.io/v1", "SelfSubjectAccessReview", 316),
+    k("authorization.k8s.io/v1", "SelfSubjectRulesReview", 324),
+    k("authentication.k8s.io/v1", "SelfSubjectReview", 329),
+    k("v1", "DeleteOptions", 311),
+    k("meta.k8s.io/v1", "DeleteOptions", 311),
+    k("apps/v1", "DeleteOptions", 311),
+    k("batch/v1", "DeleteOptions", 311),
+    k("discovery.k8s.io/v1", "DeleteOptions", 311),
+    k("node.k8s.io/v1", "DeleteOptions", 311),
+    k("coordination.k8s.io/v1", "DeleteOptions", 311),
+    k("autoscaling/v2", "DeleteOptions", 311),
+    k("autoscaling/v1", "DeleteOptions", 311),
+    k("policy/v1", "DeleteOptions", 311),
+    k("events.k8s.io/v1", "DeleteOptions", 311),
+    k("storage.k8s.io/v1", "DeleteOptions", 311),
+    k("rbac.authorization.k8s.io/v1", "DeleteOptions", 311),
+    k("networking.k8s.io/v1", "DeleteOptions", 311),
+    k("scheduling.k8s.io/v1", "DeleteOptions", 311),
 ];
 
 /// Every message reachable from [`KINDS`], indexed by `Type::Message`.
@@ -1708,6 +1709,33 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "lastPhaseTransitionTime", Pointer, true, Time),
     ]),
     // 214
+    m("core/v1.ResourceQuota", &[
+        f(1, "metadata", Value, true, Message(1)),
+        f(2, "spec", Value, true, Message(215)),
+        f(3, "status", Value, true, Message(218)),
+    ]),
+    // 215
+    m("core/v1.ResourceQuotaSpec", &[
+        f(1, "hard", Map, true, Quantity),
+        f(2, "scopes", Slice, true, String),
+        f(3, "scopeSelector", Pointer, true, Message(216)),
+    ]),
+    // 216
+    m("core/v1.ScopeSelector", &[
+        f(1, "matchExpressions", Slice, true, Message(217)),
+    ]),
+    // 217
+    m("core/v1.ScopedResourceSelectorRequirement", &[
+        f(1, "scopeName", Value, false, String),
+        f(2, "operator", Value, false, String),
+        f(3, "values", Slice, true, String),
+    ]),
+    // 218
+    m("core/v1.ResourceQuotaStatus", &[
+        f(1, "hard", Map, true, Quantity),
+        f(2, "used", Map, true, Quantity),
+    ]),
+    // 219
     m("storage/v1.StorageClass", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "provisioner", Value, false, String),
@@ -1716,23 +1744,23 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(5, "mountOptions", Slice, true, String),
         f(6, "allowVolumeExpansion", Pointer, true, Bool),
         f(7, "volumeBindingMode", Pointer, true, String),
-        f(8, "allowedTopologies", Slice, true, Message(215)),
+        f(8, "allowedTopologies", Slice, true, Message(220)),
     ]),
-    // 215
+    // 220
     m("core/v1.TopologySelectorTerm", &[
-        f(1, "matchLabelExpressions", Slice, true, Message(216)),
+        f(1, "matchLabelExpressions", Slice, true, Message(221)),
     ]),
-    // 216
+    // 221
     m("core/v1.TopologySelectorLabelRequirement", &[
         f(1, "key", Value, false, String),
         f(2, "values", Slice, false, String),
     ]),
-    // 217
+    // 222
     m("rbac/v1.Role", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "rules", Slice, false, Message(218)),
+        f(2, "rules", Slice, false, Message(223)),
     ]),
-    // 218
+    // 223
     m("rbac/v1.PolicyRule", &[
         f(1, "verbs", Slice, false, String),
         f(2, "apiGroups", Slice, true, String),
@@ -1740,124 +1768,124 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "resourceNames", Slice, true, String),
         f(5, "nonResourceURLs", Slice, true, String),
     ]),
-    // 219
+    // 224
     m("rbac/v1.ClusterRole", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "rules", Slice, false, Message(218)),
-        f(3, "aggregationRule", Pointer, true, Message(220)),
+        f(2, "rules", Slice, false, Message(223)),
+        f(3, "aggregationRule", Pointer, true, Message(225)),
     ]),
-    // 220
+    // 225
     m("rbac/v1.AggregationRule", &[
         f(1, "clusterRoleSelectors", Slice, true, Message(46)),
     ]),
-    // 221
+    // 226
     m("rbac/v1.RoleBinding", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "subjects", Slice, true, Message(222)),
-        f(3, "roleRef", Value, false, Message(223)),
+        f(2, "subjects", Slice, true, Message(227)),
+        f(3, "roleRef", Value, false, Message(228)),
     ]),
-    // 222
+    // 227
     m("rbac/v1.Subject", &[
         f(1, "kind", Value, false, String),
         f(2, "apiGroup", Value, true, String),
         f(3, "name", Value, false, String),
         f(4, "namespace", Value, true, String),
     ]),
-    // 223
+    // 228
     m("rbac/v1.RoleRef", &[
         f(1, "apiGroup", Value, false, String),
         f(2, "kind", Value, false, String),
         f(3, "name", Value, false, String),
     ]),
-    // 224
+    // 229
     m("rbac/v1.ClusterRoleBinding", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "subjects", Slice, true, Message(222)),
-        f(3, "roleRef", Value, false, Message(223)),
+        f(2, "subjects", Slice, true, Message(227)),
+        f(3, "roleRef", Value, false, Message(228)),
     ]),
-    // 225
+    // 230
     m("networking/v1.Ingress", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(226)),
-        f(3, "status", Value, true, Message(235)),
+        f(2, "spec", Value, true, Message(231)),
+        f(3, "status", Value, true, Message(240)),
     ]),
-    // 226
+    // 231
     m("networking/v1.IngressSpec", &[
         f(4, "ingressClassName", Pointer, true, String),
-        f(1, "defaultBackend", Pointer, true, Message(227)),
-        f(2, "tls", Slice, true, Message(230)),
-        f(3, "rules", Slice, true, Message(231)),
+        f(1, "defaultBackend", Pointer, true, Message(232)),
+        f(2, "tls", Slice, true, Message(235)),
+        f(3, "rules", Slice, true, Message(236)),
     ]),
-    // 227
+    // 232
     m("networking/v1.IngressBackend", &[
-        f(4, "service", Pointer, true, Message(228)),
+        f(4, "service", Pointer, true, Message(233)),
         f(3, "resource", Pointer, true, Message(56)),
     ]),
-    // 228
+    // 233
     m("networking/v1.IngressServiceBackend", &[
         f(1, "name", Value, false, String),
-        f(2, "port", Value, true, Message(229)),
+        f(2, "port", Value, true, Message(234)),
     ]),
-    // 229
+    // 234
     m("networking/v1.ServiceBackendPort", &[
         f(1, "name", Value, true, String),
         f(2, "number", Value, true, Int32),
     ]),
-    // 230
+    // 235
     m("networking/v1.IngressTLS", &[
         f(1, "hosts", Slice, true, String),
         f(2, "secretName", Value, true, String),
     ]),
-    // 231
+    // 236
     m("networking/v1.IngressRule", &[
         f(1, "host", Value, true, String),
-        f(2, "", Value, false, Message(232)),
+        f(2, "", Value, false, Message(237)),
     ]),
-    // 232
+    // 237
     m("networking/v1.IngressRuleValue", &[
-        f(1, "http", Pointer, true, Message(233)),
+        f(1, "http", Pointer, true, Message(238)),
     ]),
-    // 233
+    // 238
     m("networking/v1.HTTPIngressRuleValue", &[
-        f(1, "paths", Slice, false, Message(234)),
+        f(1, "paths", Slice, false, Message(239)),
     ]),
-    // 234
+    // 239
     m("networking/v1.HTTPIngressPath", &[
         f(1, "path", Value, true, String),
         f(3, "pathType", Pointer, false, String),
-        f(2, "backend", Value, false, Message(227)),
+        f(2, "backend", Value, false, Message(232)),
     ]),
-    // 235
+    // 240
     m("networking/v1.IngressStatus", &[
-        f(1, "loadBalancer", Value, true, Message(236)),
+        f(1, "loadBalancer", Value, true, Message(241)),
     ]),
-    // 236
+    // 241
     m("networking/v1.IngressLoadBalancerStatus", &[
-        f(1, "ingress", Slice, true, Message(237)),
+        f(1, "ingress", Slice, true, Message(242)),
     ]),
-    // 237
+    // 242
     m("networking/v1.IngressLoadBalancerIngress", &[
         f(1, "ip", Value, true, String),
         f(2, "hostname", Value, true, String),
-        f(4, "ports", Slice, true, Message(238)),
+        f(4, "ports", Slice, true, Message(243)),
     ]),
-    // 238
+    // 243
     m("networking/v1.IngressPortStatus", &[
         f(1, "port", Value, false, Int32),
         f(2, "protocol", Value, false, String),
         f(3, "error", Pointer, true, String),
     ]),
-    // 239
+    // 244
     m("networking/v1.IngressClass", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(240)),
+        f(2, "spec", Value, true, Message(245)),
     ]),
-    // 240
+    // 245
     m("networking/v1.IngressClassSpec", &[
         f(1, "controller", Value, true, String),
-        f(2, "parameters", Pointer, true, Message(241)),
+        f(2, "parameters", Pointer, true, Message(246)),
     ]),
-    // 241
+    // 246
     m("networking/v1.IngressClassParametersReference", &[
         f(1, "apiGroup", Pointer, true, String),
         f(2, "kind", Value, false, String),
@@ -1865,58 +1893,58 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "scope", Pointer, false, String),
         f(5, "namespace", Pointer, true, String),
     ]),
-    // 242
+    // 247
     m("networking/v1.NetworkPolicy", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(243)),
+        f(2, "spec", Value, true, Message(248)),
     ]),
-    // 243
+    // 248
     m("networking/v1.NetworkPolicySpec", &[
         f(1, "podSelector", Value, false, Message(46)),
-        f(2, "ingress", Slice, true, Message(244)),
-        f(3, "egress", Slice, true, Message(248)),
+        f(2, "ingress", Slice, true, Message(249)),
+        f(3, "egress", Slice, true, Message(253)),
         f(4, "policyTypes", Slice, true, String),
     ]),
-    // 244
+    // 249
     m("networking/v1.NetworkPolicyIngressRule", &[
-        f(1, "ports", Slice, true, Message(245)),
-        f(2, "from", Slice, true, Message(246)),
+        f(1, "ports", Slice, true, Message(250)),
+        f(2, "from", Slice, true, Message(251)),
     ]),
-    // 245
+    // 250
     m("networking/v1.NetworkPolicyPort", &[
         f(1, "protocol", Pointer, true, String),
         f(2, "port", Pointer, true, IntOrString),
         f(3, "endPort", Pointer, true, Int32),
     ]),
-    // 246
+    // 251
     m("networking/v1.NetworkPolicyPeer", &[
         f(1, "podSelector", Pointer, true, Message(46)),
         f(2, "namespaceSelector", Pointer, true, Message(46)),
-        f(3, "ipBlock", Pointer, true, Message(247)),
+        f(3, "ipBlock", Pointer, true, Message(252)),
     ]),
-    // 247
+    // 252
     m("networking/v1.IPBlock", &[
         f(1, "cidr", Value, false, String),
         f(2, "except", Slice, true, String),
     ]),
-    // 248
+    // 253
     m("networking/v1.NetworkPolicyEgressRule", &[
-        f(1, "ports", Slice, true, Message(245)),
-        f(2, "to", Slice, true, Message(246)),
+        f(1, "ports", Slice, true, Message(250)),
+        f(2, "to", Slice, true, Message(251)),
     ]),
-    // 249
+    // 254
     m("batch/v1.Job", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(250)),
-        f(3, "status", Value, true, Message(257)),
+        f(2, "spec", Value, true, Message(255)),
+        f(3, "status", Value, true, Message(262)),
     ]),
-    // 250
+    // 255
     m("batch/v1.JobSpec", &[
         f(1, "parallelism", Pointer, true, Int32),
         f(2, "completions", Pointer, true, Int32),
         f(3, "activeDeadlineSeconds", Pointer, true, Int64),
-        f(11, "podFailurePolicy", Pointer, true, Message(251)),
-        f(16, "successPolicy", Pointer, true, Message(255)),
+        f(11, "podFailurePolicy", Pointer, true, Message(256)),
+        f(16, "successPolicy", Pointer, true, Message(260)),
         f(7, "backoffLimit", Pointer, true, Int32),
         f(12, "backoffLimitPerIndex", Pointer, true, Int32),
         f(13, "maxFailedIndexes", Pointer, true, Int32),
@@ -1929,39 +1957,39 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(14, "podReplacementPolicy", Pointer, true, String),
         f(15, "managedBy", Pointer, true, String),
     ]),
-    // 251
+    // 256
     m("batch/v1.PodFailurePolicy", &[
-        f(1, "rules", Slice, false, Message(252)),
+        f(1, "rules", Slice, false, Message(257)),
     ]),
-    // 252
+    // 257
     m("batch/v1.PodFailurePolicyRule", &[
         f(1, "action", Value, false, String),
-        f(2, "onExitCodes", Pointer, true, Message(253)),
-        f(3, "onPodConditions", Slice, true, Message(254)),
+        f(2, "onExitCodes", Pointer, true, Message(258)),
+        f(3, "onPodConditions", Slice, true, Message(259)),
     ]),
-    // 253
+    // 258
     m("batch/v1.PodFailurePolicyOnExitCodesRequirement", &[
         f(1, "containerName", Pointer, true, String),
         f(2, "operator", Value, false, String),
         f(3, "values", Slice, false, Int32),
     ]),
-    // 254
+    // 259
     m("batch/v1.PodFailurePolicyOnPodConditionsPattern", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
     ]),
-    // 255
+    // 260
     m("batch/v1.SuccessPolicy", &[
-        f(1, "rules", Slice, false, Message(256)),
+        f(1, "rules", Slice, false, Message(261)),
     ]),
-    // 256
+    // 261
     m("batch/v1.SuccessPolicyRule", &[
         f(1, "succeededIndexes", Pointer, true, String),
         f(2, "succeededCount", Pointer, true, Int32),
     ]),
-    // 257
+    // 262
     m("batch/v1.JobStatus", &[
-        f(1, "conditions", Slice, true, Message(258)),
+        f(1, "conditions", Slice, true, Message(263)),
         f(2, "startTime", Pointer, true, Time),
         f(3, "completionTime", Pointer, true, Time),
         f(4, "active", Value, true, Int32),
@@ -1970,10 +1998,10 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(11, "terminating", Pointer, true, Int32),
         f(7, "completedIndexes", Value, true, String),
         f(10, "failedIndexes", Pointer, true, String),
-        f(8, "uncountedTerminatedPods", Pointer, true, Message(259)),
+        f(8, "uncountedTerminatedPods", Pointer, true, Message(264)),
         f(9, "ready", Pointer, true, Int32),
     ]),
-    // 258
+    // 263
     m("batch/v1.JobCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
@@ -1982,100 +2010,100 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(5, "reason", Value, true, String),
         f(6, "message", Value, true, String),
     ]),
-    // 259
+    // 264
     m("batch/v1.UncountedTerminatedPods", &[
         f(1, "succeeded", Slice, true, String),
         f(2, "failed", Slice, true, String),
     ]),
-    // 260
+    // 265
     m("batch/v1.CronJob", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(261)),
-        f(3, "status", Value, true, Message(263)),
+        f(2, "spec", Value, true, Message(266)),
+        f(3, "status", Value, true, Message(268)),
     ]),
-    // 261
+    // 266
     m("batch/v1.CronJobSpec", &[
         f(1, "schedule", Value, false, String),
         f(8, "timeZone", Pointer, true, String),
         f(2, "startingDeadlineSeconds", Pointer, true, Int64),
         f(3, "concurrencyPolicy", Value, true, String),
         f(4, "suspend", Pointer, true, Bool),
-        f(5, "jobTemplate", Value, false, Message(262)),
+        f(5, "jobTemplate", Value, false, Message(267)),
         f(6, "successfulJobsHistoryLimit", Pointer, true, Int32),
         f(7, "failedJobsHistoryLimit", Pointer, true, Int32),
     ]),
-    // 262
+    // 267
     m("batch/v1.JobTemplateSpec", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(250)),
+        f(2, "spec", Value, true, Message(255)),
     ]),
-    // 263
+    // 268
     m("batch/v1.CronJobStatus", &[
         f(1, "active", Slice, true, Message(157)),
         f(4, "lastScheduleTime", Pointer, true, Time),
         f(5, "lastSuccessfulTime", Pointer, true, Time),
     ]),
-    // 264
+    // 269
     m("discovery/v1.EndpointSlice", &[
         f(1, "metadata", Value, true, Message(1)),
         f(4, "addressType", Value, false, String),
-        f(2, "endpoints", Slice, false, Message(265)),
-        f(3, "ports", Slice, false, Message(269)),
+        f(2, "endpoints", Slice, false, Message(270)),
+        f(3, "ports", Slice, false, Message(274)),
     ]),
-    // 265
+    // 270
     m("discovery/v1.Endpoint", &[
         f(1, "addresses", Slice, false, String),
-        f(2, "conditions", Value, true, Message(266)),
+        f(2, "conditions", Value, true, Message(271)),
         f(3, "hostname", Pointer, true, String),
         f(4, "targetRef", Pointer, true, Message(157)),
         f(5, "deprecatedTopology", Map, true, String),
         f(6, "nodeName", Pointer, true, String),
         f(7, "zone", Pointer, true, String),
-        f(8, "hints", Pointer, true, Message(267)),
+        f(8, "hints", Pointer, true, Message(272)),
     ]),
-    // 266
+    // 271
     m("discovery/v1.EndpointConditions", &[
         f(1, "ready", Pointer, true, Bool),
         f(2, "serving", Pointer, true, Bool),
         f(3, "terminating", Pointer, true, Bool),
     ]),
-    // 267
+    // 272
     m("discovery/v1.EndpointHints", &[
-        f(1, "forZones", Slice, true, Message(268)),
+        f(1, "forZones", Slice, true, Message(273)),
     ]),
-    // 268
+    // 273
     m("discovery/v1.ForZone", &[
         f(1, "name", Value, false, String),
     ]),
-    // 269
+    // 274
     m("discovery/v1.EndpointPort", &[
         f(1, "name", Pointer, true, String),
         f(2, "protocol", Pointer, true, String),
         f(3, "port", Pointer, true, Int32),
         f(4, "appProtocol", Pointer, true, String),
     ]),
-    // 270
+    // 275
     m("node/v1.RuntimeClass", &[
         f(1, "metadata", Value, true, Message(1)),
         f(2, "handler", Value, false, String),
-        f(3, "overhead", Pointer, true, Message(271)),
-        f(4, "scheduling", Pointer, true, Message(272)),
+        f(3, "overhead", Pointer, true, Message(276)),
+        f(4, "scheduling", Pointer, true, Message(277)),
     ]),
-    // 271
+    // 276
     m("node/v1.Overhead", &[
         f(1, "podFixed", Map, true, Quantity),
     ]),
-    // 272
+    // 277
     m("node/v1.Scheduling", &[
         f(1, "nodeSelector", Map, true, String),
         f(2, "tolerations", Slice, true, Message(103)),
     ]),
-    // 273
+    // 278
     m("coordination/v1.Lease", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(274)),
+        f(2, "spec", Value, true, Message(279)),
     ]),
-    // 274
+    // 279
     m("coordination/v1.LeaseSpec", &[
         f(1, "holderIdentity", Pointer, true, String),
         f(2, "leaseDurationSeconds", Pointer, true, Int32),
@@ -2085,143 +2113,143 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(6, "strategy", Pointer, true, String),
         f(7, "preferredHolder", Pointer, true, String),
     ]),
-    // 275
+    // 280
     m("autoscaling/v2.HorizontalPodAutoscaler", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(276)),
-        f(3, "status", Value, true, Message(289)),
+        f(2, "spec", Value, true, Message(281)),
+        f(3, "status", Value, true, Message(294)),
     ]),
-    // 276
+    // 281
     m("autoscaling/v2.HorizontalPodAutoscalerSpec", &[
-        f(1, "scaleTargetRef", Value, false, Message(277)),
+        f(1, "scaleTargetRef", Value, false, Message(282)),
         f(2, "minReplicas", Pointer, true, Int32),
         f(3, "maxReplicas", Value, false, Int32),
-        f(4, "metrics", Slice, true, Message(278)),
-        f(5, "behavior", Pointer, true, Message(286)),
+        f(4, "metrics", Slice, true, Message(283)),
+        f(5, "behavior", Pointer, true, Message(291)),
     ]),
-    // 277
+    // 282
     m("autoscaling/v2.CrossVersionObjectReference", &[
         f(1, "kind", Value, false, String),
         f(2, "name", Value, false, String),
         f(3, "apiVersion", Value, true, String),
     ]),
-    // 278
+    // 283
     m("autoscaling/v2.MetricSpec", &[
         f(1, "type", Value, false, String),
-        f(2, "object", Pointer, true, Message(279)),
-        f(3, "pods", Pointer, true, Message(282)),
-        f(4, "resource", Pointer, true, Message(283)),
-        f(7, "containerResource", Pointer, true, Message(284)),
-        f(5, "external", Pointer, true, Message(285)),
+        f(2, "object", Pointer, true, Message(284)),
+        f(3, "pods", Pointer, true, Message(287)),
+        f(4, "resource", Pointer, true, Message(288)),
+        f(7, "containerResource", Pointer, true, Message(289)),
+        f(5, "external", Pointer, true, Message(290)),
     ]),
-    // 279
+    // 284
     m("autoscaling/v2.ObjectMetricSource", &[
-        f(1, "describedObject", Value, false, Message(277)),
-        f(2, "target", Value, false, Message(280)),
-        f(3, "metric", Value, false, Message(281)),
+        f(1, "describedObject", Value, false, Message(282)),
+        f(2, "target", Value, false, Message(285)),
+        f(3, "metric", Value, false, Message(286)),
     ]),
-    // 280
+    // 285
     m("autoscaling/v2.MetricTarget", &[
         f(1, "type", Value, false, String),
         f(2, "value", Pointer, true, Quantity),
         f(3, "averageValue", Pointer, true, Quantity),
         f(4, "averageUtilization", Pointer, true, Int32),
     ]),
-    // 281
+    // 286
     m("autoscaling/v2.MetricIdentifier", &[
         f(1, "name", Value, false, String),
         f(2, "selector", Pointer, true, Message(46)),
     ]),
-    // 282
+    // 287
     m("autoscaling/v2.PodsMetricSource", &[
-        f(1, "metric", Value, false, Message(281)),
-        f(2, "target", Value, false, Message(280)),
+        f(1, "metric", Value, false, Message(286)),
+        f(2, "target", Value, false, Message(285)),
     ]),
-    // 283
+    // 288
     m("autoscaling/v2.ResourceMetricSource", &[
         f(1, "name", Value, false, String),
-        f(2, "target", Value, false, Message(280)),
+        f(2, "target", Value, false, Message(285)),
     ]),
-    // 284
+    // 289
     m("autoscaling/v2.ContainerResourceMetricSource", &[
         f(1, "name", Value, false, String),
-        f(2, "target", Value, false, Message(280)),
+        f(2, "target", Value, false, Message(285)),
         f(3, "container", Value, false, String),
     ]),
-    // 285
+    // 290
     m("autoscaling/v2.ExternalMetricSource", &[
-        f(1, "metric", Value, false, Message(281)),
-        f(2, "target", Value, false, Message(280)),
+        f(1, "metric", Value, false, Message(286)),
+        f(2, "target", Value, false, Message(285)),
     ]),
-    // 286
+    // 291
     m("autoscaling/v2.HorizontalPodAutoscalerBehavior", &[
-        f(1, "scaleUp", Pointer, true, Message(287)),
-        f(2, "scaleDown", Pointer, true, Message(287)),
+        f(1, "scaleUp", Pointer, true, Message(292)),
+        f(2, "scaleDown", Pointer, true, Message(292)),
     ]),
-    // 287
+    // 292
     m("autoscaling/v2.HPAScalingRules", &[
         f(3, "stabilizationWindowSeconds", Pointer, true, Int32),
         f(1, "selectPolicy", Pointer, true, String),
-        f(2, "policies", Slice, true, Message(288)),
+        f(2, "policies", Slice, true, Message(293)),
     ]),
-    // 288
+    // 293
     m("autoscaling/v2.HPAScalingPolicy", &[
         f(1, "type", Value, false, String),
         f(2, "value", Value, false, Int32),
         f(3, "periodSeconds", Value, false, Int32),
     ]),
-    // 289
+    // 294
     m("autoscaling/v2.HorizontalPodAutoscalerStatus", &[
         f(1, "observedGeneration", Pointer, true, Int64),
         f(2, "lastScaleTime", Pointer, true, Time),
         f(3, "currentReplicas", Value, true, Int32),
         f(4, "desiredReplicas", Value, false, Int32),
-        f(5, "currentMetrics", Slice, false, Message(290)),
-        f(6, "conditions", Slice, true, Message(297)),
+        f(5, "currentMetrics", Slice, false, Message(295)),
+        f(6, "conditions", Slice, true, Message(302)),
     ]),
-    // 290
+    // 295
     m("autoscaling/v2.MetricStatus", &[
         f(1, "type", Value, false, String),
-        f(2, "object", Pointer, true, Message(291)),
-        f(3, "pods", Pointer, true, Message(293)),
-        f(4, "resource", Pointer, true, Message(294)),
-        f(7, "containerResource", Pointer, true, Message(295)),
-        f(5, "external", Pointer, true, Message(296)),
+        f(2, "object", Pointer, true, Message(296)),
+        f(3, "pods", Pointer, true, Message(298)),
+        f(4, "resource", Pointer, true, Message(299)),
+        f(7, "containerResource", Pointer, true, Message(300)),
+        f(5, "external", Pointer, true, Message(301)),
     ]),
-    // 291
+    // 296
     m("autoscaling/v2.ObjectMetricStatus", &[
-        f(1, "metric", Value, false, Message(281)),
-        f(2, "current", Value, false, Message(292)),
-        f(3, "describedObject", Value, false, Message(277)),
+        f(1, "metric", Value, false, Message(286)),
+        f(2, "current", Value, false, Message(297)),
+        f(3, "describedObject", Value, false, Message(282)),
     ]),
-    // 292
+    // 297
     m("autoscaling/v2.MetricValueStatus", &[
         f(1, "value", Pointer, true, Quantity),
         f(2, "averageValue", Pointer, true, Quantity),
         f(3, "averageUtilization", Pointer, true, Int32),
     ]),
-    // 293
+    // 298
     m("autoscaling/v2.PodsMetricStatus", &[
-        f(1, "metric", Value, false, Message(281)),
-        f(2, "current", Value, false, Message(292)),
+        f(1, "metric", Value, false, Message(286)),
+        f(2, "current", Value, false, Message(297)),
     ]),
-    // 294
+    // 299
     m("autoscaling/v2.ResourceMetricStatus", &[
         f(1, "name", Value, false, String),
-        f(2, "current", Value, false, Message(292)),
+        f(2, "current", Value, false, Message(297)),
     ]),
-    // 295
+    // 300
     m("autoscaling/v2.ContainerResourceMetricStatus", &[
         f(1, "name", Value, false, String),
-        f(2, "current", Value, false, Message(292)),
+        f(2, "current", Value, false, Message(297)),
         f(3, "container", Value, false, String),
     ]),
-    // 296
+    // 301
     m("autoscaling/v2.ExternalMetricStatus", &[
-        f(1, "metric", Value, false, Message(281)),
-        f(2, "current", Value, false, Message(292)),
+        f(1, "metric", Value, false, Message(286)),
+        f(2, "current", Value, false, Message(297)),
     ]),
-    // 297
+    // 302
     m("autoscaling/v2.HorizontalPodAutoscalerCondition", &[
         f(1, "type", Value, false, String),
         f(2, "status", Value, false, String),
@@ -2229,26 +2257,26 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "reason", Value, true, String),
         f(5, "message", Value, true, String),
     ]),
-    // 298
+    // 303
     m("autoscaling/v1.HorizontalPodAutoscaler", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(299)),
-        f(3, "status", Value, true, Message(301)),
+        f(2, "spec", Value, true, Message(304)),
+        f(3, "status", Value, true, Message(306)),
     ]),
-    // 299
+    // 304
     m("autoscaling/v1.HorizontalPodAutoscalerSpec", &[
-        f(1, "scaleTargetRef", Value, false, Message(300)),
+        f(1, "scaleTargetRef", Value, false, Message(305)),
         f(2, "minReplicas", Pointer, true, Int32),
         f(3, "maxReplicas", Value, false, Int32),
         f(4, "targetCPUUtilizationPercentage", Pointer, true, Int32),
     ]),
-    // 300
+    // 305
     m("autoscaling/v1.CrossVersionObjectReference", &[
         f(1, "kind", Value, false, String),
         f(2, "name", Value, false, String),
         f(3, "apiVersion", Value, true, String),
     ]),
-    // 301
+    // 306
     m("autoscaling/v1.HorizontalPodAutoscalerStatus", &[
         f(1, "observedGeneration", Pointer, true, Int64),
         f(2, "lastScaleTime", Pointer, true, Time),
@@ -2256,54 +2284,54 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(4, "desiredReplicas", Value, false, Int32),
         f(5, "currentCPUUtilizationPercentage", Pointer, true, Int32),
     ]),
-    // 302
+    // 307
     m("autoscaling/v1.Scale", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(303)),
-        f(3, "status", Value, true, Message(304)),
+        f(2, "spec", Value, true, Message(308)),
+        f(3, "status", Value, true, Message(309)),
     ]),
-    // 303
+    // 308
     m("autoscaling/v1.ScaleSpec", &[
         f(1, "replicas", Value, true, Int32),
     ]),
-    // 304
+    // 309
     m("autoscaling/v1.ScaleStatus", &[
         f(1, "replicas", Value, false, Int32),
         f(2, "selector", Value, true, String),
     ]),
-    // 305
+    // 310
     m("policy/v1.Eviction", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "deleteOptions", Pointer, true, Message(306)),
+        f(2, "deleteOptions", Pointer, true, Message(311)),
     ]),
-    // 306
+    // 311
     m("meta/v1.DeleteOptions", &[
         f(1, "gracePeriodSeconds", Pointer, true, Int64),
-        f(2, "preconditions", Pointer, true, Message(307)),
+        f(2, "preconditions", Pointer, true, Message(312)),
         f(3, "orphanDependents", Pointer, true, Bool),
         f(4, "propagationPolicy", Pointer, true, String),
         f(5, "dryRun", Slice, true, String),
         f(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Pointer, true, Bool),
     ]),
-    // 307
+    // 312
     m("meta/v1.Preconditions", &[
         f(1, "uid", Pointer, true, String),
         f(2, "resourceVersion", Pointer, true, String),
     ]),
-    // 308
+    // 313
     m("policy/v1.PodDisruptionBudget", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, true, Message(309)),
-        f(3, "status", Value, true, Message(310)),
+        f(2, "spec", Value, true, Message(314)),
+        f(3, "status", Value, true, Message(315)),
     ]),
-    // 309
+    // 314
     m("policy/v1.PodDisruptionBudgetSpec", &[
         f(1, "minAvailable", Pointer, true, IntOrString),
         f(2, "selector", Pointer, true, Message(46)),
         f(3, "maxUnavailable", Pointer, true, IntOrString),
         f(4, "unhealthyPodEvictionPolicy", Pointer, true, String),
     ]),
-    // 310
+    // 315
     m("policy/v1.PodDisruptionBudgetStatus", &[
         f(1, "observedGeneration", Value, true, Int64),
         f(2, "disruptedPods", Map, true, Time),
@@ -2313,18 +2341,18 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(6, "expectedPods", Value, false, Int32),
         f(7, "conditions", Slice, true, Message(153)),
     ]),
-    // 311
+    // 316
     m("authorization/v1.SelfSubjectAccessReview", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, false, Message(312)),
-        f(3, "status", Value, true, Message(318)),
+        f(2, "spec", Value, false, Message(317)),
+        f(3, "status", Value, true, Message(323)),
     ]),
-    // 312
+    // 317
     m("authorization/v1.SelfSubjectAccessReviewSpec", &[
-        f(1, "resourceAttributes", Pointer, true, Message(313)),
-        f(2, "nonResourceAttributes", Pointer, true, Message(317)),
+        f(1, "resourceAttributes", Pointer, true, Message(318)),
+        f(2, "nonResourceAttributes", Pointer, true, Message(322)),
     ]),
-    // 313
+    // 318
     m("authorization/v1.ResourceAttributes", &[
         f(1, "namespace", Value, true, String),
         f(2, "verb", Value, true, String),
@@ -2333,76 +2361,76 @@ pub(super) static MESSAGES: &[MessageDef] = &[
         f(5, "resource", Value, true, String),
         f(6, "subresource", Value, true, String),
         f(7, "name", Value, true, String),
-        f(8, "fieldSelector", Pointer, true, Message(314)),
-        f(9, "labelSelector", Pointer, true, Message(316)),
+        f(8, "fieldSelector", Pointer, true, Message(319)),
+        f(9, "labelSelector", Pointer, true, Message(321)),
     ]),
-    // 314
+    // 319
     m("authorization/v1.FieldSelectorAttributes", &[
         f(1, "rawSelector", Value, true, String),
-        f(2, "requirements", Slice, true, Message(315)),
+        f(2, "requirements", Slice, true, Message(320)),
     ]),
-    // 315
+    // 320
     m("meta/v1.FieldSelectorRequirement", &[
         f(1, "key", Value, false, String),
         f(2, "operator", Value, false, String),
         f(3, "values", Slice, true, String),
     ]),
-    // 316
+    // 321
     m("authorization/v1.LabelSelectorAttributes", &[
         f(1, "rawSelector", Value, true, String),
         f(2, "requirements", Slice, true, Message(47)),
     ]),
-    // 317
+    // 322
     m("authorization/v1.NonResourceAttributes", &[
         f(1, "path", Value, true, String),
         f(2, "verb", Value, true, String),
     ]),
-    // 318
+    // 323
     m("authorization/v1.SubjectAccessReviewStatus", &[
         f(1, "allowed", Value, false, Bool),
         f(4, "denied", Value, true, Bool),
         f(2, "reason", Value, true, String),
         f(3, "evaluationError", Value, true, String),
     ]),
-    // 319
+    // 324
     m("authorization/v1.SelfSubjectRulesReview", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "spec", Value, false, Message(320)),
-        f(3, "status", Value, true, Message(321)),
+        f(2, "spec", Value, false, Message(325)),
+        f(3, "status", Value, true, Message(326)),
     ]),
-    // 320
+    // 325
     m("authorization/v1.SelfSubjectRulesReviewSpec", &[
         f(1, "namespace", Value, true, String),
     ]),
-    // 321
+    // 326
     m("authorization/v1.SubjectRulesReviewStatus", &[
-        f(1, "resourceRules", Slice, false, Message(322)),
-        f(2, "nonResourceRules", Slice, false, Message(323)),
+        f(1, "resourceRules", Slice, false, Message(327)),
+        f(2, "nonResourceRules", Slice, false, Message(328)),
         f(3, "incomplete", Value, false, Bool),
         f(4, "evaluationError", Value, true, String),
     ]),
-    // 322
+    // 327
     m("authorization/v1.ResourceRule", &[
         f(1, "verbs", Slice, false, String),
         f(2, "apiGroups", Slice, true, String),
         f(3, "resources", Slice, true, String),
         f(4, "resourceNames", Slice, true, String),
     ]),
-    // 323
+    // 328
     m("authorization/v1.NonResourceRule", &[
         f(1, "verbs", Slice, false, String),
         f(2, "nonResourceURLs", Slice, true, String),
     ]),
-    // 324
+    // 329
     m("authentication/v1.SelfSubjectReview", &[
         f(1, "metadata", Value, true, Message(1)),
-        f(2, "status", Value, true, Message(325)),
+        f(2, "status", Value, true, Message(330)),
     ]),
-    // 325
+    // 330
     m("authentication/v1.SelfSubjectReviewStatus", &[
-        f(1, "userInfo", Value, true, Message(326)),
+        f(1, "userInfo", Value, true, Message(331)),
     ]),
-    // 326
+    // 331
     m("authentication/v1.UserInfo", &[
         f(1, "username", Value, true, String),
         f(2, "uid", Value, true, String),

@@ -1,0 +1,250 @@
+//! The resource-quota controller (kube-controller-manager's): keeps each ResourceQuota's
+//! status, which the ResourceQuota admission step ([`crate::apiserver::resource_quota`])
+//! reads and charges.
+//!
+//! `status.hard` is the quota's `spec.hard`; `status.used` is counted, for each resource of
+//! it, from the objects of the quota's namespace that the quota selects
+//! ([`quota_usage`](crate::apiserver::quota_usage)). A namespace is recounted when one of its
+//! quotas, pods, Services, claims, ConfigMaps, Secrets or workloads changes (a deletion gives
+//! its usage back; a finished pod stops counting), when a pod being deleted passes its grace
+//! period, and every five minutes (Kubernetes' `--resource-quota-sync-period`) for the other
+//! kinds counted with `count/<resource>`. A recount holds the namespace's charge lock, so it
+//! sees every object admission has charged for.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::apiserver::api::{Api, ListParams};
+use crate::apiserver::error::ApiResult;
+use crate::apiserver::objects;
+use crate::apiserver::quota_usage::{self as usage, Amount, ResourceList};
+use crate::apiserver::resource_quota::resource_quotas;
+use crate::apiserver::resources::{self, ResourceInfo};
+
+use super::pod_cache::PodCache;
+use super::pods::{self, parse_time};
+use super::replicaset::write_status;
+use super::runner::{self, ObjectKey, Reconciler, RunnerConfig, Watched};
+
+/// How often every quota is recounted even if nothing it watches changed.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// The controller.
+struct QuotaController {
+    api: Api,
+    /// Namespaces that hold a quota: only their objects' changes are worth a recount.
+    with_quotas: Arc<Mutex<HashSet<String>>>,
+}
+
+/// The quota's `status.used`: for each resource of `hard`, the usage of the `objects` of
+/// `res` that the quota selects, added to `used`.
+fn count(
+    used: &mut ResourceList,
+    quota: &Value,
+    hard: &ResourceList,
+    res: &ResourceInfo,
+    objects: &[Value],
+    now: DateTime<Utc>,
+) {
+    let scopes = usage::scope_selectors(quota);
+    for obj in objects {
+        let names = usage::matching_resources(hard, &scopes, res, obj);
+        if names.is_empty() {
+            continue;
+        }
+        let all = usage::usage(res, obj, now);
+        let mine: ResourceList = all.into_iter().filter(|(k, _)| names.contains(k)).collect();
+        *used = usage::add(used, &mine);
+    }
+}
+
+/// When the first pod of `pods` still counted stops counting because its deletion grace
+/// period runs out.
+fn next_grace_expiry(pods: &[Value], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pods.iter()
+        .filter(|p| usage::pod_is_counted(p, now))
+        .filter_map(|p| {
+            let at = parse_time(&p["metadata"]["deletionTimestamp"])?;
+            let grace = p["metadata"]["deletionGracePeriodSeconds"].as_i64()?;
+            Some(at + chrono::TimeDelta::seconds(grace) + chrono::TimeDelta::milliseconds(10))
+        })
+        .min()
+}
+
+impl QuotaController {
+    /// Recounts the quotas of `ns` (only the one named `only`, if given).
+    async fn sync_namespace(&self, ns: &str, only: Option<&str>) -> ApiResult<Option<Duration>> {
+        let _held = self.api.quota_charge_locks().of(ns).lock_owned().await;
+        let (quotas, _, _) = self
+            .api
+            .list(resource_quotas(), Some(ns), &ListParams::default())
+            .await?;
+        let quotas: Vec<Value> = quotas
+            .into_iter()
+            .map(|q| Value::clone(&q))
+            .filter(|q| only.is_none_or(|n| objects::name(q) == n))
+            .filter(|q| !objects::is_deleting(q))
+            .collect();
+        if quotas.is_empty() {
+            return Ok(None);
+        }
+        self.with_quotas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ns.to_string());
+        let hards: Vec<ResourceList> = quotas
+            .iter()
+            .map(|q| usage::list_from_json(&q["spec"]["hard"]))
+            .collect();
+        let now = Utc::now();
+        let mut used: Vec<ResourceList> = hards
+            .iter()
+            .map(|h| h.keys().map(|k| (k.clone(), Amount::count(0))).collect())
+            .collect();
+        let mut recheck = None;
+        // Each kind any quota counts is listed once, from the store.
+        for res in resources::RESOURCES {
+            if !hards
+                .iter()
+                .any(|h| h.keys().any(|k| usage::tracks(res, k)))
+            {
+                continue;
+            }
+            let (listed, _, _) = self.api.list(res, Some(ns), &ListParams::default()).await?;
+            let listed: Vec<Value> = listed.into_iter().map(|o| Value::clone(&o)).collect();
+            if res.group.is_empty() && res.kind == "Pod" {
+                recheck = next_grace_expiry(&listed, now);
+            }
+            for ((q, hard), used) in quotas.iter().zip(&hards).zip(used.iter_mut()) {
+                count(used, q, hard, res, &listed, now);
+            }
+        }
+        for ((q, used), hard) in quotas.iter().zip(&used).zip(&hards) {
+            let mut status = q["status"].clone();
+            if !status.is_object() {
+                status = json!({});
+            }
+            status["hard"] = q["spec"]["hard"].clone();
+            if hard.is_empty() && q["spec"]["hard"].is_null() {
+                status.as_object_mut().map(|s| s.remove("hard"));
+            }
+            status["used"] = usage::list_to_json(used);
+            write_status(&self.api, resource_quotas(), q, status).await?;
+        }
+        Ok(recheck.and_then(|at| (at - now).to_std().ok()))
+    }
+}
+
+impl Reconciler for QuotaController {
+    async fn reconcile(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
+        let ns = key.namespace.as_deref().unwrap_or("default");
+        let only = (!key.is_all()).then_some(key.name.as_str());
+        self.sync_namespace(ns, only).await
+    }
+}
+
+/// Runs the resource-quota controller until `shutdown`, following pods through `pods`.
+pub async fn run(api: Api, pods: PodCache, shutdown: CancellationToken) {
+    let with_quotas: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let in_quota_namespace = |known: Arc<Mutex<HashSet<String>>>| {
+        move |obj: &Value| {
+            let ns = objects::namespace(obj).unwrap_or("default");
+            if known.lock().unwrap_or_else(|p| p.into_inner()).contains(ns) {
+                vec![ObjectKey::all_in(Some(ns))]
+            } else {
+                Vec::new()
+            }
+        }
+    };
+    let mut watched = vec![
+        Watched::primary(resource_quotas()),
+        Watched::with_map(pods::pods(), in_quota_namespace(with_quotas.clone()))
+            .from_cache(&pods, |_| {}),
+    ];
+    for (group, plural) in [
+        ("", "services"),
+        ("", "persistentvolumeclaims"),
+        ("", "configmaps"),
+        ("", "secrets"),
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+    ] {
+        let res = resources::find(group, "v1", plural).expect("a served kind");
+        watched.push(Watched::with_map(
+            res,
+            in_quota_namespace(with_quotas.clone()),
+        ));
+    }
+    let controller = QuotaController {
+        api: api.clone(),
+        with_quotas,
+    };
+    let config = RunnerConfig {
+        name: "resourcequota",
+        workers: 2,
+        resync: RESYNC,
+        batch: Duration::from_millis(100),
+    };
+    runner::run(api, watched, Arc::new(controller), config, shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quota_counts_what_it_selects_and_zero_for_the_rest() {
+        let pods = resources::find("", "v1", "pods").unwrap();
+        let quota = json!({"spec": {"hard": {"pods": "5", "requests.cpu": "2",
+            "services": "1"}, "scopes": ["NotBestEffort"]}});
+        let hard = usage::list_from_json(&quota["spec"]["hard"]);
+        let mut used: ResourceList = hard.keys().map(|k| (k.clone(), Amount::count(0))).collect();
+        let pod = |cpu: Option<&str>, phase: &str| {
+            let mut p = json!({"spec": {"containers": [{"name": "c"}]},
+                "status": {"phase": phase}});
+            if let Some(cpu) = cpu {
+                p["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": cpu}});
+            }
+            p
+        };
+        let listed = [
+            pod(Some("500m"), "Running"),
+            pod(Some("1"), "Pending"),
+            pod(None, "Running"),
+            pod(Some("1"), "Succeeded"),
+        ];
+        count(&mut used, &quota, &hard, pods, &listed, Utc::now());
+        assert_eq!(
+            usage::list_to_json(&used),
+            json!({"pods": "2", "requests.cpu": "1500m", "services": "0"})
+        );
+    }
+
+    #[test]
+    fn a_pod_past_its_grace_period_is_looked_at_again_when_it_stops_counting() {
+        let now: DateTime<Utc> = "2026-12-07T20:00:00Z".parse().unwrap();
+        let deleting = |at: &str, grace: i64| {
+            json!({"metadata": {"deletionTimestamp": at, "deletionGracePeriodSeconds": grace},
+                "status": {"phase": "Running"}})
+        };
+        let listed = [
+            deleting("2026-12-07T19:59:50Z", 30),
+            deleting("2026-12-07T19:59:55Z", 30),
+            deleting("2026-12-07T19:58:00Z", 30),
+            json!({"status": {"phase": "Running"}}),
+        ];
+        assert_eq!(
+            next_grace_expiry(&listed, now),
+            Some("2026-12-07T20:00:20.010Z".parse().unwrap())
+        );
+    }
+}
