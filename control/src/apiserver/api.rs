@@ -1047,7 +1047,7 @@ impl Api {
         {
             // The last finalizer is gone: the deletion completes.
             let deleted = self.store.delete(key, Some(current_rv)).await;
-            self.written(res);
+            self.written(res, true);
             if let Some((lock, _)) = services.as_mut() {
                 match &deleted {
                     Ok(_) => lock.get().release_owner(&service_owner(ns, name)),
@@ -1110,18 +1110,22 @@ impl Api {
         &self.quota_charge_locks
     }
 
-    /// What follows every write of `res` that reached the store.
-    fn written(&self, res: &ResourceInfo) {
+    /// What follows every write of `res` that reached the store; `came_or_went` for a
+    /// create or a removal (not an update).
+    fn written(&self, res: &ResourceInfo, came_or_went: bool) {
         match res.kind {
             "PriorityClass" => self.default_class.changed(),
             "LimitRange" => self.limit_ranges.changed(),
-            "ResourceQuota" => self.quota_namespaces.changed(),
+            // Which namespaces hold a quota changes only when one comes or goes (admission
+            // writes a quota's status on every charge).
+            "ResourceQuota" if came_or_went => self.quota_namespaces.changed(),
             _ => {}
         }
     }
 
     fn stored(&self, res: &ResourceInfo, mut obj: Value, bytes: Bytes, entry: &Entry) -> Written {
-        self.written(res);
+        let created = entry.create_revision == entry.mod_revision;
+        self.written(res, created);
         objects::set_resource_version(&mut obj, entry.mod_revision);
         let obj = Arc::new(obj);
         if is_pods(res) {
@@ -1409,7 +1413,7 @@ impl Api {
                 .delete(key, Some(rv))
                 .await
                 .map_err(|e| ApiError::from_store(e, res, name))?;
-            self.written(res);
+            self.written(res, true);
             forget_service(services, ns, name);
             objects::set_resource_version(&mut obj, entry.mod_revision);
             return Ok(Deleted {
@@ -1481,7 +1485,7 @@ impl Api {
             .delete(res.key(ns, name), Some(rv))
             .await
             .map_err(|e| ApiError::from_store(e, res, name))?;
-        self.written(res);
+        self.written(res, true);
         forget_service(services, ns, name);
         Ok(from_entry(&entry))
     }

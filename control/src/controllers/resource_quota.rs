@@ -4,14 +4,15 @@
 //!
 //! `status.hard` is the quota's `spec.hard`; `status.used` is counted, for each resource of
 //! it, from the objects of the quota's namespace that the quota selects
-//! ([`quota_usage`](crate::apiserver::quota_usage)). A namespace is recounted when one of its
-//! quotas, pods, Services, claims, ConfigMaps, Secrets or workloads changes (a deletion gives
-//! its usage back; a finished pod stops counting), when a pod being deleted passes its grace
-//! period, and every five minutes (Kubernetes' `--resource-quota-sync-period`) for the other
-//! kinds counted with `count/<resource>`. A recount holds the namespace's charge lock, so it
-//! sees every object admission has charged for.
+//! ([`quota_usage`](crate::apiserver::quota_usage)). A namespace is recounted when a quota's
+//! `spec.hard` differs from its `status.hard` (a new or changed quota), when one of its pods
+//! is deleted or stops counting (it finished, or passed its deletion grace period), when one
+//! of its Services, claims, ConfigMaps, Secrets or workloads changes, and every five minutes
+//! (Kubernetes' `--resource-quota-sync-period`) for the rest. A pod's creation needs no
+//! recount (admission charged it), which keeps a namespace with many pods cheap. A recount
+//! holds the namespace's charge lock, so it sees every object admission has charged for.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,10 +27,11 @@ use crate::apiserver::quota_usage::{self as usage, Amount, ResourceList};
 use crate::apiserver::resource_quota::resource_quotas;
 use crate::apiserver::resources::{self, ResourceInfo};
 
-use super::pod_cache::PodCache;
+use super::pod_cache::{PodCache, PodEvent};
 use super::pods::{self, parse_time};
 use super::replicaset::write_status;
 use super::runner::{self, ObjectKey, Reconciler, RunnerConfig, Watched};
+use crate::store::EventType;
 
 /// How often every quota is recounted even if nothing it watches changed.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -39,6 +41,31 @@ struct QuotaController {
     api: Api,
     /// Namespaces that hold a quota: only their objects' changes are worth a recount.
     with_quotas: Arc<Mutex<HashSet<String>>>,
+    /// When each namespace was last recounted.
+    counted: Mutex<HashMap<String, tokio::time::Instant>>,
+}
+
+/// Whether a quota's status is what its spec asks for: `status.hard` is `spec.hard` and
+/// `status.used` has every resource of it.
+fn status_current(quota: &Value) -> bool {
+    let status = &quota["status"];
+    status["hard"] == quota["spec"]["hard"]
+        && quota["spec"]["hard"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .all(|(k, _)| status["used"].get(k).is_some())
+}
+
+/// Whether a pod change gives quota back: a deletion, or a pod that stops counting.
+fn gives_back(e: &PodEvent) -> bool {
+    let now = Utc::now();
+    match e.event_type {
+        EventType::Deleted => true,
+        _ => e.prev.as_ref().is_some_and(|prev| {
+            usage::pod_is_counted(prev, now) && !usage::pod_is_counted(&e.pod, now)
+        }),
+    }
 }
 
 /// The quota's `status.used`: for each resource of `hard`, the usage of the `objects` of
@@ -77,9 +104,13 @@ fn next_grace_expiry(pods: &[Value], now: DateTime<Utc>) -> Option<DateTime<Utc>
 }
 
 impl QuotaController {
-    /// Recounts the quotas of `ns` (only the one named `only`, if given).
-    async fn sync_namespace(&self, ns: &str, only: Option<&str>) -> ApiResult<Option<Duration>> {
+    /// Recounts the quotas of `ns`.
+    async fn sync_namespace(&self, ns: &str) -> ApiResult<Option<Duration>> {
         let _held = self.api.quota_charge_locks().of(ns).lock_owned().await;
+        self.counted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ns.to_string(), tokio::time::Instant::now());
         let (quotas, _, _) = self
             .api
             .list(resource_quotas(), Some(ns), &ListParams::default())
@@ -87,7 +118,6 @@ impl QuotaController {
         let quotas: Vec<Value> = quotas
             .into_iter()
             .map(|q| Value::clone(&q))
-            .filter(|q| only.is_none_or(|n| objects::name(q) == n))
             .filter(|q| !objects::is_deleting(q))
             .collect();
         if quotas.is_empty() {
@@ -143,8 +173,23 @@ impl QuotaController {
 impl Reconciler for QuotaController {
     async fn reconcile(&self, key: &ObjectKey) -> ApiResult<Option<Duration>> {
         let ns = key.namespace.as_deref().unwrap_or("default");
-        let only = (!key.is_all()).then_some(key.name.as_str());
-        self.sync_namespace(ns, only).await
+        if !key.is_all() {
+            // A quota's own change (most often admission charging it) needs a recount only
+            // when its spec changed, or when the namespace is due one.
+            let Some(quota) = runner::get_object(&self.api, resource_quotas(), key).await? else {
+                return Ok(None);
+            };
+            let due = self
+                .counted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(ns)
+                .is_none_or(|at| at.elapsed() >= RESYNC / 2);
+            if status_current(&quota) && !due {
+                return Ok(None);
+            }
+        }
+        self.sync_namespace(ns).await
     }
 }
 
@@ -164,7 +209,8 @@ pub async fn run(api: Api, pods: PodCache, shutdown: CancellationToken) {
     let mut watched = vec![
         Watched::primary(resource_quotas()),
         Watched::with_map(pods::pods(), in_quota_namespace(with_quotas.clone()))
-            .from_cache(&pods, |_| {}),
+            .from_cache(&pods, |_| {})
+            .only_when(gives_back),
     ];
     for (group, plural) in [
         ("", "services"),
@@ -187,6 +233,7 @@ pub async fn run(api: Api, pods: PodCache, shutdown: CancellationToken) {
     let controller = QuotaController {
         api: api.clone(),
         with_quotas,
+        counted: Mutex::default(),
     };
     let config = RunnerConfig {
         name: "resourcequota",
@@ -227,6 +274,45 @@ mod tests {
             usage::list_to_json(&used),
             json!({"pods": "2", "requests.cpu": "1500m", "services": "0"})
         );
+    }
+
+    #[test]
+    fn deletions_and_pods_that_stop_counting_give_back_and_creations_do_not() {
+        let running = Arc::new(json!({"status": {"phase": "Running"}}));
+        let done = Arc::new(json!({"status": {"phase": "Failed"}}));
+        let event = |event_type, pod: &Arc<Value>, prev: Option<&Arc<Value>>| PodEvent {
+            event_type,
+            pod: pod.clone(),
+            prev: prev.cloned(),
+        };
+        assert!(!gives_back(&event(EventType::Added, &running, None)));
+        assert!(!gives_back(&event(
+            EventType::Modified,
+            &running,
+            Some(&running)
+        )));
+        assert!(gives_back(&event(
+            EventType::Modified,
+            &done,
+            Some(&running)
+        )));
+        assert!(!gives_back(&event(EventType::Modified, &done, Some(&done))));
+        assert!(gives_back(&event(EventType::Deleted, &running, None)));
+    }
+
+    #[test]
+    fn a_quota_whose_status_lacks_its_spec_is_recounted() {
+        let q = |status: Value| json!({"spec": {"hard": {"pods": "2"}}, "status": status});
+        assert!(status_current(&q(
+            json!({"hard": {"pods": "2"}, "used": {"pods": "1"}})
+        )));
+        assert!(!status_current(&q(
+            json!({"hard": {"pods": "3"}, "used": {"pods": "1"}})
+        )));
+        assert!(!status_current(&q(
+            json!({"hard": {"pods": "2"}, "used": {}})
+        )));
+        assert!(!status_current(&q(Value::Null)));
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub type KeyMapper = Arc<dyn Fn(&Value) -> Vec<ObjectKey> + Send + Sync>;
 /// [`expectations`](super::expectations)).
 pub type PodObserver = Arc<dyn Fn(&PodEvent) + Send + Sync>;
 
+/// Decides whether a pod change of a cache-fed [`Watched`] is mapped to keys at all.
+pub type PodFilter = Arc<dyn Fn(&PodEvent) -> bool + Send + Sync>;
+
 /// Where a [`Watched`] kind's changes come from.
 #[derive(Clone)]
 pub enum Source {
@@ -93,6 +96,8 @@ pub enum Source {
         cache: PodCache,
         /// Shown every event first.
         observe: PodObserver,
+        /// Only the events it accepts are mapped (all, without one).
+        accept: Option<PodFilter>,
     },
 }
 
@@ -179,8 +184,25 @@ impl Watched {
             source: Source::Pods {
                 cache: cache.clone(),
                 observe: Arc::new(observe),
+                accept: None,
             },
             ..self
+        }
+    }
+
+    /// Of a cache-fed watch ([`Watched::from_cache`]), maps only the pod changes `accept`
+    /// takes (e.g. deletions).
+    pub fn only_when(self, accept: impl Fn(&PodEvent) -> bool + Send + Sync + 'static) -> Watched {
+        match self.source {
+            Source::Pods { cache, observe, .. } => Watched {
+                source: Source::Pods {
+                    cache,
+                    observe,
+                    accept: Some(Arc::new(accept)),
+                },
+                ..self
+            },
+            source @ Source::Store => Watched { source, ..self },
         }
     }
 }
@@ -281,10 +303,15 @@ pub async fn run<R: Reconciler>(
                     config.name,
                 ));
             }
-            Source::Pods { cache, observe } => {
+            Source::Pods {
+                cache,
+                observe,
+                accept,
+            } => {
                 watchers.spawn(follow_cache(
                     cache.clone(),
                     observe.clone(),
+                    accept.clone(),
                     w.map.clone(),
                     tx.clone(),
                     shutdown.clone(),
@@ -473,6 +500,7 @@ async fn watch_kind(
 async fn follow_cache(
     cache: PodCache,
     observe: PodObserver,
+    accept: Option<PodFilter>,
     map: KeyMapper,
     tx: mpsc::UnboundedSender<ObjectKey>,
     shutdown: CancellationToken,
@@ -487,6 +515,9 @@ async fn follow_cache(
             },
         };
         observe(&e);
+        if accept.as_ref().is_some_and(|accept| !accept(&e)) {
+            continue;
+        }
         let mut keys = map(&e.pod);
         if let Some(prev) = &e.prev {
             keys.extend(map(prev));
