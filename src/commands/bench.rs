@@ -83,6 +83,11 @@ pub struct ApiBenchArgs {
     /// fdatasync samples.
     #[arg(long, default_value_t = 500)]
     pub fsyncs: usize,
+    /// Give each namespace the bench creates pods in a ResourceQuota (on pods, cpu and
+    /// memory, far above what the bench asks for), so that every create is charged against
+    /// it as in a namespace with a quota.
+    #[arg(long)]
+    pub quota: bool,
 }
 
 /// Runs a benchmark.
@@ -218,6 +223,39 @@ async fn make_namespace(client: &reqwest::Client, base: &str, ns: &str) -> anyho
     Ok(())
 }
 
+/// Gives namespace `ns` a ResourceQuota the bench's creates stay far within, and waits (at
+/// most 10 s) until the controller has counted it, so that creates are charged.
+async fn make_quota(client: &reqwest::Client, base: &str, ns: &str) -> anyhow::Result<()> {
+    let hard = json!({"pods": "1000000", "requests.cpu": "1000000",
+        "requests.memory": "1Ei", "limits.memory": "1Ei"});
+    let url = format!("{base}/api/v1/namespaces/{ns}/resourcequotas");
+    let r = client
+        .post(&url)
+        .json(&json!({"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "bench"}, "spec": {"hard": hard}}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("create the quota of {ns}: HTTP {}", r.status());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let q: serde_json::Value = client
+            .get(format!("{url}/bench"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if q["status"]["used"]["pods"].is_string() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the quota of {ns} was not counted within 10s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let data_dir = args
@@ -290,6 +328,9 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     // server's runtime workers and add hand-offs between them to every request).
     let ns = format!("bench-single-{run_id}");
     make_namespace(&client, &base, &ns).await?;
+    if args.quota {
+        make_quota(&client, &base, &ns).await?;
+    }
     let (path, template) = pod_creates(&ns)?;
     let (single, base_url) = (args.single, base.clone());
     let (lat, dry) = tokio::task::spawn_blocking(move || {
@@ -331,6 +372,9 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     // Many clients.
     let ns = format!("bench-many-{run_id}");
     make_namespace(&client, &base, &ns).await?;
+    if args.quota {
+        make_quota(&client, &base, &ns).await?;
+    }
     let (path, template) = pod_creates(&ns)?;
     let (path, template) = (Arc::new(path), Arc::new(template));
     let mut conns = Vec::with_capacity(args.clients);
@@ -384,6 +428,9 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     // Watch delivery: time from a create's acknowledgement to its event on an open watch.
     let ns = format!("bench-watch-{run_id}");
     make_namespace(&client, &base, &ns).await?;
+    if args.quota {
+        make_quota(&client, &base, &ns).await?;
+    }
     let list: serde_json::Value = client
         .get(format!("{base}/api/v1/namespaces/{ns}/pods"))
         .send()
