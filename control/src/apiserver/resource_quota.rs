@@ -12,26 +12,29 @@
 //!
 //! The charge is written to the quotas' `status.used` (compare-and-swap on their
 //! resourceVersion) before the object is stored, so two writes racing for the last unit
-//! cannot both get it. The namespace's charge lock is held from the charge until the object
-//! is stored (a write that fails gives its charge back first), and the resource-quota
-//! controller recounts a namespace under the same lock: a recount never misses an object
-//! that was charged but not yet stored.
+//! cannot both get it. As kube-apiserver's quota evaluator does, the charges waiting in a
+//! namespace are made together: one writer checks the whole batch in order and writes each
+//! quota once, so concurrent creates share a quota write as they share the store's commits.
+//! A charge holds the namespace's gate (shared) until its object is stored (a write that
+//! fails gives its charge back first), and the resource-quota controller recounts a namespace
+//! holding the gate alone: a recount never misses an object charged but not yet stored.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use serde_json::Value;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, oneshot};
 
 use super::api::Api;
 use super::error::{ApiError, ApiResult};
 use super::objects;
-use super::quota_usage::{self as usage, ResourceList};
+use super::quota_usage::{self as usage, ResourceList, ScopeSelector};
 use super::resources::{self, ResourceInfo, Subresource};
 use crate::store::ListOptions;
 
-/// Attempts at charging the quotas of a namespace whose status another writer (the
-/// controller) changed meanwhile.
+/// Attempts at charging the quotas of a namespace whose status another writer changed
+/// meanwhile.
 const ATTEMPTS: usize = 10;
 
 /// The `resourcequotas` resource.
@@ -39,16 +42,43 @@ pub fn resource_quotas() -> &'static ResourceInfo {
     resources::find("", "v1", "resourcequotas").expect("resourcequotas served")
 }
 
-/// The namespaces holding a ResourceQuota, read once and kept until a quota is written.
+/// The namespaces holding a ResourceQuota, read once and kept until a quota is created or
+/// removed.
 pub type QuotaCache = super::epoch_cache::EpochCache<Arc<HashSet<String>>>;
 
-/// One lock per namespace, held while its quotas are charged.
-#[derive(Debug, Default)]
-pub struct ChargeLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+/// A write waiting to be charged.
+struct Request {
+    res: ResourceInfo,
+    name: String,
+    object: Value,
+    delta: ResourceList,
+    reply: oneshot::Sender<ApiResult<Vec<String>>>,
+}
+
+/// The charging of one namespace.
+#[derive(Default)]
+struct Charging {
+    /// Shared by every charge from its check until its object is stored; taken alone by a
+    /// recount.
+    gate: Arc<RwLock<()>>,
+    /// Writes waiting for the next batch.
+    waiting: Mutex<Vec<Request>>,
+    /// Held by the writer charging a batch.
+    batch: tokio::sync::Mutex<()>,
+}
+
+/// The charging state of every namespace that has had a quota.
+#[derive(Default)]
+pub struct ChargeLocks(Mutex<HashMap<String, Arc<Charging>>>);
+
+impl std::fmt::Debug for ChargeLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChargeLocks").finish_non_exhaustive()
+    }
+}
 
 impl ChargeLocks {
-    /// The lock of `namespace`.
-    pub fn of(&self, namespace: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn of(&self, namespace: &str) -> Arc<Charging> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -56,17 +86,23 @@ impl ChargeLocks {
             .or_default()
             .clone()
     }
+
+    /// Waits until no charge in `namespace` is waiting for its object to be stored, and
+    /// holds new charges back until the guard is dropped: what a recount holds.
+    pub async fn recount(&self, namespace: &str) -> OwnedRwLockWriteGuard<()> {
+        self.of(namespace).gate.clone().write_owned().await
+    }
 }
 
-/// What a write was charged, to give back if the write fails; it holds the namespace's
-/// charge lock until it is dropped (once the write is stored) or refunded.
+/// What a write was charged, to give back if the write fails; it holds the namespace's gate
+/// until it is dropped (once the write is stored) or refunded.
 #[derive(Debug)]
 #[must_use = "a charge is held until the write is stored, or given back if it fails"]
 pub struct Charge {
     namespace: String,
     delta: ResourceList,
     quotas: Vec<String>,
-    _held: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _held: OwnedRwLockReadGuard<()>,
 }
 
 async fn namespaces_with_quotas(api: &Api) -> ApiResult<Arc<HashSet<String>>> {
@@ -100,7 +136,9 @@ async fn quotas_in(api: &Api, ns: &str) -> ApiResult<Vec<Value>> {
         )
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(listed.entries.iter().map(objects::from_entry).collect())
+    let mut quotas: Vec<Value> = listed.entries.iter().map(objects::from_entry).collect();
+    quotas.sort_by(|a, b| objects::name(a).cmp(objects::name(b)));
+    Ok(quotas)
 }
 
 fn only(list: &ResourceList, names: &[String]) -> ResourceList {
@@ -133,9 +171,178 @@ async fn write_used(api: &Api, quota: &Value, used: &ResourceList) -> ApiResult<
     }
 }
 
+/// A quota as a batch checks it: its name, hard amounts and scopes, and its usage so far.
+struct Counted {
+    quota: Value,
+    hard: ResourceList,
+    scopes: Vec<ScopeSelector>,
+    used: ResourceList,
+}
+
+impl Counted {
+    fn new(quota: Value) -> Counted {
+        Counted {
+            hard: usage::list_from_json(&quota["status"]["hard"]),
+            scopes: usage::scope_selectors(&quota),
+            used: usage::list_from_json(&quota["status"]["used"]),
+            quota,
+        }
+    }
+
+    fn name(&self) -> &str {
+        objects::name(&self.quota)
+    }
+
+    /// The quota's usage with a write of `object` added (`None` if the quota does not count
+    /// it), or why the write is refused (kube-apiserver's words).
+    fn check(
+        &self,
+        res: &ResourceInfo,
+        object: &Value,
+        delta: &ResourceList,
+    ) -> Result<Option<ResourceList>, String> {
+        let name = self.name();
+        let restricted = usage::matching_resources(&self.hard, &self.scopes, res, object);
+        if restricted.is_empty() {
+            return Ok(None);
+        }
+        if res.group.is_empty() && res.kind == "Pod" {
+            usage::pod_constraints(&restricted, object)
+                .map_err(|e| format!("failed quota: {name}: {e}"))?;
+        }
+        let unknown: Vec<&str> = restricted
+            .iter()
+            .filter(|r| !self.used.contains_key(*r))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "status unknown for quota: {name}, resources: {}",
+                unknown.join(",")
+            ));
+        }
+        let mine = only(delta, &restricted);
+        if mine.is_empty() {
+            return Ok(None);
+        }
+        let new_used = usage::add(&only(&self.used, &restricted), &mine);
+        let exceeded: Vec<String> = mine
+            .keys()
+            .filter(|k| new_used.get(*k) > self.hard.get(*k))
+            .cloned()
+            .collect();
+        if !exceeded.is_empty() {
+            return Err(format!(
+                "exceeded quota: {name}, requested: {}, used: {}, limited: {}",
+                usage::pretty(&only(delta, &exceeded)),
+                usage::pretty(&only(&self.used, &exceeded)),
+                usage::pretty(&only(&self.hard, &exceeded)),
+            ));
+        }
+        Ok(Some(new_used))
+    }
+}
+
+/// Checks one write against every quota (`None`: fits), with `quotas` counting it if so;
+/// returns which quotas it was charged to, by index.
+fn charge_one(
+    quotas: &mut [Counted],
+    res: &ResourceInfo,
+    object: &Value,
+    delta: &ResourceList,
+) -> Result<Vec<usize>, String> {
+    let mut tentative = Vec::new();
+    for (i, q) in quotas.iter().enumerate() {
+        if let Some(new_used) = q.check(res, object, delta)? {
+            tentative.push((i, new_used));
+        }
+    }
+    let charged = tentative.iter().map(|(i, _)| *i).collect();
+    for (i, new_used) in tentative {
+        quotas[i].used.extend(new_used);
+    }
+    Ok(charged)
+}
+
+/// Charges a batch of writes of one namespace, in order, and answers each: the quotas it was
+/// charged to, or why it is refused. Each quota is written once per attempt.
+async fn charge_batch(api: &Api, ns: &str, batch: Vec<Request>) {
+    let n = batch.len();
+    let mut refused: Vec<Option<ApiError>> = vec![None; n];
+    let mut charged: Vec<Vec<String>> = vec![Vec::new(); n];
+    let mut done: HashSet<String> = HashSet::new();
+    let mut failure: Option<ApiError> = None;
+    let mut settled = false;
+    for _ in 0..ATTEMPTS {
+        let mut quotas: Vec<Counted> = match quotas_in(api, ns).await {
+            Ok(q) => q
+                .into_iter()
+                .filter(|q| !done.contains(objects::name(q)))
+                .map(Counted::new)
+                .collect(),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        let mut takers: Vec<Vec<usize>> = vec![Vec::new(); quotas.len()];
+        for (i, r) in batch.iter().enumerate() {
+            if refused[i].is_some() {
+                continue;
+            }
+            match charge_one(&mut quotas, &r.res, &r.object, &r.delta) {
+                Ok(on) => on.into_iter().for_each(|q| takers[q].push(i)),
+                Err(why) => refused[i] = Some(ApiError::forbidden(&r.res, &r.name, &why)),
+            }
+        }
+        let mut conflicted = false;
+        for (q, takers) in quotas.iter().zip(&takers) {
+            if takers.is_empty() {
+                continue;
+            }
+            match write_used(api, &q.quota, &q.used).await {
+                Ok(true) => {
+                    done.insert(q.name().to_string());
+                    for &i in takers {
+                        charged[i].push(q.name().to_string());
+                    }
+                }
+                Ok(false) => conflicted = true,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if !conflicted || failure.is_some() {
+            settled = true;
+            break;
+        }
+        // Another writer changed a quota: the batch is checked again against the quotas
+        // not yet charged.
+    }
+    if !settled && failure.is_none() {
+        failure = Some(ApiError::conflict(
+            resource_quotas(),
+            "",
+            "the quotas of the namespace kept changing; please try again",
+        ));
+    }
+    for ((r, refused), charged) in batch.into_iter().zip(refused).zip(charged) {
+        let answer = match refused.or_else(|| failure.clone()) {
+            Some(e) => {
+                refund_locked(api, ns, &r.delta, &charged).await;
+                Err(e)
+            }
+            None => Ok(charged),
+        };
+        let _ = r.reply.send(answer);
+    }
+}
+
 /// Charges a write of `new` (replacing `old`, for an update) of `res` in namespace `ns`
 /// against the namespace's quotas; with `dry_run`, only checks. Returns the charge to give
-/// back with [`refund`] if the write then fails.
+/// back with [`refund`] if the write then fails, and to drop once it is stored.
 #[allow(clippy::too_many_arguments)]
 pub async fn admit(
     api: &Api,
@@ -161,106 +368,63 @@ pub async fn admit(
     if delta.is_empty() {
         return Ok(None);
     }
-    let held = api.quota_charge_locks().of(ns).lock_owned().await;
-    let is_pod = res.group.is_empty() && res.kind == "Pod";
-    let mut charged: Vec<String> = Vec::new();
-    for _ in 0..ATTEMPTS {
-        let mut quotas = quotas_in(api, ns).await?;
-        quotas.retain(|q| !charged.iter().any(|c| c == objects::name(q)));
-        quotas.sort_by(|a, b| objects::name(a).cmp(objects::name(b)));
-        // Every quota is checked before any is charged.
-        let mut writes = Vec::new();
-        for q in &quotas {
-            let quota_name = objects::name(q);
-            let hard = usage::list_from_json(&q["status"]["hard"]);
-            let restricted = usage::matching_resources(&hard, &usage::scope_selectors(q), res, new);
-            if restricted.is_empty() {
-                continue;
-            }
-            let refused = if is_pod {
-                usage::pod_constraints(&restricted, new)
-                    .err()
-                    .map(|e| format!("failed quota: {quota_name}: {e}"))
-            } else {
-                None
-            };
-            let used = usage::list_from_json(&q["status"]["used"]);
-            let unknown: Vec<&str> = restricted
-                .iter()
-                .filter(|r| !used.contains_key(*r))
-                .map(String::as_str)
-                .collect();
-            let refused = refused.or_else(|| {
-                (!unknown.is_empty()).then(|| {
-                    format!(
-                        "status unknown for quota: {quota_name}, resources: {}",
-                        unknown.join(",")
-                    )
-                })
-            });
-            let mine = only(&delta, &restricted);
-            let new_used = usage::add(&only(&used, &restricted), &mine);
-            let exceeded: Vec<String> = mine
-                .keys()
-                .filter(|k| new_used.get(*k) > hard.get(*k))
-                .cloned()
-                .collect();
-            let refused = refused.or_else(|| {
-                (!exceeded.is_empty()).then(|| {
-                    format!(
-                        "exceeded quota: {quota_name}, requested: {}, used: {}, limited: {}",
-                        usage::pretty(&only(&delta, &exceeded)),
-                        usage::pretty(&only(&used, &exceeded)),
-                        usage::pretty(&only(&hard, &exceeded)),
-                    )
-                })
-            });
-            if let Some(why) = refused {
-                refund_locked(api, ns, &delta, &charged).await;
-                return Err(ApiError::forbidden(res, name, &why));
-            }
-            if !mine.is_empty() {
-                writes.push((q, new_used));
-            }
-        }
-        if dry_run {
-            return Ok(None);
-        }
-        let mut conflicted = false;
-        for (q, new_used) in writes {
-            if write_used(api, q, &new_used).await? {
-                charged.push(objects::name(q).to_string());
-            } else {
-                conflicted = true;
-            }
-        }
-        if !conflicted {
-            if charged.is_empty() {
-                return Ok(None);
-            }
-            return Ok(Some(Charge {
-                namespace: ns.to_string(),
-                delta,
-                quotas: charged,
-                _held: Some(held),
-            }));
+    let charging = api.quota_charge_locks().of(ns);
+    let held = charging.gate.clone().read_owned().await;
+    if dry_run {
+        let mut quotas: Vec<Counted> = quotas_in(api, ns)
+            .await?
+            .into_iter()
+            .map(Counted::new)
+            .collect();
+        charge_one(&mut quotas, res, new, &delta)
+            .map_err(|why| ApiError::forbidden(res, name, &why))?;
+        return Ok(None);
+    }
+    let (reply, answer) = oneshot::channel();
+    charging
+        .waiting
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Request {
+            res: *res,
+            name: name.to_string(),
+            object: new.clone(),
+            delta: delta.clone(),
+            reply,
+        });
+    {
+        // Whoever holds this charges every write waiting, this one included unless an
+        // earlier batch took it; either way it is answered before the lock is let go.
+        let _batch = charging.batch.lock().await;
+        let batch =
+            std::mem::take(&mut *charging.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        if !batch.is_empty() {
+            charge_batch(api, ns, batch).await;
         }
     }
-    refund_locked(api, ns, &delta, &charged).await;
-    Err(ApiError::conflict(
-        resource_quotas(),
-        "",
-        "the quotas of the namespace kept changing; please try again",
-    ))
+    let quotas = answer
+        .await
+        .map_err(|_| ApiError::internal("a quota charge was dropped unanswered"))??;
+    if quotas.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Charge {
+        namespace: ns.to_string(),
+        delta,
+        quotas,
+        _held: held,
+    }))
 }
 
-/// Gives a charge back once its write failed (and releases the namespace's lock).
+/// Gives a charge back once its write failed (and lets the namespace's gate go).
 pub async fn refund(api: &Api, charge: Charge) {
+    let charging = api.quota_charge_locks().of(&charge.namespace);
+    let _batch = charging.batch.lock().await;
     refund_locked(api, &charge.namespace, &charge.delta, &charge.quotas).await;
 }
 
-/// Takes `delta` off the `status.used` of the `quotas` of `ns`, with the namespace's lock
-/// held. A quota that cannot be written is left to the controller's next count.
+/// Takes `delta` off the `status.used` of the `quotas` of `ns`, with the namespace's batch
+/// lock held. A quota that cannot be written is left to the controller's next count.
 async fn refund_locked(api: &Api, ns: &str, delta: &ResourceList, quotas: &[String]) {
     for name in quotas {
         for _ in 0..ATTEMPTS {
@@ -393,6 +557,36 @@ mod tests {
             used(&api, "compute").await,
             json!({"pods": "2", "requests.cpu": "1"})
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_creates_share_batches_and_never_overrun_the_quota() {
+        let (api, _dir) = fake_agent::api().await;
+        quota(&api, "count", json!({"pods": "7"}), json!({"pods": "0"})).await;
+        let mut creates = tokio::task::JoinSet::new();
+        for i in 0..24 {
+            let api = api.clone();
+            creates
+                .spawn(async move { create_pod(&api, pod(&format!("p{i}"), None), false).await });
+        }
+        let (mut made, mut refused) = (0, 0);
+        while let Some(result) = creates.join_next().await {
+            match result.unwrap() {
+                Ok(_) => made += 1,
+                Err(e) => {
+                    assert_eq!(e.code, 403, "{e:?}");
+                    assert!(e.message.contains("exceeded quota: count"), "{e:?}");
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!((made, refused), (7, 17));
+        assert_eq!(used(&api, "count").await, json!({"pods": "7"}));
+        let (stored, _, _) = api
+            .list(pods(), Some("default"), &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 7);
     }
 
     #[tokio::test]

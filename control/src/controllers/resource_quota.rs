@@ -106,7 +106,7 @@ fn next_grace_expiry(pods: &[Value], now: DateTime<Utc>) -> Option<DateTime<Utc>
 impl QuotaController {
     /// Recounts the quotas of `ns`.
     async fn sync_namespace(&self, ns: &str) -> ApiResult<Option<Duration>> {
-        let _held = self.api.quota_charge_locks().of(ns).lock_owned().await;
+        let _held = self.api.quota_charge_locks().recount(ns).await;
         self.counted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
