@@ -6,7 +6,8 @@
 //! it, from the objects of the quota's namespace that the quota selects
 //! ([`quota_usage`](crate::apiserver::quota_usage)). A namespace is recounted when a quota's
 //! `spec.hard` differs from its `status.hard` (a new or changed quota), when one of its pods
-//! is deleted or stops counting (it finished, or passed its deletion grace period), when one
+//! is deleted, starts being deleted, or stops counting (it finished, or passed its deletion
+//! grace period, which a recount schedules a look at), when one
 //! of its Services, claims, ConfigMaps, Secrets or workloads changes, and every five minutes
 //! (Kubernetes' `--resource-quota-sync-period`) for the rest. A pod's creation needs no
 //! recount (admission charged it), which keeps a namespace with many pods cheap. A recount
@@ -57,13 +58,15 @@ fn status_current(quota: &Value) -> bool {
             .all(|(k, _)| status["used"].get(k).is_some())
 }
 
-/// Whether a pod change gives quota back: a deletion, or a pod that stops counting.
+/// Whether a pod change gives quota back: a deletion, a pod that stops counting, or one
+/// that starts being deleted (its recount looks again when its grace period runs out).
 fn gives_back(e: &PodEvent) -> bool {
     let now = Utc::now();
     match e.event_type {
         EventType::Deleted => true,
         _ => e.prev.as_ref().is_some_and(|prev| {
-            usage::pod_is_counted(prev, now) && !usage::pod_is_counted(&e.pod, now)
+            (usage::pod_is_counted(prev, now) && !usage::pod_is_counted(&e.pod, now))
+                || (!objects::is_deleting(prev) && objects::is_deleting(&e.pod))
         }),
     }
 }
@@ -298,6 +301,20 @@ mod tests {
         )));
         assert!(!gives_back(&event(EventType::Modified, &done, Some(&done))));
         assert!(gives_back(&event(EventType::Deleted, &running, None)));
+        let deleting = Arc::new(
+            json!({"metadata": {"deletionTimestamp": "2026-12-07T20:00:00Z",
+            "deletionGracePeriodSeconds": 30000}, "status": {"phase": "Running"}}),
+        );
+        assert!(gives_back(&event(
+            EventType::Modified,
+            &deleting,
+            Some(&running)
+        )));
+        assert!(!gives_back(&event(
+            EventType::Modified,
+            &deleting,
+            Some(&deleting)
+        )));
     }
 
     #[test]
