@@ -366,12 +366,12 @@ fn describe_shows_a_deployment_and_services_and_explain_answers_from_openapi() {
 #[test]
 fn a_manifest_with_an_unserved_kind_applies_its_other_objects_and_names_the_kind() {
     let s = Server::start();
-    let manifest = "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: quota\nspec:\n  hard: {pods: \"10\"}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: beside\ndata: {a: b}\n";
+    let manifest = "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: old\nspec:\n  selector: {app: old}\n  template:\n    metadata:\n      labels: {app: old}\n    spec:\n      containers: [{name: c, image: i}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: beside\ndata: {a: b}\n";
     let out = s.kubectl_stdin(&["apply", "-f", "-"], manifest);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the ResourceQuota cannot be applied");
+    assert!(!out.status.success(), "the ReplicationController cannot be applied");
     assert!(
-        stderr.contains("no matches for kind \"ResourceQuota\" in version \"v1\""),
+        stderr.contains("no matches for kind \"ReplicationController\" in version \"v1\""),
         "{stderr}"
     );
     assert!(
