@@ -369,7 +369,10 @@ fn a_manifest_with_an_unserved_kind_applies_its_other_objects_and_names_the_kind
     let manifest = "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: old\nspec:\n  selector: {app: old}\n  template:\n    metadata:\n      labels: {app: old}\n    spec:\n      containers: [{name: c, image: i}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: beside\ndata: {a: b}\n";
     let out = s.kubectl_stdin(&["apply", "-f", "-"], manifest);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the ReplicationController cannot be applied");
+    assert!(
+        !out.status.success(),
+        "the ReplicationController cannot be applied"
+    );
     assert!(
         stderr.contains("no matches for kind \"ReplicationController\" in version \"v1\""),
         "{stderr}"

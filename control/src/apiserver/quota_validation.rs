@@ -9,8 +9,8 @@ use super::error::Cause;
 use super::validation::{items, qualified_name, shown};
 use crate::scheduler::quantity::Quantity;
 
-/// Names a quota may hold without a domain (`IsStandardQuotaResourceName`).
-const STANDARD: &[&str] = &[
+/// The amounts of compute a quota may hold without a domain.
+const COMPUTE: &[&str] = &[
     "cpu",
     "memory",
     "ephemeral-storage",
@@ -21,19 +21,11 @@ const STANDARD: &[&str] = &[
     "limits.cpu",
     "limits.memory",
     "limits.ephemeral-storage",
-    "pods",
-    "services",
-    "replicationcontrollers",
-    "resourcequotas",
-    "secrets",
-    "persistentvolumeclaims",
-    "configmaps",
-    "services.nodeports",
-    "services.loadbalancers",
 ];
 
-/// Names whose amounts must be whole (`IsIntegerResourceName`).
-const INTEGER: &[&str] = &[
+/// The object counts a quota may hold without a domain; their amounts must be whole
+/// (`IsIntegerResourceName`).
+const COUNTS: &[&str] = &[
     "pods",
     "services",
     "replicationcontrollers",
@@ -68,14 +60,16 @@ const EXISTS_ONLY: &[&str] = &[
 /// a domain other than Kubernetes' own (extended resources, `count/...`) unless they name
 /// requests.
 fn must_be_whole(name: &str) -> bool {
-    INTEGER.contains(&name)
+    COUNTS.contains(&name)
         || (name.contains('/')
             && !name.contains("kubernetes.io/")
             && !name.starts_with("requests."))
 }
 
+/// Whether a name without a domain is one a quota may hold (`IsStandardQuotaResourceName`).
 fn is_standard(name: &str) -> bool {
-    STANDARD.contains(&name)
+    COMPUTE.contains(&name)
+        || COUNTS.contains(&name)
         || name.starts_with("hugepages-")
         || name.starts_with("requests.hugepages-")
 }
