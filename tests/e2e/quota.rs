@@ -275,3 +275,74 @@ fn object_counts_node_ports_storage_and_scopes_are_quota_resources() {
         "nothing written"
     );
 }
+
+/// Concurrent creates over HTTP race for a quota's last units: exactly as many as it allows
+/// are stored, each refusal is a 403, and the charges survive kill -9.
+#[test]
+fn concurrent_creates_never_overrun_a_quota_and_its_charges_survive_kill_9() {
+    const CREATES: usize = 60;
+    const ALLOWED: usize = 25;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(dir.path(), &[]);
+    s.kubectl_ok(&[
+        "create",
+        "quota",
+        "cms",
+        &format!("--hard=configmaps={ALLOWED}"),
+    ]);
+    wait_used(&s, "default", "cms", "configmaps", "0");
+    let url = s.url.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let codes: Vec<u16> = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut tasks = Vec::new();
+        for i in 0..CREATES {
+            let (client, url) = (client.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": format!("cm-{i}")}});
+                client
+                    .post(format!("{url}/api/v1/namespaces/default/configmaps"))
+                    .json(&body)
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+                    .expect("request")
+                    .status()
+                    .as_u16()
+            }));
+        }
+        let mut codes = Vec::new();
+        for t in tasks {
+            codes.push(t.await.unwrap());
+        }
+        codes
+    });
+    assert_eq!(
+        codes.iter().filter(|c| **c == 201).count(),
+        ALLOWED,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| **c == 403).count(),
+        CREATES - ALLOWED,
+        "{codes:?}"
+    );
+    let stored = s.kubectl_json(&["get", "configmaps"]);
+    assert_eq!(stored["items"].as_array().unwrap().len(), ALLOWED);
+    s.kill9();
+
+    let s = Server::start_in(dir.path(), &[]);
+    let q = s.kubectl_json(&["get", "quota", "cms"]);
+    assert_eq!(
+        q["status"]["used"]["configmaps"],
+        ALLOWED.to_string(),
+        "{q}"
+    );
+    let out = s.kubectl(&["create", "configmap", "one-more"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("exceeded quota: cms"),
+        "{err}"
+    );
+}
