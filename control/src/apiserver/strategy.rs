@@ -208,7 +208,12 @@ pub fn apply_defaults(res: &ResourceInfo, obj: &mut Value) {
             let s = map_mut(spec, "updateStrategy");
             default(s, "type", json!("RollingUpdate"));
             if s["type"] == "RollingUpdate" {
-                default(map_mut(s, "rollingUpdate"), "partition", json!(0));
+                let rolling = map_mut(s, "rollingUpdate");
+                default(rolling, "partition", json!(0));
+                // The MaxUnavailableStatefulSet feature is off by default in 1.32, and
+                // kube-apiserver then drops the field (`dropStatefulSetDisabledFields`): a
+                // manifest carrying it applies, and the set rolls one pod at a time.
+                rolling.remove("maxUnavailable");
             }
             let retention = map_mut(spec, "persistentVolumeClaimRetentionPolicy");
             default(retention, "whenDeleted", json!("Retain"));
@@ -921,6 +926,17 @@ mod tests {
         assert_eq!(
             ds["spec"]["updateStrategy"],
             json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2, "maxSurge": 0}})
+        );
+
+        // A StatefulSet's maxUnavailable is dropped, as kube-apiserver 1.32 drops it with its
+        // feature gate off.
+        let sts = defaulted(
+            ("apps", "v1", "statefulsets"),
+            json!({"spec": {"updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}}),
+        );
+        assert_eq!(
+            sts["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
         );
 
         let svc = defaulted(

@@ -998,13 +998,6 @@ pub fn stateful_set_spec(spec: &Value, causes: &mut Vec<Cause>) {
                 "spec.updateStrategy.rollingUpdate.partition",
                 causes,
             );
-            if !rolling["maxUnavailable"].is_null() {
-                // Behind the MaxUnavailableStatefulSet feature gate, off by default in 1.32.
-                causes.push(Cause::forbidden(
-                    "spec.updateStrategy.rollingUpdate.maxUnavailable",
-                    "may not be set: the MaxUnavailableStatefulSet feature is not enabled",
-                ));
-            }
         }
         "OnDelete" => {
             if !strategy["rollingUpdate"].is_null() {
