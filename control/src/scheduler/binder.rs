@@ -16,7 +16,7 @@ use super::pod::PodInfo;
 use super::preemption::split_key;
 use super::snapshot::Candidate;
 use crate::apiserver::api::{Api, DeleteOptions, WriteOptions};
-use crate::apiserver::error::ApiResult;
+use crate::apiserver::error::{ApiError, ApiResult};
 use crate::apiserver::patch::PatchType;
 use crate::apiserver::resources::{self, Subresource};
 use crate::events::EventRecorder;
@@ -46,7 +46,7 @@ fn reference(namespace: &str, name: &str, uid: &str) -> ObjectReference {
 
 /// Tells the provisioner where `pod`'s unbound claims (`claims`) are needed: their
 /// `volume.kubernetes.io/selected-node` annotation becomes `node` (kube-scheduler's
-/// VolumeBinding PreBind, which then waits for them to be bound; here the node agent waits).
+/// VolumeBinding PreBind, which [`wait_bound`] then completes).
 pub async fn select_node(api: &Api, pod: &PodInfo, claims: &[String], node: &str) -> ApiResult<()> {
     let res = crate::controllers::persistent_volume::claims();
     let annotation = crate::controllers::persistent_volume::SELECTED_NODE_ANNOTATION;
@@ -80,6 +80,46 @@ pub async fn select_node(api: &Api, pod: &PodInfo, claims: &[String], node: &str
                 Err(e) if e.code == 409 && attempt < 3 => continue,
                 Err(e) => return Err(e),
             }
+        }
+    }
+    Ok(())
+}
+
+/// How long a pod's claims may take to be bound once their node is chosen (kube-scheduler's
+/// `bindTimeoutSeconds`).
+pub const BIND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Waits until each of `pod`'s `claims` is bound to a volume, at most `timeout`: the rest of
+/// kube-scheduler's VolumeBinding PreBind, so that the pod reaches its node with its volumes
+/// provisioned (the node agent does not start it to find them missing).
+pub async fn wait_bound(
+    api: &Api,
+    pod: &PodInfo,
+    claims: &[String],
+    timeout: std::time::Duration,
+) -> ApiResult<()> {
+    let res = crate::controllers::persistent_volume::claims();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = std::time::Duration::from_millis(5);
+    for name in claims {
+        loop {
+            let claim = api.get(res, Some(&pod.namespace), name).await?;
+            let volume = claim["spec"]["volumeName"].as_str().unwrap_or("");
+            if claim["status"]["phase"] == "Bound" && !volume.is_empty() {
+                break;
+            }
+            if crate::apiserver::objects::is_deleting(&claim) {
+                return Err(ApiError::internal(format!(
+                    "binding volumes: persistentvolumeclaim {name:?} is being deleted"
+                )));
+            }
+            if tokio::time::Instant::now() + delay > deadline {
+                return Err(ApiError::internal(format!(
+                    "binding volumes: timed out waiting for persistentvolumeclaim {name:?} to be bound"
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_millis(200));
         }
     }
     Ok(())
@@ -208,5 +248,79 @@ pub async fn preempt(
     match patch_status(api, &pod.namespace, &pod.name, PatchType::Merge, &nominated).await {
         Err(e) if e.code == 404 => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::apiserver::fake_agent;
+    use crate::apiserver::resources::Subresource;
+
+    fn claim(name: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                "resources": {"requests": {"storage": "1Mi"}}}})
+    }
+
+    #[tokio::test]
+    async fn binding_waits_for_the_pods_claims_to_be_bound_and_gives_up_at_the_timeout() {
+        let (api, _dir) = fake_agent::api().await;
+        fake_agent::create(&api, claim("data")).await;
+        fake_agent::create(&api, claim("never")).await;
+        let pod = PodInfo {
+            namespace: "default".into(),
+            name: "p".into(),
+            ..Default::default()
+        };
+        let binder = {
+            let api = api.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let res = crate::controllers::persistent_volume::claims();
+                let mut c = api.get(res, Some("default"), "data").await.unwrap();
+                c["spec"]["volumeName"] = json!("pv-data");
+                let (mut c, _) = api
+                    .update(
+                        res,
+                        Some("default"),
+                        "data",
+                        c,
+                        None,
+                        &WriteOptions::default(),
+                    )
+                    .await
+                    .unwrap();
+                c["status"] = json!({"phase": "Bound"});
+                api.update(
+                    res,
+                    Some("default"),
+                    "data",
+                    c,
+                    Some(Subresource::Status),
+                    &WriteOptions::default(),
+                )
+                .await
+                .unwrap();
+            })
+        };
+        let started = tokio::time::Instant::now();
+        wait_bound(&api, &pod, &["data".into()], Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        binder.await.unwrap();
+        let err = wait_bound(&api, &pod, &["never".into()], Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(
+            err.message
+                .contains("timed out waiting for persistentvolumeclaim \"never\""),
+            "{err:?}"
+        );
     }
 }

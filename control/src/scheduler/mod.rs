@@ -277,10 +277,14 @@ impl Scheduler {
                     Vec::new()
                 };
                 self.writes.spawn(async move {
-                    if let Err(e) = binder::select_node(&api, &pod, &unbound, &node).await {
+                    let claims_ready = async {
+                        binder::select_node(&api, &pod, &unbound, &node).await?;
+                        binder::wait_bound(&api, &pod, &unbound, binder::BIND_TIMEOUT).await
+                    };
+                    if let Err(e) = claims_ready.await {
                         // A claim's trouble, not the pod's: try the pod again.
                         let e = crate::apiserver::error::ApiError::internal(format!(
-                            "selecting node {node} for the pod's claims: {}",
+                            "running PreBind plugin \"VolumeBinding\" for node {node}: {}",
                             e.message
                         ));
                         return Outcome::BindFailed(pod.key(), e);

@@ -1,5 +1,5 @@
 //! VolumeBinding: a pod's PersistentVolumeClaims decide where it may go (kube-scheduler's
-//! `VolumeBinding` plugin, without its wait in PreBind).
+//! `VolumeBinding` plugin).
 //!
 //! - Pre-filter: every claim the pod mounts must exist and not be being deleted, and a bound
 //!   claim's volume must exist (kube-scheduler's messages).
@@ -7,7 +7,8 @@
 //!   ("node(s) had volume node affinity conflict"): a `local-path` volume lives on one node.
 //! - Unbound claims fit anywhere. Before the pod is bound, its unbound claims get the
 //!   `volume.kubernetes.io/selected-node` annotation, which tells the provisioner where to make
-//!   the volume (`WaitForFirstConsumer`); the node agent waits for them to be bound.
+//!   the volume (`WaitForFirstConsumer`), and the binding waits until they are bound
+//!   ([`super::binder::wait_bound`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
