@@ -148,27 +148,7 @@ pub fn persistent_volume(spec: &Value, causes: &mut Vec<Cause>) {
             POLICIES,
         ));
     }
-    let sources: Vec<&str> = PERSISTENT_SOURCES
-        .iter()
-        .copied()
-        .filter(|s| !spec[*s].is_null())
-        .collect();
-    match sources.as_slice() {
-        [] => causes.push(Cause {
-            reason: "FieldValueRequired",
-            message: "Required value: must specify a volume type".into(),
-            field: "spec".into(),
-        }),
-        [_] => {}
-        [_, rest @ ..] => {
-            for s in rest {
-                causes.push(Cause::forbidden(
-                    format!("spec.{s}"),
-                    "may not specify more than 1 volume type",
-                ));
-            }
-        }
-    }
+    super::volume_validation::one_source(spec, PERSISTENT_SOURCES, "spec", causes);
     if !spec["local"].is_null() && spec["nodeAffinity"].is_null() {
         causes.push(Cause {
             reason: "FieldValueRequired",

@@ -90,12 +90,13 @@ const RESOURCE_FIELDS: &[&str] = &[
 
 const FILE_MODE: &str = "must be a number between 0 and 0777 (octal), both inclusive";
 
-/// Validates the volume at `path` (`spec.volumes[i]`).
-pub fn volume(vol: &Value, path: &str, causes: &mut Vec<Cause>) {
-    let set: Vec<&str> = VOLUME_SOURCES
+/// Exactly one of `sources` must be set in `obj` (a volume, or a PersistentVolume's spec)
+/// at `path`, with kube-apiserver's messages.
+pub fn one_source(obj: &Value, sources: &[&str], path: &str, causes: &mut Vec<Cause>) {
+    let set: Vec<&str> = sources
         .iter()
         .copied()
-        .filter(|s| !vol[*s].is_null())
+        .filter(|s| !obj[*s].is_null())
         .collect();
     match set.as_slice() {
         [] => causes.push(Cause {
@@ -113,6 +114,11 @@ pub fn volume(vol: &Value, path: &str, causes: &mut Vec<Cause>) {
             }
         }
     }
+}
+
+/// Validates the volume at `path` (`spec.volumes[i]`).
+pub fn volume(vol: &Value, path: &str, causes: &mut Vec<Cause>) {
+    one_source(vol, VOLUME_SOURCES, path, causes);
     let mut paths = HashSet::new();
     if let Some(cm) = vol.get("configMap").filter(|v| !v.is_null()) {
         object_files(cm, "name", &format!("{path}.configMap"), &mut paths, causes);
