@@ -23,7 +23,7 @@ use super::error::{ApiError, ApiResult};
 use super::objects;
 use super::resources::{self, ResourceInfo};
 use super::validation::shown;
-use crate::scheduler::quantity::Quantity;
+use crate::scheduler::quantity::from_json as quantity;
 
 /// The annotation listing the defaults a pod got.
 pub const ANNOTATION: &str = "kubernetes.io/limit-ranger";
@@ -75,14 +75,6 @@ pub fn default_item(item: &mut Map<String, Value>) {
     fill(item, "default", "max");
     fill(item, "defaultRequest", "default");
     fill(item, "defaultRequest", "min");
-}
-
-fn quantity(v: &Value) -> Option<Quantity> {
-    match v {
-        Value::String(s) => Quantity::parse(s).ok(),
-        Value::Number(n) => Quantity::parse(&n.to_string()).ok(),
-        _ => None,
-    }
 }
 
 fn items<'a>(ranges: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {

@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 
 use super::resources::ResourceInfo;
 use super::strategy::qos_class;
-use crate::scheduler::quantity::Quantity;
+use crate::scheduler::quantity;
 
 /// An exact amount of a quota resource, in thousandths, and whether it was written with a
 /// binary suffix (`Mi`), so that sums print as the user wrote them.
@@ -45,21 +45,24 @@ impl Amount {
 
     /// Reads a quantity (a string, or a bare number).
     pub fn parse(v: &Value) -> Option<Amount> {
-        let text = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => return None,
-        };
-        let q = Quantity::parse(&text).ok()?;
+        let q = quantity::from_json(v)?;
         Some(Amount {
             milli: i128::from(q.milli_value()),
-            binary: text.trim_end().ends_with('i'),
+            binary: v.as_str().is_some_and(|s| s.trim_end().ends_with('i')),
         })
     }
 
     /// Whether the amount is zero.
     pub fn is_zero(&self) -> bool {
         self.milli == 0
+    }
+
+    /// `self - other`, never below zero.
+    pub fn minus(self, other: Amount) -> Amount {
+        Amount {
+            milli: (self.milli - other.milli).max(0),
+            binary: self.binary,
+        }
     }
 
     fn plus(self, other: Amount) -> Amount {
@@ -150,18 +153,8 @@ pub fn add(a: &ResourceList, b: &ResourceList) -> ResourceList {
 /// `a - b`, name by name, never below zero, without the names that come to zero.
 pub fn subtract_to_positive(a: &ResourceList, b: &ResourceList) -> ResourceList {
     a.iter()
-        .filter_map(|(k, v)| {
-            let left = v.milli - b.get(k).map_or(0, |o| o.milli);
-            (left > 0).then(|| {
-                (
-                    k.clone(),
-                    Amount {
-                        milli: left,
-                        binary: v.binary,
-                    },
-                )
-            })
-        })
+        .map(|(k, v)| (k.clone(), v.minus(b.get(k).copied().unwrap_or_default())))
+        .filter(|(_, left)| !left.is_zero())
         .collect()
 }
 
@@ -204,8 +197,8 @@ const POD_RESOURCES: &[&str] = &[
 const STORAGE_CLASS_SUFFIX: &str = ".storageclass.storage.k8s.io/";
 
 /// Whether a resource name is an extended resource (`example.com/gpu`): in a domain that is
-/// not Kubernetes' own.
-fn is_extended(name: &str) -> bool {
+/// not Kubernetes' own, and not a quota's `requests.` name for one.
+pub fn is_extended(name: &str) -> bool {
     name.contains('/') && !name.contains("kubernetes.io/") && !name.starts_with("requests.")
 }
 

@@ -60,10 +60,7 @@ const EXISTS_ONLY: &[&str] = &[
 /// a domain other than Kubernetes' own (extended resources, `count/...`) unless they name
 /// requests.
 fn must_be_whole(name: &str) -> bool {
-    COUNTS.contains(&name)
-        || (name.contains('/')
-            && !name.contains("kubernetes.io/")
-            && !name.starts_with("requests."))
+    COUNTS.contains(&name) || super::quota_usage::is_extended(name)
 }
 
 /// Whether a name without a domain is one a quota may hold (`IsStandardQuotaResourceName`).

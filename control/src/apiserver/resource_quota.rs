@@ -432,15 +432,10 @@ async fn refund_locked(api: &Api, ns: &str, delta: &ResourceList, quotas: &[Stri
                 break;
             };
             let used = usage::list_from_json(&q["status"]["used"]);
-            let mut back = only(&used, &delta.keys().cloned().collect::<Vec<_>>());
-            for (k, v) in back.iter_mut() {
-                let taken = delta.get(k).copied().unwrap_or_default();
-                let left = usage::subtract_to_positive(
-                    &ResourceList::from([(k.clone(), *v)]),
-                    &ResourceList::from([(k.clone(), taken)]),
-                );
-                *v = left.get(k).copied().unwrap_or_default();
-            }
+            let back: ResourceList = used
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.minus(*delta.get(k)?))))
+                .collect();
             match write_used(api, &q, &back).await {
                 Ok(true) | Err(_) => break,
                 Ok(false) => continue,
