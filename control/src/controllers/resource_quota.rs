@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apiserver::api::{Api, ListParams};
 use crate::apiserver::error::ApiResult;
 use crate::apiserver::objects;
-use crate::apiserver::quota_usage::{self as usage, Amount, ResourceList};
+use crate::apiserver::quota_usage::{self as usage, Amount, ResourceList, ScopeSelector};
 use crate::apiserver::resource_quota::resource_quotas;
 use crate::apiserver::resources::{self, ResourceInfo};
 
@@ -71,25 +71,37 @@ fn gives_back(e: &PodEvent) -> bool {
     }
 }
 
-/// The quota's `status.used`: for each resource of `hard`, the usage of the `objects` of
-/// `res` that the quota selects, added to `used`.
+/// A quota as a recount sees it: its hard amounts and scopes.
+struct Limits {
+    hard: ResourceList,
+    scopes: Vec<ScopeSelector>,
+}
+
+/// Adds to each quota's `used` (by index of `limits`) the usage of the `objects` of `res` it
+/// selects, for each resource of its `hard`. An object's usage is worked out once, whatever
+/// the number of quotas.
 fn count(
-    used: &mut ResourceList,
-    quota: &Value,
-    hard: &ResourceList,
+    used: &mut [ResourceList],
+    limits: &[Limits],
     res: &ResourceInfo,
     objects: &[Value],
     now: DateTime<Utc>,
 ) {
-    let scopes = usage::scope_selectors(quota);
     for obj in objects {
-        let names = usage::matching_resources(hard, &scopes, res, obj);
-        if names.is_empty() {
-            continue;
+        let mut all: Option<ResourceList> = None;
+        for (l, used) in limits.iter().zip(used.iter_mut()) {
+            let names = usage::matching_resources(&l.hard, &l.scopes, res, obj);
+            if names.is_empty() {
+                continue;
+            }
+            let all = all.get_or_insert_with(|| usage::usage(res, obj, now));
+            let mine: ResourceList = all
+                .iter()
+                .filter(|(k, _)| names.contains(k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            *used = usage::add(used, &mine);
         }
-        let all = usage::usage(res, obj, now);
-        let mine: ResourceList = all.into_iter().filter(|(k, _)| names.contains(k)).collect();
-        *used = usage::add(used, &mine);
     }
 }
 
@@ -120,7 +132,6 @@ impl QuotaController {
             .await?;
         let quotas: Vec<Value> = quotas
             .into_iter()
-            .map(|q| Value::clone(&q))
             .filter(|q| !objects::is_deleting(q))
             .collect();
         if quotas.is_empty() {
@@ -130,40 +141,45 @@ impl QuotaController {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(ns.to_string());
-        let hards: Vec<ResourceList> = quotas
+        let limits: Vec<Limits> = quotas
             .iter()
-            .map(|q| usage::list_from_json(&q["spec"]["hard"]))
+            .map(|q| Limits {
+                hard: usage::list_from_json(&q["spec"]["hard"]),
+                scopes: usage::scope_selectors(q),
+            })
             .collect();
         let now = Utc::now();
-        let mut used: Vec<ResourceList> = hards
+        let mut used: Vec<ResourceList> = limits
             .iter()
-            .map(|h| h.keys().map(|k| (k.clone(), Amount::count(0))).collect())
+            .map(|l| {
+                l.hard
+                    .keys()
+                    .map(|k| (k.clone(), Amount::count(0)))
+                    .collect()
+            })
             .collect();
         let mut recheck = None;
         // Each kind any quota counts is listed once, from the store.
         for res in resources::RESOURCES {
-            if !hards
+            if !limits
                 .iter()
-                .any(|h| h.keys().any(|k| usage::tracks(res, k)))
+                .any(|l| l.hard.keys().any(|k| usage::tracks(res, k)))
             {
                 continue;
             }
             let (listed, _, _) = self.api.list(res, Some(ns), &ListParams::default()).await?;
-            let listed: Vec<Value> = listed.into_iter().map(|o| Value::clone(&o)).collect();
             if res.group.is_empty() && res.kind == "Pod" {
                 recheck = next_grace_expiry(&listed, now);
             }
-            for ((q, hard), used) in quotas.iter().zip(&hards).zip(used.iter_mut()) {
-                count(used, q, hard, res, &listed, now);
-            }
+            count(&mut used, &limits, res, &listed, now);
         }
-        for ((q, used), hard) in quotas.iter().zip(&used).zip(&hards) {
+        for ((q, used), limits) in quotas.iter().zip(&used).zip(&limits) {
             let mut status = q["status"].clone();
             if !status.is_object() {
                 status = json!({});
             }
             status["hard"] = q["spec"]["hard"].clone();
-            if hard.is_empty() && q["spec"]["hard"].is_null() {
+            if limits.hard.is_empty() && q["spec"]["hard"].is_null() {
                 status.as_object_mut().map(|s| s.remove("hard"));
             }
             status["used"] = usage::list_to_json(used);
@@ -252,12 +268,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_quota_counts_what_it_selects_and_zero_for_the_rest() {
+    fn each_quota_counts_what_it_selects_and_zero_for_the_rest() {
         let pods = resources::find("", "v1", "pods").unwrap();
         let quota = json!({"spec": {"hard": {"pods": "5", "requests.cpu": "2",
             "services": "1"}, "scopes": ["NotBestEffort"]}});
-        let hard = usage::list_from_json(&quota["spec"]["hard"]);
-        let mut used: ResourceList = hard.keys().map(|k| (k.clone(), Amount::count(0))).collect();
+        let best_effort = json!({"spec": {"hard": {"pods": "9"}, "scopes": ["BestEffort"]}});
+        let limits: Vec<Limits> = [&quota, &best_effort]
+            .iter()
+            .map(|q| Limits {
+                hard: usage::list_from_json(&q["spec"]["hard"]),
+                scopes: usage::scope_selectors(q),
+            })
+            .collect();
+        let mut used: Vec<ResourceList> = limits
+            .iter()
+            .map(|l| {
+                l.hard
+                    .keys()
+                    .map(|k| (k.clone(), Amount::count(0)))
+                    .collect()
+            })
+            .collect();
         let pod = |cpu: Option<&str>, phase: &str| {
             let mut p = json!({"spec": {"containers": [{"name": "c"}]},
                 "status": {"phase": phase}});
@@ -272,11 +303,12 @@ mod tests {
             pod(None, "Running"),
             pod(Some("1"), "Succeeded"),
         ];
-        count(&mut used, &quota, &hard, pods, &listed, Utc::now());
+        count(&mut used, &limits, pods, &listed, Utc::now());
         assert_eq!(
-            usage::list_to_json(&used),
+            usage::list_to_json(&used[0]),
             json!({"pods": "2", "requests.cpu": "1500m", "services": "0"})
         );
+        assert_eq!(usage::list_to_json(&used[1]), json!({"pods": "1"}));
     }
 
     #[test]
