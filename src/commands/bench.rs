@@ -211,7 +211,12 @@ async fn store_counters(client: &reqwest::Client, base: &str) -> Option<(f64, f6
     ))
 }
 
-async fn make_namespace(client: &reqwest::Client, base: &str, ns: &str) -> anyhow::Result<()> {
+/// Creates namespace `ns` (one that exists already will do).
+pub(super) async fn make_namespace(
+    client: &reqwest::Client,
+    base: &str,
+    ns: &str,
+) -> anyhow::Result<()> {
     let r = client
         .post(format!("{base}/api/v1/namespaces"))
         .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
@@ -219,6 +224,21 @@ async fn make_namespace(client: &reqwest::Client, base: &str, ns: &str) -> anyho
         .await?;
     if !(r.status().is_success() || r.status().as_u16() == 409) {
         bail!("create namespace {ns}: HTTP {}", r.status());
+    }
+    Ok(())
+}
+
+/// Creates the namespace `ns` a phase of the bench creates its pods in, with a quota if asked
+/// (`--quota`).
+async fn bench_namespace(
+    client: &reqwest::Client,
+    base: &str,
+    ns: &str,
+    quota: bool,
+) -> anyhow::Result<()> {
+    make_namespace(client, base, ns).await?;
+    if quota {
+        make_quota(client, base, ns).await?;
     }
     Ok(())
 }
@@ -327,10 +347,7 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     // another process would be (an async client's connection task would run on the in-process
     // server's runtime workers and add hand-offs between them to every request).
     let ns = format!("bench-single-{run_id}");
-    make_namespace(&client, &base, &ns).await?;
-    if args.quota {
-        make_quota(&client, &base, &ns).await?;
-    }
+    bench_namespace(&client, &base, &ns, args.quota).await?;
     let (path, template) = pod_creates(&ns)?;
     let (single, base_url) = (args.single, base.clone());
     let (lat, dry) = tokio::task::spawn_blocking(move || {
@@ -371,10 +388,7 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
 
     // Many clients.
     let ns = format!("bench-many-{run_id}");
-    make_namespace(&client, &base, &ns).await?;
-    if args.quota {
-        make_quota(&client, &base, &ns).await?;
-    }
+    bench_namespace(&client, &base, &ns, args.quota).await?;
     let (path, template) = pod_creates(&ns)?;
     let (path, template) = (Arc::new(path), Arc::new(template));
     let mut conns = Vec::with_capacity(args.clients);
@@ -427,10 +441,7 @@ async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
 
     // Watch delivery: time from a create's acknowledgement to its event on an open watch.
     let ns = format!("bench-watch-{run_id}");
-    make_namespace(&client, &base, &ns).await?;
-    if args.quota {
-        make_quota(&client, &base, &ns).await?;
-    }
+    bench_namespace(&client, &base, &ns, args.quota).await?;
     let list: serde_json::Value = client
         .get(format!("{base}/api/v1/namespaces/{ns}/pods"))
         .send()

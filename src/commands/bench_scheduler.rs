@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::bench::make_namespace;
 use super::bench_client::{BenchClient, PodTemplate, create_pod};
 use super::bench_stats::{ms, percentile};
 use anyhow::{Context, bail};
@@ -241,18 +242,6 @@ async fn create_pods(
     .context("creating pods")?;
     let acked = acked.lock().expect("not poisoned").clone();
     Ok(acked)
-}
-
-async fn make_namespace(client: &reqwest::Client, base: &str, ns: &str) -> anyhow::Result<()> {
-    let r = client
-        .post(format!("{base}/api/v1/namespaces"))
-        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-        .send()
-        .await?;
-    if !(r.status().is_success() || r.status().as_u16() == 409) {
-        bail!("create namespace {ns}: HTTP {}", r.status());
-    }
-    Ok(())
 }
 
 async fn wait_bound(
