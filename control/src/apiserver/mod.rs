@@ -34,6 +34,7 @@ pub mod api;
 pub mod apply;
 pub mod decoded_pods;
 pub mod discovery;
+pub mod dns_validation;
 pub mod epoch_cache;
 pub mod error;
 pub mod events_v1;

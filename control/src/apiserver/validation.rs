@@ -338,6 +338,7 @@ pub fn pod_spec(
         &format!("{path}.terminationGracePeriodSeconds"),
         causes,
     );
+    super::dns_validation::pod_dns(spec, path, causes);
     topology_spread_constraints(&spec["topologySpreadConstraints"], path, causes);
 }
 
