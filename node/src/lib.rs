@@ -10,6 +10,8 @@
 //! - [`runtime`]: the CRI-like runtime plugin trait and its wasmtime implementation.
 //! - [`proxy`]: the node proxy: Services' ClusterIPs and NodePorts balanced over ready endpoints,
 //!   and Service name resolution for Wasm guests.
+//! - [`dns`]: cluster DNS for container pods: the node's DNS server (Service and pod names,
+//!   everything else forwarded) and each pod's `resolv.conf`.
 //! - [`logs`]: container logs on disk and the `/containerLogs` endpoint.
 //! - [`image`]: the node's image cache: resolves pod image references, pulls Wasm and container
 //!   images from any OCI registry into content-addressed storage, and pushes images (the OCI
@@ -17,6 +19,7 @@
 //! - [`error`]: the agent's start-up errors, [`AgentError`].
 
 pub mod agent;
+pub mod dns;
 pub mod error;
 pub mod image;
 pub mod logs;

@@ -52,6 +52,14 @@ pub struct NodeArgs {
     /// Event writes allowed at once, as kubelet's flag.
     #[arg(long, default_value_t = flotilla_node::agent::config::DEFAULT_EVENT_BURST, value_name = "N")]
     pub event_burst: u32,
+    /// The cluster's DNS domain: container pods' search path, and the names the node's cluster
+    /// DNS server answers (`<service>.<namespace>.svc.<domain>`).
+    #[arg(long, default_value = flotilla_node::dns::DEFAULT_CLUSTER_DOMAIN, value_name = "DOMAIN")]
+    pub cluster_domain: String,
+    /// The node's resolver configuration: what pods with the `Default` DNS policy get, and
+    /// where the cluster DNS server sends names outside the cluster.
+    #[arg(long, default_value = "/etc/resolv.conf", value_name = "FILE")]
+    pub resolv_conf: PathBuf,
 }
 
 impl NodeArgs {
@@ -86,6 +94,23 @@ impl NodeArgs {
         }
         config.event_qps = self.event_qps;
         config.event_burst = self.event_burst;
+        let domain = self.cluster_domain.trim_end_matches('.');
+        if domain.is_empty()
+            || !domain.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+        {
+            anyhow::bail!(
+                "--cluster-domain must be a DNS domain name, not {:?}",
+                self.cluster_domain
+            );
+        }
+        config.cluster_domain = domain.to_ascii_lowercase();
+        config.resolv_conf = self.resolv_conf.clone();
         Ok(())
     }
 }

@@ -1167,7 +1167,103 @@ fn without_a_pod_bridge_a_container_pod_shares_the_host_network() {
         events.contains("PodNetwork: Pod network: host network: no pod bridge is configured"),
         "{events}"
     );
+    // Without a bridge there is no cluster DNS server the pod can reach: it gets the node's
+    // resolv.conf, and says why, as kubelet does without `--cluster-dns`.
+    assert!(
+        events.contains("MissingClusterDNS: ")
+            && events.contains("Falling back to \"Default\" policy"),
+        "{events}"
+    );
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
     assert!(c.agent.pod_network(&uid).is_none(), "no network of its own");
     c.delete_and_check_nothing_left("host-web", &uid);
+}
+
+/// Container pods on the pod bridge resolve names through the node's cluster DNS server: with
+/// the default `ClusterFirst` policy a Service's bare name works (the search path), its full
+/// name answers the ClusterIP; a `dnsPolicy: None` pod gets exactly its `dnsConfig`; and a
+/// `None` pod without one is refused.
+#[test]
+fn container_pods_resolve_services_through_cluster_dns() {
+    let c = Cluster::start();
+    c.push(
+        &crate::harness::sample("hello-http/hello-http.wasm"),
+        "hello-http:v1",
+    );
+    c.apply(&web_deployment("hello-wasm", "hello", "wasmtime", 1, ""));
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: hello\nspec:\n  selector:\n    app: hello\n  ports:\n    - port: 8080\n      targetPort: 8080\n",
+    );
+    wait_for("a ready Wasm pod", POD_TIMEOUT, || {
+        live_pods(&c, "hello").iter().any(|p| p.3).then_some(())
+    });
+    let service = c.server.kubectl_json(&["get", "service", "hello"]);
+    let cluster_ip = service["spec"]["clusterIP"]
+        .as_str()
+        .expect("clusterIP")
+        .to_string();
+    let gateway = c.agent.bridge_cidr.replace(".0/24", ".1");
+
+    let node = c.agent.name.clone();
+    let client = "      command: [\"sh\", \"-c\", \"cat /etc/resolv.conf; nslookup hello.default.svc.cluster.local; until wget -q -O - http://hello:8080/; do sleep 0.2; done; sleep 3600\"]\n";
+    c.apply(&pod(&node, "dns-client", "busybox:v1", client, ""));
+    let logs = wait_for(
+        "the client pod's answer from the Service by name",
+        POD_TIMEOUT,
+        || {
+            let out = c.server.kubectl(&["logs", "dns-client"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains(WASM_BODY).then_some(text)
+        },
+    );
+    for line in [
+        "search default.svc.cluster.local svc.cluster.local cluster.local",
+        &format!("nameserver {gateway}"),
+        "options ndots:5",
+    ] {
+        assert!(
+            logs.contains(line),
+            "{line:?} in the pod's resolv.conf: {logs}"
+        );
+    }
+    assert!(
+        logs.contains(&format!("Address: {cluster_ip}")),
+        "nslookup of the Service's full name answers its ClusterIP {cluster_ip}: {logs}"
+    );
+
+    let cat = "      command: [\"sh\", \"-c\", \"cat /etc/resolv.conf; sleep 3600\"]\n";
+    let none = "  dnsPolicy: None\n  dnsConfig:\n    nameservers: [\"192.0.2.53\"]\n    searches: [\"corp.example\"]\n    options:\n      - name: ndots\n        value: \"2\"\n";
+    c.apply(&pod(&node, "dns-none", "busybox:v1", cat, none));
+    let conf = wait_for("the None pod's resolv.conf", POD_TIMEOUT, || {
+        let out = c.server.kubectl(&["logs", "dns-none"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("nameserver").then_some(text)
+    });
+    let lines: Vec<&str> = conf.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            "search corp.example",
+            "nameserver 192.0.2.53",
+            "options ndots:2"
+        ],
+        "{conf}"
+    );
+
+    let out = c.server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod(&node, "dns-bad", "busybox:v1", cat, "  dnsPolicy: None\n"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a None pod without dnsConfig is refused"
+    );
+    assert!(
+        stderr.contains(
+            "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"
+        ),
+        "{stderr}"
+    );
+    assert!(c.pod("dns-bad").is_none(), "nothing was stored");
 }

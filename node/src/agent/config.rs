@@ -62,8 +62,14 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     /// Size of one container log file before rotation.
     pub max_log_file_bytes: u64,
-    /// Whether the node proxy serves Services on this node.
+    /// Whether the node proxy serves Services on this node (and, with a pod bridge, cluster
+    /// DNS to container pods).
     pub proxy: bool,
+    /// The cluster's DNS domain (kubelet's `--cluster-domain`, `cluster.local`).
+    pub cluster_domain: String,
+    /// The node's resolver configuration: what `Default`-policy pods get and where the cluster
+    /// DNS server forwards names outside the cluster (kubelet's `--resolv-conf`).
+    pub resolv_conf: PathBuf,
     /// Event writes per second after the burst (kubelet's `eventRecordQPS`, 50); 0 for no
     /// limit. Events beyond the queue are dropped, as kubelet's are.
     pub event_qps: f64,
@@ -100,6 +106,8 @@ impl AgentConfig {
             shutdown_grace: Duration::from_secs(5),
             max_log_file_bytes: DEFAULT_MAX_FILE_BYTES,
             proxy: true,
+            cluster_domain: crate::dns::DEFAULT_CLUSTER_DOMAIN.to_string(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
             event_qps: DEFAULT_EVENT_QPS,
             event_burst: DEFAULT_EVENT_BURST,
             sync_frequency: DEFAULT_SYNC_FREQUENCY,

@@ -103,11 +103,8 @@ impl Agent {
         let wasmtime: Arc<dyn Runtime> = Arc::new(WasmtimeRuntime::new(engine, images.clone()));
         let mut runtimes = BTreeMap::from([(WASMTIME_HANDLER.to_string(), wasmtime)]);
         let tasks = TaskTracker::new();
-        for (handler, runtime) in
-            oci_runtimes(&config, &images, &tasks, shutdown.child_token()).await
-        {
-            runtimes.insert(handler, runtime);
-        }
+        let (oci, bridge) = oci_runtimes(&config, &images, &tasks, shutdown.child_token()).await;
+        runtimes.extend(oci);
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -181,6 +178,13 @@ impl Agent {
         if config.proxy {
             proxy.start(client.clone(), node_ip, &tasks, shutdown.child_token());
         }
+        let node_dns = crate::dns::node_resolv_conf(&config.resolv_conf);
+        let cluster_dns = match bridge {
+            Some(bridge) if config.proxy => {
+                start_cluster_dns(&config, &bridge, &proxy, &node_dns, &tasks, &shutdown)
+            }
+            _ => None,
+        };
         let listers = listers::Listers::start(&client, &tasks, &shutdown);
         let ctx = Arc::new(PodContext {
             client: client.clone(),
@@ -198,6 +202,8 @@ impl Agent {
             shutdown_grace: config.shutdown_grace,
             sync_frequency: config.sync_frequency,
             proxy,
+            cluster_dns,
+            node_dns,
             registry,
         });
         tasks.spawn(crate::pod::claims::run_sweeper(
@@ -248,6 +254,38 @@ impl Agent {
     }
 }
 
+/// Starts the node's cluster DNS server on port 53 of the pod bridge's address; `None` (and a
+/// warning) when it cannot listen there.
+fn start_cluster_dns(
+    config: &AgentConfig,
+    bridge: &oci::network::BridgeNetwork,
+    proxy: &crate::proxy::Proxy,
+    node_dns: &crate::dns::ResolvConf,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Option<crate::dns::ClusterDns> {
+    let ip = std::net::IpAddr::V4(bridge.gateway());
+    let server = crate::dns::DnsServer::new(
+        proxy.clone(),
+        &config.cluster_domain,
+        crate::dns::upstreams(node_dns, ip),
+    );
+    let addr = SocketAddr::new(ip, 53);
+    match crate::dns::start(&server, addr, tasks, shutdown.child_token()) {
+        Ok(()) => {
+            tracing::info!(%addr, domain = %config.cluster_domain, "cluster DNS for container pods");
+            Some(crate::dns::ClusterDns {
+                server: ip,
+                domain: config.cluster_domain.clone(),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot serve cluster DNS; container pods use the node's resolv.conf");
+            None
+        }
+    }
+}
+
 /// The bridge container pods get their own networks on, or why they share the host's.
 async fn pod_network(
     config: &AgentConfig,
@@ -279,13 +317,17 @@ async fn pod_network(
 }
 
 /// The OCI runtimes that work on this host (see [`oci::detect`]), each as a plugin under its
-/// RuntimeClass handler; the agent becomes the reaper of their containers' processes.
+/// RuntimeClass handler, and the pod bridge they share when there is one; the agent becomes
+/// the reaper of their containers' processes.
 async fn oci_runtimes(
     config: &AgentConfig,
     images: &ImageCache,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
-) -> Vec<(String, Arc<dyn Runtime>)> {
+) -> (
+    Vec<(String, Arc<dyn Runtime>)>,
+    Option<Arc<oci::network::BridgeNetwork>>,
+) {
     let data_dir = &config.data_dir;
     let mut found = Vec::new();
     let work = data_dir.join("oci");
@@ -326,7 +368,11 @@ async fn oci_runtimes(
     {
         tracing::warn!(error = %e, "cannot become the reaper of container processes; their exit codes will be unknown");
     }
-    found
+    let bridge = match network {
+        Some(Ok(bridge)) if !found.is_empty() => Some(bridge),
+        _ => None,
+    };
+    (found, bridge)
 }
 
 /// Renews the Lease and reports the Node status on their intervals.

@@ -125,6 +125,8 @@ pub struct Params {
     pub ip: Ipv4Addr,
     /// The pod's network namespace, when it has its own.
     pub netns: Option<std::path::PathBuf>,
+    /// The pod's `/etc/resolv.conf`, for runtimes that use one.
+    pub resolv_conf: Option<String>,
     /// The stop signal.
     pub stop: watch::Receiver<Option<StopSignal>>,
 }
@@ -367,6 +369,7 @@ pub async fn run(p: Params) -> Outcome {
                 Some(p.ctx.proxy.resolver(&pref.namespace)),
             ),
             host_aliases: aliases,
+            resolv_conf: p.resolv_conf.clone(),
             output: log.clone(),
         };
         tracing::debug!(pod = %pref.name, container = %name, "configuration resolved; starting");

@@ -76,6 +76,11 @@ pub struct PodContext {
     pub sync_frequency: Duration,
     /// The node proxy (resolves Service names for containers).
     pub proxy: crate::proxy::Proxy,
+    /// The node's cluster DNS server, which pods on the pod bridge reach; `None` without one.
+    pub cluster_dns: Option<crate::dns::ClusterDns>,
+    /// The node's own resolver configuration (for the `Default` DNS policy, and the search
+    /// domains every pod inherits).
+    pub node_dns: crate::dns::ResolvConf,
     /// The pods being run, for the metrics endpoints.
     pub registry: PodRegistry,
 }

@@ -419,6 +419,19 @@ async fn run_pod(
     };
     shared.update(|s| s.pod_ip = Some(ip));
     tracing::debug!(pod = %pref.name, %ip, "network ready");
+    let resolv_conf = runtime.uses_resolv_conf().then(|| {
+        // The cluster's server is on the pod bridge: reachable from the pod's own network
+        // and from the node's (host-network pods), not from a container sharing the node's
+        // network because there is no bridge.
+        let reachable = netns.is_some() || spec.host_network == Some(true);
+        let cluster = ctx.cluster_dns.as_ref().filter(|_| reachable);
+        let dns = crate::dns::pod_config::for_pod(&spec, &pref.namespace, cluster, &ctx.node_dns);
+        for (reason, message) in &dns.warnings {
+            ctx.events
+                .record(&pref, None, EventType::Warning, reason, message);
+        }
+        dns.conf.render()
+    });
     let pod_dir = ctx.pods_dir.join(&pref.uid);
     let Some((volumes, sources)) = retry_setup(&ctx, &shared, &pref, &stop, MOUNT_FAILED, || {
         materialise_volumes(&ctx, &pod, ip, &pod_dir)
@@ -449,6 +462,7 @@ async fn run_pod(
             volumes: volumes.clone(),
             ip,
             netns: netns.clone(),
+            resolv_conf: resolv_conf.clone(),
             stop,
         })
     };

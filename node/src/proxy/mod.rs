@@ -49,6 +49,7 @@ struct State {
     balancers: HashMap<PortKey, Arc<Balancer>>,
     services: HashMap<(String, String), table::ServiceAddress>,
     headless: HashMap<(String, String), table::HeadlessAddresses>,
+    external: HashMap<(String, String), String>,
     bound: HashSet<SocketAddr>,
 }
 
@@ -97,6 +98,27 @@ impl Proxy {
             proxy: self.clone(),
             namespace: namespace.to_string(),
         })
+    }
+
+    /// Takes the Services' names and addresses (what name resolution and DNS answer) from
+    /// `table` (the proxy's own loop does this as it syncs; tests of what reads them call it).
+    #[cfg(test)]
+    pub(crate) fn set_names(&self, table: &Table) {
+        take_names(
+            &mut self.state.write().unwrap_or_else(|p| p.into_inner()),
+            table,
+        );
+    }
+
+    /// What cluster DNS answers for `name` in cluster `domain` ([`crate::dns::records`]).
+    pub fn dns_lookup(&self, name: &str, domain: &str) -> crate::dns::records::Answer {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let zone = crate::dns::records::Zone {
+            services: &state.services,
+            headless: &state.headless,
+            external: &state.external,
+        };
+        crate::dns::records::lookup(zone, name, domain)
     }
 
     /// Where a connection to Service `host` (as a pod in `namespace` names it) on `port` goes.
@@ -219,8 +241,7 @@ impl Proxy {
                     }
                 }
             }
-            state.services = table.services.clone();
-            state.headless = table.headless.clone();
+            take_names(&mut state, table);
         }
         let wanted: BTreeMap<SocketAddr, PortKey> = table
             .listeners
@@ -304,6 +325,13 @@ async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 enum Change {
     Service(Box<Event<Service>>),
     Slice(Box<Event<EndpointSlice>>),
+}
+
+/// The Services' names and addresses of `table`, into `state`.
+fn take_names(state: &mut State, table: &Table) {
+    state.services = table.services.clone();
+    state.headless = table.headless.clone();
+    state.external = table.external.clone();
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {

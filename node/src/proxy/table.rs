@@ -69,6 +69,8 @@ pub struct Table {
     pub services: HashMap<(String, String), ServiceAddress>,
     /// Headless Services by `(namespace, name)`, for name resolution.
     pub headless: HashMap<(String, String), HeadlessAddresses>,
+    /// ExternalName Services by `(namespace, name)`: the name each is an alias of.
+    pub external: HashMap<(String, String), String>,
 }
 
 /// Builds the table; `node_ip` is where NodePorts listen.
@@ -95,6 +97,10 @@ pub fn build<'a>(
         let name = service.metadata.name.clone().unwrap_or_default();
         let Some(spec) = &service.spec else { continue };
         if spec.type_.as_deref() == Some("ExternalName") {
+            // Nothing to proxy; its name is a DNS alias (CNAME) of `externalName`.
+            if let Some(target) = spec.external_name.as_deref().filter(|t| !t.is_empty()) {
+                table.external.insert((ns, name), target.to_string());
+            }
             continue;
         }
         let cluster_ip: Option<IpAddr> = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());

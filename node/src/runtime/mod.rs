@@ -152,6 +152,9 @@ pub struct ContainerSpec {
     pub resolver: Option<Arc<dyn NameResolver>>,
     /// The pod's `hostAliases` (a container's `/etc/hosts` lists them).
     pub host_aliases: crate::pod::host_aliases::HostAliases,
+    /// The pod's `/etc/resolv.conf` ([`crate::dns::pod_config`]), for runtimes that
+    /// [`Runtime::uses_resolv_conf`]; `None`: the node's own.
+    pub resolv_conf: Option<String>,
     /// Where output goes.
     pub output: Arc<dyn ContainerOutput>,
 }
@@ -273,6 +276,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Whether its containers can run commands ([`Runtime::exec_streaming`]): a Wasm
     /// container has no processes to start one in.
     fn runs_commands(&self) -> bool {
+        false
+    }
+
+    /// Whether its containers read an `/etc/resolv.conf` ([`ContainerSpec::resolv_conf`]): a
+    /// Wasm guest has no resolver of its own ([`ContainerSpec::resolver`] serves it).
+    fn uses_resolv_conf(&self) -> bool {
         false
     }
 

@@ -354,8 +354,15 @@ impl OciRuntime {
         let files = spec::HostFiles {
             rootfs: dir.join("rootfs"),
             hosts: dir.join("hosts"),
-            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            resolv_conf: match &spec.resolv_conf {
+                Some(_) => dir.join("resolv.conf"),
+                None => PathBuf::from("/etc/resolv.conf"),
+            },
         };
+        if let Some(text) = &spec.resolv_conf {
+            std::fs::write(&files.resolv_conf, text)
+                .map_err(|e| io("cannot write /etc/resolv.conf", e))?;
+        }
         let ip = spec.listen.map(|a| a.ip());
         std::fs::write(
             &files.hosts,
@@ -610,6 +617,10 @@ impl Runtime for OciRuntime {
             })
         }
         .boxed()
+    }
+
+    fn uses_resolv_conf(&self) -> bool {
+        true
     }
 
     fn runs_commands(&self) -> bool {

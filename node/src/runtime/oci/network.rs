@@ -171,7 +171,13 @@ impl BridgeNetwork {
         &self.bridge
     }
 
-    /// The pods' range.
+    /// The bridge's own address: the pods' default gateway, where the node's cluster DNS
+    /// server listens.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
+    }
+
+    /// The range pod addresses come from.
     pub fn range(&self) -> Cidr {
         self.range
     }

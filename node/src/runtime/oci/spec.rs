@@ -344,6 +344,7 @@ mod tests {
             output: Arc::new(Discard),
             resolver: None,
             host_aliases: Vec::new(),
+            resolv_conf: None,
         }
     }
 
