@@ -717,6 +717,26 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
             .kubectl_ok(&["exec", "container-web", "--", "cat", "/tmp/in.html"]),
         "copied in\n"
     );
+    // `kubectl exec -it`: the command runs on a terminal of the size of kubectl's, and what
+    // is typed reaches it.
+    let (code, shown) = kubectl_on_terminal(
+        &c,
+        "exec -it container-web -- sh -c 'tty; stty size; exit 3'",
+        "",
+    );
+    assert_eq!(code, Some(3), "{shown}");
+    assert!(shown.contains("/dev/pts/"), "a terminal: {shown}");
+    assert!(
+        shown.contains("30 100"),
+        "kubectl's size (rows, columns): {shown}"
+    );
+    let (code, shown) = kubectl_on_terminal(
+        &c,
+        "exec -it container-web -- sh",
+        "echo typed-$((6 * 7))\nexit 4\n",
+    );
+    assert_eq!(code, Some(4), "{shown}");
+    assert!(shown.contains("typed-42"), "{shown}");
     // A Wasm container has nothing to run a command in.
     let out = c.server.kubectl(&["exec", "wasm-web", "--", "ls"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -726,6 +746,31 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
     );
     let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
     c.delete_and_check_nothing_left("container-web", &uid);
+}
+
+/// Runs `kubectl ARGS` on a terminal of 30 rows and 100 columns (util-linux's `script` gives
+/// it one), typing `input`: its exit code (`None` past a minute) and what the terminal showed.
+fn kubectl_on_terminal(c: &Cluster, args: &str, input: &str) -> (Option<i32>, String) {
+    let line = format!("stty rows 30 cols 100; exec kubectl {args}");
+    let mut child = Command::new("timeout")
+        .args(["60", "script", "-qec", &line, "/dev/null"])
+        .env("KUBECONFIG", &c.server.kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs kubectl on a terminal");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("type the input");
+    let out = child.wait_with_output().expect("script ends");
+    let mut shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    shown.push_str(&String::from_utf8_lossy(&out.stderr));
+    let code = out.status.code().filter(|c| *c != 124);
+    (code, shown)
 }
 
 #[test]

@@ -8,8 +8,10 @@
 //! whose first byte is the channel (1 stdout, 2 stderr, 3 the final `Status`, from which
 //! kubectl takes the exit code). Errors before the command starts are answered as `Status`
 //! objects instead of an upgrade. With `-i`, what kubectl sends on channel 0 is the
-//! command's stdin, closed by the v5 `CLOSE` signal. Commands run without a terminal:
-//! `kubectl exec -t` gets a 400 that says so.
+//! command's stdin, closed by the v5 `CLOSE` signal. With `-t` the command runs on a terminal
+//! the agent opens: stdin (channel 0), the `CLOSE` signal and kubectl's terminal sizes
+//! (channel 4) go to the agent as frames in its request's body, and the terminal's output
+//! comes back on channel 1.
 
 use axum::body::Body;
 use axum::extract::FromRequest;
@@ -71,12 +73,14 @@ pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiRes
     let query = req.uri().query().unwrap_or("").to_string();
     let mut container = None;
     let mut commands = 0;
-    let mut stdin = false;
+    let (mut stdin, mut tty) = (false, false);
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let on = v == "1" || v == "true";
         match k.as_ref() {
             "container" if !v.is_empty() => container = Some(v.into_owned()),
             "command" => commands += 1,
-            "stdin" | "input" => stdin = v == "1" || v == "true",
+            "stdin" | "input" => stdin = on,
+            "tty" => tty = on,
             _ => {}
         }
     }
@@ -106,8 +110,9 @@ pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiRes
              SPDY is not supported: use kubectl 1.30 or later",
         ));
     };
-    // With stdin, the agent's request body streams what comes on channel 0.
-    let (method, request_body, stdin_tx) = if stdin {
+    // With stdin, the agent's request body streams what comes on channel 0; on a terminal,
+    // framed, with the terminal's sizes.
+    let (method, request_body, stdin_tx) = if stdin || tty {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let stream =
             tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
@@ -123,14 +128,17 @@ pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiRes
     let body = resp.into_body();
     Ok(upgrade
         .protocols(PROTOCOLS)
-        .on_upgrade(move |socket| relay(body, socket, stdin_tx)))
+        .on_upgrade(move |socket| relay(body, socket, stdin_tx, tty)))
 }
 
 /// What the client sends: stdin on channel 0, until the v5 `CLOSE` signal for it (channel
-/// 255, then 0) or the end of the connection, whichever comes first.
+/// 255, then 0) or the end of the connection, whichever comes first. On a terminal
+/// (`framed`), every message on channels 0, 4 (sizes) and 255 goes on as one frame of the
+/// agent's protocol instead.
 async fn read_stdin(
     mut incoming: futures::stream::SplitStream<WebSocket>,
     mut stdin: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    framed: bool,
 ) {
     while let Some(Ok(msg)) = incoming.next().await {
         let Message::Binary(data) = msg else {
@@ -139,6 +147,15 @@ async fn read_stdin(
             }
             continue;
         };
+        if framed {
+            if let (Some(&channel @ (0 | RESIZE_CHANNEL | CLOSE_SIGNAL)), Some(tx)) =
+                (data.first(), &stdin)
+                && tx.send(frame(channel, &data[1..])).await.is_err()
+            {
+                return;
+            }
+            continue;
+        }
         match data.first() {
             Some(0) => {
                 if let Some(tx) = &stdin
@@ -159,9 +176,10 @@ async fn relay(
     mut body: hyper::body::Incoming,
     socket: WebSocket,
     stdin_tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    tty: bool,
 ) {
     let (mut socket, incoming) = socket.split();
-    let reader = tokio::spawn(read_stdin(incoming, stdin_tx));
+    let reader = tokio::spawn(read_stdin(incoming, stdin_tx, tty));
     let mut buf = BytesMut::new();
     loop {
         while let Some((channel, data)) = next_frame(&mut buf) {
@@ -190,6 +208,17 @@ async fn relay(
 
 /// The v5 channel protocol's signal that a channel is closed (then the channel's number).
 pub const CLOSE_SIGNAL: u8 = 255;
+/// The channel of a terminal's size (`{"Width":80,"Height":24}`).
+pub const RESIZE_CHANNEL: u8 = 4;
+
+/// One frame of the agent's protocol: channel, 4-byte big-endian length, bytes.
+pub fn frame(channel: u8, data: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(5 + data.len());
+    b.push(channel);
+    b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    b.extend_from_slice(data);
+    b.into()
+}
 
 /// A binary message on `channel` of the channel protocols (`v4`/`v5.channel.k8s.io`).
 pub fn on_channel(channel: u8, payload: &[u8]) -> Message {

@@ -6,8 +6,13 @@
 //! `Status`, the channels of Kubernetes' remote command protocol), four bytes of length (big
 //! endian), then that many bytes. The last frame is the `Status` on channel 3: `Success`, or
 //! `Failure` with reason `NonZeroExitCode` and the exit code as the `ExitCode` cause, as
-//! kubelet reports it. With `stdin=true` the request's body is the command's stdin. The API server turns the frames into the messages of the WebSocket
-//! `kubectl exec` speaks. Commands run without a terminal.
+//! kubelet reports it. With `stdin=true` the request's body is the command's stdin. The API
+//! server turns the frames into the messages of the WebSocket `kubectl exec` speaks.
+//!
+//! With `tty=true` (`kubectl exec -t`) the command runs on a terminal: all its output comes on
+//! channel 1, and the request's body is framed too: stdin on channel 0 (closed by a frame on
+//! channel 255 holding 0, the v5 `CLOSE` signal), the terminal's size on channel 4 as
+//! kubectl sends it (`{"Width":80,"Height":24}`).
 
 use std::convert::Infallible;
 
@@ -27,6 +32,12 @@ use crate::logs::server::status;
 
 /// The channel of the final `Status`.
 pub const STATUS_CHANNEL: u8 = 3;
+/// The channel of stdin in a terminal's request body.
+pub const STDIN_CHANNEL: u8 = 0;
+/// The channel of terminal sizes in a terminal's request body.
+pub const RESIZE_CHANNEL: u8 = 4;
+/// The channel of the signal that a channel is closed (then the channel's number).
+pub const CLOSE_CHANNEL: u8 = 255;
 
 /// The exec route.
 pub fn router(source: RunningPods) -> Router {
@@ -85,13 +96,6 @@ async fn exec(
             "you must specify at least 1 command",
         );
     }
-    if tty {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "exec with a terminal (kubectl exec -t) is not supported yet: run the command without -t (-i passes stdin)",
-        );
-    }
     let pods = source.registry.snapshot();
     let Some(p) = pods
         .iter()
@@ -142,6 +146,20 @@ async fn exec(
     if check_only {
         return StatusCode::NO_CONTENT.into_response();
     }
+    let (tx, rx) = tokio::sync::mpsc::channel::<(u8, Bytes)>(16);
+    if tty {
+        let (input, resize) = terminal_input(body);
+        let input = stdin.then_some(input);
+        tokio::spawn(async move {
+            let ended = runtime
+                .exec_terminal(&id, &command, input, resize, tx.clone())
+                .await;
+            let _ = tx
+                .send((STATUS_CHANNEL, ended_status(&command, ended)))
+                .await;
+        });
+        return frames(rx);
+    }
     // The request body is the command's stdin, when asked for.
     let input = stdin.then(|| {
         let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
@@ -155,22 +173,31 @@ async fn exec(
         });
         in_rx
     });
-    let (tx, rx) = tokio::sync::mpsc::channel::<(u8, Bytes)>(16);
     tokio::spawn(async move {
         let ended = runtime
             .exec_streaming(&id, &command, input, tx.clone())
             .await;
-        let end = match ended {
-            Ok(code) => exit_status(&command, code),
-            Err(e) => json!({
-                "metadata": {}, "status": "Failure", "reason": "InternalError",
-                "message": e.to_string(),
-            }),
-        };
         let _ = tx
-            .send((STATUS_CHANNEL, Bytes::from(end.to_string())))
+            .send((STATUS_CHANNEL, ended_status(&command, ended)))
             .await;
     });
+    frames(rx)
+}
+
+/// The final `Status` of a command that ended with `ended`.
+fn ended_status(command: &[String], ended: Result<i32, crate::runtime::RuntimeError>) -> Bytes {
+    let end = match ended {
+        Ok(code) => exit_status(command, code),
+        Err(e) => json!({
+            "metadata": {}, "status": "Failure", "reason": "InternalError",
+            "message": e.to_string(),
+        }),
+    };
+    Bytes::from(end.to_string())
+}
+
+/// The answer: the frames that come on `rx`, as they come.
+fn frames(rx: tokio::sync::mpsc::Receiver<(u8, Bytes)>) -> Response {
     let frames = ReceiverStream::new(rx).map(|(ch, data)| Ok::<_, Infallible>(frame(ch, &data)));
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -178,9 +205,97 @@ async fn exec(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// Takes one whole frame (channel, 4-byte big-endian length, bytes) off the front of `buf`.
+fn take_frame(buf: &mut BytesMut) -> Option<(u8, Bytes)> {
+    let len = u32::from_be_bytes(buf.get(1..5)?.try_into().ok()?) as usize;
+    if buf.len() < 5 + len {
+        return None;
+    }
+    let channel = buf[0];
+    let mut whole = buf.split_to(5 + len);
+    Some((channel, whole.split_off(5).freeze()))
+}
+
+/// A terminal's size as kubectl sends it: `{"Width":80,"Height":24}`.
+fn terminal_size(data: &[u8]) -> Option<(u16, u16)> {
+    let v: Value = serde_json::from_slice(data).ok()?;
+    let dim = |k: &str| v[k].as_u64().and_then(|n| u16::try_from(n).ok());
+    Some((dim("Width")?, dim("Height")?))
+}
+
+/// Splits a terminal exec's framed request body into the command's stdin and the terminal's
+/// sizes.
+fn terminal_input(
+    body: Body,
+) -> (
+    tokio::sync::mpsc::Receiver<Bytes>,
+    tokio::sync::mpsc::Receiver<(u16, u16)>,
+) {
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let (size_tx, size_rx) = tokio::sync::mpsc::channel::<(u16, u16)>(4);
+    let mut body = body.into_data_stream();
+    tokio::spawn(async move {
+        let mut stdin = Some(in_tx);
+        let mut buf = BytesMut::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.extend_from_slice(&chunk);
+            while let Some((channel, data)) = take_frame(&mut buf) {
+                match channel {
+                    STDIN_CHANNEL => {
+                        if let Some(tx) = &stdin
+                            && tx.send(data).await.is_err()
+                        {
+                            stdin = None;
+                        }
+                    }
+                    RESIZE_CHANNEL => {
+                        if let Some(size) = terminal_size(&data) {
+                            let _ = size_tx.send(size).await;
+                        }
+                    }
+                    CLOSE_CHANNEL if data.first() == Some(&STDIN_CHANNEL) => stdin = None,
+                    _ => {}
+                }
+            }
+        }
+    });
+    (in_rx, size_rx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_terminal_body_splits_into_stdin_and_sizes() {
+        let mut buf = BytesMut::new();
+        for (ch, data) in [
+            (RESIZE_CHANNEL, &br#"{"Width":100,"Height":30}"#[..]),
+            (STDIN_CHANNEL, b"ls\n"),
+            (CLOSE_CHANNEL, &[STDIN_CHANNEL]),
+        ] {
+            buf.extend_from_slice(&frame(ch, data));
+        }
+        // A frame cut in two waits for its rest.
+        let mut half = buf.split_to(7);
+        assert_eq!(take_frame(&mut half), None);
+        half.unsplit(buf);
+        let mut buf = half;
+        assert_eq!(
+            take_frame(&mut buf).map(|(c, d)| (c, terminal_size(&d))),
+            Some((RESIZE_CHANNEL, Some((100, 30))))
+        );
+        assert_eq!(
+            take_frame(&mut buf),
+            Some((STDIN_CHANNEL, Bytes::from_static(b"ls\n")))
+        );
+        assert_eq!(
+            take_frame(&mut buf),
+            Some((CLOSE_CHANNEL, Bytes::from_static(&[STDIN_CHANNEL])))
+        );
+        assert!(buf.is_empty());
+        assert_eq!(terminal_size(b"{\"Width\":-1,\"Height\":2}"), None);
+    }
 
     #[test]
     fn frames_and_exit_statuses_are_kubelets() {

@@ -306,6 +306,27 @@ pub trait Runtime: Send + Sync + 'static {
         })
     }
 
+    /// Runs `command` inside the running container on a terminal, for `kubectl exec -t`: what
+    /// comes on `input` is typed into it, what it shows is sent on `output` as
+    /// [`EXEC_STDOUT`] (a terminal merges stdout and stderr), and each `(width, height)` on
+    /// `resize` sets its size. Returns the exit code; ends the command if `output` is closed.
+    fn exec_terminal<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        command: &'a [String],
+        input: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+        resize: tokio::sync::mpsc::Receiver<(u16, u16)>,
+        output: tokio::sync::mpsc::Sender<(u8, bytes::Bytes)>,
+    ) -> BoxFuture<'a, Result<i32, RuntimeError>> {
+        let _ = (id, command, input, resize, output);
+        Box::pin(async move {
+            Err(RuntimeError::Exec(format!(
+                "containers of the {} runtime cannot run commands on a terminal (kubectl exec -t)",
+                self.handler()
+            )))
+        })
+    }
+
     /// What a running container uses right now; `None` when the container is unknown or the
     /// runtime cannot tell.
     fn stats(&self, id: &ContainerId) -> Option<ContainerStats> {

@@ -7,6 +7,7 @@
 //!   (or copy) over them.
 //! - [`spec`]: the OCI runtime spec from the image config and the pod's container.
 //! - [`runc`]: the runtime binary's command line (create, start, state, kill, delete, exec).
+//! - [`terminal`]: the pseudo-terminal of `kubectl exec -t`.
 //! - [`exit`]: the container's exit code and the OOM killer.
 //! - [`output`]: stdout/stderr files followed into the agent's log store.
 //! - [`adopt`]: containers that outlive an agent restart.
@@ -36,6 +37,7 @@ pub mod rootfs;
 pub mod runc;
 pub mod spec;
 pub mod stats;
+pub mod terminal;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -625,6 +627,24 @@ impl Runtime for OciRuntime {
 
     fn runs_commands(&self) -> bool {
         true
+    }
+
+    fn exec_terminal<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        command: &'a [String],
+        input: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+        resize: tokio::sync::mpsc::Receiver<(u16, u16)>,
+        output: tokio::sync::mpsc::Sender<(u8, bytes::Bytes)>,
+    ) -> BoxFuture<'a, Result<i32, RuntimeError>> {
+        async move {
+            self.inner
+                .binary
+                .exec_terminal(&id.0, command, input, resize, output)
+                .await
+                .map_err(RuntimeError::Exec)
+        }
+        .boxed()
     }
 
     fn exec_streaming<'a>(

@@ -12,6 +12,10 @@ use tokio::process::Command;
 
 /// How long a lifecycle call (create, start, kill, delete, state) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `exec -t` waits for the client's terminal size before starting the command.
+const FIRST_SIZE_WAIT: Duration = Duration::from_millis(200);
+/// The terminal size (columns, rows) of an `exec -t` whose client sent none.
+const DEFAULT_TERMINAL_SIZE: (u16, u16) = (80, 24);
 
 /// One OCI runtime binary with its state root.
 #[derive(Clone, Debug)]
@@ -262,6 +266,80 @@ impl RuntimeBinary {
         let _ = out.await;
         let _ = err.await;
         Ok(status.code().unwrap_or(255))
+    }
+}
+
+impl RuntimeBinary {
+    /// `exec --tty` for `kubectl exec -t`: runs `command` inside the running container on a
+    /// terminal ([`super::terminal`]). What comes on `input` is typed into it; what it shows
+    /// is sent on `output` as stdout; each `(width, height)` on `resize` sets its size.
+    /// Returns the command's exit code; kills it if `output` closes first.
+    pub async fn exec_terminal(
+        &self,
+        id: &str,
+        command: &[String],
+        input: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+        mut resize: tokio::sync::mpsc::Receiver<(u16, u16)>,
+        output: tokio::sync::mpsc::Sender<(u8, bytes::Bytes)>,
+    ) -> Result<i32, String> {
+        let failed = |e: std::io::Error| format!("cannot open a terminal: {e}");
+        let pty = super::terminal::open().map_err(failed)?;
+        // kubectl sends the size of its terminal as soon as it is connected: start the command
+        // on a terminal of that size when it comes in time (a full-screen program draws for
+        // the size it starts with), else on a default one, resized when the size comes.
+        let size = tokio::time::timeout(FIRST_SIZE_WAIT, resize.recv())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(DEFAULT_TERMINAL_SIZE);
+        super::terminal::resize(&pty.master, size.0, size.1).map_err(failed)?;
+        let mut c = self.command(None);
+        c.arg("exec").arg("--tty").arg(id).args(command);
+        c.stdin(Stdio::from(pty.slave.try_clone().map_err(failed)?))
+            .stdout(Stdio::from(pty.slave.try_clone().map_err(failed)?))
+            .stderr(Stdio::from(pty.slave));
+        let spawned = c.spawn();
+        // The runtime holds the only copies of its end now: the output ends when it exits.
+        drop(c);
+        let mut child =
+            spawned.map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
+        let reader = {
+            let master = pty.master.try_clone().map_err(failed)?;
+            let output = output.clone();
+            tokio::task::spawn_blocking(move || {
+                super::terminal::copy_out(master, crate::runtime::EXEC_STDOUT, output)
+            })
+        };
+        if let Some(input) = input {
+            let master = pty.master.try_clone().map_err(failed)?;
+            // A thread of its own: it may wait on `input` for as long as the command runs.
+            std::thread::spawn(move || super::terminal::copy_in(master, input));
+        }
+        let pid = child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32));
+        let master = pty.master;
+        let resizer = tokio::spawn(async move {
+            while let Some((width, height)) = resize.recv().await {
+                if super::terminal::resize(&master, width, height).is_ok()
+                    && let Some(pid) = pid
+                {
+                    // The runtime sizes the container's terminal after its own on SIGWINCH.
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::WINCH);
+                }
+            }
+        });
+        let status = tokio::select! {
+            status = child.wait() => status.map_err(|e| format!("exec failed: {e}")),
+            () = output.closed() => {
+                let _ = child.kill().await;
+                Err("the client went away".to_string())
+            }
+        };
+        resizer.abort();
+        // What the command showed last is still in the terminal: read it to the end.
+        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+        Ok(status?.code().unwrap_or(255))
     }
 }
 
