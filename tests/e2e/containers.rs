@@ -1226,8 +1226,8 @@ fn without_a_pod_bridge_a_container_pod_shares_the_host_network() {
 
 /// Container pods on the pod bridge resolve names through the node's cluster DNS server: with
 /// the default `ClusterFirst` policy a Service's bare name works (the search path), its full
-/// name answers the ClusterIP; a `dnsPolicy: None` pod gets exactly its `dnsConfig`; and a
-/// `None` pod without one is refused.
+/// name answers the ClusterIP, its named port an SRV record and the ClusterIP a PTR record; a
+/// `dnsPolicy: None` pod gets exactly its `dnsConfig`; and a `None` pod without one is refused.
 #[test]
 fn container_pods_resolve_services_through_cluster_dns() {
     let c = Cluster::start();
@@ -1237,7 +1237,7 @@ fn container_pods_resolve_services_through_cluster_dns() {
     );
     c.apply(&web_deployment("hello-wasm", "hello", "wasmtime", 1, ""));
     c.apply(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: hello\nspec:\n  selector:\n    app: hello\n  ports:\n    - port: 8080\n      targetPort: 8080\n",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: hello\nspec:\n  selector:\n    app: hello\n  ports:\n    - name: http\n      port: 8080\n      targetPort: 8080\n",
     );
     wait_for("a ready Wasm pod", POD_TIMEOUT, || {
         live_pods(&c, "hello").iter().any(|p| p.3).then_some(())
@@ -1250,8 +1250,10 @@ fn container_pods_resolve_services_through_cluster_dns() {
     let gateway = c.agent.bridge_cidr.replace(".0/24", ".1");
 
     let node = c.agent.name.clone();
-    let client = "      command: [\"sh\", \"-c\", \"cat /etc/resolv.conf; nslookup hello.default.svc.cluster.local; until wget -q -O - http://hello:8080/; do sleep 0.2; done; sleep 3600\"]\n";
-    c.apply(&pod(&node, "dns-client", "busybox:v1", client, ""));
+    let client = format!(
+        "      command: [\"sh\", \"-c\", \"cat /etc/resolv.conf; nslookup hello.default.svc.cluster.local; nslookup -type=SRV _http._tcp.hello.default.svc.cluster.local; nslookup {cluster_ip}; until wget -q -O - http://hello:8080/; do sleep 0.2; done; sleep 3600\"]\n"
+    );
+    c.apply(&pod(&node, "dns-client", "busybox:v1", &client, ""));
     let logs = wait_for(
         "the client pod's answer from the Service by name",
         POD_TIMEOUT,
@@ -1274,6 +1276,14 @@ fn container_pods_resolve_services_through_cluster_dns() {
     assert!(
         logs.contains(&format!("Address: {cluster_ip}")),
         "nslookup of the Service's full name answers its ClusterIP {cluster_ip}: {logs}"
+    );
+    assert!(
+        logs.contains("service = 0 100 8080 hello.default.svc.cluster.local"),
+        "the named port's SRV record: {logs}"
+    );
+    assert!(
+        logs.contains("name = hello.default.svc.cluster.local"),
+        "the ClusterIP's PTR record: {logs}"
     );
 
     let cat = "      command: [\"sh\", \"-c\", \"cat /etc/resolv.conf; sleep 3600\"]\n";

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -224,7 +224,28 @@ impl DnsServer {
                     reply.add_answers(chased);
                 }
             }
-            Answer::NoData => {
+            Answer::Services(targets) if matches!(qtype, RecordType::SRV | RecordType::ANY) => {
+                for t in targets {
+                    let Ok(target) = Name::from_ascii(format!("{}.", t.target)) else {
+                        continue;
+                    };
+                    reply.add_additionals(address_records(&target, &[t.address], RecordType::ANY));
+                    reply.add_answer(Record::from_rdata(
+                        owner.clone(),
+                        TTL,
+                        RData::SRV(SRV::new(0, t.weight, t.port, target)),
+                    ));
+                }
+            }
+            Answer::Pointer(target) if matches!(qtype, RecordType::PTR | RecordType::ANY) => {
+                match Name::from_ascii(format!("{target}.")) {
+                    Ok(target) => {
+                        reply.add_answer(Record::from_rdata(owner, TTL, RData::PTR(PTR(target))));
+                    }
+                    Err(_) => reply.metadata.response_code = ResponseCode::ServFail,
+                }
+            }
+            Answer::NoData | Answer::Services(_) | Answer::Pointer(_) => {
                 reply.add_authority(self.soa());
             }
             Answer::NxDomain | Answer::Upstream => {
@@ -357,7 +378,7 @@ mod tests {
     fn proxy() -> Proxy {
         let services: Vec<k8s_openapi::api::core::v1::Service> = [
             json!({"metadata": {"name": "web", "namespace": "shop"},
-                   "spec": {"clusterIP": "127.2.0.9", "ports": [{"port": 80}]}}),
+                   "spec": {"clusterIP": "127.2.0.9", "ports": [{"port": 80, "name": "http"}]}}),
             json!({"metadata": {"name": "mail", "namespace": "shop"},
                    "spec": {"type": "ExternalName", "externalName": "web.shop.svc.cluster.local"}}),
         ]
@@ -382,6 +403,11 @@ mod tests {
             .filter_map(|r| match &r.data {
                 RData::A(a) => Some(a.0.to_string()),
                 RData::CNAME(c) => Some(format!("CNAME {}", c.0)),
+                RData::PTR(p) => Some(format!("PTR {}", p.0)),
+                RData::SRV(s) => Some(format!(
+                    "SRV {} {} {} {}",
+                    s.priority, s.weight, s.port, s.target
+                )),
                 _ => None,
             })
             .collect()
@@ -415,6 +441,14 @@ mod tests {
         let m = ask("nope.shop.svc.cluster.local.", RecordType::A).await;
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+
+        // A named port's SRV record, its target's address alongside; the reverse lookup of
+        // the ClusterIP.
+        let m = ask("_http._tcp.web.shop.svc.cluster.local.", RecordType::SRV).await;
+        assert_eq!(addresses(&m), ["SRV 0 100 80 web.shop.svc.cluster.local."]);
+        assert_eq!(m.additionals.len(), 1);
+        let m = ask("9.0.2.127.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(addresses(&m), ["PTR web.shop.svc.cluster.local."]);
 
         // An ExternalName Service is an alias, followed to its target's address.
         let m = ask("mail.shop.svc.cluster.local.", RecordType::A).await;

@@ -45,8 +45,21 @@ pub struct Route {
 pub struct ServiceAddress {
     /// The ClusterIP.
     pub cluster_ip: IpAddr,
-    /// Its ports: `(port, key)`.
+    /// Its TCP ports: `(port, key)`.
     pub ports: Vec<(u16, PortKey)>,
+    /// Its named ports, any protocol (DNS SRV records).
+    pub named_ports: Vec<NamedPort>,
+}
+
+/// A named port, as DNS SRV records name it: `_<name>._<protocol>.<service>...`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NamedPort {
+    /// The port's name.
+    pub name: String,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// The port number (a Service's port, or a headless Service's endpoint port).
+    pub port: u16,
 }
 
 /// A headless Service as name resolution sees it: its pods' own addresses.
@@ -56,6 +69,8 @@ pub struct HeadlessAddresses {
     pub ready: Vec<IpAddr>,
     /// Ready endpoints with a `hostname` (StatefulSet pods): `<hostname>.<service>`.
     pub hostnames: BTreeMap<String, IpAddr>,
+    /// The endpoints' named ports, any protocol (DNS SRV records).
+    pub named_ports: Vec<NamedPort>,
 }
 
 /// The whole table.
@@ -125,6 +140,21 @@ pub fn build<'a>(
             }
             h.ready.sort();
             h.ready.dedup();
+            h.named_ports = by_service
+                .get(&(ns.clone(), name.clone()))
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s.ports.iter().flatten())
+                .filter_map(|p| {
+                    Some(NamedPort {
+                        name: p.name.clone().filter(|n| !n.is_empty())?,
+                        protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        port: u16::try_from(p.port?).ok()?,
+                    })
+                })
+                .collect();
+            h.named_ports.sort();
+            h.named_ports.dedup();
             table.headless.insert((ns, name), h);
             continue;
         }
@@ -140,6 +170,18 @@ pub fn build<'a>(
         let mut addr = cluster_ip.map(|ip| ServiceAddress {
             cluster_ip: ip,
             ports: Vec::new(),
+            named_ports: spec
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some(NamedPort {
+                        name: p.name.clone().filter(|n| !n.is_empty())?,
+                        protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        port: u16::try_from(p.port).ok()?,
+                    })
+                })
+                .collect(),
         });
         for port in spec.ports.iter().flatten() {
             if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
