@@ -169,6 +169,14 @@ mod tests {
         causes
     }
 
+    /// Each cause's field and reason.
+    fn fields(causes: &[Cause]) -> Vec<(&str, &'static str)> {
+        causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.reason))
+            .collect()
+    }
+
     fn fields_and_reasons(spec: Value) -> Vec<(String, &'static str)> {
         check(spec)
             .into_iter()
@@ -238,10 +246,7 @@ mod tests {
     fn nameservers_are_at_most_three_ip_addresses() {
         let causes = check(json!({"dnsConfig": {
             "nameservers": ["1.1.1.1", "8.8.8.8", "dns.example", "9.9.9.9"]}}));
-        let got: Vec<(&str, &str)> = causes
-            .iter()
-            .map(|c| (c.field.as_str(), c.reason))
-            .collect();
+        let got = fields(&causes);
         assert_eq!(
             got,
             [
@@ -294,10 +299,7 @@ mod tests {
     fn each_search_is_a_subdomain_with_an_optional_trailing_dot() {
         let causes = check(json!({"dnsConfig": {
             "searches": ["ok.example.", "Bad_Domain", ".", "two.."]}}));
-        let got: Vec<(&str, &str)> = causes
-            .iter()
-            .map(|c| (c.field.as_str(), c.reason))
-            .collect();
+        let got = fields(&causes);
         assert_eq!(
             got,
             [
