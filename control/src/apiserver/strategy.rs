@@ -130,8 +130,16 @@ fn map_mut<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String
     v.as_object_mut().expect("just made an object")
 }
 
+/// Sets `key` to `value` when it is unset: absent or null, or, for a string default, the empty
+/// string (a Go string field's zero value, which Kubernetes' defaulting replaces too, e.g.
+/// `dnsPolicy: ""` becomes `ClusterFirst`).
 fn default(map: &mut Map<String, Value>, key: &str, value: Value) {
-    if map.get(key).is_none_or(Value::is_null) {
+    let unset = match map.get(key) {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty() && value.is_string(),
+        Some(_) => false,
+    };
+    if unset {
         map.insert(key.to_string(), value);
     }
 }
@@ -839,6 +847,24 @@ mod tests {
         let res = resources::find(kind_path.0, kind_path.1, kind_path.2).expect("served");
         apply_defaults(res, &mut obj);
         obj
+    }
+
+    #[test]
+    fn empty_strings_are_defaulted_as_go_zero_values_are() {
+        let pod = defaulted(
+            ("", "v1", "pods"),
+            json!({"spec": {"dnsPolicy": "", "restartPolicy": "", "schedulerName": "mine",
+                            "containers": [{"name": "a", "image": "i"}]}}),
+        );
+        assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirst");
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["schedulerName"], "mine");
+        let service = defaulted(
+            ("", "v1", "services"),
+            json!({"spec": {"type": "", "ports": [{"port": 80, "protocol": ""}]}}),
+        );
+        assert_eq!(service["spec"]["type"], "ClusterIP");
+        assert_eq!(service["spec"]["ports"][0]["protocol"], "TCP");
     }
 
     #[test]
