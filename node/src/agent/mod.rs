@@ -174,7 +174,7 @@ impl Agent {
             config.status_interval,
             shutdown.child_token(),
         ));
-        let proxy = crate::proxy::Proxy::new();
+        let proxy = crate::proxy::Proxy::for_domain(&config.cluster_domain);
         if config.proxy {
             proxy.start(client.clone(), node_ip, &tasks, shutdown.child_token());
         }

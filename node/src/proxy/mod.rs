@@ -58,6 +58,8 @@ struct State {
 pub struct Proxy {
     // A std lock: map reads and swaps only, never held across an await.
     state: Arc<RwLock<State>>,
+    /// The cluster domain Service names end in (`cluster.local`).
+    domain: Arc<str>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -73,10 +75,17 @@ impl Default for Proxy {
 }
 
 impl Proxy {
-    /// A proxy with an empty table.
+    /// A proxy with an empty table, for the cluster domain `cluster.local`.
     pub fn new() -> Proxy {
+        Proxy::for_domain(crate::dns::DEFAULT_CLUSTER_DOMAIN)
+    }
+
+    /// A proxy with an empty table, for cluster `domain` (Service names'
+    /// `<name>.<namespace>.svc.<domain>`).
+    pub fn for_domain(domain: &str) -> Proxy {
         Proxy {
             state: Arc::new(RwLock::new(State::default())),
+            domain: domain.trim_end_matches('.').to_ascii_lowercase().into(),
         }
     }
 
@@ -126,7 +135,7 @@ impl Proxy {
     /// that pod, on `port` itself, as their DNS records would.
     pub fn resolve(&self, namespace: &str, host: &str, port: u16) -> Option<SocketAddr> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        if let Some((ns, service, hostname)) = table::pod_of_host(host, namespace)
+        if let Some((ns, service, hostname)) = table::pod_of_host(host, namespace, &self.domain)
             && let Some(ip) = state
                 .headless
                 .get(&(ns, service))
@@ -134,7 +143,7 @@ impl Proxy {
         {
             return Some(SocketAddr::new(*ip, port));
         }
-        let key = table::service_of_host(host, namespace)?;
+        let key = table::service_of_host(host, namespace, &self.domain)?;
         if let Some(h) = state.headless.get(&key) {
             return h.ready.first().map(|ip| SocketAddr::new(*ip, port));
         }

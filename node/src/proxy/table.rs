@@ -253,12 +253,14 @@ pub fn build<'a>(
 
 /// The `(namespace, service, hostname)` a host name means for a pod in `namespace` when it names
 /// a pod of a headless Service: `HOST.SERVICE`, `HOST.SERVICE.NAMESPACE`,
-/// `HOST.SERVICE.NAMESPACE.svc` and `HOST.SERVICE.NAMESPACE.svc.cluster.local`. A two-part name
-/// is tried this way first, as the pod's DNS search path does (`<namespace>.svc.cluster.local`
-/// before `svc.cluster.local`).
-pub fn pod_of_host(host: &str, namespace: &str) -> Option<(String, String, String)> {
+/// `HOST.SERVICE.NAMESPACE.svc` and `HOST.SERVICE.NAMESPACE.svc.<domain>` (the cluster domain,
+/// `cluster.local`). A two-part name is tried this way first, as the pod's DNS search path does
+/// (`<namespace>.svc.<domain>` before `svc.<domain>`).
+pub fn pod_of_host(host: &str, namespace: &str, domain: &str) -> Option<(String, String, String)> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let host = host.strip_suffix(".cluster.local").unwrap_or(&host);
+    let host = host
+        .strip_suffix(&format!(".{}", domain.trim_end_matches('.')))
+        .unwrap_or(&host);
     let host = host.strip_suffix(".svc").unwrap_or(host);
     let parts: Vec<&str> = host.split('.').collect();
     let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
@@ -273,11 +275,11 @@ pub fn pod_of_host(host: &str, namespace: &str) -> Option<(String, String, Strin
 }
 
 /// The `(namespace, name)` of the Service a host name means for a pod in `namespace`:
-/// `NAME`, `NAME.NAMESPACE`, `NAME.NAMESPACE.svc` and `NAME.NAMESPACE.svc.cluster.local`.
-pub fn service_of_host(host: &str, namespace: &str) -> Option<(String, String)> {
+/// `NAME`, `NAME.NAMESPACE`, `NAME.NAMESPACE.svc` and `NAME.NAMESPACE.svc.<domain>`.
+pub fn service_of_host(host: &str, namespace: &str, domain: &str) -> Option<(String, String)> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let host = host
-        .strip_suffix(".cluster.local")
+        .strip_suffix(&format!(".{}", domain.trim_end_matches('.')))
         .unwrap_or(&host)
         .to_string();
     let host = host.strip_suffix(".svc").unwrap_or(&host);
@@ -410,7 +412,7 @@ mod tests {
         ];
         for (host, want) in table {
             assert_eq!(
-                pod_of_host(host, "pods"),
+                pod_of_host(host, "pods", "cluster.local"),
                 want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())),
                 "{host}"
             );
@@ -431,10 +433,24 @@ mod tests {
         ];
         for (host, want) in table {
             assert_eq!(
-                service_of_host(host, "pods"),
+                service_of_host(host, "pods", "cluster.local"),
                 want.map(|(a, b)| (a.to_string(), b.to_string())),
                 "{host}"
             );
         }
+        // Another cluster domain (`--cluster-domain corp.example`).
+        let corp = "corp.example";
+        assert_eq!(
+            service_of_host("web.shop.svc.corp.example.", "pods", corp),
+            Some(("shop".to_string(), "web".to_string()))
+        );
+        assert_eq!(
+            service_of_host("web.shop.svc.cluster.local", "pods", corp),
+            None
+        );
+        assert_eq!(
+            pod_of_host("db-0.db.shop.svc.corp.example", "pods", corp),
+            Some(("shop".into(), "db".into(), "db-0".into()))
+        );
     }
 }
