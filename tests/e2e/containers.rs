@@ -718,10 +718,11 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
         "copied in\n"
     );
     // `kubectl exec -it`: the command runs on a terminal of the size of kubectl's, and what
-    // is typed reaches it.
+    // is typed reaches it. runc sizes the container's terminal just after the command starts
+    // (a command that asks at once may see 0x0 under load), so this one asks for up to 5 s.
     let (code, shown) = kubectl_on_terminal(
         &c,
-        "exec -it container-web -- sh -c 'tty; stty size; exit 3'",
+        "exec -it container-web -- sh -c 'tty; i=0; until [ \"$(stty size 2>/dev/null)\" = \"30 100\" ] || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done; stty size; exit 3'",
         "",
     );
     assert_eq!(code, Some(3), "{shown}");
@@ -749,7 +750,8 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
 }
 
 /// Runs `kubectl ARGS` on a terminal of 30 rows and 100 columns (util-linux's `script` gives
-/// it one), typing `input`: its exit code (`None` past a minute) and what the terminal showed.
+/// it one), typing `input`: its exit code (`None` past a minute, `timeout`'s limit) and what
+/// the terminal showed.
 fn kubectl_on_terminal(c: &Cluster, args: &str, input: &str) -> (Option<i32>, String) {
     let line = format!("stty rows 30 cols 100; exec kubectl {args}");
     let mut child = Command::new("timeout")
@@ -760,13 +762,14 @@ fn kubectl_on_terminal(c: &Cluster, args: &str, input: &str) -> (Option<i32>, St
         .stderr(Stdio::piped())
         .spawn()
         .expect("script (util-linux) runs kubectl on a terminal");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
+    let mut keyboard = child.stdin.take().expect("stdin");
+    keyboard
         .write_all(input.as_bytes())
         .expect("type the input");
+    // The keyboard stays there until kubectl is done, as at a real terminal: an end of input
+    // would make `script` type an end-of-file character of its own into the session.
     let out = child.wait_with_output().expect("script ends");
+    drop(keyboard);
     let mut shown = String::from_utf8_lossy(&out.stdout).into_owned();
     shown.push_str(&String::from_utf8_lossy(&out.stderr));
     let code = out.status.code().filter(|c| *c != 124);
