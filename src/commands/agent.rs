@@ -94,22 +94,18 @@ impl NodeArgs {
         }
         config.event_qps = self.event_qps;
         config.event_burst = self.event_burst;
-        let domain = self.cluster_domain.trim_end_matches('.');
-        if domain.is_empty()
-            || !domain.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            })
-        {
+        let domain = self
+            .cluster_domain
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let label = flotilla_control::apiserver::validation::dns1123_label;
+        if !domain.split('.').all(|l| label(l).is_none()) {
             anyhow::bail!(
                 "--cluster-domain must be a DNS domain name, not {:?}",
                 self.cluster_domain
             );
         }
-        config.cluster_domain = domain.to_ascii_lowercase();
+        config.cluster_domain = domain;
         config.resolv_conf = self.resolv_conf.clone();
         Ok(())
     }

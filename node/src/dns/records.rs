@@ -150,19 +150,21 @@ pub fn lookup(zone: Zone<'_>, name: &str, domain: &str) -> Answer {
             .get(&key(ns, service))
             .and_then(|h| {
                 h.hostnames.get(*host).copied().or_else(|| {
-                    let ip = host.replace('-', ".").parse::<Ipv4Addr>().ok()?;
-                    h.ready.contains(&IpAddr::V4(ip)).then_some(IpAddr::V4(ip))
+                    let ip = IpAddr::V4(dashed_ipv4(host)?);
+                    h.ready.contains(&ip).then_some(ip)
                 })
             })
             .map_or(Answer::NxDomain, |ip| Answer::Addresses(vec![ip])),
-        [dashed, _ns, "pod"] => dashed
-            .replace('-', ".")
-            .parse::<Ipv4Addr>()
-            .map_or(Answer::NxDomain, |ip| {
-                Answer::Addresses(vec![IpAddr::V4(ip)])
-            }),
+        [dashed, _ns, "pod"] => dashed_ipv4(dashed).map_or(Answer::NxDomain, |ip| {
+            Answer::Addresses(vec![IpAddr::V4(ip)])
+        }),
         _ => Answer::NxDomain,
     }
+}
+
+/// The address a label like `10-244-0-7` names.
+fn dashed_ipv4(label: &str) -> Option<Ipv4Addr> {
+    label.replace('-', ".").parse().ok()
 }
 
 /// The first label of a headless Service's pod at `ip`: its `hostname`, else its address with

@@ -7,7 +7,6 @@
 //! minimum. An ExternalName Service answers with its CNAME followed by the target's records.
 
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,7 +209,7 @@ impl DnsServer {
                 reply.add_answers(records);
             }
             Answer::Alias(target) => {
-                let Ok(target_name) = Name::from_ascii(format!("{target}.")) else {
+                let Some(target_name) = fqdn(&target) else {
                     reply.metadata.response_code = ResponseCode::ServFail;
                     return;
                 };
@@ -226,7 +225,7 @@ impl DnsServer {
             }
             Answer::Services(targets) if matches!(qtype, RecordType::SRV | RecordType::ANY) => {
                 for t in targets {
-                    let Ok(target) = Name::from_ascii(format!("{}.", t.target)) else {
+                    let Some(target) = fqdn(&t.target) else {
                         continue;
                     };
                     reply.add_additionals(address_records(&target, &[t.address], RecordType::ANY));
@@ -238,11 +237,11 @@ impl DnsServer {
                 }
             }
             Answer::Pointer(target) if matches!(qtype, RecordType::PTR | RecordType::ANY) => {
-                match Name::from_ascii(format!("{target}.")) {
-                    Ok(target) => {
+                match fqdn(&target) {
+                    Some(target) => {
                         reply.add_answer(Record::from_rdata(owner, TTL, RData::PTR(PTR(target))));
                     }
-                    Err(_) => reply.metadata.response_code = ResponseCode::ServFail,
+                    None => reply.metadata.response_code = ResponseCode::ServFail,
                 }
             }
             Answer::NoData | Answer::Services(_) | Answer::Pointer(_) => {
@@ -279,12 +278,9 @@ impl DnsServer {
 
     /// The cluster zone's SOA (CoreDNS's values), for negative answers.
     fn soa(&self) -> Record {
-        let zone =
-            Name::from_ascii(format!("{}.", self.inner.domain)).unwrap_or_else(|_| Name::root());
-        let name = |prefix: &str| {
-            Name::from_str(&format!("{prefix}.{}.", self.inner.domain))
-                .unwrap_or_else(|_| Name::root())
-        };
+        let domain = &self.inner.domain;
+        let zone = fqdn(domain).unwrap_or_else(Name::root);
+        let name = |prefix: &str| fqdn(&format!("{prefix}.{domain}")).unwrap_or_else(Name::root);
         let serial = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
@@ -322,6 +318,11 @@ impl DnsServer {
         }
         None
     }
+}
+
+/// The fully qualified name of `name` (given without its final dot).
+fn fqdn(name: &str) -> Option<Name> {
+    Name::from_ascii(format!("{name}.")).ok()
 }
 
 /// A and AAAA records of `ips` for `owner` that answer `qtype`.

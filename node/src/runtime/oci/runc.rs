@@ -267,9 +267,7 @@ impl RuntimeBinary {
         let _ = err.await;
         Ok(status.code().unwrap_or(255))
     }
-}
 
-impl RuntimeBinary {
     /// `exec --tty` for `kubectl exec -t`: runs `command` inside the running container on a
     /// terminal ([`super::terminal`]). What comes on `input` is typed into it; what it shows
     /// is sent on `output` as stdout; each `(width, height)` on `resize` sets its size.
