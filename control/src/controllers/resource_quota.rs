@@ -77,6 +77,24 @@ struct Limits {
     scopes: Vec<ScopeSelector>,
 }
 
+impl Limits {
+    /// The limits of `quota` (a ResourceQuota's JSON).
+    fn of(quota: &Value) -> Limits {
+        Limits {
+            hard: usage::list_from_json(&quota["spec"]["hard"]),
+            scopes: usage::scope_selectors(quota),
+        }
+    }
+
+    /// Nothing used yet of each resource in `hard`: where a recount starts.
+    fn nothing_used(&self) -> ResourceList {
+        self.hard
+            .keys()
+            .map(|k| (k.clone(), Amount::count(0)))
+            .collect()
+    }
+}
+
 /// Adds to each quota's `used` (by index of `limits`) the usage of the `objects` of `res` it
 /// selects, for each resource of its `hard`. An object's usage is worked out once, whatever
 /// the number of quotas.
@@ -141,23 +159,9 @@ impl QuotaController {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(ns.to_string());
-        let limits: Vec<Limits> = quotas
-            .iter()
-            .map(|q| Limits {
-                hard: usage::list_from_json(&q["spec"]["hard"]),
-                scopes: usage::scope_selectors(q),
-            })
-            .collect();
+        let limits: Vec<Limits> = quotas.iter().map(Limits::of).collect();
         let now = Utc::now();
-        let mut used: Vec<ResourceList> = limits
-            .iter()
-            .map(|l| {
-                l.hard
-                    .keys()
-                    .map(|k| (k.clone(), Amount::count(0)))
-                    .collect()
-            })
-            .collect();
+        let mut used: Vec<ResourceList> = limits.iter().map(Limits::nothing_used).collect();
         let mut recheck = None;
         // Each kind any quota counts is listed once, from the store.
         for res in resources::RESOURCES {
@@ -275,20 +279,9 @@ mod tests {
         let best_effort = json!({"spec": {"hard": {"pods": "9"}, "scopes": ["BestEffort"]}});
         let limits: Vec<Limits> = [&quota, &best_effort]
             .iter()
-            .map(|q| Limits {
-                hard: usage::list_from_json(&q["spec"]["hard"]),
-                scopes: usage::scope_selectors(q),
-            })
+            .map(|q| Limits::of(q))
             .collect();
-        let mut used: Vec<ResourceList> = limits
-            .iter()
-            .map(|l| {
-                l.hard
-                    .keys()
-                    .map(|k| (k.clone(), Amount::count(0)))
-                    .collect()
-            })
-            .collect();
+        let mut used: Vec<ResourceList> = limits.iter().map(Limits::nothing_used).collect();
         let pod = |cpu: Option<&str>, phase: &str| {
             let mut p = json!({"spec": {"containers": [{"name": "c"}]},
                 "status": {"phase": phase}});
