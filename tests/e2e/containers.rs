@@ -1325,3 +1325,147 @@ fn container_pods_resolve_services_through_cluster_dns() {
     );
     assert!(c.pod("dns-bad").is_none(), "nothing was stored");
 }
+
+/// `kubectl run` of a pod on the agent's node and the runc RuntimeClass, with `flags`.
+fn kubectl_run(c: &Cluster, name: &str, flags: &str, command: &str) -> String {
+    let overrides = json!({"spec": {
+        "nodeName": c.agent.name,
+        "runtimeClassName": "runc",
+        "terminationGracePeriodSeconds": 3,
+    }});
+    format!(
+        "run {name} {flags} --restart=Never --image=busybox:v1 --overrides='{overrides}' -- {command}"
+    )
+}
+
+#[test]
+fn kubectl_run_and_attach_reach_a_containers_stdin_and_terminal() {
+    let c = Cluster::start();
+    let node = c.agent.name.clone();
+    // `kubectl run -i --rm`: what kubectl reads is the container's stdin (stdinOnce: it ends
+    // with kubectl's), its stdout and stderr come back apart, its exit code is kubectl's, and
+    // the pod is gone afterwards.
+    let line = kubectl_run(
+        &c,
+        "catty",
+        "-i --rm",
+        "sh -c 'read line; echo got-$line; echo err-$line >&2; cat; echo after-eof; exit 3'",
+    );
+    let out = Command::new("sh")
+        .args(["-c", &format!("exec timeout 60 kubectl {line}")])
+        .env("KUBECONFIG", &c.server.kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"hello\nmore\n")?;
+            child.wait_with_output()
+        })
+        .expect("kubectl run");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(3), "{stdout} / {stderr}");
+    assert!(stdout.contains("got-hello"), "{stdout} / {stderr}");
+    assert!(
+        stdout.contains("more\nafter-eof"),
+        "the rest of the input, then its end: {stdout} / {stderr}"
+    );
+    assert!(
+        stderr.contains("err-hello") && !stdout.contains("err-hello"),
+        "{stdout} / {stderr}"
+    );
+    wait_for("the --rm pod deleted", POD_TIMEOUT, || {
+        let out = c.server.kubectl(&["get", "pod", "catty"]);
+        (!out.status.success()).then_some(())
+    });
+
+    // `kubectl run -it`: the container runs on a terminal of kubectl's size, what is typed
+    // reaches its shell, and the shell's exit code is kubectl's.
+    let (code, shown) = kubectl_on_terminal(
+        &c,
+        &kubectl_run(&c, "tty", "-it --rm", "sh"),
+        "i=0; until [ \"$(stty size)\" = \"30 100\" ] || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done; stty size; tty; echo typed-$((6 * 7)) $TERM; exit 4\n",
+    );
+    assert_eq!(code, Some(4), "{shown}");
+    assert!(shown.contains("typed-42 xterm"), "{shown}");
+    assert!(shown.contains("30 100"), "kubectl's size: {shown}");
+    assert!(
+        shown.contains("/dev/pts/0"),
+        "the container's own terminal: {shown}"
+    );
+
+    // A pod whose stdin stays open between attaches (no stdinOnce): each `kubectl attach -i`
+    // writes to the same reader.
+    c.apply(&pod(
+        &node,
+        "echoer",
+        "busybox:v1",
+        "      stdin: true\n      command: [\"sh\", \"-c\", \"while read l; do [ \\\"$l\\\" = quit ] && exit 0; echo echo-$l; done; echo stdin-ended\"]\n",
+        "  restartPolicy: Never\n",
+    ));
+    wait_for("the echoer running", POD_TIMEOUT, || {
+        let p = c.server.kubectl_json(&["get", "pod", "echoer"]);
+        is_ready(&p).then_some(())
+    });
+    // kubectl's input ends here but the container's does not: the attach lasts until the
+    // container ends, so this one is cut short by `timeout`.
+    let first = Command::new("timeout")
+        .args(["8", "kubectl", "attach", "-i", "echoer"])
+        .env("KUBECONFIG", &c.server.kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().expect("stdin").write_all(b"one\n")?;
+            child.wait_with_output()
+        })
+        .expect("kubectl attach");
+    let shown = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        shown.contains("echo-one"),
+        "{shown} / {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = c
+        .server
+        .kubectl_stdin(&["attach", "-i", "echoer"], "two\nquit\n");
+    let shown = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success(),
+        "{shown} / {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        shown.contains("echo-two") && !shown.contains("stdin-ended"),
+        "{shown}"
+    );
+    let logs = c.server.kubectl_ok(&["logs", "echoer"]);
+    assert_eq!(logs, "echo-one\necho-two\n");
+    wait_for("the echoer Succeeded", POD_TIMEOUT, || {
+        let p = c.server.kubectl_json(&["get", "pod", "echoer"]);
+        (p["status"]["phase"] == "Succeeded").then_some(())
+    });
+    // The API server refuses an attach to a finished pod before reaching its node, in
+    // kubectl's words (kubectl itself checks first, so this asks over HTTP).
+    let out = c.server.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/echoer/attach?container=main&stdout=true",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "cannot attach a container in a completed pod; current phase is Succeeded"
+            ),
+        "{err}"
+    );
+}

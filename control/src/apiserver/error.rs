@@ -332,20 +332,6 @@ impl ApiError {
         )
     }
 
-    /// 405 for a pod's streaming subresource `attach`, which this server does not serve:
-    /// says so, and where a container's output can be read instead.
-    pub fn streaming_not_served(sub: &str) -> Self {
-        Self::plain(
-            405,
-            "MethodNotAllowed",
-            format!(
-                "pods/{sub} is not supported by Flotilla: it does not attach to pod \
-                 containers; `kubectl logs` shows a container's output, and `kubectl exec` \
-                 runs a command in a container pod"
-            ),
-        )
-    }
-
     /// 422 for list options kube-apiserver's `ValidateListOptions` refuses.
     pub fn invalid_list_options(cause: Cause) -> Self {
         let mut e = Self::plain(

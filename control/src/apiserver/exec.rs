@@ -1,5 +1,6 @@
-//! `pods/exec`: `kubectl exec POD -- COMMAND` over the WebSocket protocol kubectl speaks
-//! (`v5.channel.k8s.io`, or `v4.channel.k8s.io`).
+//! `pods/exec` and `pods/attach`: `kubectl exec POD -- COMMAND` and `kubectl attach POD`
+//! (`kubectl run -i`) over the WebSocket protocol kubectl speaks (`v5.channel.k8s.io`, or
+//! `v4.channel.k8s.io`).
 //!
 //! Like kube-apiserver, the API server checks the pod (it exists, is bound, has not
 //! finished, has the container) and hands the request to the agent of its node
@@ -12,6 +13,11 @@
 //! the agent opens: stdin (channel 0), the `CLOSE` signal and kubectl's terminal sizes
 //! (channel 4) go to the agent as frames in its request's body, and the terminal's output
 //! comes back on channel 1.
+//!
+//! An attach goes the same way to the agent's `/attach/{namespace}/{pod}/{container}`: what
+//! the container writes from then on comes back (channels 1 and 2), and with `-i` (or a
+//! container with a terminal) stdin, `CLOSE` and sizes go to the agent framed. It ends when
+//! the container's run ends, with `Success` on channel 3.
 
 use axum::body::Body;
 use axum::extract::FromRequest;
@@ -41,11 +47,6 @@ pub struct ExecTarget {
 }
 
 impl ExecTarget {
-    /// The target of an exec path, if `path` is one.
-    pub fn from_path(path: &str) -> Option<ExecTarget> {
-        Self::for_subresource(path, "exec")
-    }
-
     /// The pod of `/api/v1/namespaces/{namespace}/pods/{name}/{subresource}`.
     pub fn for_subresource(path: &str, subresource: &str) -> Option<ExecTarget> {
         let rest = path.strip_prefix("/api/v1/namespaces/")?;
@@ -66,8 +67,32 @@ impl ExecTarget {
     }
 }
 
-/// Serves one exec request.
-pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiResult<Response> {
+/// Which streaming subresource of a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streaming {
+    /// `pods/exec`: runs a command.
+    Exec,
+    /// `pods/attach`: connects to the container's own streams.
+    Attach,
+}
+
+impl Streaming {
+    /// The subresource's name, also the agent's path's first part.
+    pub fn name(self) -> &'static str {
+        match self {
+            Streaming::Exec => "exec",
+            Streaming::Attach => "attach",
+        }
+    }
+}
+
+/// Serves one exec or attach request.
+pub async fn serve(
+    api: &Api,
+    target: &ExecTarget,
+    what: Streaming,
+    req: Request<Body>,
+) -> ApiResult<Response> {
     let pods = resources::find("", "v1", "pods").expect("pods served");
     let pod = api.get(pods, Some(&target.namespace), &target.name).await?;
     let query = req.uri().query().unwrap_or("").to_string();
@@ -84,34 +109,41 @@ pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiRes
             _ => {}
         }
     }
-    if commands == 0 {
+    if commands == 0 && what == Streaming::Exec {
         return Err(ApiError::bad_request("you must specify at least 1 command"));
     }
     let container = pick_container(&pod, container.as_deref())?;
     let name = &target.name;
     let node = agent::pod_node(&pod)?;
     if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
+        // kubectl's own words for each.
+        let verb = match what {
+            Streaming::Exec => "exec into",
+            Streaming::Attach => "attach",
+        };
         return Err(ApiError::bad_request(format!(
-            "cannot exec into a container in a completed pod; current phase is {phase}"
+            "cannot {verb} a container in a completed pod; current phase is {phase}"
         )));
     }
     let ns = &target.namespace;
-    let path = format!("/exec/{ns}/{name}/{container}?{query}");
+    let sub = what.name();
+    let path = format!("/{sub}/{ns}/{name}/{container}?{query}");
     // Only a WebSocket upgrade can carry the streams. kubectl falls back to SPDY when the
     // upgrade fails: that request gets the agent's reason, found without running anything,
     // or else this one.
     let Ok(upgrade) = WebSocketUpgrade::from_request(req, &()).await else {
-        let checked = agent::get(api, node, "exec", &format!("{path}&check=true")).await?;
+        let checked = agent::get(api, node, sub, &format!("{path}&check=true")).await?;
         if !checked.status().is_success() {
             return Ok(agent::streamed(checked));
         }
-        return Err(ApiError::bad_request(
-            "pods/exec is served over WebSocket (v5.channel.k8s.io or v4.channel.k8s.io) only; \
-             SPDY is not supported: use kubectl 1.30 or later",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "pods/{sub} is served over WebSocket (v5.channel.k8s.io or v4.channel.k8s.io) only; \
+             SPDY is not supported: use kubectl 1.30 or later"
+        )));
     };
     // With stdin, the agent's request body streams what comes on channel 0; on a terminal,
-    // framed, with the terminal's sizes.
+    // and for an attach, framed, with the terminal's sizes.
+    let framed = tty || what == Streaming::Attach;
     let (method, request_body, stdin_tx) = if stdin || tty {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let stream =
@@ -120,7 +152,7 @@ pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiRes
     } else {
         (http::Method::GET, Body::empty(), None)
     };
-    let resp = agent::send(api, node, "exec", method, &path, request_body).await?;
+    let resp = agent::send(api, node, sub, method, &path, request_body).await?;
     if !resp.status().is_success() {
         // The agent answers errors as Kubernetes Status objects: pass them on as they are.
         return Ok(agent::streamed(resp));
@@ -128,7 +160,7 @@ pub async fn serve(api: &Api, target: &ExecTarget, req: Request<Body>) -> ApiRes
     let body = resp.into_body();
     Ok(upgrade
         .protocols(PROTOCOLS)
-        .on_upgrade(move |socket| relay(body, socket, stdin_tx, tty)))
+        .on_upgrade(move |socket| relay(body, socket, stdin_tx, framed)))
 }
 
 /// What the client sends: stdin on channel 0, until the v5 `CLOSE` signal for it (channel
@@ -257,18 +289,18 @@ mod tests {
     #[test]
     fn exec_paths_and_frames_are_read() {
         assert_eq!(
-            ExecTarget::from_path("/api/v1/namespaces/default/pods/web/exec"),
+            ExecTarget::for_subresource("/api/v1/namespaces/default/pods/web/exec", "exec"),
             Some(ExecTarget {
                 namespace: "default".into(),
                 name: "web".into()
             })
         );
         assert_eq!(
-            ExecTarget::from_path("/api/v1/namespaces/default/pods/web/log"),
+            ExecTarget::for_subresource("/api/v1/namespaces/default/pods/web/log", "exec"),
             None
         );
         assert_eq!(
-            ExecTarget::from_path("/api/v1/namespaces/default/pods/web/exec/x"),
+            ExecTarget::for_subresource("/api/v1/namespaces/default/pods/web/exec/x", "exec"),
             None
         );
         let mut buf = BytesMut::from(&[1u8, 0, 0, 0, 2, b'h', b'i', 3, 0, 0][..]);

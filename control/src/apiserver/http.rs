@@ -259,9 +259,6 @@ impl Target {
             return Err(ApiError::no_route());
         }
         if let Some(sub) = &self.sub {
-            if self.res.kind == "Pod" && sub == "attach" {
-                return Err(ApiError::streaming_not_served(sub));
-            }
             let ok = match Subresource::parse(sub) {
                 Some(s) => self.res.has(s),
                 None => sub == "finalize" && self.res.kind == "Namespace",
@@ -440,10 +437,13 @@ fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
 }
 
 async fn dispatch(State(state): State<HttpState>, req: Request) -> Response {
-    if let Some(target) = super::exec::ExecTarget::from_path(req.uri().path()) {
-        return super::exec::serve(&state.api, &target, req)
-            .await
-            .unwrap_or_else(|e| e.into_response());
+    for what in [super::exec::Streaming::Exec, super::exec::Streaming::Attach] {
+        let path = req.uri().path();
+        if let Some(target) = super::exec::ExecTarget::for_subresource(path, what.name()) {
+            return super::exec::serve(&state.api, &target, what, req)
+                .await
+                .unwrap_or_else(|e| e.into_response());
+        }
     }
     if let Some(target) = super::exec::ExecTarget::for_subresource(req.uri().path(), "portforward")
     {

@@ -29,6 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::resource_metrics::RunningPods;
 use crate::logs::server::status;
+use crate::runtime::ContainerId;
 
 /// The channel of the final `Status`.
 pub const STATUS_CHANNEL: u8 = 3;
@@ -96,43 +97,9 @@ async fn exec(
             "you must specify at least 1 command",
         );
     }
-    let pods = source.registry.snapshot();
-    let Some(p) = pods
-        .iter()
-        .find(|p| p.namespace == namespace && p.name == pod)
-    else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("pod {namespace}/{pod} does not run on this node"),
-        );
-    };
-    let Some(record) = p
-        .state
-        .containers
-        .iter()
-        .chain(&p.state.init)
-        .find(|c| c.name == container)
-    else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("container {container} is not valid for pod {pod}"),
-        );
-    };
-    let Some((handler, id)) = record.running_in() else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &format!("container {container} is not running"),
-        );
-    };
-    let Some(runtime) = source.runtimes.get(handler).cloned() else {
-        return status(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            &format!("no runtime {handler} on this node"),
-        );
+    let (handler, runtime, id) = match running_container(&source, &namespace, &pod, &container) {
+        Ok(found) => found,
+        Err(refused) => return refused.into_response(),
     };
     if !runtime.runs_commands() {
         return status(
@@ -184,6 +151,72 @@ async fn exec(
     frames(rx)
 }
 
+/// The running container `container` of pod `namespace/pod` on this node: its runtime's
+/// handler, the runtime and the container's id; else why not, to answer as a `Status`.
+pub fn running_container(
+    source: &RunningPods,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+) -> Result<
+    (
+        String,
+        std::sync::Arc<dyn crate::runtime::Runtime>,
+        ContainerId,
+    ),
+    Refusal,
+> {
+    let pods = source.registry.snapshot();
+    let Some(p) = pods
+        .iter()
+        .find(|p| p.namespace == namespace && p.name == pod)
+    else {
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("pod {namespace}/{pod} does not run on this node"),
+        ));
+    };
+    let Some(record) = p
+        .state
+        .containers
+        .iter()
+        .chain(&p.state.init)
+        .find(|c| c.name == container)
+    else {
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("container {container} is not valid for pod {pod}"),
+        ));
+    };
+    let Some((handler, id)) = record.running_in() else {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("container {container} is not running"),
+        ));
+    };
+    let Some(runtime) = source.runtimes.get(handler).cloned() else {
+        return Err(Refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("no runtime {handler} on this node"),
+        ));
+    };
+    Ok((handler.to_string(), runtime, id))
+}
+
+/// Why a request for a container cannot be served: a `Status`'s code, reason and message.
+#[derive(Debug)]
+pub struct Refusal(pub StatusCode, pub &'static str, pub String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        status(self.0, self.1, &self.2)
+    }
+}
+
 /// The final `Status` of a command that ended with `ended`.
 fn ended_status(command: &[String], ended: Result<i32, crate::runtime::RuntimeError>) -> Bytes {
     let end = match ended {
@@ -197,7 +230,7 @@ fn ended_status(command: &[String], ended: Result<i32, crate::runtime::RuntimeEr
 }
 
 /// The answer: the frames that come on `rx`, as they come.
-fn frames(rx: tokio::sync::mpsc::Receiver<(u8, Bytes)>) -> Response {
+pub fn frames(rx: tokio::sync::mpsc::Receiver<(u8, Bytes)>) -> Response {
     let frames = ReceiverStream::new(rx).map(|(ch, data)| Ok::<_, Infallible>(frame(ch, &data)));
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -223,9 +256,9 @@ fn terminal_size(data: &[u8]) -> Option<(u16, u16)> {
     Some((dim("Width")?, dim("Height")?))
 }
 
-/// Splits a terminal exec's framed request body into the command's stdin and the terminal's
-/// sizes.
-fn terminal_input(
+/// Splits a framed request body (a terminal exec's, an attach's) into stdin and the
+/// terminal's sizes.
+pub fn terminal_input(
     body: Body,
 ) -> (
     tokio::sync::mpsc::Receiver<Bytes>,

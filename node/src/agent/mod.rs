@@ -9,7 +9,9 @@
 //! - [`pods`]: the watch of this node's pods, feeding the pod workers.
 //! - [`events`]: Kubernetes Events about pods.
 //! - [`rate_limit`]: the limit on event writes.
+//! - [`exec`], [`attach`]: `kubectl exec` and `kubectl attach`, through the API server.
 
+pub mod attach;
 pub mod config;
 pub mod events;
 pub mod exec;
@@ -156,7 +158,11 @@ impl Agent {
         };
         let app = crate::logs::server::router(logs.clone())
             .merge(metrics::router(facts.name.clone(), running.clone()))
-            .merge(exec::router(running));
+            .merge(exec::router(running.clone()))
+            .merge(attach::router(attach::Attachable {
+                running,
+                logs: logs.clone(),
+            }));
         let http_stop = shutdown.child_token();
         tasks.spawn(async move {
             let served = axum::serve(listener, app)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::Stream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::cri::{self, LogOptions};
 use crate::runtime::{ContainerOutput, OutputStream};
@@ -21,6 +21,8 @@ use crate::runtime::{ContainerOutput, OutputStream};
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 10 << 20;
 /// Longest partial line kept in memory before it is written as a partial (`P`) line.
 const MAX_PARTIAL: usize = 16 << 10;
+/// How many chunks of output an attached client may be behind ([`ContainerLog::tap`]).
+pub const TAP_BACKLOG: usize = 256;
 /// How often a follower looks for new output.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
@@ -191,6 +193,10 @@ struct Writer {
     file: LogFile,
     size: u64,
     partial: [Vec<u8>; 2],
+    /// Live copies of the output ([`ContainerLog::tap`]).
+    taps: Vec<mpsc::Sender<(OutputStream, Bytes)>>,
+    /// Whether the run has ended ([`ContainerLog::finish`]).
+    ended: bool,
 }
 
 /// The current file of a run.
@@ -215,6 +221,8 @@ impl ContainerLog {
                 file: LogFile::NotCreated,
                 size: 0,
                 partial: [Vec::new(), Vec::new()],
+                taps: Vec::new(),
+                ended: false,
             }),
             finished: watch::channel(false).0,
         }
@@ -244,8 +252,23 @@ impl ContainerLog {
             }
         }
         w.file = LogFile::Closed;
+        // Closing the taps ends the attaches.
+        w.taps.clear();
+        w.ended = true;
         drop(w);
         self.finished.send_replace(true);
+    }
+
+    /// A live copy of what the run writes from now on, chunk by chunk as it comes (a prompt
+    /// without its newline shows at once), for `kubectl attach`; it ends with the run. A
+    /// reader more than [`TAP_BACKLOG`] chunks behind loses what does not fit.
+    pub fn tap(&self) -> mpsc::Receiver<(OutputStream, Bytes)> {
+        let (tx, rx) = mpsc::channel(TAP_BACKLOG);
+        let mut w = lock(&self.writer);
+        if !w.ended {
+            w.taps.push(tx);
+        }
+        rx
     }
 
     /// Whether the run has ended.
@@ -409,6 +432,15 @@ impl ContainerOutput for ContainerLog {
             OutputStream::Stderr => 1,
         };
         let mut w = lock(&self.writer);
+        if !w.taps.is_empty() {
+            let chunk = Bytes::copy_from_slice(bytes);
+            w.taps.retain(|tap| {
+                !matches!(
+                    tap.try_send((stream, chunk.clone())),
+                    Err(mpsc::error::TrySendError::Closed(_))
+                )
+            });
+        }
         let mut rest = bytes;
         while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
             let mut line = std::mem::take(&mut w.partial[i]);
@@ -441,6 +473,36 @@ mod tests {
         .await
         .expect("stream ends");
         String::from_utf8(chunks.concat()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_tap_sees_output_from_now_as_it_comes_and_ends_with_the_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LogStore::new(tmp.path(), DEFAULT_MAX_FILE_BYTES);
+        let log = store.open("ns", "p", "u", "c", 0).unwrap();
+        log.write(OutputStream::Stdout, b"before\n");
+        let mut tap = log.tap();
+        let gone = log.tap();
+        drop(gone);
+        log.write(OutputStream::Stdout, b"/ # ");
+        log.write(OutputStream::Stderr, b"oops\n");
+        assert_eq!(
+            tap.recv().await,
+            Some((OutputStream::Stdout, Bytes::from_static(b"/ # ")))
+        );
+        assert_eq!(
+            tap.recv().await,
+            Some((OutputStream::Stderr, Bytes::from_static(b"oops\n")))
+        );
+        assert_eq!(
+            lock(&log.writer).taps.len(),
+            1,
+            "a dropped tap is forgotten"
+        );
+        log.finish();
+        assert_eq!(tap.recv().await, None);
+        // A tap of an ended run ends at once.
+        assert_eq!(log.tap().recv().await, None);
     }
 
     #[tokio::test]

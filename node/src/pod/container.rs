@@ -28,7 +28,8 @@ use super::{PodContext, PodState, SharedState};
 use crate::agent::events::{EventType, PodRef};
 use crate::image::{PullPolicy, PullSecrets};
 use crate::runtime::{
-    ContainerId, ContainerSpec, ExitStatus, ImageRequest, PreparedImage, Runtime, RuntimeError,
+    ContainerId, ContainerSpec, ContainerStdio, ExitStatus, ImageRequest, PreparedImage, Runtime,
+    RuntimeError,
 };
 
 /// The port an HTTP pod serves on when its container declares none.
@@ -371,6 +372,11 @@ pub async fn run(p: Params) -> Outcome {
             host_aliases: aliases,
             resolv_conf: p.resolv_conf.clone(),
             output: log.clone(),
+            stdio: ContainerStdio {
+                stdin: container.stdin.unwrap_or(false),
+                stdin_once: container.stdin_once.unwrap_or(false),
+                tty: container.tty.unwrap_or(false),
+            },
         };
         tracing::debug!(pod = %pref.name, container = %name, "configuration resolved; starting");
         if let Err(e) = p.runtime.start(spec).await {

@@ -157,6 +157,20 @@ pub struct ContainerSpec {
     pub resolv_conf: Option<String>,
     /// Where output goes.
     pub output: Arc<dyn ContainerOutput>,
+    /// How its standard input and terminal are set up (`stdin`, `stdinOnce`, `tty`).
+    pub stdio: ContainerStdio,
+}
+
+/// A container's standard input and terminal, as its spec asks (`kubectl run -i -t`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainerStdio {
+    /// `stdin`: the container reads a standard input that `kubectl attach -i` writes to; it
+    /// stays open between attaches. Without it, its stdin is empty.
+    pub stdin: bool,
+    /// `stdinOnce`: the standard input ends (end of file) when the first attach ends.
+    pub stdin_once: bool,
+    /// `tty`: the container runs on a terminal of its own (stdout and stderr merged).
+    pub tty: bool,
 }
 
 impl std::fmt::Debug for ContainerSpec {
@@ -327,6 +341,26 @@ pub trait Runtime: Send + Sync + 'static {
         })
     }
 
+    /// Connects `kubectl attach` to the running container's standard input and terminal:
+    /// what comes on `input` is written to its stdin (a `stdinOnce` container gets its end of
+    /// file when `input` ends), and each `(width, height)` on `resize` sizes its terminal.
+    /// Returns once both have ended. What the container writes reaches the attached client
+    /// through its log ([`crate::logs`]), whatever the runtime. The default: a container
+    /// without standard input (what comes on `input` is dropped, as for a container whose spec
+    /// asks for none) and without a terminal.
+    fn attach<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        input: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+        resize: tokio::sync::mpsc::Receiver<(u16, u16)>,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        let _ = id;
+        Box::pin(async move {
+            drain(input, resize).await;
+            Ok(())
+        })
+    }
+
     /// What a running container uses right now; `None` when the container is unknown or the
     /// runtime cannot tell.
     fn stats(&self, id: &ContainerId) -> Option<ContainerStats> {
@@ -378,4 +412,19 @@ pub enum PodNetwork {
         /// What it is, for the pod's events.
         description: String,
     },
+}
+
+/// Reads `input` and `resize` to their ends, dropping what comes: an attach to a container
+/// that takes no input.
+pub async fn drain(
+    input: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+    mut resize: tokio::sync::mpsc::Receiver<(u16, u16)>,
+) {
+    let drain_input = async {
+        if let Some(mut input) = input {
+            while input.recv().await.is_some() {}
+        }
+    };
+    let drain_resize = async { while resize.recv().await.is_some() {} };
+    futures::join!(drain_input, drain_resize);
 }

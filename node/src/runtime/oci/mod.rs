@@ -8,6 +8,7 @@
 //! - [`spec`]: the OCI runtime spec from the image config and the pod's container.
 //! - [`runc`]: the runtime binary's command line (create, start, state, kill, delete, exec).
 //! - [`terminal`]: the pseudo-terminal of `kubectl exec -t`.
+//! - [`console`]: a container's own stdin and terminal (`stdin`, `tty`), for `kubectl attach`.
 //! - [`exit`]: the container's exit code and the OOM killer.
 //! - [`output`]: stdout/stderr files followed into the agent's log store.
 //! - [`adopt`]: containers that outlive an agent restart.
@@ -29,6 +30,7 @@
 //! which one it got.
 
 pub mod adopt;
+pub mod console;
 pub mod detect;
 pub mod exit;
 pub mod network;
@@ -56,6 +58,7 @@ use super::{
 };
 use crate::image::{ImageCache, ImageContent};
 use adopt::Found;
+use console::{ConsoleSocket, ContainerStdin};
 use network::BridgeNetwork;
 use runc::RuntimeBinary;
 
@@ -68,6 +71,9 @@ pub const SPARE_PREFIX: &str = ".spare-";
 /// pod's status update goes out first, not competing with them for the CPU (and the kernel's
 /// network lock).
 const REFILL_DELAY: Duration = Duration::from_millis(100);
+
+/// How long, after a container with a terminal ended, what it showed last is read.
+const TERMINAL_DRAIN: Duration = Duration::from_secs(1);
 
 /// Extra time after SIGKILL for the runtime to report the container gone.
 const KILL_SLACK: Duration = Duration::from_secs(10);
@@ -114,6 +120,17 @@ struct Running {
     exit: watch::Receiver<Option<ExitStatus>>,
     /// The signal the agent last sent (for the exit code of an adopted container).
     signalled: Arc<Mutex<Option<i32>>>,
+    /// Its stdin or terminal, when its spec asks for one and this agent started it.
+    stdin: Option<Arc<ContainerStdin>>,
+}
+
+/// A container the runtime just started.
+struct Started {
+    pid: i32,
+    /// Its terminal (`tty`), which the runtime sent.
+    terminal: Option<std::os::fd::OwnedFd>,
+    /// Where its input goes (`stdin` or `tty`).
+    stdin: Option<Arc<ContainerStdin>>,
 }
 
 impl std::fmt::Debug for OciRuntime {
@@ -295,7 +312,12 @@ impl OciRuntime {
         match adopt::classify(state.as_ref()) {
             Found::Running { pid } => {
                 tracing::info!(container = %id, pid, "adopting a running container");
-                self.monitor(&spec, &dir, pid, false);
+                let adopted = Started {
+                    pid,
+                    terminal: None,
+                    stdin: None,
+                };
+                self.monitor(&spec, &dir, adopted, false);
                 return Ok(());
             }
             Found::Stale => {
@@ -305,8 +327,8 @@ impl OciRuntime {
             Found::Nothing => self.remove_dir(&dir).await,
         }
         match self.create_and_start(&spec, &dir).await {
-            Ok(pid) => {
-                self.monitor(&spec, &dir, pid, true);
+            Ok(started) => {
+                self.monitor(&spec, &dir, started, true);
                 Ok(())
             }
             Err(e) => {
@@ -321,7 +343,7 @@ impl OciRuntime {
         &self,
         spec: &ContainerSpec,
         dir: &Path,
-    ) -> Result<i32, RuntimeError> {
+    ) -> Result<Started, RuntimeError> {
         let prepared = lock(&self.inner.prepared)
             .get(&spec.image.image_id)
             .cloned()
@@ -377,13 +399,51 @@ impl OciRuntime {
             .map_err(|e| RuntimeError::Create(format!("cannot write the runtime spec: {e}")))?;
         let (stdout, stderr) =
             output::open_for_container(dir).map_err(|e| io("cannot open its output files", e))?;
+        // A terminal comes from the runtime over a console socket; a plain stdin is a pipe.
+        let console = match spec.stdio.tty {
+            true => {
+                Some(ConsoleSocket::bind_new().map_err(|e| io("cannot open a console socket", e))?)
+            }
+            false => None,
+        };
+        let (mut stdin, stdin_read) = match (spec.stdio.stdin, &console) {
+            (true, None) => {
+                let (stdin, read) = ContainerStdin::pipe(spec.stdio.stdin_once)
+                    .map_err(|e| io("cannot open its stdin", e))?;
+                (Some(Arc::new(stdin)), Some(read))
+            }
+            _ => (None, None),
+        };
+        let process_io = runc::ProcessIo {
+            stdin: stdin_read,
+            stdout,
+            stderr,
+            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+        };
         let binary = &self.inner.binary;
         let pid = binary
-            .run_detached(&spec.id.0, dir, stdout, stderr)
+            .run_detached(&spec.id.0, dir, process_io)
             .await
             .map_err(|e| RuntimeError::Create(format!("{}: {e}", self.inner.handler)))?;
+        let terminal = match &console {
+            Some(console) => {
+                let terminal = console
+                    .receive()
+                    .map_err(|e| io("cannot take its terminal", e))?;
+                let input =
+                    ContainerStdin::terminal(&terminal, spec.stdio.stdin, spec.stdio.stdin_once)
+                        .map_err(|e| io("cannot take its terminal", e))?;
+                stdin = Some(Arc::new(input));
+                Some(terminal)
+            }
+            None => None,
+        };
         self.refill(&prepared.rootfs, spec.netns.is_some());
-        Ok(pid)
+        Ok(Started {
+            pid,
+            terminal,
+            stdin,
+        })
     }
 
     /// After a container started: a spare root filesystem of its image and, when it has a
@@ -433,21 +493,38 @@ impl OciRuntime {
     }
 
     /// Follows the container's output and publishes its exit status when it ends.
-    fn monitor(&self, spec: &ContainerSpec, dir: &Path, pid: i32, own_child: bool) {
+    fn monitor(&self, spec: &ContainerSpec, dir: &Path, started: Started, own_child: bool) {
         let (tx, rx) = watch::channel(None);
         let signalled = Arc::new(Mutex::new(None));
         let follow_stop = CancellationToken::new();
-        let follower = self.inner.tasks.spawn(output::follow(
-            dir.to_path_buf(),
-            spec.output.clone(),
-            follow_stop.clone(),
-        ));
+        let pid = started.pid;
+        let on_terminal = started.terminal.is_some();
+        let follower = match started.terminal {
+            // What the container shows on its terminal goes to its log as it comes.
+            Some(terminal) => {
+                let output = spec.output.clone();
+                self.inner
+                    .tasks
+                    .spawn_blocking(move || console::copy_out(terminal, output))
+            }
+            None => self.inner.tasks.spawn(output::follow(
+                dir.to_path_buf(),
+                spec.output.clone(),
+                follow_stop.clone(),
+            )),
+        };
         let cgroup = spec::cgroup_path(&spec.id.0);
         let sent = signalled.clone();
         self.inner.tasks.spawn(async move {
             let code = exit::wait_pid(pid).await;
             follow_stop.cancel();
-            let _ = follower.await;
+            if on_terminal {
+                // A program the container left in the background may hold its terminal open
+                // after its main process ended: what it shows later is not waited for.
+                let _ = tokio::time::timeout(TERMINAL_DRAIN, follower).await;
+            } else {
+                let _ = follower.await;
+            }
             let status = if exit::oom_killed(&cgroup) {
                 ExitStatus {
                     code: code.unwrap_or(137),
@@ -483,6 +560,7 @@ impl OciRuntime {
             Running {
                 exit: rx,
                 signalled,
+                stdin: started.stdin,
             },
         );
     }
@@ -623,6 +701,27 @@ impl Runtime for OciRuntime {
 
     fn uses_resolv_conf(&self) -> bool {
         true
+    }
+
+    fn attach<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        input: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+        resize: tokio::sync::mpsc::Receiver<(u16, u16)>,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        async move {
+            let stdin = lock(&self.inner.containers)
+                .get(id)
+                .ok_or_else(|| RuntimeError::NotFound(id.clone()))?
+                .stdin
+                .clone();
+            match stdin {
+                Some(stdin) => stdin.attach(input, resize).await,
+                None => super::drain(input, resize).await,
+            }
+            Ok(())
+        }
+        .boxed()
     }
 
     fn runs_commands(&self) -> bool {

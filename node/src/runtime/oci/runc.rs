@@ -41,6 +41,20 @@ pub struct State {
     pub bundle: String,
 }
 
+/// A container process's standard streams, as the runtime passes them on (without a
+/// terminal, the process gets the runtime's own).
+#[derive(Debug)]
+pub struct ProcessIo {
+    /// Its stdin; `None`: empty (`/dev/null`).
+    pub stdin: Option<std::os::fd::OwnedFd>,
+    /// Its stdout (the runtime's own errors too).
+    pub stdout: std::fs::File,
+    /// Its stderr.
+    pub stderr: std::fs::File,
+    /// With a terminal (`process.terminal`): where the runtime sends its end of it.
+    pub console_socket: Option<PathBuf>,
+}
+
 /// The outcome of an exec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -77,17 +91,10 @@ impl RuntimeBinary {
         Err(format!("{what}: {detail}"))
     }
 
-    /// `create`: sets the container up from `bundle`, its process waiting to be started; the
-    /// process's stdout and stderr go to the given files. Returns the init pid.
-    pub async fn create(
-        &self,
-        id: &str,
-        bundle: &Path,
-        stdout: std::fs::File,
-        stderr: std::fs::File,
-    ) -> Result<i32, String> {
-        self.create_with(&["create"], id, bundle, stdout, stderr)
-            .await
+    /// `create`: sets the container up from `bundle`, its process waiting to be started, with
+    /// the standard streams `io`. Returns the init pid.
+    pub async fn create(&self, id: &str, bundle: &Path, io: ProcessIo) -> Result<i32, String> {
+        self.create_with(&["create"], id, bundle, io).await
     }
 
     /// `run --detach`: `create` and `start` in one runtime invocation (one process start
@@ -96,11 +103,9 @@ impl RuntimeBinary {
         &self,
         id: &str,
         bundle: &Path,
-        stdout: std::fs::File,
-        stderr: std::fs::File,
+        io: ProcessIo,
     ) -> Result<i32, String> {
-        self.create_with(&["run", "--detach"], id, bundle, stdout, stderr)
-            .await
+        self.create_with(&["run", "--detach"], id, bundle, io).await
     }
 
     async fn create_with(
@@ -108,8 +113,7 @@ impl RuntimeBinary {
         verb: &[&str],
         id: &str,
         bundle: &Path,
-        stdout: std::fs::File,
-        stderr: std::fs::File,
+        io: ProcessIo,
     ) -> Result<i32, String> {
         let log = bundle.join("runtime.log");
         let pid_file = bundle.join("init.pid");
@@ -118,10 +122,14 @@ impl RuntimeBinary {
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id)
-            .stdout(stdout)
-            .stderr(stderr);
+            .arg(&pid_file);
+        if let Some(socket) = &io.console_socket {
+            c.arg("--console-socket").arg(socket);
+        }
+        c.arg(id).stdout(io.stdout).stderr(io.stderr);
+        if let Some(stdin) = io.stdin {
+            c.stdin(stdin);
+        }
         let status = match tokio::time::timeout(CALL_TIMEOUT, c.status()).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(format!("cannot run {}: {e}", self.program.display())),

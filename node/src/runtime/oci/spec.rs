@@ -80,6 +80,10 @@ fn env(config: &serde_json::Value, spec: &ContainerSpec, hostname: &str) -> Vec<
         None => vars.push((k.to_string(), v.to_string())),
     };
     set("HOSTNAME", hostname);
+    if spec.stdio.tty {
+        // As containerd's `WithTTY`: a terminal's programs learn what it is from `TERM`.
+        set("TERM", "xterm");
+    }
     for (k, v) in &spec.env {
         set(k, v);
     }
@@ -225,7 +229,7 @@ pub fn build(
         .build()
         .map_err(|e| e.to_string())?;
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(spec.stdio.tty)
         .args(args)
         .env(env(config, spec, hostname))
         .cwd(PathBuf::from(cwd))
@@ -345,6 +349,7 @@ mod tests {
             resolver: None,
             host_aliases: Vec::new(),
             resolv_conf: None,
+            stdio: Default::default(),
         }
     }
 
