@@ -289,6 +289,33 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
         );
     }
 
+    // `kubectl run -i --rm` of a Wasm command: what kubectl reads is the guest's stdin
+    // (stdinOnce: the guest reads its end of file when kubectl's input ends), its output
+    // comes back, and the pod is gone afterwards.
+    c.push(&sample("hello-c/hello-c.wasm"), "hello-c:latest");
+    let overrides = format!("{{\"spec\":{{\"nodeName\":\"{NODE}\"}}}}");
+    let out = c.kubectl(
+        &[
+            "run",
+            "count-lines",
+            "-i",
+            "--rm",
+            "--restart=Never",
+            "--image=hello-c:latest",
+            &format!("--overrides={overrides}"),
+        ],
+        Some("one\ntwo\nthree\n"),
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && shown.contains("stdin lines: 3"),
+        "{shown} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the --rm pod deleted", POD_TIMEOUT, || {
+        c.pod("count-lines").is_none().then_some(())
+    });
+
     // A pod of restartPolicy Never with one container done and one still serving.
     c.push(&sample("hello-http/hello-http.wasm"), "hello-http:latest");
     c.apply_ok(

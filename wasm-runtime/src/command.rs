@@ -9,15 +9,24 @@
 //! [`stop`](CommandHandle::stop) ends it: first a grace period for the guest to
 //! finish on its own, then a forced stop at the next epoch tick (or at its next
 //! host call), which works on a guest spinning in an infinite loop.
+//!
+//! Standard input is empty, fixed bytes, or a stream written while the guest
+//! runs ([`Stdin::stream`], for `kubectl attach`). A guest reading a stream
+//! that has nothing yet waits in an async host call: it holds no thread.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::AsyncStdinStream;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -48,6 +57,82 @@ pub enum Stdin {
     None,
     /// These bytes, then end of file.
     Bytes(Bytes),
+    /// What a [`StdinWriter`] writes, as it is written; end of file once every
+    /// clone of the writer is dropped. Made by [`Stdin::stream`].
+    Stream(StdinReader),
+}
+
+impl Stdin {
+    /// A standard input written while the guest runs (`kubectl attach`): the
+    /// guest's side, for [`CommandSpec::stdin`], and the writer.
+    pub fn stream() -> (Stdin, StdinWriter) {
+        let (tx, rx) = mpsc::channel(STDIN_CHUNKS);
+        let reader = StdinReader(Arc::new(Mutex::new(Some(rx))));
+        (Stdin::Stream(reader), StdinWriter(tx))
+    }
+}
+
+/// Chunks written to a streamed stdin that the guest has not read yet; a
+/// writer waits when this many are queued (the guest is not reading).
+const STDIN_CHUNKS: usize = 16;
+
+/// The guest's side of a streamed standard input ([`Stdin::stream`]).
+///
+/// It can be read by one command only: clones of a [`CommandSpec`] share it,
+/// and [`Engine::run_command`] refuses it once another command has taken it.
+#[derive(Clone, Debug)]
+pub struct StdinReader(Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>);
+
+impl StdinReader {
+    /// The channel, for the one command that reads it.
+    fn take(&self) -> Option<mpsc::Receiver<Bytes>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Writes to a guest's streamed standard input ([`Stdin::stream`]). Dropping
+/// every clone closes it: the guest reads end of file.
+#[derive(Clone, Debug)]
+pub struct StdinWriter(mpsc::Sender<Bytes>);
+
+impl StdinWriter {
+    /// Queues `bytes` for the guest, waiting while it is `STDIN_CHUNKS` (16)
+    /// chunks behind. A `BrokenPipe` error once the guest has ended.
+    pub async fn write(&self, bytes: Bytes) -> std::io::Result<()> {
+        self.0.send(bytes).await.map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the command no longer reads its standard input",
+            )
+        })
+    }
+}
+
+/// A streamed stdin as an `AsyncRead`, which wasmtime-wasi's stdin takes.
+struct ChannelRead {
+    chunks: mpsc::Receiver<Bytes>,
+    /// The rest of a chunk larger than the guest's last read.
+    rest: Bytes,
+}
+
+impl AsyncRead for ChannelRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        while self.rest.is_empty() {
+            match ready!(self.chunks.poll_recv(cx)) {
+                Some(chunk) => self.rest = chunk,
+                // Every writer is gone: end of file.
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+        let n = self.rest.len().min(buf.remaining());
+        buf.put_slice(&self.rest[..n]);
+        self.rest.advance(n);
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// How to run a command.
@@ -217,15 +302,16 @@ impl Engine {
             self.inner().throttle.clone(),
         )
         .with_usage(usage.clone());
-        let mut builder = wasi_builder(&spec)?;
+        let builder = wasi_builder(&spec)?;
         let engine = self.inner().wasmtime.clone();
         let task = match artifact.pre().clone() {
             Pre::P1(pre) => {
-                let state = P1State {
-                    wasi: builder.build_p1(),
-                    guard,
-                };
+                let stdin = take_stream(&spec.stdin)?;
                 runtime.spawn(async move {
+                    let state = P1State {
+                        wasi: with_stream(builder, stdin).build_p1(),
+                        guard,
+                    };
                     let mut store = Store::new(&engine, state);
                     limits::install(&mut store);
                     let result = async {
@@ -238,12 +324,13 @@ impl Engine {
                 })
             }
             Pre::P2(pre) => {
-                let state = P2State {
-                    wasi: builder.build(),
-                    table: ResourceTable::new(),
-                    guard,
-                };
+                let stdin = take_stream(&spec.stdin)?;
                 runtime.spawn(async move {
+                    let state = P2State {
+                        wasi: with_stream(builder, stdin).build(),
+                        table: ResourceTable::new(),
+                        guard,
+                    };
                     let mut store = Store::new(&engine, state);
                     limits::install(&mut store);
                     let result = async {
@@ -287,7 +374,34 @@ fn outcome(result: wasmtime::Result<()>, hit: Option<limits::LimitHit>) -> Resul
     }
 }
 
-/// The WASI context shared by both command kinds.
+/// The channel of a streamed stdin, taken for the command about to start.
+fn take_stream(stdin: &Stdin) -> Result<Option<mpsc::Receiver<Bytes>>> {
+    match stdin {
+        Stdin::Stream(reader) => reader.take().map(Some).ok_or_else(|| {
+            Error::Engine("the standard input stream was given to another command".into())
+        }),
+        Stdin::None | Stdin::Bytes(_) => Ok(None),
+    }
+}
+
+/// Gives the guest a streamed stdin. Called on the command's own task, not in
+/// [`wasi_builder`]: wasmtime-wasi starts a task that reads the stream, which
+/// then runs on the command threads and ends with the guest's store.
+fn with_stream(
+    mut builder: WasiCtxBuilder,
+    stdin: Option<mpsc::Receiver<Bytes>>,
+) -> WasiCtxBuilder {
+    if let Some(chunks) = stdin {
+        builder.stdin(AsyncStdinStream::new(ChannelRead {
+            chunks,
+            rest: Bytes::new(),
+        }));
+    }
+    builder
+}
+
+/// The WASI context shared by both command kinds (a streamed stdin is added by
+/// [`with_stream`]).
 fn wasi_builder(spec: &CommandSpec) -> Result<WasiCtxBuilder> {
     let mut builder = WasiCtxBuilder::new();
     builder.args(&spec.args).envs(&spec.env);
@@ -316,4 +430,97 @@ fn wasi_builder(spec: &CommandSpec) -> Result<WasiCtxBuilder> {
             })?;
     }
     Ok(builder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::log::BoundedLog;
+
+    /// A WASI p1 command copying stdin to stdout until end of file, then
+    /// exiting 0.
+    const ECHO: &str = r#"
+        (module
+          (import "wasi_snapshot_preview1" "fd_read"
+            (func $fd_read (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_write"
+            (func $fd_write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          ;; 0: iovec to read into 64..1088; 16: bytes read;
+          ;; 32: iovec of what was read; 48: bytes written.
+          (func (export "_start")
+            (loop $next
+              (i32.store (i32.const 0) (i32.const 64))
+              (i32.store (i32.const 4) (i32.const 1024))
+              (if (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16))
+                (then unreachable))
+              (if (i32.eqz (i32.load (i32.const 16))) (then return))
+              (i32.store (i32.const 32) (i32.const 64))
+              (i32.store (i32.const 36) (i32.load (i32.const 16)))
+              (if (call $fd_write (i32.const 1) (i32.const 32) (i32.const 1) (i32.const 48))
+                (then unreachable))
+              (br $next))))
+    "#;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn engine() -> Engine {
+        Engine::new(EngineConfig {
+            max_instances: 4,
+            command_threads: 1,
+            ..EngineConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_streamed_stdin_reaches_the_guest_as_written_and_ends_when_closed() {
+        let engine = engine();
+        let echo = engine.load_bytes(&wat::parse_str(ECHO).unwrap()).unwrap();
+        let log = BoundedLog::new(4096);
+        let (stdin, writer) = Stdin::stream();
+        let spec = CommandSpec {
+            stdin,
+            log: Some(log.clone()),
+            ..CommandSpec::default()
+        };
+        let handle = engine.run_command(&echo, spec).unwrap();
+        writer.write(Bytes::from_static(b"one\n")).await.unwrap();
+        let echoed = async {
+            while log.stdout_text() != "one\n" {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(TIMEOUT, echoed)
+            .await
+            .expect("the guest echoes what was written after it started");
+        assert!(!handle.is_finished(), "the guest waits for more input");
+        writer.write(Bytes::from_static(b"two\n")).await.unwrap();
+        drop(writer);
+        tokio::time::timeout(TIMEOUT, handle.wait())
+            .await
+            .expect("the guest ends at end of file")
+            .expect("exits 0");
+        assert_eq!(log.stdout_text(), "one\ntwo\n");
+    }
+
+    #[tokio::test]
+    async fn a_streamed_stdin_is_read_by_one_command_only() {
+        let engine = engine();
+        let echo = engine.load_bytes(&wat::parse_str(ECHO).unwrap()).unwrap();
+        let (stdin, writer) = Stdin::stream();
+        let spec = CommandSpec {
+            stdin,
+            ..CommandSpec::default()
+        };
+        let first = engine.run_command(&echo, spec.clone()).unwrap();
+        let err = engine.run_command(&echo, spec).unwrap_err();
+        assert!(matches!(err, Error::Engine(_)), "{err}");
+        drop(writer);
+        tokio::time::timeout(TIMEOUT, first.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }

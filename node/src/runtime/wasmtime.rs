@@ -5,18 +5,24 @@
 //! a component of a world this engine cannot run is refused there, with a message naming the
 //! image. Commands (WASI p1 modules, p2 command components) run to completion; `wasi:http/proxy`
 //! components are served on the pod's address until stopped.
+//!
+//! A command container with `stdin` reads a stream the runtime keeps the writing side of
+//! (`CommandStdin`): [`Runtime::attach`] writes to it, and with `stdinOnce` closes it after the
+//! first attach. A Wasm guest has no terminal, so `tty` and terminal sizes are ignored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use flotilla_wasm::command::StdinWriter;
 use flotilla_wasm::{
     Artifact, CommandControl, CommandSpec, Engine, HttpService, HttpSpec, Limits, LogSink,
-    LogStream, Preopen, Usage,
+    LogStream, Preopen, Stdin, Usage,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
 use super::{
@@ -50,6 +56,52 @@ struct Running {
     exit: watch::Receiver<Option<ExitStatus>>,
     control: Control,
     usage: Usage,
+    /// The writing side of its standard input: a command whose spec has `stdin`.
+    stdin: Option<Arc<CommandStdin>>,
+}
+
+/// The runtime's end of a command container's standard input, which `kubectl attach` writes to.
+struct CommandStdin {
+    /// `None` once closed (after the first attach, with `stdinOnce`): the guest has read its
+    /// end of file. A std mutex: only cloned or taken under it.
+    writer: Mutex<Option<StdinWriter>>,
+    /// `stdinOnce`.
+    once: bool,
+}
+
+impl CommandStdin {
+    /// Serves one attach: writes what comes on `input` until it ends (or the guest has ended),
+    /// drops what comes on `resize` (a Wasm guest has no terminal). With `stdinOnce`, an attach
+    /// that brought input then closes the stream: the guest reads its end of file. Without
+    /// it, the stream stays open, and a guest reading it waits for the next attach.
+    async fn attach(
+        &self,
+        input: Option<mpsc::Receiver<Bytes>>,
+        resize: mpsc::Receiver<(u16, u16)>,
+    ) {
+        let writer = lock(&self.writer).clone();
+        let (mut input, writer) = match (input, writer) {
+            (Some(input), Some(writer)) => (input, writer),
+            // No input, or the stream is closed already: what comes is dropped.
+            (input, _) => return super::drain(input, resize).await,
+        };
+        let copy = async move {
+            while let Some(chunk) = input.recv().await {
+                if writer.write(chunk).await.is_err() {
+                    // The guest has ended.
+                    return;
+                }
+            }
+            drop(writer);
+            if self.once {
+                // As soon as the input ends, the client still attached: the clone above is
+                // gone, so this was the last writer (unless another attach is still
+                // writing), and the guest reads its end of file.
+                lock(&self.writer).take();
+            }
+        };
+        futures::join!(copy, super::drain(None, resize));
+    }
 }
 
 enum Control {
@@ -147,18 +199,30 @@ impl WasmtimeRuntime {
         let memory = spec.memory_limit.unwrap_or(UNLIMITED_MEMORY);
         let (tx, rx) = watch::channel(None);
         let usage;
+        let mut stdin = None;
         let control = match spec.image.workload {
             Workload::Command => {
+                let guest_stdin = if spec.stdio.stdin {
+                    let (guest_stdin, writer) = Stdin::stream();
+                    stdin = Some(Arc::new(CommandStdin {
+                        writer: Mutex::new(Some(writer)),
+                        once: spec.stdio.stdin_once,
+                    }));
+                    guest_stdin
+                } else {
+                    // End of file at once.
+                    Stdin::None
+                };
                 let command = CommandSpec {
                     args: spec.args.clone(),
                     env: spec.env.clone(),
                     preopens: preopens(&spec),
+                    stdin: guest_stdin,
                     log: Some(log),
                     limits: Limits {
                         memory_bytes: memory,
                         ..Limits::default()
                     },
-                    ..CommandSpec::default()
                 };
                 let handle = self
                     .inner
@@ -218,6 +282,7 @@ impl WasmtimeRuntime {
                 exit: rx,
                 control,
                 usage,
+                stdin,
             },
         );
         Ok(())
@@ -336,6 +401,28 @@ impl Runtime for WasmtimeRuntime {
         self.stop_container(id, grace).boxed()
     }
 
+    fn attach<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        input: Option<mpsc::Receiver<Bytes>>,
+        resize: mpsc::Receiver<(u16, u16)>,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        async move {
+            let stdin = lock(&self.inner.containers)
+                .get(id)
+                .ok_or_else(|| RuntimeError::NotFound(id.clone()))?
+                .stdin
+                .clone();
+            match stdin {
+                Some(stdin) => stdin.attach(input, resize).await,
+                // An HTTP service, or a command whose spec asks for no stdin.
+                None => super::drain(input, resize).await,
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn stats(&self, id: &ContainerId) -> Option<ContainerStats> {
         let containers = lock(&self.inner.containers);
         let running = containers.get(id)?;
@@ -443,5 +530,165 @@ mod tests {
         assert_eq!((exit.code, exit.reason.as_str()), (3, "Error"));
         let stopped = exit_status(Err(flotilla_wasm::Error::Stopped));
         assert_eq!(stopped.code, 137);
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A container's output, kept.
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<u8>>);
+
+    impl ContainerOutput for Kept {
+        fn write(&self, _: OutputStream, bytes: &[u8]) {
+            lock(&self.0).extend_from_slice(bytes);
+        }
+    }
+
+    impl Kept {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&lock(&self.0)).into_owned()
+        }
+    }
+
+    /// A runtime with the `hello-c` sample prepared (a WASI p1 command that counts the lines
+    /// of its stdin, then prints `stdin lines: N`), and a spec running it.
+    fn hello_c(stdio: super::super::ContainerStdio) -> (WasmtimeRuntime, ContainerSpec, Arc<Kept>) {
+        let engine = Engine::new(flotilla_wasm::EngineConfig {
+            max_instances: 4,
+            command_threads: 1,
+            ..flotilla_wasm::EngineConfig::default()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let images = ImageCache::new(dir.path(), None).unwrap();
+        let runtime = WasmtimeRuntime::new(engine.clone(), images);
+        let sample = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../samples/hello-c/hello-c.wasm"
+        );
+        let artifact = engine.load_file(sample).unwrap();
+        lock(&runtime.inner.artifacts).insert("hello-c@sha256:1".into(), artifact);
+        let output = Arc::new(Kept::default());
+        let spec = ContainerSpec {
+            id: ContainerId("uid-main-0".into()),
+            image: super::super::PreparedImage {
+                image: "hello-c:v1".into(),
+                image_id: "hello-c@sha256:1".into(),
+                fetched: false,
+                workload: Workload::Command,
+            },
+            args: vec!["hello-c".into()],
+            command: None,
+            command_args: None,
+            working_dir: None,
+            hostname: "hello".into(),
+            env: Vec::new(),
+            mounts: Vec::new(),
+            memory_limit: None,
+            cpu_millis: None,
+            listen: None,
+            netns: None,
+            resolver: None,
+            host_aliases: Vec::new(),
+            resolv_conf: None,
+            output: output.clone(),
+            stdio,
+        };
+        (runtime, spec, output)
+    }
+
+    /// An attach that writes `text`, then ends.
+    async fn attach_text(
+        runtime: &WasmtimeRuntime,
+        id: &ContainerId,
+        text: &'static str,
+    ) -> Result<(), RuntimeError> {
+        let (tx, rx) = mpsc::channel(1);
+        let (_, resize) = mpsc::channel(1);
+        tx.send(Bytes::from_static(text.as_bytes())).await.unwrap();
+        drop(tx);
+        tokio::time::timeout(TIMEOUT, runtime.attach(id, Some(rx), resize))
+            .await
+            .expect("the attach ends with its input")
+    }
+
+    #[tokio::test]
+    async fn a_stdin_once_command_reads_its_end_of_file_after_the_first_attach() {
+        let stdio = super::super::ContainerStdio {
+            stdin: true,
+            stdin_once: true,
+            tty: false,
+        };
+        let (runtime, spec, output) = hello_c(stdio);
+        let id = spec.id.clone();
+        runtime.start(spec).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            lock(&runtime.inner.containers)[&id].exit.borrow().is_none(),
+            "the guest waits for its input"
+        );
+        // The client stays attached (its terminal-size channel open) after its input ended:
+        // the end of file comes with the end of the input, not of the attach.
+        let (tx, rx) = mpsc::channel(1);
+        let (size_tx, resize) = mpsc::channel(1);
+        tx.send(Bytes::from_static(b"a\nb\n")).await.unwrap();
+        drop(tx);
+        let attached = {
+            let (runtime, id) = (runtime.clone(), id.clone());
+            tokio::spawn(async move { runtime.attach(&id, Some(rx), resize).await })
+        };
+        let exit = tokio::time::timeout(TIMEOUT, runtime.wait(&id))
+            .await
+            .expect("the guest ends at its end of file")
+            .unwrap();
+        assert_eq!(exit, ExitStatus::completed());
+        drop(size_tx);
+        attached.await.unwrap().unwrap();
+        assert!(
+            output.text().contains("stdin lines: 2"),
+            "{}",
+            output.text()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stdin_stays_open_between_attaches_without_stdin_once() {
+        let stdio = super::super::ContainerStdio {
+            stdin: true,
+            ..Default::default()
+        };
+        let (runtime, spec, output) = hello_c(stdio);
+        let id = spec.id.clone();
+        runtime.start(spec).await.unwrap();
+        attach_text(&runtime, &id, "a\n").await.unwrap();
+        attach_text(&runtime, &id, "b\nc\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            lock(&runtime.inner.containers)[&id].exit.borrow().is_none(),
+            "the guest still waits for more input"
+        );
+        runtime.stop(&id, Duration::ZERO).await.unwrap();
+        assert!(!output.text().contains("stdin lines"), "{}", output.text());
+    }
+
+    #[tokio::test]
+    async fn a_command_without_stdin_reads_end_of_file_at_once_and_drops_attached_input() {
+        let (runtime, spec, output) = hello_c(Default::default());
+        let id = spec.id.clone();
+        runtime.start(spec).await.unwrap();
+        let exit = tokio::time::timeout(TIMEOUT, runtime.wait(&id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(exit, ExitStatus::completed());
+        assert!(
+            output.text().contains("stdin lines: 0"),
+            "{}",
+            output.text()
+        );
+        attach_text(&runtime, &id, "dropped\n").await.unwrap();
+        let unknown = ContainerId("uid-other-0".into());
+        let err = attach_text(&runtime, &unknown, "x").await.unwrap_err();
+        assert!(matches!(err, RuntimeError::NotFound(_)), "{err}");
     }
 }
