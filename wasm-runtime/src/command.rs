@@ -505,6 +505,78 @@ mod tests {
         assert_eq!(log.stdout_text(), "one\ntwo\n");
     }
 
+    /// A WASI p1 command that spins about 300 million loop turns (tens to hundreds of
+    /// milliseconds, well past the long-running threshold), then runs `then`.
+    fn spin_then(then: &str) -> String {
+        format!(
+            r#"
+            (module
+              (import "wasi_snapshot_preview1" "fd_read"
+                (func $fd_read (param i32 i32 i32 i32) (result i32)))
+              (memory (export "memory") 1)
+              (func (export "_start") (local $i i32)
+                (loop $spin
+                  (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                  (br_if $spin (i32.lt_u (local.get $i) (i32.const 300000000))))
+                {then}))
+            "#
+        )
+    }
+
+    /// Reads stdin once (64 bytes at 64).
+    const READ: &str = "(i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 64)) (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))";
+
+    #[tokio::test]
+    async fn a_long_runner_waiting_in_a_host_call_leaves_its_background_slot_to_others() {
+        let engine = Engine::new(EngineConfig {
+            max_instances: 4,
+            command_threads: 2,
+            background_slots: 1,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let waiter = engine
+            .load_bytes(&wat::parse_str(spin_then(READ)).unwrap())
+            .unwrap();
+        let spinner = engine
+            .load_bytes(&wat::parse_str(spin_then("")).unwrap())
+            .unwrap();
+        let (stdin, writer) = Stdin::stream();
+        let waiting = engine
+            .run_command(
+                &waiter,
+                CommandSpec {
+                    stdin,
+                    ..CommandSpec::default()
+                },
+            )
+            .unwrap();
+        // Past the threshold (it held the only slot), then waiting for input.
+        let usage = waiting.usage();
+        let spun = async {
+            while usage.cpu_time() < Duration::from_millis(20) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        tokio::time::timeout(TIMEOUT, spun)
+            .await
+            .expect("the waiter spins past the long-running threshold");
+        assert!(!waiting.is_finished(), "the waiter waits for its input");
+        let spinning = engine
+            .run_command(&spinner, CommandSpec::default())
+            .unwrap();
+        tokio::time::timeout(TIMEOUT, spinning.wait())
+            .await
+            .expect("another long runner gets the slot while the waiter waits for input")
+            .expect("exits 0");
+        drop(writer);
+        tokio::time::timeout(TIMEOUT, waiting.wait())
+            .await
+            .expect("the waiter ends at its end of file")
+            .expect("exits 0");
+    }
+
     #[tokio::test]
     async fn a_streamed_stdin_is_read_by_one_command_only() {
         let engine = engine();

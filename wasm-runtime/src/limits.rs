@@ -16,7 +16,9 @@
 //! engine-wide "background" slots (by default one core fewer than the machine
 //! has). A spinning or memory-bombing guest therefore never holds every core,
 //! and short requests — which finish well under the threshold — always find a
-//! worker free. Commands also run on the engine's lower-priority threads
+//! worker free. A long runner gives its slot back while it is in a host call,
+//! which may wait as long as it likes (for stdin, a timer, a response), and
+//! takes it back on return, or, when another guest has it, queues for it at once. Commands also run on the engine's lower-priority threads
 //! (`command_pool`), so the kernel preempts them when a request wakes up; the
 //! two together are what keep neighbours' latency flat.
 
@@ -25,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{CallHook, ResourceLimiter, Store, UpdateDeadline};
 
 use crate::clock::{ClockHold, EpochClock};
 use crate::error::Error;
@@ -142,6 +144,11 @@ pub(crate) struct Guard {
     /// future that waited for it, emptied at the next tick.
     slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
     tick: Duration,
+    /// Whether the slot was given back for the host call in progress.
+    released_for_host: bool,
+    /// Whether the next epoch callback is a forced one, to queue for the slot
+    /// (not a tick: it costs no budget).
+    queue_for_slot: bool,
     /// Where this instance's memory and CPU time are counted, if anywhere.
     usage: Option<Usage>,
     /// Linear memory this instance holds (as counted in `usage`).
@@ -171,6 +178,8 @@ impl Guard {
             throttle,
             slot: Arc::default(),
             tick,
+            released_for_host: false,
+            queue_for_slot: false,
             usage: None,
             held_bytes: 0,
             pending_bytes: 0,
@@ -207,24 +216,62 @@ impl Guard {
         }
     }
 
-    /// Called on every epoch tick the guest is running through.
+    /// Whether the guest runs long enough to need a background slot.
+    fn long_running(&self) -> bool {
+        self.throttle
+            .as_ref()
+            .is_some_and(|t| self.used_ticks >= t.after_ticks)
+    }
+
+    /// The guest calls the host: a long runner gives its slot back for the
+    /// call, which may wait for as long as it likes.
+    fn calling_host(&mut self) {
+        if self.long_running() {
+            self.released_for_host = self
+                .slot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .is_some();
+        }
+    }
+
+    /// The host call returns: the slot is taken back when free. Returns
+    /// whether the guest must instead queue for it at its next epoch check.
+    /// (The epoch callback is a host call too: one that queued has the slot
+    /// again already.)
+    fn returning_from_host(&mut self) -> bool {
+        if !std::mem::take(&mut self.released_for_host) {
+            return false;
+        }
+        let Some(throttle) = &self.throttle else {
+            return false;
+        };
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return false;
+        }
+        match throttle.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                *slot = Some(permit);
+                false
+            }
+            Err(_) => {
+                self.queue_for_slot = true;
+                true
+            }
+        }
+    }
+
+    /// Called on every epoch tick the guest is running through, and when it
+    /// must queue for its slot ([`Guard::returning_from_host`]).
     fn on_tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
         if self.kill.is_killed() {
             self.record(LimitHit::Stopped);
             return Err(wasmtime::Error::new(LimitHit::Stopped));
         }
-        self.used_ticks += 1;
-        if let Some(usage) = &self.usage {
-            usage.add_cpu(self.tick);
-        }
-        if let Some(budget) = self.budget_ticks
-            && self.used_ticks > budget
-        {
-            let hit = LimitHit::Deadline {
-                budget_ms: self.limits.cpu_time.unwrap_or_default().as_millis() as u64,
-            };
-            self.record(hit.clone());
-            return Err(wasmtime::Error::new(hit));
+        if !std::mem::take(&mut self.queue_for_slot) {
+            self.count_tick()?;
         }
         if let Some(throttle) = &self.throttle
             && self.used_ticks >= throttle.after_ticks
@@ -247,6 +294,24 @@ impl Guard {
             ));
         }
         Ok(UpdateDeadline::Yield(1))
+    }
+
+    /// One tick of wasm time: counted, and checked against the budget.
+    fn count_tick(&mut self) -> wasmtime::Result<()> {
+        self.used_ticks += 1;
+        if let Some(usage) = &self.usage {
+            usage.add_cpu(self.tick);
+        }
+        if let Some(budget) = self.budget_ticks
+            && self.used_ticks > budget
+        {
+            let hit = LimitHit::Deadline {
+                budget_ms: self.limits.cpu_time.unwrap_or_default().as_millis() as u64,
+            };
+            self.record(hit.clone());
+            return Err(wasmtime::Error::new(hit));
+        }
+        Ok(())
     }
 }
 
@@ -328,6 +393,21 @@ pub(crate) fn install<T: Guarded>(store: &mut Store<T>) {
     store.limiter(|data| data.guard());
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| ctx.data_mut().guard().on_tick());
+    if store.data_mut().guard().throttle.is_some() {
+        store.call_hook(|mut ctx, hook| {
+            match hook {
+                CallHook::CallingHost => ctx.data_mut().guard().calling_host(),
+                CallHook::ReturningFromHost => {
+                    if ctx.data_mut().guard().returning_from_host() {
+                        // Its next epoch check calls `on_tick`, which queues.
+                        ctx.set_epoch_deadline(0);
+                    }
+                }
+                CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+            }
+            Ok(())
+        });
+    }
 }
 
 #[cfg(test)]
@@ -408,6 +488,57 @@ mod tests {
             1,
             "slot released with the store"
         );
+    }
+
+    #[tokio::test]
+    async fn a_long_runner_gives_its_slot_back_for_host_calls() {
+        let tick = Duration::from_millis(1);
+        let throttle = Throttle::new(1, Duration::from_millis(1), tick);
+        let mut g = Guard::new(
+            Limits::default(),
+            &EpochClock::detached(tick),
+            KillSwitch::default(),
+            Some(throttle.clone()),
+        );
+        // Before the threshold, host calls leave the slots alone.
+        g.calling_host();
+        assert!(!g.returning_from_host());
+        let Ok(UpdateDeadline::YieldCustom(1, wait)) = g.on_tick() else {
+            panic!("expected to queue for a slot");
+        };
+        wait.await;
+        // The epoch callback is a host call too: having queued, it has the slot.
+        assert!(!g.returning_from_host());
+        assert_eq!(throttle.slots.available_permits(), 0);
+        // A host call gives it back, and takes it back on return when free.
+        g.calling_host();
+        assert_eq!(
+            throttle.slots.available_permits(),
+            1,
+            "free during the call"
+        );
+        assert!(!g.returning_from_host());
+        assert_eq!(throttle.slots.available_permits(), 0, "taken back");
+        // When another guest took it meanwhile, the guest queues at its next
+        // epoch check, which costs it no tick of budget.
+        g.calling_host();
+        let other = throttle.slots.clone().try_acquire_owned().unwrap();
+        assert!(g.returning_from_host(), "must queue");
+        let used = g.used_ticks;
+        let Ok(UpdateDeadline::YieldCustom(1, wait)) = g.on_tick() else {
+            panic!("expected to queue for a slot");
+        };
+        assert_eq!(g.used_ticks, used, "queueing is not a tick");
+        let mut wait = wait;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut wait)
+                .await
+                .is_err(),
+            "waits while the other guest has the slot"
+        );
+        drop(other);
+        wait.await;
+        assert_eq!(throttle.slots.available_permits(), 0, "its turn now");
     }
 
     #[test]
