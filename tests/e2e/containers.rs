@@ -1326,6 +1326,26 @@ fn container_pods_resolve_services_through_cluster_dns() {
     assert!(c.pod("dns-bad").is_none(), "nothing was stored");
 }
 
+/// Runs `kubectl ARGS` (a shell line) with `input` as its stdin, ended after `seconds` (exit
+/// code 124).
+fn kubectl_fed(c: &Cluster, seconds: u32, args: &str, input: &str) -> std::process::Output {
+    Command::new("sh")
+        .args(["-c", &format!("exec timeout {seconds} kubectl {args}")])
+        .env("KUBECONFIG", &c.server.kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(input.as_bytes())?;
+            // Its end is the end of kubectl's input.
+            drop(stdin);
+            child.wait_with_output()
+        })
+        .expect("kubectl runs")
+}
+
 /// `kubectl run` of a pod on the agent's node and the runc RuntimeClass, with `flags`.
 fn kubectl_run(c: &Cluster, name: &str, flags: &str, command: &str) -> String {
     let overrides = json!({"spec": {
@@ -1351,22 +1371,7 @@ fn kubectl_run_and_attach_reach_a_containers_stdin_and_terminal() {
         "-i --rm",
         "sh -c 'read line; echo got-$line; echo err-$line >&2; cat; echo after-eof; exit 3'",
     );
-    let out = Command::new("sh")
-        .args(["-c", &format!("exec timeout 60 kubectl {line}")])
-        .env("KUBECONFIG", &c.server.kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(b"hello\nmore\n")?;
-            child.wait_with_output()
-        })
-        .expect("kubectl run");
+    let out = kubectl_fed(&c, 60, &line, "hello\nmore\n");
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -1416,18 +1421,7 @@ fn kubectl_run_and_attach_reach_a_containers_stdin_and_terminal() {
     });
     // kubectl's input ends here but the container's does not: the attach lasts until the
     // container ends, so this one is cut short by `timeout`.
-    let first = Command::new("timeout")
-        .args(["8", "kubectl", "attach", "-i", "echoer"])
-        .env("KUBECONFIG", &c.server.kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            child.stdin.take().expect("stdin").write_all(b"one\n")?;
-            child.wait_with_output()
-        })
-        .expect("kubectl attach");
+    let first = kubectl_fed(&c, 8, "attach -i echoer", "one\n");
     let shown = String::from_utf8_lossy(&first.stdout);
     assert!(
         shown.contains("echo-one"),
