@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::harness::{Server, flotilla_bin, wait_for};
+use crate::harness::{Server, flotilla_bin, kubectl_on_terminal, wait_for, wait_for_opt};
 
 /// Every wait for a pod to get somewhere.
 const POD_TIMEOUT: Duration = Duration::from_secs(90);
@@ -282,19 +282,6 @@ impl Drop for Agent {
                 .stderr(Stdio::null())
                 .status();
         }
-    }
-}
-
-fn wait_for_opt<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if std::time::Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -721,7 +708,7 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
     // is typed reaches it. runc sizes the container's terminal just after the command starts
     // (a command that asks at once may see 0x0 under load), so this one asks for up to 5 s.
     let (code, shown) = kubectl_on_terminal(
-        &c,
+        &c.server.kubeconfig,
         "exec -it container-web -- sh -c 'tty; i=0; until [ \"$(stty size 2>/dev/null)\" = \"30 100\" ] || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done; stty size; exit 3'",
         "",
     );
@@ -732,7 +719,7 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
         "kubectl's size (rows, columns): {shown}"
     );
     let (code, shown) = kubectl_on_terminal(
-        &c,
+        &c.server.kubeconfig,
         "exec -it container-web -- sh",
         "echo typed-$((6 * 7))\nexit 4\n",
     );
@@ -747,33 +734,6 @@ fn a_runc_pod_serves_beside_a_wasmtime_pod_with_http_and_exec_probes() {
     );
     let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
     c.delete_and_check_nothing_left("container-web", &uid);
-}
-
-/// Runs `kubectl ARGS` on a terminal of 30 rows and 100 columns (util-linux's `script` gives
-/// it one), typing `input`: its exit code (`None` past a minute, `timeout`'s limit) and what
-/// the terminal showed.
-fn kubectl_on_terminal(c: &Cluster, args: &str, input: &str) -> (Option<i32>, String) {
-    let line = format!("stty rows 30 cols 100; exec kubectl {args}");
-    let mut child = Command::new("timeout")
-        .args(["60", "script", "-qec", &line, "/dev/null"])
-        .env("KUBECONFIG", &c.server.kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script (util-linux) runs kubectl on a terminal");
-    let mut keyboard = child.stdin.take().expect("stdin");
-    keyboard
-        .write_all(input.as_bytes())
-        .expect("type the input");
-    // The keyboard stays there until kubectl is done, as at a real terminal: an end of input
-    // would make `script` type an end-of-file character of its own into the session.
-    let out = child.wait_with_output().expect("script ends");
-    drop(keyboard);
-    let mut shown = String::from_utf8_lossy(&out.stdout).into_owned();
-    shown.push_str(&String::from_utf8_lossy(&out.stderr));
-    let code = out.status.code().filter(|c| *c != 124);
-    (code, shown)
 }
 
 #[test]
@@ -1394,7 +1354,7 @@ fn kubectl_run_and_attach_reach_a_containers_stdin_and_terminal() {
     // `kubectl run -it`: the container runs on a terminal of kubectl's size, what is typed
     // reaches its shell, and the shell's exit code is kubectl's.
     let (code, shown) = kubectl_on_terminal(
-        &c,
+        &c.server.kubeconfig,
         &kubectl_run(&c, "tty", "-it --rm", "sh"),
         "i=0; until [ \"$(stty size)\" = \"30 100\" ] || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done; stty size; tty; echo typed-$((6 * 7)) $TERM; exit 4\n",
     );

@@ -1,6 +1,6 @@
 //! Starts real `flotilla` processes on free ports and drives them with the installed kubectl.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -254,4 +254,92 @@ pub fn push_wasm(registry: &str, wasm: &Path, reference: &str) {
         &flotilla_node::image::push::NoProgress,
     ))
     .unwrap_or_else(|e| panic!("push {}: {e}", wasm.display()));
+}
+
+/// Runs `kubectl ARGS` on a terminal of 30 rows and 100 columns (util-linux's `script` gives
+/// it one), typing `input`: its exit code (`None` past a minute, `timeout`'s limit) and what
+/// the terminal showed.
+pub fn kubectl_on_terminal(kubeconfig: &Path, args: &str, input: &str) -> (Option<i32>, String) {
+    kubectl_typing(kubeconfig, args, None, input)
+}
+
+/// As [`kubectl_on_terminal`], typing `input` only once kubectl has attached ("If you don't
+/// see a command prompt" shown, and a second more for it to put its terminal in raw mode):
+/// control characters typed earlier are taken by the terminal's own line editing.
+pub fn kubectl_on_terminal_attached(
+    kubeconfig: &Path,
+    args: &str,
+    input: &str,
+) -> (Option<i32>, String) {
+    kubectl_typing(
+        kubeconfig,
+        args,
+        Some("If you don't see a command prompt"),
+        input,
+    )
+}
+
+fn kubectl_typing(
+    kubeconfig: &Path,
+    args: &str,
+    after: Option<&str>,
+    input: &str,
+) -> (Option<i32>, String) {
+    let line = format!("stty rows 30 cols 100; exec kubectl {args}");
+    let mut child = Command::new("timeout")
+        .args(["60", "script", "-qec", &line, "/dev/null"])
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs kubectl on a terminal");
+    let mut keyboard = child.stdin.take().expect("stdin");
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let (mut stdout, shown) = (child.stdout.take().expect("stdout"), shown.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                shown.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    if let Some(marker) = after {
+        let seen = wait_for_opt(Duration::from_secs(60), || {
+            String::from_utf8_lossy(&shown.lock().unwrap())
+                .contains(marker)
+                .then_some(())
+        });
+        if seen.is_some() {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    keyboard
+        .write_all(input.as_bytes())
+        .expect("type the input");
+    // The keyboard stays there until kubectl is done, as at a real terminal: an end of input
+    // would make `script` type an end-of-file character of its own into the session.
+    let out = child.wait_with_output().expect("script ends");
+    drop(keyboard);
+    reader.join().expect("the reader ends with the output");
+    let mut shown = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+    shown.push_str(&String::from_utf8_lossy(&out.stderr));
+    let code = out.status.code().filter(|c| *c != 124);
+    (code, shown)
+}
+
+/// Polls `f` every 50 ms until it gives a value, for at most `timeout`.
+pub fn wait_for_opt<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{flotilla_bin, kubectl_with, push_wasm, sample, wait_for};
+use crate::harness::{
+    flotilla_bin, kubectl_on_terminal_attached, kubectl_with, push_wasm, sample, wait_for,
+};
 
 const NODE: &str = "e2e-node";
 /// Every wait for a pod to get somewhere.
@@ -315,6 +317,21 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
     wait_for("the --rm pod deleted", POD_TIMEOUT, || {
         c.pod("count-lines").is_none().then_some(())
     });
+    // `kubectl run -it`: the guest has no pseudo-terminal, but what is typed is echoed and
+    // reaches it line by line (Enter comes as a carriage return from kubectl's raw
+    // terminal), and Ctrl-D ends its input.
+    let (code, shown) = kubectl_on_terminal_attached(
+        &c.kubeconfig,
+        &format!(
+            "run count-typed -it --rm --restart=Never --image=hello-c:latest --overrides='{overrides}'"
+        ),
+        "typed-one\rtyped-two\r\x04",
+    );
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("typed-one\r\ntyped-two\r\n") && shown.contains("stdin lines: 2"),
+        "{shown:?}"
+    );
 
     // A pod of restartPolicy Never with one container done and one still serving.
     c.push(&sample("hello-http/hello-http.wasm"), "hello-http:latest");

@@ -8,6 +8,7 @@
 //! - [`wasmtime`]: the plugin for Wasm images, over `flotilla-wasm`.
 //! - [`oci`]: the plugin for container images, over an OCI runtime binary (`runc`, `crun`).
 
+pub mod line_discipline;
 pub mod oci;
 pub mod stats;
 pub mod wasmtime;

@@ -8,7 +8,9 @@
 //!
 //! A command container with `stdin` reads a stream the runtime keeps the writing side of
 //! (`CommandStdin`): [`Runtime::attach`] writes to it, and with `stdinOnce` closes it after the
-//! first attach. A Wasm guest has no terminal, so `tty` and terminal sizes are ignored.
+//! first attach. A Wasm guest has no pseudo-terminal: with `tty`, the runtime does what a
+//! terminal's line discipline would ([`super::line_discipline`]: echo, lines, erase, Ctrl-D,
+//! Ctrl-C, newlines shown as CR LF), so `kubectl run -it` works; terminal sizes are ignored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
+use super::line_discipline::LineDiscipline;
 use super::{
     ContainerId, ContainerOutput, ContainerSpec, ContainerStats, ExitStatus, HttpCounters,
     ImageRequest, OutputStream, PreparedImage, Runtime, RuntimeError, WASMTIME_HANDLER, Workload,
@@ -67,13 +70,24 @@ struct CommandStdin {
     writer: Mutex<Option<StdinWriter>>,
     /// `stdinOnce`.
     once: bool,
+    /// With `tty`: the terminal's line being typed ([`super::line_discipline`]), where its
+    /// echo is shown, and the guest it interrupts (Ctrl-C).
+    terminal: Option<Terminal>,
+}
+
+/// The terminal of a Wasm command with `tty`.
+struct Terminal {
+    line: Mutex<LineDiscipline>,
+    echo: Arc<dyn ContainerOutput>,
+    guest: CommandControl,
 }
 
 impl CommandStdin {
     /// Serves one attach: writes what comes on `input` until it ends (or the guest has ended),
-    /// drops what comes on `resize` (a Wasm guest has no terminal). With `stdinOnce`, an attach
-    /// that brought input then closes the stream: the guest reads its end of file. Without
-    /// it, the stream stays open, and a guest reading it waits for the next attach.
+    /// through the terminal's line discipline with `tty`, and drops what comes on `resize`.
+    /// With `stdinOnce`, an attach that brought input then closes the stream: the guest reads
+    /// its end of file. Without it, the stream stays open, and a guest reading it waits for
+    /// the next attach (or, on a terminal, for Ctrl-D).
     async fn attach(
         &self,
         input: Option<mpsc::Receiver<Bytes>>,
@@ -87,12 +101,36 @@ impl CommandStdin {
         };
         let copy = async move {
             while let Some(chunk) = input.recv().await {
-                if writer.write(chunk).await.is_err() {
-                    // The guest has ended.
+                let Some(terminal) = &self.terminal else {
+                    if writer.write(chunk).await.is_err() {
+                        // The guest has ended.
+                        return;
+                    }
+                    continue;
+                };
+                let typed = lock(&terminal.line).input(&chunk);
+                if !typed.echo.is_empty() {
+                    terminal.echo.write(OutputStream::Stdout, &typed.echo);
+                }
+                if !typed.to_guest.is_empty()
+                    && writer.write(Bytes::from(typed.to_guest)).await.is_err()
+                {
+                    return;
+                }
+                if typed.interrupt {
+                    terminal.guest.kill();
+                    return;
+                }
+                if typed.end_of_input {
+                    drop(writer);
+                    lock(&self.writer).take();
                     return;
                 }
             }
             drop(writer);
+            // With a terminal too: there is no pseudo-terminal here to keep open (as containerd
+            // keeps a container's), and the client's input ending (kubectl read an end of
+            // file) means the same as Ctrl-D.
             if self.once {
                 // As soon as the input ends, the client still attached: the clone above is
                 // gone, so this was the last writer (unless another attach is still
@@ -202,16 +240,16 @@ impl WasmtimeRuntime {
         let mut stdin = None;
         let control = match spec.image.workload {
             Workload::Command => {
-                let guest_stdin = if spec.stdio.stdin {
+                let (guest_stdin, writer) = if spec.stdio.stdin {
                     let (guest_stdin, writer) = Stdin::stream();
-                    stdin = Some(Arc::new(CommandStdin {
-                        writer: Mutex::new(Some(writer)),
-                        once: spec.stdio.stdin_once,
-                    }));
-                    guest_stdin
+                    (guest_stdin, Some(writer))
                 } else {
                     // End of file at once.
-                    Stdin::None
+                    (Stdin::None, None)
+                };
+                let log: Arc<dyn LogSink> = match spec.stdio.tty {
+                    true => Arc::new(TerminalSink(spec.output.clone())),
+                    false => log,
                 };
                 let command = CommandSpec {
                     args: spec.args.clone(),
@@ -231,6 +269,17 @@ impl WasmtimeRuntime {
                     .map_err(|e| RuntimeError::Create(format!("container {}: {e}", spec.id)))?;
                 let control = handle.control();
                 usage = handle.usage();
+                stdin = writer.map(|writer| {
+                    Arc::new(CommandStdin {
+                        writer: Mutex::new(Some(writer)),
+                        once: spec.stdio.stdin_once,
+                        terminal: spec.stdio.tty.then(|| Terminal {
+                            line: Mutex::default(),
+                            echo: spec.output.clone(),
+                            guest: control.clone(),
+                        }),
+                    })
+                });
                 self.inner.tasks.spawn(async move {
                     let status = exit_status(handle.wait().await);
                     let _ = tx.send(Some(status));
@@ -505,6 +554,17 @@ impl flotilla_wasm::Resolver for ResolverAdapter {
 /// Passes guest output to the agent's log store.
 struct OutputSink(Arc<dyn ContainerOutput>);
 
+/// A guest's output shown on its terminal (`tty`): newlines after carriage returns, and
+/// stderr merged into stdout, as on any terminal.
+struct TerminalSink(Arc<dyn ContainerOutput>);
+
+impl LogSink for TerminalSink {
+    fn write(&self, _: LogStream, bytes: &[u8]) {
+        self.0
+            .write(OutputStream::Stdout, &super::line_discipline::output(bytes));
+    }
+}
+
 impl LogSink for OutputSink {
     fn write(&self, stream: LogStream, bytes: &[u8]) {
         let stream = match stream {
@@ -649,6 +709,48 @@ mod tests {
             "{}",
             output.text()
         );
+    }
+
+    #[tokio::test]
+    async fn a_tty_command_gets_a_terminals_echo_lines_end_of_file_and_interrupt() {
+        let stdio = super::super::ContainerStdio {
+            stdin: true,
+            stdin_once: true,
+            tty: true,
+        };
+        let (runtime, spec, output) = hello_c(stdio);
+        let id = spec.id.clone();
+        runtime.start(spec).await.unwrap();
+        // kubectl's raw terminal sends Enter as a carriage return; DEL erases; Ctrl-D at a
+        // line's start ends the input.
+        attach_text(&runtime, &id, "a\rbx\x7f\r\x04").await.unwrap();
+        let exit = tokio::time::timeout(TIMEOUT, runtime.wait(&id))
+            .await
+            .expect("the guest ends at its end of file")
+            .unwrap();
+        assert_eq!(exit, ExitStatus::completed());
+        let shown = output.text();
+        assert!(
+            shown.contains("a\r\nbx\x08 \x08\r\n"),
+            "the echo: {shown:?}"
+        );
+        assert!(
+            shown.contains("stdin lines: 2\r\n"),
+            "two lines, shown with CR LF: {shown:?}"
+        );
+
+        // Ctrl-C interrupts the guest.
+        let (runtime, mut spec, output) = hello_c(stdio);
+        spec.id = ContainerId("uid-main-1".into());
+        let id = spec.id.clone();
+        runtime.start(spec).await.unwrap();
+        attach_text(&runtime, &id, "half\x03").await.unwrap();
+        let exit = tokio::time::timeout(TIMEOUT, runtime.wait(&id))
+            .await
+            .expect("the interrupted guest ends")
+            .unwrap();
+        assert_ne!(exit, ExitStatus::completed(), "{exit:?}");
+        assert!(output.text().contains("half^C"), "{:?}", output.text());
     }
 
     #[tokio::test]
