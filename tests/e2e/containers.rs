@@ -1320,7 +1320,7 @@ fn kubectl_run(c: &Cluster, name: &str, flags: &str, command: &str) -> String {
 
 #[test]
 fn kubectl_run_and_attach_reach_a_containers_stdin_and_terminal() {
-    let c = Cluster::start();
+    let mut c = Cluster::start();
     let node = c.agent.name.clone();
     // `kubectl run -i --rm`: what kubectl reads is the container's stdin (stdinOnce: it ends
     // with kubectl's), its stdout and stderr come back apart, its exit code is kubectl's, and
@@ -1422,4 +1422,19 @@ fn kubectl_run_and_attach_reach_a_containers_stdin_and_terminal() {
             ),
         "{err}"
     );
+
+    // An agent reading a running container's terminal and holding its stdin still exits on
+    // SIGTERM (within `terminate`'s 30 s), leaving the container to the next agent.
+    c.apply(&pod(
+        &node,
+        "shell",
+        "busybox:v1",
+        "      stdin: true\n      tty: true\n      command: [\"sh\"]\n",
+        "",
+    ));
+    wait_for("the shell running", POD_TIMEOUT, || {
+        let p = c.server.kubectl_json(&["get", "pod", "shell"]);
+        is_ready(&p).then_some(())
+    });
+    c.agent.terminate();
 }

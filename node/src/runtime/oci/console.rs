@@ -156,8 +156,10 @@ impl ContainerStdin {
                 while input.recv().await.is_some() {}
                 return;
             };
-            // A thread: a write blocks while the container does not read.
-            let _ = tokio::task::spawn_blocking(move || copy_in(writer, input)).await;
+            // A thread of its own, not the runtime's blocking pool: a write blocks for as long
+            // as the container does not read, and the runtime's shutdown waits for its
+            // blocking tasks (an agent exits leaving its containers running).
+            let _ = on_thread(move || copy_in(writer, input)).await;
             // As containerd's attach: the first attach with input closes a plain stdin once
             // that input ends; both writing ends are gone then, so the container reads its
             // end of file.
@@ -174,6 +176,17 @@ impl ContainerStdin {
         };
         futures::join!(copy, sizes);
     }
+}
+
+/// Runs `work` on a thread of its own; the answer resolves when it is done (never, if the
+/// process exits first).
+pub fn on_thread(work: impl FnOnce() + Send + 'static) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        work();
+        let _ = done.send(());
+    });
+    finished
 }
 
 /// Writes what comes on `input` to `writer` until either ends.

@@ -501,11 +501,15 @@ impl OciRuntime {
         let on_terminal = started.terminal.is_some();
         let follower = match started.terminal {
             // What the container shows on its terminal goes to its log as it comes.
+            // A thread of its own, not the runtime's blocking pool: it reads until the
+            // container ends, and the runtime's shutdown waits for its blocking tasks (an
+            // agent exits leaving its containers running).
             Some(terminal) => {
                 let output = spec.output.clone();
-                self.inner
-                    .tasks
-                    .spawn_blocking(move || console::copy_out(terminal, output))
+                let copied = console::on_thread(move || console::copy_out(terminal, output));
+                self.inner.tasks.spawn(async move {
+                    let _ = copied.await;
+                })
             }
             None => self.inner.tasks.spawn(output::follow(
                 dir.to_path_buf(),
