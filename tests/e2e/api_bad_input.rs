@@ -54,6 +54,19 @@ fn cm(name: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}})).unwrap()
 }
 
+/// One request and the answer it must get: its status code, the `Status` reason (for an
+/// error) and a field among the causes.
+struct Case<'a> {
+    what: &'a str,
+    method: &'a str,
+    path: &'a str,
+    ct: &'a str,
+    body: Vec<u8>,
+    code: u16,
+    reason: &'a str,
+    field: Option<&'a str>,
+}
+
 #[test]
 fn bad_requests_get_their_status_codes_and_change_nothing() {
     let s = Server::start();
@@ -106,16 +119,6 @@ fn bad_requests_get_their_status_codes_and_change_nothing() {
     };
     let j = |v: &Value| serde_json::to_vec(v).unwrap();
 
-    struct Case<'a> {
-        what: &'a str,
-        method: &'a str,
-        path: &'a str,
-        ct: &'a str,
-        body: Vec<u8>,
-        code: u16,
-        reason: &'a str,
-        field: Option<&'a str>,
-    }
     let cases = vec![
         Case {
             what: "malformed json",
@@ -484,6 +487,155 @@ fn kubectl_names_each_invalid_field_once_and_nothing_is_written() {
         "jsonpath={.immutable} {.data.a}",
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "true 1");
+}
+
+#[test]
+fn kubectl_debug_adds_an_ephemeral_container_and_bad_ones_change_nothing() {
+    let s = Server::start();
+    let h = Http::new(&s);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}});
+    let pods = "/api/v1/namespaces/default/pods";
+    let (code, _) = h.send(
+        "POST",
+        pods,
+        "application/json",
+        serde_json::to_vec(&pod).unwrap(),
+    );
+    assert_eq!(code, 201);
+    // kubectl's own patch (no -i: nothing to attach to without a node).
+    s.kubectl_ok(&[
+        "debug",
+        "web",
+        "--image=busybox:1.36",
+        "--target=app",
+        "-c",
+        "debugger",
+    ]);
+    // The scheduler may write the (unschedulable) pod's status meanwhile: compare specs.
+    let spec = || h.send("GET", &format!("{pods}/web"), "", vec![]).1["spec"].clone();
+    let before = spec();
+    assert_eq!(
+        before["ephemeralContainers"],
+        json!([{"name": "debugger", "image": "busybox:1.36", "targetContainerName": "app",
+            "imagePullPolicy": "IfNotPresent", "resources": {},
+            "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}])
+    );
+    let out = s.kubectl(&["debug", "web", "--image=busybox:1.36", "--target=nope"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(".targetContainerName: Not found: \"nope\""),
+        "{err}"
+    );
+    assert_eq!(
+        spec(),
+        before,
+        "kubectl debug --target=nope changed the pod"
+    );
+
+    let sub = &format!("{pods}/web/ephemeralcontainers");
+    let json_patch = "application/json-patch+json";
+    let add = |c: Value| {
+        serde_json::to_vec(
+            &json!([{"op": "add", "path": "/spec/ephemeralContainers/-", "value": c}]),
+        )
+        .unwrap()
+    };
+    let mut created = pod.clone();
+    created["metadata"]["name"] = json!("new");
+    created["spec"]["ephemeralContainers"] = json!([{"name": "d", "image": "busybox"}]);
+    let subresource_patch = |what, body, field| Case {
+        what,
+        method: "PATCH",
+        path: sub,
+        ct: json_patch,
+        body,
+        code: 422,
+        reason: "Invalid",
+        field: Some(field),
+    };
+    let pod_path = format!("{pods}/web");
+    let apply_path = format!("{sub}?fieldManager=t");
+    let cases = [
+        subresource_patch(
+            "a port",
+            add(json!({"name": "d", "image": "busybox", "ports": [{"containerPort": 80}]})),
+            "spec.ephemeralContainers[1].ports",
+        ),
+        subresource_patch(
+            "a changed image",
+            br#"[{"op": "replace", "path": "/spec/ephemeralContainers/0/image", "value": "alpine"}]"#
+                .to_vec(),
+            "spec.ephemeralContainers[debugger]",
+        ),
+        subresource_patch(
+            "a removal",
+            br#"[{"op": "remove", "path": "/spec/ephemeralContainers/0"}]"#.to_vec(),
+            "spec.ephemeralContainers",
+        ),
+        Case {
+            path: &pod_path,
+            ..subresource_patch(
+                "an addition through the pod itself",
+                add(json!({"name": "d", "image": "busybox"})),
+                "spec",
+            )
+        },
+        Case {
+            what: "a create with one",
+            method: "POST",
+            path: pods,
+            ct: "application/json",
+            body: serde_json::to_vec(&created).unwrap(),
+            code: 422,
+            reason: "Invalid",
+            field: Some("spec.ephemeralContainers"),
+        },
+        Case {
+            what: "server-side apply",
+            method: "PATCH",
+            path: &apply_path,
+            ct: "application/apply-patch+yaml",
+            body: b"{}".to_vec(),
+            code: 415,
+            reason: "UnsupportedMediaType",
+            field: None,
+        },
+        Case {
+            what: "a kind without it",
+            method: "GET",
+            path: "/api/v1/namespaces/default/configmaps/x/ephemeralcontainers",
+            ct: "",
+            body: vec![],
+            code: 404,
+            reason: "NotFound",
+            field: None,
+        },
+    ];
+    for c in cases {
+        let (code, status) = h.send(c.method, c.path, c.ct, c.body);
+        assert_eq!(
+            (code, status["reason"].as_str()),
+            (c.code, Some(c.reason)),
+            "{}: {status}",
+            c.what
+        );
+        if let Some(field) = c.field {
+            let causes = status["details"]["causes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                causes.iter().any(|cause| cause["field"] == field),
+                "{}: {field} in {status}",
+                c.what
+            );
+        }
+        assert_eq!(spec(), before, "{} changed the pod", c.what);
+    }
+    let (code, _) = h.send("GET", &format!("{pods}/new"), "", vec![]);
+    assert_eq!(code, 404, "the pod created with an ephemeral container");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use crate::store::{Entry, ListOptions, Revision, Store, StoreError, WatchStream}
 
 use super::apply;
 use super::decoded_pods::DecodedPods;
+use super::ephemeral_containers;
 use super::error::{ApiError, ApiResult, Cause};
 use super::objects::{self, from_entry};
 use super::patch::{self, PatchType};
@@ -706,7 +707,8 @@ impl Api {
         }
         strategy::generate_for_create(res, &mut obj);
         let mut name = objects::name(&obj).to_string();
-        let causes = strategy::validate(res, &obj);
+        let mut causes = strategy::validate(res, &obj);
+        causes.extend(strategy::validate_create(res, &obj));
         if !causes.is_empty() {
             return Err(ApiError::invalid(res, &name, causes));
         }
@@ -903,6 +905,11 @@ impl Api {
                 }
                 o
             }
+            // Only the ephemeral containers change (kube-apiserver's
+            // podEphemeralContainersStrategy).
+            Some(Subresource::EphemeralContainers) => {
+                ephemeral_containers::written(current, incoming)
+            }
             _ => {
                 let mut o = incoming;
                 if res.has(Subresource::Status) {
@@ -985,7 +992,14 @@ impl Api {
             Some(Subresource::Status) => Vec::new(),
             _ => strategy::validate(res, &obj),
         };
-        causes.extend(strategy::validate_update(res, &obj, current));
+        causes.extend(match sub {
+            // The rest of the pod is the stored one; what may change is the ephemeral
+            // containers, and only by additions.
+            Some(Subresource::EphemeralContainers) => {
+                ephemeral_containers::validate_update(&obj, current)
+            }
+            _ => strategy::validate_update(res, &obj, current),
+        });
         if !causes.is_empty() {
             undo(&mut services);
             return Err(ApiError::invalid(res, name, causes));
@@ -1699,7 +1713,7 @@ pub enum ScaleChange<'a> {
     Patch(PatchType, &'a [u8]),
 }
 
-/// What `manager` writes to `res` (its `status` with `sub`), for the field ownership of
+/// What `manager` writes to `res` (its subresource `sub`, if any), for the field ownership of
 /// [`apply`]; `api_version` is `res.api_version()`.
 fn manager_request<'a>(
     res: &'a ResourceInfo,
@@ -1712,7 +1726,7 @@ fn manager_request<'a>(
         api_version,
         manager,
         force: false,
-        subresource: sub.map(|_| "status"),
+        subresource: sub.map(Subresource::name),
         has_status: res.has(Subresource::Status),
     }
 }

@@ -51,7 +51,7 @@ pub struct ApplyRequest<'a> {
     pub manager: &'a str,
     /// `force=true`: take conflicting fields over instead of failing.
     pub force: bool,
-    /// `Some("status")` for an apply to the status subresource.
+    /// The subresource written, e.g. `Some("status")` for an apply to the status subresource.
     pub subresource: Option<&'a str>,
     /// The kind has a status subresource, so an apply to the main resource does not own
     /// `status` (the write drops it) and an apply to `status` owns nothing else.
@@ -527,15 +527,23 @@ fn walk_value<'v>(
 }
 
 /// Whether a path belongs to what this request may own: with a status subresource, an apply
-/// to the main resource does not own `status` and an apply to `status` owns only `status`.
+/// to the main resource does not own `status` and an apply to `status` owns only `status`; a
+/// write to `pods/ephemeralcontainers` owns only `spec.ephemeralContainers`.
 fn in_scope(path: &FieldPath, req: &ApplyRequest) -> bool {
     let is_status = path.first().is_some_and(|p| p == "f:status");
     match (req.has_status, req.subresource) {
+        (_, Some("ephemeralcontainers")) => {
+            path.len() >= EPHEMERAL_CONTAINERS.len()
+                && path.iter().zip(EPHEMERAL_CONTAINERS).all(|(p, e)| p == e)
+        }
         (true, Some(_)) => is_status,
         (true, None) => !is_status,
         (false, _) => true,
     }
 }
+
+/// The path of a pod's ephemeral containers, which `pods/ephemeralcontainers` writes.
+const EPHEMERAL_CONTAINERS: [&str; 2] = ["f:spec", "f:ephemeralContainers"];
 
 /// A path that names a value (a field or an atomic list), as opposed to a list element's
 /// identity (`.`) or a set member (`v:`), which two managers can share without conflict.

@@ -237,7 +237,9 @@ fn subresource_kind(
     sub: Subresource,
 ) -> (&'static str, &'static str, &'static str) {
     match sub {
-        Subresource::Status | Subresource::Log => (r.group, r.version, r.kind),
+        Subresource::Status | Subresource::Log | Subresource::EphemeralContainers => {
+            (r.group, r.version, r.kind)
+        }
         Subresource::Scale => ("autoscaling", "v1", "Scale"),
         Subresource::Binding => ("", "v1", "Binding"),
         Subresource::Eviction => ("policy", "v1", "Eviction"),
@@ -248,7 +250,9 @@ fn subresource_kind(
 /// The verbs a subresource endpoint supports.
 fn subresource_verbs(sub: Subresource) -> &'static [&'static str] {
     match sub {
-        Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
+        Subresource::Status | Subresource::Scale | Subresource::EphemeralContainers => {
+            &["get", "patch", "update"]
+        }
         Subresource::Binding | Subresource::Eviction => &["create"],
         Subresource::Log | Subresource::Proxy => &["get"],
     }
@@ -421,6 +425,11 @@ mod tests {
         );
         assert_eq!(find("pods/binding")["kind"], "Binding");
         assert_eq!(find("pods/log")["verbs"], json!(["get"]));
+        let debug = find("pods/ephemeralcontainers");
+        assert_eq!(
+            (debug["kind"].clone(), debug["verbs"].clone()),
+            (json!("Pod"), json!(["get", "patch", "update"]))
+        );
         let eviction = find("pods/eviction");
         assert_eq!(
             (eviction["group"].clone(), eviction["version"].clone()),
@@ -475,6 +484,9 @@ mod tests {
         assert!(subs.iter().any(
             |s| s["subresource"] == "status" && s["verbs"] == json!(["get", "patch", "update"])
         ));
+        assert!(subs.contains(&json!({"subresource": "ephemeralcontainers",
+            "responseKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "verbs": ["get", "patch", "update"]})));
 
         let apis = aggregated_apis();
         let apps = apis["items"]

@@ -123,6 +123,16 @@ impl Cause {
         }
     }
 
+    /// `FieldValueNotFound`: the value names something that does not exist (a volume, a
+    /// container).
+    pub fn not_found(field: impl Into<String>, value: impl std::fmt::Display) -> Self {
+        Cause {
+            reason: "FieldValueNotFound",
+            message: format!("Not found: \"{value}\""),
+            field: field.into(),
+        }
+    }
+
     /// `FieldValueForbidden`, e.g. a change to an immutable field.
     pub fn forbidden(field: impl Into<String>, why: impl Into<String>) -> Self {
         Cause {

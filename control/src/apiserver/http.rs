@@ -516,7 +516,7 @@ async fn handle(
             watch(state, res, res, ns, Some(name), &q, headers).await
         }
         (Method::GET, None, None) => list(api, res, res, ns, &q, headers).await,
-        (Method::GET, Some(name), None | Some("status")) => {
+        (Method::GET, Some(name), None | Some("status" | "ephemeralcontainers")) => {
             let entry = api.get_entry(res, ns, name).await?;
             Ok(if table_options(headers, &q).is_some() {
                 let obj = objects::from_entry(&entry);
@@ -561,13 +561,11 @@ async fn handle(
             eviction::evict(api, ns.unwrap_or("default"), name, &opts).await?;
             Ok(json_response(StatusCode::CREATED, &success_status()))
         }
-        (Method::PUT, Some(name), None | Some("status") | Some("finalize")) => {
+        (Method::PUT, Some(name), None | Some("status" | "finalize" | "ephemeralcontainers")) => {
             let bytes = read_body(api, body).await?;
             let obj = decode_object(headers, &bytes)?;
-            let subresource = match sub {
-                Some("status") => Some(Subresource::Status),
-                _ => None,
-            };
+            // `finalize` is no subresource of the table: a namespace's update as any other.
+            let subresource = sub.and_then(Subresource::parse);
             let (updated, warnings) = api
                 .update_written(
                     res,
@@ -597,13 +595,13 @@ async fn handle(
                 .await?;
             Ok(json_response(StatusCode::OK, &out))
         }
-        (Method::PATCH, Some(name), None | Some("status") | Some("scale")) => {
+        (Method::PATCH, Some(name), None | Some("status" | "scale" | "ephemeralcontainers")) => {
             let ct = content_type(headers);
             if ct == APPLY_PATCH {
-                if sub == Some("scale") {
-                    return Err(ApiError::unsupported_media_type(
-                        "application/apply-patch+yaml on the scale subresource (apply to the object itself)",
-                    ));
+                if let Some(sub @ ("scale" | "ephemeralcontainers")) = sub {
+                    return Err(ApiError::unsupported_media_type(&format!(
+                        "application/apply-patch+yaml on the {sub} subresource (apply to the object itself)"
+                    )));
                 }
                 let bytes = read_body(api, body).await?;
                 let opts = write_options(&q, headers)?;
@@ -639,11 +637,7 @@ async fn handle(
                     .await?;
                 return Ok(json_response(StatusCode::OK, &out));
             }
-            let subresource = if sub == Some("status") {
-                Some(Subresource::Status)
-            } else {
-                None
-            };
+            let subresource = sub.and_then(Subresource::parse);
             let (patched, warnings) = api
                 .patch_written(res, ns, name, ty, &bytes, subresource, &opts)
                 .await?;
@@ -1361,6 +1355,85 @@ mod tests {
             "ResourceVersionTooLarge"
         );
         assert!(started.elapsed() >= REVISION_WAIT);
+    }
+
+    #[tokio::test]
+    async fn pods_ephemeralcontainers_is_read_and_patched_as_kubectl_debug_does() {
+        use http_body_util::BodyExt;
+        use tower::Service;
+        let (api, _dir) = super::super::fake_agent::api().await;
+        super::super::fake_agent::create(
+            &api,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                "spec": {"containers": [{"name": "app", "image": "nginx"}]}}),
+        )
+        .await;
+        let router = test_router(api);
+        let call = |method: Method, uri: &str, ct: &str, body: Value| {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::CONTENT_TYPE, ct)
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let router = router.clone();
+            async move {
+                let r = router.clone().call(req).await.unwrap();
+                let code = r.status();
+                let bytes = r.into_body().collect().await.unwrap().to_bytes();
+                (
+                    code,
+                    serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+                )
+            }
+        };
+        let path = "/api/v1/namespaces/default/pods/web/ephemeralcontainers";
+        let (code, pod) = send(&router, Method::GET, path).await;
+        assert_eq!((code, pod["kind"].as_str()), (StatusCode::OK, Some("Pod")));
+        let debugger = json!({"spec": {"ephemeralContainers": [
+            {"name": "debugger", "image": "busybox", "targetContainerName": "app"}]}});
+        let smp = "application/strategic-merge-patch+json";
+        let dry_run = format!("{path}?dryRun=All");
+        let (code, _) = call(Method::PATCH, &dry_run, smp, debugger.clone()).await;
+        assert_eq!(code, StatusCode::OK);
+        let (_, unchanged) = send(&router, Method::GET, path).await;
+        assert!(unchanged["spec"]["ephemeralContainers"].is_null());
+        let (code, pod) = call(Method::PATCH, path, smp, debugger.clone()).await;
+        assert_eq!(
+            (code, pod["spec"]["ephemeralContainers"][0]["name"].as_str()),
+            (StatusCode::OK, Some("debugger"))
+        );
+        let (code, status) = call(
+            Method::PATCH,
+            path,
+            "application/apply-patch+yaml",
+            debugger.clone(),
+        )
+        .await;
+        assert_eq!(
+            (code, status["reason"].as_str()),
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("UnsupportedMediaType")
+            )
+        );
+        let (code, _) = call(Method::PUT, path, "application/json", pod).await;
+        assert_eq!(code, StatusCode::OK);
+        // A PUT of the pod as read before the patch names a revision that is gone.
+        let (code, _) = call(Method::PUT, path, "application/json", unchanged).await;
+        assert_eq!(code, StatusCode::CONFLICT);
+        // Only pods have it: a missing route is a 404 with empty details, as `kubectl debug`
+        // reads it.
+        let (code, status) = send(
+            &router,
+            Method::GET,
+            "/api/v1/namespaces/default/configmaps/x/ephemeralcontainers",
+        )
+        .await;
+        assert_eq!(
+            (code, &status["details"]),
+            (StatusCode::NOT_FOUND, &json!({}))
+        );
     }
 
     #[test]

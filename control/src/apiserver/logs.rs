@@ -12,10 +12,11 @@ use super::agent;
 use super::api::Api;
 use super::error::{ApiError, ApiResult};
 
-/// Which container of a pod a log request means: the named one, or the only one.
+/// Which container of a pod a log, exec or attach request means: the named one (of any kind,
+/// an ephemeral one included, as `kubectl debug` attaches to it), or the only app container.
 pub fn pick_container(pod: &Value, requested: Option<&str>) -> ApiResult<String> {
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
-    let names: Vec<&str> = ["initContainers", "containers"]
+    let names: Vec<&str> = ["initContainers", "containers", "ephemeralContainers"]
         .iter()
         .filter_map(|l| pod["spec"][l].as_array())
         .flatten()
@@ -100,6 +101,14 @@ mod tests {
             "a container name must be specified for pod p, choose one of: [a b]"
         );
         assert_eq!(pick_container(&two, Some("i")).unwrap(), "i");
+        let debugged = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}],
+            "ephemeralContainers": [{"name": "debugger"}]}});
+        assert_eq!(
+            pick_container(&debugged, Some("debugger")).unwrap(),
+            "debugger"
+        );
+        // Still the only app container when none is named.
+        assert_eq!(pick_container(&debugged, None).unwrap(), "a");
         assert_eq!(pick_container(&two, Some("z")).unwrap_err().code, 400);
     }
 }

@@ -14,6 +14,8 @@
 //! - [`resource_metrics`]: `metrics.k8s.io/v1beta1` (`kubectl top`), from the agents' resource
 //!   metrics.
 //! - [`strategy`] and [`validation`]: per-kind decoding, defaults and validation.
+//! - [`ephemeral_containers`]: `pods/ephemeralcontainers` (`kubectl debug`), which adds
+//!   containers to a running pod and changes nothing else.
 //! - [`service_ips`]: ClusterIP and NodePort allocation for Services.
 //! - [`error`]: errors as Kubernetes `Status` objects.
 //! - [`objects`]: helpers for objects as JSON values.
@@ -35,6 +37,7 @@ pub mod apply;
 pub mod decoded_pods;
 pub mod discovery;
 pub mod dns_validation;
+pub mod ephemeral_containers;
 pub mod epoch_cache;
 pub mod error;
 pub mod events_v1;

@@ -588,7 +588,9 @@ fn subresource_kind(
     sub: Subresource,
 ) -> Option<(&'static str, &'static str, &'static str)> {
     match sub {
-        Subresource::Status => Some((r.group, r.version, r.kind)),
+        Subresource::Status | Subresource::EphemeralContainers => {
+            Some((r.group, r.version, r.kind))
+        }
         Subresource::Scale => Some(("autoscaling", "v1", "Scale")),
         Subresource::Binding => Some(("", "v1", "Binding")),
         Subresource::Eviction => Some(("policy", "v1", "Eviction")),
@@ -1279,7 +1281,10 @@ fn resource_paths(resources: &[&ResourceInfo]) -> Vec<PathItem> {
             let sub_kind = subresource_kind(r, sub);
             let def = sub_kind.and_then(|(g, v, k)| cat.kind(g, v, k).cloned());
             let ops = match (sub, def) {
-                (Subresource::Status | Subresource::Scale, Some(def)) => vec![
+                (
+                    Subresource::Status | Subresource::Scale | Subresource::EphemeralContainers,
+                    Some(def),
+                ) => vec![
                     Operation::new(
                         "get",
                         "get",
@@ -1508,6 +1513,18 @@ mod tests {
         assert!(
             core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/binding"]["post"].is_object()
         );
+        let debug =
+            &core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/ephemeralcontainers"];
+        for verb in ["get", "put", "patch"] {
+            assert_eq!(
+                debug[verb]["x-kubernetes-group-version-kind"]["kind"],
+                "Pod"
+            );
+        }
+        assert_eq!(
+            debug["patch"]["operationId"],
+            "patchCoreV1NamespacedPodEphemeralcontainers"
+        );
         let apps = doc("apis/apps/v1");
         let scale = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"]
             ["patch"];
@@ -1559,5 +1576,7 @@ mod tests {
             .collect();
         assert!(names.contains(&"body") && names.contains(&"fieldValidation"));
         assert!(!serde_json::to_string(d).unwrap().contains("#/components/"));
+        let debug = &d["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/ephemeralcontainers"];
+        assert!(["get", "put", "patch"].iter().all(|v| debug[v].is_object()));
     }
 }

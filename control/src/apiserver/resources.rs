@@ -19,6 +19,9 @@ pub enum Subresource {
     Eviction,
     /// `nodes/proxy`: proxied to the node's agent (see `node_proxy`).
     Proxy,
+    /// `pods/ephemeralcontainers`: writes only `spec.ephemeralContainers` (how `kubectl debug`
+    /// adds a container to a running pod; see `ephemeral_containers`).
+    EphemeralContainers,
 }
 
 impl Subresource {
@@ -31,6 +34,7 @@ impl Subresource {
             Subresource::Log => "log",
             Subresource::Eviction => "eviction",
             Subresource::Proxy => "proxy",
+            Subresource::EphemeralContainers => "ephemeralcontainers",
         }
     }
 
@@ -43,6 +47,7 @@ impl Subresource {
             "log" => Subresource::Log,
             "eviction" => Subresource::Eviction,
             "proxy" => Subresource::Proxy,
+            "ephemeralcontainers" => Subresource::EphemeralContainers,
             _ => return None,
         })
     }
@@ -163,7 +168,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         true,
         ["po"],
         ["all"],
-        [Status, Binding, Log, Eviction]
+        [Status, Binding, Log, Eviction, EphemeralContainers]
     ),
     res!(
         "",

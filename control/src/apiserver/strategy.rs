@@ -335,7 +335,7 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
     default(spec, "terminationGracePeriodSeconds", json!(30));
     default(spec, "securityContext", json!({}));
     default(spec, "enableServiceLinks", json!(true));
-    for list in ["initContainers", "containers"] {
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {
                 let image = c
@@ -691,6 +691,16 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
             }
         },
         _ => {}
+    }
+    causes
+}
+
+/// Validates what only a create may not set, beside [`validate`]: a pod's ephemeral
+/// containers (added later, through `pods/ephemeralcontainers`).
+pub fn validate_create(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if res.kind == "Pod" {
+        super::ephemeral_containers::forbid_on_create(&obj["spec"], &mut causes);
     }
     causes
 }

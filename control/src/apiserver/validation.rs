@@ -204,7 +204,7 @@ fn port_number(v: &Value, field: &str, causes: &mut Vec<Cause>) {
 }
 
 /// Validates a pod spec at `path`; `restart_policies` restricts the allowed restart policies
-/// (workload templates), otherwise all three are allowed.
+/// of a pod template (workloads), otherwise all three are allowed.
 pub fn pod_spec(
     spec: &Value,
     path: &str,
@@ -238,90 +238,19 @@ pub fn pod_spec(
         }
         for (i, c) in containers.into_iter().flatten().enumerate() {
             let cpath = format!("{path}.{list}[{i}]");
-            let name = c["name"].as_str().unwrap_or("");
-            if name.is_empty() {
-                causes.push(Cause::required(format!("{cpath}.name")));
-            } else if let Some(why) = dns1123_label(name) {
-                causes.push(Cause::invalid(format!("{cpath}.name"), name, why));
-            } else if !names.insert(name.to_string()) {
-                causes.push(Cause::duplicate(format!("{cpath}.name"), name));
-            }
-            if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
-                causes.push(Cause::required(format!("{cpath}.image")));
-            }
-            let mut port_names = HashSet::new();
-            for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
-                port_number(
-                    &p["containerPort"],
-                    &format!("{cpath}.ports[{j}].containerPort"),
-                    causes,
-                );
-                if let Some(n) = p["name"].as_str() {
-                    if n.len() > 15
-                        || dns1123_label(n).is_some()
-                        || !n.chars().any(|c| c.is_ascii_lowercase())
-                    {
-                        causes.push(Cause::invalid(format!("{cpath}.ports[{j}].name"), n, "must be no more than 15 characters, contain only lowercase alphanumerics and '-', and contain at least one letter"));
-                    } else if !port_names.insert(n.to_string()) {
-                        causes.push(Cause::duplicate(format!("{cpath}.ports[{j}].name"), n));
-                    }
-                }
-                if let Some(proto) = p["protocol"].as_str()
-                    && !matches!(proto, "TCP" | "UDP" | "SCTP")
-                {
-                    causes.push(Cause::not_supported(
-                        format!("{cpath}.ports[{j}].protocol"),
-                        proto,
-                        &["SCTP", "TCP", "UDP"],
-                    ));
-                }
-            }
-            for (j, e) in c["env"].as_array().into_iter().flatten().enumerate() {
-                match e["name"].as_str() {
-                    None | Some("") => {
-                        causes.push(Cause::required(format!("{cpath}.env[{j}].name")));
-                    }
-                    Some(n) if !env_var_name_ok(n) => causes.push(Cause::invalid(
-                        format!("{cpath}.env[{j}].name"),
-                        n,
-                        "a valid environment variable name must consist only of printable ASCII characters other than '='",
-                    )),
-                    Some(_) => {}
-                }
-                super::volume_validation::env_value_from(e, &format!("{cpath}.env[{j}]"), causes);
-            }
-            container_resources(&c["resources"], &format!("{cpath}.resources"), causes);
-            for (j, m) in c["volumeMounts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let vname = m["name"].as_str().unwrap_or("");
-                if !volumes.contains(vname) {
-                    causes.push(Cause {
-                        reason: "FieldValueNotFound",
-                        message: format!("Not found: \"{vname}\""),
-                        field: format!("{cpath}.volumeMounts[{j}].name"),
-                    });
-                }
-                if m["mountPath"].as_str().is_none_or(str::is_empty) {
-                    causes.push(Cause::required(format!(
-                        "{cpath}.volumeMounts[{j}].mountPath"
-                    )));
-                }
-            }
-            if let Some(policy) = c["imagePullPolicy"].as_str()
-                && !matches!(policy, "Always" | "IfNotPresent" | "Never")
-            {
-                causes.push(Cause::not_supported(
-                    format!("{cpath}.imagePullPolicy"),
-                    policy,
-                    &["Always", "IfNotPresent", "Never"],
-                ));
-            }
+            container_name(c, &cpath, &mut names, causes);
+            container(c, &cpath, &volumes, causes);
             container_restart_policy(c, &cpath, list == "initContainers", causes);
         }
+    }
+    super::ephemeral_containers::validate(spec, path, &volumes, &mut names, causes);
+    if restart_policies.is_some() && !items(&spec["ephemeralContainers"]).is_empty() {
+        // kube-apiserver's ValidatePodTemplateSpec: a template's pods are created, and a pod
+        // is created without ephemeral containers.
+        causes.push(Cause::forbidden(
+            format!("{path}.ephemeralContainers"),
+            "ephemeral containers not allowed in pod template",
+        ));
     }
     let allowed = restart_policies.unwrap_or(&["Always", "OnFailure", "Never"]);
     match spec["restartPolicy"].as_str() {
@@ -340,6 +269,103 @@ pub fn pod_spec(
     );
     super::dns_validation::pod_dns(spec, path, causes);
     topology_spread_constraints(&spec["topologySpreadConstraints"], path, causes);
+}
+
+/// A container's `name` at `cpath`: given, a DNS-1123 label, and not in `names` (every
+/// container of a pod has its own name, whatever its kind), which it is added to.
+pub fn container_name(
+    c: &Value,
+    cpath: &str,
+    names: &mut HashSet<String>,
+    causes: &mut Vec<Cause>,
+) {
+    let name = c["name"].as_str().unwrap_or("");
+    if name.is_empty() {
+        causes.push(Cause::required(format!("{cpath}.name")));
+    } else if let Some(why) = dns1123_label(name) {
+        causes.push(Cause::invalid(format!("{cpath}.name"), name, why));
+    } else if !names.insert(name.to_string()) {
+        causes.push(Cause::duplicate(format!("{cpath}.name"), name));
+    }
+}
+
+/// What every kind of container (app, init, ephemeral) at `cpath` is checked for, its name
+/// aside (unique across the pod's containers, so the caller's): an image, well-formed ports,
+/// env names, resources, volume mounts of the pod's `volumes`, and a known pull policy.
+pub fn container(c: &Value, cpath: &str, volumes: &HashSet<String>, causes: &mut Vec<Cause>) {
+    if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
+        causes.push(Cause::required(format!("{cpath}.image")));
+    }
+    let mut port_names = HashSet::new();
+    for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
+        port_number(
+            &p["containerPort"],
+            &format!("{cpath}.ports[{j}].containerPort"),
+            causes,
+        );
+        if let Some(n) = p["name"].as_str() {
+            if n.len() > 15
+                || dns1123_label(n).is_some()
+                || !n.chars().any(|c| c.is_ascii_lowercase())
+            {
+                causes.push(Cause::invalid(format!("{cpath}.ports[{j}].name"), n, "must be no more than 15 characters, contain only lowercase alphanumerics and '-', and contain at least one letter"));
+            } else if !port_names.insert(n.to_string()) {
+                causes.push(Cause::duplicate(format!("{cpath}.ports[{j}].name"), n));
+            }
+        }
+        if let Some(proto) = p["protocol"].as_str()
+            && !matches!(proto, "TCP" | "UDP" | "SCTP")
+        {
+            causes.push(Cause::not_supported(
+                format!("{cpath}.ports[{j}].protocol"),
+                proto,
+                &["SCTP", "TCP", "UDP"],
+            ));
+        }
+    }
+    for (j, e) in c["env"].as_array().into_iter().flatten().enumerate() {
+        match e["name"].as_str() {
+                None | Some("") => {
+                    causes.push(Cause::required(format!("{cpath}.env[{j}].name")));
+                }
+                Some(n) if !env_var_name_ok(n) => causes.push(Cause::invalid(
+                    format!("{cpath}.env[{j}].name"),
+                    n,
+                    "a valid environment variable name must consist only of printable ASCII characters other than '='",
+                )),
+                Some(_) => {}
+            }
+        super::volume_validation::env_value_from(e, &format!("{cpath}.env[{j}]"), causes);
+    }
+    container_resources(&c["resources"], &format!("{cpath}.resources"), causes);
+    for (j, m) in c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let vname = m["name"].as_str().unwrap_or("");
+        if !volumes.contains(vname) {
+            causes.push(Cause::not_found(
+                format!("{cpath}.volumeMounts[{j}].name"),
+                vname,
+            ));
+        }
+        if m["mountPath"].as_str().is_none_or(str::is_empty) {
+            causes.push(Cause::required(format!(
+                "{cpath}.volumeMounts[{j}].mountPath"
+            )));
+        }
+    }
+    if let Some(policy) = c["imagePullPolicy"].as_str()
+        && !matches!(policy, "Always" | "IfNotPresent" | "Never")
+    {
+        causes.push(Cause::not_supported(
+            format!("{cpath}.imagePullPolicy"),
+            policy,
+            &["Always", "IfNotPresent", "Never"],
+        ));
+    }
 }
 
 /// A pod's `topologySpreadConstraints`, as kube-apiserver checks them: a positive `maxSkew`, a
