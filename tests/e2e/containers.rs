@@ -1438,3 +1438,124 @@ fn kubectl_run_and_attach_reach_a_containers_stdin_and_terminal() {
     });
     c.agent.terminate();
 }
+
+/// The first ephemeral container status named `name`.
+fn ephemeral_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    pod["status"]["ephemeralContainerStatuses"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+}
+
+#[test]
+fn kubectl_debug_adds_an_ephemeral_container_that_sees_its_targets_processes() {
+    let c = Cluster::start();
+    let node = c.agent.name.clone();
+    c.apply(&pod(
+        &node,
+        "debuggee",
+        "busybox:v1",
+        "      command: [\"sleep\", \"3600\"]\n",
+        "",
+    ));
+    let p = c.wait_pod("debuggee", "running", is_ready);
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+
+    // `kubectl debug -i --target`: the debug container runs in the target's process
+    // namespace (its PID 1 is the target's `sleep`) and what kubectl reads is its stdin. As
+    // with kubelet, the attach ends with Success whatever the code the container exits with;
+    // the code is in its status.
+    let out = kubectl_fed(
+        &c,
+        90,
+        "debug debuggee -i --image=busybox:v1 --target=main -c debugger -- sh",
+        "cat /proc/1/cmdline; echo; echo done-debugging; exit 5\n",
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("sleep\u{0}3600") && stdout.contains("done-debugging"),
+        "{stdout} / {stderr}"
+    );
+    assert!(out.status.success(), "{stdout} / {stderr}");
+    let p = c.wait_pod("debuggee", "the debugger's end reported", |p| {
+        ephemeral_status(p, "debugger").is_some_and(|s| !s["state"]["terminated"].is_null())
+    });
+    let ended = &ephemeral_status(&p, "debugger").unwrap()["state"]["terminated"];
+    assert_eq!(ended["exitCode"], 5, "{p}");
+    // The pod itself is untouched: still running and ready, its container never restarted.
+    assert_eq!(p["status"]["phase"], "Running", "{p}");
+    assert!(is_ready(&p), "{p}");
+    assert_eq!(status(&p)["restartCount"], 0, "{p}");
+    let logs = c.server.kubectl_ok(&["logs", "debuggee", "-c", "debugger"]);
+    assert!(logs.contains("done-debugging"), "{logs}");
+    let described = c.server.kubectl_ok(&["describe", "pod", "debuggee"]);
+    assert!(
+        described.contains("Ephemeral Containers:") && described.contains("debugger:"),
+        "{described}"
+    );
+
+    // Without a target it has a process namespace of its own: its PID 1 is its own shell.
+    let out = kubectl_fed(
+        &c,
+        90,
+        "debug debuggee -i --image=busybox:v1 -c loner -- sh",
+        "cat /proc/1/cmdline; echo; exit 0\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("sh") && !stdout.contains("sleep"),
+        "{stdout} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Bad input: a target the pod does not have is refused and changes nothing (the API
+    // server's other refusals are in api_bad_input).
+    let before = c.server.kubectl_json(&["get", "pod", "debuggee"]);
+    let out = c.server.kubectl(&[
+        "debug",
+        "debuggee",
+        "--image=busybox:v1",
+        "-c",
+        "other",
+        "--target=nosuch",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("targetContainerName"),
+        "{err}"
+    );
+    let after = c.server.kubectl_json(&["get", "pod", "debuggee"]);
+    assert_eq!(
+        before["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"],
+        "nothing written"
+    );
+
+    // One still running when the pod is deleted stops with it, and nothing is left.
+    c.server.kubectl_ok(&[
+        "debug",
+        "debuggee",
+        "--image=busybox:v1",
+        "-c",
+        "sleeper",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    c.wait_pod("debuggee", "the sleeper running", |p| {
+        ephemeral_status(p, "sleeper").is_some_and(|s| !s["state"]["running"].is_null())
+    });
+    assert_eq!(
+        c.agent
+            .runc_list()
+            .iter()
+            .filter(|(id, _, status)| id.starts_with(&uid) && status == "running")
+            .count(),
+        2,
+        "the app container and the sleeper: {:?}",
+        c.agent.runc_list()
+    );
+    c.delete_and_check_nothing_left("debuggee", &uid);
+}

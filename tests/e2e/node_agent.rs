@@ -345,10 +345,29 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
             .map(|c| c["state"].clone())
             .unwrap_or_default()
     };
-    let half = c.wait_pod("half-done", "done ended, serving running", |p| {
+    c.wait_pod("half-done", "done ended, serving running", |p| {
         state(p, "done")["terminated"]["exitCode"] == 0 && !state(p, "serving")["running"].is_null()
     });
     let done_logs = c.kubectl_ok(&["logs", "half-done", "-c", "done"]);
+    // `kubectl debug -it` of a Wasm pod: an ephemeral Wasm command runs beside its
+    // containers, and what is typed reaches it (Ctrl-D ends its input).
+    let (code, shown) = kubectl_on_terminal_attached(
+        &c.kubeconfig,
+        "debug half-done -it --image=hello-c:latest -c dbg",
+        "typed-one\r\x04",
+    );
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("stdin lines: 1"), "{shown:?}");
+    let ephemeral = |p: &Value| p["status"]["ephemeralContainerStatuses"][0].clone();
+    let half = c.wait_pod("half-done", "dbg ended", |p| {
+        ephemeral(p)["state"]["terminated"]["exitCode"] == 0
+    });
+    assert_eq!(ephemeral(&half)["name"], "dbg", "{half}");
+    assert_eq!(half["status"]["phase"], "Running", "{half}");
+    assert!(
+        c.kubectl_ok(&["logs", "half-done", "-c", "dbg"])
+            .contains("stdin lines: 1")
+    );
     // Times are to the second: a run again after the restart must show a later one.
     std::thread::sleep(Duration::from_secs(1));
 
@@ -388,6 +407,11 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
         state(&again, "done"),
         state(&half, "done"),
         "the ended container was not run again"
+    );
+    assert_eq!(
+        ephemeral(&again),
+        ephemeral(&half),
+        "the ended ephemeral container was not run again"
     );
     assert_eq!(
         c.kubectl_ok(&["logs", "half-done", "-c", "done"]),

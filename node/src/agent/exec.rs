@@ -182,6 +182,7 @@ pub fn running_container(
         .containers
         .iter()
         .chain(&p.state.init)
+        .chain(&p.state.ephemeral)
         .find(|c| c.name == container)
     else {
         return Err(Refusal(

@@ -46,6 +46,11 @@ pub enum Kind {
     Sidecar,
     /// An app container.
     App,
+    /// An ephemeral container (`kubectl debug`), added to a running pod through
+    /// `pods/ephemeralcontainers`: run once, never restarted, never probed, not counted for the
+    /// pod's readiness or phase. Its index is into [`PodState::ephemeral`], in the order the
+    /// containers were added.
+    Ephemeral,
 }
 
 /// How a container's loop ended.
@@ -140,18 +145,43 @@ impl Params {
                 spec.init_containers.unwrap_or_default()[self.index].clone()
             }
             Kind::App => spec.containers[self.index].clone(),
+            Kind::Ephemeral => {
+                let name = self.shared.snapshot().ephemeral[self.index].name.clone();
+                spec.ephemeral_containers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|c| c.name == name)
+                    .map(ephemeral_as_container)
+                    .unwrap_or_else(|| Container {
+                        name,
+                        ..Container::default()
+                    })
+            }
         }
+    }
+
+    /// The `targetContainerName` of an ephemeral container: the container whose processes it
+    /// sees.
+    fn target(&self) -> Option<String> {
+        if self.kind != Kind::Ephemeral {
+            return None;
+        }
+        let name = self.shared.snapshot().ephemeral[self.index].name.clone();
+        self.pod
+            .spec
+            .as_ref()?
+            .ephemeral_containers
+            .as_ref()?
+            .iter()
+            .find(|c| c.name == name)?
+            .target_container_name
+            .clone()
     }
 
     fn update(&self, f: impl FnOnce(&mut ContainerRecord)) {
         let (kind, index) = (self.kind, self.index);
-        self.shared.update(|s: &mut PodState| {
-            let list = match kind {
-                Kind::Init | Kind::Sidecar => &mut s.init,
-                Kind::App => &mut s.containers,
-            };
-            f(&mut list[index]);
-        });
+        self.shared
+            .update(|s: &mut PodState| f(&mut records(s, kind)[index]));
     }
 
     fn apply(&self, transition: Transition) {
@@ -161,6 +191,41 @@ impl Params {
             }
         });
     }
+}
+
+/// The records of a pod's containers of one kind.
+fn records(s: &mut PodState, kind: Kind) -> &mut Vec<ContainerRecord> {
+    match kind {
+        Kind::Init | Kind::Sidecar => &mut s.init,
+        Kind::App => &mut s.containers,
+        Kind::Ephemeral => &mut s.ephemeral,
+    }
+}
+
+/// An ephemeral container as the container it runs as: the same fields, less its
+/// `targetContainerName`.
+pub fn ephemeral_as_container(ec: k8s_openapi::api::core::v1::EphemeralContainer) -> Container {
+    let mut value = serde_json::to_value(ec).unwrap_or_default();
+    if let Some(o) = value.as_object_mut() {
+        o.remove("targetContainerName");
+    }
+    serde_json::from_value(value).unwrap_or_default()
+}
+
+/// The container an ephemeral container's `targetContainerName` names, as the runtime knows
+/// it while it runs.
+fn running_target(p: &Params, target: &str) -> Result<ContainerId, String> {
+    let s = p.shared.snapshot();
+    let record = s
+        .containers
+        .iter()
+        .chain(&s.init)
+        .find(|c| c.name == target)
+        .ok_or_else(|| format!("target container {target} is not in the pod"))?;
+    record
+        .running_in()
+        .map(|(_, id)| id)
+        .ok_or_else(|| format!("target container {target} is not running"))
 }
 
 /// Runs the container until it ends for good (by the restart policy) or a stop is signalled.
@@ -192,13 +257,8 @@ pub async fn run(p: Params) -> Outcome {
     let mut retries = Retries::default();
     let mut prepared: Option<PreparedImage> = None;
     let mut run_number = {
-        let s = p.shared.snapshot();
-        let list = if p.kind == Kind::App {
-            &s.containers
-        } else {
-            &s.init
-        };
-        let record = &list[p.index];
+        let mut s = p.shared.snapshot();
+        let record = &records(&mut s, p.kind)[p.index];
         // Ended for good under an earlier agent: its outcome stands.
         if record.ended_earlier
             && let Some(t) = record.termination()
@@ -303,6 +363,20 @@ pub async fn run(p: Params) -> Outcome {
             }
         };
 
+        // An ephemeral container's target: its processes are the ones this one sees.
+        let share_processes_with = match p.target().map(|t| running_target(&p, &t)) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(message)) => {
+                event(EventType::Warning, "Failed", format!("Error: {message}"));
+                let reason = WaitingReason::CreateContainerError;
+                if fail_and_back_off(&p, &mut retries, reason, message, &image).await {
+                    return Outcome::Stopped;
+                }
+                continue;
+            }
+        };
+
         // Start.
         let id = ContainerId::new(&pref.uid, &name, run_number);
         run_number += 1;
@@ -372,6 +446,7 @@ pub async fn run(p: Params) -> Outcome {
             host_aliases: aliases,
             resolv_conf: p.resolv_conf.clone(),
             output: log.clone(),
+            share_processes_with,
             stdio: ContainerStdio {
                 stdin: container.stdin.unwrap_or(false),
                 stdin_once: container.stdin_once.unwrap_or(false),
@@ -418,8 +493,9 @@ pub async fn run(p: Params) -> Outcome {
         };
         let started_at = Timestamp::now();
         let started = Instant::now();
-        // App containers and sidecars are probed; plain init containers run to completion.
-        let is_app = p.kind != Kind::Init;
+        // App containers and sidecars are probed; plain init containers run to completion, and
+        // ephemeral ones are neither probed nor ever ready.
+        let is_app = matches!(p.kind, Kind::App | Kind::Sidecar);
         let has_startup = is_app && container.startup_probe.is_some();
         let has_readiness = is_app && container.readiness_probe.is_some();
         p.update(|r| {
@@ -542,6 +618,7 @@ pub async fn run(p: Params) -> Outcome {
             Kind::Init => code != 0 && policy.retries_init(code),
             Kind::Sidecar => true,
             Kind::App => policy.restarts(code),
+            Kind::Ephemeral => false,
         };
         if !restart {
             return if code == 0 {

@@ -226,15 +226,19 @@ impl ContainerRecord {
 
     /// A container whose run under an earlier agent ended as `t`, for good (the pod's
     /// restartPolicy does not run it again): it stays terminated, as kubelet, which keeps
-    /// exited containers across its own restarts, leaves it.
+    /// exited containers across its own restarts, leaves it. It shows the image and image id
+    /// that run reported.
     pub fn ended_earlier(
         mut self,
         t: Termination,
-        image_id: &str,
+        (image, image_id): (&str, &str),
         container_id: Option<&str>,
     ) -> ContainerRecord {
         self.state = ContainerState::Terminated(t);
         self.runs = self.runs.max(1);
+        if !image.is_empty() {
+            self.image = image.to_string();
+        }
         self.image_id = image_id.to_string();
         self.container_id = container_id.map(String::from);
         self.ended_earlier = true;

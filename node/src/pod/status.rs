@@ -37,6 +37,9 @@ pub struct PodState {
     pub init: Vec<ContainerRecord>,
     /// App containers, in order.
     pub containers: Vec<ContainerRecord>,
+    /// Ephemeral containers (`kubectl debug`), in the order they were added. They are never
+    /// restarted and count neither for the phase nor for readiness.
+    pub ephemeral: Vec<ContainerRecord>,
     /// Every init container succeeded (true when there are none).
     pub init_done: bool,
     /// An init container failed for good.
@@ -71,6 +74,7 @@ impl PodState {
             init_done: init.is_empty(),
             init,
             containers,
+            ephemeral: Vec::new(),
             init_failed: false,
             pod_ip: None,
             host_ip: host_ip.to_string(),
@@ -243,6 +247,8 @@ impl PodState {
             init_container_statuses: (!self.init.is_empty())
                 .then(|| self.init.iter().map(container_status).collect()),
             container_statuses: Some(self.containers.iter().map(container_status).collect()),
+            ephemeral_container_statuses: (!self.ephemeral.is_empty())
+                .then(|| self.ephemeral.iter().map(container_status).collect()),
             // The API server set the QoS class at creation; it is not the agent's to report.
             qos_class: None,
             reason: self
@@ -476,5 +482,41 @@ mod tests {
         assert_eq!(st.phase.as_deref(), Some("Failed"));
         assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
         assert_eq!(st.message.as_deref(), Some(DEADLINE_MESSAGE));
+    }
+
+    #[test]
+    fn ephemeral_containers_are_reported_apart_and_count_for_neither_phase_nor_readiness() {
+        let mut s = running_app();
+        s.containers[0].ready = true;
+        s.refresh(Timestamp::UNIX_EPOCH);
+        let before = s.status();
+        assert!(before.ephemeral_container_statuses.is_none());
+        s.ephemeral
+            .push(ContainerRecord::new("debugger", "busybox"));
+        s.refresh(Timestamp::UNIX_EPOCH);
+        let waiting = s.status();
+        let statuses = waiting.ephemeral_container_statuses.clone().unwrap();
+        assert_eq!(statuses.len(), 1);
+        assert_eq!(statuses[0].name, "debugger");
+        assert!(statuses[0].state.as_ref().unwrap().waiting.is_some());
+        assert_eq!(condition(&waiting, "Ready"), "True");
+        let at = Timestamp::UNIX_EPOCH;
+        s.ephemeral[0].apply(Transition::Started { at }).unwrap();
+        s.ephemeral[0]
+            .apply(Transition::Exited(Termination {
+                exit_code: 1,
+                reason: "Error".into(),
+                message: String::new(),
+                started_at: at,
+                finished_at: at,
+            }))
+            .unwrap();
+        s.refresh(Timestamp::UNIX_EPOCH);
+        let ended = s.status();
+        assert_eq!(ended.phase.as_deref(), Some("Running"));
+        assert_eq!(condition(&ended, "Ready"), "True");
+        assert_eq!(ended.container_statuses, before.container_statuses);
+        let state = ended.ephemeral_container_statuses.unwrap()[0].state.clone();
+        assert_eq!(state.unwrap().terminated.unwrap().exit_code, 1);
     }
 }

@@ -172,11 +172,21 @@ async fn run(
             })
         })
         .collect();
+    // Ephemeral containers never restart: one that ended under an earlier agent stays ended.
+    let ephemeral: Vec<ContainerRecord> = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| {
+            let record = ContainerRecord::new(&c.name, c.image.as_deref().unwrap_or(""));
+            carry_over(record, &status.ephemeral_container_statuses, |_| true)
+        })
+        .collect();
     if previous_phase.is_some_and(PodPhase::is_terminal) {
         // Finished under an earlier agent: nothing runs again, and the status it reported
         // stays (a fresh state here would report the pod Pending again). Its logs are still
         // on disk and are served as they were.
-        for c in init.iter().chain(&containers) {
+        for c in init.iter().chain(&containers).chain(&ephemeral) {
             ctx.logs
                 .adopt(&pref.namespace, &pref.name, &pref.uid, &c.name);
         }
@@ -184,12 +194,18 @@ async fn run(
         finish(&ctx, &pref, end).await;
         return;
     }
-    for c in init.iter().chain(&containers).filter(|c| c.ended_earlier) {
+    for c in init
+        .iter()
+        .chain(&containers)
+        .chain(&ephemeral)
+        .filter(|c| c.ended_earlier)
+    {
         ctx.logs
             .adopt(&pref.namespace, &pref.name, &pref.uid, &c.name);
     }
     let wanted_ip: Option<Ipv4Addr> = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
     let mut state = PodState::new(policy, init, containers, &ctx.host_ip);
+    state.ephemeral = ephemeral;
     state.start_time = Some(status.start_time.map_or_else(Timestamp::now, |t| t.0));
     state.readiness_gates = PodState::gates_of(&pod);
     let shared = SharedState::new(state);
@@ -451,11 +467,11 @@ async fn run_pod(
         .iter()
         .any(is_sidecar)
         .then(|| (tokio::task::JoinSet::new(), watch::channel(None)));
-    let run_with = |kind: Kind, index: usize, stop: watch::Receiver<Option<StopSignal>>| {
+    let run_in = |pod: Pod, kind: Kind, index: usize, stop: watch::Receiver<Option<StopSignal>>| {
         container::run(container::Params {
             ctx: ctx.clone(),
             shared: shared.clone(),
-            pod: pod.clone(),
+            pod,
             kind,
             index,
             runtime: runtime.clone(),
@@ -465,6 +481,9 @@ async fn run_pod(
             resolv_conf: resolv_conf.clone(),
             stop,
         })
+    };
+    let run_with = |kind: Kind, index: usize, stop: watch::Receiver<Option<StopSignal>>| {
+        run_in(pod.clone(), kind, index, stop)
     };
     let run = |kind: Kind, index: usize| run_with(kind, index, stop.clone());
     let containers = async {
@@ -489,10 +508,69 @@ async fn run_pod(
         shared.update(|s| s.init_done = true);
         join_all((0..spec.containers.len()).map(|i| run(Kind::App, i))).await;
     };
+    // Ephemeral containers (`kubectl debug`) start as they are added, beside the others, on a
+    // stop signal of their own: the pod's, passed on, or one of their own once the app
+    // containers have ended.
+    let (ephemeral_stop, ephemeral_stop_rx) = watch::channel(None);
+    let mut ephemerals = tokio::task::JoinSet::new();
+    let mut ephemeral_rx = pod_rx.clone();
+    let add_ephemerals = async {
+        let pod_rx = &mut ephemeral_rx;
+        let mut started = std::collections::HashSet::new();
+        loop {
+            let latest = pod_rx.borrow_and_update().clone();
+            let added = latest
+                .spec
+                .iter()
+                .flat_map(|s| s.ephemeral_containers.iter().flatten());
+            for c in added {
+                if !started.insert(c.name.clone()) {
+                    continue;
+                }
+                let index = shared.update(|s| {
+                    s.ephemeral
+                        .iter()
+                        .position(|r| r.name == c.name)
+                        .unwrap_or_else(|| {
+                            let image = c.image.as_deref().unwrap_or("");
+                            s.ephemeral.push(ContainerRecord::new(&c.name, image));
+                            s.ephemeral.len() - 1
+                        })
+                });
+                let stop = ephemeral_stop_rx.clone();
+                ephemerals.spawn(run_in(latest.clone(), Kind::Ephemeral, index, stop));
+            }
+            if pod_rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    };
+    let pass_stop_on = async {
+        let signal = container::stop_signal(stop.clone()).await;
+        ephemeral_stop.send_replace(Some(signal));
+        std::future::pending().await
+    };
     // The volumes follow their sources for as long as the containers run.
     tokio::select! {
         () = containers => {}
         () = volume_refresher(&ctx, &pref, pod_rx, ip, &pod_dir, sources) => {}
+        () = add_ephemerals => {}
+        () = pass_stop_on => {}
+    }
+    if !ephemerals.is_empty() {
+        let signal = match *stop.borrow() {
+            Some(s) => s,
+            None => StopSignal::now(termination_grace(&pod), false),
+        };
+        // Unless the pod's own stop was passed on already.
+        ephemeral_stop.send_if_modified(|s| {
+            let unsent = s.is_none();
+            if unsent {
+                *s = Some(signal);
+            }
+            unsent
+        });
+        while ephemerals.join_next().await.is_some() {}
     }
     if let Some((mut set, (sidecar_stop, _))) = sidecars {
         // The app containers have ended (for good, or stopped): the sidecars go now, within
@@ -539,7 +617,7 @@ fn carry_over(
     };
     record.ended_earlier(
         termination,
-        &status.image_id,
+        (&status.image, &status.image_id),
         status.container_id.as_deref(),
     )
 }

@@ -160,6 +160,10 @@ pub struct ContainerSpec {
     pub output: Arc<dyn ContainerOutput>,
     /// How its standard input and terminal are set up (`stdin`, `stdinOnce`, `tty`).
     pub stdio: ContainerStdio,
+    /// The running container whose processes this one shares (an ephemeral container's
+    /// `targetContainerName`): a container runtime joins its process namespace. Wasm guests
+    /// have no processes to see, and the Wasm runtime ignores it.
+    pub share_processes_with: Option<ContainerId>,
 }
 
 /// A container's standard input and terminal, as its spec asks (`kubectl run -i -t`).

@@ -653,6 +653,7 @@ mod tests {
             resolv_conf: None,
             output: output.clone(),
             stdio,
+            share_processes_with: None,
         };
         (runtime, spec, output)
     }

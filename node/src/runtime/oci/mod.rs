@@ -117,6 +117,8 @@ type ExitWatch = watch::Receiver<Option<ExitStatus>>;
 type Signalled = Arc<Mutex<Option<i32>>>;
 
 struct Running {
+    /// Its init process.
+    pid: i32,
     exit: watch::Receiver<Option<ExitStatus>>,
     /// The signal the agent last sent (for the exit code of an adopted container).
     signalled: Arc<Mutex<Option<i32>>>,
@@ -375,7 +377,18 @@ impl OciRuntime {
                 .map_err(|e| RuntimeError::Create(format!("rootfs task failed: {e}")))?
                 .map_err(|e| io("cannot make its root filesystem", e))?;
         }
+        let pid_namespace = match &spec.share_processes_with {
+            Some(target) => {
+                let pid = lock(&self.inner.containers).get(target).map(|r| r.pid);
+                let pid = pid.ok_or_else(|| {
+                    RuntimeError::Create(format!("container {target} is not running"))
+                })?;
+                Some(PathBuf::from(format!("/proc/{pid}/ns/pid")))
+            }
+            None => None,
+        };
         let files = spec::HostFiles {
+            pid_namespace,
             rootfs: dir.join("rootfs"),
             hosts: dir.join("hosts"),
             resolv_conf: match &spec.resolv_conf {
@@ -562,6 +575,7 @@ impl OciRuntime {
         lock(&self.inner.containers).insert(
             spec.id.clone(),
             Running {
+                pid: started.pid,
                 exit: rx,
                 signalled,
                 stdin: started.stdin,

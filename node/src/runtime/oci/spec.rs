@@ -183,6 +183,9 @@ pub struct HostFiles {
     pub hosts: PathBuf,
     /// Its `/etc/resolv.conf`.
     pub resolv_conf: PathBuf,
+    /// The process namespace to join (`/proc/<pid>/ns/pid` of the container it shares
+    /// processes with), else it gets one of its own.
+    pub pid_namespace: Option<PathBuf>,
 }
 
 /// The `/etc/hosts` of a pod with `hostname` at `ip`, and its `hostAliases`.
@@ -295,6 +298,11 @@ pub fn build(
                 net.set_path(Some(path.clone()));
                 ns.push(net);
             }
+            if let Some(path) = &files.pid_namespace {
+                for n in ns.iter_mut().filter(|n| n.typ() == LinuxNamespaceType::Pid) {
+                    n.set_path(Some(path.clone()));
+                }
+            }
             ns
         });
         linux.set_namespaces(namespaces);
@@ -309,7 +317,7 @@ mod tests {
     use super::*;
     use crate::runtime::{ContainerId, ContainerOutput, Mount as VolumeMount, OutputStream};
     use crate::runtime::{PreparedImage, Workload};
-    use serde_json::json;
+    use serde_json::{Value, json};
     use std::sync::Arc;
 
     struct Discard;
@@ -350,6 +358,7 @@ mod tests {
             host_aliases: Vec::new(),
             resolv_conf: None,
             stdio: Default::default(),
+            share_processes_with: None,
         }
     }
 
@@ -383,6 +392,7 @@ mod tests {
             rootfs: rootfs.clone(),
             hosts: tmp.path().join("hosts"),
             resolv_conf: "/etc/resolv.conf".into(),
+            pid_namespace: None,
         };
         let s = build(&config, &spec(None, None), "web-1", &files).unwrap();
         let v = serde_json::to_value(&s).unwrap();
@@ -416,6 +426,27 @@ mod tests {
             net,
             Some(json!({"type": "network", "path": "/run/netns/flotilla-uid"}))
         );
+        assert!(
+            v["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"type": "pid"}))
+        );
+        // An ephemeral container with a target joins the target's process namespace.
+        let sharing = HostFiles {
+            pid_namespace: Some("/proc/42/ns/pid".into()),
+            ..files.clone()
+        };
+        let v3 =
+            serde_json::to_value(build(&config, &spec(None, None), "web-1", &sharing).unwrap())
+                .unwrap();
+        let pids: Vec<&Value> = v3["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["type"] == "pid")
+            .collect();
+        assert_eq!(pids, [&json!({"type": "pid", "path": "/proc/42/ns/pid"})]);
         assert_eq!(v["linux"]["cgroupsPath"], "/flotilla/uid-main-0");
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
