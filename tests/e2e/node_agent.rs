@@ -855,16 +855,10 @@ fn an_http_pod_serves_at_its_pod_address_and_deleting_it_stops_it() {
 
     // What Flotilla does not serve on a running pod fails with a message that says so (and
     // kubectl does not crash on it).
-    for (args, want) in [
-        (
-            &["exec", "web", "--", "ls"][..],
-            "has no shell or processes to run a command in",
-        ),
-        (
-            &["debug", "web", "--image=busybox", "--profile=general"][..],
-            "ephemeral containers are disabled for this cluster",
-        ),
-    ] {
+    for (args, want) in [(
+        &["exec", "web", "--", "ls"][..],
+        "has no shell or processes to run a command in",
+    )] {
         let out = c.kubectl(args, None);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -873,6 +867,22 @@ fn an_http_pod_serves_at_its_pod_address_and_deleting_it_stops_it() {
         );
         assert!(!err.contains("panic"), "{args:?}: {err}");
     }
+    // A debug container whose image cannot be pulled waits with the reason, as any container
+    // does, and the pod goes on serving.
+    c.kubectl_ok(&[
+        "debug",
+        "web",
+        "--image=busybox",
+        "--profile=general",
+        "-c",
+        "dbg",
+    ]);
+    let p = c.wait_pod("web", "the debug container waiting on its image", |p| {
+        let reason = &p["status"]["ephemeralContainerStatuses"][0]["state"]["waiting"]["reason"];
+        reason == "ErrImagePull" || reason == "ImagePullBackOff"
+    });
+    assert_eq!(p["status"]["phase"], "Running", "{p}");
+    assert_eq!(http_get(&addr, "/").0, 200, "still serving");
 
     let started = Instant::now();
     let out = c.kubectl(
