@@ -1559,3 +1559,121 @@ fn kubectl_debug_adds_an_ephemeral_container_that_sees_its_targets_processes() {
     );
     c.delete_and_check_nothing_left("debuggee", &uid);
 }
+
+#[test]
+fn a_container_runs_as_its_security_context_says() {
+    let c = Cluster::start();
+    let node = c.agent.name.clone();
+    // The pod's user, group and supplemental groups (fsGroup among them); the container's
+    // capabilities (all dropped but one), no privilege escalation and a read-only root.
+    let report = "busybox id; busybox grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; busybox touch /file 2>/dev/null || echo root-read-only; sleep 3600";
+    c.apply(&pod(
+        &node,
+        "secured",
+        "busybox:v1",
+        &format!(
+            "      command: [\"sh\", \"-c\", \"{report}\"]\n      securityContext:\n        readOnlyRootFilesystem: true\n        allowPrivilegeEscalation: false\n        capabilities:\n          drop: [ALL]\n          add: [NET_BIND_SERVICE]\n"
+        ),
+        "  securityContext:\n    runAsUser: 1000\n    runAsGroup: 3000\n    supplementalGroups: [4000]\n    fsGroup: 2000\n",
+    ));
+    // A privileged container has every capability.
+    c.apply(&pod(
+        &node,
+        "privileged",
+        "busybox:v1",
+        "      command: [\"sh\", \"-c\", \"busybox grep CapEff /proc/self/status; sleep 3600\"]\n      securityContext:\n        privileged: true\n",
+        "",
+    ));
+    let logs_of = |name: &str, want: &str| {
+        let report = wait_for_opt(POD_TIMEOUT, || {
+            let out = c.server.kubectl(&["logs", name]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains(want).then_some(text)
+        });
+        report.unwrap_or_else(|| {
+            panic!(
+                "no report from {name}: {:#}",
+                c.pod(name).unwrap_or_default()
+            )
+        })
+    };
+    let secured = logs_of("secured", "NoNewPrivs");
+    assert!(
+        secured.contains("uid=1000") && secured.contains("gid=3000"),
+        "{secured}"
+    );
+    assert!(
+        secured.contains("4000") && secured.contains("2000"),
+        "supplemental groups: {secured}"
+    );
+    assert!(
+        secured.contains("CapBnd:\t0000000000000400"),
+        "NET_BIND_SERVICE only: {secured}"
+    );
+    assert!(secured.contains("NoNewPrivs:\t1"), "{secured}");
+    assert!(secured.contains("root-read-only"), "{secured}");
+    // Every capability the agent has (this machine may withhold some from root).
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let all = own
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t"))
+        .unwrap()
+        .to_string();
+    let privileged = logs_of("privileged", "CapEff");
+    assert!(
+        privileged.contains(&format!("CapEff:\t{all}")),
+        "{privileged}"
+    );
+
+    // `kubectl debug --profile=sysadmin`: a privileged debug container, as the pod's user.
+    let out = kubectl_fed(
+        &c,
+        90,
+        "debug secured -i --image=busybox:v1 --profile=sysadmin -c admin -- sh",
+        "busybox id; busybox grep CapBnd /proc/self/status; exit\n",
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("uid=1000") && shown.contains(&format!("CapBnd:\t{all}")),
+        "{shown} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // runAsNonRoot with an image that runs as root: the container does not start, and says
+    // why, as kubelet does.
+    c.apply(&pod(
+        &node,
+        "nonroot",
+        "busybox:v1",
+        "      command: [\"sleep\", \"3600\"]\n",
+        "  securityContext:\n    runAsNonRoot: true\n",
+    ));
+    let p = c.wait_pod("nonroot", "CreateContainerConfigError", |p| {
+        status(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    assert_eq!(
+        status(&p)["state"]["waiting"]["message"],
+        "container has runAsNonRoot and image will run as root",
+        "{p}"
+    );
+
+    // Bad input: an id out of range is refused, and nothing is stored.
+    let out = c.server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod(
+            &node,
+            "negative",
+            "busybox:v1",
+            "      securityContext:\n        runAsUser: -1\n",
+            "",
+        ),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("spec.containers[0].securityContext.runAsUser")
+            && err.contains("must be between 0 and 2147483647, inclusive"),
+        "{err}"
+    );
+    assert!(c.pod("negative").is_none(), "nothing was stored");
+}

@@ -67,6 +67,7 @@ pub mod recent_writes;
 pub mod resource_metrics;
 pub mod resource_quota;
 pub mod resources;
+pub mod security_validation;
 pub mod selector;
 pub mod self_review;
 pub mod service_ips;

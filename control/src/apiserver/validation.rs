@@ -268,6 +268,11 @@ pub fn pod_spec(
         causes,
     );
     super::dns_validation::pod_dns(spec, path, causes);
+    super::security_validation::pod(
+        &spec["securityContext"],
+        &format!("{path}.securityContext"),
+        causes,
+    );
     topology_spread_constraints(&spec["topologySpreadConstraints"], path, causes);
 }
 
@@ -357,6 +362,11 @@ pub fn container(c: &Value, cpath: &str, volumes: &HashSet<String>, causes: &mut
             )));
         }
     }
+    super::security_validation::container(
+        &c["securityContext"],
+        &format!("{cpath}.securityContext"),
+        causes,
+    );
     if let Some(policy) = c["imagePullPolicy"].as_str()
         && !matches!(policy, "Always" | "IfNotPresent" | "Never")
     {

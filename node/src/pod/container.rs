@@ -447,6 +447,13 @@ pub async fn run(p: Params) -> Outcome {
             resolv_conf: p.resolv_conf.clone(),
             output: log.clone(),
             share_processes_with,
+            security: crate::runtime::security::Security::of(
+                p.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.security_context.as_ref()),
+                container.security_context.as_ref(),
+            ),
             stdio: ContainerStdio {
                 stdin: container.stdin.unwrap_or(false),
                 stdin_once: container.stdin_once.unwrap_or(false),
@@ -457,7 +464,10 @@ pub async fn run(p: Params) -> Outcome {
         if let Err(e) = p.runtime.start(spec).await {
             log.finish();
             event(EventType::Warning, "Failed", format!("Error: {e}"));
-            let reason = WaitingReason::CreateContainerError;
+            let reason = match e {
+                RuntimeError::Config(_) => WaitingReason::CreateContainerConfigError,
+                _ => WaitingReason::CreateContainerError,
+            };
             if fail_and_back_off(&p, &mut retries, reason, e.to_string(), &image).await {
                 return Outcome::Stopped;
             }

@@ -10,6 +10,7 @@
 
 pub mod line_discipline;
 pub mod oci;
+pub mod security;
 pub mod stats;
 pub mod wasmtime;
 
@@ -164,6 +165,9 @@ pub struct ContainerSpec {
     /// `targetContainerName`): a container runtime joins its process namespace. Wasm guests
     /// have no processes to see, and the Wasm runtime ignores it.
     pub share_processes_with: Option<ContainerId>,
+    /// Its effective `securityContext` (user, groups, capabilities, read-only root); container
+    /// runtimes apply it, the Wasm runtime has nothing to apply it to.
+    pub security: security::Security,
 }
 
 /// A container's standard input and terminal, as its spec asks (`kubectl run -i -t`).
@@ -227,6 +231,10 @@ pub enum RuntimeError {
     /// The container could not be created from a good image (`CreateContainerError`).
     #[error("{0}")]
     Create(String),
+    /// The container's configuration cannot be applied to this image, e.g. `runAsNonRoot`
+    /// with an image that runs as root (`CreateContainerConfigError`).
+    #[error("{0}")]
+    Config(String),
     /// No container with this id is known.
     #[error("container {0} not found")]
     NotFound(ContainerId),

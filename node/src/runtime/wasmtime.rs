@@ -654,6 +654,7 @@ mod tests {
             output: output.clone(),
             stdio,
             share_processes_with: None,
+            security: Default::default(),
         };
         (runtime, spec, output)
     }

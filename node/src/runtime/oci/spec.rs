@@ -95,7 +95,7 @@ fn env(config: &serde_json::Value, spec: &ContainerSpec, hostname: &str) -> Vec<
 }
 
 /// `uid[:gid]` from the image's `User`, names resolved in the rootfs.
-fn user(config: &serde_json::Value, rootfs: &Path) -> Result<(u32, u32), String> {
+pub fn user(config: &serde_json::Value, rootfs: &Path) -> Result<(u32, u32), String> {
     let text = config["config"]["User"].as_str().unwrap_or_default();
     if text.is_empty() {
         return Ok((0, 0));
@@ -212,7 +212,16 @@ pub fn build(
     files: &HostFiles,
 ) -> Result<Spec, String> {
     let args = argv(config, spec)?;
-    let (uid, gid) = user(config, &files.rootfs)?;
+    let (image_uid, image_gid) = user(config, &files.rootfs)?;
+    // `runAsUser` and `runAsGroup` replace the image's; a uid given alone takes its group from
+    // the image's /etc/passwd, as containerd does.
+    let security = &spec.security;
+    let uid = security.run_as_user.map_or(image_uid, |u| u as u32);
+    let gid = match (security.run_as_group, security.run_as_user) {
+        (Some(g), _) => g as u32,
+        (None, Some(u)) => lookup_gid_of_uid(&files.rootfs, u as u32).unwrap_or(0),
+        (None, None) => image_gid,
+    };
     let cwd = spec
         .working_dir
         .clone()
@@ -224,11 +233,19 @@ pub fn build(
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "/".into());
-    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.iter().copied().collect();
+    let caps: oci_spec::runtime::Capabilities = security
+        .capabilities(DEFAULT_CAPABILITIES)?
+        .into_iter()
+        .collect();
+    // No inheritable or ambient capabilities, as containerd gives none since CVE-2022-24769
+    // (the builder's defaults hold three, and ambient ones outside the permitted set make
+    // runc fail to apply them).
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps)
+        .inheritable(oci_spec::runtime::Capabilities::new())
+        .ambient(oci_spec::runtime::Capabilities::new())
         .build()
         .map_err(|e| e.to_string())?;
     let process = ProcessBuilder::default()
@@ -236,18 +253,29 @@ pub fn build(
         .args(args)
         .env(env(config, spec, hostname))
         .cwd(PathBuf::from(cwd))
-        .user(
-            UserBuilder::default()
-                .uid(uid)
-                .gid(gid)
-                .build()
-                .map_err(|e| e.to_string())?,
-        )
+        .user({
+            let mut user = UserBuilder::default().uid(uid).gid(gid);
+            if !security.supplemental_groups.is_empty() {
+                let groups = security.supplemental_groups.iter().map(|g| *g as u32);
+                user = user.additional_gids(groups.collect::<Vec<_>>());
+            }
+            user.build().map_err(|e| e.to_string())?
+        })
         .capabilities(capabilities)
-        .no_new_privileges(false)
+        .no_new_privileges(security.no_new_privileges())
         .build()
         .map_err(|e| e.to_string())?;
     let mut mounts = oci_spec::runtime::get_default_mounts();
+    if security.privileged {
+        // A privileged container's /sys is writable, as containerd mounts it.
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.typ().as_deref() == Some("sysfs"))
+        {
+            let options = m.options().clone().unwrap_or_default();
+            m.set_options(Some(options.into_iter().filter(|o| o != "ro").collect()));
+        }
+    }
     mounts.push(bind("/etc/hosts", &files.hosts, false)?);
     mounts.push(bind("/etc/resolv.conf", &files.resolv_conf, true)?);
     for m in &spec.mounts {
@@ -276,7 +304,7 @@ pub fn build(
     out.set_root(Some(
         RootBuilder::default()
             .path(files.rootfs.clone())
-            .readonly(false)
+            .readonly(security.read_only_root_filesystem)
             .build()
             .map_err(|e| e.to_string())?,
     ));
@@ -307,6 +335,11 @@ pub fn build(
         });
         linux.set_namespaces(namespaces);
         linux.set_cgroups_path(Some(PathBuf::from(cgroup_path(&spec.id.0))));
+        if security.privileged {
+            // Nothing of the kernel's is hidden or read-only for it.
+            linux.set_masked_paths(None);
+            linux.set_readonly_paths(None);
+        }
         linux.set_resources(Some(resources.build().map_err(|e| e.to_string())?));
     }
     Ok(out)
@@ -359,6 +392,7 @@ mod tests {
             resolv_conf: None,
             stdio: Default::default(),
             share_processes_with: None,
+            security: Default::default(),
         }
     }
 
@@ -460,5 +494,92 @@ mod tests {
         assert!(data["options"].as_array().unwrap().contains(&json!("ro")));
         let bad = json!({"config": {"Cmd": ["/app"], "User": "nobody-here"}});
         assert!(build(&bad, &spec(None, None), "w", &files).is_err());
+    }
+
+    #[test]
+    fn the_security_context_sets_user_groups_capabilities_and_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = tmp.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\nweb:x:1000:1500::/:/bin/sh\n",
+        )
+        .unwrap();
+        let files = HostFiles {
+            rootfs,
+            hosts: tmp.path().join("hosts"),
+            resolv_conf: "/etc/resolv.conf".into(),
+            pid_namespace: None,
+        };
+        let config = json!({"config": {"Cmd": ["/app"]}});
+        let with = |security: crate::runtime::security::Security| {
+            let mut s = spec(None, None);
+            s.security = security;
+            serde_json::to_value(build(&config, &s, "w", &files).unwrap()).unwrap()
+        };
+        let plain = with(Default::default());
+        assert_eq!(plain["process"]["user"], json!({"uid": 0, "gid": 0}));
+        assert_eq!(plain["root"]["readonly"], false);
+        assert!(
+            plain["linux"]["maskedPaths"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+        );
+        let v = with(crate::runtime::security::Security {
+            run_as_user: Some(1000),
+            supplemental_groups: vec![4000, 5000],
+            drop: vec!["ALL".into()],
+            add: vec!["NET_BIND_SERVICE".into()],
+            read_only_root_filesystem: true,
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        });
+        // A uid alone takes its group from the image's /etc/passwd.
+        assert_eq!(
+            v["process"]["user"],
+            json!({"uid": 1000, "gid": 1500, "additionalGids": [4000, 5000]})
+        );
+        assert_eq!(
+            v["process"]["capabilities"]["effective"],
+            json!(["CAP_NET_BIND_SERVICE"])
+        );
+        assert_eq!(v["process"]["capabilities"]["ambient"], json!([]));
+        assert_eq!(v["process"]["capabilities"]["inheritable"], json!([]));
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert_eq!(v["root"]["readonly"], true);
+        let group = with(crate::runtime::security::Security {
+            run_as_user: Some(7),
+            run_as_group: Some(8),
+            ..Default::default()
+        });
+        assert_eq!(group["process"]["user"], json!({"uid": 7, "gid": 8}));
+        let privileged = with(crate::runtime::security::Security {
+            privileged: true,
+            ..Default::default()
+        });
+        let caps = privileged["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap();
+        assert!(caps.contains(&json!("CAP_SYS_ADMIN")), "{caps:?}");
+        assert!(privileged["linux"]["maskedPaths"].is_null());
+        assert!(privileged["linux"]["readonlyPaths"].is_null());
+        let sys = privileged["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
+        assert!(
+            !sys["options"].as_array().unwrap().contains(&json!("ro")),
+            "{sys}"
+        );
+        let unknown = crate::runtime::security::Security {
+            add: vec!["FLY".into()],
+            ..Default::default()
+        };
+        let mut s = spec(None, None);
+        s.security = unknown;
+        assert!(build(&config, &s, "w", &files).unwrap_err().contains("FLY"));
     }
 }
