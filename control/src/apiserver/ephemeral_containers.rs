@@ -247,6 +247,20 @@ mod tests {
         .map(|(pod, _)| pod)
     }
 
+    /// Adds ephemeral container `d` to pod `web` through the subresource with `opts`: the
+    /// patched pod.
+    async fn add_d(api: &Api, opts: &WriteOptions) -> Value {
+        let body = json!({"spec": {"ephemeralContainers": [{"name": "d", "image": "busybox"}]}});
+        let patch = body.to_string();
+        let sub = Some(Subresource::EphemeralContainers);
+        let (ns, ty) = (Some("default"), PatchType::StrategicMerge);
+        let (pod, _) = api
+            .patch(pods(), ns, "web", ty, patch.as_bytes(), sub, opts)
+            .await
+            .unwrap();
+        pod
+    }
+
     /// A strategic merge patch through the subresource adding `container`, as `kubectl debug`
     /// sends it.
     async fn add(api: &Api, container: Value) -> Result<Value, ApiError> {
@@ -351,19 +365,7 @@ mod tests {
             dry_run: true,
             ..WriteOptions::default()
         };
-        let body = json!({"spec": {"ephemeralContainers": [{"name": "d", "image": "busybox"}]}});
-        let (answered, _) = api
-            .patch(
-                pods(),
-                Some("default"),
-                "web",
-                PatchType::StrategicMerge,
-                body.to_string().as_bytes(),
-                Some(Subresource::EphemeralContainers),
-                &opts,
-            )
-            .await
-            .unwrap();
+        let answered = add_d(&api, &opts).await;
         assert_eq!(answered["spec"][FIELD][0]["name"], "d");
         let stored = api.get(pods(), Some("default"), "web").await.unwrap();
         assert_eq!(stored, before);
@@ -598,19 +600,7 @@ mod tests {
         api.create(pods(), Some("default"), pod, &manager("creator"))
             .await
             .unwrap();
-        let body = json!({"spec": {"ephemeralContainers": [{"name": "d", "image": "busybox"}]}});
-        let (pod, _) = api
-            .patch(
-                pods(),
-                Some("default"),
-                "web",
-                PatchType::StrategicMerge,
-                body.to_string().as_bytes(),
-                Some(Subresource::EphemeralContainers),
-                &manager("kubectl-debug"),
-            )
-            .await
-            .unwrap();
+        let pod = add_d(&api, &manager("kubectl-debug")).await;
         let entries = pod["metadata"]["managedFields"].as_array().unwrap();
         let debug = entries
             .iter()
