@@ -1566,15 +1566,15 @@ fn a_container_runs_as_its_security_context_says() {
     let node = c.agent.name.clone();
     // The pod's user, group and supplemental groups (fsGroup among them); the container's
     // capabilities (all dropped but one), no privilege escalation and a read-only root.
-    let report = "busybox id; busybox grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; busybox touch /file 2>/dev/null || echo root-read-only; sleep 3600";
+    let report = "busybox id; busybox grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; busybox touch /file 2>/dev/null || echo root-read-only; echo x > /scratch/f && echo scratch-writable; sleep 3600";
     c.apply(&pod(
         &node,
         "secured",
         "busybox:v1",
         &format!(
-            "      command: [\"sh\", \"-c\", \"{report}\"]\n      securityContext:\n        readOnlyRootFilesystem: true\n        allowPrivilegeEscalation: false\n        capabilities:\n          drop: [ALL]\n          add: [NET_BIND_SERVICE]\n"
+            "      command: [\"sh\", \"-c\", \"{report}\"]\n      securityContext:\n        readOnlyRootFilesystem: true\n        allowPrivilegeEscalation: false\n        capabilities:\n          drop: [ALL]\n          add: [NET_BIND_SERVICE]\n      volumeMounts:\n        - name: scratch\n          mountPath: /scratch\n"
         ),
-        "  securityContext:\n    runAsUser: 1000\n    runAsGroup: 3000\n    supplementalGroups: [4000]\n    fsGroup: 2000\n",
+        "  securityContext:\n    runAsUser: 1000\n    runAsGroup: 3000\n    supplementalGroups: [4000]\n    fsGroup: 2000\n  volumes:\n    - name: scratch\n      emptyDir: {}\n",
     ));
     // A privileged container has every capability.
     c.apply(&pod(
@@ -1612,6 +1612,10 @@ fn a_container_runs_as_its_security_context_says() {
     );
     assert!(secured.contains("NoNewPrivs:\t1"), "{secured}");
     assert!(secured.contains("root-read-only"), "{secured}");
+    assert!(
+        secured.contains("scratch-writable"),
+        "an emptyDir is writable by any user: {secured}"
+    );
     // Every capability the agent has (this machine may withhold some from root).
     let own = std::fs::read_to_string("/proc/self/status").unwrap();
     let all = own

@@ -94,7 +94,10 @@ fn materialise_one(
         return Ok((target.to_path_buf(), true));
     }
     if v.empty_dir.is_some() {
+        // World-writable, as kubelet makes it: a container running as any user can use it.
         std::fs::create_dir_all(target).map_err(io)?;
+        let world_writable = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+        std::fs::set_permissions(target, world_writable).map_err(io)?;
         return Ok((target.to_path_buf(), false));
     }
     if let Some(claim) = &v.persistent_volume_claim {
@@ -525,6 +528,7 @@ mod tests {
             (0o644, 0o755, 0o440),
             "the item's mode, else defaultMode, else 0644"
         );
+        assert_eq!(mode("scratch", ""), 0o777, "an emptyDir is world-writable");
         assert!(
             vols["all"].1 && vols["sec"].1 && vols["info"].1 && vols["mixed"].1,
             "API-sourced volumes are read-only"
