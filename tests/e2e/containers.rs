@@ -1564,17 +1564,19 @@ fn kubectl_debug_adds_an_ephemeral_container_that_sees_its_targets_processes() {
 fn a_container_runs_as_its_security_context_says() {
     let c = Cluster::start();
     let node = c.agent.name.clone();
-    // The pod's user, group and supplemental groups (fsGroup among them); the container's
+    c.apply("apiVersion: v1\nkind: Secret\nmetadata:\n  name: owned\nstringData:\n  token: s3cret-for-the-group\n");
+    // The pod's user, group and supplemental groups (fsGroup among them: it owns the volumes,
+    // so a secret of mode 0400 is readable and files made in an emptyDir get it); the container's
     // capabilities (all dropped but one), no privilege escalation and a read-only root.
-    let report = "busybox id; busybox grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; busybox touch /file 2>/dev/null || echo root-read-only; echo x > /scratch/f && echo scratch-writable; sleep 3600";
+    let report = "busybox id; busybox grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; busybox touch /file 2>/dev/null || echo root-read-only; echo x > /scratch/f && echo scratch-writable; busybox stat -c 'new-file-gid=%g' /scratch/f; busybox cat /secret/token && echo; sleep 3600";
     c.apply(&pod(
         &node,
         "secured",
         "busybox:v1",
         &format!(
-            "      command: [\"sh\", \"-c\", \"{report}\"]\n      securityContext:\n        readOnlyRootFilesystem: true\n        allowPrivilegeEscalation: false\n        capabilities:\n          drop: [ALL]\n          add: [NET_BIND_SERVICE]\n      volumeMounts:\n        - name: scratch\n          mountPath: /scratch\n"
+            "      command: [\"sh\", \"-c\", \"{report}\"]\n      securityContext:\n        readOnlyRootFilesystem: true\n        allowPrivilegeEscalation: false\n        capabilities:\n          drop: [ALL]\n          add: [NET_BIND_SERVICE]\n      volumeMounts:\n        - name: scratch\n          mountPath: /scratch\n        - name: secret\n          mountPath: /secret\n"
         ),
-        "  securityContext:\n    runAsUser: 1000\n    runAsGroup: 3000\n    supplementalGroups: [4000]\n    fsGroup: 2000\n  volumes:\n    - name: scratch\n      emptyDir: {}\n",
+        "  securityContext:\n    runAsUser: 1000\n    runAsGroup: 3000\n    supplementalGroups: [4000]\n    fsGroup: 2000\n  volumes:\n    - name: scratch\n      emptyDir: {}\n    - name: secret\n      secret:\n        secretName: owned\n        defaultMode: 0400\n",
     ));
     // A privileged container has every capability.
     c.apply(&pod(
@@ -1615,6 +1617,11 @@ fn a_container_runs_as_its_security_context_says() {
     assert!(
         secured.contains("scratch-writable"),
         "an emptyDir is writable by any user: {secured}"
+    );
+    assert!(secured.contains("new-file-gid=2000"), "{secured}");
+    assert!(
+        secured.contains("s3cret-for-the-group"),
+        "fsGroup reads the 0400 secret: {secured}"
     );
     // Every capability the agent has (this machine may withhold some from root).
     let own = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod claims;
 pub mod container;
 pub mod env;
+pub mod fs_group;
 pub mod hook;
 pub mod host_aliases;
 pub mod probe;

@@ -38,9 +38,44 @@ pub fn materialise(
     for v in volumes(pod) {
         let target = dir.join(&v.name);
         let (path, read_only) = materialise_one(v, sources, fields, &target)?;
+        apply_fs_group(pod, v, &path, read_only, false);
         out.insert(v.name.clone(), (path, read_only));
     }
     Ok(out)
+}
+
+/// The pod's `fsGroup` on one set-up or rewritten volume, for the kinds kubelet manages the
+/// ownership of (not `hostPath`). Best effort: an agent that is not root cannot give files a
+/// group it is not in, and a Wasm guest, which all volumes are for then, does not need it.
+fn apply_fs_group(pod: &Pod, v: &Volume, path: &Path, read_only: bool, rewritten: bool) {
+    let Some(sc) = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()) else {
+        return;
+    };
+    let Some(gid) = sc.fs_group.and_then(|g| u32::try_from(g).ok()) else {
+        return;
+    };
+    let managed = v.empty_dir.is_some()
+        || v.config_map.is_some()
+        || v.secret.is_some()
+        || v.downward_api.is_some()
+        || v.projected.is_some()
+        || v.persistent_volume_claim.is_some();
+    if !managed {
+        return;
+    }
+    // A rewrite made new files: the root alone would not tell.
+    let policy = match rewritten {
+        true => super::fs_group::ChangePolicy::Always,
+        false => super::fs_group::ChangePolicy::parse(sc.fs_group_change_policy.as_deref()),
+    };
+    if let Err(e) = super::fs_group::set_ownership(path, gid, read_only, policy) {
+        let level_is_debug = e.kind() == std::io::ErrorKind::PermissionDenied;
+        if level_is_debug {
+            tracing::debug!(volume = %v.name, error = %e, "cannot apply the pod's fsGroup");
+        } else {
+            tracing::warn!(volume = %v.name, error = %e, "cannot apply the pod's fsGroup");
+        }
+    }
 }
 
 /// Rewrites the pod's `configMap`, `secret`, `downwardAPI` and `projected` volumes under `dir`
@@ -59,9 +94,13 @@ pub fn refresh(
         let Some(payload) = payload(v, sources, fields) else {
             continue;
         };
-        let written = payload.and_then(|p| write(&v.name, &dir.join(&v.name), &p));
+        let target = dir.join(&v.name);
+        let written = payload.and_then(|p| write(&v.name, &target, &p));
         match written {
-            Ok(true) => changed.push(v.name.clone()),
+            Ok(true) => {
+                apply_fs_group(pod, v, &target, true, true);
+                changed.push(v.name.clone());
+            }
             Ok(false) => {}
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -147,6 +186,14 @@ fn payload(
 ) -> Option<Result<Payload, ConfigError>> {
     let name = &v.name;
     let mut out = Payload::new();
+    // With an fsGroup, the files are written as they will be once it is applied (group read
+    // added), so the writer sees its own files as unchanged at the next sync.
+    let fs_group = fields
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .is_some_and(|sc| sc.fs_group.is_some());
     let result = if let Some(cm) = &v.config_map {
         let mode = cm.default_mode.unwrap_or(DEFAULT_MODE);
         let source = ObjectSource::config_map(&cm.name, cm.items.as_deref(), cm.optional);
@@ -188,6 +235,11 @@ fn payload(
     } else {
         return None;
     };
+    if fs_group {
+        for file in out.values_mut() {
+            file.mode |= super::fs_group::RO_MASK;
+        }
+    }
     Some(result.map(|()| out))
 }
 
