@@ -1688,3 +1688,60 @@ fn a_container_runs_as_its_security_context_says() {
     );
     assert!(c.pod("negative").is_none(), "nothing was stored");
 }
+
+#[test]
+fn a_pod_with_host_pid_and_host_ipc_shares_the_nodes_namespaces() {
+    let c = Cluster::start();
+    let node = c.agent.name.clone();
+    let report = "busybox readlink /proc/self/ns/pid; busybox readlink /proc/self/ns/ipc; busybox test -d /proc/$TEST_PID && echo sees-the-test; sleep 3600";
+    for (name, spec) in [
+        ("on-host", "  hostPID: true\n  hostIPC: true\n"),
+        ("own", ""),
+    ] {
+        c.apply(&pod(
+            &node,
+            name,
+            "busybox:v1",
+            &format!(
+                "      command: [\"sh\", \"-c\", \"{report}\"]\n      env:\n        - name: TEST_PID\n          value: \"{}\"\n",
+                std::process::id()
+            ),
+            spec,
+        ));
+    }
+    let namespaces = |name: &str| {
+        let shown = wait_for_opt(POD_TIMEOUT, || {
+            let out = c.server.kubectl(&["logs", name]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("ipc:[").then_some(text)
+        });
+        let shown = shown.unwrap_or_else(|| {
+            let logs = c.server.kubectl(&["logs", name]);
+            panic!(
+                "no report from {name}: {} {:#}",
+                String::from_utf8_lossy(&logs.stdout),
+                c.pod(name).unwrap_or_default()["status"]
+            )
+        });
+        let first_two: Vec<String> = shown.lines().take(2).map(str::to_string).collect();
+        (first_two, shown)
+    };
+    let node_ns: Vec<String> = ["pid", "ipc"]
+        .iter()
+        .map(|n| {
+            std::fs::read_link(format!("/proc/self/ns/{n}"))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let (on_host, shown) = namespaces("on-host");
+    assert_eq!(on_host, node_ns, "{shown}");
+    assert!(shown.contains("sees-the-test"), "{shown}");
+    let (own, shown) = namespaces("own");
+    assert!(
+        own[0] != node_ns[0] && own[1] != node_ns[1],
+        "{own:?} / {node_ns:?}"
+    );
+    assert!(!shown.contains("sees-the-test"), "{shown}");
+}

@@ -454,6 +454,10 @@ pub async fn run(p: Params) -> Outcome {
                     .and_then(|s| s.security_context.as_ref()),
                 container.security_context.as_ref(),
             ),
+            host_namespaces: crate::runtime::HostNamespaces {
+                pid: p.pod.spec.as_ref().and_then(|s| s.host_pid) == Some(true),
+                ipc: p.pod.spec.as_ref().and_then(|s| s.host_ipc) == Some(true),
+            },
             stdio: ContainerStdio {
                 stdin: container.stdin.unwrap_or(false),
                 stdin_once: container.stdin_once.unwrap_or(false),

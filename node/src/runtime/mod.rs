@@ -168,6 +168,19 @@ pub struct ContainerSpec {
     /// Its effective `securityContext` (user, groups, capabilities, read-only root); container
     /// runtimes apply it, the Wasm runtime has nothing to apply it to.
     pub security: security::Security,
+    /// The pod's `hostPID` and `hostIPC`: a container runtime leaves the container in the
+    /// node's process or IPC namespace instead of giving it one of its own.
+    pub host_namespaces: HostNamespaces,
+}
+
+/// Which of the node's namespaces a pod's containers share (`hostPID`, `hostIPC`; the
+/// network is [`PodNetwork`]'s).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostNamespaces {
+    /// `hostPID`: the node's processes.
+    pub pid: bool,
+    /// `hostIPC`: the node's System V IPC and POSIX message queues.
+    pub ipc: bool,
 }
 
 /// A container's standard input and terminal, as its spec asks (`kubectl run -i -t`).

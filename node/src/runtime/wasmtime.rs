@@ -655,6 +655,7 @@ mod tests {
             stdio,
             share_processes_with: None,
             security: Default::default(),
+            host_namespaces: Default::default(),
         };
         (runtime, spec, output)
     }

@@ -326,6 +326,12 @@ pub fn build(
                 net.set_path(Some(path.clone()));
                 ns.push(net);
             }
+            // hostPID and hostIPC: no namespace of its own, the node's.
+            let host = spec.host_namespaces;
+            ns.retain(|n| {
+                !(host.pid && n.typ() == LinuxNamespaceType::Pid
+                    || host.ipc && n.typ() == LinuxNamespaceType::Ipc)
+            });
             if let Some(path) = &files.pid_namespace {
                 for n in ns.iter_mut().filter(|n| n.typ() == LinuxNamespaceType::Pid) {
                     n.set_path(Some(path.clone()));
@@ -393,6 +399,7 @@ mod tests {
             stdio: Default::default(),
             share_processes_with: None,
             security: Default::default(),
+            host_namespaces: Default::default(),
         }
     }
 
@@ -481,6 +488,27 @@ mod tests {
             .filter(|n| n["type"] == "pid")
             .collect();
         assert_eq!(pids, [&json!({"type": "pid", "path": "/proc/42/ns/pid"})]);
+        // hostPID and hostIPC: the node's namespaces.
+        let mut on_host = spec(None, None);
+        on_host.host_namespaces = crate::runtime::HostNamespaces {
+            pid: true,
+            ipc: true,
+        };
+        let v4 = serde_json::to_value(build(&config, &on_host, "web-1", &files).unwrap()).unwrap();
+        let kinds: Vec<&str> = v4["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(
+            !kinds.contains(&"pid") && !kinds.contains(&"ipc"),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&"mount") && kinds.contains(&"uts"),
+            "{kinds:?}"
+        );
         assert_eq!(v["linux"]["cgroupsPath"], "/flotilla/uid-main-0");
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
