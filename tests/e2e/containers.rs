@@ -748,12 +748,53 @@ fn a_restarted_agent_adopts_its_running_containers() {
     let before = c.agent.runc_list();
     assert_eq!(before.len(), 1, "{before:?}");
     assert_eq!(before[0].2, "running");
+    // Two debug containers: one that outlives the agent's absence, one that ends during it.
+    for (name, seconds) in [("sleeper", "3600"), ("brief", "2")] {
+        c.server.kubectl_ok(&[
+            "debug",
+            "long",
+            "--image=busybox:v1",
+            "-c",
+            name,
+            "--",
+            "sleep",
+            seconds,
+        ]);
+    }
+    let ephemeral = |p: &Value, name: &str| {
+        let list = p["status"]["ephemeralContainerStatuses"]
+            .as_array()
+            .cloned();
+        let found = list.into_iter().flatten().find(|s| s["name"] == name);
+        found.unwrap_or_default()
+    };
+    let debugged = c.wait_pod("long", "both debug containers running", |p| {
+        ["sleeper", "brief"]
+            .iter()
+            .all(|n| !ephemeral(p, n)["state"]["running"].is_null())
+    });
 
     c.agent.terminate();
+    std::thread::sleep(Duration::from_secs(3));
     let during = c.agent.runc_list();
+    let running = |list: &[(String, i64, String)]| {
+        let mut ids: Vec<String> = list
+            .iter()
+            .filter(|(_, _, status)| status == "running")
+            .map(|(id, _, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
     assert_eq!(
-        during, before,
-        "the container keeps running while the agent is down"
+        running(&during),
+        running(&before)
+            .into_iter()
+            .chain([format!("{uid}-sleeper-0")])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        "the container and the sleeper keep running while the agent is down: {during:?}"
     );
     c.agent.spawn();
     c.wait_node_with_runc();
@@ -764,8 +805,23 @@ fn a_restarted_agent_adopts_its_running_containers() {
     });
     assert!(logs.contains("started"));
     std::thread::sleep(Duration::from_secs(2));
+    // The sleeper is adopted; the brief one, gone, is reported lost, not started again.
+    let p2 = c.wait_pod("long", "the brief debug container reported lost", |p| {
+        ephemeral(p, "brief")["state"]["terminated"]["reason"] == "ContainerStatusUnknown"
+    });
+    let sleeper = ephemeral(&p2, "sleeper");
+    assert!(!sleeper["state"]["running"].is_null(), "{p2}");
+    assert_eq!(
+        sleeper["containerID"],
+        ephemeral(&debugged, "sleeper")["containerID"],
+        "{p2}"
+    );
     let after = c.agent.runc_list();
-    assert_eq!(after, before, "adopted, not started twice");
+    assert_eq!(
+        running(&after),
+        running(&during),
+        "adopted, not started twice: {after:?}"
+    );
     let p2 = c.pod("long").unwrap();
     assert_eq!(
         p2["status"]["podIP"], p["status"]["podIP"],

@@ -368,6 +368,21 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
         c.kubectl_ok(&["logs", "half-done", "-c", "dbg"])
             .contains("stdin lines: 1")
     );
+    // One still running when the agent restarts (a Wasm guest ends with the agent's process)
+    // runs once: the next agent reports it lost instead of starting it again.
+    c.kubectl_ok(&[
+        "debug",
+        "half-done",
+        "-i",
+        "--attach=false",
+        "--image=hello-c:latest",
+        "-c",
+        "waiter",
+    ]);
+    let waiter = |p: &Value| p["status"]["ephemeralContainerStatuses"][1].clone();
+    let half = c.wait_pod("half-done", "the waiter running", |p| {
+        waiter(p)["name"] == "waiter" && !waiter(p)["state"]["running"].is_null()
+    });
     // Times are to the second: a run again after the restart must show a later one.
     std::thread::sleep(Duration::from_secs(1));
 
@@ -391,7 +406,8 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
     });
     // Give the agent time to have synced the pod (it reports within a second).
     std::thread::sleep(Duration::from_secs(2));
-    let after = c.pod("hello-wasi").expect("the pod is still there");
+    // (Read with retries: a read in the seconds after a restart failed once, not reproduced.)
+    let after = c.wait_pod("hello-wasi", "still there", |_| true);
     assert_eq!(
         after["status"], pod["status"],
         "the finished pod's status is unchanged"
@@ -413,6 +429,15 @@ fn the_node_registers_renews_its_lease_and_runs_a_sample_command_pod_to_success(
         ephemeral(&half),
         "the ended ephemeral container was not run again"
     );
+    let lost = c.wait_pod("half-done", "the waiter reported lost", |p| {
+        waiter(p)["state"]["terminated"]["reason"] == "ContainerStatusUnknown"
+    });
+    assert_eq!(
+        waiter(&lost)["state"]["terminated"]["exitCode"],
+        137,
+        "{lost}"
+    );
+    assert_eq!(waiter(&lost)["restartCount"], 0, "{lost}");
     assert_eq!(
         c.kubectl_ok(&["logs", "half-done", "-c", "done"]),
         done_logs

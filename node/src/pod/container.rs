@@ -256,7 +256,7 @@ pub async fn run(p: Params) -> Outcome {
     let mut crash = CrashLoop::default();
     let mut retries = Retries::default();
     let mut prepared: Option<PreparedImage> = None;
-    let mut run_number = {
+    let (mut run_number, adopt_only) = {
         let mut s = p.shared.snapshot();
         let record = &records(&mut s, p.kind)[p.index];
         // Ended for good under an earlier agent: its outcome stands.
@@ -269,7 +269,7 @@ pub async fn run(p: Params) -> Outcome {
                 Outcome::Failed
             };
         }
-        record.restart_count as u32
+        (record.restart_count as u32, record.adopt_only)
     };
     let stop = || p.stop.clone();
     loop {
@@ -458,6 +458,7 @@ pub async fn run(p: Params) -> Outcome {
                 pid: p.pod.spec.as_ref().and_then(|s| s.host_pid) == Some(true),
                 ipc: p.pod.spec.as_ref().and_then(|s| s.host_ipc) == Some(true),
             },
+            adopt_only,
             stdio: ContainerStdio {
                 stdin: container.stdin.unwrap_or(false),
                 stdin_once: container.stdin_once.unwrap_or(false),
@@ -467,6 +468,21 @@ pub async fn run(p: Params) -> Outcome {
         tracing::debug!(pod = %pref.name, container = %name, "configuration resolved; starting");
         if let Err(e) = p.runtime.start(spec).await {
             log.finish();
+            if adopt_only && matches!(e, RuntimeError::NotFound(_)) {
+                // An ephemeral container that ran under an earlier agent and is gone: it
+                // ended unseen (kubelet's words for a container it lost).
+                let now = Timestamp::now();
+                p.update(|r| {
+                    r.state = super::state::ContainerState::Terminated(Termination {
+                        exit_code: 137,
+                        reason: "ContainerStatusUnknown".into(),
+                        message: "The container could not be located when the agent restarted. The container used to be Running".into(),
+                        started_at: now,
+                        finished_at: now,
+                    });
+                });
+                return Outcome::Failed;
+            }
             event(EventType::Warning, "Failed", format!("Error: {e}"));
             let reason = match e {
                 RuntimeError::Config(_) => WaitingReason::CreateContainerConfigError,

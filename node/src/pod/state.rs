@@ -175,6 +175,9 @@ pub struct ContainerRecord {
     /// It ended for good under an earlier agent (see [`ContainerRecord::ended_earlier`]): it
     /// is not run again.
     pub ended_earlier: bool,
+    /// An ephemeral container an earlier agent reported running: it runs once, so this agent
+    /// may take it over if the runtime still runs it, but never starts it again.
+    pub adopt_only: bool,
     runs: u32,
 }
 
@@ -197,6 +200,7 @@ impl ContainerRecord {
             probe_failure: None,
             sidecar: false,
             ended_earlier: false,
+            adopt_only: false,
             runs: 0,
         }
     }

@@ -178,7 +178,11 @@ async fn run(
         .iter()
         .flatten()
         .map(|c| {
-            let record = ContainerRecord::new(&c.name, c.image.as_deref().unwrap_or(""));
+            let mut record = ContainerRecord::new(&c.name, c.image.as_deref().unwrap_or(""));
+            let statuses = status.ephemeral_container_statuses.iter().flatten();
+            record.adopt_only = statuses
+                .filter(|s| s.name == c.name)
+                .any(|s| s.state.as_ref().is_some_and(|s| s.running.is_some()));
             carry_over(record, &status.ephemeral_container_statuses, |_| true)
         })
         .collect();

@@ -171,6 +171,10 @@ pub struct ContainerSpec {
     /// The pod's `hostPID` and `hostIPC`: a container runtime leaves the container in the
     /// node's process or IPC namespace instead of giving it one of its own.
     pub host_namespaces: HostNamespaces,
+    /// Take over the container an earlier agent left running under this id, but never start
+    /// it: [`RuntimeError::NotFound`] when it no longer runs (an ephemeral container, which
+    /// runs once).
+    pub adopt_only: bool,
 }
 
 /// Which of the node's namespaces a pod's containers share (`hostPID`, `hostIPC`; the

@@ -431,6 +431,10 @@ impl Runtime for WasmtimeRuntime {
     }
 
     fn start(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        if spec.adopt_only {
+            // Guests live in the agent's process: none outlives it.
+            return std::future::ready(Err(RuntimeError::NotFound(spec.id))).boxed();
+        }
         self.start_container(spec).boxed()
     }
 
@@ -656,6 +660,7 @@ mod tests {
             share_processes_with: None,
             security: Default::default(),
             host_namespaces: Default::default(),
+            adopt_only: false,
         };
         (runtime, spec, output)
     }

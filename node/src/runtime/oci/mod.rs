@@ -328,6 +328,9 @@ impl OciRuntime {
             }
             Found::Nothing => self.remove_dir(&dir).await,
         }
+        if spec.adopt_only {
+            return Err(RuntimeError::NotFound(id));
+        }
         match self.create_and_start(&spec, &dir).await {
             Ok(started) => {
                 self.monitor(&spec, &dir, started, true);

@@ -400,6 +400,7 @@ mod tests {
             share_processes_with: None,
             security: Default::default(),
             host_namespaces: Default::default(),
+            adopt_only: false,
         }
     }
 
