@@ -409,13 +409,7 @@ impl OciRuntime {
             spec::hosts_file(&spec.hostname, ip, &spec.host_aliases),
         )
         .map_err(|e| io("cannot write /etc/hosts", e))?;
-        let (image_uid, _) =
-            spec::user(&prepared.config, &files.rootfs).map_err(RuntimeError::InvalidImage)?;
-        spec.security
-            .verify_non_root(image_uid)
-            .map_err(RuntimeError::Config)?;
-        let oci = spec::build(&prepared.config, spec, &spec.hostname, &files)
-            .map_err(RuntimeError::InvalidImage)?;
+        let oci = spec::build(&prepared.config, spec, &spec.hostname, &files)?;
         oci.save(dir.join("config.json"))
             .map_err(|e| RuntimeError::Create(format!("cannot write the runtime spec: {e}")))?;
         let (stdout, stderr) =

@@ -23,7 +23,7 @@ use oci_spec::runtime::{
     Spec, UserBuilder,
 };
 
-use crate::runtime::ContainerSpec;
+use crate::runtime::{ContainerSpec, RuntimeError};
 
 /// The CFS period the CPU quota is expressed in (µs).
 const CPU_PERIOD: u64 = 100_000;
@@ -95,7 +95,7 @@ fn env(config: &serde_json::Value, spec: &ContainerSpec, hostname: &str) -> Vec<
 }
 
 /// `uid[:gid]` from the image's `User`, names resolved in the rootfs.
-pub fn user(config: &serde_json::Value, rootfs: &Path) -> Result<(u32, u32), String> {
+fn user(config: &serde_json::Value, rootfs: &Path) -> Result<(u32, u32), String> {
     let text = config["config"]["User"].as_str().unwrap_or_default();
     if text.is_empty() {
         return Ok((0, 0));
@@ -204,15 +204,31 @@ pub fn hosts_file(
     s
 }
 
-/// Builds the spec of container `spec` from the image `config`.
+/// Builds the spec of container `spec` from the image `config`. A container its
+/// `runAsNonRoot` refuses is a [`RuntimeError::Config`]; anything else that cannot be built, an
+/// [`RuntimeError::InvalidImage`].
 pub fn build(
     config: &serde_json::Value,
     spec: &ContainerSpec,
     hostname: &str,
     files: &HostFiles,
+) -> Result<Spec, RuntimeError> {
+    let image_user = user(config, &files.rootfs).map_err(RuntimeError::InvalidImage)?;
+    spec.security
+        .verify_non_root(image_user.0)
+        .map_err(RuntimeError::Config)?;
+    assemble(config, spec, hostname, files, image_user).map_err(RuntimeError::InvalidImage)
+}
+
+/// [`build`]'s spec, the image's user (uid, gid) resolved.
+fn assemble(
+    config: &serde_json::Value,
+    spec: &ContainerSpec,
+    hostname: &str,
+    files: &HostFiles,
+    (image_uid, image_gid): (u32, u32),
 ) -> Result<Spec, String> {
     let args = argv(config, spec)?;
-    let (image_uid, image_gid) = user(config, &files.rootfs)?;
     // `runAsUser` and `runAsGroup` replace the image's; a uid given alone takes its group from
     // the image's /etc/passwd, as containerd does.
     let security = &spec.security;
@@ -609,6 +625,17 @@ mod tests {
         };
         let mut s = spec(None, None);
         s.security = unknown;
-        assert!(build(&config, &s, "w", &files).unwrap_err().contains("FLY"));
+        let err = build(&config, &s, "w", &files).unwrap_err();
+        assert!(
+            matches!(&err, RuntimeError::InvalidImage(m) if m.contains("FLY")),
+            "{err:?}"
+        );
+        // runAsNonRoot refuses the image's root user: a configuration error, not the image's.
+        s.security = crate::runtime::security::Security {
+            run_as_non_root: true,
+            ..Default::default()
+        };
+        let err = build(&config, &s, "w", &files).unwrap_err();
+        assert!(matches!(err, RuntimeError::Config(_)), "{err:?}");
     }
 }
