@@ -145,37 +145,30 @@ impl Params {
                 spec.init_containers.unwrap_or_default()[self.index].clone()
             }
             Kind::App => spec.containers[self.index].clone(),
-            Kind::Ephemeral => {
-                let name = self.shared.snapshot().ephemeral[self.index].name.clone();
-                spec.ephemeral_containers
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|c| c.name == name)
-                    .map(ephemeral_as_container)
-                    .unwrap_or_else(|| Container {
-                        name,
-                        ..Container::default()
-                    })
-            }
+            Kind::Ephemeral => self
+                .ephemeral()
+                .map(ephemeral_as_container)
+                .unwrap_or_else(|| Container {
+                    name: self.shared.snapshot().ephemeral[self.index].name.clone(),
+                    ..Container::default()
+                }),
         }
+    }
+
+    /// An ephemeral container's spec: the one of the pod's named as its record is.
+    fn ephemeral(&self) -> Option<k8s_openapi::api::core::v1::EphemeralContainer> {
+        if self.kind != Kind::Ephemeral {
+            return None;
+        }
+        let name = self.shared.snapshot().ephemeral[self.index].name.clone();
+        let list = self.pod.spec.as_ref()?.ephemeral_containers.as_ref()?;
+        list.iter().find(|c| c.name == name).cloned()
     }
 
     /// The `targetContainerName` of an ephemeral container: the container whose processes it
     /// sees.
     fn target(&self) -> Option<String> {
-        if self.kind != Kind::Ephemeral {
-            return None;
-        }
-        let name = self.shared.snapshot().ephemeral[self.index].name.clone();
-        self.pod
-            .spec
-            .as_ref()?
-            .ephemeral_containers
-            .as_ref()?
-            .iter()
-            .find(|c| c.name == name)?
-            .target_container_name
-            .clone()
+        self.ephemeral()?.target_container_name
     }
 
     fn update(&self, f: impl FnOnce(&mut ContainerRecord)) {
